@@ -1,0 +1,23 @@
+"""dpo-rlhf-checks: checks of the theory of "Conditional Equivalence of DPO and RLHF".
+
+The public surface is small: the claim registry, the check runner, and the loss library
+(:mod:`dpo_rlhf_checks.losses`).
+"""
+
+__version__ = "0.1.0"
+
+from dpo_rlhf_checks.result import METHODS, VERDICTS, CheckContext, CheckResult, decide, not_checked
+from dpo_rlhf_checks.registry import CLAIMS, Claim, get_claim
+
+__all__ = [
+    "CLAIMS",
+    "Claim",
+    "CheckContext",
+    "CheckResult",
+    "METHODS",
+    "VERDICTS",
+    "__version__",
+    "decide",
+    "get_claim",
+    "not_checked",
+]

@@ -1,0 +1,109 @@
+"""Command line of ``paper_checks.py``.
+
+    python paper_checks.py --all                 run every check, print the table, write results/
+    python paper_checks.py --list                list the claims
+    python paper_checks.py --only ID [ID ...]    run some checks
+    python paper_checks.py solve --instance F    solve one bandit instance (toy_bandits)
+    python paper_checks.py audit FILE            audit a preference data file
+
+Exit codes: 0 when every requested check ran (whatever its verdict: a failing claim is a
+finding); 1 when a check crashed; 2 for bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+from dpo_rlhf_checks.registry import CLAIMS, get_claim
+from dpo_rlhf_checks.result import CheckContext
+
+# Subcommands live with the capability they expose; each module has ``main(argv) -> int``.
+SUBCOMMANDS = {
+    "solve": "toy_bandits.cli",
+    "audit": "dpo_rlhf_checks.audit",
+}
+FORMATS = ("markdown", "latex")
+LM_CONFIGS = ("default", "large")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="paper_checks.py",
+        description="Check the claims of 'Conditional Equivalence of DPO and RLHF' (arXiv 2605.20834). "
+        f"Subcommands: {', '.join(SUBCOMMANDS)} (run 'paper_checks.py SUBCOMMAND --help').",
+    )
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--all", action="store_true", help="run every registered check")
+    what.add_argument("--only", nargs="+", metavar="ID", help="run only these claim ids")
+    what.add_argument("--list", action="store_true", help="list the claims and exit")
+    parser.add_argument("--out", type=Path, default=Path("results"), help="output folder (default: results/)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every random draw (default: 0)")
+    parser.add_argument("--quick", action="store_true", help="a fast pass: smaller grids, shorter training")
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="markdown",
+        help="report format besides report.json: markdown (report.md) or latex (report.md and report.tex)",
+    )
+    parser.add_argument(
+        "--lm-config",
+        default="default",
+        help=f"language-model configuration: {' or '.join(LM_CONFIGS)}, or a path to a JSON config file",
+    )
+    parser.add_argument("--device", choices=DEVICES, default="auto", help="device of the LM stage (default: auto)")
+    return parser
+
+
+def _list_claims() -> str:
+    width = max(len(c.id) for c in CLAIMS)
+    lines = []
+    for c in CLAIMS:
+        lines.append(f"{c.id.ljust(width)}  {c.paper_ref}")
+        lines.append(f"{' ' * width}  {c.title}: {c.statement}")
+    return "\n".join(lines)
+
+
+def run_main(argv: list[str]) -> int:
+    from dpo_rlhf_checks.report import ERROR_VERDICT, format_table, run_claims, write_report
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.list:
+        print(_list_claims())
+        return 0
+    if args.only:
+        try:
+            claims = [get_claim(i) for i in args.only]
+        except KeyError as err:
+            parser.error(err.args[0])
+    else:
+        claims = list(CLAIMS)
+    if args.lm_config not in LM_CONFIGS and not Path(args.lm_config).is_file():
+        parser.error(f"--lm-config {args.lm_config!r} is neither one of {LM_CONFIGS} nor an existing file")
+    ctx = CheckContext(seed=args.seed, quick=args.quick, out_dir=args.out, lm_config=args.lm_config, device=args.device)
+    report = run_claims(claims, ctx)
+    json_path, md_path = write_report(report, args.out)
+    written = [json_path, md_path]
+    if args.format == "latex":
+        from dpo_rlhf_checks.report_tex import write_latex
+
+        written.append(write_latex(report, args.out))
+    print(format_table(report))
+    print("wrote " + ", ".join(str(p) for p in written))
+    crashed = [c["id"] for c in report["claims"] if c["verdict"] == ERROR_VERDICT]
+    if crashed:
+        print(f"error: checks crashed: {', '.join(crashed)} (tracebacks in {json_path})", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        module = importlib.import_module(SUBCOMMANDS[argv[0]])
+        return int(module.main(argv[1:]) or 0)
+    return run_main(argv)

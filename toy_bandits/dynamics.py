@@ -1,0 +1,140 @@
+"""Gradient descent on preference losses in the tabular softmax parameterisation.
+
+Each of N instances (prompts) has K responses and a policy ``pi = softmax(theta)`` over them,
+started at ``theta = log pi_ref``. Training minimises, by plain gradient descent with step
+``lr``, the *sum over instances* of the *mean over pairs* of a loss from
+:mod:`dpo_rlhf_checks.losses`, applied to the pairs ``(y_w, y_l)`` of each instance.
+
+Labels:
+  "ordered": every pair is seen with y_w as the chosen response (what DPO trains on).
+  "bt":      the population version: with probability ``q`` the pair is (y_w, y_l), else
+             (y_l, y_w); the loss is the q-weighted sum of both orders (THEORY.md §2).
+
+Float64 throughout; deterministic (no randomness at all).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from dpo_rlhf_checks.losses import TARGET_FORM, alignment_certificate, get_loss, implicit_target
+
+LABELS = ("ordered", "bt")
+
+
+@dataclass
+class Trajectory:
+    """Per recorded step (T = number of recorded steps), for N instances and P pairs each.
+
+    steps: (T,) step index; loss: (T, N, P) per-pair loss; delta: (T, N, P) log-odds
+    log pi(y_w) - log pi(y_l); in_U: (T, N, P) delta_ref < delta < 0; certified: (T, N, P)
+    the loss value alone proves delta > margin (target-form losses; False otherwise);
+    delta_ref: (N, P); policy: (N, K) the final policy.
+    """
+
+    steps: np.ndarray
+    loss: np.ndarray
+    delta: np.ndarray
+    in_U: np.ndarray
+    certified: np.ndarray
+    delta_ref: np.ndarray
+    policy: np.ndarray
+
+
+def _validate(pi_ref: np.ndarray, pairs: np.ndarray) -> None:
+    if pi_ref.ndim != 2:
+        raise ValueError(f"pi_ref must have shape (N, K), got {pi_ref.shape}")
+    if not np.all(np.isfinite(pi_ref)) or np.any(pi_ref <= 0):
+        raise ValueError("pi_ref must be finite with full support (every entry > 0)")
+    if not np.allclose(pi_ref.sum(axis=1), 1.0, atol=1e-8):
+        raise ValueError(f"each row of pi_ref must sum to 1, got sums {pi_ref.sum(axis=1)}")
+    if pairs.ndim != 3 or pairs.shape[0] != pi_ref.shape[0] or pairs.shape[2] != 2:
+        raise ValueError(f"pairs must have shape (N, P, 2) with N = {pi_ref.shape[0]}, got {pairs.shape}")
+    if pairs.min() < 0 or pairs.max() >= pi_ref.shape[1]:
+        raise ValueError(f"pair indices must lie in [0, {pi_ref.shape[1]})")
+    if np.any(pairs[..., 0] == pairs[..., 1]):
+        raise ValueError("a pair compares a response with itself")
+
+
+def train_tabular(pi_ref, pairs, loss_name: str, *, beta: float, steps: int, lr: float, labels: str = "ordered",
+                  q=None, margin: float = 0.0, record_every: int = 1, **loss_params) -> Trajectory:
+    """Run gradient descent; see the module docstring.
+
+    pi_ref: (N, K) or (K,) reference policy, rows sum to 1, full support.
+    pairs: (N, P, 2) or (P, 2) integer indices (winner, loser).
+    loss_name: a name of :data:`dpo_rlhf_checks.losses.LOSSES` (not "dpo_bt": use labels="bt").
+    beta: > 0. steps: >= 0. lr: > 0.
+    q: (N, P) BT probability that y_w wins, needed when labels == "bt".
+    margin: the margin the certificate is checked against.
+    loss_params: the loss's own parameters (gamma, tau, alpha, lam, margin for cpo_clip is passed here too).
+    """
+    pi_ref = np.atleast_2d(np.asarray(pi_ref, dtype=np.float64))
+    pairs = np.asarray(pairs, dtype=np.int64)
+    if pairs.ndim == 2:
+        pairs = pairs[None]
+    _validate(pi_ref, pairs)
+    if labels not in LABELS:
+        raise ValueError(f"labels must be one of {LABELS}, got {labels!r}")
+    if loss_name == "dpo_bt":
+        raise ValueError("use loss_name='dpo' with labels='bt' for the BT-labelled DPO loss")
+    if steps < 0 or lr <= 0 or record_every < 1:
+        raise ValueError(f"need steps >= 0, lr > 0, record_every >= 1; got {steps}, {lr}, {record_every}")
+    loss_fn = get_loss(loss_name)
+    if labels == "bt":
+        if q is None:
+            raise ValueError("labels='bt' needs q, the probability that y_w is preferred, shape (N, P)")
+        q_t = torch.as_tensor(np.broadcast_to(np.asarray(q, dtype=np.float64), pairs.shape[:2]).copy())
+        if torch.isnan(q_t).any() or (q_t < 0).any() or (q_t > 1).any():
+            raise ValueError("q must lie in [0, 1]")
+
+    n = pi_ref.shape[0]
+    rows = torch.arange(n)[:, None]  # (N, 1)
+    w, l = torch.as_tensor(pairs[..., 0]), torch.as_tensor(pairs[..., 1])  # (N, P)
+    log_ref = torch.log(torch.as_tensor(pi_ref))  # (N, K)
+    ref_w, ref_l = log_ref[rows, w], log_ref[rows, l]  # (N, P)
+    theta = log_ref.clone().requires_grad_(True)
+    target = None
+    if loss_name in TARGET_FORM:
+        target = implicit_target(loss_name, ref_w, ref_l, beta=beta, **loss_params)
+
+    def pair_losses(logp):
+        lw, ll = logp[rows, w], logp[rows, l]
+        forward = loss_fn(lw, ll, ref_w, ref_l, beta=beta, **loss_params).losses
+        if labels == "ordered":
+            return forward, forward
+        backward = loss_fn(ll, lw, ref_l, ref_w, beta=beta, **loss_params).losses
+        return q_t * forward + (1 - q_t) * backward, forward
+
+    record = {"steps": [], "loss": [], "delta": [], "certified": []}
+    for step in range(steps + 1):
+        logp = torch.log_softmax(theta, dim=1)  # (N, K), log space throughout
+        objective_terms, forward = pair_losses(logp)
+        if step % record_every == 0 or step == steps:
+            with torch.no_grad():
+                delta = logp[rows, w] - logp[rows, l]
+                cert = (alignment_certificate(forward, target, beta=beta, margin=margin) if target is not None
+                        else torch.zeros_like(delta, dtype=torch.bool))
+                record["steps"].append(step)
+                record["loss"].append(forward.numpy().copy())
+                record["delta"].append(delta.numpy().copy())
+                record["certified"].append(cert.numpy().copy())
+        if step == steps:
+            break
+        objective = objective_terms.mean(dim=1).sum()
+        (grad,) = torch.autograd.grad(objective, theta)
+        with torch.no_grad():
+            theta -= lr * grad
+    delta = np.stack(record["delta"])
+    delta_ref = (ref_w - ref_l).numpy()
+    return Trajectory(
+        steps=np.asarray(record["steps"]),
+        loss=np.stack(record["loss"]),
+        delta=delta,
+        in_U=(delta_ref[None] < delta) & (delta < 0),
+        certified=np.stack(record["certified"]),
+        delta_ref=delta_ref,
+        policy=torch.softmax(theta.detach(), dim=1).numpy(),
+    )
