@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as _dt
 import importlib.metadata
 import json
+import os
 import platform
 import sys
 import time
@@ -115,8 +116,11 @@ def format_table(report: dict[str, Any], width: int = 70) -> str:
     return "\n".join(lines)
 
 
-def format_markdown(report: dict[str, Any]) -> str:
-    """``report.md``: the table, then each claim's statement, evidence and counterexample."""
+def format_markdown(report: dict[str, Any], out_dir: Path = Path(".")) -> str:
+    """``report.md``: the table, then each claim's statement, evidence and counterexample.
+
+    Figure links are relative to ``out_dir``, where report.md is written.
+    """
     out = [
         "# dpo-rlhf-checks report",
         "",
@@ -138,7 +142,7 @@ def format_markdown(report: dict[str, Any]) -> str:
         out += ["", "Evidence:", "", "```json", json.dumps(c["evidence"], indent=2), "```"]
         for fig in c["figures"]:
             if fig.endswith(".png"):
-                out += ["", f"![{c['id']}]({Path(fig).relative_to(Path(fig).parent.parent) if 'figures' in fig else fig})"]
+                out += ["", f"![{c['id']}]({os.path.relpath(fig, out_dir)})"]
     return "\n".join(out) + "\n"
 
 
@@ -149,5 +153,5 @@ def write_report(report: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
     json_path = out_dir / "report.json"
     md_path = out_dir / "report.md"
     json_path.write_text(json.dumps(report, indent=2) + "\n")
-    md_path.write_text(format_markdown(report))
+    md_path.write_text(format_markdown(report, out_dir))
     return json_path, md_path
