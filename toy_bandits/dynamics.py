@@ -138,3 +138,35 @@ def train_tabular(pi_ref, pairs, loss_name: str, *, beta: float, steps: int, lr:
         delta_ref=delta_ref,
         policy=torch.softmax(theta.detach(), dim=1).numpy(),
     )
+
+
+def ordered_pair_flow_time(delta_ref, beta: float, delta_to=0.0, delta_from=None) -> np.ndarray:
+    """Time the gradient flow of the ordered-pair DPO loss needs to move delta from delta_from to delta_to.
+
+    Tabular softmax, one pair per instance (the mean over pairs is that pair): delta = theta_w - theta_l
+    (the log-normaliser cancels), so d delta/dt = -2 dl/d delta = 2 beta sigma(-h) with
+    h = beta (delta - delta_ref) (THEORY.md §5). Separating variables, (1 + e^h) dh = 2 beta^2 dt:
+
+        t = [h_1 + e^{h_1} - h_0 - e^{h_0}] / (2 beta^2).
+
+    From the reference (h_0 = 0) to delta = 0 (h_1 = H = -beta delta_ref): t = (H + e^H - 1) / (2 beta^2),
+    which grows like e^{-beta delta_ref}: the deeper the reference's violation, the longer the pair
+    stays in U. Gradient descent with step lr follows it with about t / lr steps (Euler; O(lr) error).
+    delta_from: default delta_ref.
+    """
+    if not (beta > 0):
+        raise ValueError(f"beta must be > 0, got {beta!r}")
+    delta_ref = np.asarray(delta_ref, dtype=np.float64)
+    delta_from = delta_ref if delta_from is None else np.asarray(delta_from, dtype=np.float64)
+    h0 = beta * (delta_from - delta_ref)
+    h1 = beta * (np.asarray(delta_to, dtype=np.float64) - delta_ref)
+    if np.any(h1 < h0):
+        raise ValueError("the ordered-pair flow only increases delta: need delta_to >= delta_from")
+    return (h1 + np.exp(h1) - h0 - np.exp(h0)) / (2.0 * beta**2)
+
+
+def first_crossing(traj: Trajectory, level: float = 0.0) -> np.ndarray:
+    """Per (instance, pair), the first recorded step with delta >= level; -1 where it never gets there. (N, P)."""
+    reached = traj.delta >= level  # (T, N, P)
+    first = np.argmax(reached, axis=0)
+    return np.where(reached.any(axis=0), traj.steps[first], -1)
