@@ -1,0 +1,464 @@
+"""Constrained RLHF (THEORY.md §9a, paper Sec. 4): exact solvers and their KKT certificates.
+
+Problem, for one prompt with K responses, preference pairs (w_k, l_k), k = 1..P, and margin m >= 0:
+
+    maximise_pi   J(pi) = sum_y pi(y) r(y) - beta KL(pi || pi_ref)
+    subject to    pi(w_k) - e^m pi(l_k) >= 0      (k = 1..P; the linear form of delta_pi >= m)
+                  sum_y pi(y) = 1,  pi >= 0.
+
+Multiplier convention (the one THEORY.md §9a uses). With the Lagrangian
+``L = J(pi) + sum_k mu_k (pi(w_k) - e^m pi(l_k)) + nu (1 - sum_y pi(y))``, mu_k >= 0 is the multiplier
+of the *linear* constraint k, in units of reward, and stationarity gives
+
+    pi_c(y) ∝ pi_ref(y) exp((r(y) + sum_k mu_k a_k(y)) / beta),   a_k(w_k) = 1, a_k(l_k) = -e^m.
+
+One pair: mu = max(0, (beta m - beta delta_ref - dr) / (1 + e^m)) (closed form, :func:`closed_form_pairs`).
+The multiplier of the log-form constraint ``log pi(w) - log pi(l) >= m`` is mu * pi_c(w_k) at an
+active constraint (its gradient is the linear one divided by pi_c(w_k)).
+
+Price of alignment (§9c): J(pi*) - J(pi_c) = beta KL(pi_c || pi*) (exact identity, see
+:func:`toy_bandits.rlhf.suboptimality`) = -beta log E_{pi*}[exp(sum_k mu_k a_k / beta)] (strong duality).
+
+Methods:
+- :func:`closed_form_pairs`: one pair per prompt, vectorised over a batch (numpy, log space, exact).
+- :class:`ConstrainedRLHF`: CVXPY over any preference graph, built once per (K, graph) with
+  ``cp.Parameter``s (DPP) and re-solved; CLARABEL by default, SCS as the second solver. It solves
+  the equivalent problem ``minimise KL(pi || pi*)`` (``rel_entr``): since
+  ``J(pi) = beta log Z - beta KL(pi || pi*)`` the optimiser is the same and the objective is scaled
+  by 1/beta, so the constraint duals are divided by beta (we multiply them back).
+- :func:`solve_dual`: the smooth dual ``min_{mu >= 0} beta log sum_y pi*(y) exp((A^T mu)(y)/beta)``
+  by L-BFGS-B in log space: a solver independent of CVXPY, exact for tiny probabilities.
+
+Accuracy: CVXPY's solvers give *absolute* accuracy in the probabilities: measured against the
+closed form on 140 random single-pair instances (beta 1e-3..1e3), max |pi_cvx - pi_c| was
+5.6e-7 for CLARABEL (tolerances below; median 1e-11) and 3.2e-5 for SCS (eps 1e-9; median 5e-13).
+Probabilities below that are not resolved relative to themselves, and a multiplier mu is not
+identifiable from them when pi_c(w) or pi_c(l) is that small. Compare CVXPY answers with an
+absolute tolerance (the checks and tests state theirs); the closed form and the dual are
+accurate in log space.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+from scipy.optimize import minimize
+from scipy.special import expit, logsumexp
+
+from toy_bandits.instance import BanditInstance, PairBatch, _pairs
+from toy_bandits.rlhf import log_gibbs_policy, rlhf_objective, suboptimality
+
+SOLVERS = ("CLARABEL", "SCS")
+METHODS = ("auto", "closed-form", "cvxpy", "dual")
+OK_STATUSES = ("optimal", "optimal_inaccurate")
+# See ConstrainedRLHF: errors in pi scale like sqrt(gap tolerance), hence the tight gaps.
+CLARABEL_OPTS = {"tol_gap_abs": 1e-12, "tol_gap_rel": 1e-12, "tol_feas": 1e-12, "tol_ktratio": 1e-10}
+SCS_OPTS = {"eps_abs": 1e-9, "eps_rel": 1e-9, "max_iters": 200_000}
+
+
+class InfeasiblePreferencesError(ValueError):
+    """The constraints delta_pi >= m > 0 contain a directed preference cycle: no policy meets them.
+
+    cycle: the response indices on the cycle, ``[v0, v1, ..., v0]`` with v_i preferred to v_{i+1}.
+    """
+
+    def __init__(self, cycle: Sequence[int], margin: float):
+        self.cycle = list(cycle)
+        self.margin = margin
+        path = " > ".join(str(v) for v in self.cycle)
+        super().__init__(
+            f"preferences: cycle {path} with margin {margin} > 0 is infeasible (it needs pi(v) >= e^(m L) pi(v) "
+            f"with L = {len(self.cycle) - 1} pairs); with margin 0 a cycle forces ties"
+        )
+
+
+class ConstrainedSolveError(RuntimeError):
+    """The convex solver returned a status other than optimal / optimal_inaccurate."""
+
+
+def find_cycle(preferences: Sequence[tuple[int, int]], K: int) -> list[int] | None:  # noqa: N803
+    """A directed cycle of the graph winner -> loser as ``[v0, ..., v0]``, or None (iterative DFS)."""
+    succ: list[list[int]] = [[] for _ in range(K)]
+    for w, l in preferences:
+        succ[w].append(l)
+    color = [0] * K  # 0 unseen, 1 on the stack, 2 done
+    parent = [-1] * K
+    for root in range(K):
+        if color[root]:
+            continue
+        stack = [(root, 0)]
+        color[root] = 1
+        while stack:
+            v, i = stack[-1]
+            if i < len(succ[v]):
+                stack[-1] = (v, i + 1)
+                u = succ[v][i]
+                if color[u] == 1:  # back edge v -> u closes a cycle u -> ... -> v -> u
+                    cycle = [v]
+                    while cycle[-1] != u:
+                        cycle.append(parent[cycle[-1]])
+                    return [*reversed(cycle), u]
+                if color[u] == 0:
+                    color[u], parent[u] = 1, v
+                    stack.append((u, 0))
+            else:
+                color[v] = 2
+                stack.pop()
+    return None
+
+
+def check_feasible(preferences: Sequence[tuple[int, int]], K: int, margin: float) -> None:  # noqa: N803
+    """Raise :class:`InfeasiblePreferencesError` when margin > 0 and the graph has a cycle.
+
+    Note: with probabilities allowed to be 0 the *linear* constraints pi(w) >= e^m pi(l) could
+    be met by putting zero mass on the cycle and on everything below it; the paper's constraint
+    delta_pi = log pi(w) - log pi(l) >= m needs positive probabilities, so such a policy does not
+    count: the instance is infeasible.
+    """
+    if margin > 0:
+        cycle = find_cycle(preferences, K)
+        if cycle is not None:
+            raise InfeasiblePreferencesError(cycle, margin)
+
+
+def constraint_matrix(preferences: Sequence[tuple[int, int]], K: int, margin: float) -> np.ndarray:  # noqa: N803
+    """A (P, K): row k is a_k with a_k(w_k) = 1, a_k(l_k) = -e^m; constraints A pi >= 0."""
+    a = np.zeros((len(preferences), K))
+    for k, (w, l) in enumerate(preferences):
+        a[k, w] = 1.0
+        a[k, l] = -np.exp(margin)
+    return a
+
+
+@dataclass
+class ConstrainedSolution:
+    """The constrained optimum of one instance and what comes with it (P pairs, K responses).
+
+    pi: (K,) pi_c. pi_star: (K,) the unconstrained Gibbs optimum. multipliers: (P,) mu_k in the
+    module's convention (linear constraint, reward units). price_of_alignment: J(pi*) - J(pi_c).
+    delta_ref, delta_star, delta_c: (P,) log-odds log pi(w) - log pi(l) under pi_ref, pi*, pi_c.
+    assumption_holds: (P,) delta_star > 0 (THEORY.md §3). in_U: (P,) delta_ref < delta_star < 0,
+    i.e. pi* lies in the undesirable set U of that pair (§6). status: solver status.
+    method: "closed-form", "cvxpy:<SOLVER>" or "dual". kkt: residuals from :func:`kkt_residuals`.
+    """
+
+    pi: np.ndarray
+    pi_star: np.ndarray
+    multipliers: np.ndarray
+    price_of_alignment: float
+    delta_ref: np.ndarray
+    delta_star: np.ndarray
+    delta_c: np.ndarray
+    assumption_holds: np.ndarray
+    in_U: np.ndarray
+    status: str
+    method: str
+    kkt: dict = field(default_factory=dict)
+
+
+def _pair_deltas(log_p: np.ndarray, winners: np.ndarray, losers: np.ndarray) -> np.ndarray:
+    """log p(w) - log p(l); NaN where a solver left both probabilities at exactly 0 (undefined)."""
+    with np.errstate(invalid="ignore"):
+        return log_p[..., winners] - log_p[..., losers]
+
+
+# --------------------------------------------------------------------------------------------
+# Closed form, one pair per prompt, vectorised (THEORY.md §9a)
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class PairSolutions:
+    """Closed-form solutions of N single-pair problems (arrays over the batch).
+
+    log_pi_c, pi_c, log_pi_star: (N, K). mu, price, delta_ref, delta_star, delta_c: (N,).
+    assumption_holds, in_U, active: (N,) bool (active: mu > 0, the constraint binds).
+    """
+
+    log_pi_c: np.ndarray
+    pi_c: np.ndarray
+    log_pi_star: np.ndarray
+    mu: np.ndarray
+    price: np.ndarray
+    delta_ref: np.ndarray
+    delta_star: np.ndarray
+    delta_c: np.ndarray
+    assumption_holds: np.ndarray
+    in_U: np.ndarray
+    active: np.ndarray
+
+
+def closed_form_pairs(batch: PairBatch) -> PairSolutions:
+    """Single-pair constrained RLHF in closed form for every row of ``batch``. THEORY.md §9a.
+
+    mu = max(0, beta (m - delta*) / (1 + e^m)) with delta* = delta_ref + dr/beta, and
+    log pi_c = log pi* + mu a / beta - log E_{pi*}[exp(mu a / beta)]. The tilt on the winner is
+    (m - delta*)^+ sigmoid(-m) and on the loser -(m - delta*)^+ sigmoid(m): written with expit so
+    e^m never overflows. The price is -beta log E_{pi*}[exp(mu a / beta)] (strong duality; the
+    constraint is active whenever mu > 0, so E_{pi_c}[mu a] = 0), summed with log1p/expm1 so a
+    small price keeps its relative accuracy.
+    """
+    n = batch.N
+    rows = np.arange(n)
+    w, l, beta, m = batch.winner, batch.loser, batch.beta, batch.margin
+    log_star = log_gibbs_policy(batch.pi_ref, batch.reward, beta)  # (N, K)
+    log_ref = np.log(batch.pi_ref)
+    delta_ref = log_ref[rows, w] - log_ref[rows, l]
+    delta_star = log_star[rows, w] - log_star[rows, l]
+    gap = np.maximum(m - delta_star, 0.0)  # = (beta m - beta delta_ref - dr)^+ / beta
+    mu = beta * gap * expit(-m)  # (beta m - beta delta_ref - dr)^+ / (1 + e^m)
+    tilt_w = gap * expit(-m)  # mu / beta
+    tilt_l = -gap * expit(m)  # -mu e^m / beta
+    p_w, p_l = np.exp(log_star[rows, w]), np.exp(log_star[rows, l])
+    # log E_{pi*}[e^t] = log(1 + p_w (e^{t_w} - 1) + p_l (e^{t_l} - 1)), t_w >= 0 >= t_l.
+    inner = p_w * np.expm1(tilt_w) + p_l * np.expm1(tilt_l)
+    log_norm = np.where(np.isfinite(inner), np.log1p(np.maximum(inner, -1.0 + 1e-300)), np.inf)
+    # Overflow guard: when t_w is huge (tiny beta), fall back to logsumexp over the tilted logits.
+    tilted = log_star.copy()
+    tilted[rows, w] += tilt_w
+    tilted[rows, l] += tilt_l
+    exact_norm = logsumexp(tilted, axis=1)
+    log_norm = np.where(np.abs(tilt_w) + np.abs(tilt_l) < 30.0, log_norm, exact_norm)
+    log_pi_c = tilted - log_norm[:, None]
+    price = np.maximum(-beta * log_norm, 0.0)
+    return PairSolutions(
+        log_pi_c=log_pi_c, pi_c=np.exp(log_pi_c), log_pi_star=log_star, mu=mu, price=price,
+        delta_ref=delta_ref, delta_star=delta_star, delta_c=log_pi_c[rows, w] - log_pi_c[rows, l],
+        assumption_holds=delta_star > 0, in_U=(delta_ref < delta_star) & (delta_star < 0), active=gap > 0,
+    )
+
+
+def _solution_from_policy(inst: BanditInstance, pi: np.ndarray, log_pi: np.ndarray, mu: np.ndarray,
+                          status: str, method: str) -> ConstrainedSolution:
+    log_star = log_gibbs_policy(inst.pi_ref, inst.reward, inst.beta)
+    w, l = inst.winners, inst.losers
+    delta_ref = _pair_deltas(np.log(inst.pi_ref), w, l)
+    delta_star = _pair_deltas(log_star, w, l)
+    return ConstrainedSolution(
+        pi=pi, pi_star=np.exp(log_star), multipliers=mu,
+        price_of_alignment=float(suboptimality(pi, inst.pi_ref, inst.reward, inst.beta)),
+        delta_ref=delta_ref, delta_star=delta_star, delta_c=_pair_deltas(log_pi, w, l),
+        assumption_holds=delta_star > 0, in_U=(delta_ref < delta_star) & (delta_star < 0),
+        status=status, method=method, kkt=kkt_residuals(inst, pi, mu),
+    )
+
+
+def solve_closed_form(inst: BanditInstance) -> ConstrainedSolution:
+    """The closed form for an instance with exactly one pair (THEORY.md §9a)."""
+    if len(inst.preferences) != 1:
+        raise ValueError(f"preferences: the closed form needs exactly one pair, got {len(inst.preferences)}")
+    sol = closed_form_pairs(PairBatch.from_instances([inst]))
+    out = _solution_from_policy(inst, sol.pi_c[0], sol.log_pi_c[0], sol.mu, "optimal", "closed-form")
+    out.price_of_alignment = float(sol.price[0])  # the dual form, accurate for tiny prices
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# KKT residuals
+# --------------------------------------------------------------------------------------------
+
+def kkt_residuals(inst: BanditInstance, pi: np.ndarray, mu: np.ndarray) -> dict[str, float]:
+    """Residuals of the KKT conditions of §9a at (pi, mu), all absolute, all >= 0.
+
+    primal: max(|sum pi - 1|, max_y (-pi(y))^+, max_k (-(pi(w_k) - e^m pi(l_k)))^+).
+    dual: max_k (-mu_k)^+. slackness: max_k |mu_k g_k| / (1 + mu_k) with g_k = pi(w_k) - e^m pi(l_k)
+    (relative to mu_k once mu_k > 1, so a large multiplier does not inflate it).
+    stationarity: max_y |pi(y) - pi_mu(y)| with pi_mu ∝ pi* exp(A^T mu / beta), the policy the
+    multipliers imply (computed in log space).
+    """
+    pi = np.asarray(pi, dtype=np.float64)
+    mu = np.asarray(mu, dtype=np.float64)
+    a = constraint_matrix(inst.preferences, inst.K, inst.margin)
+    g = a @ pi if a.size else np.zeros(0)
+    logits = log_gibbs_policy(inst.pi_ref, inst.reward, inst.beta) + (a.T @ mu if a.size else 0.0) / inst.beta
+    pi_mu = np.exp(logits - logsumexp(logits))
+    primal = max(abs(pi.sum() - 1.0), float(np.max(-pi, initial=0.0)), float(np.max(-g, initial=0.0)))
+    return {
+        "primal": primal,
+        "dual": float(np.max(-mu, initial=0.0)),
+        "slackness": float(np.max(np.abs(mu * g) / (1.0 + mu), initial=0.0)),
+        "stationarity": float(np.max(np.abs(pi - pi_mu))),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# CVXPY over any preference graph
+# --------------------------------------------------------------------------------------------
+
+class ConstrainedRLHF:
+    """Constrained RLHF over a fixed (K, preference graph), compiled once and re-solved (DPP).
+
+    Convex program (equivalent to §9a, see the module docstring):
+
+        minimise_pi  sum_y rel_entr(pi(y), 1) - sum_y log pi*(y) pi(y)
+                                                         [= KL(pi || pi*) = (J(pi*) - J(pi)) / beta]
+        subject to   sum_y pi(y) = 1,  pi >= 0,
+                     pi[W] - e^m * pi[L] >= 0              (one row per pair)
+
+    Parameters: ``log pi*`` (K, from :func:`toy_bandits.rlhf.log_gibbs_policy`) and ``e^m``
+    (P, nonnegative); both enter DPP-compliantly (linearly), so a new (pi_ref, reward, beta,
+    margin) only re-fills them. ``solve`` names the solver.
+
+    Why ``log pi*`` and not ``rel_entr(pi, pi*)`` with ``pi*`` a parameter: for small beta, pi*
+    has entries like 1e-100; as the second argument of an exponential cone they wreck the
+    solver's scaling (CLARABEL returned "optimal" with an error of 1.0 in pi on such instances),
+    while log pi* ~ -230 is an ordinary linear cost.
+
+    Tolerances: the objective is flat (quadratic) at the optimum, so the solver's gap tolerance
+    eps gives errors of order sqrt(eps) in pi; CLARABEL runs with gap/feasibility tolerances
+    1e-12 (``CLARABEL_OPTS``; it then often reports "optimal_inaccurate", meaning it met its
+    reduced tolerances; the status is passed on) and SCS with eps 1e-9 (``SCS_OPTS``).
+    """
+
+    def __init__(self, K: int, preferences: Sequence[tuple[int, int]]):  # noqa: N803
+        import cvxpy as cp
+
+        if isinstance(K, bool) or not isinstance(K, (int, np.integer)) or K < 2:
+            raise ValueError(f"K: must be an integer >= 2, got {K!r}")
+        self.K = int(K)
+        self.preferences = _pairs(preferences, self.K)
+        self.cycle = find_cycle(self.preferences, self.K)
+        self.pi = cp.Variable(self.K, nonneg=True, name="pi")
+        self.log_pi_star = cp.Parameter(self.K, name="log_pi_star")
+        constraints = [cp.sum(self.pi) == 1]
+        self.pair_constraint = None
+        if self.preferences:
+            p = len(self.preferences)
+            self.exp_margin = cp.Parameter(p, nonneg=True, name="exp_margin")
+            w = [a for a, _ in self.preferences]
+            l = [b for _, b in self.preferences]
+            self.pair_constraint = self.pi[w] - cp.multiply(self.exp_margin, self.pi[l]) >= 0
+            constraints.append(self.pair_constraint)
+        kl_to_gibbs = cp.sum(cp.rel_entr(self.pi, np.ones(self.K))) - self.log_pi_star @ self.pi
+        self.problem = cp.Problem(cp.Minimize(kl_to_gibbs), constraints)
+        if not self.problem.is_dcp(dpp=True):  # pragma: no cover - a construction error, not an input error
+            raise AssertionError("the constrained RLHF program must be DPP-compliant")
+
+    def solve(self, inst: BanditInstance, solver: str = "CLARABEL", **solver_opts) -> ConstrainedSolution:
+        """Solve for ``inst`` (its K and preferences must be this object's); raise on a bad status."""
+        if solver not in SOLVERS:
+            raise ValueError(f"solver: must be one of {SOLVERS}, got {solver!r}")
+        if inst.K != self.K or tuple(inst.preferences) != self.preferences:
+            raise ValueError("instance: its K and preferences differ from the compiled problem's")
+        if inst.margin > 0 and self.cycle is not None:
+            raise InfeasiblePreferencesError(self.cycle, inst.margin)
+        self.log_pi_star.value = log_gibbs_policy(inst.pi_ref, inst.reward, inst.beta)
+        if self.pair_constraint is not None:
+            self.exp_margin.value = np.full(len(self.preferences), np.exp(inst.margin))
+        opts = {**(CLARABEL_OPTS if solver == "CLARABEL" else SCS_OPTS), **solver_opts}
+        self.problem.solve(solver=solver, **opts)
+        status = self.problem.status
+        if status not in OK_STATUSES:
+            raise ConstrainedSolveError(f"{solver} returned status {status!r}")
+        pi = np.clip(np.asarray(self.pi.value, dtype=np.float64), 0.0, None)
+        pi = pi / pi.sum()
+        if self.pair_constraint is not None:
+            # The program's objective is (J(pi*) - J(pi)) / beta: its duals are mu / beta.
+            mu = inst.beta * np.clip(np.asarray(self.pair_constraint.dual_value, dtype=np.float64).ravel(), 0.0, None)
+        else:
+            mu = np.zeros(0)
+        with np.errstate(divide="ignore"):
+            log_pi = np.log(pi)
+        return _solution_from_policy(inst, pi, log_pi, mu, status, f"cvxpy:{solver}")
+
+
+_COMPILED: dict[tuple, ConstrainedRLHF] = {}
+
+
+def compiled_problem(K: int, preferences: Sequence[tuple[int, int]]) -> ConstrainedRLHF:  # noqa: N803
+    """The cached :class:`ConstrainedRLHF` of (K, preferences) (built on first use)."""
+    key = (int(K), tuple(tuple(p) for p in preferences))
+    if key not in _COMPILED:
+        _COMPILED[key] = ConstrainedRLHF(K, preferences)
+    return _COMPILED[key]
+
+
+# --------------------------------------------------------------------------------------------
+# The dual, by L-BFGS-B (independent of CVXPY)
+# --------------------------------------------------------------------------------------------
+
+def solve_dual(inst: BanditInstance, *, tol: float = 1e-13, max_iter: int = 10_000) -> ConstrainedSolution:
+    """Solve §9a through its dual: ``min_{nu >= 0} log sum_y pi*(y) exp((A^T nu)(y))``, mu = beta nu.
+
+    The dual function is convex and smooth; its gradient is A pi_nu (the constraint values at the
+    tilted policy pi_nu ∝ pi* exp(A^T nu)), so L-BFGS-B with bounds nu >= 0 solves it; the primal
+    optimum is pi_nu at the optimal nu (log space throughout).
+    """
+    check_feasible(inst.preferences, inst.K, inst.margin)
+    log_star = log_gibbs_policy(inst.pi_ref, inst.reward, inst.beta)
+    a = constraint_matrix(inst.preferences, inst.K, inst.margin)
+    if a.size == 0:
+        return _solution_from_policy(inst, np.exp(log_star), log_star, np.zeros(0), "optimal", "dual")
+
+    def fun(nu):
+        logits = log_star + a.T @ nu
+        lz = logsumexp(logits)
+        return lz, a @ np.exp(logits - lz)
+
+    res = minimize(fun, np.zeros(a.shape[0]), jac=True, method="L-BFGS-B", bounds=[(0.0, None)] * a.shape[0],
+                   options={"ftol": tol, "gtol": tol, "maxiter": max_iter})
+    nu = _newton_polish(log_star, a, res.x)
+    logits = log_star + a.T @ nu
+    log_pi = logits - logsumexp(logits)
+    status = "optimal" if res.success else f"dual: {res.message}"
+    return _solution_from_policy(inst, np.exp(log_pi), log_pi, inst.beta * nu, status, "dual")
+
+
+def _newton_polish(log_star: np.ndarray, a: np.ndarray, nu: np.ndarray, steps: int = 30) -> np.ndarray:
+    """Newton steps on the active set of the dual (nu_k > 0) after L-BFGS-B, to machine precision.
+
+    On the active set S the optimality condition is A_S pi_nu = 0; its Jacobian in nu_S is
+    A_S (diag(pi) - pi pi^T) A_S^T. A step is kept only if it keeps nu >= 0 and lowers |A_S pi|.
+    """
+    active = nu > 0
+    if not active.any():
+        return nu
+    a_s = a[active]
+
+    def grad(v):
+        logits = log_star + a.T @ v
+        pi = np.exp(logits - logsumexp(logits))
+        return pi, a_s @ pi
+
+    pi, g = grad(nu)
+    for _ in range(steps):
+        cov = np.diag(pi) - np.outer(pi, pi)
+        hess = a_s @ cov @ a_s.T
+        try:
+            step = np.linalg.solve(hess, g)
+        except np.linalg.LinAlgError:
+            break
+        trial = nu.copy()
+        trial[active] -= step
+        if np.any(trial < 0):
+            break
+        pi_t, g_t = grad(trial)
+        if np.max(np.abs(g_t)) >= np.max(np.abs(g)):
+            break
+        nu, pi, g = trial, pi_t, g_t
+    return nu
+
+
+def solve(inst: BanditInstance, method: str = "auto", solver: str = "CLARABEL") -> ConstrainedSolution:
+    """Solve constrained RLHF for ``inst``.
+
+    method: "auto" (closed form for one pair, else CVXPY), "closed-form", "cvxpy", "dual".
+    solver: the CVXPY solver, one of SOLVERS. Raises InfeasiblePreferencesError for a cycle
+    with margin > 0 (checked by graph search before any solver runs).
+    """
+    if method not in METHODS:
+        raise ValueError(f"method: must be one of {METHODS}, got {method!r}")
+    check_feasible(inst.preferences, inst.K, inst.margin)
+    if method == "closed-form" or (method == "auto" and len(inst.preferences) == 1):
+        return solve_closed_form(inst)
+    if method == "dual":
+        return solve_dual(inst)
+    return compiled_problem(inst.K, inst.preferences).solve(inst, solver=solver)
+
+
+def price_by_objectives(inst: BanditInstance, pi_c: np.ndarray) -> float:
+    """J(pi*) - J(pi_c) by evaluating J twice (a cross-check of the exact identity used elsewhere)."""
+    pi_star = np.exp(log_gibbs_policy(inst.pi_ref, inst.reward, inst.beta))
+    return float(rlhf_objective(pi_star, inst.pi_ref, inst.reward, inst.beta)
+                 - rlhf_objective(pi_c, inst.pi_ref, inst.reward, inst.beta))
