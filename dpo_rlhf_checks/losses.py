@@ -1,28 +1,45 @@
-"""Preference losses: DPO, its BT-labelled population form, IPO, DPO-Positive, and the CPO variants.
+"""Preference losses as a drop-in library: DPO, its BT-labelled population form, IPO, DPO-Positive,
+and the CPO variants, plus the per-pair alignment certificate.
 
-Every loss takes the four log-probability tensors a trainer has at hand, each of shape (B,):
+Every loss takes the four log-probability tensors a trainer has at hand, each of shape (B,)
+(any common shape works; all four must match):
 
     policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps
 
-and returns a :class:`LossOutput` of per-example ``losses`` (the caller averages) and the
-``chosen_rewards`` / ``rejected_rewards`` = ``beta * (policy - reference)`` log-ratios,
-detached, as the common trainers log them.
+and keyword-only parameters (``beta`` and the loss's own), and returns a :class:`LossOutput` of
+per-example ``losses`` (same shape; the caller averages) and the ``chosen_rewards`` /
+``rejected_rewards`` = ``beta * (policy - reference)`` log-ratios, detached, as the common
+trainers log them. Gradients flow through ``losses`` to the policy tensors. A PyTorch loop::
 
-Sum or mean: a log-probability here is whatever the caller passes. The paper's theory uses
-the summed sequence log-probability (THEORY.md §2); the authors' code and SimPO use the
-per-token mean. ``cpo_easy_loss`` is defined on per-token means (it divides by them); the
-others accept either, and the caller says which it used.
+    from dpo_rlhf_checks.losses import cpo_clip_loss, implicit_target, alignment_certificate
+    out = cpo_clip_loss(pc, pr, rc, rr, beta=0.1, margin=0.0)  # pc, pr carry gradients
+    out.losses.mean().backward()
+    target = implicit_target("cpo_clip", rc, rr, beta=0.1, margin=0.0)
+    certified = alignment_certificate(out.losses.detach(), target, beta=0.1)  # (B,) bool: delta > 0
 
-Notation (THEORY.md): ``delta = policy_chosen - policy_rejected``, ``delta_ref`` the same under
-the reference, ``h = beta (delta - delta_ref)``. Every loss except IPO and DPO-Positive has
-the form ``softplus(beta (T - delta))`` with a *target* ``T`` that depends on the reference
-only (:func:`implicit_target`), so the loss is strictly decreasing in ``delta`` and
+Domains (checked; a violation is a ``ValueError`` naming the tensor or parameter): log-probabilities
+are finite and <= 0 (a log-probability of ``-inf`` makes the log-ratios undefined); ``beta`` and
+the other positive parameters are finite and > 0. The checks read the tensors' values, which on
+a GPU synchronises once per call.
+
+Sum or mean: a log-probability here is whatever the caller passes. The paper's theory uses the
+summed sequence log-probability (THEORY.md §2); the authors' code and SimPO use the per-token mean.
+``cpo_easy_loss`` is defined on per-token means (it divides by them); the others accept either,
+and the caller says which it used.
+
+Notation (THEORY.md): ``delta = policy_chosen - policy_rejected``, ``delta_ref`` the same under the
+reference, ``h = beta (delta - delta_ref)``, ``softplus(z) = log(1 + e^z) = -log sigma(-z)``.
+The *target-form* losses (:data:`TARGET_FORM`: dpo and every CPO variant) are
+``softplus(beta (T - delta))`` with a target ``T`` that depends on the reference only
+(:func:`implicit_target`), so the loss is strictly decreasing in ``delta`` and
 ``loss < softplus(beta (T - m))`` <=> ``delta > m`` (:func:`critical_loss`, THEORY.md §7).
+``dpo_bt``, IPO and DPO-Positive are not of target form and carry no such certificate.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Callable, NamedTuple
 
 import torch
@@ -30,37 +47,85 @@ import torch.nn.functional as F
 
 Tensor = torch.Tensor
 
+__all__ = [
+    "LOSSES",
+    "TARGET_FORM",
+    "TARGET_PARAMS",
+    "LossOutput",
+    "alignment_certificate",
+    "cpo_clip_loss",
+    "cpo_easy_loss",
+    "cpo_eq17_loss",
+    "cpo_smooth_loss",
+    "critical_loss",
+    "delta_from_loss",
+    "dpo_bt_loss",
+    "dpo_loss",
+    "dpop_loss",
+    "get_loss",
+    "implicit_target",
+    "ipo_loss",
+]
+
 
 class LossOutput(NamedTuple):
-    """Per-example losses (B,) and the detached implicit rewards (B,) of chosen and rejected."""
+    """What every loss returns.
+
+    losses: per-example losses, the shape of the inputs (the caller averages); differentiable.
+    chosen_rewards: ``beta * (policy_chosen_logps - reference_chosen_logps)``, detached.
+    rejected_rewards: ``beta * (policy_rejected_logps - reference_rejected_logps)``, detached.
+    """
 
     losses: Tensor
     chosen_rewards: Tensor
     rejected_rewards: Tensor
 
 
+def _is_real(value) -> bool:
+    # numbers.Real covers int, float and numpy scalars; bool is an int but never a parameter value.
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def _check_positive(name: str, value: float) -> None:
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+    if not (_is_real(value) and math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
 
 
 def _check_finite_number(name: str, value: float) -> None:
-    if not (isinstance(value, (int, float)) and math.isfinite(value)):
+    if not (_is_real(value) and math.isfinite(value)):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
 
 
-def _check_logps(**tensors: Tensor) -> None:
-    """Same shapes, no NaN, no positive log-probability."""
-    shapes = {name: tuple(t.shape) for name, t in tensors.items()}
-    if len(set(shapes.values())) != 1:
-        raise ValueError(f"log-probability tensors must have the same shape, got {shapes}")
+def _first_index(mask: Tensor) -> tuple[int, ...]:
+    return tuple(int(i) for i in torch.nonzero(mask)[0])
+
+
+def _check_tensors(**tensors: Tensor) -> None:
+    """Torch tensors, all of one shape, no NaN."""
     for name, t in tensors.items():
         if not torch.is_tensor(t):
             raise TypeError(f"{name} must be a torch tensor, got {type(t).__name__}")
-        if torch.isnan(t).any():
-            raise ValueError(f"{name} contains NaN")
-        if (t > 0).any():
-            raise ValueError(f"{name} contains a positive log-probability (max {t.max().item():.4g})")
+    shapes = {name: tuple(t.shape) for name, t in tensors.items()}
+    if len(set(shapes.values())) != 1:
+        raise ValueError(f"tensors must have the same shape, got {shapes}")
+    for name, t in tensors.items():
+        nan = torch.isnan(t)
+        if nan.any():
+            raise ValueError(f"{name} contains NaN (first at index {_first_index(nan)})")
+
+
+def _check_logps(**tensors: Tensor) -> None:
+    """Torch tensors, all of one shape, finite, and <= 0 (log-probabilities)."""
+    _check_tensors(**tensors)
+    for name, t in tensors.items():
+        positive = t > 0
+        if positive.any():
+            raise ValueError(f"{name} contains a positive log-probability {t[positive][0].item():.6g} "
+                             f"(first at index {_first_index(positive)}); a log-probability is <= 0")
+        neg_inf = torch.isinf(t)
+        if neg_inf.any():
+            raise ValueError(f"{name} contains -inf (zero probability, first at index {_first_index(neg_inf)}): "
+                             "the log-ratios are undefined")
 
 
 def _rewards(beta, pc, pr, rc, rr) -> tuple[Tensor, Tensor]:
@@ -68,24 +133,33 @@ def _rewards(beta, pc, pr, rc, rr) -> tuple[Tensor, Tensor]:
 
 
 def dpo_loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, *, beta):
-    """DPO, ordered pair: ``softplus(-beta (delta - delta_ref))`` (Paper Eq. 8; THEORY.md §2).
+    """DPO on an ordered pair (Paper Eq. 8; THEORY.md §2; Rafailov et al. 2023, Eq. 7).
 
-    beta: > 0. ``softplus(-h)`` is ``-log sigma(h)`` without the overflow of ``log(sigmoid(h))``.
+    ``loss = -log sigma(h) = softplus(-h)``, ``h = beta ((pc - pr) - (rc - rr))``.
+
+    Args: four log-probability tensors of one shape (B,), finite, <= 0 (sums or per-token means);
+    beta: finite, > 0. Returns :class:`LossOutput`, losses (B,) in (0, inf), ``log 2`` at the
+    reference. Target form with ``T = delta_ref``.
     """
     _check_positive("beta", beta)
     _check_logps(policy_chosen_logps=policy_chosen_logps, policy_rejected_logps=policy_rejected_logps,
                  reference_chosen_logps=reference_chosen_logps, reference_rejected_logps=reference_rejected_logps)
     h = beta * ((policy_chosen_logps - policy_rejected_logps) - (reference_chosen_logps - reference_rejected_logps))
+    # softplus(-h) is -log sigma(h) without the underflow of log(sigmoid(h)) for h << 0.
     return LossOutput(F.softplus(-h), *_rewards(beta, policy_chosen_logps, policy_rejected_logps,
                                                 reference_chosen_logps, reference_rejected_logps))
 
 
 def dpo_bt_loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, *,
                 beta, q):
-    """DPO with Bradley-Terry label probability ``q`` (population form, THEORY.md §2).
+    """DPO with Bradley-Terry label probability ``q`` (population form; THEORY.md §2).
 
-    ``q softplus(-h) + (1 - q) softplus(h)``: the expected loss when "chosen" wins with
-    probability q. q: float or tensor (B,) in [0, 1]. Its minimiser is ``h = logit(q)``.
+    ``loss = q softplus(-h) + (1 - q) softplus(h)``, ``h = beta (delta - delta_ref)``: the expected
+    DPO loss when "chosen" wins with probability q. Its minimiser in ``h`` is ``logit(q)``.
+
+    Args: four log-probability tensors of one shape (B,), finite, <= 0; beta: finite, > 0;
+    q: float or tensor broadcastable to (B,), in [0, 1]. Returns :class:`LossOutput`.
+    Not of target form (no certificate).
     """
     _check_positive("beta", beta)
     _check_logps(policy_chosen_logps=policy_chosen_logps, policy_rejected_logps=policy_rejected_logps,
@@ -94,16 +168,20 @@ def dpo_bt_loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_log
     if torch.isnan(q_t).any() or (q_t < 0).any() or (q_t > 1).any():
         raise ValueError(f"q must lie in [0, 1], got {q!r}")
     h = beta * ((policy_chosen_logps - policy_rejected_logps) - (reference_chosen_logps - reference_rejected_logps))
-    losses = q_t * F.softplus(-h) + (1 - q_t) * F.softplus(h)
+    losses = q_t * F.softplus(-h) + (1 - q_t) * F.softplus(h)  # softplus: no log(sigmoid) underflow
     return LossOutput(losses, *_rewards(beta, policy_chosen_logps, policy_rejected_logps,
                                         reference_chosen_logps, reference_rejected_logps))
 
 
 def ipo_loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, *, beta):
-    """IPO (Azar et al. 2023, as in TRL): ``((delta - delta_ref) - 1/(2 beta))^2``.
+    """IPO (Azar et al. 2023, "A General Theoretical Paradigm...", Eq. 17; as in TRL with tau = beta).
 
-    Its minimiser is the finite ``delta = delta_ref + 1/(2 beta)``, negative when
-    ``delta_ref < -1/(2 beta)``: IPO carries no alignment certificate.
+    ``loss = ((delta - delta_ref) - 1/(2 beta))^2``. Its minimiser is the finite
+    ``delta = delta_ref + 1/(2 beta)``, negative when ``delta_ref < -1/(2 beta)``: IPO carries no
+    alignment certificate. (TRL feeds IPO per-token mean log-probabilities; pass what you use.)
+
+    Args: four log-probability tensors of one shape (B,), finite, <= 0; beta: finite, > 0.
+    Returns :class:`LossOutput`, losses (B,) in [0, inf).
     """
     _check_positive("beta", beta)
     _check_logps(policy_chosen_logps=policy_chosen_logps, policy_rejected_logps=policy_rejected_logps,
@@ -115,9 +193,14 @@ def ipo_loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
 
 def dpop_loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, *,
               beta, lam):
-    """DPO-Positive (Pal et al. 2024, Smaug): ``softplus(-(h - beta lam max(0, ref_chosen - policy_chosen)))``.
+    """DPO-Positive (Pal et al. 2024, "Smaug", Eq. 3).
 
-    lam >= 0 penalises lowering the chosen log-probability below the reference's.
+    ``loss = -log sigma(beta ((delta - delta_ref) - lam max(0, rc - pc)))``
+    ``= softplus(-(h - beta lam max(0, rc - pc)))``: the penalty grows when the policy lowers the
+    chosen log-probability ``pc`` below the reference's ``rc``.
+
+    Args: four log-probability tensors of one shape (B,), finite, <= 0; beta: finite, > 0;
+    lam: finite, >= 0 (lam = 0 gives DPO). Returns :class:`LossOutput`. Not of target form.
     """
     _check_positive("beta", beta)
     _check_finite_number("lam", lam)
@@ -137,7 +220,14 @@ def _target_loss(name, pc, pr, rc, rr, beta, target):
     return LossOutput(F.softplus(beta * (target - delta)), *_rewards(beta, pc, pr, rc, rr))
 
 
+def _dpo_target(rc, rr, *, beta):
+    return rc - rr
+
+
 def _eq17_target(rc, rr, *, beta, gamma):
+    if gamma == 0:
+        # gamma = 0 is DPO exactly; computing 0 * exp(...) would give NaN where exp(...) overflows.
+        return rc - rr
     # m_ref = gamma (1/pi_ref(y_w) + 1/pi_ref(y_l)) = gamma exp(logaddexp(-ref_w, -ref_l)), in log space so
     # it overflows only when the margin itself is beyond the float range (then the loss is +inf, faithfully).
     m_ref = gamma * torch.exp(torch.logaddexp(-rc, -rr))
@@ -149,7 +239,8 @@ def _clip_target(rc, rr, *, beta, margin=0.0):
 
 
 def _smooth_target(rc, rr, *, beta, gamma, tau, alpha):
-    # m_tau = (1/tau) log(1 + exp(tau (gamma - delta_ref))) = softplus(tau (gamma - delta_ref)) / tau.
+    # m_tau = (1/tau) log(1 + exp(tau (gamma - delta_ref))) = softplus(tau (gamma - delta_ref)) / tau,
+    # softplus so that exp does not overflow for gamma - delta_ref >> 0.
     delta_ref = rc - rr
     m_tau = F.softplus(tau * (gamma - delta_ref)) / tau
     return delta_ref + m_tau / alpha
@@ -165,16 +256,32 @@ def _easy_target(rc, rr, *, beta, gamma):
 
 
 _TARGETS: dict[str, Callable] = {
-    "dpo": lambda rc, rr, *, beta: rc - rr,
+    "dpo": _dpo_target,
     "cpo_eq17": _eq17_target,
     "cpo_clip": _clip_target,
     "cpo_smooth": _smooth_target,
     "cpo_easy": _easy_target,
 }
 
+#: The parameters (besides beta) each target-form loss takes: name -> (required, optional).
+TARGET_PARAMS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "dpo": ((), ()),
+    "cpo_eq17": (("gamma",), ()),
+    "cpo_clip": ((), ("margin",)),
+    "cpo_smooth": (("gamma", "tau", "alpha"), ()),
+    "cpo_easy": (("gamma",), ()),
+}
+
 
 def _validate_params(name: str, beta: float, params: dict) -> None:
     _check_positive("beta", beta)
+    if name in TARGET_PARAMS:
+        required, optional = TARGET_PARAMS[name]
+        unknown = sorted(set(params) - set(required) - set(optional))
+        missing = [k for k in required if k not in params]
+        if unknown or missing:
+            raise ValueError(f"bad parameters for {name!r}: unknown {unknown}, missing {missing}; it takes beta"
+                             + "".join(f", {k}" for k in required) + "".join(f", {k} (optional)" for k in optional))
     for key in ("gamma", "margin"):
         if key in params:
             _check_finite_number(key, params[key])
@@ -184,22 +291,25 @@ def _validate_params(name: str, beta: float, params: dict) -> None:
 
 
 def implicit_target(name, reference_chosen_logps, reference_rejected_logps, *, beta, **params) -> Tensor:
-    """The target ``T`` with ``loss = softplus(beta (T - delta))`` for a target-form loss.
+    """The target ``T`` with ``loss = softplus(beta (T - delta))`` for a target-form loss (THEORY.md §7, §10).
 
-    name: "dpo", "cpo_eq17", "cpo_clip", "cpo_smooth" or "cpo_easy".
-      dpo:        T = delta_ref
+    name: one of :data:`TARGET_FORM`; params: as :data:`TARGET_PARAMS` lists.
+      dpo:        T = delta_ref                                                                    (Paper Eq. 8)
       cpo_eq17:   T = delta_ref + m_ref / beta,  m_ref = gamma (1/pi_ref(y_w) + 1/pi_ref(y_l))    (Paper Eq. 17)
-      cpo_clip:   T = max(delta_ref, margin)                                                       (code 'clip')
+      cpo_clip:   T = max(delta_ref, margin), margin default 0                                     (code 'clip')
       cpo_smooth: T = delta_ref + m_tau / alpha,  m_tau = softplus(tau (gamma - delta_ref)) / tau   (code 'cpo')
       cpo_easy:   T = delta_ref + m / beta,  m = gamma (1/lbar_ref(y_w) + 1/lbar_ref(y_l))          (code 'easy')
+
+    Args: reference_chosen_logps, reference_rejected_logps: tensors of one shape (B,), finite, <= 0
+    (strictly < 0, per-token means, for cpo_easy); beta: finite, > 0; gamma, margin: finite;
+    tau, alpha: finite, > 0. Returns T, shape (B,); T may be +inf for cpo_eq17 when the margin
+    overflows (summed log-probabilities of a few hundred nats make 1/pi_ref astronomically large).
     """
     if name not in _TARGETS:
         raise ValueError(f"no target form for loss {name!r}; valid: {', '.join(_TARGETS)}")
     _validate_params(name, beta, params)
-    try:
-        return _TARGETS[name](reference_chosen_logps, reference_rejected_logps, beta=beta, **params)
-    except TypeError as err:
-        raise ValueError(f"bad parameters for {name!r}: {err}") from None
+    _check_logps(reference_chosen_logps=reference_chosen_logps, reference_rejected_logps=reference_rejected_logps)
+    return _TARGETS[name](reference_chosen_logps, reference_rejected_logps, beta=beta, **params)
 
 
 def _make_target_loss(name: str, doc: str):
@@ -208,40 +318,52 @@ def _make_target_loss(name: str, doc: str):
         _validate_params(name, beta, params)
         _check_logps(policy_chosen_logps=policy_chosen_logps, policy_rejected_logps=policy_rejected_logps,
                      reference_chosen_logps=reference_chosen_logps, reference_rejected_logps=reference_rejected_logps)
-        target = implicit_target(name, reference_chosen_logps, reference_rejected_logps, beta=beta, **params)
+        target = _TARGETS[name](reference_chosen_logps, reference_rejected_logps, beta=beta, **params)
         return _target_loss(name, policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
                             reference_rejected_logps, beta, target)
 
-    loss.__name__ = f"{name}_loss"
+    loss.__name__ = loss.__qualname__ = f"{name}_loss"
     loss.__doc__ = doc
     return loss
 
 
+_COMMON_ARGS = """
+    Args: policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps:
+    tensors of one shape (B,), finite, <= 0. Returns :class:`LossOutput`, losses (B,) in (0, inf].
+    Target form: ``loss = softplus(beta (T - delta))`` with ``T = implicit_target(name, ...)``, so
+    ``loss < critical_loss(T, beta=beta, margin=m)`` <=> ``delta > m`` (:func:`alignment_certificate`).
+    """
+
 cpo_eq17_loss = _make_target_loss("cpo_eq17", """CPO, reference-adaptive margin (Paper Eq. 17; THEORY.md §10).
 
-    ``-log sigma(beta (delta - delta_ref) - m_ref)``, ``m_ref = gamma (1/pi_ref(y_w) + 1/pi_ref(y_l))``
-    held fixed (from the reference). Params: beta > 0, gamma (gamma = 0 gives DPO). With summed
-    sequence log-probabilities 1/pi_ref is astronomically large; the margin is computed in log space.
-    """)
+    ``loss = -log sigma(beta (delta - delta_ref) - m_ref)``, ``m_ref = gamma (1/pi_ref(y_w) + 1/pi_ref(y_l))``
+    held fixed (from the reference). Params: beta > 0, gamma finite (gamma = 0 gives DPO). With summed
+    sequence log-probabilities 1/pi_ref is astronomically large: the margin is computed in log space
+    and may be +inf (then the loss is +inf and certifies nothing).
+    """ + _COMMON_ARGS)
 cpo_clip_loss = _make_target_loss("cpo_clip", """CPO, clipped target (authors' code option 'clip'; THEORY.md §10).
 
-    ``-log sigma(beta (delta - max(delta_ref, margin)))``; the code's default is margin = 0.
-    Params: beta > 0, margin (default 0).
-    """)
+    ``loss = -log sigma(beta (delta - max(delta_ref, margin)))``; the code's default is margin = 0, the
+    natural generalisation ``max(delta_ref, margin)`` is the toolkit's. Params: beta > 0, margin finite
+    (default 0). ``loss < log 2`` certifies ``delta > margin`` for every pair.
+    """ + _COMMON_ARGS)
 cpo_smooth_loss = _make_target_loss("cpo_smooth", """CPO, smooth target (authors' code option 'cpo'; THEORY.md §10).
 
-    ``-log sigma(beta delta - beta delta_ref - (beta/alpha) m_tau)``,
-    ``m_tau = (1/tau) log(1 + exp(tau (gamma - delta_ref)))``. Params: beta > 0, gamma, tau > 0,
-    alpha > 0 (code defaults beta=0.1, gamma=0.5, tau=2, alpha=1).
-    """)
+    ``loss = -log sigma(beta delta - beta delta_ref - (beta/alpha) m_tau)``,
+    ``m_tau = (1/tau) log(1 + exp(tau (gamma - delta_ref)))``. Params: beta > 0, gamma finite, tau > 0,
+    alpha > 0 (code defaults beta=0.1, gamma=0.5, tau=2, alpha=1; a released checkpoint used
+    beta=2.5, alpha=0.25).
+    """ + _COMMON_ARGS)
 cpo_easy_loss = _make_target_loss("cpo_easy", """CPO 'easy' margin (authors' code option 'easy'; THEORY.md §10).
 
-    ``-log sigma(beta (delta - delta_ref) - m)``, ``m = gamma (1/lbar_ref(y_w) + 1/lbar_ref(y_l))``
+    ``loss = -log sigma(beta (delta - delta_ref) - m)``, ``m = gamma (1/lbar_ref(y_w) + 1/lbar_ref(y_l))``
     where ``lbar_ref`` is the reference's per-token *mean log*-probability (so m < 0 for gamma > 0).
-    Pass per-token mean log-probabilities for all four tensors, as the code does. Params: beta > 0, gamma.
-    Reconstructed placement of m (as in Eq. 17): a deviation the report names.
-    """)
+    Pass per-token mean log-probabilities for all four tensors, as the code does; the reference ones
+    must be strictly < 0. Params: beta > 0, gamma finite. Reconstructed placement of m (as in Eq. 17):
+    a deviation the report names.
+    """ + _COMMON_ARGS)
 
+#: Every loss by name; each is ``f(pc, pr, rc, rr, *, beta, **params) -> LossOutput``.
 LOSSES: dict[str, Callable[..., LossOutput]] = {
     "dpo": dpo_loss,
     "dpo_bt": dpo_bt_loss,
@@ -252,31 +374,42 @@ LOSSES: dict[str, Callable[..., LossOutput]] = {
     "cpo_smooth": cpo_smooth_loss,
     "cpo_easy": cpo_easy_loss,
 }
+#: The names of the target-form losses (``loss = softplus(beta (T - delta))``), the ones with a certificate.
 TARGET_FORM = tuple(_TARGETS)
 
 
 def get_loss(name: str) -> Callable[..., LossOutput]:
-    """The loss function called ``name``; a ValueError lists the valid names."""
+    """The loss function called ``name`` (a key of :data:`LOSSES`); a ValueError lists the valid names."""
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; valid: {', '.join(LOSSES)}")
     return LOSSES[name]
 
 
 def critical_loss(target: Tensor, *, beta: float, margin: float = 0.0) -> Tensor:
-    """``softplus(beta (T - margin))``: for a target-form loss, ``loss < critical_loss`` <=> ``delta > margin``.
+    """The critical loss ``softplus(beta (T - margin))`` of a target-form loss (THEORY.md §7).
 
-    THEORY.md §7 for DPO (T = delta_ref, margin 0): l_crit = softplus(beta delta_ref).
+    For a target-form loss, ``loss < critical_loss`` <=> ``delta > margin``. For DPO (T = delta_ref,
+    margin 0): ``l_crit = softplus(beta delta_ref) = log(1 + (pi_ref(y_w)/pi_ref(y_l))^beta)``, below
+    ``log 2`` exactly when ``delta_ref < 0``.
+
+    Args: target: tensor (B,) from :func:`implicit_target`, no NaN (+inf allowed); beta: finite, > 0;
+    margin: finite. Returns a tensor (B,) in (0, inf].
     """
     _check_positive("beta", beta)
+    _check_finite_number("margin", margin)
+    _check_tensors(target=target)
     return F.softplus(beta * (target - margin))
 
 
 def delta_from_loss(losses: Tensor, target: Tensor, *, beta: float) -> Tensor:
     """Invert a target-form loss: ``delta = T - log(e^loss - 1) / beta`` (THEORY.md §7).
 
+    Args: losses: tensor (B,), > 0, no NaN (+inf gives delta = -inf); target: tensor of the same
+    shape from :func:`implicit_target`; beta: finite, > 0. Returns delta, shape (B,).
     ``log(expm1(l))`` is evaluated as ``l + log(-expm1(-l))`` for large l, where expm1 overflows.
     """
     _check_positive("beta", beta)
+    _check_tensors(losses=losses, target=target)
     if (losses <= 0).any():
         raise ValueError("a target-form loss is > 0; got a value <= 0")
     large = losses > 20
@@ -286,9 +419,15 @@ def delta_from_loss(losses: Tensor, target: Tensor, *, beta: float) -> Tensor:
 
 
 def alignment_certificate(losses: Tensor, target: Tensor, *, beta: float, margin: float = 0.0) -> Tensor:
-    """Per pair, True where the loss value alone proves ``delta > margin`` (loss < critical_loss).
+    """Per pair, True where the loss value alone proves ``delta > margin``: ``loss < critical_loss``.
 
-    Exact for target-form losses (it is an equivalence, THEORY.md §7); DPO-Positive and IPO
-    have no such certificate.
+    Exact for target-form losses: it is an equivalence (THEORY.md §7), so on a pair whose loss was
+    computed from its delta it is the same as ``delta > margin``, up to floating point where
+    ``beta |T|`` dwarfs ``beta |delta - margin|`` (e.g. cpo_eq17 on summed log-probabilities).
+    DPO-Positive, IPO and dpo_bt have no such certificate.
+
+    Args: losses: tensor (B,), no NaN; target: tensor of the same shape from :func:`implicit_target`;
+    beta: finite, > 0; margin: finite. Returns a bool tensor (B,).
     """
+    _check_tensors(losses=losses, target=target)
     return losses < critical_loss(target, beta=beta, margin=margin)

@@ -1,0 +1,866 @@
+"""Audit a preference data set: ``python paper_checks.py audit FILE [options]``.
+
+For people's own data, the questions the common trainers do not log (THEORY.md §3, §6, §7, §10):
+how many pairs violate the implicit assumption ``beta delta_ref + dr > 0``, whether the RLHF
+optimum and the trained policy rank the preferred response first, how many pairs sit in the
+undesirable space ``U = {delta_ref < delta < 0}``, which loss level certifies alignment per pair,
+and how many pairs each CPO variant's loss certifies.
+
+Input: JSON Lines (one object per line) or CSV (a header line), chosen by the file extension
+(``.jsonl``, ``.ndjson``, ``.json`` / ``.csv``) or, for any other extension, by the first
+character (``{`` means JSON Lines). One preference pair per row; columns as the common trainers
+name them:
+
+    ref_chosen_logps, ref_rejected_logps     required; reference log-probabilities (<= 0)
+    chosen_logps, rejected_logps             optional; a trained policy's log-probabilities (<= 0)
+    chosen_reward, rejected_reward           optional; reward-model scores (finite)
+    chosen_length, rejected_length           optional; token counts (whole numbers > 0)
+
+Optional columns come in pairs; which ones a JSON Lines file uses is read from its first row
+(CSV: from the header), and every row must then have them. Other columns are ignored. Blank
+lines are not rows; they are counted and reported. Log-probabilities are taken as given and
+treated as summed sequence log-probabilities (THEORY.md notation); where lengths are given,
+everything is recomputed on the per-token means ``logps / length`` as well (``per_token_mean``).
+
+Bad data (a missing column or value, a malformed line, a non-numeric, NaN or infinite value, a
+positive log-probability, a non-positive or fractional length, an empty file) stops the audit
+with one line naming the data row (1-based, the header and blank lines not counted), the file
+line and the column, and exit code 2. ``--skip-invalid`` drops such rows instead and reports how
+many, by reason. Nothing is dropped silently.
+
+Streaming: the file is parsed in chunks of rows straight into numpy (json.loads on a chunk,
+numpy.loadtxt for CSV; a slow per-row path only for a chunk with a problem, to name it), and only
+the numeric columns are kept, as float64 arrays.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import math
+import operator
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+import torch
+
+from dpo_rlhf_checks import losses as L
+from dpo_rlhf_checks.result import to_jsonable
+
+REQUIRED = ("ref_chosen_logps", "ref_rejected_logps")
+OPTIONAL_PAIRS = (
+    ("chosen_logps", "rejected_logps"),
+    ("chosen_reward", "rejected_reward"),
+    ("chosen_length", "rejected_length"),
+)
+RECOGNIZED = REQUIRED + tuple(c for pair in OPTIONAL_PAIRS for c in pair)
+LOGP_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps", "chosen_logps", "rejected_logps")
+LENGTH_COLUMNS = ("chosen_length", "rejected_length")
+FORMATS = ("jsonl", "csv")
+QUANTILES = {"min": 0.0, "p05": 0.05, "p25": 0.25, "p50": 0.5, "p75": 0.75, "p95": 0.95, "max": 1.0}
+MAX_EXAMPLES = 5  # skipped-row messages kept for the report
+
+
+class AuditInputError(ValueError):
+    """Bad input data; the message names the row, line and column."""
+
+
+class _SlowPath(Exception):
+    """A chunk the fast parser cannot take as is; the per-row parser will name the problem."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Configuration
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """The scientific settings of one audit; every one is printed with the result.
+
+    betas: the KL weights to evaluate, each finite and > 0, no duplicates (default 0.1, the
+        authors' code default).
+    margin: the certificate margin m >= 0: a pair is certified when its loss proves delta > m;
+        also the cpo_clip margin, ``T = max(delta_ref, m)`` (default 0, the code's clip).
+    cpo_gamma: gamma of cpo_eq17, cpo_smooth and cpo_easy (default 0.5, the code's).
+    cpo_tau: tau > 0 of cpo_smooth (default 2, the code's).
+    cpo_alpha: alpha > 0 of cpo_smooth (default 1, the code's).
+    beta_grid: the betas of the violation-rate figure, each > 0.
+    """
+
+    betas: tuple[float, ...] = (0.1,)
+    margin: float = 0.0
+    cpo_gamma: float = 0.5
+    cpo_tau: float = 2.0
+    cpo_alpha: float = 1.0
+    beta_grid: tuple[float, ...] = tuple(float(b) for b in np.logspace(-3, 3, 61))
+
+    def __post_init__(self) -> None:
+        if not self.betas:
+            raise ValueError("need at least one beta")
+        for b in self.betas + self.beta_grid:
+            if not (math.isfinite(b) and b > 0):
+                raise ValueError(f"every beta must be a finite number > 0, got {b!r}")
+        if len(set(self.betas)) != len(self.betas):
+            raise ValueError(f"duplicate beta in {self.betas}")
+        if not (math.isfinite(self.margin) and self.margin >= 0):
+            raise ValueError(f"margin must be a finite number >= 0, got {self.margin!r}")
+        if not math.isfinite(self.cpo_gamma):
+            raise ValueError(f"cpo_gamma must be finite, got {self.cpo_gamma!r}")
+        for name in ("cpo_tau", "cpo_alpha"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+
+    def variants(self) -> dict[str, dict[str, float]]:
+        """The target-form losses audited and their parameters (besides beta)."""
+        return {
+            "dpo": {},
+            "cpo_eq17": {"gamma": self.cpo_gamma},
+            "cpo_clip": {"margin": self.margin},
+            "cpo_smooth": {"gamma": self.cpo_gamma, "tau": self.cpo_tau, "alpha": self.cpo_alpha},
+            "cpo_easy": {"gamma": self.cpo_gamma},
+        }
+
+
+def beta_key(beta: float) -> str:
+    """The JSON key of a beta (``0.1`` -> ``"0.1"``)."""
+    return f"{beta:g}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading
+
+
+@dataclass
+class PairData:
+    """The numeric columns of the kept rows (float64 arrays of one length) and what was read."""
+
+    path: Path
+    fmt: str
+    columns: dict[str, np.ndarray]
+    rows_read: int  # data rows seen, kept or skipped
+    blank_lines: int = 0
+    skipped: Counter = field(default_factory=Counter)  # reason -> rows
+    skipped_examples: list[str] = field(default_factory=list)
+
+    @property
+    def n_pairs(self) -> int:
+        return len(self.columns[REQUIRED[0]])
+
+
+def detect_format(path: Path) -> str:
+    """"jsonl" or "csv" from the extension, else from the first non-blank character."""
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson", ".json"):
+        return "jsonl"
+    if suffix == ".csv":
+        return "csv"
+    with open(path, encoding="utf-8") as f:
+        head = f.read(1 << 16).lstrip()
+    return "jsonl" if head.startswith(("{", "[")) else "csv"
+
+
+def _where(row: int, line: int, column: str | None) -> str:
+    place = f"row {row} (line {line})"
+    return place if column is None else f"{place}, column {column!r}"
+
+
+class _Collector:
+    """Validates chunks of parsed values and keeps the good rows."""
+
+    def __init__(self, columns: tuple[str, ...], skip_invalid: bool):
+        self.columns = columns
+        self.skip_invalid = skip_invalid
+        self.parts: list[np.ndarray] = []
+        self.rows_read = 0
+        self.skipped: Counter = Counter()
+        self.examples: list[str] = []
+
+    def bad_row(self, line: int, column: str | None, reason: str, kind: str) -> None:
+        """A row that could not be parsed: raise, or count it when skipping."""
+        self.rows_read += 1
+        message = f"{_where(self.rows_read, line, column)}: {reason}"
+        if not self.skip_invalid:
+            raise AuditInputError(message)
+        self.skipped[kind] += 1
+        if len(self.examples) < MAX_EXAMPLES:
+            self.examples.append(message)
+
+    def add(self, values: np.ndarray, lines: np.ndarray, rows: np.ndarray | None = None) -> None:
+        """Validate parsed rows (n, k) with their file lines (n,) and keep the good ones.
+
+        rows: their 1-based data-row numbers; by default the next n after those read so far.
+        """
+        n = len(values)
+        if rows is None:
+            rows = self.rows_read + 1 + np.arange(n)
+            self.rows_read += n
+        bad = np.zeros(n, dtype=bool)
+        problems = []  # (row index, column, reason, kind) of the first problem of each column
+        for j, name in enumerate(self.columns):
+            col = values[:, j]
+            checks = [(~np.isfinite(col), "not a finite number", "non-finite value")]
+            if name in LOGP_COLUMNS:
+                checks.append((col > 0, "a positive log-probability (a log-probability is <= 0)",
+                               "positive log-probability"))
+            if name in LENGTH_COLUMNS:
+                checks.append(((col <= 0) | (col != np.floor(col)), "a length must be a whole number > 0",
+                               "non-positive or fractional length"))
+            for mask, reason, kind in checks:
+                mask = mask & ~bad  # a row is counted once, under its first problem
+                if mask.any():
+                    idx = np.flatnonzero(mask)
+                    problems.append((idx[0], name, f"{reason}, got {col[idx[0]]!r}", kind))
+                    bad |= mask
+                    if self.skip_invalid:
+                        self.skipped[kind] += len(idx)
+                        for i in idx[: MAX_EXAMPLES - len(self.examples)]:
+                            self.examples.append(f"{_where(int(rows[i]), int(lines[i]), name)}: {reason}, "
+                                                 f"got {col[i]!r}")
+        if problems and not self.skip_invalid:
+            i, name, reason, _ = min(problems, key=lambda p: (p[0], self.columns.index(p[1])))
+            raise AuditInputError(f"{_where(int(rows[i]), int(lines[i]), name)}: {reason}")
+        self.parts.append(values[~bad] if bad.any() else values)
+
+    def result(self, path: Path, fmt: str, blank_lines: int) -> PairData:
+        stacked = np.concatenate(self.parts) if self.parts else np.empty((0, len(self.columns)))
+        columns = {name: np.ascontiguousarray(stacked[:, j]) for j, name in enumerate(self.columns)}
+        return PairData(path, fmt, columns, self.rows_read, blank_lines, self.skipped, self.examples)
+
+
+def _used_columns(present: Iterable[str], where: str) -> tuple[str, ...]:
+    """The recognised columns in use, given the columns of the header / first row."""
+    present = set(present)
+    used = list(REQUIRED)
+    for a, b in OPTIONAL_PAIRS:
+        if (a in present) != (b in present):
+            have, lack = (a, b) if a in present else (b, a)
+            raise AuditInputError(f"{where}: column {have!r} is given without {lack!r}; optional columns come in "
+                                  "pairs")
+        if a in present:
+            used += [a, b]
+    return tuple(used)
+
+
+def _parse_number(text: str) -> float:
+    """A float from a CSV cell, as strict as numpy.loadtxt (no '_' digit separators)."""
+    if "_" in text:
+        raise ValueError(text)
+    return float(text)
+
+
+def _read_jsonl(f, collector: _Collector, used: tuple[str, ...], chunk_rows: int, first_line: int) -> int:
+    getter = operator.itemgetter(*used)
+    unused = [c for c in RECOGNIZED if c not in used]
+    line_no = first_line  # lines consumed so far
+    blank = 0
+    while True:
+        lines = list(itertools.islice(f, chunk_rows))
+        if not lines:
+            return blank
+        start = line_no
+        line_no += len(lines)
+        try:  # fast path: the whole chunk as one JSON array; any irregularity goes to the slow path
+            objs = json.loads("[" + ",".join(lines) + "]")
+            if len(objs) != len(lines):
+                raise _SlowPath
+            rows = list(map(getter, objs))  # KeyError / TypeError for a missing key or a non-object
+            if not set(map(type, itertools.chain.from_iterable(rows))) <= {float, int}:
+                raise _SlowPath
+            if any(c in d for c in unused for d in objs):
+                raise _SlowPath
+            values = np.array(rows, dtype=np.float64).reshape(len(rows), len(used))
+        except (ValueError, KeyError, TypeError, OverflowError, _SlowPath):
+            blank += _slow_jsonl(lines, start, collector, used, unused)
+            continue
+        collector.add(values, np.arange(start + 1, start + 1 + len(lines)))
+
+
+def _slow_jsonl(lines, start, collector: _Collector, used, unused) -> int:
+    """Parse line by line, naming the first problem of each bad row."""
+    blank = 0
+    values, line_numbers, row_numbers = [], [], []
+    for offset, text in enumerate(lines):
+        line = start + offset + 1
+        if not text.strip():
+            blank += 1
+            continue
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as err:
+            collector.bad_row(line, None, f"malformed JSON ({err.msg} at character {err.colno})", "malformed line")
+            continue
+        if not isinstance(obj, dict):
+            collector.bad_row(line, None, f"not a JSON object but {type(obj).__name__}", "malformed line")
+            continue
+        row, problem = [], None
+        for name in used:
+            if name not in obj:
+                problem = (name, "missing value (the key is absent)", "missing value")
+                break
+            v = obj[name]
+            if v is None:
+                problem = (name, "missing value (null)", "missing value")
+                break
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                problem = (name, f"non-numeric value {v!r}", "non-numeric value")
+                break
+            try:
+                row.append(float(v))
+            except OverflowError:
+                problem = (name, f"value {v!r} is beyond the float range", "non-finite value")
+                break
+        if problem is None:
+            extra = [c for c in unused if c in obj]
+            if extra:
+                problem = (extra[0], "this column is absent from the first row; every row needs the same "
+                           "columns", "inconsistent columns")
+        if problem is not None:
+            collector.bad_row(line, *problem)
+            continue
+        collector.rows_read += 1
+        values.append(row)
+        line_numbers.append(line)
+        row_numbers.append(collector.rows_read)
+    if values:
+        collector.add(np.array(values, dtype=np.float64), np.array(line_numbers), np.array(row_numbers))
+    return blank
+
+
+def _read_csv(f, collector: _Collector, header: list[str], used: tuple[str, ...], first_line: int,
+              chunk_rows: int) -> int:
+    ncols = len(header)
+    idx = tuple(header.index(c) for c in used)
+    line_no = first_line  # lines consumed so far
+    blank = 0
+    while True:
+        lines = list(itertools.islice(f, chunk_rows))
+        if not lines:
+            return blank
+        joined = "".join(lines)
+        if '"' in joined:
+            # Quoted cells may hold commas or line breaks: the csv module reads the rest of the file.
+            return blank + _csv_module_rows(itertools.chain(lines, f), line_no, collector, ncols, idx, used,
+                                            chunk_rows)
+        start = line_no
+        line_no += len(lines)
+        try:  # fast path: every line a record of ncols numeric-where-used fields
+            if joined.count(",") != (ncols - 1) * len(lines) or any(c != ncols - 1 for c in
+                                                                    map(operator.methodcaller("count", ","), lines)):
+                raise _SlowPath
+            values = np.loadtxt(lines, delimiter=",", dtype=np.float64, usecols=idx, ndmin=2, comments=None)
+            if len(values) != len(lines):
+                raise _SlowPath
+        except (ValueError, _SlowPath):
+            records = [(start + i + 1, next(csv.reader([text]), [])) for i, text in enumerate(lines)]
+            blank += _slow_csv(records, collector, ncols, idx, used)
+            continue
+        collector.add(values, np.arange(start + 1, start + 1 + len(lines)))
+
+
+def _csv_module_rows(line_iter, line_offset, collector, ncols, idx, used, chunk_rows) -> int:
+    reader = csv.reader(line_iter)
+    blank = 0
+    prev_end = 0
+
+    def records() -> Iterator[tuple[int, list[str]]]:
+        nonlocal prev_end
+        for rec in reader:
+            start = prev_end + 1
+            prev_end = reader.line_num
+            yield line_offset + start, rec
+
+    it = records()
+    while True:
+        chunk = list(itertools.islice(it, chunk_rows))
+        if not chunk:
+            return blank
+        try:
+            if any(len(rec) != ncols for _, rec in chunk):
+                raise _SlowPath
+            getter = operator.itemgetter(*idx)
+            cells = [getter(rec) for _, rec in chunk]
+            if any("_" in c or not c.strip() for row in cells for c in row):
+                raise _SlowPath
+            values = np.array(cells, dtype=np.float64).reshape(len(cells), len(idx))
+        except (ValueError, _SlowPath):
+            blank += _slow_csv(chunk, collector, ncols, idx, used)
+            continue
+        collector.add(values, np.array([line for line, _ in chunk]))
+
+
+def _slow_csv(records, collector: _Collector, ncols, idx, used) -> int:
+    """Record by record, naming the first problem of each bad row."""
+    blank = 0
+    values, line_numbers, row_numbers = [], [], []
+    for line, rec in records:
+        if not rec or (len(rec) == 1 and not rec[0].strip()):
+            blank += 1
+            continue
+        if len(rec) != ncols:
+            collector.bad_row(line, None, f"malformed line: {len(rec)} fields, the header has {ncols}",
+                              "malformed line")
+            continue
+        row, problem = [], None
+        for name, i in zip(used, idx):
+            text = rec[i].strip()
+            if not text:
+                problem = (name, "missing value (empty cell)", "missing value")
+                break
+            try:
+                row.append(_parse_number(text))
+            except ValueError:
+                problem = (name, f"non-numeric value {text!r}", "non-numeric value")
+                break
+        if problem is not None:
+            collector.bad_row(line, *problem)
+            continue
+        collector.rows_read += 1
+        values.append(row)
+        line_numbers.append(line)
+        row_numbers.append(collector.rows_read)
+    if values:
+        collector.add(np.array(values, dtype=np.float64), np.array(line_numbers), np.array(row_numbers))
+    return blank
+
+
+def read_pairs(path, *, fmt: str | None = None, skip_invalid: bool = False, chunk_rows: int = 100_000) -> PairData:
+    """Read a preference file (JSON Lines or CSV) into float64 columns, streaming in chunks.
+
+    fmt: "jsonl", "csv", or None to detect it (:func:`detect_format`). skip_invalid: drop bad rows
+    (counted in ``PairData.skipped``) instead of raising. Raises :class:`AuditInputError` naming
+    the row, line and column of the first bad row, or for a file with no data rows.
+    """
+    path = Path(path)
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+    fmt = fmt or detect_format(path)
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
+    with open(path, encoding="utf-8", newline="" if fmt == "csv" else None) as f:
+        if fmt == "jsonl":
+            # The first row that is a JSON object names the optional columns in use; with
+            # --skip-invalid, bad lines before it are skipped like any other.
+            buffered, obj = [], None
+            for text in f:
+                buffered.append(text)
+                if not text.strip():
+                    continue
+                if text.lstrip().startswith("[") and not any(t.strip() for t in buffered[:-1]):
+                    raise AuditInputError(f"line {len(buffered)}: a JSON array, not JSON Lines (one object per line)")
+                try:
+                    candidate = json.loads(text)
+                except json.JSONDecodeError:
+                    candidate = None
+                if isinstance(candidate, dict):
+                    obj = candidate
+                    break
+                if not skip_invalid:
+                    break  # the per-row parser below names the problem
+            if not any(t.strip() for t in buffered):
+                raise AuditInputError("empty file: no data rows")
+            row = sum(1 for t in buffered if t.strip())
+            used = _used_columns(obj or {}, _where(row, len(buffered), None))
+            unused = [c for c in RECOGNIZED if c not in used]
+            collector = _Collector(used, skip_invalid)
+            blank = _slow_jsonl(buffered, 0, collector, used, unused)
+            blank += _read_jsonl(f, collector, used, chunk_rows, first_line=len(buffered))
+        else:
+            reader = csv.reader(f)
+            header, blank = None, 0
+            for header in reader:
+                if header and any(c.strip() for c in header):
+                    break
+                blank += 1
+                header = None
+            if header is None:
+                raise AuditInputError("empty file: no header and no data rows")
+            header_line = reader.line_num
+            header = [c.strip() for c in header]
+            dup = sorted(c for c, k in Counter(header).items() if k > 1)
+            if dup:
+                raise AuditInputError(f"line {header_line} (header): duplicate column(s) {dup}")
+            missing = [c for c in REQUIRED if c not in header]
+            if missing:
+                raise AuditInputError(f"line {header_line} (header): missing column {missing[0]!r}; the header has "
+                                      f"{header}")
+            used = _used_columns(header, f"line {header_line} (header)")
+            collector = _Collector(used, skip_invalid)
+            blank += _read_csv(f, collector, header, used, header_line, chunk_rows)
+    data = collector.result(path, fmt, blank)
+    if data.rows_read == 0:
+        raise AuditInputError("no data rows" + (" (only a header)" if fmt == "csv" else ""))
+    if data.n_pairs == 0:
+        raise AuditInputError(f"all {data.rows_read} data rows are invalid (skipped); nothing to audit")
+    return data
+
+
+# ----------------------------------------------------------------------------------------------
+# Statistics
+
+
+def quantiles(x: np.ndarray) -> dict[str, float]:
+    """min, p05, p25, p50, p75, p95, max and mean of a 1-D array."""
+    qs = np.quantile(x, list(QUANTILES.values()))
+    return {**{k: float(v) for k, v in zip(QUANTILES, qs)}, "mean": float(np.mean(x))}
+
+
+def _t(x: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(x)  # shares memory; float64
+
+
+def pair_statistics(rc, rr, pc=None, pr=None, dr=None, *, config: AuditConfig, per_token: bool = False
+                    ) -> tuple[dict[str, Any], dict[str, str]]:
+    """The audit's numbers for one choice of log-probabilities (sums, or per-token means).
+
+    rc, rr: reference log-probabilities of chosen / rejected, float64 (n,), <= 0. pc, pr: the
+    policy's, or None. dr: reward gap ``chosen_reward - rejected_reward`` (n,), or None.
+    per_token: the arrays are per-token means (then cpo_easy, defined on means, is audited too).
+    Returns (statistics, reasons for the ones that could not be computed).
+    Definitions (THEORY.md): delta_ref = rc - rr; ranking accuracy 1[delta >= 0] (Chen et al. 2024);
+    the assumption (§3) holds for a pair when beta delta_ref + dr > 0, the RLHF optimum's
+    delta* = delta_ref + dr/beta; U = {delta_ref < delta < 0} (§6); l_crit = softplus(beta delta_ref) (§7).
+    """
+    betas = config.betas
+    keys = [beta_key(b) for b in betas]
+    out: dict[str, Any] = {}
+    why: dict[str, str] = {}
+    delta_ref = rc - rr
+    out["reference_ranking_accuracy"] = float(np.mean(delta_ref >= 0))
+    if dr is not None:
+        out["reward_agreement_rate"] = float(np.mean(dr > 0))
+        # beta delta_ref + dr is beta delta*: no division by beta.
+        out["assumption_violation_rate"] = {k: float(np.mean(b * delta_ref + dr <= 0)) for k, b in zip(keys, betas)}
+        out["idealized_ranking_accuracy"] = {k: float(np.mean(b * delta_ref + dr >= 0)) for k, b in zip(keys, betas)}
+    else:
+        for name in ("reward_agreement_rate", "assumption_violation_rate", "idealized_ranking_accuracy"):
+            out[name] = None
+            why[name] = "needs chosen_reward and rejected_reward"
+    rc_t, rr_t = _t(rc), _t(rr)
+    target_dpo = L.implicit_target("dpo", rc_t, rr_t, beta=betas[0])
+    out["critical_loss"] = {k: quantiles(L.critical_loss(target_dpo, beta=b).numpy()) for k, b in zip(keys, betas)}
+
+    variants = {name: params for name, params in config.variants().items() if per_token or name != "cpo_easy"}
+    targets: dict[str, dict[str, Any]] = {}
+    out["log2_certifies_fraction"] = {}
+    for name, params in variants.items():
+        targets[name] = {}
+        for k, b in zip(keys, betas):
+            try:
+                targets[name][k] = L.implicit_target(name, rc_t, rr_t, beta=b, **params)
+            except ValueError as err:
+                targets[name][k] = None
+                why[f"{name} target"] = str(err)
+        # loss < log 2 certifies delta > m  <=>  critical_loss >= log 2  <=>  T >= m.
+        out["log2_certifies_fraction"][name] = {
+            k: (float(torch.mean((t >= config.margin).double())) if t is not None else None)
+            for k, t in targets[name].items()}
+
+    policy_keys = ("policy_ranking_accuracy", "frac_in_undesirable", "dpo_loss", "certified_fraction",
+                   "certificate_mismatch_fraction", "uncertified_bound_from_mean_dpo_loss")
+    if pc is None:
+        for name in policy_keys:
+            out[name] = None
+            why[name] = "needs chosen_logps and rejected_logps (a trained policy)"
+        return out, why
+    delta = pc - pr
+    out["policy_ranking_accuracy"] = float(np.mean(delta >= 0))
+    out["frac_in_undesirable"] = float(np.mean((delta_ref < delta) & (delta < 0)))
+    pc_t, pr_t = _t(pc), _t(pr)
+    out["dpo_loss"], out["uncertified_bound_from_mean_dpo_loss"] = {}, {}
+    for k, b in zip(keys, betas):
+        dpo = L.dpo_loss(pc_t, pr_t, rc_t, rr_t, beta=b).losses
+        out["dpo_loss"][k] = quantiles(dpo.numpy())
+        # Markov: the uncertified pairs each have loss >= l_crit >= min l_crit, so their fraction is
+        # at most mean(loss) / min(l_crit). What a mean loss bounds; it certifies no single pair.
+        min_crit = float(L.critical_loss(target_dpo, beta=b).min())
+        out["uncertified_bound_from_mean_dpo_loss"][k] = (min(1.0, float(dpo.mean()) / min_crit) if min_crit > 0
+                                                          else 1.0)
+    out["certified_fraction"], out["certificate_mismatch_fraction"] = {}, {}
+    above = torch.from_numpy(delta > config.margin)
+    for name, params in variants.items():
+        fn = L.get_loss(name)
+        out["certified_fraction"][name], out["certificate_mismatch_fraction"][name] = {}, {}
+        for k, b in zip(keys, betas):
+            if targets[name][k] is None:
+                out["certified_fraction"][name][k] = out["certificate_mismatch_fraction"][name][k] = None
+                continue
+            loss = fn(pc_t, pr_t, rc_t, rr_t, beta=b, **params).losses
+            cert = L.alignment_certificate(loss, targets[name][k], beta=b, margin=config.margin)
+            out["certified_fraction"][name][k] = float(cert.double().mean())
+            # Exactly 0 in real arithmetic (the certificate is an equivalence); floating point breaks
+            # it where beta |T| dwarfs beta |delta - m|.
+            out["certificate_mismatch_fraction"][name][k] = float((cert != above).double().mean())
+    return out, why
+
+
+def violation_curve(delta_ref: np.ndarray, dr: np.ndarray, betas: Iterable[float]) -> np.ndarray:
+    """The assumption-violation rate ``mean(beta delta_ref + dr <= 0)`` at each beta."""
+    return np.array([np.mean(b * delta_ref + dr <= 0) for b in betas])
+
+
+def audit(data: PairData, config: AuditConfig, fig_dir: Path | None = None) -> dict[str, Any]:
+    """The audit's result object (the ``--json`` output); figures to ``fig_dir`` when given."""
+    c = data.columns
+    rc, rr = c["ref_chosen_logps"], c["ref_rejected_logps"]
+    pc, pr = c.get("chosen_logps"), c.get("rejected_logps")
+    dr = c["chosen_reward"] - c["rejected_reward"] if "chosen_reward" in c else None
+    has_len = "chosen_length" in c
+    variants = config.variants()
+    result: dict[str, Any] = {
+        "file": str(data.path),
+        "format": data.fmt,
+        "columns": list(c),
+        "rows_read": data.rows_read,
+        "n_pairs": data.n_pairs,
+        "skipped_rows": {"count": sum(data.skipped.values()), "by_reason": dict(data.skipped),
+                         "examples": list(data.skipped_examples)},
+        "blank_lines": data.blank_lines,
+        "settings": {
+            "betas": list(config.betas),
+            "margin": config.margin,
+            "logps": "as given, treated as summed sequence log-probabilities; per_token_mean divides by the lengths",
+            "cpo_variants": {name: {**params, "delta": "per-token mean" if name == "cpo_easy" else "as given"}
+                             for name, params in variants.items()},
+            "ranking": "a pair is ranked right when delta >= 0; the assumption holds when beta delta_ref + dr > 0",
+        },
+    }
+    stats, why = pair_statistics(rc, rr, pc, pr, dr, config=config)
+    result.update(stats)
+    result["certified_fraction_note"] = ("the certificate loss < critical_loss(T, m) is equivalent to delta > m for "
+                                         "every target-form loss, so certified fractions agree across variants up "
+                                         "to floating point (certificate_mismatch_fraction); log2_certifies_fraction "
+                                         "is where the variants differ: the pairs whose loss below log 2 proves "
+                                         "delta > m")
+    if has_len:
+        lc, lr = c["chosen_length"], c["rejected_length"]
+        mean_args = (rc / lc, rr / lr, None if pc is None else pc / lc, None if pr is None else pr / lr)
+        per_token, why_mean = pair_statistics(*mean_args, dr, config=config, per_token=True)
+        result["per_token_mean"] = per_token
+        disagreement = {"reference": float(np.mean(((rc - rr) >= 0) != ((mean_args[0] - mean_args[1]) >= 0)))}
+        if pc is not None:
+            disagreement["policy"] = float(np.mean(((pc - pr) >= 0) != ((mean_args[2] - mean_args[3]) >= 0)))
+        result["sum_vs_mean_ranking_disagreement"] = disagreement
+        why.update({f"per_token_mean.{k}": v for k, v in why_mean.items()})
+    else:
+        result["per_token_mean"] = result["sum_vs_mean_ranking_disagreement"] = None
+        why["per_token_mean"] = "needs chosen_length and rejected_length"
+        why["certified_fraction.cpo_easy"] = "cpo_easy is defined on per-token means: needs the lengths"
+    result["unavailable"] = why
+    result["figures"] = []
+    if fig_dir is not None:
+        from figures.audit import delta_ref_histogram, violation_rate_figure
+
+        b0 = config.betas[0]
+        result["figures"] += delta_ref_histogram(rc - rr, None if dr is None else -dr / b0, b0, fig_dir)
+        if dr is not None:
+            curves = {"summed log-probabilities": violation_curve(rc - rr, dr, config.beta_grid)}
+            if has_len:
+                curves["per-token means"] = violation_curve(mean_args[0] - mean_args[1], dr, config.beta_grid)
+            result["figures"] += violation_rate_figure(np.array(config.beta_grid), curves, config.betas,
+                                                        result["assumption_violation_rate"], fig_dir)
+        else:
+            why["figure audit_violation_rate"] = "needs chosen_reward and rejected_reward"
+    return to_jsonable(result)
+
+
+# ----------------------------------------------------------------------------------------------
+# Printing
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, str):
+        return v
+    return f"{v:.4f}" if abs(v) < 1e4 else f"{v:.4g}"
+
+
+def format_summary(result: dict[str, Any]) -> str:
+    """The printed summary of an audit result."""
+    s = result["settings"]
+    keys = [beta_key(b) for b in s["betas"]]
+    skipped = result["skipped_rows"]
+    lines = [
+        f"audit of {result['file']} ({result['format']}): {result['n_pairs']} pairs from {result['rows_read']} data "
+        f"rows; {skipped['count']} skipped" + (f" {skipped['by_reason']}" if skipped["count"] else "")
+        + (f"; {result['blank_lines']} blank lines" if result["blank_lines"] else ""),
+        f"columns: {', '.join(result['columns'])}",
+        f"settings: beta = {', '.join(keys)}; certificate margin m = {s['margin']:g}; log-probabilities {s['logps']}",
+        "CPO variants: " + "; ".join(f"{n}(" + ", ".join(f"{k}={v}" for k, v in p.items()) + ")"
+                                     for n, p in s["cpo_variants"].items()),
+        "",
+    ]
+    blocks = [("summed log-probabilities (as given)", result)]
+    if result.get("per_token_mean"):
+        blocks.append(("per-token means (logps / length)", result["per_token_mean"]))
+    for title, r in blocks:
+        width = 44
+        lines.append(f"{title}:")
+        head = "".ljust(width) + "  ".join(f"beta={k}".rjust(12) for k in keys)
+        lines.append(head)
+
+        def row(label, value):
+            if isinstance(value, dict):
+                lines.append(label.ljust(width) + "  ".join(_fmt(value.get(k)).rjust(12) for k in keys))
+            else:
+                lines.append(label.ljust(width) + _fmt(value).rjust(12))
+
+        row("reference ranking accuracy", r["reference_ranking_accuracy"])
+        row("reward agrees with label (dr > 0)", r["reward_agreement_rate"])
+        row("assumption violation rate", r["assumption_violation_rate"])
+        row("idealized ranking accuracy (RLHF optimum)", r["idealized_ranking_accuracy"])
+        row("critical loss l_crit: median", {k: v["p50"] for k, v in r["critical_loss"].items()})
+        row("critical loss l_crit: p05", {k: v["p05"] for k, v in r["critical_loss"].items()})
+        row("policy ranking accuracy", r["policy_ranking_accuracy"])
+        row("fraction in undesirable space U", r["frac_in_undesirable"])
+        if r["dpo_loss"] is not None:
+            row("DPO loss: mean", {k: v["mean"] for k, v in r["dpo_loss"].items()})
+            row("DPO loss: median", {k: v["p50"] for k, v in r["dpo_loss"].items()})
+            row("uncertified <= mean loss / min l_crit", r["uncertified_bound_from_mean_dpo_loss"])
+            for name, by_beta in r["certified_fraction"].items():
+                row(f"certified (delta > m): {name}", by_beta)
+            for name, by_beta in r["certificate_mismatch_fraction"].items():
+                if any(v for v in by_beta.values()):
+                    row(f"  float mismatch of certificate: {name}", by_beta)
+        for name, by_beta in r["log2_certifies_fraction"].items():
+            row(f"loss < log 2 certifies: {name}", by_beta)
+        lines.append("")
+    if result.get("sum_vs_mean_ranking_disagreement"):
+        lines.append("sum vs per-token mean, pairs ranked differently: " + ", ".join(
+            f"{k} {_fmt(v)}" for k, v in result["sum_vs_mean_ranking_disagreement"].items()))
+    for k, v in result["unavailable"].items():
+        lines.append(f"n/a {k}: {v}")
+    if result["figures"]:
+        lines.append("figures: " + ", ".join(result["figures"]))
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# Synthetic data with a known answer (tests, benchmark, a demonstration)
+
+
+def synthetic_pairs(n: int, *, seed: int = 0, beta: float = 0.1, violation_rate: float = 0.3,
+                    reference_accuracy: float = 0.4, undesirable_rate: float = 0.2) -> dict[str, np.ndarray]:
+    """Pairs with planted answers at ``beta`` (exact counts, rounded to whole pairs):
+
+    - ``assumption_violation_rate`` = violation_rate (beta delta_ref + dr in [-5 beta, -beta], < 0),
+    - ``reference_ranking_accuracy`` = reference_accuracy (delta_ref in [1, 5] on those pairs),
+    - ``frac_in_undesirable`` = undesirable_rate (delta = delta_ref / 2 on pairs with delta_ref < 0),
+      every other pair has delta in [0.5, 3], so ``policy_ranking_accuracy`` = 1 - undesirable_rate.
+    Rewards agree with the labels (dr in [0.5, 2]); lengths are whole numbers in [10, 100].
+    Returns the eight columns as float64 arrays (n,), rows in random order.
+    """
+    rng = np.random.default_rng(seed)
+    a = round(n * violation_rate)
+    c = round(n * reference_accuracy)
+    b = n - a - c
+    u = round(n * undesirable_rate)
+    if b < 0 or u > a + b:
+        raise ValueError(f"inconsistent rates: need violation_rate + reference_accuracy <= 1 and undesirable_rate <= "
+                         f"1 - reference_accuracy; got {violation_rate}, {reference_accuracy}, {undesirable_rate}")
+    dr = rng.uniform(0.5, 2.0, n)
+    delta_ref = np.empty(n)
+    delta_ref[:a] = -dr[:a] / beta - rng.uniform(1.0, 5.0, a)  # violates: beta delta_ref + dr < 0
+    delta_ref[a:a + b] = -dr[a:a + b] / beta * rng.uniform(0.1, 0.9, b)  # delta_ref < 0, assumption holds
+    delta_ref[a + b:] = rng.uniform(1.0, 5.0, c)
+    delta = rng.uniform(0.5, 3.0, n)
+    wrong = rng.permutation(a + b)[:u]  # pairs with delta_ref < 0 the policy leaves in U
+    delta[wrong] = delta_ref[wrong] / 2
+    rr = -rng.uniform(20.0, 200.0, n)
+    rc = rr + delta_ref
+    pr = rr - rng.uniform(0.0, 2.0, n)
+    pc = pr + delta
+    chosen_reward = rng.normal(0.0, 1.0, n)
+    cols = {
+        "ref_chosen_logps": rc, "ref_rejected_logps": rr, "chosen_logps": pc, "rejected_logps": pr,
+        "chosen_reward": chosen_reward, "rejected_reward": chosen_reward - dr,
+        "chosen_length": rng.integers(10, 101, n).astype(np.float64),
+        "rejected_length": rng.integers(10, 101, n).astype(np.float64),
+    }
+    order = rng.permutation(n)
+    return {k: v[order] for k, v in cols.items()}
+
+
+def write_pairs(path, columns: dict[str, np.ndarray]) -> Path:
+    """Write columns to ``.jsonl`` or ``.csv`` (by extension), floats at full precision (repr)."""
+    path = Path(path)
+    names = list(columns)
+    as_int = {k for k in names if k in LENGTH_COLUMNS}
+    cells = [[int(x) for x in columns[k]] if k in as_int else columns[k].tolist() for k in names]
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        if path.suffix == ".csv":
+            f.write(",".join(names) + "\n")
+            f.writelines(",".join(map(repr, row)) + "\n" for row in zip(*cells))
+        elif path.suffix in (".jsonl", ".ndjson", ".json"):
+            template = "{" + ", ".join(f'"{k}": %r' for k in names) + "}\n"
+            f.writelines(template % row for row in zip(*cells))
+        else:
+            raise ValueError(f"write_pairs writes .jsonl or .csv, got {path.name!r}")
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = AuditConfig()
+    parser = argparse.ArgumentParser(
+        prog="paper_checks.py audit",
+        description="Audit a preference data file (JSON Lines or CSV): assumption violations, ranking accuracy of "
+        "the reference, the RLHF optimum and a trained policy, the undesirable space, critical losses and CPO "
+        "certificates (THEORY.md §3, §6, §7, §10). Exit code 2 on bad data.",
+    )
+    parser.add_argument("file", type=Path, help="the data file, .jsonl or .csv (other extensions: sniffed)")
+    parser.add_argument("--beta", type=float, nargs="+", action="extend", metavar="B",
+                        help=f"KL weight(s) beta > 0 (repeatable; default {d.betas[0]:g})")
+    parser.add_argument("--margin", type=float, default=d.margin,
+                        help=f"certificate margin m >= 0, also cpo_clip's margin (default {d.margin:g})")
+    parser.add_argument("--cpo-gamma", type=float, default=d.cpo_gamma,
+                        help=f"gamma of cpo_eq17, cpo_smooth, cpo_easy (default {d.cpo_gamma:g})")
+    parser.add_argument("--cpo-tau", type=float, default=d.cpo_tau, help=f"tau of cpo_smooth (default {d.cpo_tau:g})")
+    parser.add_argument("--cpo-alpha", type=float, default=d.cpo_alpha,
+                        help=f"alpha of cpo_smooth (default {d.cpo_alpha:g})")
+    parser.add_argument("--format", choices=FORMATS, default=None, help="input format (default: by extension)")
+    parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    parser.add_argument("--out", type=Path, default=None, help="write the figures (PDF and PNG) into this folder")
+    parser.add_argument("--skip-invalid", action="store_true", help="drop bad rows (counted and reported)")
+    parser.add_argument("--chunk-rows", type=int, default=100_000, help="rows parsed per chunk (default 100000)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``paper_checks.py audit``: 0 on success, 2 on bad arguments or bad data (one line on stderr)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = AuditConfig(betas=tuple(args.beta or AuditConfig.betas), margin=args.margin,
+                             cpo_gamma=args.cpo_gamma, cpo_tau=args.cpo_tau, cpo_alpha=args.cpo_alpha)
+    except ValueError as err:
+        parser.error(str(err))
+    if args.chunk_rows < 1:
+        parser.error("--chunk-rows must be >= 1")
+    try:
+        data = read_pairs(args.file, fmt=args.format, skip_invalid=args.skip_invalid, chunk_rows=args.chunk_rows)
+    except AuditInputError as err:
+        print(f"error: {args.file}: {err}", file=sys.stderr)
+        return 2
+    except UnicodeDecodeError as err:
+        print(f"error: {args.file}: not UTF-8 text ({err.reason} at byte {err.start})", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"error: {args.file}: {err.strerror or err}", file=sys.stderr)
+        return 2
+    result = audit(data, config, fig_dir=args.out)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(format_summary(result))
+    return 0

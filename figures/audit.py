@@ -1,0 +1,65 @@
+"""Figures of ``paper_checks.py audit``: the reference log-odds against the assumption's boundary,
+and the assumption-violation rate against beta (THEORY.md §3)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from figures.style import MARKERS, new_figure, save
+
+
+def _range(*arrays: np.ndarray) -> tuple[float, float]:
+    # Central 99.8% of the values: a few extreme pairs would otherwise squash the histogram.
+    x = np.concatenate([a[np.isfinite(a)] for a in arrays])
+    lo, hi = np.quantile(x, [0.001, 0.999])
+    pad = 0.05 * (hi - lo) if hi > lo else 1.0
+    return float(lo - pad), float(hi + pad)
+
+
+def delta_ref_histogram(delta_ref: np.ndarray, boundary: np.ndarray | None, beta: float, fig_dir: Path,
+                        name: str = "audit_delta_ref") -> list[str]:
+    """Histogram of ``delta_ref`` per pair; with rewards, split into pairs that violate the assumption
+    (``delta_ref <= -dr/beta``) and those that do not, and the histogram of the boundary ``-dr/beta``.
+
+    delta_ref: (n,) reference log-odds; boundary: (n,) ``-dr/beta`` or None; beta: the beta of the boundary.
+    """
+    fig, ax = new_figure(width=5.0, height=3.4)
+    arrays = (delta_ref,) if boundary is None else (delta_ref, boundary)
+    bins = np.linspace(*_range(*arrays), 81)
+    if boundary is None:
+        ax.hist(delta_ref, bins=bins, color="#0072B2", alpha=0.8, label="all pairs")
+    else:
+        violated = delta_ref <= boundary
+        ax.hist([delta_ref[~violated], delta_ref[violated]], bins=bins, stacked=True, color=["#0072B2", "#D55E00"],
+                hatch=None, alpha=0.8, label=["assumption holds", f"violated (delta_ref <= -dr/beta), {violated.mean():.1%}"])
+        ax.hist(boundary, bins=bins, histtype="step", color="#000000", linestyle="--", linewidth=1.2,
+                label=f"boundary -dr/beta (beta={beta:g})")
+    ax.axvline(0.0, color="#777777", linestyle=":", linewidth=1.0, label="delta_ref = 0")
+    ax.set_xlabel("delta_ref = log pi_ref(y_w) - log pi_ref(y_l)")
+    ax.set_ylabel("pairs")
+    ax.set_title("Reference log-odds and the assumption's boundary")
+    ax.legend(loc="best")
+    return save(fig, fig_dir, name)
+
+
+def violation_rate_figure(beta_grid: np.ndarray, curves: dict[str, np.ndarray], betas, rates_at_betas: dict,
+                          fig_dir: Path, name: str = "audit_violation_rate") -> list[str]:
+    """Assumption-violation rate ``mean(beta delta_ref + dr <= 0)`` against beta (log axis).
+
+    curves: label -> rates on ``beta_grid``; betas / rates_at_betas: the audited betas and their rates
+    (summed log-probabilities), marked.
+    """
+    fig, ax = new_figure(width=5.0, height=3.4)
+    for i, (label, rates) in enumerate(curves.items()):
+        ax.plot(beta_grid, rates, label=label)
+    ax.plot(list(betas), [rates_at_betas[f"{b:g}"] for b in betas], linestyle="none", marker=MARKERS[0],
+            color="#D55E00", label="audited beta")
+    ax.set_xscale("log")
+    ax.set_xlabel("beta")
+    ax.set_ylabel("assumption violation rate")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title("Pairs with beta delta_ref + dr <= 0")
+    ax.legend(loc="best")
+    return save(fig, fig_dir, name)
