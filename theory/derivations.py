@@ -1,0 +1,332 @@
+"""Symbolic derivations, one cached function per THEORY.md section.
+
+Each function returns a dict of named booleans (each one a proof: ``simplify(lhs - rhs) == 0``,
+a sign SymPy decides from the declared assumptions, or a limit) plus the expressions the
+numeric checks evaluate. The checks in :mod:`theory.claims` combine them with numbers.
+Everything is cached: the 14 checks share the work and a second call costs nothing.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import sympy as sp
+
+from theory.symbols import (
+    Z, a, beta, beta_any, delta, delta_ref, dr, gamma, h, is_identity, is_identity_log, lam, loss_sym, m, mu, p,
+    pref, q, r, s, sp_sigma, sp_softplus, t, u, x,
+)
+
+W, L, O = 0, 1, 2  # y_w, y_l, the other response
+
+
+def _J(pi):
+    """J(pi) = sum pi r - beta sum pi log(pi / pi_ref) (THEORY.md §1), three responses."""
+    return sum(pi[i] * r[i] for i in range(3)) - beta * sum(pi[i] * (sp.log(pi[i]) - sp.log(pref[i]))
+                                                            for i in range(3))
+
+
+def dpo_loss_expr(d=delta, d_ref=delta_ref, b=beta):
+    """The ordered-pair DPO loss softplus(-beta (delta - delta_ref)) (Paper Eq. 8)."""
+    return sp_softplus(-b * (d - d_ref))
+
+
+@lru_cache(maxsize=None)
+def rlhf_facts() -> dict:
+    """THEORY.md §1: Hessian, Gibbs stationarity, the Gibbs variational identity, J(pi*) = beta log Z, delta*."""
+    Zs = sum(pref[i] * sp.exp(r[i] / beta) for i in range(3))
+    pstar = [pref[i] * sp.exp(r[i] / beta) / Zs for i in range(3)]
+    log_pstar = [sp.expand_log(sp.log(ps)) for ps in pstar]
+    out = {}
+    out["log_pi_star_is_log_pi_ref_plus_r_over_beta_minus_log_Z"] = all(
+        is_identity(log_pstar[i] - (sp.log(pref[i]) + r[i] / beta - sp.log(Zs))) for i in range(3))
+    out["pi_star_sums_to_one"] = is_identity(sum(pstar) - 1)
+    H = sp.hessian(_J(p), p)
+    out["hessian_is_minus_beta_diag_inv_pi"] = all(
+        is_identity(H[i, j] - (-beta / p[i] if i == j else 0)) for i in range(3) for j in range(3))
+    out["hessian_negative_definite_(beta>0,pi>0)"] = all(bool(H[i, i].is_negative) for i in range(3))
+    # without beta > 0 the sign is undecided; with beta < 0 J is convex and pi* a minimiser
+    pa = sp.Symbol("p_any_pos", positive=True)
+    out["hessian_sign_decided_without_beta_positive"] = (-beta_any / pa).is_negative is not None
+    # stationarity of the Lagrangian J - lambda (sum pi - 1) at pi*, lambda = beta log Z - beta
+    grad = [sp.diff(_J(p), p[i]) for i in range(3)]
+    lam_star = beta * sp.log(Zs) - beta
+    out["gibbs_stationary"] = all(is_identity_log(grad[i].subs({p[j]: pstar[j] for j in range(3)}) - lam_star)
+                                  for i in range(3))
+    # variational identity on the simplex: J(pi) = beta log Z - beta KL(pi || pi*), pi_o = 1 - pi_w - pi_l
+    po = 1 - p[W] - p[L]
+    P = [p[W], p[L], po]
+    JP = sum(P[i] * r[i] for i in range(3)) - beta * sum(P[i] * (sp.log(P[i]) - sp.log(pref[i])) for i in range(3))
+    KL = sum(P[i] * (sp.log(P[i]) - log_pstar[i]) for i in range(3))
+    out["J_equals_beta_logZ_minus_beta_KL_to_pi_star"] = is_identity(sp.expand(JP - (beta * sp.log(Zs) - beta * KL)))
+    Jstar = sum(pstar[i] * r[i] for i in range(3)) - beta * sum(pstar[i] * (log_pstar[i] - sp.log(pref[i]))
+                                                                 for i in range(3))
+    out["J_at_pi_star_is_beta_log_Z"] = is_identity(sp.expand(Jstar) - beta * sp.log(Zs))
+    dstar = log_pstar[W] - log_pstar[L]
+    out["delta_star_is_delta_ref_plus_dr_over_beta"] = is_identity(
+        dstar - (sp.log(pref[W]) - sp.log(pref[L]) + (r[W] - r[L]) / beta))
+    return out
+
+
+@lru_cache(maxsize=None)
+def dpo_facts() -> dict:
+    """THEORY.md §2: reparameterisation, Z cancels, -log sigma = softplus(-.), log 2 at the reference."""
+    out = {}
+    pstar_y = pref[W] * sp.exp(r[W] / beta) / Z
+    out["reward_from_policy_ratio"] = is_identity(sp.expand_log(beta * sp.log(pstar_y / pref[W]) + beta * sp.log(Z))
+                                                  - r[W])
+    rw = beta * sp.log(p[W] / pref[W]) + beta * sp.log(Z)
+    rl = beta * sp.log(p[L] / pref[L]) + beta * sp.log(Z)
+    gap = sp.expand_log(rw - rl)
+    d_pol = sp.log(p[W]) - sp.log(p[L])
+    d_ref = sp.log(pref[W]) - sp.log(pref[L])
+    out["reward_gap_is_beta_(delta-delta_ref)"] = is_identity(gap - beta * (d_pol - d_ref))
+    out["Z_cancels_(d gap / dZ = 0)"] = is_identity(sp.diff(gap, Z))
+    out["bt_probability_sigma(dr)=sigma(beta(delta*-delta_ref))"] = is_identity(
+        sp_sigma(gap) - sp_sigma(beta * (d_pol - d_ref)))
+    out["minus_log_sigma_is_softplus_minus"] = is_identity(-sp.log(sp_sigma(h)) - sp_softplus(-h))
+    out["loss_at_reference_is_log2"] = is_identity(dpo_loss_expr(delta_ref, delta_ref) - sp.log(2))
+    return out
+
+
+@lru_cache(maxsize=None)
+def assumption_facts() -> dict:
+    """THEORY.md §3: beta delta* = beta delta_ref + dr and beta log(pi_ref(y_l)/pi_ref(y_w)) = -beta delta_ref."""
+    d_ref = sp.log(pref[W]) - sp.log(pref[L])
+    dstar = d_ref + (r[W] - r[L]) / beta
+    out = {
+        "beta_delta_star_is_beta_delta_ref_plus_dr": is_identity(sp.expand(beta * dstar) - (beta * d_ref + r[W] - r[L])),
+        "beta_log_ratio_is_minus_beta_delta_ref": is_identity_log(beta * sp.log(pref[L] / pref[W]) + beta * d_ref),
+        # delta* > 0 <=> beta delta* > 0 needs beta > 0: SymPy decides the sign of beta * delta only then
+        "beta_positive_preserves_sign": bool((beta * sp.Symbol("d_pos", positive=True)).is_positive),
+        "sign_preserved_without_beta_positive": (beta_any * sp.Symbol("d_pos", positive=True)).is_positive is not None,
+    }
+    return out
+
+
+@lru_cache(maxsize=None)
+def population_facts() -> dict:
+    """THEORY.md §2/§4(a): l_q(h) = q softplus(-h) + (1-q) softplus(h) is strictly convex, minimised at h = logit q."""
+    lq = q * sp_softplus(-h) + (1 - q) * sp_softplus(h)
+    g = sp.diff(lq, h)
+    g2 = sp.diff(lq, h, 2)
+    out = {
+        "dlq_dh_is_sigma(h)-q": is_identity(g - (sp_sigma(h) - q)),
+        "d2lq_dh2_is_sigma(h)sigma(-h)": is_identity(g2 - sp_sigma(h) * sp_sigma(-h)),
+        "d2lq_dh2_positive": bool((sp_sigma(h) * sp_sigma(-h)).is_positive),
+        "stationary_at_h=dr_when_q=sigma(dr)": is_identity(g.subs(h, dr).subs(q, sp_sigma(dr))),
+    }
+    sol = sp.solve(sp.Eq(beta * (delta - delta_ref), dr), delta)
+    out["h=dr_solves_to_delta=delta_ref+dr/beta"] = len(sol) == 1 and is_identity(sol[0] - (delta_ref + dr / beta))
+    out["minimiser_has_no_condition_on_assumption"] = True if len(sol) == 1 and not sol[0].has(sp.Piecewise) else False
+    return out
+
+
+@lru_cache(maxsize=None)
+def ordered_pair_facts() -> dict:
+    """THEORY.md §4(b)/§5: l(delta) strictly decreasing, no stationary point, infimum 0 only as delta -> inf."""
+    l = dpo_loss_expr()
+    dl = sp.diff(l, delta)
+    grad_ref = -beta * sp_sigma(-beta * (delta - delta_ref))
+    out = {
+        "dl_ddelta_is_-beta_sigma(-beta(delta-delta_ref))": is_identity(dl - grad_ref),
+        "dl_ddelta_negative": bool(grad_ref.is_negative),
+        "no_real_stationary_point": sp.solveset(grad_ref, delta, sp.S.Reals) == sp.S.EmptySet,
+        "loss_positive": bool(l.is_positive),
+        "limit_delta_to_+inf_is_0": sp.limit(l, delta, sp.oo) == 0,
+        "limit_delta_to_-inf_is_+inf": sp.limit(l, delta, -sp.oo) == sp.oo,
+        "grad_at_delta_star_is_-beta_sigma(-dr)": is_identity(grad_ref.subs(delta, delta_ref + dr / beta)
+                                                              + beta * sp_sigma(-dr)),
+        "grad_at_delta_star_nonzero": bool((beta * sp_sigma(-dr)).is_positive),
+    }
+    # the same without beta > 0: the sign is not decided (beta < 0 makes l increasing)
+    out["dl_ddelta_sign_decided_without_beta_positive"] = (-beta_any * sp_sigma(-beta_any * u)).is_negative is not None
+    # gradient flow in delta: d delta/dt = -dl/d delta; with U = beta (delta - delta_ref), U(0) = 0 the solution
+    # is the implicit curve U + e^U - 1 = beta^2 t, so dU/dt = beta^2 / (1 + e^U) = beta^2 sigma(-U)
+    tt = sp.Symbol("t_flow", nonnegative=True)
+    Ufun = sp.Function("U")(tt)
+    implicit = Ufun + sp.exp(Ufun) - 1 - beta ** 2 * tt
+    dU = sp.solve(sp.diff(implicit, tt), sp.diff(Ufun, tt))[0]
+    out["flow_solution_U+e^U-1=beta^2_t"] = is_identity(dU - beta ** 2 * sp_sigma(-Ufun)) and is_identity(
+        implicit.subs(Ufun, 0).subs(tt, 0))
+    return out
+
+
+@lru_cache(maxsize=None)
+def undesirable_facts() -> dict:
+    """THEORY.md §6: the loss on U, the realisability of every delta, and pi* in U."""
+    l_u = sp_softplus(-beta * u)  # u = delta - delta_ref > 0 on U
+    out = {
+        "loss_at_u=0_is_log2": is_identity(l_u.subs(u, 0) - sp.log(2)),
+        "loss_strictly_decreasing_in_u": bool(sp.diff(l_u, u).is_negative),
+    }
+    # every delta is realised by the two-response policy (e^delta, 1) / (1 + e^delta)
+    pw = sp.exp(delta) / (1 + sp.exp(delta))
+    pl = 1 / (1 + sp.exp(delta))
+    out["every_delta_realised"] = is_identity(sp.expand_log(sp.log(pw) - sp.log(pl)) - delta) and is_identity(pw + pl - 1)
+    dstar = delta_ref + dr / beta
+    out["delta_star_minus_delta_ref_is_dr_over_beta"] = is_identity(dstar - delta_ref - dr / beta)
+    out["beta_delta_star_is_beta_delta_ref_plus_dr"] = is_identity(sp.expand(beta * dstar) - (beta * delta_ref + dr))
+    return out
+
+
+@lru_cache(maxsize=None)
+def gradient_factor_facts() -> dict:
+    """THEORY.md §6: the factor sigma(-beta (delta - delta_ref)) decreases in delta; value 1/2 at delta_ref,
+    sigma(beta delta_ref) at delta -> 0."""
+    f = sp_sigma(-beta * (delta - delta_ref))
+    out = {
+        "factor_derivative_negative": bool(sp.simplify(sp.diff(f, delta)).is_negative),
+        "factor_at_delta_ref_is_half": is_identity(f.subs(delta, delta_ref) - sp.Rational(1, 2)),
+        "factor_limit_at_0_is_sigma(beta delta_ref)": is_identity(sp.limit(f, delta, 0) - sp_sigma(beta * delta_ref)),
+        "factor_at_0_positive": bool(sp_sigma(beta * delta_ref).is_positive),
+        "ratio_boundary_over_start_is_2sigma(beta delta_ref)": is_identity(
+            f.subs(delta, 0) / f.subs(delta, delta_ref) - 2 * sp_sigma(beta * delta_ref)),
+    }
+    return out
+
+
+@lru_cache(maxsize=None)
+def bridge_facts() -> dict:
+    """THEORY.md §7: invert l, l_crit = softplus(beta delta_ref) = log(1 + (pi_ref(y_w)/pi_ref(y_l))^beta)."""
+    l = dpo_loss_expr()
+    inv = delta_ref - sp.log(sp.exp(l) - 1) / beta
+    out = {
+        "inverse_recovers_delta": is_identity(inv - delta),
+        "forward_of_inverse_recovers_l": is_identity(
+            dpo_loss_expr(delta_ref - sp.log(sp.exp(loss_sym) - 1) / beta) - loss_sym),
+        "l_at_delta=0_is_softplus(beta delta_ref)": is_identity(l.subs(delta, 0) - sp_softplus(beta * delta_ref)),
+        "l_crit_is_log(1+(a_w/a_l)^beta)": is_identity(sp.expand_log(
+            sp_softplus(beta * (sp.log(pref[W]) - sp.log(pref[L])))) - sp.log(1 + (pref[W] / pref[L]) ** beta)),
+        "l_strictly_decreasing": bool(sp.simplify(sp.diff(l, delta)).is_negative),
+    }
+    # the inverse needs e^l > 1, i.e. l > 0: at l = 0 the formula gives log(0)
+    out["inverse_undefined_at_l=0"] = sp.log(sp.exp(sp.Integer(0)) - 1) == sp.zoo
+    return out
+
+
+@lru_cache(maxsize=None)
+def soft_margin_facts() -> dict:
+    """THEORY.md §8: l = softplus(t - s); softplus(beta a)/beta - max(0, a) in [0, log 2 / beta]."""
+    l = dpo_loss_expr()
+    ap = sp.Symbol("a_pos", positive=True)
+    an = sp.Symbol("a_neg", negative=True)
+    gap_pos = sp_softplus(beta * ap) / beta - ap  # a > 0
+    gap_neg = sp_softplus(beta * an) / beta  # a < 0
+    out = {
+        "loss_is_softplus(t-s)": is_identity(l - sp_softplus(t - s).subs({t: beta * delta_ref, s: beta * delta})),
+        "softplus(z)-z_is_softplus(-z)": is_identity(sp.expand_log(sp_softplus(x) - x - sp_softplus(-x), force=True)
+                                                     .rewrite(sp.exp)) or is_identity(
+            sp.simplify(sp.exp(sp_softplus(x) - x) - sp.exp(sp_softplus(-x)))),
+        "gap_for_a>0_is_softplus(-beta a)/beta": is_identity(sp.simplify(sp.exp(beta * gap_pos))
+                                                               - sp.exp(sp_softplus(-beta * ap))),
+        "gap_positive_a>0": bool(sp_softplus(-beta * ap).is_positive),
+        "gap_positive_a<0": bool(gap_neg.is_positive),
+        "gap_at_a=0_is_log2/beta": is_identity(sp_softplus(0 * beta) / beta - sp.log(2) / beta),
+        "gap_decreasing_in_a_for_a>0": bool(sp.simplify(sp.diff(sp_softplus(-beta * ap) / beta, ap)).is_negative),
+        "gap_increasing_in_a_for_a<0": bool(sp.simplify(sp.diff(gap_neg, an)).is_positive),
+        "limit_beta_inf_a>0_is_a": sp.limit(sp_softplus(beta * ap) / beta, beta, sp.oo) == ap,
+        "limit_beta_inf_a<0_is_0": sp.limit(sp_softplus(beta * an) / beta, beta, sp.oo) == 0,
+        "target_negative_iff_delta_ref_negative": bool((beta * sp.Symbol("dn", negative=True)).is_negative)
+        and bool((beta * sp.Symbol("dp", positive=True)).is_positive),
+    }
+    return out
+
+
+def _kkt_objects():
+    """The single-pair constrained problem with three responses (THEORY.md §9a)."""
+    aw = [sp.Integer(1), -sp.exp(m), sp.Integer(0)]
+    Zc = sum(pref[i] * sp.exp((r[i] + mu * aw[i]) / beta) for i in range(3))
+    pic = [pref[i] * sp.exp((r[i] + mu * aw[i]) / beta) / Zc for i in range(3)]
+    return aw, Zc, pic
+
+
+@lru_cache(maxsize=None)
+def kkt_facts() -> dict:
+    """THEORY.md §9a: KKT of max J s.t. pi(y_w) - e^m pi(y_l) >= 0, sum pi = 1, closed-form pi_c and mu."""
+    aw, Zc, pic = _kkt_objects()
+    subs_c = {p[i]: pic[i] for i in range(3)}
+    lagr = _J(p) + mu * (p[W] - sp.exp(m) * p[L]) - lam * (sum(p) - 1)
+    grad = [sp.diff(lagr, p[i]) for i in range(3)]
+    lam_c = beta * sp.log(Zc) - beta
+    out = {}
+    out["stationarity_at_pi_c_(any_mu>=0)"] = all(
+        is_identity_log(grad[i].subs(subs_c).subs(lam, lam_c)) for i in range(3))
+    out["pi_c_sums_to_one"] = is_identity(sum(pic) - 1)
+    d_ref = sp.log(pref[W]) - sp.log(pref[L])
+    dr_ = r[W] - r[L]
+    delta_c = sp.expand_log(sp.log(pic[W]) - sp.log(pic[L]))
+    out["delta_c_is_delta_ref+(dr+mu(1+e^m))/beta"] = is_identity(
+        delta_c - (d_ref + (dr_ + mu * (1 + sp.exp(m))) / beta))
+    mu_active = (beta * m - beta * d_ref - dr_) / (1 + sp.exp(m))
+    out["active_mu_makes_delta_c=m"] = is_identity(delta_c.subs(mu, mu_active) - m)
+    # complementary slackness: pi_w - e^m pi_l = pi_l (e^{delta_c} - e^m), zero when delta_c = m
+    slack = pic[W] - sp.exp(m) * pic[L]
+    out["slack_is_pi_l(e^delta_c - e^m)"] = is_identity(sp.simplify(slack - pic[L] * (sp.exp(delta_c) - sp.exp(m))))
+    ratio = sp.simplify(pic[W] / pic[L])
+    log_ratio_active = sp.expand(sp.expand_log(sp.log(ratio.subs(mu, mu_active))))
+    out["slack_zero_at_active_mu_(pi_w/pi_l=e^m)"] = is_identity(log_ratio_active - m)
+    # inactive case mu = 0: pi_c = pi*, feasible iff beta m - beta delta_ref - dr <= 0
+    pstar = [pref[i] * sp.exp(r[i] / beta) for i in range(3)]
+    Zs = sum(pstar)
+    out["mu=0_gives_pi_star"] = all(is_identity(pic[i].subs(mu, 0) - pstar[i] / Zs) for i in range(3))
+    out["constraint_linear_in_pi"] = all(sp.diff(p[W] - sp.exp(m) * p[L], p[i], 2) == 0 for i in range(3))
+    out["objective_strictly_concave"] = rlhf_facts()["hessian_negative_definite_(beta>0,pi>0)"]
+    # log-form constraint log pi_w - log pi_l >= m: its multiplier nu with nu/pi_w = mu, nu/pi_l = mu e^m at pi_c
+    # log-form constraint log pi_w - log pi_l >= m, multiplier nu: stationarity needs nu/pi_w = mu at y_w and
+    # nu/pi_l = mu e^m at y_l; nu = mu pi_c(y_w) gives nu/pi_l = mu pi_w/pi_l = mu e^m when the constraint is active
+    out["log_form_multiplier_nu=mu_pi_c(y_w)"] = is_identity(mu * pic[W] / pic[L] - mu * ratio) and \
+        out["slack_zero_at_active_mu_(pi_w/pi_l=e^m)"]
+    return out
+
+
+@lru_cache(maxsize=None)
+def penalised_facts() -> dict:
+    """THEORY.md §9b: Eq. 10's objective F = J + gamma (log pi_w - log pi_l): unboundedness, stationarity,
+    the two-response classification of its stationary points, and gamma versus the KKT multiplier."""
+    out = {}
+    F = _J(p) + gamma * (sp.log(p[W]) - sp.log(p[L]))
+    # unbounded along pi = (1/2, eps, 1/2 - eps)
+    eps = sp.Symbol("eps", positive=True)
+    path = {p[W]: sp.Rational(1, 2), p[L]: eps, p[O]: sp.Rational(1, 2) - eps}
+    out["J_limit_finite_as_pi_l_to_0"] = sp.limit(_J(p).subs(path), eps, 0, "+").is_finite is True
+    out["F_limit_is_+inf_as_pi_l_to_0"] = sp.limit(F.subs(path), eps, 0, "+") == sp.oo
+    # interior stationarity with multiplier lambda for sum pi = 1; subtracting the y_w and y_l equations
+    lagr = F - lam * (sum(p) - 1)
+    gw, gl = sp.diff(lagr, p[W]), sp.diff(lagr, p[L])
+    d_pol = sp.log(p[W]) - sp.log(p[L])
+    d_ref = sp.log(pref[W]) - sp.log(pref[L])
+    m_star = gamma * (1 / p[W] + 1 / p[L])
+    out["stationarity_difference_is_dr+m*-beta(delta-delta_ref)"] = is_identity_log(
+        (gw - gl) - ((r[W] - r[L]) + m_star - beta * (d_pol - d_ref)))
+    # 1/pi_w + 1/pi_l - 4/(pi_w + pi_l) = (pi_w - pi_l)^2 / (pi_w pi_l (pi_w + pi_l)) >= 0, and pi_w + pi_l <= 1
+    out["m*_at_least_4gamma_(AM-HM)"] = is_identity(
+        1 / p[W] + 1 / p[L] - 4 / (p[W] + p[L]) - (p[W] - p[L]) ** 2 / (p[W] * p[L] * (p[W] + p[L])))
+    # two responses: p = sigma(x), delta = x; dF/dp = G(x)
+    pw2, pl2 = sp_sigma(x), sp_sigma(-x)
+    G = gamma * (sp.exp(x) + 2 + sp.exp(-x)) - beta * x + beta * delta_ref + dr
+    F2 = pw2 * r[W] + pl2 * r[L] - beta * (pw2 * (sp.log(pw2) - sp.log(pref[W])) + pl2 * (sp.log(pl2) - sp.log(pref[L])))
+    F2 = F2 + gamma * (sp.log(pw2) - sp.log(pl2))
+    dFdx = sp.diff(F2, x)
+    dpdx = sp.diff(pw2, x)
+    G_sub = G.subs({delta_ref: sp.log(pref[W]) - sp.log(pref[L]), dr: r[W] - r[L]})
+    out["two_responses_dF/dp_is_G(x)"] = is_identity(sp.simplify(sp.expand_log(dFdx / dpdx, force=True) - G_sub)) or \
+        is_identity(sp.simplify(sp.expand(sp.expand_log(sp.simplify(dFdx), force=True) - dpdx * G_sub)))
+    out["G_strictly_convex"] = bool(sp.diff(G, x, 2).is_positive)
+    out["G_to_+inf_both_ends"] = sp.limit(G, x, sp.oo) == sp.oo and sp.limit(G, x, -sp.oo) == sp.oo
+    zz = beta / (2 * gamma)
+    x0 = sp.log(zz + sp.sqrt(zz ** 2 + 1))  # = asinh(beta / (2 gamma))
+    out["x0_is_asinh(beta/(2gamma))"] = is_identity(sp.asinh(zz).rewrite(sp.log) - x0)
+    out["G'(x0)=0"] = is_identity(sp.diff(G, x).subs(x, x0))
+    G_min = sp.sqrt(4 * gamma ** 2 + beta ** 2) + 2 * gamma - beta * x0 + beta * delta_ref + dr
+    out["G_min_closed_form"] = is_identity(G.subs(x, x0) - G_min)
+    # pi_c of §9a is stationary for F with gamma = nu* = mu pi_c(y_w) (two responses, active constraint):
+    # then G(m) = 0 with pi_w = sigma(m)
+    mu_active = (beta * m - beta * delta_ref - dr) / (1 + sp.exp(m))
+    nu_star = mu_active * sp_sigma(m)
+    out["pi_c_stationary_for_gamma=nu*"] = is_identity(G.subs(x, m).subs(gamma, nu_star))
+    # kind at pi_c: G'(m) with gamma = nu* equals mu (e^m - 1) - beta
+    out["G'(m)_at_gamma=nu*_is_mu(e^m-1)-beta"] = is_identity(
+        sp.diff(G, x).subs(x, m).subs(gamma, nu_star) - (mu_active * (sp.exp(m) - 1) - beta))
+    out["_exprs"] = {"G": G, "G_min": G_min, "x0": x0}
+    return out
