@@ -209,23 +209,37 @@ def _concentration(concentration, k: int) -> float:
     return value
 
 
-def violation_rate_mc(beta: float, k: int, n: int, rng: np.random.Generator, concentration="1") -> tuple[float, float]:
-    """Monte-Carlo rate and standard error of ``beta delta_ref + dr < 0`` (distributions: :class:`ViolationRates`).
+def random_pair_instances(n: int, k: int, rng: np.random.Generator, concentration="1"):
+    """n random single-pair instances (distributions: :class:`ViolationRates`).
 
+    Returns log_pi_ref (n, K) (normalised, log space), reward (n, K) iid N(0, 1), and the pair
+    w, l (n,) of distinct responses drawn uniformly, labelled by reward order (y_w has the higher reward).
     Dirichlet draws are made in log space (log G = log Gamma(a + 1) + log(U)/a for G ~ Gamma(a)), so
-    tiny concentrations (a = 1/K) never underflow to a zero probability; the normaliser cancels in delta_ref.
+    tiny concentrations (a = 1/K) never underflow to a zero probability.
     """
-    if not (beta > 0 and np.isfinite(beta)) or k < 2 or n < 1:
-        raise ValueError(f"need beta > 0, K >= 2, n >= 1; got {beta}, {k}, {n}")
+    from scipy.special import logsumexp
+
+    if k < 2 or n < 1:
+        raise ValueError(f"need K >= 2 and n >= 1; got {k}, {n}")
     a = _concentration(concentration, k)
     log_g = np.log(rng.gamma(a + 1.0, size=(n, k))) + np.log(rng.random((n, k))) / a  # (n, K) log Gamma(a) draws
+    log_pi_ref = log_g - logsumexp(log_g, axis=1, keepdims=True)
     reward = rng.standard_normal((n, k))
     i = rng.integers(0, k, size=n)
     j = (i + rng.integers(1, k, size=n)) % k  # a distinct second response, uniform
     rows = np.arange(n)
     w = np.where(reward[rows, i] >= reward[rows, j], i, j)
     l = np.where(w == i, j, i)
-    delta_ref = log_g[rows, w] - log_g[rows, l]
+    return log_pi_ref, reward, w, l
+
+
+def violation_rate_mc(beta: float, k: int, n: int, rng: np.random.Generator, concentration="1") -> tuple[float, float]:
+    """Monte-Carlo rate and standard error of ``beta delta_ref + dr < 0`` (distributions: :class:`ViolationRates`)."""
+    if not (beta > 0 and np.isfinite(beta)):
+        raise ValueError(f"need beta > 0, got {beta}")
+    log_pi_ref, reward, w, l = random_pair_instances(n, k, rng, concentration)
+    rows = np.arange(n)
+    delta_ref = log_pi_ref[rows, w] - log_pi_ref[rows, l]
     dr = reward[rows, w] - reward[rows, l]
     hits = (beta * delta_ref + dr) < 0
     p = hits.mean()
@@ -356,27 +370,36 @@ class UEpsProblem:
             raise ValueError(f"solver must be 'CLARABEL' or 'SCS', got {solver!r}")
         self.beta, self.w, self.l, self.solver = float(beta), int(w), int(l), solver
         self.delta_ref = float(np.log(self.pi_ref[w]) - np.log(self.pi_ref[l]))
-        self.c = cp.Parameter(nonneg=True)
+        # pi(y_w) >= c pi(y_l) is written a pi(y_w) >= b pi(y_l) with (a, b) = (1, c) for c <= 1 and (1/c, 1)
+        # for c > 1: both coefficients stay in [0, 1] however large c = exp(delta_at_loss(eps)) gets.
+        self.a = cp.Parameter(nonneg=True)
+        self.b = cp.Parameter(nonneg=True)
+        self.log_c = 0.0
         pi = cp.Variable(self.pi_ref.size, nonneg=True)
-        cons = [cp.sum(pi) == 1, pi[w] >= self.c * pi[l], pi[w] <= pi[l]]
+        cons = [cp.sum(pi) == 1, self.a * pi[w] >= self.b * pi[l], pi[w] <= pi[l]]
         kl = cp.sum(cp.rel_entr(pi, self.pi_ref))
         self._pi = pi
         self._feas = cp.Problem(cp.Maximize(pi[w] + pi[l]), cons)
         self._best = cp.Problem(cp.Maximize(self.reward @ pi - self.beta * kl), cons)
         self._closest = cp.Problem(cp.Minimize(kl), cons)
 
-    def _solve(self, problem) -> str:
+    def _solve(self, problem, lp: bool = False) -> str:
         import cvxpy as cp
 
-        problem.solve(solver=self.solver, **_SOLVER_OPTIONS[self.solver])
+        # The feasibility LP is a 0-or-1 decision: the solver's default tolerances suffice (tight ones make the
+        # degenerate LP at c ~ 1, where the feasible set collapses to a face, fail to converge).
+        problem.solve(solver=self.solver, **({} if lp else _SOLVER_OPTIONS[self.solver]))
         if problem.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
             raise RuntimeError(f"U_eps program ended with status {problem.status!r} ({self.solver})")
         return problem.status
 
+    def set_eps(self, eps: float) -> None:
+        self.log_c = float(delta_at_loss(eps, self.delta_ref, self.beta))
+        self.a.value, self.b.value = (1.0, float(np.exp(self.log_c))) if self.log_c <= 0 else (float(np.exp(-self.log_c)), 1.0)
+
     def nonempty(self, eps: float) -> bool:
-        # exp of a clipped exponent: the decision only needs c <= 1 or c > 1, and c stays well scaled.
-        self.c.value = float(np.exp(np.clip(delta_at_loss(eps, self.delta_ref, self.beta), -30.0, 30.0)))
-        self._solve(self._feas)
+        self.set_eps(eps)
+        self._solve(self._feas, lp=True)
         return bool(self._feas.value > 0.5)
 
     def solve(self, eps: float) -> UEpsSolution:
@@ -388,7 +411,7 @@ class UEpsProblem:
             best = np.clip(self._pi.value, 0, None).copy()
             statuses.append(self._solve(self._closest))
             closest = np.clip(self._pi.value, 0, None).copy()
-        return UEpsSolution(float(eps), float(self.c.value), nonempty, best, closest, tuple(statuses))
+        return UEpsSolution(float(eps), float(np.exp(self.log_c)), nonempty, best, closest, tuple(statuses))
 
     def emptiness_boundary(self, tol: float = 1e-10) -> float:
         """The smallest eps with U_eps non-empty, by bisection on the LP (bracket found by doubling/halving)."""
