@@ -92,7 +92,8 @@ def simplex_figure(region, pi_ref, pi_star, fig_dir: Path) -> list[str]:
 
 def trajectories_figure(trajs: dict, fig_dir: Path) -> list[str]:
     """Loss and delta against step for DPO and the CPO variants on one violated instance (pair 0 of instance 0)."""
-    fig, (ax_l, ax_d) = new_figure(ncols=2, width=4.0, height=3.2)[1][0]
+    fig, axes = new_figure(ncols=2, width=4.0, height=3.2)
+    ax_l, ax_d = axes[0]
     for i, (name, tr) in enumerate(trajs.items()):
         style = dict(color=COLORS[i % len(COLORS)], ls=LINESTYLES[i % len(LINESTYLES)], marker=MARKERS[i % len(MARKERS)],
                      markevery=max(1, len(tr.steps) // 8), ms=4)

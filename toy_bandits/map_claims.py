@@ -492,3 +492,256 @@ def check_undesirable_space(ctx: CheckContext) -> CheckResult:
                                      "boundary delta = 0. U_eps = {l <= eps, pi(y_w) <= pi(y_l)} is empty iff "
                                      "eps < l_crit = softplus(beta delta_ref)."),
                   figures=figures)
+
+
+# --------------------------------------------------------------------------------------------------
+# cpo-loss-certificates
+# --------------------------------------------------------------------------------------------------
+
+NUMERICAL_ZERO = 1e-9  # a target T counts as negative below -1e-9 (float rounding of T is ~1e-13 here)
+
+
+def eq17_critical_ratio() -> dict[str, float]:
+    """c* = max_{p in (0, 1/2)} p (1 - p) log((1 - p)/p): Eq. 17 certifies delta > 0 for every reference iff gamma/beta >= c*.
+
+    Derivation: T = delta_ref + (gamma/beta)(1/p_w + 1/p_l) decreases in p_l, so its infimum over references
+    is at p_l = 1 - p_w (K = 2, or the closure for K >= 3): T = logit(p) + c / (p (1 - p)), c = gamma/beta,
+    which is >= 0 for all p iff c >= p (1 - p) log((1 - p)/p) for all p. Two methods: the root of the
+    derivative (1 - 2p) log((1 - p)/p) - 1 = 0 by Brent, and a grid of 2e5 points.
+    """
+    from scipy.optimize import brentq
+
+    g = lambda p: p * (1 - p) * math.log((1 - p) / p)  # noqa: E731
+    p_star = brentq(lambda p: (1 - 2 * p) * math.log((1 - p) / p) - 1.0, 1e-6, 0.5 - 1e-9, xtol=1e-15)
+    grid = np.linspace(1e-6, 0.5, 200001)
+    vals = grid * (1 - grid) * np.log((1 - grid) / grid)
+    return {"p_star": p_star, "c_star_brent": g(p_star), "c_star_grid": float(vals.max())}
+
+
+def smooth_target_minimum(gamma: float, tau: float, alpha: float) -> float:
+    """inf over delta_ref of T = delta_ref + softplus(tau (gamma - delta_ref)) / (tau alpha). Derived here:
+
+    dT/d delta_ref = 1 - sigma(tau (gamma - delta_ref)) / alpha. alpha > 1: T -> -inf as delta_ref -> -inf.
+    alpha = 1: T increases, inf = gamma (not attained). alpha < 1: the minimum is at sigma(.) = alpha and
+    equals gamma + H(alpha) / (alpha tau), H(alpha) = -alpha log alpha - (1 - alpha) log(1 - alpha) (nats).
+    """
+    if alpha > 1:
+        return -math.inf
+    if alpha == 1:
+        return gamma
+    h = -alpha * math.log(alpha) - (1 - alpha) * math.log1p(-alpha)
+    return gamma + h / (alpha * tau)
+
+
+def _reference_grid() -> tuple[np.ndarray, np.ndarray]:
+    """Reference log-probabilities (log pi_ref(y_w), log pi_ref(y_l)), in log space.
+
+    delta_ref = x on a grid over [-300, 40] (fine in [-20, 20]); pair mass s = pi_ref(y_w) + pi_ref(y_l) in
+    {1 - 1e-12, 0.5, 1e-3}: log pi_ref(y_w) = log s - softplus(-x), log pi_ref(y_l) = log s - softplus(x).
+    """
+    x = np.concatenate([np.linspace(-300, -20, 281), np.linspace(-20, 20, 8001), np.linspace(20, 40, 41)])
+    rc, rr = [], []
+    for log_s in (math.log1p(-1e-12), math.log(0.5), math.log(1e-3)):
+        rc.append(log_s - np.logaddexp(0.0, -x))
+        rr.append(log_s - np.logaddexp(0.0, x))
+    return np.concatenate(rc), np.concatenate(rr)
+
+
+def _easy_grid(nll_max: float = 1e3) -> tuple[np.ndarray, np.ndarray]:
+    """Per-token mean log-probabilities (-a, -b), a, b log-spaced in [1e-3, nll_max] (mean NLL in nats)."""
+    a = np.geomspace(1e-3, nll_max, 400)
+    aa, bb = np.meshgrid(a, a, indexing="ij")
+    return -aa.ravel(), -bb.ravel()
+
+
+def _certificate_search(name: str, beta: float, params: dict, rc: np.ndarray, rr: np.ndarray) -> dict[str, Any]:
+    """Search the reference grid for a policy with loss < log 2 and delta < 0 (using the loss module itself).
+
+    For each reference the most dangerous policy is delta just above T (loss just below log 2); we take
+    delta = max(T/2, -1) (inside (T, 0)) where T < 0, and evaluate the actual loss function there.
+    """
+    import torch
+
+    from dpo_rlhf_checks.losses import get_loss, implicit_target
+
+    rc_t, rr_t = torch.as_tensor(rc), torch.as_tensor(rr)
+    target = implicit_target(name, rc_t, rr_t, beta=beta, **params).numpy()
+    i = int(np.nanargmin(target))
+    t_min = float(target[i])
+    out = {"variant": name, "beta": beta, "params": params, "T_min_on_grid": t_min,
+           "argmin_ref_logps": [float(rc[i]), float(rr[i])], "counterexample": None}
+    if t_min < -NUMERICAL_ZERO:
+        delta = max(t_min / 2.0, -1.0)
+        pr = -abs(delta) - 1.0
+        f64 = lambda v: torch.tensor([v], dtype=torch.float64)  # noqa: E731
+        loss = get_loss(name)(f64(pr + delta), f64(pr), rc_t[i:i + 1], rr_t[i:i + 1],
+                              beta=beta, **params).losses
+        out["counterexample"] = {"ref_chosen_logp": float(rc[i]), "ref_rejected_logp": float(rr[i]),
+                                 "delta_ref": float(rc[i] - rr[i]), "target_T": t_min,
+                                 "policy_chosen_logp": pr + delta, "policy_rejected_logp": pr, "delta": delta,
+                                 "loss": float(loss[0]), "log2": LOG2,
+                                 "loss_below_log2_with_delta_negative": bool(float(loss[0]) < LOG2 and delta < 0)}
+    out["certifies_on_grid"] = out["counterexample"] is None
+    return out
+
+
+def _train_variants(lr: float, steps: int, c_star: float) -> tuple[dict, dict]:
+    """Tabular training of DPO and the CPO variants on one violated instance; per variant the steps where
+    loss < log 2 while delta < 0. pi_ref = (0.1, 0.6, 0.3), pair (0, 1): delta_ref = log(1/6); beta = 1."""
+    from toy_bandits.dynamics import train_tabular
+
+    pi_ref = np.array([0.1, 0.6, 0.3])
+    beta = 1.0
+    configs = {"dpo": {}, "cpo_clip": {}, "cpo_smooth": {"gamma": 0.5, "tau": 2.0, "alpha": 1.0},
+               "cpo_eq17": {"gamma": 0.5}, "cpo_easy": {"gamma": 0.5}}
+    trajs, rows = {}, {}
+    for name, params in configs.items():
+        tr = train_tabular(pi_ref, [[0, 1]], name, beta=beta, steps=steps, lr=lr, **params)
+        bad = (tr.loss[:, 0, 0] < LOG2) & (tr.delta[:, 0, 0] < 0)
+        rows[name] = {"params": params, "steps_loss_below_log2_but_delta_negative": int(bad.sum()),
+                      "loss_start": float(tr.loss[0, 0, 0]), "loss_end": float(tr.loss[-1, 0, 0]),
+                      "delta_end": float(tr.delta[-1, 0, 0]),
+                      "certificate_exact": bool(np.all(tr.certified[:, 0, 0] == (tr.delta[:, 0, 0] > 0)))}
+        trajs[name] = tr
+    return trajs, {"pi_ref": pi_ref, "pair": [0, 1], "beta": beta, "lr": lr, "steps": steps, "variants": rows,
+                   "note": "tabular: one 'token' per response, so per-token mean = sum; eq17 gamma/beta = 0.5 "
+                           f">= c* = {c_star:.4f}"}
+
+
+def check_cpo_loss_certificates(ctx: CheckContext) -> CheckResult:
+    """THEORY.md §10: does loss < log 2 certify delta >= 0, for each variant, under which parameters, which delta?
+
+    Every target-form loss is softplus(beta (T - delta)) (dpo_rlhf_checks.losses.implicit_target), so
+    loss < log 2 <=> delta > T: it certifies delta > 0 for every reference iff inf_ref T >= 0. Conditions
+    derived per variant (docstrings of :func:`eq17_critical_ratio`, :func:`smooth_target_minimum`).
+    Methods: (1) "numeric": the derived condition (prediction) against a grid search of the actual loss
+    functions over references (a counterexample = a reference and a policy with loss < log 2, delta < 0);
+    inf T derived vs grid minimum (tolerance 1e-6); c* by Brent vs by grid (tolerance 1e-8).
+    (2) "simulation": tabular training on a violated instance: steps with loss < log 2 and delta < 0 occur
+    for DPO and cpo_easy and never for the certifying variants.
+    """
+    import torch
+
+    from dpo_rlhf_checks.losses import cpo_clip_loss, dpop_loss, ipo_loss
+
+    cs = eq17_critical_ratio()
+    c_star = cs["c_star_brent"]
+    rc, rr = _reference_grid()
+    ea_c, ea_r = _easy_grid()
+    L = 3.0
+    eb_c, eb_r = _easy_grid(nll_max=L)
+    easy_bound = (math.sqrt(2) - 1) ** 2 * L**2  # |gamma|/beta needed when mean NLLs are <= L (derived; see below)
+    regimes = [
+        ("dpo", 1.0, {}, False, "T = delta_ref, unbounded below"),
+        ("cpo_eq17", 1.0, {"gamma": 0.0}, False, "gamma/beta = 0 < c*"),
+        ("cpo_eq17", 1.0, {"gamma": 0.5 * c_star}, False, "gamma/beta = c*/2"),
+        ("cpo_eq17", 1.0, {"gamma": 0.9 * c_star}, False, "gamma/beta = 0.9 c*"),
+        ("cpo_eq17", 1.0, {"gamma": 1.1 * c_star}, True, "gamma/beta = 1.1 c*"),
+        ("cpo_eq17", 0.1, {"gamma": 0.5}, True, "code defaults beta=0.1, gamma=0.5 (gamma/beta = 5)"),
+        ("cpo_eq17", 1.0, {"gamma": -0.1}, False, "gamma < 0"),
+        ("cpo_clip", 1.0, {}, True, "margin = 0 (code default)"),
+        ("cpo_clip", 1.0, {"margin": 0.5}, True, "margin > 0"),
+        ("cpo_clip", 1.0, {"margin": -0.3}, False, "margin < 0"),
+        ("cpo_smooth", 0.1, {"gamma": 0.5, "tau": 2.0, "alpha": 1.0}, True, "code defaults"),
+        ("cpo_smooth", 2.5, {"gamma": 0.5, "tau": 2.0, "alpha": 0.25}, True, "released checkpoint alpha=0.25"),
+        ("cpo_smooth", 1.0, {"gamma": 0.0, "tau": 2.0, "alpha": 1.0}, True, "alpha = 1, gamma = 0"),
+        ("cpo_smooth", 1.0, {"gamma": -0.1, "tau": 2.0, "alpha": 1.0}, False, "alpha = 1, gamma < 0"),
+        ("cpo_smooth", 1.0, {"gamma": -0.6, "tau": 2.0, "alpha": 0.5}, True, "alpha < 1, gamma >= -H/(alpha tau)"),
+        ("cpo_smooth", 1.0, {"gamma": -0.8, "tau": 2.0, "alpha": 0.5}, False, "alpha < 1, gamma < -H/(alpha tau)"),
+        ("cpo_smooth", 1.0, {"gamma": 0.5, "tau": 2.0, "alpha": 1.5}, False, "alpha > 1"),
+        ("cpo_smooth", 1.0, {"gamma": 5.0, "tau": 2.0, "alpha": 4.0}, False, "alpha > 1, large gamma"),
+        ("cpo_easy", 1.0, {"gamma": 0.5}, False, "gamma > 0 (code sign): margin < 0"),
+        ("cpo_easy", 1.0, {"gamma": 0.0}, False, "gamma = 0: DPO on means"),
+        ("cpo_easy", 1.0, {"gamma": -5.0}, False, "gamma < 0 (margin > 0), mean NLL unbounded"),
+    ]
+    rows = []
+    for name, beta, params, predicted, note in regimes:
+        grid = (ea_c, ea_r) if name == "cpo_easy" else (rc, rr)
+        res = _certificate_search(name, beta, params, *grid)
+        res.update({"regime": note, "predicted_certifies": predicted,
+                    "prediction_matches": res["certifies_on_grid"] == predicted})
+        if name == "cpo_smooth":
+            t_min = smooth_target_minimum(params["gamma"], params["tau"], params["alpha"])
+            res["T_inf_derived"] = t_min
+            if params["alpha"] < 1:  # attained inside the grid: compare values
+                res["T_min_err"] = abs(res["T_min_on_grid"] - t_min)
+        rows.append(res)
+    # cpo_easy on a bounded domain (mean NLL <= L): certifies iff gamma < 0 and |gamma|/beta >= (sqrt 2 - 1)^2 L^2.
+    for factor, predicted in ((1.05, True), (0.95, False)):
+        res = _certificate_search("cpo_easy", 1.0, {"gamma": -factor * easy_bound}, eb_c, eb_r)
+        res.update({"regime": f"bounded mean NLL <= {L}: |gamma|/beta = {factor} (sqrt2-1)^2 L^2",
+                    "predicted_certifies": predicted, "prediction_matches": res["certifies_on_grid"] == predicted})
+        rows.append(res)
+    predictions_ok = all(r["prediction_matches"] for r in rows)
+    cx_valid = all(r["counterexample"]["loss_below_log2_with_delta_negative"] for r in rows if r["counterexample"])
+    tmin_ok = all(r.get("T_min_err", 0.0) <= 1e-6 for r in rows)
+    cstar_ok = abs(cs["c_star_brent"] - cs["c_star_grid"]) <= 1e-8
+
+    # Sum versus per-token mean: a certificate computed on means says nothing about the summed delta.
+    n_w, n_l = 10, 2
+    ref_mean_w, ref_mean_l, pol_mean_w, pol_mean_l = -1.2, -1.5, -1.0, -2.0
+    t = lambda v: torch.tensor([v], dtype=torch.float64)  # noqa: E731
+    loss_mean = float(cpo_clip_loss(t(pol_mean_w), t(pol_mean_l), t(ref_mean_w), t(ref_mean_l), beta=1.0).losses[0])
+    mean_cx = {"variant": "cpo_clip (margin 0) on per-token means", "tokens_w": n_w, "tokens_l": n_l,
+               "ref_mean_logp": [ref_mean_w, ref_mean_l], "policy_mean_logp": [pol_mean_w, pol_mean_l],
+               "mean_delta": pol_mean_w - pol_mean_l, "loss": loss_mean, "loss_below_log2": loss_mean < LOG2,
+               "summed_delta": n_w * pol_mean_w - n_l * pol_mean_l,
+               "note": "the mean-based loss certifies mean delta > 0, yet the summed delta (the sequence "
+                       "log-odds, THEORY.md §2) is negative: pi(y_w) < pi(y_l)"}
+    mean_ok = mean_cx["loss_below_log2"] and mean_cx["mean_delta"] > 0 and mean_cx["summed_delta"] < 0
+
+    # IPO and DPO-Positive: no target form; loss < log 2 with delta < 0.
+    z = lambda v: torch.tensor([v], dtype=torch.float64)  # noqa: E731
+    ipo = float(ipo_loss(z(-1.0 - 1.5), z(-1.0), z(-1.0 - 2.0), z(-1.0), beta=1.0).losses[0])
+    dpop = float(dpop_loss(z(-3.0), z(-2.0), z(-3.0), z(-1.0), beta=1.0, lam=1.0).losses[0])
+    no_target = {"ipo": {"delta_ref": -2.0, "delta": -1.5, "beta": 1.0, "loss": ipo,
+                         "note": "IPO's minimiser delta_ref + 1/(2 beta) = -1.5 < 0 has loss 0"},
+                 "dpop": {"delta_ref": -2.0, "delta": -1.0, "beta": 1.0, "lam": 1.0, "loss": dpop,
+                          "note": "chosen log-prob kept at the reference: no penalty, loss = softplus(-1) < log 2"}}
+    no_target_ok = ipo < LOG2 and dpop < LOG2
+
+    lr, steps = 0.2, (150 if ctx.quick else 400)
+    trajs, train = _train_variants(lr, steps, c_star)
+    certifying = {"cpo_clip", "cpo_smooth", "cpo_eq17"}
+    train_ok = all((v["steps_loss_below_log2_but_delta_negative"] == 0) == (k in certifying)
+                   for k, v in train["variants"].items()) and all(v["certificate_exact"] for v in train["variants"].values())
+
+    literal = all(r["certifies_on_grid"] for r in rows if r["variant"] != "dpo")
+    amended = predictions_ok and cx_valid and tmin_ok and cstar_ok and mean_ok and no_target_ok and train_ok
+    first_fail = {}
+    for r in rows:
+        if r["counterexample"] and r["variant"] not in first_fail:
+            first_fail[r["variant"]] = {"regime": r["regime"], "beta": r["beta"], "params": r["params"],
+                                        **r["counterexample"]}
+    figures = _figures("trajectories_figure", {k: trajs[k] for k in ("dpo", "cpo_clip", "cpo_smooth", "cpo_easy")},
+                       ctx.fig_dir)
+    numeric = {"regimes": rows, "eq17_c_star": cs, "easy_bounded_L": L, "easy_bound_abs_gamma_over_beta": easy_bound,
+               "predictions_match_search": predictions_ok, "counterexamples_verified_with_loss": cx_valid,
+               "smooth_T_min_derived_vs_grid_ok": tmin_ok, "tolerances": {"T_min": 1e-6, "c_star": 1e-8,
+                                                                         "numerical_zero_T": NUMERICAL_ZERO},
+               "sum_vs_mean": mean_cx, "no_target_form": no_target, "training": train,
+               "delta_used": "the delta the loss is computed from: summed log-probabilities in the tabular and grid "
+                             "searches; per-token means for cpo_easy (and in sum_vs_mean)"}
+    summary = (f"loss<log2 certifies delta>0 iff inf T >= 0: clip margin>=0; smooth alpha<1 & gamma>=-H(alpha)/(alpha tau) "
+               f"or alpha=1 & gamma>=0; eq17 gamma/beta >= c*={c_star:.4f}; never dpo/easy; "
+               f"{sum(r['prediction_matches'] for r in rows)}/{len(rows)} regimes match the search; mean-delta "
+               f"certificate: mean {mean_cx['mean_delta']:+g}, sum {mean_cx['summed_delta']:+g}")
+    result = CheckResult(
+        verdict=decide(literal, amended), methods=["numeric", "simulation"], summary=summary,
+        evidence={"numeric": numeric},
+        counterexample={"per_variant": first_fail, "sum_vs_mean": mean_cx, "no_target_form": no_target},
+        amended_statement=(
+            "For the target-form losses softplus(beta (T - delta)), loss < log 2 <=> delta > T, so it certifies "
+            "delta > 0 for every reference exactly when inf T >= 0: cpo_clip with margin >= 0 (code default 0); "
+            "cpo_smooth with alpha = 1 and gamma >= 0, or alpha < 1 and gamma >= -H(alpha)/(alpha tau), H the binary "
+            "entropy in nats (code defaults gamma=0.5, tau=2, alpha=1 and the released alpha=0.25 qualify), never "
+            f"alpha > 1; cpo_eq17 with gamma/beta >= c* = {c_star:.6f} (= max_p p(1-p) log((1-p)/p)); never DPO and "
+            "never cpo_easy (for gamma >= 0 its margin is <= 0; for gamma < 0, T -> -inf as the chosen mean "
+            "log-probability -> -inf; only with mean NLLs bounded by L and |gamma|/beta >= (sqrt2-1)^2 L^2). IPO and "
+            "DPO-Positive have no target form and no loss-level certificate. The certificate is about the delta the "
+            "loss is computed from: a per-token-mean certificate says nothing about the summed delta when lengths "
+            "differ."),
+        figures=figures)
+    if result.verdict == VERDICTS[0]:
+        result.counterexample, result.amended_statement = None, None
+    return result
