@@ -62,10 +62,10 @@ def _ternary(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def simplex_figure(region, pi_ref, pi_star, fig_dir: Path) -> list[str]:
     """The 3-simplex: cells with DPO loss < log 2 but pi(y_w) < pi(y_l), pi_ref, pi* and the two boundary lines."""
-    fig, ax = new_figure(width=4.6, height=4.2)
+    fig, ax = new_figure(width=6.6, height=4.2)
     x, y = _ternary(region.points)
     ax.scatter(x[region.region], y[region.region], s=1.0, color="#8c8c8c", marker="s", linewidths=0,
-               label=rf"loss $<\log 2$ and $\pi(y_w)<\pi(y_l)$ (area {region.area_fraction:.3f})")
+               label="loss $<\\log 2$ and $\\pi(y_w)<\\pi(y_l)$\n" + f"(area share {region.area_fraction:.3f})")
     corners = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 0, 0]], dtype=float)
     cx, cy = _ternary(corners)
     ax.plot(cx, cy, color=COLORS[0], lw=1.0, ls="-")
@@ -86,7 +86,11 @@ def simplex_figure(region, pi_ref, pi_star, fig_dir: Path) -> list[str]:
     ax.set_xlabel(r"$\pi(y_l)+\pi(y_3)/2$ (ternary coordinate)")
     ax.set_ylabel(r"$\frac{\sqrt{3}}{2}\,\pi(y_3)$")
     ax.set_title(rf"Undesirable region $U$ on the simplex, $\delta_{{\rm ref}}={region.delta_ref:.2f}$")
-    ax.legend(loc="upper right", fontsize=6.5, framealpha=0.95)
+    from matplotlib.patches import Patch
+
+    handles, labels = ax.get_legend_handles_labels()
+    handles[0] = Patch(facecolor="#8c8c8c", edgecolor="none")  # the cell cloud, drawn as a swatch
+    ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, framealpha=0.95)
     return save(fig, fig_dir, "map_simplex_region")
 
 

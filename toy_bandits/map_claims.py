@@ -587,10 +587,10 @@ def _certificate_search(name: str, beta: float, params: dict, rc: np.ndarray, rr
 
 def _train_variants(lr: float, steps: int, c_star: float) -> tuple[dict, dict]:
     """Tabular training of DPO and the CPO variants on one violated instance; per variant the steps where
-    loss < log 2 while delta < 0. pi_ref = (0.1, 0.6, 0.3), pair (0, 1): delta_ref = log(1/6); beta = 1."""
+    loss < log 2 while delta < 0. pi_ref = (0.04, 0.8, 0.16), pair (0, 1): delta_ref = -log 20; beta = 1."""
     from toy_bandits.dynamics import train_tabular
 
-    pi_ref = np.array([0.1, 0.6, 0.3])
+    pi_ref = np.array([0.04, 0.8, 0.16])
     beta = 1.0
     configs = {"dpo": {}, "cpo_clip": {}, "cpo_smooth": {"gamma": 0.5, "tau": 2.0, "alpha": 1.0},
                "cpo_eq17": {"gamma": 0.5}, "cpo_easy": {"gamma": 0.5}}
@@ -700,7 +700,7 @@ def check_cpo_loss_certificates(ctx: CheckContext) -> CheckResult:
                           "note": "chosen log-prob kept at the reference: no penalty, loss = softplus(-1) < log 2"}}
     no_target_ok = ipo < LOG2 and dpop < LOG2
 
-    lr, steps = 0.2, (150 if ctx.quick else 400)
+    lr, steps = 0.1, (200 if ctx.quick else 400)
     trajs, train = _train_variants(lr, steps, c_star)
     certifying = {"cpo_clip", "cpo_smooth", "cpo_eq17"}
     train_ok = all((v["steps_loss_below_log2_but_delta_negative"] == 0) == (k in certifying)
