@@ -100,15 +100,15 @@ def _first_index(mask: Tensor) -> tuple[int, ...]:
     return tuple(int(i) for i in torch.nonzero(mask)[0])
 
 
-def _check_tensors(**tensors: Tensor) -> None:
-    """Torch tensors, all of one shape, no NaN."""
+def _check_tensors(_nan: bool = True, **tensors: Tensor) -> None:
+    """Torch tensors, all of one shape, no NaN (unless ``_nan`` is False)."""
     for name, t in tensors.items():
         if not torch.is_tensor(t):
             raise TypeError(f"{name} must be a torch tensor, got {type(t).__name__}")
     shapes = {name: tuple(t.shape) for name, t in tensors.items()}
     if len(set(shapes.values())) != 1:
         raise ValueError(f"tensors must have the same shape, got {shapes}")
-    for name, t in tensors.items():
+    for name, t in tensors.items() if _nan else ():
         nan = torch.isnan(t)
         if nan.any():
             raise ValueError(f"{name} contains NaN (first at index {_first_index(nan)})")
@@ -116,16 +116,20 @@ def _check_tensors(**tensors: Tensor) -> None:
 
 def _check_logps(**tensors: Tensor) -> None:
     """Torch tensors, all of one shape, finite, and <= 0 (log-probabilities)."""
-    _check_tensors(**tensors)
+    _check_tensors(False, **tensors)
     for name, t in tensors.items():
+        # One pass in the common case: -inf < t <= 0 is false exactly for NaN, +-inf and positive values.
+        if bool(((t <= 0) & (t > -math.inf)).all()):
+            continue
+        nan = torch.isnan(t)
+        if nan.any():
+            raise ValueError(f"{name} contains NaN (first at index {_first_index(nan)})")
         positive = t > 0
         if positive.any():
             raise ValueError(f"{name} contains a positive log-probability {t[positive][0].item():.6g} "
                              f"(first at index {_first_index(positive)}); a log-probability is <= 0")
-        neg_inf = torch.isinf(t)
-        if neg_inf.any():
-            raise ValueError(f"{name} contains -inf (zero probability, first at index {_first_index(neg_inf)}): "
-                             "the log-ratios are undefined")
+        raise ValueError(f"{name} contains -inf (zero probability, first at index {_first_index(torch.isinf(t))}): "
+                         "the log-ratios are undefined")
 
 
 def _rewards(beta, pc, pr, rc, rr) -> tuple[Tensor, Tensor]:

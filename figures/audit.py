@@ -33,14 +33,15 @@ def delta_ref_histogram(delta_ref: np.ndarray, boundary: np.ndarray | None, beta
     else:
         violated = delta_ref <= boundary
         ax.hist([delta_ref[~violated], delta_ref[violated]], bins=bins, stacked=True, color=["#0072B2", "#D55E00"],
-                hatch=None, alpha=0.8, label=["assumption holds", f"violated (delta_ref <= -dr/beta), {violated.mean():.1%}"])
+                alpha=0.8, label=["assumption holds", f"violated (delta_ref <= -dr/beta), {violated.mean():.1%}"])
         ax.hist(boundary, bins=bins, histtype="step", color="#000000", linestyle="--", linewidth=1.2,
                 label=f"boundary -dr/beta (beta={beta:g})")
     ax.axvline(0.0, color="#777777", linestyle=":", linewidth=1.0, label="delta_ref = 0")
     ax.set_xlabel("delta_ref = log pi_ref(y_w) - log pi_ref(y_l)")
     ax.set_ylabel("pairs")
     ax.set_title("Reference log-odds and the assumption's boundary")
-    ax.legend(loc="best")
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.6)  # head room for the legend
+    ax.legend(loc="upper left")
     return save(fig, fig_dir, name)
 
 

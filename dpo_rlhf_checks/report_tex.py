@@ -1,0 +1,167 @@
+"""Appendix export: ``report.tex``, a claims table and figure snippets to ``\\input`` into a paper.
+
+``paper_checks.py --all --format latex`` calls :func:`write_latex`. The file has no preamble
+(no ``\\documentclass``); the including document needs::
+
+    \\usepackage{booktabs}   % \\toprule, \\midrule, \\bottomrule
+    \\usepackage{longtable}  % the table breaks across pages (one-column mode: longtable refuses
+                            % two columns, so put it after \\onecolumn in a two-column paper)
+    \\usepackage{array}      % \\raggedright in p{} columns
+    \\usepackage{graphicx}   % \\includegraphics of the PDF figures
+    \\usepackage[T1]{fontenc} % recommended (accented letters)
+
+Figures are included from ``\\PaperChecksDir`` + the figure's path relative to the report folder;
+``\\PaperChecksDir`` defaults to the report folder as written (e.g. ``results/``) and can be
+defined before ``\\input`` when the paper lives elsewhere. Every piece of text from the report
+is escaped (:func:`latex_escape`): LaTeX's special characters and the unicode symbols the
+statements use (``≥``, ``→``, Greek letters, ...); other characters outside Latin-1 are written
+as ``U+XXXX`` so that pdflatex never stops on them.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from pathlib import Path
+from typing import Any
+
+REQUIRED_PACKAGES = ("booktabs", "longtable", "array", "graphicx")
+
+_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
+    "|": r"\textbar{}",
+}
+_UNICODE = {
+    "≥": r"$\geq$", "≤": r"$\leq$", "≠": r"$\neq$", "≈": r"$\approx$", "→": r"$\to$", "←": r"$\leftarrow$",
+    "⇒": r"$\Rightarrow$", "⇔": r"$\Leftrightarrow$", "↔": r"$\leftrightarrow$", "∞": r"$\infty$",
+    "×": r"$\times$", "·": r"$\cdot$", "±": r"$\pm$", "∈": r"$\in$", "∉": r"$\notin$", "⊆": r"$\subseteq$",
+    "∑": r"$\sum$", "∏": r"$\prod$", "√": r"$\surd$", "∂": r"$\partial$", "∇": r"$\nabla$", "∀": r"$\forall$",
+    "∃": r"$\exists$", "≡": r"$\equiv$", "∝": r"$\propto$", "−": r"$-$", "°": r"$^\circ$",
+    "α": r"$\alpha$", "β": r"$\beta$", "γ": r"$\gamma$", "δ": r"$\delta$", "ε": r"$\varepsilon$",
+    "η": r"$\eta$", "θ": r"$\theta$", "λ": r"$\lambda$", "μ": r"$\mu$", "π": r"$\pi$", "ρ": r"$\rho$",
+    "σ": r"$\sigma$", "τ": r"$\tau$", "φ": r"$\phi$", "χ": r"$\chi$", "ψ": r"$\psi$", "ω": r"$\omega$",
+    "Δ": r"$\Delta$", "Γ": r"$\Gamma$", "Λ": r"$\Lambda$", "Π": r"$\Pi$", "Σ": r"$\Sigma$", "Ω": r"$\Omega$",
+    "–": "--", "—": "---", "…": r"\ldots{}", "‘": "`", "’": "'", "“": "``", "”": "''", "§": r"\S{}",
+    "\u00a0": "~",
+}
+
+
+def latex_escape(text: Any) -> str:
+    """``text`` as LaTeX text-mode source that prints it literally (see the module docstring)."""
+    out = []
+    for ch in unicodedata.normalize("NFC", str(text)):
+        if ch in _SPECIAL:
+            out.append(_SPECIAL[ch])
+        elif ch in _UNICODE:
+            out.append(_UNICODE[ch])
+        elif ch in "\n\r\t":
+            out.append(" ")
+        elif ord(ch) < 32 or ord(ch) == 127:
+            continue  # control characters print nothing
+        elif ord(ch) > 0xFF:
+            out.append(f"U+{ord(ch):04X}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _label(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9:.-]", "-", text)
+
+
+def _figure_paths(claim: dict[str, Any], out_dir: Path) -> list[str]:
+    """The claim's figures as PDF, relative to the report folder where possible, in order, no repeats."""
+    seen, paths = set(), []
+    for fig in claim.get("figures") or []:
+        path = Path(fig)
+        if path.suffix.lower() not in (".pdf", ".png", ".jpg", ".jpeg"):
+            continue
+        pdf = path.with_suffix(".pdf")
+        # The PDF twin of a PNG (figures.style.save writes both); a PNG stays only when no PDF exists.
+        chosen = pdf if (path.suffix.lower() == ".pdf" or pdf.exists() or str(pdf) in claim["figures"]) else path
+        try:
+            rel = chosen.resolve().relative_to(out_dir.resolve())
+        except ValueError:
+            rel = chosen
+        key = rel.with_suffix("").as_posix()
+        if key not in seen:
+            seen.add(key)
+            paths.append(rel.as_posix())
+    return paths
+
+
+def format_latex(report: dict[str, Any], out_dir: Path) -> str:
+    """The text of ``report.tex`` for a report dict (``report.json``'s schema)."""
+    out_dir = Path(out_dir)
+    prefix = out_dir.as_posix().rstrip("/") + "/"
+    lines = [
+        "% Claims checked by dpo-rlhf-checks " + latex_escape(report.get("toolkit_version", "")) + ", created "
+        + latex_escape(report.get("created", "")) + ". Generated file: edit the report, not this file.",
+        "% Needs in the preamble: " + " ".join(f"\\usepackage{{{p}}}" for p in REQUIRED_PACKAGES)
+        + " (and \\usepackage[T1]{fontenc}); one-column mode (longtable).",
+        "% Figures are read from \\PaperChecksDir; define it before \\input when your paper lives elsewhere.",
+        f"\\providecommand{{\\PaperChecksDir}}{{{prefix}}}",
+        "",
+        "\\begingroup",
+        "\\small",
+        "\\setlength{\\LTpre}{0.5\\baselineskip}\\setlength{\\LTpost}{0.5\\baselineskip}",
+        "\\begin{longtable}{@{}>{\\raggedright\\arraybackslash}p{0.17\\linewidth}"
+        ">{\\raggedright\\arraybackslash}p{0.37\\linewidth}"
+        ">{\\raggedright\\arraybackslash}p{0.11\\linewidth}"
+        ">{\\raggedright\\arraybackslash}p{0.27\\linewidth}@{}}",
+        "\\caption{Claims of the paper and the toolkit's computed verdicts.}\\label{tab:paper-checks-claims}\\\\",
+        "\\toprule",
+        "Claim & Statement & Verdict & Evidence \\\\",
+        "\\midrule",
+        "\\endfirsthead",
+        "\\toprule",
+        "Claim & Statement & Verdict & Evidence \\\\",
+        "\\midrule",
+        "\\endhead",
+        "\\bottomrule",
+        "\\endfoot",
+    ]
+    for c in report["claims"]:
+        statement = latex_escape(c.get("statement", ""))
+        if c.get("amended_statement"):
+            statement += " \\newline \\emph{Amended:} " + latex_escape(c["amended_statement"])
+        ref = c.get("paper_ref")
+        claim_cell = f"\\texttt{{{latex_escape(c['id'])}}}" + (f" \\newline {{\\footnotesize {latex_escape(ref)}}}"
+                                                                if ref else "")
+        lines.append(f"{claim_cell} & {statement} & \\textbf{{{latex_escape(c.get('verdict', ''))}}} & "
+                     f"{latex_escape(c.get('summary', ''))} \\\\")
+    lines += ["\\end{longtable}", "\\endgroup", ""]
+    for c in report["claims"]:
+        for k, rel in enumerate(_figure_paths(c, out_dir), 1):
+            title = c.get("title") or c["id"]
+            lines += [
+                "\\begin{figure}[htbp]",
+                "\\centering",
+                f"\\includegraphics[width=0.7\\linewidth]{{\\PaperChecksDir {rel}}}",
+                f"\\caption{{Claim \\texttt{{{latex_escape(c['id'])}}}: {latex_escape(title)} "
+                f"(verdict: {latex_escape(c.get('verdict', ''))}).}}",
+                f"\\label{{fig:paper-checks:{_label(c['id'])}:{k}}}",
+                "\\end{figure}",
+                "",
+            ]
+    return "\n".join(lines)
+
+
+def write_latex(report: dict[str, Any], out_dir) -> Path:
+    """Write ``out_dir / "report.tex"`` (see the module docstring) and return its path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "report.tex"
+    path.write_text(format_latex(report, out_dir), encoding="utf-8")
+    return path

@@ -1,0 +1,280 @@
+"""``paper_checks.py audit``: planted answers, both formats, every bad-input kind, --skip-invalid."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dpo_rlhf_checks import audit as A
+
+ROOT = Path(__file__).resolve().parents[2]
+N = 1000
+# Planted by synthetic_pairs(N, beta=0.1, violation_rate=0.3, reference_accuracy=0.4, undesirable_rate=0.2).
+PLANTED = {
+    "n_pairs": 1000,
+    "reference_ranking_accuracy": 0.4,
+    "assumption_violation_rate@0.1": 0.3,
+    "idealized_ranking_accuracy@0.1": 0.7,
+    "policy_ranking_accuracy": 0.8,
+    "frac_in_undesirable": 0.2,
+}
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("audit")
+    cols = A.synthetic_pairs(N, seed=3)
+    return cols, A.write_pairs(folder / "pairs.jsonl", cols), A.write_pairs(folder / "pairs.csv", cols)
+
+
+def run_json(capsys, *argv) -> dict:
+    assert A.main([*map(str, argv), "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def run_error(capsys, path, *extra) -> str:
+    code = A.main([str(path), *extra])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_planted_answers_exact(sample, capsys, fmt):
+    cols, jsonl, csv_path = sample
+    r = run_json(capsys, jsonl if fmt == "jsonl" else csv_path, "--beta", "0.1", "1")
+    assert r["format"] == fmt and r["n_pairs"] == PLANTED["n_pairs"] and r["rows_read"] == N
+    assert r["skipped_rows"]["count"] == 0 and r["blank_lines"] == 0
+    assert r["reference_ranking_accuracy"] == PLANTED["reference_ranking_accuracy"]
+    assert r["assumption_violation_rate"]["0.1"] == PLANTED["assumption_violation_rate@0.1"]
+    assert r["idealized_ranking_accuracy"]["0.1"] == PLANTED["idealized_ranking_accuracy@0.1"]
+    assert r["policy_ranking_accuracy"] == PLANTED["policy_ranking_accuracy"]
+    assert r["frac_in_undesirable"] == PLANTED["frac_in_undesirable"]
+    assert r["reward_agreement_rate"] == 1.0
+    # Every target-form certificate is the equivalence delta > m: 1 - frac_in_U where it resolves in float64.
+    for name in ("dpo", "cpo_clip", "cpo_smooth"):
+        for key in ("0.1", "1"):
+            assert r["certified_fraction"][name][key] == 0.8
+            assert r["certificate_mismatch_fraction"][name][key] == 0.0
+    # cpo_clip (T = max(delta_ref, 0)) and cpo_smooth (T > gamma > 0): loss < log 2 certifies every pair;
+    # DPO only the pairs whose reference already prefers y_w.
+    assert r["log2_certifies_fraction"]["cpo_clip"]["0.1"] == 1.0
+    assert r["log2_certifies_fraction"]["cpo_smooth"]["0.1"] == 1.0
+    assert r["log2_certifies_fraction"]["dpo"]["0.1"] == 0.4
+
+
+def test_values_against_independent_numpy(sample, capsys):
+    cols, jsonl, _ = sample
+    r = run_json(capsys, jsonl, "--beta", "0.1", "--beta", "1")
+    d_ref = cols["ref_chosen_logps"] - cols["ref_rejected_logps"]
+    d_pol = cols["chosen_logps"] - cols["rejected_logps"]
+    dr = cols["chosen_reward"] - cols["rejected_reward"]
+    assert r["assumption_violation_rate"]["1"] == pytest.approx(np.mean(d_ref + dr / 1.0 <= 0), abs=0)
+    assert 0.3 < r["assumption_violation_rate"]["1"] < 1.0  # a larger beta violates more (delta_ref < 0 here)
+    # critical loss (THEORY §7): log(1 + (pi_ref(y_w)/pi_ref(y_l))^beta), numpy's logaddexp, not the library
+    lcrit = np.logaddexp(0.0, 0.1 * d_ref)
+    assert r["critical_loss"]["0.1"]["p50"] == pytest.approx(np.median(lcrit), rel=1e-12)
+    assert r["critical_loss"]["0.1"]["max"] == pytest.approx(lcrit.max(), rel=1e-12)
+    dpo = np.logaddexp(0.0, -1.0 * (d_pol - d_ref))
+    assert r["dpo_loss"]["1"]["mean"] == pytest.approx(dpo.mean(), rel=1e-12)
+    assert r["dpo_loss"]["1"]["p95"] == pytest.approx(np.quantile(dpo, 0.95), rel=1e-12)
+    # per-token means: logps / length
+    lc, lr = cols["chosen_length"], cols["rejected_length"]
+    m_ref = cols["ref_chosen_logps"] / lc - cols["ref_rejected_logps"] / lr
+    m_pol = cols["chosen_logps"] / lc - cols["rejected_logps"] / lr
+    ptm = r["per_token_mean"]
+    assert ptm["reference_ranking_accuracy"] == np.mean(m_ref >= 0)
+    assert ptm["assumption_violation_rate"]["0.1"] == np.mean(0.1 * m_ref + dr <= 0)
+    assert ptm["frac_in_undesirable"] == np.mean((m_ref < m_pol) & (m_pol < 0))
+    assert ptm["certified_fraction"]["cpo_easy"]["0.1"] == np.mean(m_pol > 0)
+    assert r["sum_vs_mean_ranking_disagreement"]["reference"] == np.mean((d_ref >= 0) != (m_ref >= 0))
+    # cpo_eq17 on summed log-probabilities: m_ref = gamma (1/pi_w + 1/pi_l) ~ e^200 swamps delta in float64,
+    # the loss cannot resolve delta; the audit shows it instead of hiding it.
+    assert r["certificate_mismatch_fraction"]["cpo_eq17"]["0.1"] > 0.5
+    assert ptm["certificate_mismatch_fraction"]["cpo_eq17"]["0.1"] == 0.0
+
+
+def test_json_keys_and_settings(sample, capsys):
+    _, jsonl, _ = sample
+    r = run_json(capsys, jsonl, "--margin", "0.5", "--cpo-gamma", "0.25")
+    for key in ("n_pairs", "reference_ranking_accuracy", "assumption_violation_rate", "idealized_ranking_accuracy",
+                "policy_ranking_accuracy", "frac_in_undesirable", "critical_loss", "dpo_loss", "certified_fraction",
+                "per_token_mean", "settings", "skipped_rows"):
+        assert key in r
+    assert r["settings"]["betas"] == [0.1] and r["settings"]["margin"] == 0.5
+    assert r["settings"]["cpo_variants"]["cpo_smooth"] == {"gamma": 0.25, "tau": 2.0, "alpha": 1.0, "delta": "as given"}
+    assert r["settings"]["cpo_variants"]["cpo_clip"]["margin"] == 0.5
+    assert set(r["critical_loss"]["0.1"]) == {"min", "p05", "p25", "p50", "p75", "p95", "max", "mean"}
+    cols = A.synthetic_pairs(N, seed=3)
+    delta = cols["chosen_logps"] - cols["rejected_logps"]
+    assert r["certified_fraction"]["dpo"]["0.1"] == np.mean(delta > 0.5)
+
+
+def test_printed_summary_names_parameters(sample, capsys):
+    _, _, csv_path = sample
+    assert A.main([str(csv_path), "--beta", "0.1", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "assumption violation rate" in out and "0.3000" in out
+    assert "cpo_smooth(gamma=0.5, tau=2.0, alpha=1.0" in out and "certificate margin m = 0" in out
+
+
+def test_reference_only_file(tmp_path, capsys):
+    path = tmp_path / "ref.csv"
+    path.write_text("ref_rejected_logps,ref_chosen_logps,prompt\n-2,-1,a\n-1,-3,b\n-5,-5,c\n")
+    r = run_json(capsys, path)
+    assert r["n_pairs"] == 3 and r["reference_ranking_accuracy"] == pytest.approx(2 / 3)
+    assert r["assumption_violation_rate"] is None and r["policy_ranking_accuracy"] is None
+    assert "chosen_reward" in r["unavailable"]["assumption_violation_rate"]
+    assert r["critical_loss"]["0.1"]["min"] == pytest.approx(np.logaddexp(0, 0.1 * -2.0), rel=1e-12)
+
+
+def test_figures_written(sample, tmp_path, capsys):
+    _, jsonl, _ = sample
+    r = run_json(capsys, jsonl, "--out", tmp_path / "figs")
+    names = sorted(Path(f).name for f in r["figures"])
+    assert names == ["audit_delta_ref.pdf", "audit_delta_ref.png", "audit_violation_rate.pdf",
+                     "audit_violation_rate.png"]
+    assert all(Path(f).stat().st_size > 1000 for f in r["figures"])
+
+
+def test_chunk_boundaries_and_slow_path_agree(sample, tmp_path, capsys):
+    cols, jsonl, csv_path = sample
+    fast = run_json(capsys, csv_path)
+    for path in (jsonl, csv_path):
+        small = run_json(capsys, path, "--chunk-rows", "7")
+        assert {k: v for k, v in small.items() if k not in ("file", "format")} == \
+            {k: v for k, v in fast.items() if k not in ("file", "format")}
+    # Quoted cells (commas, a line break) go through the csv module; numbers and line numbers stay right.
+    quoted = tmp_path / "quoted.csv"
+    quoted.write_text('prompt,ref_chosen_logps,ref_rejected_logps\n"a, b",-1,-2\n"two\nlines",-3,-1\nc,-2,-2\n'
+                      '"x",-1,oops\n')
+    line = run_error(capsys, quoted)
+    assert "row 4 (line 6), column 'ref_rejected_logps'" in line and "non-numeric value 'oops'" in line
+    r = run_json(capsys, quoted, "--skip-invalid")
+    assert r["n_pairs"] == 3 and r["reference_ranking_accuracy"] == pytest.approx(2 / 3)
+
+
+HEADER = "ref_chosen_logps,ref_rejected_logps,chosen_reward,rejected_reward,chosen_length,rejected_length"
+GOOD_CSV = "-1.5,-2.0,1.0,0.0,10,12"
+GOOD_JSON = {"ref_chosen_logps": -1.5, "ref_rejected_logps": -2.0, "chosen_reward": 1.0, "rejected_reward": 0.0,
+             "chosen_length": 10, "rejected_length": 12}
+
+# kind -> (CSV data row, JSON Lines row, the column named, words in the message); the bad row is data row 3.
+BAD = {
+    "missing value": ("-1,,1,0,10,12", {k: v for k, v in GOOD_JSON.items() if k != "ref_rejected_logps"},
+                      "ref_rejected_logps", "missing value"),
+    "non-numeric": ("-1,-2,high,0,10,12", {**GOOD_JSON, "chosen_reward": "high"}, "chosen_reward", "non-numeric"),
+    "nan": ("-1,-2,1,nan,10,12", {**GOOD_JSON, "rejected_reward": float("nan")}, "rejected_reward", "not a finite"),
+    "positive logp": ("0.25,-2,1,0,10,12", {**GOOD_JSON, "ref_chosen_logps": 0.25}, "ref_chosen_logps",
+                      "positive log-probability"),
+    "zero length": ("-1,-2,1,0,0,12", {**GOOD_JSON, "chosen_length": 0}, "chosen_length", "whole number > 0"),
+    "negative length": ("-1,-2,1,0,10,-3", {**GOOD_JSON, "rejected_length": -3}, "rejected_length",
+                        "whole number > 0"),
+}
+
+
+def write_bad(tmp_path, fmt, bad_row) -> Path:
+    path = tmp_path / f"bad.{fmt}"
+    if fmt == "csv":
+        path.write_text("\n".join([HEADER, GOOD_CSV, GOOD_CSV, bad_row, GOOD_CSV]) + "\n")
+    else:
+        rows = [GOOD_JSON, GOOD_JSON, bad_row, GOOD_JSON]
+        path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+@pytest.mark.parametrize("kind", sorted(BAD))
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_bad_value_names_row_and_column(tmp_path, capsys, fmt, kind):
+    csv_row, json_row, column, words = BAD[kind]
+    path = write_bad(tmp_path, fmt, csv_row if fmt == "csv" else json_row)
+    line = run_error(capsys, path)
+    expected_line = 4 if fmt == "csv" else 3  # the CSV header is line 1
+    assert f"row 3 (line {expected_line}), column '{column}'" in line, line
+    assert words in line, line
+    r = run_json(capsys, path, "--skip-invalid")
+    assert r["n_pairs"] == 3 and r["rows_read"] == 4 and r["skipped_rows"]["count"] == 1
+    assert len(r["skipped_rows"]["examples"]) == 1 and f"row 3 (line {expected_line})" in r["skipped_rows"]["examples"][0]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_malformed_line(tmp_path, capsys, fmt):
+    bad = "-1,-2,1,0" if fmt == "csv" else '{"ref_chosen_logps": -1, "ref_rejected_logps": '
+    path = write_bad(tmp_path, fmt, bad)
+    line = run_error(capsys, path)
+    assert "row 3 (line" in line and ("4 fields, the header has 6" in line if fmt == "csv" else "malformed JSON" in line)
+    r = run_json(capsys, path, "--skip-invalid")
+    assert r["skipped_rows"]["by_reason"] == {"malformed line": 1} and r["n_pairs"] == 3
+
+
+def test_missing_column(tmp_path, capsys):
+    path = tmp_path / "nocol.csv"
+    path.write_text("ref_chosen_logps,chosen_reward,rejected_reward\n-1,1,0\n")
+    assert "line 1 (header): missing column 'ref_rejected_logps'" in run_error(capsys, path)
+    half = tmp_path / "half.jsonl"
+    half.write_text('{"ref_chosen_logps": -1, "ref_rejected_logps": -2, "chosen_logps": -1}\n')
+    assert "column 'chosen_logps' is given without 'rejected_logps'" in run_error(capsys, half)
+    later = tmp_path / "later.jsonl"
+    later.write_text('{"ref_chosen_logps": -1, "ref_rejected_logps": -2}\n'
+                     '{"ref_chosen_logps": -1, "ref_rejected_logps": -2, "chosen_reward": 1, "rejected_reward": 0}\n')
+    assert "row 2 (line 2), column 'chosen_reward': this column is absent from the first row" in run_error(capsys, later)
+
+
+@pytest.mark.parametrize("content,words", [
+    ("", "empty file"),
+    ("\n\n", "empty file"),
+    (HEADER + "\n", "no data rows (only a header)"),
+])
+def test_empty_files(tmp_path, capsys, content, words):
+    for suffix in (".csv", ".jsonl"):
+        if "only a header" in words and suffix == ".jsonl":
+            continue
+        path = tmp_path / f"empty{suffix}"
+        path.write_text(content)
+        assert words in run_error(capsys, path)
+        assert words in run_error(capsys, path, "--skip-invalid")
+
+
+def test_skip_invalid_counts_by_reason(tmp_path, capsys):
+    rows = [GOOD_JSON] * 10
+    rows[2] = {**GOOD_JSON, "ref_chosen_logps": 1.0}
+    rows[5] = "not json"
+    rows[7] = {**GOOD_JSON, "chosen_length": 2.5}
+    rows[8] = {**GOOD_JSON, "rejected_reward": None}
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows) + "\n")
+    assert "row 3 (line 3), column 'ref_chosen_logps'" in run_error(capsys, path)
+    r = run_json(capsys, path, "--skip-invalid")
+    assert r["n_pairs"] == 6 and r["rows_read"] == 10 and r["blank_lines"] == 1
+    assert r["skipped_rows"]["count"] == 4
+    assert r["skipped_rows"]["by_reason"] == {"positive log-probability": 1, "malformed line": 1,
+                                              "non-positive or fractional length": 1, "missing value": 1}
+    only_bad = tmp_path / "allbad.jsonl"
+    only_bad.write_text("oops\n[1]\n")
+    assert "all 2 data rows are invalid" in run_error(capsys, only_bad, "--skip-invalid")
+
+
+def test_bad_arguments_exit_2(sample, capsys):
+    _, jsonl, _ = sample
+    for argv in (["--beta", "0"], ["--beta", "nan"], ["--margin", "-1"], ["--beta", "0.1", "0.1"]):
+        with pytest.raises(SystemExit) as info:
+            A.main([str(jsonl), *argv])
+        assert info.value.code == 2
+    capsys.readouterr()
+    assert "No such file" in run_error(capsys, jsonl.with_name("absent.jsonl"))
+
+
+def test_cli_end_to_end_no_traceback(tmp_path):
+    path = write_bad(tmp_path, "csv", BAD["positive logp"][0])
+    proc = subprocess.run([sys.executable, str(ROOT / "paper_checks.py"), "audit", str(path)], capture_output=True,
+                          text=True, cwd=ROOT)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == (f"error: {path}: row 3 (line 4), column 'ref_chosen_logps': a positive "
+                                   "log-probability (a log-probability is <= 0), got 0.25")
