@@ -65,6 +65,7 @@ def rlhf_facts() -> dict:
     dstar = log_pstar[W] - log_pstar[L]
     out["delta_star_is_delta_ref_plus_dr_over_beta"] = is_identity(
         dstar - (sp.log(pref[W]) - sp.log(pref[L]) + (r[W] - r[L]) / beta))
+    out["_exprs"] = {"J_star": Jstar, "beta_log_Z": beta * sp.log(Zs), "symbols": (beta, *pref, *r)}
     return out
 
 
@@ -153,6 +154,21 @@ def ordered_pair_facts() -> dict:
 
 
 @lru_cache(maxsize=None)
+def relative_facts() -> dict:
+    """THEORY.md §5: l depends on pi only through delta_pi - delta_ref (shift invariance, one-variable form)."""
+    c = sp.Symbol("c", real=True)
+    l = dpo_loss_expr()
+    lw = sp_softplus(-beta * ((sp.log(p[W]) - sp.log(p[L])) - (sp.log(pref[W]) - sp.log(pref[L]))))
+    return {
+        "shift_invariant_l(delta+c,delta_ref+c)=l": is_identity(dpo_loss_expr(delta + c, delta_ref + c) - l),
+        "l_is_function_of_u=delta-delta_ref": is_identity(l - sp_softplus(-beta * u).subs(u, delta - delta_ref)),
+        # scaling pi(y_w) and pi_ref(y_w) by the same factor leaves l unchanged: only ratios to the reference enter
+        "common_scaling_of_pi_w_and_pi_ref_w_invariant": is_identity(sp.simplify(
+            sp.expand_log(lw.subs({p[W]: sp.exp(c) * p[W], pref[W]: sp.exp(c) * pref[W]})) - sp.expand_log(lw))),
+    }
+
+
+@lru_cache(maxsize=None)
 def undesirable_facts() -> dict:
     """THEORY.md §6: the loss on U, the realisability of every delta, and pi* in U."""
     l_u = sp_softplus(-beta * u)  # u = delta - delta_ref > 0 on U
@@ -183,6 +199,8 @@ def gradient_factor_facts() -> dict:
         "ratio_boundary_over_start_is_2sigma(beta delta_ref)": is_identity(
             f.subs(delta, 0) / f.subs(delta, delta_ref) - 2 * sp_sigma(beta * delta_ref)),
     }
+    # the DPO gradient is -beta times this factor
+    out["dl_ddelta_is_-beta_factor"] = is_identity(sp.diff(dpo_loss_expr(), delta) + beta * f)
     return out
 
 
