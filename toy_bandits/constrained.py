@@ -210,18 +210,27 @@ def closed_form_pairs(batch: PairBatch) -> PairSolutions:
     mu = beta * gap * expit(-m)  # (beta m - beta delta_ref - dr)^+ / (1 + e^m)
     tilt_w = gap * expit(-m)  # mu / beta
     tilt_l = -gap * expit(m)  # -mu e^m / beta
-    p_w, p_l = np.exp(log_star[rows, w]), np.exp(log_star[rows, l])
-    # log E_{pi*}[e^t] = log(1 + p_w (e^{t_w} - 1) + p_l (e^{t_l} - 1)), t_w >= 0 >= t_l.
-    inner = p_w * np.expm1(tilt_w) + p_l * np.expm1(tilt_l)
-    log_norm = np.where(np.isfinite(inner), np.log1p(np.maximum(inner, -1.0 + 1e-300)), np.inf)
-    # Overflow guard: when t_w is huge (tiny beta), fall back to logsumexp over the tilted logits.
+    # log E_{pi*}[e^t] = log(1 + p_w (e^{t_w} - 1) + p_l (e^{t_l} - 1)), t_w >= 0 >= t_l. Each term in log
+    # space: p_w (e^{t_w} - 1) = exp(log p_w + t_w + log(1 - e^{-t_w})) stays finite when p_w underflows
+    # and t_w is huge (tiny beta); at the optimum p_w e^{t_w} <= 1, so it cannot overflow.
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        pos = tilt_w > 0
+        safe_tw = np.where(pos, tilt_w, 1.0)
+        term_w = np.where(pos, np.exp(log_star[rows, w] + safe_tw + np.log(-np.expm1(-safe_tw))), 0.0)
+        neg = tilt_l < 0
+        safe_tl = np.where(neg, tilt_l, -1.0)
+        term_l = np.where(neg, -np.exp(log_star[rows, l] + np.log(-np.expm1(safe_tl))), 0.0)
+        inner = term_w + term_l
+        small = np.log1p(np.clip(inner, -0.5, 0.5))
+    # log1p keeps a small price's relative accuracy; where |inner| >= 0.5 (1 + inner could cancel, or
+    # e^{t_w} overflows for tiny beta) logsumexp over the tilted logits is the accurate one.
     tilted = log_star.copy()
     tilted[rows, w] += tilt_w
     tilted[rows, l] += tilt_l
     exact_norm = logsumexp(tilted, axis=1)
-    log_norm = np.where(np.abs(tilt_w) + np.abs(tilt_l) < 30.0, log_norm, exact_norm)
+    log_norm = np.where(np.abs(inner) < 0.5, small, exact_norm)
     log_pi_c = tilted - log_norm[:, None]
-    price = np.maximum(-beta * log_norm, 0.0)
+    price = -beta * log_norm  # >= 0 up to rounding; not clamped, so a check can see a negative one
     return PairSolutions(
         log_pi_c=log_pi_c, pi_c=np.exp(log_pi_c), log_pi_star=log_star, mu=mu, price=price,
         delta_ref=delta_ref, delta_star=delta_star, delta_c=log_pi_c[rows, w] - log_pi_c[rows, l],

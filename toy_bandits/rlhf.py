@@ -116,4 +116,4 @@ def suboptimality(pi, pi_ref, reward, beta) -> np.ndarray:
     # sum pi (log pi - log pi*), with 0 log 0 = 0; log_star is finite even where pi* underflows.
     safe = np.where(pi > 0, pi, 1.0)
     kl = np.where(pi > 0, pi * (np.log(safe) - log_star), 0.0).sum(axis=-1)
-    return _beta_column(beta, pi_ref.shape[:-1])[..., 0] * np.maximum(kl, 0.0)
+    return _beta_column(beta, pi_ref.shape[:-1])[..., 0] * kl  # >= 0 up to rounding (not clamped)
