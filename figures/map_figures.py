@@ -151,10 +151,11 @@ def crossing_figure(delta_refs, t_measured, t_ode, beta: float, lr: float, fig_d
     fine = np.linspace(d.min(), 0, 200)
     h = -beta * fine
     ax.plot(fine, (h + np.exp(h) - 1) / (2 * beta**2), color=COLORS[0], ls="-",
-            label=r"gradient flow $(H+e^H-1)/2\beta^2$")
+            label=r"gradient flow $(H+e^H-1)/2\beta^2$, $H=-\beta\delta_{\rm ref}$")
     ax.plot(d, t_measured, ls="none", marker=MARKERS[1], color=COLORS[1], mfc="white",
             label=rf"gradient descent, lr={lr:g}")
     ax.set_yscale("log")
+    ax.set_ylim(bottom=0.1)
     ax.set_xlabel(r"$\delta_{\rm ref}$")
     ax.set_ylabel(r"time until $\delta\geq 0$ (steps $\times$ lr)")
     ax.set_title(rf"Ordered-pair DPO: time spent in $U$, $\beta={beta:g}$")

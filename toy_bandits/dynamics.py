@@ -68,8 +68,8 @@ def train_tabular(pi_ref, pairs, loss_name: str, *, beta: float, steps: int, lr:
     loss_name: a name of :data:`dpo_rlhf_checks.losses.LOSSES` (not "dpo_bt": use labels="bt").
     beta: > 0. steps: >= 0. lr: > 0.
     q: (N, P) BT probability that y_w wins, needed when labels == "bt".
-    margin: the margin the certificate is checked against.
-    loss_params: the loss's own parameters (gamma, tau, alpha, lam, margin for cpo_clip is passed here too).
+    margin: the margin the certificate is checked against; for "cpo_clip" also the loss's own margin.
+    loss_params: the loss's own parameters (gamma, tau, alpha, lam).
     """
     pi_ref = np.atleast_2d(np.asarray(pi_ref, dtype=np.float64))
     pairs = np.asarray(pairs, dtype=np.int64)
@@ -80,13 +80,28 @@ def train_tabular(pi_ref, pairs, loss_name: str, *, beta: float, steps: int, lr:
         raise ValueError(f"labels must be one of {LABELS}, got {labels!r}")
     if loss_name == "dpo_bt":
         raise ValueError("use loss_name='dpo' with labels='bt' for the BT-labelled DPO loss")
-    if steps < 0 or lr <= 0 or record_every < 1:
-        raise ValueError(f"need steps >= 0, lr > 0, record_every >= 1; got {steps}, {lr}, {record_every}")
+    for name, value in (("steps", steps), ("record_every", record_every)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise ValueError(f"{name} must be an integer, got {value!r}")
+    for name, value in (("beta", beta), ("lr", lr)):
+        if not (isinstance(value, (int, float, np.integer, np.floating)) and np.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    if not (isinstance(margin, (int, float, np.integer, np.floating)) and np.isfinite(margin)):
+        raise ValueError(f"margin must be a finite number, got {margin!r}")
+    if steps < 0 or record_every < 1:
+        raise ValueError(f"need steps >= 0, record_every >= 1; got {steps}, {record_every}")
     loss_fn = get_loss(loss_name)
+    if loss_name == "cpo_clip":
+        # cpo_clip's own parameter is also called margin: the one margin is its target max(delta_ref, margin)
+        # and the level the certificate checks (as this docstring always said; before, it was not passed on).
+        loss_params = {**loss_params, "margin": margin}
     if labels == "bt":
         if q is None:
             raise ValueError("labels='bt' needs q, the probability that y_w is preferred, shape (N, P)")
-        q_t = torch.as_tensor(np.broadcast_to(np.asarray(q, dtype=np.float64), pairs.shape[:2]).copy())
+        try:
+            q_t = torch.as_tensor(np.broadcast_to(np.asarray(q, dtype=np.float64), pairs.shape[:2]).copy())
+        except ValueError:
+            raise ValueError(f"q must broadcast to (N, P) = {pairs.shape[:2]}, got shape {np.shape(q)}") from None
         if torch.isnan(q_t).any() or (q_t < 0).any() or (q_t > 1).any():
             raise ValueError("q must lie in [0, 1]")
 
