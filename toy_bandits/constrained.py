@@ -40,6 +40,7 @@ accurate in log space.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -356,7 +357,10 @@ class ConstrainedRLHF:
         if self.pair_constraint is not None:
             self.exp_margin.value = np.full(len(self.preferences), np.exp(inst.margin))
         opts = {**(CLARABEL_OPTS if solver == "CLARABEL" else SCS_OPTS), **solver_opts}
-        self.problem.solve(solver=solver, **opts)
+        with warnings.catch_warnings():
+            # "Solution may be inaccurate": the status says so ("optimal_inaccurate") and is returned.
+            warnings.filterwarnings("ignore", message="Solution may be inaccurate", category=UserWarning)
+            self.problem.solve(solver=solver, **opts)
         status = self.problem.status
         if status not in OK_STATUSES:
             raise ConstrainedSolveError(f"{solver} returned status {status!r}")
