@@ -62,6 +62,20 @@ def _wmax(current: float, new: float) -> float:
     return math.nan if (math.isnan(current) or math.isnan(new)) else max(current, new)
 
 
+def _holds_only(conditions: dict[str, bool], methods: list[str], summary: str, evidence: dict) -> CheckResult:
+    """A claim with no amendment: the verdict from the named conditions; a failure lists them as the counterexample
+    (the numbers behind each condition are in the evidence)."""
+    conditions = {k: bool(v) for k, v in conditions.items()}
+    literal_holds = all(conditions.values())
+    failed = [k for k, v in conditions.items() if not v]
+    evidence = {**evidence, "conditions": conditions}
+    return CheckResult(verdict=decide(literal_holds), methods=methods,
+                       summary=summary if literal_holds else f"conditions failed: {', '.join(failed)}; {summary}",
+                       evidence=evidence,
+                       counterexample=None if literal_holds else {"failed_conditions": failed,
+                                                                   "see_evidence": sorted(evidence)})
+
+
 def _rng(ctx: CheckContext, salt: int) -> np.random.Generator:
     """One generator per check: the run's seed and a fixed per-check salt."""
     return np.random.default_rng([int(ctx.seed), salt])
@@ -188,7 +202,8 @@ def check_equiv_population(ctx: CheckContext) -> CheckResult:
         "population_minimiser_delta": c_num, "delta_star": cdref + cdr / cb,
         "note": "the assumption fails, yet the population DPO minimiser is exactly delta* (equivalence holds); "
                 "that common optimum prefers y_l",
-    } if not iff_holds else None
+    } if not iff_holds else ({"minimiser_not_at_delta_star": {"max_err_h_units": float(h_err.max()),
+                                                               "symbolic": _public(facts)}} if not minimiser_ok else None)
     evidence = {
         "symbolic": _public(facts),
         "n_instances": int(len(h_err)),
@@ -506,8 +521,9 @@ def check_cpo_constrained_kkt(ctx: CheckContext) -> CheckResult:
     mp_err = S.max_identity_error(delta_c, mm, [S.beta, mm, dref_s, dr_s], pts)
 
     tol_ok = all(v < TOL_KKT for v in worst.values())
-    literal_holds = (sym_ok and tol_ok and n_active > 0 and n_inactive > 0 and opt_violations == 0
-                     and mp_err < TOL_IDENTITY)
+    conditions = {"symbolic_kkt": sym_ok, "residuals_below_tol": tol_ok, "active_case_seen": n_active > 0,
+                  "inactive_case_seen": n_inactive > 0, "pi_c_beats_random_feasible": opt_violations == 0,
+                  "mpmath_active_margin": mp_err < TOL_IDENTITY}
     evidence = {
         "symbolic": _public(facts),
         "n_instances": int(len(betas)), "n_active": int(n_active), "n_inactive_mu_0": int(n_inactive),
@@ -524,8 +540,7 @@ def check_cpo_constrained_kkt(ctx: CheckContext) -> CheckResult:
     }
     summary = (f"KKT holds symbolically and at {len(betas)} instances ({n_active} active, {n_inactive} with mu = 0; "
                f"max residual {max(worst.values()):.1e}); pi_c beats all {opt_trials} random feasible policies")
-    return CheckResult(verdict=decide(literal_holds), methods=["symbolic", "numeric"], summary=summary,
-                       evidence=evidence)
+    return _holds_only(conditions, ["symbolic", "numeric"], summary, evidence)
 
 
 # =====================================================================================
@@ -736,8 +751,9 @@ def check_rlhf_closed_form(ctx: CheckContext) -> CheckResult:
                      "J_at_gibbs": j_neg_star, "J_at_pi_ref": j_neg_other,
                      "gibbs_is_not_maximiser": j_neg_other > j_neg_star}
 
-    literal_holds = (sym_ok and err_jstar < TOL_FLOAT and err_var < 1e-10 and err_delta < TOL_FLOAT and n_worse == 0
-                     and opt_err < 1e-6 and mp_err < TOL_IDENTITY)
+    conditions = {"symbolic": sym_ok, "J_star_is_beta_logZ": err_jstar < TOL_FLOAT, "variational_identity": err_var < 1e-10,
+                  "delta_star": err_delta < TOL_FLOAT, "no_random_policy_beats_pi_star": n_worse == 0,
+                  "lbfgs_agrees_1e-6": opt_err < 1e-6, "mpmath_J_star": mp_err < TOL_IDENTITY}
     evidence = {
         "symbolic": _public(facts),
         "concavity_needs_beta_positive": needs_beta and negative_beta["gibbs_is_not_maximiser"],
@@ -749,8 +765,7 @@ def check_rlhf_closed_form(ctx: CheckContext) -> CheckResult:
     }
     summary = (f"Hessian -beta diag(1/pi) (neg. def. iff beta > 0); J(pi) = beta log Z - beta KL(pi||pi*) proved; "
                f"J(pi*) = beta log Z (rel err {err_jstar:.1e}); L-BFGS agrees to {opt_err:.1e}")
-    return CheckResult(verdict=decide(literal_holds), methods=["symbolic", "numeric"], summary=summary,
-                       evidence=evidence)
+    return _holds_only(conditions, ["symbolic", "numeric"], summary, evidence)
 
 
 # =====================================================================================
@@ -795,9 +810,11 @@ def check_dpo_reparam(ctx: CheckContext) -> CheckResult:
     with np.errstate(divide="ignore", invalid="ignore"):
         r_zero = float(1.0 * np.log(np.float64(0.0) / np.float64(0.0)))
     split = S.log_split_needs_positivity()
-    literal_holds = (sym_ok and err_r < TOL_FLOAT and err_gap < TOL_FLOAT and loss_err_below_threshold < TOL_FLOAT
-                     and threshold_err <= THRESHOLD_VALUE_REL * 1.01 and ref_err < 1e-15
-                     and split["log_split_proved_with_positive_symbols"])
+    conditions = {"symbolic": sym_ok, "reward_recovered": err_r < TOL_FLOAT, "gap_is_dr": err_gap < TOL_FLOAT,
+                  "loss_is_softplus": loss_err_below_threshold < TOL_FLOAT,
+                  "loss_within_torch_threshold_error": threshold_err <= THRESHOLD_VALUE_REL * 1.01,
+                  "log2_at_reference": ref_err < 1e-15,
+                  "log_split_proved": split["log_split_proved_with_positive_symbols"]}
     evidence = {
         "symbolic": _public(facts), **split,
         "max_rel_err_reward_recovered": err_r, "max_rel_err_gap_equals_dr": err_gap,
@@ -813,8 +830,7 @@ def check_dpo_reparam(ctx: CheckContext) -> CheckResult:
     }
     summary = (f"reparam and Z-cancellation proved; reward recovered (rel err {err_r:.1e}); dpo_loss = softplus(-h) "
                f"(rel err {loss_err_below_threshold:.0e}; {threshold_err:.0e} where torch's softplus threshold cuts in); loss at pi_ref = log 2 (err {ref_err:.0e})")
-    return CheckResult(verdict=decide(literal_holds), methods=["symbolic", "numeric"], summary=summary,
-                       evidence=evidence)
+    return _holds_only(conditions, ["symbolic", "numeric"], summary, evidence)
 
 
 # =====================================================================================
@@ -849,7 +865,7 @@ def check_assumption_iff(ctx: CheckContext) -> CheckResult:
                     "forms_disagree": (dref_n + dr_n / bneg > 0) != (bneg * dref_n + dr_n > 0)}
     example = {"beta": 1.0, "pi_ref_w": 0.1, "pi_ref_l": 0.9, "dr": 1.0,
                "dr_over_beta": 1.0, "log_pi_ref_l_over_pi_ref_w": math.log(9.0), "assumption_holds": 1.0 > math.log(9)}
-    literal_holds = sym_ok and disagreements == 0 and n > 0 and n_fail > 0
+    conditions = {"symbolic": sym_ok, "four_forms_agree": disagreements == 0 and n > 0, "failing_cases_seen": n_fail > 0}
     evidence = {
         "symbolic": _public(facts), "instances": n, "assumption_fails_in": n_fail, "near_ties_skipped": near_ties,
         "forms_disagree_count": disagreements, "needs_beta_positive": needs_beta and counter_beta["forms_disagree"],
@@ -857,8 +873,7 @@ def check_assumption_iff(ctx: CheckContext) -> CheckResult:
     }
     summary = (f"the four forms agree at {n} instances (beta 1e-3..1e3; assumption fails in {n_fail}); "
                f"the middle step needs beta > 0 (beta = -1 flips it)")
-    return CheckResult(verdict=decide(literal_holds), methods=["symbolic", "numeric"], summary=summary,
-                       evidence=evidence)
+    return _holds_only(conditions, ["symbolic", "numeric"], summary, evidence)
 
 
 # =====================================================================================
@@ -896,7 +911,8 @@ def check_relative_advantage(ctx: CheckContext) -> CheckResult:
             "B": {"delta_ref": 0.0, "delta": 1.0, "loss": float(lb[0]), "prefers": "y_w"}}
     same_loss_opposite = abs(la[0] - lb[0]) < 1e-15
     # shift_err is relative; loss values below 1e-300 are not compared
-    literal_holds = sym_ok and shift_err <= 1.0 and grad_cond <= 1.0 and max_grad <= 0 and same_loss_opposite
+    conditions = {"symbolic": sym_ok, "shift_invariance_numeric": shift_err <= 1.0, "gradient_formula": grad_cond <= 1.0,
+                  "gradient_never_positive": max_grad <= 0, "same_loss_opposite_alignment": same_loss_opposite}
     evidence = {
         "symbolic": {**_public(rfacts), **{k: v for k, v in _public(ofacts).items() if "dl_ddelta" in k}},
         "max_shift_invariance_err_over_cond_tol": shift_err, "max_rel_err_grad_vs_-beta_sigma": grad_err,
@@ -907,8 +923,7 @@ def check_relative_advantage(ctx: CheckContext) -> CheckResult:
     }
     summary = (f"l(delta + c, delta_ref + c) = l proved; dl/d delta = -beta sigma(-beta(delta - delta_ref)) < 0 "
                f"(rel err {grad_err:.1e}); equal loss {la[0]:.4f} for a pair preferring y_l and one preferring y_w")
-    return CheckResult(verdict=decide(literal_holds), methods=["symbolic", "numeric"], summary=summary,
-                       evidence=evidence)
+    return _holds_only(conditions, ["symbolic", "numeric"], summary, evidence)
 
 
 # =====================================================================================
@@ -938,7 +953,8 @@ def check_gradient_weakening(ctx: CheckContext) -> CheckResult:
             _, gs = dpo_value_and_grad(ds, np.full_like(ds, dref), float(b))
             fs = -gs / b
             monotone = monotone and bool(np.all(np.diff(fs) <= 0))
-    literal_holds = sym_ok and boundary_cond <= 1.0 and monotone and checked > 0
+    conditions = {"symbolic": sym_ok, "boundary_factor_is_sigma(beta delta_ref)": boundary_cond <= 1.0 and checked > 0,
+                  "factor_decreasing_through_U": monotone}
     evidence = {
         "symbolic": _public(facts), "points_checked": checked, "max_rel_err_factor_at_0_vs_sigma(beta delta_ref)":
             boundary_err, "max_err_over_cond_tol": boundary_cond, "cond_tol": "16 eps (1 + beta (|delta_ref| + 2 log 2))",
@@ -950,8 +966,7 @@ def check_gradient_weakening(ctx: CheckContext) -> CheckResult:
     }
     summary = (f"factor at delta -> 0 equals sigma(beta delta_ref) > 0 (rel err {boundary_err:.1e} at {checked} points), "
                f"1/2 at delta_ref, decreasing through U: weakened by 2 sigma(beta delta_ref), not vanished")
-    return CheckResult(verdict=decide(literal_holds), methods=["symbolic", "numeric"], summary=summary,
-                       evidence=evidence)
+    return _holds_only(conditions, ["symbolic", "numeric"], summary, evidence)
 
 
 # =====================================================================================
@@ -997,8 +1012,8 @@ def check_loss_delta_bridge(ctx: CheckContext) -> CheckResult:
                                            {"delta_ref": 0.0, "delta": 2.0, "loss": float(la[1])}],
                     "mean_loss": float(la.mean()), "log2": math.log(2),
                     "note": "mean loss < log 2 and each loss < log 2, yet the first pair prefers y_l"}
-    literal_holds = (sym_ok and rt_err < 1e-10 and disagree == 0 and crit_err < TOL_FLOAT and crit_below
-                     and bound_ok)
+    conditions = {"symbolic": sym_ok, "round_trip": rt_err < 1e-10, "l<l_crit_iff_delta>0": disagree == 0 and n_cmp > 0,
+                  "l_crit_formula": crit_err < TOL_FLOAT, "l_crit_below_log2": crit_below, "mean_loss_bound": bound_ok}
     evidence = {
         "symbolic": _public(facts), "max_roundtrip_err_h_units_rel": rt_err, "h_range": [-700, 700],
         "equivalence_checked": n_cmp, "equivalence_disagreements": disagree,
@@ -1009,8 +1024,7 @@ def check_loss_delta_bridge(ctx: CheckContext) -> CheckResult:
     }
     summary = (f"inverse proved, round trip err {rt_err:.1e} (h units, |h| <= 700); pi_w > pi_l <=> l < l_crit at "
                f"{n_cmp} points, 0 disagreements; mean loss only bounds the misaligned fraction by mean/min l_crit")
-    return CheckResult(verdict=decide(literal_holds), methods=["symbolic", "numeric"], summary=summary,
-                       evidence=evidence)
+    return _holds_only(conditions, ["symbolic", "numeric"], summary, evidence)
 
 
 # =====================================================================================
@@ -1034,8 +1048,8 @@ def check_soft_margin_ranking(ctx: CheckContext) -> CheckResult:
         loss, _ = dpo_value_and_grad(d, d_ref, b)
         form = S.softplus(b * d_ref - b * d)  # softplus(t - s)
         form_err = _wmax(form_err, float(np.max(np.abs(loss - form) / np.maximum(1e-300, form))))
-    literal_holds = (sym_ok and worst_ratio <= 1 + 1e-12 and min_gap >= -1e-15 and at_zero_err < 1e-12
-                     and form_err < 1e-9)
+    conditions = {"symbolic": sym_ok, "gap_at_most_log2/beta": worst_ratio <= 1 + 1e-12, "gap_nonnegative": min_gap >= -1e-15,
+                  "bound_attained_at_0": at_zero_err < 1e-12, "loss_is_softplus(t-s)": form_err < 1e-9}
     evidence = {
         "symbolic": _public(facts), "max_gap_over_log2_div_beta": worst_ratio,
         "bound_attained_at_a=0_rel_err": at_zero_err, "min_gap_rel": min_gap,
@@ -1044,8 +1058,7 @@ def check_soft_margin_ranking(ctx: CheckContext) -> CheckResult:
     }
     summary = (f"l = softplus(t - s) proved; gap softplus(beta a)/beta - max(0,a) in [0, log2/beta], max "
                f"{worst_ratio:.12f} x log2/beta attained at a = 0; -> max(0,a) as beta -> inf")
-    return CheckResult(verdict=decide(literal_holds), methods=["symbolic", "numeric"], summary=summary,
-                       evidence=evidence)
+    return _holds_only(conditions, ["symbolic", "numeric"], summary, evidence)
 
 
 # =====================================================================================
@@ -1106,7 +1119,9 @@ def check_cpo_stationary_margin(ctx: CheckContext) -> CheckResult:
         log_nu = math.log(mu) + log_pc[0]  # nu* = mu pi_c(y_w)
         kkt_res = _wmax(kkt_res, eq10_stationarity_residual(log_pc, rew, log_ref, float(b), log_nu))
         n_act += 1
-    literal_holds = sym_ok and eq_err < 1e-10 and lower_ok and n_pts > 0 and kkt_res < 1e-9 and n_act > 0
+    conditions = {"symbolic": sym_ok, "eq13_16_at_stationary_points": eq_err < 1e-10 and n_pts > 0,
+                  "delta_at_least_delta_star+4gamma/beta": lower_ok,
+                  "pi_c_stationary_with_gamma=nu*": kkt_res < 1e-9 and n_act > 0}
     evidence = {
         "symbolic": sym, "two_response_stationary_points": n_pts, "max_rel_err_eq13_16": eq_err,
         "delta_at_least_delta_star_plus_4gamma_over_beta": lower_ok,
@@ -1118,8 +1133,7 @@ def check_cpo_stationary_margin(ctx: CheckContext) -> CheckResult:
     }
     summary = (f"Eq. 13-16 proved from the Lagrangian (rel err {eq_err:.1e} at {n_pts} 2-response stationary points); "
                f"m* >= 4 gamma; with gamma = nu* = mu pi_c(y_w), pi_c is stationary (residual {kkt_res:.1e})")
-    return CheckResult(verdict=decide(literal_holds), methods=["symbolic", "numeric"], summary=summary,
-                       evidence=evidence)
+    return _holds_only(conditions, ["symbolic", "numeric"], summary, evidence)
 
 
 # =====================================================================================
@@ -1159,7 +1173,7 @@ def check_benchmark_table(ctx: CheckContext) -> CheckResult:
     other = {f"{meth}-{base} {_METRICS[idx]}": float(Fraction(BENCHMARK_TABLE[meth][idx]) -
                                                       Fraction(BENCHMARK_TABLE[base][idx]))
              for idx in range(3) for meth, base in (("CPO", "DPO"), ("CPO", "SimPO"), ("SimPO", "DPO"))}
-    literal_holds = all(g["matches"] for g in gains)
+    conditions = {f"{g['method']}-{g['baseline']} {g['metric']} = {g['stated']}": g["matches"] for g in gains}
     evidence = {
         "stated_gains": gains,
         "arena_hard_intervals": {k: [float(lo), float(hi)] for k, (lo, hi) in intervals.items()},
@@ -1173,4 +1187,4 @@ def check_benchmark_table(ctx: CheckContext) -> CheckResult:
     over = ", ".join(f"{k} {'overlap' if v else 'disjoint'}" for k, v in overlaps.items())
     summary = (f"arithmetic only (8B results not re-run): {sum(g['matches'] for g in gains)}/{len(gains)} stated gains "
                f"match the table exactly; Arena-Hard intervals: {over}")
-    return CheckResult(verdict=decide(literal_holds), methods=["numeric"], summary=summary, evidence=evidence)
+    return _holds_only(conditions, ["numeric"], summary, evidence)
