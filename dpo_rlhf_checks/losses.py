@@ -427,8 +427,9 @@ def alignment_certificate(losses: Tensor, target: Tensor, *, beta: float, margin
 
     Exact for target-form losses: it is an equivalence (THEORY.md §7), so on a pair whose loss was
     computed from its delta it is the same as ``delta > margin``, up to floating point where
-    ``beta |T|`` dwarfs ``beta |delta - margin|`` (e.g. cpo_eq17 on summed log-probabilities).
-    DPO-Positive, IPO and dpo_bt have no such certificate.
+    ``beta |T|`` dwarfs ``beta |delta - margin|`` (e.g. cpo_eq17 on summed log-probabilities), and
+    where the critical loss underflows to 0 (``beta (T - margin) < -745``): then it certifies nothing
+    (conservative). DPO-Positive, IPO and dpo_bt have no such certificate.
 
     Args: losses: tensor (B,), no NaN; target: tensor of the same shape from :func:`implicit_target`;
     beta: finite, > 0; margin: finite. Returns a bool tensor (B,).
