@@ -1,0 +1,110 @@
+"""Phase diagram, simplex region and violation rates of toy_bandits.maps against per-point and analytic references."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from toy_bandits.maps import (analytic_region_fraction, phase_diagram, simplex_centroids, simplex_region,
+                              violation_rate_mc, violation_rate_quadrature)
+
+finite = st.floats(-20, 20, allow_nan=False)
+
+
+@given(st.lists(finite, min_size=1, max_size=15), st.lists(finite, min_size=1, max_size=15),
+       st.floats(0, 5, allow_nan=False))
+def test_phase_diagram_matches_per_point_closed_form(d_grid, s_grid, margin):
+    pd = phase_diagram(d_grid, s_grid, margin=margin)
+    assert pd.delta_star.shape == (len(d_grid), len(s_grid))
+    for i, d in enumerate(d_grid):
+        for j, s in enumerate(s_grid):
+            star = d + s  # delta* = delta_ref + dr/beta (THEORY.md §1)
+            assert pd.delta_star[i, j] == pytest.approx(star, abs=1e-12)
+            assert bool(pd.assumption_fails[i, j]) == (star <= 0)
+            assert bool(pd.dpo_misaligned[i, j]) == (star < 0)
+            assert bool(pd.pi_star_in_U[i, j]) == (d < star < 0)
+            # constrained RLHF, one pair: delta_c = max(delta*, m) (THEORY.md §9a)
+            assert pd.delta_cpo[i, j] == pytest.approx(max(star, margin), abs=1e-9 * (1 + abs(star)))
+            assert bool(pd.cpo_binding[i, j]) == (star < margin)
+    assert pd.cpo_meets_margin.all()
+    assert pd.reading == "population"
+
+
+def test_phase_diagram_region_shares_on_symmetric_grid():
+    grid = np.linspace(-5, 5, 1001)
+    pd = phase_diagram(grid, grid)
+    # delta* < 0 is (up to the diagonal itself) half of a symmetric square
+    assert pd.dpo_misaligned.mean() == pytest.approx(0.5, abs=1.1e-3)
+    # pi* in U: delta_ref < delta* < 0 <=> dr > 0 and delta_ref + dr/beta < 0: a triangle, a quarter of the half
+    assert pd.pi_star_in_U.mean() == pytest.approx(0.125, abs=2e-3)
+
+
+@pytest.mark.parametrize("bad", [[], [[1.0, 2.0]], [np.nan], [np.inf]])
+def test_phase_diagram_rejects_bad_grids(bad):
+    with pytest.raises(ValueError, match="delta_ref_grid"):
+        phase_diagram(bad, [0.0])
+
+
+def test_phase_diagram_rejects_negative_margin():
+    with pytest.raises(ValueError, match="margin"):
+        phase_diagram([0.0], [0.0], margin=-0.1)
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 40])
+def test_simplex_centroids_are_equal_area_cells(n):
+    pts = simplex_centroids(n)
+    assert pts.shape == (n * n, 3)
+    np.testing.assert_allclose(pts.sum(axis=1), 1.0, atol=1e-12)
+    assert pts.min() >= 1 / (3 * n) - 1e-12
+    # the centroid of equal-area cells averages to the simplex's centroid
+    np.testing.assert_allclose(pts.mean(axis=0), [1 / 3, 1 / 3, 1 / 3], atol=1e-12)
+
+
+simplex_point = st.tuples(*[st.floats(0.02, 1.0) for _ in range(3)]).map(lambda v: np.array(v) / sum(v))
+
+
+@settings(max_examples=25)
+@given(simplex_point)
+def test_simplex_region_is_U_and_matches_area(pi_ref):
+    reg = simplex_region(pi_ref, n=60)
+    delta_ref = math.log(pi_ref[0]) - math.log(pi_ref[1])
+    # membership: loss < log 2 and pi(y_w) < pi(y_l)  <=>  delta_ref < delta < 0 (THEORY.md §6-7)
+    expected = (reg.delta > delta_ref) & (reg.delta < 0)
+    assert np.array_equal(reg.region, expected)
+    assert np.array_equal(reg.region, reg.in_U)
+    assert reg.analytic_fraction == pytest.approx(max(0.0, 0.5 - 1 / (1 + math.exp(-delta_ref))), abs=1e-12)
+    assert abs(reg.area_fraction - reg.analytic_fraction) <= reg.tolerance
+
+
+def test_analytic_fraction_against_monte_carlo_dirichlet():
+    rng = np.random.default_rng(3)
+    pts = rng.dirichlet(np.ones(3), size=400_000)
+    for d in (-3.0, -0.5, 0.2):
+        delta = np.log(pts[:, 0]) - np.log(pts[:, 1])
+        mc = np.mean((delta > d) & (delta < 0))
+        assert mc == pytest.approx(float(analytic_region_fraction(d)), abs=4 * math.sqrt(0.25 / pts.shape[0]))
+
+
+def test_simplex_region_rejects_bad_reference():
+    with pytest.raises(ValueError, match="pi_ref"):
+        simplex_region([0.5, 0.5], n=10)
+    with pytest.raises(ValueError, match="pi_ref"):
+        simplex_region([0.5, 0.6, -0.1], n=10)
+
+
+@pytest.mark.parametrize("beta,k,conc", [(0.1, 3, "1"), (1.0, 10, "1"), (3.0, 4, "1/K"), (0.3, 20, "1/K")])
+def test_violation_rate_monte_carlo_matches_quadrature(beta, k, conc):
+    rng = np.random.default_rng(11)
+    p, se = violation_rate_mc(beta, k, 40_000, rng, conc)
+    exact = violation_rate_quadrature(beta, k, conc)
+    assert abs(p - exact) <= 4.5 * se
+
+
+def test_violation_rate_dirichlet1_is_independent_of_k_and_limits():
+    rates = [violation_rate_quadrature(0.7, k) for k in (2, 5, 50)]
+    assert max(rates) - min(rates) <= 1e-12
+    # beta -> 0: the reward decides (never violated); beta -> inf: the reference decides (half the time)
+    assert violation_rate_quadrature(1e-4, 3) <= 1e-3
+    assert violation_rate_quadrature(1e4, 3) == pytest.approx(0.5, abs=1e-3)
