@@ -1,0 +1,324 @@
+"""Property tests: each symbolic identity of theory/ cross-checked numerically at drawn points.
+
+Strategies draw beta log-uniformly on [1e-3, 1e3] and probabilities down to 1e-12 (near 0 and,
+for the complement, near 1). References are independent formulas (mpmath at 50 digits, numpy
+logaddexp) compared with the toolkit's implementations (dpo_rlhf_checks.losses, theory.claims).
+"""
+
+import math
+
+import mpmath
+import numpy as np
+import pytest
+import sympy as sp
+import torch
+from hypothesis import assume, example, given
+from hypothesis import strategies as st
+from scipy.special import expit, logsumexp
+
+from dpo_rlhf_checks import losses as L
+from theory import claims as C
+from theory import derivations as D
+from theory import symbols as S
+
+betas = st.floats(-3, 3).map(lambda e: 10.0 ** e)
+log_probs = st.floats(math.log(1e-12), math.log(1 - 1e-12))  # probabilities from 1e-12 to 1 - 1e-12
+rewards = st.floats(-20, 20)
+moderate_h = st.floats(-700, 700)
+
+
+@st.composite
+def simplex(draw, k_min=2, k_max=6):
+    """A point of the simplex with entries down to about 1e-12 (log-uniform logits)."""
+    k = draw(st.integers(k_min, k_max))
+    logits = np.array(draw(st.lists(st.floats(-27.6, 0), min_size=k, max_size=k)))
+    return np.exp(logits - logsumexp(logits))
+
+
+def _mp_softplus(z):
+    return mpmath.log1p(mpmath.exp(mpmath.mpf(float(z))))
+
+
+# ---------------------------------------------------------------- the symbolic facts themselves
+@pytest.mark.parametrize("name", ["rlhf_facts", "dpo_facts", "assumption_facts", "population_facts",
+                                  "ordered_pair_facts", "relative_facts", "undesirable_facts", "gradient_factor_facts",
+                                  "bridge_facts", "soft_margin_facts", "kkt_facts", "penalised_facts"])
+def test_every_symbolic_fact_is_proved(name):
+    facts = getattr(D, name)()
+    # the "...without..." entries record that SymPy can NOT decide the sign once an assumption is dropped
+    proved = {k: v for k, v in facts.items() if not k.startswith("_") and "without" not in k}
+    assert proved and all(v is True for v in proved.values()), {k: v for k, v in proved.items() if v is not True}
+    dropped = {k: v for k, v in facts.items() if "without" in k}
+    assert all(v is False for v in dropped.values())
+
+
+def test_log_split_needs_positive_symbols():
+    out = S.log_split_needs_positivity()
+    assert out["log_split_proved_with_positive_symbols"] is True
+    assert out["log_split_proved_without_assumptions"] is False
+    assert abs(out["log_split_counterexample"]["lhs_minus_rhs"][1]) == pytest.approx(2 * math.pi, rel=1e-15)
+
+
+# ---------------------------------------------------------------- §1 Gibbs policy
+@given(simplex(), st.data(), betas)
+@example(np.array([1 - 1e-12, 1e-12]), None, 1e-3)
+def test_gibbs_maximises_J_and_J_star_is_beta_log_Z(pi_ref, data, beta):
+    k = len(pi_ref)
+    r = np.array(data.draw(st.lists(rewards, min_size=k, max_size=k))) if data is not None else np.array([1.0, -1.0])
+    log_star = S.gibbs_log_policy(np.log(pi_ref), r, beta)
+    beta_log_z = beta * logsumexp(np.log(pi_ref) + r / beta)
+    j_star = S.objective_J(np.exp(log_star), r, pi_ref, beta)
+    scale = max(1.0, abs(beta_log_z), np.abs(r).max())
+    assert abs(j_star - beta_log_z) <= 1e-12 * scale
+    # variational identity at another point: J(pi) = beta log Z - beta KL(pi || pi*)
+    pi = np.full(k, 1.0 / k)
+    kl = float(np.sum(pi * (np.log(pi) - log_star)))
+    assert abs(S.objective_J(pi, r, pi_ref, beta) - (beta_log_z - beta * kl)) <= 1e-12 * max(scale, beta * kl)
+    assert S.objective_J(pi, r, pi_ref, beta) <= j_star + 1e-12 * scale
+    # delta* = delta_ref + dr / beta
+    d_star = log_star[0] - log_star[1]
+    expect = math.log(pi_ref[0]) - math.log(pi_ref[1]) + (r[0] - r[1]) / beta
+    assert abs(d_star - expect) <= 1e-12 * max(1.0, abs(expect), abs(r[0] - r[1]) / beta)
+
+
+@given(simplex(k_min=3), rewards, betas, st.permutations(range(3)))
+def test_gibbs_shift_invariant_and_permutation_equivariant(pi_ref, c, beta, perm):
+    pi_ref = pi_ref[:3] / pi_ref[:3].sum()
+    r = np.array([0.3, -1.2, 2.0])
+    base = S.gibbs_log_policy(np.log(pi_ref), r, beta)
+    np.testing.assert_allclose(S.gibbs_log_policy(np.log(pi_ref), r + c, beta), base,
+                               atol=1e-12 * max(1.0, np.abs(base).max()))
+    perm = list(perm)
+    np.testing.assert_allclose(S.gibbs_log_policy(np.log(pi_ref)[perm], r[perm], beta), base[perm],
+                               atol=1e-12 * max(1.0, np.abs(base).max()))
+
+
+# ---------------------------------------------------------------- §2 reparameterisation and the loss
+@given(simplex(), betas)
+def test_reward_recovered_from_gibbs_policy(pi_ref, beta):
+    k = len(pi_ref)
+    r = np.linspace(-3, 3, k)
+    log_z = logsumexp(np.log(pi_ref) + r / beta)
+    r_hat = beta * (S.gibbs_log_policy(np.log(pi_ref), r, beta) - np.log(pi_ref)) + beta * log_z
+    assert np.max(np.abs(r_hat - r)) <= 1e-12 * max(1.0, beta * abs(log_z), 3.0)
+
+
+@given(moderate_h)
+@example(-20.5)  # inside torch's softplus threshold band (20 < -h < 37)
+@example(700.0)
+@example(-700.0)
+def test_dpo_loss_is_softplus_minus_h(h):
+    val, _ = C.dpo_value_and_grad([h], [0.0], 1.0)
+    exact = _mp_softplus(-h)
+    tol = C.THRESHOLD_VALUE_REL * 1.01 if -h > C.SOFTPLUS_THRESHOLD else 1e-14
+    assert S.rel_err(val[0], exact) <= tol
+
+
+@given(log_probs, betas)
+def test_dpo_loss_at_reference_is_log2(log_pw, beta):
+    log_pl = math.log(-math.expm1(log_pw)) if log_pw < -1e-12 else math.log(1e-12)
+    d_ref = log_pw - log_pl
+    val, _ = C.dpo_value_and_grad([d_ref], [d_ref], beta)
+    assert val[0] == pytest.approx(math.log(2), abs=1e-15)
+
+
+# ---------------------------------------------------------------- §4(a) population minimiser
+@given(st.floats(-15, 15), st.floats(-10, 10), betas)
+def test_population_gradient_zero_at_delta_star(dr, delta_ref, beta):
+    q = float(expit(dr))
+    d_star = delta_ref + dr / beta
+    _, g = C.dpo_value_and_grad([d_star], [delta_ref], beta, q=q)
+    # dl_q/d delta = beta (sigma(h) - q) = 0 at h = dr; float error of forming h and of q near 0/1
+    # |sigma(h) - q| <= q (1 - q) |error of h| + |error of q|, and q = expit(dr) is rounded once (<= eps)
+    tol = beta * (C.cond_tol(beta, d_star, delta_ref) + 4 * np.finfo(float).eps)
+    assert abs(g[0]) <= tol
+    # and the formula beta (sigma(h) - q) off the minimiser
+    for dh in (-3.0, 0.5, 4.0):
+        _, g2 = C.dpo_value_and_grad([d_star + dh / beta], [delta_ref], beta, q=q)
+        expect = beta * (expit(dr + dh) - q)
+        assert abs(g2[0] - expect) <= 1e-9 * beta
+
+
+# ---------------------------------------------------------------- §4(b)/§5 ordered pair
+@given(st.floats(-600, 600), st.floats(-30, 30), betas)
+def test_ordered_pair_gradient_formula_and_sign(h, delta_ref, beta):
+    d = delta_ref + h / beta
+    h_in = beta * (d - delta_ref)
+    _, g = C.dpo_value_and_grad([d], [delta_ref], beta)
+    exact = -beta * mpmath.mpf(1) / (1 + mpmath.exp(mpmath.mpf(beta) * (mpmath.mpf(d) - mpmath.mpf(delta_ref))))
+    assert g[0] <= 0.0
+    if abs(exact) > 1e-290:
+        allow = C.THRESHOLD_GRAD_REL if -h_in > C.SOFTPLUS_THRESHOLD else 0.0
+        assert S.rel_err(g[0], exact) <= C.cond_tol(beta, d, delta_ref) + allow
+
+
+@given(st.floats(-30, 30), st.floats(-30, 30), st.floats(-30, 30), betas)
+def test_loss_shift_invariant(delta, delta_ref, c, beta):
+    assume(abs(beta * (delta - delta_ref)) < 700)
+    l1, _ = C.dpo_value_and_grad([delta], [delta_ref], beta)
+    l2, _ = C.dpo_value_and_grad([delta + c], [delta_ref + c], beta)
+    tol = C.cond_tol(beta, delta, delta_ref) + C.cond_tol(beta, delta + c, delta_ref + c) + C.THRESHOLD_VALUE_REL
+    assert abs(l1[0] - l2[0]) <= tol * abs(l1[0]) + 1e-300
+
+
+@given(st.floats(0.01, 6), st.floats(0.05, 4))
+def test_flow_time_matches_ode(minus_delta_ref, beta):
+    from scipy.integrate import solve_ivp
+
+    d_ref = -minus_delta_ref
+    t_cf = C.flow_time_to_zero(d_ref, beta)
+    ev = lambda t, y: y[0]  # noqa: E731
+    ev.terminal, ev.direction = True, 1
+    sol = solve_ivp(lambda t, y: [beta * expit(-beta * (y[0] - d_ref))], (0, 10 * t_cf + 10), [d_ref], events=ev,
+                    rtol=1e-11, atol=1e-13)
+    assert sol.t_events[0][0] == pytest.approx(t_cf, rel=1e-7)
+    assert C.log_flow_time_to_zero(d_ref, beta) == pytest.approx(math.log(t_cf), rel=1e-12, abs=1e-12)
+
+
+# ---------------------------------------------------------------- §6 U and the gradient factor
+@given(st.floats(-30, -1e-6), st.floats(1e-9, 1 - 1e-9), betas)
+def test_points_of_U_have_loss_below_log2(delta_ref, frac, beta):
+    d = delta_ref * (1 - frac)
+    assume(delta_ref < d < 0)
+    val, _ = C.dpo_value_and_grad([d], [delta_ref], beta)
+    # l = softplus(-beta u), u = d - delta_ref > 0; exactly below log 2, by softplus(-beta u) - log 2 < 0
+    exact = _mp_softplus(-beta * (mpmath.mpf(d) - mpmath.mpf(delta_ref)))
+    assert exact < mpmath.log(2)
+    assert val[0] <= math.log(2)
+
+
+@given(st.floats(-5, -1e-6), st.floats(-2, 2).map(lambda e: 10.0 ** e))
+def test_gradient_factor_at_boundary_is_sigma_beta_delta_ref(delta_ref, beta):
+    _, g = C.dpo_value_and_grad([0.0], [delta_ref], beta)
+    factor = -g[0] / beta
+    assert factor == pytest.approx(float(expit(beta * delta_ref)), rel=1e-12)
+    assert factor > 0
+
+
+# ---------------------------------------------------------------- §7 bridge
+@given(st.floats(-700, 700), st.floats(-30, 30), betas)
+def test_loss_delta_round_trip_and_critical_loss(h, delta_ref, beta):
+    d = delta_ref + h / beta
+    val, _ = C.dpo_value_and_grad([d], [delta_ref], beta)
+    assume(val[0] > 0)
+    back = float(L.delta_from_loss(torch.tensor(val), torch.tensor([delta_ref], dtype=torch.float64), beta=beta)[0])
+    assert beta * abs(back - d) <= 1e-10 * max(1.0, abs(h))
+    l_crit = float(L.critical_loss(torch.tensor([delta_ref], dtype=torch.float64), beta=beta)[0])
+    if abs(d) > 1e-9 * max(1.0, abs(delta_ref)):
+        assert (d > 0) == (val[0] < l_crit)
+
+
+@given(log_probs, log_probs, betas)
+def test_critical_loss_closed_form(log_aw, log_al, beta):
+    d_ref = log_aw - log_al
+    val = float(L.critical_loss(torch.tensor([d_ref], dtype=torch.float64), beta=beta)[0])
+    with mpmath.workdps(50):
+        exact = mpmath.log1p(mpmath.exp(mpmath.mpf(beta) * (mpmath.mpf(log_aw) - mpmath.mpf(log_al))))
+    if exact > 1e-300:
+        assert S.rel_err(val, exact) <= C.cond_tol(beta, d_ref) + C.THRESHOLD_VALUE_REL
+    if d_ref < 0:
+        assert val < math.log(2)
+
+
+# ---------------------------------------------------------------- §8 soft margin
+@given(st.floats(-1e3, 1e3), betas)
+@example(0.0, 1e-3)
+@example(0.0, 1e3)
+def test_soft_margin_gap_bounds(a, beta):
+    gap = float(S.softplus(beta * a) / beta - max(0.0, a))
+    assert -1e-15 * max(1.0, abs(a)) <= gap <= math.log(2) / beta * (1 + 1e-12)
+    if a == 0.0:
+        assert gap == pytest.approx(math.log(2) / beta, rel=1e-15)
+
+
+# ---------------------------------------------------------------- §9(a) KKT closed form
+@given(simplex(), st.data(), betas, st.sampled_from([0.0, 0.5, 2.0]))
+def test_constrained_closed_form_satisfies_kkt(pi_ref, data, beta, m):
+    k = len(pi_ref)
+    r = np.array(data.draw(st.lists(st.floats(-5, 5), min_size=k, max_size=k)))
+    log_pc, mu = C.constrained_single_pair(np.log(pi_ref), r, beta, m)
+    res = C.kkt_residuals(log_pc, mu, np.log(pi_ref), r, beta, m)
+    assert res["stationarity"] <= 1e-9 and res["primal"] <= 1e-9 and res["dual"] == 0 and res["slackness"] <= 1e-9
+    assert np.exp(logsumexp(log_pc)) == pytest.approx(1.0, abs=1e-12)
+    if mu == 0:  # inactive: pi_c is pi*
+        np.testing.assert_allclose(log_pc, S.gibbs_log_policy(np.log(pi_ref), r, beta),
+                                   atol=1e-12 * max(1.0, np.abs(log_pc).max()))
+    else:  # active: delta_c = m
+        assert log_pc[0] - log_pc[1] == pytest.approx(m, abs=1e-9 * max(1.0, np.abs(log_pc).max()))
+
+
+@given(st.integers(0, 10 ** 6))
+def test_closed_form_beats_feasible_policies(seed):
+    rng = np.random.default_rng(seed)
+    k = int(rng.integers(2, 6))
+    beta = float(10 ** rng.uniform(-1, 1))
+    pi_ref = rng.dirichlet(np.ones(k))
+    r = rng.normal(size=k)
+    m = float(rng.choice([0.0, 1.0]))
+    log_pc, _ = C.constrained_single_pair(np.log(pi_ref), r, beta, m)
+    j_c = S.objective_J(np.exp(log_pc), r, pi_ref, beta)
+    cand = rng.dirichlet(np.ones(k), size=100)
+    feas = cand[np.log(cand[:, 0]) - np.log(cand[:, 1]) >= m]
+    for pi in feas:
+        assert S.objective_J(pi, r, pi_ref, beta) <= j_c + 1e-12
+
+
+def test_constrained_closed_form_rejects_bad_input():
+    with pytest.raises(ValueError, match="beta"):
+        C.constrained_single_pair(np.log([0.5, 0.5]), np.zeros(2), -1.0, 0.0)
+    with pytest.raises(ValueError, match="m must"):
+        C.constrained_single_pair(np.log([0.5, 0.5]), np.zeros(2), 1.0, -0.5)
+    with pytest.raises(ValueError, match="same shape"):
+        C.constrained_single_pair(np.log([0.5, 0.5]), np.zeros(3), 1.0, 0.0)
+    with pytest.raises(ValueError, match="differ"):
+        C.constrained_single_pair(np.log([0.5, 0.5]), np.zeros(2), 1.0, 0.0, w=1, l=1)
+    with pytest.raises(ValueError, match="delta_ref must be < 0"):
+        C.flow_time_to_zero(0.5, 1.0)
+    with pytest.raises(ValueError, match="gamma"):
+        C.eq10_two_response_stationary_points(1.0, 0.0, 0.0, 0.0)
+
+
+# ---------------------------------------------------------------- §9(b) Eq. 10
+@given(st.floats(-2, 2).map(lambda e: 10.0 ** e), st.floats(-3, 1).map(lambda e: 10.0 ** e),
+       st.floats(0.01, 0.99), st.floats(-8, 8))
+def test_eq10_stationary_points_satisfy_eq13_16_and_kind(beta, gamma, pw_ref, dr):
+    d_ref = math.log(pw_ref / (1 - pw_ref))
+    out = C.eq10_two_response_stationary_points(beta, gamma, d_ref, dr)
+    # G_min closed form vs a dense grid
+    xs = out["x0"] + np.linspace(-5, 5, 20001)
+    G = gamma * (np.exp(xs) + 2 + np.exp(-xs)) - beta * xs + beta * d_ref + dr
+    assert out["G_min"] == pytest.approx(G.min(), abs=1e-6 * max(1.0, abs(G.min())))
+    assert len(out["roots"]) == (2 if out["G_min"] < 0 else 0)
+    for x, kind in out["roots"]:
+        pw, pl = float(expit(x)), float(expit(-x))
+        lhs, rhs = beta * (x - d_ref), dr + gamma * (1 / pw + 1 / pl)
+        assert lhs == pytest.approx(rhs, rel=1e-9, abs=1e-9)
+        assert x >= d_ref + (dr + 4 * gamma) / beta - 1e-9 * max(1.0, abs(x))  # m* >= 4 gamma
+        h = min(1e-5, pw / 10, pl / 10)
+        f = lambda p: C.penalised_objective(np.array([p, 1 - p]), np.array([dr, 0.0]),  # noqa: E731
+                                            np.array([pw_ref, 1 - pw_ref]), beta, gamma)
+        side = (f(pw - h) - f(pw), f(pw + h) - f(pw))
+        assume(min(abs(side[0]), abs(side[1])) > 1e-13 * max(1.0, abs(f(pw))))
+        if kind == "local max":
+            assert side[0] < 0 and side[1] < 0
+        else:
+            assert side[0] > 0 and side[1] > 0
+
+
+@given(st.floats(-300, -1))
+def test_eq10_grows_without_bound_as_pi_l_vanishes(log10_eps):
+    eps = 10.0 ** log10_eps
+    pi_ref, r = np.array([0.2, 0.5, 0.3]), np.array([1.0, 0.0, 0.5])
+    F = C.penalised_objective(np.array([0.5, eps, 0.5 - eps]), r, pi_ref, 1.0, 0.1)
+    J = S.objective_J(np.array([0.5, eps, 0.5 - eps]), r, pi_ref, 1.0)
+    # F - J = gamma (log(1/2) - log eps) -> +inf, while J stays in [min r - beta log(1/min pi_ref), beta log Z]
+    assert F - J == pytest.approx(0.1 * (math.log(0.5) - math.log(eps)), rel=1e-12)
+    assert r.min() - math.log(1 / 0.2) <= J <= logsumexp(np.log(pi_ref) + r)
+
+
+def test_G_min_symbolic_matches_numeric_formula():
+    ex = D.penalised_facts()["_exprs"]
+    f_sym = sp.lambdify([S.beta, S.gamma, S.delta_ref, S.dr], ex["G_min"], modules="mpmath")
+    for beta, gamma, d_ref, dr in [(1e-3, 1e-3, -1.0, 0.5), (1e3, 0.1, 2.0, -3.0), (1.0, 1.0, 0.0, 0.0)]:
+        assert float(f_sym(beta, gamma, d_ref, dr)) == pytest.approx(
+            C.eq10_two_response_stationary_points(beta, gamma, d_ref, dr)["G_min"], rel=1e-12, abs=1e-12)
