@@ -1,0 +1,130 @@
+"""``report.tex``: escaping, table structure and figure snippets on a synthetic report; compiled when a
+LaTeX engine is installed."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from dpo_rlhf_checks.report_tex import REQUIRED_PACKAGES, format_latex, latex_escape, write_latex
+from figures.style import new_figure, save
+
+NASTY = r"a_b 50% & #1 $x$ {y} ~z^2 \cmd β ≥ 0 → π* ⇔ δ ≤ m · ∞ “q” — end 🙂 <|>"
+
+
+@pytest.mark.parametrize("raw,escaped", [
+    ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#"), ("$", r"\$"), ("{", r"\{"), ("}", r"\}"),
+    ("~", r"\textasciitilde{}"), ("^", r"\textasciicircum{}"), ("\\", r"\textbackslash{}"),
+    ("≥", r"$\geq$"), ("→", r"$\to$"), ("β", r"$\beta$"), ("≤", r"$\leq$"), ("é", "é"), ("🙂", "U+1F642"),
+    ("<", r"\textless{}"), ("a\nb", "a b"), ("\\_", r"\textbackslash{}\_"),
+])
+def test_latex_escape_each_character(raw, escaped):
+    assert latex_escape(raw) == escaped
+
+
+def test_latex_escape_sentence():
+    assert latex_escape(NASTY) == (
+        r"a\_b 50\% \& \#1 \$x\$ \{y\} \textasciitilde{}z\textasciicircum{}2 \textbackslash{}cmd $\beta$ $\geq$ 0 "
+        r"$\to$ $\pi$* $\Leftrightarrow$ $\delta$ $\leq$ m $\cdot$ $\infty$ ``q'' --- end U+1F642 "
+        r"\textless{}\textbar{}\textgreater{}")
+
+
+def unescaped_specials(tex: str) -> list[str]:
+    """Special characters not produced by an escape or a command we emit."""
+    # File paths (\includegraphics, \PaperChecksDir) are not text: '_' is legal there.
+    tex = re.sub(r"\\includegraphics\[[^]]*\]\{[^}]*\}|\\providecommand\{\\PaperChecksDir\}\{[^}]*\}", "", tex)
+    body = re.sub(r"\\[A-Za-z]+|\\[_%&#${}\\ ]", "", tex)  # drop commands and escaped characters
+    body = re.sub(r"(?m)^%.*$", "", body)  # comment lines
+    body = re.sub(r"\$\\?[A-Za-z]*\$", "", body)  # the $\beta$ math snippets
+    return [ch for ch in "_%#$^~" if ch in body]
+
+
+def balanced(tex: str) -> bool:
+    depth = 0
+    for ch in re.sub(r"\\[{}\\]", "", tex):
+        depth += (ch == "{") - (ch == "}")
+        if depth < 0:
+            return False
+    return depth == 0
+
+
+@pytest.fixture
+def report(tmp_path):
+    fig_dir = tmp_path / "out" / "figures"
+    fig, ax = new_figure()
+    ax.plot([0, 1], [0, 1], label="x")
+    a = save(fig, fig_dir, "claim_a_fig")  # PDF + PNG
+    fig, ax = new_figure()
+    ax.plot([0, 1], [1, 0])
+    b = save(fig, fig_dir, "claim_b_map")
+    return {
+        "schema": 1, "toolkit_version": "0.1.0", "created": "2026-11-28T00:00:00+00:00",
+        "claims": [
+            {"id": "dpo-rlhf_equiv", "title": "Equivalence & 100% of pairs", "paper_ref": "Sec. 3; THEORY.md §4",
+             "statement": NASTY, "verdict": "holds-amended", "summary": "min over 1e3 draws: δ* ≥ 0 in 70% of pairs",
+             "amended_statement": "Holds iff β δ_ref + dr > 0 for every pair", "figures": a},
+            {"id": "undesirable", "title": "U", "paper_ref": "Def. 3.3", "statement": "plain", "verdict": "fails",
+             "summary": "loss < log 2 yet pi(y_w) < pi(y_l)", "amended_statement": None, "figures": [b[1]]},
+            {"id": "table", "title": "Table", "paper_ref": "Sec. 6", "statement": "s", "verdict": "not-checked",
+             "summary": "needs 8B training", "amended_statement": None, "figures": []},
+        ],
+    }
+
+
+def test_structure_and_escaping(report, tmp_path):
+    out = tmp_path / "out"
+    path = write_latex(report, out)
+    assert path == out / "report.tex"
+    tex = path.read_text(encoding="utf-8")
+    assert "\\documentclass" not in tex and "\\begin{document}" not in tex
+    assert tex.count("\\begin{longtable}") == 1 and tex.count("\\end{longtable}") == 1
+    assert all(f"\\usepackage{{{p}}}" in tex for p in REQUIRED_PACKAGES)
+    assert tex.index("\\toprule") < tex.index("\\endfirsthead") < tex.index("\\endhead") < tex.index("\\endfoot")
+    rows = [line for line in tex.splitlines() if line.startswith("\\texttt{")]
+    assert len(rows) == 3
+    assert rows[0] == (r"\texttt{dpo-rlhf\_equiv} \newline {\footnotesize Sec. 3; THEORY.md \S{}4} & "
+                       + latex_escape(NASTY) + r" \newline \emph{Amended:} Holds iff $\beta$ $\delta$\_ref + dr \textgreater{} 0 "
+                       r"for every pair & \textbf{holds-amended} & min over 1e3 draws: $\delta$* $\geq$ 0 in 70\% of pairs \\")
+    assert all(row.count(" & ") == 3 and row.endswith("\\\\") for row in rows)
+    assert unescaped_specials(tex) == [] and balanced(tex)
+    # Figures: PDF only, relative to the report folder, one per figure, with escaped captions.
+    graphics = re.findall(r"\\includegraphics\[width=0.7\\linewidth\]\{\\PaperChecksDir (.*?)\}", tex)
+    assert graphics == ["figures/claim_a_fig.pdf", "figures/claim_b_map.pdf"]
+    assert "\\providecommand{\\PaperChecksDir}{" + out.as_posix() + "/}" in tex
+    assert "\\caption{Claim \\texttt{dpo-rlhf\\_equiv}: Equivalence \\& 100\\% of pairs (verdict: holds-amended).}" in tex
+    assert "\\label{fig:paper-checks:dpo-rlhf-equiv:1}" in tex and tex.count("\\begin{figure}") == 2
+
+
+def test_png_without_pdf_kept(tmp_path):
+    png = tmp_path / "figures" / "only.png"
+    png.parent.mkdir()
+    png.write_bytes(b"\x89PNG")
+    tex = format_latex({"claims": [{"id": "x", "statement": "s", "verdict": "holds", "summary": "",
+                                    "figures": [str(png)]}]}, tmp_path)
+    assert "{\\PaperChecksDir figures/only.png}" in tex
+
+
+ENGINES = ("pdflatex", "lualatex", "xelatex", "tectonic")
+
+
+def test_compiles_with_a_latex_engine(report, tmp_path):
+    engine = next((e for e in ENGINES if shutil.which(e)), None)
+    if engine is None:
+        pytest.skip(f"no LaTeX engine on PATH (looked for {', '.join(ENGINES)}); on Debian "
+                    "`apt-get install --no-install-recommends texlive-latex-recommended` provides pdflatex and booktabs")
+    out = tmp_path / "out"
+    write_latex(report, out)
+    wrapper = out / "appendix.tex"
+    wrapper.write_text(
+        "\\documentclass{article}\n\\usepackage[T1]{fontenc}\n"
+        + "".join(f"\\usepackage{{{p}}}\n" for p in REQUIRED_PACKAGES)
+        + "\\newcommand{\\PaperChecksDir}{}\n\\begin{document}\n\\appendix\n\\section{Checked claims}\n"
+        "\\input{report.tex}\n\\end{document}\n")
+    cmd = [engine, wrapper.name] if engine == "tectonic" else [engine, "-interaction=nonstopmode", "-halt-on-error",
+                                                               wrapper.name]
+    proc = subprocess.run(cmd, cwd=out, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert (out / "appendix.pdf").stat().st_size > 5000
