@@ -1,0 +1,216 @@
+"""Reference SFT and preference training of the tiny transformer, with per-pair, per-step records.
+
+Every method trains from the same reference, on the same pairs, for the same number of steps,
+with the same optimiser and seed; only the loss differs. Losses come from
+:mod:`dpo_rlhf_checks.losses`. Which delta each method uses:
+
+  dpo, dpo_bt, ipo, dpop, cpo_eq17, cpo_clip, cpo_smooth: summed sequence log-probabilities
+      (THEORY.md §2, the paper's theory);
+  cpo_easy: per-token mean log-probabilities for all four inputs (the authors' code).
+
+Every response has the same length here (``response_len`` + EOS), so the mean delta is the
+summed delta divided by that length and the two have the same sign.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from dpo_rlhf_checks.losses import TARGET_FORM, alignment_certificate, get_loss, implicit_target
+from toy_lm.config import LMConfig
+from toy_lm.model import SeqLogps, TinyGPT, sequence_logps
+from toy_lm.task import L, W, Task
+
+MEAN_LOGP_METHODS = ("cpo_easy",)
+
+
+def uses_mean(method: str) -> bool:
+    """True where the method's loss takes per-token mean log-probabilities (the authors' code)."""
+    return method in MEAN_LOGP_METHODS
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))
+
+
+def build_model(task: Task, cfg: LMConfig, seed: int, device: torch.device) -> TinyGPT:
+    seed_everything(seed)
+    return TinyGPT(task.vocab_size, task.block_size, cfg.n_layer, cfg.n_head, cfg.n_embd).to(device)
+
+
+def all_logps(model: TinyGPT, task: Task, device: torch.device) -> SeqLogps:
+    """Log-probabilities of every candidate of every prompt, each field (N, K), no gradient."""
+    n, k, s = task.tokens.shape
+    with torch.no_grad():
+        out = sequence_logps(model, task.tokens.view(n * k, s).to(device), task.response_mask.view(n * k, s).to(device))
+    return SeqLogps(*(t.view(n, k).cpu() for t in out))
+
+
+def train_reference(task: Task, cfg: LMConfig, seed: int, device: torch.device) -> TinyGPT:
+    """Supervised fine-tuning on the corpus: minimise the expected NLL ``-sum_y f(y|x) log pi(y|x)``.
+
+    The corpus is given by its frequencies, so the full-batch loss is the exact corpus average
+    (what sampling the corpus would estimate); Adam, ``sft_steps`` steps at the constant ``sft_lr``
+    (a warm-up and cosine decay fitted the corpus worse at this step count).
+    """
+    model = build_model(task, cfg, seed, device)
+    n, k, s = task.tokens.shape
+    tokens = task.tokens.view(n * k, s).to(device)
+    mask = task.response_mask.view(n * k, s).to(device)
+    weight = torch.as_tensor(task.corpus_freq.reshape(-1), dtype=torch.float32, device=device) / n
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.sft_lr)
+    for _ in range(cfg.sft_steps):
+        nll = -(weight * sequence_logps(model, tokens, mask).sum).sum()
+        opt.zero_grad(set_to_none=True)
+        nll.backward()
+        opt.step()
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+@dataclass
+class RunRecord:
+    """One method's preference-training run. S = steps + 1 recorded steps (0 = the reference), P train pairs.
+
+    objective: (S,) mean training loss (what the optimiser minimised).
+    loss: (S, P) per-pair loss of the ordered pair (y_w chosen; for dpo_bt the DPO loss of that order,
+        as toy_bandits.dynamics records it). objective_pairs: (S, P) per-pair training loss.
+    delta_sum, delta_mean: (S, P) log-odds of the pair, summed and per-token mean log-probabilities.
+    chosen_logp: (S, P) summed log pi(y_w | x). in_U: (S, P) delta_ref < delta < 0 (summed).
+    certified: (S, P) the loss value alone proves delta > margin (target-form losses; False otherwise),
+        in the method's own delta (mean for cpo_easy).
+    target: (P,) the implicit target T (nan for IPO and DPO-Positive), in the method's own delta.
+    heldout_steps: (H,) steps of the held-out evaluations; heldout_delta_sum, heldout_delta_mean: (H, Q).
+    """
+
+    method: str
+    seed: int
+    objective: np.ndarray
+    objective_pairs: np.ndarray
+    loss: np.ndarray
+    delta_sum: np.ndarray
+    delta_mean: np.ndarray
+    chosen_logp: np.ndarray
+    in_U: np.ndarray
+    certified: np.ndarray
+    target: np.ndarray
+    heldout_steps: np.ndarray
+    heldout_delta_sum: np.ndarray
+    heldout_delta_mean: np.ndarray
+
+    @property
+    def train_ranking_accuracy(self) -> np.ndarray:
+        """(S,) fraction of train pairs with pi(y_w) >= pi(y_l) (Chen et al. 2024)."""
+        return (self.delta_sum >= 0).mean(axis=1)
+
+    @property
+    def heldout_ranking_accuracy(self) -> np.ndarray:
+        """(H,) the same on held-out pairs."""
+        return (self.heldout_delta_sum >= 0).mean(axis=1)
+
+
+def _pair_losses(method: str, cfg: LMConfig, task: Task, pc, pr, rc, rr):
+    """(objective per pair, ordered-pair loss per pair) of ``method`` on log-probs (P,)."""
+    params = cfg.loss_params(method)
+    if method == "dpo_bt":
+        q = torch.as_tensor(task.q_hat[task.split("train")], dtype=pc.dtype, device=pc.device)
+        objective = get_loss("dpo_bt")(pc, pr, rc, rr, beta=cfg.beta, q=q).losses
+        return objective, get_loss("dpo")(pc, pr, rc, rr, beta=cfg.beta).losses
+    losses = get_loss(method)(pc, pr, rc, rr, beta=cfg.beta, **params).losses
+    return losses, losses
+
+
+def _target(method: str, cfg: LMConfig, rc, rr) -> torch.Tensor:
+    name = "dpo" if method == "dpo_bt" else method
+    if name not in TARGET_FORM:
+        return torch.full_like(rc, math.nan)
+    return implicit_target(name, rc, rr, beta=cfg.beta, **cfg.loss_params(method))
+
+
+def train_preference(method: str, task: Task, reference: TinyGPT, ref_logps: SeqLogps, cfg: LMConfig, seed: int,
+                     device: torch.device, progress=None) -> RunRecord:
+    """Train a copy of ``reference`` with ``method``'s loss on the train pairs; record every step.
+
+    ref_logps: the reference's log-probabilities of every candidate (from :func:`all_logps`).
+    progress: optional callable(step) called after each step.
+    """
+    seed_everything(seed)
+    policy = copy.deepcopy(reference)
+    policy.train()
+    for p in policy.parameters():
+        p.requires_grad_(True)
+    if cfg.optimizer == "adam":
+        opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
+    elif cfg.optimizer == "sgd":
+        opt = torch.optim.SGD(policy.parameters(), lr=cfg.lr)
+    else:
+        raise ValueError(f"optimizer must be 'adam' or 'sgd', got {cfg.optimizer!r}")
+
+    tr, ho = task.split("train"), task.split("heldout")
+    p_train = task.n_train
+    s = task.block_size
+    # Chosen then rejected, one batch of 2P sequences.
+    train_tokens = torch.cat([task.tokens[tr, W], task.tokens[tr, L]]).to(device)  # (2P, S)
+    train_mask = torch.cat([task.response_mask[tr, W], task.response_mask[tr, L]]).to(device)
+    ho_tokens = torch.cat([task.tokens[ho, W], task.tokens[ho, L]]).to(device)
+    ho_mask = torch.cat([task.response_mask[ho, W], task.response_mask[ho, L]]).to(device)
+    mean_inputs = uses_mean(method)
+    ref_field = ref_logps.mean if mean_inputs else ref_logps.sum
+    rc, rr = ref_field[tr, W].to(device), ref_field[tr, L].to(device)
+    ref_delta_sum = (ref_logps.sum[tr, W] - ref_logps.sum[tr, L]).numpy()
+    target = _target(method, cfg, rc, rr)
+    margin = cfg.margin
+
+    rec = {k: [] for k in ("objective", "objective_pairs", "loss", "delta_sum", "delta_mean", "chosen_logp",
+                           "certified", "ho_steps", "ho_sum", "ho_mean")}
+    for step in range(cfg.steps + 1):
+        out = sequence_logps(policy, train_tokens, train_mask)
+        total, mean = out.sum, out.mean
+        inputs = mean if mean_inputs else total
+        pc, pr = inputs[:p_train], inputs[p_train:]
+        objective_pairs, ordered = _pair_losses(method, cfg, task, pc, pr, rc, rr)
+        objective = objective_pairs.mean()
+        with torch.no_grad():
+            rec["objective"].append(objective.item())
+            rec["objective_pairs"].append(objective_pairs.cpu().numpy())
+            rec["loss"].append(ordered.cpu().numpy())
+            rec["delta_sum"].append((total[:p_train] - total[p_train:]).cpu().numpy())
+            rec["delta_mean"].append((mean[:p_train] - mean[p_train:]).cpu().numpy())
+            rec["chosen_logp"].append(total[:p_train].cpu().numpy())
+            cert = (alignment_certificate(ordered, target, beta=cfg.beta, margin=margin)
+                    if not torch.isnan(target).any() else torch.zeros_like(ordered, dtype=torch.bool))
+            rec["certified"].append(cert.cpu().numpy())
+            if step % cfg.heldout_every == 0 or step == cfg.steps:
+                policy.eval()
+                ho = sequence_logps(policy, ho_tokens, ho_mask)
+                policy.train()
+                q = ho.sum.shape[0] // 2
+                rec["ho_steps"].append(step)
+                rec["ho_sum"].append((ho.sum[:q] - ho.sum[q:]).cpu().numpy())
+                rec["ho_mean"].append((ho.mean[:q] - ho.mean[q:]).cpu().numpy())
+        if step == cfg.steps:
+            break
+        opt.zero_grad(set_to_none=True)
+        objective.backward()
+        opt.step()
+        if progress is not None:
+            progress(step + 1)
+    delta_sum = np.stack(rec["delta_sum"])
+    return RunRecord(
+        method=method, seed=seed,
+        objective=np.asarray(rec["objective"]), objective_pairs=np.stack(rec["objective_pairs"]),
+        loss=np.stack(rec["loss"]), delta_sum=delta_sum, delta_mean=np.stack(rec["delta_mean"]),
+        chosen_logp=np.stack(rec["chosen_logp"]),
+        in_U=(ref_delta_sum[None] < delta_sum) & (delta_sum < 0),
+        certified=np.stack(rec["certified"]), target=target.cpu().numpy(),
+        heldout_steps=np.asarray(rec["ho_steps"]), heldout_delta_sum=np.stack(rec["ho_sum"]),
+        heldout_delta_mean=np.stack(rec["ho_mean"]),
+    )
