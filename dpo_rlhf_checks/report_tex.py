@@ -116,8 +116,8 @@ def format_latex(report: dict[str, Any], out_dir: Path) -> str:
         "\\begingroup",
         "\\small",
         "\\setlength{\\LTpre}{0.5\\baselineskip}\\setlength{\\LTpost}{0.5\\baselineskip}",
-        "\\begin{longtable}{@{}>{\\raggedright\\arraybackslash}p{0.17\\linewidth}"
-        ">{\\raggedright\\arraybackslash}p{0.37\\linewidth}"
+        "\\begin{longtable}{@{}>{\\raggedright\\arraybackslash}p{0.16\\linewidth}"
+        ">{\\raggedright\\arraybackslash}p{0.35\\linewidth}"
         ">{\\raggedright\\arraybackslash}p{0.11\\linewidth}"
         ">{\\raggedright\\arraybackslash}p{0.27\\linewidth}@{}}",
         "\\caption{Claims of the paper and the toolkit's computed verdicts.}\\label{tab:paper-checks-claims}\\\\",
@@ -137,7 +137,9 @@ def format_latex(report: dict[str, Any], out_dir: Path) -> str:
         if c.get("amended_statement"):
             statement += " \\newline \\emph{Amended:} " + latex_escape(c["amended_statement"])
         ref = c.get("paper_ref")
-        claim_cell = f"\\texttt{{{latex_escape(c['id'])}}}" + (f" \\newline {{\\footnotesize {latex_escape(ref)}}}"
+        # Claim ids are long unhyphenated words: allow a line break after each '-' and '_'.
+        breakable_id = re.sub(r"(-|\\_)", r"\1\\allowbreak{}", latex_escape(c["id"]))
+        claim_cell = f"\\texttt{{{breakable_id}}}" + (f" \\newline {{\\footnotesize {latex_escape(ref)}}}"
                                                                 if ref else "")
         lines.append(f"{claim_cell} & {statement} & \\textbf{{{latex_escape(c.get('verdict', ''))}}} & "
                      f"{latex_escape(c.get('summary', ''))} \\\\")

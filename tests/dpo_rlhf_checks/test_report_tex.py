@@ -85,7 +85,7 @@ def test_structure_and_escaping(report, tmp_path):
     assert tex.index("\\toprule") < tex.index("\\endfirsthead") < tex.index("\\endhead") < tex.index("\\endfoot")
     rows = [line for line in tex.splitlines() if line.startswith("\\texttt{")]
     assert len(rows) == 3
-    assert rows[0] == (r"\texttt{dpo-rlhf\_equiv} \newline {\footnotesize Sec. 3; THEORY.md \S{}4} & "
+    assert rows[0] == (r"\texttt{dpo-\allowbreak{}rlhf\_\allowbreak{}equiv} \newline {\footnotesize Sec. 3; THEORY.md \S{}4} & "
                        + latex_escape(NASTY) + r" \newline \emph{Amended:} Holds iff $\beta$ $\delta$\_ref + dr \textgreater{} 0 "
                        r"for every pair & \textbf{holds-amended} & min over 1e3 draws: $\delta$* $\geq$ 0 in 70\% of pairs \\")
     assert all(row.count(" & ") == 3 and row.endswith("\\\\") for row in rows)
