@@ -108,6 +108,13 @@ def _instances(ctx: CheckContext, salt: int, n: int, dr_scale: float = 20.0) -> 
             "dr": drs}
 
 
+def _sample_points(inst: dict, k: int = 6) -> list[dict]:
+    """The first k instances (the extreme decades of beta come first), for the evidence."""
+    return [{"beta": float(inst["beta"][i]), "pi_ref_w": float(np.exp(inst["log_ref_w"][i])),
+             "pi_ref_l": float(np.exp(inst["log_ref_l"][i])), "dr": float(inst["dr"][i])}
+            for i in range(min(k, len(inst["beta"])))]
+
+
 def _two_response_logps(delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """log pi(y_w), log pi(y_l) of the two-response policy with log-odds delta (log-sigmoid: no overflow)."""
     return torch.nn.functional.logsigmoid(delta), torch.nn.functional.logsigmoid(-delta)
@@ -171,7 +178,8 @@ def check_equiv_population(ctx: CheckContext) -> CheckResult:
         logp = torch.log_softmax(theta, 0)
         pairs = [(0, 1), (0, 2), (1, 2)]
         total = sum(L.dpo_bt_loss(logp[i:i + 1], logp[j:j + 1], torch.tensor(log_ref[i:i + 1]),
-                                  torch.tensor(log_ref[j:j + 1]), beta=b, q=float(S.sigmoid(rew[i] - rew[j]))).losses.sum()
+                                  torch.tensor(log_ref[j:j + 1]), beta=b,
+                                  q=float(S.sigmoid(rew[i] - rew[j]))).losses.sum()
                     for i, j in pairs)
         total.backward()
         grad_norms.append(float(theta.grad.abs().max()))
@@ -202,8 +210,10 @@ def check_equiv_population(ctx: CheckContext) -> CheckResult:
         "population_minimiser_delta": c_num, "delta_star": cdref + cdr / cb,
         "note": "the assumption fails, yet the population DPO minimiser is exactly delta* (equivalence holds); "
                 "that common optimum prefers y_l",
-    } if not iff_holds else ({"minimiser_not_at_delta_star": {"max_err_h_units": float(h_err.max()),
-                                                               "symbolic": _public(facts)}} if not minimiser_ok else None)
+    } if not iff_holds else None
+    if counterexample is None and not minimiser_ok:
+        counterexample = {"minimiser_not_at_delta_star": {"max_err_h_units": float(h_err.max()),
+                                                          "symbolic": _public(facts)}}
     evidence = {
         "symbolic": _public(facts),
         "n_instances": int(len(h_err)),
@@ -215,6 +225,8 @@ def check_equiv_population(ctx: CheckContext) -> CheckResult:
         "beta_range": [float(inst["beta"].min()), float(inst["beta"].max())],
         "dr_range": [float(inst["dr"].min()), float(inst["dr"].max())],
         "pi_ref_min": float(np.exp(min(inst["log_ref_w"].min(), inst["log_ref_l"].min()))),
+        "pi_ref_max": float(np.exp(max(inst["log_ref_w"].max(), inst["log_ref_l"].max()))),
+        "sample_points": _sample_points(inst),
         "mpmath_stationarity_error": stat_err,
         "three_responses_all_pairs_bt_max_grad_at_pi_star": max(grad_norms),
         "three_responses_one_pair_loss_gap_between_two_minimisers": max(one_pair_loss_gap),
@@ -327,13 +339,15 @@ def check_equiv_ordered_pair(ctx: CheckContext) -> CheckResult:
         "n_instances": int(len(grad_rel_err)),
         "n_assumption_fails": int(np.sum(~assumption)),
         "pi_star_stationary_count": int(np.sum(stationary)),
+        "sample_points": _sample_points(inst),
         "max_rel_err_grad_at_delta_star_vs_-beta_sigma(-dr)": float(grad_rel_err.max()),
         "min_log_abs_grad_at_delta_star": float(min(log_abs_grad)),
         "loss_decreases_past_delta_star_all": bool(np.all(decreases)),
         "beta_range": [float(inst["beta"].min()), float(inst["beta"].max())],
         "flow_time_to_delta_0_rel_err_vs_ode": float(max(flow_err)),
         "flow_time_to_delta_0_examples": flow_examples,
-        "max_grad_err_over_cond_tol": float(max(grad_cond)), "cond_tol": "16 eps (1 + beta (|delta| + |delta_ref| + 4 log 2))",
+        "max_grad_err_over_cond_tol": float(max(grad_cond)),
+        "cond_tol": "16 eps (1 + beta (|delta| + |delta_ref| + 4 log 2))",
     }
     amended = ("Ordered-pair reading: l(delta) = softplus(-beta (delta - delta_ref)) is strictly decreasing with "
                "infimum 0 approached only as delta -> +inf, so it has no finite minimiser and no stationary point; "
@@ -402,6 +416,7 @@ def check_undesirable_space(ctx: CheckContext) -> CheckResult:
     evidence = {
         "symbolic": _public(facts),
         "points_of_U_checked": in_u_checked,
+        "sample_points": _sample_points(inst),
         "max_loss_minus_log2_on_U": max_loss_minus_log2,
         "all_points_of_U_prefer_y_l": prefers_l,
         "nonempty_iff_delta_ref_negative": nonempty_ok,
@@ -419,7 +434,8 @@ def check_undesirable_space(ctx: CheckContext) -> CheckResult:
                "< 0) and dr > 0, pi* lies in U. At the tie beta delta_ref + dr = 0, pi* sits on the boundary "
                "delta = 0 of U, not in U.")
     verdict = decide(literal_holds, strict_ok)
-    summary = (f"loss < log 2 on all {in_u_checked} points of U (max l - log2 = {max_loss_minus_log2:.2e}); pi* in U in "
+    summary = (f"loss < log 2 on all {in_u_checked} points of U (max l - log2 = {max_loss_minus_log2:.2e}); "
+               f"pi* in U in "
                f"all {int(np.sum(fails_strict & agree))} plane samples with strict failure and dr > 0; "
                f"only the tie beta delta_ref + dr = 0 puts pi* on U's boundary")
     return CheckResult(verdict=verdict, methods=["symbolic", "numeric"], summary=summary, evidence=evidence,
@@ -580,6 +596,27 @@ def eq10_two_response_stationary_points(beta: float, gamma: float, delta_ref: fl
     return {"x0": x0, "G_min": g_min, "roots": roots}
 
 
+def eq10_kind_on_simplex(log_pi: np.ndarray, beta: float, gamma: float, w: int = 0, l: int = 1) -> dict:
+    """Second-order check of Eq. 10 at an interior stationary point: the Hessian of F restricted to the simplex's
+    tangent space {v : sum v = 0}.
+
+    F's Hessian is diagonal: h_y = -beta/pi(y), plus -gamma/pi(y_w)^2 at y_w and +gamma/pi(y_l)^2 at y_l. Returns
+    the tangent eigenvalues (orthonormal basis by QR), the kind, and the closed-form criterion: with at most
+    one positive h_y (h_l), the restriction is negative definite iff h_l < 0 or sum_y 1/h_y > 0.
+    """
+    pi = np.exp(np.asarray(log_pi, dtype=np.float64))
+    k = pi.size
+    hdiag = -beta / pi
+    hdiag[w] -= gamma / pi[w] ** 2
+    hdiag[l] += gamma / pi[l] ** 2
+    basis = np.vstack([np.eye(k - 1), -np.ones((1, k - 1))])
+    q, _ = np.linalg.qr(basis)
+    eig = np.linalg.eigvalsh(q.T @ np.diag(hdiag) @ q)
+    kind = "local max" if eig.max() < 0 else ("local min" if eig.min() > 0 else "saddle")
+    criterion_max = bool(hdiag[l] < 0 or np.sum(1.0 / hdiag) > 0)
+    return {"eigenvalues": eig, "kind": kind, "criterion_says_local_max": criterion_max, "h_l": float(hdiag[l])}
+
+
 def check_cpo_penalized_eq10(ctx: CheckContext) -> CheckResult:
     """THEORY.md §9b: is max J + gamma (log pi_w - log pi_l) bounded; its stationary points and their kind."""
     facts = D.penalised_facts()
@@ -643,9 +680,30 @@ def check_cpo_penalized_eq10(ctx: CheckContext) -> CheckResult:
                   "other_stationary_point": [{"delta": xr, "kind": k} for xr, k in pts["roots"]
                                              if abs(xr - ex["m"]) >= 1e-8]}
 
+    # (4) K = 2..5: kind of pi_c for Eq. 10 with gamma = nu*, tangent-space Hessian vs the closed-form criterion
+    kinds_k: dict[str, int] = {}
+    criterion_agrees, n_k, k2_rule_ok = 0, 0, True
+    for _ in range(_n(ctx, 120, 40)):
+        K = int(rng.integers(2, 6))
+        b = float(10 ** rng.uniform(-1, 1))
+        ref = rng.dirichlet(np.ones(K))
+        rew = rng.normal(scale=3.0, size=K)
+        m_k = float(rng.choice([0.0, 0.5, 2.0]))
+        log_pc_k, mu_k = constrained_single_pair(np.log(ref), rew, b, m_k)
+        if mu_k <= 0:
+            continue
+        out_k = eq10_kind_on_simplex(log_pc_k, b, mu_k * math.exp(log_pc_k[0]))
+        key = f"K={K}: {out_k['kind']}" if K == 2 else f"K>=3: {out_k['kind']}"
+        kinds_k[key] = kinds_k.get(key, 0) + 1
+        criterion_agrees += out_k["criterion_says_local_max"] == (out_k["kind"] == "local max")
+        if K == 2:
+            k2_rule_ok = k2_rule_ok and ((out_k["kind"] == "local max") == (mu_k * (math.exp(m_k) - 1) < b))
+        n_k += 1
+    second_order_ok = criterion_agrees == n_k and n_k > 0 and k2_rule_ok
+
     literal_holds = sym_ok and not unbounded  # 'maximise Eq. 10' is well posed only if F is bounded above
     amended_ok = (sym_ok and unbounded and count_ok and kind_ok and n_two > 0 and n_none > 0 and stat_res < 1e-9
-                  and kind_at_pc == ["local min"] and criterion > 0)
+                  and kind_at_pc == ["local min"] and criterion > 0 and second_order_ok)
     counterexample = {"beta": b0, "gamma": g0, "pi_ref": ref0.tolist(), "r": rew0.tolist(),
                       "path": "pi = (1/2, eps, 1/2 - eps)", "eps": epss, "F": F_path, "J": J_path,
                       "J_bounds_on_simplex": J_bounds}
@@ -658,6 +716,10 @@ def check_cpo_penalized_eq10(ctx: CheckContext) -> CheckResult:
         "kind_samples": kind_samples,
         "G_min": "sqrt(4 gamma^2 + beta^2) + 2 gamma - beta asinh(beta/(2 gamma)) + beta delta_ref + dr",
         "gamma_equals_kkt_multiplier_example": pc_example,
+        "kind_of_pi_c_with_gamma=nu*_counts": kinds_k,
+        "tangent_hessian_vs_criterion_agree": f"{criterion_agrees}/{n_k}",
+        "two_response_rule_mu(e^m-1)<beta_confirmed": k2_rule_ok,
+        "scope": "all stationary points are enumerated for two responses; for K >= 3 the kind is checked at pi_c",
     }
     amended = ("Eq. 10 as printed is unbounded above: as pi(y_l) -> 0, gamma (log pi(y_w) - log pi(y_l)) -> +inf "
                "while J stays within [min r - beta log(1/min pi_ref), beta log Z]; it has no maximiser. Its interior "
@@ -666,13 +728,14 @@ def check_cpo_penalized_eq10(ctx: CheckContext) -> CheckResult:
                "(G_min = sqrt(4 gamma^2 + beta^2) + 2 gamma - beta asinh(beta/(2 gamma)) + beta delta_ref + dr): a "
                "strict local maximiser (the smaller delta) and a strict local minimiser. Read as the Lagrangian of "
                "§9(a) with the log-form constraint, gamma = nu* = mu pi_c(y_w) makes pi_c stationary; pi_c is then a "
-               "local maximiser of Eq. 10 iff mu (e^m - 1) < beta (always when m = 0), else a local minimiser (e.g. "
-               "beta = 1, m = 2, pi_ref = (1/2, 1/2), dr = -10: pi_c at delta = 2 is a local minimum and the local "
-               "maximum lies at delta = -1.51 < 0).")
+               "local maximiser of Eq. 10 with two responses iff mu (e^m - 1) < beta (always when m = 0), else a local "
+               "minimiser (e.g. beta = 1, m = 2, pi_ref = (1/2, 1/2), dr = -10: pi_c at delta = 2 is a local minimum "
+               "and the local maximum lies at delta = -1.51 < 0); with K >= 3 responses it is a local maximiser iff "
+               "h_l < 0 or sum_y 1/h_y > 0 (h_y the diagonal Hessian entries of Eq. 10), else a saddle.")
     verdict = decide(literal_holds, amended_ok)
     summary = (f"unbounded above (F = {F_path[-1]:.0f} at pi(y_l) = 1e-300, J bounded): no maximiser; 2-response "
                f"stationary points: 0 or 2 (local max + local min) by sign of G_min ({n_two}/{n_inst} with two); "
-               f"with gamma = nu*, pi_c can be a local MIN (mu(e^m-1) > beta)")
+               f"with gamma = nu*, pi_c can be a local MIN (K=2) or saddle (K>=3) of Eq. 10")
     return CheckResult(verdict=verdict, methods=["symbolic", "numeric"], summary=summary, evidence=evidence,
                        counterexample=counterexample if not literal_holds else None,
                        amended_statement=amended if verdict == "holds-amended" else None)
@@ -711,8 +774,8 @@ def check_rlhf_closed_form(ctx: CheckContext) -> CheckResult:
         j_star = S.objective_J(pstar, rew, ref, b)
         scale = max(1.0, abs(beta_log_z), float(np.abs(rew).max()))
         err_jstar = _wmax(err_jstar, abs(j_star - beta_log_z) / scale)
-        err_delta = _wmax(err_delta, abs((log_star[0] - log_star[1]) - (log_ref[0] - log_ref[1] + (rew[0] - rew[1]) / b))
-                        / max(1.0, abs(rew[0] - rew[1]) / b))
+        d_expect = log_ref[0] - log_ref[1] + (rew[0] - rew[1]) / b
+        err_delta = _wmax(err_delta, abs((log_star[0] - log_star[1]) - d_expect) / max(1.0, abs(rew[0] - rew[1]) / b))
         K = len(rew)
         for pi in rng.dirichlet(np.ones(K), size=_n(ctx, 30, 10)):
             j = S.objective_J(pi, rew, ref, b)
@@ -751,7 +814,8 @@ def check_rlhf_closed_form(ctx: CheckContext) -> CheckResult:
                      "J_at_gibbs": j_neg_star, "J_at_pi_ref": j_neg_other,
                      "gibbs_is_not_maximiser": j_neg_other > j_neg_star}
 
-    conditions = {"symbolic": sym_ok, "J_star_is_beta_logZ": err_jstar < TOL_FLOAT, "variational_identity": err_var < 1e-10,
+    conditions = {"symbolic": sym_ok, "J_star_is_beta_logZ": err_jstar < TOL_FLOAT,
+                  "variational_identity": err_var < 1e-10,
                   "delta_star": err_delta < TOL_FLOAT, "no_random_policy_beats_pi_star": n_worse == 0,
                   "lbfgs_agrees_1e-6": opt_err < 1e-6, "mpmath_J_star": mp_err < TOL_IDENTITY}
     evidence = {
@@ -829,7 +893,9 @@ def check_dpo_reparam(ctx: CheckContext) -> CheckResult:
         "note": "needs full support of pi_ref (log(0/0) otherwise) and positive probabilities for the log split",
     }
     summary = (f"reparam and Z-cancellation proved; reward recovered (rel err {err_r:.1e}); dpo_loss = softplus(-h) "
-               f"(rel err {loss_err_below_threshold:.0e}; {threshold_err:.0e} where torch's softplus threshold cuts in); loss at pi_ref = log 2 (err {ref_err:.0e})")
+               f"(rel err {loss_err_below_threshold:.0e}; {threshold_err:.0e} where torch's softplus threshold "
+               f"cuts in); "
+               f"loss at pi_ref = log 2 (err {ref_err:.0e})")
     return _holds_only(conditions, ["symbolic", "numeric"], summary, evidence)
 
 
@@ -865,7 +931,8 @@ def check_assumption_iff(ctx: CheckContext) -> CheckResult:
                     "forms_disagree": (dref_n + dr_n / bneg > 0) != (bneg * dref_n + dr_n > 0)}
     example = {"beta": 1.0, "pi_ref_w": 0.1, "pi_ref_l": 0.9, "dr": 1.0,
                "dr_over_beta": 1.0, "log_pi_ref_l_over_pi_ref_w": math.log(9.0), "assumption_holds": 1.0 > math.log(9)}
-    conditions = {"symbolic": sym_ok, "four_forms_agree": disagreements == 0 and n > 0, "failing_cases_seen": n_fail > 0}
+    conditions = {"symbolic": sym_ok, "four_forms_agree": disagreements == 0 and n > 0,
+                  "failing_cases_seen": n_fail > 0}
     evidence = {
         "symbolic": _public(facts), "instances": n, "assumption_fails_in": n_fail, "near_ties_skipped": near_ties,
         "forms_disagree_count": disagreements, "needs_beta_positive": needs_beta and counter_beta["forms_disagree"],
@@ -911,7 +978,8 @@ def check_relative_advantage(ctx: CheckContext) -> CheckResult:
             "B": {"delta_ref": 0.0, "delta": 1.0, "loss": float(lb[0]), "prefers": "y_w"}}
     same_loss_opposite = abs(la[0] - lb[0]) < 1e-15
     # shift_err is relative; loss values below 1e-300 are not compared
-    conditions = {"symbolic": sym_ok, "shift_invariance_numeric": shift_err <= 1.0, "gradient_formula": grad_cond <= 1.0,
+    conditions = {"symbolic": sym_ok, "shift_invariance_numeric": shift_err <= 1.0,
+                  "gradient_formula": grad_cond <= 1.0,
                   "gradient_never_positive": max_grad <= 0, "same_loss_opposite_alignment": same_loss_opposite}
     evidence = {
         "symbolic": {**_public(rfacts), **{k: v for k, v in _public(ofacts).items() if "dl_ddelta" in k}},
@@ -957,14 +1025,16 @@ def check_gradient_weakening(ctx: CheckContext) -> CheckResult:
                   "factor_decreasing_through_U": monotone}
     evidence = {
         "symbolic": _public(facts), "points_checked": checked, "max_rel_err_factor_at_0_vs_sigma(beta delta_ref)":
-            boundary_err, "max_err_over_cond_tol": boundary_cond, "cond_tol": "16 eps (1 + beta (|delta_ref| + 2 log 2))",
+            boundary_err, "max_err_over_cond_tol": boundary_cond,
+        "cond_tol": "16 eps (1 + beta (|delta_ref| + 2 log 2))",
         "factor_nonincreasing_through_U": monotone,
         "factor_at_delta_ref": 0.5, "ratio_boundary_to_start": "2 sigma(beta delta_ref)",
         "float64_underflow_cases": underflow[:5], "n_float64_underflow": len(underflow),
         "note": "mathematically positive for every finite beta delta_ref; it falls below the float64 range "
                 "(factor reads 0.0) once beta |delta_ref| > ~745 (float32: > ~104)",
     }
-    summary = (f"factor at delta -> 0 equals sigma(beta delta_ref) > 0 (rel err {boundary_err:.1e} at {checked} points), "
+    summary = (f"factor at delta -> 0 equals sigma(beta delta_ref) > 0 (rel err {boundary_err:.1e} at {checked} "
+               f"points), "
                f"1/2 at delta_ref, decreasing through U: weakened by 2 sigma(beta delta_ref), not vanished")
     return _holds_only(conditions, ["symbolic", "numeric"], summary, evidence)
 
@@ -1048,7 +1118,8 @@ def check_soft_margin_ranking(ctx: CheckContext) -> CheckResult:
         loss, _ = dpo_value_and_grad(d, d_ref, b)
         form = S.softplus(b * d_ref - b * d)  # softplus(t - s)
         form_err = _wmax(form_err, float(np.max(np.abs(loss - form) / np.maximum(1e-300, form))))
-    conditions = {"symbolic": sym_ok, "gap_at_most_log2/beta": worst_ratio <= 1 + 1e-12, "gap_nonnegative": min_gap >= -1e-15,
+    conditions = {"symbolic": sym_ok, "gap_at_most_log2/beta": worst_ratio <= 1 + 1e-12,
+                  "gap_nonnegative": min_gap >= -1e-15,
                   "bound_attained_at_0": at_zero_err < 1e-12, "loss_is_softplus(t-s)": form_err < 1e-9}
     evidence = {
         "symbolic": _public(facts), "max_gap_over_log2_div_beta": worst_ratio,
@@ -1163,7 +1234,8 @@ def check_benchmark_table(ctx: CheckContext) -> CheckResult:
         diff = Fraction(BENCHMARK_TABLE[meth][idx]) - Fraction(BENCHMARK_TABLE[base][idx])
         gains.append({"metric": _METRICS[idx], "method": meth, "baseline": base, "stated": float(Fraction(stated)),
                       "from_table": float(diff), "matches": diff == Fraction(stated)})
-    intervals = {k: (Fraction(v[2]) - Fraction(v[3]), Fraction(v[2]) + Fraction(v[4])) for k, v in BENCHMARK_TABLE.items()}
+    intervals = {k: (Fraction(v[2]) - Fraction(v[3]), Fraction(v[2]) + Fraction(v[4]))
+                 for k, v in BENCHMARK_TABLE.items()}
     overlaps = {}
     names = list(intervals)
     for i in range(len(names)):

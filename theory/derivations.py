@@ -13,7 +13,7 @@ from functools import lru_cache
 import sympy as sp
 
 from theory.symbols import (
-    Z, a, beta, beta_any, delta, delta_ref, dr, gamma, h, is_identity, is_identity_log, lam, loss_sym, m, mu, p,
+    Z, beta, beta_any, delta, delta_ref, dr, gamma, h, is_identity, is_identity_log, lam, loss_sym, m, mu, p,
     pref, q, r, s, sp_sigma, sp_softplus, t, u, x,
 )
 
@@ -96,7 +96,8 @@ def assumption_facts() -> dict:
     d_ref = sp.log(pref[W]) - sp.log(pref[L])
     dstar = d_ref + (r[W] - r[L]) / beta
     out = {
-        "beta_delta_star_is_beta_delta_ref_plus_dr": is_identity(sp.expand(beta * dstar) - (beta * d_ref + r[W] - r[L])),
+        "beta_delta_star_is_beta_delta_ref_plus_dr": is_identity(
+            sp.expand(beta * dstar) - (beta * d_ref + r[W] - r[L])),
         "beta_log_ratio_is_minus_beta_delta_ref": is_identity_log(beta * sp.log(pref[L] / pref[W]) + beta * d_ref),
         # delta* > 0 <=> beta delta* > 0 needs beta > 0: SymPy decides the sign of beta * delta only then
         "beta_positive_preserves_sign": bool((beta * sp.Symbol("d_pos", positive=True)).is_positive),
@@ -179,7 +180,8 @@ def undesirable_facts() -> dict:
     # every delta is realised by the two-response policy (e^delta, 1) / (1 + e^delta)
     pw = sp.exp(delta) / (1 + sp.exp(delta))
     pl = 1 / (1 + sp.exp(delta))
-    out["every_delta_realised"] = is_identity(sp.expand_log(sp.log(pw) - sp.log(pl)) - delta) and is_identity(pw + pl - 1)
+    out["every_delta_realised"] = (is_identity(sp.expand_log(sp.log(pw) - sp.log(pl)) - delta)
+                                   and is_identity(pw + pl - 1))
     dstar = delta_ref + dr / beta
     out["delta_star_minus_delta_ref_is_dr_over_beta"] = is_identity(dstar - delta_ref - dr / beta)
     out["beta_delta_star_is_beta_delta_ref_plus_dr"] = is_identity(sp.expand(beta * dstar) - (beta * delta_ref + dr))
@@ -323,7 +325,8 @@ def penalised_facts() -> dict:
     # two responses: p = sigma(x), delta = x; dF/dp = G(x)
     pw2, pl2 = sp_sigma(x), sp_sigma(-x)
     G = gamma * (sp.exp(x) + 2 + sp.exp(-x)) - beta * x + beta * delta_ref + dr
-    F2 = pw2 * r[W] + pl2 * r[L] - beta * (pw2 * (sp.log(pw2) - sp.log(pref[W])) + pl2 * (sp.log(pl2) - sp.log(pref[L])))
+    F2 = pw2 * r[W] + pl2 * r[L] - beta * (pw2 * (sp.log(pw2) - sp.log(pref[W]))
+                                           + pl2 * (sp.log(pl2) - sp.log(pref[L])))
     F2 = F2 + gamma * (sp.log(pw2) - sp.log(pl2))
     dFdx = sp.diff(F2, x)
     dpdx = sp.diff(pw2, x)

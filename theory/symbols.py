@@ -14,7 +14,7 @@ digits (:func:`max_identity_error`) and compares float64 implementations against
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Callable, Sequence
+from typing import Sequence
 
 import mpmath
 import numpy as np
@@ -41,8 +41,6 @@ r = sp.symbols("r_w r_l r_o", real=True)  # rewards
 # the same without assumptions, to show where an assumption is needed
 beta_any = sp.Symbol("beta")
 a_any, b_any = sp.symbols("a_any b_any")
-
-SEED_OFFSETS = {}  # documented per check where used
 
 
 def sp_sigma(z):
@@ -150,11 +148,6 @@ def max_identity_error(lhs: sp.Expr, rhs: sp.Expr, symbols: Sequence[sp.Symbol],
             err = abs(vl - vr) / max(mpmath.mpf(1), abs(vl), abs(vr))
             worst = max(worst, err)
     return float(worst)
-
-
-def mp_function(expr: sp.Expr, symbols: Sequence[sp.Symbol]) -> Callable:
-    """An mpmath evaluator of ``expr`` (high-precision reference for float64 implementations)."""
-    return sp.lambdify(list(symbols), expr, modules="mpmath")
 
 
 def rel_err(value: float, reference) -> float:

@@ -322,3 +322,25 @@ def test_G_min_symbolic_matches_numeric_formula():
     for beta, gamma, d_ref, dr in [(1e-3, 1e-3, -1.0, 0.5), (1e3, 0.1, 2.0, -3.0), (1.0, 1.0, 0.0, 0.0)]:
         assert float(f_sym(beta, gamma, d_ref, dr)) == pytest.approx(
             C.eq10_two_response_stationary_points(beta, gamma, d_ref, dr)["G_min"], rel=1e-12, abs=1e-12)
+
+
+@given(st.integers(0, 10 ** 6))
+def test_tangent_hessian_criterion_matches_eigenvalues(seed):
+    rng = np.random.default_rng(seed)
+    k = int(rng.integers(2, 6))
+    beta = float(10 ** rng.uniform(-1, 1))
+    pi_ref = rng.dirichlet(np.ones(k))
+    r = rng.normal(scale=3.0, size=k)
+    m = float(rng.choice([0.0, 0.5, 2.0]))
+    log_pc, mu = C.constrained_single_pair(np.log(pi_ref), r, beta, m)
+    assume(mu > 0)
+    gamma = mu * math.exp(log_pc[0])  # nu*: pi_c is then stationary for Eq. 10
+    assert C.eq10_stationarity_residual(log_pc, r, np.log(pi_ref), beta, math.log(gamma)) < 1e-9
+    out = C.eq10_kind_on_simplex(log_pc, beta, gamma)
+    eig = out["eigenvalues"]
+    assume(np.min(np.abs(eig)) > 1e-9 * np.max(np.abs(eig)))
+    assert out["criterion_says_local_max"] == (out["kind"] == "local max")
+    if k == 2:
+        assert (out["kind"] == "local max") == (mu * (math.exp(m) - 1) < beta)
+    else:
+        assert out["kind"] != "local min"  # the other directions of J are concave
