@@ -238,11 +238,12 @@ def _multi_pair(ctx: CheckContext, rng: np.random.Generator) -> dict:
     prob.log_pi_star.value = np.log(np.full(6, 1 / 6))
     prob.exp_margin.value = np.full(len(prefs), math.exp(0.5))
     prob.problem.solve(solver="CLARABEL")
-    mass_on_cycle = float(np.sum(np.clip(prob.pi.value[:4], 0, None)))
+    mass_on_cycle = float(np.sum(np.clip(prob.pi.value[[0, 1, 2]], 0, None)))  # the cycle 0 > 1 > 2 > 0
     ok = ok and named
     out["cycle_m_positive"] = {"pairs": prefs, "margin": 0.5, "raised_with_cycle": cyc, "cycle_is_real": named,
                                "linear_relaxation_status": prob.problem.status,
-                               "linear_relaxation_mass_on_cycle_and_below": mass_on_cycle}
+                               "linear_relaxation_mass_on_cycle": mass_on_cycle,
+                               "linear_relaxation_pi": prob.pi.value}
     return {"ok": ok, "graphs": out}
 
 

@@ -1,0 +1,116 @@
+"""The three solver checks (toy_bandits.solver_claims): verdicts, evidence numbers, merging with theory.claims."""
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import theory.claims
+from dpo_rlhf_checks.result import CheckContext, CheckResult
+from toy_bandits import solver_claims as sc
+from toy_bandits.constrained import solve
+from toy_bandits.instance import BanditInstance
+
+
+@pytest.fixture(scope="module")
+def ctx(tmp_path_factory):
+    return CheckContext(seed=0, quick=True, out_dir=tmp_path_factory.mktemp("out"))
+
+
+def test_constrained_kkt_check(ctx):
+    res = sc.check_cpo_constrained_kkt(ctx)
+    ev = res.evidence["convex"]
+    assert {"numeric", "convex"} <= set(res.methods)
+    diffs = ev["single_pair"]["max_abs_diff_vs_closed_form"]
+    assert diffs["clarabel_pi"] <= sc.TOL_PI_CLARABEL and diffs["scs_pi"] <= sc.TOL_PI_SCS
+    assert diffs["dual_pi"] <= sc.TOL_PI_DUAL
+    assert ev["closed_form_batch_kkt"]["max_residuals"]["primal_log"] <= 1e-8
+    graphs = ev["multi_pair"]["graphs"]
+    assert graphs["cycle_m_positive"]["cycle_is_real"] and graphs["cycle_m_positive"]["raised_with_cycle"][0] == 0
+    # the linear relaxation of the infeasible cycle is solvable by putting (almost) no mass on the cycle
+    assert graphs["cycle_m_positive"]["linear_relaxation_mass_on_cycle"] < 1e-6
+    assert graphs["cycle_m0"]["max_tie_spread_on_cycle"] <= 1e-8
+    assert res.verdict == "holds"  # every agreement above within its stated tolerance
+
+
+def test_penalized_eq10_check(ctx):
+    res = sc.check_cpo_penalized_eq10(ctx)
+    ev = res.evidence["numeric"]
+    assert ev["unbounded_on_every_instance"] is True
+    assert ev["enumeration_and_root_search_agree"] and ev["tangent_and_logit_hessian_kinds_agree"]
+    assert ev["max_rel_residual_eq13_16"] < 1e-8
+    assert set(ev["stationary_point_patterns"]) <= {"none", "local max + saddle (index 1)"}
+    assert res.verdict == "holds-amended" and res.counterexample is not None
+    assert "unbounded above" in res.amended_statement
+    for row in ev["instances"]:
+        assert abs(row["path_slope_over_gamma"] - 1) < 1e-6
+
+
+def test_price_of_alignment_check_and_figure(ctx):
+    res = sc.check_price_of_alignment(ctx)
+    ev = res.evidence
+    assert res.verdict == "holds"
+    assert ev["closed_form_batch"]["max_price_when_feasible_at_star"] == 0.0
+    assert ev["closed_form_batch"]["min_price_when_violated_by_1e-3"] > 0
+    assert ev["figure_curves_vs_cvxpy_max_rel_diff"] <= 1e-5
+    assert len(res.figures) == 2 and all(Path(p).stat().st_size > 1000 for p in res.figures)
+
+
+def test_stationary_points_of_eq10_known_case():
+    """K = 3, small gamma: two stationary points, both satisfying Eq. 13-16; the root search finds the same."""
+    pi_ref, reward, beta, gamma = np.array([0.3, 0.4, 0.3]), np.array([0.0, 0.5, 0.2]), 1.0, 0.01
+    pts = sc.enumerate_stationary_points(pi_ref, reward, beta, gamma, 0, 1)
+    assert len(pts) == 2
+    for p in pts:
+        g = sc._grad_pi(p, pi_ref, reward, beta, gamma, 0, 1)
+        assert np.ptp(g) < 1e-9 and abs(p.sum() - 1) < 1e-14
+    kinds = sorted(int(np.sum(sc._tangent_hessian_eigs(p, beta, gamma, 0, 1) > 0)) for p in pts)
+    assert kinds == [0, 1]
+    found = sc._kkt_search(pi_ref, reward, beta, gamma, 0, 1, np.random.default_rng(0), 40)
+    assert len(found) == 2
+    # large gamma: no stationary point at all
+    assert sc.enumerate_stationary_points(pi_ref, reward, beta, 5.0, 0, 1) == []
+
+
+def test_gamma_equal_to_log_form_multiplier_makes_pi_c_stationary():
+    inst = BanditInstance([0.3, 0.4, 0.3], [0.0, 2.0, 0.0], 0.5, [(0, 1)], 0.5)
+    sol = solve(inst)
+    nu = sol.multipliers[0] * sol.pi[0]
+    g = sc._grad_pi(sol.pi, inst.pi_ref, inst.reward, inst.beta, nu, 0, 1)
+    assert np.ptp(g) < 1e-12 * (1 + np.max(np.abs(g)))
+
+
+def _fake(verdict, **kw):
+    def fn(ctx):
+        return CheckResult(verdict=verdict, methods=["symbolic"], summary=f"fake {verdict}", evidence={"x": 1}, **kw)
+    return fn
+
+
+def test_merge_with_symbolic_half(ctx, monkeypatch):
+    monkeypatch.setattr(theory.claims, "check_cpo_constrained_kkt",
+                        _fake("fails", counterexample={"a": 1}), raising=False)
+    res = sc._merge(ctx, "check_cpo_constrained_kkt", "convex", True, None, ["convex"], "s", {"n": 1}, None, None)
+    assert res.verdict == "fails" and res.counterexample == {"symbolic": {"a": 1}}
+    assert res.methods == ["convex", "symbolic"] and res.evidence["symbolic"]["verdict"] == "fails"
+    monkeypatch.setattr(theory.claims, "check_cpo_constrained_kkt", _fake("holds"), raising=False)
+    res = sc._merge(ctx, "check_cpo_constrained_kkt", "convex", True, None, ["convex"], "s", {"n": 1}, None, None)
+    assert res.verdict == "holds"
+    # amended on both sides -> holds-amended; the statements are joined
+    monkeypatch.setattr(theory.claims, "check_cpo_penalized_eq10",
+                        _fake("holds-amended", counterexample={"b": 2}, amended_statement="SYM"), raising=False)
+    res = sc._merge(ctx, "check_cpo_penalized_eq10", "numeric", False, True, ["numeric"], "s", {}, {"c": 3}, "NUM")
+    assert res.verdict == "holds-amended" and "NUM" in res.amended_statement and "SYM" in res.amended_statement
+    # a missing symbolic function is reported, not hidden
+    monkeypatch.delattr(theory.claims, "check_cpo_penalized_eq10")
+    res = sc._merge(ctx, "check_cpo_penalized_eq10", "numeric", False, True, ["numeric"], "s", {}, {"c": 3}, "NUM")
+    assert "does not exist" in res.evidence["symbolic"]["not_used"] and "symbolic half not used" in res.summary
+    assert res.verdict == "holds-amended"
+
+
+def test_random_instances_are_as_documented():
+    insts = sc._random_instances(np.random.default_rng(0), 20)
+    betas = [x.beta for x in insts]
+    assert 1e-3 in betas and 1e3 in betas and all(1e-3 <= b <= 1e3 for b in betas)
+    assert sum(x.margin == 0 for x in insts) == 5
+    assert all(x.preferences == ((0, 1),) and math.isclose(x.pi_ref.sum(), 1.0) for x in insts)
