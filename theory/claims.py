@@ -1087,8 +1087,10 @@ def check_loss_delta_bridge(ctx: CheckContext) -> CheckResult:
     evidence = {
         "symbolic": _public(facts), "max_roundtrip_err_h_units_rel": rt_err, "h_range": [-700, 700],
         "equivalence_checked": n_cmp, "equivalence_disagreements": disagree,
-        "max_rel_err_l_crit_vs_log(1+(a_w/a_l)^beta)": crit_err, "l_crit_below_log2_when_delta_ref_negative":
-            crit_below, "mean_loss_bound": "fraction misaligned <= mean(l) / min_i l_crit_i",
+        "max_rel_err_l_crit_vs_log(1+(a_w/a_l)^beta)": crit_err,
+        "l_crit_below_log2_when_delta_ref_negative": crit_below,
+        "mean_loss_bound": "fraction misaligned <= mean(l) / min_i l_crit_i (a misaligned pair has l_i >= l_crit_i, "
+                           "and every l_i >= 0)",
         "mean_loss_bound_holds_on_random_sets": bound_ok, "random_sets": n_sets, "mean_loss_example": mean_example,
         "uses": "dpo_rlhf_checks.losses.dpo_loss, delta_from_loss, critical_loss (float64)",
     }
