@@ -161,7 +161,7 @@ def detect_format(path: Path) -> str:
         return "jsonl"
     if suffix == ".csv":
         return "csv"
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:
         head = f.read(1 << 16).lstrip()
     return "jsonl" if head.startswith(("{", "[")) else "csv"
 
@@ -457,7 +457,7 @@ def read_pairs(path, *, fmt: str | None = None, skip_invalid: bool = False, chun
     fmt = fmt or detect_format(path)
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
-    with open(path, encoding="utf-8", newline="" if fmt == "csv" else None) as f:
+    with open(path, encoding="utf-8-sig", newline="" if fmt == "csv" else None) as f:
         if fmt == "jsonl":
             # The first row that is a JSON object names the optional columns in use; with
             # --skip-invalid, bad lines before it are skipped like any other.
@@ -842,7 +842,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cpo-tau", type=float, default=d.cpo_tau, help=f"tau of cpo_smooth (default {d.cpo_tau:g})")
     parser.add_argument("--cpo-alpha", type=float, default=d.cpo_alpha,
                         help=f"alpha of cpo_smooth (default {d.cpo_alpha:g})")
-    parser.add_argument("--format", choices=FORMATS, default=None, help="input format (default: by extension)")
+    parser.add_argument("--input-format", choices=FORMATS, default=None,
+                        help="input format (default: by extension, else sniffed)")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
     parser.add_argument("--out", type=Path, default=None, help="write the figures (PDF and PNG) into this folder")
     parser.add_argument("--skip-invalid", action="store_true", help="drop bad rows (counted and reported)")
@@ -862,7 +863,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.chunk_rows < 1:
         parser.error("--chunk-rows must be >= 1")
     try:
-        data = read_pairs(args.file, fmt=args.format, skip_invalid=args.skip_invalid, chunk_rows=args.chunk_rows)
+        data = read_pairs(args.file, fmt=args.input_format, skip_invalid=args.skip_invalid, chunk_rows=args.chunk_rows)
     except AuditInputError as err:
         print(f"error: {args.file}: {err}", file=sys.stderr)
         return 2

@@ -278,3 +278,20 @@ def test_cli_end_to_end_no_traceback(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip() == (f"error: {path}: row 3 (line 4), column 'ref_chosen_logps': a positive "
                                    "log-probability (a log-probability is <= 0), got 0.25")
+
+
+def test_bom_crlf_sniffing_and_json_array(tmp_path, capsys):
+    csv_path = tmp_path / "excel.csv"
+    csv_path.write_bytes(b"\xef\xbb\xbfref_chosen_logps,ref_rejected_logps\r\n-1,-2\r\n-3,-1\r\n-2,-2\r\n")
+    r = run_json(capsys, csv_path)
+    assert r["format"] == "csv" and r["n_pairs"] == 3 and r["reference_ranking_accuracy"] == pytest.approx(2 / 3)
+    sniffed = tmp_path / "pairs.dat"
+    sniffed.write_bytes(b'\xef\xbb\xbf{"ref_chosen_logps": -1, "ref_rejected_logps": -2}\r\n'
+                        b'{"ref_chosen_logps": -3, "ref_rejected_logps": -1}\r\n')
+    r = run_json(capsys, sniffed)
+    assert r["format"] == "jsonl" and r["n_pairs"] == 2 and r["reference_ranking_accuracy"] == 0.5
+    forced = run_json(capsys, sniffed, "--input-format", "jsonl")
+    assert forced["n_pairs"] == 2
+    array = tmp_path / "array.json"
+    array.write_text('[{"ref_chosen_logps": -1, "ref_rejected_logps": -2}]\n')
+    assert "line 1: a JSON array, not JSON Lines" in run_error(capsys, array)

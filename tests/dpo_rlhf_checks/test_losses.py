@@ -340,8 +340,8 @@ ref = torch.log_softmax(torch.randn(32, 6), dim=-1)    # reference log-probs: 32
 theta = ref.clone().requires_grad_()                    # the policy's logits (a tabular "model")
 i, yw, yl = torch.arange(32), torch.arange(32) % 6, (torch.arange(32) + 1) % 6  # chosen / rejected
 rc, rr = ref[i, yw], ref[i, yl]
-opt = torch.optim.Adam([theta], lr=0.05)
-for step in range(200):
+opt = torch.optim.Adam([theta], lr=0.1)
+for step in range(100):
     logp = torch.log_softmax(theta, dim=-1)
     out = cpo_clip_loss(logp[i, yw], logp[i, yl], rc, rr, beta=0.1)   # per-pair losses + implicit rewards
     opt.zero_grad(); out.losses.mean().backward(); opt.step()
