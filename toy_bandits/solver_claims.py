@@ -130,7 +130,7 @@ GRAPHS = {
 
 
 def _single_pair_agreement(ctx: CheckContext, rng: np.random.Generator) -> dict:
-    n = 16 if ctx.quick else 40
+    n = 12 if ctx.quick else 30
     insts = _random_instances(rng, n)
     worst = {"clarabel_pi": 0.0, "scs_pi": 0.0, "dual_pi": 0.0, "clarabel_mu_rel": 0.0, "dual_mu_rel": 0.0,
              "clarabel_price": 0.0, "dual_price": 0.0}
@@ -196,7 +196,7 @@ def _closed_form_batch_kkt(ctx: CheckContext, rng: np.random.Generator) -> dict:
 
 
 def _multi_pair(ctx: CheckContext, rng: np.random.Generator) -> dict:
-    n = 4 if ctx.quick else 8
+    n = 3 if ctx.quick else 6
     out: dict[str, Any] = {}
     ok = True
     for name, prefs in GRAPHS.items():
@@ -639,8 +639,8 @@ def check_price_of_alignment(ctx: CheckContext) -> CheckResult:
     # (near the boundary, or with tiny pi*(y_l), the price is below what the solver resolves).
     cvx_rows, cvx_ok = [], True
     tol_cvx = 1e-6
-    insts = _random_instances(rng, 12 if ctx.quick else 30)
-    for j in range(6 if ctx.quick else 12):
+    insts = _random_instances(rng, 10 if ctx.quick else 24)
+    for j in range(6 if ctx.quick else 9):
         k = 6
         prefs = list(GRAPHS.values())[j % 3]
         insts.append(BanditInstance(rng.dirichlet(np.ones(k)), rng.normal(scale=2.0, size=k),
