@@ -55,7 +55,8 @@ def main(argv=None) -> int:
             t2 = time.perf_counter()
             c2 = time.process_time()
             ok = result["n_pairs"] == args.rows and abs(result["assumption_violation_rate"]["0.1"] - 0.3) < 1e-12
-            print(f"[{fmt}] in process: parse {t1 - t0:.2f} s, statistics {t2 - t1:.2f} s, total {t2 - t0:.2f} s ({c2 - c0:.2f} s CPU), "
+            print(f"[{fmt}] in process: parse {t1 - t0:.2f} s, statistics {t2 - t1:.2f} s, "
+                  f"total {t2 - t0:.2f} s ({c2 - c0:.2f} s CPU), "
                   f"{args.rows / (t2 - t0):,.0f} rows/s; planted answers {'match' if ok else 'DO NOT MATCH'}")
             t = time.perf_counter()
             before = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -201,7 +201,8 @@ def test_bad_value_names_row_and_column(tmp_path, capsys, fmt, kind):
     assert words in line, line
     r = run_json(capsys, path, "--skip-invalid")
     assert r["n_pairs"] == 3 and r["rows_read"] == 4 and r["skipped_rows"]["count"] == 1
-    assert len(r["skipped_rows"]["examples"]) == 1 and f"row 3 (line {expected_line})" in r["skipped_rows"]["examples"][0]
+    examples = r["skipped_rows"]["examples"]
+    assert len(examples) == 1 and f"row 3 (line {expected_line})" in examples[0]
 
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
@@ -209,7 +210,8 @@ def test_malformed_line(tmp_path, capsys, fmt):
     bad = "-1,-2,1,0" if fmt == "csv" else '{"ref_chosen_logps": -1, "ref_rejected_logps": '
     path = write_bad(tmp_path, fmt, bad)
     line = run_error(capsys, path)
-    assert "row 3 (line" in line and ("4 fields, the header has 6" in line if fmt == "csv" else "malformed JSON" in line)
+    assert "row 3 (line" in line
+    assert ("4 fields, the header has 6" if fmt == "csv" else "malformed JSON") in line
     r = run_json(capsys, path, "--skip-invalid")
     assert r["skipped_rows"]["by_reason"] == {"malformed line": 1} and r["n_pairs"] == 3
 
@@ -224,7 +226,8 @@ def test_missing_column(tmp_path, capsys):
     later = tmp_path / "later.jsonl"
     later.write_text('{"ref_chosen_logps": -1, "ref_rejected_logps": -2}\n'
                      '{"ref_chosen_logps": -1, "ref_rejected_logps": -2, "chosen_reward": 1, "rejected_reward": 0}\n')
-    assert "row 2 (line 2), column 'chosen_reward': this column is absent from the first row" in run_error(capsys, later)
+    message = run_error(capsys, later)
+    assert "row 2 (line 2), column 'chosen_reward': this column is absent from the first row" in message
 
 
 @pytest.mark.parametrize("content,words", [

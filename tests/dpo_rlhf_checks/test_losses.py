@@ -57,7 +57,8 @@ def ref_clip(pc, pr, rc, rr, beta, margin=0.0):
 
 
 def ref_smooth(pc, pr, rc, rr, beta, gamma, tau, alpha):
-    # m_tau = (1/tau) log(1 + exp(tau (gamma - delta_ref))); loss -log sigma(beta delta - beta delta_ref - beta/alpha m_tau)
+    # m_tau = (1/tau) log(1 + exp(tau (gamma - delta_ref)));
+    # loss = -log sigma(beta delta - beta delta_ref - (beta/alpha) m_tau)
     delta_ref = rc - rr
     m_tau = np.logaddexp(0.0, tau * (gamma - delta_ref)) / tau
     return np_softplus(-(beta * (pc - pr) - beta * delta_ref - beta / alpha * m_tau))
@@ -320,8 +321,8 @@ def test_public_api_documented():
         if callable(obj) and not isinstance(obj, dict):
             doc = obj.__doc__ or ""
             assert len(doc) > 80, name
-            if name.endswith("_loss") and name != "get_loss" or name in ("implicit_target", "critical_loss", "delta_from_loss",
-                                                  "alignment_certificate"):
+            paper_functions = ("implicit_target", "critical_loss", "delta_from_loss", "alignment_certificate")
+            if (name.endswith("_loss") and name != "get_loss") or name in paper_functions:
                 assert "THEORY.md" in doc or "Paper" in doc or "et al." in doc, name
                 assert "Args" in doc, name
     for beta in (np.float32(0.1), np.float64(0.1), 1):  # numpy scalars and ints are numbers too

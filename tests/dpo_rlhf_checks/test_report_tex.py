@@ -85,16 +85,20 @@ def test_structure_and_escaping(report, tmp_path):
     assert tex.index("\\toprule") < tex.index("\\endfirsthead") < tex.index("\\endhead") < tex.index("\\endfoot")
     rows = [line for line in tex.splitlines() if line.startswith("\\texttt{")]
     assert len(rows) == 3
-    assert rows[0] == (r"\texttt{dpo-\allowbreak{}rlhf\_\allowbreak{}equiv} \newline {\footnotesize Sec. 3; THEORY.md \S{}4} & "
-                       + latex_escape(NASTY) + r" \newline \emph{Amended:} Holds iff $\beta$ $\delta$\_ref + dr \textgreater{} 0 "
-                       r"for every pair & \textbf{holds-amended} & min over 1e3 draws: $\delta$* $\geq$ 0 in 70\% of pairs \\")
+    assert rows[0] == (r"\texttt{dpo-\allowbreak{}rlhf\_\allowbreak{}equiv} \newline "
+                       r"{\footnotesize Sec. 3; THEORY.md \S{}4} & "
+                       + latex_escape(NASTY)
+                       + r" \newline \emph{Amended:} Holds iff $\beta$ $\delta$\_ref + dr \textgreater{} 0"
+                       r" for every pair"
+                       r" & \textbf{holds-amended} & min over 1e3 draws: $\delta$* $\geq$ 0 in 70\% of pairs \\")
     assert all(row.count(" & ") == 3 and row.endswith("\\\\") for row in rows)
     assert unescaped_specials(tex) == [] and balanced(tex)
     # Figures: PDF only, relative to the report folder, one per figure, with escaped captions.
     graphics = re.findall(r"\\includegraphics\[width=0.7\\linewidth\]\{\\PaperChecksDir (.*?)\}", tex)
     assert graphics == ["figures/claim_a_fig.pdf", "figures/claim_b_map.pdf"]
     assert "\\providecommand{\\PaperChecksDir}{" + out.as_posix() + "/}" in tex
-    assert "\\caption{Claim \\texttt{dpo-rlhf\\_equiv}: Equivalence \\& 100\\% of pairs (verdict: holds-amended).}" in tex
+    caption = "\\caption{Claim \\texttt{dpo-rlhf\\_equiv}: Equivalence \\& 100\\% of pairs (verdict: holds-amended).}"
+    assert caption in tex
     assert "\\label{fig:paper-checks:dpo-rlhf-equiv:1}" in tex and tex.count("\\begin{figure}") == 2
 
 
@@ -113,8 +117,8 @@ ENGINES = ("pdflatex", "lualatex", "xelatex", "tectonic")
 def test_compiles_with_a_latex_engine(report, tmp_path):
     engine = next((e for e in ENGINES if shutil.which(e)), None)
     if engine is None:
-        pytest.skip(f"no LaTeX engine on PATH (looked for {', '.join(ENGINES)}); on Debian "
-                    "`apt-get install --no-install-recommends texlive-latex-recommended` provides pdflatex and booktabs")
+        pytest.skip(f"no LaTeX engine on PATH (looked for {', '.join(ENGINES)}); on Debian `apt-get install "
+                    "--no-install-recommends texlive-latex-recommended` provides pdflatex and booktabs")
     out = tmp_path / "out"
     write_latex(report, out)
     wrapper = out / "appendix.tex"
