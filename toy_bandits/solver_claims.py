@@ -23,7 +23,7 @@ from scipy.special import logsumexp, softmax
 
 from dpo_rlhf_checks.result import CheckContext, CheckResult, decide
 from toy_bandits.constrained import (
-    ConstrainedRLHF, InfeasiblePreferencesError, closed_form_pairs, compiled_problem, price_by_objectives, solve,
+    ConstrainedRLHF, InfeasiblePreferencesError, closed_form_pairs, price_by_objectives, solve,
 )
 from toy_bandits.instance import BanditInstance, PairBatch
 from toy_bandits.rlhf import log_gibbs_policy, rlhf_objective, suboptimality
@@ -264,7 +264,8 @@ def check_cpo_constrained_kkt(ctx: CheckContext) -> CheckResult:
         "seconds": time.perf_counter() - t0,
     }
     s = single["max_abs_diff_vs_closed_form"]
-    summary = (f"1 pair, {single['n_instances']} instances (beta 1e-3..1e3, {single['n_active']} active): closed form vs "
+    summary = (f"1 pair, {single['n_instances']} instances (beta 1e-3..1e3, {single['n_active']} active): "
+               f"closed form vs "
                f"CLARABEL {s['clarabel_pi']:.1e} / SCS {s['scs_pi']:.1e} / dual {s['dual_pi']:.1e} in pi; closed-form "
                f"KKT on {batch['n']} instances max {max(batch['max_residuals'].values()):.1e}; graphs "
                f"{', '.join(k for k, v in multi['graphs'].items() if v.get('ok', v.get('cycle_is_real')))} agree "
@@ -511,7 +512,8 @@ def check_cpo_penalized_eq10(ctx: CheckContext) -> CheckResult:
         predicted = int(d_l * inv > 1)
         kkt_ok = kkt_ok and stationary < 1e-9
         crit_ok = crit_ok and predicted == idx
-        kkt_rows.append({"K": k, "beta": beta, "m": margin, "mu": mu, "nu_star": nu, "stationarity_residual": stationary,
+        kkt_rows.append({"K": k, "beta": beta, "m": margin, "mu": mu, "nu_star": nu,
+                         "stationarity_residual": stationary,
                          "kind_of_pi_c": _kind(idx, k), "K2_criterion_mu(e^m-1)>beta": bool(mu * math.expm1(margin)
                                                                                               > beta)})
     only_max_and_index1 = all(set(p.split(" + ")) <= {"local max", "saddle (index 1)", "local min"}
@@ -534,7 +536,8 @@ def check_cpo_penalized_eq10(ctx: CheckContext) -> CheckResult:
                       "F_grows_like_gamma_s": True}
     pat = "; ".join(f"{v}x {k}" for k, v in sorted(patterns.items()))
     amended_statement = (
-        "Eq. 10 as printed is unbounded above for every gamma > 0 (F grows like gamma s as pi(y_l) = pi*(y_l) e^-s -> 0, "
+        "Eq. 10 as printed is unbounded above for every gamma > 0 (F grows like gamma s as "
+        "pi(y_l) = pi*(y_l) e^-s -> 0, "
         "J staying bounded), so it has no maximiser. For K = 3..5 responses its interior stationary points number 0 or "
         f"2: a local maximum and an index-1 saddle (observed: {pat}); they satisfy Eq. 13-16, beta (delta - delta_ref) "
         "= dr + gamma (1/pi(y_w) + 1/pi(y_l)). With gamma = nu* = mu pi_c(y_w) (the log-form KKT multiplier of §9a), "
@@ -695,7 +698,8 @@ def check_price_of_alignment(ctx: CheckContext) -> CheckResult:
     }
     summary = (f"closed form on {stats['n']} instances: min price {stats['min_price']:.1e}, price = 0 exactly where "
                f"delta* >= m and > 0 elsewhere (min {stats['min_price_when_violated_by_1e-3']:.1e} at violation "
-               f">1e-3), 3 formulas agree to {max(stats['max_rel_diff_dual_vs_kl'], stats['max_rel_diff_dual_vs_J_difference']):.0e}; "
+               f">1e-3), 3 formulas agree to "
+               f"{max(stats['max_rel_diff_dual_vs_kl'], stats['max_rel_diff_dual_vs_J_difference']):.0e}; "
                f"CVXPY {len(insts)} instances ({n_zero} zero, {n_pos} positive) agree within {tol_cvx}")
     counterexample = None if literal else {"closed_form": stats, "cvxpy_rows": [r for r in cvx_rows if not r["ok"]]}
     return CheckResult(verdict=decide(literal), methods=["numeric", "convex"], summary=summary, evidence=evidence,
