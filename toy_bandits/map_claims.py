@@ -205,9 +205,11 @@ def check_equiv_population(ctx: CheckContext) -> CheckResult:
                                  "fraction_misaligned": float(pd.dpo_misaligned.mean()),
                                  "fraction_pi_star_in_U": float(pd.pi_star_in_U.mean()),
                                  "margin": pd.margin, "cpo_meets_margin_everywhere": bool(pd.cpo_meets_margin.all())}}
-    summary = (f"population DPO converges to pi* on {len(holds)} holding and {len(fails)} failing instances "
-               f"(max |delta-delta*| {worst_delta:.1e}, Brent {brent_max:.1e}; tol {tol:g}): equivalence is "
-               f"unconditional, the assumption decides only alignment")
+    n_conv_h = sum(r["converged_to_pi_star"] for r in holds)
+    n_conv_f = sum(r["converged_to_pi_star"] for r in fails)
+    summary = (f"BT-labelled DPO reaches pi* on {n_conv_h}/{len(holds)} assumption-holding and {n_conv_f}/{len(fails)} "
+               f"assumption-failing instances (max |delta-delta*| {worst_delta:.1e}, Brent {brent_max:.1e}; tol {tol:g}); "
+               f"limit prefers y_w iff assumption: {aligned_iff_assumption}")
     return _merge("check_equiv_population", ctx, methods=["numeric", "simulation"], numeric=numeric,
                   literal=literal, amended=amended, summary=summary, counterexample=cx,
                   amended_statement=("Reading (a): for every instance (assumption or not), the BT-labelled population "
@@ -316,9 +318,10 @@ def check_equiv_ordered_pair(ctx: CheckContext) -> CheckResult:
                             "delta_strictly_increasing": delta_inc, "steps_in_U": steps_in_U,
                             "loss_below_log2_whenever_in_U": below_log2_in_U,
                             "final_delta": traj.delta[-1, :, 0]}}
-    summary = (f"ordered-pair DPO: dl/ddelta at pi* = -beta sigma(-dr) != 0 on all {len(grads)} instances "
-               f"(autograd vs closed form {grad_err:.1e}); loss -> 0 only as delta -> inf; time in U "
-               f"{t_meas.tolist()} vs ODE {np.round(t_ode, 3).tolist()}")
+    n_stat = sum(g["stationary"] for g in grads)
+    summary = (f"ordered-pair DPO: pi* stationary on {n_stat}/{len(grads)} instances ({len(holds)} with the assumption; "
+               f"autograd vs -beta sigma(-dr) {grad_err:.1e}); loss strictly decreasing to 0: {no_finite_minimiser}; "
+               f"time in U {np.round(t_meas, 3).tolist()} vs flow {np.round(t_ode, 3).tolist()}")
     return _merge("check_equiv_ordered_pair", ctx, methods=["numeric", "simulation"], numeric=numeric,
                   literal=literal, amended=amended, summary=summary, counterexample=cx,
                   amended_statement=("Reading (b): for every instance, with or without the assumption, the ordered-pair "
@@ -482,9 +485,11 @@ def check_undesirable_space(ctx: CheckContext) -> CheckResult:
                         "tolerance_policy": 1e-5, "all_ok": cvx_ok},
         "tie_case": tie,
     }
-    summary = (f"grid: region == U cells, area vs 1/2-sigma(delta_ref) within 2/n; pi* in U on all "
-               f"{int(np.sum(fails_strict & (dr > 0)))} random strict-failure instances; U_eps empty iff eps < l_crit "
-               f"(max err {max(r['boundary_err'] for r in cvx_rows):.1e}); tie beta*delta_ref+dr=0 puts pi* on U's boundary")
+    n_sf = int(np.sum(fails_strict & (dr > 0)))
+    n_in = int(np.sum(star_in_U[fails_strict & (dr > 0)]))
+    summary = (f"grid (region == U cells, area within 2/n): {grid_ok}; pi* in U on {n_in}/{n_sf} random instances with "
+               f"beta*delta_ref+dr<0<dr; U_eps empty iff eps < l_crit: {cvx_ok} (max err "
+               f"{max(r['boundary_err'] for r in cvx_rows):.1e}); tie beta*delta_ref+dr=0: pi* in U = {tie['pi_star_in_U']}")
     return _merge("check_undesirable_space", ctx, methods=["numeric", "simulation", "convex"], numeric=numeric,
                   literal=literal, amended=strict_ok, summary=summary,
                   counterexample={"tie": tie, "note": "the assumption fails (as an equality) and dr > 0, but pi* ties "
@@ -726,10 +731,11 @@ def check_cpo_loss_certificates(ctx: CheckContext) -> CheckResult:
                "sum_vs_mean": mean_cx, "no_target_form": no_target, "training": train,
                "delta_used": "the delta the loss is computed from: summed log-probabilities in the tabular and grid "
                              "searches; per-token means for cpo_easy (and in sum_vs_mean)"}
-    summary = (f"loss<log2 certifies delta>0 iff inf T >= 0: clip margin>=0; smooth alpha<1 & gamma>=-H(alpha)/(alpha tau) "
-               f"or alpha=1 & gamma>=0; eq17 gamma/beta >= c*={c_star:.4f}; never dpo/easy; "
-               f"{sum(r['prediction_matches'] for r in rows)}/{len(rows)} regimes match the search; mean-delta "
-               f"certificate: mean {mean_cx['mean_delta']:+g}, sum {mean_cx['summed_delta']:+g}")
+    n_cert = sum(r["certifies_on_grid"] for r in rows)
+    summary = (f"loss<log2 certifies delta>0 in {n_cert}/{len(rows)} variant/parameter regimes; derived conditions "
+               f"(clip margin>=0; smooth alpha<1 & gamma>=-H(alpha)/(alpha tau) or alpha=1 & gamma>=0; eq17 gamma/beta>="
+               f"c*={c_star:.4f}; never dpo/easy) match the search in {sum(r['prediction_matches'] for r in rows)}/"
+               f"{len(rows)}; mean-delta certificate: mean {mean_cx['mean_delta']:+g}, sum {mean_cx['summed_delta']:+g}")
     result = CheckResult(
         verdict=decide(literal, amended), methods=["numeric", "simulation"], summary=summary,
         evidence={"numeric": numeric},
