@@ -337,16 +337,15 @@ import torch
 from dpo_rlhf_checks.losses import cpo_clip_loss, implicit_target, alignment_certificate
 
 torch.manual_seed(0)
-ref = torch.log_softmax(torch.randn(32, 6), dim=-1)    # reference log-probs: 32 prompts x 6 responses
-theta = ref.clone().requires_grad_()                    # the policy's logits (a tabular "model")
+ref = torch.log_softmax(torch.randn(32, 6), dim=-1)  # reference log-probs: 32 prompts x 6 responses
+theta = ref.clone().requires_grad_()                  # the policy's logits (a tabular "model")
 i, yw, yl = torch.arange(32), torch.arange(32) % 6, (torch.arange(32) + 1) % 6  # chosen / rejected
-rc, rr = ref[i, yw], ref[i, yl]
 opt = torch.optim.Adam([theta], lr=0.1)
 for step in range(100):
     logp = torch.log_softmax(theta, dim=-1)
-    out = cpo_clip_loss(logp[i, yw], logp[i, yl], rc, rr, beta=0.1)   # per-pair losses + implicit rewards
+    out = cpo_clip_loss(logp[i, yw], logp[i, yl], ref[i, yw], ref[i, yl], beta=0.1)  # per-pair losses, rewards
     opt.zero_grad(); out.losses.mean().backward(); opt.step()
-target = implicit_target("cpo_clip", rc, rr, beta=0.1)
+target = implicit_target("cpo_clip", ref[i, yw], ref[i, yl], beta=0.1)
 certified = alignment_certificate(out.losses.detach(), target, beta=0.1)  # per pair: proves pi(y_w) > pi(y_l)
 print(f"loss {out.losses.mean():.3f}, certified {certified.float().mean():.0%}")
 '''
