@@ -345,7 +345,7 @@ _SOLVER_OPTIONS = {
 
 
 class UEpsProblem:
-    """Three convex programs over U_eps for one pair of one instance, eps swept through a ``cp.Parameter``.
+    """Three convex programs over U_eps for one pair of one instance, eps swept through ``cp.Parameter``s.
 
     With c = exp(delta_at_loss(eps)) (THEORY.md §7), U_eps is the polytope
 
@@ -388,14 +388,21 @@ class UEpsProblem:
 
         # The feasibility LP is a 0-or-1 decision: the solver's default tolerances suffice (tight ones make the
         # degenerate LP at c ~ 1, where the feasible set collapses to a face, fail to converge).
-        problem.solve(solver=self.solver, **({} if lp else _SOLVER_OPTIONS[self.solver]))
+        try:
+            problem.solve(solver=self.solver, **({} if lp else _SOLVER_OPTIONS[self.solver]))
+        except cp.error.SolverError as err:
+            raise RuntimeError(f"U_eps program: {self.solver} failed at log c = {self.log_c:.6g}: {err}") from None
         if problem.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
             raise RuntimeError(f"U_eps program ended with status {problem.status!r} ({self.solver})")
         return problem.status
 
     def set_eps(self, eps: float) -> None:
+        """Set the parameters for the loss level eps > 0 (log c = delta_at_loss(eps))."""
         self.log_c = float(delta_at_loss(eps, self.delta_ref, self.beta))
-        self.a.value, self.b.value = (1.0, float(np.exp(self.log_c))) if self.log_c <= 0 else (float(np.exp(-self.log_c)), 1.0)
+        if self.log_c <= 0:
+            self.a.value, self.b.value = 1.0, float(np.exp(self.log_c))
+        else:
+            self.a.value, self.b.value = float(np.exp(-self.log_c)), 1.0
 
     def nonempty(self, eps: float) -> bool:
         self.set_eps(eps)
