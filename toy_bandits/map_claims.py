@@ -566,8 +566,8 @@ def _easy_grid(nll_max: float = 1e3) -> tuple[np.ndarray, np.ndarray]:
 def _certificate_search(name: str, beta: float, params: dict, rc: np.ndarray, rr: np.ndarray) -> dict[str, Any]:
     """Search the reference grid for a policy with loss < log 2 and delta < 0 (using the loss module itself).
 
-    For each reference the most dangerous policy is delta just above T (loss just below log 2); we take
-    delta = max(T/2, -1) (inside (T, 0)) where T < 0, and evaluate the actual loss function there.
+    For a reference with T < 0 every delta in (T, 0) has loss < log 2; we take delta = max(T/2, -1) and
+    evaluate the actual loss function there.
     """
     import torch
 
@@ -575,18 +575,22 @@ def _certificate_search(name: str, beta: float, params: dict, rc: np.ndarray, rr
 
     rc_t, rr_t = torch.as_tensor(rc), torch.as_tensor(rr)
     target = implicit_target(name, rc_t, rr_t, beta=beta, **params).numpy()
-    i = int(np.nanargmin(target))
-    t_min = float(target[i])
+    i_min = int(np.nanargmin(target))
+    t_min = float(target[i_min])
     out = {"variant": name, "beta": beta, "params": params, "T_min_on_grid": t_min,
-           "argmin_ref_logps": [float(rc[i]), float(rr[i])], "counterexample": None}
+           "argmin_ref_logps": [float(rc[i_min]), float(rr[i_min])], "counterexample": None}
     if t_min < -NUMERICAL_ZERO:
-        delta = max(t_min / 2.0, -1.0)
+        # Report a readable counterexample: the most negative T among moderate references (|delta_ref| <= 5 and
+        # log-probabilities >= -50) when there is one, else the global minimiser.
+        moderate = (np.abs(rc - rr) <= 5) & (rc >= -50) & (rr >= -50) & (target < -NUMERICAL_ZERO)
+        i = int(np.nanargmin(np.where(moderate, target, np.inf))) if moderate.any() else i_min
+        delta = max(float(target[i]) / 2.0, -1.0)
         pr = -abs(delta) - 1.0
         f64 = lambda v: torch.tensor([v], dtype=torch.float64)  # noqa: E731
         loss = get_loss(name)(f64(pr + delta), f64(pr), rc_t[i:i + 1], rr_t[i:i + 1],
                               beta=beta, **params).losses
         out["counterexample"] = {"ref_chosen_logp": float(rc[i]), "ref_rejected_logp": float(rr[i]),
-                                 "delta_ref": float(rc[i] - rr[i]), "target_T": t_min,
+                                 "delta_ref": float(rc[i] - rr[i]), "target_T": float(target[i]),
                                  "policy_chosen_logp": pr + delta, "policy_rejected_logp": pr, "delta": delta,
                                  "loss": float(loss[0]), "log2": LOG2,
                                  "loss_below_log2_with_delta_negative": bool(float(loss[0]) < LOG2 and delta < 0)}
@@ -717,11 +721,11 @@ def check_cpo_loss_certificates(ctx: CheckContext) -> CheckResult:
 
     literal = all(r["certifies_on_grid"] for r in rows if r["variant"] != "dpo")
     amended = predictions_ok and cx_valid and tmin_ok and cstar_ok and mean_ok and no_target_ok and train_ok
-    first_fail = {}
+    per_variant: dict[str, list] = {}
     for r in rows:
-        if r["counterexample"] and r["variant"] not in first_fail:
-            first_fail[r["variant"]] = {"regime": r["regime"], "beta": r["beta"], "params": r["params"],
-                                        **r["counterexample"]}
+        if r["counterexample"]:
+            per_variant.setdefault(r["variant"], []).append({"regime": r["regime"], "beta": r["beta"],
+                                                             "params": r["params"], **r["counterexample"]})
     figures = _figures("trajectories_figure", {k: trajs[k] for k in ("dpo", "cpo_clip", "cpo_smooth", "cpo_easy")},
                        ctx.fig_dir)
     numeric = {"regimes": rows, "eq17_c_star": cs, "easy_bounded_L": L, "easy_bound_abs_gamma_over_beta": easy_bound,
@@ -739,7 +743,7 @@ def check_cpo_loss_certificates(ctx: CheckContext) -> CheckResult:
     result = CheckResult(
         verdict=decide(literal, amended), methods=["numeric", "simulation"], summary=summary,
         evidence={"numeric": numeric},
-        counterexample={"per_variant": first_fail, "sum_vs_mean": mean_cx, "no_target_form": no_target},
+        counterexample={"per_variant": per_variant, "sum_vs_mean": mean_cx, "no_target_form": no_target},
         amended_statement=(
             "For the target-form losses softplus(beta (T - delta)), loss < log 2 <=> delta > T, so it certifies "
             "delta > 0 for every reference exactly when inf T >= 0: cpo_clip with margin >= 0 (code default 0); "
