@@ -92,7 +92,7 @@ class LMConfig:
     heldout_every: int = 5
     # tabular prediction
     tabular_lr: float = 0.2
-    tabular_steps: int = 500
+    tabular_steps: int = 300
     # seeds
     seeds: tuple[int, ...] = (0, 1, 2)
 

@@ -1,0 +1,96 @@
+#!/usr/bin/env python
+"""Training throughput of the LM stage: tokens per second of preference training (and of the reference SFT).
+
+    python benchmarks/bench_lm.py                        # default config on CPU (1 thread)
+    python benchmarks/bench_lm.py --config large --device cuda --steps 200    # the GPU run, one call
+    python benchmarks/bench_lm.py --config large --device cpu --steps 2 --sft-steps 2   # proves the large path runs
+
+Counts: a preference step processes 2 P sequences of the train split (chosen and rejected; P pairs),
+a tokens/step figure of 2 P x padded length (padding included, as the GPU computes it) and the response
+tokens alone. Prints parameters, tokens per step, device, seed, wall time, tokens/s and, on CUDA, the
+peak memory (torch.cuda.max_memory_allocated).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from toy_lm.config import load_config  # noqa: E402
+from toy_lm.model import resolve_device  # noqa: E402
+from toy_lm.task import make_task  # noqa: E402
+from toy_lm.train import all_logps, train_preference, train_reference  # noqa: E402
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="default", help="default, large, or a JSON config file")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--steps", type=int, default=None, help="preference steps to time (default: the config's)")
+    parser.add_argument("--sft-steps", type=int, default=None, help="reference SFT steps (default: the config's)")
+    parser.add_argument("--method", default="dpo", help="loss to time (default: dpo)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    cfg = load_config(args.config)
+    changes = {}
+    if args.steps is not None:
+        changes["steps"] = args.steps
+    if args.sft_steps is not None:
+        changes["sft_steps"] = args.sft_steps
+    cfg = cfg.replace(**changes)
+    if args.method not in cfg.methods:
+        parser.error(f"--method must be one of {cfg.methods}")
+    dev = resolve_device(args.device)
+    if dev.type == "cpu":
+        torch.set_num_threads(args.threads)
+    task = make_task(cfg, args.seed)
+    p, (n, k, s) = task.n_train, tuple(task.tokens.shape)
+    resp_tokens = 2 * p * task.response_tokens
+    print(f"config={args.config} device={dev} seed={args.seed} threads={torch.get_num_threads()} "
+          f"torch={torch.__version__}")
+    if dev.type == "cuda":
+        print(f"gpu={torch.cuda.get_device_name(dev)}")
+        torch.cuda.reset_peak_memory_stats(dev)
+
+    _sync(dev)
+    t0 = time.perf_counter()
+    ref = train_reference(task, cfg, args.seed, dev)
+    _sync(dev)
+    sft_s = time.perf_counter() - t0
+    print(f"params={sum(p_.numel() for p_ in ref.parameters()):,} block_size={task.block_size} "
+          f"vocab={task.vocab_size} pairs={p} heldout={n - p}")
+    sft_tok = cfg.sft_steps * n * k * s
+    print(f"reference SFT: {cfg.sft_steps} steps x {n * k} seqs x {s} tokens in {sft_s:.2f} s = "
+          f"{sft_tok / max(sft_s, 1e-9):,.0f} tokens/s")
+    lp = all_logps(ref, task, dev)
+    _sync(dev)
+    t0 = time.perf_counter()
+    train_preference(args.method, task, ref, lp, cfg, args.seed, dev)
+    _sync(dev)
+    pref_s = time.perf_counter() - t0
+    # steps + 1 forward passes (the last records the final state), steps backward passes.
+    padded = (cfg.steps + 1) * 2 * p * s
+    print(f"preference ({args.method}): {cfg.steps} steps, {2 * p * s} padded tokens/step "
+          f"({resp_tokens} response tokens), in {pref_s:.2f} s = {padded / max(pref_s, 1e-9):,.0f} tokens/s padded, "
+          f"{(cfg.steps + 1) * resp_tokens / max(pref_s, 1e-9):,.0f} response tokens/s, "
+          f"{cfg.steps / max(pref_s, 1e-9):.1f} steps/s")
+    if dev.type == "cuda":
+        print(f"peak GPU memory: {torch.cuda.max_memory_allocated(dev) / 2**20:.1f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
