@@ -1,7 +1,7 @@
 """Figures of the LM stage (toy_lm.stage.LMStage), all through figures.style.
 
-lm_delta_trajectories: per-pair delta over training, DPO, DPO with BT labels and a CPO variant,
-    coloured by delta_ref (first seed).
+lm_delta_trajectories: per-pair delta over training, DPO, DPO with BT labels, a CPO variant and
+    cpo_clip with BT labels, coloured by delta_ref (first seed).
 lm_predicted_vs_observed: fraction of train pairs in U at the end, predicted (tabular theory)
     against observed (LM), per method and seed; and final delta per pair, predicted against observed.
 lm_loss_vs_aligned: mean training loss against the fraction of train pairs aligned (delta > 0), per method.
@@ -38,7 +38,7 @@ def lm_figures(stage, fig_dir: Path) -> list[str]:
     tr = run.task.split("train")
     delta_ref = (run.ref_logps.sum[tr, W] - run.ref_logps.sum[tr, L]).numpy()
     cpo = next((m for m in ("cpo_smooth", "cpo_clip", "cpo_eq17", "cpo_easy") if m in methods), None)
-    shown = [m for m in ("dpo", "dpo_bt", cpo) if m is not None and m in methods]
+    shown = [m for m in ("dpo", "dpo_bt", cpo, "cpo_clip_bt") if m is not None and m in methods]
 
     # 1. per-pair delta trajectories coloured by delta_ref
     fig, axes = new_figure(ncols=len(shown), width=3.6, height=3.2)
@@ -58,7 +58,8 @@ def lm_figures(stage, fig_dir: Path) -> list[str]:
     for i, m in enumerate(methods):
         pred = [r.comparisons[m].predicted_frac_in_U for r in stage.runs]
         obs = [r.comparisons[m].observed_frac_in_U for r in stage.runs]
-        ax1.plot(pred, obs, ls="none", marker=MARKERS[i % len(MARKERS)], color=COLORS[i % len(COLORS)], label=m)
+        ax1.plot(pred, obs, ls="none", marker=MARKERS[(i + i // len(MARKERS)) % len(MARKERS)],
+                 color=COLORS[i % len(COLORS)], label=m)
     ax1.plot([0, 1], [0, 1], color="0.5", lw=0.8, ls=":")
     ax1.set_xlim(-0.03, 0.6)
     ax1.set_ylim(-0.03, 0.6)
@@ -66,7 +67,7 @@ def lm_figures(stage, fig_dir: Path) -> list[str]:
     ax1.set_ylabel("observed fraction in U (LM)")
     ax1.set_title("end of training, each seed")
     ax1.legend(fontsize=6, ncol=2)
-    for i, m in enumerate([m for m in ("dpo", "dpo_bt", "ipo", "cpo_easy") if m in methods]):
+    for i, m in enumerate([m for m in ("dpo", "dpo_bt", "cpo_clip_bt", "ipo", "cpo_easy") if m in methods]):
         c = run.comparisons[m]
         ax2.plot(c.pred_delta, c.obs_delta, ls="none", marker=MARKERS[i], ms=3.5, color=COLORS[i + 1], label=m)
     lo = min(ax2.get_xlim()[0], ax2.get_ylim()[0])

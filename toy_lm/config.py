@@ -13,7 +13,10 @@ import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-METHODS = ("dpo", "dpo_bt", "cpo_eq17", "cpo_clip", "cpo_smooth", "cpo_easy", "ipo", "dpop")
+METHODS = ("dpo", "dpo_bt", "cpo_eq17", "cpo_clip", "cpo_smooth", "cpo_easy", "ipo", "dpop", "cpo_clip_bt",
+           "cpo_smooth_bt")
+# "<loss>_bt": the loss trained on Bradley-Terry-sampled labels (both orders, weighted by the label frequency).
+BT_METHODS = {"dpo_bt": "dpo", "cpo_clip_bt": "cpo_clip", "cpo_smooth_bt": "cpo_smooth"}
 OPTIMIZERS = ("adam", "sgd")
 PRESETS = ("default", "large")
 
@@ -39,11 +42,11 @@ class LMConfig:
       n_good_tokens, n_bad_tokens: response vocabulary; the reward counts good tokens.
       reward_scale: r(y) = reward_scale * (number of good tokens of y); y_w has one more good token
           than y_l, so the reward gap is dr = reward_scale > 0 for every pair.
-      bt_n_labels: labels drawn per pair from Bradley-Terry sigma(dr) for "dpo_bt" (>= 1).
+      bt_n_labels: labels drawn per pair from Bradley-Terry sigma(dr) for the "*_bt" methods (>= 1).
     Model (toy_lm/model.py): n_layer, n_head, n_embd (n_embd divisible by n_head).
     Reference: sft_steps, sft_lr (Adam, full batch over the corpus).
     Preference training (toy_lm/train.py):
-      methods: names from METHODS. steps, lr, optimizer ("adam" or "sgd"): the same for every method.
+      methods: names from METHODS ("x_bt" = loss x on BT-sampled labels). steps, lr, optimizer ("adam" or "sgd"): the same for every method.
       beta: > 0, of every loss. margin: the m of "delta >= m" (certification level, and cpo_clip's
           margin). eq17_gamma: cpo_eq17's gamma. smooth_gamma, smooth_tau, smooth_alpha: cpo_smooth's.
       easy_gamma: cpo_easy's gamma. dpop_lam: DPO-Positive's lambda (>= 0).
@@ -159,6 +162,7 @@ class LMConfig:
             "cpo_smooth": {"gamma": self.smooth_gamma, "tau": self.smooth_tau, "alpha": self.smooth_alpha},
             "cpo_easy": {"gamma": self.easy_gamma},
         }
+        params["cpo_clip_bt"], params["cpo_smooth_bt"] = params["cpo_clip"], params["cpo_smooth"]
         if method not in params:
             raise ValueError(f"unknown method {method!r}; valid: {METHODS}")
         return params[method]

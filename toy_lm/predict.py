@@ -4,7 +4,7 @@ Prediction. Each train prompt becomes one tabular instance: ``pi_ref`` is the tr
 reference's distribution over the prompt's candidates (its summed sequence log-probabilities,
 renormalised over the candidates) and the pair is (y_w, y_l). :func:`toy_bandits.dynamics.train_tabular`
 runs plain gradient descent with the method's loss, ``beta`` and parameters, ordered labels
-(``labels="bt"`` with the sampled label frequency ``q_hat`` for dpo_bt).
+(``labels="bt"`` with the sampled label frequency ``q_hat`` for the "*_bt" methods).
 cpo_easy is trained on per-token mean log-probabilities; with every response of length n
 (content + EOS), cpo_easy on means with (beta, gamma) is exactly cpo_easy on sums with
 (beta / n, gamma * n), and its margin m on means is n * m on sums, which is what the tabular run uses.
@@ -31,9 +31,9 @@ import numpy as np
 import torch
 from scipy.stats import kendalltau, spearmanr
 
-from dpo_rlhf_checks.losses import dpo_bt_loss
+from dpo_rlhf_checks.losses import get_loss
 from toy_bandits.dynamics import train_tabular
-from toy_lm.config import LMConfig
+from toy_lm.config import BT_METHODS, LMConfig
 from toy_lm.model import SeqLogps
 from toy_lm.task import L, W, Task
 from toy_lm.train import RunRecord, uses_mean
@@ -99,17 +99,22 @@ def tabular_reference(ref_logps: SeqLogps, task: Task) -> np.ndarray:
     return torch.softmax(logp, dim=1).numpy()
 
 
-def _bt_objective(delta: np.ndarray, delta_ref: np.ndarray, q: np.ndarray, beta: float) -> np.ndarray:
-    """Mean BT-labelled DPO loss (T,) from deltas (T, P), via the loss module.
+def _bt_objective(loss_name: str, delta: np.ndarray, delta_ref: np.ndarray, q: np.ndarray, beta: float,
+                  params: dict) -> np.ndarray:
+    """Mean BT-labelled objective (T,) ``q l(w, l) + (1 - q) l(l, w)`` from deltas (T, P), via the loss module.
 
-    dpo_bt depends on the log-probabilities only through delta and delta_ref; any log-probabilities
-    with these differences give the same value: chosen = -relu(-delta), rejected = -relu(delta).
+    For dpo, cpo_clip and cpo_smooth the loss depends on the log-probabilities only through delta and
+    delta_ref, so any log-probabilities with these differences give the same value:
+    chosen = -relu(-delta), rejected = -relu(delta) (both <= 0, difference delta).
     """
     d = torch.as_tensor(delta)
     dr = torch.as_tensor(np.broadcast_to(delta_ref, delta.shape).copy())
-    loss = dpo_bt_loss(-torch.relu(-d), -torch.relu(d), -torch.relu(-dr), -torch.relu(dr), beta=beta,
-                       q=torch.as_tensor(np.broadcast_to(q, delta.shape).copy()))
-    return loss.losses.mean(dim=1).numpy()
+    qt = torch.as_tensor(np.broadcast_to(q, delta.shape).copy())
+    loss = get_loss(loss_name)
+    pc, pr, rc, rr = -torch.relu(-d), -torch.relu(d), -torch.relu(-dr), -torch.relu(dr)
+    forward = loss(pc, pr, rc, rr, beta=beta, **params).losses
+    backward = loss(pr, pc, rr, rc, beta=beta, **params).losses
+    return (qt * forward + (1 - qt) * backward).mean(dim=1).numpy()
 
 
 def _first_crossing(delta: np.ndarray, censor: int) -> np.ndarray:
@@ -130,9 +135,9 @@ def predict(method: str, record: RunRecord, ref_logps: SeqLogps, task: Task, cfg
         beta, margin, params["gamma"] = beta / n, margin * n, params["gamma"] * n
     loss_name, labels, q = method, "ordered", None
     q_train = task.q_hat[task.split("train")]
-    if method == "dpo_bt":
-        loss_name, labels, q = "dpo", "bt", q_train[:, None]
-    if method == "cpo_clip" and params["margin"] != 0:
+    if method in BT_METHODS:
+        loss_name, labels, q = BT_METHODS[method], "bt", q_train[:, None]
+    if loss_name == "cpo_clip" and params["margin"] != 0:
         # train_tabular takes `margin` as the certificate level and gives cpo_clip its default margin 0.
         raise ValueError("the tabular prediction of cpo_clip supports margin = 0 only (train_tabular does not "
                          f"forward cpo_clip's margin to the loss); got margin = {params['margin']}")
@@ -141,8 +146,8 @@ def predict(method: str, record: RunRecord, ref_logps: SeqLogps, task: Task, cfg
                          labels=labels, q=q, margin=margin, **params)
     tab_delta = traj.delta[:, :, 0]  # (T, P)
     delta_ref_tab = traj.delta_ref[:, 0]
-    if method == "dpo_bt":
-        tab_obj = _bt_objective(tab_delta, delta_ref_tab, q_train, beta)
+    if method in BT_METHODS:
+        tab_obj = _bt_objective(loss_name, tab_delta, delta_ref_tab, q_train, beta, params)
     else:
         tab_obj = traj.loss[:, :, 0].mean(axis=1)
     # Monotone clock: first tabular step whose running-min objective is <= the LM's objective.

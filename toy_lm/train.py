@@ -1,11 +1,15 @@
 """Reference SFT and preference training of the tiny transformer, with per-pair, per-step records.
 
+"<loss>_bt" trains <loss> on Bradley-Terry-sampled labels: with ``bt_n_labels`` labels per pair of which a
+fraction ``q_hat`` chose y_w, the training set's loss is ``q_hat l(y_w, y_l) + (1 - q_hat) l(y_l, y_w)``
+(for DPO that is the module's ``dpo_bt_loss``; for the CPO variants both orders of the same loss).
+
 Every method trains from the same reference, on the same pairs, for the same number of steps,
 with the same optimiser and seed; only the loss differs. Losses come from
 :mod:`dpo_rlhf_checks.losses`. Which delta each method uses:
 
-  dpo, dpo_bt, ipo, dpop, cpo_eq17, cpo_clip, cpo_smooth: summed sequence log-probabilities
-      (THEORY.md §2, the paper's theory);
+  dpo, dpo_bt, ipo, dpop, cpo_eq17, cpo_clip, cpo_smooth, cpo_clip_bt, cpo_smooth_bt: summed sequence
+      log-probabilities (THEORY.md §2, the paper's theory);
   cpo_easy: per-token mean log-probabilities for all four inputs (the authors' code).
 
 Every response has the same length here (``response_len`` + EOS), so the mean delta is the
@@ -22,7 +26,7 @@ import numpy as np
 import torch
 
 from dpo_rlhf_checks.losses import TARGET_FORM, alignment_certificate, get_loss, implicit_target
-from toy_lm.config import LMConfig
+from toy_lm.config import BT_METHODS, LMConfig
 from toy_lm.model import SeqLogps, TinyGPT, sequence_logps
 from toy_lm.task import L, W, Task
 
@@ -81,7 +85,7 @@ class RunRecord:
     """One method's preference-training run. S = steps + 1 recorded steps (0 = the reference), P train pairs.
 
     objective: (S,) mean training loss (what the optimiser minimised).
-    loss: (S, P) per-pair loss of the ordered pair (y_w chosen; for dpo_bt the DPO loss of that order,
+    loss: (S, P) per-pair loss of the ordered pair (y_w chosen; for "*_bt" the loss of that order,
         as toy_bandits.dynamics records it). objective_pairs: (S, P) per-pair training loss.
     delta_sum, delta_mean: (S, P) log-odds of the pair, summed and per-token mean log-probabilities.
     chosen_logp: (S, P) summed log pi(y_w | x). in_U: (S, P) delta_ref < delta < 0 (summed).
@@ -120,16 +124,20 @@ class RunRecord:
 def _pair_losses(method: str, cfg: LMConfig, task: Task, pc, pr, rc, rr):
     """(objective per pair, ordered-pair loss per pair) of ``method`` on log-probs (P,)."""
     params = cfg.loss_params(method)
-    if method == "dpo_bt":
+    if method in BT_METHODS:
         q = torch.as_tensor(task.q_hat[task.split("train")], dtype=pc.dtype, device=pc.device)
-        objective = get_loss("dpo_bt")(pc, pr, rc, rr, beta=cfg.beta, q=q).losses
-        return objective, get_loss("dpo")(pc, pr, rc, rr, beta=cfg.beta).losses
+        base = get_loss(BT_METHODS[method])
+        forward = base(pc, pr, rc, rr, beta=cfg.beta, **params).losses
+        if method == "dpo_bt":
+            return get_loss("dpo_bt")(pc, pr, rc, rr, beta=cfg.beta, q=q).losses, forward
+        backward = base(pr, pc, rr, rc, beta=cfg.beta, **params).losses  # the label that chose y_l
+        return q * forward + (1 - q) * backward, forward
     losses = get_loss(method)(pc, pr, rc, rr, beta=cfg.beta, **params).losses
     return losses, losses
 
 
 def _target(method: str, cfg: LMConfig, rc, rr) -> torch.Tensor:
-    name = "dpo" if method == "dpo_bt" else method
+    name = BT_METHODS.get(method, method)
     if name not in TARGET_FORM:
         return torch.full_like(rc, math.nan)
     return implicit_target(name, rc, rr, beta=cfg.beta, **cfg.loss_params(method))

@@ -47,7 +47,8 @@ def test_evidence_per_method_has_the_required_numbers(results):
     for res in (a, b):
         assert res.verdict in VERDICTS[:3]
         methods = res.evidence["methods"]
-        assert set(methods) == {"dpo", "dpo_bt", "cpo_eq17", "cpo_clip", "cpo_smooth", "cpo_easy", "ipo", "dpop"}
+        assert set(methods) == {"dpo", "dpo_bt", "cpo_eq17", "cpo_clip", "cpo_smooth", "cpo_easy", "ipo", "dpop",
+                                "cpo_clip_bt", "cpo_smooth_bt"}
         for name, m in methods.items():
             assert KEYS <= set(m), name
             assert m["seeds"] == [0, 1, 2]
@@ -68,8 +69,11 @@ def test_verdicts_follow_the_recorded_tests(results):
     if a.verdict != "holds":
         assert a.counterexample and "failing_tests" in a.counterexample
     tb = b.evidence["tests"]
-    ok = bool(tb["carriers"]) and all(tb["per_variant"][c]["ok"] for c in tb["carriers"])
+    ok = bool(tb["carriers"]) and all(tb["per_variant"][c]["ok"] for c in tb["carriers"] + tb["bt_carriers"])
     assert (b.verdict == "holds") == ok
+    assert tb["bt_carriers"] == ["cpo_clip_bt", "cpo_smooth_bt"]
+    if b.verdict != "holds":
+        assert b.counterexample["per_variant"] == tb["per_variant"]
     # cpo_clip (target max(delta_ref, 0)) and cpo_smooth (target > gamma > 0) always carry a certificate of delta > 0.
     assert {"cpo_clip", "cpo_smooth"} <= set(tb["carriers"]) and "cpo_easy" not in tb["carriers"]
 
