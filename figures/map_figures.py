@@ -45,8 +45,8 @@ def phase_diagram_figure(pd, fig_dir: Path) -> list[str]:
     handles = ax.get_legend_handles_labels()[0] + [
         Patch(facecolor="#f2f2f2", edgecolor="k", label=r"aligned ($\delta^*>0$)"),
         Patch(facecolor="#9a9a9a", edgecolor="k", label=r"$\pi^*\in U$ ($\delta_{\rm ref}<\delta^*<0$)"),
-        Patch(facecolor="#4d4d4d", edgecolor="k", label=r"misaligned, $\Delta r<0$"),
-        Patch(facecolor="white", edgecolor="k", hatch="////", label=r"CPO active, $0<\delta^*<m$"),
+        Patch(facecolor="#4d4d4d", edgecolor="k", label=r"$\delta^*<0$, $\Delta r\leq 0$ (reward disagrees)"),
+        Patch(facecolor="white", edgecolor="k", hatch="////", label=r"CPO also active at $0<\delta^*<m$"),
     ]
     ax.legend(handles=handles, loc="upper right", fontsize=6.5, framealpha=0.95)
     return save(fig, fig_dir, "map_phase_diagram")
