@@ -59,7 +59,7 @@ class LMConfig:
 
     # task
     n_train_prompts: int = 48
-    n_heldout_prompts: int = 24
+    n_heldout_prompts: int = 16
     violated_fraction: float = 0.5
     ref_log_ratio: tuple[float, float] = (0.25, 3.0)
     pair_mass: float = 0.8
@@ -81,7 +81,7 @@ class LMConfig:
     sft_lr: float = 3e-3
     # preference training
     methods: tuple[str, ...] = METHODS
-    steps: int = 60
+    steps: int = 50
     lr: float = 1e-3
     optimizer: str = "adam"
     beta: float = 1.0

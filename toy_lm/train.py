@@ -68,7 +68,7 @@ def train_reference(task: Task, cfg: LMConfig, seed: int, device: torch.device) 
     tokens = task.tokens.view(n * k, s).to(device)
     mask = task.response_mask.view(n * k, s).to(device)
     weight = torch.as_tensor(task.corpus_freq.reshape(-1), dtype=torch.float32, device=device) / n
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.sft_lr)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.sft_lr, foreach=True)
     for _ in range(cfg.sft_steps):
         nll = -(weight * sequence_logps(model, tokens, mask).sum).sum()
         opt.zero_grad(set_to_none=True)
@@ -156,7 +156,7 @@ def train_preference(method: str, task: Task, reference: TinyGPT, ref_logps: Seq
     for p in policy.parameters():
         p.requires_grad_(True)
     if cfg.optimizer == "adam":
-        opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
+        opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr, foreach=True)
     elif cfg.optimizer == "sgd":
         opt = torch.optim.SGD(policy.parameters(), lr=cfg.lr)
     else:
