@@ -88,8 +88,9 @@ CLAIMS: tuple[Claim, ...] = (
         "equiv-ordered-pair",
         "Conditional equivalence, ordered-pair reading",
         "Sec. 3, main theorem; THEORY.md §4(b)",
-        "Reading (b): the per-pair loss l with deterministic labels: does it have a finite minimiser, is pi* a "
-        "minimiser or stationary point, and does that depend on the assumption?",
+        "Reading (b), the paper's theorem applied to the per-pair loss l with deterministic labels: pi* minimises "
+        "(or is a stationary point of) l exactly when the assumption holds. Checked with it: whether l has a finite "
+        "minimiser at all, and how long finite training leaves a violated pair in U.",
         ("toy_bandits.map_claims:check_equiv_ordered_pair", "theory.claims:check_equiv_ordered_pair"),
     ),
     Claim(
