@@ -255,20 +255,27 @@ def _parse_number(text: str) -> float:
     return float(text)
 
 
-def _read_jsonl(f, collector: _Collector, used: tuple[str, ...], chunk_rows: int, first_line: int) -> int:
+def _read_jsonl(f, collector: _Collector, used: tuple[str, ...], chunk_rows: int, first_line: int,
+                line_chars: int) -> int:
+    """The rest of a JSON Lines file, in blocks of about ``chunk_rows`` lines (``line_chars`` each)."""
     getter = operator.itemgetter(*used)
     unused = [c for c in RECOGNIZED if c not in used]
+    block_chars = max(1, chunk_rows * max(line_chars, 16))
     line_no = first_line  # lines consumed so far
     blank = 0
     while True:
-        lines = list(itertools.islice(f, chunk_rows))
-        if not lines:
+        block = f.read(block_chars)
+        if not block:
             return blank
+        if not block.endswith("\n"):
+            block += f.readline()  # complete the last line
+        n_lines = block.count("\n") + (not block.endswith("\n"))
         start = line_no
-        line_no += len(lines)
-        try:  # fast path: the whole chunk as one JSON array; any irregularity goes to the slow path
-            objs = json.loads("[" + ",".join(lines) + "]")
-            if len(objs) != len(lines):
+        line_no += n_lines
+        try:  # fast path: the whole block as one JSON array; any irregularity goes to the slow path
+            # One line per element: a blank line makes ",," and a line with two values makes too many elements.
+            objs = json.loads("[" + block.rstrip("\n").replace("\n", ",") + "]")
+            if len(objs) != n_lines:
                 raise _SlowPath
             rows = list(map(getter, objs))  # KeyError / TypeError for a missing key or a non-object
             if not set(map(type, itertools.chain.from_iterable(rows))) <= {float, int}:
@@ -277,9 +284,10 @@ def _read_jsonl(f, collector: _Collector, used: tuple[str, ...], chunk_rows: int
                 raise _SlowPath
             values = np.array(rows, dtype=np.float64).reshape(len(rows), len(used))
         except (ValueError, KeyError, TypeError, OverflowError, _SlowPath):
-            blank += _slow_jsonl(lines, start, collector, used, unused)
+            lines = block.split("\n")
+            blank += _slow_jsonl(lines[:-1] if block.endswith("\n") else lines, start, collector, used, unused)
             continue
-        collector.add(values, np.arange(start + 1, start + 1 + len(lines)))
+        collector.add(values, np.arange(start + 1, start + 1 + n_lines))
 
 
 def _slow_jsonl(lines, start, collector: _Collector, used, unused) -> int:
@@ -484,7 +492,8 @@ def read_pairs(path, *, fmt: str | None = None, skip_invalid: bool = False, chun
             unused = [c for c in RECOGNIZED if c not in used]
             collector = _Collector(used, skip_invalid)
             blank = _slow_jsonl(buffered, 0, collector, used, unused)
-            blank += _read_jsonl(f, collector, used, chunk_rows, first_line=len(buffered))
+            line_chars = max(len(t) for t in buffered)
+            blank += _read_jsonl(f, collector, used, chunk_rows, first_line=len(buffered), line_chars=line_chars)
         else:
             reader = csv.reader(f)
             header, blank = None, 0
