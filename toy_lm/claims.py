@@ -7,8 +7,10 @@ the tolerances below, which are stated in the evidence.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from dpo_rlhf_checks.result import CheckContext, CheckResult, decide
-from toy_lm.stage import LMStage, get_stage, method_summary, reference_summary
+from toy_lm.stage import LMStage, get_stage, method_summary, reference_summary, save_records
 
 # Tolerances of the verdicts (fixed before looking at any run; stated in the evidence).
 TOL_FRAC_IN_U = 0.10      # |mean predicted - mean observed| fraction of train pairs in U
@@ -27,6 +29,7 @@ def _evidence_common(stage: LMStage) -> dict:
         "torch_threads": stage.threads,
         "stage_seconds": round(stage.seconds, 2),
         "reference": [reference_summary(run, stage.cfg) for run in stage.runs],
+        "per_pair_per_step_records": "lm_records.npz in the output folder (keys seed{s}/{method}/{field})",
         "time_scale": "LM step t <-> first tabular step whose mean training objective <= the LM's running-min "
                       "objective at t (one aggregate number per step; nothing per pair is fitted)",
         "tolerances": {"tol_frac_in_U": TOL_FRAC_IN_U, "min_agreement": MIN_AGREEMENT,
@@ -45,10 +48,11 @@ _FIGURES: dict[tuple, list[str]] = {}
 
 
 def _shared_figures(stage: LMStage, ctx: CheckContext) -> list[str]:
-    """The stage's figures, drawn once per stage and figure folder."""
+    """The stage's figures, drawn once per stage and figure folder (with the per-pair records beside them)."""
     key = (id(stage), str(ctx.fig_dir))
     if key not in _FIGURES:
         _FIGURES[key] = _figures(stage, ctx)
+        save_records(stage, Path(ctx.out_dir) / "lm_records.npz")
     return _FIGURES[key]
 
 

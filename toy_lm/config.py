@@ -48,7 +48,8 @@ class LMConfig:
     Preference training (toy_lm/train.py):
       methods: names from METHODS ("x_bt" = loss x on BT-sampled labels). steps, lr, optimizer ("adam" or "sgd"): the same for every method.
       beta: > 0, of every loss. margin: the m of "delta >= m" (certification level, and cpo_clip's
-          margin). eq17_gamma: cpo_eq17's gamma. smooth_gamma, smooth_tau, smooth_alpha: cpo_smooth's.
+          margin; the tabular prediction supports cpo_clip only with margin 0, its code default, because
+          toy_bandits.dynamics.train_tabular does not pass a margin on to cpo_clip). eq17_gamma: cpo_eq17's gamma. smooth_gamma, smooth_tau, smooth_alpha: cpo_smooth's.
       easy_gamma: cpo_easy's gamma. dpop_lam: DPO-Positive's lambda (>= 0).
       heldout_every: steps between held-out evaluations (>= 1).
     Tabular prediction (toy_bandits.dynamics.train_tabular):

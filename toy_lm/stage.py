@@ -18,10 +18,10 @@ import numpy as np
 import torch
 
 from toy_lm.config import LMConfig, load_config
-from toy_lm.model import SeqLogps, resolve_device
+from toy_lm.model import SeqLogps, TinyGPT, resolve_device
 from toy_lm.predict import Comparison, predict
 from toy_lm.task import L, W, Task, make_task
-from toy_lm.train import RunRecord, all_logps, train_preference, train_reference
+from toy_lm.train import RunRecord, all_logps, train_preference, train_reference, uses_mean
 
 
 class Progress:
@@ -102,6 +102,12 @@ def run_stage(cfg: LMConfig, seed_offset: int = 0, device: str = "auto", threads
         torch.set_num_threads(threads)
     seeds = [seed_offset + s for s in cfg.seeds]
     progress = Progress(len(seeds) * (cfg.sft_steps + len(cfg.methods) * cfg.steps), stream)
+    first = make_task(cfg, seeds[0])
+    n_params = TinyGPT(first.vocab_size, first.block_size, cfg.n_layer, cfg.n_head, cfg.n_embd).n_params()
+    print(f"[lm] {n_params:,} parameters, {cfg.n_train_prompts} train pairs ({2 * cfg.n_train_prompts * first.block_size} "
+          f"tokens/step), {cfg.n_heldout_prompts} held-out, {len(cfg.methods)} methods x {cfg.steps} steps, "
+          f"beta {cfg.beta:g}, device {dev}, threads {torch.get_num_threads()}, seeds {seeds}",
+          file=progress.stream, flush=True)
     start = time.perf_counter()
     runs = []
     try:
@@ -141,7 +147,10 @@ def _cache_key(ctx) -> tuple:
 
 
 def get_stage(ctx) -> LMStage:
-    """The stage of this context's settings, trained on first use and then shared."""
+    """The stage of this context's settings, trained on first use and then shared.
+
+    CPU threads: ``TOY_LM_THREADS`` (default 1).
+    """
     key = _cache_key(ctx)
     if key not in _CACHE:
         threads = int(os.environ.get("TOY_LM_THREADS", "1"))
@@ -174,8 +183,6 @@ def reference_summary(run: SeedRun, cfg: LMConfig) -> dict:
 
 
 def _own_delta(record: RunRecord, method: str) -> np.ndarray:
-    from toy_lm.train import uses_mean
-
     return record.delta_mean if uses_mean(method) else record.delta_sum
 
 
@@ -229,8 +236,6 @@ def method_summary(stage: LMStage, method: str) -> dict:
         return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0,
                 "min": float(arr.min()), "max": float(arr.max())}
 
-    from toy_lm.train import uses_mean
-
     out = {key: (agg(per_seed[key]) or {}).get("mean") for key in (
         "predicted_frac_in_U", "observed_frac_in_U", "agreement", "certified_fraction", "heldout_ranking_accuracy")}
     out["seeds"] = stage.seeds
@@ -239,3 +244,25 @@ def method_summary(stage: LMStage, method: str) -> dict:
     out["per_seed"] = per_seed
     out["confusion_sign_at_end"] = confusion
     return out
+
+
+def save_records(stage: LMStage, path: Path) -> Path:
+    """Write every per-pair, per-step record of the stage to one ``.npz`` (keys ``seed{s}/{method}/{field}``)."""
+    arrays = {}
+    for run in stage.runs:
+        tr = run.task.split("train")
+        arrays[f"seed{run.seed}/delta_ref"] = (run.ref_logps.sum[tr, W] - run.ref_logps.sum[tr, L]).numpy()
+        arrays[f"seed{run.seed}/q_hat"] = run.task.q_hat[tr]
+        for method, rec in run.records.items():
+            for name in ("objective", "loss", "delta_sum", "delta_mean", "chosen_logp", "in_U", "certified", "target",
+                         "heldout_steps", "heldout_delta_sum"):
+                arrays[f"seed{run.seed}/{method}/{name}"] = getattr(rec, name)
+            cmp = run.comparisons[method]
+            arrays[f"seed{run.seed}/{method}/pred_delta"] = cmp.pred_delta
+            arrays[f"seed{run.seed}/{method}/clock"] = cmp.clock
+            arrays[f"seed{run.seed}/{method}/pred_cross"] = cmp.pred_cross
+            arrays[f"seed{run.seed}/{method}/obs_cross"] = cmp.obs_cross
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **arrays)
+    return path

@@ -85,3 +85,9 @@ def test_figures_are_written(results):
         assert {f"{stem}.pdf", f"{stem}.png"} <= names
     assert all(Path(p).stat().st_size > 1000 for p in a.figures)
     assert math.isfinite(a.evidence["stage_seconds"])
+    import numpy as np
+
+    records = np.load(Path(ctx.out_dir) / "lm_records.npz")
+    delta = records["seed0/dpo_bt/delta_sum"]
+    assert delta.shape == (7, 6)  # steps + 1 recorded steps, 6 train pairs
+    np.testing.assert_allclose(delta[0], records["seed0/delta_ref"], atol=1e-5)  # training starts at the reference

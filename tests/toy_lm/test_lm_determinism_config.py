@@ -1,6 +1,5 @@
 """Determinism (same seed, bitwise the same numbers on CPU), configuration errors, and the prediction clock."""
 
-import dataclasses
 import json
 
 import numpy as np
