@@ -107,7 +107,8 @@ def check_lm_dpo_failure(ctx: CheckContext) -> CheckResult:
         amended_statement = (
             "With Bradley-Terry labels (the population reading) DPO lowers its loss while the pairs whose "
             "assumption fails stay in U, in the fraction the tabular theory predicts. With ordered pairs the loss "
-            "has no finite minimiser: DPO lowers its loss and drives delta up on every pair; the pairs that enter U "
+            "has no finite minimiser: DPO lowers its loss and ends with "
+            f"{o['spread']['train_ranking_accuracy']['mean']:.2f} of the train pairs ranked right; the pairs that enter U "
             f"(at most {max(o['per_seed']['max_observed_frac_in_U']):.2f} of them at any recorded step) leave it, and "
             "the fraction still in U at the end is the one the tabular theory predicts at the loss-matched time (here "
             f"{o['predicted_frac_in_U']:.2f} predicted, {o['observed_frac_in_U']:.2f} observed): with ordered pairs the "
