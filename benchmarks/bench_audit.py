@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from dpo_rlhf_checks.audit import AuditConfig, audit, read_pairs, synthetic_pairs, write_pairs
+from dpo_rlhf_checks.audit import JSON_PARSER, AuditConfig, audit, read_pairs, synthetic_pairs, write_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,7 +34,8 @@ def main(argv=None) -> int:
     parser.add_argument("--keep", type=Path, default=None, help="write the files here instead of a temp dir")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    print(f"rows {args.rows}, formats {args.format}, torch threads 1, python {sys.version.split()[0]}")
+    print(f"rows {args.rows}, formats {args.format}, torch threads 1, python {sys.version.split()[0]}, "
+          f"JSON decoder {JSON_PARSER} (orjson is optional and used when installed)")
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.keep or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
