@@ -43,7 +43,6 @@ import numbers
 from typing import Callable, NamedTuple
 
 import torch
-import torch.nn.functional as F
 
 Tensor = torch.Tensor
 
@@ -84,6 +83,16 @@ class LossOutput(NamedTuple):
 def _is_real(value) -> bool:
     # numbers.Real covers int, float and numpy scalars; bool is an int but never a parameter value.
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _softplus(x: Tensor) -> Tensor:
+    """``log(1 + e^x)`` to full precision for every x.
+
+    ``torch.nn.functional.softplus`` returns x itself above its threshold (20), an error of
+    up to e^-20 ~ 2e-9 in value and gradient; ``logaddexp(x, 0)`` is exact in float64 and
+    never overflows (THEORY.md: ``-log sigma(z) = softplus(-z)``).
+    """
+    return torch.logaddexp(x, torch.zeros_like(x))
 
 
 def _check_positive(name: str, value: float) -> None:
@@ -150,7 +159,7 @@ def dpo_loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
                  reference_chosen_logps=reference_chosen_logps, reference_rejected_logps=reference_rejected_logps)
     h = beta * ((policy_chosen_logps - policy_rejected_logps) - (reference_chosen_logps - reference_rejected_logps))
     # softplus(-h) is -log sigma(h) without the underflow of log(sigmoid(h)) for h << 0.
-    return LossOutput(F.softplus(-h), *_rewards(beta, policy_chosen_logps, policy_rejected_logps,
+    return LossOutput(_softplus(-h), *_rewards(beta, policy_chosen_logps, policy_rejected_logps,
                                                 reference_chosen_logps, reference_rejected_logps))
 
 
@@ -172,7 +181,7 @@ def dpo_bt_loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_log
     if torch.isnan(q_t).any() or (q_t < 0).any() or (q_t > 1).any():
         raise ValueError(f"q must lie in [0, 1], got {q!r}")
     h = beta * ((policy_chosen_logps - policy_rejected_logps) - (reference_chosen_logps - reference_rejected_logps))
-    losses = q_t * F.softplus(-h) + (1 - q_t) * F.softplus(h)  # softplus: no log(sigmoid) underflow
+    losses = q_t * _softplus(-h) + (1 - q_t) * _softplus(h)  # softplus: no log(sigmoid) underflow
     return LossOutput(losses, *_rewards(beta, policy_chosen_logps, policy_rejected_logps,
                                         reference_chosen_logps, reference_rejected_logps))
 
@@ -214,14 +223,14 @@ def dpop_loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps
                  reference_chosen_logps=reference_chosen_logps, reference_rejected_logps=reference_rejected_logps)
     h = beta * ((policy_chosen_logps - policy_rejected_logps) - (reference_chosen_logps - reference_rejected_logps))
     penalty = beta * lam * torch.clamp(reference_chosen_logps - policy_chosen_logps, min=0)
-    return LossOutput(F.softplus(-(h - penalty)), *_rewards(beta, policy_chosen_logps, policy_rejected_logps,
+    return LossOutput(_softplus(-(h - penalty)), *_rewards(beta, policy_chosen_logps, policy_rejected_logps,
                                                             reference_chosen_logps, reference_rejected_logps))
 
 
 def _target_loss(name, pc, pr, rc, rr, beta, target):
     """``softplus(beta (T - delta))`` with its rewards."""
     delta = pc - pr
-    return LossOutput(F.softplus(beta * (target - delta)), *_rewards(beta, pc, pr, rc, rr))
+    return LossOutput(_softplus(beta * (target - delta)), *_rewards(beta, pc, pr, rc, rr))
 
 
 def _dpo_target(rc, rr, *, beta):
@@ -246,7 +255,7 @@ def _smooth_target(rc, rr, *, beta, gamma, tau, alpha):
     # m_tau = (1/tau) log(1 + exp(tau (gamma - delta_ref))) = softplus(tau (gamma - delta_ref)) / tau,
     # softplus so that exp does not overflow for gamma - delta_ref >> 0.
     delta_ref = rc - rr
-    m_tau = F.softplus(tau * (gamma - delta_ref)) / tau
+    m_tau = _softplus(tau * (gamma - delta_ref)) / tau
     return delta_ref + m_tau / alpha
 
 
@@ -402,7 +411,7 @@ def critical_loss(target: Tensor, *, beta: float, margin: float = 0.0) -> Tensor
     _check_positive("beta", beta)
     _check_finite_number("margin", margin)
     _check_tensors(target=target)
-    return F.softplus(beta * (target - margin))
+    return _softplus(beta * (target - margin))
 
 
 def delta_from_loss(losses: Tensor, target: Tensor, *, beta: float) -> Tensor:

@@ -104,14 +104,13 @@ def test_reward_recovered_from_gibbs_policy(pi_ref, beta):
 
 
 @given(moderate_h)
-@example(-20.5)  # inside torch's softplus threshold band (20 < -h < 37)
+@example(-20.5)  # where torch's own softplus (threshold 20) would be off by ~1e-10
 @example(700.0)
 @example(-700.0)
 def test_dpo_loss_is_softplus_minus_h(h):
     val, _ = C.dpo_value_and_grad([h], [0.0], 1.0)
     exact = _mp_softplus(-h)
-    tol = C.THRESHOLD_VALUE_REL * 1.01 if -h > C.SOFTPLUS_THRESHOLD else 1e-14
-    assert S.rel_err(val[0], exact) <= tol
+    assert S.rel_err(val[0], exact) <= 1e-14
 
 
 @given(log_probs, betas)
@@ -143,13 +142,11 @@ def test_population_gradient_zero_at_delta_star(dr, delta_ref, beta):
 @given(st.floats(-600, 600), st.floats(-30, 30), betas)
 def test_ordered_pair_gradient_formula_and_sign(h, delta_ref, beta):
     d = delta_ref + h / beta
-    h_in = beta * (d - delta_ref)
     _, g = C.dpo_value_and_grad([d], [delta_ref], beta)
     exact = -beta * mpmath.mpf(1) / (1 + mpmath.exp(mpmath.mpf(beta) * (mpmath.mpf(d) - mpmath.mpf(delta_ref))))
     assert g[0] <= 0.0
     if abs(exact) > 1e-290:
-        allow = C.THRESHOLD_GRAD_REL if -h_in > C.SOFTPLUS_THRESHOLD else 0.0
-        assert S.rel_err(g[0], exact) <= C.cond_tol(beta, d, delta_ref) + allow
+        assert S.rel_err(g[0], exact) <= C.cond_tol(beta, d, delta_ref)
 
 
 @given(st.floats(-30, 30), st.floats(-30, 30), st.floats(-30, 30), betas)
@@ -157,7 +154,7 @@ def test_loss_shift_invariant(delta, delta_ref, c, beta):
     assume(abs(beta * (delta - delta_ref)) < 700)
     l1, _ = C.dpo_value_and_grad([delta], [delta_ref], beta)
     l2, _ = C.dpo_value_and_grad([delta + c], [delta_ref + c], beta)
-    tol = C.cond_tol(beta, delta, delta_ref) + C.cond_tol(beta, delta + c, delta_ref + c) + C.THRESHOLD_VALUE_REL
+    tol = C.cond_tol(beta, delta, delta_ref) + C.cond_tol(beta, delta + c, delta_ref + c)
     assert abs(l1[0] - l2[0]) <= tol * abs(l1[0]) + 1e-300
 
 
@@ -182,8 +179,9 @@ def test_points_of_U_have_loss_below_log2(delta_ref, frac, beta):
     assume(delta_ref < d < 0)
     val, _ = C.dpo_value_and_grad([d], [delta_ref], beta)
     # l = softplus(-beta u), u = d - delta_ref > 0; exactly below log 2, by softplus(-beta u) - log 2 < 0
-    exact = _mp_softplus(-beta * (mpmath.mpf(d) - mpmath.mpf(delta_ref)))
-    assert exact < mpmath.log(2)
+    with mpmath.workdps(50):  # u can be ~1e-17: 15 digits would round softplus(-beta u) to log 2
+        u = mpmath.mpf(d) - mpmath.mpf(delta_ref)
+        assert mpmath.log1p(mpmath.exp(-mpmath.mpf(beta) * u)) < mpmath.log(2)
     assert val[0] <= math.log(2)
 
 
@@ -215,7 +213,7 @@ def test_critical_loss_closed_form(log_aw, log_al, beta):
     with mpmath.workdps(50):
         exact = mpmath.log1p(mpmath.exp(mpmath.mpf(beta) * (mpmath.mpf(log_aw) - mpmath.mpf(log_al))))
     if exact > 1e-300:
-        assert S.rel_err(val, exact) <= C.cond_tol(beta, d_ref) + C.THRESHOLD_VALUE_REL
+        assert S.rel_err(val, exact) <= C.cond_tol(beta, d_ref)
     if d_ref < 0:
         assert val < math.log(2)
 
