@@ -4,6 +4,8 @@ its certificate functions, its input checks, and the README's training-loop exam
 from __future__ import annotations
 
 import math
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -332,28 +334,20 @@ def test_public_api_documented():
 # ----------------------------------------------------------------------------------------------
 # The README example: a training loop, run as written.
 
-README_EXAMPLE = '''
-import torch
-from dpo_rlhf_checks.losses import cpo_clip_loss, implicit_target, alignment_certificate
+README = Path(__file__).resolve().parents[2] / "README.md"
 
-torch.manual_seed(0)
-ref = torch.log_softmax(torch.randn(32, 6), dim=-1)  # reference log-probs: 32 prompts x 6 responses
-theta = ref.clone().requires_grad_()                  # the policy's logits (a tabular "model")
-i, yw, yl = torch.arange(32), torch.arange(32) % 6, (torch.arange(32) + 1) % 6  # chosen / rejected
-opt = torch.optim.Adam([theta], lr=0.1)
-for step in range(100):
-    logp = torch.log_softmax(theta, dim=-1)
-    out = cpo_clip_loss(logp[i, yw], logp[i, yl], ref[i, yw], ref[i, yl], beta=0.1)  # per-pair losses, rewards
-    opt.zero_grad(); out.losses.mean().backward(); opt.step()
-target = implicit_target("cpo_clip", ref[i, yw], ref[i, yl], beta=0.1)
-certified = alignment_certificate(out.losses.detach(), target, beta=0.1)  # per pair: proves pi(y_w) > pi(y_l)
-print(f"loss {out.losses.mean():.3f}, certified {certified.float().mean():.0%}")
-'''
+
+def _readme_example() -> str:
+    """The training-loop example of README.md (the python block that uses cpo_clip_loss)."""
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    matches = [b for b in blocks if "cpo_clip_loss" in b]
+    assert len(matches) == 1, "README.md should hold exactly one loss-library example"
+    return matches[0]
 
 
 def test_readme_example_runs(capsys):
     namespace: dict = {}
-    exec(compile(README_EXAMPLE, "README.md example", "exec"), namespace)  # the snippet as documented
+    exec(compile(_readme_example(), "README.md example", "exec"), namespace)  # the snippet as documented
     printed = capsys.readouterr().out.strip()
     out, certified = namespace["out"], namespace["certified"]
     logp = torch.log_softmax(namespace["theta"].detach(), dim=-1)
