@@ -147,8 +147,9 @@ CLAIMS: tuple[Claim, ...] = (
         "cpo-penalized-eq10",
         "Penalised CPO objective as printed",
         "Sec. 4, Eq. 10; THEORY.md §9(b)",
-        "max J(pi) + gamma (log pi(y_w) - log pi(y_l)), gamma > 0 fixed: is it bounded, what are its stationary "
-        "points and of which kind?",
+        "The penalised objective as printed, max J(pi) + gamma (log pi(y_w) - log pi(y_l)) with a fixed gamma > 0, "
+        "is a well-posed maximisation whose maximiser is the CPO policy. Checked with it: is it bounded, what are its "
+        "stationary points and of which kind?",
         ("toy_bandits.solver_claims:check_cpo_penalized_eq10", "theory.claims:check_cpo_penalized_eq10"),
     ),
     Claim(
@@ -163,8 +164,9 @@ CLAIMS: tuple[Claim, ...] = (
         "cpo-loss-certificates",
         "CPO losses certify alignment",
         "Sec. 4, Eq. 17 and the authors' code; THEORY.md §10",
-        "For each CPO loss variant: does loss < log 2 (or a stated level) certify delta >= 0, under which "
-        "parameters, and for which delta (summed or per-token mean)?",
+        "For each CPO loss variant (Eq. 17 and the code's clip, smooth and easy options), loss < log 2 certifies "
+        "delta >= 0. Checked with it: under which parameters it does, and for which delta (summed or per-token "
+        "mean).",
         ("toy_bandits.map_claims:check_cpo_loss_certificates",),
     ),
     Claim(
