@@ -25,18 +25,22 @@ Methods:
   ``cp.Parameter``s (DPP) and re-solved; CLARABEL by default, SCS as the second solver. It solves
   the equivalent problem ``minimise KL(pi || pi*)`` (``rel_entr``): since
   ``J(pi) = beta log Z - beta KL(pi || pi*)`` the optimiser is the same and the objective is scaled
-  by 1/beta, so the constraint duals are divided by beta (we multiply them back).
+  by 1/beta, so the constraint duals are divided by beta (we multiply them back). By default its
+  answer is then polished: :func:`exact_active_set` started from the solver's own active set (the
+  solver's answer stays in ``ConstrainedSolution.raw``, with its status).
 - :func:`solve_dual`: the smooth dual ``min_{mu >= 0} beta log sum_y pi*(y) exp((A^T mu)(y)/beta)``
   by L-BFGS-B, then an exact active-set step in log space (the pairs' log-odds are linear in mu):
   a solver independent of CVXPY, exact for tiny probabilities.
 
 Accuracy: CVXPY's solvers give *absolute* accuracy in the probabilities: measured against the
 closed form on 140 random single-pair instances (beta 1e-3..1e3), max |pi_cvx - pi_c| was
-5.6e-7 for CLARABEL (tolerances below; median 1e-11) and 3.2e-5 for SCS (eps 1e-9; median 5e-13).
+5.6e-7 for CLARABEL (tolerances below; median 1e-11) and 3.2e-5 for SCS (eps 1e-9; median 5e-13);
+Hypothesis found CLARABEL answers off by 1.0e-5 (one pair, pi_ref entries ~5e-12) and 2.5e-5 (four
+pairs, pi_c entries ~1e-15), both "optimal_inaccurate" (pinned in tests/toy_bandits/test_solver_constrained.py).
 Probabilities below that are not resolved relative to themselves, and a multiplier mu is not
-identifiable from them when pi_c(w) or pi_c(l) is that small. Compare CVXPY answers with an
-absolute tolerance (the checks and tests state theirs); the closed form and the dual are
-accurate in log space.
+identifiable from them when pi_c(w) or pi_c(l) is that small. Compare raw CVXPY answers with an
+absolute tolerance (the checks and tests state theirs); the closed form, the dual and the
+polished CVXPY answer are accurate in log space.
 """
 
 from __future__ import annotations
@@ -46,11 +50,11 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
-from scipy.optimize import minimize
+from scipy.optimize import minimize, nnls
 from scipy.special import expit, logsumexp
 
 from toy_bandits.instance import BanditInstance, PairBatch, _pairs
-from toy_bandits.rlhf import log_gibbs_policy, rlhf_objective, suboptimality
+from toy_bandits.rlhf import log_gibbs_policy, log_gibbs_unnormalised, rlhf_objective, suboptimality
 
 SOLVERS = ("CLARABEL", "SCS")
 METHODS = ("auto", "closed-form", "cvxpy", "dual")
@@ -142,8 +146,12 @@ class ConstrainedSolution:
     module's convention (linear constraint, reward units). price_of_alignment: J(pi*) - J(pi_c).
     delta_ref, delta_star, delta_c: (P,) log-odds log pi(w) - log pi(l) under pi_ref, pi*, pi_c.
     assumption_holds: (P,) delta_star > 0 (THEORY.md §3). in_U: (P,) delta_ref < delta_star < 0,
-    i.e. pi* lies in the undesirable set U of that pair (§6). status: solver status.
-    method: "closed-form", "cvxpy:<SOLVER>" or "dual". kkt: residuals from :func:`kkt_residuals`.
+    i.e. pi* lies in the undesirable set U of that pair (§6). status: solver status (for CVXPY the
+    solver's own, also when the answer was polished). method: "closed-form", "cvxpy:<SOLVER>" or
+    "dual". kkt: residuals from :func:`kkt_residuals`.
+    raw: CVXPY only, when the answer was polished (see :meth:`ConstrainedRLHF.solve`): the solver's
+    own answer, a ConstrainedSolution with ``raw=None``; None otherwise. The raw answer is the one
+    that is independent of the other methods.
     """
 
     pi: np.ndarray
@@ -158,6 +166,7 @@ class ConstrainedSolution:
     status: str
     method: str
     kkt: dict = field(default_factory=dict)
+    raw: ConstrainedSolution | None = None
 
 
 def _pair_deltas(log_p: np.ndarray, winners: np.ndarray, losers: np.ndarray) -> np.ndarray:
@@ -207,7 +216,10 @@ def closed_form_pairs(batch: PairBatch) -> PairSolutions:
     log_star = log_gibbs_policy(batch.pi_ref, batch.reward, beta)  # (N, K)
     log_ref = np.log(batch.pi_ref)
     delta_ref = log_ref[rows, w] - log_ref[rows, l]
-    delta_star = log_star[rows, w] - log_star[rows, l]
+    # delta* from the unnormalised logits log pi_ref + r / beta: pi*'s normaliser cancels in exact arithmetic, but
+    # it is a sum whose rounding depends on the order of the responses, and mu ∝ m - delta* may be a small difference
+    logits = log_gibbs_unnormalised(batch.pi_ref, batch.reward, beta)
+    delta_star = logits[rows, w] - logits[rows, l]
     gap = np.maximum(m - delta_star, 0.0)  # = (beta m - beta delta_ref - dr)^+ / beta
     mu = beta * gap * expit(-m)  # (beta m - beta delta_ref - dr)^+ / (1 + e^m)
     tilt_w = gap * expit(-m)  # mu / beta
@@ -319,7 +331,14 @@ class ConstrainedRLHF:
     Tolerances: the objective is flat (quadratic) at the optimum, so the solver's gap tolerance
     eps gives errors of order sqrt(eps) in pi; CLARABEL runs with gap/feasibility tolerances
     1e-12 (``CLARABEL_OPTS``; it then often reports "optimal_inaccurate", meaning it met its
-    reduced tolerances; the status is passed on) and SCS with eps 1e-9 (``SCS_OPTS``).
+    reduced tolerances; the status is passed on) and SCS with eps 1e-9 (``SCS_OPTS``). Even so a
+    raw CLARABEL answer can be off by 2.5e-5 where pi_c has entries ~1e-15 (see ``solve``'s polish).
+
+    Determinism: every solve starts the solver afresh (``warm_start=False``). CVXPY's default warm
+    start keeps the solver object of the previous solve and updates its data: CLARABEL then reuses
+    the first instance's equilibration (on one instance its answer moved by 2.5e-5 between the
+    first and later solves) and SCS starts from the previous solution, so an answer would depend on
+    what the compiled problem solved before.
     """
 
     def __init__(self, K: int, preferences: Sequence[tuple[int, int]]):  # noqa: N803
@@ -346,8 +365,16 @@ class ConstrainedRLHF:
         if not self.problem.is_dcp(dpp=True):  # pragma: no cover - a construction error, not an input error
             raise AssertionError("the constrained RLHF program must be DPP-compliant")
 
-    def solve(self, inst: BanditInstance, solver: str = "CLARABEL", **solver_opts) -> ConstrainedSolution:
-        """Solve for ``inst`` (its K and preferences must be this object's); raise on a bad status."""
+    def solve(self, inst: BanditInstance, solver: str = "CLARABEL", polish: bool = True,
+              **solver_opts) -> ConstrainedSolution:
+        """Solve for ``inst`` (its K and preferences must be this object's); raise on a bad status.
+
+        polish: finish exactly from the solver's own active set, {k : dual_k > slack_k} (whichever of
+        a constraint's dual and slack the interior-point answer left larger), by
+        :func:`exact_active_set`; the returned solution then meets the KKT conditions to rounding,
+        keeps the solver's status, and carries the solver's own answer in ``raw``. If that step does
+        not settle, the raw answer is returned (``raw`` None). polish=False returns the raw answer.
+        """
         if solver not in SOLVERS:
             raise ValueError(f"solver: must be one of {SOLVERS}, got {solver!r}")
         if inst.K != self.K or tuple(inst.preferences) != self.preferences:
@@ -361,7 +388,7 @@ class ConstrainedRLHF:
         with warnings.catch_warnings():
             # "Solution may be inaccurate": the status says so ("optimal_inaccurate") and is returned.
             warnings.filterwarnings("ignore", message="Solution may be inaccurate", category=UserWarning)
-            self.problem.solve(solver=solver, **opts)
+            self.problem.solve(solver=solver, warm_start=False, **opts)  # a fresh solver: see the class doc
         status = self.problem.status
         if status not in OK_STATUSES:
             raise ConstrainedSolveError(f"{solver} returned status {status!r}")
@@ -374,7 +401,19 @@ class ConstrainedRLHF:
             mu = np.zeros(0)
         with np.errstate(divide="ignore"):
             log_pi = np.log(pi)
-        return _solution_from_policy(inst, pi, log_pi, mu, status, f"cvxpy:{solver}")
+        raw = _solution_from_policy(inst, pi, log_pi, mu, status, f"cvxpy:{solver}")
+        if not polish:
+            return raw
+        log_star = log_gibbs_policy(inst.pi_ref, inst.reward, inst.beta)
+        a = constraint_matrix(inst.preferences, inst.K, inst.margin)
+        nu = exact_active_set(log_star, inst.preferences, inst.margin, mu / inst.beta > a @ pi)
+        if nu is None:
+            return raw
+        logits = log_star + a.T @ nu
+        log_pi = logits - logsumexp(logits)
+        out = _solution_from_policy(inst, np.exp(log_pi), log_pi, inst.beta * nu, status, f"cvxpy:{solver}")
+        out.raw = raw
+        return out
 
 
 _COMPILED: dict[tuple, ConstrainedRLHF] = {}
@@ -396,8 +435,11 @@ def solve_dual(inst: BanditInstance, *, tol: float = 1e-13, max_iter: int = 10_0
     """Solve §9a through its dual: ``min_{nu >= 0} log sum_y pi*(y) exp((A^T nu)(y))``, mu = beta nu.
 
     The dual function is convex and smooth; its gradient is A pi_nu (the constraint values at the
-    tilted policy pi_nu ∝ pi* exp(A^T nu)), so L-BFGS-B with bounds nu >= 0 solves it; the primal
-    optimum is pi_nu at the optimal nu (log space throughout).
+    tilted policy pi_nu ∝ pi* exp(A^T nu)), so L-BFGS-B with bounds nu >= 0 solves it approximately;
+    :func:`exact_active_set` then finishes from L-BFGS-B's active set {nu > 0} and the primal optimum
+    is pi_nu at the final nu (log space throughout). status: "optimal" when that step settles (its
+    answer meets the KKT conditions to rounding), else it names the failure and the L-BFGS-B answer
+    is returned.
     """
     check_feasible(inst.preferences, inst.K, inst.margin)
     log_star = log_gibbs_policy(inst.pi_ref, inst.reward, inst.beta)
@@ -412,55 +454,108 @@ def solve_dual(inst: BanditInstance, *, tol: float = 1e-13, max_iter: int = 10_0
 
     res = minimize(fun, np.zeros(a.shape[0]), jac=True, method="L-BFGS-B", bounds=[(0.0, None)] * a.shape[0],
                    options={"ftol": tol, "gtol": tol, "maxiter": max_iter})
-    nu = _active_set_polish(log_star, a, inst.preferences, inst.margin, res.x)
+    nu = exact_active_set(log_star, inst.preferences, inst.margin, res.x > 0)
+    if nu is None:
+        nu, status = res.x, f"dual: the exact active-set step did not settle; L-BFGS-B: {res.message}"
+    else:
+        status = "optimal"
     logits = log_star + a.T @ nu
     log_pi = logits - logsumexp(logits)
-    status = "optimal" if res.success else f"dual: {res.message}"
     return _solution_from_policy(inst, np.exp(log_pi), log_pi, inst.beta * nu, status, "dual")
 
 
-def _active_set_polish(log_star: np.ndarray, a: np.ndarray, preferences, margin: float,
-                       nu0: np.ndarray) -> np.ndarray:
-    """Refine the L-BFGS-B dual solution exactly, in log space, by an active-set iteration.
+def exact_active_set(log_star: np.ndarray, preferences: Sequence[tuple[int, int]], margin: float,
+                     active: np.ndarray) -> np.ndarray | None:
+    """The optimal dual variables nu = mu / beta, exactly, by an active-set iteration in log space.
 
-    With nu the dual variables (mu / beta), log pi_nu = log pi* + A^T nu - const, so the log-odds of
-    every pair is *linear* in nu: delta(nu) = delta* + D nu with D[k, j] = a_j(w_k) - a_j(l_k). On the
-    active set S the conditions delta_S = m are a linear system (no tiny probabilities involved, unlike
-    the gradient A pi_nu, which underflows for small beta). Starting from S = {nu0 > 0}: drop the most
-    negative multiplier or add the most violated constraint until nu >= 0 and delta >= m. Falls back
-    to nu0 if that does not settle (e.g. a tie-forcing cycle with m = 0, where D_S is singular).
+    log_star: (K,) log pi*. preferences: P pairs. active: (P,) bool, the starting guess of the set
+    of binding constraints (from L-BFGS-B or from a CVXPY solver's answer). Returns nu (P,), >= 0,
+    or None when the iteration does not settle.
+
+    With log pi_nu = log pi* + A^T nu - const, the log-odds of every pair is *linear* in nu:
+    delta(nu) = delta* + D nu with D[k, j] = a_j(w_k) - a_j(l_k). So the KKT conditions of §9a are
+    exactly the linear complementarity problem nu >= 0, delta(nu) - m >= 0, nu_k (delta_k - m) = 0,
+    with no tiny probabilities involved (unlike the dual gradient A pi_nu, which underflows for small
+    beta). On a guessed set S the binding conditions delta_S = m are the linear system
+    D_SS nu_S = m - delta*_S. When D_SS is singular (the pairs of S close an undirected cycle, e.g.
+    (3,0), (3,4), (1,0), (1,4), or a tie-forcing cycle with m = 0) the system has many solutions,
+    all with the same pi (the equality-constrained problem on S is strictly convex), and a
+    nonnegative one is found by NNLS. A multiplier that must be negative drops its pair from S
+    (:func:`_pair_to_drop` when D_SS is singular), the most violated pair outside S joins it. If a
+    set repeats, the iteration starts again from S empty; None if that also repeats a set.
     """
-    w = np.array([p[0] for p in preferences])
-    l = np.array([p[1] for p in preferences])
+    w = np.array([p[0] for p in preferences], dtype=np.int64)
+    l = np.array([p[1] for p in preferences], dtype=np.int64)
+    a = constraint_matrix(preferences, log_star.size, margin)
     d_star = log_star[w] - log_star[l]
     d_mat = a[:, w].T - a[:, l].T  # (P, P)
-    tol = 1e-12 * max(1.0, margin, float(np.max(np.abs(d_star))))
-    active = nu0 > 0
-    for _ in range(2 * len(preferences) + 5):
-        nu = np.zeros_like(nu0)
-        if active.any():
-            sub = d_mat[np.ix_(active, active)]
-            if np.linalg.matrix_rank(sub) < sub.shape[0]:
-                return nu0
-            nu[active] = np.linalg.solve(sub, margin - d_star[active])
-        delta = d_star + d_mat @ nu
-        neg = active & (nu < 0)
-        viol = ~active & (delta < margin - tol)
-        if not neg.any() and not viol.any():
-            return nu
-        if neg.any():
-            active[np.argmin(np.where(neg, nu, np.inf))] = False
-        else:
-            active[np.argmin(np.where(viol, delta, np.inf))] = True
-    return nu0
+    tol = 1e-12 * max(1.0, margin, float(np.max(np.abs(d_star), initial=0.0)))
+    for start in (np.array(active, dtype=bool), np.zeros(len(preferences), dtype=bool)):
+        seen: set[bytes] = set()
+        while start.tobytes() not in seen:
+            seen.add(start.tobytes())
+            nu, drop = _solve_binding(d_star, d_mat, margin, start, tol)
+            if drop is not None:
+                start[drop] = False
+                continue
+            delta = d_star + d_mat @ nu
+            viol = ~start & (delta < margin - tol)
+            if not viol.any():
+                return nu
+            start[np.argmin(np.where(viol, delta, np.inf))] = True
+    return None
 
 
-def solve(inst: BanditInstance, method: str = "auto", solver: str = "CLARABEL") -> ConstrainedSolution:
+def _solve_binding(d_star: np.ndarray, d_mat: np.ndarray, margin: float, active: np.ndarray,
+                   tol: float) -> tuple[np.ndarray, int | None]:
+    """nu >= 0 supported on ``active`` with delta_S(nu) = m, or (_, k): pair k must leave the set."""
+    nu = np.zeros_like(d_star)
+    idx = np.flatnonzero(active)
+    if idx.size == 0:
+        return nu, None
+    sub, rhs = d_mat[np.ix_(idx, idx)], margin - d_star[idx]
+    if np.linalg.matrix_rank(sub) == idx.size:
+        x = np.linalg.solve(sub, rhs)
+        if np.any(x < 0):
+            return nu, int(idx[np.argmin(x)])
+    else:
+        x, _ = nnls(sub, rhs)
+        resid = sub @ x - rhs
+        if np.max(np.abs(resid)) > tol:
+            return nu, int(idx[_pair_to_drop(sub, rhs, resid, tol)])
+    nu[idx] = x
+    return nu, None
+
+
+def _pair_to_drop(sub: np.ndarray, rhs: np.ndarray, resid: np.ndarray, tol: float) -> int:
+    """Which pair leaves a binding set S whose singular system D_SS nu = m - delta*_S has no solution >= 0.
+
+    Inconsistent system (e.g. a triangle w > v > l plus w > l with m > 0: delta(w, l) = delta(w, v) +
+    delta(v, l) cannot equal m on all three): take c = -(projection of rhs onto the left null space of
+    D_SS). As c^T D_SS = 0, at the optimum (if S holds the support of nu)
+    c^T (delta_S - m) = c^T (D_SS nu_S - rhs) = ||c||^2 > 0 with delta_S - m >= 0, so some pair with
+    c_k > 0 is slack there: drop the one with the largest c_k (in the triangle, c > 0 only on w > l).
+    Consistent but no nonnegative solution: the most negative multiplier of the least-norm solution,
+    or if it has none, the pair the best nonnegative fit over-satisfies most.
+    """
+    u, sv, _ = np.linalg.svd(sub)
+    null = u[:, sv <= sv[0] * sub.shape[0] * np.finfo(float).eps]
+    c = -null @ (null.T @ rhs)
+    if np.max(np.abs(c)) > tol:
+        return int(np.argmax(c))
+    x_ls = np.linalg.lstsq(sub, rhs, rcond=None)[0]
+    return int(np.argmin(x_ls) if np.any(x_ls < 0) else np.argmax(resid))
+
+
+def solve(inst: BanditInstance, method: str = "auto", solver: str = "CLARABEL",
+          polish: bool = True) -> ConstrainedSolution:
     """Solve constrained RLHF for ``inst``.
 
     method: "auto" (closed form for one pair, else CVXPY), "closed-form", "cvxpy", "dual".
-    solver: the CVXPY solver, one of SOLVERS. Raises InfeasiblePreferencesError for a cycle
-    with margin > 0 (checked by graph search before any solver runs).
+    solver: the CVXPY solver, one of SOLVERS. polish: CVXPY only, see
+    :meth:`ConstrainedRLHF.solve` (the solver's own answer is in ``raw``). Raises
+    InfeasiblePreferencesError for a cycle with margin > 0 (checked by graph search before any
+    solver runs).
     """
     if method not in METHODS:
         raise ValueError(f"method: must be one of {METHODS}, got {method!r}")
@@ -469,7 +564,7 @@ def solve(inst: BanditInstance, method: str = "auto", solver: str = "CLARABEL") 
         return solve_closed_form(inst)
     if method == "dual":
         return solve_dual(inst)
-    return compiled_problem(inst.K, inst.preferences).solve(inst, solver=solver)
+    return compiled_problem(inst.K, inst.preferences).solve(inst, solver=solver, polish=polish)
 
 
 def price_by_objectives(inst: BanditInstance, pi_c: np.ndarray) -> float:

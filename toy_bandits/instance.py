@@ -45,7 +45,8 @@ def _positive_finite(name: str, value: Any) -> float:
 def _check_pi_ref(name: str, pi_ref: np.ndarray, axis: int = -1) -> np.ndarray:
     if np.any(pi_ref <= 0):
         raise ValueError(f"{name}: must have full support (every entry > 0), got min {pi_ref.min()}")
-    sums = pi_ref.sum(axis=axis, keepdims=True)
+    # summed in sorted order, so the renormalised entries do not depend on the order of the responses
+    sums = np.sort(pi_ref, axis=axis).sum(axis=axis, keepdims=True)
     if np.any(np.abs(sums - 1.0) > SUM_TOL):
         raise ValueError(f"{name}: must sum to 1 within {SUM_TOL}, got sum(s) {np.ravel(sums)[:5].tolist()}")
     return pi_ref / sums
