@@ -137,10 +137,10 @@ def predict(method: str, record: RunRecord, ref_logps: SeqLogps, task: Task, cfg
     q_train = task.q_hat[task.split("train")]
     if method in BT_METHODS:
         loss_name, labels, q = BT_METHODS[method], "bt", q_train[:, None]
-    if loss_name == "cpo_clip" and params["margin"] != 0:
-        # train_tabular takes `margin` as the certificate level and gives cpo_clip its default margin 0.
-        raise ValueError("the tabular prediction of cpo_clip supports margin = 0 only (train_tabular does not "
-                         f"forward cpo_clip's margin to the loss); got margin = {params['margin']}")
+    if loss_name == "cpo_clip" and params["margin"] != margin:
+        # train_tabular has one margin for cpo_clip: its target max(delta_ref, margin) and the certificate level.
+        raise ValueError("the tabular prediction of cpo_clip needs its loss margin equal to the certificate margin; "
+                         f"got loss margin {params['margin']} and certificate margin {margin}")
     params.pop("margin", None)
     traj = train_tabular(pi_ref, pairs, loss_name, beta=beta, steps=cfg.tabular_steps, lr=cfg.tabular_lr,
                          labels=labels, q=q, margin=margin, **params)
