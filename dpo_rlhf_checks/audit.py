@@ -299,16 +299,41 @@ def _read_jsonl(f, collector: _Collector, used: tuple[str, ...], chunk_rows: int
         collector.add(values, np.arange(start + 1, start + 1 + n_lines))
 
 
+class _RowBuffer:
+    """Rows a slow (row-by-row) parser accepted, in order, flushed to the collector in one block.
+
+    A bad row first flushes the rows parsed before it (without --skip-invalid the bad row raises,
+    and the rows before it come first in the file).
+    """
+
+    def __init__(self, collector: _Collector):
+        self.collector = collector
+        self.values: list[list[float]] = []
+        self.line_numbers: list[int] = []
+        self.row_numbers: list[int] = []
+
+    def flush(self) -> None:
+        if self.values:
+            self.collector.add(np.array(self.values, dtype=np.float64), np.array(self.line_numbers),
+                               np.array(self.row_numbers))
+            self.values, self.line_numbers, self.row_numbers = [], [], []
+
+    def bad(self, line: int, column, reason: str, kind: str) -> None:
+        if not self.collector.skip_invalid:
+            self.flush()
+        self.collector.bad_row(line, column, reason, kind)
+
+    def accept(self, line: int, row: list[float]) -> None:
+        self.collector.rows_read += 1
+        self.values.append(row)
+        self.line_numbers.append(line)
+        self.row_numbers.append(self.collector.rows_read)
+
+
 def _slow_jsonl(lines, start, collector: _Collector, used, unused) -> int:
     """Parse line by line, naming the first problem of each bad row."""
     blank = 0
-    values, line_numbers, row_numbers = [], [], []
-
-    def bad_row(line, column, reason, kind):
-        # The rows parsed so far come first: a bad value there is the first problem of the file.
-        if not collector.skip_invalid and values:
-            collector.add(np.array(values, dtype=np.float64), np.array(line_numbers), np.array(row_numbers))
-        collector.bad_row(line, column, reason, kind)
+    rows = _RowBuffer(collector)
 
     for offset, text in enumerate(lines):
         line = start + offset + 1
@@ -318,10 +343,10 @@ def _slow_jsonl(lines, start, collector: _Collector, used, unused) -> int:
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as err:
-            bad_row(line, None, f"malformed JSON ({err.msg} at character {err.colno})", "malformed line")
+            rows.bad(line, None, f"malformed JSON ({err.msg} at character {err.colno})", "malformed line")
             continue
         if not isinstance(obj, dict):
-            bad_row(line, None, f"not a JSON object but {type(obj).__name__}", "malformed line")
+            rows.bad(line, None, f"not a JSON object but {type(obj).__name__}", "malformed line")
             continue
         row, problem = [], None
         for name in used:
@@ -346,14 +371,10 @@ def _slow_jsonl(lines, start, collector: _Collector, used, unused) -> int:
                 problem = (extra[0], "this column is absent from the first row; every row needs the same "
                            "columns", "inconsistent columns")
         if problem is not None:
-            bad_row(line, *problem)
+            rows.bad(line, *problem)
             continue
-        collector.rows_read += 1
-        values.append(row)
-        line_numbers.append(line)
-        row_numbers.append(collector.rows_read)
-    if values:
-        collector.add(np.array(values, dtype=np.float64), np.array(line_numbers), np.array(row_numbers))
+        rows.accept(line, row)
+    rows.flush()
     return blank
 
 
@@ -422,21 +443,14 @@ def _csv_module_rows(line_iter, line_offset, collector, ncols, idx, used, chunk_
 def _slow_csv(records, collector: _Collector, ncols, idx, used) -> int:
     """Record by record, naming the first problem of each bad row."""
     blank = 0
-    values, line_numbers, row_numbers = [], [], []
-
-    def bad_row(line, column, reason, kind):
-        # The rows parsed so far come first: a bad value there is the first problem of the file.
-        if not collector.skip_invalid and values:
-            collector.add(np.array(values, dtype=np.float64), np.array(line_numbers), np.array(row_numbers))
-        collector.bad_row(line, column, reason, kind)
+    rows = _RowBuffer(collector)
 
     for line, rec in records:
         if not rec or (len(rec) == 1 and not rec[0].strip()):
             blank += 1
             continue
         if len(rec) != ncols:
-            bad_row(line, None, f"malformed line: {len(rec)} fields, the header has {ncols}",
-                              "malformed line")
+            rows.bad(line, None, f"malformed line: {len(rec)} fields, the header has {ncols}", "malformed line")
             continue
         row, problem = [], None
         for name, i in zip(used, idx):
@@ -450,14 +464,10 @@ def _slow_csv(records, collector: _Collector, ncols, idx, used) -> int:
                 problem = (name, f"non-numeric value {text!r}", "non-numeric value")
                 break
         if problem is not None:
-            bad_row(line, *problem)
+            rows.bad(line, *problem)
             continue
-        collector.rows_read += 1
-        values.append(row)
-        line_numbers.append(line)
-        row_numbers.append(collector.rows_read)
-    if values:
-        collector.add(np.array(values, dtype=np.float64), np.array(line_numbers), np.array(row_numbers))
+        rows.accept(line, row)
+    rows.flush()
     return blank
 
 
