@@ -26,7 +26,6 @@ SUBCOMMANDS = {
     "audit": "dpo_rlhf_checks.audit",
 }
 FORMATS = ("markdown", "latex")
-LM_CONFIGS = ("default", "large")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -52,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--lm-config",
         default="default",
-        help=f"language-model configuration: {' or '.join(LM_CONFIGS)}, or a path to a JSON config file",
+        help="language-model configuration: default or large, or a path to a JSON config file",
     )
     parser.add_argument("--device", choices=DEVICES, default="auto", help="device of the LM stage (default: auto)")
     return parser
@@ -82,8 +81,12 @@ def run_main(argv: list[str]) -> int:
             parser.error(err.args[0])
     else:
         claims = list(CLAIMS)
-    if args.lm_config not in LM_CONFIGS and not Path(args.lm_config).is_file():
-        parser.error(f"--lm-config {args.lm_config!r} is neither one of {LM_CONFIGS} nor an existing file")
+    from toy_lm.config import load_config  # the one place that knows the presets and the file format
+
+    try:
+        load_config(args.lm_config)  # a bad preset name or config file is an argument error, before any check runs
+    except ValueError as err:
+        parser.error(f"--lm-config: {err}")
     ctx = CheckContext(seed=args.seed, quick=args.quick, out_dir=args.out, lm_config=args.lm_config, device=args.device)
     report = run_claims(claims, ctx)
     json_path, md_path = write_report(report, args.out)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from toy_lm.config import LMConfig, load_config
+from toy_lm.config import PRESETS, LMConfig, load_config
 from toy_lm.model import SeqLogps, TinyGPT, resolve_device
 from toy_lm.predict import Comparison, predict
 from toy_lm.task import L, W, Task, make_task
@@ -142,7 +142,7 @@ _CACHE: dict[tuple, LMStage] = {}
 
 def _cache_key(ctx) -> tuple:
     path = Path(ctx.lm_config)
-    stamp = path.stat().st_mtime_ns if ctx.lm_config not in ("default", "large") and path.is_file() else None
+    stamp = path.stat().st_mtime_ns if ctx.lm_config not in PRESETS and path.is_file() else None
     return (ctx.lm_config, stamp, bool(ctx.quick), int(ctx.seed), ctx.device)
 
 

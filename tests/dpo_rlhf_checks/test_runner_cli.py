@@ -141,3 +141,13 @@ def test_format_table_counts_verdicts(tmp_path):
     verdict = report["claims"][0]["verdict"]
     assert table.splitlines()[0].split()[:3] == ["id", "paper", "ref"]
     assert f"verdicts: {verdict} 1" in table
+
+
+def test_bad_lm_config_file_is_an_argument_error(tmp_path, capsys):
+    config = tmp_path / "lm.json"
+    config.write_text('{"no_such_key": 1}')
+    with pytest.raises(SystemExit) as exc:
+        main(["--only", "benchmark-table", "--lm-config", str(config), "--out", str(tmp_path)])
+    assert exc.value.code == 2
+    assert "unknown LM config keys ['no_such_key']" in capsys.readouterr().err
+    assert not (tmp_path / "report.json").exists()  # rejected before any check ran
