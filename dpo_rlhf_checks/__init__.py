@@ -6,7 +6,7 @@ The public surface is small: the claim registry, the check runner, and the loss 
 
 __version__ = "0.1.0"
 
-from dpo_rlhf_checks.result import METHODS, VERDICTS, CheckContext, CheckResult, decide, not_checked
+from dpo_rlhf_checks.result import METHODS, VERDICTS, CheckContext, CheckResult, MethodResult, decide, not_checked
 from dpo_rlhf_checks.registry import CLAIMS, Claim, get_claim
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "CheckContext",
     "CheckResult",
     "METHODS",
+    "MethodResult",
     "VERDICTS",
     "__version__",
     "decide",

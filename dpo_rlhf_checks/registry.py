@@ -10,7 +10,7 @@ symbolic check and gain numeric and training evidence as the toolkit grows.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 
@@ -22,7 +22,11 @@ class Claim:
     title: a few words.
     paper_ref: where the paper makes it (section / equation), or THEORY.md's section.
     statement: the formal statement the toolkit checks, in words and math.
-    checks: candidate check functions, ``"module:function"``, most complete first.
+    checks: candidate check functions, ``"module:function"``, most complete first (legacy; issue 9
+        replaces it by ``methods``).
+    methods: the claim's methods, name -> ``"module:function"``; each function returns a
+        :class:`~dpo_rlhf_checks.result.MethodResult`. Names are one of ``result.METHODS``,
+        optionally with a suffix after a dash (``"numeric-mpmath"``).
     """
 
     id: str
@@ -30,6 +34,7 @@ class Claim:
     paper_ref: str
     statement: str
     checks: tuple[str, ...] = ()
+    methods: dict[str, str] = field(default_factory=dict)
 
     def resolve(self) -> Callable | None:
         """The first candidate check whose module is present, or None when none is."""

@@ -73,6 +73,44 @@ class CheckResult:
             raise ValueError(f"a {self.verdict!r} verdict needs a counterexample to the literal statement")
 
 
+@dataclass
+class MethodResult:
+    """What one method of a claim measured (issue 9's engine merges these; no method merges others).
+
+    A claim lists its methods by name in the registry (``Claim.methods``: name -> "module:function");
+    each function takes the :class:`CheckContext` and returns one of these. It never calls another
+    method of the same claim.
+
+    literal: the claim as literally stated passed this method's test (computed, never typed in).
+    amended: the amended statement passed this method's test; None when this method does not test
+        an amendment (the runner then reads it as "no evidence for the amendment from this method").
+    summary: one line: the few numbers that decide this method's booleans.
+    evidence: the key numbers, JSON-serialisable after :func:`to_jsonable`.
+    depends_on: the toolkit formulas this method takes as given, as "module.function" names
+        (e.g. ``"dpo_rlhf_checks.losses.dpo_loss"``, ``"toy_bandits.rlhf.gibbs_policy"``). Two methods
+        of a claim that share a formula under test are not independent.
+    counterexample: concrete numbers where ``literal`` is False, else None.
+    amended_statement: the statement this method found to hold (only what was measured), or None.
+    figures: paths of figures this method wrote.
+    """
+
+    literal: bool
+    amended: bool | None
+    summary: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+    depends_on: tuple[str, ...] = ()
+    counterexample: dict[str, Any] | None = None
+    amended_statement: str | None = None
+    figures: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.literal, bool) or not (self.amended is None or isinstance(self.amended, bool)):
+            raise TypeError("literal must be a bool and amended a bool or None (cast numpy booleans with bool())")
+        if not self.literal and self.counterexample is None:
+            raise ValueError("a method whose literal test fails must give a counterexample")
+        self.depends_on = tuple(self.depends_on)
+
+
 def decide(literal_holds: bool, amended_holds: bool | None = None) -> str:
     """The verdict from what a check measured.
 
