@@ -1,16 +1,19 @@
 """dpo-rlhf-checks: checks of the theory of "Conditional Equivalence of DPO and RLHF".
 
-The public surface is small: the claim registry, the check runner, and the loss library
+The public surface is small: the claim registry, the method contract and its one merge rule, the runner
+(:mod:`dpo_rlhf_checks.report`), and the loss library
 (:mod:`dpo_rlhf_checks.losses`).
 """
 
 __version__ = "0.1.0"
 
-from dpo_rlhf_checks.result import METHODS, VERDICTS, CheckContext, CheckResult, MethodResult, decide, not_checked
+from dpo_rlhf_checks.result import (ERROR_VERDICT, METHODS, VERDICTS, CheckContext, CheckResult, MethodResult, decide,
+                                    independent_methods, merge_methods, not_checked)
 from dpo_rlhf_checks.registry import CLAIMS, Claim, get_claim
 
 __all__ = [
     "CLAIMS",
+    "ERROR_VERDICT",
     "Claim",
     "CheckContext",
     "CheckResult",
@@ -20,5 +23,7 @@ __all__ = [
     "__version__",
     "decide",
     "get_claim",
+    "independent_methods",
+    "merge_methods",
     "not_checked",
 ]

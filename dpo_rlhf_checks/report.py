@@ -1,11 +1,20 @@
-"""Run claims and write ``report.json`` / ``report.md``.
+"""Run claims method by method, merge them with the one rule, and write ``report.json`` / ``report.md``.
 
-``report.json`` schema 1 (stable; later tooling reads it):
-``{"schema": 1, "toolkit_version", "created", "environment": {python, platform, packages},
-"claims": [{"id", "title", "paper_ref", "statement", "verdict", "methods", "evidence",
-"counterexample", "amended_statement", "figures", "seconds"}]}``.
-A check that crashed is recorded with verdict "error" and its traceback in evidence;
-the command then exits non-zero.
+``report.json`` schema 2 (stable; later tooling reads it; documented in the README)::
+
+    {"schema": 2, "toolkit_version", "created", "environment": {python, platform, packages}, "settings",
+     "claims": [{"id", "title", "paper_ref", "statement", "verdict", "summary", "literal", "amended",
+                 "methods": [{"name", "function", "literal", "amended", "seconds", "depends_on", "evidence",
+                              "summary", "counterexample", "amended_statement", "figures", "error"}],
+                 "independent_methods", "independent_set", "counterexample", "amended_statement",
+                 "not_checked_reason", "figures", "seconds"}]}
+
+The runner (:func:`run_claim`) resolves each method's ``"module:function"`` when it runs, times it, and
+catches its exception: a crashing method (or one that cannot be imported, or that returns something other
+than a MethodResult) makes the claim's verdict ``error`` with the traceback under that method, and the
+command exits 1. Every method of a claim runs (a crash in one does not skip the others) and the verdict is
+never computed from a smaller list. The verdict of the rest comes from
+:func:`dpo_rlhf_checks.result.merge_methods`, the one merge rule.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import re
 import sys
 import time
 import traceback
@@ -22,11 +32,11 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from dpo_rlhf_checks import __version__
-from dpo_rlhf_checks.registry import Claim
-from dpo_rlhf_checks.result import CheckContext, CheckResult, not_checked, to_jsonable
+from dpo_rlhf_checks.registry import Claim, resolve_method
+from dpo_rlhf_checks.result import (ERROR_VERDICT, VERDICTS, CheckContext, MethodResult, independent_methods,
+                                    merge_methods, to_jsonable)
 
-SCHEMA_VERSION = 1
-ERROR_VERDICT = "error"
+SCHEMA_VERSION = 2
 _PACKAGES = ("sympy", "numpy", "scipy", "matplotlib", "cvxpy", "torch", "hypothesis")
 
 
@@ -41,34 +51,61 @@ def environment() -> dict[str, Any]:
     return {"python": sys.version.split()[0], "platform": platform.platform(), "packages": versions}
 
 
-def run_claim(claim: Claim, ctx: CheckContext) -> dict[str, Any]:
-    """Run one claim's check and return its report entry (never raises for a crashing check)."""
+def run_method(name: str, target: str, ctx: CheckContext) -> tuple[MethodResult | None, dict[str, Any]]:
+    """Resolve and run one method; (its result or None when it crashed, its report entry)."""
     start = time.perf_counter()
     try:
-        func = claim.resolve()
-        result: CheckResult = func(ctx) if func is not None else not_checked("not implemented yet")
-        if not isinstance(result, CheckResult):
-            raise TypeError(f"check of {claim.id} returned {type(result).__name__}, not CheckResult")
-        entry = {
-            "verdict": result.verdict,
-            "methods": list(result.methods),
-            "summary": result.summary,
-            "evidence": result.evidence,
-            "counterexample": result.counterexample,
-            "amended_statement": result.amended_statement,
-            "figures": [str(f) for f in result.figures],
-        }
-    except Exception as err:  # a crashing check is reported, and the run exits non-zero
-        entry = {
-            "verdict": ERROR_VERDICT,
-            "methods": [],
-            "summary": f"check crashed: {type(err).__name__}: {err}",
-            "evidence": {"traceback": traceback.format_exc()},
-            "counterexample": None,
-            "amended_statement": None,
-            "figures": [],
-        }
+        func = resolve_method(target)
+        result = func(ctx)
+        if not isinstance(result, MethodResult):
+            raise TypeError(f"method {name} ({target}) returned {type(result).__name__}, not MethodResult")
+        entry = {"name": name, "function": target, "literal": result.literal, "amended": result.amended,
+                 "depends_on": list(result.depends_on), "summary": result.summary, "evidence": result.evidence,
+                 "counterexample": result.counterexample, "amended_statement": result.amended_statement,
+                 "figures": [str(f) for f in result.figures], "error": None}
+    except Exception as err:  # a crashing method is reported under its name, and the run exits 1
+        result = None
+        entry = {"name": name, "function": target, "literal": None, "amended": None, "depends_on": [],
+                 "summary": f"crashed: {type(err).__name__}: {err}", "evidence": {}, "counterexample": None,
+                 "amended_statement": None, "figures": [], "error": traceback.format_exc()}
+    entry["seconds"] = round(time.perf_counter() - start, 3)
+    return result, entry
+
+
+def run_claim(claim: Claim, ctx: CheckContext, log=None) -> dict[str, Any]:
+    """Run every method of one claim and merge them (never raises for a crashing method)."""
+    start = time.perf_counter()
     head = {"id": claim.id, "title": claim.title, "paper_ref": claim.paper_ref, "statement": claim.statement}
+    if claim.not_checked:
+        entry = {"verdict": VERDICTS[3], "summary": f"not checked: {claim.not_checked}", "literal": None,
+                 "amended": None, "methods": [], "independent_methods": 0, "independent_set": [],
+                 "counterexample": None, "amended_statement": None, "not_checked_reason": claim.not_checked,
+                 "figures": []}
+        return to_jsonable({**head, **entry, "seconds": 0.0})
+    results: dict[str, MethodResult] = {}
+    entries = []
+    for name, target in claim.methods.items():
+        result, m_entry = run_method(name, target, ctx)
+        if log is not None:
+            state = "crashed" if result is None else f"literal {result.literal}, amended {result.amended}"
+            print(f"    {name}: {state} ({m_entry['seconds']:.1f} s)", file=log, flush=True)
+        entries.append(m_entry)
+        if result is not None:
+            results[name] = result
+    crashed = [e["name"] for e in entries if e["error"] is not None]
+    figures = [f for e in entries for f in e["figures"]]
+    summary = "; ".join(f"{e['name']}: {e['summary']}" for e in entries)
+    if crashed:
+        entry = {"verdict": ERROR_VERDICT, "summary": f"method(s) crashed: {', '.join(crashed)}; {summary}",
+                 "literal": None, "amended": None, "counterexample": None, "amended_statement": None}
+    else:
+        merged = merge_methods(results)
+        entry = {"verdict": merged["verdict"], "summary": summary, "literal": merged["literal"],
+                 "amended": merged["amended"], "counterexample": merged["counterexample"],
+                 "amended_statement": merged["amended_statement"]}
+    indep = independent_methods({e["name"]: tuple(e["depends_on"]) for e in entries if e["error"] is None})
+    entry.update({"methods": entries, "independent_methods": len(indep), "independent_set": indep,
+                  "not_checked_reason": None, "figures": list(dict.fromkeys(figures))})
     return to_jsonable({**head, **entry, "seconds": round(time.perf_counter() - start, 3)})
 
 
@@ -78,7 +115,7 @@ def run_claims(claims: Iterable[Claim], ctx: CheckContext, log=sys.stderr) -> di
     entries = []
     for i, claim in enumerate(claims, 1):
         print(f"[{i}/{len(claims)}] {claim.id} ...", file=log, flush=True)
-        entry = run_claim(claim, ctx)
+        entry = run_claim(claim, ctx, log=log)
         print(f"[{i}/{len(claims)}] {claim.id}: {entry['verdict']} ({entry['seconds']:.1f} s)", file=log, flush=True)
         entries.append(entry)
     return {
@@ -91,21 +128,34 @@ def run_claims(claims: Iterable[Claim], ctx: CheckContext, log=sys.stderr) -> di
     }
 
 
+_NEG_ZERO = re.compile(r"(?<![\w.])-(0(?:\.0*)?(?:e[+-]?\d+)?)(?![\w.])")
+
+
+def no_negative_zero(text: str) -> str:
+    """``text`` with every printed negative zero (``-0``, ``-0.0``, ``-0.0e+00``) written without its sign."""
+    return _NEG_ZERO.sub(r"\1", str(text))
+
+
 def _short(text: str, width: int) -> str:
-    text = " ".join(str(text).split())
+    text = no_negative_zero(" ".join(str(text).split()))
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def format_table(report: dict[str, Any], width: int = 70) -> str:
-    """The printed table: id, paper reference, verdict, methods, one-line evidence."""
-    rows = [("id", "paper ref", "verdict", "methods", "evidence")]
+def _method_names(c: dict[str, Any]) -> str:
+    return ",".join(m["name"] for m in c["methods"]) or "-"
+
+
+def format_table(report: dict[str, Any], width: int = 60) -> str:
+    """The printed table: id, paper reference, verdict, methods, independent methods, one-line evidence."""
+    rows = [("id", "paper ref", "verdict", "methods", "indep", "evidence")]
     for c in report["claims"]:
         ref = c["paper_ref"].split(";")[0]
-        rows.append((c["id"], _short(ref, 22), c["verdict"], ",".join(c["methods"]) or "-", _short(c["summary"], width)))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        rows.append((c["id"], _short(ref, 22), c["verdict"], _method_names(c), str(c["independent_methods"]),
+                     _short(c["summary"], width)))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
     lines = []
     for n, row in enumerate(rows):
-        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths)) + "  " + row[4])
+        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row[:5], widths)) + "  " + row[5])
         if n == 0:
             lines.append("  ".join("-" * w for w in widths) + "  " + "-" * 8)
     counts: dict[str, int] = {}
@@ -116,32 +166,67 @@ def format_table(report: dict[str, Any], width: int = 70) -> str:
     return "\n".join(lines)
 
 
-def format_markdown(report: dict[str, Any], out_dir: Path = Path(".")) -> str:
-    """``report.md``: the table, then each claim's statement, evidence and counterexample.
+def _md(text: Any) -> str:
+    """Text for a markdown table cell or paragraph: one line, '|' escaped, no negative zero."""
+    return no_negative_zero(" ".join(str(text).split())).replace("|", "\\|")
 
-    Figure links are relative to ``out_dir``, where report.md is written.
+
+def _compact(value: Any, depth: int = 0) -> str:
+    """A short, readable rendering of a counterexample (numbers rounded, nesting flattened to 'a.b: v')."""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {_compact(v, depth + 1)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        inner = ", ".join(_compact(v, depth + 1) for v in value[:8])
+        return f"[{inner}{', …' if len(value) > 8 else ''}]"
+    return str(value)
+
+
+def format_markdown(report: dict[str, Any], out_dir: Path = Path(".")) -> str:
+    """``report.md``, a document to read: the verdict table, then per claim its statement, verdict, each method's
+    deciding numbers, the counterexample and the amended statement, and its figures. The full evidence is only in
+    ``report.json``. Figure links are relative to ``out_dir``, where report.md is written.
     """
+    settings = ", ".join(f"{k} {v}" for k, v in report["settings"].items())
     out = [
         "# dpo-rlhf-checks report",
         "",
-        f"toolkit {report['toolkit_version']}, created {report['created']}, settings {report['settings']}",
+        f"toolkit {report['toolkit_version']}, created {report['created']}; settings: {settings}. "
+        "The full evidence of every method is in `report.json` (schema 2).",
         "",
-        "| id | paper ref | verdict | methods | evidence |",
+        "| claim | paper ref | verdict | methods | independent |",
         "|---|---|---|---|---|",
     ]
     for c in report["claims"]:
-        summary = c["summary"].replace("|", "\\|")
-        out.append(f"| `{c['id']}` | {c['paper_ref']} | **{c['verdict']}** | {', '.join(c['methods'])} | {summary} |")
+        out.append(f"| [`{c['id']}`](#{c['id']}) | {_md(c['paper_ref'])} | **{c['verdict']}** | "
+                   f"{', '.join(m['name'] for m in c['methods']) or '-'} | {c['independent_methods']} |")
     for c in report["claims"]:
-        out += ["", f"## `{c['id']}`: {c['title']}", "", f"*{c['paper_ref']}*", "", f"Statement: {c['statement']}", ""]
-        out.append(f"Verdict: **{c['verdict']}** ({', '.join(c['methods']) or 'no method'}; {c['seconds']} s)")
+        out += ["", f"<a id=\"{c['id']}\"></a>", f"## `{c['id']}`: {_md(c['title'])}", "",
+                f"*{_md(c['paper_ref'])}*", "", f"**Statement.** {_md(c['statement'])}", "",
+                f"**Verdict: {c['verdict']}**"
+                + (f" ({c['independent_methods']} independent of {len(c['methods'])} methods: "
+                   f"{', '.join(c['independent_set'])}; {c['seconds']} s)" if c["methods"] else "")]
+        if c.get("not_checked_reason"):
+            out += ["", f"Not checked: {_md(c['not_checked_reason'])}"]
+        if c["methods"]:
+            out += ["", "| method | literal | amended | seconds | deciding numbers |", "|---|---|---|---|---|"]
+            for m in c["methods"]:
+                lit = "crashed" if m["error"] else ("holds" if m["literal"] else "fails")
+                amd = "-" if m["error"] or m["amended"] is None else ("holds" if m["amended"] else "fails")
+                out.append(f"| {m['name']} (`{m['function']}`) | {lit} | {amd} | {m['seconds']} | {_md(m['summary'])} |")
+        if c["counterexample"]:
+            out += ["", "**Counterexample to the literal statement.**", ""]
+            for name, cx in c["counterexample"].items():
+                out.append(f"- {name}: {_md(_compact(cx))}")
         if c["amended_statement"]:
-            out += ["", f"Amended statement: {c['amended_statement']}"]
-        if c["counterexample"] is not None:
-            out += ["", "Counterexample:", "", "```json", json.dumps(c["counterexample"], indent=2), "```"]
-        out += ["", "Evidence:", "", "```json", json.dumps(c["evidence"], indent=2), "```"]
+            out += ["", f"**Amended statement (holds).** {_md(c['amended_statement'])}"]
+        crashed = [m for m in c["methods"] if m["error"]]
+        for m in crashed:
+            out += ["", f"Method `{m['name']}` crashed; traceback (also in report.json):", "", "```",
+                    m["error"].rstrip(), "```"]
         for fig in c["figures"]:
-            if fig.endswith(".png"):
+            if str(fig).endswith(".png"):
                 out += ["", f"![{c['id']}]({os.path.relpath(fig, out_dir)})"]
     return "\n".join(out) + "\n"
 

@@ -1,7 +1,9 @@
-"""What a check returns, and the context it runs in.
+"""What a method returns, the context it runs in, and the one rule that merges methods into a verdict.
 
-A verdict is always computed from the evidence a check gathered: checks call
-:func:`decide` with the booleans they measured, never write a verdict string themselves.
+A claim's verdict is always computed from the evidence its methods gathered: each method
+returns a :class:`MethodResult` with the booleans it measured, and :func:`merge_methods` (called
+by the runner, :mod:`dpo_rlhf_checks.report`, and nowhere else) turns them into the verdict.
+No method writes a verdict string, and no method merges another method's result.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 VERDICTS = ("holds", "holds-amended", "fails", "not-checked")
+ERROR_VERDICT = "error"  # a method crashed: the claim has no verdict (the run exits 1)
 METHODS = ("symbolic", "numeric", "convex", "simulation", "training")
 
 
@@ -42,7 +45,10 @@ class CheckContext:
 
 @dataclass
 class CheckResult:
-    """The outcome of one claim's check.
+    """Legacy (schema 1) outcome of a whole claim's check; the runner no longer accepts it.
+
+    Kept only so that code written against it (the LM stage's ``check_lm_*``) still imports; a method
+    function returns a :class:`MethodResult` instead.
 
     verdict: one of VERDICTS, computed by :func:`decide` or :func:`not_checked`.
     methods: the subset of METHODS the check used.
@@ -125,14 +131,76 @@ def decide(literal_holds: bool, amended_holds: bool | None = None) -> str:
 
 
 def not_checked(reason: str, **evidence: Any) -> CheckResult:
-    """A claim this toolkit does not (or cannot) check, with the reason."""
+    """A claim this toolkit does not (or cannot) check, with the reason (legacy; the registry's
+    ``Claim(not_checked=reason)`` is how a claim is marked not checked now)."""
     return CheckResult(verdict=VERDICTS[3], methods=[], summary=reason, evidence={"reason": reason, **evidence})
+
+
+def method_amended_holds(literal: bool, amended: bool | None) -> bool:
+    """Whether one method supports the amended statement: its amended test passed, or (amended None) its
+    literal test passed (a method that confirms the literal statement confirms every weaker one)."""
+    return bool(amended) if amended is not None else bool(literal)
+
+
+def merge_methods(results: dict[str, MethodResult]) -> dict[str, Any]:
+    """THE merge rule (written once; the runner calls it): methods -> the claim's verdict.
+
+    literal holds iff every method's literal test holds; the amended statement holds iff every method
+    supports it (:func:`method_amended_holds`); verdict = :func:`decide` of the two. An empty dict is an
+    error (a claim with methods must run all of them; the runner never merges a smaller list).
+    Returns {"verdict", "literal", "amended", "counterexample", "amended_statement"}: the counterexample
+    is each failing method's counterexample under its name; the amended statement is the distinct
+    amended statements of the methods (a claim's methods share one text where they agree).
+    """
+    if not results:
+        raise ValueError("merge_methods needs at least one method result")
+    literal = all(r.literal for r in results.values())
+    amended = all(method_amended_holds(r.literal, r.amended) for r in results.values())
+    verdict = decide(literal, amended)
+    counterexample = None
+    statement = None
+    if verdict != VERDICTS[0]:
+        counterexample = {name: r.counterexample for name, r in results.items() if r.counterexample is not None}
+    if verdict == VERDICTS[1]:
+        texts: list[str] = []
+        for r in results.values():
+            if r.amended_statement and r.amended_statement not in texts:
+                texts.append(r.amended_statement)
+        if not texts:
+            raise ValueError("the methods support an amended statement but none of them states it")
+        statement = " ".join(texts)
+    return {"verdict": verdict, "literal": literal, "amended": amended, "counterexample": counterexample,
+            "amended_statement": statement}
+
+
+def independent_methods(depends_on: dict[str, tuple[str, ...]]) -> list[str]:
+    """The largest set of methods whose ``depends_on`` sets are pairwise disjoint (first such set in
+    declaration order). Two methods that take one toolkit formula as given are not independent: a wrong
+    formula would fool both. A method that takes nothing from the toolkit as given is independent of all."""
+    names = list(depends_on)
+    best: list[str] = []
+    for mask in range(1, 1 << len(names)):
+        chosen = [n for i, n in enumerate(names) if mask >> i & 1]
+        if len(chosen) <= len(best):
+            continue
+        seen: set[str] = set()
+        ok = True
+        for n in chosen:
+            deps = set(depends_on[n])
+            if deps & seen:
+                ok = False
+                break
+            seen |= deps
+        if ok:
+            best = chosen
+    return best
 
 
 def to_jsonable(obj: Any) -> Any:
     """Convert numpy/sympy/torch scalars and arrays, Paths and tuples into plain JSON values.
 
-    Non-finite floats become the strings "inf", "-inf", "nan" (JSON has no such numbers).
+    Non-finite floats become the strings "inf", "-inf", "nan" (JSON has no such numbers); -0.0 becomes 0.0
+    (a reader should not see a negative zero in a report).
     """
     if isinstance(obj, dict):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
@@ -145,7 +213,9 @@ def to_jsonable(obj: Any) -> Any:
     if isinstance(obj, int):
         return obj
     if isinstance(obj, float):
-        return obj if math.isfinite(obj) else str(obj)
+        if not math.isfinite(obj):
+            return str(obj)
+        return obj + 0.0  # -0.0 + 0.0 == +0.0
     if hasattr(obj, "tolist"):  # numpy arrays and scalars, torch tensors
         return to_jsonable(obj.tolist())
     if hasattr(obj, "is_Number") and obj.is_Number:  # sympy numbers

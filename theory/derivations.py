@@ -26,6 +26,103 @@ def _J(pi):
                                                             for i in range(3))
 
 
+# --- general K: a generic response j of K (IndexedBase), the sums as SymPy Sums -----------------------------------
+K_ = sp.Symbol("K", integer=True, positive=True)
+_i, _j, _k = sp.symbols("i j k", integer=True, positive=True)
+_w, _l = sp.symbols("w l", integer=True, positive=True)  # the pair's indices (any two of 1..K)
+_A = sp.IndexedBase("a", positive=True)  # pi_ref
+_R = sp.IndexedBase("r", real=True)  # rewards
+_P = sp.IndexedBase("p", positive=True)  # a policy
+_C = sp.IndexedBase("c", real=True)  # constraint coefficients a(y) of §9(a): 1 at y_w, -e^m at y_l, 0 elsewhere
+_Zk = sp.Symbol("Z_K", positive=True)
+
+
+def _J_K():
+    """J(pi) = sum_{i=1}^K pi_i r_i - beta pi_i (log pi_i - log pi_ref_i), K symbolic."""
+    return sp.Sum(_P[_i] * _R[_i] - beta * _P[_i] * (sp.log(_P[_i]) - sp.log(_A[_i])), (_i, 1, K_))
+
+
+def _branch(piecewise_expr):
+    """The value of SymPy's ``Piecewise((value, j <= K), (0, True))`` for an index inside 1..K."""
+    expr = sp.piecewise_fold(piecewise_expr)
+    return expr.args[0][0] if isinstance(expr, sp.Piecewise) else expr
+
+
+@lru_cache(maxsize=None)
+def general_k_facts() -> dict:
+    """docs/theory.md §1, §9(a), §9(b) for a general number K of responses (K a SymPy symbol).
+
+    J, the constraint and the normalisation are sums over i = 1..K (SymPy ``Sum`` over ``IndexedBase``
+    entries); derivatives are taken with respect to a generic entry p_j and evaluated by SymPy (it returns
+    ``Piecewise((., j <= K), (0, True))``; the first branch is the value for a response of the instance).
+    A per-coordinate identity proved for a generic index j (with generic coefficients c_j) holds for every
+    response, so stationarity is proved for every K at once; the normalisation is proved on the Sum itself.
+    """
+    out = {}
+    J = _J_K()
+    grad_j = _branch(sp.diff(J, _P[_j]).doit())
+    hess_jk = _branch(sp.diff(J, _P[_j], _P[_k]).doit())
+    out["K_gradient_is_r_j-beta(log(p_j/a_j)+1)"] = is_identity_log(
+        grad_j - (_R[_j] - beta * (sp.log(_P[_j]) - sp.log(_A[_j]) + 1)))
+    out["K_hessian_is_-beta_KroneckerDelta(j,k)/p_j"] = is_identity(
+        hess_jk + beta * sp.KroneckerDelta(_j, _k) / _P[_j])
+    out["K_hessian_diagonal_negative_(beta>0,p>0)"] = bool((-beta / _P[_j]).is_negative)
+    # Gibbs policy, normalised by the Sum
+    z_sum = sp.Sum(_A[_i] * sp.exp(_R[_i] / beta), (_i, 1, K_))
+    out["K_pi_star_sums_to_one"] = sp.simplify(sp.Sum(_A[_i] * sp.exp(_R[_i] / beta) / z_sum, (_i, 1, K_)) - 1) == 0
+    pstar = lambda idx: _A[idx] * sp.exp(_R[idx] / beta) / _Zk  # noqa: E731  (Z_K: the Sum, a positive constant)
+    out["K_gibbs_stationary_(one_multiplier_for_every_j)"] = is_identity_log(
+        grad_j.subs(_P[_j], pstar(_j)) - (beta * sp.log(_Zk) - beta))
+    summand = _P[_i] * _R[_i] - beta * _P[_i] * (sp.log(_P[_i]) - sp.log(_A[_i]))
+    # J(pi*) = sum_i [summand(pi*_i)] = sum_i beta log Z pi*_i = beta log Z (the summand identity, then the Sum)
+    out["K_J_at_pi_star_is_beta_log_Z"] = is_identity_log(summand.subs(_P[_i], pstar(_i))
+                                                          - beta * sp.log(_Zk) * pstar(_i)) and out["K_pi_star_sums_to_one"]
+    # variational identity summand-wise: summand(p_i) = beta log Z p_i - beta p_i (log p_i - log pi*_i); summed
+    # with sum p = 1 it is J(pi) = beta log Z - beta KL(pi || pi*)
+    out["K_J_is_beta_logZ_minus_beta_KL_to_pi_star"] = is_identity_log(
+        summand - (beta * sp.log(_Zk) * _P[_i] - beta * _P[_i] * (sp.log(_P[_i]) - sp.log(pstar(_i)))))
+    d_star = sp.expand_log(sp.log(_A[_w] * sp.exp(_R[_w] / beta) / z_sum) - sp.log(_A[_l] * sp.exp(_R[_l] / beta) / z_sum),
+                           force=True)
+    d_ref = sp.log(_A[_w]) - sp.log(_A[_l])
+    dr_ = _R[_w] - _R[_l]
+    out["K_delta_star_from_gibbs_(Z_cancels)"] = is_identity(d_star - (d_ref + dr_ / beta))
+    # §9(a) single pair, general K: the Lagrangian gradient at pi_c for a generic coefficient c_j
+    zc = sp.Symbol("Z_c", positive=True)
+    cj = sp.Symbol("c_j", real=True)
+    pic = lambda idx, c: _A[idx] * sp.exp((_R[idx] + mu * c) / beta) / zc  # noqa: E731
+    lam_c = beta * sp.log(zc) - beta
+    out["K_kkt_stationary_at_pi_c_(any_c_j,any_mu)"] = is_identity_log(grad_j.subs(_P[_j], pic(_j, cj)) + mu * cj - lam_c)
+    zc_sum = sp.Sum(_A[_i] * sp.exp((_R[_i] + mu * _C[_i]) / beta), (_i, 1, K_))
+    out["K_pi_c_sums_to_one"] = sp.simplify(
+        sp.Sum(_A[_i] * sp.exp((_R[_i] + mu * _C[_i]) / beta) / zc_sum, (_i, 1, K_)) - 1) == 0
+    delta_c = sp.expand_log(sp.log(pic(_w, 1)) - sp.log(pic(_l, -sp.exp(m))), force=True)
+    out["K_delta_c_is_delta_ref+(dr+mu(1+e^m))/beta"] = is_identity(delta_c - (d_ref + (dr_ + mu * (1 + sp.exp(m))) / beta))
+    mu_act = (beta * m - beta * d_ref - dr_) / (1 + sp.exp(m))
+    out["K_active_mu_gives_delta_c=m"] = is_identity(sp.expand(delta_c.subs(mu, mu_act)) - m)
+    # §9(b) Eq. 10 general K: F = J + gamma (log p_w - log p_l); per-coordinate gradient with c'_j in {1, -1, 0}
+    cp_j = sp.Symbol("cprime_j", real=True)
+    gradF_j = grad_j + gamma * cp_j / _P[_j]
+    gw = gradF_j.subs({_j: _w, cp_j: 1})
+    gl = gradF_j.subs({_j: _l, cp_j: -1})
+    m_star = gamma * (1 / _P[_w] + 1 / _P[_l])
+    dpol = sp.log(_P[_w]) - sp.log(_P[_l])
+    out["K_eq13_16_stationarity_difference_is_dr+m*-beta(delta-delta_ref)"] = is_identity_log(
+        (gw - gl) - (dr_ + m_star - beta * (dpol - d_ref)))
+    # pi_c is stationary for Eq. 10 with gamma = nu* = mu pi_c(y_w): the gradient is the same constant at y_w, at y_l
+    # (when the constraint is active) and at every other response
+    nu = mu * pic(_w, 1)
+    at = lambda idx, c, cp: (grad_j.subs(_j, idx).subs(_P[idx], pic(idx, c))  # noqa: E731
+                             + nu * cp / pic(idx, c))
+    out["K_pi_c_stationary_for_gamma=nu*_(other_responses)"] = is_identity_log(at(_k, 0, 0) - lam_c)
+    out["K_pi_c_stationary_for_gamma=nu*_(y_w)"] = is_identity_log(at(_w, 1, 1) - lam_c)
+    # at y_l the gradient minus the constant is mu (e^m - e^{delta_c}): zero exactly when the constraint is active
+    delta_c_cf = d_ref + (dr_ + mu * (1 + sp.exp(m))) / beta
+    out["K_pi_c_stationary_for_gamma=nu*_(y_l,_active)"] = is_identity_log(
+        at(_l, -sp.exp(m), -1) - lam_c - mu * (sp.exp(m) - sp.exp(delta_c_cf))) and out["K_active_mu_gives_delta_c=m"]
+    out["_exprs"] = {"delta_star": d_star, "delta_ref": d_ref, "dr": dr_}
+    return out
+
+
 def dpo_loss_expr(d=delta, d_ref=delta_ref, b=beta):
     """The ordered-pair DPO loss softplus(-beta (delta - delta_ref)) (Paper Eq. 8)."""
     return sp_softplus(-b * (d - d_ref))
@@ -92,16 +189,25 @@ def dpo_facts() -> dict:
 
 @lru_cache(maxsize=None)
 def assumption_facts() -> dict:
-    """THEORY.md §3: beta delta* = beta delta_ref + dr and beta log(pi_ref(y_l)/pi_ref(y_w)) = -beta delta_ref."""
+    """docs/theory.md §3, derived from the normalised Gibbs policy itself (general K, see :func:`general_k_facts`):
+    log pi*(y_w) - log pi*(y_l) = delta_ref + dr/beta (Z cancels), so pi*(y_w) > pi*(y_l) <=> beta delta_ref + dr > 0
+    (needs beta > 0), and beta log(pi_ref(y_l)/pi_ref(y_w)) = -beta delta_ref."""
+    gk = general_k_facts()
+    s_pos = sp.Symbol("s_pos", positive=True)
+    s_neg = sp.Symbol("s_neg", negative=True)
     d_ref = sp.log(pref[W]) - sp.log(pref[L])
-    dstar = d_ref + (r[W] - r[L]) / beta
     out = {
-        "beta_delta_star_is_beta_delta_ref_plus_dr": is_identity(
-            sp.expand(beta * dstar) - (beta * d_ref + r[W] - r[L])),
+        # from the Gibbs form: pi*(y_w)/pi*(y_l) = exp(delta_ref + dr/beta), so the ratio exceeds 1 iff the exponent
+        # is positive, and beta * exponent = beta delta_ref + dr
+        "K_gibbs_log_odds_is_delta_ref+dr/beta": gk["K_delta_star_from_gibbs_(Z_cancels)"],
+        "beta_times_gibbs_log_odds_is_beta_delta_ref+dr": is_identity(
+            sp.expand(beta * gk["_exprs"]["delta_star"]) - sp.expand(beta * gk["_exprs"]["delta_ref"]
+                                                                     + gk["_exprs"]["dr"])),
         "beta_log_ratio_is_minus_beta_delta_ref": is_identity_log(beta * sp.log(pref[L] / pref[W]) + beta * d_ref),
-        # delta* > 0 <=> beta delta* > 0 needs beta > 0: SymPy decides the sign of beta * delta only then
-        "beta_positive_preserves_sign": bool((beta * sp.Symbol("d_pos", positive=True)).is_positive),
-        "sign_preserved_without_beta_positive": (beta_any * sp.Symbol("d_pos", positive=True)).is_positive is not None,
+        # delta* = (beta delta_ref + dr) / beta has the sign of beta delta_ref + dr: SymPy decides it only for beta > 0
+        "sign_of_delta_star_is_sign_of_beta_delta_ref+dr_(beta>0)": bool((s_pos / beta).is_positive)
+        and bool((s_neg / beta).is_negative),
+        "sign_preserved_without_beta_positive": (s_pos / beta_any).is_positive is not None,
     }
     return out
 
@@ -118,9 +224,12 @@ def population_facts() -> dict:
         "d2lq_dh2_positive": bool((sp_sigma(h) * sp_sigma(-h)).is_positive),
         "stationary_at_h=dr_when_q=sigma(dr)": is_identity(g.subs(h, dr).subs(q, sp_sigma(dr))),
     }
+    # the minimiser h = dr in policy terms: beta (delta - delta_ref) = dr has the one solution delta_ref + dr/beta,
+    # which is the Gibbs log-odds (general_k_facts), whatever the sign of beta delta_ref + dr
     sol = sp.solve(sp.Eq(beta * (delta - delta_ref), dr), delta)
     out["h=dr_solves_to_delta=delta_ref+dr/beta"] = len(sol) == 1 and is_identity(sol[0] - (delta_ref + dr / beta))
-    out["minimiser_has_no_condition_on_assumption"] = True if len(sol) == 1 and not sol[0].has(sp.Piecewise) else False
+    out["minimiser_is_gibbs_log_odds"] = out["h=dr_solves_to_delta=delta_ref+dr/beta"] and general_k_facts()[
+        "K_delta_star_from_gibbs_(Z_cancels)"]
     return out
 
 
@@ -149,8 +258,13 @@ def ordered_pair_facts() -> dict:
     Ufun = sp.Function("U")(tt)
     implicit = Ufun + sp.exp(Ufun) - 1 - beta ** 2 * tt
     dU = sp.solve(sp.diff(implicit, tt), sp.diff(Ufun, tt))[0]
-    out["flow_solution_U+e^U-1=beta^2_t"] = is_identity(dU - beta ** 2 * sp_sigma(-Ufun)) and is_identity(
+    out["flow_in_delta_solution_U+e^U-1=beta^2_t"] = is_identity(dU - beta ** 2 * sp_sigma(-Ufun)) and is_identity(
         implicit.subs(Ufun, 0).subs(tt, 0))
+    # gradient flow on tabular softmax logits theta (one pair): delta = theta_w - theta_l and dl/d theta_w =
+    # -dl/d theta_l = dl/d delta, so d delta/dt = -2 dl/d delta: the same curve with time scaled by 2
+    implicit2 = Ufun + sp.exp(Ufun) - 1 - 2 * beta ** 2 * tt
+    dU2 = sp.solve(sp.diff(implicit2, tt), sp.diff(Ufun, tt))[0]
+    out["flow_in_logits_solution_U+e^U-1=2beta^2_t"] = is_identity(dU2 - 2 * beta ** 2 * sp_sigma(-Ufun))
     return out
 
 
@@ -182,9 +296,15 @@ def undesirable_facts() -> dict:
     pl = 1 / (1 + sp.exp(delta))
     out["every_delta_realised"] = (is_identity(sp.expand_log(sp.log(pw) - sp.log(pl)) - delta)
                                    and is_identity(pw + pl - 1))
-    dstar = delta_ref + dr / beta
-    out["delta_star_minus_delta_ref_is_dr_over_beta"] = is_identity(dstar - delta_ref - dr / beta)
-    out["beta_delta_star_is_beta_delta_ref_plus_dr"] = is_identity(sp.expand(beta * dstar) - (beta * delta_ref + dr))
+    # pi* in U when beta delta_ref + dr < 0 < dr: with delta* from the Gibbs form (general_k_facts),
+    # delta* - delta_ref = dr/beta > 0 and delta* = (beta delta_ref + dr)/beta < 0; SymPy decides both signs from
+    # the symbols' assumptions (dr > 0, beta delta_ref + dr < 0, beta > 0) or returns None
+    gk = general_k_facts()
+    dr_pos = sp.Symbol("dr_pos", positive=True)
+    key_neg = sp.Symbol("key_neg", negative=True)
+    out["K_delta_star_from_gibbs"] = gk["K_delta_star_from_gibbs_(Z_cancels)"]
+    out["delta_star_above_delta_ref_when_dr>0"] = bool((dr_pos / beta).is_positive)
+    out["delta_star_negative_when_beta_delta_ref+dr<0"] = bool((key_neg / beta).is_negative)
     return out
 
 
@@ -295,8 +415,13 @@ def kkt_facts() -> dict:
     # log-form constraint log pi_w - log pi_l >= m: its multiplier nu with nu/pi_w = mu, nu/pi_l = mu e^m at pi_c
     # log-form constraint log pi_w - log pi_l >= m, multiplier nu: stationarity needs nu/pi_w = mu at y_w and
     # nu/pi_l = mu e^m at y_l; nu = mu pi_c(y_w) gives nu/pi_l = mu pi_w/pi_l = mu e^m when the constraint is active
-    out["log_form_multiplier_nu=mu_pi_c(y_w)"] = is_identity(mu * pic[W] / pic[L] - mu * ratio) and \
-        out["slack_zero_at_active_mu_(pi_w/pi_l=e^m)"]
+    # nu = mu pi_c(y_w): nu/pi_c(y_w) = mu holds by construction; the content is nu/pi_c(y_l) = mu e^m, which needs
+    # the active multiplier (it is false for a generic mu)
+    nu = mu * pic[W]
+    # nu/pi_c(y_l) = mu e^{delta_c} (delta_c the derived closed form), = mu e^m exactly when delta_c = m (active)
+    out["log_form_multiplier_nu=mu_pi_c(y_w)"] = is_identity(
+        nu / pic[L] - mu * sp.exp(d_ref + (dr_ + mu * (1 + sp.exp(m))) / beta)) and out["active_mu_makes_delta_c=m"]
+    out["log_form_needs_active_mu"] = not is_identity(nu / pic[L] - mu * sp.exp(m))
     return out
 
 
