@@ -17,7 +17,16 @@ from hypothesis import strategies as st
 from scipy.special import expit, logsumexp
 
 from dpo_rlhf_checks import losses as L
-from theory import claims as C
+import types
+
+from theory import common, sec4_equivalence, sec9_cpo
+
+# the helpers the identities use, from the section modules that own them
+C = types.SimpleNamespace(**{n: getattr(m, n) for m, names in (
+    (common, ("dpo_value_and_grad", "cond_tol")),
+    (sec4_equivalence, ("flow_time_to_zero", "log_flow_time_to_zero")),
+    (sec9_cpo, ("constrained_single_pair", "kkt_residuals", "eq10_two_response_stationary_points",
+                "penalised_objective", "eq10_stationarity_residual", "eq10_kind_on_simplex"))) for n in names})
 from theory import derivations as D
 from theory import symbols as S
 
@@ -159,17 +168,52 @@ def test_loss_shift_invariant(delta, delta_ref, c, beta):
 
 
 @given(st.floats(0.01, 6), st.floats(0.05, 4))
-def test_flow_time_matches_ode(minus_delta_ref, beta):
+def test_flow_time_in_delta_matches_its_ode(minus_delta_ref, beta):
+    """Flow in delta: d delta/dt = -dl/d delta = beta sigma(-beta (delta - delta_ref))."""
     from scipy.integrate import solve_ivp
 
     d_ref = -minus_delta_ref
-    t_cf = C.flow_time_to_zero(d_ref, beta)
+    t_cf = C.flow_time_to_zero(d_ref, beta, "delta")
     ev = lambda t, y: y[0]  # noqa: E731
     ev.terminal, ev.direction = True, 1
     sol = solve_ivp(lambda t, y: [beta * expit(-beta * (y[0] - d_ref))], (0, 10 * t_cf + 10), [d_ref], events=ev,
                     rtol=1e-11, atol=1e-13)
     assert sol.t_events[0][0] == pytest.approx(t_cf, rel=1e-7)
-    assert C.log_flow_time_to_zero(d_ref, beta) == pytest.approx(math.log(t_cf), rel=1e-12, abs=1e-12)
+    assert C.log_flow_time_to_zero(d_ref, beta, "delta") == pytest.approx(math.log(t_cf), rel=1e-12, abs=1e-12)
+
+
+@given(st.floats(0.01, 6), st.floats(0.05, 4))
+def test_flow_time_on_softmax_logits_matches_its_ode_and_the_dynamics_module(minus_delta_ref, beta):
+    """Flow on tabular softmax logits (theta_w, theta_l, theta_o), integrated in theta with the gradient of the loss
+    of log_softmax(theta): half the delta-flow time; toy_bandits.dynamics states the same time (the two modules
+    once stated times a factor 2 apart without naming the parametrisation)."""
+    from scipy.integrate import solve_ivp
+    from scipy.special import log_softmax
+
+    from toy_bandits.dynamics import ordered_pair_flow_time
+
+    d_ref = -minus_delta_ref
+    theta0 = np.array([d_ref, 0.0, 0.3])  # delta_ref = theta_w - theta_l
+
+    def rhs(t, th):
+        lp = log_softmax(th)
+        g = -beta * expit(-beta * ((lp[0] - lp[1]) - d_ref))  # dl/d delta
+        return [-g, g, 0.0]  # -dl/d theta: delta = theta_w - theta_l (the normaliser cancels)
+
+    ev = lambda t, th: th[0] - th[1]  # noqa: E731
+    ev.terminal, ev.direction = True, 1
+    t_cf = C.flow_time_to_zero(d_ref, beta, "logits")
+    sol = solve_ivp(rhs, (0, 10 * t_cf + 10), theta0, events=ev, rtol=1e-11, atol=1e-13)
+    assert sol.t_events[0][0] == pytest.approx(t_cf, rel=1e-7)
+    assert float(ordered_pair_flow_time(d_ref, beta)) == pytest.approx(t_cf, rel=1e-12)
+    assert C.flow_time_to_zero(d_ref, beta, "delta") == pytest.approx(2 * t_cf, rel=1e-12)
+
+
+def test_flow_time_needs_a_named_parametrisation():
+    with pytest.raises(TypeError):
+        C.flow_time_to_zero(-1.0, 1.0)  # noqa  (no default: every stated time names its parametrisation)
+    with pytest.raises(ValueError, match="parametrisation"):
+        C.flow_time_to_zero(-1.0, 1.0, "softmax")
 
 
 # ---------------------------------------------------------------- §6 U and the gradient factor
@@ -271,7 +315,7 @@ def test_constrained_closed_form_rejects_bad_input():
     with pytest.raises(ValueError, match="differ"):
         C.constrained_single_pair(np.log([0.5, 0.5]), np.zeros(2), 1.0, 0.0, w=1, l=1)
     with pytest.raises(ValueError, match="delta_ref must be < 0"):
-        C.flow_time_to_zero(0.5, 1.0)
+        C.flow_time_to_zero(0.5, 1.0, "delta")
     with pytest.raises(ValueError, match="gamma"):
         C.eq10_two_response_stationary_points(1.0, 0.0, 0.0, 0.0)
 
