@@ -6,20 +6,28 @@ import math
 import numpy as np
 import pytest
 
-from dpo_rlhf_checks import CLAIMS, VERDICTS, CheckContext, CheckResult, decide, get_claim, not_checked
+import sys
+import types
+
+from dpo_rlhf_checks import (CLAIMS, VERDICTS, CheckContext, CheckResult, MethodResult, decide, get_claim,
+                             independent_methods, merge_methods, not_checked)
 from dpo_rlhf_checks.cli import main
 from dpo_rlhf_checks.registry import Claim
-from dpo_rlhf_checks.report import ERROR_VERDICT, SCHEMA_VERSION, format_table, run_claim, run_claims
+from dpo_rlhf_checks.report import (ERROR_VERDICT, SCHEMA_VERSION, format_markdown, format_table, no_negative_zero,
+                                    run_claim, run_claims)
 from dpo_rlhf_checks.result import to_jsonable
 
 REQUIRED_IDS = [
     "rlhf-closed-form", "dpo-reparam", "assumption-iff", "equiv-population", "equiv-ordered-pair",
     "relative-advantage", "undesirable-space", "gradient-weakening", "loss-delta-bridge", "soft-margin-ranking",
     "cpo-constrained-kkt", "cpo-penalized-eq10", "cpo-stationary-margin", "cpo-loss-certificates",
-    "price-of-alignment", "lm-dpo-failure", "lm-cpo-fix", "benchmark-table",
+    "price-of-alignment", "lm-dpo-failure", "lm-cpo-fix", "benchmark-table", "benchmark-8b-results", "e-cpoc",
 ]
-CLAIM_KEYS = {"id", "title", "paper_ref", "statement", "verdict", "methods", "evidence", "counterexample",
-              "amended_statement", "figures", "seconds", "summary"}
+CLAIM_KEYS = {"id", "title", "paper_ref", "statement", "verdict", "summary", "literal", "amended", "methods",
+              "independent_methods", "independent_set", "counterexample", "amended_statement", "not_checked_reason",
+              "figures", "seconds"}
+METHOD_KEYS = {"name", "function", "literal", "amended", "seconds", "depends_on", "evidence", "summary",
+               "counterexample", "amended_statement", "figures", "error"}
 
 
 def test_registry_has_every_required_id_once_in_order():
@@ -27,13 +35,72 @@ def test_registry_has_every_required_id_once_in_order():
     assert ids == REQUIRED_IDS
     for claim in CLAIMS:
         assert claim.title and claim.paper_ref and len(claim.statement) > 40
-        assert claim.checks, claim.id
+        assert bool(claim.methods) != bool(claim.not_checked), claim.id
 
 
-def test_every_claim_resolves_to_a_check_function():
-    # Each claim's check module exists: none of them reports "not implemented yet".
-    missing = [c.id for c in CLAIMS if c.resolve() is None]
-    assert missing == []
+def test_every_method_resolves_to_a_function():
+    from dpo_rlhf_checks.registry import resolve_method
+
+    for claim in CLAIMS:
+        for name, target in claim.methods.items():
+            assert callable(resolve_method(target)), (claim.id, name)
+
+
+def test_claim_format_is_validated():
+    with pytest.raises(ValueError, match="exactly one"):
+        Claim("x", "t", "r", "s")
+    with pytest.raises(ValueError, match="exactly one"):
+        Claim("x", "t", "r", "s", methods={"numeric": "a:b"}, not_checked="why")
+    with pytest.raises(ValueError, match="must start with one of"):
+        Claim("x", "t", "r", "s", methods={"vibes": "a:b"})
+    with pytest.raises(ValueError, match="module:function"):
+        Claim("x", "t", "r", "s", methods={"numeric": "a.b"})
+
+
+def _m(literal, amended=None, deps=(), statement=None):
+    return MethodResult(literal=literal, amended=amended, summary="s", depends_on=deps,
+                        counterexample=None if literal else {"x": 1}, amended_statement=statement)
+
+
+@pytest.mark.parametrize("methods, verdict", [
+    ({"a": (True, None), "b": (True, None)}, "holds"),
+    ({"a": (True, None), "b": (False, None)}, "fails"),
+    ({"a": (False, True), "b": (False, True)}, "holds-amended"),
+    ({"a": (False, True), "b": (True, None)}, "holds-amended"),  # a confirmed literal supports the amendment
+    ({"a": (False, True), "b": (False, None)}, "fails"),  # no evidence for the amendment from b
+    ({"a": (False, True), "b": (False, False)}, "fails"),
+    ({"a": (True, False), "b": (True, None)}, "holds"),
+])
+def test_merge_rule(methods, verdict):
+    results = {k: _m(lit, amd, statement="A." if amd else None) for k, (lit, amd) in methods.items()}
+    merged = merge_methods(results)
+    assert merged["verdict"] == verdict
+    if verdict == "holds":
+        assert merged["counterexample"] is None and merged["amended_statement"] is None
+    else:
+        assert set(merged["counterexample"]) == {k for k, (lit, _) in methods.items() if not lit}
+    if verdict == "holds-amended":
+        assert merged["amended_statement"] == "A."
+    with pytest.raises(ValueError):
+        merge_methods({})
+
+
+def test_independent_methods_is_the_largest_disjoint_set():
+    assert independent_methods({"a": ("f",), "b": ("f",), "c": ()}) == ["a", "c"]
+    assert independent_methods({"a": ("f", "g"), "b": ("g",), "c": ("f",)}) == ["b", "c"]
+    assert independent_methods({"a": ("f",), "b": ("f",)}) == ["a"]
+    assert independent_methods({}) == []
+
+
+def test_every_checked_claim_other_than_the_table_has_two_independent_methods(tmp_path):
+    """Computed from the depends_on the methods return (run in quick mode, theory and bandit claims; the LM claims'
+    methods are a temporary adapter of one stage run and are reported with 1, see the README)."""
+    ctx = CheckContext(out_dir=tmp_path, quick=True)
+    ids = ["assumption-iff", "undesirable-space", "cpo-penalized-eq10", "price-of-alignment"]
+    report = run_claims([get_claim(i) for i in ids], ctx, log=open("/dev/null", "w"))
+    for c in report["claims"]:
+        assert c["verdict"] in ("holds", "holds-amended")
+        assert c["independent_methods"] >= 2, (c["id"], [(m["name"], m["depends_on"]) for m in c["methods"]])
 
 
 def test_get_claim_unknown_id_lists_valid_ids():
@@ -67,18 +134,65 @@ def test_to_jsonable_handles_numpy_and_non_finite():
     assert json.loads(json.dumps(out)) == out
 
 
-def test_missing_check_module_is_not_checked_and_a_crash_is_an_error(tmp_path):
+def test_missing_function_or_wrong_return_type_is_an_error_and_every_method_still_runs(tmp_path):
     ctx = CheckContext(out_dir=tmp_path)
-    absent = Claim("x-absent", "absent", "ref", "statement", ("no_such_module_for_tests:check",))
-    entry = run_claim(absent, ctx)
-    assert entry["verdict"] == "not-checked"
-    assert entry["evidence"]["reason"] == "not implemented yet"
-    # to_jsonable returns a list, not a CheckResult: the runner must flag that as a crash.
-    wrong = Claim("x-wrong", "wrong", "ref", "statement", ("dpo_rlhf_checks.result:to_jsonable",))
-    entry = run_claim(wrong, ctx)
+    claim = Claim("x-mixed", "mixed", "ref", "statement",
+                  methods={"numeric": "theory.sec11_table:benchmark_table_arithmetic",
+                           "numeric-absent": "no_such_module_for_tests:check",
+                           "numeric-wrong": "dpo_rlhf_checks.result:to_jsonable"})
+    entry = run_claim(claim, ctx)
     assert entry["verdict"] == ERROR_VERDICT
-    assert "TypeError" in entry["summary"]
-    assert "Traceback" in entry["evidence"]["traceback"]
+    by_name = {m["name"]: m for m in entry["methods"]}
+    assert set(by_name) == {"numeric", "numeric-absent", "numeric-wrong"}  # never a smaller list
+    assert by_name["numeric"]["error"] is None and by_name["numeric"]["literal"] is True
+    assert "ModuleNotFoundError" in by_name["numeric-absent"]["error"]
+    assert "TypeError" in by_name["numeric-wrong"]["error"] and "Traceback" in by_name["numeric-wrong"]["error"]
+    assert "numeric-absent" in entry["summary"] and "numeric-wrong" in entry["summary"]
+
+
+def _boom(ctx):
+    raise RuntimeError("planted crash")
+
+
+@pytest.mark.parametrize("claim_id, method", [
+    ("dpo-reparam", "symbolic"), ("dpo-reparam", "numeric"), ("cpo-constrained-kkt", "convex"),
+    ("equiv-population", "simulation"), ("lm-cpo-fix", "training"),
+])
+def test_a_planted_crash_in_any_method_kind_is_error_and_exit_1(claim_id, method, monkeypatch, tmp_path, capsys):
+    """The runner resolves 'module:function' when it runs, so a crash planted in the module is what it runs."""
+    import importlib
+
+    target = get_claim(claim_id).methods[method]
+    module_name, _, func_name = target.partition(":")
+    module = importlib.import_module(module_name)
+    monkeypatch.setattr(module, func_name, _boom)
+    others = {n: t for n, t in get_claim(claim_id).methods.items() if n != method}
+    for name, other in others.items():  # keep the test fast: the other methods return a plain passing result
+        mod_name, _, fn = other.partition(":")
+        monkeypatch.setattr(importlib.import_module(mod_name), fn, lambda ctx: _m(True, deps=("x",)))
+    code = main(["--only", claim_id, "--out", str(tmp_path), "--quick"])
+    assert code == 1
+    report = json.loads((tmp_path / "report.json").read_text())
+    entry = report["claims"][0]
+    assert entry["verdict"] == ERROR_VERDICT
+    crashed = [m for m in entry["methods"] if m["error"]]
+    assert [m["name"] for m in crashed] == [method] and "planted crash" in crashed[0]["error"]
+    assert len(entry["methods"]) == len(get_claim(claim_id).methods)
+    assert "crashed" in capsys.readouterr().err
+
+
+def test_not_checked_claims_run_nothing_and_carry_the_reason(tmp_path):
+    entry = run_claim(get_claim("e-cpoc"), CheckContext(out_dir=tmp_path))
+    assert entry["verdict"] == "not-checked" and entry["methods"] == [] and entry["independent_methods"] == 0
+    assert "not public" in entry["not_checked_reason"]
+
+
+def test_negative_zero_never_reaches_a_report():
+    assert to_jsonable({"a": -0.0, "b": [np.float64(-0.0)], "c": np.array([-0.0, 1.0])}) == {
+        "a": 0.0, "b": [0.0], "c": [0.0, 1.0]}
+    assert math.copysign(1.0, to_jsonable(-0.0)) == 1.0
+    assert no_negative_zero("min -0.0e+00, x -0, y -0.000, keep -0.5 and a-0 and 1e-0") == \
+        "min 0.0e+00, x 0, y 0.000, keep -0.5 and a-0 and 1e-0"
 
 
 def test_not_checked_carries_reason():
@@ -113,33 +227,50 @@ def test_bad_arguments_exit_2_with_message(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_only_writes_report_following_schema(tmp_path, capsys):
-    ids = ["dpo-reparam", "benchmark-table"]
+def test_only_writes_report_following_schema_2(tmp_path, capsys):
+    ids = ["dpo-reparam", "benchmark-table", "e-cpoc"]
     assert main(["--only", *ids, "--out", str(tmp_path), "--seed", "3", "--quick"]) == 0
     printed = capsys.readouterr().out
     report = json.loads((tmp_path / "report.json").read_text())
-    assert report["schema"] == SCHEMA_VERSION
+    assert report["schema"] == SCHEMA_VERSION == 2
     assert set(report) >= {"schema", "toolkit_version", "created", "environment", "claims"}
-    assert set(report["environment"]) >= {"python", "platform", "packages"}
     assert report["settings"]["seed"] == 3 and report["settings"]["quick"] is True
     assert [c["id"] for c in report["claims"]] == ids
     for claim in report["claims"]:
         assert set(claim) == CLAIM_KEYS
         assert claim["verdict"] in VERDICTS
-        assert isinstance(claim["methods"], list) and claim["methods"]
-        assert isinstance(claim["evidence"], dict) and claim["evidence"]
-        assert claim["counterexample"] is None or isinstance(claim["counterexample"], dict)
-        assert isinstance(claim["seconds"], float) and claim["seconds"] >= 0
+        assert claim["independent_methods"] == len(claim["independent_set"])
+        for m in claim["methods"]:
+            assert set(m) == METHOD_KEYS
+            assert ":" in m["function"] and isinstance(m["literal"], bool) and m["seconds"] >= 0
         assert claim["id"] in printed and claim["verdict"] in printed
+    dpo = report["claims"][0]
+    assert [m["name"] for m in dpo["methods"]] == ["symbolic", "numeric"] and dpo["independent_methods"] == 2
     md = (tmp_path / "report.md").read_text()
-    assert "| `dpo-reparam` |" in md and "| `benchmark-table` |" in md
+    assert "[`dpo-reparam`](#dpo-reparam)" in md and "**Verdict: not-checked**" in md
+    assert "```json" not in md  # the evidence stays in report.json
+
+
+def test_report_md_is_a_document(tmp_path):
+    ctx = CheckContext(out_dir=tmp_path, quick=True)
+    report = run_claims([get_claim("equiv-population")], ctx, log=open("/dev/null", "w"))
+    md = format_markdown(report, tmp_path)
+    c = report["claims"][0]
+    assert len(md.splitlines()) < 80
+    assert "**Statement.**" in md and "**Counterexample to the literal statement.**" in md
+    assert "**Amended statement (holds).**" in md and c["amended_statement"][:60] in md
+    for m in c["methods"]:
+        assert f"| {m['name']} (`{m['function']}`) |" in md
+    assert "![equiv-population](figures/" in md
+    assert no_negative_zero(md) == md  # no printed negative zero (-0.066 is fine)
 
 
 def test_format_table_counts_verdicts(tmp_path):
     report = run_claims([get_claim("dpo-reparam")], CheckContext(out_dir=tmp_path, quick=True), log=open("/dev/null", "w"))
     table = format_table(report)
     verdict = report["claims"][0]["verdict"]
-    assert table.splitlines()[0].split()[:3] == ["id", "paper", "ref"]
+    assert table.splitlines()[0].split()[:6] == ["id", "paper", "ref", "verdict", "methods", "indep"]
+    assert "symbolic,numeric" in table.splitlines()[2] and " 2 " in table.splitlines()[2]
     assert f"verdicts: {verdict} 1" in table
 
 
