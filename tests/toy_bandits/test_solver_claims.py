@@ -1,4 +1,4 @@
-"""The three solver checks (toy_bandits.solver_claims): verdicts, evidence numbers, merging with theory.claims."""
+"""The solver methods (toy_bandits.solver_claims): measured booleans and evidence numbers; no hand merges."""
 
 import math
 from pathlib import Path
@@ -6,8 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import theory.claims
-from dpo_rlhf_checks.result import CheckContext, CheckResult
+from dpo_rlhf_checks.result import CheckContext, MethodResult
 from toy_bandits import solver_claims as sc
 from toy_bandits.constrained import solve
 from toy_bandits.instance import BanditInstance
@@ -19,9 +18,9 @@ def ctx(tmp_path_factory):
 
 
 def test_constrained_kkt_check(ctx):
-    res = sc.check_cpo_constrained_kkt(ctx)
-    ev = res.evidence["convex"]
-    assert {"numeric", "convex"} <= set(res.methods)
+    res = sc.cpo_constrained_kkt_convex(ctx)
+    ev = res.evidence
+    assert isinstance(res, MethodResult) and "toy_bandits.constrained.ConstrainedRLHF" in res.depends_on
     diffs = ev["single_pair"]["max_abs_diff_vs_closed_form"]
     assert diffs["clarabel_pi"] <= sc.TOL_PI_CLARABEL and diffs["scs_pi"] <= sc.TOL_PI_SCS
     assert diffs["dual_pi"] <= sc.TOL_PI_DUAL
@@ -31,30 +30,34 @@ def test_constrained_kkt_check(ctx):
     # the linear relaxation of the infeasible cycle is solvable by putting (almost) no mass on the cycle
     assert graphs["cycle_m_positive"]["linear_relaxation_mass_on_cycle"] < 1e-6
     assert graphs["cycle_m0"]["max_tie_spread_on_cycle"] <= 1e-8
-    assert res.verdict == "holds"  # every agreement above within its stated tolerance
+    assert res.literal is True and res.amended is None  # every agreement above within its stated tolerance
 
 
 def test_penalized_eq10_check(ctx):
-    res = sc.check_cpo_penalized_eq10(ctx)
-    ev = res.evidence["numeric"]
+    res = sc.cpo_penalized_eq10_general_k(ctx)
+    ev = res.evidence
     assert ev["unbounded_on_every_instance"] is True
     assert ev["enumeration_and_root_search_agree"] and ev["tangent_and_logit_hessian_kinds_agree"]
     assert ev["max_rel_residual_eq13_16"] < 1e-8
     assert set(ev["stationary_point_patterns"]) <= {"none", "local max + saddle (index 1)"}
-    assert res.verdict == "holds-amended" and res.counterexample is not None
-    assert "unbounded above" in res.amended_statement
+    assert res.literal is False and res.amended is True and res.counterexample is not None
+    assert "unbounded above" in res.amended_statement and "index-1 saddle" in res.amended_statement
+    assert all(row["K"] >= 3 for row in ev["gamma_equals_log_form_multiplier"])  # no K = 2 claim from this method
     for row in ev["instances"]:
         assert abs(row["path_slope_over_gamma"] - 1) < 1e-6
 
 
-def test_price_of_alignment_check_and_figure(ctx):
-    res = sc.check_price_of_alignment(ctx)
+def test_price_of_alignment_methods_and_figure(ctx):
+    res = sc.price_of_alignment_closed_form(ctx)
     ev = res.evidence
-    assert res.verdict == "holds"
+    assert res.literal is True
     assert ev["closed_form_batch"]["max_price_when_feasible_at_star"] == 0.0
     assert ev["closed_form_batch"]["min_price_when_violated_by_1e-3"] > 0
-    assert ev["figure_curves_vs_cvxpy_max_rel_diff"] <= 1e-5
+    assert ev["figure_curves_vs_cvxpy_points_max_rel_diff"] <= 1e-5
     assert len(res.figures) == 2 and all(Path(p).stat().st_size > 1000 for p in res.figures)
+    conv = sc.price_of_alignment_convex(ctx)
+    assert conv.literal is True and conv.evidence["n_expected_zero"] > 0 and conv.evidence["n_expected_positive"] > 0
+    assert not set(conv.depends_on) & set(res.depends_on)  # two independent methods
 
 
 def test_stationary_points_of_eq10_known_case():
@@ -81,36 +84,14 @@ def test_gamma_equal_to_log_form_multiplier_makes_pi_c_stationary():
     assert np.ptp(g) < 1e-12 * (1 + np.max(np.abs(g)))
 
 
-def _fake(verdict, **kw):
-    def fn(ctx):
-        return CheckResult(verdict=verdict, methods=["symbolic"], summary=f"fake {verdict}", evidence={"x": 1}, **kw)
-    return fn
-
-
-def test_merge_with_symbolic_half(ctx, monkeypatch):
-    monkeypatch.setattr(theory.claims, "check_cpo_constrained_kkt",
-                        _fake("fails", counterexample={"a": 1}), raising=False)
-    res = sc._merge(ctx, "check_cpo_constrained_kkt", "convex", True, None, ["convex"], "s", {"n": 1}, None, None)
-    assert res.verdict == "fails" and res.counterexample == {"symbolic": {"a": 1}}
-    assert res.methods == ["convex", "symbolic"] and res.evidence["symbolic"]["verdict"] == "fails"
-    monkeypatch.setattr(theory.claims, "check_cpo_constrained_kkt", _fake("holds"), raising=False)
-    res = sc._merge(ctx, "check_cpo_constrained_kkt", "convex", True, None, ["convex"], "s", {"n": 1}, None, None)
-    assert res.verdict == "holds"
-    # amended on both sides -> holds-amended; the statements are joined
-    monkeypatch.setattr(theory.claims, "check_cpo_penalized_eq10",
-                        _fake("holds-amended", counterexample={"b": 2}, amended_statement="SYM"), raising=False)
-    res = sc._merge(ctx, "check_cpo_penalized_eq10", "numeric", False, True, ["numeric"], "s", {}, {"c": 3}, "NUM")
-    assert res.verdict == "holds-amended" and "NUM" in res.amended_statement and "SYM" in res.amended_statement
-    # a missing symbolic function is reported, not hidden
-    monkeypatch.delattr(theory.claims, "check_cpo_penalized_eq10")
-    res = sc._merge(ctx, "check_cpo_penalized_eq10", "numeric", False, True, ["numeric"], "s", {}, {"c": 3}, "NUM")
-    assert "does not exist" in res.evidence["symbolic"]["not_used"] and "symbolic half not used" in res.summary
-    assert res.verdict == "holds-amended"
-
-
 def test_random_instances_are_as_documented():
     insts = sc._random_instances(np.random.default_rng(0), 20)
     betas = [x.beta for x in insts]
     assert 1e-3 in betas and 1e3 in betas and all(1e-3 <= b <= 1e3 for b in betas)
     assert sum(x.margin == 0 for x in insts) == 5
     assert all(x.preferences == ((0, 1),) and math.isclose(x.pi_ref.sum(), 1.0) for x in insts)
+
+
+def test_no_hand_merge_is_left():
+    src = open(sc.__file__).read()
+    assert "def _merge" not in src and "theory.claims" not in src and "decide(" not in src
