@@ -10,16 +10,21 @@
     \\usepackage{graphicx}   % \\includegraphics of the PDF figures
     \\usepackage[T1]{fontenc} % recommended (accented letters)
 
-Figures are included from ``\\PaperChecksDir`` + the figure's path relative to the report folder;
-``\\PaperChecksDir`` defaults to the report folder as written (e.g. ``results/``) and can be
-defined before ``\\input`` when the paper lives elsewhere. Every piece of text from the report
-is escaped (:func:`latex_escape`): LaTeX's special characters and the unicode symbols the
-statements use (``≥``, ``→``, Greek letters, ...); other characters outside Latin-1 are written
-as ``U+XXXX`` so that pdflatex never stops on them.
+Figures are included from ``\\PaperChecksDir`` + the figure's path relative to ``report.tex`` (never an
+absolute path); ``\\PaperChecksDir`` is empty by default (the document compiles in the report folder) and
+is defined before ``\\input`` when the paper lives elsewhere (``\\newcommand{\\PaperChecksDir}{results/}``).
+A figure that two claims share (the LM stage's) is included once, with the first claim that names it.
+Every piece of text from the report is escaped (:func:`latex_escape`): LaTeX's special characters and
+the unicode symbols the statements use (``≥``, ``→``, Greek letters, ...); other characters outside
+Latin-1 are written as ``U+XXXX`` so that pdflatex never stops on them. Statements, amended statements
+and summaries are written in the toolkit's ASCII math (``pi_ref``, ``delta*``, ``beta``, ``<=``);
+:func:`latex_math_text` typesets those tokens as math (``$\\pi_{\\mathrm{ref}}$``, ``$\\delta^{*}$``,
+``$\\beta$``, ``$\\leq$``) and escapes the rest, so the table reads as mathematics, not as escaped code.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import unicodedata
 from pathlib import Path
@@ -76,12 +81,48 @@ def latex_escape(text: Any) -> str:
     return "".join(out)
 
 
+_GREEK = {"pi": r"\pi", "delta": r"\delta", "beta": r"\beta", "gamma": r"\gamma", "sigma": r"\sigma", "mu": r"\mu",
+          "nu": r"\nu", "tau": r"\tau", "alpha": r"\alpha", "lambda": r"\lambda", "eps": r"\varepsilon",
+          "theta": r"\theta"}
+_OPS = {"<=>": r"\Leftrightarrow", "<=": r"\leq", ">=": r"\geq", "!=": r"\neq", "->": r"\to", "<": "<", ">": ">"}
+_MATH_TOKEN = re.compile(
+    r"(?P<op><=>|<=|>=|!=|->|(?<![<>=-])[<>](?![<>=]))"
+    r"|\b(?P<greek>pi|delta|beta|gamma|sigma|mu|nu|tau|alpha|lambda|eps|theta)(?P<star>\*?)"
+    r"(?:_(?P<sub>ref|w|l|c|crit|pi|mean|tau|m))?(?![A-Za-z0-9])"
+    r"|\b(?P<var>[yl])_(?P<vsub>w|l|crit)(?![A-Za-z0-9])")
+
+
+def _sub(text: str) -> str:
+    return f"_{{{text}}}" if len(text) == 1 else f"_{{\\mathrm{{{text}}}}}"
+
+
+def latex_math_text(text: Any) -> str:
+    """The toolkit's ASCII math as LaTeX: Greek names (with ``*`` and ``_ref``/``_w``/``_l``/``_crit`` subscripts),
+    ``y_w``, ``y_l``, ``l_crit`` and the operators ``<=``, ``>=``, ``!=``, ``->``, ``<=>`` become inline math; every
+    other character goes through :func:`latex_escape`."""
+    text = str(text)
+    out, pos = [], 0
+    for m in _MATH_TOKEN.finditer(text):
+        out.append(latex_escape(text[pos:m.start()]))
+        if m.group("op"):
+            out.append(f"${_OPS[m.group('op')]}$")
+        elif m.group("greek"):
+            star = "^{*}" if m.group("star") else ""
+            sub = _sub(m.group("sub")) if m.group("sub") else ""
+            out.append(f"${_GREEK[m.group('greek')]}{star}{sub}$")
+        else:
+            out.append(f"${m.group('var')}{_sub(m.group('vsub'))}$")
+        pos = m.end()
+    out.append(latex_escape(text[pos:]))
+    return "".join(out)
+
+
 def _label(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9:.-]", "-", text)
 
 
 def _figure_paths(claim: dict[str, Any], out_dir: Path) -> list[str]:
-    """The claim's figures as PDF, relative to the report folder where possible, in order, no repeats."""
+    """The claim's figures as PDF, relative to the report folder (where report.tex is), in order, no repeats."""
     seen, paths = set(), []
     for fig in claim.get("figures") or []:
         path = Path(fig)
@@ -90,10 +131,7 @@ def _figure_paths(claim: dict[str, Any], out_dir: Path) -> list[str]:
         pdf = path.with_suffix(".pdf")
         # The PDF twin of a PNG (figures.style.save writes both); a PNG stays only when no PDF exists.
         chosen = pdf if (path.suffix.lower() == ".pdf" or pdf.exists() or str(pdf) in claim["figures"]) else path
-        try:
-            rel = chosen.resolve().relative_to(out_dir.resolve())
-        except ValueError:
-            rel = chosen
+        rel = Path(os.path.relpath(chosen.resolve(), out_dir.resolve()))  # relative to report.tex, never absolute
         key = rel.with_suffix("").as_posix()
         if key not in seen:
             seen.add(key)
@@ -104,14 +142,14 @@ def _figure_paths(claim: dict[str, Any], out_dir: Path) -> list[str]:
 def format_latex(report: dict[str, Any], out_dir: Path) -> str:
     """The text of ``report.tex`` for a report dict (``report.json``'s schema)."""
     out_dir = Path(out_dir)
-    prefix = out_dir.as_posix().rstrip("/") + "/"
     lines = [
         "% Claims checked by dpo-rlhf-checks " + latex_escape(report.get("toolkit_version", "")) + ", created "
         + latex_escape(report.get("created", "")) + ". Generated file: edit the report, not this file.",
         "% Needs in the preamble: " + " ".join(f"\\usepackage{{{p}}}" for p in REQUIRED_PACKAGES)
         + " (and \\usepackage[T1]{fontenc}); one-column mode (longtable).",
-        "% Figures are read from \\PaperChecksDir; define it before \\input when your paper lives elsewhere.",
-        f"\\providecommand{{\\PaperChecksDir}}{{{prefix}}}",
+        "% Figure paths are relative to this file; define \\PaperChecksDir (the path from your document to this",
+        "% folder, ending in /) before \\input when your document is compiled elsewhere.",
+        "\\providecommand{\\PaperChecksDir}{}",
         "",
         "\\begingroup",
         "\\small",
@@ -133,19 +171,23 @@ def format_latex(report: dict[str, Any], out_dir: Path) -> str:
         "\\endfoot",
     ]
     for c in report["claims"]:
-        statement = latex_escape(c.get("statement", ""))
+        statement = latex_math_text(c.get("statement", ""))
         if c.get("amended_statement"):
-            statement += " \\newline \\emph{Amended:} " + latex_escape(c["amended_statement"])
+            statement += " \\newline \\emph{Amended:} " + latex_math_text(c["amended_statement"])
         ref = c.get("paper_ref")
         # Claim ids are long unhyphenated words: allow a line break after each '-' and '_'.
         breakable_id = re.sub(r"(-|\\_)", r"\1\\allowbreak{}", latex_escape(c["id"]))
         claim_cell = f"\\texttt{{{breakable_id}}}" + (f" \\newline {{\\footnotesize {latex_escape(ref)}}}"
                                                                 if ref else "")
         lines.append(f"{claim_cell} & {statement} & \\textbf{{{latex_escape(c.get('verdict', ''))}}} & "
-                     f"{latex_escape(c.get('summary', ''))} \\\\")
+                     f"{latex_math_text(_no_negative_zero(c.get('summary', '')))} \\\\")
     lines += ["\\end{longtable}", "\\endgroup", ""]
+    included: set[str] = set()
     for c in report["claims"]:
         for k, rel in enumerate(_figure_paths(c, out_dir), 1):
+            if rel in included:  # a figure two claims share (the LM stage's) is included once
+                continue
+            included.add(rel)
             title = c.get("title") or c["id"]
             lines += [
                 "\\begin{figure}[htbp]",
@@ -158,6 +200,12 @@ def format_latex(report: dict[str, Any], out_dir: Path) -> str:
                 "",
             ]
     return "\n".join(lines)
+
+
+def _no_negative_zero(text: str) -> str:
+    from dpo_rlhf_checks.report import no_negative_zero
+
+    return no_negative_zero(text)
 
 
 def write_latex(report: dict[str, Any], out_dir) -> Path:

@@ -8,8 +8,9 @@ import shutil
 import subprocess
 
 import pytest
+from pathlib import Path
 
-from dpo_rlhf_checks.report_tex import REQUIRED_PACKAGES, format_latex, latex_escape, write_latex
+from dpo_rlhf_checks.report_tex import REQUIRED_PACKAGES, format_latex, latex_escape, latex_math_text, write_latex
 from figures.style import new_figure, save
 
 NASTY = r"a_b 50% & #1 $x$ {y} ~z^2 \cmd β ≥ 0 → π* ⇔ δ ≤ m · ∞ “q” — end 🙂 <|>"
@@ -32,13 +33,44 @@ def test_latex_escape_sentence():
         r"\textless{}\textbar{}\textgreater{}")
 
 
+def test_ascii_math_is_typeset_as_math():
+    assert latex_math_text("pi*(y) = pi_ref(y) exp(r(y)/beta); delta* = delta_ref + dr/beta") == (
+        r"$\pi^{*}$(y) = $\pi_{\mathrm{ref}}$(y) exp(r(y)/$\beta$); $\delta^{*}$ = $\delta_{\mathrm{ref}}$ + dr/$\beta$")
+    assert latex_math_text("pi(y_w) > pi(y_l) <=> l < l_crit, beta -> inf, m >= 0") == (
+        r"$\pi$($y_{w}$) $>$ $\pi$($y_{l}$) $\Leftrightarrow$ l $<$ $l_{\mathrm{crit}}$, $\beta$ $\to$ inf, m $\geq$ 0")
+    # words that merely contain a Greek name stay text; other specials are escaped
+    assert latex_math_text("optimum alphabet a_w 5%") == r"optimum alphabet a\_w 5\%"
+
+
+def test_figures_relative_to_the_tex_file_and_each_included_once(tmp_path):
+    out = tmp_path / "deep" / "out"
+    fig_dir = out / "figures"
+    fig, ax = new_figure()
+    ax.plot([0, 1], [0, 1])
+    shared = save(fig, fig_dir, "lm_shared")
+    claims = [{"id": f"lm-{k}", "statement": "s", "verdict": "holds", "summary": "", "figures": shared}
+              for k in ("a", "b")]
+    tex = format_latex({"claims": claims}, out)
+    graphics = re.findall(r"\\includegraphics\[[^]]*\]\{\\PaperChecksDir (.*?)\}", tex)
+    assert graphics == ["figures/lm_shared.pdf"]  # once, relative to report.tex
+    assert str(tmp_path) not in tex
+    tex_abs = format_latex({"claims": claims[:1]}, out.resolve())
+    assert "figures/lm_shared.pdf" in tex_abs and str(tmp_path.resolve()) not in tex_abs
+
+
+def test_no_negative_zero_in_the_table():
+    tex = format_latex({"claims": [{"id": "x", "statement": "s", "verdict": "holds", "summary": "min -0.0e+00",
+                                    "figures": []}]}, Path("."))
+    assert "-0.0" not in tex and "min 0.0e+00" in tex
+
+
 def unescaped_specials(tex: str) -> list[str]:
     """Special characters not produced by an escape or a command we emit."""
     # File paths (\includegraphics, \PaperChecksDir) are not text: '_' is legal there.
     tex = re.sub(r"\\includegraphics\[[^]]*\]\{[^}]*\}|\\providecommand\{\\PaperChecksDir\}\{[^}]*\}", "", tex)
     body = re.sub(r"\\[A-Za-z]+|\\[_%&#${}\\ ]", "", tex)  # drop commands and escaped characters
     body = re.sub(r"(?m)^%.*$", "", body)  # comment lines
-    body = re.sub(r"\$\\?[A-Za-z]*\$", "", body)  # the $\beta$ math snippets
+    body = re.sub(r"\$[^$]*\$", "", body)  # inline math ($\beta$, $\pi_{\mathrm{ref}}$, $y_{w}$)
     return [ch for ch in "_%#$^~" if ch in body]
 
 
@@ -87,8 +119,8 @@ def test_structure_and_escaping(report, tmp_path):
     assert len(rows) == 3
     assert rows[0] == (r"\texttt{dpo-\allowbreak{}rlhf\_\allowbreak{}equiv} \newline "
                        r"{\footnotesize Sec. 3; THEORY.md \S{}4} & "
-                       + latex_escape(NASTY)
-                       + r" \newline \emph{Amended:} Holds iff $\beta$ $\delta$\_ref + dr \textgreater{} 0"
+                       + latex_math_text(NASTY)
+                       + r" \newline \emph{Amended:} Holds iff $\beta$ $\delta$\_ref + dr $>$ 0"
                        r" for every pair"
                        r" & \textbf{holds-amended} & min over 1e3 draws: $\delta$* $\geq$ 0 in 70\% of pairs \\")
     assert all(row.count(" & ") == 3 and row.endswith("\\\\") for row in rows)
@@ -96,7 +128,7 @@ def test_structure_and_escaping(report, tmp_path):
     # Figures: PDF only, relative to the report folder, one per figure, with escaped captions.
     graphics = re.findall(r"\\includegraphics\[width=0.7\\linewidth\]\{\\PaperChecksDir (.*?)\}", tex)
     assert graphics == ["figures/claim_a_fig.pdf", "figures/claim_b_map.pdf"]
-    assert "\\providecommand{\\PaperChecksDir}{" + out.as_posix() + "/}" in tex
+    assert "\\providecommand{\\PaperChecksDir}{}" in tex and out.as_posix() not in tex  # relative to report.tex
     caption = "\\caption{Claim \\texttt{dpo-rlhf\\_equiv}: Equivalence \\& 100\\% of pairs (verdict: holds-amended).}"
     assert caption in tex
     assert "\\label{fig:paper-checks:dpo-rlhf-equiv:1}" in tex and tex.count("\\begin{figure}") == 2
