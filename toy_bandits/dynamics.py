@@ -165,6 +165,8 @@ def train_tabular(pi_ref, pairs, loss_name: str, *, beta: float, steps: int, lr:
 def ordered_pair_flow_time(delta_ref, beta: float, delta_to=0.0, delta_from=None) -> np.ndarray:
     """Time the gradient flow of the ordered-pair DPO loss needs to move delta from delta_from to delta_to.
 
+    Parametrisation: tabular softmax logits (``theory.sec4_equivalence.flow_time_to_zero(..., "logits")``; the
+    flow taken in delta itself, d delta/dt = -dl/d delta, takes twice as long).
     Tabular softmax, one pair per instance (the mean over pairs is that pair): delta = theta_w - theta_l
     (the log-normaliser cancels), so d delta/dt = -2 dl/d delta = 2 beta sigma(-h) with
     h = beta (delta - delta_ref) (THEORY.md §5). Separating variables, (1 + e^h) dh = 2 beta^2 dt:

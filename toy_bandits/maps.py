@@ -347,6 +347,10 @@ _SOLVER_OPTIONS = {
 class UEpsProblem:
     """Three convex programs over U_eps for one pair of one instance, eps swept through ``cp.Parameter``s.
 
+    A tool, not an independent check of the loss-to-delta bridge: the polytope's coefficient c comes from the
+    closed-form inverse :func:`delta_at_loss`. The ``undesirable-space`` claim's convex method
+    (``toy_bandits.map_claims.undesirable_space_convex``) minimises the loss over log-policies instead.
+
     With c = exp(delta_at_loss(eps)) (THEORY.md §7), U_eps is the polytope
 
         { pi : sum pi = 1, pi >= 0, pi(y_w) >= c pi(y_l), pi(y_w) <= pi(y_l) }.

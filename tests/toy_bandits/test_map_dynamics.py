@@ -14,7 +14,7 @@ from toy_bandits.rlhf import gibbs_policy
 torch.set_num_threads(1)
 
 
-@settings(max_examples=15)
+@settings(max_examples=15 * settings.default.max_examples // 60)  # scaled by the profile
 @given(st.floats(-3.0, 3.0), st.floats(-3.0, 3.0), st.floats(0.3, 3.0), st.floats(0.05, 0.5))
 def test_bt_labels_converge_to_delta_star(delta_ref, dr, beta, third):
     """Population reading: with q = sigma(dr) gradient descent reaches delta* = delta_ref + dr/beta (tol 1e-6),
@@ -47,7 +47,7 @@ def test_bt_labels_all_pairs_converge_to_gibbs_policy():
     np.testing.assert_allclose(tr.policy, gibbs_policy(pi_ref, reward, beta), atol=1e-9)
 
 
-@settings(max_examples=20)
+@settings(max_examples=20 * settings.default.max_examples // 60)  # scaled by the profile
 @given(st.floats(-4.0, 2.0), st.floats(0.3, 2.0), st.sampled_from(["dpo", "cpo_clip", "cpo_smooth", "cpo_eq17"]))
 def test_ordered_labels_loss_decreases_and_delta_increases(delta_ref, beta, name):
     pw = 0.9 / (1 + math.exp(-delta_ref))

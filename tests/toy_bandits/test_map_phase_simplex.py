@@ -65,7 +65,7 @@ def test_simplex_centroids_are_equal_area_cells(n):
 simplex_point = st.tuples(*[st.floats(0.02, 1.0) for _ in range(3)]).map(lambda v: np.array(v) / sum(v))
 
 
-@settings(max_examples=25)
+@settings(max_examples=25 * settings.default.max_examples // 60)  # scaled by the profile
 @given(simplex_point)
 def test_simplex_region_is_U_and_matches_area(pi_ref):
     reg = simplex_region(pi_ref, n=60)

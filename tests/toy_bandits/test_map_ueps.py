@@ -15,7 +15,7 @@ def softplus(x):
     return math.log1p(math.exp(-abs(x))) + max(x, 0.0)
 
 
-@settings(max_examples=6)
+@settings(max_examples=6 * settings.default.max_examples // 60)  # scaled by the profile
 @given(st.floats(-4.0, 1.5), st.floats(0.2, 3.0), st.floats(0.05, 0.5))
 def test_emptiness_boundary_is_l_crit(delta_ref, beta, third):
     pw = (1 - third) / (1 + math.exp(-delta_ref))
@@ -54,7 +54,7 @@ def test_best_and_closest_policies_match_closed_forms(solver, tol):
     np.testing.assert_allclose(prob.solve(0.5).best, gibbs_policy(pi_ref, reward, beta), atol=tol)
 
 
-@settings(max_examples=30)
+@settings(max_examples=30 * settings.default.max_examples // 60)  # scaled by the profile
 @given(st.lists(st.floats(0.05, 1.0), min_size=3, max_size=5), st.lists(st.floats(-2, 2), min_size=5, max_size=5),
        st.floats(0.1, 5.0), st.floats(-3.0, 3.0))
 def test_pair_target_policy_is_the_constrained_optimum(raw, reward, beta, target):
