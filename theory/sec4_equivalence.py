@@ -179,7 +179,7 @@ def equiv_ordered_pair_numeric(ctx: CheckContext) -> MethodResult:
     # the delta-flow, integrated by an ODE solver with the gradient of the toolkit's loss, against the closed form
     rng = rng_for(ctx, 412)
     flow_err = []
-    for _ in range(n_for(ctx, 6, 2)):
+    for _ in range(n_for(ctx, 4, 2)):
         b = float(10 ** rng.uniform(-0.5, 0.5))
         dref = -float(rng.uniform(0.1, 4.0))
         t_cf = flow_time_to_zero(dref, b, "delta")
