@@ -6,8 +6,6 @@ import math
 import numpy as np
 import pytest
 
-import sys
-import types
 
 from dpo_rlhf_checks import (CLAIMS, VERDICTS, CheckContext, CheckResult, MethodResult, decide, get_claim,
                              independent_methods, merge_methods, not_checked)
