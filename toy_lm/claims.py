@@ -88,9 +88,11 @@ def _dpo_cells(stage: LMStage) -> list[dict]:
 
 
 def _failure_cells_observed(stage: LMStage) -> list[dict]:
-    """DPO cells where training shows the failure: >= MIN_FAIL_FRAC of train pairs in U at mean loss <= LOW_LOSS."""
-    return [r for r in _dpo_cells(stage)
-            if r["observed_frac_in_U"] >= MIN_FAIL_FRAC and r["mean_final_loss"] <= LOW_LOSS]
+    """Where DPO fails in training, in the cells the claim is judged on (ordered pairs in the slow regime, and BT
+    labels): >= MIN_FAIL_FRAC of the train pairs in U at a mean final loss below log 2 (the BT loss cannot go far
+    below log 2: its floor is the labels' entropy)."""
+    return [r for r in _dpo_cells(stage) if (r["labels"] == "bt" or r["regime"] == "slow")
+            and r["observed_frac_in_U"] >= MIN_FAIL_FRAC and r["mean_final_loss"] < math.log(2)]
 
 
 def _slow_ordered(stage: LMStage) -> list[dict]:
@@ -118,8 +120,9 @@ def lm_dpo_failure_training(ctx: CheckContext) -> MethodResult:
     pairs in U at mean loss <= LOW_LOSS; (b) every compared DPO cell (ordered and BT labels, every beta and
     optimizer) ends with mean loss below log 2 and |observed - predicted fraction in U| <= TOL_FRAC_IN_U;
     (c) at least MIN_COMPARED_SHARE of the DPO cells are compared.
-    Amended: (a) holds, and (b) holds in the compared BT-label cells (the amount is predicted where the
-    population optimum decides it; for ordered pairs the evidence gives the measured amounts and the time-in-U law).
+    Amended: (a) holds, and in the compared BT-label cells the observed fraction in U is within TOL_FRAC_IN_U of
+    the prediction (the amount is predicted where the population optimum decides it; for ordered pairs the
+    evidence gives the measured amounts and the time-in-U law).
     """
     stage = get_stage(ctx)
     ev = _evidence_common(stage)
@@ -128,11 +131,12 @@ def lm_dpo_failure_training(ctx: CheckContext) -> MethodResult:
     slow = _slow_ordered(stage)
     a_fail = [r for r in slow if not (r["observed_frac_in_U"] >= MIN_FAIL_FRAC and r["mean_final_loss"] <= LOW_LOSS)]
     b_fail = [r for r in compared if not (r["mean_final_loss"] < math.log(2) and r["within_tol"])]
+    loss_up = [r for r in compared if not r["mean_final_loss"] < math.log(2)]
     share = len(compared) / len(cells)
     tests = {"a_slow_cells_fail_in_training": bool(slow) and not a_fail, "b_compared_cells_as_predicted": not b_fail,
              "c_enough_compared": share >= MIN_COMPARED_SHARE}
     literal = all(tests.values())
-    bt_fail = [r for r in b_fail if r["labels"] == "bt"]
+    bt_fail = [r for r in compared if r["labels"] == "bt" and not r["within_tol"]]
     amended = tests["a_slow_cells_fail_in_training"] and not bt_fail and tests["c_enough_compared"]
     ev["tests"] = tests
     ev["n_cells"], ev["n_compared"] = len(cells), len(compared)
@@ -159,7 +163,10 @@ def lm_dpo_failure_training(ctx: CheckContext) -> MethodResult:
                 + "; ".join(f"{r['optimizer']}: {r['observed_frac_in_U']:.2f} of the train pairs in U at mean loss "
                             f"{r['mean_final_loss']:.3g}" for r in slow)
                 + ". With Bradley-Terry labels the fraction in U is the one the tabular theory predicts (within "
-                f"{TOL_FRAC_IN_U:g}). With ordered pairs the amount is not the tabular one in every cell ("
+                f"{TOL_FRAC_IN_U:g})" + ("" if not loss_up else ", though in " + ", ".join(
+                    f"{_cell_name(r)} {r['method']}" for r in loss_up) + " the mean loss ended above log 2 ("
+                    + ", ".join(f"{r['mean_final_loss']:.3g}" for r in loss_up) + ")")
+                + ". With ordered pairs the amount is not the tabular one in every cell ("
                 + "; ".join(f"{_cell_name(r)}: predicted {r['predicted_frac_in_U']:.2f}, observed "
                             f"{r['observed_frac_in_U']:.2f}" for r in b_fail if r["labels"] == "ordered")
                 + "), and the LM's time in U does not follow the tabular law: "
@@ -268,8 +275,8 @@ def _cpo_easy(stage: LMStage) -> list[dict]:
 def lm_cpo_fix_training(ctx: CheckContext) -> MethodResult:
     """Training: in the cells where DPO fails in training, the certificate-carrying CPO variants fix the pairs.
 
-    Failure cells: DPO cells (ordered and BT labels) with >= MIN_FAIL_FRAC of the train pairs in U at mean loss
-    <= LOW_LOSS in training. Literal: there is at least one, and in each every carrier with the same labels ends
+    Failure cells: slow-regime ordered-pair cells and BT-label cells where DPO ends training with >= MIN_FAIL_FRAC
+    of the train pairs in U at a mean loss below log 2. Literal: there is at least one, and in each every carrier with the same labels ends
     with delta >= m on >= MIN_FRAC_ABOVE_M of the train pairs in every seed. Amended: the ordered-pair failure
     cells are fixed so, and in every failure cell each carrier leaves fewer pairs in U than DPO.
     Held-out ranking accuracy beside DPO, IPO and DPO-Positive is reported, not decided on.
@@ -315,13 +322,15 @@ def lm_cpo_fix_training(ctx: CheckContext) -> MethodResult:
 def lm_cpo_fix_tabular(ctx: CheckContext) -> MethodResult:
     """Simulation: the tabular prediction of the same fix, in the cells where the prediction has DPO fail.
 
-    Predicted failure cells: DPO cells with predicted fraction in U >= MIN_FAIL_FRAC. Literal: in each, every
+    Predicted failure cells: slow-regime ordered-pair and BT-label DPO cells with predicted fraction in U >=
+    MIN_FAIL_FRAC. Literal: in each, every
     carrier with the same labels is predicted to end with delta >= m on >= MIN_FRAC_ABOVE_M of the train pairs.
     Amended: so in the ordered-pair cells. cpo_easy's prediction against training is carried in the evidence.
     """
     stage = get_stage(ctx)
     ev = _evidence_common(stage)
-    failing = [r for r in _dpo_cells(stage) if r["predicted_frac_in_U"] >= MIN_FAIL_FRAC]
+    failing = [r for r in _dpo_cells(stage) if (r["labels"] == "bt" or r["regime"] == "slow")
+               and r["predicted_frac_in_U"] >= MIN_FAIL_FRAC]
     carriers = _carriers(stage)
     rows = _fix_cells(stage, failing, carriers)
     literal = bool(rows) and all(r["predicted_ok"] for r in rows)
