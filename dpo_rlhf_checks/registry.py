@@ -206,7 +206,8 @@ CLAIMS: tuple[Claim, ...] = (
         "beta |delta_ref| >= 5, and Bradley-Terry labels), thresholds fixed before any run: in every such cell where "
         "DPO fails in training (>= 0.10 of the train pairs in U at a mean loss below log 2), each carrier with the "
         "same labels ends with delta >= m on >= 0.98 of the train pairs in every seed (simulation: the tabular "
-        "prediction of the same, in the cells where it predicts DPO to fail); held-out ranking accuracy is reported beside DPO, IPO and DPO-Positive.",
+        "prediction of the same, in the cells where it predicts DPO to fail); held-out ranking accuracy is reported "
+        "beside DPO, IPO and DPO-Positive.",
         ("toy_lm.claims:check_lm_cpo_fix",),
         methods={"training": "toy_lm.claims:lm_cpo_fix_training", "simulation": "toy_lm.claims:lm_cpo_fix_tabular"},
     ),
