@@ -59,7 +59,8 @@ class LMConfig:
       methods: distinct names from METHODS ("x_bt" = loss x on BT-sampled labels); must contain REQUIRED_METHODS.
       betas: the beta levels of the cells (each > 0): with one reference per seed, beta sets the scale
           beta * |delta_ref| of a cell.
-      optimizers: a subset of OPTIMIZERS; sgd_lr, adam_lr: their step sizes (> 0, constant).
+      optimizers: a subset of OPTIMIZERS; sgd_lr, adam_lr: their step sizes (> 0, constant in a run; SGD's is
+          sgd_lr / beta^2 in a cell of beta, see :meth:`LMConfig.lr`).
       steps: preference steps per run (>= 1), full batch over the train pairs.
       margin: the m of "delta >= m" (certification level, and cpo_clip's margin). eq17_gamma: cpo_eq17's gamma.
       smooth_gamma, smooth_tau, smooth_alpha: cpo_smooth's. easy_gamma: cpo_easy's. dpop_lam: DPO-Positive's (>= 0; 5, not the DPOP paper's 50: at
@@ -67,7 +68,7 @@ class LMConfig:
       heldout_every: steps between held-out evaluations (>= 1).
     Tabular prediction (toy_lm/tabular.py; the same optimizer as the run, tabular logits over the candidates
       and one "rest" entry, started at the reference's own absolute log-probabilities):
-      tabular_sgd_lr, tabular_adam_lr: > 0; tabular_max_steps: horizon cap (>= 1). The tabular run is
+      tabular_sgd_lr, tabular_adam_lr: > 0 (the same beta rule as the LM's); tabular_max_steps: horizon cap (>= 1). The tabular run is
       extended until its mean objective reaches the LM's final one or the cap (then the clock saturates and
       the cell is not compared).
     seeds: distinct non-negative integers (each seed draws the task, the model init and the BT labels).
@@ -191,18 +192,27 @@ class LMConfig:
             raise ValueError(f"unknown method {method!r}; valid: {METHODS}")
         return params[method]
 
-    def lr(self, optimizer: str) -> float:
-        """The LM step size of ``optimizer``."""
+    def lr(self, optimizer: str, beta: float, method: str = "dpo") -> float:
+        """The LM step size of ``optimizer`` for ``method`` in a cell of ``beta``.
+
+        SGD: ``sgd_lr / beta**2`` for the logistic losses (all but IPO): the same step in the units of
+        h = beta (delta - delta_ref), in which the DPO loss does not depend on beta (its gradient in delta and its
+        curvature in the parameters grow like beta and beta^2), so cells differ in H = beta |delta_ref| only, the
+        axis of docs/theory.md §14. A fixed step overshot at beta 2.5 (the loss rose from log 2 to 3.8 in the first
+        step) and barely moved at beta 0.1. IPO's loss ((delta - delta_ref) - 1/(2 beta))^2 has a beta-free
+        curvature in delta, so it keeps ``sgd_lr`` (with sgd_lr / beta^2 it diverged at beta 0.1).
+        Adam: ``adam_lr`` (Adam divides the gradient's scale out itself).
+        """
         if optimizer == "sgd":
-            return self.sgd_lr
+            return self.sgd_lr if method == "ipo" else self.sgd_lr / beta**2
         if optimizer == "adam":
             return self.adam_lr
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
 
-    def tabular_lr(self, optimizer: str) -> float:
-        """The tabular prediction's step size of ``optimizer``."""
+    def tabular_lr(self, optimizer: str, beta: float, method: str = "dpo") -> float:
+        """The tabular prediction's step size of ``optimizer`` for ``method`` at ``beta`` (the rule of :meth:`lr`)."""
         if optimizer == "sgd":
-            return self.tabular_sgd_lr
+            return self.tabular_sgd_lr if method == "ipo" else self.tabular_sgd_lr / beta**2
         if optimizer == "adam":
             return self.tabular_adam_lr
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")

@@ -103,7 +103,7 @@ def predict_cell(method: str, beta: float, optimizer: str, runs: list[tuple[RunR
         stops.append(np.min(rec.objective))
     n_tokens = runs[0][2].response_tokens
     tab = run_tabular(method, np.concatenate(refs), n_tokens=n_tokens, beta=beta, params=cfg.loss_params(method),
-                      q=np.concatenate(qs), optimizer=optimizer, lr=cfg.tabular_lr(optimizer),
+                      q=np.concatenate(qs), optimizer=optimizer, lr=cfg.tabular_lr(optimizer, beta, method),
                       groups=np.concatenate(groups), stop_objective=np.asarray(stops),
                       max_steps=cfg.tabular_max_steps)
     out, start = [], 0

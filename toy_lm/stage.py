@@ -256,14 +256,47 @@ def _within_slope(x: np.ndarray, y: np.ndarray, group: np.ndarray) -> tuple[floa
     return slope, float(math.sqrt(np.sum(resid ** 2) / dof / sxx))
 
 
+def _censored_slope(x: np.ndarray, y: np.ndarray, group: np.ndarray, censored: np.ndarray,
+                    limit: float) -> tuple[float, float]:
+    """Maximum-likelihood slope of y on x with one intercept per group, y right-censored at ``limit`` (Tobit).
+
+    y = a_g + slope x + eps, eps ~ N(0, s^2); a censored point contributes log P(y > limit). Returns the slope and
+    its standard error from the inverse Hessian of the negative log-likelihood (BFGS's estimate).
+    """
+    from scipy.optimize import minimize
+    from scipy.stats import norm
+
+    groups = np.unique(group)
+    gi = np.searchsorted(groups, group)
+    obs = ~censored
+
+    def nll(theta):
+        a, slope, log_s = theta[: len(groups)], theta[len(groups)], theta[-1]
+        s = math.exp(log_s)
+        mu = a[gi] + slope * x
+        ll = norm.logpdf(y[obs], mu[obs], s).sum() + norm.logsf(limit, mu[~obs], s).sum()
+        return -ll
+
+    a0 = [float(np.mean(y[gi == k])) for k in range(len(groups))]
+    res = minimize(nll, np.array(a0 + [0.0, math.log(max(float(np.std(y)), 0.1))]), method="BFGS")
+    if not res.success and not np.isfinite(res.fun):
+        return math.nan, math.nan
+    se = float(math.sqrt(res.hess_inv[len(groups), len(groups)])) if res.hess_inv[len(groups), len(groups)] > 0 \
+        else math.nan
+    return float(res.x[len(groups)]), se
+
+
 def time_in_U_law(stage: LMStage, optimizer: str) -> dict:
     """Slope of log(time in U) against beta |delta_ref| for ordered-pair DPO under ``optimizer``, LM beside theory.
 
     Per misranked train pair of every seed and beta level: H = beta |delta_ref|; the LM's time in U is the first
     step with delta > 0 (from the per-step records; censored when it never happens within the run). The fit
     has one intercept per beta level (the theory's time is e^H / (2 beta^2) for large H, so only the slope in H
-    is comparable across levels) and uses the uncensored pairs. theory_slope: the same fit on the theory's times
-    (toy_lm.tabular.time_to_leave_U, the run's optimizer) of the same pairs; theory_slope_all_pairs: on every pair.
+    is comparable across levels). fitted_slope: maximum likelihood with the censored pairs as censored (Tobit;
+    dropping them biases the slope towards 0, since the long times are the censored ones);
+    fitted_slope_uncensored_ols: OLS over the uncensored pairs alone. theory_slope: OLS on the theory's times
+    (toy_lm.tabular.time_to_leave_U, the run's optimizer) of the LM's uncensored pairs; theory_slope_all_pairs: on
+    every pair (the theory's times are uncensored, but for Adam's eps stall).
     """
     cfg = stage.cfg
     h, t_lm, t_th, grp, cens = [], [], [], [], []
@@ -275,24 +308,28 @@ def time_in_U_law(stage: LMStage, optimizer: str) -> dict:
         h.append(beta * -dref)
         t_lm.append(np.concatenate([c.obs_cross[c.violated] for c in comps]).astype(float))
         cens.append(t_lm[-1] > cfg.steps)
-        t_th.append(time_to_leave_U(dref, beta, optimizer, cfg.tabular_lr(optimizer)))  # all seeds in one batch
+        t_th.append(time_to_leave_U(dref, beta, optimizer, cfg.tabular_lr(optimizer, beta)))  # all seeds in one batch
         grp.append(np.full(dref.size, gi))
     if not h:
         return {"fitted_slope": None, "stderr": None, "theory_slope": None, "n_pairs": 0, "n_censored": 0}
     h, t_lm, t_th, grp, cens = (np.concatenate(a) for a in (h, t_lm, t_th, grp, cens))
     ok = ~cens & (t_lm > 0)
-    slope, se = _within_slope(h[ok], np.log(t_lm[ok]), grp[ok])
+    ols, ols_se = _within_slope(h[ok], np.log(t_lm[ok]), grp[ok])
+    use = t_lm > 0
+    slope, se = _censored_slope(h[use], np.log(np.minimum(t_lm[use], cfg.steps + 1)), grp[use], cens[use],
+                                math.log(cfg.steps + 1))
     th_ok = ok & np.isfinite(t_th) & (t_th > 0)
     th_slope, _ = _within_slope(h[th_ok], np.log(t_th[th_ok]), grp[th_ok])
     all_ok = np.isfinite(t_th) & (t_th > 0)  # Adam: a pair whose gradient falls below Adam's eps never crosses
     th_all, _ = _within_slope(h[all_ok], np.log(t_th[all_ok]), grp[all_ok])
     nan_none = (lambda x: None if x is None or not math.isfinite(x) else x)
     return {"fitted_slope": nan_none(slope), "stderr": nan_none(se), "theory_slope": nan_none(th_slope),
+            "fitted_slope_uncensored_ols": nan_none(ols), "stderr_uncensored_ols": nan_none(ols_se),
             "theory_slope_all_pairs": nan_none(th_all), "n_pairs": int(ok.sum()), "n_censored": int(cens.sum()),
             "n_theory_censored": int((~np.isfinite(t_th)).sum()),
             "h_range_uncensored": [float(h[ok].min()), float(h[ok].max())] if ok.any() else None,
-            "fit": "log(time in U) = a_beta + slope * beta |delta_ref|, OLS over uncensored misranked pairs, "
-                   "one intercept per beta level",
+            "fit": "log(time in U) = a_beta + slope * beta |delta_ref| + N(0, s^2), one intercept per beta level, "
+                   "maximum likelihood with pairs that never leave U censored at steps + 1 (Tobit)",
             "points": {"h": h.tolist(), "t_lm": t_lm.tolist(), "censored": cens.tolist(), "t_theory": t_th.tolist(),
                        "beta_level": grp.tolist()}}
 

@@ -162,7 +162,7 @@ def train_preference(method: str, task: Task, reference: TinyGPT, ref_logps: Seq
     """Train a copy of ``reference`` with ``method``'s loss on the train pairs; record every step.
 
     ref_logps: the reference's log-probabilities of every candidate (from :func:`all_logps`).
-    beta: the loss's beta (> 0); optimizer: "sgd" or "adam" (step size from ``cfg.lr(optimizer)``).
+    beta: the loss's beta (> 0); optimizer: "sgd" or "adam" (step size ``cfg.lr(optimizer, beta, method)``).
     progress: optional callable(step) called after each step.
     """
     seed_everything(seed)
@@ -170,7 +170,7 @@ def train_preference(method: str, task: Task, reference: TinyGPT, ref_logps: Seq
     policy.train()
     for p in policy.parameters():
         p.requires_grad_(True)
-    opt = make_optimizer(optimizer, policy.parameters(), cfg.lr(optimizer))
+    opt = make_optimizer(optimizer, policy.parameters(), cfg.lr(optimizer, beta, method))
     params = cfg.loss_params(method)
     q_train = torch.as_tensor(task.q_hat[task.split("train")], dtype=torch.float32, device=device)
 
@@ -193,14 +193,15 @@ def train_preference(method: str, task: Task, reference: TinyGPT, ref_logps: Seq
                            "certified", "ho_steps", "ho_sum", "ho_mean")}
     for step in range(cfg.steps + 1):
         out = sequence_logps(policy, train_tokens, train_mask)
+        if not torch.isfinite(out.sum).all():
+            raise FloatingPointError(f"{method} (beta {beta:g}, {optimizer}, lr {cfg.lr(optimizer, beta, method):g}, "
+                                     f"seed {seed}) diverged at step {step}: non-finite log-probabilities; lower the "
+                                     "step size")
         total, mean = out.sum, out.mean
         inputs = mean if mean_inputs else total
         pc, pr = inputs[:p_train], inputs[p_train:]
         objective_pairs, ordered = pair_losses(method, beta, params, q_train, pc, pr, rc, rr)
         objective = objective_pairs.mean()
-        if not torch.isfinite(objective):
-            raise FloatingPointError(f"{method} (beta {beta:g}, {optimizer}, lr {cfg.lr(optimizer):g}, seed {seed}) "
-                                     f"diverged at step {step}: objective {objective.item()}; lower the step size")
         with torch.no_grad():
             rec["objective"].append(objective.item())
             rec["objective_pairs"].append(objective_pairs.cpu().numpy())

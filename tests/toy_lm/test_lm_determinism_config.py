@@ -105,7 +105,7 @@ def _self_run(method, optimizer, steps=40):
     lp = SeqLogps(logp, logp / task.response_tokens, torch.full(logp.shape, task.response_tokens))
     p = task.n_train
     tab = run_tabular(method, logp[:p].numpy(), n_tokens=task.response_tokens, beta=1.0, params=cfg.loss_params(method),
-                      q=task.q_hat[:p], optimizer=optimizer, lr=cfg.tabular_lr(optimizer), groups=np.zeros(p, int),
+                      q=task.q_hat[:p], optimizer=optimizer, lr=cfg.tabular_lr(optimizer, 1.0), groups=np.zeros(p, int),
                       stop_objective=np.array([-np.inf]), max_steps=steps)
     d = tab.delta
     dref = d[0]
@@ -170,3 +170,18 @@ def test_time_in_U_theory_grows_like_exp_under_sgd_and_not_under_adam():
     # Adam rescales the vanishing gradient, yet its second moment remembers the early larger gradients: still
     # exponential in H, with a smaller rate (measured ~0.7).
     assert 0.3 < np.polyfit(h[:-2], np.log(t_adam), 1)[0] < 0.9
+
+
+def test_censored_fit_recovers_a_planted_slope_where_dropping_censored_points_does_not():
+    from toy_lm.stage import _censored_slope, _within_slope
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 10, 400)
+    g = rng.integers(0, 3, 400)
+    y = np.array([0.0, 1.0, 2.0])[g] + 0.5 * x + rng.normal(0, 0.7, 400)
+    limit = 3.5
+    cens = y > limit  # about half the points never "leave" within the run
+    slope, se = _censored_slope(x, np.minimum(y, limit), g, cens, limit)
+    assert abs(slope - 0.5) < 3 * se and se < 0.03
+    ols, _ = _within_slope(x[~cens], y[~cens], g[~cens])
+    assert ols < 0.45  # the naive fit is biased towards 0
