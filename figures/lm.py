@@ -104,7 +104,8 @@ def lm_figures(stage, fig_dir: Path, prefix: str = "lm") -> list[str]:
         for j, opt in enumerate(cfg.optimizers):
             rows = [r for r in stage.regimes if r["method"] == m and r["optimizer"] == opt]
             ax.plot([max(r["mean_final_loss"], 1e-6) for r in rows], [r["observed_frac_in_U"] for r in rows], ls="none",
-                    marker=MARKERS[i % len(MARKERS)], mfc="none" if j else None, color=COLORS[i % len(COLORS)],
+                    marker=MARKERS[(i + i // len(MARKERS)) % len(MARKERS)], mfc="none" if j else None,
+                    color=COLORS[i % len(COLORS)],
                     label=f"{m}" if j == 0 else None)
     ax.axvline(math.log(2), color="0.4", lw=0.8, ls=":")
     ax.set_xscale("log")
