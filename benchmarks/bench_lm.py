@@ -1,9 +1,15 @@
 #!/usr/bin/env python
-"""Training throughput of the LM stage: tokens per second of preference training (and of the reference SFT).
+"""Throughput of the LM stage: map cells per second, and tokens per second of one preference run and the SFT.
 
     python benchmarks/bench_lm.py                        # default config on CPU (1 thread)
+    python benchmarks/bench_lm.py --config map           # the full regime map's cells/s on this CPU
     python benchmarks/bench_lm.py --config large --device cuda --steps 200    # the GPU run, one call
     python benchmarks/bench_lm.py --config large --device cpu --steps 2 --sft-steps 2   # proves the large path runs
+    python benchmarks/bench_lm.py --no-map               # tokens/s of one run only
+
+Map cells: one cell-method is (beta, optimizer, method) over all seeds of the config, trained and predicted
+(toy_lm.stage.run_stage); cells/s = cell-methods / stage wall time (SFT and tabular prediction included), and
+runs/s = cell-methods x seeds / training time.
 
 Counts: a preference step processes 2 P sequences of the train split (chosen and rejected; P pairs),
 a tokens/step figure of 2 P x padded length (padding included, as the GPU computes it) and the response
@@ -42,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--method", default="dpo", help="loss to time (default: dpo)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-map", action="store_true", help="skip the map timing (tokens/s of one run only)")
     args = parser.parse_args(argv)
 
     cfg = load_config(args.config)
@@ -78,15 +85,28 @@ def main(argv: list[str] | None = None) -> int:
     lp = all_logps(ref, task, dev)
     _sync(dev)
     t0 = time.perf_counter()
-    train_preference(args.method, task, ref, lp, cfg, args.seed, dev)
+    beta, opt = max(cfg.betas), cfg.optimizers[0]
+    train_preference(args.method, task, ref, lp, cfg, args.seed, dev, beta=beta, optimizer=opt)
     _sync(dev)
     pref_s = time.perf_counter() - t0
     # steps + 1 forward passes (the last records the final state), steps backward passes.
     padded = (cfg.steps + 1) * 2 * p * s
-    print(f"preference ({args.method}): {cfg.steps} steps, {2 * p * s} padded tokens/step "
+    print(f"preference ({args.method}, beta {beta:g}, {opt}): {cfg.steps} steps, {2 * p * s} padded tokens/step "
           f"({resp_tokens} response tokens), in {pref_s:.2f} s = {padded / max(pref_s, 1e-9):,.0f} tokens/s padded, "
           f"{(cfg.steps + 1) * resp_tokens / max(pref_s, 1e-9):,.0f} response tokens/s, "
           f"{cfg.steps / max(pref_s, 1e-9):.1f} steps/s")
+    if not args.no_map:
+        from toy_lm.stage import run_stage
+
+        _sync(dev)
+        stage = run_stage(cfg, seed_offset=args.seed, device=args.device, threads=args.threads if dev.type == "cpu"
+                          else None)
+        _sync(dev)
+        n_cells = len(stage.keys)
+        print(f"map: {n_cells} cell-methods ({len(cfg.betas)} betas x {len(cfg.optimizers)} optimizers x "
+              f"{len(cfg.methods)} methods) x {len(cfg.seeds)} seeds in {stage.seconds:.1f} s "
+              f"({stage.seconds_training:.1f} s training incl. SFT, {stage.seconds_prediction:.1f} s prediction) = "
+              f"{n_cells / stage.seconds:.3f} cells/s, {n_cells * len(cfg.seeds) / stage.seconds_training:.2f} runs/s")
     if dev.type == "cuda":
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated(dev) / 2**20:.1f} MiB")
     return 0

@@ -230,9 +230,15 @@ CLAIMS: tuple[Claim, ...] = (
     Claim(
         "lm-dpo-failure",
         "DPO failure appears in LM training",
-        "Sec. 6 mechanism; docs/theory.md §12",
+        "Sec. 6 mechanism; docs/theory.md §12, §14",
         "A small LM trained with DPO from a reference that favours y_l lowers its loss while the affected pairs stay "
-        "in U, in the amount the toy theory predicts.",
+        "in U, in the amount the toy theory predicts. Checked per cell (beta x optimizer x labels), thresholds fixed "
+        "before any run: in every slow-regime cell (median beta |delta_ref| of the misranked pairs >= 5) ordered-pair "
+        "DPO ends with >= 0.10 of the train pairs in U at mean loss <= 0.5 log 2; in every compared DPO cell (ordered "
+        "and Bradley-Terry labels) the loss ends below log 2 and the observed fraction in U is within 0.10 of the "
+        "tabular prediction (same optimizer, loss-matched time); at least half of the DPO cells are compared (a "
+        "saturated clock or a trivially-0 comparison is not compared). The simulation method asks whether the "
+        "tabular theory itself predicts >= 0.10 in U in every cell.",
         methods={"training": "toy_lm.claims:lm_dpo_failure_training",
                  "simulation": "toy_lm.claims:lm_dpo_failure_tabular"},
     ),
@@ -240,10 +246,14 @@ CLAIMS: tuple[Claim, ...] = (
         "lm-cpo-fix",
         "CPO fixes it in LM training",
         "Sec. 4/6; docs/theory.md §12",
-        "CPO variants that carry a certificate end with delta >= m on the trained pairs; compared on held-out pairs "
-        "with DPO, IPO and DPO-Positive.",
-        methods={"training": "toy_lm.claims:lm_cpo_fix_training",
-                 "simulation": "toy_lm.claims:lm_cpo_fix_tabular"},
+        "CPO variants that carry a certificate (implicit target T >= m on every pair) end with delta >= m on the "
+        "trained pairs. Judged where there is something to fix (ordered pairs in the slow regime, median "
+        "beta |delta_ref| >= 5, and Bradley-Terry labels), thresholds fixed before any run: in every such cell where "
+        "DPO fails in training (>= 0.10 of the train pairs in U at a mean loss below log 2), each carrier with the "
+        "same labels ends with delta >= m on >= 0.98 of the train pairs in every seed (simulation: the tabular "
+        "prediction of the same, in the cells where it predicts DPO to fail); held-out ranking accuracy is reported "
+        "beside DPO, IPO and DPO-Positive.",
+        methods={"training": "toy_lm.claims:lm_cpo_fix_training", "simulation": "toy_lm.claims:lm_cpo_fix_tabular"},
     ),
     Claim(
         "benchmark-table",

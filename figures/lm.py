@@ -1,116 +1,139 @@
 """Figures of the LM stage (toy_lm.stage.LMStage), all through figures.style.
 
-lm_delta_trajectories: per-pair delta over training, DPO, DPO with BT labels, a CPO variant and
-    cpo_clip with BT labels, coloured by delta_ref (first seed).
-lm_predicted_vs_observed: fraction of train pairs in U at the end, predicted (tabular theory)
-    against observed (LM), per method and seed; and final delta per pair, predicted against observed.
-lm_loss_vs_aligned: mean training loss against the fraction of train pairs aligned (delta > 0), per method.
-lm_chosen_logp: mean log-probability of the chosen response over training, per method.
+lm_regime_map: fraction of train pairs in U at the end against the cell's scale beta |delta_ref|, predicted
+    (open) beside observed (filled), for DPO and the best CPO variant; one panel per optimizer and labels;
+    cells that are not compared (saturated or trivial) are marked with a cross.
+lm_time_in_U_law: the LM's time in U of each misranked pair against beta |delta_ref| (log scale), SGD and Adam,
+    censored pairs at the run's end, and the tabular theory's law per beta level.
+lm_loss_vs_frac_in_U: mean final loss against observed fraction in U, one point per cell and method.
+lm_delta_trajectories: per-pair delta over training in the slowest SGD cell, coloured by delta_ref.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib
 import numpy as np
 
-from figures.style import COLORS, LINESTYLES, MARKERS, new_figure, save
+from figures.style import COLORS, MARKERS, new_figure, save
 
 
-def _traj_panel(ax, record, delta_ref, title, norm, cmap):
-    steps = np.arange(record.delta_sum.shape[0])
-    for j in np.argsort(delta_ref):
-        ax.plot(steps, record.delta_sum[:, j], color=cmap(norm(delta_ref[j])), ls="-", lw=0.8, alpha=0.85)
-    ax.axhline(0.0, color="k", lw=0.8, ls="--")
-    ax.set_xlabel("preference-training step")
-    ax.set_ylabel(r"$\delta = \log\pi(y_w)-\log\pi(y_l)$ (summed)")
-    ax.set_title(title)
+def best_cpo(stage) -> str | None:
+    """The ordered-pair CPO variant with the lowest mean observed fraction in U over the cells."""
+    names = [m for m in ("cpo_clip", "cpo_smooth", "cpo_eq17", "cpo_easy") if m in stage.cfg.methods]
+    if not names:
+        return None
+    return min(names, key=lambda m: np.mean([r["observed_frac_in_U"] for r in stage.regimes if r["method"] == m]))
 
 
-def lm_figures(stage, fig_dir: Path) -> list[str]:
-    """Draw the four figures of the stage into ``fig_dir``; return the written paths (PDF and PNG)."""
-    from toy_lm.task import L, W
-
+def lm_figures(stage, fig_dir: Path, prefix: str = "lm") -> list[str]:
+    """Draw the stage's figures into ``fig_dir`` (names start with ``prefix``); return the written paths."""
     paths: list[str] = []
-    run = stage.runs[0]
-    methods = list(stage.cfg.methods)
-    tr = run.task.split("train")
-    delta_ref = (run.ref_logps.sum[tr, W] - run.ref_logps.sum[tr, L]).numpy()
-    cpo = next((m for m in ("cpo_smooth", "cpo_clip", "cpo_eq17", "cpo_easy") if m in methods), None)
-    shown = [m for m in ("dpo", "dpo_bt", cpo, "cpo_clip_bt") if m is not None and m in methods]
+    cfg = stage.cfg
+    cpo = best_cpo(stage)
+    bt_of = {"cpo_clip": "cpo_clip_bt", "cpo_smooth": "cpo_smooth_bt"}
+    series = {"ordered": [m for m in ("dpo", cpo) if m], "bt": [m for m in ("dpo_bt", bt_of.get(cpo)) if m
+                                                                 and m in cfg.methods]}
 
-    # 1. per-pair delta trajectories coloured by delta_ref
-    fig, axes = new_figure(ncols=len(shown), width=3.6, height=3.2)
+    # 1. regime map
+    fig, axes = new_figure(ncols=2, nrows=len(cfg.optimizers), width=4.0, height=3.0)
+    axes = np.atleast_2d(axes)
+    for i, opt in enumerate(cfg.optimizers):
+        for j, labels in enumerate(("ordered", "bt")):
+            ax = axes[i, j]
+            for k, m in enumerate(series[labels]):
+                rows = sorted((r for r in stage.regimes if r["method"] == m and r["optimizer"] == opt),
+                              key=lambda r: r["beta_delta_ref_scale"])
+                x = [r["beta_delta_ref_scale"] for r in rows]
+                ax.plot(x, [r["predicted_frac_in_U"] for r in rows], color=COLORS[k + 1], ls="--",
+                        marker=MARKERS[k], mfc="none", label=f"{m} predicted")
+                ax.plot(x, [r["observed_frac_in_U"] for r in rows], color=COLORS[k + 1], ls="-",
+                        marker=MARKERS[k], label=f"{m} observed")
+                for r in rows:
+                    if not r["compared"]:
+                        ax.plot(r["beta_delta_ref_scale"], r["observed_frac_in_U"], marker="x", ms=10, color="k")
+            ax.set_xscale("log")
+            ax.set_ylim(-0.03, 0.6)
+            ax.set_xlabel(r"cell scale: median $\beta|\delta_{ref}|$ of misranked pairs")
+            ax.set_ylabel("fraction of train pairs in U at the end")
+            ax.set_title(f"{opt}, {labels} labels")
+            ax.legend(fontsize=6)
+    paths += save(fig, fig_dir, f"{prefix}_regime_map")
+
+    # 2. time-in-U law
+    fig, axes = new_figure(ncols=len(cfg.optimizers), width=4.2, height=3.4)
     axes = np.atleast_1d(axes).ravel()
-    lim = float(np.abs(delta_ref).max())
+    for ax, opt in zip(axes, cfg.optimizers):
+        law = stage.time_in_U_law.get(opt, {})
+        pts = law.get("points")
+        if not pts:
+            continue
+        h, t, cens, th, lev = (np.asarray(pts[k], dtype=float) for k in ("h", "t_lm", "censored", "t_theory",
+                                                                          "beta_level"))
+        cens = cens.astype(bool)
+        for gi, beta in enumerate(cfg.betas):
+            m = lev == gi
+            if not m.any():
+                continue
+            c = COLORS[(gi + 1) % len(COLORS)]
+            ok = m & ~cens
+            ax.plot(h[ok], t[ok], ls="none", marker=MARKERS[gi % len(MARKERS)], color=c, ms=4,
+                    label=rf"LM, $\beta$={beta:g}")
+            ax.plot(h[m & cens], np.full((m & cens).sum(), cfg.steps + 1), ls="none", marker="^", mfc="none", color=c,
+                    ms=4)
+            fin = m & np.isfinite(th) & (th > 0)
+            if ok.any() and fin.any():
+                # theory's times are in its own unit: shift each level's curve onto the LM's points (slopes compare)
+                shift = np.mean(np.log(t[ok])) - np.mean(np.log(th[ok & fin])) if (ok & fin).any() else 0.0
+                order = np.argsort(h[fin])
+                ax.plot(h[fin][order], np.exp(np.log(th[fin][order]) + shift), color=c, ls="--", lw=1)
+        ax.set_yscale("log")
+        fs, se, ts = law.get("fitted_slope"), law.get("stderr"), law.get("theory_slope")
+        ax.set_title(f"{opt}: slope LM {fs if fs is None else round(fs, 2)} +- {se if se is None else round(se, 2)}, "
+                     f"theory {ts if ts is None else round(ts, 2)}", fontsize=8)
+        ax.set_xlabel(r"$\beta|\delta_{ref}|$ (misranked pairs)")
+        ax.set_ylabel("LM steps in U (triangles: censored at end)")
+        ax.legend(fontsize=6)
+    paths += save(fig, fig_dir, f"{prefix}_time_in_U_law")
+
+    # 3. loss against fraction in U
+    fig, ax = new_figure(width=5.4, height=3.8)
+    for i, m in enumerate(cfg.methods):
+        for j, opt in enumerate(cfg.optimizers):
+            rows = [r for r in stage.regimes if r["method"] == m and r["optimizer"] == opt]
+            ax.plot([max(r["mean_final_loss"], 1e-6) for r in rows], [r["observed_frac_in_U"] for r in rows], ls="none",
+                    marker=MARKERS[(i + i // len(MARKERS)) % len(MARKERS)], mfc="none" if j else None,
+                    color=COLORS[i % len(COLORS)],
+                    label=f"{m}" if j == 0 else None)
+    ax.axvline(math.log(2), color="0.4", lw=0.8, ls=":")
+    ax.set_xscale("log")
+    ax.set_xlabel("mean final training loss (dotted: log 2; open markers: adam)")
+    ax.set_ylabel("observed fraction of train pairs in U")
+    ax.set_title("loss vs fraction in U, one point per cell")
+    ax.legend(fontsize=6, ncol=2)
+    paths += save(fig, fig_dir, f"{prefix}_loss_vs_frac_in_U")
+
+    # 4. per-pair trajectories in the slowest cell of the first optimizer
+    beta, opt = max(cfg.betas), cfg.optimizers[0]
+    run = stage.runs[0]
+    shown = [m for m in ("dpo", "dpo_bt", cpo, bt_of.get(cpo)) if m and m in cfg.methods]
+    fig, axes = new_figure(ncols=len(shown), width=3.4, height=3.0)
+    axes = np.atleast_1d(axes).ravel()
+    lim = float(np.abs(run.delta_ref).max())
     norm = matplotlib.colors.Normalize(vmin=-lim, vmax=lim)
     cmap = matplotlib.colormaps["cividis"]
     for ax, m in zip(axes, shown):
-        _traj_panel(ax, run.records[m], delta_ref, f"{m} (seed {run.seed})", norm, cmap)
-    sm = matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap)
-    fig.colorbar(sm, ax=list(axes), label=r"$\delta_{ref}$", shrink=0.9)
-    paths += _save_no_tight(fig, fig_dir, "lm_delta_trajectories")
-
-    # 2. predicted vs observed
-    fig, axes = new_figure(ncols=2, width=4.0, height=3.4)
-    ax1, ax2 = axes.ravel()
-    for i, m in enumerate(methods):
-        pred = [r.comparisons[m].predicted_frac_in_U for r in stage.runs]
-        obs = [r.comparisons[m].observed_frac_in_U for r in stage.runs]
-        ax1.plot(pred, obs, ls="none", marker=MARKERS[(i + i // len(MARKERS)) % len(MARKERS)],
-                 color=COLORS[i % len(COLORS)], label=m)
-    ax1.plot([0, 1], [0, 1], color="0.5", lw=0.8, ls=":")
-    ax1.set_xlim(-0.03, 0.6)
-    ax1.set_ylim(-0.03, 0.6)
-    ax1.set_xlabel("predicted fraction in U (tabular theory)")
-    ax1.set_ylabel("observed fraction in U (LM)")
-    ax1.set_title("end of training, each seed")
-    ax1.legend(fontsize=6, ncol=2)
-    for i, m in enumerate([m for m in ("dpo", "dpo_bt", "cpo_clip_bt", "ipo", "cpo_easy") if m in methods]):
-        c = run.comparisons[m]
-        ax2.plot(c.pred_delta, c.obs_delta, ls="none", marker=MARKERS[i], ms=3.5, color=COLORS[i + 1], label=m)
-    lo = min(ax2.get_xlim()[0], ax2.get_ylim()[0])
-    hi = max(ax2.get_xlim()[1], ax2.get_ylim()[1])
-    ax2.plot([lo, hi], [lo, hi], color="0.5", lw=0.8, ls=":")
-    ax2.axhline(0, color="k", lw=0.6)
-    ax2.axvline(0, color="k", lw=0.6)
-    ax2.set_xlabel(r"predicted final $\delta$ (tabular, matched time)")
-    ax2.set_ylabel(r"observed final $\delta$ (LM)")
-    ax2.set_title(f"per pair, seed {run.seed}")
-    ax2.legend(fontsize=7)
-    paths += save(fig, fig_dir, "lm_predicted_vs_observed")
-
-    # 3. loss against fraction aligned
-    fig, ax = new_figure(width=5.0, height=3.6)
-    for i, m in enumerate(methods):
-        rec = run.records[m]
-        ax.plot(rec.objective, (rec.delta_sum > 0).mean(axis=1), color=COLORS[i % len(COLORS)],
-                ls=LINESTYLES[i % len(LINESTYLES)], marker=MARKERS[i % len(MARKERS)], markevery=10, ms=3, label=m)
-    ax.axvline(np.log(2), color="0.4", lw=0.8, ls=":")
-    ax.set_xscale("symlog", linthresh=1e-3)
-    ax.set_xlim(0, None)
-    ax.set_xlabel("mean training loss (symlog; dotted: log 2)")
-    ax.set_ylabel(r"fraction of train pairs with $\delta > 0$")
-    ax.set_title(f"loss vs alignment over training (seed {run.seed})")
-    ax.legend(fontsize=6, ncol=2)
-    paths += save(fig, fig_dir, "lm_loss_vs_aligned")
-
-    # 4. chosen log-probability over training
-    fig, ax = new_figure(width=5.0, height=3.4)
-    for i, m in enumerate(methods):
-        curves = np.stack([r.records[m].chosen_logp.mean(axis=1) for r in stage.runs])  # (seeds, S)
-        ax.plot(curves.mean(axis=0), color=COLORS[i % len(COLORS)], ls=LINESTYLES[i % len(LINESTYLES)], label=m)
-    ax.set_xlabel("preference-training step")
-    ax.set_ylabel(r"mean $\log\pi(y_w\mid x)$ (summed), mean over seeds")
-    ax.set_title("does the chosen response's log-probability fall?")
-    ax.legend(fontsize=6, ncol=2)
-    paths += save(fig, fig_dir, "lm_chosen_logp")
-    return paths
-
-
-def _save_no_tight(fig, fig_dir, name):
-    # A colorbar shared by several axes does not mix with tight_layout; use constrained spacing instead.
+        rec = run.records[(beta, opt, m)]
+        for j in np.argsort(run.delta_ref):
+            ax.plot(rec.delta_sum[:, j], color=cmap(norm(run.delta_ref[j])), ls="-", lw=0.8)
+        ax.axhline(0.0, color="k", lw=0.8, ls="--")
+        ax.set_xlabel("preference-training step")
+        ax.set_ylabel(r"$\delta$ (summed)")
+        ax.set_title(f"{m}, beta {beta:g}, {opt}", fontsize=8)
     fig.set_layout_engine("constrained")
     fig.tight_layout = lambda *a, **k: None
-    return save(fig, fig_dir, name)
+    fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=list(axes), label=r"$\delta_{ref}$", shrink=0.9)
+    paths += save(fig, fig_dir, f"{prefix}_delta_trajectories")
+    return paths

@@ -1,10 +1,13 @@
-"""The small language-model stage (THEORY.md §12): a tiny causal transformer trained with DPO, its
+"""The small language-model stage (docs/theory.md §12, §14): a tiny causal transformer trained with DPO, its
 BT-labelled form, the CPO variants, IPO and DPO-Positive from a reference that favours the dispreferred
-response on a controlled fraction of prompts, compared pair by pair with the tabular theory.
+response on a controlled fraction of prompts, in cells (beta x optimizer x labels) from fast to slow regimes,
+compared pair by pair with the tabular theory run with the same optimizer.
 
 Modules: ``config`` (LMConfig, presets, JSON files), ``model`` (TinyGPT, sequence_logps), ``task``
-(the synthetic task), ``train`` (reference SFT, preference training, per-step records), ``predict``
-(the tabular prediction and its comparison), ``stage`` (the whole stage, cached), ``claims`` (the checks).
+(the synthetic task), ``train`` (reference SFT, preference training, per-step records), ``tabular`` (the
+tabular theory with the run's optimizer; time in U), ``predict`` (the prediction of a cell and its comparison),
+``stage`` (the whole stage, cached; regimes; time-in-U law), ``claims`` (the methods of the two LM claims),
+``lm_map`` (the ``paper_checks.py lm-map`` subcommand).
 """
 
 from toy_lm.config import METHODS, LMConfig, load_config

@@ -1,8 +1,12 @@
-"""Configuration of the language-model stage: one frozen dataclass, two named presets, JSON files.
+"""Configuration of the language-model stage: one frozen dataclass, three named presets, JSON files.
 
-Every number that changes an answer (``beta``, margins, the fraction of prompts whose
-reference favours ``y_l``) lives here and nowhere else; the checks print the whole config
+Every number that changes an answer (``betas``, margins, learning rates, the fraction of prompts
+whose reference favours ``y_l``) lives here and nowhere else; the checks print the whole config
 into the report evidence.
+
+A *cell* of the stage is one (beta, optimizer, labels) combination; every cell trains every method of
+its label kind from the same reference, on the same pairs and seeds. The regime of a cell is its scale
+``beta * |delta_ref|`` (median over the pairs the reference misranks; docs/theory.md §14).
 """
 
 from __future__ import annotations
@@ -17,13 +21,20 @@ METHODS = ("dpo", "dpo_bt", "cpo_eq17", "cpo_clip", "cpo_smooth", "cpo_easy", "i
            "cpo_smooth_bt")
 # "<loss>_bt": the loss trained on Bradley-Terry-sampled labels (both orders, weighted by the label frequency).
 BT_METHODS = {"dpo_bt": "dpo", "cpo_clip_bt": "cpo_clip", "cpo_smooth_bt": "cpo_smooth"}
-OPTIMIZERS = ("adam", "sgd")
-PRESETS = ("default", "large")
+OPTIMIZERS = ("sgd", "adam")
+PRESETS = ("default", "large", "map")
+# The methods the two LM claims read: DPO with both kinds of labels, and a certificate-carrying CPO loss with both.
+REQUIRED_METHODS = ("dpo", "dpo_bt", "cpo_clip", "cpo_clip_bt")
+
+
+def labels_of(method: str) -> str:
+    """"bt" for the methods trained on Bradley-Terry-sampled labels, "ordered" otherwise."""
+    return "bt" if method in BT_METHODS else "ordered"
 
 
 @dataclass(frozen=True)
 class LMConfig:
-    """One LM run: the synthetic task, the model, reference SFT, preference training, the tabular prediction.
+    """The LM stage: the synthetic task, the model, reference SFT, the cells of preference training, the prediction.
 
     Task (toy_lm/task.py):
       n_train_prompts: prompts whose pair is trained on (>= 2).
@@ -31,7 +42,7 @@ class LMConfig:
       violated_fraction: fraction of prompts (train and held-out alike) whose SFT corpus makes the
           dispreferred response y_l the more frequent one, in [0, 1].
       ref_log_ratio: (low, high), 0 < low <= high: |log f(y_w)/f(y_l)| of the corpus frequencies is
-          drawn uniformly from this range, so delta_ref spans it (sign set by the prompt's kind).
+          drawn uniformly from this range, so |delta_ref| spans it (sign set by the prompt's kind).
       pair_mass: corpus mass of y_w and y_l together, in (0, 1); the other candidates share the rest.
       n_candidates: responses per prompt in the SFT corpus (>= 2; the pair is two of them).
       n_responses: size of the response pool shared by all prompts (first tokens distinct, so
@@ -40,29 +51,34 @@ class LMConfig:
       response_len: content tokens per response (every response has this length, plus EOS).
       n_prompt_tokens: size of the prompt vocabulary.
       n_good_tokens, n_bad_tokens: response vocabulary; the reward counts good tokens.
-      reward_scale: r(y) = reward_scale * (number of good tokens of y); y_w has one more good token
-          than y_l, so the reward gap is dr = reward_scale > 0 for every pair.
+      reward_scale: r(y) = reward_scale * (number of good tokens of y); dr = reward_scale > 0 for every pair.
       bt_n_labels: labels drawn per pair from Bradley-Terry sigma(dr) for the "*_bt" methods (>= 1).
     Model (toy_lm/model.py): n_layer, n_head, n_embd (n_embd divisible by n_head).
     Reference: sft_steps, sft_lr (Adam, full batch over the corpus).
-    Preference training (toy_lm/train.py):
-      methods: names from METHODS ("x_bt" = loss x on BT-sampled labels). steps, lr, optimizer ("adam" or "sgd"): the same for every method.
-      beta: > 0, of every loss. margin: the m of "delta >= m" (certification level, and cpo_clip's
-          margin; the tabular prediction supports cpo_clip only with margin 0, its code default, because
-          toy_bandits.dynamics.train_tabular does not pass a margin on to cpo_clip). eq17_gamma: cpo_eq17's gamma. smooth_gamma, smooth_tau, smooth_alpha: cpo_smooth's.
-      easy_gamma: cpo_easy's gamma. dpop_lam: DPO-Positive's lambda (>= 0).
+    Preference training (toy_lm/train.py), one run per (beta, optimizer, method, seed):
+      methods: distinct names from METHODS ("x_bt" = loss x on BT-sampled labels); must contain REQUIRED_METHODS.
+      betas: the beta levels of the cells (each > 0): with one reference per seed, beta sets the scale
+          beta * |delta_ref| of a cell.
+      optimizers: a subset of OPTIMIZERS; sgd_lr, adam_lr: their step sizes (> 0, constant in a run; SGD's is
+          sgd_lr / beta^2 in a cell of beta, see :meth:`LMConfig.lr`).
+      steps: preference steps per run (>= 1), full batch over the train pairs.
+      margin: the m of "delta >= m" (certification level, and cpo_clip's margin). eq17_gamma: cpo_eq17's gamma.
+      smooth_gamma, smooth_tau, smooth_alpha: cpo_smooth's. easy_gamma: cpo_easy's. dpop_lam: DPO-Positive's (>= 0; 5, not the DPOP paper's 50: at
+          beta 2.5 with SGD, lambda 50 multiplies the gradient by beta * lambda = 125 and the run diverges to NaN).
       heldout_every: steps between held-out evaluations (>= 1).
-    Tabular prediction (toy_bandits.dynamics.train_tabular):
-      tabular_lr: > 0; tabular_steps: horizon of the tabular run (its clock is matched to the LM's
-      by the mean training loss, toy_lm/predict.py).
-    seeds: the seeds of the runs (each seed draws the task, the model init and the BT labels).
+    Tabular prediction (toy_lm/tabular.py; the same optimizer as the run, tabular logits over the candidates
+      and one "rest" entry, started at the reference's own absolute log-probabilities):
+      tabular_sgd_lr, tabular_adam_lr: > 0 (the same beta rule as the LM's); tabular_max_steps: horizon cap (>= 1). The tabular run is
+      extended until its mean objective reaches the LM's final one or the cap (then the clock saturates and
+      the cell is not compared).
+    seeds: distinct non-negative integers (each seed draws the task, the model init and the BT labels).
     """
 
     # task
-    n_train_prompts: int = 48
+    n_train_prompts: int = 32
     n_heldout_prompts: int = 16
     violated_fraction: float = 0.5
-    ref_log_ratio: tuple[float, float] = (0.25, 3.0)
+    ref_log_ratio: tuple[float, float] = (0.5, 8.0)
     pair_mass: float = 0.8
     n_candidates: int = 3
     n_responses: int = 10
@@ -82,42 +98,43 @@ class LMConfig:
     sft_lr: float = 3e-3
     # preference training
     methods: tuple[str, ...] = METHODS
-    steps: int = 50
-    lr: float = 1e-3
-    optimizer: str = "adam"
-    beta: float = 1.0
+    betas: tuple[float, ...] = (0.5, 2.5)
+    optimizers: tuple[str, ...] = OPTIMIZERS
+    sgd_lr: float = 3e-3
+    adam_lr: float = 3e-4
+    steps: int = 40
     margin: float = 0.0
     eq17_gamma: float = 0.05
     smooth_gamma: float = 0.5
     smooth_tau: float = 2.0
     smooth_alpha: float = 1.0
     easy_gamma: float = 0.5
-    dpop_lam: float = 50.0
+    dpop_lam: float = 5.0
     heldout_every: int = 5
     # tabular prediction
-    tabular_lr: float = 0.2
-    tabular_steps: int = 300
+    tabular_sgd_lr: float = 0.2
+    tabular_adam_lr: float = 0.05
+    tabular_max_steps: int = 3000
     # seeds
     seeds: tuple[int, ...] = (0, 1, 2)
 
     def __post_init__(self) -> None:
+        _check_types(self)
         ints_min = {"n_train_prompts": 2, "n_heldout_prompts": 2, "n_candidates": 2, "n_responses": 2, "response_len": 1,
                     "n_prompt_tokens": 2, "n_good_tokens": 1, "n_bad_tokens": 1, "bt_n_labels": 1,
                     "n_layer": 1, "n_head": 1, "n_embd": 2, "sft_steps": 0, "steps": 1, "heldout_every": 1,
-                    "tabular_steps": 1}
+                    "tabular_max_steps": 1}
         for name, low in ints_min.items():
+            if getattr(self, name) < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {getattr(self, name)!r}")
+        for name in ("sft_lr", "sgd_lr", "adam_lr", "smooth_tau", "smooth_alpha", "reward_scale", "tabular_sgd_lr",
+                     "tabular_adam_lr"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-        positive = ("sft_lr", "lr", "beta", "smooth_tau", "smooth_alpha", "reward_scale", "tabular_lr")
-        for name in positive:
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
         for name in ("margin", "eq17_gamma", "smooth_gamma", "easy_gamma", "dpop_lam"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value)):
-                raise ValueError(f"{name} must be a finite number, got {value!r}")
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)!r}")
         if self.dpop_lam < 0:
             raise ValueError(f"dpop_lam must be >= 0, got {self.dpop_lam}")
         if not 0 <= self.violated_fraction <= 1:
@@ -130,7 +147,7 @@ class LMConfig:
         if not (0 < low <= high and math.isfinite(high)):
             raise ValueError(f"ref_log_ratio must be (low, high) with 0 < low <= high, got {self.ref_log_ratio}")
         pmin, pmax = self.prompt_len
-        if not (isinstance(pmin, int) and isinstance(pmax, int) and 1 <= pmin <= pmax):
+        if not 1 <= pmin <= pmax:
             raise ValueError(f"prompt_len must be integers (min, max) with 1 <= min <= max, got {self.prompt_len}")
         if not self.response_len + 1 <= self.n_responses <= self.n_good_tokens + self.n_bad_tokens:
             raise ValueError(f"n_responses must lie in [response_len + 1, n_good_tokens + n_bad_tokens] = "
@@ -144,10 +161,17 @@ class LMConfig:
         bad = [m for m in self.methods if m not in METHODS]
         if bad or not self.methods or len(set(self.methods)) != len(self.methods):
             raise ValueError(f"methods must be distinct names from {METHODS}, got {self.methods}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"seeds must be distinct integers, got {self.seeds}")
+        missing = [m for m in REQUIRED_METHODS if m not in self.methods]
+        if missing:
+            raise ValueError(f"methods must contain {REQUIRED_METHODS} (the LM claims read them); missing {missing}")
+        if not self.betas or len(set(self.betas)) != len(self.betas) or any(not (math.isfinite(b) and b > 0)
+                                                                           for b in self.betas):
+            raise ValueError(f"betas must be distinct finite numbers > 0, got {self.betas}")
+        bad_opt = [o for o in self.optimizers if o not in OPTIMIZERS]
+        if bad_opt or not self.optimizers or len(set(self.optimizers)) != len(self.optimizers):
+            raise ValueError(f"optimizers must be distinct names from {OPTIMIZERS}, got {self.optimizers}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
+            raise ValueError(f"seeds must be distinct integers >= 0, got {self.seeds}")
         n_prompts = self.n_train_prompts + self.n_heldout_prompts
         n_possible = sum(self.n_prompt_tokens ** k for k in range(pmin, pmax + 1))
         if n_possible < n_prompts:
@@ -168,6 +192,31 @@ class LMConfig:
             raise ValueError(f"unknown method {method!r}; valid: {METHODS}")
         return params[method]
 
+    def lr(self, optimizer: str, beta: float, method: str = "dpo") -> float:
+        """The LM step size of ``optimizer`` for ``method`` in a cell of ``beta``.
+
+        SGD: ``sgd_lr / beta**2`` for the logistic losses (all but IPO): the same step in the units of
+        h = beta (delta - delta_ref), in which the DPO loss does not depend on beta (its gradient in delta and its
+        curvature in the parameters grow like beta and beta^2), so cells differ in H = beta |delta_ref| only, the
+        axis of docs/theory.md §14. A fixed step overshot at beta 2.5 (the loss rose from log 2 to 3.8 in the first
+        step) and barely moved at beta 0.1. IPO's loss ((delta - delta_ref) - 1/(2 beta))^2 has a beta-free
+        curvature in delta, so it keeps ``sgd_lr`` (with sgd_lr / beta^2 it diverged at beta 0.1).
+        Adam: ``adam_lr`` (Adam divides the gradient's scale out itself).
+        """
+        if optimizer == "sgd":
+            return self.sgd_lr if method == "ipo" else self.sgd_lr / beta**2
+        if optimizer == "adam":
+            return self.adam_lr
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+
+    def tabular_lr(self, optimizer: str, beta: float, method: str = "dpo") -> float:
+        """The tabular prediction's step size of ``optimizer`` for ``method`` at ``beta`` (the rule of :meth:`lr`)."""
+        if optimizer == "sgd":
+            return self.tabular_sgd_lr if method == "ipo" else self.tabular_sgd_lr / beta**2
+        if optimizer == "adam":
+            return self.tabular_adam_lr
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -175,13 +224,51 @@ class LMConfig:
         return dataclasses.replace(self, **changes)
 
 
+# ----------------------------------------------------------------------------------------------
+# Types: every field is checked before any value check, so a JSON file with "0.8" or 3 where a
+# number or a list belongs fails with the field's name, never with a TypeError deep inside.
+
+_NUMBER = "number"
+_TUPLES = {"ref_log_ratio": (_NUMBER, 2), "prompt_len": (int, 2), "methods": (str, None), "betas": (_NUMBER, None),
+           "optimizers": (str, None), "seeds": (int, None)}
+
+
+def _is(value, kind) -> bool:
+    if isinstance(value, bool):
+        return False
+    if kind is _NUMBER:
+        return isinstance(value, (int, float))
+    return isinstance(value, kind)
+
+
+def _check_types(cfg: LMConfig) -> None:
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.name in _TUPLES:
+            kind, length = _TUPLES[f.name]
+            kind_name = "numbers" if kind is _NUMBER else f"{kind.__name__}s"
+            shape = f"{length} " if length else ""
+            if not isinstance(value, tuple) or (length and len(value) != length) or not all(_is(v, kind) for v in value):
+                raise ValueError(f"{f.name} must be a list of {shape}{kind_name}, got {value!r}")
+        elif f.type in ("int", int):
+            if not _is(value, int):
+                raise ValueError(f"{f.name} must be an integer, got {value!r}")
+        elif f.type in ("float", float):
+            if not _is(value, _NUMBER):
+                raise ValueError(f"{f.name} must be a number, got {value!r}")
+
+
 def _large() -> LMConfig:
     return LMConfig(n_train_prompts=512, n_heldout_prompts=256, n_layer=4, n_head=4, n_embd=128,
-                    n_prompt_tokens=32, prompt_len=(3, 6), response_len=6, n_good_tokens=16, n_bad_tokens=16, n_responses=24,
-                    sft_steps=1500, sft_lr=3e-3, steps=600, lr=5e-4, tabular_steps=2000, seeds=(0, 1, 2, 3, 4))
+                    n_prompt_tokens=32, prompt_len=(3, 6), response_len=6, n_good_tokens=16, n_bad_tokens=16,
+                    n_responses=24, sft_steps=1500, sft_lr=3e-3, steps=400, betas=(0.1, 0.5, 1.0, 2.5),
+                    tabular_max_steps=20000, seeds=(0, 1, 2, 3, 4))
 
 
-_TUPLE_FIELDS = {"ref_log_ratio", "prompt_len", "methods", "seeds"}
+def _map() -> LMConfig:
+    """The full regime map on a CPU: four beta levels (scale beta |delta_ref| from about 0.3 to about 20), five seeds;
+    the default preset's cells are a subset of it."""
+    return LMConfig(betas=(0.1, 0.5, 1.0, 2.5), seeds=(0, 1, 2, 3, 4))
 
 
 def from_dict(data: dict, base: LMConfig | None = None) -> LMConfig:
@@ -192,16 +279,18 @@ def from_dict(data: dict, base: LMConfig | None = None) -> LMConfig:
     unknown = sorted(set(data) - names)
     if unknown:
         raise ValueError(f"unknown LM config keys {unknown}; valid keys: {sorted(names)}")
-    values = {k: (tuple(v) if k in _TUPLE_FIELDS and isinstance(v, list) else v) for k, v in data.items()}
+    values = {k: (tuple(v) if k in _TUPLES and isinstance(v, list) else v) for k, v in data.items()}
     return dataclasses.replace(base or LMConfig(), **values)
 
 
 def load_config(name_or_path: str) -> LMConfig:
-    """"default", "large", or a path to a JSON file of field values (over the default preset)."""
+    """"default", "large", "map", or a path to a JSON file of field values (over the default preset)."""
     if name_or_path == "default":
         return LMConfig()
     if name_or_path == "large":
         return _large()
+    if name_or_path == "map":
+        return _map()
     path = Path(name_or_path)
     if not path.is_file():
         raise ValueError(f"LM config {name_or_path!r} is neither one of {PRESETS} nor an existing JSON file")

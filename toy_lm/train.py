@@ -97,6 +97,8 @@ class RunRecord:
 
     method: str
     seed: int
+    beta: float
+    optimizer: str
     objective: np.ndarray
     objective_pairs: np.ndarray
     loss: np.ndarray
@@ -121,33 +123,46 @@ class RunRecord:
         return (self.heldout_delta_sum >= 0).mean(axis=1)
 
 
-def _pair_losses(method: str, cfg: LMConfig, task: Task, pc, pr, rc, rr):
-    """(objective per pair, ordered-pair loss per pair) of ``method`` on log-probs (P,)."""
-    params = cfg.loss_params(method)
+def pair_losses(method: str, beta: float, params: dict, q, pc, pr, rc, rr):
+    """(objective per pair, ordered-pair loss per pair) of ``method`` on log-probs (P,).
+
+    q: (P,) label frequency of y_w for the "*_bt" methods (ignored otherwise). Shared with the tabular prediction
+    (toy_lm/tabular.py), so the run and its prediction minimise the same formula.
+    """
     if method in BT_METHODS:
-        q = torch.as_tensor(task.q_hat[task.split("train")], dtype=pc.dtype, device=pc.device)
         base = get_loss(BT_METHODS[method])
-        forward = base(pc, pr, rc, rr, beta=cfg.beta, **params).losses
+        forward = base(pc, pr, rc, rr, beta=beta, **params).losses
         if method == "dpo_bt":
-            return get_loss("dpo_bt")(pc, pr, rc, rr, beta=cfg.beta, q=q).losses, forward
-        backward = base(pr, pc, rr, rc, beta=cfg.beta, **params).losses  # the label that chose y_l
+            return get_loss("dpo_bt")(pc, pr, rc, rr, beta=beta, q=q).losses, forward
+        backward = base(pr, pc, rr, rc, beta=beta, **params).losses  # the label that chose y_l
         return q * forward + (1 - q) * backward, forward
-    losses = get_loss(method)(pc, pr, rc, rr, beta=cfg.beta, **params).losses
+    losses = get_loss(method)(pc, pr, rc, rr, beta=beta, **params).losses
     return losses, losses
 
 
-def _target(method: str, cfg: LMConfig, rc, rr) -> torch.Tensor:
+def method_target(method: str, beta: float, params: dict, rc, rr) -> torch.Tensor:
+    """The implicit target T of ``method`` per pair (nan for the losses without a target form)."""
     name = BT_METHODS.get(method, method)
     if name not in TARGET_FORM:
         return torch.full_like(rc, math.nan)
-    return implicit_target(name, rc, rr, beta=cfg.beta, **cfg.loss_params(method))
+    return implicit_target(name, rc, rr, beta=beta, **params)
+
+
+def make_optimizer(optimizer: str, params, lr: float) -> torch.optim.Optimizer:
+    """torch's SGD (plain) or Adam (torch defaults besides lr): the same rule for the LM and its tabular prediction."""
+    if optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, foreach=True)
+    if optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr)
+    raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
 
 
 def train_preference(method: str, task: Task, reference: TinyGPT, ref_logps: SeqLogps, cfg: LMConfig, seed: int,
-                     device: torch.device, progress=None) -> RunRecord:
+                     device: torch.device, beta: float, optimizer: str, progress=None) -> RunRecord:
     """Train a copy of ``reference`` with ``method``'s loss on the train pairs; record every step.
 
     ref_logps: the reference's log-probabilities of every candidate (from :func:`all_logps`).
+    beta: the loss's beta (> 0); optimizer: "sgd" or "adam" (step size ``cfg.lr(optimizer, beta, method)``).
     progress: optional callable(step) called after each step.
     """
     seed_everything(seed)
@@ -155,12 +170,9 @@ def train_preference(method: str, task: Task, reference: TinyGPT, ref_logps: Seq
     policy.train()
     for p in policy.parameters():
         p.requires_grad_(True)
-    if cfg.optimizer == "adam":
-        opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr, foreach=True)
-    elif cfg.optimizer == "sgd":
-        opt = torch.optim.SGD(policy.parameters(), lr=cfg.lr)
-    else:
-        raise ValueError(f"optimizer must be 'adam' or 'sgd', got {cfg.optimizer!r}")
+    opt = make_optimizer(optimizer, policy.parameters(), cfg.lr(optimizer, beta, method))
+    params = cfg.loss_params(method)
+    q_train = torch.as_tensor(task.q_hat[task.split("train")], dtype=torch.float32, device=device)
 
     tr, ho = task.split("train"), task.split("heldout")
     p_train = task.n_train
@@ -174,17 +186,21 @@ def train_preference(method: str, task: Task, reference: TinyGPT, ref_logps: Seq
     ref_field = ref_logps.mean if mean_inputs else ref_logps.sum
     rc, rr = ref_field[tr, W].to(device), ref_field[tr, L].to(device)
     ref_delta_sum = (ref_logps.sum[tr, W] - ref_logps.sum[tr, L]).numpy()
-    target = _target(method, cfg, rc, rr)
+    target = method_target(method, beta, params, rc, rr)
     margin = cfg.margin
 
     rec = {k: [] for k in ("objective", "objective_pairs", "loss", "delta_sum", "delta_mean", "chosen_logp",
                            "certified", "ho_steps", "ho_sum", "ho_mean")}
     for step in range(cfg.steps + 1):
         out = sequence_logps(policy, train_tokens, train_mask)
+        if not torch.isfinite(out.sum).all():
+            raise FloatingPointError(f"{method} (beta {beta:g}, {optimizer}, lr {cfg.lr(optimizer, beta, method):g}, "
+                                     f"seed {seed}) diverged at step {step}: non-finite log-probabilities; lower the "
+                                     "step size")
         total, mean = out.sum, out.mean
         inputs = mean if mean_inputs else total
         pc, pr = inputs[:p_train], inputs[p_train:]
-        objective_pairs, ordered = _pair_losses(method, cfg, task, pc, pr, rc, rr)
+        objective_pairs, ordered = pair_losses(method, beta, params, q_train, pc, pr, rc, rr)
         objective = objective_pairs.mean()
         with torch.no_grad():
             rec["objective"].append(objective.item())
@@ -193,7 +209,7 @@ def train_preference(method: str, task: Task, reference: TinyGPT, ref_logps: Seq
             rec["delta_sum"].append((total[:p_train] - total[p_train:]).cpu().numpy())
             rec["delta_mean"].append((mean[:p_train] - mean[p_train:]).cpu().numpy())
             rec["chosen_logp"].append(total[:p_train].cpu().numpy())
-            cert = (alignment_certificate(ordered, target, beta=cfg.beta, margin=margin)
+            cert = (alignment_certificate(ordered, target, beta=beta, margin=margin)
                     if not torch.isnan(target).any() else torch.zeros_like(ordered, dtype=torch.bool))
             rec["certified"].append(cert.cpu().numpy())
             if step % cfg.heldout_every == 0 or step == cfg.steps:
@@ -213,7 +229,7 @@ def train_preference(method: str, task: Task, reference: TinyGPT, ref_logps: Seq
             progress(step + 1)
     delta_sum = np.stack(rec["delta_sum"])
     return RunRecord(
-        method=method, seed=seed,
+        method=method, seed=seed, beta=beta, optimizer=optimizer,
         objective=np.asarray(rec["objective"]), objective_pairs=np.stack(rec["objective_pairs"]),
         loss=np.stack(rec["loss"]), delta_sum=delta_sum, delta_mean=np.stack(rec["delta_mean"]),
         chosen_logp=np.stack(rec["chosen_logp"]),

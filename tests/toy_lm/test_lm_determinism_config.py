@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from toy_lm.config import METHODS, LMConfig, from_dict, load_config
-from toy_lm.predict import predict
+from toy_lm.predict import Comparison, compare_cell, predict_cell
+from toy_lm.tabular import run_tabular, time_to_leave_U
 from toy_lm.task import make_task
 from toy_lm.train import RunRecord, all_logps, train_preference, train_reference
 
@@ -21,7 +22,7 @@ def _run(seed):
     task = make_task(cfg, seed)
     ref = train_reference(task, cfg, seed, dev)
     lp = all_logps(ref, task, dev)
-    return lp, train_preference("dpo", task, ref, lp, cfg, seed, dev)
+    return lp, train_preference("dpo", task, ref, lp, cfg, seed, dev, beta=1.0, optimizer="sgd")
 
 
 def test_same_seed_gives_bitwise_identical_numbers():
@@ -47,48 +48,140 @@ def test_task_is_a_function_of_the_seed_and_follows_the_design():
 
 def test_config_rejects_unknown_keys_and_bad_values(tmp_path):
     with pytest.raises(ValueError, match="unknown LM config keys"):
-        from_dict({"beta": 0.5, "betta": 1})
-    with pytest.raises(ValueError, match="beta must be"):
-        LMConfig(beta=0.0)
+        from_dict({"betas": [0.5], "betta": 1})
+    with pytest.raises(ValueError, match="betas must be"):
+        LMConfig(betas=(0.0,))
     with pytest.raises(ValueError, match="methods must be"):
         LMConfig(methods=("dpo", "simpo"))
-    with pytest.raises(ValueError, match="optimizer must be one of"):
-        LMConfig(optimizer="lion")
+    with pytest.raises(ValueError, match="optimizers must be"):
+        LMConfig(optimizers=("lion",))
     with pytest.raises(ValueError, match="violated_fraction"):
         LMConfig(violated_fraction=1.5)
     with pytest.raises(ValueError, match="neither"):
         load_config("medium")
     path = tmp_path / "lm.json"
-    path.write_text(json.dumps({"beta": 0.5, "seeds": [4, 5, 6], "methods": ["dpo", "dpo_bt"]}))
+    path.write_text(json.dumps({"betas": [0.5], "seeds": [4, 5, 6], "methods": ["dpo", "dpo_bt", "cpo_clip",
+                                                                               "cpo_clip_bt"]}))
     cfg = load_config(str(path))
-    assert cfg.beta == 0.5 and cfg.seeds == (4, 5, 6) and cfg.methods == ("dpo", "dpo_bt")
+    assert cfg.betas == (0.5,) and cfg.seeds == (4, 5, 6) and cfg.methods == ("dpo", "dpo_bt", "cpo_clip", "cpo_clip_bt")
     assert load_config("default") == LMConfig() and load_config("large").n_embd > LMConfig().n_embd
     assert LMConfig().methods == METHODS
+    assert set(LMConfig().betas) < set(load_config("map").betas)  # the default's cells are map cells
 
 
-def test_prediction_of_a_tabular_run_is_exact():
-    # A "run" whose deltas are the tabular trajectory itself (one LM step = one tabular step): the clock maps
-    # step t to t, and predicted equals observed for every pair.
-    from toy_bandits.dynamics import train_tabular
+@pytest.mark.parametrize("data, field", [
+    ({"pair_mass": "0.8"}, "pair_mass"), ({"seeds": 3}, "seeds"), ({"seeds": [-1]}, "seeds"),
+    ({"prompt_len": [2]}, "prompt_len"), ({"methods": ["dpo"]}, "methods"), ({"steps": 2.5}, "steps"),
+    ({"steps": True}, "steps"), ({"betas": ["1"]}, "betas"), ({"ref_log_ratio": [1, "2"]}, "ref_log_ratio"),
+])
+def test_config_file_with_wrong_types_is_a_value_error_naming_the_field(tmp_path, data, field):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=f"^{field} must"):
+        load_config(str(path))
 
-    cfg = LMConfig(**{**TINY, "tabular_steps": 40, "steps": 40})
+
+def test_cli_turns_a_bad_config_file_into_exit_2(tmp_path, capsys):
+    from dpo_rlhf_checks.cli import main
+
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"pair_mass": "0.8"}))
+    for argv in (["--only", "lm-dpo-failure", "--lm-config", str(path)], ["lm-map", "--lm-config", str(path)]):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2
+        assert "pair_mass must be a number" in capsys.readouterr().err
+
+
+def _self_run(method, optimizer, steps=40):
+    """A "run" whose per-step deltas are the tabular trajectory itself (one LM step = one tabular step)."""
+    cfg = LMConfig(**{**TINY, "steps": steps})
     task = make_task(cfg, 0)
     torch.manual_seed(0)
-    logp = torch.log_softmax(torch.randn(task.n_prompts, cfg.n_candidates, dtype=torch.float64) * 1.5, dim=1)
+    logits = torch.randn(task.n_prompts, cfg.n_candidates + 1, dtype=torch.float64) * 1.5
+    logp = torch.log_softmax(logits, dim=1)[:, : cfg.n_candidates]  # candidates keep < 1 of the mass
     from toy_lm.model import SeqLogps
 
-    lp = SeqLogps(logp.float(), logp.float() / task.response_tokens, torch.full(logp.shape, task.response_tokens))
-    pi = torch.softmax(lp.sum[: task.n_train].double(), dim=1).numpy()
-    pairs = np.tile(np.array([[[0, 1]]]), (task.n_train, 1, 1))
-    traj = train_tabular(pi, pairs, "dpo", beta=cfg.beta, steps=40, lr=cfg.tabular_lr)
-    delta = traj.delta[:, :, 0]
-    rec = RunRecord(method="dpo", seed=0, objective=traj.loss[:, :, 0].mean(axis=1), objective_pairs=traj.loss[:, :, 0],
-                    loss=traj.loss[:, :, 0], delta_sum=delta, delta_mean=delta / task.response_tokens,
-                    chosen_logp=np.zeros_like(delta), in_U=traj.in_U[:, :, 0], certified=traj.certified[:, :, 0],
-                    target=traj.delta_ref[:, 0], heldout_steps=np.array([0]), heldout_delta_sum=np.zeros((1, 2)),
+    lp = SeqLogps(logp, logp / task.response_tokens, torch.full(logp.shape, task.response_tokens))
+    p = task.n_train
+    tab = run_tabular(method, logp[:p].numpy(), n_tokens=task.response_tokens, beta=1.0, params=cfg.loss_params(method),
+                      q=task.q_hat[:p], optimizer=optimizer, lr=cfg.tabular_lr(optimizer, 1.0), groups=np.zeros(p, int),
+                      stop_objective=np.array([-np.inf]), max_steps=steps)
+    d = tab.delta
+    dref = d[0]
+    rec = RunRecord(method=method, seed=0, beta=1.0, optimizer=optimizer, objective=tab.objective[:, 0],
+                    objective_pairs=tab.loss, loss=tab.loss, delta_sum=d, delta_mean=d / task.response_tokens,
+                    chosen_logp=np.zeros_like(d), in_U=(dref < d) & (d < 0), certified=np.zeros_like(d, bool),
+                    target=dref, heldout_steps=np.array([0]), heldout_delta_sum=np.zeros((1, 2)),
                     heldout_delta_mean=np.zeros((1, 2)))
-    cmp = predict("dpo", rec, lp, task, cfg)
+    return cfg, rec, lp, task
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_prediction_of_a_tabular_run_is_exact(optimizer):
+    # The clock maps step t to t, and predicted equals observed for every pair, with either optimizer.
+    cfg, rec, lp, task = _self_run("dpo", optimizer)
+    (cmp,) = predict_cell("dpo", 1.0, optimizer, [(rec, lp, task)], cfg)
     np.testing.assert_array_equal(cmp.clock, np.arange(41))
-    np.testing.assert_allclose(cmp.pred_delta, cmp.obs_delta, atol=1e-6)
+    np.testing.assert_allclose(cmp.pred_delta, cmp.obs_delta, atol=1e-9)
     assert cmp.agreement == 1.0 and not cmp.clock_saturated
     np.testing.assert_array_equal(cmp.pred_cross, cmp.obs_cross)
+
+
+def test_prediction_uses_the_runs_optimizer():
+    # Mutation check: predicting an Adam run with SGD. Final deltas at a matched loss barely move (one pair per
+    # prompt is a 1-D monotone flow, pinned by the loss), but the time course does: the clock is no longer the
+    # identity and the pairs cross at other steps.
+    cfg, rec, lp, task = _self_run("dpo", "adam")
+    (same,) = predict_cell("dpo", 1.0, "adam", [(rec, lp, task)], cfg)
+    (other,) = predict_cell("dpo", 1.0, "sgd", [(rec, lp, task)], cfg)
+    np.testing.assert_array_equal(same.clock, np.arange(41))
+    assert np.abs(other.clock - np.arange(41)).max() >= 5
+    assert not np.array_equal(other.pred_cross, other.obs_cross)
+
+
+def _cmp(pred, obs, saturated=False, pred_max=None, obs_max=None):
+    dref = np.array([-2.0, -1.0, 1.0])
+    return Comparison(clock=np.arange(3), clock_saturated=saturated, delta_ref=dref, pred_delta=np.asarray(pred),
+                      obs_delta=np.asarray(obs), pred_in_U_max=pred_max if pred_max is not None else 0.0,
+                      obs_in_U_max=obs_max if obs_max is not None else 0.0, pred_cross=np.zeros(3, int),
+                      obs_cross=np.zeros(3, int), tab_final_objective=0.1, lm_final_objective=0.05)
+
+
+def test_saturated_and_trivial_comparisons_are_not_counted():
+    aligned = [0.5, 0.5, 2.0]  # nobody in U at the end
+    sat = compare_cell([_cmp(aligned, aligned, saturated=True)], tol=0.1)
+    assert sat["compared"] is False and "saturated" in sat["reason_not_compared"] and sat["agreement"] is None
+    trivial = compare_cell([_cmp(aligned, aligned)], tol=0.1)
+    assert trivial["compared"] is False and trivial["reason_not_compared"].startswith("trivial")
+    transit = compare_cell([_cmp(aligned, aligned, pred_max=2 / 3, obs_max=1 / 3)], tol=0.1)  # passed through U
+    assert transit["compared"] and transit["agreement"] == 1.0 and transit["within_tol"]
+    off = compare_cell([_cmp([-1.5, -0.5, 2.0], aligned, pred_max=2 / 3, obs_max=1 / 3)], tol=0.1)
+    assert off["compared"] and off["predicted_frac_in_U"] == pytest.approx(2 / 3) and not off["within_tol"]
+
+
+def test_time_in_U_theory_grows_like_exp_under_sgd_and_not_under_adam():
+    h = np.linspace(4.0, 12.0, 9)
+    t_sgd = time_to_leave_U(-h / 2.5, 2.5, "sgd", 0.2)
+    slope_sgd = np.polyfit(h, np.log(t_sgd), 1)[0]
+    assert slope_sgd == pytest.approx(1.0, abs=0.03)  # (H + e^H - 1) / (2 beta^2): slope -> 1
+    t_adam = time_to_leave_U(-h[:-2] / 2.5, 2.5, "adam", 0.05)  # H in [4, 10]; near 12 Adam's eps stalls it
+    assert np.isfinite(t_adam).all()
+    # Adam rescales the vanishing gradient, yet its second moment remembers the early larger gradients: still
+    # exponential in H, with a smaller rate (measured ~0.7).
+    assert 0.3 < np.polyfit(h[:-2], np.log(t_adam), 1)[0] < 0.9
+
+
+def test_censored_fit_recovers_a_planted_slope_where_dropping_censored_points_does_not():
+    from toy_lm.stage import _censored_slope, _within_slope
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 10, 400)
+    g = rng.integers(0, 3, 400)
+    y = np.array([0.0, 1.0, 2.0])[g] + 0.5 * x + rng.normal(0, 0.7, 400)
+    limit = 3.5
+    cens = y > limit  # about half the points never "leave" within the run
+    slope, se = _censored_slope(x, np.minimum(y, limit), g, cens, limit)
+    assert abs(slope - 0.5) < 3 * se and se < 0.03
+    ols, _ = _within_slope(x[~cens], y[~cens], g[~cens])
+    assert ols < 0.45  # the naive fit is biased towards 0

@@ -15,24 +15,26 @@ import torch
 
 from dpo_rlhf_checks.losses import critical_loss
 from toy_lm.config import LMConfig
-from toy_lm.predict import predict
+from toy_lm.predict import predict_cell
 from toy_lm.task import make_task
 from toy_lm.train import all_logps, train_preference, train_reference
 
 Q = 0.75
+BETA = 1.0
 
 
 @pytest.fixture(scope="module")
 def planted():
     torch.set_num_threads(1)
     cfg = LMConfig(n_train_prompts=2, n_heldout_prompts=2, violated_fraction=0.5, ref_log_ratio=(2.5, 2.5),
-                   n_embd=16, sft_steps=150, steps=60, seeds=(0,), methods=("dpo", "dpo_bt", "cpo_clip"))
+                   n_embd=16, sft_steps=150, steps=60, seeds=(0,), adam_lr=1e-3, betas=(BETA,), optimizers=("adam",),
+                   methods=("dpo", "dpo_bt", "cpo_clip", "cpo_clip_bt"))
     task = make_task(cfg, 0)
     task = dataclasses.replace(task, q_hat=np.full(task.n_prompts, Q))
     dev = torch.device("cpu")
     ref = train_reference(task, cfg, 0, dev)
     lp = all_logps(ref, task, dev)
-    runs = {m: train_preference(m, task, ref, lp, cfg, 0, dev) for m in cfg.methods}
+    runs = {m: train_preference(m, task, ref, lp, cfg, 0, dev, beta=BETA, optimizer="adam") for m in cfg.methods}
     delta_ref = (lp.sum[:2, 0] - lp.sum[:2, 1]).numpy()
     return cfg, task, lp, runs, delta_ref
 
@@ -49,22 +51,23 @@ def test_reference_realises_the_planted_preferences(planted):
 def test_bt_labels_converge_to_the_population_optimum_and_stay_in_U(planted):
     cfg, task, lp, runs, delta_ref = planted
     rec = runs["dpo_bt"]
-    dstar = delta_ref + math.log(Q / (1 - Q)) / cfg.beta
+    dstar = delta_ref + math.log(Q / (1 - Q)) / BETA
     np.testing.assert_allclose(rec.delta_sum[-1], dstar, atol=0.25)
     viol = int(np.flatnonzero(task.violated[:2])[0])
     assert rec.in_U[-1, viol] and not rec.in_U[-1, 1 - viol]
     # The loss fell below log 2 while the violated pair still prefers y_l: "learned" yet misaligned.
     assert rec.loss[-1, viol] < math.log(2) and rec.delta_sum[-1, viol] < 0
     # ... and the loss-to-delta bridge says so: its loss is above the critical level softplus(beta delta_ref).
-    l_crit = critical_loss(torch.tensor(delta_ref[viol]), beta=cfg.beta).item()
+    l_crit = critical_loss(torch.tensor(delta_ref[viol]), beta=BETA).item()
     assert rec.loss[-1, viol] > l_crit and not rec.certified[-1, viol]
     # The objective reaches the binary entropy of q (its minimum) within 0.01.
     entropy = -(Q * math.log(Q) + (1 - Q) * math.log(1 - Q))
     assert rec.objective[-1] == pytest.approx(entropy, abs=0.01)
     # The tabular theory, at the loss-matched time, predicts the same final deltas within 0.25.
-    cmp = predict("dpo_bt", rec, lp, task, cfg)
+    (cmp,) = predict_cell("dpo_bt", BETA, "adam", [(rec, lp, task)], cfg)
     np.testing.assert_allclose(cmp.pred_delta, rec.delta_sum[-1], atol=0.25)
     assert cmp.agreement == 1.0 and cmp.predicted_frac_in_U == cmp.observed_frac_in_U == 0.5
+    assert not cmp.clock_saturated
 
 
 def test_ordered_dpo_drives_both_pairs_up_and_the_loss_to_zero(planted):
