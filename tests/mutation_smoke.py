@@ -56,7 +56,7 @@ CRASHES = [
      "def cpo_constrained_kkt_convex(ctx: CheckContext) -> MethodResult:"),
     ("simulation", "equiv-population", "toy_bandits/map_claims.py",
      "def equiv_population_simulation(ctx: CheckContext) -> MethodResult:"),
-    ("training", "lm-cpo-fix", "toy_lm/claims.py", "def lm_cpo_fix_training(ctx: CheckContext) -> _MethodResult:"),
+    ("training", "lm-cpo-fix", "toy_lm/claims.py", "def lm_cpo_fix_training(ctx: CheckContext) -> MethodResult:"),
 ]
 
 
