@@ -238,3 +238,136 @@ def dataset_minimiser_simulation(ctx: CheckContext) -> MethodResult:
     return MethodResult(literal=literal, amended=amended, summary=summary, evidence={"per_n": out, "K": K, "beta": beta},
                         depends_on=("toy_bandits.dataset.empirical_minimiser",), counterexample=cex,
                         amended_statement=AMENDED_DATASET if amended else None, figures=figs)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# finite-label-sign
+# ---------------------------------------------------------------------------------------------------------------
+
+AMENDED_FINITE = (
+    "With n BT labels, the empirical optimum ranks y_w first iff beta delta_ref + logit(k/n) > 0, k ~ Binomial(n, "
+    "sigma(dr)). The probability P_n that it ranks the pair unlike pi* is the binomial tail on the wrong side of "
+    "t = sigma(-beta delta_ref); it is at most exp(-n KL(t || sigma(dr))) (Chernoff), so it falls to 0 exponentially "
+    "whenever beta delta_ref + dr != 0, but it is not monotone in n (lattice effects) and exceeds 1/2 at small n "
+    "when |beta delta_ref + dr| is small or the labels' majority and pi* disagree. Against the human preference "
+    "(sign of dr) it tends to 1 in the violated region (dr > 0 > beta delta_ref + dr): more labels make DPO converge "
+    "to the wrong ranking there.")
+
+_FL_POINTS = ((-0.1, 0.5), (0.2, -0.1), (-2.0, 1.0), (-1.0, 3.0), (0.5, 0.5), (-3.0, 2.0), (1.0, -2.5), (-0.5, 0.2))
+
+
+def finite_label_numeric(ctx: CheckContext) -> MethodResult:
+    """Exact binomial: P_n by a log-space sum (:func:`toy_bandits.finite_labels.p_wrong`), by mpmath at 50 digits with
+    integer binomial coefficients, and by scipy's binomial cdf/sf, agreeing to 1e-10 (relative); then over n = 1..2000
+    on 8 points of (beta delta_ref, dr): literal = P_n <= 1/2 and non-increasing in n everywhere; amended = P_n <= the
+    Chernoff bound everywhere, and P_n (vs the human preference) at n = 20000 within 1e-3 of its predicted limit.
+    """
+    from toy_bandits.finite_labels import chernoff_bound, n_needed, p_wrong, p_wrong_many, p_wrong_mpmath
+
+    agree_err = 0.0
+    for bdr, dr in _FL_POINTS:
+        for n in (1, 2, 5, 20, 60):
+            exact = p_wrong_mpmath(n, bdr, dr)
+            for v in (p_wrong(n, bdr, dr), float(p_wrong_many(np.array([n]), bdr, dr)[0])):
+                agree_err = max(agree_err, float(abs(v - exact) / max(exact, 1e-300)))
+    ns = np.arange(1, 2001)
+    rows, mono_cex, half_cex, bound_ok, limit_ok = [], None, None, True, True
+    for bdr, dr in _FL_POINTS:
+        p = p_wrong_many(ns, bdr, dr)
+        up = np.flatnonzero(np.diff(p) > 1e-12)
+        if up.size and mono_cex is None:
+            i = int(up[0])
+            mono_cex = {"beta_delta_ref": bdr, "dr": dr, "n": int(ns[i]), "P_n": float(p[i]),
+                        "n+1": int(ns[i + 1]), "P_n+1": float(p[i + 1])}
+        if p.max() > 0.5 and half_cex is None:
+            i = int(np.argmax(p))
+            half_cex = {"beta_delta_ref": bdr, "dr": dr, "n": int(ns[i]), "P_n": float(p[i])}
+        bound = chernoff_bound(ns, bdr, dr)
+        bound_ok &= bool(np.all(p <= bound * (1 + 1e-9) + 1e-300))
+        limit = float((bdr + dr > 0) != (dr > 0))
+        p_h = p_wrong(20000, bdr, dr, against="human")
+        limit_ok &= abs(p_h - limit) <= 1e-3
+        n_ex, n_ch = n_needed(0.01, bdr, dr)
+        rows.append({"beta_delta_ref": bdr, "dr": dr, "P_1": float(p[0]), "P_10": float(p[9]), "P_100": float(p[99]),
+                     "P_1000": float(p[999]), "max_P": float(p.max()), "monotone": not up.size,
+                     "P_human_n20000": p_h, "human_limit": limit, "n_needed_eps0.01": n_ex, "n_chernoff_eps0.01": n_ch})
+    literal = bool(mono_cex is None and half_cex is None)
+    amended = bool(bound_ok and limit_ok and agree_err <= 1e-10)
+    figs = _finite_label_figure(ctx)
+    cex = None if literal else {"not_monotone": mono_cex, "above_one_half": half_cex}
+    summary = (f"exact three ways agree to {agree_err:.1e}; monotone on {sum(r['monotone'] for r in rows)}/{len(rows)} "
+               f"points (first rise {mono_cex['n'] if mono_cex else '-'}->{mono_cex['n+1'] if mono_cex else '-'}: "
+               f"{mono_cex['P_n'] if mono_cex else 0:.4f}->{mono_cex['P_n+1'] if mono_cex else 0:.4f}); "
+               f"max P {max(r['max_P'] for r in rows):.3f}; Chernoff bound holds: {bound_ok}; human limit: {limit_ok}")
+    return MethodResult(literal=literal, amended=amended, summary=summary,
+                        evidence={"points": rows, "three_way_rel_err": agree_err}, depends_on=(),
+                        counterexample=cex, amended_statement=AMENDED_FINITE if amended else None, figures=figs)
+
+
+def _finite_label_figure(ctx: CheckContext) -> list[str]:
+    from toy_bandits.finite_labels import n_needed, p_wrong_many
+
+    try:
+        from figures.dataset_figures import finite_label_figure
+    except ImportError:
+        return []
+    ns = np.arange(1, 501)
+    pts = ((-0.1, 0.5), (-2.0, 3.0), (0.2, -0.1), (-1.0, 3.0))
+    curves = {rf"$\beta\delta_{{ref}}$={b:g}, $\Delta r$={d:g}": (ns, p_wrong_many(ns, b, d)) for b, d in pts}
+    eps = np.array([0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.001])
+    need = {}
+    for b, d in pts:
+        pairs = [n_needed(float(e), b, d) for e in eps]
+        need[rf"$\beta\delta_{{ref}}+\Delta r$={b + d:g}"] = (eps, [p[0] for p in pairs], [p[1] for p in pairs])
+    return finite_label_figure(curves, need, ctx.fig_dir)
+
+
+def finite_label_simulation(ctx: CheckContext) -> MethodResult:
+    """Monte Carlo: R label sets of n Bernoulli(sigma(dr)) draws; for each the per-label loss
+    sum_labels softplus(-+beta h) is minimised numerically over h (scipy bounded search on [-60, 60]; |h| > 59 reads as
+    infinite) and the pair is ranked by delta_ref + h. Frequencies against the exact P_n within 4.5 standard errors;
+    literal = no rise P_{n+1} > P_n beyond 4.5 combined standard errors and no P_n above 1/2 beyond 4.5 SE;
+    amended = frequency <= Chernoff bound + 4.5 SE at every point and agreement with the exact value.
+    """
+    from scipy.optimize import minimize_scalar
+
+    from toy_bandits.finite_labels import chernoff_bound, p_wrong
+
+    rng = np.random.default_rng(ctx.seed + 1340)
+    reps = 1500 if ctx.quick else 4000
+    beta = 1.0
+    rows, rises, above, agree, bound_ok = [], [], [], True, True
+    for bdr, dr in _FL_POINTS[:4]:
+        q = 1.0 / (1.0 + math.exp(-dr))
+        prev = None
+        for n in (1, 2, 3, 4, 10, 30):
+            wins = (rng.random((reps, n)) < q).sum(axis=1)  # R label sets of n labels each
+            first = {}
+            for k in np.unique(wins):
+                # minimise k softplus(-beta h) + (n - k) softplus(beta h) over h (the per-label loss summed)
+                res = minimize_scalar(lambda h: k * np.logaddexp(0, -beta * h) + (n - k) * np.logaddexp(0, beta * h),
+                                      bounds=(-60.0, 60.0), method="bounded", options={"xatol": 1e-10})
+                h = res.x if abs(res.x) < 59 else math.copysign(math.inf, res.x)
+                first[int(k)] = bdr / beta + h > 0  # delta_ref + h = delta
+            ranks = np.array([first[int(k)] for k in wins])
+            freq = float(np.mean(ranks != (bdr + dr > 0)))
+            exact = p_wrong(n, bdr, dr)
+            se = math.sqrt(max(exact * (1 - exact), 1.0 / reps) / reps)
+            agree &= abs(freq - exact) <= 4.5 * se
+            bound_ok &= freq <= float(chernoff_bound(n, bdr, dr)) + 4.5 * se
+            if freq - 0.5 > 4.5 * se:
+                above.append({"beta_delta_ref": bdr, "dr": dr, "n": n, "freq": freq})
+            if prev is not None and prev[0] + 1 == n:
+                se2 = math.sqrt(prev[2] ** 2 + se ** 2)
+                if freq - prev[1] > 4.5 * se2:
+                    rises.append({"beta_delta_ref": bdr, "dr": dr, "n": prev[0], "freq_n": prev[1], "n+1": n,
+                                  "freq_n+1": freq, "se": se2})
+            prev = (n, freq, se)
+            rows.append({"beta_delta_ref": bdr, "dr": dr, "n": n, "freq": freq, "exact": exact, "se": se})
+    literal = bool(not rises and not above)
+    amended = bool(agree and bound_ok)
+    cex = None if literal else {"rise": rises[0] if rises else None, "above_one_half": above[0] if above else None}
+    summary = (f"{len(rows)} (point, n) cells x {reps} label sets: MC = exact within 4.5 SE on all: {agree}; "
+               f"significant rises with n: {len(rises)}; significantly above 1/2: {len(above)}; under Chernoff: {bound_ok}")
+    return MethodResult(literal=literal, amended=amended, summary=summary, evidence={"cells": rows, "reps": reps},
+                        depends_on=(), counterexample=cex, amended_statement=AMENDED_FINITE if amended else None)
