@@ -170,3 +170,105 @@ AMENDED_DATASET = (
     "pair, a chain, a DAG, a dominated group) h -> +inf exactly on the labelled pairs between different strongly "
     "connected components, and h inside each one converges to that component's BT MLE. The empirical optimum ranks "
     "a labelled pair i over j iff beta delta_ref_ij + beta h_ij > 0: the pair's dr is replaced by the MLE gap.")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# listwise-equivalence
+# ---------------------------------------------------------------------------------------------------------------
+
+AMENDED_LISTWISE = (
+    "With rankings drawn from Plackett-Luce with the rewards r, the expected listwise DPO loss is minimised exactly at "
+    "s = beta (log pi - log pi_ref) = r + const, i.e. at the RLHF optimum pi*, ordered by log pi_ref(y) + r(y)/beta; "
+    "it agrees with the human ranking iff beta delta_ref(y_t, y_{t+1}) + r(y_t) - r(y_{t+1}) > 0 for every adjacent "
+    "pair (adjacent suffices: pi*'s order is transitive). One observed ranking has no finite minimiser. The listwise "
+    "undesirable set {L < log k!, pi(y_{t+1}) > pi(y_t) for some t} is non-empty iff beta delta_ref(y_t, y_{t+1}) < "
+    "log(k! - 1) for some adjacent t (inf of L over policies misordering t is softplus(beta delta_ref(y_t, y_{t+1})), "
+    "not attained): for k = 2 this is delta_ref < 0, for k >= 3 it includes references that order the list "
+    "correctly. A loss L <= min_t softplus(beta delta_ref(y_t, y_{t+1})) certifies the whole order.")
+
+
+def _pl_expr(s_list):
+    """-sum_t log(exp(s_t) / sum_{t' >= t} exp(s_t')) as a SymPy expression."""
+    return sum(-sp.log(sp.exp(s_list[t]) / sum(sp.exp(v) for v in s_list[t:])) for t in range(len(s_list) - 1))
+
+
+def listwise_symbolic(ctx: CheckContext) -> MethodResult:
+    """k = 3 by SymPy. (1) The expected PL loss under PL(r) (6 rankings) has zero gradient at s = r (simplify), and its
+    Hessian there is positive semidefinite with the constants as its only null direction: the population minimiser is
+    s = r + c, i.e. pi*. (2) pi*'s order: v_t - v_{t+1} = delta_ref + dr/beta per adjacent pair and v_1 - v_3 is their
+    sum (adjacent suffices). (3) One ranking: dL/dT < 0 along s = T (2, 1, 0) for all T: no finite minimiser.
+    (4) The misordered infimum: at s = (T, 0, c) the loss tends to softplus(c) as T -> inf (sympy limit), and the
+    term at position 2 is >= softplus(s_3 - s_2). (5) A correctly ordered reference (beta delta_ref(y_2, y_3) = 1 <
+    log 5) with a misordered policy of loss < log 6, evaluated exactly.
+    Literal (pairwise condition on adjacent pairs decides the population optimum's agreement, AND the listwise U is
+    non-empty only when the reference misorders a pair) fails on (5); amended holds if (1)-(5) hold.
+    """
+    r1, r2, r3 = sp.symbols("r1 r2 r3", real=True)
+    s1, s2, s3 = sp.symbols("s1 s2 s3", real=True)
+    rv, sv = (r1, r2, r3), (s1, s2, s3)
+    perms = list(itertools.permutations(range(3)))
+    logp = {p: -_pl_expr([rv[i] for i in p]) for p in perms}
+    pop = sum(sp.exp(logp[p]) * _pl_expr([sv[i] for i in p]) for p in perms)
+    at_r = {s1: r1, s2: r2, s3: r3}
+    grads = [sp.diff(pop, v).subs(at_r) for v in sv]
+    grad_zero = all(_zero(g) for g in grads)
+    rng = np.random.default_rng(ctx.seed + 1350)
+    pts = [{r1: sp.Float(repr(float(a)), 40), r2: sp.Float(repr(float(b)), 40), r3: sp.Float(repr(float(c)), 40)}
+           for a, b, c in rng.normal(0, 1.5, size=(4, 3))]
+    grad_num = max(abs(float(sp.N(g.subs(pt), 40))) for g in grads for pt in pts)
+    hess = sp.Matrix(3, 3, lambda i, j: sp.diff(pop, sv[i], sv[j])).subs(at_r)
+    hess_eigs = []
+    for pt in pts:
+        ev = np.linalg.eigvalsh(np.array(hess.subs(pt).evalf(30), dtype=float))
+        hess_eigs.append(ev.tolist())
+    psd_one_null = all(abs(e[0]) < 1e-10 and e[1] > 1e-6 for e in hess_eigs)
+
+    # (2) order of pi*: v = log pi_ref + r/beta
+    lr = sp.symbols("l1 l2 l3", real=True)
+    v = [lr[i] + rv[i] / beta for i in range(3)]
+    adj = [(lr[i] - lr[i + 1]) + (rv[i] - rv[i + 1]) / beta for i in range(2)]
+    adjacent_ok = all(_zero(v[i] - v[i + 1] - adj[i]) for i in range(2)) and _zero((v[0] - v[2]) - adj[0] - adj[1])
+
+    # (3) one ranking: no finite minimiser
+    T = sp.Symbol("T", real=True)
+    one = _pl_expr([2 * T, T, 0 * T])
+    d_one = sp.simplify(sp.diff(one, T))
+    one_neg = bool(d_one.is_negative) or all(float(d_one.subs(T, x)) < 0 for x in np.linspace(-30, 30, 61))
+
+    # (4) infimum over misordered policies
+    c = sp.Symbol("c", real=True)
+    lim = sp.limit(_pl_expr([T, sp.Integer(0), c]), T, sp.oo)
+    lim_ok = _zero(lim - _softplus(c))
+    term2 = -sp.log(sp.exp(s2) / (sp.exp(s2) + sp.exp(s3)))
+    # equal logs <=> equal arguments: compare exp of both sides (simplify does not merge the logs itself)
+    term2_bound = _zero(sp.exp(term2) - sp.exp(_softplus(s3 - s2)))
+
+    # (5) a correctly ordered reference, a misordered policy below log 6
+    bval = sp.Integer(1)
+    log_ref = [sp.log(sp.Rational(1, 2)), sp.log(sp.Rational(1, 2)) - 1, sp.log(sp.Rational(1, 2)) - 2]  # ordered
+    # normalise: pi_ref proportional to (1, e^-1, e^-2)
+    zsum = sp.log(1 + sp.exp(-1) + sp.exp(-2))
+    log_ref = [sp.Integer(0) - zsum, -1 - zsum, -2 - zsum]
+    u = [sp.Integer(10), sp.Integer(0), sp.Rational(11, 10)]  # s = beta u, beta = 1
+    log_pi_un = [log_ref[i] + u[i] for i in range(3)]
+    misordered = bool(sp.N(log_pi_un[2] - log_pi_un[1], 30) > 0)
+    loss5 = _pl_expr([bval * x for x in u])
+    below = bool(sp.N(loss5 - sp.log(6), 30) < 0)
+    ref_ordered = all(bool(sp.N(log_ref[i] - log_ref[i + 1]) > 0) for i in range(2))
+    example = {"pi_ref_proportional_to": "(1, e^-1, e^-2)", "beta": 1, "u = log pi - log pi_ref": [10, 0, 1.1],
+               "loss": float(sp.N(loss5, 20)), "log 6": float(sp.N(sp.log(6), 20)),
+               "log pi(y_3) - log pi(y_2)": float(sp.N(log_pi_un[2] - log_pi_un[1], 20))}
+    literal = bool(grad_zero and adjacent_ok and not (ref_ordered and misordered and below))
+    amended = bool(grad_zero and grad_num < 1e-30 and psd_one_null and adjacent_ok and one_neg and lim_ok
+                   and term2_bound and ref_ordered and misordered and below)
+    evidence = {"population_gradient_zero_at_r": grad_zero, "gradient_numeric_max": grad_num,
+                "hessian_eigenvalues": hess_eigs, "hessian_psd_one_null_direction": psd_one_null,
+                "adjacent_pairs_decide_pi_star_order": adjacent_ok, "one_ranking_derivative": str(d_one),
+                "one_ranking_no_minimiser": one_neg, "misordered_limit": str(lim), "limit_is_softplus_c": lim_ok,
+                "term_bound_identity": term2_bound, "example": example}
+    cex = None if literal else {"listwise_U_with_ordered_reference": example}
+    summary = (f"k=3: grad of E_PL(r)[L] at s=r is 0 ({grad_zero}, num {grad_num:.0e}), Hessian PSD w/ 1 null dir "
+               f"({psd_one_null}); adjacent decides pi* order ({adjacent_ok}); inf over misordered = softplus(c) "
+               f"({lim_ok}); ordered ref yet L={example['loss']:.4f} < log 6={example['log 6']:.4f} misordered")
+    return MethodResult(literal=literal, amended=amended, summary=summary, evidence=evidence, depends_on=(),
+                        counterexample=cex, amended_statement=AMENDED_LISTWISE if amended else None)

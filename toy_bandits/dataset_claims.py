@@ -371,3 +371,139 @@ def finite_label_simulation(ctx: CheckContext) -> MethodResult:
                f"significant rises with n: {len(rises)}; significantly above 1/2: {len(above)}; under Chernoff: {bound_ok}")
     return MethodResult(literal=literal, amended=amended, summary=summary, evidence={"cells": rows, "reps": reps},
                         depends_on=(), counterexample=cex, amended_statement=AMENDED_FINITE if amended else None)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# listwise-equivalence
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _list_instance(rng, k, ordered_ref: bool):
+    reward = np.sort(rng.normal(0.0, 1.5, k))[::-1]  # ranking 0 > 1 > ... > k-1 is the human (reward) order
+    pi_ref = rng.dirichlet(np.full(k, 0.8))
+    if ordered_ref:
+        pi_ref = np.sort(pi_ref)[::-1]
+    beta = float(10 ** rng.uniform(-0.7, 0.5))
+    return np.log(pi_ref), reward, np.arange(k), beta
+
+
+def listwise_convex(ctx: CheckContext) -> MethodResult:
+    """CVXPY, k = 4 and 5. (i) The minimiser of the expected Plackett-Luce DPO loss (rankings ~ PL(r), exact
+    enumeration) against the Gibbs policy (:func:`toy_bandits.rlhf.log_gibbs_policy`), |log pi - log pi*| <= 1e-4, and
+    its order against the adjacent pairwise conditions. (ii) For references ordered like the human ranking, the
+    infimum of L over policies misordering an adjacent pair (CVXPY, box |s| <= 40) against softplus(beta delta_ref)
+    (<= 1e-5) and log k!. Literal: (i) holds and no ordered reference has a misordered policy below log k!.
+    """
+    import math as _m
+
+    from toy_bandits.listwise import cvx_misordered_infimum, cvx_population_minimiser, listwise_U_nonempty, \
+        misordered_infimum, pi_star_agrees
+    from toy_bandits.rlhf import log_gibbs_policy
+
+    rng = np.random.default_rng(ctx.seed + 1360)
+    cases = [4] * (2 if ctx.quick else 4) + [5]
+    pop_err, order_ok, n_agree, rows = 0.0, True, 0, []
+    for k in cases:
+        log_ref, reward, ranking, beta = _list_instance(rng, k, ordered_ref=False)
+        s = cvx_population_minimiser(reward)
+        z = log_ref + s / beta
+        log_pi = z - np.logaddexp.reduce(z)
+        err = float(np.max(np.abs(log_pi - log_gibbs_policy(np.exp(log_ref), reward, beta))))
+        pop_err = max(pop_err, err)
+        agrees = bool(np.all(np.diff(log_pi[ranking]) < 0))
+        pred = pi_star_agrees(log_ref, reward, ranking, beta)
+        order_ok &= agrees == pred
+        n_agree += agrees
+        rows.append({"k": k, "beta": beta, "max_logpi_err_vs_gibbs": err, "optimum_agrees": agrees, "adjacent_rule": pred})
+    inf_err, u_rows, ordered_but_U, decision_ok = 0.0, [], None, True
+    for k in [3, 4] * (2 if ctx.quick else 3):
+        log_ref, _, ranking, beta = _list_instance(rng, k, ordered_ref=True)
+        c = beta * (log_ref[ranking[:-1]] - log_ref[ranking[1:]])
+        infs = np.array([cvx_misordered_infimum(k, t, float(c[t])) for t in range(k - 1)])
+        inf_err = max(inf_err, float(np.max(np.abs(infs - misordered_infimum(c)))))
+        nonempty = bool(infs.min() < _m.lgamma(k + 1) - 1e-9)
+        decision_ok &= nonempty == listwise_U_nonempty(log_ref, ranking, beta)
+        if nonempty and ordered_but_U is None:
+            ordered_but_U = {"k": k, "beta": beta, "pi_ref": np.exp(log_ref).round(4).tolist(),
+                             "beta_delta_ref_adjacent": c.round(4).tolist(), "inf_misordered_loss": infs.round(5).tolist(),
+                             "log_k!": _m.lgamma(k + 1)}
+        u_rows.append({"k": k, "beta_delta_ref_adjacent": c.tolist(), "cvx_inf": infs.tolist(), "nonempty": nonempty})
+    literal = bool(pop_err <= 1e-4 and order_ok and ordered_but_U is None)
+    amended = bool(pop_err <= 1e-4 and order_ok and inf_err <= 1e-5 and decision_ok)
+    cex = None if literal else {"ordered_reference_with_listwise_U": ordered_but_U}
+    from theory.sec13_dataset import AMENDED_LISTWISE
+    summary = (f"population PL optimum = pi* on {len(rows)} instances (max |log pi - log pi*| {pop_err:.1e}); order = "
+               f"adjacent rule on all: {order_ok} ({n_agree} agree with the human ranking); ordered references with a "
+               f"misordered policy below log k!: {sum(r['nonempty'] for r in u_rows)}/{len(u_rows)}; "
+               f"inf = softplus(beta delta_ref) to {inf_err:.1e}")
+    return MethodResult(literal=literal, amended=amended, summary=summary,
+                        evidence={"population": rows, "undesirable": u_rows},
+                        depends_on=("toy_bandits.rlhf.log_gibbs_policy",), counterexample=cex,
+                        amended_statement=AMENDED_LISTWISE if amended else None)
+
+
+def listwise_numeric(ctx: CheckContext) -> MethodResult:
+    """Without CVXPY, k = 4, 5: (i) L-BFGS (scipy) on the expected PL loss (exact enumeration, numpy) from s = 0 lands
+    on s = r + const (|.| <= 1e-5). (ii) On references ordered like the ranking: an explicit policy (s_1 >> ... with
+    s_{t+1} - s_t = beta delta_ref + 0.05 at the cheapest t, later scores -> -inf) evaluated by
+    toy_bandits.listwise.pl_dpo_loss: misordered with L < log k! exactly when the rule says so; and 6000
+    random policies: none with L <= min_t softplus(beta delta_ref(t, t+1)) is misordered (the certificate).
+    """
+    import math as _m
+
+    from scipy.optimize import minimize
+
+    from toy_bandits.listwise import listwise_U_nonempty, misordered_infimum, pl_dpo_loss, pl_log_probs, pl_loss
+
+    rng = np.random.default_rng(ctx.seed + 1370)
+    pop_err = 0.0
+    for k in (4, 5):
+        reward = rng.normal(0.0, 1.5, k)
+        perms, logp = pl_log_probs(reward)
+        w = np.exp(logp)
+
+        def f(s, perms=perms, w=w):
+            return float(sum(wt * pl_loss(s[p]) for p, wt in zip(perms, w)))
+
+        res = minimize(f, np.zeros(k), method="BFGS", options={"gtol": 1e-9})
+        d = (res.x - res.x.mean()) - (reward - reward.mean())
+        pop_err = max(pop_err, float(np.max(np.abs(d))))
+    rows, construct_ok, cex_u, cert_viol, cert_n = [], True, None, 0, 0
+    for i in range(12 if ctx.quick else 24):
+        k = 3 + i % 3
+        log_ref, _, ranking, beta = _list_instance(rng, k, ordered_ref=True)
+        c = beta * (log_ref[:-1] - log_ref[1:])
+        t = int(np.argmin(c))
+        s = np.zeros(k)
+        s[: t + 1] = 60.0 * np.arange(t + 1, 0, -1)  # s_1 >> ... >> s_t
+        s[t + 1] = s[t] + c[t] + 0.05
+        s[t + 2:] = -60.0 * np.arange(1, k - t - 1)
+        log_pi = log_ref + s / beta
+        log_pi -= np.logaddexp.reduce(log_pi)
+        loss = pl_dpo_loss(log_pi, log_ref, ranking, beta)
+        misordered = bool(log_pi[t + 1] > log_pi[t])
+        below = loss < _m.lgamma(k + 1)
+        rule = listwise_U_nonempty(log_ref, ranking, beta)
+        construct_ok &= misordered and (below == rule)
+        if below and cex_u is None:
+            cex_u = {"k": k, "beta": beta, "pi_ref": np.exp(log_ref).round(4).tolist(), "misordered_pair": (t, t + 1),
+                     "loss": loss, "log_k!": _m.lgamma(k + 1)}
+        # the certificate on random policies around the reference
+        crit = float(np.min(misordered_infimum(c)))
+        for _ in range(6000 // (12 if ctx.quick else 24)):
+            lp = log_ref + rng.normal(0, 3.0, k) * rng.uniform(0, 1) + np.linspace(3, 0, k) * rng.uniform(0, 4)
+            lp -= np.logaddexp.reduce(lp)
+            if pl_dpo_loss(lp, log_ref, ranking, beta) <= crit:
+                cert_n += 1
+                cert_viol += bool(np.any(np.diff(lp) > 0))
+        rows.append({"k": k, "beta": beta, "c_min": float(c[t]), "constructed_loss": loss, "misordered": misordered,
+                     "below_log_k!": below, "rule_nonempty": rule})
+    literal = bool(pop_err <= 1e-5 and cex_u is None)
+    amended = bool(pop_err <= 1e-5 and construct_ok and cert_viol == 0 and cert_n > 0)
+    from theory.sec13_dataset import AMENDED_LISTWISE
+    summary = (f"BFGS population optimum s = r + c to {pop_err:.1e}; constructed misordered policies below log k! on "
+               f"{sum(r['below_log_k!'] for r in rows)}/{len(rows)} ordered references, = rule on all: {construct_ok}; "
+               f"certificate: {cert_n} certified random policies, {cert_viol} misordered")
+    return MethodResult(literal=literal, amended=amended, summary=summary, evidence={"rows": rows, "pop_err": pop_err},
+                        depends_on=(), counterexample=None if literal else {"ordered_reference_with_listwise_U": cex_u},
+                        amended_statement=AMENDED_LISTWISE if amended else None)
