@@ -272,3 +272,80 @@ def listwise_symbolic(ctx: CheckContext) -> MethodResult:
                f"({lim_ok}); ordered ref yet L={example['loss']:.4f} < log 6={example['log 6']:.4f} misordered")
     return MethodResult(literal=literal, amended=amended, summary=summary, evidence=evidence, depends_on=(),
                         counterexample=cex, amended_statement=AMENDED_LISTWISE if amended else None)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# length-normalised
+# ---------------------------------------------------------------------------------------------------------------
+
+AMENDED_LENGTH = (
+    "With per-token means, the BT population minimiser of the mean-delta DPO loss satisfies beta (delta_mean - "
+    "delta_mean_ref) = dr: it ranks y_w first per token iff beta delta_mean_ref + dr > 0 (delta_mean_ref = "
+    "log pi_ref(y_w)/|y_w| - log pi_ref(y_l)/|y_l|), a different condition from beta delta_ref + dr > 0 unless "
+    "|y_w| = |y_l|. The mean loss fixes only delta_mean, so its minimisers do not fix the sign of the summed delta: "
+    "they include policies with pi(y_w) < pi(y_l) whenever |y_w| > |y_l| and with pi(y_w) > pi(y_l) whenever "
+    "|y_w| < |y_l|. Per pair (log-probabilities <= 0): delta_mean > 0 implies delta > 0 when |y_w| <= |y_l|, and "
+    "delta > 0 implies delta_mean > 0 when |y_w| >= |y_l|; so the mean-delta certificate (loss < "
+    "softplus(beta delta_mean_ref)) certifies pi(y_w) > pi(y_l) only when |y_w| <= |y_l|.")
+
+
+def length_symbolic(ctx: CheckContext) -> MethodResult:
+    """SymPy. (1) The BT population mean-delta loss q softplus(-beta x) + (1-q) softplus(beta x), x = delta_mean -
+    delta_mean_ref, q = sigma(dr), has its unique stationary point at beta x = dr. (2) With a, b <= 0 and L_l = L_w + e
+    (e >= 0): a - b = L_w (a/L_w - b/L_l) + (-b) e / L_l... i.e. delta = L_w delta_mean + b (L_w/L_l - 1), the second
+    term >= 0: delta_mean > 0 => delta > 0; symmetrically delta > 0 => delta_mean > 0 when L_w >= L_l. (3) On the
+    minimiser set delta_mean = c: delta(b) = L_w c + b (L_w/L_l - 1) -> -inf as b -> -inf when L_w > L_l. (4) Exact
+    counterexamples: (a, L_w, b, L_l) = (-60, 100, -20, 20): delta_mean = 2/5 > 0, delta = -40; and (-10, 5, -20, 40):
+    delta = 10 > 0, delta_mean = -3/2.
+    Literal (the mean condition and certificate say the same as the summed ones) fails on (4); amended holds if (1)-(3) hold.
+    """
+    x = sp.Symbol("x", real=True)
+    drs = sp.Symbol("dr", real=True)
+    q = _sigma(drs)
+    pop = q * _softplus(-beta * x) + (1 - q) * _softplus(beta * x)
+    sols = sp.solve(sp.Eq(sp.diff(pop, x), 0), x)
+    stat_ok = len(sols) == 1 and _zero(sp.simplify(beta * sols[0] - drs))
+    curv = sp.diff(pop, x, 2)
+    curv_pos = bool(sp.simplify(curv).is_positive) or all(
+        float(curv.subs({x: xv, drs: dv, beta: 1.3})) > 0 for xv in (-20, -1, 0, 2, 20) for dv in (-3, 0, 4))
+
+    a, b = sp.symbols("a b", nonpositive=True)
+    lw, ll, e = sp.Symbol("L_w", positive=True), sp.Symbol("L_l", positive=True), sp.Symbol("e", nonnegative=True)
+    dmean = a / lw - b / ll
+    decomposition = _zero((a - b) - (lw * dmean + b * (lw / ll - 1)))
+    extra_short_w = (b * (lw / (lw + e) - 1))  # L_l = L_w + e >= L_w
+    short_w_nonneg = bool(sp.simplify(extra_short_w).is_nonnegative)
+    # delta > 0 => delta_mean > 0 when L_w >= L_l: delta_mean = delta/L_w + b (1/L_w - 1/L_l), second term >= 0
+    decomposition2 = _zero(dmean - ((a - b) / lw + b * (1 / lw - 1 / ll)))
+    extra_long_w = b * (1 / (ll + e) - 1 / ll)  # L_w = L_l + e >= L_l
+    long_w_nonneg = bool(sp.simplify(extra_long_w).is_nonnegative)
+
+    c, bb = sp.Symbol("c", real=True), sp.Symbol("bb", real=True)
+    delta_on_set = lw * c + bb * (lw / ll - 1)
+    lim_long = sp.limit(delta_on_set.subs({lw: 100, ll: 20}), bb, -sp.oo)
+    lim_short = sp.limit(delta_on_set.subs({lw: 20, ll: 100}), bb, -sp.oo)
+    set_ok = lim_long == -sp.oo and lim_short == sp.oo
+
+    ex1 = {"a": -60, "L_w": 100, "b": -20, "L_l": 20}
+    ex2 = {"a": -10, "L_w": 5, "b": -20, "L_l": 40}
+    dm1 = sp.Rational(-60, 100) - sp.Rational(-20, 20)
+    d1 = sp.Integer(-60 + 20)
+    dm2 = sp.Rational(-10, 5) - sp.Rational(-20, 40)
+    d2 = sp.Integer(-10 + 20)
+    cex_found = bool(dm1 > 0 and d1 < 0 and d2 > 0 and dm2 < 0)
+    literal = not cex_found
+    amended = bool(stat_ok and curv_pos and decomposition and short_w_nonneg and decomposition2 and long_w_nonneg
+                   and set_ok)
+    evidence = {"stationary_point": str(sols), "beta_x_equals_dr": stat_ok, "strictly_convex": curv_pos,
+                "delta = L_w delta_mean + b (L_w/L_l - 1)": decomposition, "extra_term_nonneg_if_Lw<=Ll": short_w_nonneg,
+                "delta_mean = delta/L_w + b (1/L_w - 1/L_l)": decomposition2, "extra_term_nonneg_if_Lw>=Ll": long_w_nonneg,
+                "minimiser_set_delta_limit_Lw100_Ll20": str(lim_long), "minimiser_set_delta_limit_Lw20_Ll100": str(lim_short),
+                "example_mean_yes_sum_no": {**ex1, "delta_mean": str(dm1), "delta": str(d1)},
+                "example_sum_yes_mean_no": {**ex2, "delta_mean": str(dm2), "delta": str(d2)}}
+    cex = None if literal else {"mean_certifies_sum_does_not": evidence["example_mean_yes_sum_no"],
+                                "sum_certifies_mean_does_not": evidence["example_sum_yes_mean_no"]}
+    summary = (f"population beta(dm - dm_ref) = dr proved {stat_ok}; dm>0 => delta>0 iff |y_w|<=|y_l| proved "
+               f"{decomposition and short_w_nonneg}; converse for |y_w|>=|y_l| {decomposition2 and long_w_nonneg}; "
+               f"minimiser set unbounded in delta {set_ok}; exact counterexamples dm=2/5,delta=-40 and delta=10,dm=-3/2")
+    return MethodResult(literal=literal, amended=amended, summary=summary, evidence=evidence, depends_on=(),
+                        counterexample=cex, amended_statement=AMENDED_LENGTH if amended else None)

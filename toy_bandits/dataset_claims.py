@@ -507,3 +507,127 @@ def listwise_numeric(ctx: CheckContext) -> MethodResult:
     return MethodResult(literal=literal, amended=amended, summary=summary, evidence={"rows": rows, "pop_err": pop_err},
                         depends_on=(), counterexample=None if literal else {"ordered_reference_with_listwise_U": cex_u},
                         amended_statement=AMENDED_LISTWISE if amended else None)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# length-normalised
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def length_numeric(ctx: CheckContext) -> MethodResult:
+    """(a) 20000 random pairs (sequence log-probabilities in [-200, 0], lengths 1..200): the toolkit's DPO certificate on
+    per-token means (:func:`dpo_rlhf_checks.losses.alignment_certificate` of :func:`dpo_loss`, target
+    :func:`implicit_target` "dpo") against the sign of the summed delta; violations counted where |y_w| <= |y_l| (the
+    amendment says 0) and overall (the literal says 0). (b) The mean-delta BT population loss
+    (:func:`dpo_rlhf_checks.losses.dpo_bt_loss` on per-token means) minimised by L-BFGS over a K = 3 tabular policy:
+    the end point has beta (dm - dm_ref) = dr (<= 1e-6) and its summed delta lies in
+    :func:`toy_bandits.length_norm.minimiser_delta_range`; then 61 policies with the same delta_mean (the valley) have
+    the same loss (<= 1e-9), and their summed deltas take the sign opposite to the summed optimum's iff |y_w| > |y_l|
+    (here the summed optimum ranks y_w first). Also the disagreement figure.
+    """
+    import torch
+    from scipy.optimize import minimize
+
+    from dpo_rlhf_checks.losses import alignment_certificate, dpo_bt_loss, dpo_loss, implicit_target
+    from toy_bandits.length_norm import minimiser_delta_range
+
+    rng = np.random.default_rng(ctx.seed + 1380)
+    n = 5000 if ctx.quick else 20000
+    lw, ll = rng.integers(1, 201, n).astype(float), rng.integers(1, 201, n).astype(float)
+    a, b = -rng.uniform(0, 200, n), -rng.uniform(0, 200, n)
+    ar, br = -rng.uniform(0, 200, n), -rng.uniform(0, 200, n)
+    beta = 0.5
+    t = torch.tensor
+    mw, ml, mrw, mrl = t(a / lw), t(b / ll), t(ar / lw), t(br / ll)
+    loss = dpo_loss(mw, ml, mrw, mrl, beta=beta).losses
+    cert = alignment_certificate(loss, implicit_target("dpo", mrw, mrl, beta=beta), beta=beta).numpy()
+    summed_pos = a - b > 0
+    short = lw <= ll
+    viol_all = cert & ~summed_pos
+    viol_short = viol_all & short
+    conv_viol = summed_pos & ~cert & (lw >= ll)
+    cex_i = int(np.flatnonzero(viol_all)[0]) if viol_all.any() else None
+
+    # (b) the population minimiser set of the mean loss: L-BFGS to one minimiser, then walk along the valley
+    rows, pop_ok, range_ok, walk_ok = [], True, True, True
+    K, dr = 3, 1.0  # noqa: N806
+    log_ref = np.log(np.array([0.2, 0.5, 0.3]))
+    q = 1 / (1 + math.exp(-dr))
+    ref = torch.tensor(log_ref)
+
+    def pop_loss(lp, Lw, Ll):  # noqa: N803
+        lp = torch.as_tensor(lp)
+        return dpo_bt_loss(lp[0:1] / Lw, lp[1:2] / Ll, ref[0:1] / Lw, ref[1:2] / Ll, beta=beta, q=q).losses.sum()
+
+    for Lw, Ll in ((30.0, 10.0), (10.0, 30.0), (20.0, 20.0)):  # noqa: N806
+        def fun(zv, Lw=Lw, Ll=Ll):  # noqa: N803
+            z = torch.tensor(zv, dtype=torch.float64, requires_grad=True)
+            val = pop_loss(torch.log_softmax(z, 0), Lw, Ll)
+            (g,) = torch.autograd.grad(val, z)
+            return float(val.detach()), g.numpy()
+
+        res = minimize(fun, rng.normal(0, 1, K), jac=True, method="L-BFGS-B",
+                       options={"gtol": 1e-13, "ftol": 1e-16, "maxiter": 2000})
+        z = torch.tensor(res.x)
+        lp = torch.log_softmax(z, 0).numpy()
+        dm = lp[0] / Lw - lp[1] / Ll
+        dm_ref = log_ref[0] / Lw - log_ref[1] / Ll
+        pop_ok &= abs(beta * (dm - dm_ref) - dr) <= 1e-6
+        best = float(pop_loss(lp, Lw, Ll))
+        lo, hi = minimiser_delta_range(dm, Lw, Ll)
+        range_ok &= lo - 1e-6 <= lp[0] - lp[1] <= hi + 1e-6
+        # walk: other policies with the same delta_mean (a = L_w (dm + b/L_l)), the third response takes the rest
+        deltas, worst = [], 0.0
+        for bb in lp[1] + np.linspace(-60.0, 0.0, 61):
+            aa = Lw * (dm + bb / Ll)
+            if aa >= 0 or np.logaddexp(aa, bb) >= 0:
+                continue
+            point = np.array([aa, bb, np.log(-np.expm1(np.logaddexp(aa, bb)))])
+            worst = max(worst, abs(float(pop_loss(point, Lw, Ll)) - best))
+            deltas.append(float(aa - bb))
+        summed_first = bool(beta * (log_ref[0] - log_ref[1]) + dr > 0)
+        opposite = any((d > 0) != summed_first for d in deltas)
+        walk_ok &= worst <= 1e-9 and (opposite == (Lw > Ll) if summed_first else True)
+        rows.append({"L_w": Lw, "L_l": Ll, "lbfgs_delta": float(lp[0] - lp[1]), "valley_loss_dev": worst,
+                     "valley_delta_min": min(deltas), "valley_delta_max": max(deltas),
+                     "summed_optimum_ranks_y_w_first": summed_first, "valley_has_opposite_sign": opposite})
+    figs = _length_figure(ctx)
+    literal = bool(not viol_all.any() and not any(r["valley_has_opposite_sign"] for r in rows))
+    amended = bool(not viol_short.any() and not conv_viol.any() and pop_ok and range_ok and walk_ok)
+    cex = None if literal else {
+        "mean_certificate_but_pi(y_w)<pi(y_l)": {"log_pi_w": a[cex_i], "len_w": lw[cex_i], "log_pi_l": b[cex_i],
+                                                 "len_l": ll[cex_i], "ref_log_pi_w": ar[cex_i], "ref_log_pi_l": br[cex_i],
+                                                 "beta": beta, "delta": a[cex_i] - b[cex_i]},
+        "minimisers_of_mean_loss": rows[0]}
+    from theory.sec13_dataset import AMENDED_LENGTH
+    summary = (f"{n} pairs: mean certificate with pi(y_w)<pi(y_l) in {int(viol_all.sum())} (all |y_w|>|y_l|: "
+               f"{int(viol_short.sum())} with |y_w|<=|y_l|); summed>0 but mean<=0 with |y_w|>=|y_l|: {int(conv_viol.sum())}; "
+               f"mean-loss minimisers (K=3): beta(dm-dm_ref)=dr {pop_ok}, in range {range_ok}; summed delta along the "
+               f"minimiser valley (loss constant to 1e-9: {walk_ok}) "
+               + ", ".join(f"|y_w|/|y_l|={r['L_w']:g}/{r['L_l']:g}: [{r['valley_delta_min']:.1f}, "
+                           f"{r['valley_delta_max']:.1f}]" for r in rows))
+    return MethodResult(literal=literal, amended=amended, summary=summary,
+                        evidence={"violations_overall": int(viol_all.sum()), "violations_short_w": int(viol_short.sum()),
+                                  "converse_violations": int(conv_viol.sum()), "minimiser_sets": rows},
+                        depends_on=("dpo_rlhf_checks.losses.alignment_certificate", "dpo_rlhf_checks.losses.dpo_bt_loss"),
+                        counterexample=cex, amended_statement=AMENDED_LENGTH if amended else None, figures=figs)
+
+
+def _length_figure(ctx: CheckContext) -> list[str]:
+    try:
+        from figures.dataset_figures import length_norm_figure
+    except ImportError:
+        return []
+    from toy_bandits.length_norm import mean_population_ranks_first, summed_population_ranks_first
+
+    beta, dr, ll, b_ref = 0.1, 0.5, 20.0, -20.0  # y_l: 20 tokens at -1 nat per token under the reference
+    ratio = np.linspace(-1.5, 1.5, 301)
+    dref = np.linspace(-15, 15, 301)
+    R, D = np.meshgrid(ratio, dref, indexing="ij")  # noqa: N806
+    lw = ll * np.exp(R)
+    a_ref = b_ref + D
+    dm_ref = a_ref / lw - b_ref / ll
+    s = summed_population_ranks_first(beta, D, dr)
+    m = mean_population_ranks_first(beta, dm_ref, dr)
+    code = np.where(s == m, 0, np.where(m, 1, 2))
+    return length_norm_figure(ratio, dref, code, ctx.fig_dir)
