@@ -631,3 +631,133 @@ def _length_figure(ctx: CheckContext) -> list[str]:
     m = mean_population_ranks_first(beta, dm_ref, dr)
     code = np.where(s == m, 0, np.where(m, 1, 2))
     return length_norm_figure(ratio, dref, code, ctx.fig_dir)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# cpo-population-alignment
+# ---------------------------------------------------------------------------------------------------------------
+
+_CPO_VARIANTS = ("cpo_clip", "cpo_smooth", "cpo_eq17")
+
+
+def _cpo_amended(fractions: dict) -> str:
+    parts = "; ".join(f"{lab}: repairs {v['repaired_of_dpo_failure']:.1%} of DPO's failure region, misranks "
+                      f"{v['misranked_where_dr>0']:.1%} of dr > 0" for lab, v in fractions.items())
+    return ("With BT labels on one pair (K = 2; each label order scored with its own reference target), the population "
+            "minimiser of a target-form loss softplus(beta (T(delta_ref) - delta)) ranks y_w first iff dr + "
+            "log sigma(beta T(delta_ref)) - log sigma(beta T(-delta_ref)) > 0; DPO iff beta delta_ref + dr > 0; IPO iff "
+            "beta delta_ref + sigma(dr) - 1/2 > 0; the clipped target (HyPO) with delta_ref < 0 iff dr > "
+            "log(2 sigma(beta |delta_ref|)) (a threshold between 0 and log 2). No CPO variant ranks y_w first on all of "
+            "dr > 0. On the grid beta delta_ref in [-6, 3], dr in [-1, 5]: " + parts + ".")
+
+
+def _cpo_grid(quick: bool):
+    b = np.linspace(-6.0, 3.0, 61 if quick else 91)
+    d = np.linspace(-1.0, 5.0, 41 if quick else 61)
+    return b, d, *np.meshgrid(b, d, indexing="ij")
+
+
+def cpo_population_numeric(ctx: CheckContext) -> MethodResult:
+    """Closed-form sign conditions (numpy re-implementation of the targets, :mod:`toy_bandits.cpo_population`) on a
+    grid of (beta delta_ref, dr) for DPO, IPO, DPO-Positive (numeric minimiser) and the CPO variants; the clip threshold
+    formula against the general condition; the phase figure per loss. Literal: every CPO variant ranks y_w first on
+    every grid point with dr > 0. Amended: the clip threshold equals the general condition on the whole grid, and DPO's
+    condition reduces to beta delta_ref + dr > 0 (both checked on the grid).
+    """
+    from toy_bandits.cpo_population import SETTINGS, clip_repair_threshold, ranks_first
+
+    b, d, B, D = _cpo_grid(ctx.quick)  # noqa: N806
+    fail = (D > 0) & (B + D < 0)
+    ranks, fractions, cex = {}, {}, None
+    for lab, (name, beta, params) in SETTINGS.items():
+        r = ranks_first(name, B, D, beta=beta, **params)
+        ranks[lab] = r
+        fractions[lab] = {"loss": name, "beta": beta, **params, "repaired_of_dpo_failure": float(r[fail].mean()),
+                          "misranked_where_dr>0": float((~r[D > 0]).mean()),
+                          "ranks_y_w_first_where_dr<0": float(r[D < 0].mean())}
+        if name in _CPO_VARIANTS and cex is None and (~r[D > 0]).any():
+            i, j = np.argwhere(~r & (D > 0))[0]
+            cex = {"loss": lab, "beta": beta, **params, "beta_delta_ref": float(b[i]), "dr": float(d[j]),
+                   "dpo_ranks_y_w_first": bool(b[i] + d[j] > 0)}
+    clip_ok = bool(np.all((D > clip_repair_threshold(B)) == ranks_first("cpo_clip", B, D, beta=0.1, margin=0.0)))
+    off = np.abs(B + D) > 1e-9  # exactly on the boundary, rounding decides either way
+    dpo_ok = bool(np.all((ranks["DPO"] == (B + D > 0))[off]))
+    literal = cex is None
+    amended = bool(clip_ok and dpo_ok)
+    figs: list[str] = []
+    try:
+        from figures.dataset_figures import cpo_population_figure
+        figs = cpo_population_figure(b, d, ranks, ctx.fig_dir)
+    except ImportError:
+        pass
+    cpo_only = {k: v for k, v in fractions.items() if v["loss"] in _CPO_VARIANTS}
+    summary = "; ".join(f"{lab.split(' (')[0]}{' (' + lab.split(' (')[1] if ' (' in lab else ''}: repairs "
+                        f"{v['repaired_of_dpo_failure']:.2f}, misranks {v['misranked_where_dr>0']:.3f} of dr>0"
+                        for lab, v in fractions.items()) + f"; clip threshold formula exact: {clip_ok}"
+    return MethodResult(literal=literal, amended=amended, summary=summary,
+                        evidence={"grid": {"beta_delta_ref": [float(b[0]), float(b[-1]), b.size],
+                                           "dr": [float(d[0]), float(d[-1]), d.size]}, "fractions": fractions},
+                        depends_on=(), counterexample=None if literal else {"cpo_misranks_with_dr_positive": cex},
+                        amended_statement=_cpo_amended(cpo_only) if amended else None, figures=figs)
+
+
+def cpo_population_torch(ctx: CheckContext) -> MethodResult:
+    """Direct minimisation of the expected loss built from the toolkit's torch losses
+    (:data:`dpo_rlhf_checks.losses.LOSSES`, float64): E(delta) = q loss(log sigma(delta), log sigma(-delta), ...) +
+    (1 - q) loss(swapped), on a batch grid of delta in [-80, 80] (step 0.5) then a local grid (step 5e-3), at random
+    (beta delta_ref, dr) points per loss setting. The sign of the minimiser against
+    :func:`toy_bandits.cpo_population.ranks_first`; points whose minimiser is within 0.01 of 0, or whose loss exceeds
+    1e6 (float64 cannot resolve a change of delta there), are skipped and counted. Literal: no CPO variant's minimiser
+    is negative at a point with dr > 0. Amended: the signs agree with the closed form at every point not skipped.
+    """
+    import torch
+
+    from dpo_rlhf_checks.losses import LOSSES
+    from toy_bandits.cpo_population import SETTINGS, ranks_first
+
+    rng = np.random.default_rng(ctx.seed + 1390)
+    n_pts = 60 if ctx.quick else 150
+    coarse = torch.linspace(-80.0, 80.0, 321, dtype=torch.float64)  # step 0.5
+    ls = torch.nn.functional.logsigmoid
+    agree_all, skipped, checked, cex, rows = True, 0, 0, None, {}
+    for lab, (name, beta, params) in SETTINGS.items():
+        fn = LOSSES[name]
+        bdr = rng.uniform(-6.0, 3.0, n_pts)
+        dr = rng.uniform(-1.0, 5.0, n_pts)
+        pred = ranks_first(name, bdr, dr, beta=beta, **params)
+        dref = torch.tensor(bdr / beta, dtype=torch.float64)[:, None]  # (P, 1)
+        q = torch.tensor(1.0 / (1.0 + np.exp(-dr)), dtype=torch.float64)[:, None]
+
+        def expected(delta):  # delta (P, G) -> E (P, G), every point of this setting at once
+            rc, rr = ls(dref).expand_as(delta), ls(-dref).expand_as(delta)
+            pc, pr = ls(delta), ls(-delta)
+            return q * fn(pc, pr, rc, rr, beta=beta, **params).losses + \
+                (1 - q) * fn(pr, pc, rr, rc, beta=beta, **params).losses
+
+        vals = expected(coarse.expand(n_pts, -1))
+        i = torch.argmin(vals, dim=1)
+        lo, hi = coarse[torch.clamp(i - 1, min=0)], coarse[torch.clamp(i + 1, max=coarse.numel() - 1)]
+        fine = lo[:, None] + (hi - lo)[:, None] * torch.linspace(0.0, 1.0, 201, dtype=torch.float64)[None, :]
+        x = fine.gather(1, torch.argmin(expected(fine), dim=1, keepdim=True))[:, 0].numpy()
+        skip = (np.abs(x) < 0.01) | (vals.max(dim=1).values.numpy() > 1e6)
+        sk = int(skip.sum())
+        checked += int((~skip).sum())
+        dis = int(((x > 0) != pred)[~skip].sum())
+        bad = np.flatnonzero(~skip & (dr > 0) & (x < 0))
+        if name in _CPO_VARIANTS and bad.size and cex is None:
+            k = int(bad[0])
+            cex = {"loss": lab, "beta": beta, **params, "beta_delta_ref": float(bdr[k]), "dr": float(dr[k]),
+                   "minimiser_delta": float(x[k]), "dpo_minimiser_delta": float(bdr[k] / beta + dr[k] / beta)}
+        skipped += sk
+        agree_all &= dis == 0
+        rows[lab] = {"points": n_pts, "skipped": sk, "disagreements_with_closed_form": dis}
+    literal = cex is None
+    amended = bool(agree_all)
+    summary = (f"{checked} points minimised directly with the toolkit's losses ({skipped} skipped near 0 or beyond "
+               f"float64 resolution); sign = closed form on all: {agree_all}; CPO minimiser negative with dr>0: "
+               + (f"{cex['loss']} at beta delta_ref={cex['beta_delta_ref']:.3f}, dr={cex['dr']:.3f} (delta={cex['minimiser_delta']:.3f})"
+                  if cex else "none"))
+    return MethodResult(literal=literal, amended=amended, summary=summary, evidence={"per_loss": rows},
+                        depends_on=("dpo_rlhf_checks.losses.LOSSES",),
+                        counterexample=None if literal else {"cpo_misranks_with_dr_positive": cex},
+                        amended_statement=None)
