@@ -194,8 +194,11 @@ def _newton_scores(w: np.ndarray, l: np.ndarray, n: np.ndarray, comp: np.ndarray
         np.add.at(hess, (w, l), -c)
         np.add.at(hess, (l, w), -c)
         step = -np.linalg.lstsq(hess, grad, rcond=None)[0]
-        f0, t = f(theta), 1.0
-        while f(theta + t * step) > f0 + 1e-4 * t * float(grad @ step) and t > 1e-12:
+        f0, t, slope = f(theta), 1.0, float(grad @ step)
+        if -slope <= 1e-15 * max(1.0, abs(f0)):
+            theta = theta + step  # the predicted decrease is below rounding: a plain Newton step (quadratic regime)
+            continue
+        while f(theta + t * step) > f0 + 1e-4 * t * slope and t > 1e-12:
             t *= 0.5
         theta = theta + t * step
     for c_id in np.unique(comp):

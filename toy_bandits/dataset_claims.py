@@ -716,7 +716,7 @@ def cpo_population_torch(ctx: CheckContext) -> MethodResult:
     from toy_bandits.cpo_population import SETTINGS, ranks_first
 
     rng = np.random.default_rng(ctx.seed + 1390)
-    n_pts = 60 if ctx.quick else 150
+    n_pts = 40 if ctx.quick else 100
     coarse = torch.linspace(-80.0, 80.0, 321, dtype=torch.float64)  # step 0.5
     ls = torch.nn.functional.logsigmoid
     agree_all, skipped, checked, cex, rows = True, 0, 0, None, {}
@@ -761,3 +761,49 @@ def cpo_population_torch(ctx: CheckContext) -> MethodResult:
                         depends_on=("dpo_rlhf_checks.losses.LOSSES",),
                         counterexample=None if literal else {"cpo_misranks_with_dr_positive": cex},
                         amended_statement=None)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Running every method of the five claims (until the issue-9 runner merges them)
+# ---------------------------------------------------------------------------------------------------------------
+
+CLAIM_IDS = ("dataset-ordered-minimiser", "finite-label-sign", "listwise-equivalence", "length-normalised",
+             "cpo-population-alignment")
+
+
+def run_all(ctx: CheckContext, claim_ids=CLAIM_IDS, out=None) -> dict:
+    """Run every method of the data-set claims in order; print literal / amended / seconds / summary per method.
+
+    Returns {claim_id: {method: (MethodResult, seconds)}}. A method that raises is printed as ERROR and re-raised
+    after the others ran (this is a report script, not the verdict engine; it merges nothing).
+    """
+    import importlib
+    import sys
+
+    from dpo_rlhf_checks.registry import get_claim
+
+    out = out or sys.stdout
+    results, errors = {}, []
+    for cid in claim_ids:
+        claim = get_claim(cid)
+        print(f"== {cid}: {claim.title}", file=out)
+        results[cid] = {}
+        for name, target in claim.methods.items():
+            module_name, _, func_name = target.partition(":")
+            start = time.perf_counter()
+            try:
+                res = getattr(importlib.import_module(module_name), func_name)(ctx)
+            except Exception as err:  # noqa: BLE001 - reported, then re-raised below
+                errors.append((cid, name, err))
+                print(f"   {name:<14} ERROR {type(err).__name__}: {err}", file=out)
+                continue
+            secs = time.perf_counter() - start
+            results[cid][name] = (res, secs)
+            print(f"   {name:<14} literal={res.literal!s:<5} amended={res.amended!s:<5} {secs:6.2f}s  "
+                  f"depends_on={list(res.depends_on)}", file=out)
+            print(f"      {res.summary}", file=out)
+            if res.figures:
+                print(f"      figures: {', '.join(res.figures)}", file=out)
+    if errors:
+        raise RuntimeError(f"{len(errors)} method(s) crashed: {[(c, m) for c, m, _ in errors]}") from errors[0][2]
+    return results
