@@ -162,7 +162,7 @@ def _bt_dataset(rng, K, n, beta):  # noqa: N803
 
 def dataset_minimiser_simulation(ctx: CheckContext) -> MethodResult:
     """The data-set version of the paper's condition, by simulation: K = 4 responses, every pair labelled n times by
-    BT(r). Per data set: does a finite minimiser exist (graph condition), and at the optimum found by L-BFGS on the
+    BT(r). Per data set: does a finite minimiser exist (graph condition), and at the optimum found by BFGS on the
     loss (scipy, from u = 0) which human-preferred pairs are ranked the wrong way; predicted per pair by (literal)
     beta delta_ref + log(n_ij/n_ji) > 0, (amended) beta delta_ref + beta h_MLE > 0 with h_MLE from
     :func:`toy_bandits.dataset.empirical_minimiser`, and (pi*'s condition) beta delta_ref + dr > 0.
@@ -195,7 +195,7 @@ def dataset_minimiser_simulation(ctx: CheckContext) -> MethodResult:
                 np.add.at(g, w, -beta * s); np.add.at(g, l, beta * s)  # noqa: E702
                 return float(np.sum(cnt * np.logaddexp(0, -x))), g
 
-            res = minimize(f, np.zeros(K), jac=True, method="L-BFGS-B", options={"gtol": 1e-11, "ftol": 1e-15})
+            res = minimize(f, np.zeros(K), jac=True, method="BFGS", options={"gtol": 1e-10})
             log_ref = np.log(pi_ref)
             for i in range(K):
                 for j in range(K):
@@ -446,7 +446,7 @@ def listwise_convex(ctx: CheckContext) -> MethodResult:
 
 
 def listwise_numeric(ctx: CheckContext) -> MethodResult:
-    """Without CVXPY, k = 4, 5: (i) L-BFGS (scipy) on the expected PL loss (exact enumeration, numpy) from s = 0 lands
+    """Without CVXPY, k = 4, 5: (i) BFGS (scipy) on the expected PL loss (exact enumeration, numpy) from s = 0 lands
     on s = r + const (|.| <= 1e-5). (ii) On references ordered like the ranking: an explicit policy (s_1 >> ... with
     s_{t+1} - s_t = beta delta_ref + 0.05 at the cheapest t, later scores -> -inf) evaluated by
     toy_bandits.listwise.pl_dpo_loss: misordered with L < log k! exactly when the rule says so; and 6000
