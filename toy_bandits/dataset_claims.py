@@ -17,7 +17,7 @@ from dpo_rlhf_checks.result import CheckContext, MethodResult
 # dataset-ordered-minimiser
 # ---------------------------------------------------------------------------------------------------------------
 
-H_TOL_CVX = 1e-3  # CVXPY's exponential-cone solve of the logistic loss is accurate to ~1e-4 in theta here
+H_TOL_CVX = 1e-5  # CVXPY (CLARABEL at tolerance 1e-12) solves the logistic loss to ~1e-7 in theta here
 H_TOL_MM = 1e-7
 BETA_CVX = 0.7  # CVXPY solves in theta = beta u; h = theta difference / beta is compared at this beta
 
@@ -49,7 +49,7 @@ def dataset_minimiser_convex(ctx: CheckContext) -> MethodResult:
     minimiser by the exponential cone; against the graph condition and the Newton minimiser
     (:func:`toy_bandits.dataset.empirical_minimiser`), on 9 named graphs and random multigraphs (K = 3..5).
     Literal: every data set has a finite minimiser and beta h = log(n_ij/n_ji) on pairs labelled both ways.
-    Amended: CVXPY's existence = the strong-connectivity condition, same divergent pairs, |h_cvx - h_Newton| <= 1e-3/beta
+    Amended: CVXPY's existence = the strong-connectivity condition, same divergent pairs, |h_cvx - h_Newton| <= 1e-5
     at beta = 0.7 (CVXPY solves for theta = beta u).
     """
     from toy_bandits.dataset import cvx_empirical_minimiser, empirical_minimiser, merge_labels, win_graph
@@ -392,7 +392,7 @@ def _list_instance(rng, k, ordered_ref: bool):
 
 def listwise_convex(ctx: CheckContext) -> MethodResult:
     """CVXPY, k = 4 and 5. (i) The minimiser of the expected Plackett-Luce DPO loss (rankings ~ PL(r), exact
-    enumeration) against the Gibbs policy (:func:`toy_bandits.rlhf.log_gibbs_policy`), |log pi - log pi*| <= 1e-4, and
+    enumeration) against the Gibbs policy (:func:`toy_bandits.rlhf.log_gibbs_policy`), |log pi - log pi*| <= 1e-5, and
     its order against the adjacent pairwise conditions. (ii) For references ordered like the human ranking, the
     infimum of L over policies misordering an adjacent pair (CVXPY, box |s| <= 40) against softplus(beta delta_ref)
     (<= 1e-5) and log k!. Literal: (i) holds and no ordered reference has a misordered policy below log k!.
@@ -404,7 +404,7 @@ def listwise_convex(ctx: CheckContext) -> MethodResult:
     from toy_bandits.rlhf import log_gibbs_policy
 
     rng = np.random.default_rng(ctx.seed + 1360)
-    cases = [4] * (2 if ctx.quick else 4) + [5]
+    cases = [4] * (2 if ctx.quick else 4) + [5] * (1 if ctx.quick else 2)
     pop_err, order_ok, n_agree, rows = 0.0, True, 0, []
     for k in cases:
         log_ref, reward, ranking, beta = _list_instance(rng, k, ordered_ref=False)
@@ -431,8 +431,8 @@ def listwise_convex(ctx: CheckContext) -> MethodResult:
                              "beta_delta_ref_adjacent": c.round(4).tolist(), "inf_misordered_loss": infs.round(5).tolist(),
                              "log_k!": _m.lgamma(k + 1)}
         u_rows.append({"k": k, "beta_delta_ref_adjacent": c.tolist(), "cvx_inf": infs.tolist(), "nonempty": nonempty})
-    literal = bool(pop_err <= 1e-4 and order_ok and ordered_but_U is None)
-    amended = bool(pop_err <= 1e-4 and order_ok and inf_err <= 1e-5 and decision_ok)
+    literal = bool(pop_err <= 1e-5 and order_ok and ordered_but_U is None)
+    amended = bool(pop_err <= 1e-5 and order_ok and inf_err <= 1e-5 and decision_ok)
     cex = None if literal else {"ordered_reference_with_listwise_U": ordered_but_U}
     from theory.sec13_dataset import AMENDED_LISTWISE
     summary = (f"population PL optimum = pi* on {len(rows)} instances (max |log pi - log pi*| {pop_err:.1e}); order = "

@@ -18,6 +18,8 @@ import warnings
 import numpy as np
 from scipy.special import logsumexp
 
+CLARABEL_TIGHT = {"tol_gap_abs": 1e-12, "tol_gap_rel": 1e-12, "tol_feas": 1e-12, "tol_ktratio": 1e-10}
+
 
 def _check_ranking(ranking, K: int) -> np.ndarray:  # noqa: N803
     r = np.asarray(ranking)
@@ -70,7 +72,8 @@ def population_pl_loss(s, reward) -> float:
 def cvx_population_minimiser(reward, solver: str = "CLARABEL") -> np.ndarray:
     """argmin_s E_{PL(reward)} L(s) by CVXPY (s_0 = 0 pinned; the loss is shift invariant). Returns s (k,), mean 0.
 
-    minimise  sum_perm P(perm) sum_{t<k-1} [ log_sum_exp(s[perm[t:]]) - s[perm[t]] ]   (exponential cone)
+    minimise  sum_perm P(perm) sum_{t<k-1} [ log_sum_exp(s[perm[t:]]) - s[perm[t]] ]   (exponential cone),
+    with the log_sum_exp terms of equal index sets merged.
     """
     import cvxpy as cp
 
@@ -78,13 +81,22 @@ def cvx_population_minimiser(reward, solver: str = "CLARABEL") -> np.ndarray:
     k = reward.size
     perms, logp = pl_log_probs(reward)
     w = np.exp(logp)
-    s = cp.Variable(k)
-    terms = []
+    # sum_perm w sum_t [lse(s[perm[t:]]) - s[perm[t]]]: the lse term depends only on the SET perm[t:], so the
+    # k! (k-1) terms collapse to at most 2^k log_sum_exp atoms and one linear term (a much smaller program)
+    set_weight: dict[tuple[int, ...], float] = {}
+    linear = np.zeros(k)
     for p, wt in zip(perms, w):
         for t in range(k - 1):
-            terms.append(wt * (cp.log_sum_exp(s[p[t:]]) - s[p[t]]))
-    prob = cp.Problem(cp.Minimize(cp.sum(cp.hstack(terms))), [s[0] == 0])
-    prob.solve(solver=solver)
+            key = tuple(sorted(p[t:].tolist()))
+            set_weight[key] = set_weight.get(key, 0.0) + wt
+            linear[p[t]] += wt
+    s = cp.Variable(k)
+    atoms = [wt * cp.log_sum_exp(s[list(key)]) for key, wt in set_weight.items()]
+    prob = cp.Problem(cp.Minimize(cp.sum(cp.hstack(atoms)) - linear @ s), [s[0] == 0])
+    # tight tolerances (as toy_bandits.constrained does for CLARABEL): the default ones leave ~1e-4 in s
+    with warnings.catch_warnings():  # at these tolerances CLARABEL may stop at "optimal_inaccurate" (accepted below)
+        warnings.simplefilter("ignore", UserWarning)
+        prob.solve(solver=solver, **(CLARABEL_TIGHT if solver == "CLARABEL" else {}))
     if prob.status not in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE):
         raise RuntimeError(f"population PL program: CVXPY status {prob.status!r}")
     out = np.asarray(s.value, dtype=np.float64)
