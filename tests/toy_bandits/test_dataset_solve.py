@@ -90,3 +90,30 @@ def test_cli_prints_dpo_empirical_and_exits_2_with_one_line_on_bad_labels(tmp_pa
 def test_cli_plain_instance_output_has_no_new_keys(tmp_path):
     res = _cli(tmp_path, {**BASE, "preferences": [[0, 1]]})
     assert res.returncode == 0 and "dpo_empirical" not in json.loads(res.stdout)
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@given(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 2), st.integers(1, 4)), min_size=1, max_size=8)
+       .filter(lambda e: any(a != b for a, b, _ in e)))
+@settings(max_examples=25)
+def test_any_valid_label_set_gives_one_entry_per_distinct_ordered_pair_and_a_consistent_unbounded_note(edges):
+    labels = [[a, b, n] for a, b, n in edges if a != b]
+    out, code = _solve({**BASE, "labels": labels})
+    assert code == 0
+    distinct = list(dict.fromkeys((a, b) for a, b, _ in labels))
+    assert [(e["winner"], e["loser"]) for e in out["dpo_empirical"]] == distinct
+    nulls = [e for e in out["dpo_empirical"] if e["h"] is None]
+    assert (out["dpo_unbounded"] is None) == (not nulls)
+    for e in nulls:
+        assert f"({e['winner']}, {e['loser']})" in out["dpo_unbounded"]
+    h = {(e["winner"], e["loser"]): e["h"] for e in out["dpo_empirical"]}
+    for (a, b), v in h.items():  # antisymmetry where both orders are labelled
+        if v is not None and (b, a) in h:
+            assert h[(b, a)] == pytest.approx(-v, abs=1e-12)
+    # the constraint graph: the strict majority direction of each labelled pair
+    majority = {(a, b) for (a, b) in distinct
+                if sum(n for x, y, n in labels if (x, y) == (a, b)) > sum(n for x, y, n in labels if (x, y) == (b, a))}
+    assert {(p["winner"], p["loser"]) for p in out["pairs"]} == majority
