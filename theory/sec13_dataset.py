@@ -87,7 +87,6 @@ def dataset_minimiser_symbolic(ctx: CheckContext) -> MethodResult:
     crit_ok = len(crit) == 1 and _zero(sp.expand_log(crit[0] - h_star, force=True))
     curv = sp.simplify(sp.diff(loss2, h, 2).subs(h, h_star))
     curv_pos = bool(curv.is_positive) or _num_zero(sp.Min(curv, 0), [a, b, beta], rng) == 0.0
-    contradictory_matches_logodds = crit_ok
 
     # (3) single pair and chain: a strictly negative directional derivative everywhere
     single = sp.diff(n01 * _softplus(-beta * h01), h01)  # along d = (1, 0): dh01/dt = 1

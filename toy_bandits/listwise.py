@@ -16,7 +16,6 @@ import math
 import warnings
 
 import numpy as np
-from scipy.special import logsumexp
 
 CLARABEL_TIGHT = {"tol_gap_abs": 1e-12, "tol_gap_rel": 1e-12, "tol_feas": 1e-12, "tol_ktratio": 1e-10}
 
