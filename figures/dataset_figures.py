@@ -82,7 +82,9 @@ def cpo_population_figure(bdref: np.ndarray, dr: np.ndarray, ranks: dict[str, np
 
 
 def length_norm_figure(log_len_ratio: np.ndarray, delta_ref: np.ndarray, disagree: np.ndarray, fig_dir: Path) -> list[str]:
-    """Where the summed and per-token-mean population conditions disagree, over (log |y_w|/|y_l|, delta_ref)."""
+    """Where the summed and per-token-mean population conditions disagree, over (log |y_w|/|y_l|, delta_ref).
+
+    They disagree even at equal lengths L: the mean condition is the summed one with beta / L in place of beta."""
     from matplotlib.colors import ListedColormap
 
     fig, ax = new_figure(width=4.6, height=3.6)

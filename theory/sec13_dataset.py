@@ -286,8 +286,9 @@ def listwise_symbolic(ctx: CheckContext) -> MethodResult:
 AMENDED_LENGTH = (
     "With per-token means, the BT population minimiser of the mean-delta DPO loss satisfies beta (delta_mean - "
     "delta_mean_ref) = dr: it ranks y_w first per token iff beta delta_mean_ref + dr > 0 (delta_mean_ref = "
-    "log pi_ref(y_w)/|y_w| - log pi_ref(y_l)/|y_l|), a different condition from beta delta_ref + dr > 0 unless "
-    "|y_w| = |y_l|. The mean loss fixes only delta_mean, so its minimisers do not fix the sign of the summed delta: "
+    "log pi_ref(y_w)/|y_w| - log pi_ref(y_l)/|y_l|), a different condition from beta delta_ref + dr > 0: with equal "
+    "lengths L it is the summed condition with beta/L in place of beta (delta_mean = delta/L), with unequal lengths "
+    "the lengths enter as well. The mean loss fixes only delta_mean, so its minimisers do not fix the sign of the summed delta: "
     "they include policies with pi(y_w) < pi(y_l) whenever |y_w| > |y_l| and with pi(y_w) > pi(y_l) whenever "
     "|y_w| < |y_l|. Per pair (log-probabilities <= 0): delta_mean > 0 implies delta > 0 when |y_w| <= |y_l|, and "
     "delta > 0 implies delta_mean > 0 when |y_w| >= |y_l|; so the mean-delta certificate (loss < "
@@ -298,7 +299,8 @@ def length_symbolic(ctx: CheckContext) -> MethodResult:
     """SymPy. (1) The BT population mean-delta loss q softplus(-beta x) + (1-q) softplus(beta x), x = delta_mean -
     delta_mean_ref, q = sigma(dr), has its unique stationary point at beta x = dr. (2) With a, b <= 0 and L_l = L_w + e
     (e >= 0): a - b = L_w (a/L_w - b/L_l) + (-b) e / L_l... i.e. delta = L_w delta_mean + b (L_w/L_l - 1), the second
-    term >= 0: delta_mean > 0 => delta > 0; symmetrically delta > 0 => delta_mean > 0 when L_w >= L_l. (3) On the
+    term >= 0: delta_mean > 0 => delta > 0; symmetrically delta > 0 => delta_mean > 0 when L_w >= L_l; with equal
+    lengths delta_mean = delta / L (so the mean condition is the summed one at beta / L). (3) On the
     minimiser set delta_mean = c: delta(b) = L_w c + b (L_w/L_l - 1) -> -inf as b -> -inf when L_w > L_l. (4) Exact
     counterexamples: (a, L_w, b, L_l) = (-60, 100, -20, 20): delta_mean = 2/5 > 0, delta = -40; and (-10, 5, -20, 40):
     delta = 10 > 0, delta_mean = -3/2.
@@ -322,6 +324,7 @@ def length_symbolic(ctx: CheckContext) -> MethodResult:
     short_w_nonneg = bool(sp.simplify(extra_short_w).is_nonnegative)
     # delta > 0 => delta_mean > 0 when L_w >= L_l: delta_mean = delta/L_w + b (1/L_w - 1/L_l), second term >= 0
     decomposition2 = _zero(dmean - ((a - b) / lw + b * (1 / lw - 1 / ll)))
+    equal_lengths_scale = _zero(dmean.subs(ll, lw) - (a - b) / lw)  # |y_w| = |y_l| = L: delta_mean = delta / L
     extra_long_w = b * (1 / (ll + e) - 1 / ll)  # L_w = L_l + e >= L_l
     long_w_nonneg = bool(sp.simplify(extra_long_w).is_nonnegative)
 
@@ -340,10 +343,11 @@ def length_symbolic(ctx: CheckContext) -> MethodResult:
     cex_found = bool(dm1 > 0 and d1 < 0 and d2 > 0 and dm2 < 0)
     literal = not cex_found
     amended = bool(stat_ok and curv_pos and decomposition and short_w_nonneg and decomposition2 and long_w_nonneg
-                   and set_ok)
+                   and set_ok and equal_lengths_scale)
     evidence = {"stationary_point": str(sols), "beta_x_equals_dr": stat_ok, "strictly_convex": curv_pos,
                 "delta = L_w delta_mean + b (L_w/L_l - 1)": decomposition, "extra_term_nonneg_if_Lw<=Ll": short_w_nonneg,
                 "delta_mean = delta/L_w + b (1/L_w - 1/L_l)": decomposition2, "extra_term_nonneg_if_Lw>=Ll": long_w_nonneg,
+                "equal_lengths_delta_mean_is_delta_over_L": equal_lengths_scale,
                 "minimiser_set_delta_limit_Lw100_Ll20": str(lim_long), "minimiser_set_delta_limit_Lw20_Ll100": str(lim_short),
                 "example_mean_yes_sum_no": {**ex1, "delta_mean": str(dm1), "delta": str(d1)},
                 "example_sum_yes_mean_no": {**ex2, "delta_mean": str(dm2), "delta": str(d2)}}
