@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from toy_bandits import dataset_solve
 from toy_bandits.constrained import METHODS, SOLVERS, ConstrainedSolveError, solve
 from toy_bandits.instance import BanditInstance
 from toy_bandits.rlhf import gibbs_policy
@@ -64,7 +65,7 @@ def _num(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def _load(path: str) -> BanditInstance:
+def _load(path: str) -> BanditInstance | dataset_solve.DatasetInstance:
     try:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
@@ -74,6 +75,8 @@ def _load(path: str) -> BanditInstance:
         raise _BadInput(f"cannot read instance file {path}: {err}") from None
     except json.JSONDecodeError as err:
         raise _BadInput(f"malformed JSON in {path}: {err}") from None
+    if dataset_solve.is_dataset_instance(data):  # labels / ranking / lengths (issue 10): toy_bandits.dataset_solve
+        return dataset_solve.DatasetInstance.from_json(data)
     return BanditInstance.from_json(data)
 
 
@@ -110,7 +113,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         args = _parser().parse_args(argv)
         inst = _load(args.instance)
-        out, code = result_json(inst, method=args.method, solver=args.solver)
+        if isinstance(inst, dataset_solve.DatasetInstance):
+            out, code = dataset_solve.result_json(inst, method=args.method, solver=args.solver)
+        else:
+            out, code = result_json(inst, method=args.method, solver=args.solver)
     except (_BadInput, ValueError) as err:  # InfeasiblePreferencesError is a ValueError
         message = " ".join(str(err).split())  # one line, whatever the message held
         print(f"error: {message}", file=sys.stderr)

@@ -1,0 +1,59 @@
+"""The method functions of the five data-set claims: each returns a MethodResult whose booleans are computed.
+
+The fast methods run in the default suite; the rest are marked slow (each takes seconds; benchmarks/
+run_dataset_claims.py times them)."""
+
+import importlib
+
+import pytest
+
+from dpo_rlhf_checks.registry import get_claim
+from dpo_rlhf_checks.result import METHODS, CheckContext, MethodResult
+from toy_bandits.dataset_claims import CLAIM_IDS
+
+FAST = {("finite-label-sign", "simulation"), ("length-normalised", "symbolic"), ("listwise-equivalence", "numeric"),
+        ("cpo-population-alignment", "numeric"), ("dataset-ordered-minimiser", "convex")}
+ALL = [(cid, m) for cid in CLAIM_IDS for m in get_claim(cid).methods]
+
+
+@pytest.fixture(scope="module")
+def ctx(tmp_path_factory):
+    return CheckContext(seed=0, quick=True, out_dir=tmp_path_factory.mktemp("out"))
+
+
+def _run(cid, method, ctx):
+    module, _, func = get_claim(cid).methods[method].partition(":")
+    return getattr(importlib.import_module(module), func)(ctx)
+
+
+def test_each_claim_declares_at_least_two_methods_with_valid_names():
+    for cid in CLAIM_IDS:
+        claim = get_claim(cid)
+        assert len(claim.methods) >= 2 and not claim.checks
+        assert all(name.split("-")[0] in METHODS for name in claim.methods)
+
+
+@pytest.mark.parametrize("cid, method", [pytest.param(c, m, marks=() if (c, m) in FAST else pytest.mark.slow)
+                                         for c, m in ALL])
+def test_method_finds_the_literal_statement_false_and_the_amendment_true(cid, method, ctx):
+    r = _run(cid, method, ctx)
+    assert isinstance(r, MethodResult)
+    assert r.literal is False and r.counterexample is not None
+    assert r.amended is True
+    assert r.summary and len(r.summary) < 900
+
+
+def test_cpo_population_numbers(ctx):
+    r = _run("cpo-population-alignment", "numeric", ctx)
+    f = r.evidence["fractions"]
+    assert f["DPO"]["repaired_of_dpo_failure"] == 0.0
+    assert 0.7 < f["CPO clip (m=0; HyPO)"]["repaired_of_dpo_failure"] < 0.95
+    assert r.counterexample["cpo_misranks_with_dr_positive"]["loss"].startswith("CPO clip")
+    assert all(p.endswith((".pdf", ".png")) for p in r.figures) and len(r.figures) == 2
+
+
+def test_finite_label_simulation_sees_the_rise_from_one_to_two_labels(ctx):
+    r = _run("finite-label-sign", "simulation", ctx)
+    rise = r.counterexample["rise"]
+    assert (rise["beta_delta_ref"], rise["dr"], rise["n"]) == (-0.1, 0.5, 1)
+    assert rise["freq_n+1"] - rise["freq_n"] > 0.15  # exact: 0.6125 - 0.3775

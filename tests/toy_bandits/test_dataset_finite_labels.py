@@ -1,0 +1,88 @@
+"""toy_bandits.finite_labels: exact binomial probability that finite labels flip the empirical optimum (§13)."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from toy_bandits.finite_labels import (chernoff_bound, min_winning_count, n_needed, p_wrong, p_wrong_many,
+                                       p_wrong_mpmath, ranks_first)
+
+finite = st.floats(-6.0, 6.0, allow_nan=False)
+away = st.tuples(finite, finite).filter(lambda t: abs(t[0] + t[1]) > 1e-3)
+
+
+def test_hand_computed_values_show_the_rise_from_one_to_two_labels():
+    # beta delta_ref = -0.1, dr = 0.5: pi* ranks y_w first; one label ranks it first iff it says y_w (q = sigma(0.5));
+    # with two labels a 1:1 split gives logit(1/2) = 0 < 0.1, so both labels must say y_w: P = 1 - q^2.
+    q = 1 / (1 + math.exp(-0.5))
+    assert p_wrong(1, -0.1, 0.5) == pytest.approx(1 - q, rel=1e-14)
+    assert p_wrong(2, -0.1, 0.5) == pytest.approx(1 - q * q, rel=1e-14)
+    assert p_wrong(2, -0.1, 0.5) > 0.5 > p_wrong(1, -0.1, 0.5)
+
+
+@given(st.integers(1, 40), away)
+@settings(max_examples=60)
+def test_log_space_sum_scipy_and_mpmath_agree(n, pt):
+    bdr, dr = pt
+    exact = float(p_wrong_mpmath(n, bdr, dr))
+    assert p_wrong(n, bdr, dr) == pytest.approx(exact, rel=1e-10, abs=1e-300)
+    assert float(p_wrong_many(np.array([n]), bdr, dr)[0]) == pytest.approx(exact, rel=1e-9, abs=1e-300)
+
+
+@given(st.integers(1, 3000), away)
+@settings(max_examples=80)
+def test_chernoff_bound_holds(n, pt):
+    bdr, dr = pt
+    assert p_wrong(n, bdr, dr) <= float(chernoff_bound(n, bdr, dr)) * (1 + 1e-9) + 1e-300
+
+
+@given(st.integers(1, 200), away)
+@settings(max_examples=60)
+def test_swapping_the_pair_leaves_the_error_unchanged(n, pt):
+    # (y_w, y_l) -> (y_l, y_w): beta delta_ref and dr change sign; the error against pi* is the same event.
+    bdr, dr = pt
+    k = np.arange(n + 1)
+    ties = np.any(np.isclose(np.log(np.maximum(k, 1e-300)) - np.log(np.maximum(n - k, 1e-300)), -bdr, atol=1e-9))
+    if not ties:
+        assert p_wrong(n, bdr, dr) == pytest.approx(p_wrong(n, -bdr, -dr), rel=1e-9, abs=1e-300)
+
+
+@given(st.integers(1, 500), finite)
+def test_min_winning_count_is_the_threshold_of_the_predicate(n, bdr):
+    k0 = min_winning_count(n, bdr)
+    assert ranks_first(n, n, bdr)  # all labels for y_w: logit = +inf
+    assert not ranks_first(0, n, bdr)
+    assert ranks_first(k0, n, bdr) and (k0 == 0 or not ranks_first(k0 - 1, n, bdr))
+
+
+@pytest.mark.parametrize("eps", [0.1, 0.01, 0.001])
+@pytest.mark.parametrize("pt", [(-0.1, 0.5), (-2.0, 3.0), (0.2, -0.1), (-1.0, 3.0)])
+def test_n_needed_is_safe_up_to_the_chernoff_n_and_the_step_before_is_not(eps, pt):
+    n_ex, n_ch = n_needed(eps, *pt)
+    assert 1 <= n_ex <= n_ch
+    p = p_wrong_many(np.arange(n_ex, n_ch + 1), *pt)
+    assert np.all(p <= eps)
+    if n_ex > 1:
+        assert p_wrong(n_ex - 1, *pt) > eps
+    assert float(chernoff_bound(n_ch, *pt)) <= eps
+
+
+def test_against_the_human_preference_the_violated_region_converges_to_the_wrong_ranking():
+    # dr > 0 > beta delta_ref + dr: pi* (and the many-label optimum) rank y_l first although humans prefer y_w
+    assert p_wrong(20000, -2.0, 1.0, against="human") == pytest.approx(1.0, abs=1e-12)
+    assert p_wrong(20000, -0.5, 1.0, against="human") == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: p_wrong(0, 0.0, 1.0), "n: must be an integer >= 1"),
+    (lambda: p_wrong(3, math.nan, 1.0), "beta_delta_ref: must be a finite number"),
+    (lambda: p_wrong(3, 0.0, math.inf), "dr: must be a finite number"),
+    (lambda: p_wrong(3, 0.0, 1.0, against="reward"), "against: must be"),
+    (lambda: n_needed(0.0, 0.0, 1.0), "eps: must lie in"),
+])
+def test_bad_input_names_the_argument(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()

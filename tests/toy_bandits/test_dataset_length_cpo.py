@@ -1,0 +1,98 @@
+"""toy_bandits.length_norm and toy_bandits.cpo_population (§13, §10)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dpo_rlhf_checks.losses import implicit_target
+from toy_bandits.cpo_population import (SETTINGS, clip_repair_threshold, dpop_minimiser, dpop_population_loss,
+                                        ranks_first, target)
+from toy_bandits.length_norm import delta_mean, minimiser_delta_range
+
+logp = st.floats(-500.0, -1e-3)
+length = st.integers(1, 500)
+
+
+@given(logp, logp, length, length)
+@settings(max_examples=200)
+def test_mean_certificate_implies_the_summed_ranking_exactly_when_y_w_is_not_longer(a, b, lw, ll):
+    dm, d = float(delta_mean(a, b, lw, ll)), a - b
+    if lw <= ll and dm > 0:
+        assert d > 0
+    if lw >= ll and d > 0:
+        assert dm > 0
+
+
+def test_the_implications_fail_the_other_way_round():
+    assert delta_mean(-60, -20, 100, 20) > 0 and -60 - (-20) < 0  # mean says y_w, summed says y_l (|y_w| > |y_l|)
+    assert delta_mean(-10, -20, 5, 40) < 0 and -10 - (-20) > 0  # summed says y_w, mean says y_l (|y_w| < |y_l|)
+
+
+@given(st.floats(-2.0, 2.0), st.integers(1, 60), st.integers(1, 60))
+def test_minimiser_delta_range_contains_the_boundary_policy_and_has_the_predicted_open_end(c, lw, ll):
+    lo, hi = minimiser_delta_range(c, lw, ll)
+    if lw == ll:
+        assert lo == hi == pytest.approx(lw * c)
+    elif lw > ll:
+        assert lo == -math.inf and math.isfinite(hi)
+    else:
+        assert hi == math.inf and math.isfinite(lo)
+
+
+def test_length_validation():
+    with pytest.raises(ValueError, match="lengths"):
+        delta_mean(-1.0, -1.0, 0, 3)
+
+
+@given(st.floats(-6, 3), st.floats(-1, 5))
+def test_dpo_population_condition_is_the_paper_condition(bdr, dr):
+    if abs(bdr + dr) > 1e-9:
+        assert bool(ranks_first("dpo", bdr, dr, beta=0.1)) == (bdr + dr > 0)
+
+
+@given(st.floats(-6, 3), st.floats(-1, 5))
+def test_ipo_population_condition(bdr, dr):
+    q = 1 / (1 + math.exp(-dr))
+    if abs(bdr + q - 0.5) > 1e-9:
+        assert bool(ranks_first("ipo", bdr, dr, beta=0.3)) == (bdr + q - 0.5 > 0)
+
+
+@given(st.floats(-8, 4), st.floats(-1, 5))
+def test_clip_threshold_is_the_general_condition(bdr, dr):
+    thr = float(clip_repair_threshold(bdr))
+    if abs(dr - thr) > 1e-9:
+        assert bool(ranks_first("cpo_clip", bdr, dr, beta=0.1, margin=0.0)) == (dr > thr)
+    assert (0 <= thr <= math.log(2) + 1e-12) if bdr < 0 else (thr <= 0)
+
+
+@pytest.mark.parametrize("label", [k for k, v in SETTINGS.items() if v[0].startswith("cpo") or v[0] == "dpo"])
+@given(d_ref=st.floats(-30, 30))
+@settings(max_examples=30)
+def test_numpy_targets_equal_the_toolkit_implicit_targets(label, d_ref):
+    name, beta, params = SETTINGS[label]
+    rc = torch.tensor([-math.log1p(math.exp(-d_ref))], dtype=torch.float64)  # log sigma(d_ref) = log pi_ref(y_w)
+    rr = torch.tensor([-math.log1p(math.exp(d_ref))], dtype=torch.float64)
+    expected = float(implicit_target(name, rc, rr, beta=beta, **params)[0])
+    assert float(target(name, d_ref, beta=beta, **params)) == pytest.approx(expected, rel=1e-9, abs=1e-9)
+
+
+@given(st.floats(-20, 20), st.floats(-3, 3), st.sampled_from([0.0, 1.0, 50.0]))
+@settings(max_examples=30)
+def test_dpop_minimiser_is_the_argmin_of_a_fine_grid(d_ref, dr, lam):
+    x = float(dpop_minimiser(d_ref, dr, beta=0.5, lam=lam))
+    grid = np.linspace(-80, 80, 160001)
+    vals = dpop_population_loss(grid, d_ref, dr, beta=0.5, lam=lam)
+    assert float(dpop_population_loss(x, d_ref, dr, beta=0.5, lam=lam)) <= vals.min() + 1e-9
+
+
+def test_dpop_with_lam_zero_is_dpo():
+    assert float(dpop_minimiser(-3.0, 1.0, beta=0.5, lam=0.0)) == pytest.approx(-3.0 + 1.0 / 0.5, abs=1e-6)
+
+
+def test_unknown_loss_name_is_an_error():
+    with pytest.raises(ValueError, match="name: no target form"):
+        target("cpo_easy", 0.0, beta=0.1)

@@ -1,0 +1,158 @@
+"""toy_bandits.dataset: the empirical ordered-pair DPO loss on a comparison multigraph (docs/theory.md §13)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from dpo_rlhf_checks.losses import dpo_loss
+from toy_bandits.dataset import (bt_mm_fit, cvx_empirical_minimiser, empirical_dpo_loss, empirical_minimiser,
+                                 merge_labels, minimiser_exists, named_graphs, unbounded_sentence, win_graph)
+
+
+@st.composite
+def label_sets(draw, strongly_connected=False):
+    k = draw(st.integers(2, 5))
+    edges = draw(st.lists(st.tuples(st.integers(0, k - 1), st.integers(0, k - 1), st.integers(1, 5)),
+                          min_size=1, max_size=10).filter(lambda e: any(a != b for a, b, _ in e)))
+    raw = [[a, b, n] for a, b, n in edges if a != b]
+    if strongly_connected:
+        raw += [[i, (i + 1) % k, 1] for i in range(k)]  # a Hamiltonian cycle makes the win graph strongly connected
+    return k, raw
+
+
+def _grad(labels, theta):
+    g = np.zeros(theta.size)
+    for (w, l), n in labels.items():
+        s = n / (1.0 + math.exp(theta[w] - theta[l]))  # n sigma(-(theta_w - theta_l))
+        g[w] -= s
+        g[l] += s
+    return g
+
+
+@pytest.mark.parametrize("raw, k, message", [
+    ([[0, 1]], 2, r"labels\[0\]: must be a \[winner, loser, count\] triple"),
+    ([[0, 1, 0]], 2, r"labels\[0\]: count must be a whole number >= 1"),
+    ([[0, 1, 1.5]], 2, r"labels\[0\]: count must be a whole number >= 1"),
+    ([[0, 1, True]], 2, r"labels\[0\]: count"),
+    ([[0, 2, 1]], 2, r"labels\[0\]: loser index 2 is out of range"),
+    ([[1, 1, 1]], 2, r"labels\[0\]: self-pair"),
+    ([[0.0, 1, 1]], 2, r"labels\[0\]: winner must be an integer"),
+    ([], 2, r"labels: must hold at least one"),
+    ("01", 2, r"labels: must be a list"),
+])
+def test_merge_labels_rejects_bad_input_naming_the_field(raw, k, message):
+    with pytest.raises(ValueError, match=message):
+        merge_labels(raw, k)
+
+
+def test_merge_labels_adds_repeats_and_keeps_both_orders():
+    assert merge_labels([[0, 1, 2], [1, 0, 1], [0, 1, 3.0]], 2) == {(0, 1): 5, (1, 0): 1}
+
+
+@given(label_sets(), st.floats(0.05, 20.0))
+@settings(max_examples=40)
+def test_loss_is_the_sum_of_the_toolkit_per_pair_dpo_losses(ks, beta):
+    k, raw = ks
+    labels = merge_labels(raw, k)
+    rng = np.random.default_rng(len(raw))
+    log_pi, log_ref = np.log(rng.dirichlet(np.ones(k))), np.log(rng.dirichlet(np.ones(k)))
+    t = torch.tensor
+    w = [p[0] for p in labels]
+    l = [p[1] for p in labels]
+    per = dpo_loss(t(log_pi[w]), t(log_pi[l]), t(log_ref[w]), t(log_ref[l]), beta=beta).losses.numpy()
+    assert empirical_dpo_loss(log_pi, log_ref, labels, beta) == pytest.approx(float(np.dot(list(labels.values()), per)),
+                                                                              rel=1e-12)
+
+
+@given(label_sets(strongly_connected=True), st.floats(0.1, 10.0))
+@settings(max_examples=40)
+def test_strongly_connected_minimiser_is_stationary_and_equals_the_mm_fit(ks, beta):
+    k, raw = ks
+    labels = merge_labels(raw, k)
+    opt = empirical_minimiser(labels, k, beta)
+    assert opt.status == "finite" and minimiser_exists(labels, k)
+    assert np.abs(_grad(labels, beta * opt.u)).max() < 1e-9
+    mm = bt_mm_fit(labels, k)
+    assert mm.converged
+    for (i, j), h in opt.h.items():
+        assert beta * h == pytest.approx(mm.theta[i] - mm.theta[j], abs=1e-6)
+
+
+@given(label_sets())
+@settings(max_examples=60)
+@example((3, [[0, 1, 1], [1, 2, 1]]))  # a chain
+def test_existence_iff_no_pair_joins_two_strong_components_and_mm_agrees(ks):
+    k, raw = ks
+    labels = merge_labels(raw, k)
+    g = win_graph(labels, k)
+    # the MM iteration knows nothing of the graph: it converges exactly when no pair joins two strong components
+    assert bt_mm_fit(labels, k, max_iter=3000).converged == g.finite
+    opt = empirical_minimiser(labels, k, 1.0)
+    assert {p for p, h in opt.h.items() if h is None} == set(g.divergent)
+    # a divergent pair's winner group sits above its loser group in the condensation order
+    assert all(g.order[a] > g.order[b] for a, b in g.divergent)
+
+
+@given(label_sets(), st.permutations(range(5)))
+@settings(max_examples=30)
+def test_relabelling_the_responses_relabels_h(ks, perm):
+    k, raw = ks
+    perm = [p for p in perm if p < k]
+    labels = merge_labels(raw, k)
+    moved = merge_labels([[perm[a], perm[b], n] for a, b, n in raw], k)
+    h1 = empirical_minimiser(labels, k, 0.7).h
+    h2 = empirical_minimiser(moved, k, 0.7).h
+    for (a, b), h in h1.items():
+        other = h2[(perm[a], perm[b])]
+        assert (h is None) == (other is None)
+        if h is not None:
+            assert other == pytest.approx(h, abs=1e-8)
+
+
+@given(st.integers(1, 50), st.integers(1, 50), st.floats(0.01, 100.0))
+def test_contradictory_pair_has_the_closed_form_log_a_over_b(a, b, beta):
+    opt = empirical_minimiser(merge_labels([[0, 1, a], [1, 0, b]], 2), 2, beta)
+    assert opt.h[(0, 1)] == pytest.approx(math.log(a / b) / beta, rel=1e-9, abs=1e-12)
+
+
+def test_three_cycle_and_pooled_graph_values():
+    k, raw = named_graphs()["3-cycle 0>1>2>0 (2,1,1)"]
+    opt = empirical_minimiser(merge_labels(raw, k), k, 1.0)
+    assert opt.h[(0, 1)] == pytest.approx(0.8392352499821958, abs=1e-10)  # the symbolic root of (2-k)(1-k)^2 = k^3
+    k, raw = named_graphs()["pooled: 0~1 tied, 0>>2, 2>>1"]
+    opt = empirical_minimiser(merge_labels(raw, k), k, 1.0)
+    assert opt.h[(0, 1)] == pytest.approx(1.0560978190260222, abs=1e-10)  # not log(1/1) = 0
+
+
+@pytest.mark.parametrize("name", list(named_graphs()))
+def test_cvxpy_reports_unbounded_as_a_typed_outcome_and_matches_newton(name):
+    k, raw = named_graphs()[name]
+    labels = merge_labels(raw, k)
+    cvx = cvx_empirical_minimiser(labels, k)
+    g = win_graph(labels, k)
+    assert cvx.status == ("finite" if g.finite else "unbounded")
+    assert cvx.lp_status == ("optimal" if g.finite else "unbounded")
+    assert set(cvx.divergent) == set(g.divergent)
+    opt = empirical_minimiser(labels, k, 1.0)
+    for (i, j), h in opt.h.items():
+        if h is not None:
+            assert cvx.theta[i] - cvx.theta[j] == pytest.approx(h, abs=1e-5)
+
+
+def test_unbounded_sentence_names_the_divergent_pairs_and_groups():
+    labels = merge_labels([[0, 1, 1], [1, 2, 1], [2, 0, 1], [2, 3, 2]], 4)
+    opt = empirical_minimiser(labels, 4, 1.0)
+    text = unbounded_sentence(opt, labels)
+    assert "(2, 3)" in text and "{0, 1, 2}" in text and "{3}" in text
+    assert opt.h[(0, 1)] == pytest.approx(0.0, abs=1e-12)
+    assert unbounded_sentence(empirical_minimiser(merge_labels([[0, 1, 1], [1, 0, 1]], 2), 2, 1.0),
+                              merge_labels([[0, 1, 1], [1, 0, 1]], 2)) is None
+
+
+def test_beta_must_be_positive():
+    with pytest.raises(ValueError, match="beta"):
+        empirical_minimiser({(0, 1): 1}, 2, 0.0)

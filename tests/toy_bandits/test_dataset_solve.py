@@ -1,0 +1,119 @@
+"""``solve`` on data-set instances (labels, ranking, lengths): output and error contract."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from toy_bandits.dataset_solve import DatasetInstance, result_json
+
+REPO = Path(__file__).resolve().parents[2]
+BASE = {"pi_ref": [0.5, 0.3, 0.2], "reward": [1.0, 0.0, 0.5], "beta": 1.0, "margin": 0.0}
+
+
+def _solve(data):
+    out, code = result_json(DatasetInstance.from_json(data))
+    return json.loads(json.dumps(out)), code  # what the CLI prints
+
+
+def test_three_cycle_has_a_finite_minimiser_with_the_symbolic_values():
+    out, code = _solve({**BASE, "labels": [[0, 1, 2], [1, 2, 1], [2, 0, 1]]})
+    assert code == 0 and out["dpo_unbounded"] is None
+    h = {(e["winner"], e["loser"]): e["h"] for e in out["dpo_empirical"]}
+    assert h[(0, 1)] == pytest.approx(0.8392352499821958, abs=1e-9)
+    assert h[(1, 2)] == pytest.approx(h[(2, 0)], abs=1e-12)
+    assert out["rlhf_optimum"] == pytest.approx([0.68336822, 0.15083827, 0.16579351], abs=1e-8)
+
+
+def test_chain_with_contradiction_is_unbounded_on_the_dominated_pair_only():
+    out, _ = _solve({**BASE, "beta": 0.5, "labels": [[0, 1, 3], [1, 2, 1], [1, 0, 1]]})
+    h = {(e["winner"], e["loser"]): e["h"] for e in out["dpo_empirical"]}
+    assert h[(0, 1)] == pytest.approx(2 * 1.0986122886681098, rel=1e-10)  # log(3/1) / beta
+    assert h[(1, 2)] is None
+    assert "(1, 2)" in out["dpo_unbounded"] and "{2}" in out["dpo_unbounded"]
+    assert [(p["winner"], p["loser"]) for p in out["pairs"]] == [(0, 1), (1, 2)]  # majority directions
+
+
+def test_ranking_gives_adjacent_constraints_and_null_h_and_lengths_add_the_mean_conditions():
+    out, _ = _solve({**BASE, "ranking": [0, 2, 1], "lengths": [30, 10, 12]})
+    assert [(p["winner"], p["loser"]) for p in out["pairs"]] == [(0, 2), (2, 1)]
+    assert all(e["h"] is None for e in out["dpo_empirical"]) and "ranking [0, 2, 1]" in out["dpo_unbounded"]
+    ln = out["length_normalised"][0]
+    assert ln["delta_mean_ref"] == pytest.approx(math.log(0.5) / 30 - math.log(0.2) / 12, rel=1e-12)  # |y_0|=30, |y_2|=12
+    assert ln["mean_certificate_implies_summed"] is False
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"labels": [[0, 1, 0]]}, r"^labels\[0\]: count must be a whole number >= 1"),
+    ({"labels": [[0, 1, 2.5]]}, r"^labels\[0\]: count"),
+    ({"labels": [[0, 3, 1]]}, r"^labels\[0\]: loser index 3"),
+    ({"labels": [[0, 1, 1]], "preferences": [[0, 1]]}, r"^labels: give exactly one of"),
+    ({"ranking": [0, 0]}, r"^ranking: indices must be distinct"),
+    ({"ranking": [0]}, r"^ranking: must rank at least 2"),
+    ({"preferences": [[0, 1]], "lengths": [3, 0, 2]}, r"^lengths\[1\]: must be a whole number"),
+    ({"preferences": [[0, 1]], "lengths": [3, 2]}, r"^lengths: must have one entry per response"),
+    ({"lengths": [3, 2, 1]}, r"^preferences: give exactly one of"),
+    ({"labels": [[0, 1, 1]], "colour": 1}, r"^instance: unknown key"),
+    ({"labels": [[0, 1, 2], [1, 2, 1], [2, 0, 1]], "margin": 0.1}, r"^labels: the majority directions contain the cycle"),
+])
+def test_bad_input_is_a_value_error_naming_the_field(extra, message):
+    with pytest.raises(ValueError, match=message):
+        DatasetInstance.from_json({**BASE, **extra})
+
+
+def test_missing_base_key_is_named():
+    data = {k: v for k, v in BASE.items() if k != "beta"}
+    with pytest.raises(ValueError, match=r"^beta: missing"):
+        DatasetInstance.from_json({**data, "labels": [[0, 1, 1]]})
+
+
+def _cli(tmp_path, data):
+    path = tmp_path / "inst.json"
+    path.write_text(json.dumps(data))
+    return subprocess.run([sys.executable, "paper_checks.py", "solve", "--instance", str(path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_cli_prints_dpo_empirical_and_exits_2_with_one_line_on_bad_labels(tmp_path):
+    ok = _cli(tmp_path, {**BASE, "labels": [[0, 1, 1], [1, 0, 1]]})
+    assert ok.returncode == 0
+    out = json.loads(ok.stdout)
+    assert out["dpo_empirical"] == [{"winner": 0, "loser": 1, "h": 0.0}, {"winner": 1, "loser": 0, "h": 0.0}]
+    bad = _cli(tmp_path, {**BASE, "labels": [[0, 1, -1]]})
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr.strip().splitlines() == ["error: labels[0]: count must be a whole number >= 1, got -1"]
+
+
+def test_cli_plain_instance_output_has_no_new_keys(tmp_path):
+    res = _cli(tmp_path, {**BASE, "preferences": [[0, 1]]})
+    assert res.returncode == 0 and "dpo_empirical" not in json.loads(res.stdout)
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@given(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 2), st.integers(1, 4)), min_size=1, max_size=8)
+       .filter(lambda e: any(a != b for a, b, _ in e)))
+@settings(max_examples=25)
+def test_any_valid_label_set_gives_one_entry_per_distinct_ordered_pair_and_a_consistent_unbounded_note(edges):
+    labels = [[a, b, n] for a, b, n in edges if a != b]
+    out, code = _solve({**BASE, "labels": labels})
+    assert code == 0
+    distinct = list(dict.fromkeys((a, b) for a, b, _ in labels))
+    assert [(e["winner"], e["loser"]) for e in out["dpo_empirical"]] == distinct
+    nulls = [e for e in out["dpo_empirical"] if e["h"] is None]
+    assert (out["dpo_unbounded"] is None) == (not nulls)
+    for e in nulls:
+        assert f"({e['winner']}, {e['loser']})" in out["dpo_unbounded"]
+    h = {(e["winner"], e["loser"]): e["h"] for e in out["dpo_empirical"]}
+    for (a, b), v in h.items():  # antisymmetry where both orders are labelled
+        if v is not None and (b, a) in h:
+            assert h[(b, a)] == pytest.approx(-v, abs=1e-12)
+    # the constraint graph: the strict majority direction of each labelled pair
+    majority = {(a, b) for (a, b) in distinct
+                if sum(n for x, y, n in labels if (x, y) == (a, b)) > sum(n for x, y, n in labels if (x, y) == (b, a))}
+    assert {(p["winner"], p["loser"]) for p in out["pairs"]} == majority
