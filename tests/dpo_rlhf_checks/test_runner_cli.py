@@ -20,6 +20,8 @@ REQUIRED_IDS = [
     "relative-advantage", "undesirable-space", "gradient-weakening", "loss-delta-bridge", "soft-margin-ranking",
     "cpo-constrained-kkt", "cpo-penalized-eq10", "cpo-stationary-margin", "cpo-loss-certificates",
     "price-of-alignment", "lm-dpo-failure", "lm-cpo-fix", "benchmark-table", "benchmark-8b-results", "e-cpoc",
+    "dataset-ordered-minimiser", "finite-label-sign", "listwise-equivalence", "length-normalised",
+    "cpo-population-alignment",
 ]
 CLAIM_KEYS = {"id", "title", "paper_ref", "statement", "verdict", "summary", "literal", "amended", "methods",
               "independent_methods", "independent_set", "counterexample", "amended_statement", "not_checked_reason",

@@ -29,7 +29,7 @@ def _run(cid, method, ctx):
 def test_each_claim_declares_at_least_two_methods_with_valid_names():
     for cid in CLAIM_IDS:
         claim = get_claim(cid)
-        assert len(claim.methods) >= 2 and not claim.checks
+        assert len(claim.methods) >= 2 and not claim.not_checked
         assert all(name.split("-")[0] in METHODS for name in claim.methods)
 
 
