@@ -8,7 +8,10 @@ THEORY.md §1 (paper Sec. 2, Eq. 3/5):
 Every function is batched over leading axes: ``pi_ref`` and ``reward`` have shape (..., K)
 (the last axis indexes responses) and ``beta`` is a scalar or has shape (...) (one value per
 instance). Everything is computed in log space with ``logsumexp``, so ``r / beta`` of order
-1e6 (tiny ``beta``) neither overflows nor underflows to 0/0.
+1e6 (tiny ``beta``) neither overflows nor underflows to 0/0. Where ``r / beta`` itself exceeds the
+float range (``r = 1e300, beta = 1e-4``), the logits are formed from ``(r - max r) / beta``, which
+is <= 0: a response whose shifted logit falls below -1.8e308 gets ``log pi* = -inf`` (pi* = 0, the
+exact limit), and pi* is then a point mass or spread over the maximisers. No NaN arises.
 """
 
 from __future__ import annotations
@@ -54,9 +57,26 @@ def log_partition(pi_ref, reward, beta) -> np.ndarray:
     return logsumexp(log_gibbs_unnormalised(pi_ref, reward, beta), axis=-1)
 
 
+def _shifted_logits(pi_ref, reward, beta) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(log pi_ref + (r - max r) / beta, max r, beta column): the logits shifted by max r / beta.
+
+    Shape (..., K), (..., 1), (..., 1). Each shifted logit is <= log pi_ref, so it never overflows; it
+    may be -inf (r - max r below -1.8e308 beta), which is the exact limit pi* = 0 there.
+    """
+    pi_ref, reward = _arrays(pi_ref, reward)
+    beta_col = _beta_column(beta, pi_ref.shape[:-1])
+    r_max = np.max(reward, axis=-1, keepdims=True)
+    with np.errstate(over="ignore"):  # (r - max r) / beta -> -inf: pi*(y) = 0 exactly in float64
+        return np.log(pi_ref) + (reward - r_max) / beta_col, r_max, beta_col
+
+
 def log_gibbs_policy(pi_ref, reward, beta) -> np.ndarray:
-    """log pi*(y), shape (..., K): the log of :func:`gibbs_policy`, exact even where pi* underflows."""
-    logits = log_gibbs_unnormalised(pi_ref, reward, beta)
+    """log pi*(y), shape (..., K): the log of :func:`gibbs_policy`, exact even where pi* underflows.
+
+    Finite where pi*(y) is representable in log space, -inf where r/beta puts pi*(y) below
+    exp(-1.8e308) (see the module docstring); never NaN.
+    """
+    logits, _, _ = _shifted_logits(pi_ref, reward, beta)
     return logits - logsumexp(logits, axis=-1, keepdims=True)
 
 
@@ -99,9 +119,13 @@ def rlhf_objective(pi, pi_ref, reward, beta) -> np.ndarray:
 
 
 def optimal_value(pi_ref, reward, beta) -> np.ndarray:
-    """J(pi*) = beta log Z, shape (...). THEORY.md §1."""
-    pi_ref, _ = _arrays(pi_ref, reward)
-    return _beta_column(beta, pi_ref.shape[:-1])[..., 0] * log_partition(pi_ref, reward, beta)
+    """J(pi*) = beta log Z, shape (...). THEORY.md §1.
+
+    Computed as max r + beta logsumexp(log pi_ref + (r - max r)/beta), finite in reward units even
+    where log Z = r/beta overflows.
+    """
+    logits, r_max, beta_col = _shifted_logits(pi_ref, reward, beta)
+    return r_max[..., 0] + beta_col[..., 0] * logsumexp(logits, axis=-1)
 
 
 def suboptimality(pi, pi_ref, reward, beta) -> np.ndarray:
