@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from dpo_rlhf_checks.cli import BadInput, OneLineParser, no_duplicate_keys, short_message
 from toy_bandits.constrained import (
     METHODS, SOLVERS, ConstrainedSolveError, UnresolvedInstanceError, assumption_and_u, delta_star_of, solve,
 )
@@ -49,45 +50,6 @@ from toy_bandits.instance import BanditInstance, short
 from toy_bandits.rlhf import gibbs_policy
 
 KKT_TOL = 1e-9  # the answer is "optimal" when every KKT residual (absolute, see kkt_residuals) is below this
-
-
-class BadInput(Exception):
-    """Bad input: the CLI prints ``error: <message>`` on one line and exits 2."""
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse whose usage errors are one line on stderr and exit code 2 (raised as :class:`BadInput`).
-
-    A value such as ``-inf`` or ``-1e5`` after an option is read as a value, not as an option.
-    """
-
-    # argparse's own pattern only knows -1 and -.5; this one also takes exponents, inf and nan.
-    NEGATIVE_NUMBER = r"^-(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|inf(inity)?|nan)$"
-
-    def __init__(self, *args, **kwargs):
-        import re
-
-        super().__init__(*args, **kwargs)
-        self._negative_number_matcher = re.compile(self.NEGATIVE_NUMBER, re.IGNORECASE)
-
-    def error(self, message: str):  # noqa: D102
-        raise BadInput(f"{self.prog}: {short_message(message)}")
-
-
-def short_message(message: str, limit: int = 300) -> str:
-    """One line, at most ``limit`` characters: a huge value echoed by argparse or a parser is cut."""
-    message = " ".join(str(message).split())
-    return message if len(message) <= limit else f"{message[:limit - 20]}... ({len(message)} chars)"
-
-
-def no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """``object_pairs_hook`` for json: a key given twice is an error (json would keep the last silently)."""
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise BadInput(f"duplicate key {short(key)} in a JSON object (json would silently keep the last value)")
-        out[key] = value
-    return out
 
 
 def load_json(path: str, what: str) -> Any:
@@ -111,7 +73,7 @@ def load_json(path: str, what: str) -> Any:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = Parser(prog="paper_checks.py solve", description="Solve one bandit instance (see the module doc).")
+    p = OneLineParser(prog="paper_checks.py solve", description="Solve one bandit instance (see the module doc).")
     p.add_argument("--instance", required=True, help="JSON file with pi_ref, reward, beta, preferences, margin")
     p.add_argument("--method", choices=METHODS, default="auto",
                    help="auto: closed form for one pair, else CVXPY with a dual fallback (default auto)")
