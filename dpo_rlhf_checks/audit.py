@@ -1,6 +1,6 @@
 """Audit a preference data set: ``python paper_checks.py audit FILE [options]``.
 
-For people's own data, the questions the common trainers do not log (THEORY.md §3, §6, §7, §10):
+For people's own data, the questions the common trainers do not log (docs/theory.md §3, §6, §7, §10):
 how many pairs violate the implicit assumption ``beta delta_ref + dr > 0``, whether the RLHF
 optimum and the trained policy rank the preferred response first, how many pairs sit in the
 undesirable space ``U = {delta_ref < delta < 0}``, which loss level certifies alignment per pair,
@@ -19,7 +19,7 @@ name them:
 Optional columns come in pairs; which ones a JSON Lines file uses is read from its first row
 (CSV: from the header), and every row must then have them. Other columns are ignored. Blank
 lines are not rows; they are counted and reported. Log-probabilities are taken as given and
-treated as summed sequence log-probabilities (THEORY.md notation); where lengths are given,
+treated as summed sequence log-probabilities (docs/theory.md notation); where lengths are given,
 everything is recomputed on the per-token means ``logps / length`` as well (``per_token_mean``).
 
 Bad data (a missing column or value, a malformed line, a non-numeric, NaN or infinite value, a
@@ -616,7 +616,7 @@ def pair_statistics(rc, rr, pc=None, pr=None, dr=None, *, config: AuditConfig, p
     policy's, or None. dr: reward gap ``chosen_reward - rejected_reward`` (n,), or None.
     per_token: the arrays are per-token means (then cpo_easy, defined on means, is audited too).
     Returns (statistics, reasons for the ones that could not be computed).
-    Definitions (THEORY.md): delta_ref = rc - rr; ranking accuracy 1[delta >= 0] (Chen et al. 2024);
+    Definitions (docs/theory.md): delta_ref = rc - rr; ranking accuracy 1[delta >= 0] (Chen et al. 2024);
     the assumption (§3) holds for a pair when beta delta_ref + dr > 0, the RLHF optimum's
     delta* = delta_ref + dr/beta; U = {delta_ref < delta < 0} (§6); l_crit = softplus(beta delta_ref) (§7).
     """
@@ -942,7 +942,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="paper_checks.py audit",
         description="Audit a preference data file (JSON Lines or CSV): assumption violations, ranking accuracy of "
         "the reference, the RLHF optimum and a trained policy, the undesirable space, critical losses and CPO "
-        "certificates (THEORY.md §3, §6, §7, §10). Exit code 2 on bad data.",
+        "certificates (docs/theory.md §3, §6, §7, §10). Exit code 2 on bad data.",
     )
     parser.add_argument("file", type=Path, help="the data file, .jsonl or .csv (other extensions: sniffed)")
     parser.add_argument("--beta", type=float, nargs="+", action="extend", metavar="B",

@@ -1,4 +1,4 @@
-"""Constrained RLHF (THEORY.md §9a, paper Sec. 4): exact solvers and their KKT certificates.
+"""Constrained RLHF (docs/theory.md §9a, paper Sec. 4): exact solvers and their KKT certificates.
 
 Problem, for one prompt with K responses, preference pairs (w_k, l_k), k = 1..P, and margin m >= 0:
 
@@ -6,7 +6,7 @@ Problem, for one prompt with K responses, preference pairs (w_k, l_k), k = 1..P,
     subject to    pi(w_k) - e^m pi(l_k) >= 0      (k = 1..P; the linear form of delta_pi >= m)
                   sum_y pi(y) = 1,  pi >= 0.
 
-Multiplier convention (the one THEORY.md §9a uses). With the Lagrangian
+Multiplier convention (the one docs/theory.md §9a uses). With the Lagrangian
 ``L = J(pi) + sum_k mu_k (pi(w_k) - e^m pi(l_k)) + nu (1 - sum_y pi(y))``, mu_k >= 0 is the multiplier
 of the *linear* constraint k, in units of reward, and stationarity gives
 
@@ -146,7 +146,7 @@ class ConstrainedSolution:
     pi: (K,) pi_c. pi_star: (K,) the unconstrained Gibbs optimum. multipliers: (P,) mu_k in the
     module's convention (linear constraint, reward units). price_of_alignment: J(pi*) - J(pi_c).
     delta_ref, delta_star, delta_c: (P,) log-odds log pi(w) - log pi(l) under pi_ref, pi*, pi_c.
-    assumption_holds: (P,) delta_star > 0 (THEORY.md §3). in_U: (P,) delta_ref < delta_star < 0,
+    assumption_holds: (P,) delta_star > 0 (docs/theory.md §3). in_U: (P,) delta_ref < delta_star < 0,
     i.e. pi* lies in the undesirable set U of that pair (§6). status: solver status (for CVXPY the
     solver's own, also when the answer was polished). method: "closed-form", "cvxpy:<SOLVER>" or
     "dual". kkt: residuals from :func:`kkt_residuals`.
@@ -179,7 +179,7 @@ def _pair_deltas(log_p: np.ndarray, winners: np.ndarray, losers: np.ndarray) -> 
 
 
 def delta_star_of(delta_ref: np.ndarray, dr: np.ndarray, beta) -> np.ndarray:
-    """delta* = delta_ref + dr / beta (THEORY.md §1), from the pair's own numbers.
+    """delta* = delta_ref + dr / beta (docs/theory.md §1), from the pair's own numbers.
 
     Not log pi*(w) - log pi*(l): that difference loses dr / beta under rounding when beta is huge
     (beta = 1e300: log(0.5) + 1e-300 == log(0.5)) and is -inf - -inf = NaN when pi* underflows at both
@@ -213,7 +213,7 @@ def assumption_and_u(delta_ref: np.ndarray, dr: np.ndarray, beta) -> tuple[np.nd
 
 
 # --------------------------------------------------------------------------------------------
-# Closed form, one pair per prompt, vectorised (THEORY.md §9a)
+# Closed form, one pair per prompt, vectorised (docs/theory.md §9a)
 # --------------------------------------------------------------------------------------------
 
 @dataclass
@@ -238,7 +238,7 @@ class PairSolutions:
 
 
 def closed_form_pairs(batch: PairBatch) -> PairSolutions:
-    """Single-pair constrained RLHF in closed form for every row of ``batch``. THEORY.md §9a.
+    """Single-pair constrained RLHF in closed form for every row of ``batch``. docs/theory.md §9a.
 
     mu = max(0, beta (m - delta*) / (1 + e^m)) with delta* = delta_ref + dr/beta, and
     log pi_c = log pi* + mu a / beta - log E_{pi*}[exp(mu a / beta)]. The tilt on the winner is
@@ -339,7 +339,7 @@ def resolution_problem(inst: BanditInstance) -> str | None:
 
 
 def solve_closed_form(inst: BanditInstance) -> ConstrainedSolution:
-    """The closed form for an instance with exactly one pair (THEORY.md §9a)."""
+    """The closed form for an instance with exactly one pair (docs/theory.md §9a)."""
     if len(inst.preferences) != 1:
         raise ValueError(f"preferences: the closed form needs exactly one pair, got {len(inst.preferences)}")
     sol = closed_form_pairs(PairBatch.from_instances([inst]))

@@ -1,9 +1,9 @@
 """Validated bandit instances: one prompt with a preference graph, or a batch of single-pair prompts.
 
-A bandit instance (THEORY.md §1-§9) is a reference policy ``pi_ref`` over K responses, a
+A bandit instance (docs/theory.md §1-§9) is a reference policy ``pi_ref`` over K responses, a
 reward ``r``, ``beta > 0``, a list of preference pairs ``(winner, loser)`` (indices into the
 responses; any directed graph: one pair, a chain, a DAG, a cycle) and a margin ``m >= 0``
-for the constraints ``delta_pi >= m`` of constrained RLHF (THEORY.md §9a).
+for the constraints ``delta_pi >= m`` of constrained RLHF (docs/theory.md §9a).
 
 Every bad field raises ``ValueError`` whose message starts with the field name.
 """
@@ -108,7 +108,7 @@ def _pairs(value: Any, k: int) -> tuple[tuple[int, int], ...]:
 
 @dataclass(frozen=True)
 class BanditInstance:
-    """One prompt: K responses, a preference graph and a margin (THEORY.md §1, §9a).
+    """One prompt: K responses, a preference graph and a margin (docs/theory.md §1, §9a).
 
     pi_ref: (K,) reference policy, every entry > 0, sums to 1 within ``SUM_TOL`` (then
         renormalised exactly). K >= 2.
@@ -185,7 +185,7 @@ class BanditInstance:
 
 @dataclass(frozen=True)
 class PairBatch:
-    """N single-pair instances (one prompt each), for vectorised closed forms (THEORY.md §9a).
+    """N single-pair instances (one prompt each), for vectorised closed forms (docs/theory.md §9a).
 
     pi_ref: (N, K), rows > 0 summing to 1 within ``SUM_TOL`` (renormalised). reward: (N, K)
     finite. beta: (N,) finite > 0 (a scalar broadcasts). winner, loser: (N,) integer indices in

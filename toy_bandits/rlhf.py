@@ -1,6 +1,6 @@
 """KL-regularised RLHF on a finite response set: the Gibbs optimum and the objective J.
 
-THEORY.md §1 (paper Sec. 2, Eq. 3/5):
+docs/theory.md §1 (paper Sec. 2, Eq. 3/5):
 
     J(pi) = E_{y~pi}[r(y)] - beta KL(pi || pi_ref),
     pi*(y) = pi_ref(y) exp(r(y)/beta) / Z,   Z = sum_y pi_ref(y) exp(r(y)/beta),   J(pi*) = beta log Z.
@@ -44,13 +44,13 @@ def _arrays(pi_ref, reward) -> tuple[np.ndarray, np.ndarray]:
 
 
 def log_gibbs_unnormalised(pi_ref, reward, beta) -> np.ndarray:
-    """log pi_ref(y) + r(y)/beta, shape (..., K). THEORY.md §1."""
+    """log pi_ref(y) + r(y)/beta, shape (..., K). docs/theory.md §1."""
     pi_ref, reward = _arrays(pi_ref, reward)
     return np.log(pi_ref) + reward / _beta_column(beta, pi_ref.shape[:-1])
 
 
 def log_partition(pi_ref, reward, beta) -> np.ndarray:
-    """log Z = log sum_y pi_ref(y) exp(r(y)/beta), shape (...). THEORY.md §1; J(pi*) = beta log Z.
+    """log Z = log sum_y pi_ref(y) exp(r(y)/beta), shape (...). docs/theory.md §1; J(pi*) = beta log Z.
 
     logsumexp keeps it finite when r/beta is huge (tiny beta): no bare exp of an unbounded value.
     """
@@ -81,7 +81,7 @@ def log_gibbs_policy(pi_ref, reward, beta) -> np.ndarray:
 
 
 def gibbs_policy(pi_ref, reward, beta) -> np.ndarray:
-    """The RLHF optimum pi*(y) = pi_ref(y) exp(r(y)/beta) / Z. THEORY.md §1, paper Eq. 5.
+    """The RLHF optimum pi*(y) = pi_ref(y) exp(r(y)/beta) / Z. docs/theory.md §1, paper Eq. 5.
 
     pi_ref: (..., K), strictly positive, each row sums to 1. reward: (..., K), finite.
     beta: scalar or (...), > 0. Returns (..., K), rows sum to 1 (entries may underflow to 0
@@ -103,7 +103,7 @@ def kl_divergence(pi, pi_ref) -> np.ndarray:
 
 
 def rlhf_objective(pi, pi_ref, reward, beta) -> np.ndarray:
-    """J(pi) = sum_y pi(y) r(y) - beta KL(pi || pi_ref), shape (...). THEORY.md §1, paper Eq. 3.
+    """J(pi) = sum_y pi(y) r(y) - beta KL(pi || pi_ref), shape (...). docs/theory.md §1, paper Eq. 3.
 
     pi: (..., K) on the simplex (zeros allowed: 0 log 0 = 0). pi_ref, reward, beta as in
     :func:`gibbs_policy`.
@@ -119,7 +119,7 @@ def rlhf_objective(pi, pi_ref, reward, beta) -> np.ndarray:
 
 
 def optimal_value(pi_ref, reward, beta) -> np.ndarray:
-    """J(pi*) = beta log Z, shape (...). THEORY.md §1.
+    """J(pi*) = beta log Z, shape (...). docs/theory.md §1.
 
     Computed as max r + beta logsumexp(log pi_ref + (r - max r)/beta), finite in reward units even
     where log Z = r/beta overflows.

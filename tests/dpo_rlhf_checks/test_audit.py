@@ -78,7 +78,7 @@ def test_values_against_independent_numpy(sample, capsys):
     dr = cols["chosen_reward"] - cols["rejected_reward"]
     assert r["assumption_violation_rate"]["1"] == pytest.approx(np.mean(d_ref + dr / 1.0 <= 0), abs=0)
     assert 0.3 < r["assumption_violation_rate"]["1"] < 1.0  # a larger beta violates more (delta_ref < 0 here)
-    # critical loss (THEORY §7): log(1 + (pi_ref(y_w)/pi_ref(y_l))^beta), numpy's logaddexp, not the library
+    # critical loss (docs/theory.md §7): log(1 + (pi_ref(y_w)/pi_ref(y_l))^beta), numpy's logaddexp, not the library
     lcrit = np.logaddexp(0.0, 0.1 * d_ref)
     assert r["critical_loss"]["0.1"]["p50"] == pytest.approx(np.median(lcrit), rel=1e-12)
     assert r["critical_loss"]["0.1"]["max"] == pytest.approx(lcrit.max(), rel=1e-12)
