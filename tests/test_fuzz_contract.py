@@ -23,6 +23,7 @@ import math
 import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 from hypothesis import example, given
@@ -36,8 +37,11 @@ WORK = Path(tempfile.mkdtemp(prefix="fuzz-contract-"))
 
 
 def _run(main, argv) -> tuple[int, str, str]:
+    """Exit code, stdout, stderr of ``main(argv)``; a RuntimeWarning (numpy's overflow / invalid value, which the
+    command line would print on stderr) is an error here, so the fuzzer finds where one escapes."""
     out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
         code = main(argv)
     return code, out.getvalue(), err.getvalue()
 

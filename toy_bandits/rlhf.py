@@ -139,5 +139,6 @@ def suboptimality(pi, pi_ref, reward, beta) -> np.ndarray:
     log_star = log_gibbs_policy(pi_ref, reward, beta)
     # sum pi (log pi - log pi*), with 0 log 0 = 0; log_star is finite even where pi* underflows.
     safe = np.where(pi > 0, pi, 1.0)
-    kl = np.where(pi > 0, pi * (np.log(safe) - log_star), 0.0).sum(axis=-1)
+    with np.errstate(invalid="ignore"):  # 0 * (0 - -inf) where pi = 0 = pi*: masked by the where, not a NaN result
+        kl = np.where(pi > 0, pi * (np.log(safe) - log_star), 0.0).sum(axis=-1)
     return _beta_column(beta, pi_ref.shape[:-1])[..., 0] * kl  # >= 0 up to rounding (not clamped)
