@@ -683,6 +683,9 @@ def solve(inst: BanditInstance, method: str = "auto", solver: str = "CLARABEL",
         sol.note = "dual (L-BFGS-B, then the exact active-set step)"
         return sol
     why = f"auto: {p} pairs have no closed form, so CVXPY ({solver}), the default for a graph"
+    if progress and p >= 200:  # the CVXPY solvers report no progress of their own: say what runs
+        print(f"solve: {p} pairs, {inst.K} responses: compiling and solving with CVXPY ({solver})...", file=sys.stderr,
+              flush=True)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)

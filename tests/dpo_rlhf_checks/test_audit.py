@@ -373,3 +373,11 @@ def test_cpo_eq17_label_explains_the_float_mismatch(sample, capsys):
     eq17 = lines["certified by loss: cpo_eq17 (float64 off*)"]
     assert float(eq17) < 0.8  # what float64 gives; the label and the footnote say so
     assert "* cpo_eq17: the loss is computed in float64" in out
+
+
+@pytest.mark.parametrize("value", ["9" * 400, '"' + "x" * 400 + '"'])
+def test_long_values_are_cut_in_row_messages(tmp_path, capsys, value):
+    path = tmp_path / "long.jsonl"
+    path.write_text('{"ref_chosen_logps": ' + value + ', "ref_rejected_logps": -2}\n')
+    line = run_error(capsys, path)
+    assert "row 1 (line 1), column 'ref_chosen_logps'" in line and len(line) < 250 and "chars)" in line, line
