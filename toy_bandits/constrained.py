@@ -384,6 +384,43 @@ def kkt_residuals(inst: BanditInstance, pi: np.ndarray, mu: np.ndarray) -> dict[
 # CVXPY over any preference graph
 # --------------------------------------------------------------------------------------------
 
+class _SolverOutput:
+    """Captures what a solver's C code writes to the process's stdout / stderr (file descriptors 1 and 2).
+
+    SCS prints "ERROR: init_lin_sys_work failure" and the like straight to fd 1, past Python's sys.stdout:
+    it would corrupt ``solve --json`` output. The captured text is kept in ``text`` for error messages.
+    """
+
+    def __enter__(self):
+        import os
+        import tempfile
+
+        self.text = ""
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            self._tmp = tempfile.TemporaryFile()
+            self._saved = [os.dup(1), os.dup(2)]
+            os.dup2(self._tmp.fileno(), 1)
+            os.dup2(self._tmp.fileno(), 2)
+        except (OSError, ValueError, AttributeError):  # no real file descriptors (an embedding): nothing to capture
+            self._saved = None
+        return self
+
+    def __exit__(self, *exc):
+        import os
+
+        if self._saved is not None:
+            os.dup2(self._saved[0], 1)
+            os.dup2(self._saved[1], 2)
+            for fd in self._saved:
+                os.close(fd)
+            self._tmp.seek(0)
+            self.text = " ".join(self._tmp.read().decode("utf-8", errors="replace").split())
+            self._tmp.close()
+        return False
+
+
 class ConstrainedRLHF:
     """Constrained RLHF over a fixed (K, preference graph), compiled once and re-solved (DPP).
 
@@ -463,7 +500,16 @@ class ConstrainedRLHF:
         with warnings.catch_warnings():
             # "Solution may be inaccurate": the status says so ("optimal_inaccurate") and is returned.
             warnings.filterwarnings("ignore", message="Solution may be inaccurate", category=UserWarning)
-            self.problem.solve(solver=solver, warm_start=False, **opts)  # a fresh solver: see the class doc
+            with _SolverOutput() as printed:  # the solvers' C code must not write into our output
+                try:
+                    self.problem.solve(solver=solver, warm_start=False, **opts)  # a fresh solver: see the class doc
+                except Exception as err:  # noqa: BLE001 - re-raised with what the solver printed
+                    failure = err
+                else:
+                    failure = None
+            if failure is not None:
+                detail = f" (it printed: {printed.text[:200]})" if printed.text else ""
+                raise ConstrainedSolveError(f"{solver} failed: {' '.join(str(failure).split())}{detail}") from failure
         status = self.problem.status
         if status not in OK_STATUSES:
             raise ConstrainedSolveError(f"{solver} returned status {status!r}")
