@@ -766,7 +766,10 @@ def solve(inst: BanditInstance, method: str = "auto", solver: str = "CLARABEL",
                 raise
             raise ConstrainedSolveError(f"{solver} failed: {' '.join(str(err).split())}") from err
         sol = solve_dual(inst, progress=progress)
-        sol.note = f"{why}; {solver} failed ({' '.join(str(err).split())[:120]}), so the dual solver instead"
+        reason = " ".join(str(err).split())[:200]
+        if not reason.startswith(solver):
+            reason = f"{solver} failed: {reason}"
+        sol.note = f"{why}; {reason}; so the dual solver instead"
         return sol
     sol.note = why if method == "auto" else f"cvxpy ({solver})"
     return sol
