@@ -1,6 +1,6 @@
 """Audit a preference data set: ``python paper_checks.py audit FILE [options]``.
 
-For people's own data, the questions the common trainers do not log (THEORY.md §3, §6, §7, §10):
+For people's own data, the questions the common trainers do not log (docs/theory.md §3, §6, §7, §10):
 how many pairs violate the implicit assumption ``beta delta_ref + dr > 0``, whether the RLHF
 optimum and the trained policy rank the preferred response first, how many pairs sit in the
 undesirable space ``U = {delta_ref < delta < 0}``, which loss level certifies alignment per pair,
@@ -19,7 +19,7 @@ name them:
 Optional columns come in pairs; which ones a JSON Lines file uses is read from its first row
 (CSV: from the header), and every row must then have them. Other columns are ignored. Blank
 lines are not rows; they are counted and reported. Log-probabilities are taken as given and
-treated as summed sequence log-probabilities (THEORY.md notation); where lengths are given,
+treated as summed sequence log-probabilities (docs/theory.md notation); where lengths are given,
 everything is recomputed on the per-token means ``logps / length`` as well (``per_token_mean``).
 
 Bad data (a missing column or value, a malformed line, a non-numeric, NaN or infinite value, a
@@ -42,6 +42,7 @@ import json
 import math
 import operator
 import sys
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,7 @@ import numpy as np
 import torch
 
 from dpo_rlhf_checks import losses as L
+from dpo_rlhf_checks.cli import BadInput, OneLineParser, no_duplicate_keys, output_dir_problem, short_message
 from dpo_rlhf_checks.result import to_jsonable
 
 try:  # Optional, not a dependency: orjson decodes JSON ~3x faster, to the same float64 numbers (both round
@@ -74,6 +76,16 @@ LENGTH_COLUMNS = ("chosen_length", "rejected_length")
 FORMATS = ("jsonl", "csv")
 QUANTILES = {"min": 0.0, "p05": 0.05, "p25": 0.25, "p50": 0.5, "p75": 0.75, "p95": 0.95, "max": 1.0}
 MAX_EXAMPLES = 5  # skipped-row messages kept for the report
+# A log-probability below this is rejected (named by row): differences of two log-probabilities and their multiples
+# by beta must stay finite in float64. Real sequence log-probabilities are many orders of magnitude smaller.
+MIN_LOGP = -1e300
+VALUE_CHARS = 40  # a bad value echoed in a message is cut to about this many characters
+
+
+def _short(value: Any) -> str:
+    """repr(value) cut to VALUE_CHARS characters (a 400-digit value does not flood a one-line message)."""
+    text = repr(value)
+    return text if len(text) <= VALUE_CHARS else f"{text[:VALUE_CHARS - 12]}...({len(text)} chars)"
 
 
 class AuditInputError(ValueError):
@@ -186,7 +198,9 @@ class _Collector:
     def __init__(self, columns: tuple[str, ...], skip_invalid: bool):
         self.columns = columns
         self.skip_invalid = skip_invalid
-        self.parts: list[np.ndarray] = []
+        # Kept rows, one list of blocks per column: the final columns are joined one at a time, each freeing its
+        # blocks, so the peak is the kept data plus one column (not twice the kept data).
+        self.parts: list[list[np.ndarray]] = [[] for _ in columns]
         self.rows_read = 0
         self.skipped: Counter = Counter()
         self.examples: list[str] = []
@@ -218,6 +232,8 @@ class _Collector:
             if name in LOGP_COLUMNS:
                 checks.append((col > 0, "a positive log-probability (a log-probability is <= 0)",
                                "positive log-probability"))
+                checks.append((col < MIN_LOGP, f"a log-probability below {MIN_LOGP:g} (differences of log-probabilities "
+                               "would overflow float64)", "log-probability out of range"))
             if name in LENGTH_COLUMNS:
                 checks.append(((col <= 0) | (col != np.floor(col)), "a length must be a whole number > 0",
                                "non-positive or fractional length"))
@@ -235,11 +251,16 @@ class _Collector:
         if problems and not self.skip_invalid:
             i, name, reason, _ = min(problems, key=lambda p: (p[0], self.columns.index(p[1])))
             raise AuditInputError(f"{_where(int(rows[i]), int(lines[i]), name)}: {reason}")
-        self.parts.append(values[~bad] if bad.any() else values)
+        kept = values[~bad] if bad.any() else values
+        for j, blocks in enumerate(self.parts):
+            blocks.append(np.ascontiguousarray(kept[:, j]))
 
     def result(self, path: Path, fmt: str, blank_lines: int) -> PairData:
-        stacked = np.concatenate(self.parts) if self.parts else np.empty((0, len(self.columns)))
-        columns = {name: np.ascontiguousarray(stacked[:, j]) for j, name in enumerate(self.columns)}
+        columns = {}
+        for j, name in enumerate(self.columns):
+            blocks, self.parts[j] = self.parts[j], []
+            columns[name] = np.concatenate(blocks) if blocks else np.empty(0)
+            del blocks
         return PairData(path, fmt, columns, self.rows_read, blank_lines, self.skipped, self.examples)
 
 
@@ -255,6 +276,27 @@ def _used_columns(present: Iterable[str], where: str) -> tuple[str, ...]:
         if a in present:
             used += [a, b]
     return tuple(used)
+
+
+def _valid_first_row(obj: dict) -> bool:
+    """Whether a JSON Lines row would pass every check with the columns it names (used to pick the row that
+    decides the columns under --skip-invalid)."""
+    try:
+        used = _used_columns(obj, "")
+    except AuditInputError:
+        return False
+    for name in used:
+        v = obj.get(name)
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return False
+        try:
+            v = float(v)
+        except OverflowError:
+            return False
+        if not math.isfinite(v) or (name in LOGP_COLUMNS and not MIN_LOGP <= v <= 0) or (
+                name in LENGTH_COLUMNS and (v <= 0 or v != math.floor(v))):
+            return False
+    return True
 
 
 def _parse_number(text: str) -> float:
@@ -286,10 +328,12 @@ def _read_jsonl(f, collector: _Collector, used: tuple[str, ...], chunk_rows: int
             objs = _fast_json_loads("[" + block.rstrip("\n").replace("\n", ",") + "]")
             if len(objs) != n_lines:
                 raise _SlowPath
+            # Each recognised key exactly once per line if used, never if not: a duplicate key (which json would
+            # resolve silently to its last value) or a column absent from the first row goes to the slow path.
+            if any(block.count(f'"{c}"') != (n_lines if c in used else 0) for c in RECOGNIZED):
+                raise _SlowPath
             rows = list(map(getter, objs))  # KeyError / TypeError for a missing key or a non-object
             if not set(map(type, itertools.chain.from_iterable(rows))) <= {float, int}:
-                raise _SlowPath
-            if any(c in d for c in unused for d in objs):
                 raise _SlowPath
             values = np.array(rows, dtype=np.float64).reshape(len(rows), len(used))
         except (ValueError, KeyError, TypeError, OverflowError, _SlowPath):
@@ -341,9 +385,15 @@ def _slow_jsonl(lines, start, collector: _Collector, used, unused) -> int:
             blank += 1
             continue
         try:
-            obj = json.loads(text)
+            obj = json.loads(text, object_pairs_hook=no_duplicate_keys)
         except json.JSONDecodeError as err:
             rows.bad(line, None, f"malformed JSON ({err.msg} at character {err.colno})", "malformed line")
+            continue
+        except BadInput as err:
+            rows.bad(line, None, str(err), "duplicate key")
+            continue
+        except RecursionError:
+            rows.bad(line, None, "malformed JSON (nested too deeply)", "malformed line")
             continue
         if not isinstance(obj, dict):
             rows.bad(line, None, f"not a JSON object but {type(obj).__name__}", "malformed line")
@@ -358,12 +408,12 @@ def _slow_jsonl(lines, start, collector: _Collector, used, unused) -> int:
                 problem = (name, "missing value (null)", "missing value")
                 break
             if isinstance(v, bool) or not isinstance(v, (int, float)):
-                problem = (name, f"non-numeric value {v!r}", "non-numeric value")
+                problem = (name, f"non-numeric value {_short(v)}", "non-numeric value")
                 break
             try:
                 row.append(float(v))
             except OverflowError:
-                problem = (name, f"value {v!r} is beyond the float range", "non-finite value")
+                problem = (name, f"value {_short(v)} is beyond the float range", "non-finite value")
                 break
         if problem is None:
             extra = [c for c in unused if c in obj]
@@ -461,7 +511,7 @@ def _slow_csv(records, collector: _Collector, ncols, idx, used) -> int:
             try:
                 row.append(_parse_number(text))
             except ValueError:
-                problem = (name, f"non-numeric value {text!r}", "non-numeric value")
+                problem = (name, f"non-numeric value {_short(text)}", "non-numeric value")
                 break
         if problem is not None:
             rows.bad(line, *problem)
@@ -486,8 +536,9 @@ def read_pairs(path, *, fmt: str | None = None, skip_invalid: bool = False, chun
         raise ValueError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
     with open(path, encoding="utf-8-sig", newline="" if fmt == "csv" else None) as f:
         if fmt == "jsonl":
-            # The first row that is a JSON object names the optional columns in use; with
-            # --skip-invalid, bad lines before it are skipped like any other.
+            # The first row that is a JSON object names the optional columns in use; with --skip-invalid, the
+            # first VALID row does (a bad first row must not decide the columns), and bad lines before it are
+            # skipped like any other.
             buffered, obj = [], None
             for text in f:
                 buffered.append(text)
@@ -496,10 +547,10 @@ def read_pairs(path, *, fmt: str | None = None, skip_invalid: bool = False, chun
                 if text.lstrip().startswith("[") and not any(t.strip() for t in buffered[:-1]):
                     raise AuditInputError(f"line {len(buffered)}: a JSON array, not JSON Lines (one object per line)")
                 try:
-                    candidate = json.loads(text)
-                except json.JSONDecodeError:
+                    candidate = json.loads(text, object_pairs_hook=no_duplicate_keys)
+                except (json.JSONDecodeError, BadInput, RecursionError):
                     candidate = None
-                if isinstance(candidate, dict):
+                if isinstance(candidate, dict) and (not skip_invalid or _valid_first_row(candidate)):
                     obj = candidate
                     break
                 if not skip_invalid:
@@ -565,7 +616,7 @@ def pair_statistics(rc, rr, pc=None, pr=None, dr=None, *, config: AuditConfig, p
     policy's, or None. dr: reward gap ``chosen_reward - rejected_reward`` (n,), or None.
     per_token: the arrays are per-token means (then cpo_easy, defined on means, is audited too).
     Returns (statistics, reasons for the ones that could not be computed).
-    Definitions (THEORY.md): delta_ref = rc - rr; ranking accuracy 1[delta >= 0] (Chen et al. 2024);
+    Definitions (docs/theory.md): delta_ref = rc - rr; ranking accuracy 1[delta >= 0] (Chen et al. 2024);
     the assumption (§3) holds for a pair when beta delta_ref + dr > 0, the RLHF optimum's
     delta* = delta_ref + dr/beta; U = {delta_ref < delta < 0} (§6); l_crit = softplus(beta delta_ref) (§7).
     """
@@ -589,23 +640,26 @@ def pair_statistics(rc, rr, pc=None, pr=None, dr=None, *, config: AuditConfig, p
     out["critical_loss"] = {k: quantiles(L.critical_loss(target_dpo, beta=b).numpy()) for k, b in zip(keys, betas)}
 
     variants = {name: params for name, params in config.variants().items() if per_token or name != "cpo_easy"}
-    targets: dict[str, dict[str, Any]] = {}
+    # Targets are recomputed where needed rather than kept: one (n,) tensor per variant and beta held at once
+    # would make memory grow by 8 bytes per row for each (10 million rows: 80 MB each).
+    target_ok: dict[str, dict[str, bool]] = {}
     out["log2_certifies_fraction"] = {}
     for name, params in variants.items():
-        targets[name] = {}
+        target_ok[name], out["log2_certifies_fraction"][name] = {}, {}
         for k, b in zip(keys, betas):
             try:
-                targets[name][k] = L.implicit_target(name, rc_t, rr_t, beta=b, **params)
+                t = L.implicit_target(name, rc_t, rr_t, beta=b, **params)
             except ValueError as err:
-                targets[name][k] = None
+                target_ok[name][k], out["log2_certifies_fraction"][name][k] = False, None
                 why[f"{name} target"] = str(err)
-        # loss < log 2 certifies delta > m  <=>  critical_loss >= log 2  <=>  T >= m.
-        out["log2_certifies_fraction"][name] = {
-            k: (float(torch.mean((t >= config.margin).double())) if t is not None else None)
-            for k, t in targets[name].items()}
+                continue
+            target_ok[name][k] = True
+            # loss < log 2 certifies delta > m  <=>  critical_loss >= log 2  <=>  T >= m.
+            out["log2_certifies_fraction"][name][k] = float(torch.mean((t >= config.margin).double()))
+            del t
 
     policy_keys = ("policy_ranking_accuracy", "frac_in_undesirable", "dpo_loss", "certified_fraction",
-                   "certificate_mismatch_fraction", "uncertified_bound_from_mean_dpo_loss")
+                   "certificate_mismatch_fraction", "uncertified_bound_from_mean_dpo_loss", "fraction_delta_above_margin")
     if pc is None:
         for name in policy_keys:
             out[name] = None
@@ -626,20 +680,43 @@ def pair_statistics(rc, rr, pc=None, pr=None, dr=None, *, config: AuditConfig, p
                                                           else 1.0)
     out["certified_fraction"], out["certificate_mismatch_fraction"] = {}, {}
     above = torch.from_numpy(delta > config.margin)
+    # What an exact certificate gives for every target-form variant (the certificate is equivalent to delta > m).
+    out["fraction_delta_above_margin"] = float(above.double().mean())
     for name, params in variants.items():
         fn = L.get_loss(name)
         out["certified_fraction"][name], out["certificate_mismatch_fraction"][name] = {}, {}
         for k, b in zip(keys, betas):
-            if targets[name][k] is None:
+            if not target_ok[name][k]:
                 out["certified_fraction"][name][k] = out["certificate_mismatch_fraction"][name][k] = None
                 continue
             loss = fn(pc_t, pr_t, rc_t, rr_t, beta=b, **params).losses
-            cert = L.alignment_certificate(loss, targets[name][k], beta=b, margin=config.margin)
+            target = L.implicit_target(name, rc_t, rr_t, beta=b, **params)
+            cert = L.alignment_certificate(loss, target, beta=b, margin=config.margin)
+            del loss, target
             out["certified_fraction"][name][k] = float(cert.double().mean())
             # Exactly 0 in real arithmetic (the certificate is an equivalence); floating point breaks
             # it where beta |T| dwarfs beta |delta - m|.
             out["certificate_mismatch_fraction"][name][k] = float((cert != above).double().mean())
     return out, why
+
+
+def _require_finite(obj: Any, data: PairData, path: str = "") -> None:
+    """Raise AuditInputError naming the first statistic that is not finite (never an inf or nan printed silently).
+
+    Rows are range-checked on reading (MIN_LOGP), so this fires only where beta times a log-probability
+    difference overflows float64 (a huge beta with huge log-probabilities).
+    """
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            _require_finite(v, data, f"{path}.{k}" if path else str(k))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            _require_finite(v, data, f"{path}[{i}]")
+    elif isinstance(obj, float) and not math.isfinite(obj):
+        largest = max(float(np.max(np.abs(v), initial=0.0)) for v in data.columns.values())
+        raise AuditInputError(f"{data.path}: the statistic {path} is {obj} in float64 (the largest |value| in the "
+                              f"file is {largest:.3g}; beta times a log-probability difference overflows): use "
+                              "smaller betas or check the log-probabilities")
 
 
 def violation_curve(delta_ref: np.ndarray, dr: np.ndarray, betas: Iterable[float]) -> np.ndarray:
@@ -696,6 +773,7 @@ def audit(data: PairData, config: AuditConfig, fig_dir: Path | None = None) -> d
         why["per_token_mean"] = "needs chosen_length and rejected_length"
         why["certified_fraction.cpo_easy"] = "cpo_easy is defined on per-token means: needs the lengths"
     result["unavailable"] = why
+    _require_finite(result, data)
     result["figures"] = []
     if fig_dir is not None:
         from figures.audit import delta_ref_histogram, violation_rate_figure
@@ -767,11 +845,21 @@ def format_summary(result: dict[str, Any]) -> str:
             row("DPO loss: mean", {k: v["mean"] for k, v in r["dpo_loss"].items()})
             row("DPO loss: median", {k: v["p50"] for k, v in r["dpo_loss"].items()})
             row("uncertified <= mean loss / min l_crit", r["uncertified_bound_from_mean_dpo_loss"])
+            row("delta > m (what an exact certificate gives)", r.get("fraction_delta_above_margin"))
+            floated = []
             for name, by_beta in r["certified_fraction"].items():
-                row(f"certified (delta > m): {name}", by_beta)
-            for name, by_beta in r["certificate_mismatch_fraction"].items():
-                if any(v for v in by_beta.values()):
-                    row(f"  float mismatch of certificate: {name}", by_beta)
+                off = any(v for v in r["certificate_mismatch_fraction"][name].values())
+                # A variant whose float64 loss cannot resolve delta (cpo_eq17 on summed log-probs: its margin
+                # gamma (1/pi_ref(y_w) + 1/pi_ref(y_l)) is ~e^200) certifies a different fraction than delta > m.
+                row(f"certified by loss: {name}" + (" (float64 off*)" if off else ""), by_beta)
+                if off:
+                    floated.append(name)
+            for name in floated:
+                row(f"  * {name}: certificate != (delta > m)", r["certificate_mismatch_fraction"][name])
+            if floated:
+                lines.append(f"  * {', '.join(floated)}: the loss is computed in float64, where beta |T| (T its "
+                             "target, e.g. cpo_eq17's margin ~e^200 on summed log-probs) swamps beta |delta - m|; the "
+                             "certified fraction above is what float64 gives, not the fraction of pairs with delta > m")
         for name, by_beta in r["log2_certifies_fraction"].items():
             row(f"loss < log 2 certifies: {name}", by_beta)
         lines.append("")
@@ -855,11 +943,11 @@ def write_pairs(path, columns: dict[str, np.ndarray]) -> Path:
 
 def build_parser() -> argparse.ArgumentParser:
     d = AuditConfig()
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="paper_checks.py audit",
         description="Audit a preference data file (JSON Lines or CSV): assumption violations, ranking accuracy of "
         "the reference, the RLHF optimum and a trained policy, the undesirable space, critical losses and CPO "
-        "certificates (THEORY.md §3, §6, §7, §10). Exit code 2 on bad data.",
+        "certificates (docs/theory.md §3, §6, §7, §10). Exit code 2 on bad data.",
     )
     parser.add_argument("file", type=Path, help="the data file, .jsonl or .csv (other extensions: sniffed)")
     parser.add_argument("--beta", type=float, nargs="+", action="extend", metavar="B",
@@ -882,6 +970,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """``paper_checks.py audit``: 0 on success, 2 on bad arguments or bad data (one line on stderr)."""
+    try:
+        return _main(argv)
+    except (BadInput, AuditInputError) as err:
+        print(f"error: {short_message(err)}", file=sys.stderr)
+        return 2
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -891,26 +987,31 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(err))
     if args.chunk_rows < 1:
         parser.error("--chunk-rows must be >= 1")
+    if args.out is not None:  # before the work: a bad --out must not cost the results
+        problem = output_dir_problem(args.out)
+        if problem is not None:
+            parser.error(f"--out: {problem}")
     try:
         data = read_pairs(args.file, fmt=args.input_format, skip_invalid=args.skip_invalid, chunk_rows=args.chunk_rows)
     except AuditInputError as err:
-        print(f"error: {args.file}: {err}", file=sys.stderr)
-        return 2
+        raise AuditInputError(f"{args.file}: {err}") from None
     except UnicodeDecodeError as err:
-        print(f"error: {args.file}: not UTF-8 text ({err.reason} at byte {err.start})", file=sys.stderr)
-        return 2
+        raise AuditInputError(f"{args.file}: not UTF-8 text ({err.reason} at byte {err.start})") from None
     except OSError as err:
-        print(f"error: {args.file}: {err.strerror or err}", file=sys.stderr)
-        return 2
+        raise AuditInputError(f"{args.file}: {err.strerror or err}") from None
     # Elementwise work on a few float arrays: one thread is as fast, and much faster on a busy machine.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        result = audit(data, config, fig_dir=args.out)
+        # Overflow warnings would break the one-line contract; every statistic is checked finite instead
+        # (_require_finite: a non-finite one is an error naming it).
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore", RuntimeWarning)
+            result = audit(data, config, fig_dir=args.out)
     finally:
         torch.set_num_threads(threads)
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(result, indent=2, allow_nan=False))
     else:
         print(format_summary(result))
     return 0

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 from dpo_rlhf_checks.registry import CLAIMS, get_claim
@@ -28,10 +30,80 @@ SUBCOMMANDS = {
 }
 FORMATS = ("markdown", "latex")
 DEVICES = ("auto", "cpu", "cuda")
+MAX_SEED = 2**32 - 1  # numpy's and torch's seeds are both unsigned; every seeded check takes this range
+
+
+def output_dir_problem(path: Path) -> str | None:
+    """Why ``path`` cannot serve as an output folder (an existing file, not creatable, not writable), or None.
+
+    Called before any work starts, so a bad ``--out`` costs nothing; it creates the folder (as the
+    run would) and writes and removes one temporary file in it.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        return f"{path} exists and is not a folder"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        return f"cannot write into {path}: {err.strerror or err}"
+    return None
+
+
+def device_problem(device: str) -> str | None:
+    """Why ``--device`` cannot be honoured here (cuda without a GPU), or None."""
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            return "cuda requested but no CUDA device is available here (torch.cuda.is_available() is False); " \
+                   "use --device cpu or auto"
+    return None
+
+
+class BadInput(Exception):
+    """Bad arguments or input data: a command prints ``error: <message>`` on one line and exits 2."""
+
+
+def short_message(message: object, limit: int = 600) -> str:
+    """``message`` on one line, at most ``limit`` characters: a 400-digit value echoed back is cut."""
+    text = " ".join(str(message).split())
+    return text if len(text) <= limit else f"{text[:limit - 20]}... ({len(text)} chars)"
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors raise :class:`BadInput` (one line, no usage block) instead of printing usage.
+
+    A value such as ``-inf`` or ``-1e5`` after an option is read as a value, not as an option (argparse's
+    own pattern only knows ``-1`` and ``-.5``).
+    """
+
+    NEGATIVE_NUMBER = r"^-(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|inf(inity)?|nan)$"
+
+    def __init__(self, *args, **kwargs):
+        import re
+
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(self.NEGATIVE_NUMBER, re.IGNORECASE)
+
+    def error(self, message: str):  # noqa: D102
+        raise BadInput(f"{self.prog}: {short_message(message)}")
+
+
+def no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """``object_pairs_hook`` for ``json.loads``: a key given twice raises :class:`BadInput` (json keeps the last)."""
+    out: dict[str, object] = {}
+    for key, value in pairs:
+        if key in out:
+            raise BadInput(f"duplicate key {short_message(repr(key), 60)} in a JSON object "
+                           "(json would silently keep the last value)")
+        out[key] = value
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="paper_checks.py",
         description="Check the claims of 'Conditional Equivalence of DPO and RLHF' (arXiv 2605.20834). "
         f"Subcommands: {', '.join(SUBCOMMANDS)} (run 'paper_checks.py SUBCOMMAND --help').",
@@ -41,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--only", nargs="+", metavar="ID", help="run only these claim ids")
     what.add_argument("--list", action="store_true", help="list the claims and exit")
     parser.add_argument("--out", type=Path, default=Path("results"), help="output folder (default: results/)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every random draw (default: 0)")
+    parser.add_argument("--seed", type=int, default=0, help=f"seed of every random draw, 0..{MAX_SEED} (default: 0)")
     parser.add_argument("--quick", action="store_true", help="a fast pass: smaller grids, shorter training")
     parser.add_argument(
         "--format",
@@ -68,6 +140,19 @@ def _list_claims() -> str:
 
 
 def run_main(argv: list[str]) -> int:
+    """``paper_checks.py --all | --only | --list``; a bad argument is one line on stderr and exit 2.
+
+    (SystemExit(2), as argparse itself exits, without its usage block.)
+    """
+    try:
+        return _run_main(argv)
+    except BadInput as err:
+        prog, _, message = str(err).partition(": ")
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _run_main(argv: list[str]) -> int:
     from dpo_rlhf_checks.report import ERROR_VERDICT, format_table, run_claims, write_report
 
     parser = build_parser()
@@ -82,6 +167,11 @@ def run_main(argv: list[str]) -> int:
             parser.error(err.args[0])
     else:
         claims = list(CLAIMS)
+    if not 0 <= args.seed <= MAX_SEED:
+        parser.error(f"--seed: must be an integer in [0, {MAX_SEED}], got {args.seed}")
+    for problem in (device_problem(args.device), output_dir_problem(args.out)):
+        if problem is not None:  # before any check runs: a bad --device or --out must not cost a run's results
+            parser.error(("--device: " if problem.startswith("cuda") else "--out: ") + problem)
     from toy_lm.config import load_config  # the one place that knows the presets and the file format
 
     try:

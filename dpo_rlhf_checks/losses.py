@@ -22,17 +22,32 @@ are finite and <= 0 (a log-probability of ``-inf`` makes the log-ratios undefine
 the other positive parameters are finite and > 0. The checks read the tensors' values, which on
 a GPU synchronises once per call.
 
-Sum or mean: a log-probability here is whatever the caller passes. The paper's theory uses the
-summed sequence log-probability (THEORY.md §2); the authors' code and SimPO use the per-token mean.
-``cpo_easy_loss`` is defined on per-token means (it divides by them); the others accept either,
-and the caller says which it used.
+Sum or mean: a log-probability here is whatever the caller passes, and the choice changes the loss.
+The paper's theory is stated for the summed sequence log-probability (docs/theory.md §2, §13); the
+authors' trainer passes per-token MEAN log-probabilities to every CPO branch (docs/theory.md §15).
+Per loss, the form the theory's statements use / the form that reproduces the authors' runs:
 
-Notation (THEORY.md): ``delta = policy_chosen - policy_rejected``, ``delta_ref`` the same under the
+    dpo          sums / the authors' CPO trainer does not train it; TRL's DPOTrainer passes sums
+    dpo_bt       sums / (the toolkit's population form; no authors' run)
+    ipo          sums / TRL passes IPO per-token means
+    dpop         sums / (no authors' run)
+    cpo_eq17     sums (Eq. 17's 1/pi_ref(y) is a sequence probability) / (not a branch of the authors' code)
+    cpo_clip     either: the certificate is about the delta you pass / per-token means
+    cpo_smooth   either: the certificate is about the delta you pass / per-token means (the released checkpoint)
+    cpo_easy     per-token means (it divides by them) / per-token means
+
+Example of the difference: a reference giving a 10-token chosen response -20 (mean -2) and a 2-token
+rejected one -6 (mean -3) has delta_ref = -14 with sums and +1 with means, so the ``cpo_clip`` target
+``max(delta_ref, 0)`` is 0 with sums and 1 with means: following the sums advice trains a different
+loss from the authors' runs. A certificate on means says nothing about the summed delta
+(docs/theory.md §10, §13).
+
+Notation (docs/theory.md): ``delta = policy_chosen - policy_rejected``, ``delta_ref`` the same under the
 reference, ``h = beta (delta - delta_ref)``, ``softplus(z) = log(1 + e^z) = -log sigma(-z)``.
 The *target-form* losses (:data:`TARGET_FORM`: dpo and every CPO variant) are
 ``softplus(beta (T - delta))`` with a target ``T`` that depends on the reference only
 (:func:`implicit_target`), so the loss is strictly decreasing in ``delta`` and
-``loss < softplus(beta (T - m))`` <=> ``delta > m`` (:func:`critical_loss`, THEORY.md §7).
+``loss < softplus(beta (T - m))`` <=> ``delta > m`` (:func:`critical_loss`, docs/theory.md §7).
 ``dpo_bt``, IPO and DPO-Positive are not of target form and carry no such certificate.
 """
 
@@ -90,7 +105,7 @@ def _softplus(x: Tensor) -> Tensor:
 
     ``torch.nn.functional.softplus`` returns x itself above its threshold (20), an error of
     up to e^-20 ~ 2e-9 in value and gradient; ``logaddexp(x, 0)`` is exact in float64 and
-    never overflows (THEORY.md: ``-log sigma(z) = softplus(-z)``).
+    never overflows (docs/theory.md: ``-log sigma(z) = softplus(-z)``).
     """
     return torch.logaddexp(x, torch.zeros_like(x))
 
@@ -146,7 +161,7 @@ def _rewards(beta, pc, pr, rc, rr) -> tuple[Tensor, Tensor]:
 
 
 def dpo_loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, *, beta):
-    """DPO on an ordered pair (Paper Eq. 8; THEORY.md §2; Rafailov et al. 2023, Eq. 7).
+    """DPO on an ordered pair (Paper Eq. 8; docs/theory.md §2; Rafailov et al. 2023, Eq. 7).
 
     ``loss = -log sigma(h) = softplus(-h)``, ``h = beta ((pc - pr) - (rc - rr))``.
 
@@ -165,7 +180,7 @@ def dpo_loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
 
 def dpo_bt_loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, *,
                 beta, q):
-    """DPO with Bradley-Terry label probability ``q`` (population form; THEORY.md §2).
+    """DPO with Bradley-Terry label probability ``q`` (population form; docs/theory.md §2).
 
     ``loss = q softplus(-h) + (1 - q) softplus(h)``, ``h = beta (delta - delta_ref)``: the expected
     DPO loss when "chosen" wins with probability q. Its minimiser in ``h`` is ``logit(q)``.
@@ -304,7 +319,7 @@ def _validate_params(name: str, beta: float, params: dict) -> None:
 
 
 def implicit_target(name, reference_chosen_logps, reference_rejected_logps, *, beta, **params) -> Tensor:
-    """The target ``T`` with ``loss = softplus(beta (T - delta))`` for a target-form loss (THEORY.md §7, §10).
+    """The target ``T`` with ``loss = softplus(beta (T - delta))`` for a target-form loss (docs/theory.md §7, §10).
 
     name: one of :data:`TARGET_FORM`; params: as :data:`TARGET_PARAMS` lists.
       dpo:        T = delta_ref                                                                    (Paper Eq. 8)
@@ -347,33 +362,38 @@ _COMMON_ARGS = """
     ``loss < critical_loss(T, beta=beta, margin=m)`` <=> ``delta > m`` (:func:`alignment_certificate`).
     """
 
-cpo_eq17_loss = _make_target_loss("cpo_eq17", """CPO, reference-adaptive margin (Paper Eq. 17; THEORY.md §10).
+cpo_eq17_loss = _make_target_loss("cpo_eq17", """CPO, reference-adaptive margin (Paper Eq. 17; docs/theory.md §10).
 
     ``loss = -log sigma(beta (delta - delta_ref) - m_ref)``, ``m_ref = gamma (1/pi_ref(y_w) + 1/pi_ref(y_l))``
     held fixed (from the reference). Params: beta > 0, gamma finite (gamma = 0 gives DPO). With summed
     sequence log-probabilities 1/pi_ref is astronomically large: the margin is computed in log space
     and may be +inf (then the loss is +inf and certifies nothing).
     """ + _COMMON_ARGS)
-cpo_clip_loss = _make_target_loss("cpo_clip", """CPO, clipped target (authors' code option 'clip'; THEORY.md §10).
+cpo_clip_loss = _make_target_loss("cpo_clip", """CPO, clipped target (authors' code option 'clip'; docs/theory.md §10).
 
     ``loss = -log sigma(beta (delta - max(delta_ref, margin)))``; the code's default is margin = 0, the
     natural generalisation ``max(delta_ref, margin)`` is the toolkit's. Params: beta > 0, margin finite
-    (default 0). ``loss < log 2`` certifies ``delta > margin`` for every pair.
+    (default 0). ``loss < log 2`` certifies ``delta > margin`` for every pair. Prior art: with margin 0
+    this is HyPO (Yuan et al., arXiv 2602.11902, ICLR 2026), which calls pairs with delta_ref < 0
+    "pessimistic" and the U phenomenon "premature satisfaction" (docs/theory.md §10, §15).
     """ + _COMMON_ARGS)
-cpo_smooth_loss = _make_target_loss("cpo_smooth", """CPO, smooth target (authors' code option 'cpo'; THEORY.md §10).
+cpo_smooth_loss = _make_target_loss("cpo_smooth", """CPO, smooth target (authors' code option 'cpo'; docs/theory.md §10).
 
     ``loss = -log sigma(beta delta - beta delta_ref - (beta/alpha) m_tau)``,
     ``m_tau = (1/tau) log(1 + exp(tau (gamma - delta_ref)))``. Params: beta > 0, gamma finite, tau > 0,
     alpha > 0 (code defaults beta=0.1, gamma=0.5, tau=2, alpha=1; a released checkpoint used
     beta=2.5, alpha=0.25).
     """ + _COMMON_ARGS)
-cpo_easy_loss = _make_target_loss("cpo_easy", """CPO 'easy' margin (authors' code option 'easy'; THEORY.md §10).
+cpo_easy_loss = _make_target_loss("cpo_easy", """CPO 'easy' margin (authors' code option 'easy'; docs/theory.md §10).
 
     ``loss = -log sigma(beta (delta - delta_ref) - m)``, ``m = gamma (1/lbar_ref(y_w) + 1/lbar_ref(y_l))``
     where ``lbar_ref`` is the reference's per-token *mean log*-probability (so m < 0 for gamma > 0).
     Pass per-token mean log-probabilities for all four tensors, as the code does; the reference ones
-    must be strictly < 0. Params: beta > 0, gamma finite. Reconstructed placement of m (as in Eq. 17):
-    a deviation the report names.
+    must be strictly < 0. Params: beta > 0, gamma finite. The margin sits where the authors' code puts it
+    (inside the sigmoid, subtracted from beta (delta - delta_ref)): this is exactly their placement. The
+    deviation is from the paper's Eq. 17, whose margin uses reference *probabilities* 1/pi_ref(y) of whole
+    sequences (positive, huge) where the code uses 1/lbar_ref(y) of mean *log*-probabilities (negative,
+    small); the report names it (docs/theory.md §10).
     """ + _COMMON_ARGS)
 
 #: Every loss by name; each is ``f(pc, pr, rc, rr, *, beta, **params) -> LossOutput``.
@@ -399,7 +419,7 @@ def get_loss(name: str) -> Callable[..., LossOutput]:
 
 
 def critical_loss(target: Tensor, *, beta: float, margin: float = 0.0) -> Tensor:
-    """The critical loss ``softplus(beta (T - margin))`` of a target-form loss (THEORY.md §7).
+    """The critical loss ``softplus(beta (T - margin))`` of a target-form loss (docs/theory.md §7).
 
     For a target-form loss, ``loss < critical_loss`` <=> ``delta > margin``. For DPO (T = delta_ref,
     margin 0): ``l_crit = softplus(beta delta_ref) = log(1 + (pi_ref(y_w)/pi_ref(y_l))^beta)``, below
@@ -415,7 +435,7 @@ def critical_loss(target: Tensor, *, beta: float, margin: float = 0.0) -> Tensor
 
 
 def delta_from_loss(losses: Tensor, target: Tensor, *, beta: float) -> Tensor:
-    """Invert a target-form loss: ``delta = T - log(e^loss - 1) / beta`` (THEORY.md §7).
+    """Invert a target-form loss: ``delta = T - log(e^loss - 1) / beta`` (docs/theory.md §7).
 
     Args: losses: tensor (B,), > 0, no NaN (+inf gives delta = -inf); target: tensor of the same
     shape from :func:`implicit_target`; beta: finite, > 0. Returns delta, shape (B,).
@@ -434,7 +454,7 @@ def delta_from_loss(losses: Tensor, target: Tensor, *, beta: float) -> Tensor:
 def alignment_certificate(losses: Tensor, target: Tensor, *, beta: float, margin: float = 0.0) -> Tensor:
     """Per pair, True where the loss value alone proves ``delta > margin``: ``loss < critical_loss``.
 
-    Exact for target-form losses: it is an equivalence (THEORY.md §7), so on a pair whose loss was
+    Exact for target-form losses: it is an equivalence (docs/theory.md §7), so on a pair whose loss was
     computed from its delta it is the same as ``delta > margin``, up to floating point where
     ``beta |T|`` dwarfs ``beta |delta - margin|`` (e.g. cpo_eq17 on summed log-probabilities), and
     where the critical loss underflows to 0 (``beta (T - margin) < -745``): then it certifies nothing

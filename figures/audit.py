@@ -1,5 +1,5 @@
 """Figures of ``paper_checks.py audit``: the reference log-odds against the assumption's boundary,
-and the assumption-violation rate against beta (THEORY.md §3)."""
+and the assumption-violation rate against beta (docs/theory.md §3)."""
 
 from __future__ import annotations
 

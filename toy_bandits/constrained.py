@@ -1,4 +1,4 @@
-"""Constrained RLHF (THEORY.md §9a, paper Sec. 4): exact solvers and their KKT certificates.
+"""Constrained RLHF (docs/theory.md §9a, paper Sec. 4): exact solvers and their KKT certificates.
 
 Problem, for one prompt with K responses, preference pairs (w_k, l_k), k = 1..P, and margin m >= 0:
 
@@ -6,7 +6,7 @@ Problem, for one prompt with K responses, preference pairs (w_k, l_k), k = 1..P,
     subject to    pi(w_k) - e^m pi(l_k) >= 0      (k = 1..P; the linear form of delta_pi >= m)
                   sum_y pi(y) = 1,  pi >= 0.
 
-Multiplier convention (the one THEORY.md §9a uses). With the Lagrangian
+Multiplier convention (the one docs/theory.md §9a uses). With the Lagrangian
 ``L = J(pi) + sum_k mu_k (pi(w_k) - e^m pi(l_k)) + nu (1 - sum_y pi(y))``, mu_k >= 0 is the multiplier
 of the *linear* constraint k, in units of reward, and stationarity gives
 
@@ -45,6 +45,7 @@ polished CVXPY answer are accurate in log space.
 
 from __future__ import annotations
 
+import sys
 import warnings
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -54,7 +55,7 @@ from scipy.optimize import minimize, nnls
 from scipy.special import expit, logsumexp
 
 from toy_bandits.instance import BanditInstance, PairBatch, _pairs
-from toy_bandits.rlhf import log_gibbs_policy, log_gibbs_unnormalised, rlhf_objective, suboptimality
+from toy_bandits.rlhf import log_gibbs_policy, optimal_value, rlhf_objective, suboptimality
 
 SOLVERS = ("CLARABEL", "SCS")
 METHODS = ("auto", "closed-form", "cvxpy", "dual")
@@ -145,7 +146,7 @@ class ConstrainedSolution:
     pi: (K,) pi_c. pi_star: (K,) the unconstrained Gibbs optimum. multipliers: (P,) mu_k in the
     module's convention (linear constraint, reward units). price_of_alignment: J(pi*) - J(pi_c).
     delta_ref, delta_star, delta_c: (P,) log-odds log pi(w) - log pi(l) under pi_ref, pi*, pi_c.
-    assumption_holds: (P,) delta_star > 0 (THEORY.md §3). in_U: (P,) delta_ref < delta_star < 0,
+    assumption_holds: (P,) delta_star > 0 (docs/theory.md §3). in_U: (P,) delta_ref < delta_star < 0,
     i.e. pi* lies in the undesirable set U of that pair (§6). status: solver status (for CVXPY the
     solver's own, also when the answer was polished). method: "closed-form", "cvxpy:<SOLVER>" or
     "dual". kkt: residuals from :func:`kkt_residuals`.
@@ -167,6 +168,8 @@ class ConstrainedSolution:
     method: str
     kkt: dict = field(default_factory=dict)
     raw: ConstrainedSolution | None = None
+    log_pi: np.ndarray | None = None  # (K,) log pi_c, exact where pi_c underflows (-inf where pi_c = 0)
+    note: str = ""  # how the method was chosen, and any fallback taken (see :func:`solve`)
 
 
 def _pair_deltas(log_p: np.ndarray, winners: np.ndarray, losers: np.ndarray) -> np.ndarray:
@@ -175,8 +178,42 @@ def _pair_deltas(log_p: np.ndarray, winners: np.ndarray, losers: np.ndarray) -> 
         return log_p[..., winners] - log_p[..., losers]
 
 
+def delta_star_of(delta_ref: np.ndarray, dr: np.ndarray, beta) -> np.ndarray:
+    """delta* = delta_ref + dr / beta (docs/theory.md §1), from the pair's own numbers.
+
+    Not log pi*(w) - log pi*(l): that difference loses dr / beta under rounding when beta is huge
+    (beta = 1e300: log(0.5) + 1e-300 == log(0.5)) and is -inf - -inf = NaN when pi* underflows at both
+    responses. This form is +-inf only where dr / beta itself exceeds the float range (the sign is
+    then exact), and never NaN (delta_ref is finite, rewards are finite).
+    """
+    with np.errstate(over="ignore"):
+        return delta_ref + dr / beta
+
+
+def assumption_and_u(delta_ref: np.ndarray, dr: np.ndarray, beta) -> tuple[np.ndarray, np.ndarray]:
+    """(assumption holds: delta* > 0, pi* in U: delta_ref < delta* < 0) per pair, with exact signs.
+
+    delta_ref < delta* iff dr > 0 (beta > 0), whatever rounding does to delta_ref + dr / beta. The sign
+    of delta* = delta_ref + dr / beta is that of beta delta_ref + dr, decided in exact rational
+    arithmetic on the floats given (``fractions.Fraction``), so beta = 1e300 with dr / beta = 1e-300 is
+    not lost. delta_ref itself is a difference of two logs, rounded once.
+    """
+    from fractions import Fraction
+
+    delta_ref = np.atleast_1d(np.asarray(delta_ref, dtype=np.float64))
+    dr = np.atleast_1d(np.asarray(dr, dtype=np.float64))
+    beta = np.broadcast_to(np.asarray(beta, dtype=np.float64), delta_ref.shape)
+    def sign(b: float, d: float, g: float) -> int:
+        x = Fraction(b) * Fraction(d) + Fraction(g)  # beta delta_ref + dr, exactly
+        return (x > 0) - (x < 0)
+
+    sign = np.array([sign(float(b), float(d), float(g)) for b, d, g in zip(beta, delta_ref, dr)],
+                    dtype=np.int64).reshape(delta_ref.shape)
+    return sign > 0, (dr > 0) & (sign < 0)
+
+
 # --------------------------------------------------------------------------------------------
-# Closed form, one pair per prompt, vectorised (THEORY.md §9a)
+# Closed form, one pair per prompt, vectorised (docs/theory.md §9a)
 # --------------------------------------------------------------------------------------------
 
 @dataclass
@@ -201,14 +238,15 @@ class PairSolutions:
 
 
 def closed_form_pairs(batch: PairBatch) -> PairSolutions:
-    """Single-pair constrained RLHF in closed form for every row of ``batch``. THEORY.md §9a.
+    """Single-pair constrained RLHF in closed form for every row of ``batch``. docs/theory.md §9a.
 
     mu = max(0, beta (m - delta*) / (1 + e^m)) with delta* = delta_ref + dr/beta, and
     log pi_c = log pi* + mu a / beta - log E_{pi*}[exp(mu a / beta)]. The tilt on the winner is
     (m - delta*)^+ sigmoid(-m) and on the loser -(m - delta*)^+ sigmoid(m): written with expit so
     e^m never overflows. The price is -beta log E_{pi*}[exp(mu a / beta)] (strong duality; the
     constraint is active whenever mu > 0, so E_{pi_c}[mu a] = 0), summed with log1p/expm1 so a
-    small price keeps its relative accuracy.
+    small price keeps its relative accuracy. Rows beyond float64's resolution (:func:`resolution_problem`)
+    are not meaningful here; :func:`solve` refuses them.
     """
     n = batch.N
     rows = np.arange(n)
@@ -216,10 +254,10 @@ def closed_form_pairs(batch: PairBatch) -> PairSolutions:
     log_star = log_gibbs_policy(batch.pi_ref, batch.reward, beta)  # (N, K)
     log_ref = np.log(batch.pi_ref)
     delta_ref = log_ref[rows, w] - log_ref[rows, l]
-    # delta* from the unnormalised logits log pi_ref + r / beta: pi*'s normaliser cancels in exact arithmetic, but
-    # it is a sum whose rounding depends on the order of the responses, and mu ∝ m - delta* may be a small difference
-    logits = log_gibbs_unnormalised(batch.pi_ref, batch.reward, beta)
-    delta_star = logits[rows, w] - logits[rows, l]
+    # delta* from the pair's own numbers, not from log pi*: pi*'s normaliser is a sum whose rounding depends on the
+    # order of the responses (mu ∝ m - delta* may be a small difference), and log pi* loses dr / beta for huge beta
+    dr = batch.reward[rows, w] - batch.reward[rows, l]
+    delta_star = delta_star_of(delta_ref, dr, beta)
     gap = np.maximum(m - delta_star, 0.0)  # = (beta m - beta delta_ref - dr)^+ / beta
     mu = beta * gap * expit(-m)  # (beta m - beta delta_ref - dr)^+ / (1 + e^m)
     tilt_w = gap * expit(-m)  # mu / beta
@@ -245,10 +283,14 @@ def closed_form_pairs(batch: PairBatch) -> PairSolutions:
     log_norm = np.where(np.abs(inner) < 0.5, small, exact_norm)
     log_pi_c = tilted - log_norm[:, None]
     price = -beta * log_norm  # >= 0 up to rounding; not clamped, so a check can see a negative one
+    with np.errstate(invalid="ignore"):
+        delta_c = log_pi_c[rows, w] - log_pi_c[rows, l]
+    with np.errstate(under="ignore"):
+        pi_c = np.exp(log_pi_c)
     return PairSolutions(
-        log_pi_c=log_pi_c, pi_c=np.exp(log_pi_c), log_pi_star=log_star, mu=mu, price=price,
-        delta_ref=delta_ref, delta_star=delta_star, delta_c=log_pi_c[rows, w] - log_pi_c[rows, l],
-        assumption_holds=delta_star > 0, in_U=(delta_ref < delta_star) & (delta_star < 0), active=gap > 0,
+        log_pi_c=log_pi_c, pi_c=pi_c, log_pi_star=log_star, mu=mu, price=price,
+        delta_ref=delta_ref, delta_star=delta_star, delta_c=delta_c,
+        assumption_holds=delta_star > 0, in_U=(dr > 0) & (delta_star < 0), active=gap > 0,
     )
 
 
@@ -257,18 +299,47 @@ def _solution_from_policy(inst: BanditInstance, pi: np.ndarray, log_pi: np.ndarr
     log_star = log_gibbs_policy(inst.pi_ref, inst.reward, inst.beta)
     w, l = inst.winners, inst.losers
     delta_ref = _pair_deltas(np.log(inst.pi_ref), w, l)
-    delta_star = _pair_deltas(log_star, w, l)
+    dr = inst.reward[w] - inst.reward[l]
+    delta_star = delta_star_of(delta_ref, dr, inst.beta)
+    holds, in_u = assumption_and_u(delta_ref, dr, inst.beta) if len(w) else (np.zeros(0, bool), np.zeros(0, bool))
     return ConstrainedSolution(
         pi=pi, pi_star=np.exp(log_star), multipliers=mu,
         price_of_alignment=float(suboptimality(pi, inst.pi_ref, inst.reward, inst.beta)),
         delta_ref=delta_ref, delta_star=delta_star, delta_c=_pair_deltas(log_pi, w, l),
-        assumption_holds=delta_star > 0, in_U=(delta_ref < delta_star) & (delta_star < 0),
-        status=status, method=method, kkt=kkt_residuals(inst, pi, mu),
+        assumption_holds=holds, in_U=in_u,
+        status=status, method=method, kkt=kkt_residuals(inst, pi, mu), log_pi=np.asarray(log_pi, dtype=np.float64),
     )
 
 
+# Largest |log pi*| (at a response of a pair) and |delta*| the log-space solvers resolve: one ulp of 1e8 is
+# 1.5e-8, so log-odds such as delta_c = m keep about 8 digits. Beyond it (r / beta of 1e300 with beta 1e-4),
+# pi* is still exact (a point mass), but the constrained optimum's log-odds are differences of numbers whose
+# rounding error exceeds the answer.
+LOG_RESOLUTION = 1e8
+
+
+class UnresolvedInstanceError(ConstrainedSolveError):
+    """float64 cannot resolve the constrained optimum of this instance (see :func:`resolution_problem`)."""
+
+
+def resolution_problem(inst: BanditInstance) -> str | None:
+    """Why the constrained optimum of ``inst`` is beyond float64 (r / beta too large at a pair), or None."""
+    if not inst.preferences:
+        return None
+    w, l = inst.winners, inst.losers
+    log_star = log_gibbs_policy(inst.pi_ref, inst.reward, inst.beta)
+    d_star = delta_star_of(np.log(inst.pi_ref[w]) - np.log(inst.pi_ref[l]), inst.reward[w] - inst.reward[l],
+                           inst.beta)
+    worst = float(max(np.max(np.abs(log_star[np.union1d(w, l)])), np.max(np.abs(d_star))))
+    if worst <= LOG_RESOLUTION:
+        return None
+    return (f"r/beta puts |log pi*| or |delta*| at {worst:.3g} on a preference pair, beyond {LOG_RESOLUTION:g} where "
+            "float64 resolves the constrained optimum's log-odds; the RLHF optimum is exact (a point mass where it "
+            "shows one), the constrained one is not computed")
+
+
 def solve_closed_form(inst: BanditInstance) -> ConstrainedSolution:
-    """The closed form for an instance with exactly one pair (THEORY.md §9a)."""
+    """The closed form for an instance with exactly one pair (docs/theory.md §9a)."""
     if len(inst.preferences) != 1:
         raise ValueError(f"preferences: the closed form needs exactly one pair, got {len(inst.preferences)}")
     sol = closed_form_pairs(PairBatch.from_instances([inst]))
@@ -294,8 +365,12 @@ def kkt_residuals(inst: BanditInstance, pi: np.ndarray, mu: np.ndarray) -> dict[
     mu = np.asarray(mu, dtype=np.float64)
     a = constraint_matrix(inst.preferences, inst.K, inst.margin)
     g = a @ pi if a.size else np.zeros(0)
-    logits = log_gibbs_policy(inst.pi_ref, inst.reward, inst.beta) + (a.T @ mu if a.size else 0.0) / inst.beta
-    pi_mu = np.exp(logits - logsumexp(logits))
+    # pi_mu is the Gibbs policy of the tilted reward r + A^T mu (reward units: no mu / beta overflow for tiny beta)
+    with np.errstate(over="ignore", invalid="ignore"):
+        tilted = inst.reward + (a.T @ mu if a.size else 0.0)
+    if not np.all(np.isfinite(tilted)):
+        return {"primal": float("inf"), "dual": float("inf"), "slackness": float("inf"), "stationarity": float("inf")}
+    pi_mu = np.exp(log_gibbs_policy(inst.pi_ref, tilted, inst.beta))
     primal = max(abs(pi.sum() - 1.0), float(np.max(-pi, initial=0.0)), float(np.max(-g, initial=0.0)))
     return {
         "primal": primal,
@@ -308,6 +383,43 @@ def kkt_residuals(inst: BanditInstance, pi: np.ndarray, mu: np.ndarray) -> dict[
 # --------------------------------------------------------------------------------------------
 # CVXPY over any preference graph
 # --------------------------------------------------------------------------------------------
+
+class _SolverOutput:
+    """Captures what a solver's C code writes to the process's stdout / stderr (file descriptors 1 and 2).
+
+    SCS prints "ERROR: init_lin_sys_work failure" and the like straight to fd 1, past Python's sys.stdout:
+    it would corrupt ``solve --json`` output. The captured text is kept in ``text`` for error messages.
+    """
+
+    def __enter__(self):
+        import os
+        import tempfile
+
+        self.text = ""
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            self._tmp = tempfile.TemporaryFile()
+            self._saved = [os.dup(1), os.dup(2)]
+            os.dup2(self._tmp.fileno(), 1)
+            os.dup2(self._tmp.fileno(), 2)
+        except (OSError, ValueError, AttributeError):  # no real file descriptors (an embedding): nothing to capture
+            self._saved = None
+        return self
+
+    def __exit__(self, *exc):
+        import os
+
+        if self._saved is not None:
+            os.dup2(self._saved[0], 1)
+            os.dup2(self._saved[1], 2)
+            for fd in self._saved:
+                os.close(fd)
+            self._tmp.seek(0)
+            self.text = " ".join(self._tmp.read().decode("utf-8", errors="replace").split())
+            self._tmp.close()
+        return False
+
 
 class ConstrainedRLHF:
     """Constrained RLHF over a fixed (K, preference graph), compiled once and re-solved (DPP).
@@ -388,7 +500,16 @@ class ConstrainedRLHF:
         with warnings.catch_warnings():
             # "Solution may be inaccurate": the status says so ("optimal_inaccurate") and is returned.
             warnings.filterwarnings("ignore", message="Solution may be inaccurate", category=UserWarning)
-            self.problem.solve(solver=solver, warm_start=False, **opts)  # a fresh solver: see the class doc
+            with _SolverOutput() as printed:  # the solvers' C code must not write into our output
+                try:
+                    self.problem.solve(solver=solver, warm_start=False, **opts)  # a fresh solver: see the class doc
+                except Exception as err:  # noqa: BLE001 - re-raised with what the solver printed
+                    failure = err
+                else:
+                    failure = None
+            if failure is not None:
+                detail = f" (it printed: {printed.text[:200]})" if printed.text else ""
+                raise ConstrainedSolveError(f"{solver} failed: {' '.join(str(failure).split())}{detail}") from failure
         status = self.problem.status
         if status not in OK_STATUSES:
             raise ConstrainedSolveError(f"{solver} returned status {status!r}")
@@ -431,7 +552,8 @@ def compiled_problem(K: int, preferences: Sequence[tuple[int, int]]) -> Constrai
 # The dual, by L-BFGS-B (independent of CVXPY)
 # --------------------------------------------------------------------------------------------
 
-def solve_dual(inst: BanditInstance, *, tol: float = 1e-13, max_iter: int = 10_000) -> ConstrainedSolution:
+def solve_dual(inst: BanditInstance, *, tol: float = 1e-13, max_iter: int = 10_000,
+               progress: bool = False) -> ConstrainedSolution:
     """Solve §9a through its dual: ``min_{nu >= 0} log sum_y pi*(y) exp((A^T nu)(y))``, mu = beta nu.
 
     The dual function is convex and smooth; its gradient is A pi_nu (the constraint values at the
@@ -447,14 +569,33 @@ def solve_dual(inst: BanditInstance, *, tol: float = 1e-13, max_iter: int = 10_0
     if a.size == 0:
         return _solution_from_policy(inst, np.exp(log_star), log_star, np.zeros(0), "optimal", "dual")
 
-    def fun(nu):
-        logits = log_star + a.T @ nu
-        lz = logsumexp(logits)
-        return lz, a @ np.exp(logits - lz)
+    from scipy.sparse import csr_matrix
 
-    res = minimize(fun, np.zeros(a.shape[0]), jac=True, method="L-BFGS-B", bounds=[(0.0, None)] * a.shape[0],
-                   options={"ftol": tol, "gtol": tol, "maxiter": max_iter})
-    nu = exact_active_set(log_star, inst.preferences, inst.margin, res.x > 0)
+    a_sparse = csr_matrix(a)  # two entries per row: on a 1,999-pair chain the dense products took 12 of 20 s
+    a_sparse_t = a_sparse.T.tocsr()
+
+    def fun(nu):
+        logits = log_star + a_sparse_t @ nu
+        lz = logsumexp(logits)
+        return lz, a_sparse @ np.exp(logits - lz)
+
+    from tqdm import tqdm
+
+    # Long solves (thousands of pairs take minutes) show their iterations; no bar below 200 pairs.
+    bar = tqdm(desc=f"dual: L-BFGS-B on {a.shape[0]} multipliers", unit="it", file=sys.stderr,
+               disable=not progress or a.shape[0] < 200, leave=False)
+    w, l = inst.winners, inst.losers
+    # L-BFGS-B only has to guess the active set: the exact step settles the answer. A short run first (on a
+    # 1,999-pair chain the full tol = 1e-13 run took minutes of L-BFGS-B iterations for the same answer); the
+    # full run only when the exact step does not settle from that guess.
+    for maxiter in dict.fromkeys((min(max_iter, 300), max_iter)):
+        res = minimize(fun, np.zeros(a.shape[0]), jac=True, method="L-BFGS-B", bounds=[(0.0, None)] * a.shape[0],
+                       options={"ftol": tol, "gtol": tol, "maxiter": maxiter}, callback=lambda _x: bar.update(1))
+        bar.set_description(f"dual: exact active-set step on {a.shape[0]} pairs")
+        nu = _active_set_lcp(log_star[w] - log_star[l], a[:, w].T - a[:, l].T, inst.margin, res.x > 0, progress=bar)
+        if nu is not None:
+            break
+    bar.close()
     if nu is None:
         nu, status = res.x, f"dual: the exact active-set step did not settle; L-BFGS-B: {res.message}"
     else:
@@ -487,13 +628,27 @@ def exact_active_set(log_star: np.ndarray, preferences: Sequence[tuple[int, int]
     w = np.array([p[0] for p in preferences], dtype=np.int64)
     l = np.array([p[1] for p in preferences], dtype=np.int64)
     a = constraint_matrix(preferences, log_star.size, margin)
-    d_star = log_star[w] - log_star[l]
-    d_mat = a[:, w].T - a[:, l].T  # (P, P)
+    with np.errstate(invalid="ignore"):
+        d_star = log_star[w] - log_star[l]
+    if not np.all(np.isfinite(d_star)):
+        return None  # pi* underflows at a pair's responses (see resolution_problem)
+    return _active_set_lcp(d_star, a[:, w].T - a[:, l].T, margin, active)
+
+
+def _active_set_lcp(d_star: np.ndarray, d_mat: np.ndarray, margin: float, active: np.ndarray,
+                    progress=None) -> np.ndarray | None:
+    """The LCP nu >= 0, d_star + D nu - margin >= 0, nu_k (d_star + D nu - margin)_k = 0 (see exact_active_set).
+
+    The same problem in reward units (mu = beta nu) is d_star -> beta delta*, margin -> beta m.
+    progress: an optional tqdm bar, advanced once per iteration.
+    """
     tol = 1e-12 * max(1.0, margin, float(np.max(np.abs(d_star), initial=0.0)))
-    for start in (np.array(active, dtype=bool), np.zeros(len(preferences), dtype=bool)):
+    for start in (np.array(active, dtype=bool), np.zeros(len(d_star), dtype=bool)):
         seen: set[bytes] = set()
         while start.tobytes() not in seen:
             seen.add(start.tobytes())
+            if progress is not None:
+                progress.update(1)
             nu, drop = _solve_binding(d_star, d_mat, margin, start, tol)
             if drop is not None:
                 start[drop] = False
@@ -506,6 +661,23 @@ def exact_active_set(log_star: np.ndarray, preferences: Sequence[tuple[int, int]
     return None
 
 
+def _well_conditioned(sub: np.ndarray) -> bool:
+    """Whether D_SS is safely nonsingular: its LU condition estimate (LAPACK gecon, 1-norm) is below 1 / (10 n eps).
+
+    The role matrix_rank had (an SVD: 6.8 s of a 1,999-pair solve), at the cost of one LU factorisation; a
+    borderline matrix goes to the NNLS branch, which is correct for nonsingular matrices too.
+    """
+    from scipy.linalg import LinAlgWarning, lu_factor
+    from scipy.linalg.lapack import dgecon
+
+    n = sub.shape[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LinAlgWarning)  # "diagonal number k is exactly zero": singular, rcond 0
+        lu, _ = lu_factor(sub, check_finite=False)
+    rcond, info = dgecon(lu, float(np.abs(sub).sum(axis=0).max()), norm="1")
+    return info == 0 and rcond > 10 * n * np.finfo(float).eps
+
+
 def _solve_binding(d_star: np.ndarray, d_mat: np.ndarray, margin: float, active: np.ndarray,
                    tol: float) -> tuple[np.ndarray, int | None]:
     """nu >= 0 supported on ``active`` with delta_S(nu) = m, or (_, k): pair k must leave the set."""
@@ -514,7 +686,7 @@ def _solve_binding(d_star: np.ndarray, d_mat: np.ndarray, margin: float, active:
     if idx.size == 0:
         return nu, None
     sub, rhs = d_mat[np.ix_(idx, idx)], margin - d_star[idx]
-    if np.linalg.matrix_rank(sub) == idx.size:
+    if _well_conditioned(sub):
         x = np.linalg.solve(sub, rhs)
         if np.any(x < 0):
             return nu, int(idx[np.argmin(x)])
@@ -548,23 +720,59 @@ def _pair_to_drop(sub: np.ndarray, rhs: np.ndarray, resid: np.ndarray, tol: floa
 
 
 def solve(inst: BanditInstance, method: str = "auto", solver: str = "CLARABEL",
-          polish: bool = True) -> ConstrainedSolution:
-    """Solve constrained RLHF for ``inst``.
+          polish: bool = True, progress: bool = False) -> ConstrainedSolution:
+    """Solve constrained RLHF for ``inst``; ``ConstrainedSolution.note`` says which method ran and why.
 
-    method: "auto" (closed form for one pair, else CVXPY), "closed-form", "cvxpy", "dual".
-    solver: the CVXPY solver, one of SOLVERS. polish: CVXPY only, see
-    :meth:`ConstrainedRLHF.solve` (the solver's own answer is in ``raw``). Raises
-    InfeasiblePreferencesError for a cycle with margin > 0 (checked by graph search before any
-    solver runs).
+    method: "auto", "closed-form", "cvxpy", "dual". "auto" takes
+      - the closed form for one pair;
+      - else CVXPY with ``solver``, and when that solver fails (a SolverError, a bad status, or a
+        non-finite answer; CLARABEL does on some chains with margins of 55-700, SCS on others) the
+        dual solver, saying so in ``note``.
+    An explicit method runs that method only. Every method first refuses, with
+    :class:`UnresolvedInstanceError`, an instance whose r / beta float64 cannot resolve
+    (:func:`resolution_problem`). solver: the CVXPY solver, one of SOLVERS. polish: CVXPY only, see
+    :meth:`ConstrainedRLHF.solve`. progress: show a tqdm bar on stderr for the dual's iterations.
+    Raises InfeasiblePreferencesError for a cycle with margin > 0 (checked by graph search before any
+    solver runs), ConstrainedSolveError when the chosen method fails.
     """
     if method not in METHODS:
         raise ValueError(f"method: must be one of {METHODS}, got {method!r}")
     check_feasible(inst.preferences, inst.K, inst.margin)
-    if method == "closed-form" or (method == "auto" and len(inst.preferences) == 1):
-        return solve_closed_form(inst)
+    p = len(inst.preferences)
+    problem = resolution_problem(inst)
+    if problem is not None:
+        raise UnresolvedInstanceError(problem)
+    if method == "closed-form" or (method == "auto" and p == 1):
+        sol = solve_closed_form(inst)
+        sol.note = "closed form (one pair)" if method == "closed-form" else "auto: one pair, so the exact closed form"
+        return sol
     if method == "dual":
-        return solve_dual(inst)
-    return compiled_problem(inst.K, inst.preferences).solve(inst, solver=solver, polish=polish)
+        sol = solve_dual(inst, progress=progress)
+        sol.note = "dual (L-BFGS-B, then the exact active-set step)"
+        return sol
+    why = f"auto: {p} pairs have no closed form, so CVXPY ({solver}), the default for a graph"
+    if progress and p >= 200:  # the CVXPY solvers report no progress of their own: say what runs
+        print(f"solve: {p} pairs, {inst.K} responses: compiling and solving with CVXPY ({solver})...", file=sys.stderr,
+              flush=True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            sol = compiled_problem(inst.K, inst.preferences).solve(inst, solver=solver, polish=polish)
+        if not (np.all(np.isfinite(sol.pi)) and np.all(np.isfinite(sol.multipliers))):
+            raise ConstrainedSolveError(f"{solver} returned a non-finite answer")
+    except Exception as err:  # noqa: BLE001 - cvxpy.error.SolverError, a bad status, a solver's own exception
+        if isinstance(err, InfeasiblePreferencesError) or method == "cvxpy":
+            if isinstance(err, ConstrainedSolveError) or isinstance(err, InfeasiblePreferencesError):
+                raise
+            raise ConstrainedSolveError(f"{solver} failed: {' '.join(str(err).split())}") from err
+        sol = solve_dual(inst, progress=progress)
+        reason = " ".join(str(err).split())[:200]
+        if not reason.startswith(solver):
+            reason = f"{solver} failed: {reason}"
+        sol.note = f"{why}; {reason}; so the dual solver instead"
+        return sol
+    sol.note = why if method == "auto" else f"cvxpy ({solver})"
+    return sol
 
 
 def price_by_objectives(inst: BanditInstance, pi_c: np.ndarray) -> float:

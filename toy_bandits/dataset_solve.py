@@ -30,6 +30,8 @@ Every bad field raises ``ValueError`` whose message starts with the field's name
 
 from __future__ import annotations
 
+import json
+
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -172,12 +174,25 @@ def length_json(inst: DatasetInstance) -> list[dict[str, Any]]:
     return out
 
 
-def result_json(inst: DatasetInstance, method: str = "auto", solver: str = "CLARABEL") -> tuple[dict[str, Any], int]:
+def result_json(inst: DatasetInstance, method: str = "auto", solver: str = "CLARABEL",
+                progress: bool = False) -> tuple[dict[str, Any], int]:
     """The plain ``solve`` output for the constraint graph, plus dpo_empirical, dpo_unbounded (and length_normalised)."""
     from toy_bandits.cli import result_json as base_result_json  # the plain solve's output (lazy: cli imports us)
 
-    out, code = base_result_json(inst.base, method=method, solver=solver)
+    out, code = base_result_json(inst.base, method=method, solver=solver, progress=progress)
     out["dpo_empirical"], out["dpo_unbounded"] = dpo_empirical_json(inst)
     if inst.lengths is not None:
         out["length_normalised"] = length_json(inst)
     return out, code
+
+
+def format_dataset_sections(out: dict[str, Any]) -> str:
+    """The readable data-set part of ``solve``'s output: the empirical ordered-pair DPO minimiser per labelled pair."""
+    lines = ["Empirical ordered-pair DPO minimiser (h = delta - delta_ref per distinct labelled pair, docs/theory.md §13)"]
+    for row in out["dpo_empirical"]:
+        h = "none (no finite minimiser)" if row["h"] is None else f"{row['h']:.6g}"
+        lines.append(f"  {row['winner']:>5} > {row['loser']:<5} h = {h}")
+    lines.append(f"Unbounded: {out['dpo_unbounded'] or 'no: the loss has a finite minimiser'}")
+    if "length_normalised" in out:
+        lines.append(f"Length-normalised (per-token means): {json.dumps(out['length_normalised'])}")
+    return "\n".join(lines)

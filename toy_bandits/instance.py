@@ -1,9 +1,9 @@
 """Validated bandit instances: one prompt with a preference graph, or a batch of single-pair prompts.
 
-A bandit instance (THEORY.md §1-§9) is a reference policy ``pi_ref`` over K responses, a
+A bandit instance (docs/theory.md §1-§9) is a reference policy ``pi_ref`` over K responses, a
 reward ``r``, ``beta > 0``, a list of preference pairs ``(winner, loser)`` (indices into the
 responses; any directed graph: one pair, a chain, a DAG, a cycle) and a margin ``m >= 0``
-for the constraints ``delta_pi >= m`` of constrained RLHF (THEORY.md §9a).
+for the constraints ``delta_pi >= m`` of constrained RLHF (docs/theory.md §9a).
 
 Every bad field raises ``ValueError`` whose message starts with the field name.
 """
@@ -19,25 +19,56 @@ import numpy as np
 # |sum(pi_ref) - 1| allowed; within it pi_ref is renormalised to sum to 1 exactly.
 SUM_TOL = 1e-6
 JSON_KEYS = ("pi_ref", "reward", "beta", "preferences", "margin")
+# The numeric domain the solvers are exact on in float64 (each bound says what it protects):
+MAX_ABS_REWARD = 1e300  # reward differences r(w) - r(l) and the multipliers (reward units) stay finite
+MAX_MARGIN = 700.0  # e^m stays finite (e^709.8 overflows): the linear constraint pi(w) >= e^m pi(l) is representable
+MIN_BETA, MAX_BETA = 1e-300, 1e300  # beta and 1/beta are normal floats; r/beta may still overflow (handled in log space)
+MESSAGE_CHARS = 60  # a value echoed in an error message is cut to this many characters
+
+
+def short(value: Any, limit: int = MESSAGE_CHARS) -> str:
+    """``repr(value)`` cut to ``limit`` characters, so a 400-digit value does not flood a one-line message."""
+    text = "null" if value is None else repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 14]}...({len(text)} chars)"
+
+
+def number(name: str, value: Any) -> float:
+    """A JSON number as a float: booleans, strings, null and non-finite values are errors naming ``name``.
+
+    JSON has no NaN or Infinity; Python's json module still reads them (and 1e400 as inf), so
+    they are rejected here. An integer beyond the float range is rejected too.
+    """
+    if value is None:
+        raise ValueError(f"{name}: must be a number, got null")
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name}: must be a number, got {type(value).__name__} {short(value)}")
+    try:
+        out = float(value)
+    except OverflowError:
+        raise ValueError(f"{name}: {short(value)} is beyond the float64 range") from None
+    if not math.isfinite(out):
+        raise ValueError(f"{name}: must be finite, got {out}")
+    return out
 
 
 def _float_vector(name: str, value: Any) -> np.ndarray:
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: must be a list of numbers, got {value!r}") from None
+    if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+        arr = np.array(value, dtype=np.float64)
+    elif isinstance(value, (list, tuple, np.ndarray)):
+        arr = np.array([number(f"{name}[{i}]", v) for i, v in enumerate(value)], dtype=np.float64)
+    else:
+        raise ValueError(f"{name}: must be a list of numbers, got {type(value).__name__} {short(value)}")
     if arr.ndim != 1 or arr.size < 2:
         raise ValueError(f"{name}: must be a 1-d list of at least 2 numbers, got shape {arr.shape}")
     if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name}: must be finite (no NaN or inf), got {arr.tolist()}")
+        i = int(np.argmax(~np.isfinite(arr)))
+        raise ValueError(f"{name}[{i}]: must be finite (no NaN or inf), got {arr[i]}")
     return arr
 
 
 def _positive_finite(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ValueError(f"{name}: must be a number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or value <= 0:
+    value = number(name, value)
+    if value <= 0:
         raise ValueError(f"{name}: must be finite and > 0, got {value}")
     return value
 
@@ -54,16 +85,16 @@ def _check_pi_ref(name: str, pi_ref: np.ndarray, axis: int = -1) -> np.ndarray:
 
 def _pairs(value: Any, k: int) -> tuple[tuple[int, int], ...]:
     if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-        raise ValueError(f"preferences: must be a list of [winner, loser] index pairs, got {value!r}")
+        raise ValueError(f"preferences: must be a list of [winner, loser] index pairs, got {short(value)}")
     pairs = []
     for i, pair in enumerate(value):
         try:
             w, l = pair
         except (TypeError, ValueError):
-            raise ValueError(f"preferences[{i}]: must be a [winner, loser] pair, got {pair!r}") from None
+            raise ValueError(f"preferences[{i}]: must be a [winner, loser] pair, got {short(pair)}") from None
         for name, v in (("winner", w), ("loser", l)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-                raise ValueError(f"preferences[{i}]: {name} must be an integer index, got {v!r}")
+                raise ValueError(f"preferences[{i}]: {name} must be an integer index, got {short(v)}")
             if not 0 <= v < k:
                 raise ValueError(f"preferences[{i}]: {name} index {v} is out of range [0, {k})")
         if w == l:
@@ -77,7 +108,7 @@ def _pairs(value: Any, k: int) -> tuple[tuple[int, int], ...]:
 
 @dataclass(frozen=True)
 class BanditInstance:
-    """One prompt: K responses, a preference graph and a margin (THEORY.md §1, §9a).
+    """One prompt: K responses, a preference graph and a margin (docs/theory.md §1, §9a).
 
     pi_ref: (K,) reference policy, every entry > 0, sums to 1 within ``SUM_TOL`` (then
         renormalised exactly). K >= 2.
@@ -100,12 +131,16 @@ class BanditInstance:
         reward = _float_vector("reward", self.reward)
         if reward.shape != pi_ref.shape:
             raise ValueError(f"reward: must have the shape of pi_ref {pi_ref.shape}, got {reward.shape}")
+        if np.max(np.abs(reward)) > MAX_ABS_REWARD:
+            i = int(np.argmax(np.abs(reward)))
+            raise ValueError(f"reward[{i}]: |r| must be <= {MAX_ABS_REWARD:g} so that reward differences and the "
+                             f"multipliers stay finite in float64 (rescale the rewards and beta together), got {reward[i]}")
         beta = _positive_finite("beta", self.beta)
-        if isinstance(self.margin, bool) or not isinstance(self.margin, (int, float, np.integer, np.floating)):
-            raise ValueError(f"margin: must be a number, got {self.margin!r}")
-        margin = float(self.margin)
-        if not math.isfinite(margin) or margin < 0:
-            raise ValueError(f"margin: must be finite and >= 0, got {margin}")
+        if not MIN_BETA <= beta <= MAX_BETA:
+            raise ValueError(f"beta: must lie in [{MIN_BETA:g}, {MAX_BETA:g}] (beta and 1/beta finite), got {beta}")
+        margin = number("margin", self.margin)
+        if margin < 0 or margin > MAX_MARGIN:
+            raise ValueError(f"margin: must lie in [0, {MAX_MARGIN:g}] (e^m must be finite), got {margin}")
         pairs = _pairs(self.preferences, pi_ref.size)
         pi_ref.flags.writeable = False
         reward.flags.writeable = False
@@ -150,7 +185,7 @@ class BanditInstance:
 
 @dataclass(frozen=True)
 class PairBatch:
-    """N single-pair instances (one prompt each), for vectorised closed forms (THEORY.md §9a).
+    """N single-pair instances (one prompt each), for vectorised closed forms (docs/theory.md §9a).
 
     pi_ref: (N, K), rows > 0 summing to 1 within ``SUM_TOL`` (renormalised). reward: (N, K)
     finite. beta: (N,) finite > 0 (a scalar broadcasts). winner, loser: (N,) integer indices in

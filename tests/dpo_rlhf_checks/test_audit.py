@@ -78,7 +78,7 @@ def test_values_against_independent_numpy(sample, capsys):
     dr = cols["chosen_reward"] - cols["rejected_reward"]
     assert r["assumption_violation_rate"]["1"] == pytest.approx(np.mean(d_ref + dr / 1.0 <= 0), abs=0)
     assert 0.3 < r["assumption_violation_rate"]["1"] < 1.0  # a larger beta violates more (delta_ref < 0 here)
-    # critical loss (THEORY §7): log(1 + (pi_ref(y_w)/pi_ref(y_l))^beta), numpy's logaddexp, not the library
+    # critical loss (docs/theory.md §7): log(1 + (pi_ref(y_w)/pi_ref(y_l))^beta), numpy's logaddexp, not the library
     lcrit = np.logaddexp(0.0, 0.1 * d_ref)
     assert r["critical_loss"]["0.1"]["p50"] == pytest.approx(np.median(lcrit), rel=1e-12)
     assert r["critical_loss"]["0.1"]["max"] == pytest.approx(lcrit.max(), rel=1e-12)
@@ -269,11 +269,16 @@ def test_skip_invalid_counts_by_reason(tmp_path, capsys):
 
 def test_bad_arguments_exit_2(sample, capsys):
     _, jsonl, _ = sample
-    for argv in (["--beta", "0"], ["--beta", "nan"], ["--margin", "-1"], ["--beta", "0.1", "0.1"]):
-        with pytest.raises(SystemExit) as info:
-            A.main([str(jsonl), *argv])
-        assert info.value.code == 2
-    capsys.readouterr()
+    for argv, needle in ((["--beta", "0"], "finite number > 0, got 0.0"), (["--beta", "nan"], "got nan"),
+                         (["--margin", "-1"], "margin must be a finite number >= 0, got -1.0"),
+                         (["--beta", "0.1", "0.1"], "duplicate beta"),
+                         # -inf is a value of --beta, not an unknown option (issue 11)
+                         (["--beta", "-inf"], "got -inf"), (["--beta", "0.1", "-1e-3"], "got -0.001"),
+                         (["--bogus"], "unrecognized arguments: --bogus")):
+        line = run_error(capsys, jsonl, *argv)  # one line: no 7-line usage block
+        assert needle in line and "usage" not in line, line
+    line = run_error(capsys, jsonl, "--beta", "9" * 400)
+    assert len(line) < 200, line  # a 400-digit value is not echoed whole
     assert "No such file" in run_error(capsys, jsonl.with_name("absent.jsonl"))
 
 
@@ -301,3 +306,78 @@ def test_bom_crlf_sniffing_and_json_array(tmp_path, capsys):
     array = tmp_path / "array.json"
     array.write_text('[{"ref_chosen_logps": -1, "ref_rejected_logps": -2}]\n')
     assert "line 1: a JSON array, not JSON Lines" in run_error(capsys, array)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Issue 11
+
+
+def test_out_checked_before_the_work(sample, tmp_path, capsys):
+    _, jsonl, _ = sample
+    target = tmp_path / "figs"
+    target.write_text("a file")
+    assert "--out: " in run_error(capsys, jsonl, "--out", str(target)) and target.read_text() == "a file"
+    assert "--out: cannot write into /proc/x" in run_error(capsys, jsonl, "--out", "/proc/x")
+    assert capsys.readouterr().out == ""
+
+
+def test_duplicate_key_is_a_bad_row(tmp_path, capsys):
+    path = tmp_path / "dup.jsonl"
+    good = '{"ref_chosen_logps": -1, "ref_rejected_logps": -2}\n'
+    path.write_text(good * 3 + '{"ref_chosen_logps": -1, "ref_rejected_logps": -2, "ref_rejected_logps": -9}\n')
+    line = run_error(capsys, path)
+    assert "row 4 (line 4)" in line and "duplicate key 'ref_rejected_logps'" in line
+    r = run_json(capsys, path, "--skip-invalid")
+    assert r["n_pairs"] == 3 and r["skipped_rows"]["by_reason"] == {"duplicate key": 1}
+    # in the first row too, and a duplicate of an ignored column
+    path.write_text('{"ref_chosen_logps": -1, "ref_chosen_logps": -5, "ref_rejected_logps": -2}\n' + good)
+    assert "row 1 (line 1)" in run_error(capsys, path)
+
+
+def test_skip_invalid_takes_columns_from_the_first_valid_row(tmp_path, capsys):
+    path = tmp_path / "first_bad.jsonl"
+    path.write_text('{"ref_chosen_logps": "x", "ref_rejected_logps": -2, "chosen_logps": -1}\n'
+                    + '{"ref_chosen_logps": -1, "ref_rejected_logps": -2}\n' * 2
+                    + '{"ref_chosen_logps": -3, "ref_rejected_logps": -2}\n')
+    r = run_json(capsys, path, "--skip-invalid")
+    assert r["n_pairs"] == 3 and r["skipped_rows"]["count"] == 1 and r["rows_read"] == 4
+    assert r["reference_ranking_accuracy"] == pytest.approx(2 / 3)
+    assert r["columns"] == ["ref_chosen_logps", "ref_rejected_logps"]
+
+
+def test_huge_log_probabilities_never_give_inf_or_nan(tmp_path, capsys):
+    path = tmp_path / "huge.jsonl"
+    rows = [{"ref_chosen_logps": -1.7e308, "ref_rejected_logps": -1.0, "chosen_logps": -1.0,
+             "rejected_logps": -1.7e308}] + [{"ref_chosen_logps": -1.0, "ref_rejected_logps": -2.0,
+                                             "chosen_logps": -1.0, "rejected_logps": -2.0}] * 3
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    line = run_error(capsys, path)
+    assert "row 1 (line 1), column 'ref_chosen_logps': a log-probability below -1e+300" in line
+    r = run_json(capsys, path, "--skip-invalid")
+    assert r["n_pairs"] == 3 and r["dpo_loss"]["0.1"]["mean"] == pytest.approx(np.log(2))
+    # in range per row, but beta times the difference overflows: a clear error naming the statistic
+    rows[0] = {"ref_chosen_logps": -1.0, "ref_rejected_logps": -1e300, "chosen_logps": -1e300,
+               "rejected_logps": -1.0}  # beta (delta - delta_ref) = -2e310: the DPO loss is inf
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    line = run_error(capsys, path, "--beta", "1e10")
+    assert "is inf in float64" in line or "is nan in float64" in line
+
+
+def test_cpo_eq17_label_explains_the_float_mismatch(sample, capsys):
+    _, jsonl, _ = sample
+    assert A.main([str(jsonl), "--beta", "0.1"]) == 0
+    out = capsys.readouterr().out
+    lines = {line[:48].strip(): line[48:].strip() for line in out.splitlines()[:40] if line.strip()}
+    assert lines["delta > m (what an exact certificate gives)"] == "0.8000"
+    assert lines["certified by loss: dpo"] == "0.8000"
+    eq17 = lines["certified by loss: cpo_eq17 (float64 off*)"]
+    assert float(eq17) < 0.8  # what float64 gives; the label and the footnote say so
+    assert "* cpo_eq17: the loss is computed in float64" in out
+
+
+@pytest.mark.parametrize("value", ["9" * 400, '"' + "x" * 400 + '"'])
+def test_long_values_are_cut_in_row_messages(tmp_path, capsys, value):
+    path = tmp_path / "long.jsonl"
+    path.write_text('{"ref_chosen_logps": ' + value + ', "ref_rejected_logps": -2}\n')
+    line = run_error(capsys, path)
+    assert "row 1 (line 1), column 'ref_chosen_logps'" in line and len(line) < 250 and "chars)" in line, line

@@ -70,11 +70,21 @@ def test_missing_base_key_is_named():
         DatasetInstance.from_json({**data, "labels": [[0, 1, 1]]})
 
 
-def _cli(tmp_path, data):
+def _cli(tmp_path, data, *extra):
     path = tmp_path / "inst.json"
     path.write_text(json.dumps(data))
-    return subprocess.run([sys.executable, "paper_checks.py", "solve", "--instance", str(path)], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "paper_checks.py", "solve", "--instance", str(path), "--json", *extra],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+
+
+def test_cli_readable_output_names_the_unbounded_pair(tmp_path):
+    path = tmp_path / "inst.json"
+    path.write_text(json.dumps({**BASE, "labels": [[0, 1, 2]]}))
+    res = subprocess.run([sys.executable, "paper_checks.py", "solve", "--instance", str(path)], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "Empirical ordered-pair DPO minimiser" in res.stdout
+    assert "0 > 1" in res.stdout and "no finite minimiser" in res.stdout
 
 
 def test_cli_prints_dpo_empirical_and_exits_2_with_one_line_on_bad_labels(tmp_path):

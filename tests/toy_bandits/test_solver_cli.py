@@ -14,7 +14,8 @@ from toy_bandits.constrained import solve
 from toy_bandits.instance import BanditInstance
 
 REPO = Path(__file__).resolve().parents[2]
-KEYS = {"rlhf_optimum", "cpo_optimum", "multipliers", "price_of_alignment", "pairs", "status"}
+KEYS = {"rlhf_optimum", "cpo_optimum", "multipliers", "price_of_alignment", "pairs", "status", "status_reason",
+        "method", "kkt_residuals", "cpo_reason", "nulls"}
 PAIR_KEYS = {"winner", "loser", "delta_ref", "delta_star", "assumption_holds", "in_U", "delta_cpo"}
 
 
@@ -33,7 +34,7 @@ def _run(capsys, argv):
 def test_single_pair_output_matches_closed_form(tmp_path, capsys):
     # reference favours y_l = 0 (pi_ref 0.9 vs 0.1), reward agrees with the label: pi* lies in U
     data = {"pi_ref": [0.9, 0.1], "reward": [0.0, 1.0], "beta": 0.5, "preferences": [[1, 0]], "margin": 0.2}
-    code, out, err = _run(capsys, ["--instance", _write(tmp_path, data)])
+    code, out, err = _run(capsys, ["--json", "--instance", _write(tmp_path, data)])
     assert code == 0 and err == ""
     res = json.loads(out)
     assert set(res) == KEYS
@@ -59,7 +60,7 @@ def test_multi_pair_uses_cvxpy_and_agrees_with_dual(tmp_path, capsys):
     data = {"pi_ref": [0.25, 0.25, 0.25, 0.25], "reward": [0.0, 0.5, 1.0, 2.0], "beta": 1.0,
             "preferences": [[0, 1], [1, 2], [2, 3]], "margin": 0.5}
     for solver in ("CLARABEL", "SCS"):
-        code, out, err = _run(capsys, ["--instance", _write(tmp_path, data), "--solver", solver])
+        code, out, err = _run(capsys, ["--json", "--instance", _write(tmp_path, data), "--solver", solver])
         assert code == 0
         res = json.loads(out)
         assert res["status"] in ("optimal", "optimal_inaccurate")
@@ -72,7 +73,7 @@ def test_multi_pair_uses_cvxpy_and_agrees_with_dual(tmp_path, capsys):
 def test_cycle_with_zero_margin_solves_with_ties(tmp_path, capsys):
     data = {"pi_ref": [0.4, 0.3, 0.2, 0.1], "reward": [0.0, 1.0, 2.0, 0.0], "beta": 1.0,
             "preferences": [[0, 1], [1, 2], [2, 0]], "margin": 0.0}
-    code, out, _ = _run(capsys, ["--instance", _write(tmp_path, data)])
+    code, out, _ = _run(capsys, ["--json", "--instance", _write(tmp_path, data)])
     assert code == 0
     pi = json.loads(out)["cpo_optimum"]
     assert max(pi[:3]) - min(pi[:3]) <= 1e-5
@@ -119,7 +120,7 @@ def test_through_paper_checks(tmp_path):
     """The real entry point: ``python paper_checks.py solve --instance FILE`` (exit codes and streams)."""
     good = _write(tmp_path, {"pi_ref": [0.5, 0.5], "reward": [0.0, 1.0], "beta": 1.0, "preferences": [[0, 1]],
                              "margin": 0.0})
-    run = subprocess.run([sys.executable, "paper_checks.py", "solve", "--instance", good], cwd=REPO,
+    run = subprocess.run([sys.executable, "paper_checks.py", "solve", "--json", "--instance", good], cwd=REPO,
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0
     res = json.loads(run.stdout)
@@ -128,3 +129,136 @@ def test_through_paper_checks(tmp_path):
     bad = subprocess.run([sys.executable, "paper_checks.py", "solve", "--instance", str(tmp_path / "none.json")],
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stdout == "" and bad.stderr.count("\n") == 1
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Issue 11: no silent wrong answers
+
+def _solve_json(tmp_path, capsys, data, *extra):
+    code, out, err = _run(capsys, ["--json", "--instance", _write(tmp_path, data), *extra])
+    return code, (json.loads(out) if out else None), err
+
+
+def _finite_numbers(obj):
+    """Every number in a parsed JSON value (bools excluded)."""
+    if isinstance(obj, dict):
+        return [x for v in obj.values() for x in _finite_numbers(v)]
+    if isinstance(obj, list):
+        return [x for v in obj for x in _finite_numbers(v)]
+    return [obj] if isinstance(obj, (int, float)) and not isinstance(obj, bool) else []
+
+
+def test_tiny_beta_huge_reward_is_a_point_mass_never_nan(tmp_path, capsys):
+    # r / beta = 1e304: pi* is the point mass on response 1, and the pair's log-odds are beyond what float64
+    # resolves for the constrained optimum, which is then explicitly not computed (null with a reason).
+    data = {"pi_ref": [0.5, 0.5], "reward": [0.0, 1e300], "beta": 1e-4, "preferences": [[0, 1]], "margin": 0}
+    code, res, err = _solve_json(tmp_path, capsys, data)
+    assert code == 0 and "Warning" not in err
+    assert res["rlhf_optimum"] == [0.0, 1.0]
+    assert res["cpo_optimum"] is None and "float64" in res["cpo_reason"] and res["status"] == "not_solved"
+    assert res["pairs"][0]["delta_star"] == pytest.approx(-1e304, rel=1e-12)
+    assert res["pairs"][0]["assumption_holds"] is False
+    assert all(math.isfinite(x) for x in _finite_numbers(res))
+
+
+def test_huge_reward_with_moderate_beta_solved_in_log_space(tmp_path, capsys):
+    # was [NaN, 0, 0] "optimal" and a bare NaN (invalid JSON); now the point mass, two pairs, strict JSON
+    data = {"pi_ref": [0.3, 0.3, 0.4], "reward": [1e300, 0.0, 0.0], "beta": 0.5, "preferences": [[0, 1]],
+            "margin": 0}
+    code, res, _ = _solve_json(tmp_path, capsys, data)
+    assert code == 0 and res["rlhf_optimum"] == [1.0, 0.0, 0.0]
+    assert res["pairs"][0]["delta_star"] == pytest.approx(2e300, rel=1e-12)
+
+
+@pytest.mark.parametrize("reward", [[0, 1e308], [1e301, 0]])
+def test_reward_beyond_the_domain_is_rejected_with_the_reason(tmp_path, capsys, reward):
+    data = {"pi_ref": [0.5, 0.5], "reward": reward, "beta": 1e-4, "preferences": [[0, 1]], "margin": 0}
+    code, res, err = _solve_json(tmp_path, capsys, data)
+    assert code == 2 and res is None and err.count("\n") == 1 and "reward[" in err and "1e+300" in err
+
+
+def test_huge_beta_keeps_the_assumption_sign(tmp_path, capsys):
+    # dr / beta = 1e-300 vanishes in log(0.5) + 1e-300: delta* must still be > 0, and in_U exact
+    data = {"pi_ref": [0.5, 0.5], "reward": [0.0, 1.0], "beta": 1e300, "preferences": [[1, 0]], "margin": 0}
+    code, res, _ = _solve_json(tmp_path, capsys, data)
+    assert code == 0 and res["pairs"][0]["delta_star"] == pytest.approx(1e-300, rel=1e-12)
+    assert res["pairs"][0]["assumption_holds"] is True and res["pairs"][0]["in_U"] is False
+    # reference favours y_l by 1e-10, reward favours y_w by 1: delta* = -1e-10 + 1e-300 < 0 and > delta_ref: in U
+    p = 0.5 - 2.5e-11
+    data = {"pi_ref": [p, 1 - p], "reward": [0.0, 1.0], "beta": 1e300, "preferences": [[0, 1]], "margin": 0}
+    data["reward"] = [1.0, 0.0]
+    code, res, _ = _solve_json(tmp_path, capsys, data)
+    pair = res["pairs"][0]
+    assert pair["delta_ref"] < 0 and pair["assumption_holds"] is False and pair["in_U"] is True
+
+
+WRONG_TYPES = [
+    ("string in a list", {"pi_ref": ["0.5", 0.5]}, "pi_ref[0]: must be a number, got str"),
+    ("string reward", {"reward": [0, "1"]}, "reward[1]: must be a number, got str"),
+    ("boolean", {"reward": [True, False]}, "reward[0]: must be a number, got bool"),
+    ("null", {"reward": [0, None]}, "reward[1]: must be a number, got null"),
+    ("string beta", {"beta": "0.5"}, "beta: must be a number, got str"),
+    ("null margin", {"margin": None}, "margin: must be a number, got null"),
+    ("bool index", {"preferences": [[True, 0]]}, "preferences[0]: winner must be an integer index"),
+    ("huge integer", {"reward": [0, 10 ** 400]}, "beyond the float64 range"),
+    ("margin too large", {"margin": 710}, "margin: must lie in [0, 700]"),
+    ("beta too small", {"beta": 1e-320}, "beta: must lie in"),
+]
+
+
+@pytest.mark.parametrize("name, patch, needle", WRONG_TYPES, ids=[w[0] for w in WRONG_TYPES])
+def test_wrong_types_exit_2_naming_the_field(tmp_path, capsys, name, patch, needle):
+    data = {"pi_ref": [0.5, 0.5], "reward": [0.0, 1.0], "beta": 1.0, "preferences": [[0, 1]], "margin": 0.0}
+    data.update(patch)
+    code, out, err = _run(capsys, ["--instance", _write(tmp_path, data)])
+    assert code == 2 and out == "" and err.count("\n") == 1 and needle in err, err
+    assert len(err) < 400
+
+
+def test_duplicate_key_exit_2(tmp_path, capsys):
+    text = '{"pi_ref": [0.5, 0.5], "reward": [0, 1], "beta": 1, "beta": 2, "preferences": [], "margin": 0}'
+    code, out, err = _run(capsys, ["--instance", _write(tmp_path, text)])
+    assert code == 2 and "duplicate key 'beta'" in err and err.count("\n") == 1
+
+
+def test_huge_literal_is_cut_in_the_message(tmp_path, capsys):
+    text = '{"pi_ref": [0.5, 0.5], "reward": [0, "' + "9" * 400 + '"], "beta": 1, "preferences": [], "margin": 0}'
+    code, _, err = _run(capsys, ["--instance", _write(tmp_path, text)])
+    assert code == 2 and len(err) < 200 and "chars)" in err
+
+
+@pytest.mark.parametrize("margin", [55.0, 300.0, 700.0])
+def test_chain_with_large_margin_solves_with_a_stated_fallback(tmp_path, capsys, margin):
+    # CLARABEL raised SolverError (a traceback, exit 1) on such chains; auto now falls back to the dual and says so
+    data = {"pi_ref": [0.2, 0.3, 0.1, 0.4], "reward": [0.0, 1.0, 0.5, 2.0], "beta": 0.7,
+            "preferences": [[0, 1], [1, 2], [2, 3]], "margin": margin}
+    code, res, err = _solve_json(tmp_path, capsys, data)
+    assert code == 0 and "Traceback" not in err
+    assert res["status"] == "optimal" and max(res["kkt_residuals"].values()) <= 1e-9
+    assert [p["delta_cpo"] for p in res["pairs"]] == [pytest.approx(margin, rel=1e-9)] * 3
+    assert res["method"]["used"] in ("dual", "cvxpy:CLARABEL") and res["method"]["why"].startswith("auto: 3 pairs")
+    if res["method"]["used"] == "dual":
+        assert "CLARABEL failed" in res["method"]["why"]
+    ref = solve(BanditInstance.from_json(data), "dual")
+    np.testing.assert_allclose(res["cpo_optimum"], ref.pi, atol=1e-12)
+
+
+def test_auto_status_follows_the_kkt_residuals(tmp_path, capsys):
+    data = {"pi_ref": [0.25, 0.25, 0.25, 0.25], "reward": [0.0, 0.5, 1.0, 2.0], "beta": 1.0,
+            "preferences": [[0, 1], [1, 2], [2, 3]], "margin": 0.5}
+    code, res, _ = _solve_json(tmp_path, capsys, data)
+    assert code == 0 and res["method"]["used"] == "cvxpy:CLARABEL"
+    worst = max(res["kkt_residuals"].values())
+    assert (res["status"] == "optimal") == (worst <= 1e-9)
+    assert "KKT residual" in res["status_reason"]
+
+
+def test_sections_by_default(tmp_path, capsys):
+    data = {"pi_ref": [0.9, 0.1], "reward": [0.0, 1.0], "beta": 0.5, "preferences": [[1, 0]], "margin": 0.2}
+    code, out, _ = _run(capsys, ["--instance", _write(tmp_path, data)])
+    assert code == 0
+    for heading in ("RLHF optimum pi*", "Constrained (CPO) optimum pi_c", "Pairs", "Solved by: closed-form",
+                    "Status: optimal"):
+        assert heading in out
+    row = next(line.split() for line in out.splitlines() if line.strip().startswith("1     0"))
+    assert row[:6] == ["1", "0", "-2.19722", "-0.197225", "fails", "yes"] and float(row[6]) == pytest.approx(0.2)

@@ -129,3 +129,47 @@ def test_gibbs_batched_matches_loop_and_tiny_beta_is_stable():
         gibbs_policy([0.5, 0.5], [0.0, 1.0], 0.0)
     with pytest.raises(ValueError, match="same shape"):
         gibbs_policy([0.5, 0.5], [0.0, 1.0, 2.0], 1.0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Issue 11: strict numbers, the numeric domain, r / beta beyond the float range
+
+@pytest.mark.parametrize("field, value, needle", [
+    ("pi_ref", ["0.5", 0.5], "pi_ref[0]: must be a number, got str"),
+    ("reward", [True, 0.0], "reward[0]: must be a number, got bool"),
+    ("reward", [0.0, None], "reward[1]: must be a number, got null"),
+    ("reward", [0.0, 10 ** 400], "reward[1]: 1000"),
+    ("reward", [0.0, float("nan")], "reward[1]: must be finite"),
+    ("beta", True, "beta: must be a number, got bool"),
+    ("margin", "0", "margin: must be a number, got str"),
+    ("margin", 700.5, "margin: must lie in [0, 700]"),
+    ("beta", 1e301, "beta: must lie in"),
+])
+def test_no_silent_coercion(field, value, needle):
+    data = {"pi_ref": [0.5, 0.5], "reward": [0.0, 1.0], "beta": 1.0, "preferences": [[0, 1]], "margin": 0.0}
+    data[field] = value
+    with pytest.raises(ValueError) as err:
+        BanditInstance.from_json(data)
+    assert str(err.value).startswith(needle.split(":")[0]) and needle in str(err.value), str(err.value)
+    assert len(str(err.value)) < 300
+
+
+def test_gibbs_point_mass_when_r_over_beta_overflows():
+    import warnings
+
+    from toy_bandits.rlhf import gibbs_policy, log_gibbs_policy, optimal_value
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow / invalid-value warning either
+        pi = gibbs_policy([0.25, 0.25, 0.5], [1e300, -1e300, 0.0], 1e-4)
+        log_pi = log_gibbs_policy([0.25, 0.25, 0.5], [1e300, -1e300, 0.0], 1e-4)
+        value = optimal_value([0.25, 0.25, 0.5], [1e300, -1e300, 0.0], 1e-4)
+        log_pi_tiny = log_gibbs_policy([0.25, 0.25, 0.5], [1e300, -1e300, 0.0], 1e-10)
+    assert pi.tolist() == [1.0, 0.0, 0.0]
+    assert log_pi[0] == 0.0 and log_pi[1] == pytest.approx(-2e304, rel=1e-12)
+    assert log_pi[2] == pytest.approx(-1e304, rel=1e-12)
+    assert log_pi_tiny.tolist() == [0.0, -np.inf, -np.inf]  # (r - max r) / beta below -1.8e308: exactly pi* = 0
+    # J(pi*) = max r + beta log pi_ref(argmax) for a point mass: finite in reward units
+    assert value == pytest.approx(1e300, rel=1e-12)
+    # and the shift is exact where nothing overflows: J(pi*) = beta log Z
+    assert optimal_value([0.5, 0.5], [0.0, 1.0], 1.0) == pytest.approx(np.log(0.5 * (1 + np.e)), rel=1e-15)
