@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark of the bandit solvers: ``python benchmarks/bench_bandits.py`` (prints measured numbers).
 
-1. Single-pair constrained RLHF (THEORY.md §9a), solves per second:
+1. Single-pair constrained RLHF (docs/theory.md §9a), solves per second:
    - the closed form vectorised over a batch (toy_bandits.constrained.closed_form_pairs),
    - CVXPY re-built for every instance (new ConstrainedRLHF + solve; CLARABEL),
    - CVXPY compiled once and re-solved with new parameter values (DPP; CLARABEL),

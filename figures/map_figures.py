@@ -125,7 +125,7 @@ def trajectories_figure(trajs: dict, fig_dir: Path) -> list[str]:
 
 
 def bridge_figure(delta_refs, beta: float, fig_dir: Path) -> list[str]:
-    """THEORY.md §7: l(delta) = softplus(-beta(delta - delta_ref)) for several delta_ref, with l_crit at delta = 0."""
+    """docs/theory.md §7: l(delta) = softplus(-beta(delta - delta_ref)) for several delta_ref, with l_crit at delta = 0."""
     fig, ax = new_figure(width=4.6, height=3.4)
     delta = np.linspace(-6, 4, 400)
     for i, dref in enumerate(delta_refs):

@@ -1,4 +1,4 @@
-"""Symbolic derivations, one cached function per THEORY.md section.
+"""Symbolic derivations, one cached function per docs/theory.md section.
 
 Each function returns a dict of named booleans (each one a proof: ``simplify(lhs - rhs) == 0``,
 a sign SymPy decides from the declared assumptions, or a limit) plus the expressions the
@@ -21,7 +21,7 @@ W, L, O = 0, 1, 2  # y_w, y_l, the other response
 
 
 def _J(pi):
-    """J(pi) = sum pi r - beta sum pi log(pi / pi_ref) (THEORY.md §1), three responses."""
+    """J(pi) = sum pi r - beta sum pi log(pi / pi_ref) (docs/theory.md §1), three responses."""
     return sum(pi[i] * r[i] for i in range(3)) - beta * sum(pi[i] * (sp.log(pi[i]) - sp.log(pref[i]))
                                                             for i in range(3))
 
@@ -130,7 +130,7 @@ def dpo_loss_expr(d=delta, d_ref=delta_ref, b=beta):
 
 @lru_cache(maxsize=None)
 def rlhf_facts() -> dict:
-    """THEORY.md §1: Hessian, Gibbs stationarity, the Gibbs variational identity, J(pi*) = beta log Z, delta*."""
+    """docs/theory.md §1: Hessian, Gibbs stationarity, the Gibbs variational identity, J(pi*) = beta log Z, delta*."""
     Zs = sum(pref[i] * sp.exp(r[i] / beta) for i in range(3))
     pstar = [pref[i] * sp.exp(r[i] / beta) / Zs for i in range(3)]
     log_pstar = [sp.expand_log(sp.log(ps)) for ps in pstar]
@@ -168,7 +168,7 @@ def rlhf_facts() -> dict:
 
 @lru_cache(maxsize=None)
 def dpo_facts() -> dict:
-    """THEORY.md §2: reparameterisation, Z cancels, -log sigma = softplus(-.), log 2 at the reference."""
+    """docs/theory.md §2: reparameterisation, Z cancels, -log sigma = softplus(-.), log 2 at the reference."""
     out = {}
     pstar_y = pref[W] * sp.exp(r[W] / beta) / Z
     out["reward_from_policy_ratio"] = is_identity(sp.expand_log(beta * sp.log(pstar_y / pref[W]) + beta * sp.log(Z))
@@ -214,7 +214,7 @@ def assumption_facts() -> dict:
 
 @lru_cache(maxsize=None)
 def population_facts() -> dict:
-    """THEORY.md §2/§4(a): l_q(h) = q softplus(-h) + (1-q) softplus(h) is strictly convex, minimised at h = logit q."""
+    """docs/theory.md §2/§4(a): l_q(h) = q softplus(-h) + (1-q) softplus(h) is strictly convex, minimised at h = logit q."""
     lq = q * sp_softplus(-h) + (1 - q) * sp_softplus(h)
     g = sp.diff(lq, h)
     g2 = sp.diff(lq, h, 2)
@@ -235,7 +235,7 @@ def population_facts() -> dict:
 
 @lru_cache(maxsize=None)
 def ordered_pair_facts() -> dict:
-    """THEORY.md §4(b)/§5: l(delta) strictly decreasing, no stationary point, infimum 0 only as delta -> inf."""
+    """docs/theory.md §4(b)/§5: l(delta) strictly decreasing, no stationary point, infimum 0 only as delta -> inf."""
     l = dpo_loss_expr()
     dl = sp.diff(l, delta)
     grad_ref = -beta * sp_sigma(-beta * (delta - delta_ref))
@@ -270,7 +270,7 @@ def ordered_pair_facts() -> dict:
 
 @lru_cache(maxsize=None)
 def relative_facts() -> dict:
-    """THEORY.md §5: l depends on pi only through delta_pi - delta_ref (shift invariance, one-variable form)."""
+    """docs/theory.md §5: l depends on pi only through delta_pi - delta_ref (shift invariance, one-variable form)."""
     c = sp.Symbol("c", real=True)
     l = dpo_loss_expr()
     lw = sp_softplus(-beta * ((sp.log(p[W]) - sp.log(p[L])) - (sp.log(pref[W]) - sp.log(pref[L]))))
@@ -285,7 +285,7 @@ def relative_facts() -> dict:
 
 @lru_cache(maxsize=None)
 def undesirable_facts() -> dict:
-    """THEORY.md §6: the loss on U, the realisability of every delta, and pi* in U."""
+    """docs/theory.md §6: the loss on U, the realisability of every delta, and pi* in U."""
     l_u = sp_softplus(-beta * u)  # u = delta - delta_ref > 0 on U
     out = {
         "loss_at_u=0_is_log2": is_identity(l_u.subs(u, 0) - sp.log(2)),
@@ -310,7 +310,7 @@ def undesirable_facts() -> dict:
 
 @lru_cache(maxsize=None)
 def gradient_factor_facts() -> dict:
-    """THEORY.md §6: the factor sigma(-beta (delta - delta_ref)) decreases in delta; value 1/2 at delta_ref,
+    """docs/theory.md §6: the factor sigma(-beta (delta - delta_ref)) decreases in delta; value 1/2 at delta_ref,
     sigma(beta delta_ref) at delta -> 0."""
     f = sp_sigma(-beta * (delta - delta_ref))
     out = {
@@ -328,7 +328,7 @@ def gradient_factor_facts() -> dict:
 
 @lru_cache(maxsize=None)
 def bridge_facts() -> dict:
-    """THEORY.md §7: invert l, l_crit = softplus(beta delta_ref) = log(1 + (pi_ref(y_w)/pi_ref(y_l))^beta)."""
+    """docs/theory.md §7: invert l, l_crit = softplus(beta delta_ref) = log(1 + (pi_ref(y_w)/pi_ref(y_l))^beta)."""
     l = dpo_loss_expr()
     inv = delta_ref - sp.log(sp.exp(l) - 1) / beta
     out = {
@@ -347,7 +347,7 @@ def bridge_facts() -> dict:
 
 @lru_cache(maxsize=None)
 def soft_margin_facts() -> dict:
-    """THEORY.md §8: l = softplus(t - s); softplus(beta a)/beta - max(0, a) in [0, log 2 / beta]."""
+    """docs/theory.md §8: l = softplus(t - s); softplus(beta a)/beta - max(0, a) in [0, log 2 / beta]."""
     l = dpo_loss_expr()
     ap = sp.Symbol("a_pos", positive=True)
     an = sp.Symbol("a_neg", negative=True)
@@ -374,7 +374,7 @@ def soft_margin_facts() -> dict:
 
 
 def _kkt_objects():
-    """The single-pair constrained problem with three responses (THEORY.md §9a)."""
+    """The single-pair constrained problem with three responses (docs/theory.md §9a)."""
     aw = [sp.Integer(1), -sp.exp(m), sp.Integer(0)]
     Zc = sum(pref[i] * sp.exp((r[i] + mu * aw[i]) / beta) for i in range(3))
     pic = [pref[i] * sp.exp((r[i] + mu * aw[i]) / beta) / Zc for i in range(3)]
@@ -383,7 +383,7 @@ def _kkt_objects():
 
 @lru_cache(maxsize=None)
 def kkt_facts() -> dict:
-    """THEORY.md §9a: KKT of max J s.t. pi(y_w) - e^m pi(y_l) >= 0, sum pi = 1, closed-form pi_c and mu."""
+    """docs/theory.md §9a: KKT of max J s.t. pi(y_w) - e^m pi(y_l) >= 0, sum pi = 1, closed-form pi_c and mu."""
     aw, Zc, pic = _kkt_objects()
     subs_c = {p[i]: pic[i] for i in range(3)}
     lagr = _J(p) + mu * (p[W] - sp.exp(m) * p[L]) - lam * (sum(p) - 1)
@@ -427,7 +427,7 @@ def kkt_facts() -> dict:
 
 @lru_cache(maxsize=None)
 def penalised_facts() -> dict:
-    """THEORY.md §9b: Eq. 10's objective F = J + gamma (log pi_w - log pi_l): unboundedness, stationarity,
+    """docs/theory.md §9b: Eq. 10's objective F = J + gamma (log pi_w - log pi_l): unboundedness, stationarity,
     the two-response classification of its stationary points, and gamma versus the KKT multiplier."""
     out = {}
     F = _J(p) + gamma * (sp.log(p[W]) - sp.log(p[L]))

@@ -29,7 +29,7 @@ EQ10_AMENDED_TWO = (
 
 def constrained_single_pair(log_pi_ref: np.ndarray, rewards: np.ndarray, beta: float, m: float, w: int = 0,
                             l: int = 1) -> tuple[np.ndarray, float]:
-    """Closed-form solution of max J(pi) s.t. log pi(y_w) - log pi(y_l) >= m (THEORY.md §9a).
+    """Closed-form solution of max J(pi) s.t. log pi(y_w) - log pi(y_l) >= m (docs/theory.md §9a).
 
     log_pi_ref, rewards: (K,), pi_ref full support. beta > 0, m >= 0. Returns (log pi_c, mu) with
     mu = max(0, (beta m - beta delta_ref - dr) / (1 + e^m)) and pi_c ∝ pi_ref exp((r + mu a)/beta),
@@ -79,7 +79,7 @@ def penalised_objective(pi: np.ndarray, rewards: np.ndarray, pi_ref: np.ndarray,
 
 
 def eq10_two_response_stationary_points(beta: float, gamma: float, delta_ref: float, dr: float) -> dict:
-    """Stationary points of Eq. 10 with two responses, in x = log-odds delta (THEORY.md §9b).
+    """Stationary points of Eq. 10 with two responses, in x = log-odds delta (docs/theory.md §9b).
 
     dF/dp = G(x) = gamma (e^x + 2 + e^-x) - beta x + beta delta_ref + dr, strictly convex in x with its
     minimum at x0 = asinh(beta/(2 gamma)). Returns x0, G_min and the roots (0 or 2) with their kind.

@@ -21,7 +21,7 @@ import numpy as np
 import sympy as sp
 from scipy.special import expit, logsumexp, rel_entr
 
-# --- symbols (THEORY.md notation) -------------------------------------------------------
+# --- symbols (docs/theory.md notation) -------------------------------------------------------
 beta = sp.Symbol("beta", positive=True)
 gamma = sp.Symbol("gamma", positive=True)
 m = sp.Symbol("m", nonnegative=True)
@@ -99,7 +99,7 @@ def sigmoid(z):
 
 
 def gibbs_log_policy(log_pi_ref: np.ndarray, rewards: np.ndarray, beta_value: float) -> np.ndarray:
-    """``log pi*`` = ``log pi_ref + r/beta - log Z`` via logsumexp (THEORY.md §1). Shapes (K,)."""
+    """``log pi*`` = ``log pi_ref + r/beta - log Z`` via logsumexp (docs/theory.md §1). Shapes (K,)."""
     logits = np.asarray(log_pi_ref, dtype=np.float64) + np.asarray(rewards, dtype=np.float64) / beta_value
     return logits - logsumexp(logits)
 

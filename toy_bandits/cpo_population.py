@@ -7,7 +7,7 @@ reference probabilities swapped). The population loss is
 
     E(delta) = q loss(delta; delta_ref) + (1 - q) loss(-delta; -delta_ref).
 
-Independent numpy implementations of the losses of THEORY.md §10 (not :mod:`dpo_rlhf_checks.losses`, which the
+Independent numpy implementations of the losses of docs/theory.md §10 (not :mod:`dpo_rlhf_checks.losses`, which the
 second method uses), for target-form losses ``loss = softplus(beta (T(delta_ref) - delta))``:
 
     dpo:        T = delta_ref

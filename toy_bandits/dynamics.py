@@ -8,7 +8,7 @@ started at ``theta = log pi_ref``. Training minimises, by plain gradient descent
 Labels:
   "ordered": every pair is seen with y_w as the chosen response (what DPO trains on).
   "bt":      the population version: with probability ``q`` the pair is (y_w, y_l), else
-             (y_l, y_w); the loss is the q-weighted sum of both orders (THEORY.md §2).
+             (y_l, y_w); the loss is the q-weighted sum of both orders (docs/theory.md §2).
 
 Float64 throughout; deterministic (no randomness at all).
 """
@@ -169,7 +169,7 @@ def ordered_pair_flow_time(delta_ref, beta: float, delta_to=0.0, delta_from=None
     flow taken in delta itself, d delta/dt = -dl/d delta, takes twice as long).
     Tabular softmax, one pair per instance (the mean over pairs is that pair): delta = theta_w - theta_l
     (the log-normaliser cancels), so d delta/dt = -2 dl/d delta = 2 beta sigma(-h) with
-    h = beta (delta - delta_ref) (THEORY.md §5). Separating variables, (1 + e^h) dh = 2 beta^2 dt:
+    h = beta (delta - delta_ref) (docs/theory.md §5). Separating variables, (1 + e^h) dh = 2 beta^2 dt:
 
         t = [h_1 + e^{h_1} - h_0 - e^{h_0}] / (2 beta^2).
 

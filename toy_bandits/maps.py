@@ -1,10 +1,10 @@
 """Maps of where DPO's optimum is misaligned: the phase diagram, the simplex region, violation rates, U_eps.
 
-THEORY.md §3, §4, §6, §7, §9a. Notation: one preference pair ``(y_w, y_l)``,
+docs/theory.md §3, §4, §6, §7, §9a. Notation: one preference pair ``(y_w, y_l)``,
 ``delta_ref = log pi_ref(y_w) - log pi_ref(y_l)``, ``dr = r(y_w) - r(y_l)``,
-``delta* = delta_ref + dr / beta`` (the Gibbs optimum's log-odds, THEORY.md §1).
+``delta* = delta_ref + dr / beta`` (the Gibbs optimum's log-odds, docs/theory.md §1).
 
-Reading used for "DPO's limit policy" in the phase diagram: the *population* reading (THEORY.md §4a).
+Reading used for "DPO's limit policy" in the phase diagram: the *population* reading (docs/theory.md §4a).
 With BT labels ``q = sigma(dr)`` the DPO population loss is minimised at ``beta (delta - delta_ref) = dr``,
 i.e. at ``delta*``; so DPO's limit policy is misaligned exactly where ``delta* < 0``. (Under the
 ordered-pair reading §4b there is no finite limit: ``delta -> +inf``; see :mod:`toy_bandits.map_claims`.)
@@ -26,8 +26,8 @@ class PhaseDiagram:
     """Every array has shape (A, B) = (len(delta_ref_grid), len(dr_over_beta_grid)), indexing "ij".
 
     delta_ref, dr_over_beta: the grid coordinates (broadcast views, no copy).
-    delta_star: delta_ref + dr/beta, the log-odds of the RLHF optimum pi* (THEORY.md §1).
-    assumption_fails: delta_ref + dr/beta <= 0 (negation of THEORY.md §3's strict inequality).
+    delta_star: delta_ref + dr/beta, the log-odds of the RLHF optimum pi* (docs/theory.md §1).
+    assumption_fails: delta_ref + dr/beta <= 0 (negation of docs/theory.md §3's strict inequality).
     dpo_misaligned: population reading (§4a): the BT-labelled DPO minimiser has delta = delta* < 0.
     pi_star_in_U: delta_ref < delta* < 0 (pi* lies in the undesirable space, §6).
     delta_cpo: the log-odds of constrained RLHF with margin m (§9a, one pair), from the KKT multiplier:
@@ -61,7 +61,7 @@ def _grid_1d(name: str, values) -> np.ndarray:
 
 
 def phase_diagram(delta_ref_grid, dr_over_beta_grid, margin: float = 0.0) -> PhaseDiagram:
-    """The phase diagram of one preference pair over the plane (delta_ref, dr/beta). THEORY.md §3, §6, §9a.
+    """The phase diagram of one preference pair over the plane (delta_ref, dr/beta). docs/theory.md §3, §6, §9a.
 
     delta_ref_grid: (A,) finite. dr_over_beta_grid: (B,) finite. margin: m >= 0 of constrained RLHF.
     Vectorised numpy (broadcasting; one pass per output array): a 1000 x 1000 grid takes a few
@@ -73,7 +73,7 @@ def phase_diagram(delta_ref_grid, dr_over_beta_grid, margin: float = 0.0) -> Pha
         raise ValueError(f"margin must be finite and >= 0, got {margin!r}")
     shape = (d.shape[0], s.shape[1])
     delta_star = d + s  # (A, B)
-    # KKT multiplier of the single-pair constraint (THEORY.md §9a), divided by beta so that it lives on this plane.
+    # KKT multiplier of the single-pair constraint (docs/theory.md §9a), divided by beta so that it lives on this plane.
     mu_over_beta = np.maximum(0.0, (margin - delta_star) / (1.0 + np.exp(margin)))
     delta_cpo = delta_star + (1.0 + np.exp(margin)) * mu_over_beta
     return PhaseDiagram(
@@ -102,7 +102,7 @@ class SimplexRegion:
     loss: (n^2,) DPO ordered-pair loss of each point (from :func:`dpo_rlhf_checks.losses.dpo_loss`).
     delta: (n^2,) log pi(y_w) - log pi(y_l).
     region: (n^2,) loss < log 2 and pi(y_w) < pi(y_l) (the set the paper warns about).
-    in_U: (n^2,) delta_ref < delta < 0 (THEORY.md §6), computed from delta alone.
+    in_U: (n^2,) delta_ref < delta < 0 (docs/theory.md §6), computed from delta alone.
     area_fraction: region.mean(); analytic_fraction: max(0, 1/2 - sigma(delta_ref)) (see
         :func:`analytic_region_fraction`); tolerance: 2/n, the share of cells two lines through a vertex cut.
     """
@@ -149,7 +149,7 @@ def analytic_region_fraction(delta_ref) -> np.ndarray:
 def simplex_region(pi_ref, n: int = 300) -> SimplexRegion:
     """The region {pi : DPO loss(pi) < log 2, pi(y_w) < pi(y_l)} on the 3-simplex, y_w = 0, y_l = 1.
 
-    pi_ref: (3,) full support, sums to 1. n: cells per side (n^2 cells). THEORY.md §6 (ii), §7.
+    pi_ref: (3,) full support, sums to 1. n: cells per side (n^2 cells). docs/theory.md §6 (ii), §7.
     The loss is the toolkit's :func:`dpo_rlhf_checks.losses.dpo_loss` with beta = 1 (the sign of
     l - log 2 does not depend on beta: l < log 2 <=> delta > delta_ref for every beta > 0).
     """
@@ -286,7 +286,7 @@ def violation_rates(betas, ks, *, n_samples: int, seed: int, concentration="1") 
 # --------------------------------------------------------------------------------------------------
 
 def delta_at_loss(eps, delta_ref, beta) -> np.ndarray:
-    """The log-odds where the DPO loss equals eps: ``delta_ref - log(e^eps - 1) / beta`` (THEORY.md §7).
+    """The log-odds where the DPO loss equals eps: ``delta_ref - log(e^eps - 1) / beta`` (docs/theory.md §7).
 
     l(pi) <= eps <=> delta_pi >= delta_at_loss(eps) (l is strictly decreasing in delta). eps > 0.
     ``log(expm1(eps))`` is written ``eps + log(-expm1(-eps))`` so it neither overflows for large eps
@@ -302,7 +302,7 @@ def pair_target_policy(pi_ref, reward, beta: float, w: int, l: int, target: floa
     """argmax J(pi) subject to delta_pi = target (one pair), by KKT: pi ∝ pi_ref exp((r + nu a)/beta).
 
     a(y_w) = 1, a(y_l) = -e^target, a = 0 elsewhere, nu = beta (target - delta*) / (1 + e^target);
-    this is THEORY.md §9a's closed form with the margin ``target`` (any real number) and the multiplier
+    this is docs/theory.md §9a's closed form with the margin ``target`` (any real number) and the multiplier
     allowed either sign. reward = 0, beta = 1 gives the I-projection (KL-closest policy to pi_ref).
     Log space throughout.
     """
@@ -351,7 +351,7 @@ class UEpsProblem:
     closed-form inverse :func:`delta_at_loss`. The ``undesirable-space`` claim's convex method
     (``toy_bandits.map_claims.undesirable_space_convex``) minimises the loss over log-policies instead.
 
-    With c = exp(delta_at_loss(eps)) (THEORY.md §7), U_eps is the polytope
+    With c = exp(delta_at_loss(eps)) (docs/theory.md §7), U_eps is the polytope
 
         { pi : sum pi = 1, pi >= 0, pi(y_w) >= c pi(y_l), pi(y_w) <= pi(y_l) }.
 

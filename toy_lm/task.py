@@ -1,4 +1,4 @@
-"""The synthetic preference task with a known ground truth (THEORY.md §12).
+"""The synthetic preference task with a known ground truth (docs/theory.md §12).
 
 Each prompt is a short sequence of prompt tokens; it has ``n_candidates`` candidate responses
 of ``response_len`` content tokens, taken from one pool of ``n_responses`` responses shared by

@@ -9,7 +9,7 @@ with the same optimiser and seed; only the loss differs. Losses come from
 :mod:`dpo_rlhf_checks.losses`. Which delta each method uses:
 
   dpo, dpo_bt, ipo, dpop, cpo_eq17, cpo_clip, cpo_smooth, cpo_clip_bt, cpo_smooth_bt: summed sequence
-      log-probabilities (THEORY.md §2, the paper's theory);
+      log-probabilities (docs/theory.md §2, the paper's theory);
   cpo_easy: per-token mean log-probabilities for all four inputs (the authors' code).
 
 Every response has the same length here (``response_len`` + EOS), so the mean delta is the

@@ -1,4 +1,4 @@
-"""The loss library against independent float64 formulas (THEORY.md §2, §7, §10; IPO and DPO-Positive papers),
+"""The loss library against independent float64 formulas (docs/theory.md §2, §7, §10; IPO and DPO-Positive papers),
 its certificate functions, its input checks, and the README's training-loop example."""
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def ref_dpop(pc, pr, rc, rr, beta, lam):
 
 
 def ref_eq17(pc, pr, rc, rr, beta, gamma):
-    # THEORY §10: -log sigma(beta (delta - delta_ref) - m_ref), m_ref = gamma (1/pi_ref(y_w) + 1/pi_ref(y_l)).
+    # docs/theory.md §10: -log sigma(beta (delta - delta_ref) - m_ref), m_ref = gamma (1/pi_ref(y_w) + 1/pi_ref(y_l)).
     with np.errstate(over="ignore", divide="ignore"):
         m_ref = gamma * (1.0 / np.exp(rc) + 1.0 / np.exp(rr)) if gamma != 0 else np.zeros_like(rc)
     return np_softplus(-(beta * ((pc - pr) - (rc - rr)) - m_ref))
@@ -175,7 +175,7 @@ def test_losses_at_reference_and_simple_values():
 
 
 def test_gradient_is_the_paper_derivative():
-    """dl/d delta = -beta sigma(-beta (delta - T)) for a target-form loss (THEORY.md §5)."""
+    """dl/d delta = -beta sigma(-beta (delta - T)) for a target-form loss (docs/theory.md §5)."""
     rng = np.random.default_rng(0)
     rc, rr = _t(-rng.uniform(1, 50, 16)), _t(-rng.uniform(1, 50, 16))
     pc = _t(-rng.uniform(1, 50, 16)).requires_grad_(True)
@@ -191,7 +191,7 @@ def test_gradient_is_the_paper_derivative():
 
 
 def test_pinned_eq17_gamma_zero_is_dpo_with_extreme_logps():
-    """Bug fixed: gamma = 0 gave NaN (0 * inf) where 1/pi_ref overflows; gamma = 0 is DPO (THEORY §10)."""
+    """Bug fixed: gamma = 0 gave NaN (0 * inf) where 1/pi_ref overflows; gamma = 0 is DPO (docs/theory.md §10)."""
     pc, pr = _t([-1e4, -2.0]), _t([-1.0, -3.0])
     rc, rr = _t([-1e4, -1.0]), _t([-2.0, -9e3])
     eq17 = L.cpo_eq17_loss(pc, pr, rc, rr, beta=0.1, gamma=0.0).losses
@@ -234,7 +234,7 @@ def test_delta_from_loss_inverts_and_certificate_is_equivalence(name, data, beta
 
 
 def test_critical_loss_is_the_ratio_formula():
-    """l_crit = log(1 + (pi_ref(y_w)/pi_ref(y_l))^beta) (THEORY.md §7), from probabilities directly."""
+    """l_crit = log(1 + (pi_ref(y_w)/pi_ref(y_l))^beta) (docs/theory.md §7), from probabilities directly."""
     rng = np.random.default_rng(1)
     rc, rr = -rng.uniform(0.1, 20, 200), -rng.uniform(0.1, 20, 200)
     for beta in (0.01, 0.1, 1.0, 3.0):
@@ -245,7 +245,7 @@ def test_critical_loss_is_the_ratio_formula():
 
 
 def test_learned_yet_misaligned_pair():
-    """A policy in U: DPO loss below log 2, not certified, and indeed pi(y_w) < pi(y_l) (THEORY §6-7)."""
+    """A policy in U: DPO loss below log 2, not certified, and indeed pi(y_w) < pi(y_l) (docs/theory.md §6-7)."""
     rc, rr = _t([-8.0]), _t([-2.0])  # delta_ref = -6
     pc, pr = _t([-5.0]), _t([-3.0])  # delta = -2: delta_ref < delta < 0
     out = L.dpo_loss(pc, pr, rc, rr, beta=0.5)
@@ -325,7 +325,7 @@ def test_public_api_documented():
             assert len(doc) > 80, name
             paper_functions = ("implicit_target", "critical_loss", "delta_from_loss", "alignment_certificate")
             if (name.endswith("_loss") and name != "get_loss") or name in paper_functions:
-                assert "THEORY.md" in doc or "Paper" in doc or "et al." in doc, name
+                assert "docs/theory.md" in doc or "Paper" in doc or "et al." in doc, name
                 assert "Args" in doc, name
     for beta in (np.float32(0.1), np.float64(0.1), 1):  # numpy scalars and ints are numbers too
         assert L.dpo_loss(*GOOD, beta=beta).losses.shape == (2,)

@@ -95,7 +95,7 @@ def report(tmp_path):
     return {
         "schema": 1, "toolkit_version": "0.1.0", "created": "2026-11-28T00:00:00+00:00",
         "claims": [
-            {"id": "dpo-rlhf_equiv", "title": "Equivalence & 100% of pairs", "paper_ref": "Sec. 3; THEORY.md §4",
+            {"id": "dpo-rlhf_equiv", "title": "Equivalence & 100% of pairs", "paper_ref": "Sec. 3; docs/theory.md §4",
              "statement": NASTY, "verdict": "holds-amended", "summary": "min over 1e3 draws: δ* ≥ 0 in 70% of pairs",
              "amended_statement": "Holds iff β δ_ref + dr > 0 for every pair", "figures": a},
             {"id": "undesirable", "title": "U", "paper_ref": "Def. 3.3", "statement": "plain", "verdict": "fails",
@@ -118,7 +118,7 @@ def test_structure_and_escaping(report, tmp_path):
     rows = [line for line in tex.splitlines() if line.startswith("\\texttt{")]
     assert len(rows) == 3
     assert rows[0] == (r"\texttt{dpo-\allowbreak{}rlhf\_\allowbreak{}equiv} \newline "
-                       r"{\footnotesize Sec. 3; THEORY.md \S{}4} & "
+                       r"{\footnotesize Sec. 3; docs/theory.md \S{}4} & "
                        + latex_math_text(NASTY)
                        + r" \newline \emph{Amended:} Holds iff $\beta$ $\delta$\_ref + dr $>$ 0"
                        r" for every pair"

@@ -1,4 +1,4 @@
-"""Certificate conditions per CPO variant (THEORY.md §10): derived conditions vs the loss module itself."""
+"""Certificate conditions per CPO variant (docs/theory.md §10): derived conditions vs the loss module itself."""
 
 import math
 

@@ -20,12 +20,12 @@ def test_phase_diagram_matches_per_point_closed_form(d_grid, s_grid, margin):
     assert pd.delta_star.shape == (len(d_grid), len(s_grid))
     for i, d in enumerate(d_grid):
         for j, s in enumerate(s_grid):
-            star = d + s  # delta* = delta_ref + dr/beta (THEORY.md §1)
+            star = d + s  # delta* = delta_ref + dr/beta (docs/theory.md §1)
             assert pd.delta_star[i, j] == pytest.approx(star, abs=1e-12)
             assert bool(pd.assumption_fails[i, j]) == (star <= 0)
             assert bool(pd.dpo_misaligned[i, j]) == (star < 0)
             assert bool(pd.pi_star_in_U[i, j]) == (d < star < 0)
-            # constrained RLHF, one pair: delta_c = max(delta*, m) (THEORY.md §9a)
+            # constrained RLHF, one pair: delta_c = max(delta*, m) (docs/theory.md §9a)
             assert pd.delta_cpo[i, j] == pytest.approx(max(star, margin), abs=1e-9 * (1 + abs(star)))
             assert bool(pd.cpo_binding[i, j]) == (star < margin)
     assert pd.cpo_meets_margin.all()
@@ -70,7 +70,7 @@ simplex_point = st.tuples(*[st.floats(0.02, 1.0) for _ in range(3)]).map(lambda 
 def test_simplex_region_is_U_and_matches_area(pi_ref):
     reg = simplex_region(pi_ref, n=60)
     delta_ref = math.log(pi_ref[0]) - math.log(pi_ref[1])
-    # membership: loss < log 2 and pi(y_w) < pi(y_l)  <=>  delta_ref < delta < 0 (THEORY.md §6-7)
+    # membership: loss < log 2 and pi(y_w) < pi(y_l)  <=>  delta_ref < delta < 0 (docs/theory.md §6-7)
     expected = (reg.delta > delta_ref) & (reg.delta < 0)
     assert np.array_equal(reg.region, expected)
     assert np.array_equal(reg.region, reg.in_U)

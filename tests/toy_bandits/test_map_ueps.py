@@ -1,4 +1,4 @@
-"""U_eps by CVXPY against the loss-to-delta bridge (THEORY.md §7) and the KKT closed forms."""
+"""U_eps by CVXPY against the loss-to-delta bridge (docs/theory.md §7) and the KKT closed forms."""
 
 import math
 

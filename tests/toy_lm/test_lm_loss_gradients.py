@@ -41,7 +41,7 @@ def test_gradcheck_against_finite_differences(name, seed):
 
 @pytest.mark.parametrize("seed", [0, 3])
 def test_dpo_gradient_matches_closed_form(seed):
-    # THEORY §5: d l / d delta_pi = -beta sigma(-beta (delta_pi - delta_ref)); chosen gets it, rejected its negative.
+    # docs/theory.md §5: d l / d delta_pi = -beta sigma(-beta (delta_pi - delta_ref)); chosen gets it, rejected its negative.
     pc, pr, rc, rr = _inputs(seed)
     beta = 0.7
     get_loss("dpo")(pc, pr, rc, rr, beta=beta).losses.sum().backward()

@@ -2,7 +2,7 @@
 
 Two train prompts (plus two held out), corpus log-ratio |log f(y_w)/f(y_l)| = 2.5: the reference
 favours y_w on one prompt and y_l on the other. BT label frequency fixed at q = 0.75, beta = 1, so
-the population optimum is delta* = delta_ref + logit(0.75) (THEORY §1-2): about -1.4 for the
+the population optimum is delta* = delta_ref + logit(0.75) (docs/theory.md §1-2): about -1.4 for the
 violated pair (it stays in U) and +3.6 for the other.
 """
 
