@@ -24,6 +24,7 @@ from dpo_rlhf_checks.result import CheckContext
 SUBCOMMANDS = {
     "solve": "toy_bandits.cli",
     "audit": "dpo_rlhf_checks.audit",
+    "score": "dpo_rlhf_checks.score",
 }
 FORMATS = ("markdown", "latex")
 DEVICES = ("auto", "cpu", "cuda")
