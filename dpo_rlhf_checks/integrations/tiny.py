@@ -58,7 +58,8 @@ def build_causal_lm(folder=None, *, seed: int = 0, tokenizer=None, **config_kwar
 
     tok = tokenizer if tokenizer is not None else build_tokenizer()
     torch.manual_seed(seed)
-    model = GPT2LMHeadModel(gpt2_config(len(tok), **config_kwargs)).eval()
+    vocab_size = config_kwargs.pop("vocab_size", len(tok))  # larger than the tokenizer's: unused rows, real cost
+    model = GPT2LMHeadModel(gpt2_config(vocab_size, **config_kwargs)).eval()
     if folder is not None:
         model.save_pretrained(folder)
         tok.save_pretrained(folder)
