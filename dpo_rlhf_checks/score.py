@@ -7,7 +7,8 @@ From a model and a data set to the per-pair log-probabilities ``audit`` reads (T
     --reward-model RM              a sequence-classification model with one output: chosen_reward, rejected_reward
 
 Data: JSON Lines (one object per line) or a local Hugging Face ``datasets`` folder (``save_to_disk``),
-in TRL's preference format with an explicit prompt: ``prompt``, ``chosen``, ``rejected`` as strings,
+in TRL's preference format: ``prompt``, ``chosen``, ``rejected`` (or, TRL's implicit-prompt format,
+only ``chosen`` and ``rejected``, whose common prefix is the prompt, as TRL extracts it) as strings,
 or conversational (lists of ``{"role", "content"}`` messages, rendered with the tokenizer's chat
 template). A bad row (missing field, wrong type, empty completion, a completion that tokenizes to
 nothing, a prompt that fills ``--max-length``) is an error naming the row; exit code 2.
@@ -143,6 +144,22 @@ def validate_row(row: Any, where: str, conversational: bool | None) -> bool:
     return conv
 
 
+def extract_prompt(row: dict) -> dict:
+    """TRL's ``extract_prompt`` for the implicit-prompt format (TRL 1.16, ``trl.data_utils``).
+
+    The prompt is the longest common prefix of ``chosen`` and ``rejected`` (messages, or characters of a
+    string, the space before the divergence left to the completions); both completions lose it.
+    """
+    chosen, rejected = row["chosen"], row["rejected"]
+    idx = 0
+    for idx in range(min(len(chosen), len(rejected))):
+        if chosen[idx] != rejected[idx]:
+            if chosen[idx - 1] == " ":  # remove space before the prompt
+                idx -= 1
+            break
+    return {**row, "prompt": chosen[:idx], "chosen": chosen[idx:], "rejected": rejected[idx:]}
+
+
 def load_rows(path, *, split: str | None = None) -> tuple[list[dict], list[str]]:
     """The rows of a JSON Lines file or a local ``datasets`` folder, validated; and where each came from.
 
@@ -188,8 +205,17 @@ def load_rows(path, *, split: str | None = None) -> tuple[list[dict], list[str]]
                 where.append(w)
     if not rows:
         raise ScoreInputError(f"{path}: no data rows")
+    # TRL's implicit-prompt format (no "prompt"; chosen and rejected share it), decided by the first row as in TRL.
+    implicit = isinstance(rows[0], dict) and "prompt" not in rows[0]
     conv = None
-    for row, w in zip(rows, where):
+    for i, (row, w) in enumerate(zip(rows, where)):
+        if implicit and isinstance(row, dict) and "chosen" in row and "rejected" in row:
+            if type(row["chosen"]) is not type(row["rejected"]) or not isinstance(row["chosen"], (str, list)):
+                raise ScoreInputError(f"{w}: chosen and rejected must both be strings or both message lists")
+            row = rows[i] = extract_prompt(row)
+            if not row["prompt"]:
+                raise ScoreInputError(f"{w}: no prompt field and chosen and rejected share no prefix (the implicit "
+                                      "prompt is empty)")
         conv = validate_row(row, w, conv)
     return rows, where
 

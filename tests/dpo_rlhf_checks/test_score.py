@@ -291,3 +291,22 @@ def test_score_audit_reports_the_written_columns(models, capsys):
     assert a["per_token_mean"] is not None
     flags = _read(models / "flags.jsonl")
     assert sum(f["in_U"] for f in flags) == round(a["frac_in_undesirable"] * N)
+
+
+def test_implicit_prompt_format_is_extracted_like_trl(models, tmp_path):
+    conv = _read(models / "conv.jsonl")
+    implicit = [{"chosen": r["prompt"] + r["chosen"], "rejected": r["prompt"] + r["rejected"]} for r in conv]
+    tiny.write_jsonl(tmp_path / "implicit.jsonl", implicit)
+    rows, _ = S.load_rows(tmp_path / "implicit.jsonl")
+    assert [r["prompt"] for r in rows] == [r["prompt"] for r in conv]
+    trl_extract = pytest.importorskip("trl.data_utils").extract_prompt
+
+    strings = [{"chosen": "the cat sat on the mat", "rejected": "the cat ran"}, {"chosen": "a b", "rejected": "a c"}]
+    for r in strings + implicit:
+        assert S.extract_prompt(r) == trl_extract(r)
+    a = _score(models, data="conv.jsonl", out="conv_pairs.jsonl")
+    args = ["score", "--model", str(models / "ref"), "--data", str(tmp_path / "implicit.jsonl"), "--out",
+            str(tmp_path / "imp.jsonl"), "--no-progress"]
+    assert cli_main(args) == 0
+    b = _read(tmp_path / "imp.jsonl")
+    assert [r["ref_chosen_logps"] for r in a] == pytest.approx([r["ref_chosen_logps"] for r in b], abs=1e-6)
