@@ -180,3 +180,34 @@ def test_bad_options_are_errors(tmp_path):
     with pytest.raises(ValueError, match="loss_type"):
         LibraryLossDPOTrainer(model=model, ref_model=ref, args=_config(tmp_path, loss_type=["ipo"]), train_dataset=ds,
                               processing_class=tok)
+
+
+def test_readme_trl_snippet_runs_on_the_tiny_model(tmp_path, monkeypatch):
+    """README.md's TRL example, as written, with the hub loaders pointed at local tiny stand-ins."""
+    import re
+    from pathlib import Path
+
+    import transformers
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if "LibraryLossDPOTrainer" in b]
+    assert len(blocks) == 1
+    _, tok = tiny.build_causal_lm(tmp_path / "tiny", seed=0)
+    load = transformers.AutoModelForCausalLM.from_pretrained  # a fresh local copy per call (TRL loads the reference)
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", lambda *a, **k: load(tmp_path / "tiny"))
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: tok)
+    local = datasets.DatasetDict({"train": datasets.Dataset.from_list(tiny.preference_rows(16, seed=1)),
+                                  "test": datasets.Dataset.from_list(tiny.preference_rows(500, seed=2))})
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: local)
+    monkeypatch.chdir(tmp_path)
+    real_config = trl.DPOConfig  # the snippet targets a GPU; here: the CPU (as its comment says), 3 steps
+    monkeypatch.setattr(trl, "DPOConfig", lambda **k: real_config(**k, use_cpu=True, max_steps=3, report_to="none"))
+    namespace: dict = {}
+    exec(compile(blocks[0], "README.md TRL example", "exec"), namespace)  # the snippet as documented
+    history = namespace["trainer"].state.log_history  # 3 steps < logging_steps: the final evaluation logs
+    evals = [h for h in history if "eval_diagnostics/policy_ranking_accuracy" in h]
+    assert evals and 0 <= evals[-1]["eval_frac_in_U"] <= 1
+    audits = [h for h in history if "eval_audit/policy_ranking_accuracy" in h]
+    # the trainer averages per-batch means (500 = 62 x 8 + 4 pairs), the callback counts all 500 pairs at once
+    assert audits[-1]["eval_audit/policy_ranking_accuracy"] == pytest.approx(
+        evals[-1]["eval_diagnostics/policy_ranking_accuracy"], abs=0.01)
