@@ -47,6 +47,7 @@ except ImportError as err:  # pragma: no cover - exercised only without TRL
 
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,10 @@ __all__ = ["ALIASES", "LibraryLossDPOTrainer", "ScoreAuditCallback", "batch_diag
 #: Other names for the library's losses. ``hypo``: HyPO (arXiv 2602.11902) is cpo_clip.
 ALIASES = {"hypo": "cpo_clip", "sigmoid": "dpo"}
 LOGPS = ("sum", "mean")
-TESTED_TRL = ("1.16",)
+TESTED_TRL = ("1.16.",)
+if not trl.__version__.startswith(TESTED_TRL):  # it subclasses DPOTrainer internals that change between releases
+    warnings.warn(f"dpo_rlhf_checks.integrations.trl is tested with TRL {', '.join(TESTED_TRL)}x; found "
+                  f"{trl.__version__}", stacklevel=2)
 
 
 def resolve_loss(name: str, params: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
