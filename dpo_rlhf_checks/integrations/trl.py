@@ -29,6 +29,9 @@ is the loss of HyPO (Yuan et al., arXiv 2602.11902), which the authors' code als
   The split ``implicit_reward_accuracy - policy_ranking_accuracy = frac_in_undesirable -
   frac_right_below_reference`` holds exactly per batch (:mod:`dpo_rlhf_checks.audit_diagnostics`): the
   part of ``rewards/accuracies`` that is not a correct ranking is the pairs in U.
+  The sets are strict inequalities, as the authors define U: while the policy is still the reference up
+  to rounding (the first steps at a small learning rate), a pair enters U when delta exceeds delta_ref by
+  a rounding error, so these fractions are noisy until the log-ratios move.
 - :class:`ScoreAuditCallback`: at each evaluation, scores the trainer's (TRL-tokenized) eval set with
   the current policy and the reference (:mod:`dpo_rlhf_checks.score`), runs ``audit`` on it, logs
   headline numbers as ``eval_audit/*`` and writes the full audit to ``output_dir/audit-step{N}.json``.
