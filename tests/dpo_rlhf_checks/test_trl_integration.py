@@ -211,3 +211,23 @@ def test_readme_trl_snippet_runs_on_the_tiny_model(tmp_path, monkeypatch):
     # the trainer averages per-batch means (500 = 62 x 8 + 4 pairs), the callback counts all 500 pairs at once
     assert audits[-1]["eval_audit/policy_ranking_accuracy"] == pytest.approx(
         evals[-1]["eval_diagnostics/policy_ranking_accuracy"], abs=0.01)
+
+
+def test_precomputed_reference_logps_give_the_same_first_loss(tmp_path):
+    """precompute_ref_log_probs=True: the reference comes from TRL's precomputed columns (no ref model kept)."""
+    model, _, tok, rows = _model_and_data()
+    ds = datasets.Dataset.from_list(rows)
+    trainer = LibraryLossDPOTrainer(model=model, args=_config(tmp_path, precompute_ref_log_probs=True, bf16=False,
+                                                              eval_strategy="steps", eval_steps=2),
+                                    train_dataset=ds, eval_dataset=ds, processing_class=tok, loss_name="cpo_clip")
+    assert trainer.ref_model is None
+    cb = ScoreAuditCallback(trainer)
+    trainer.add_callback(cb)
+    trainer.train()
+    first = _step_logs(trainer)[0]
+    ref, _ = tiny.build_causal_lm(seed=0)
+    res = S.score_pairs(ref, tok, rows, config=S.ScoreConfig(max_length=64), device=torch.device("cpu")).columns
+    rc, rr = torch.tensor(res["ref_chosen_logps"]), torch.tensor(res["ref_rejected_logps"])
+    assert first["loss"] == pytest.approx(L.cpo_clip_loss(rc, rr, rc, rr, beta=BETA).losses.mean().item(), abs=2e-4)
+    assert cb.last_audit["reference_ranking_accuracy"] == pytest.approx(float(np.mean(res["ref_chosen_logps"] >=
+                                                                                      res["ref_rejected_logps"])))
