@@ -71,7 +71,14 @@ OPTIONAL_PAIRS = (
     ("chosen_length", "rejected_length"),
 )
 RECOGNIZED = REQUIRED + tuple(c for pair in OPTIONAL_PAIRS for c in pair)
-LOGP_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps", "chosen_logps", "rejected_logps")
+# Other tools' names, read as ours when ours are absent: older TRL (the version the paper authors' code pins).
+ALIASES = {"reference_chosen_logps": "ref_chosen_logps", "reference_rejected_logps": "ref_rejected_logps"}
+# The paper authors' trainer exports per-sample JSON Lines with these fields; its log-probabilities are per-token
+# MEANS (docs/theory.md §15). Any of the last three marks a file as that export.
+AUTHORS_EXPORT_FIELDS = ("loss", "chosen_logps", "rejected_logps", "ref_chosen_logps", "ref_rejected_logps",
+                         "logratios", "ref_logratios", "ada_margin")
+AUTHORS_EXPORT_MARKERS = ("logratios", "ref_logratios", "ada_margin")
+LOGP_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps", "chosen_logps", "rejected_logps") + tuple(ALIASES)
 LENGTH_COLUMNS = ("chosen_length", "rejected_length")
 FORMATS = ("jsonl", "csv")
 QUANTILES = {"min": 0.0, "p05": 0.05, "p25": 0.25, "p50": 0.5, "p75": 0.75, "p95": 0.95, "max": 1.0}
@@ -169,6 +176,8 @@ class PairData:
     blank_lines: int = 0
     skipped: Counter = field(default_factory=Counter)  # reason -> rows
     skipped_examples: list[str] = field(default_factory=list)
+    logps_kind: str = "sum"  # "mean" for the paper authors' export (per-token means)
+    aliases_used: dict[str, str] = field(default_factory=dict)  # file column -> our column
 
     @property
     def n_pairs(self) -> int:
@@ -259,15 +268,16 @@ class _Collector:
         columns = {}
         for j, name in enumerate(self.columns):
             blocks, self.parts[j] = self.parts[j], []
-            columns[name] = np.concatenate(blocks) if blocks else np.empty(0)
+            columns[ALIASES.get(name, name)] = np.concatenate(blocks) if blocks else np.empty(0)
             del blocks
         return PairData(path, fmt, columns, self.rows_read, blank_lines, self.skipped, self.examples)
 
 
 def _used_columns(present: Iterable[str], where: str) -> tuple[str, ...]:
-    """The recognised columns in use, given the columns of the header / first row."""
+    """The recognised columns in use (as the file names them: an alias stands for ours), given the header / first row."""
     present = set(present)
-    used = list(REQUIRED)
+    used = [next((a for a, c in ALIASES.items() if c == name and a in present and name not in present), name)
+            for name in REQUIRED]
     for a, b in OPTIONAL_PAIRS:
         if (a in present) != (b in present):
             have, lack = (a, b) if a in present else (b, a)
@@ -559,6 +569,7 @@ def read_pairs(path, *, fmt: str | None = None, skip_invalid: bool = False, chun
                 raise AuditInputError("empty file: no data rows")
             row = sum(1 for t in buffered if t.strip())
             used = _used_columns(obj or {}, _where(row, len(buffered), None))
+            present = set(obj or ())
             unused = [c for c in RECOGNIZED if c not in used]
             collector = _Collector(used, skip_invalid)
             blank = _slow_jsonl(buffered, 0, collector, used, unused)
@@ -579,14 +590,18 @@ def read_pairs(path, *, fmt: str | None = None, skip_invalid: bool = False, chun
             dup = sorted(c for c, k in Counter(header).items() if k > 1)
             if dup:
                 raise AuditInputError(f"line {header_line} (header): duplicate column(s) {dup}")
-            missing = [c for c in REQUIRED if c not in header]
+            missing = [c for c in REQUIRED if c not in header and not any(ALIASES.get(a) == c for a in header)]
             if missing:
                 raise AuditInputError(f"line {header_line} (header): missing column {missing[0]!r}; the header has "
                                       f"{header}")
             used = _used_columns(header, f"line {header_line} (header)")
+            present = set(header)
             collector = _Collector(used, skip_invalid)
             blank += _read_csv(f, collector, header, used, header_line, chunk_rows)
     data = collector.result(path, fmt, blank)
+    data.aliases_used = {a: ALIASES[a] for a in used if a in ALIASES}
+    if present & set(AUTHORS_EXPORT_MARKERS):
+        data.logps_kind = "mean"
     if data.rows_read == 0:
         raise AuditInputError("no data rows" + (" (only a header)" if fmt == "csv" else ""))
     if data.n_pairs == 0:
@@ -751,8 +766,19 @@ def audit(data: PairData, config: AuditConfig, fig_dir: Path | None = None) -> d
             "json_parser": JSON_PARSER if data.fmt == "jsonl" else None,
         },
     }
-    stats, why = pair_statistics(rc, rr, pc, pr, dr, config=config)
+    if data.logps_kind == "mean":
+        result["settings"]["logps"] = ("per-token MEAN log-probabilities (the paper authors' per-sample export, "
+                                       "fields " + ", ".join(AUTHORS_EXPORT_FIELDS) + ")")
+        result["settings"]["cpo_variants"]["cpo_easy"]["delta"] = "as given (per-token means)"
+    if data.aliases_used:
+        result["settings"]["column_aliases"] = dict(data.aliases_used)
+    stats, why = pair_statistics(rc, rr, pc, pr, dr, config=config, per_token=data.logps_kind == "mean")
     result.update(stats)
+    from dpo_rlhf_checks import audit_diagnostics as D
+
+    result["diagnostics"] = D.diagnostics(rc, rr, pc, pr) if pc is not None else None
+    if pc is None:
+        why["diagnostics"] = "needs chosen_logps and rejected_logps (a trained policy)"
     result["certified_fraction_note"] = ("the certificate loss < critical_loss(T, m) is equivalent to delta > m for "
                                          "every target-form loss, so certified fractions agree across variants up "
                                          "to floating point (certificate_mismatch_fraction); log2_certifies_fraction "
@@ -762,6 +788,7 @@ def audit(data: PairData, config: AuditConfig, fig_dir: Path | None = None) -> d
         lc, lr = c["chosen_length"], c["rejected_length"]
         mean_args = (rc / lc, rr / lr, None if pc is None else pc / lc, None if pr is None else pr / lr)
         per_token, why_mean = pair_statistics(*mean_args, dr, config=config, per_token=True)
+        per_token["diagnostics"] = D.diagnostics(*mean_args) if pc is not None else None
         result["per_token_mean"] = per_token
         disagreement = {"reference": float(np.mean(((rc - rr) >= 0) != ((mean_args[0] - mean_args[1]) >= 0)))}
         if pc is not None:
@@ -771,7 +798,8 @@ def audit(data: PairData, config: AuditConfig, fig_dir: Path | None = None) -> d
     else:
         result["per_token_mean"] = result["sum_vs_mean_ranking_disagreement"] = None
         why["per_token_mean"] = "needs chosen_length and rejected_length"
-        why["certified_fraction.cpo_easy"] = "cpo_easy is defined on per-token means: needs the lengths"
+        if data.logps_kind != "mean":
+            why["certified_fraction.cpo_easy"] = "cpo_easy is defined on per-token means: needs the lengths"
     result["unavailable"] = why
     _require_finite(result, data)
     result["figures"] = []
@@ -863,6 +891,11 @@ def format_summary(result: dict[str, Any]) -> str:
         for name, by_beta in r["log2_certifies_fraction"].items():
             row(f"loss < log 2 certifies: {name}", by_beta)
         lines.append("")
+    from dpo_rlhf_checks.audit_diagnostics import format_lines
+
+    for title, r in blocks:
+        if r.get("diagnostics"):
+            lines += format_lines(r["diagnostics"], f"chosen log-prob and accuracy split, {title}") + [""]
     if result.get("sum_vs_mean_ranking_disagreement"):
         lines.append("sum vs per-token mean, pairs ranked differently: " + ", ".join(
             f"{k} {_fmt(v)}" for k, v in result["sum_vs_mean_ranking_disagreement"].items()))
@@ -964,6 +997,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
     parser.add_argument("--out", type=Path, default=None, help="write the figures (PDF and PNG) into this folder")
     parser.add_argument("--skip-invalid", action="store_true", help="drop bad rows (counted and reported)")
+    parser.add_argument("--pairs-out", type=Path, default=None,
+                        help="write per-pair flags (in_U, chosen_logp_fell, ranking_flipped, ...) as JSON Lines")
     parser.add_argument("--chunk-rows", type=int, default=100_000, help="rows parsed per chunk (default 100000)")
     return parser
 
@@ -1010,6 +1045,14 @@ def _main(argv: list[str] | None) -> int:
             result = audit(data, config, fig_dir=args.out)
     finally:
         torch.set_num_threads(threads)
+    if args.pairs_out is not None:
+        from dpo_rlhf_checks.audit_diagnostics import write_pair_flags
+
+        try:
+            write_pair_flags(args.pairs_out, data.columns)
+        except (ValueError, OSError) as err:
+            print(f"error: --pairs-out {args.pairs_out}: {err}", file=sys.stderr)
+            return 2
     if args.json:
         print(json.dumps(result, indent=2, allow_nan=False))
     else:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -27,6 +26,7 @@ SUBCOMMANDS = {
     "solve": "toy_bandits.cli",
     "audit": "dpo_rlhf_checks.audit",
     "lm-map": "toy_lm.lm_map",
+    "score": "dpo_rlhf_checks.score",
 }
 FORMATS = ("markdown", "latex")
 DEVICES = ("auto", "cpu", "cuda")

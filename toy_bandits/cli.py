@@ -47,7 +47,7 @@ from toy_bandits import dataset_solve
 from toy_bandits.constrained import (
     METHODS, SOLVERS, ConstrainedSolveError, UnresolvedInstanceError, assumption_and_u, delta_star_of, solve,
 )
-from toy_bandits.instance import BanditInstance, short
+from toy_bandits.instance import BanditInstance
 from toy_bandits.rlhf import gibbs_policy
 
 KKT_TOL = 1e-9  # the answer is "optimal" when every KKT residual (absolute, see kkt_residuals) is below this

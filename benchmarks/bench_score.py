@@ -1,0 +1,130 @@
+"""Benchmark of ``paper_checks.py score``: pairs/s and tokens/s, memory, and the scoring loop beside a bare
+batched forward pass over the same tokens.
+
+    python benchmarks/bench_score.py [--models tiny gpt2-124m] [--pairs N] [--batch-size B] [--device D] [--dtype T]
+    # on a GPU:  python benchmarks/bench_score.py --device cuda --dtype bfloat16 --pairs 1024 --batch-size 32
+
+Models are built locally from a config with random weights (no download): ``tiny`` (2 layers, width 32,
+a 60-token vocabulary) and ``gpt2-124m`` (GPT-2 small: 12 layers, width 768, 12 heads, vocabulary
+50257, 124M parameters). The data are random sentences over the tiny word-level vocabulary (seed 0),
+prompts of 20-60 words and completions of 20-120, about 150 tokens per sequence. Speed matters for the
+LM's forward pass, not for which token ids it sees.
+
+For each model: (1) :func:`dpo_rlhf_checks.score.score_pairs` end to end (tokenize, batch, forward,
+log-softmax, sum) as one reference model; (2) :func:`score.sequence_logps`, the scoring loop alone; (3) a
+bare ``model(input_ids, attention_mask)`` over exactly the same padded batches, building the batches
+outside the timer. The ratio (2)/(3) is the loop's overhead; the target is <= 1.5. Memory: peak RSS of the
+process (CPU) or ``torch.cuda.max_memory_allocated`` (GPU). Timings on a shared machine vary; the
+best of ``--repeats`` runs is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere, like bench_lm.py
+
+from dpo_rlhf_checks import score as S
+from dpo_rlhf_checks.integrations import tiny
+
+MODELS = {
+    "tiny": {},
+    "gpt2-124m": {"vocab_size": 50257, "n_layer": 12, "n_embd": 768, "n_head": 12, "n_positions": 1024},
+}
+
+
+def _rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def bare_forward(model, seqs: S.Sequences, batch_size: int, pad_id: int, device) -> float:
+    """Seconds of model(input_ids, attention_mask) over the same length-sorted padded batches; padding untimed."""
+    batches = [S._pad_right([seqs.ids[i] for i in idx], pad_id, device)
+               for idx in S.length_sorted_batches([len(s) for s in seqs.ids], 2 * batch_size)]
+    _sync(device)
+    t = time.perf_counter()
+    with torch.inference_mode():
+        for ids, mask in batches:
+            model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+    _sync(device)
+    return time.perf_counter() - t
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="+", choices=tuple(MODELS), default=list(MODELS))
+    p.add_argument("--pairs", type=int, default=None, help="pairs per model (default: 256 tiny, 32 gpt2-124m)")
+    p.add_argument("--batch-size", type=int, default=8, help="pairs per forward pass (default 8)")
+    p.add_argument("--device", choices=S.DEVICES, default="auto")
+    p.add_argument("--dtype", choices=tuple(S.DTYPES), default="float32")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: on a shared 2-core machine 2 threads ran 16x slower)")
+    p.add_argument("--repeats", type=int, default=2, help="timed runs per measurement, best reported (default 2)")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    config = S.ScoreConfig(batch_size=args.batch_size, max_length=None, device=args.device, dtype=args.dtype)
+    device = config.torch_device()
+    print(f"device {device}, dtype {args.dtype}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"batch {args.batch_size} pairs ({2 * args.batch_size} sequences), best of {args.repeats}")
+    tok = tiny.build_tokenizer()
+    failures = 0
+    for name in args.models:
+        n = args.pairs or (256 if name == "tiny" else 32)
+        rows = tiny.preference_rows(n, seed=0, prompt_words=(20, 60), completion_words=(20, 120))
+        model, _ = tiny.build_causal_lm(tokenizer=tok, seed=0, **MODELS[name])
+        model = model.to(device=device, dtype=S.DTYPES[args.dtype])
+        n_params = sum(q.numel() for q in model.parameters())
+        pairs = [S.tokenize_pair(tok, r) for r in rows]
+        seqs = S.build_sequences(pairs, [f"row {i + 1}" for i in range(n)], config)
+        tokens = sum(len(s) for s in seqs.ids)
+        scored = int(seqs.n_completion.sum())
+        pad = tok.eos_token_id
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        # warm-up (allocator, kernels) on a few pairs, untimed
+        S.sequence_logps(model, S.Sequences(seqs.ids[:4], seqs.n_prompt[:4], seqs.n_completion[:4],
+                                            seqs.truncated[:4]), batch_size=2, pad_id=pad, device=device)
+        end_to_end, loop, bare = [], [], []
+        for _ in range(args.repeats):
+            _sync(device)
+            t = time.perf_counter()
+            res = S.score_pairs(model, tok, rows, config=config, device=device)
+            _sync(device)
+            end_to_end.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            S.sequence_logps(model, seqs, batch_size=args.batch_size, pad_id=pad, device=device)
+            _sync(device)
+            loop.append(time.perf_counter() - t)
+            bare.append(bare_forward(model, seqs, args.batch_size, pad, device))
+        e2e, lp, bf = min(end_to_end), min(loop), min(bare)
+        mem = (f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB" if device.type == "cuda"
+               else f"peak RSS {_rss_mib():.0f} MiB (whole process so far)")
+        ratio = lp / bf
+        ok = ratio <= 1.5
+        failures += not ok
+        assert np.all(res.columns["ref_chosen_logps"] < 0)
+        print(f"{name}: {n_params:,} parameters; {n} pairs, {tokens} tokens ({tokens / (2 * n):.0f} per sequence, "
+              f"{scored} completion tokens scored)")
+        print(f"  score end to end: {e2e:.3f} s = {n / e2e:.1f} pairs/s, {tokens / e2e:.0f} tokens/s "
+              f"(tokenizing {res.timing['tokenize_s']:.3f} s)")
+        print(f"  scoring loop:     {lp:.3f} s = {n / lp:.1f} pairs/s, {tokens / lp:.0f} tokens/s")
+        print(f"  bare forward:     {bf:.3f} s = {n / bf:.1f} pairs/s, {tokens / bf:.0f} tokens/s")
+        print(f"  loop / bare forward = {ratio:.2f} (target <= 1.5: {'met' if ok else 'NOT met'}); {mem}")
+        del model
+    return 0 if failures == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

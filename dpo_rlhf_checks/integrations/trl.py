@@ -1,0 +1,280 @@
+"""TRL integration: train with any loss of :mod:`dpo_rlhf_checks.losses` and log the paper's diagnostics.
+
+Needs TRL (``pip install 'dpo-rlhf-checks[hf]'``; tested with the versions the ``hf`` extra pins,
+TRL 1.16). Importing this module without TRL raises an ImportError saying so.
+
+Naming: "CPO" here is **Constrained Preference Optimization** (the paper's Sec. 4, docs/theory.md §9,
+§10). TRL's own ``CPOTrainer`` is *Contrastive* Preference Optimization, an unrelated method; nothing
+here uses or replaces it. ``cpo_clip`` (alias ``hypo``), ``-log sigma(beta (delta - max(delta_ref, m)))``,
+is the loss of HyPO (Yuan et al., arXiv 2602.11902), which the authors' code also ships as ``clip``.
+
+- :class:`LibraryLossDPOTrainer`: a ``trl.DPOTrainer`` whose loss is ``losses.get_loss(loss_name)`` with
+  its parameters, on summed (``logps="sum"``, TRL's and the paper's) or per-token-mean (``"mean"``, the
+  authors' code) completion log-probabilities; TRL's tokenization, reference handling (a reference
+  model, precomputed reference log-probs, or a PEFT adapter) and metrics stay TRL's. At every logging
+  step it logs, beside TRL's ``rewards/*`` and ``logps/*``:
+
+    diagnostics/policy_ranking_accuracy     mean(delta >= 0): does the policy rank chosen first
+    diagnostics/implicit_reward_accuracy    mean(delta > delta_ref): TRL's rewards/accuracies
+    diagnostics/frac_in_undesirable         mean(delta_ref < delta < 0), the set U (docs/theory.md §6)
+    diagnostics/frac_right_below_reference  mean(0 <= delta <= delta_ref)
+    diagnostics/reference_ranking_accuracy  mean(delta_ref >= 0)
+    diagnostics/certified_fraction          mean(loss < critical loss): the loss alone proves delta > margin
+                                            (target-form losses only: dpo and the Constrained PO variants)
+    diagnostics/frac_chosen_logp_fell       mean(policy chosen log-prob < reference's)
+    frac_in_U                               alias of frac_in_undesirable (the authors' name)
+    frac_ref_logratios_below_gamma          mean(delta_ref < gamma), gamma the loss's (0 when it has none):
+                                            the authors' name for the pairs whose margin is active
+
+  The split ``implicit_reward_accuracy - policy_ranking_accuracy = frac_in_undesirable -
+  frac_right_below_reference`` holds exactly per batch (:mod:`dpo_rlhf_checks.audit_diagnostics`): the
+  part of ``rewards/accuracies`` that is not a correct ranking is the pairs in U.
+  The sets are strict inequalities, as the authors define U: while the policy is still the reference up
+  to rounding (the first steps at a small learning rate), a pair enters U when delta exceeds delta_ref by
+  a rounding error, so these fractions are noisy until the log-ratios move.
+- :class:`ScoreAuditCallback`: at each evaluation, scores the trainer's (TRL-tokenized) eval set with
+  the current policy and the reference (:mod:`dpo_rlhf_checks.score`), runs ``audit`` on it, logs
+  headline numbers as ``eval_audit/*`` and writes the full audit to ``output_dir/audit-step{N}.json``.
+"""
+
+from __future__ import annotations
+
+try:
+    import trl
+    import trl.trainer.dpo_trainer as _dpo
+    from trl import DPOTrainer
+    from transformers import TrainerCallback
+except ImportError as err:  # pragma: no cover - exercised only without TRL
+    raise ImportError("dpo_rlhf_checks.integrations.trl needs TRL and transformers: pip install "
+                      "'dpo-rlhf-checks[hf]' (tested with the TRL versions that extra pins)") from err
+
+import json
+import math
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dpo_rlhf_checks import losses as L
+
+__all__ = ["ALIASES", "LibraryLossDPOTrainer", "ScoreAuditCallback", "batch_diagnostics", "resolve_loss"]
+
+#: Other names for the library's losses. ``hypo``: HyPO (arXiv 2602.11902) is cpo_clip.
+ALIASES = {"hypo": "cpo_clip", "sigmoid": "dpo"}
+LOGPS = ("sum", "mean")
+TESTED_TRL = ("1.16.",)
+if not trl.__version__.startswith(TESTED_TRL):  # it subclasses DPOTrainer internals that change between releases
+    warnings.warn(f"dpo_rlhf_checks.integrations.trl is tested with TRL {', '.join(TESTED_TRL)}x; found "
+                  f"{trl.__version__}", stacklevel=2)
+
+
+def resolve_loss(name: str, params: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+    """The library name of a loss (an alias resolved) and its parameters, checked on a dummy batch."""
+    canonical = ALIASES.get(name, name)
+    if canonical not in L.LOSSES:
+        raise ValueError(f"unknown loss {name!r}; valid: {', '.join(list(L.LOSSES) + list(ALIASES))}")
+    params = dict(params or {})
+    z = torch.tensor([-1.0])
+    L.get_loss(canonical)(z, z, z, z, beta=1.0, **params)  # a ValueError names a bad or missing parameter
+    return canonical, params
+
+
+def batch_diagnostics(pc: torch.Tensor, pr: torch.Tensor, rc: torch.Tensor, rr: torch.Tensor, losses: torch.Tensor,
+                      *, loss_name: str, params: dict[str, Any], beta: float, margin: float = 0.0
+                      ) -> dict[str, float]:
+    """The diagnostics of one batch (module docstring) from the four log-probability tensors (B,) and the losses."""
+    pc, pr, rc, rr, losses = (t.detach().double() for t in (pc, pr, rc, rr, losses))
+    delta, delta_ref = pc - pr, rc - rr
+    out = {
+        "diagnostics/policy_ranking_accuracy": (delta >= 0).double().mean().item(),
+        "diagnostics/implicit_reward_accuracy": (delta > delta_ref).double().mean().item(),
+        "diagnostics/frac_in_undesirable": ((delta_ref < delta) & (delta < 0)).double().mean().item(),
+        "diagnostics/frac_right_below_reference": ((delta >= 0) & (delta <= delta_ref)).double().mean().item(),
+        "diagnostics/reference_ranking_accuracy": (delta_ref >= 0).double().mean().item(),
+        "diagnostics/frac_chosen_logp_fell": (pc < rc).double().mean().item(),
+    }
+    if loss_name in L.TARGET_FORM:
+        target = L.implicit_target(loss_name, rc, rr, beta=beta, **params)
+        cert = L.alignment_certificate(losses, target, beta=beta, margin=margin)
+        out["diagnostics/certified_fraction"] = cert.double().mean().item()
+    out["frac_in_U"] = out["diagnostics/frac_in_undesirable"]
+    gamma = float(params.get("gamma", 0.0))
+    out["frac_ref_logratios_below_gamma"] = (delta_ref < gamma).double().mean().item()
+    return out
+
+
+class LibraryLossDPOTrainer(DPOTrainer):
+    """``trl.DPOTrainer`` with a loss of :mod:`dpo_rlhf_checks.losses` and the paper's diagnostics logged.
+
+    Args (besides DPOTrainer's; ``args.beta`` is the loss's beta):
+        loss_name: a key of ``losses.LOSSES`` ("dpo", "cpo_clip", "cpo_smooth", "cpo_eq17", "cpo_easy",
+            "ipo", "dpop", "dpo_bt") or an alias ("hypo" = cpo_clip, "sigmoid" = dpo).
+        loss_params: the loss's own parameters, e.g. ``{"gamma": 0.5, "tau": 2.0, "alpha": 1.0}`` for
+            cpo_smooth, ``{"margin": 0.0}`` for cpo_clip.
+        logps: "sum" (TRL's, the paper's theory) or "mean" (per-token means, as the authors' code; cpo_easy
+            requires it).
+        certificate_margin: the m of ``diagnostics/certified_fraction`` (delta > m certified).
+
+    TRL options this trainer does not reproduce are rejected: loss_type other than ["sigmoid"],
+    ld_alpha, a non-default f_divergence_type, use_weighting.
+    """
+
+    def __init__(self, *args, loss_name: str = "dpo", loss_params: dict[str, Any] | None = None,
+                 logps: str = "sum", certificate_margin: float = 0.0, **kwargs):
+        self.loss_name, self.loss_params = resolve_loss(loss_name, loss_params)
+        if logps not in LOGPS:
+            raise ValueError(f"logps must be one of {', '.join(LOGPS)}, got {logps!r}")
+        if self.loss_name == "cpo_easy" and logps != "mean":
+            raise ValueError("cpo_easy is defined on per-token mean log-probabilities: pass logps='mean'")
+        if not math.isfinite(certificate_margin):
+            raise ValueError(f"certificate_margin must be finite, got {certificate_margin!r}")
+        self.logps_mode, self.certificate_margin = logps, float(certificate_margin)
+        config = kwargs.get("args") if "args" in kwargs else (args[2] if len(args) > 2 else None)
+        if config is not None:
+            bad = []
+            if list(config.loss_type) != ["sigmoid"]:
+                bad.append(f"loss_type={config.loss_type} (the loss is loss_name)")
+            if config.ld_alpha is not None:
+                bad.append("ld_alpha")
+            if config.f_divergence_type != "reverse_kl":
+                bad.append(f"f_divergence_type={config.f_divergence_type!r}")
+            if config.use_weighting:
+                bad.append("use_weighting")
+            if bad:
+                raise ValueError("LibraryLossDPOTrainer does not support the DPOConfig options " + ", ".join(bad))
+        super().__init__(*args, **kwargs)
+
+    def _reference_logps(self, model_kwargs, labels, inputs, seq_len):
+        """Summed reference log-probabilities (B,), (B,), exactly as TRL's ``_compute_loss`` gets them.
+
+        Precomputed columns when TRL precomputed them; else a no-grad forward of the reference model (or of
+        the policy with its PEFT adapter disabled), outside autocast, as TRL 1.16 does inside its loss.
+        """
+        if self.precompute_ref_logps:
+            return inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
+        kwargs = {k: v for k, v in model_kwargs.items() if k != "output_router_logits"}
+        with torch.no_grad(), _dpo.disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
+            if _dpo.is_peft_model(self.model) and self.ref_model is None:
+                unwrapped = self.accelerator.unwrap_model(self.model)
+                with _dpo.use_adapter(unwrapped, adapter_name="ref" if "ref" in unwrapped.peft_config else None):
+                    ref_outputs = self.model(**kwargs, labels=labels, fused_lm_head=True)
+            else:
+                ref_outputs = self.ref_model(**kwargs, labels=labels, fused_lm_head=True)
+        return ref_outputs.log_probs[:, -seq_len:].sum(dim=1).chunk(2, dim=0)
+
+    def _compute_loss(self, model, inputs, return_outputs):
+        mode = "train" if self.model.training else "eval"
+        non_model = {"completion_mask", "ref_chosen_logps", "ref_rejected_logps"}
+        model_kwargs = {k: v for k, v in inputs.items() if k not in non_model}
+        model_kwargs["use_cache"] = False
+        completion_mask = inputs["completion_mask"]
+        shift_mask = completion_mask[..., 1:]  # (2B, T-1): the tokens a position predicts
+        labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
+        outputs = model(**model_kwargs, labels=labels, fused_lm_head=True)  # TRL's fused head: per-token log-probs
+        per_token = outputs.log_probs[:, -shift_mask.size(1):]
+        logps = per_token.sum(dim=1)  # (2B,) summed over completion tokens (masked positions are 0)
+        ref_c, ref_r = self._reference_logps(model_kwargs, labels, inputs, shift_mask.size(1))
+        ref = torch.cat([ref_c, ref_r]).to(logps.device, logps.dtype)
+        if self.logps_mode == "mean":
+            n_tokens = shift_mask.sum(dim=1).clamp(min=1).to(logps.dtype)
+            logps, ref = logps / n_tokens, ref / n_tokens
+        # A sum of log-softmax values is <= 0; the tiled kernel can round a near-0 one to +1e-8, which the
+        # library's domain check rejects. Clamping changes nothing else (and no gradient below 0).
+        logps = logps.clamp(max=0.0)
+        ref = ref.clamp(max=0.0)
+        pc, pr = logps.chunk(2, dim=0)
+        rc, rr = ref.chunk(2, dim=0)
+        out = L.get_loss(self.loss_name)(pc, pr, rc, rr, beta=self.beta, **self.loss_params)
+        loss = out.losses.mean()
+
+        gather = self.accelerator.gather_for_metrics
+        # TRL's metrics, computed as TRL computes them (on the log-probabilities the loss used)
+        chosen_rewards, rejected_rewards = out.chosen_rewards, out.rejected_rewards
+        m = self._metrics[mode]
+        m["rewards/chosen"].append(gather(chosen_rewards).mean().item())
+        m["rewards/rejected"].append(gather(rejected_rewards).mean().item())
+        m["rewards/accuracies"].append(gather((chosen_rewards > rejected_rewards).float()).mean().item())
+        m["rewards/margins"].append(gather(chosen_rewards - rejected_rewards).mean().item())
+        m["logps/chosen"].append(gather(pc.detach()).mean().item())
+        m["logps/rejected"].append(gather(pr.detach()).mean().item())
+        if mode == "train":
+            self._total_train_tokens += gather(inputs["attention_mask"].sum()).sum().item() // self._tp_size
+        m["num_tokens"] = [self._total_train_tokens]
+        diag = batch_diagnostics(gather(pc.detach()), gather(pr.detach()), gather(rc.detach()), gather(rr.detach()),
+                                 gather(out.losses.detach()), loss_name=self.loss_name, params=self.loss_params,
+                                 beta=self.beta, margin=self.certificate_margin)
+        for k, v in diag.items():
+            m[k].append(v)
+        if return_outputs:
+            with torch.no_grad():
+                outputs = model(**{k: v for k, v in model_kwargs.items()})
+        return (loss, outputs) if return_outputs else loss
+
+
+class ScoreAuditCallback(TrainerCallback):
+    """At each evaluation: score the eval set (policy and reference) and audit it.
+
+    trainer: the DPOTrainer (or :class:`LibraryLossDPOTrainer`) whose eval set (TRL-tokenized) is scored;
+    betas: the audit's betas (default: the trainer's beta). Logs ``eval_audit/*`` headline numbers and
+    writes ``audit-step{N}.json`` in the trainer's output_dir; the last result is ``self.last_audit``.
+    """
+
+    def __init__(self, trainer, *, betas: tuple[float, ...] | None = None, batch_size: int | None = None):
+        self.trainer = trainer
+        self.betas = tuple(betas) if betas else (float(trainer.beta),)
+        self.batch_size = batch_size
+        self.last_audit: dict[str, Any] | None = None
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        from dpo_rlhf_checks import audit as A
+        from dpo_rlhf_checks import score as S
+
+        tr = self.trainer
+        ds = tr.eval_dataset
+        if ds is None or isinstance(ds, dict):
+            raise ValueError("ScoreAuditCallback needs one eval_dataset (not a dict of them)")
+        pairs = [S.TokenizedPair(list(r["prompt_ids"]), list(r["chosen_ids"]), list(r["rejected_ids"])) for r in ds]
+        config = S.ScoreConfig(batch_size=self.batch_size or args.per_device_eval_batch_size,
+                               max_length=args.max_length, truncation_mode=args.truncation_mode)
+        seqs = S.build_sequences(pairs, [f"eval row {i + 1}" for i in range(len(pairs))], config)
+        device = tr.accelerator.device
+        pad = tr.processing_class.pad_token_id if hasattr(tr.processing_class, "pad_token_id") else 0
+        policy = tr.accelerator.unwrap_model(tr.model)
+        was_training = policy.training
+        n = seqs.n_pairs
+        lp = S.sequence_logps(policy, seqs, batch_size=config.batch_size, pad_id=pad, device=device)
+        if "ref_chosen_logps" in ds.column_names:
+            ref = np.concatenate([np.asarray(ds["ref_chosen_logps"], float), np.asarray(ds["ref_rejected_logps"], float)])
+        elif tr.ref_model is not None:
+            ref = S.sequence_logps(tr.accelerator.unwrap_model(tr.ref_model), seqs, batch_size=config.batch_size,
+                                   pad_id=pad, device=device)
+        else:
+            raise ValueError("ScoreAuditCallback needs a reference model or precomputed reference log-probs "
+                             "(PEFT adapters are not supported)")
+        policy.train(was_training)
+        cols = {"ref_chosen_logps": ref[:n], "ref_rejected_logps": ref[n:], "chosen_logps": lp[:n],
+                "rejected_logps": lp[n:], "chosen_length": seqs.n_completion[:n].astype(float),
+                "rejected_length": seqs.n_completion[n:].astype(float)}
+        data = A.PairData(Path("<eval set>"), "jsonl", {k: np.minimum(v, 0.0) if "logps" in k else v
+                                                         for k, v in cols.items()}, rows_read=n)
+        result = A.audit(data, A.AuditConfig(betas=self.betas))
+        result["step"] = state.global_step
+        self.last_audit = result
+        out_dir = Path(args.output_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / f"audit-step{state.global_step}.json").write_text(json.dumps(result, indent=2))
+        d = result["diagnostics"]
+        headline = {
+            "eval_audit/policy_ranking_accuracy": result["policy_ranking_accuracy"],
+            "eval_audit/frac_in_undesirable": result["frac_in_undesirable"],
+            "eval_audit/reference_ranking_accuracy": result["reference_ranking_accuracy"],
+            "eval_audit/implicit_reward_accuracy": d["implicit_reward_accuracy"],
+            "eval_audit/frac_chosen_logp_fell": d["frac_chosen_logp_fell"],
+        }
+        metrics = kwargs.get("metrics")
+        if metrics is not None:
+            metrics.update(headline)
+        state.log_history.append({**headline, "step": state.global_step})
+        return control

@@ -1,0 +1,714 @@
+"""Score a preference data set with a causal LM: ``python paper_checks.py score --model M --data F --out PAIRS.jsonl``.
+
+From a model and a data set to the per-pair log-probabilities ``audit`` reads (THEORY.md §2, §6, §7):
+
+    --model M                      the reference (alone), or the policy (with --ref-model)
+    --ref-model R                  the reference; then the output has the policy's columns as well
+    --reward-model RM              a sequence-classification model with one output: chosen_reward, rejected_reward
+
+Data: JSON Lines (one object per line) or a local Hugging Face ``datasets`` folder (``save_to_disk``),
+in TRL's preference format: ``prompt``, ``chosen``, ``rejected`` (or, TRL's implicit-prompt format,
+only ``chosen`` and ``rejected``, whose common prefix is the prompt, as TRL extracts it) as strings,
+or conversational (lists of ``{"role", "content"}`` messages, rendered with the tokenizer's chat
+template). A bad row (missing field, wrong type, empty completion, a completion that tokenizes to
+nothing, a prompt that fills ``--max-length``) is an error naming the row; exit code 2.
+
+Tokenization is TRL's ``DPOTrainer``'s (TRL 1.16, ``DPOTrainer._prepare_dataset`` and
+``DataCollatorForPreference``), so the numbers match a TRL run of the same model:
+
+- strings: ``eos_token`` is appended to a completion that does not end with it; then
+  ``prompt_ids = tok(prompt)``, ``prompt_chosen_ids = tok(prompt + chosen)`` (the tokenizer's own
+  special tokens, e.g. a BOS, included);
+- conversational: ``apply_chat_template(prompt, add_generation_prompt=True)`` and
+  ``apply_chat_template(prompt + chosen)`` (no EOS added: the template closes the turn);
+- the completion starts where the two token lists diverge (TRL's ``common_prefix_length``, the
+  minimum over chosen and rejected), not always at ``len(prompt_ids)``;
+- ``max_length`` (TRL's default 1024; ``--max-length 0`` for none) cuts prompt + completion per
+  sequence, ``keep_start`` (TRL's default: the end of a long completion is cut) or ``keep_end``.
+
+A completion's log-probability is the SUM over its (kept) tokens of ``log p(token | everything
+before it)``, the prompt's tokens never counted; ``chosen_length`` / ``rejected_length`` are those
+token counts, so ``audit`` can form per-token means. The forward pass is the model's own (right
+padding, attention mask), log-softmax in float32 whatever ``--dtype`` (TRL's fused LM head computes
+the same quantity in tiles, in the model's dtype: at float32 the two agree to float rounding).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DEVICES = ("auto", "cpu", "cuda")
+TRUNCATION_MODES = ("keep_start", "keep_end")
+FIELDS = ("prompt", "chosen", "rejected")
+TRL_DEFAULT_MAX_LENGTH = 1024  # DPOConfig.max_length
+# Integrity thresholds (heuristics; each flag prints the numbers it read).
+IDENTICAL_ATOL = 1e-6  # |policy - reference| per sequence, nats, below which two models "agree" on a sequence
+TRAINED_REFERENCE_ACCURACY = 0.9  # a reference ranking this share of pairs right looks trained on the preferences
+MIN_PAIRS_FOR_HEURISTICS = 20
+
+
+class ScoreInputError(ValueError):
+    """Bad data or arguments; the message names the row."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Configuration
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """The settings of one scoring run; every one is printed with the result.
+
+    batch_size: pairs per forward pass (each pair is two sequences), >= 1.
+    max_length: the most tokens of prompt + completion per sequence (TRL's max_length), or None.
+    truncation_mode: "keep_start" (cut the end; TRL's default) or "keep_end" (cut the start).
+    device: "auto" (cuda when present), "cpu" or "cuda".
+    dtype: the models' dtype: "float32", "bfloat16" or "float16"; log-softmax is float32 always.
+    """
+
+    batch_size: int = 8
+    max_length: int | None = TRL_DEFAULT_MAX_LENGTH
+    truncation_mode: str = "keep_start"
+    device: str = "auto"
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
+            raise ValueError(f"batch_size must be a whole number >= 1, got {self.batch_size!r}")
+        if self.max_length is not None and not (isinstance(self.max_length, int) and self.max_length >= 2):
+            raise ValueError(f"max_length must be a whole number >= 2 or None, got {self.max_length!r}")
+        if self.truncation_mode not in TRUNCATION_MODES:
+            raise ValueError(f"truncation_mode must be one of {', '.join(TRUNCATION_MODES)}, got {self.truncation_mode!r}")
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+
+    def torch_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("--device cuda, but torch sees no CUDA device")
+        return torch.device(self.device)
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading the data
+
+
+def _check_messages(value: Any, where: str, name: str) -> None:
+    if not isinstance(value, list) or not value:
+        raise ScoreInputError(f"{where}: field {name!r} must be a non-empty list of messages")
+    for i, m in enumerate(value):
+        if not (isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)):
+            raise ScoreInputError(f"{where}: field {name!r}, message {i + 1}: a message is an object with string "
+                                  "'role' and 'content'")
+
+
+def validate_row(row: Any, where: str, conversational: bool | None) -> bool:
+    """Check one row of TRL's explicit-prompt preference format; returns whether it is conversational."""
+    if not isinstance(row, dict):
+        raise ScoreInputError(f"{where}: not a JSON object but {type(row).__name__}")
+    for name in FIELDS:
+        if name not in row or row[name] is None:
+            raise ScoreInputError(f"{where}: missing field {name!r} (TRL's preference format: prompt, chosen, "
+                                  "rejected)")
+    kinds = {name: isinstance(row[name], list) for name in FIELDS}
+    conv = kinds["chosen"]
+    if len(set(kinds.values())) != 1:
+        raise ScoreInputError(f"{where}: prompt, chosen and rejected must all be strings or all be message lists; "
+                              f"got {', '.join(f'{k}: {type(row[k]).__name__}' for k in FIELDS)}")
+    if conversational is not None and conv != conversational:
+        raise ScoreInputError(f"{where}: {'conversational' if conv else 'string'} row in a "
+                              f"{'conversational' if conversational else 'string'} data set")
+    for name in FIELDS:
+        if conv:
+            _check_messages(row[name], where, name)
+        elif not isinstance(row[name], str):
+            raise ScoreInputError(f"{where}: field {name!r} must be a string, got {type(row[name]).__name__}")
+    for name in ("chosen", "rejected"):
+        text = "".join(m["content"] for m in row[name]) if conv else row[name]
+        if not text.strip():
+            raise ScoreInputError(f"{where}: empty completion in field {name!r}")
+    return conv
+
+
+def extract_prompt(row: dict) -> dict:
+    """TRL's ``extract_prompt`` for the implicit-prompt format (TRL 1.16, ``trl.data_utils``).
+
+    The prompt is the longest common prefix of ``chosen`` and ``rejected`` (messages, or characters of a
+    string, the space before the divergence left to the completions); both completions lose it.
+    """
+    chosen, rejected = row["chosen"], row["rejected"]
+    idx = 0
+    for idx in range(min(len(chosen), len(rejected))):
+        if chosen[idx] != rejected[idx]:
+            if chosen[idx - 1] == " ":  # remove space before the prompt
+                idx -= 1
+            break
+    return {**row, "prompt": chosen[:idx], "chosen": chosen[idx:], "rejected": rejected[idx:]}
+
+
+def load_rows(path, *, split: str | None = None) -> tuple[list[dict], list[str]]:
+    """The rows of a JSON Lines file or a local ``datasets`` folder, validated; and where each came from.
+
+    Returns (rows, where) with ``where[i]`` like ``"row 3 (line 4)"`` for error messages.
+    """
+    path = Path(path)
+    rows: list[dict] = []
+    where: list[str] = []
+    if path.is_dir():
+        try:
+            import datasets
+        except ImportError as err:  # pragma: no cover - datasets comes with the hf extra
+            raise ScoreInputError(f"{path} is a folder; reading a datasets folder needs the 'datasets' package "
+                                  "(pip install 'dpo-rlhf-checks[hf]')") from err
+        try:
+            ds = datasets.load_from_disk(str(path))
+        except (FileNotFoundError, ValueError) as err:
+            raise ScoreInputError(f"{path}: not a saved datasets folder ({err})") from err
+        if isinstance(ds, datasets.DatasetDict):
+            names = list(ds)
+            if split is None:
+                if len(names) != 1 and "train" not in names:
+                    raise ScoreInputError(f"{path}: a DatasetDict with splits {names}; choose one with --split")
+                split = "train" if "train" in names else names[0]
+            if split not in names:
+                raise ScoreInputError(f"{path}: no split {split!r}; splits: {names}")
+            ds = ds[split]
+        elif split is not None:
+            raise ScoreInputError(f"{path}: --split {split!r} given, but the folder holds one Dataset")
+        for i, row in enumerate(ds):
+            rows.append(row)
+            where.append(f"row {i + 1}")
+    else:
+        with open(path, encoding="utf-8-sig") as f:
+            for line_no, text in enumerate(f, 1):
+                if not text.strip():
+                    continue
+                w = f"row {len(rows) + 1} (line {line_no})"
+                try:
+                    rows.append(json.loads(text))
+                except json.JSONDecodeError as err:
+                    raise ScoreInputError(f"{w}: malformed JSON ({err.msg} at character {err.colno})") from None
+                where.append(w)
+    if not rows:
+        raise ScoreInputError(f"{path}: no data rows")
+    # TRL's implicit-prompt format (no "prompt"; chosen and rejected share it), decided by the first row as in TRL.
+    implicit = isinstance(rows[0], dict) and "prompt" not in rows[0]
+    conv = None
+    for i, (row, w) in enumerate(zip(rows, where)):
+        if implicit and isinstance(row, dict) and "chosen" in row and "rejected" in row:
+            if type(row["chosen"]) is not type(row["rejected"]) or not isinstance(row["chosen"], (str, list)):
+                raise ScoreInputError(f"{w}: chosen and rejected must both be strings or both message lists")
+            row = rows[i] = extract_prompt(row)
+            if not row["prompt"]:
+                raise ScoreInputError(f"{w}: no prompt field and chosen and rejected share no prefix (the implicit "
+                                      "prompt is empty)")
+        conv = validate_row(row, w, conv)
+    return rows, where
+
+
+# ----------------------------------------------------------------------------------------------
+# Tokenization (TRL's DPOTrainer)
+
+
+@dataclass
+class TokenizedPair:
+    """One pair as TRL's DPOTrainer tokenizes it, before truncation."""
+
+    prompt_ids: list[int]
+    chosen_ids: list[int]
+    rejected_ids: list[int]
+    prompt_not_prefix: bool = False  # the tokenized prompt alone differs from the start of prompt + completion
+
+
+def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    """Leading tokens two lists share (TRL's ``common_prefix_length``)."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _chat_ids(tokenizer, messages, **kwargs) -> list[int]:
+    out = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, **kwargs)
+    return list(out["input_ids"])
+
+
+def tokenize_pair(tokenizer, row: dict) -> TokenizedPair:
+    """Prompt, chosen and rejected token ids of one row, exactly as TRL 1.16's DPOTrainer makes them."""
+    if isinstance(row["chosen"], list):
+        prompt_ids = _chat_ids(tokenizer, row["prompt"], add_generation_prompt=True)
+        pc_ids = _chat_ids(tokenizer, row["prompt"] + row["chosen"])
+        pr_ids = _chat_ids(tokenizer, row["prompt"] + row["rejected"])
+    else:
+        eos = tokenizer.eos_token
+        if eos is None:
+            raise ScoreInputError("the tokenizer has no eos_token (TRL appends it to every string completion)")
+        chosen = row["chosen"] if row["chosen"].endswith(eos) else row["chosen"] + eos
+        rejected = row["rejected"] if row["rejected"].endswith(eos) else row["rejected"] + eos
+        prompt_ids = list(tokenizer(text=row["prompt"])["input_ids"])
+        pc_ids = list(tokenizer(text=row["prompt"] + chosen)["input_ids"])
+        pr_ids = list(tokenizer(text=row["prompt"] + rejected)["input_ids"])
+    n = min(common_prefix_length(prompt_ids, pc_ids), common_prefix_length(prompt_ids, pr_ids))
+    return TokenizedPair(prompt_ids[:n], pc_ids[n:], pr_ids[n:], prompt_not_prefix=n < len(prompt_ids))
+
+
+def truncate(prompt_ids: list[int], completion_ids: list[int], max_length: int | None, mode: str
+             ) -> tuple[list[int], int, int]:
+    """TRL's collator truncation of one sequence: (kept ids, prompt tokens kept, completion tokens kept)."""
+    ids = prompt_ids + completion_ids
+    if max_length is None or len(ids) <= max_length:
+        return ids, len(prompt_ids), len(completion_ids)
+    if mode == "keep_start":
+        kept = ids[:max_length]
+        n_prompt = min(len(prompt_ids), max_length)
+        return kept, n_prompt, max_length - n_prompt
+    kept = ids[-max_length:]  # keep_end: the start of the prompt goes first
+    n_completion = min(len(completion_ids), max_length)
+    return kept, max_length - n_completion, n_completion
+
+
+@dataclass
+class Sequences:
+    """The 2n sequences of n pairs (chosen first, then rejected), truncated, ready to batch."""
+
+    ids: list[list[int]]  # (2n,) token lists
+    n_prompt: np.ndarray  # (2n,) prompt tokens kept
+    n_completion: np.ndarray  # (2n,) completion tokens kept (the tokens scored)
+    truncated: np.ndarray  # (2n,) bool: the completion lost tokens to max_length
+
+    @property
+    def n_pairs(self) -> int:
+        return len(self.ids) // 2
+
+
+def build_sequences(pairs: Sequence[TokenizedPair], where: Sequence[str], config: ScoreConfig) -> Sequences:
+    """Truncate every pair's two sequences as TRL's collator does; a completion cut to nothing is an error."""
+    ids, n_prompt, n_comp, cut = [], [], [], []
+    for side in ("chosen_ids", "rejected_ids"):
+        for pair, w in zip(pairs, where):
+            completion = getattr(pair, side)
+            name = side[:-4]
+            if not completion:
+                raise ScoreInputError(f"{w}: the {name} completion tokenizes to nothing")
+            kept, p, c = truncate(pair.prompt_ids, completion, config.max_length, config.truncation_mode)
+            if p == 0:  # no prompt token (no BOS): the first token has no context; TRL's label shift drops it too
+                p, c = 1, c - 1
+            if c == 0:
+                # TRL drops such examples (keep_start); a score of 0 would be silently wrong.
+                raise ScoreInputError(f"{w}: the prompt ({len(pair.prompt_ids)} tokens) fills max_length "
+                                      f"{config.max_length}: no {name} token is left to score (raise --max-length)")
+            ids.append(kept)
+            n_prompt.append(p)
+            n_comp.append(c)
+            cut.append(c < len(completion))
+    return Sequences(ids, np.array(n_prompt), np.array(n_comp), np.array(cut, dtype=bool))
+
+
+# ----------------------------------------------------------------------------------------------
+# Log-probabilities
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
+    """Indices in batches of ``batch_size``, longest first, so each batch pads little (and OOM shows at once)."""
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def _pad_right(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, :len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[i, :len(s)] = 1
+    return ids.to(device), mask.to(device)
+
+
+def completion_logps(logits: torch.Tensor, input_ids: torch.Tensor, n_prompt: torch.Tensor, n_completion: torch.Tensor
+                     ) -> torch.Tensor:
+    """Summed log-probabilities of the completion tokens.
+
+    logits (B, T, V) of the model on input_ids (B, T) (right-padded); n_prompt, n_completion (B,): the
+    sequence is prompt tokens [0, n_prompt) then completion tokens [n_prompt, n_prompt + n_completion).
+    Token t is predicted at position t - 1; log-softmax in float32 (logsumexp, no exp overflow).
+    Returns (B,) float32.
+    """
+    targets = input_ids[:, 1:]  # (B, T-1): the token each position predicts
+    pos = torch.arange(1, input_ids.shape[1], device=input_ids.device)  # index of the predicted token
+    mask = (pos >= n_prompt[:, None]) & (pos < (n_prompt + n_completion)[:, None])  # (B, T-1)
+    logits = logits[:, :-1].float()
+    token_logps = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    return (token_logps * mask).sum(dim=1)
+
+
+def sequence_logps(model, seqs: Sequences, *, batch_size: int, pad_id: int, device, progress=None) -> np.ndarray:
+    """Summed completion log-probabilities (2n,) float64 of every sequence, length-sorted batches of 2 * batch_size.
+
+    progress: a tqdm bar updated in pairs (two sequences make a pair), or None.
+    """
+    out = np.empty(len(seqs.ids), dtype=np.float64)
+    lengths = [len(s) for s in seqs.ids]
+    model.eval()
+    with torch.inference_mode():
+        for idx in length_sorted_batches(lengths, 2 * batch_size):
+            ids, mask = _pad_right([seqs.ids[i] for i in idx], pad_id, device)
+            logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits  # (B, T, V)
+            lp = completion_logps(logits, ids, torch.as_tensor(seqs.n_prompt[idx], device=device),
+                                  torch.as_tensor(seqs.n_completion[idx], device=device))
+            out[idx] = lp.double().cpu().numpy()
+            if progress is not None:
+                progress.update(len(idx))
+    return out
+
+
+def reward_scores(model, tokenizer, rows: Sequence[dict], *, batch_size: int, max_length: int | None, device,
+                  progress=None) -> tuple[np.ndarray, np.ndarray]:
+    """Scores (n,) of prompt + chosen and prompt + rejected by a one-output sequence-classification model.
+
+    Inputs as TRL's RewardTrainer builds them: strings get the EOS appended to the completion and are
+    tokenized as ``prompt + completion``; conversations are rendered whole with the chat template.
+    Sequences longer than max_length are cut at the end (keep_start), as RewardTrainer filters them.
+    """
+    n_labels = getattr(model.config, "num_labels", None)
+    if n_labels != 1:
+        raise ScoreInputError(f"the reward model must have one output (num_labels=1), got num_labels={n_labels}")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if pad_id is None:
+        raise ScoreInputError("the reward model's tokenizer has neither a pad token nor an eos token")
+    if getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = pad_id  # sequence classifiers find the last token through it
+    seqs = []
+    for side in ("chosen", "rejected"):
+        for row in rows:
+            if isinstance(row[side], list):
+                ids = _chat_ids(tokenizer, row["prompt"] + row[side])
+            else:
+                eos = tokenizer.eos_token or ""
+                text = row[side] if row[side].endswith(eos) else row[side] + eos
+                ids = list(tokenizer(text=row["prompt"] + text)["input_ids"])
+            seqs.append(ids[:max_length] if max_length is not None else ids)
+    out = np.empty(len(seqs), dtype=np.float64)
+    model.eval()
+    with torch.inference_mode():
+        for idx in length_sorted_batches([len(s) for s in seqs], 2 * batch_size):
+            ids, mask = _pad_right([seqs[i] for i in idx], pad_id, device)
+            out[idx] = model(input_ids=ids, attention_mask=mask).logits[:, 0].double().cpu().numpy()
+            if progress is not None:
+                progress.update(len(idx))
+    n = len(rows)
+    return out[:n], out[n:]
+
+
+# ----------------------------------------------------------------------------------------------
+# Integrity checks
+
+
+def integrity_checks(columns: dict[str, np.ndarray], seqs: Sequences, n_not_prefix: int) -> list[dict[str, Any]]:
+    """What a user cannot see by eye; each flag states the numbers it read.
+
+    - identical_models: the policy and the reference agree (|difference| <= 1e-6 nats) on every sequence
+      (step 0 of training, or one checkpoint passed twice): every policy diagnostic is then trivial.
+    - reference_looks_trained: the reference ranks >= 90% of the pairs right (a heuristic; references
+      typically rank near half right, Chen et al. 2024), or, with a policy, the implicit reward
+      ``h = beta (delta - delta_ref)`` is positive on fewer than half the pairs while the reference
+      ranks more pairs right than the policy (--model and --ref-model swapped?).
+    - truncated: completions cut by max_length (their log-probabilities cover only the kept tokens).
+    - prompt_not_prefix: pairs whose tokenized prompt is not a prefix of prompt + completion (TRL
+      warns the same; the completion then starts where they diverge).
+    """
+    flags: list[dict[str, Any]] = []
+    n = len(columns["ref_chosen_logps"])
+    rc, rr = columns["ref_chosen_logps"], columns["ref_rejected_logps"]
+    ref_acc = float(np.mean(rc - rr >= 0))
+    if "chosen_logps" in columns:
+        pc, pr = columns["chosen_logps"], columns["rejected_logps"]
+        diff = np.maximum(np.abs(pc - rc), np.abs(pr - rr))
+        same = float(np.mean(diff <= IDENTICAL_ATOL))
+        if same == 1.0:
+            flags.append({"check": "identical_models", "message": "the policy and the reference give the same "
+                          f"log-probabilities on every pair (max |difference| {diff.max():.3g} nats): step 0 of training, "
+                          "or the same checkpoint passed twice; every policy diagnostic is trivial", "value": same})
+        h_acc = float(np.mean((pc - pr) - (rc - rr) > 0))
+        pol_acc = float(np.mean(pc - pr >= 0))
+        if same < 1.0 and n >= MIN_PAIRS_FOR_HEURISTICS and h_acc < 0.5 and ref_acc > pol_acc:
+            flags.append({"check": "reference_looks_trained", "message": f"the implicit reward is positive on only "
+                          f"{h_acc:.0%} of pairs and the reference ranks more pairs right ({ref_acc:.0%}) than the "
+                          f"policy ({pol_acc:.0%}): were --model and --ref-model swapped?", "value": h_acc})
+    if n >= MIN_PAIRS_FOR_HEURISTICS and ref_acc >= TRAINED_REFERENCE_ACCURACY:
+        flags.append({"check": "reference_looks_trained", "message": f"the reference ranks {ref_acc:.0%} of pairs "
+                      "right (references typically rank near half; heuristic threshold 90%): it looks trained on "
+                      "these preferences (a DPO checkpoint as the reference?)", "value": ref_acc})
+    n_cut = int(seqs.truncated.reshape(2, -1).any(axis=0).sum())
+    if n_cut:
+        flags.append({"check": "truncated", "message": f"{n_cut} of {n} pairs had a completion cut by max_length; "
+                      "their log-probabilities cover only the kept tokens (see chosen_truncated, rejected_truncated)",
+                      "value": n_cut / n})
+    if n_not_prefix:
+        flags.append({"check": "prompt_not_prefix", "message": f"on {n_not_prefix} pairs the tokenized prompt is not "
+                      "a prefix of prompt + completion (chat template or a token merging across the boundary); as in "
+                      "TRL, the completion starts where they diverge", "value": n_not_prefix / n})
+    return flags
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading models
+
+
+def load_causal_lm(path: str, config: ScoreConfig, device):
+    """A causal LM and its tokenizer (pad token = eos when it has none, as TRL does)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[config.dtype])
+    except (OSError, ValueError) as err:
+        raise ScoreInputError(f"cannot load the causal LM {path!r}: {str(err).splitlines()[0]}") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model.to(device).eval(), tokenizer
+
+
+def load_reward_model(path: str, config: ScoreConfig, device):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForSequenceClassification.from_pretrained(path, dtype=DTYPES[config.dtype])
+    except (OSError, ValueError) as err:
+        raise ScoreInputError(f"cannot load the reward model {path!r}: {str(err).splitlines()[0]}") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model.to(device).eval(), tokenizer
+
+
+# ----------------------------------------------------------------------------------------------
+# Scoring
+
+
+@dataclass
+class ScoreResult:
+    """Per-pair columns (float64 (n,) arrays, lengths whole numbers) and what the run measured."""
+
+    columns: dict[str, np.ndarray]
+    flags: list[dict[str, Any]]
+    settings: dict[str, Any]
+    timing: dict[str, float] = field(default_factory=dict)
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    # Counted in sequences (two per pair) and shown in pairs: unit_scale 0.5 turns sequences/s into pairs/s.
+    return tqdm(total=2 * total, desc=desc, unit="pair", unit_scale=0.5, file=sys.stderr, dynamic_ncols=True)
+
+
+def score_pairs(model, tokenizer, rows: Sequence[dict], *, config: ScoreConfig, ref_model=None, reward_model=None,
+                reward_tokenizer=None, where: Sequence[str] | None = None, device=None, progress: bool = False
+                ) -> ScoreResult:
+    """Score pairs: ``model`` is the reference, or the policy when ``ref_model`` is given.
+
+    rows: validated rows (:func:`validate_row`); where: their names for errors (default "row i").
+    Returns the output columns: ref_chosen_logps, ref_rejected_logps, [chosen_logps, rejected_logps],
+    chosen_length, rejected_length, prompt_length, chosen_truncated, rejected_truncated,
+    [chosen_reward, rejected_reward].
+    """
+    where = list(where) if where is not None else [f"row {i + 1}" for i in range(len(rows))]
+    device = device if device is not None else config.torch_device()
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    t0 = time.perf_counter()
+    pairs = []
+    for row, w in zip(rows, where):
+        try:
+            pairs.append(tokenize_pair(tokenizer, row))
+        except ScoreInputError as err:
+            raise ScoreInputError(f"{w}: {err}") from None
+    seqs = build_sequences(pairs, where, config)
+    t1 = time.perf_counter()
+    n = seqs.n_pairs
+    models = [("reference" if ref_model is not None else "model", ref_model if ref_model is not None else model)]
+    if ref_model is not None:
+        models.append(("policy", model))
+    logps = {}
+    for name, m in models:
+        bar = _progress(n, f"log-probs ({name})", progress)
+        logps[name] = sequence_logps(m, seqs, batch_size=config.batch_size, pad_id=pad_id, device=device, progress=bar)
+        if bar is not None:
+            bar.close()
+    t2 = time.perf_counter()
+    ref = logps[models[0][0]]
+    cols: dict[str, np.ndarray] = {"ref_chosen_logps": ref[:n], "ref_rejected_logps": ref[n:]}
+    if ref_model is not None:
+        cols["chosen_logps"], cols["rejected_logps"] = logps["policy"][:n], logps["policy"][n:]
+    cols["chosen_length"] = seqs.n_completion[:n].astype(np.float64)
+    cols["rejected_length"] = seqs.n_completion[n:].astype(np.float64)
+    if reward_model is not None:
+        bar = _progress(n, "rewards", progress)
+        cols["chosen_reward"], cols["rejected_reward"] = reward_scores(
+            reward_model, reward_tokenizer or tokenizer, rows, batch_size=config.batch_size,
+            max_length=config.max_length, device=device, progress=bar)
+        if bar is not None:
+            bar.close()
+    t3 = time.perf_counter()
+    cols["prompt_length"] = seqs.n_prompt[:n].astype(np.float64)
+    cols["chosen_truncated"] = seqs.truncated[:n]
+    cols["rejected_truncated"] = seqs.truncated[n:]
+    flags = integrity_checks(cols, seqs, sum(p.prompt_not_prefix for p in pairs))
+    tokens = int(sum(len(s) for s in seqs.ids))
+    settings = {
+        "batch_size": config.batch_size, "max_length": config.max_length, "truncation_mode": config.truncation_mode,
+        "device": str(device), "dtype": config.dtype,
+        "logps": "summed over completion tokens (prompt tokens never counted), TRL DPOTrainer tokenization",
+        "format": "conversational" if isinstance(rows[0]["chosen"], list) else "string",
+    }
+    timing = {"tokenize_s": t1 - t0, "logps_s": t2 - t1, "reward_s": t3 - t2, "pairs": n, "tokens": tokens,
+              "forward_passes": len(models), "pairs_per_s": n * len(models) / max(t2 - t1, 1e-12),
+              "tokens_per_s": tokens * len(models) / max(t2 - t1, 1e-12)}
+    return ScoreResult(cols, flags, settings, timing)
+
+
+COLUMN_ORDER = ("ref_chosen_logps", "ref_rejected_logps", "chosen_logps", "rejected_logps", "chosen_length",
+                "rejected_length", "chosen_reward", "rejected_reward", "prompt_length", "chosen_truncated",
+                "rejected_truncated")
+
+
+def write_scores(path, columns: dict[str, np.ndarray]) -> Path:
+    """One JSON object per pair, in data order, floats at full precision (repr round-trips)."""
+    path = Path(path)
+    names = [c for c in COLUMN_ORDER if c in columns]
+    ints = {"chosen_length", "rejected_length", "prompt_length"}
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(len(columns[names[0]])):
+            row = {"pair": i + 1}
+            for k in names:
+                v = columns[k][i]
+                row[k] = bool(v) if v.dtype == bool else int(v) if k in ints else float(v)
+            f.write(json.dumps(row) + "\n")
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = ScoreConfig()
+    p = argparse.ArgumentParser(
+        prog="paper_checks.py score",
+        description="Score a preference data set (JSON Lines or a local datasets folder, TRL's prompt/chosen/rejected "
+        "format, strings or conversations) with a causal LM: summed completion log-probabilities, tokenized as TRL's "
+        "DPOTrainer does, in the columns 'audit' reads. Exit code 2 on bad data or arguments.")
+    p.add_argument("--model", required=True, help="the reference, or the policy when --ref-model is given (path or id)")
+    p.add_argument("--data", required=True, type=Path, help="a .jsonl file or a datasets folder (save_to_disk)")
+    p.add_argument("--out", required=True, type=Path, help="where to write the per-pair JSON Lines")
+    p.add_argument("--ref-model", default=None, help="the reference model; --model is then the policy")
+    p.add_argument("--reward-model", default=None, help="a sequence-classification reward model (one output)")
+    p.add_argument("--split", default=None, help="the split of a DatasetDict folder (default: train, or the only one)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"pairs per forward pass (default {d.batch_size})")
+    p.add_argument("--max-length", type=int, default=d.max_length,
+                   help=f"max tokens of prompt + completion, TRL's max_length (default {d.max_length}; 0: no limit)")
+    p.add_argument("--truncation-mode", choices=TRUNCATION_MODES, default=d.truncation_mode,
+                   help=f"TRL's truncation_mode (default {d.truncation_mode})")
+    p.add_argument("--device", choices=DEVICES, default=d.device, help="auto (cuda when present), cpu or cuda")
+    p.add_argument("--dtype", choices=tuple(DTYPES), default=d.dtype, help=f"model dtype (default {d.dtype})")
+    p.add_argument("--audit", action="store_true", help="run 'audit' on the result and print its summary")
+    p.add_argument("--beta", type=float, nargs="+", action="extend", metavar="B", help="beta(s) of the audit")
+    p.add_argument("--pairs-out", type=Path, default=None, help="with --audit: per-pair flags (JSON Lines)")
+    p.add_argument("--json", action="store_true", help="print the result (and the audit) as one JSON object")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--seed", type=int, default=0, help="torch seed (scoring is deterministic; default 0)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``paper_checks.py score``: 0 on success, 2 on bad arguments or data (one line on stderr)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = ScoreConfig(batch_size=args.batch_size, max_length=args.max_length or None,
+                             truncation_mode=args.truncation_mode, device=args.device, dtype=args.dtype)
+        device = config.torch_device()
+    except ValueError as err:
+        parser.error(str(err))
+    if args.pairs_out is not None and not args.audit:
+        parser.error("--pairs-out needs --audit")
+    if args.beta is not None and not args.audit:
+        parser.error("--beta needs --audit")
+    try:
+        from dpo_rlhf_checks import audit as A
+
+        audit_config = A.AuditConfig(betas=tuple(args.beta)) if args.beta else A.AuditConfig()
+    except ValueError as err:
+        parser.error(str(err))
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        print("error: 'score' needs transformers: pip install 'dpo-rlhf-checks[hf]'", file=sys.stderr)
+        return 2
+    torch.manual_seed(args.seed)
+    try:
+        rows, where = load_rows(args.data, split=args.split)
+        model, tokenizer = load_causal_lm(args.model, config, device)
+        ref_model = reward_model = reward_tok = None
+        if args.ref_model is not None:
+            ref_model, ref_tok = load_causal_lm(args.ref_model, config, device)
+            if ref_tok.get_vocab() != tokenizer.get_vocab():
+                raise ScoreInputError(f"--ref-model {args.ref_model!r} has a different vocabulary from --model "
+                                      f"{args.model!r}: their log-probabilities are not comparable")
+        if args.reward_model is not None:
+            reward_model, reward_tok = load_reward_model(args.reward_model, config, device)
+        n_params = sum(p.numel() for p in model.parameters())
+        print(f"score: {len(rows)} pairs from {args.data}; model {args.model} ({n_params:,} parameters)"
+              + (f", reference {args.ref_model}" if ref_model is not None else " as the reference")
+              + (f", reward model {args.reward_model}" if reward_model is not None else "")
+              + f"; device {device}, dtype {config.dtype}, batch {config.batch_size} pairs, max_length "
+              f"{config.max_length} ({config.truncation_mode})", file=sys.stderr)
+        result = score_pairs(model, tokenizer, rows, config=config, ref_model=ref_model, reward_model=reward_model,
+                             reward_tokenizer=reward_tok, where=where, device=device, progress=not args.no_progress)
+    except ScoreInputError as err:
+        print(f"error: {args.data}: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"error: {args.data}: {err.strerror or err}", file=sys.stderr)
+        return 2
+    write_scores(args.out, result.columns)
+    t = result.timing
+    summary = [f"wrote {args.out}: {t['pairs']} pairs, {t['tokens']} tokens per model; {t['pairs_per_s']:.1f} pairs/s, "
+               f"{t['tokens_per_s']:.0f} tokens/s ({t['forward_passes']} model(s))"]
+    summary += [f"integrity: {f['check']}: {f['message']}" for f in result.flags] or ["integrity: no flags"]
+    out: dict[str, Any] = {"out": str(args.out), "settings": result.settings, "timing": t, "integrity": result.flags}
+    if args.audit:
+        data = A.read_pairs(args.out)
+        audit_result = A.audit(data, audit_config)
+        out["audit"] = audit_result
+        if args.pairs_out is not None:
+            from dpo_rlhf_checks.audit_diagnostics import write_pair_flags
+
+            write_pair_flags(args.pairs_out, data.columns)
+            summary.append(f"per-pair flags: {args.pairs_out}")
+    if args.json:
+        from dpo_rlhf_checks.result import to_jsonable
+
+        print(json.dumps(to_jsonable(out), indent=2))
+    else:
+        print("\n".join(summary))
+        if args.audit:
+            print()
+            print(A.format_summary(out["audit"]))
+    return 0
