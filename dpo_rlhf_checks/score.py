@@ -1,6 +1,6 @@
 """Score a preference data set with a causal LM: ``python paper_checks.py score --model M --data F --out PAIRS.jsonl``.
 
-From a model and a data set to the per-pair log-probabilities ``audit`` reads (THEORY.md §2, §6, §7):
+From a model and a data set to the per-pair log-probabilities ``audit`` reads (docs/theory.md §2, §6, §7):
 
     --model M                      the reference (alone), or the policy (with --ref-model)
     --ref-model R                  the reference; then the output has the policy's columns as well
