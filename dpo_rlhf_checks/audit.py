@@ -40,6 +40,7 @@ import csv
 import itertools
 import json
 import math
+import os
 import operator
 import sys
 import warnings
@@ -1012,6 +1013,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def _output_file_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be written as an output file (a folder, a missing or unwritable folder), or None."""
+    path = Path(path)
+    if path.is_dir():
+        return f"{path} is a folder, not a file"
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        return f"folder {parent} does not exist"
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        return f"{path} is not writable"
+    return None
+
+
 def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -1026,6 +1040,10 @@ def _main(argv: list[str] | None) -> int:
         problem = output_dir_problem(args.out)
         if problem is not None:
             parser.error(f"--out: {problem}")
+    if args.pairs_out is not None:  # the same for --pairs-out: a file whose folder must exist and be writable
+        problem = _output_file_problem(args.pairs_out)
+        if problem is not None:
+            parser.error(f"--pairs-out: {problem}")
     try:
         data = read_pairs(args.file, fmt=args.input_format, skip_invalid=args.skip_invalid, chunk_rows=args.chunk_rows)
     except AuditInputError as err:

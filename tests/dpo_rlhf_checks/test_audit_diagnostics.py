@@ -123,3 +123,14 @@ def test_authors_export_is_read_as_per_token_means(tmp_path):
                                                                      for x in rows])), A.AuditConfig())
     assert plain["settings"]["logps"].startswith("as given")
     assert "cpo_easy" not in plain["certified_fraction"]
+
+
+def test_bad_pairs_out_is_an_argument_error_before_any_work(tmp_path, capsys, monkeypatch):
+    def no_work(*args, **kwargs):  # the data must not even be read when --pairs-out cannot be written
+        raise AssertionError("read_pairs ran before --pairs-out was checked")
+
+    monkeypatch.setattr(A, "read_pairs", no_work)
+    for bad, why in ((tmp_path, "is a folder"), (tmp_path / "missing" / "f.jsonl", "does not exist")):
+        assert A.main(["examples/sample_pairs.jsonl", "--pairs-out", str(bad)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--pairs-out" in err[0] and why in err[0], err
