@@ -129,13 +129,8 @@ def equiv_population_simulation(ctx: CheckContext) -> MethodResult:
 # equiv-ordered-pair
 # --------------------------------------------------------------------------------------------------
 
-ORDERED_AMENDED = (
-    "Ordered-pair reading: l(delta) = softplus(-beta (delta - delta_ref)) is strictly decreasing with infimum 0 "
-    "approached only as delta -> +inf, so it has no finite minimiser and no stationary point; pi* is neither a "
-    "minimiser nor stationary (dl/d delta = -beta sigma(-dr) there) whether or not the assumption holds. Gradient flow "
-    "raises delta monotonically; from delta_ref < 0 it reaches delta = 0 at t = (U0 + e^U0 - 1)/beta^2 with "
-    "U0 = -beta delta_ref when the flow is taken in delta (d delta/dt = -dl/d delta), and at half that time on "
-    "tabular softmax logits (d delta/dt = -2 dl/d delta).")
+# The amended text is the claim's, stated once (theory.sec4_equivalence); this method measures it its own way.
+from theory.sec4_equivalence import ORDERED_AMENDED  # noqa: E402
 
 
 def equiv_ordered_pair_simulation(ctx: CheckContext) -> MethodResult:
