@@ -30,8 +30,6 @@ Every bad field raises ``ValueError`` whose message starts with the field's name
 
 from __future__ import annotations
 
-import json
-
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -194,5 +192,13 @@ def format_dataset_sections(out: dict[str, Any]) -> str:
         lines.append(f"  {row['winner']:>5} > {row['loser']:<5} h = {h}")
     lines.append(f"Unbounded: {out['dpo_unbounded'] or 'no: the loss has a finite minimiser'}")
     if "length_normalised" in out:
-        lines.append(f"Length-normalised (per-token means): {json.dumps(out['length_normalised'])}")
+        lines += ["", "Length-normalised (per-token mean log-ratios, docs/theory.md §13)",
+                  f"  {'w':>5} {'l':>5} {'|y_w|':>6} {'|y_l|':>6} {'delta_ref':>12} {'mean delta_ref':>15} "
+                  f"{'summed cond.':>12} {'mean cond.':>10} {'mean cert. => summed':>20}"]
+        for r in out["length_normalised"]:
+            lines.append(f"  {r['winner']:>5} {r['loser']:>5} {r['len_winner']:>6} {r['len_loser']:>6} "
+                         f"{r['delta_ref']:>12.6g} {r['delta_mean_ref']:>15.6g} "
+                         f"{'holds' if r['summed_condition'] else 'fails':>12} "
+                         f"{'holds' if r['mean_condition'] else 'fails':>10} "
+                         f"{'yes' if r['mean_certificate_implies_summed'] else 'no':>20}")
     return "\n".join(lines)

@@ -282,3 +282,23 @@ def test_bad_lm_config_file_is_an_argument_error(tmp_path, capsys):
     assert exc.value.code == 2
     assert "unknown LM config keys ['no_such_key']" in capsys.readouterr().err
     assert not (tmp_path / "report.json").exists()  # rejected before any check ran
+
+
+def test_a_closed_pipe_stops_quietly_without_a_traceback(tmp_path):
+    # `paper_checks.py solve ... | head -1`: the reader leaves after one line of an output far larger than the
+    # pipe's buffer, so the writer meets a closed pipe; it must stop quietly (no BrokenPipeError traceback)
+    import subprocess
+    import sys
+
+    k = 20000
+    inst = tmp_path / "big.json"
+    inst.write_text(json.dumps({"pi_ref": [1 / k] * k, "reward": [i / k for i in range(k)], "beta": 1.0,
+                                "preferences": [[1, 0]], "margin": 0.0}))
+    proc = subprocess.Popen([sys.executable, "paper_checks.py", "solve", "--instance", str(inst), "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = proc.stdout.read(100)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    code = proc.wait(timeout=120)
+    assert first.startswith(b"{")
+    assert "Traceback" not in err and code == 141, (code, err[-500:])
