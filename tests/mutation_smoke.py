@@ -44,8 +44,8 @@ FORMULA_MUTATIONS = [
     ("smooth target infimum off by 5 %", "cpo-loss-certificates", "toy_bandits/map_claims.py",
      "    return gamma + h / (alpha * tau)", "    return gamma + 1.05 * h / (alpha * tau)"),
     ("bandit Gibbs policy: r/beta -> 1.1 r/beta", "undesirable-space", "toy_bandits/rlhf.py",
-     "    return np.log(pi_ref) + reward / _beta_column(beta, pi_ref.shape[:-1])",
-     "    return np.log(pi_ref) + 1.1 * reward / _beta_column(beta, pi_ref.shape[:-1])"),
+     "        return np.log(pi_ref) + (reward - r_max) / beta_col, r_max, beta_col",
+     "        return np.log(pi_ref) + 1.1 * (reward - r_max) / beta_col, r_max, beta_col"),
 ]
 
 # (method kind, claim, file, the def line of the method function): a raise planted as its first statement
