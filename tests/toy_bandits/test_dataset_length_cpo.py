@@ -18,7 +18,7 @@ length = st.integers(1, 500)
 
 
 @given(logp, logp, length, length)
-@settings(max_examples=200)
+@settings(max_examples=200 * settings.default.max_examples // 60)
 def test_mean_certificate_implies_the_summed_ranking_exactly_when_y_w_is_not_longer(a, b, lw, ll):
     dm, d = float(delta_mean(a, b, lw, ll)), a - b
     if lw <= ll and dm > 0:
@@ -71,7 +71,7 @@ def test_clip_threshold_is_the_general_condition(bdr, dr):
 
 @pytest.mark.parametrize("label", [k for k, v in SETTINGS.items() if v[0].startswith("cpo") or v[0] == "dpo"])
 @given(d_ref=st.floats(-30, 30))
-@settings(max_examples=30)
+@settings(max_examples=30 * settings.default.max_examples // 60)
 def test_numpy_targets_equal_the_toolkit_implicit_targets(label, d_ref):
     name, beta, params = SETTINGS[label]
     rc = torch.tensor([-math.log1p(math.exp(-d_ref))], dtype=torch.float64)  # log sigma(d_ref) = log pi_ref(y_w)
@@ -81,7 +81,7 @@ def test_numpy_targets_equal_the_toolkit_implicit_targets(label, d_ref):
 
 
 @given(st.floats(-20, 20), st.floats(-3, 3), st.sampled_from([0.0, 1.0, 50.0]))
-@settings(max_examples=30)
+@settings(max_examples=30 * settings.default.max_examples // 60)
 def test_dpop_minimiser_is_the_argmin_of_a_fine_grid(d_ref, dr, lam):
     x = float(dpop_minimiser(d_ref, dr, beta=0.5, lam=lam))
     grid = np.linspace(-80, 80, 160001)

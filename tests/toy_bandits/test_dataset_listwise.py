@@ -33,7 +33,7 @@ def test_plackett_luce_probabilities_sum_to_one(s):
 
 
 @given(st.integers(3, 5), st.integers(0, 10_000))
-@settings(max_examples=12)
+@settings(max_examples=12 * settings.default.max_examples // 60)
 def test_population_minimiser_is_the_reward_and_so_the_gibbs_policy(k, seed):
     rng = np.random.default_rng(seed)
     r = rng.normal(0, 1.5, k)
@@ -67,7 +67,7 @@ def test_three_responses_ordered_reference_can_still_have_a_misordered_policy_be
 
 
 @given(st.integers(3, 5), st.integers(0, 10_000))
-@settings(max_examples=40)
+@settings(max_examples=40 * settings.default.max_examples // 60)
 def test_a_certified_loss_never_comes_with_a_misordered_policy(k, seed):
     rng = np.random.default_rng(seed)
     log_ref = np.log(rng.dirichlet(np.ones(k)))

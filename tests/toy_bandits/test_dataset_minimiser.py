@@ -54,7 +54,7 @@ def test_merge_labels_adds_repeats_and_keeps_both_orders():
 
 
 @given(label_sets(), st.floats(0.05, 20.0))
-@settings(max_examples=40)
+@settings(max_examples=40 * settings.default.max_examples // 60)
 def test_loss_is_the_sum_of_the_toolkit_per_pair_dpo_losses(ks, beta):
     k, raw = ks
     labels = merge_labels(raw, k)
@@ -69,7 +69,7 @@ def test_loss_is_the_sum_of_the_toolkit_per_pair_dpo_losses(ks, beta):
 
 
 @given(label_sets(strongly_connected=True), st.floats(0.1, 10.0))
-@settings(max_examples=40)
+@settings(max_examples=40 * settings.default.max_examples // 60)
 def test_strongly_connected_minimiser_is_stationary_and_equals_the_mm_fit(ks, beta):
     k, raw = ks
     labels = merge_labels(raw, k)
@@ -83,7 +83,7 @@ def test_strongly_connected_minimiser_is_stationary_and_equals_the_mm_fit(ks, be
 
 
 @given(label_sets())
-@settings(max_examples=60)
+@settings(max_examples=60 * settings.default.max_examples // 60)
 @example((3, [[0, 1, 1], [1, 2, 1]]))  # a chain
 def test_existence_iff_no_pair_joins_two_strong_components_and_mm_agrees(ks):
     k, raw = ks
@@ -98,7 +98,7 @@ def test_existence_iff_no_pair_joins_two_strong_components_and_mm_agrees(ks):
 
 
 @given(label_sets(), st.permutations(range(5)))
-@settings(max_examples=30)
+@settings(max_examples=30 * settings.default.max_examples // 60)
 def test_relabelling_the_responses_relabels_h(ks, perm):
     k, raw = ks
     perm = [p for p in perm if p < k]

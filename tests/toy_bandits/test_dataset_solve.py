@@ -108,7 +108,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 @given(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 2), st.integers(1, 4)), min_size=1, max_size=8)
        .filter(lambda e: any(a != b for a, b, _ in e)))
-@settings(max_examples=25)
+@settings(max_examples=25 * settings.default.max_examples // 60)
 def test_any_valid_label_set_gives_one_entry_per_distinct_ordered_pair_and_a_consistent_unbounded_note(edges):
     labels = [[a, b, n] for a, b, n in edges if a != b]
     out, code = _solve({**BASE, "labels": labels})
