@@ -237,10 +237,12 @@ CLAIMS: tuple[Claim, ...] = (
         "DPO ends with >= 0.10 of the train pairs in U at mean loss <= 0.5 log 2; in every compared DPO cell (ordered "
         "and Bradley-Terry labels) the loss ends below log 2 and the observed fraction in U is within 0.10 of the "
         "tabular prediction (same optimizer, loss-matched time); at least half of the DPO cells are compared (a "
-        "saturated clock or a trivially-0 comparison is not compared). The simulation method asks whether the "
-        "tabular theory itself predicts >= 0.10 in U in every cell.",
+        "saturated clock or a trivially-0 comparison is not compared). The training method decides from the LM's own "
+        "records (the slow-regime cells), the training-comparison method sets them against the tabular prediction, and the "
+        "simulation method asks whether the tabular theory itself predicts >= 0.10 in U in every cell.",
         methods={"training": "toy_lm.claims:lm_dpo_failure_training",
-                 "simulation": "toy_lm.claims:lm_dpo_failure_tabular"},
+                 "simulation": "toy_lm.claims:lm_dpo_failure_tabular",
+                 "training-comparison": "toy_lm.claims:lm_dpo_failure_comparison"},
     ),
     Claim(
         "lm-cpo-fix",

@@ -36,8 +36,8 @@ THRESHOLDS = {"slow_scale": SLOW_SCALE, "tol_frac_in_U": TOL_FRAC_IN_U, "min_fai
 
 _DEPS_TRAIN = ("dpo_rlhf_checks.losses.dpo_loss", "dpo_rlhf_checks.losses.dpo_bt_loss", "toy_lm.model.sequence_logps",
                "toy_lm.train.pair_losses")
-_DEPS_SIM = ("dpo_rlhf_checks.losses.dpo_loss", "dpo_rlhf_checks.losses.dpo_bt_loss", "toy_lm.train.pair_losses",
-             "toy_lm.tabular.run_tabular", "toy_bandits.dynamics.ordered_pair_flow_time")
+_DEPS_SIM = ("toy_lm.tabular.tabular_pair_losses", "toy_lm.tabular.run_tabular",
+             "toy_bandits.dynamics.ordered_pair_flow_time")
 _CPO_DEPS = ("dpo_rlhf_checks.losses.cpo_clip_loss", "dpo_rlhf_checks.losses.cpo_smooth_loss",
              "dpo_rlhf_checks.losses.cpo_eq17_loss", "dpo_rlhf_checks.losses.cpo_easy_loss",
              "dpo_rlhf_checks.losses.implicit_target")
@@ -114,7 +114,39 @@ def _law_line(stage: LMStage) -> str:
 
 
 def lm_dpo_failure_training(ctx: CheckContext) -> MethodResult:
-    """Training: the failure appears where the theory says, in the amount it predicts.
+    """Training: the failure appears in the LM's own records (no prediction read).
+
+    Literal = amended: (a) every slow-regime ordered-pair DPO cell (each optimizer) ends with >= MIN_FAIL_FRAC of
+    the train pairs in U at mean loss <= LOW_LOSS. The amount against the tabular prediction is
+    :func:`lm_dpo_failure_comparison`'s.
+    """
+    stage = get_stage(ctx)
+    ev = _evidence_common(stage)
+    cells = _dpo_cells(stage)
+    slow = _slow_ordered(stage)
+    a_fail = [r for r in slow if not (r["observed_frac_in_U"] >= MIN_FAIL_FRAC and r["mean_final_loss"] <= LOW_LOSS)]
+    tests = {"a_slow_cells_fail_in_training": bool(slow) and not a_fail}
+    literal = all(tests.values())
+    ev["tests"] = tests
+    ev["n_cells"] = len(cells)
+    ev["n_compared"] = sum(bool(r["compared"]) for r in cells)
+    slow_txt = ", ".join(f"{r['optimizer']} {r['observed_frac_in_U']:.2f} in U at loss {r['mean_final_loss']:.3g}"
+                         for r in slow) or "no slow-regime cell"
+    summary = (f"{len(cells)} DPO cells trained (compared with the prediction only in the comparison method); "
+               f"slow-regime ordered DPO: {slow_txt}")
+    counterexample = None
+    if not literal:
+        counterexample = {
+            "slow_cells_without_failure": [{"cell": _cell_name(r), "observed_frac_in_U": r["observed_frac_in_U"],
+                                            "mean_final_loss": r["mean_final_loss"]} for r in a_fail],
+            "seeds": stage.seeds}
+    return MethodResult(literal=bool(literal), amended=bool(literal), summary=summary, evidence=ev,
+                        depends_on=_DEPS_TRAIN, counterexample=counterexample,
+                        amended_statement=None, figures=_shared_figures(stage, ctx))
+
+
+def lm_dpo_failure_comparison(ctx: CheckContext) -> MethodResult:
+    """Comparison: the LM's training records against the tabular prediction (reads both).
 
     Literal: (a) every slow-regime ordered-pair DPO cell (each optimizer) ends with >= MIN_FAIL_FRAC of the train
     pairs in U at mean loss <= LOW_LOSS; (b) every compared DPO cell (ordered and BT labels, every beta and
@@ -174,7 +206,7 @@ def lm_dpo_failure_training(ctx: CheckContext) -> MethodResult:
                             f"against theory {'n/a' if v['theory_slope'] is None else round(v['theory_slope'], 2)}"
                             for o, v in law.items()) + ".")
     return MethodResult(literal=bool(literal), amended=bool(amended or literal), summary=summary, evidence=ev,
-                        depends_on=_DEPS_TRAIN + ("toy_lm.tabular.run_tabular",), counterexample=counterexample,
+                        depends_on=_DEPS_TRAIN + _DEPS_SIM, counterexample=counterexample,
                         amended_statement=amended_statement, figures=_shared_figures(stage, ctx))
 
 
@@ -358,5 +390,5 @@ def lm_cpo_fix_tabular(ctx: CheckContext) -> MethodResult:
                     f"{r['cell']} {r['method']} {r['predicted_frac_delta_ge_m']:.2f}" for r in rows
                     if r["labels"] == "bt") + ".")
     return MethodResult(literal=bool(literal), amended=bool(amended or literal), summary=summary, evidence=ev,
-                        depends_on=_DEPS_SIM + _CPO_DEPS, counterexample=counterexample,
+                        depends_on=_DEPS_SIM, counterexample=counterexample,
                         amended_statement=amended_statement, figures=_shared_figures(stage, ctx))

@@ -5,8 +5,9 @@ entry (all other responses), started at the trained reference's *own absolute* l
 (``log pi_ref(y)`` summed over tokens, and ``log(1 - sum_y pi_ref(y))`` for the rest), so nothing is
 renormalised: the losses that read absolute log-probabilities (cpo_eq17's ``1/pi_ref``, cpo_easy's
 per-token mean ``lbar_ref``, DPO-Positive's ``log pi(y_w)``) see the same numbers as in the LM run.
-The loss is the run's own (:func:`toy_lm.train.pair_losses`, the same formula and labels; per-token
-means for cpo_easy), and the optimizer is the run's own rule (:func:`toy_lm.train.make_optimizer`:
+The loss is the run's formula and labels, written again here from the formulas (:func:`tabular_pair_losses`,
+independent of :func:`toy_lm.train.pair_losses` and :mod:`dpo_rlhf_checks.losses`; tests/toy_lm checks that the
+two agree; per-token means for cpo_easy), and the optimizer is the run's own rule (:func:`toy_lm.train.make_optimizer`:
 plain SGD, or torch's Adam with its defaults), with the tabular step sizes of the config.
 
 Instances are independent (each has its own logits and its own loss term; SGD and Adam act per
@@ -21,9 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from dpo_rlhf_checks.losses import get_loss
 from toy_bandits.dynamics import ordered_pair_flow_time
-from toy_lm.train import make_optimizer, pair_losses, uses_mean
+from toy_lm.train import make_optimizer, uses_mean
 
 
 @dataclass
@@ -53,6 +53,50 @@ def initial_logits(ref_logp: np.ndarray) -> torch.Tensor:
     return torch.cat([lp, rest], dim=1)
 
 
+_BT_BASE = {"dpo_bt": "dpo", "cpo_clip_bt": "cpo_clip", "cpo_smooth_bt": "cpo_smooth"}
+
+
+def _sp(x: torch.Tensor) -> torch.Tensor:
+    """softplus(x) = log(1 + e^x), in log space (never overflows)."""
+    return torch.logaddexp(torch.zeros_like(x), x)
+
+
+def _ordered_loss(method: str, beta: float, p: dict, pc, pr, rc, rr) -> torch.Tensor:
+    """The ordered-pair loss of ``method`` (y_w = chosen), from its formula (docs/theory.md §7, §10)."""
+    d, dr = pc - pr, rc - rr
+    if method == "dpo":  # -log sigma(beta (d - dr))
+        return _sp(beta * (dr - d))
+    if method == "ipo":  # ((d - dr) - 1/(2 beta))^2
+        return ((d - dr) - 0.5 / beta) ** 2
+    if method == "dpop":  # -log sigma(beta (d - dr) - beta lam max(0, rc - pc))
+        return _sp(beta * p["lam"] * torch.clamp(rc - pc, min=0) - beta * (d - dr))
+    if method == "cpo_clip":  # target max(dr, margin)
+        t = torch.maximum(dr, torch.full_like(dr, float(p.get("margin", 0.0))))
+    elif method == "cpo_smooth":  # target dr + softplus(tau (gamma - dr)) / (tau alpha)
+        t = dr + _sp(p["tau"] * (p["gamma"] - dr)) / (p["tau"] * p["alpha"])
+    elif method == "cpo_eq17":  # target dr + gamma (1/pi_ref(y_w) + 1/pi_ref(y_l)) / beta
+        t = dr if p["gamma"] == 0 else dr + p["gamma"] * torch.exp(torch.logaddexp(-rc, -rr)) / beta
+    elif method == "cpo_easy":  # target dr + gamma (1/lbar_ref(y_w) + 1/lbar_ref(y_l)) / beta
+        t = dr + p["gamma"] * (rc.reciprocal() + rr.reciprocal()) / beta
+    else:
+        raise ValueError(f"unknown method {method!r}")
+    return _sp(beta * (t - d))
+
+
+def tabular_pair_losses(method: str, beta: float, params: dict, q, pc, pr, rc, rr):
+    """(objective per pair, ordered-pair loss per pair) of ``method`` on log-probs (P,), written from the formulas.
+
+    Independent of :func:`toy_lm.train.pair_losses` (the run's): "<loss>_bt" is q l(y_w, y_l) + (1 - q) l(y_l, y_w)
+    with q the label frequency of y_w; dpo_bt's is q softplus(-h) + (1 - q) softplus(h).
+    """
+    base = _BT_BASE.get(method, method)
+    forward = _ordered_loss(base, beta, params, pc, pr, rc, rr)
+    if method not in _BT_BASE:
+        return forward, forward
+    backward = _ordered_loss(base, beta, params, pr, pc, rr, rc)
+    return q * forward + (1 - q) * backward, forward
+
+
 def run_tabular(method: str, ref_logp: np.ndarray, *, n_tokens: int, beta: float, params: dict, q: np.ndarray,
                 optimizer: str, lr: float, groups: np.ndarray, stop_objective: np.ndarray, max_steps: int,
                 chunk: int = 100) -> TabularRun:
@@ -79,7 +123,7 @@ def run_tabular(method: str, ref_logp: np.ndarray, *, n_tokens: int, beta: float
         step = 0
         while True:
             logp = torch.log_softmax(theta, dim=1)  # (N, K + 1), log space throughout
-            obj_pairs, ordered = pair_losses(method, beta, params, qt, logp[:, 0] * scale, logp[:, 1] * scale, rc, rr)
+            obj_pairs, ordered = tabular_pair_losses(method, beta, params, qt, logp[:, 0] * scale, logp[:, 1] * scale, rc, rr)
             with torch.no_grad():
                 objective.append(np.bincount(groups, weights=obj_pairs.numpy(), minlength=n_groups) / counts)
                 delta.append((logp[:, 0] - logp[:, 1]).numpy().copy())
@@ -122,11 +166,10 @@ def time_to_leave_U(delta_ref: np.ndarray, beta: float, optimizer: str, lr: floa
     ref = torch.log_softmax(theta, dim=1)
     theta.requires_grad_(True)
     opt = make_optimizer("adam", [theta], lr)
-    dpo = get_loss("dpo")
     crossed = np.full(len(delta_ref), np.nan)
     for step in range(1, max_steps + 1):
         logp = torch.log_softmax(theta, dim=1)
-        loss = dpo(logp[:, 0], logp[:, 1], ref[:, 0], ref[:, 1], beta=beta).losses.sum()
+        loss = _ordered_loss("dpo", beta, {}, logp[:, 0], logp[:, 1], ref[:, 0], ref[:, 1]).sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

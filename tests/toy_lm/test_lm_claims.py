@@ -16,7 +16,7 @@ REGIME_KEYS = {"beta", "beta_delta_ref_scale", "optimizer", "labels", "method", 
                "observed_frac_in_U", "mean_final_loss", "compared", "reason_not_compared", "agreement",
                "frac_loss_below_log2", "heldout_ranking_accuracy", "time_in_U_n_censored"}
 METHOD_FUNCS = (claims.lm_dpo_failure_training, claims.lm_dpo_failure_tabular, claims.lm_cpo_fix_training,
-                claims.lm_cpo_fix_tabular)
+                claims.lm_cpo_fix_tabular, claims.lm_dpo_failure_comparison)
 
 
 def _ctx(tmp, name, data):
@@ -95,6 +95,8 @@ def test_verdicts_follow_the_recorded_tests(results):
     out, *_ = results
     train = out[0]
     assert train.literal == all(train.evidence["tests"].values())
+    comparison = out[4]
+    assert comparison.literal == all(comparison.evidence["tests"].values())
     fix = out[2]
     rows = fix.evidence["tests"]["per_cell"]
     assert fix.literal == (bool(rows) and all(r["ok"] for r in rows))
