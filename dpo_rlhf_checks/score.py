@@ -469,31 +469,28 @@ def integrity_checks(columns: dict[str, np.ndarray], seqs: Sequences, n_not_pref
 # Loading models
 
 
-def load_causal_lm(path: str, config: ScoreConfig, device):
-    """A causal LM and its tokenizer (pad token = eos when it has none, as TRL does)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _load_model(path: str, config: ScoreConfig, device, auto_class: str, what: str):
+    """A transformers model of ``auto_class`` and its tokenizer (pad token = eos when it has none, as TRL does)."""
+    import transformers
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[config.dtype])
+        tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+        model = getattr(transformers, auto_class).from_pretrained(path, dtype=DTYPES[config.dtype])
     except (OSError, ValueError) as err:
-        raise ScoreInputError(f"cannot load the causal LM {path!r}: {str(err).splitlines()[0]}") from None
+        raise ScoreInputError(f"cannot load the {what} {path!r}: {str(err).splitlines()[0]}") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model.to(device).eval(), tokenizer
+
+
+def load_causal_lm(path: str, config: ScoreConfig, device):
+    """A causal LM and its tokenizer."""
+    return _load_model(path, config, device, "AutoModelForCausalLM", "causal LM")
 
 
 def load_reward_model(path: str, config: ScoreConfig, device):
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForSequenceClassification.from_pretrained(path, dtype=DTYPES[config.dtype])
-    except (OSError, ValueError) as err:
-        raise ScoreInputError(f"cannot load the reward model {path!r}: {str(err).splitlines()[0]}") from None
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return model.to(device).eval(), tokenizer
+    """A sequence-classification reward model and its tokenizer."""
+    return _load_model(path, config, device, "AutoModelForSequenceClassification", "reward model")
 
 
 # ----------------------------------------------------------------------------------------------

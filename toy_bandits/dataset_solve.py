@@ -37,7 +37,7 @@ import numpy as np
 
 from toy_bandits.constrained import find_cycle
 from toy_bandits.dataset import empirical_minimiser, merge_labels, unbounded_sentence
-from toy_bandits.instance import BanditInstance
+from toy_bandits.instance import BanditInstance, check_json_object
 
 NEW_KEYS = ("labels", "ranking", "lengths")
 BASE_KEYS = ("pi_ref", "reward", "beta", "margin")
@@ -97,11 +97,7 @@ class DatasetInstance:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "DatasetInstance":
-        if not isinstance(data, Mapping):
-            raise ValueError(f"instance: must be a JSON object with keys {list(JSON_KEYS)}, got {type(data).__name__}")
-        unknown = sorted(set(data) - set(JSON_KEYS))
-        if unknown:
-            raise ValueError(f"instance: unknown key(s) {unknown}; valid keys: {list(JSON_KEYS)}")
+        check_json_object(data, JSON_KEYS)
         missing = [k for k in BASE_KEYS if k not in data]
         if missing:
             raise ValueError(f"{missing[0]}: missing (required keys: {list(BASE_KEYS)} and one of {list(GRAPH_KEYS)})")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -106,6 +106,16 @@ def _pairs(value: Any, k: int) -> tuple[tuple[int, int], ...]:
     return tuple(pairs)
 
 
+def check_json_object(data: Any, valid_keys: Sequence[str]) -> None:
+    """A ValueError unless ``data`` is a JSON object whose keys are all in ``valid_keys`` (the instance kinds
+    of ``solve`` share this first check)."""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"instance: must be a JSON object with keys {list(valid_keys)}, got {type(data).__name__}")
+    unknown = sorted(set(data) - set(valid_keys))
+    if unknown:
+        raise ValueError(f"instance: unknown key(s) {unknown}; valid keys: {list(valid_keys)}")
+
+
 @dataclass(frozen=True)
 class BanditInstance:
     """One prompt: K responses, a preference graph and a margin (docs/theory.md §1, §9a).
@@ -167,11 +177,7 @@ class BanditInstance:
         Every key is required (beta and margin change the answer: no silent default); unknown
         keys are an error.
         """
-        if not isinstance(data, Mapping):
-            raise ValueError(f"instance: must be a JSON object with keys {list(JSON_KEYS)}, got {type(data).__name__}")
-        unknown = sorted(set(data) - set(JSON_KEYS))
-        if unknown:
-            raise ValueError(f"instance: unknown key(s) {unknown}; valid keys: {list(JSON_KEYS)}")
+        check_json_object(data, JSON_KEYS)
         missing = [k for k in JSON_KEYS if k not in data]
         if missing:
             raise ValueError(f"{missing[0]}: missing (required keys: {list(JSON_KEYS)})")

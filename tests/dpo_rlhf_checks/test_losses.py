@@ -131,7 +131,7 @@ def _t(a):
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCES))
-@settings(max_examples=60 * settings.default.max_examples // 60)
+@settings(max_examples=settings.default.max_examples)
 @given(data=st.data(), beta=betas)
 @example(data=None, beta=1e3)
 def test_loss_matches_published_formula(name, data, beta):
