@@ -1,0 +1,120 @@
+"""Exact streamed quantiles (dpo_rlhf_checks.stream_stats): equal to np.quantile bit for bit, in bounded memory."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from dpo_rlhf_checks import stream_stats as S
+
+QS = list(S.QUANTILES.values())
+
+
+def run(x: np.ndarray, chunk: int, collect_max: int, *, announce: bool = False) -> S.ExactQuantiles:
+    acc = S.ExactQuantiles(n=len(x) if announce else None, collect_max=collect_max)
+    while acc.pending:
+        for i in range(0, len(x), chunk):
+            acc.update(x[i:i + chunk])
+        acc.end_pass()
+    return acc
+
+
+def numpy_reference(x: np.ndarray) -> np.ndarray:
+    with warnings.catch_warnings():  # numpy's own interpolation at an inf warns (and gives NaN); so must ours
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.quantile(x, QS)
+
+
+# Values with ties, signed zeros, infinities, subnormals and both huge and tiny magnitudes.
+values = st.one_of(
+    st.floats(allow_nan=False, width=64),
+    st.sampled_from([0.0, -0.0, 1.0, -1.0, 0.5, math.inf, -math.inf, 5e-324, -5e-324, 1e308, -1e308]),
+)
+
+
+@settings(max_examples=4 * settings.default.max_examples)
+@given(st.lists(values, min_size=1, max_size=400), st.integers(1, 60), st.integers(1, 30), st.booleans())
+@example([1.0, math.inf], 1, 1, False)  # numpy's min here is NaN (its lerp of -inf/inf by 0): ours must be too
+@example([-0.0, 0.0, -0.0], 2, 1, True)
+@example([0.1] * 300, 7, 3, False)  # one value repeated past collect_max: settled by all 64 key bits
+def test_equals_numpy_quantile_bit_for_bit(xs, chunk, collect_max, announce):
+    x = np.array(xs)
+    with warnings.catch_warnings():  # at an inf both numpy and ours warn (inf - inf); the values are compared
+        warnings.simplefilter("ignore", RuntimeWarning)
+        acc = run(x, chunk, collect_max, announce=announce)
+        got = acc.result()
+    ours = np.array([got[k] for k in S.QUANTILES])
+    assert np.array_equal(ours, numpy_reference(x), equal_nan=True), (ours, numpy_reference(x))
+    assert acc.passes <= 5
+    # The mean adds per-chunk np.sum exactly: within a few ulp of numpy's pairwise mean. Where a partial sum
+    # can overflow (|x| n beyond the float range) the two orders of addition may legitimately differ.
+    with np.errstate(all="ignore"):
+        ref_mean = np.mean(x)
+        overflow_possible = bool(np.max(np.abs(x)) * len(x) > 1e307)
+    if math.isfinite(ref_mean) and math.isfinite(got["mean"]):
+        assert got["mean"] == pytest.approx(ref_mean, rel=1e-13, abs=1e-300)
+    elif not overflow_possible:
+        assert np.array_equal([got["mean"]], [ref_mean], equal_nan=True)
+
+
+@settings(max_examples=settings.default.max_examples)
+@given(st.lists(st.floats(allow_nan=False, width=64), min_size=2, max_size=50))
+@example([-0.0, 1.0, 0.0, -math.inf])
+def test_keys_keep_the_order_and_invert(xs):
+    x = np.array(xs)
+    keys = S.sort_keys(x)
+    order = np.argsort(keys, kind="stable")
+    assert np.array_equal(x[order], np.sort(x))  # the key order is the value order (-0.0 == 0.0)
+    back = np.array([S.key_value(int(k)) for k in keys])
+    assert np.array_equal(back, x)  # the inverse, with -0.0 read back as 0.0
+    assert not np.signbit(back[back == 0]).any()
+
+
+@pytest.mark.parametrize("dist", ["normal", "lognormal", "ties"])
+def test_memory_is_bounded_by_collect_max_not_by_n(dist):
+    rng = np.random.default_rng(0)
+    n = 200_000
+    x = {"normal": rng.normal(size=n), "lognormal": np.exp(rng.normal(scale=20, size=n)),
+         "ties": rng.integers(0, 4, size=n).astype(float)}[dist]
+    acc = run(x, 4096, 256)
+    ours = np.array([acc.result()[k] for k in S.QUANTILES])
+    assert np.array_equal(ours, np.quantile(x, QS))
+    # At most 2 order statistics per quantile are tracked; each bin gathers <= collect_max values.
+    assert acc.largest_held <= 2 * len(S.QUANTILES) * 256
+    assert 2 <= acc.passes <= 5
+
+
+def test_single_chunk_mean_is_numpys():
+    x = np.random.default_rng(1).normal(size=10_001)
+    assert run(x, len(x), 64).result()["mean"] == np.mean(x)
+
+
+def test_nan_makes_every_number_nan():
+    x = np.array([1.0, 2.0, np.nan, 3.0])
+    got = run(x, 2, 1).result()
+    assert all(math.isnan(v) for v in got.values())
+    assert np.isnan(numpy_reference(x)).all()
+
+
+def test_misuse_is_a_clear_error():
+    with pytest.raises(ValueError, match="empty stream"):
+        run(np.empty(0), 3, 1)
+    acc = S.ExactQuantiles(n=5)
+    acc.update(np.ones(4))
+    with pytest.raises(ValueError, match="had 4 values, 5 were announced"):
+        acc.end_pass()
+    acc = S.ExactQuantiles(collect_max=2)
+    acc.update(np.arange(100.0))
+    acc.end_pass()
+    acc.update(np.arange(50.0))  # not the same chunks as pass 1
+    with pytest.raises(RuntimeError, match="same in every pass"):
+        acc.end_pass()
+    with pytest.raises(RuntimeError, match="before the last pass"):
+        S.ExactQuantiles().result()
+    with pytest.raises(ValueError, match=r"lie in \[0, 1\]"):
+        S.ExactQuantiles({"bad": 1.5})
