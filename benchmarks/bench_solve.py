@@ -6,8 +6,8 @@ Draws one instance (seed 0: pi_ref Dirichlet(1), rewards N(0, 1), beta 0.5, the 
 0 > 1 > ... > K-1, margin 0.1), writes it to a temporary file and runs, for each method, the whole
 command ``python paper_checks.py solve --json --instance FILE --method METHOD`` in a fresh
 interpreter. Prints per method: wall and CPU seconds, the command's peak resident memory
-(ru_maxrss of the child), the method it reports (auto says what it chose), its status and largest
-KKT residual, how many constraints bind, and the largest |pi_c difference| between the methods.
+(VmHWM of the command's own process, benchmarks/peak_run.py), the method it reports (auto says
+what it chose), its status and largest KKT residual, how many constraints bind, and the largest |pi_c difference| between the methods.
 Timings taken on a shared machine are upper bounds; wall > CPU means other processes competed.
 """
 
@@ -16,13 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from peak_run import run_measured  # benchmarks/peak_run.py: a command's own peak memory
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,8 +53,8 @@ def main(argv=None) -> int:
         for method in args.methods:
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             t = time.perf_counter()
-            proc = subprocess.run([sys.executable, str(ROOT / "paper_checks.py"), "solve", "--json", "--instance",
-                                   str(path), "--method", method], capture_output=True, text=True, cwd=ROOT)
+            proc, peak = run_measured(["paper_checks.py", "solve", "--json", "--instance", str(path), "--method",
+                                       method], ROOT)
             wall = time.perf_counter() - t
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
             cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -64,8 +64,9 @@ def main(argv=None) -> int:
             res = json.loads(proc.stdout)
             answers[method] = np.array(res["cpo_optimum"])
             binding = sum(m > 0 for m in res["multipliers"])
-            print(f"[{method}] {wall:.2f} s wall ({cpu:.2f} s CPU), peak memory {after.ru_maxrss / 1024:,.0f} MB "
-                  f"(largest child so far); used {res['method']['used']}: {res['method']['why']}; status "
+            memory = "n/a (no /proc)" if peak is None else f"{peak / 1e6:,.0f} MB"
+            print(f"[{method}] {wall:.2f} s wall ({cpu:.2f} s CPU), peak memory {memory} (VmHWM of the command's "
+                  f"own process); used {res['method']['used']}: {res['method']['why']}; status "
                   f"{res['status']} ({res['status_reason']}); {binding} of {len(res['multipliers'])} constraints bind")
     names = list(answers)
     for a in range(len(names)):
