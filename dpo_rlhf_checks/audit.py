@@ -30,7 +30,12 @@ many, by reason. Nothing is dropped silently.
 
 Streaming: the file is parsed in chunks of rows straight into numpy (json.loads on a chunk,
 numpy.loadtxt for CSV; a slow per-row path only for a chunk with a problem, to name it), and only
-the numeric columns are kept, as float64 arrays.
+the numeric columns are kept, as float64. The command line keeps them on disk, in an anonymous
+temporary file (``spool=True``: 8 bytes per used column and row, in the folder ``TMPDIR`` names),
+and computes every statistic in passes over chunks of :data:`STAT_CHUNK` rows, so its memory does
+not grow with the number of rows: counts are exact integers, quantiles are exactly numpy's
+(:mod:`dpo_rlhf_checks.stream_stats`, a few passes), means add per-chunk sums exactly. The library
+call ``read_pairs(path)`` keeps the columns in memory; :func:`audit` streams over either.
 """
 
 from __future__ import annotations
@@ -43,11 +48,12 @@ import math
 import os
 import operator
 import sys
+import tempfile
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple
 
 import numpy as np
 import torch
@@ -55,6 +61,7 @@ import torch
 from dpo_rlhf_checks import losses as L
 from dpo_rlhf_checks.cli import BadInput, OneLineParser, no_duplicate_keys, output_dir_problem, short_message
 from dpo_rlhf_checks.result import to_jsonable
+from dpo_rlhf_checks.stream_stats import QUANTILES, ExactQuantiles
 
 try:  # Optional, not a dependency: orjson decodes JSON ~3x faster, to the same float64 numbers (both round
     # correctly). It only serves the fast path; rows with a problem are re-read with json to name it.
@@ -82,7 +89,7 @@ AUTHORS_EXPORT_MARKERS = ("logratios", "ref_logratios", "ada_margin")
 LOGP_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps", "chosen_logps", "rejected_logps") + tuple(ALIASES)
 LENGTH_COLUMNS = ("chosen_length", "rejected_length")
 FORMATS = ("jsonl", "csv")
-QUANTILES = {"min": 0.0, "p05": 0.05, "p25": 0.25, "p50": 0.5, "p75": 0.75, "p95": 0.95, "max": 1.0}
+STAT_CHUNK = 1 << 18  # rows per chunk of the statistics' passes (fixed: the numbers must not depend on the reading)
 MAX_EXAMPLES = 5  # skipped-row messages kept for the report
 # A log-probability below this is rejected (named by row): differences of two log-probabilities and their multiples
 # by beta must stay finite in float64. Real sequence log-probabilities are many orders of magnitude smaller.
@@ -98,6 +105,10 @@ def _short(value: Any) -> str:
 
 class AuditInputError(ValueError):
     """Bad input data; the message names the row, line and column."""
+
+
+class SpoolError(AuditInputError):
+    """The kept rows could not be written to the temporary file (no room, no writable TMPDIR)."""
 
 
 class _SlowPath(Exception):
@@ -166,13 +177,76 @@ def beta_key(beta: float) -> str:
 # Reading
 
 
+class _Spool:
+    """Kept rows on disk: an anonymous temporary file of row-major float64 blocks, read back in chunks.
+
+    The file has no name (deleted when closed or when the process ends) and lies in the folder that
+    ``TMPDIR`` names (:func:`tempfile.gettempdir`).
+    """
+
+    def __init__(self, names: tuple[str, ...]):
+        self.names = names
+        self.n = 0
+        try:
+            self.file = tempfile.TemporaryFile(prefix="dpo_rlhf_audit_")
+        except OSError as err:
+            raise SpoolError(f"cannot create the temporary file of the kept rows in {tempfile.gettempdir()} "
+                             f"({err.strerror or err}); set TMPDIR to a writable folder") from None
+
+    def write(self, block: np.ndarray) -> None:
+        """Append rows (m, k), k = len(names)."""
+        try:
+            self.file.write(np.ascontiguousarray(block, dtype=np.float64).data)
+        except OSError as err:
+            raise SpoolError(f"cannot write the kept rows to a temporary file in {tempfile.gettempdir()} "
+                             f"({err.strerror or err}; they take {8 * len(self.names)} bytes a row); set TMPDIR "
+                             "to a folder with room") from None
+        self.n += len(block)
+
+    def chunks(self, rows: int) -> Iterator[dict[str, np.ndarray]]:
+        """The rows in order, ``rows`` at a time, as name -> (m,) float64. Several readers may interleave."""
+        self.file.flush()
+        k = len(self.names)
+        for start in range(0, self.n, rows):
+            m = min(rows, self.n - start)
+            block = np.empty((m, k), dtype=np.float64)
+            self.file.seek(8 * k * start)  # each chunk from its own place: another reader may have moved the file
+            if self.file.readinto(memoryview(block).cast("B")) != block.nbytes:
+                raise SpoolError("the temporary file of the kept rows is shorter than what was written to it")
+            yield {name: block[:, j].copy() for j, name in enumerate(self.names)}  # contiguous, writable
+
+
+class SpooledColumns(Mapping):
+    """The columns of a spooled :class:`PairData`: names as a mapping's keys; ``columns[name]`` reads one
+    whole column into memory (8 bytes a row); :meth:`PairData.chunks` reads them a chunk at a time."""
+
+    def __init__(self, spool: _Spool):
+        self.spool = spool
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self.spool.names:
+            raise KeyError(name)
+        parts = [c[name] for c in self.spool.chunks(STAT_CHUNK)]
+        return np.concatenate(parts) if parts else np.empty(0)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.spool.names)
+
+    def __len__(self) -> int:
+        return len(self.spool.names)
+
+
 @dataclass
 class PairData:
-    """The numeric columns of the kept rows (float64 arrays of one length) and what was read."""
+    """The numeric columns of the kept rows (float64, one length) and what was read.
+
+    columns: name -> (n,) array in memory, or :class:`SpooledColumns` (kept on disk; ``read_pairs(spool=True)``).
+    Read the rows a chunk at a time with :meth:`chunks`, whichever the kind.
+    """
 
     path: Path
     fmt: str
-    columns: dict[str, np.ndarray]
+    columns: Mapping[str, np.ndarray]
     rows_read: int  # data rows seen, kept or skipped
     blank_lines: int = 0
     skipped: Counter = field(default_factory=Counter)  # reason -> rows
@@ -182,7 +256,19 @@ class PairData:
 
     @property
     def n_pairs(self) -> int:
+        if isinstance(self.columns, SpooledColumns):
+            return self.columns.spool.n
         return len(self.columns[REQUIRED[0]])
+
+    def chunks(self, rows: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+        """The kept rows in file order, ``rows`` (default :data:`STAT_CHUNK`) at a time, as name -> (m,) float64;
+        the same chunks at every call."""
+        rows = rows or STAT_CHUNK
+        if isinstance(self.columns, SpooledColumns):
+            yield from self.columns.spool.chunks(rows)
+            return
+        for start in range(0, self.n_pairs, rows):
+            yield {name: col[start:start + rows] for name, col in self.columns.items()}
 
 
 def detect_format(path: Path) -> str:
@@ -205,11 +291,12 @@ def _where(row: int, line: int, column: str | None) -> str:
 class _Collector:
     """Validates chunks of parsed values and keeps the good rows."""
 
-    def __init__(self, columns: tuple[str, ...], skip_invalid: bool):
+    def __init__(self, columns: tuple[str, ...], skip_invalid: bool, spool: bool = False):
         self.columns = columns
         self.skip_invalid = skip_invalid
-        # Kept rows, one list of blocks per column: the final columns are joined one at a time, each freeing its
-        # blocks, so the peak is the kept data plus one column (not twice the kept data).
+        # Kept rows: on disk (spool), or one list of blocks per column; the final columns are joined one at a
+        # time, each freeing its blocks, so the peak is the kept data plus one column (not twice the kept data).
+        self.spool = _Spool(tuple(ALIASES.get(c, c) for c in columns)) if spool else None
         self.parts: list[list[np.ndarray]] = [[] for _ in columns]
         self.rows_read = 0
         self.skipped: Counter = Counter()
@@ -262,10 +349,16 @@ class _Collector:
             i, name, reason, _ = min(problems, key=lambda p: (p[0], self.columns.index(p[1])))
             raise AuditInputError(f"{_where(int(rows[i]), int(lines[i]), name)}: {reason}")
         kept = values[~bad] if bad.any() else values
+        if self.spool is not None:
+            self.spool.write(kept)
+            return
         for j, blocks in enumerate(self.parts):
             blocks.append(np.ascontiguousarray(kept[:, j]))
 
     def result(self, path: Path, fmt: str, blank_lines: int) -> PairData:
+        if self.spool is not None:
+            return PairData(path, fmt, SpooledColumns(self.spool), self.rows_read, blank_lines, self.skipped,
+                            self.examples)
         columns = {}
         for j, name in enumerate(self.columns):
             blocks, self.parts[j] = self.parts[j], []
@@ -532,12 +625,16 @@ def _slow_csv(records, collector: _Collector, ncols, idx, used) -> int:
     return blank
 
 
-def read_pairs(path, *, fmt: str | None = None, skip_invalid: bool = False, chunk_rows: int = 100_000) -> PairData:
+def read_pairs(path, *, fmt: str | None = None, skip_invalid: bool = False, chunk_rows: int = 100_000,
+               spool: bool = False) -> PairData:
     """Read a preference file (JSON Lines or CSV) into float64 columns, streaming in chunks.
 
     fmt: "jsonl", "csv", or None to detect it (:func:`detect_format`). skip_invalid: drop bad rows
-    (counted in ``PairData.skipped``) instead of raising. Raises :class:`AuditInputError` naming
-    the row, line and column of the first bad row, or for a file with no data rows.
+    (counted in ``PairData.skipped``) instead of raising. chunk_rows: rows parsed at a time.
+    spool: keep the rows in a temporary file, not in memory (memory then does not grow with the
+    file; :class:`SpooledColumns`). Raises :class:`AuditInputError` naming the row, line and column
+    of the first bad row, or for a file with no data rows; :class:`SpoolError` when the temporary
+    file cannot be written.
     """
     path = Path(path)
     if chunk_rows < 1:
@@ -572,7 +669,7 @@ def read_pairs(path, *, fmt: str | None = None, skip_invalid: bool = False, chun
             used = _used_columns(obj or {}, _where(row, len(buffered), None))
             present = set(obj or ())
             unused = [c for c in RECOGNIZED if c not in used]
-            collector = _Collector(used, skip_invalid)
+            collector = _Collector(used, skip_invalid, spool)
             blank = _slow_jsonl(buffered, 0, collector, used, unused)
             line_chars = max(len(t) for t in buffered)
             blank += _read_jsonl(f, collector, used, chunk_rows, first_line=len(buffered), line_chars=line_chars)
@@ -597,7 +694,7 @@ def read_pairs(path, *, fmt: str | None = None, skip_invalid: bool = False, chun
                                       f"{header}")
             used = _used_columns(header, f"line {header_line} (header)")
             present = set(header)
-            collector = _Collector(used, skip_invalid)
+            collector = _Collector(used, skip_invalid, spool)
             blank += _read_csv(f, collector, header, used, header_line, chunk_rows)
     data = collector.result(path, fmt, blank)
     data.aliases_used = {a: ALIASES[a] for a in used if a in ALIASES}
@@ -615,7 +712,7 @@ def read_pairs(path, *, fmt: str | None = None, skip_invalid: bool = False, chun
 
 
 def quantiles(x: np.ndarray) -> dict[str, float]:
-    """min, p05, p25, p50, p75, p95, max and mean of a 1-D array."""
+    """min, p05, p25, p50, p75, p95, max and mean of a 1-D array in memory (:class:`ExactQuantiles` streams them)."""
     qs = np.quantile(x, list(QUANTILES.values()))
     return {**{k: float(v) for k, v in zip(QUANTILES, qs)}, "mean": float(np.mean(x))}
 
@@ -624,96 +721,176 @@ def _t(x: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(x)  # shares memory; float64
 
 
-def pair_statistics(rc, rr, pc=None, pr=None, dr=None, *, config: AuditConfig, per_token: bool = False
-                    ) -> tuple[dict[str, Any], dict[str, str]]:
-    """The audit's numbers for one choice of log-probabilities (sums, or per-token means).
+def _count(mask) -> int:
+    return int(np.count_nonzero(mask)) if isinstance(mask, np.ndarray) else int(torch.count_nonzero(mask))
 
-    rc, rr: reference log-probabilities of chosen / rejected, float64 (n,), <= 0. pc, pr: the
-    policy's, or None. dr: reward gap ``chosen_reward - rejected_reward`` (n,), or None.
-    per_token: the arrays are per-token means (then cpo_easy, defined on means, is audited too).
-    Returns (statistics, reasons for the ones that could not be computed).
-    Definitions (docs/theory.md): delta_ref = rc - rr; ranking accuracy 1[delta >= 0] (Chen et al. 2024);
-    the assumption (§3) holds for a pair when beta delta_ref + dr > 0, the RLHF optimum's
+
+class PairChunk(NamedTuple):
+    """One chunk of pairs, (m,) float64 each: the reference's log-probabilities of chosen / rejected (rc, rr),
+    the policy's (pc, pr; None without them) and the reward gap ``dr = chosen_reward - rejected_reward`` (or None)."""
+
+    rc: np.ndarray
+    rr: np.ndarray
+    pc: np.ndarray | None
+    pr: np.ndarray | None
+    dr: np.ndarray | None
+
+
+def pair_chunks(data: PairData, *, per_token: bool = False, rows: int | None = None
+                ) -> Callable[[], Iterator[PairChunk]]:
+    """A callable that gives the data's :class:`PairChunk` s, the same ones at every call (one call, one pass).
+
+    per_token: the log-probabilities divided by the lengths (per-token means); the data must have them.
+    """
+    def chunks() -> Iterator[PairChunk]:
+        for c in data.chunks(rows):
+            rc, rr = c["ref_chosen_logps"], c["ref_rejected_logps"]
+            pc, pr = c.get("chosen_logps"), c.get("rejected_logps")
+            if per_token:
+                lc, lr = c["chosen_length"], c["rejected_length"]
+                rc, rr = rc / lc, rr / lr
+                pc, pr = (None, None) if pc is None else (pc / lc, pr / lr)
+            dr = c["chosen_reward"] - c["rejected_reward"] if "chosen_reward" in c else None
+            yield PairChunk(rc, rr, pc, pr, dr)
+
+    return chunks
+
+
+def pair_statistics(chunks: Callable[[], Iterable[PairChunk]], n: int, *, config: AuditConfig,
+                    has_policy: bool, has_reward: bool, per_token: bool = False
+                    ) -> tuple[dict[str, Any], dict[str, str]]:
+    """The audit's numbers for one choice of log-probabilities (sums, or per-token means), streamed.
+
+    chunks: a callable giving the same :class:`PairChunk` s at every call (:func:`pair_chunks`); n: their total
+    length. Pass 1 counts everything; the quantiles take a few more passes, which recompute only the losses they
+    need, so memory does not grow with n. Fractions are exact counts over n; quantiles equal ``np.quantile``.
+    has_policy / has_reward: the chunks carry pc, pr / dr. per_token: the numbers are per-token means (then
+    cpo_easy, defined on means, is audited too). Returns (statistics, reasons for the ones that could not be
+    computed). Definitions (docs/theory.md): delta_ref = rc - rr; ranking accuracy 1[delta >= 0] (Chen et al.
+    2024); the assumption (§3) holds for a pair when beta delta_ref + dr > 0, the RLHF optimum's
     delta* = delta_ref + dr/beta; U = {delta_ref < delta < 0} (§6); l_crit = softplus(beta delta_ref) (§7).
     """
+    from dpo_rlhf_checks import audit_diagnostics as D
+
     betas = config.betas
     keys = [beta_key(b) for b in betas]
-    out: dict[str, Any] = {}
+    variants = {name: params for name, params in config.variants().items() if per_token or name != "cpo_easy"}
     why: dict[str, str] = {}
-    delta_ref = rc - rr
-    out["reference_ranking_accuracy"] = float(np.mean(delta_ref >= 0))
-    if dr is not None:
-        out["reward_agreement_rate"] = float(np.mean(dr > 0))
-        # beta delta_ref + dr is beta delta*: no division by beta.
-        out["assumption_violation_rate"] = {k: float(np.mean(b * delta_ref + dr <= 0)) for k, b in zip(keys, betas)}
-        out["idealized_ranking_accuracy"] = {k: float(np.mean(b * delta_ref + dr >= 0)) for k, b in zip(keys, betas)}
+    count: Counter = Counter()
+    diag: Counter = Counter()
+    crit = {k: ExactQuantiles(n=n) for k in keys}  # l_crit per pair, at each beta
+    dpo = {k: ExactQuantiles(n=n) for k in keys} if has_policy else {}  # the DPO loss per pair, at each beta
+    target_ok = {name: {k: True for k in keys} for name in variants}
+
+    def quantile_pass(ch: PairChunk, pending: set[tuple[str, str]]) -> None:
+        """Feed one chunk's losses to the quantile accumulators in ``pending`` ((kind, beta key) pairs)."""
+        rc_t, rr_t = _t(ch.rc), _t(ch.rr)
+        if any(kind == "crit" for kind, _ in pending):
+            target_dpo = L.implicit_target("dpo", rc_t, rr_t, beta=betas[0])  # delta_ref: the same at every beta
+            for k, b in zip(keys, betas):
+                if ("crit", k) in pending:
+                    crit[k].update(L.critical_loss(target_dpo, beta=b).numpy())
+        for k, b in zip(keys, betas):
+            if ("dpo", k) in pending:
+                dpo[k].update(L.dpo_loss(_t(ch.pc), _t(ch.pr), rc_t, rr_t, beta=b).losses.numpy())
+
+    everything = {("crit", k) for k in crit} | {("dpo", k) for k in dpo}
+    for ch in chunks():  # pass 1: every count, and the first pass of every quantile
+        delta_ref = ch.rc - ch.rr
+        count["reference_right"] += _count(delta_ref >= 0)
+        if has_reward:
+            count["reward_agrees"] += _count(ch.dr > 0)
+            for k, b in zip(keys, betas):
+                scaled = b * delta_ref + ch.dr  # beta delta*: no division by beta
+                count["violated", k] += _count(scaled <= 0)
+                count["idealized_right", k] += _count(scaled >= 0)
+        quantile_pass(ch, everything)
+        rc_t, rr_t = _t(ch.rc), _t(ch.rr)
+        for name, params in variants.items():
+            for k, b in zip(keys, betas):
+                if not target_ok[name][k]:
+                    continue
+                try:
+                    t = L.implicit_target(name, rc_t, rr_t, beta=b, **params)
+                except ValueError as err:
+                    target_ok[name][k] = False
+                    why[f"{name} target"] = str(err)
+                    continue
+                # loss < log 2 certifies delta > m  <=>  critical_loss >= log 2  <=>  T >= m.
+                count["log2_certifies", name, k] += _count(t >= config.margin)
+        if not has_policy:
+            continue
+        delta = ch.pc - ch.pr
+        count["policy_right"] += _count(delta >= 0)
+        count["in_U"] += _count((delta_ref < delta) & (delta < 0))
+        above = delta > config.margin
+        count["above_margin"] += _count(above)
+        pc_t, pr_t, above_t = _t(ch.pc), _t(ch.pr), torch.from_numpy(above)
+        for name, params in variants.items():
+            fn = L.get_loss(name)
+            for k, b in zip(keys, betas):
+                if not target_ok[name][k]:
+                    continue
+                loss = fn(pc_t, pr_t, rc_t, rr_t, beta=b, **params).losses
+                target = L.implicit_target(name, rc_t, rr_t, beta=b, **params)
+                cert = L.alignment_certificate(loss, target, beta=b, margin=config.margin)
+                count["certified", name, k] += _count(cert)
+                # Exactly 0 in real arithmetic (the certificate is an equivalence); floating point breaks it
+                # where beta |T| dwarfs beta |delta - m|.
+                count["mismatch", name, k] += _count(cert != above_t)
+        diag.update(D.diagnostic_counts(ch.rc, ch.rr, ch.pc, ch.pr))
+    for acc in (*crit.values(), *dpo.values()):
+        acc.end_pass()
+    while True:  # the quantiles' further passes, each over the ones still pending
+        pending = {key for key in everything if (crit if key[0] == "crit" else dpo)[key[1]].pending}
+        if not pending:
+            break
+        for ch in chunks():
+            quantile_pass(ch, pending)
+        for kind, k in pending:
+            (crit if kind == "crit" else dpo)[k].end_pass()
+
+    out: dict[str, Any] = {"reference_ranking_accuracy": count["reference_right"] / n}
+    if has_reward:
+        out["reward_agreement_rate"] = count["reward_agrees"] / n
+        out["assumption_violation_rate"] = {k: count["violated", k] / n for k in keys}
+        out["idealized_ranking_accuracy"] = {k: count["idealized_right", k] / n for k in keys}
     else:
         for name in ("reward_agreement_rate", "assumption_violation_rate", "idealized_ranking_accuracy"):
             out[name] = None
             why[name] = "needs chosen_reward and rejected_reward"
-    rc_t, rr_t = _t(rc), _t(rr)
-    target_dpo = L.implicit_target("dpo", rc_t, rr_t, beta=betas[0])
-    out["critical_loss"] = {k: quantiles(L.critical_loss(target_dpo, beta=b).numpy()) for k, b in zip(keys, betas)}
-
-    variants = {name: params for name, params in config.variants().items() if per_token or name != "cpo_easy"}
-    # Targets are recomputed where needed rather than kept: one (n,) tensor per variant and beta held at once
-    # would make memory grow by 8 bytes per row for each (10 million rows: 80 MB each).
-    target_ok: dict[str, dict[str, bool]] = {}
-    out["log2_certifies_fraction"] = {}
-    for name, params in variants.items():
-        target_ok[name], out["log2_certifies_fraction"][name] = {}, {}
-        for k, b in zip(keys, betas):
-            try:
-                t = L.implicit_target(name, rc_t, rr_t, beta=b, **params)
-            except ValueError as err:
-                target_ok[name][k], out["log2_certifies_fraction"][name][k] = False, None
-                why[f"{name} target"] = str(err)
-                continue
-            target_ok[name][k] = True
-            # loss < log 2 certifies delta > m  <=>  critical_loss >= log 2  <=>  T >= m.
-            out["log2_certifies_fraction"][name][k] = float(torch.mean((t >= config.margin).double()))
-            del t
-
+    out["critical_loss"] = {k: crit[k].result() for k in keys}
+    out["log2_certifies_fraction"] = {name: {k: count["log2_certifies", name, k] / n if target_ok[name][k] else None
+                                             for k in keys} for name in variants}
     policy_keys = ("policy_ranking_accuracy", "frac_in_undesirable", "dpo_loss", "certified_fraction",
                    "certificate_mismatch_fraction", "uncertified_bound_from_mean_dpo_loss", "fraction_delta_above_margin")
-    if pc is None:
+    if not has_policy:
         for name in policy_keys:
             out[name] = None
             why[name] = "needs chosen_logps and rejected_logps (a trained policy)"
+        out["diagnostics"] = None
         return out, why
-    delta = pc - pr
-    out["policy_ranking_accuracy"] = float(np.mean(delta >= 0))
-    out["frac_in_undesirable"] = float(np.mean((delta_ref < delta) & (delta < 0)))
-    pc_t, pr_t = _t(pc), _t(pr)
-    out["dpo_loss"], out["uncertified_bound_from_mean_dpo_loss"] = {}, {}
-    for k, b in zip(keys, betas):
-        dpo = L.dpo_loss(pc_t, pr_t, rc_t, rr_t, beta=b).losses
-        out["dpo_loss"][k] = quantiles(dpo.numpy())
-        # Markov: the uncertified pairs each have loss >= l_crit >= min l_crit, so their fraction is
-        # at most mean(loss) / min(l_crit). What a mean loss bounds; it certifies no single pair.
-        min_crit = float(L.critical_loss(target_dpo, beta=b).min())
-        out["uncertified_bound_from_mean_dpo_loss"][k] = (min(1.0, float(dpo.mean()) / min_crit) if min_crit > 0
-                                                          else 1.0)
-    out["certified_fraction"], out["certificate_mismatch_fraction"] = {}, {}
-    above = torch.from_numpy(delta > config.margin)
+    out["policy_ranking_accuracy"] = count["policy_right"] / n
+    out["frac_in_undesirable"] = count["in_U"] / n
+    out["dpo_loss"] = {k: dpo[k].result() for k in keys}
+    # Markov: the uncertified pairs each have loss >= l_crit >= min l_crit, so their fraction is at most
+    # mean(loss) / min(l_crit). What a mean loss bounds; it certifies no single pair.
+    out["uncertified_bound_from_mean_dpo_loss"] = {
+        k: min(1.0, out["dpo_loss"][k]["mean"] / out["critical_loss"][k]["min"]) if out["critical_loss"][k]["min"] > 0
+        else 1.0 for k in keys}
+    out["certified_fraction"] = {name: {k: count["certified", name, k] / n if target_ok[name][k] else None
+                                        for k in keys} for name in variants}
+    out["certificate_mismatch_fraction"] = {name: {k: count["mismatch", name, k] / n if target_ok[name][k] else None
+                                                   for k in keys} for name in variants}
     # What an exact certificate gives for every target-form variant (the certificate is equivalent to delta > m).
-    out["fraction_delta_above_margin"] = float(above.double().mean())
-    for name, params in variants.items():
-        fn = L.get_loss(name)
-        out["certified_fraction"][name], out["certificate_mismatch_fraction"][name] = {}, {}
-        for k, b in zip(keys, betas):
-            if not target_ok[name][k]:
-                out["certified_fraction"][name][k] = out["certificate_mismatch_fraction"][name][k] = None
-                continue
-            loss = fn(pc_t, pr_t, rc_t, rr_t, beta=b, **params).losses
-            target = L.implicit_target(name, rc_t, rr_t, beta=b, **params)
-            cert = L.alignment_certificate(loss, target, beta=b, margin=config.margin)
-            del loss, target
-            out["certified_fraction"][name][k] = float(cert.double().mean())
-            # Exactly 0 in real arithmetic (the certificate is an equivalence); floating point breaks
-            # it where beta |T| dwarfs beta |delta - m|.
-            out["certificate_mismatch_fraction"][name][k] = float((cert != above).double().mean())
+    out["fraction_delta_above_margin"] = count["above_margin"] / n
+    out["diagnostics"] = D.diagnostics_from_counts({"n_pairs": n, **diag})
     return out, why
+
+
+def _largest_value(data: PairData) -> float:
+    """The largest |value| in the data's columns (one pass)."""
+    return max((float(np.max(np.abs(v), initial=0.0)) for c in data.chunks() for v in c.values()), default=0.0)
 
 
 def _require_finite(obj: Any, data: PairData, path: str = "") -> None:
@@ -729,31 +906,77 @@ def _require_finite(obj: Any, data: PairData, path: str = "") -> None:
         for i, v in enumerate(obj):
             _require_finite(v, data, f"{path}[{i}]")
     elif isinstance(obj, float) and not math.isfinite(obj):
-        largest = max(float(np.max(np.abs(v), initial=0.0)) for v in data.columns.values())
         raise AuditInputError(f"{data.path}: the statistic {path} is {obj} in float64 (the largest |value| in the "
-                              f"file is {largest:.3g}; beta times a log-probability difference overflows): use "
-                              "smaller betas or check the log-probabilities")
+                              f"file is {_largest_value(data):.3g}; beta times a log-probability difference "
+                              "overflows): use smaller betas or check the log-probabilities")
 
 
-def violation_curve(delta_ref: np.ndarray, dr: np.ndarray, betas: Iterable[float]) -> np.ndarray:
-    """The assumption-violation rate ``mean(beta delta_ref + dr <= 0)`` at each beta."""
-    return np.array([np.mean(b * delta_ref + dr <= 0) for b in betas])
+def violation_counts(delta_ref: np.ndarray, dr: np.ndarray, betas: Iterable[float]) -> np.ndarray:
+    """The pairs that violate the assumption, ``beta delta_ref + dr <= 0``, at each beta (int64, one per beta)."""
+    return np.array([_count(b * delta_ref + dr <= 0) for b in betas], dtype=np.int64)
+
+
+def _figures(data: PairData, config: AuditConfig, rates_at_betas: dict, fig_dir: Path) -> list[str]:
+    """The audit's figures, from passes over the data (nothing per row is kept)."""
+    from figures.audit import RANGE_QUANTILES, delta_ref_histogram, histogram_bins, violation_rate_figure
+
+    b0 = config.betas[0]
+    has_reward, has_len = "chosen_reward" in data.columns, "chosen_length" in data.columns
+    views = {"summed log-probabilities": pair_chunks(data)}
+    if has_len:
+        views["per-token means"] = pair_chunks(data, per_token=True)
+    # The histogram's range: the central quantiles of delta_ref and the boundary -dr/beta (finite values), exact.
+    span = ExactQuantiles(dict(zip(("lo", "hi"), RANGE_QUANTILES)))
+    while span.pending:
+        for ch in views["summed log-probabilities"]():
+            span.update(ch.rc - ch.rr)  # finite: the rows were checked
+            if has_reward:
+                boundary = -ch.dr / b0
+                span.update(boundary[np.isfinite(boundary)])
+        span.end_pass()
+    bins = histogram_bins(span.result()["lo"], span.result()["hi"])
+    counts = {"all": np.zeros(len(bins) - 1, np.int64)} if not has_reward else {
+        name: np.zeros(len(bins) - 1, np.int64) for name in ("holds", "violated", "boundary")}
+    violated = 0
+    for ch in views["summed log-probabilities"]():
+        delta_ref = ch.rc - ch.rr
+        if not has_reward:
+            counts["all"] += np.histogram(delta_ref, bins)[0]
+            continue
+        boundary = -ch.dr / b0
+        bad = delta_ref <= boundary
+        violated += _count(bad)
+        counts["holds"] += np.histogram(delta_ref[~bad], bins)[0]
+        counts["violated"] += np.histogram(delta_ref[bad], bins)[0]
+        counts["boundary"] += np.histogram(boundary[np.isfinite(boundary)], bins)[0]
+    files = delta_ref_histogram(bins, counts, violated / data.n_pairs if has_reward else None, b0, fig_dir)
+    if not has_reward:
+        return files
+    curves = {}
+    for label, chunks in views.items():
+        total = np.zeros(len(config.beta_grid), np.int64)
+        for ch in chunks():
+            total += violation_counts(ch.rc - ch.rr, ch.dr, config.beta_grid)
+        curves[label] = total / data.n_pairs
+    return files + violation_rate_figure(np.array(config.beta_grid), curves, config.betas, rates_at_betas, fig_dir)
 
 
 def audit(data: PairData, config: AuditConfig, fig_dir: Path | None = None) -> dict[str, Any]:
-    """The audit's result object (the ``--json`` output); figures to ``fig_dir`` when given."""
-    c = data.columns
-    rc, rr = c["ref_chosen_logps"], c["ref_rejected_logps"]
-    pc, pr = c.get("chosen_logps"), c.get("rejected_logps")
-    dr = c["chosen_reward"] - c["rejected_reward"] if "chosen_reward" in c else None
-    has_len = "chosen_length" in c
+    """The audit's result object (the ``--json`` output); figures to ``fig_dir`` when given.
+
+    Streams over ``data.chunks()``: with spooled data (``read_pairs(spool=True)``) memory does not grow with
+    the number of pairs.
+    """
+    c = data.columns  # the names; the numbers are read a chunk at a time
+    n = data.n_pairs
+    has_policy, has_reward, has_len = "chosen_logps" in c, "chosen_reward" in c, "chosen_length" in c
     variants = config.variants()
     result: dict[str, Any] = {
         "file": str(data.path),
         "format": data.fmt,
         "columns": list(c),
         "rows_read": data.rows_read,
-        "n_pairs": data.n_pairs,
+        "n_pairs": n,
         "skipped_rows": {"count": sum(data.skipped.values()), "by_reason": dict(data.skipped),
                          "examples": list(data.skipped_examples)},
         "blank_lines": data.blank_lines,
@@ -773,12 +996,10 @@ def audit(data: PairData, config: AuditConfig, fig_dir: Path | None = None) -> d
         result["settings"]["cpo_variants"]["cpo_easy"]["delta"] = "as given (per-token means)"
     if data.aliases_used:
         result["settings"]["column_aliases"] = dict(data.aliases_used)
-    stats, why = pair_statistics(rc, rr, pc, pr, dr, config=config, per_token=data.logps_kind == "mean")
+    kinds = {"has_policy": has_policy, "has_reward": has_reward}
+    stats, why = pair_statistics(pair_chunks(data), n, config=config, per_token=data.logps_kind == "mean", **kinds)
     result.update(stats)
-    from dpo_rlhf_checks import audit_diagnostics as D
-
-    result["diagnostics"] = D.diagnostics(rc, rr, pc, pr) if pc is not None else None
-    if pc is None:
+    if not has_policy:
         why["diagnostics"] = "needs chosen_logps and rejected_logps (a trained policy)"
     result["certified_fraction_note"] = ("the certificate loss < critical_loss(T, m) is equivalent to delta > m for "
                                          "every target-form loss, so certified fractions agree across variants up "
@@ -786,15 +1007,16 @@ def audit(data: PairData, config: AuditConfig, fig_dir: Path | None = None) -> d
                                          "is where the variants differ: the pairs whose loss below log 2 proves "
                                          "delta > m")
     if has_len:
-        lc, lr = c["chosen_length"], c["rejected_length"]
-        mean_args = (rc / lc, rr / lr, None if pc is None else pc / lc, None if pr is None else pr / lr)
-        per_token, why_mean = pair_statistics(*mean_args, dr, config=config, per_token=True)
-        per_token["diagnostics"] = D.diagnostics(*mean_args) if pc is not None else None
+        per_token, why_mean = pair_statistics(pair_chunks(data, per_token=True), n, config=config, per_token=True,
+                                              **kinds)
         result["per_token_mean"] = per_token
-        disagreement = {"reference": float(np.mean(((rc - rr) >= 0) != ((mean_args[0] - mean_args[1]) >= 0)))}
-        if pc is not None:
-            disagreement["policy"] = float(np.mean(((pc - pr) >= 0) != ((mean_args[2] - mean_args[3]) >= 0)))
-        result["sum_vs_mean_ranking_disagreement"] = disagreement
+        flips = Counter()
+        for s, m in zip(pair_chunks(data)(), pair_chunks(data, per_token=True)()):
+            flips["reference"] += _count(((s.rc - s.rr) >= 0) != ((m.rc - m.rr) >= 0))
+            if has_policy:
+                flips["policy"] += _count(((s.pc - s.pr) >= 0) != ((m.pc - m.pr) >= 0))
+        result["sum_vs_mean_ranking_disagreement"] = {k: flips[k] / n for k in
+                                                      (("reference", "policy") if has_policy else ("reference",))}
         why.update({f"per_token_mean.{k}": v for k, v in why_mean.items()})
     else:
         result["per_token_mean"] = result["sum_vs_mean_ranking_disagreement"] = None
@@ -805,17 +1027,8 @@ def audit(data: PairData, config: AuditConfig, fig_dir: Path | None = None) -> d
     _require_finite(result, data)
     result["figures"] = []
     if fig_dir is not None:
-        from figures.audit import delta_ref_histogram, violation_rate_figure
-
-        b0 = config.betas[0]
-        result["figures"] += delta_ref_histogram(rc - rr, None if dr is None else -dr / b0, b0, fig_dir)
-        if dr is not None:
-            curves = {"summed log-probabilities": violation_curve(rc - rr, dr, config.beta_grid)}
-            if has_len:
-                curves["per-token means"] = violation_curve(mean_args[0] - mean_args[1], dr, config.beta_grid)
-            result["figures"] += violation_rate_figure(np.array(config.beta_grid), curves, config.betas,
-                                                        result["assumption_violation_rate"], fig_dir)
-        else:
+        result["figures"] += _figures(data, config, result["assumption_violation_rate"], fig_dir)
+        if not has_reward:
             why["figure audit_violation_rate"] = "needs chosen_reward and rejected_reward"
     return to_jsonable(result)
 
@@ -1045,7 +1258,10 @@ def _main(argv: list[str] | None) -> int:
         if problem is not None:
             parser.error(f"--pairs-out: {problem}")
     try:
-        data = read_pairs(args.file, fmt=args.input_format, skip_invalid=args.skip_invalid, chunk_rows=args.chunk_rows)
+        data = read_pairs(args.file, fmt=args.input_format, skip_invalid=args.skip_invalid, chunk_rows=args.chunk_rows,
+                          spool=True)  # the rows on disk: memory does not grow with the file
+    except SpoolError:
+        raise
     except AuditInputError as err:
         raise AuditInputError(f"{args.file}: {err}") from None
     except UnicodeDecodeError as err:
@@ -1067,7 +1283,7 @@ def _main(argv: list[str] | None) -> int:
         from dpo_rlhf_checks.audit_diagnostics import write_pair_flags
 
         try:
-            write_pair_flags(args.pairs_out, data.columns)
+            write_pair_flags(args.pairs_out, data)
         except (ValueError, OSError) as err:
             print(f"error: --pairs-out {args.pairs_out}: {err}", file=sys.stderr)
             return 2

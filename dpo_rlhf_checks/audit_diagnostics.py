@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+COUNT_NAMES = ("implicit_reward_accurate", "policy_ranked_right", "in_U", "right_below_reference", "chosen_logp_fell",
+               "rejected_logp_fell", "both_logps_fell", "flipped_to_right", "flipped_to_wrong")
 FLAG_COLUMNS = ("in_U", "chosen_logp_fell", "rejected_logp_fell", "ranking_flipped", "h_positive",
                 "right_below_reference")
 
@@ -55,13 +57,11 @@ def pair_flags(rc: np.ndarray, rr: np.ndarray, pc: np.ndarray, pr: np.ndarray) -
     }
 
 
-def diagnostics(rc: np.ndarray, rr: np.ndarray, pc: np.ndarray, pr: np.ndarray) -> dict[str, Any]:
-    """The fractions and the exact accuracy split (module docstring); counts as well, so the identity is visible."""
+def diagnostic_counts(rc: np.ndarray, rr: np.ndarray, pc: np.ndarray, pr: np.ndarray) -> dict[str, int]:
+    """The counts behind :func:`diagnostics` for some pairs (they add up over chunks of a stream)."""
     f = pair_flags(rc, rr, pc, pr)
-    n = len(rc)
     delta_ref_nonneg = (rc - rr) >= 0
-    counts = {
-        "n_pairs": n,
+    return {
         "implicit_reward_accurate": int(f["h_positive"].sum()),
         "policy_ranked_right": int(((pc - pr) >= 0).sum()),
         "in_U": int(f["in_U"].sum()),
@@ -72,6 +72,12 @@ def diagnostics(rc: np.ndarray, rr: np.ndarray, pc: np.ndarray, pr: np.ndarray) 
         "flipped_to_right": int((f["ranking_flipped"] & ~delta_ref_nonneg).sum()),
         "flipped_to_wrong": int((f["ranking_flipped"] & delta_ref_nonneg).sum()),
     }
+
+
+def diagnostics_from_counts(counts: dict[str, int]) -> dict[str, Any]:
+    """:func:`diagnostics` from ``n_pairs`` and the :func:`diagnostic_counts` of all the pairs."""
+    n = counts["n_pairs"]
+    counts = {"n_pairs": n, **{k: int(counts.get(k, 0)) for k in COUNT_NAMES}}
     frac = {k: v / n for k, v in counts.items() if k != "n_pairs"}
     overstatement = frac["implicit_reward_accurate"] - frac["policy_ranked_right"]
     return {
@@ -95,6 +101,11 @@ def diagnostics(rc: np.ndarray, rr: np.ndarray, pc: np.ndarray, pr: np.ndarray) 
     }
 
 
+def diagnostics(rc: np.ndarray, rr: np.ndarray, pc: np.ndarray, pr: np.ndarray) -> dict[str, Any]:
+    """The fractions and the exact accuracy split (module docstring); counts as well, so the identity is visible."""
+    return diagnostics_from_counts({"n_pairs": len(rc), **diagnostic_counts(rc, rr, pc, pr)})
+
+
 def format_lines(diag: dict[str, Any], title: str) -> list[str]:
     """Printed lines of one :func:`diagnostics` result."""
     s = diag["accuracy_split"]
@@ -112,23 +123,27 @@ def format_lines(diag: dict[str, Any], title: str) -> list[str]:
     ]
 
 
-def write_pair_flags(path, columns: dict[str, np.ndarray]) -> Path:
+def write_pair_flags(path, data) -> Path:
     """``--pairs-out``: one JSON object per pair (1-based ``pair``, data order), its deltas and flags.
 
-    columns: the audit's columns (ref_chosen_logps, ref_rejected_logps, chosen_logps, rejected_logps).
-    A file without the policy's columns has no flags to write: ValueError.
+    data: the audit's :class:`~dpo_rlhf_checks.audit.PairData` (its ``columns`` name ref_chosen_logps,
+    ref_rejected_logps, chosen_logps, rejected_logps; the rows are read a chunk at a time with ``chunks()``).
+    A file without the policy's columns has no flags to write: ValueError, before anything is written.
     """
-    if "chosen_logps" not in columns:
+    if "chosen_logps" not in data.columns:
         raise ValueError("--pairs-out needs the policy's columns chosen_logps and rejected_logps")
-    rc, rr = columns["ref_chosen_logps"], columns["ref_rejected_logps"]
-    pc, pr = columns["chosen_logps"], columns["rejected_logps"]
-    flags = pair_flags(rc, rr, pc, pr)
-    delta, delta_ref = (pc - pr).tolist(), (rc - rr).tolist()
-    flag_lists = {k: flags[k].tolist() for k in FLAG_COLUMNS}
     path = Path(path)
+    pair = 0
     with open(path, "w", encoding="utf-8") as f:
-        for i in range(len(rc)):
-            row = {"pair": i + 1, "delta": delta[i], "delta_ref": delta_ref[i]}
-            row.update({k: flag_lists[k][i] for k in FLAG_COLUMNS})
-            f.write(json.dumps(row) + "\n")
+        for c in data.chunks():
+            rc, rr = c["ref_chosen_logps"], c["ref_rejected_logps"]
+            pc, pr = c["chosen_logps"], c["rejected_logps"]
+            flags = pair_flags(rc, rr, pc, pr)
+            delta, delta_ref = (pc - pr).tolist(), (rc - rr).tolist()
+            flag_lists = {k: flags[k].tolist() for k in FLAG_COLUMNS}
+            for i in range(len(rc)):
+                pair += 1
+                row = {"pair": pair, "delta": delta[i], "delta_ref": delta_ref[i]}
+                row.update({k: flag_lists[k][i] for k in FLAG_COLUMNS})
+                f.write(json.dumps(row) + "\n")
     return path

@@ -697,7 +697,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.pairs_out is not None:
             from dpo_rlhf_checks.audit_diagnostics import write_pair_flags
 
-            write_pair_flags(args.pairs_out, data.columns)
+            write_pair_flags(args.pairs_out, data)
             summary.append(f"per-pair flags: {args.pairs_out}")
     if args.json:
         from dpo_rlhf_checks.result import to_jsonable

@@ -10,32 +10,34 @@ import numpy as np
 from figures.style import MARKERS, new_figure, save
 
 
-def _range(*arrays: np.ndarray) -> tuple[float, float]:
-    # Central 99.8% of the values: a few extreme pairs would otherwise squash the histogram.
-    x = np.concatenate([a[np.isfinite(a)] for a in arrays])
-    lo, hi = np.quantile(x, [0.001, 0.999])
+RANGE_QUANTILES = (0.001, 0.999)  # the histogram spans the central 99.8%: a few extreme pairs would squash it
+
+
+def histogram_bins(lo: float, hi: float, n_bins: int = 80) -> np.ndarray:
+    """Bin edges (n_bins + 1,) over [lo, hi] (the :data:`RANGE_QUANTILES` of the values) padded by 5% each side."""
     pad = 0.05 * (hi - lo) if hi > lo else 1.0
-    return float(lo - pad), float(hi + pad)
+    return np.linspace(lo - pad, hi + pad, n_bins + 1)
 
 
-def delta_ref_histogram(delta_ref: np.ndarray, boundary: np.ndarray | None, beta: float, fig_dir: Path,
-                        name: str = "audit_delta_ref") -> list[str]:
+def delta_ref_histogram(bins: np.ndarray, counts: dict[str, np.ndarray], violated_fraction: float | None,
+                        beta: float, fig_dir: Path, name: str = "audit_delta_ref") -> list[str]:
     """Histogram of ``delta_ref`` per pair; with rewards, split into pairs that violate the assumption
     (``delta_ref <= -dr/beta``) and those that do not, and the histogram of the boundary ``-dr/beta``.
 
-    delta_ref: (n,) reference log-odds; boundary: (n,) ``-dr/beta`` or None; beta: the beta of the boundary.
+    bins: edges (k + 1,); counts: pairs per bin (k,), under ``"all"`` without rewards, else ``"holds"``,
+    ``"violated"`` (delta_ref) and ``"boundary"`` (-dr/beta); violated_fraction: of all pairs (None without
+    rewards); beta: the beta of the boundary. Counts, not values: the audit streams, keeping no per-pair array.
     """
     fig, ax = new_figure(width=5.0, height=3.4)
-    arrays = (delta_ref,) if boundary is None else (delta_ref, boundary)
-    bins = np.linspace(*_range(*arrays), 81)
-    if boundary is None:
-        ax.hist(delta_ref, bins=bins, color="#0072B2", alpha=0.8, label="all pairs")
+    left = bins[:-1]  # one sample per bin, weighted by its count: the histogram of the counted values
+    if "all" in counts:
+        ax.hist(left, bins=bins, weights=counts["all"], color="#0072B2", alpha=0.8, label="all pairs")
     else:
-        violated = delta_ref <= boundary
-        ax.hist([delta_ref[~violated], delta_ref[violated]], bins=bins, stacked=True, color=["#0072B2", "#D55E00"],
-                alpha=0.8, label=["assumption holds", f"violated (delta_ref <= -dr/beta), {violated.mean():.1%}"])
-        ax.hist(boundary, bins=bins, histtype="step", color="#000000", linestyle="--", linewidth=1.2,
-                label=f"boundary -dr/beta (beta={beta:g})")
+        ax.hist([left, left], bins=bins, weights=[counts["holds"], counts["violated"]], stacked=True,
+                color=["#0072B2", "#D55E00"], alpha=0.8,
+                label=["assumption holds", f"violated (delta_ref <= -dr/beta), {violated_fraction:.1%}"])
+        ax.hist(left, bins=bins, weights=counts["boundary"], histtype="step", color="#000000", linestyle="--",
+                linewidth=1.2, label=f"boundary -dr/beta (beta={beta:g})")
     ax.axvline(0.0, color="#777777", linestyle=":", linewidth=1.0, label="delta_ref = 0")
     ax.set_xlabel("delta_ref = log pi_ref(y_w) - log pi_ref(y_l)")
     ax.set_ylabel("pairs")

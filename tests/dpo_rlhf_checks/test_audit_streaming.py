@@ -1,0 +1,185 @@
+"""``audit`` streams: the rows kept on disk (spool), statistics in passes over chunks, the same numbers.
+
+The chunks and the quantiles' bins are made tiny here (STAT_CHUNK, COLLECT_MAX) so that a few thousand rows
+take the many-chunk, many-pass path that ten million rows take with the defaults.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import tempfile
+
+import numpy as np
+import pytest
+import torch
+
+from dpo_rlhf_checks import audit as A
+from dpo_rlhf_checks import losses as L
+from dpo_rlhf_checks import stream_stats as S
+
+N = 3000
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("stream")
+    cols = A.synthetic_pairs(N, seed=5)
+    return cols, A.write_pairs(folder / "pairs.jsonl", cols)
+
+
+@pytest.fixture
+def tiny_chunks(monkeypatch):
+    monkeypatch.setattr(A, "STAT_CHUNK", 97)
+    monkeypatch.setattr(S, "COLLECT_MAX", 8)
+
+
+def numbers(obj, path=""):
+    """Every number of a result, by its path (figures and file names left out)."""
+    if isinstance(obj, dict):
+        return {k: v for key, val in obj.items() if key not in ("figures", "file")
+                for k, v in numbers(val, f"{path}.{key}").items()}
+    if isinstance(obj, list):
+        return {k: v for i, val in enumerate(obj) for k, v in numbers(val, f"{path}[{i}]").items()}
+    return {path: obj}
+
+
+def test_many_chunks_and_passes_give_the_in_memory_numbers(sample, monkeypatch):
+    cols, path = sample
+    config = A.AuditConfig(betas=(0.1, 1.0, 3.0))
+    whole = numbers(A.audit(A.read_pairs(path), config))  # one chunk: means are numpy's own
+    monkeypatch.setattr(A, "STAT_CHUNK", 97)
+    monkeypatch.setattr(S, "COLLECT_MAX", 8)
+    streamed = numbers(A.audit(A.read_pairs(path, spool=True), config))
+    assert whole.keys() == streamed.keys()
+    differ = {k: (whole[k], streamed[k]) for k in whole if whole[k] != streamed[k]}
+    # Only means may differ (per-chunk sums added exactly vs numpy's pairwise sum), and by an ulp or so.
+    assert all(k.endswith(".mean") for k in differ), differ
+    for k, (a, b) in differ.items():
+        assert b == pytest.approx(a, rel=1e-14), k
+    assert len(whole) > 150
+
+
+def test_streamed_quantiles_are_numpys_on_the_whole_arrays(sample, tiny_chunks):
+    """Against np.quantile of the losses computed on the whole arrays at once, and an independent numpy formula."""
+    cols, path = sample
+    r = A.audit(A.read_pairs(path, spool=True), A.AuditConfig(betas=(0.1, 1.0)))
+    t = {k: torch.from_numpy(v) for k, v in cols.items()}
+    dpo = L.dpo_loss(t["chosen_logps"], t["rejected_logps"], t["ref_chosen_logps"], t["ref_rejected_logps"],
+                     beta=1.0).losses.numpy()
+    assert [r["dpo_loss"]["1"][k] for k in S.QUANTILES] == np.quantile(dpo, list(S.QUANTILES.values())).tolist()
+    d_ref = cols["ref_chosen_logps"] - cols["ref_rejected_logps"]
+    lcrit = np.logaddexp(0.0, 0.1 * d_ref)  # numpy's, not the library's
+    for k, q in S.QUANTILES.items():
+        assert r["critical_loss"]["0.1"][k] == pytest.approx(np.quantile(lcrit, q), rel=1e-14)
+    d_pol = cols["chosen_logps"] - cols["rejected_logps"]
+    assert r["frac_in_undesirable"] == np.mean((d_ref < d_pol) & (d_pol < 0))
+    lc, lr = cols["chosen_length"], cols["rejected_length"]
+    m_ref = cols["ref_chosen_logps"] / lc - cols["ref_rejected_logps"] / lr
+    assert r["sum_vs_mean_ranking_disagreement"]["reference"] == np.mean((d_ref >= 0) != (m_ref >= 0))
+    assert r["diagnostics"]["counts"]["in_U"] == int(np.sum((d_ref < d_pol) & (d_pol < 0)))
+
+
+def test_the_command_line_spools_and_gives_the_library_numbers(sample, tiny_chunks, capsys, monkeypatch):
+    cols, path = sample
+    spooled = []
+    real = A.read_pairs
+
+    def spy(*args, **kwargs):
+        data = real(*args, **kwargs)
+        spooled.append(isinstance(data.columns, A.SpooledColumns))
+        return data
+
+    monkeypatch.setattr(A, "read_pairs", spy)
+    assert A.main([str(path), "--json", "--beta", "0.1", "1"]) == 0
+    cli = numbers(json.loads(capsys.readouterr().out))
+    assert spooled == [True]
+    lib = numbers(A.audit(real(path), A.AuditConfig(betas=(0.1, 1.0))))
+    assert cli.keys() == lib.keys()
+    assert all(cli[k] == lib[k] or (k.endswith(".mean") and cli[k] == pytest.approx(lib[k], rel=1e-14)) for k in cli)
+
+
+def test_interleaved_readers_of_one_spool(sample):
+    """audit reads the sums and the per-token means side by side (two readers of one file)."""
+    cols, path = sample
+    data = A.read_pairs(path, spool=True)
+    a, b = data.chunks(101), data.chunks(101)
+    for x, y in zip(a, b):
+        for name in x:
+            np.testing.assert_array_equal(x[name], y[name])
+    for name, col in cols.items():
+        np.testing.assert_array_equal(data.columns[name], col)
+    assert data.n_pairs == N and list(data.columns) == list(A.read_pairs(path).columns)
+
+
+def test_pairs_out_numbers_pairs_across_chunks(sample, tiny_chunks, tmp_path, capsys):
+    cols, path = sample
+    out = tmp_path / "flags.jsonl"
+    assert A.main([str(path), "--json", "--pairs-out", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["pair"] for r in rows] == list(range(1, N + 1))
+    d_ref = cols["ref_chosen_logps"] - cols["ref_rejected_logps"]
+    d_pol = cols["chosen_logps"] - cols["rejected_logps"]
+    assert [r["delta"] for r in rows] == d_pol.tolist()
+    assert [r["in_U"] for r in rows] == ((d_ref < d_pol) & (d_pol < 0)).tolist()
+
+
+def test_figure_counts_are_the_whole_arrays_histograms(sample, tiny_chunks, tmp_path, monkeypatch):
+    import figures.audit as F
+
+    cols, path = sample
+    seen = {}
+
+    def capture(bins, counts, violated_fraction, beta, fig_dir, name="audit_delta_ref"):
+        seen.update(bins=bins, counts=counts, violated=violated_fraction)
+        return []
+
+    monkeypatch.setattr(F, "delta_ref_histogram", capture)
+    A.audit(A.read_pairs(path, spool=True), A.AuditConfig(), fig_dir=tmp_path)
+    d_ref = cols["ref_chosen_logps"] - cols["ref_rejected_logps"]
+    boundary = -(cols["chosen_reward"] - cols["rejected_reward"]) / 0.1
+    lo, hi = np.quantile(np.concatenate([d_ref, boundary]), F.RANGE_QUANTILES)
+    np.testing.assert_array_equal(seen["bins"], F.histogram_bins(lo, hi))
+    bad = d_ref <= boundary
+    np.testing.assert_array_equal(seen["counts"]["holds"], np.histogram(d_ref[~bad], seen["bins"])[0])
+    np.testing.assert_array_equal(seen["counts"]["violated"], np.histogram(d_ref[bad], seen["bins"])[0])
+    np.testing.assert_array_equal(seen["counts"]["boundary"], np.histogram(boundary, seen["bins"])[0])
+    assert seen["violated"] == np.mean(bad)
+
+
+def test_no_room_for_the_spool_is_one_clear_line(sample, capsys, monkeypatch):
+    cols, path = sample
+
+    class Full:
+        def write(self, _):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", lambda **kw: Full())
+    code = A.main([str(path)])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "No space left on device" in err and "TMPDIR" in err and str(path) not in err
+
+
+def test_boundaries_with_exact_ties(tmp_path, tiny_chunks, monkeypatch):
+    """U is open (delta_ref < delta < 0) and the assumption fails at equality (delta_ref <= -dr/beta): pairs that sit
+    exactly on each boundary, spread over many chunks."""
+    import figures.audit as F
+
+    base = [  # ref_chosen, ref_rejected, chosen, rejected, chosen_reward, rejected_reward
+        (-3.0, -2.0, -3.0, -2.0, 0.1, 0.0),   # delta = delta_ref = -1: not in U; beta delta_ref + dr = 0: violated
+        (-3.0, -2.0, -2.5, -2.0, 0.2, 0.0),   # delta = -0.5 in (-1, 0): in U; 0.1 (-1) + 0.2 > 0: holds
+        (-3.0, -2.0, -2.0, -2.0, 0.0, 0.0),   # delta = 0: not in U; violated (< 0)
+    ]
+    rows = base * 200
+    names = ("ref_chosen_logps", "ref_rejected_logps", "chosen_logps", "rejected_logps", "chosen_reward",
+             "rejected_reward")
+    path = tmp_path / "ties.jsonl"
+    path.write_text("".join(json.dumps(dict(zip(names, r))) + "\n" for r in rows))
+    seen = {}
+    monkeypatch.setattr(F, "delta_ref_histogram", lambda bins, counts, violated, *a, **k: seen.update(v=violated) or [])
+    r = A.audit(A.read_pairs(path, spool=True), A.AuditConfig(betas=(0.1,)), fig_dir=tmp_path)
+    assert r["frac_in_undesirable"] == pytest.approx(1 / 3, abs=0)
+    assert r["assumption_violation_rate"]["0.1"] == pytest.approx(2 / 3, abs=0)
+    assert seen["v"] == pytest.approx(2 / 3, abs=0)
+    assert r["diagnostics"]["counts"]["in_U"] == 200
