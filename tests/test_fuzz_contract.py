@@ -298,6 +298,50 @@ def test_audit_contract(case):
     check_audit(*case)
 
 
+@contextlib.contextmanager
+def _tiny_chunks():
+    """Statistics in chunks of 2 rows, quantile bins gathered 1 value at a time: the path of 10 million rows."""
+    from dpo_rlhf_checks import stream_stats
+
+    saved = A.STAT_CHUNK, stream_stats.COLLECT_MAX
+    A.STAT_CHUNK, stream_stats.COLLECT_MAX = 2, 1
+    try:
+        yield
+    finally:
+        A.STAT_CHUNK, stream_stats.COLLECT_MAX = saved
+
+
+def _same_numbers(a, b, where=""):
+    """Equal results, except means (per-chunk sums added exactly vs one pairwise sum), within 1e-12 relative."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            if k not in ("figures", "file"):
+                _same_numbers(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _same_numbers(x, y, f"{where}[{i}]")
+    elif isinstance(a, float) and where.endswith(".mean"):
+        assert math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-300), (where, a, b)
+    else:
+        assert a == b, (where, a, b)
+
+
+@given(audit_files())
+@example(("csv", b"ref_chosen_logps,ref_rejected_logps,chosen_logps,rejected_logps\n"
+          + b"-1,-2,-1,-2\n" * 5 + b"-3,-1,-2.5,-1\n" * 4, ["--beta", "0.1", "3"]))
+def test_audit_contract_in_many_chunks_and_passes(case):
+    """The same contract with the statistics in 2-row chunks, and the same numbers as in one chunk."""
+    fmt, data, options = case
+    code, whole = check_audit(fmt, data, options)
+    with _tiny_chunks():
+        code_chunked, chunked = check_audit(fmt, data, options)
+    assert code_chunked == code
+    if code == 0:
+        _same_numbers(whole, chunked)
+
+
 # ------------------------------------------------------------------------------------------------
 # end to end, through the real command line
 
