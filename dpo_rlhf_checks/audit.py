@@ -148,6 +148,12 @@ class AuditConfig:
                 raise ValueError(f"every beta must be a finite number > 0, got {b!r}")
         if len(set(self.betas)) != len(self.betas):
             raise ValueError(f"duplicate beta in {self.betas}")
+        keys: dict[str, float] = {}
+        for b in self.betas:  # results are keyed by beta_key (6 significant digits): two betas must not share one
+            if beta_key(b) in keys:
+                raise ValueError(f"betas {keys[beta_key(b)]!r} and {b!r} both print as {beta_key(b)!r}: give betas "
+                                 "that differ within 6 significant digits")
+            keys[beta_key(b)] = b
         if not (math.isfinite(self.margin) and self.margin >= 0):
             raise ValueError(f"margin must be a finite number >= 0, got {self.margin!r}")
         if not math.isfinite(self.cpo_gamma):

@@ -294,6 +294,8 @@ def check_audit(fmt: str, data: bytes, options: list[str]):
           + b'{"ref_chosen_logps": -1, "ref_rejected_logps": -2}\n' * 3, ["--beta", "0.1", "--skip-invalid"]))
 @example(("jsonl", b'{"ref_chosen_logps": -1, "ref_rejected_logps": -1e300, "chosen_logps": -1e300, '
           b'"rejected_logps": -1}\n', ["--beta", "1e10"]))
+# Two betas that print alike ("1"): were merged silently into one result key; now exit 2 (found by the fuzzer).
+@example(("csv", b"ref_chosen_logps,ref_rejected_logps\n0.0,0.0", ["--beta", "1.0", "1.000000137244776"]))
 def test_audit_contract(case):
     check_audit(*case)
 
@@ -331,6 +333,7 @@ def _same_numbers(a, b, where=""):
 @given(audit_files())
 @example(("csv", b"ref_chosen_logps,ref_rejected_logps,chosen_logps,rejected_logps\n"
           + b"-1,-2,-1,-2\n" * 5 + b"-3,-1,-2.5,-1\n" * 4, ["--beta", "0.1", "3"]))
+@example(("csv", b"ref_chosen_logps,ref_rejected_logps\n0.0,0.0", ["--beta", "1.0", "1.000000137244776"]))
 def test_audit_contract_in_many_chunks_and_passes(case):
     """The same contract with the statistics in 2-row chunks, and the same numbers as in one chunk."""
     fmt, data, options = case

@@ -381,3 +381,11 @@ def test_long_values_are_cut_in_row_messages(tmp_path, capsys, value):
     path.write_text('{"ref_chosen_logps": ' + value + ', "ref_rejected_logps": -2}\n')
     line = run_error(capsys, path)
     assert "row 1 (line 1), column 'ref_chosen_logps'" in line and len(line) < 250 and "chars)" in line, line
+
+
+def test_betas_that_print_alike_are_an_error(sample, capsys):
+    """Results are keyed by 6 significant digits: 1 and 1.0000001 both print as "1" (they were merged silently)."""
+    _, jsonl, _ = sample
+    line = run_error(capsys, jsonl, "--beta", "1", "1.0000001")
+    assert "1.0000001" in line and "both print as '1'" in line
+    assert run_json(capsys, jsonl, "--beta", "1", "1.00001")["critical_loss"].keys() == {"1", "1.00001"}
