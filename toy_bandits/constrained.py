@@ -385,39 +385,48 @@ def kkt_residuals(inst: BanditInstance, pi: np.ndarray, mu: np.ndarray) -> dict[
 # --------------------------------------------------------------------------------------------
 
 class _SolverOutput:
-    """Captures what a solver's C code writes to the process's stdout / stderr (file descriptors 1 and 2).
+    """Captures what a solver writes to stdout / stderr while it runs, at both levels.
 
-    SCS prints "ERROR: init_lin_sys_work failure" and the like straight to fd 1, past Python's sys.stdout:
-    it would corrupt ``solve --json`` output. The captured text is kept in ``text`` for error messages.
+    SCS prints "ERROR: init_lin_sys_work failure" and the like straight to fd 1, past Python's sys.stdout, and
+    "ERROR: could not determine problem status." through Python's own sys.stdout: either would corrupt
+    ``solve --json`` output. File descriptors 1 and 2 and Python's sys.stdout / sys.stderr are redirected for the
+    solve; the captured text of both is kept in ``text`` for error messages.
     """
 
     def __enter__(self):
+        import io
         import os
         import tempfile
 
         self.text = ""
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self._python = (sys.stdout, sys.stderr)
+        self._python_text = io.StringIO()
+        sys.stdout = sys.stderr = self._python_text
         try:
-            sys.stdout.flush()
-            sys.stderr.flush()
             self._tmp = tempfile.TemporaryFile()
             self._saved = [os.dup(1), os.dup(2)]
             os.dup2(self._tmp.fileno(), 1)
             os.dup2(self._tmp.fileno(), 2)
-        except (OSError, ValueError, AttributeError):  # no real file descriptors (an embedding): nothing to capture
+        except (OSError, ValueError, AttributeError):  # no real file descriptors (an embedding): Python's only
             self._saved = None
         return self
 
     def __exit__(self, *exc):
         import os
 
+        sys.stdout, sys.stderr = self._python
+        captured = self._python_text.getvalue()
         if self._saved is not None:
             os.dup2(self._saved[0], 1)
             os.dup2(self._saved[1], 2)
             for fd in self._saved:
                 os.close(fd)
             self._tmp.seek(0)
-            self.text = " ".join(self._tmp.read().decode("utf-8", errors="replace").split())
+            captured = self._tmp.read().decode("utf-8", errors="replace") + captured
             self._tmp.close()
+        self.text = " ".join(captured.split())
         return False
 
 
