@@ -50,6 +50,7 @@ import operator
 import sys
 import tempfile
 import warnings
+import weakref
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -198,6 +199,11 @@ class _Spool:
         except OSError as err:
             raise SpoolError(f"cannot create the temporary file of the kept rows in {tempfile.gettempdir()} "
                              f"({err.strerror or err}); set TMPDIR to a writable folder") from None
+        self._finalizer = weakref.finalize(self, self.file.close)  # closed with its owner (no ResourceWarning)
+
+    def close(self) -> None:
+        """Close (and so delete) the file now."""
+        self._finalizer()
 
     def write(self, block: np.ndarray) -> None:
         """Append rows (m, k), k = len(names)."""
@@ -275,6 +281,11 @@ class PairData:
             return
         for start in range(0, self.n_pairs, rows):
             yield {name: col[start:start + rows] for name, col in self.columns.items()}
+
+    def close(self) -> None:
+        """Delete the temporary file of spooled data now (it goes with the object otherwise); nothing in memory."""
+        if isinstance(self.columns, SpooledColumns):
+            self.columns.spool.close()
 
 
 def detect_format(path: Path) -> str:
@@ -1245,6 +1256,21 @@ def _output_file_problem(path: Path) -> str | None:
     return None
 
 
+def _audit_quietly(data: PairData, config: AuditConfig, fig_dir: Path | None) -> dict[str, Any]:
+    """:func:`audit` on one torch thread, with numpy's overflow warnings off (the command's one-line contract)."""
+    # Elementwise work on a few float arrays: one thread is as fast, and much faster on a busy machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        # Overflow warnings would break the one-line contract; every statistic is checked finite instead
+        # (_require_finite: a non-finite one is an error naming it).
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return audit(data, config, fig_dir=fig_dir)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -1274,25 +1300,18 @@ def _main(argv: list[str] | None) -> int:
         raise AuditInputError(f"{args.file}: not UTF-8 text ({err.reason} at byte {err.start})") from None
     except OSError as err:
         raise AuditInputError(f"{args.file}: {err.strerror or err}") from None
-    # Elementwise work on a few float arrays: one thread is as fast, and much faster on a busy machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     try:
-        # Overflow warnings would break the one-line contract; every statistic is checked finite instead
-        # (_require_finite: a non-finite one is an error naming it).
-        with warnings.catch_warnings(), np.errstate(all="ignore"):
-            warnings.simplefilter("ignore", RuntimeWarning)
-            result = audit(data, config, fig_dir=args.out)
-    finally:
-        torch.set_num_threads(threads)
-    if args.pairs_out is not None:
-        from dpo_rlhf_checks.audit_diagnostics import write_pair_flags
+        result = _audit_quietly(data, config, args.out)
+        if args.pairs_out is not None:
+            from dpo_rlhf_checks.audit_diagnostics import write_pair_flags
 
-        try:
-            write_pair_flags(args.pairs_out, data)
-        except (ValueError, OSError) as err:
-            print(f"error: --pairs-out {args.pairs_out}: {err}", file=sys.stderr)
-            return 2
+            try:
+                write_pair_flags(args.pairs_out, data)
+            except (ValueError, OSError) as err:
+                print(f"error: --pairs-out {args.pairs_out}: {err}", file=sys.stderr)
+                return 2
+    finally:
+        data.close()  # the temporary file of the kept rows
     if args.json:
         print(json.dumps(result, indent=2, allow_nan=False))
     else:

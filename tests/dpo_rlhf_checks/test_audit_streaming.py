@@ -154,6 +154,9 @@ def test_no_room_for_the_spool_is_one_clear_line(sample, capsys, monkeypatch):
         def write(self, _):
             raise OSError(errno.ENOSPC, "No space left on device")
 
+        def close(self):
+            pass
+
     monkeypatch.setattr(tempfile, "TemporaryFile", lambda **kw: Full())
     code = A.main([str(path)])
     err = capsys.readouterr().err
@@ -183,3 +186,19 @@ def test_boundaries_with_exact_ties(tmp_path, tiny_chunks, monkeypatch):
     assert r["assumption_violation_rate"]["0.1"] == pytest.approx(2 / 3, abs=0)
     assert seen["v"] == pytest.approx(2 / 3, abs=0)
     assert r["diagnostics"]["counts"]["in_U"] == 200
+
+
+def test_the_spool_file_is_closed_with_its_data_or_at_once(sample):
+    import gc
+
+    _, path = sample
+    data = A.read_pairs(path, spool=True)
+    f = data.columns.spool.file
+    del data
+    gc.collect()
+    assert f.closed  # with its owner, not left to a ResourceWarning at exit
+    data = A.read_pairs(path, spool=True)
+    f = data.columns.spool.file
+    data.close()
+    assert f.closed
+    A.read_pairs(path).close()  # in memory: nothing to close
