@@ -90,7 +90,11 @@ AUTHORS_EXPORT_MARKERS = ("logratios", "ref_logratios", "ada_margin")
 LOGP_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps", "chosen_logps", "rejected_logps") + tuple(ALIASES)
 LENGTH_COLUMNS = ("chosen_length", "rejected_length")
 FORMATS = ("jsonl", "csv")
-STAT_CHUNK = 1 << 18  # rows per chunk of the statistics' passes (fixed: the numbers must not depend on the reading)
+# Rows per chunk of the statistics' passes. Fixed, so the numbers do not depend on how the file was read; a power of
+# two, so chunk boundaries fall on torch's SIMD blocks: torch computes the last len % 16 elements of a tensor on a
+# scalar path (AVX512 here) whose logaddexp can differ in the last bit, and a chunk length that is not a multiple
+# of the block would move some per-pair losses, and so a loss quantile, by an ulp from the one-array computation.
+STAT_CHUNK = 1 << 18
 MAX_EXAMPLES = 5  # skipped-row messages kept for the report
 # A log-probability below this is rejected (named by row): differences of two log-probabilities and their multiples
 # by beta must stay finite in float64. Real sequence log-probabilities are many orders of magnitude smaller.
@@ -184,22 +188,30 @@ def beta_key(beta: float) -> str:
 # Reading
 
 
+def _close_quietly(file) -> None:
+    try:
+        file.close()
+    except OSError:  # nothing is buffered (the file is unbuffered); the data are being discarded anyway
+        pass
+
+
 class _Spool:
     """Kept rows on disk: an anonymous temporary file of row-major float64 blocks, read back in chunks.
 
     The file has no name (deleted when closed or when the process ends) and lies in the folder that
-    ``TMPDIR`` names (:func:`tempfile.gettempdir`).
+    ``TMPDIR`` names (:func:`tempfile.gettempdir`). It is unbuffered: a write that fails (no room) fails
+    in :meth:`write`, where it is a :class:`SpoolError`, never later in a flush.
     """
 
     def __init__(self, names: tuple[str, ...]):
         self.names = names
         self.n = 0
         try:
-            self.file = tempfile.TemporaryFile(prefix="dpo_rlhf_audit_")
+            self.file = tempfile.TemporaryFile(prefix="dpo_rlhf_audit_", buffering=0)
         except OSError as err:
             raise SpoolError(f"cannot create the temporary file of the kept rows in {tempfile.gettempdir()} "
                              f"({err.strerror or err}); set TMPDIR to a writable folder") from None
-        self._finalizer = weakref.finalize(self, self.file.close)  # closed with its owner (no ResourceWarning)
+        self._finalizer = weakref.finalize(self, _close_quietly, self.file)  # closed with its owner
 
     def close(self) -> None:
         """Close (and so delete) the file now."""
@@ -207,8 +219,10 @@ class _Spool:
 
     def write(self, block: np.ndarray) -> None:
         """Append rows (m, k), k = len(names)."""
+        view = memoryview(np.ascontiguousarray(block, dtype=np.float64)).cast("B")
         try:
-            self.file.write(np.ascontiguousarray(block, dtype=np.float64).data)
+            while view.nbytes:  # an unbuffered write may take only part of the bytes
+                view = view[self.file.write(view):]
         except OSError as err:
             raise SpoolError(f"cannot write the kept rows to a temporary file in {tempfile.gettempdir()} "
                              f"({err.strerror or err}; they take {8 * len(self.names)} bytes a row); set TMPDIR "
@@ -217,14 +231,21 @@ class _Spool:
 
     def chunks(self, rows: int) -> Iterator[dict[str, np.ndarray]]:
         """The rows in order, ``rows`` at a time, as name -> (m,) float64. Several readers may interleave."""
-        self.file.flush()
         k = len(self.names)
         for start in range(0, self.n, rows):
             m = min(rows, self.n - start)
             block = np.empty((m, k), dtype=np.float64)
-            self.file.seek(8 * k * start)  # each chunk from its own place: another reader may have moved the file
-            if self.file.readinto(memoryview(block).cast("B")) != block.nbytes:
-                raise SpoolError("the temporary file of the kept rows is shorter than what was written to it")
+            view, offset = memoryview(block).cast("B"), 8 * k * start
+            try:
+                while view.nbytes:  # each read from its own place: another reader may have moved the file
+                    self.file.seek(offset)
+                    got = self.file.readinto(view)
+                    if not got:
+                        raise SpoolError("the temporary file of the kept rows is shorter than what was written to it")
+                    view, offset = view[got:], offset + got
+            except OSError as err:
+                raise SpoolError(f"cannot read the temporary file of the kept rows back ({err.strerror or err})"
+                                 ) from None
             yield {name: block[:, j].copy() for j, name in enumerate(self.names)}  # contiguous, writable
 
 
@@ -240,6 +261,9 @@ class SpooledColumns(Mapping):
             raise KeyError(name)
         parts = [c[name] for c in self.spool.chunks(STAT_CHUNK)]
         return np.concatenate(parts) if parts else np.empty(0)
+
+    def __contains__(self, name) -> bool:  # Mapping's would read the whole column (__getitem__)
+        return name in self.spool.names
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.spool.names)
@@ -275,7 +299,9 @@ class PairData:
     def chunks(self, rows: int | None = None) -> Iterator[dict[str, np.ndarray]]:
         """The kept rows in file order, ``rows`` (default :data:`STAT_CHUNK`) at a time, as name -> (m,) float64;
         the same chunks at every call."""
-        rows = rows or STAT_CHUNK
+        rows = STAT_CHUNK if rows is None else rows
+        if rows < 1:
+            raise ValueError(f"rows must be >= 1, got {rows}")
         if isinstance(self.columns, SpooledColumns):
             yield from self.columns.spool.chunks(rows)
             return

@@ -1,9 +1,10 @@
 """Exact statistics of a stream of float64 chunks in memory that does not grow with its length.
 
 Used by ``paper_checks.py audit`` so that a file of any number of rows is audited with the numbers
-of the in-memory computation: :class:`ExactQuantiles` returns exactly ``np.quantile(x, q)`` (the
-default ``linear`` method) and ``min``/``max``; its ``mean`` is the sum of per-chunk ``np.sum``
-added exactly (``math.fsum``), divided by the count.
+of the in-memory computation: :class:`ExactQuantiles` returns ``np.quantile(x, q)`` (the default
+``linear`` method) and ``min``/``max``, equal to numpy's (``==``; only the sign of a zero can
+differ: numpy may return -0.0 where this returns 0.0); its ``mean`` is the sum of per-chunk
+``np.sum`` added exactly (``math.fsum``), divided by the count.
 
 How: a quantile of the linear method interpolates between two order statistics ``x_(k)`` and
 ``x_(k+1)``, ``k = floor((n - 1) q)``. Each float64 maps to an unsigned 64-bit key with the same
@@ -11,9 +12,10 @@ order (:func:`sort_keys`). Pass 1 counts the keys' top 16 bits in a 65,536-bin h
 names the bin holding each wanted rank and its rank inside that bin. Each further pass either
 collects the values of a bin once it holds at most ``collect_max`` values (then ``np.partition``
 picks the rank exactly) or counts the next 16 bits inside it. After four histograms every bit is
-known, so at most five passes are needed, and memory is bounded by ``collect_max`` values and one
-histogram per wanted rank, whatever the length of the stream. The interpolation itself is
-``np.quantile`` on the pair ``[x_(k), x_(k+1)]`` at the fraction numpy computes, so it is numpy's own.
+known, so at most four passes are needed. Memory holds at most ``collect_max`` values and one
+65,536-bin histogram per wanted rank (two ranks per quantile), whatever the length of the stream.
+The interpolation itself is ``np.quantile`` on the pair ``[x_(k), x_(k+1)]`` at the fraction numpy
+computes, so it is numpy's own.
 """
 
 from __future__ import annotations
@@ -119,7 +121,7 @@ class ExactQuantiles:
         self.lo, self.hi = math.inf, -math.inf
         self.values: dict[int, float] = {}  # rank -> the order statistic x_(rank)
         self.passes = 0
-        self.largest_held = 0  # the most values gathered at once: bounded by collect_max, not by n
+        self.largest_held = 0  # the most values gathered at once: <= collect_max per wanted rank, not by n
         self._first = True
         ranks = self._ranks(n) if n is not None and n <= collect_max else None
         # Pass 1: all values when n is known to be small, else the top 16 bits of every key.

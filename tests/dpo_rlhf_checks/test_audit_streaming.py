@@ -1,7 +1,8 @@
 """``audit`` streams: the rows kept on disk (spool), statistics in passes over chunks, the same numbers.
 
 The chunks and the quantiles' bins are made tiny here (STAT_CHUNK, COLLECT_MAX) so that a few thousand rows
-take the many-chunk, many-pass path that ten million rows take with the defaults.
+take the many-chunk, many-pass path that ten million rows take with the defaults. The chunk stays a multiple of
+16, as the default (a power of two) is: see A.STAT_CHUNK.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ def sample(tmp_path_factory):
 
 @pytest.fixture
 def tiny_chunks(monkeypatch):
-    monkeypatch.setattr(A, "STAT_CHUNK", 97)
+    # A multiple of 16 (torch's SIMD block; see A.STAT_CHUNK): per-pair losses are then those of one array.
+    monkeypatch.setattr(A, "STAT_CHUNK", 96)
     monkeypatch.setattr(S, "COLLECT_MAX", 8)
 
 
@@ -48,7 +50,7 @@ def test_many_chunks_and_passes_give_the_in_memory_numbers(sample, monkeypatch):
     cols, path = sample
     config = A.AuditConfig(betas=(0.1, 1.0, 3.0))
     whole = numbers(A.audit(A.read_pairs(path), config))  # one chunk: means are numpy's own
-    monkeypatch.setattr(A, "STAT_CHUNK", 97)
+    monkeypatch.setattr(A, "STAT_CHUNK", 96)
     monkeypatch.setattr(S, "COLLECT_MAX", 8)
     streamed = numbers(A.audit(A.read_pairs(path, spool=True), config))
     assert whole.keys() == streamed.keys()
@@ -202,3 +204,24 @@ def test_the_spool_file_is_closed_with_its_data_or_at_once(sample):
     data.close()
     assert f.closed
     A.read_pairs(path).close()  # in memory: nothing to close
+
+
+def test_membership_does_not_read_a_spooled_column(sample, monkeypatch):
+    _, path = sample
+    data = A.read_pairs(path, spool=True)
+    monkeypatch.setattr(A._Spool, "chunks", lambda *a: (_ for _ in ()).throw(AssertionError("read the spool")))
+    assert "chosen_logps" in data.columns and "prompt" not in data.columns
+
+
+def test_torch_simd_tails_are_why_the_chunk_is_a_power_of_two():
+    """The reason STAT_CHUNK is a power of two: chunks of 16 give one array's logaddexp, odd chunks need not."""
+    x = torch.from_numpy(np.random.default_rng(1).normal(0, 3, 4096))
+    z = torch.zeros_like(x)
+    whole = torch.logaddexp(x, z).numpy()
+
+    def pieces(w):
+        return np.concatenate([torch.logaddexp(x[i:i + w], z[i:i + w]).numpy() for i in range(0, len(x), w)])
+
+    for w in (16, 64, 1024):
+        np.testing.assert_array_equal(pieces(w), whole)
+    np.testing.assert_allclose(pieces(7), whole, rtol=4e-16)  # at most an ulp apart where they differ

@@ -1,4 +1,7 @@
-"""Exact streamed quantiles (dpo_rlhf_checks.stream_stats): equal to np.quantile bit for bit, in bounded memory."""
+"""Exact streamed quantiles (dpo_rlhf_checks.stream_stats): equal (==) to np.quantile, in bounded memory.
+
+Equal, not bit for bit: numpy may return -0.0 where the stream returns 0.0 (the sign of a zero is all that differs).
+"""
 
 from __future__ import annotations
 
@@ -43,7 +46,7 @@ values = st.one_of(
 @example([-0.0, 0.0, -0.0], 2, 1, True)
 @example([0.1] * 300, 7, 3, False)  # one value repeated past collect_max: settled by all 64 key bits
 @example([1.0, 1e308, -1e308], 1, 1, False)  # numpy's pairwise mean is 0 here, the exact (and our) mean 1/3
-def test_equals_numpy_quantile_bit_for_bit(xs, chunk, collect_max, announce):
+def test_equals_numpy_quantile(xs, chunk, collect_max, announce):
     x = np.array(xs)
     with warnings.catch_warnings():  # at an inf both numpy and ours warn (inf - inf); the values are compared
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -51,7 +54,7 @@ def test_equals_numpy_quantile_bit_for_bit(xs, chunk, collect_max, announce):
         got = acc.result()
     ours = np.array([got[k] for k in S.QUANTILES])
     assert np.array_equal(ours, numpy_reference(x), equal_nan=True), (ours, numpy_reference(x))
-    assert acc.passes <= 5
+    assert acc.passes <= 4
     # The mean adds per-chunk np.sum exactly (math.fsum): its error is that of the chunk sums, at most about
     # chunk * eps * sum|x|, against the exact mean (fsum of all values). numpy's pairwise mean has the same kind of
     # bound, not a smaller one: on [1, 1e308, -1e308] numpy gives 0, the exact mean is 1/3.
@@ -92,7 +95,7 @@ def test_memory_is_bounded_by_collect_max_not_by_n(dist):
     assert np.array_equal(ours, np.quantile(x, QS))
     # At most 2 order statistics per quantile are tracked; each bin gathers <= collect_max values.
     assert acc.largest_held <= 2 * len(S.QUANTILES) * 256
-    assert 2 <= acc.passes <= 5
+    assert 2 <= acc.passes <= 4
 
 
 def test_single_chunk_mean_is_numpys():
