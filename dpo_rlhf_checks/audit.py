@@ -218,7 +218,9 @@ class _Spool:
         self._finalizer()
 
     def write(self, block: np.ndarray) -> None:
-        """Append rows (m, k), k = len(names)."""
+        """Append rows (m, k), k = len(names); m may be 0 (a chunk whose rows were all skipped)."""
+        if not len(block):
+            return  # (memoryview cannot cast an empty 2-D view)
         view = memoryview(np.ascontiguousarray(block, dtype=np.float64)).cast("B")
         try:
             while view.nbytes:  # an unbuffered write may take only part of the bytes

@@ -16,10 +16,12 @@ draws 2000); ``test_end_to_end_*`` run a few through the real command line.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import io
 import json
 import math
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,6 +36,7 @@ from toy_bandits import cli as S
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = Path(tempfile.mkdtemp(prefix="fuzz-contract-"))
+atexit.register(shutil.rmtree, WORK, ignore_errors=True)
 
 
 def _run(main, argv) -> tuple[int, str, str]:
@@ -298,6 +301,9 @@ def check_audit(fmt: str, data: bytes, options: list[str]):
           + b'{"ref_chosen_logps": -1, "ref_rejected_logps": -2}\n' * 3, ["--beta", "0.1", "--skip-invalid"]))
 @example(("jsonl", b'{"ref_chosen_logps": -1, "ref_rejected_logps": -1e300, "chosen_logps": -1e300, '
           b'"rejected_logps": -1}\n', ["--beta", "1e10"]))
+# A parse chunk whose rows are all skipped: the spool's write of 0 rows crashed (found by the fuzzer).
+@example(("csv", b"ref_chosen_logps,ref_rejected_logps,chosen_logps,rejected_logps,chosen_reward,rejected_reward\n"
+          b"0.0,0.0,0.0,0.0,0.0,\n-1.0,0.0,0.0,0.0,1e400,0.0", ["--beta", "1.0", "--skip-invalid"]))
 # Two betas that print alike ("1"): were merged silently into one result key; now exit 2 (found by the fuzzer).
 @example(("csv", b"ref_chosen_logps,ref_rejected_logps\n0.0,0.0", ["--beta", "1.0", "1.000000137244776"]))
 def test_audit_contract(case):

@@ -225,3 +225,12 @@ def test_torch_simd_tails_are_why_the_chunk_is_a_power_of_two():
     for w in (16, 64, 1024):
         np.testing.assert_array_equal(pieces(w), whole)
     np.testing.assert_allclose(pieces(7), whole, rtol=4e-16)  # at most an ulp apart where they differ
+
+
+def test_a_chunk_with_every_row_skipped(tmp_path, capsys):
+    """--skip-invalid with a parse chunk whose rows are all bad: nothing to spool from it (found by the fuzzer)."""
+    path = tmp_path / "pairs.csv"  # CSV with --chunk-rows 1: one line per parse chunk
+    path.write_text("ref_chosen_logps,ref_rejected_logps\n-1,-2\n1,-2\n-3,-2\n")  # row 2 positive: skipped
+    assert A.main([str(path), "--json", "--skip-invalid", "--chunk-rows", "1"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["n_pairs"] == 2 and r["skipped_rows"]["count"] == 1 and r["reference_ranking_accuracy"] == 0.5
