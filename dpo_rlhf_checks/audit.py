@@ -62,7 +62,7 @@ import torch
 from dpo_rlhf_checks import losses as L
 from dpo_rlhf_checks.cli import BadInput, OneLineParser, no_duplicate_keys, output_dir_problem, short_message
 from dpo_rlhf_checks.result import to_jsonable
-from dpo_rlhf_checks.stream_stats import QUANTILES, ExactQuantiles
+from dpo_rlhf_checks.stream_stats import ExactQuantiles
 
 try:  # Optional, not a dependency: orjson decodes JSON ~3x faster, to the same float64 numbers (both round
     # correctly). It only serves the fast path; rows with a problem are re-read with json to name it.
@@ -756,12 +756,6 @@ def read_pairs(path, *, fmt: str | None = None, skip_invalid: bool = False, chun
 # Statistics
 
 
-def quantiles(x: np.ndarray) -> dict[str, float]:
-    """min, p05, p25, p50, p75, p95, max and mean of a 1-D array in memory (:class:`ExactQuantiles` streams them)."""
-    qs = np.quantile(x, list(QUANTILES.values()))
-    return {**{k: float(v) for k, v in zip(QUANTILES, qs)}, "mean": float(np.mean(x))}
-
-
 def _t(x: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(x)  # shares memory; float64
 
@@ -781,22 +775,28 @@ class PairChunk(NamedTuple):
     dr: np.ndarray | None
 
 
+def pair_chunk(c: Mapping[str, np.ndarray], *, per_token: bool = False) -> PairChunk:
+    """The :class:`PairChunk` of one chunk of columns (:meth:`PairData.chunks`).
+
+    per_token: the log-probabilities divided by the lengths (per-token means); the columns must have them.
+    """
+    rc, rr = c["ref_chosen_logps"], c["ref_rejected_logps"]
+    pc, pr = c.get("chosen_logps"), c.get("rejected_logps")
+    if per_token:
+        lc, lr = c["chosen_length"], c["rejected_length"]
+        rc, rr = rc / lc, rr / lr
+        pc, pr = (None, None) if pc is None else (pc / lc, pr / lr)
+    dr = c["chosen_reward"] - c["rejected_reward"] if "chosen_reward" in c else None
+    return PairChunk(rc, rr, pc, pr, dr)
+
+
 def pair_chunks(data: PairData, *, per_token: bool = False, rows: int | None = None
                 ) -> Callable[[], Iterator[PairChunk]]:
-    """A callable that gives the data's :class:`PairChunk` s, the same ones at every call (one call, one pass).
-
-    per_token: the log-probabilities divided by the lengths (per-token means); the data must have them.
-    """
+    """A callable that gives the data's :class:`PairChunk` s (:func:`pair_chunk`), the same ones at every call
+    (one call, one pass)."""
     def chunks() -> Iterator[PairChunk]:
         for c in data.chunks(rows):
-            rc, rr = c["ref_chosen_logps"], c["ref_rejected_logps"]
-            pc, pr = c.get("chosen_logps"), c.get("rejected_logps")
-            if per_token:
-                lc, lr = c["chosen_length"], c["rejected_length"]
-                rc, rr = rc / lc, rr / lr
-                pc, pr = (None, None) if pc is None else (pc / lc, pr / lr)
-            dr = c["chosen_reward"] - c["rejected_reward"] if "chosen_reward" in c else None
-            yield PairChunk(rc, rr, pc, pr, dr)
+            yield pair_chunk(c, per_token=per_token)
 
     return chunks
 
@@ -851,39 +851,34 @@ def pair_statistics(chunks: Callable[[], Iterable[PairChunk]], n: int, *, config
                 count["idealized_right", k] += _count(scaled >= 0)
         quantile_pass(ch, everything)
         rc_t, rr_t = _t(ch.rc), _t(ch.rr)
+        if has_policy:
+            delta = ch.pc - ch.pr
+            count["policy_right"] += _count(delta >= 0)
+            count["in_U"] += _count((delta_ref < delta) & (delta < 0))
+            above = delta > config.margin
+            count["above_margin"] += _count(above)
+            pc_t, pr_t, above_t = _t(ch.pc), _t(ch.pr), torch.from_numpy(above)
+            diag.update(D.diagnostic_counts(ch.rc, ch.rr, ch.pc, ch.pr))
         for name, params in variants.items():
             for k, b in zip(keys, betas):
                 if not target_ok[name][k]:
                     continue
                 try:
-                    t = L.implicit_target(name, rc_t, rr_t, beta=b, **params)
+                    target = L.implicit_target(name, rc_t, rr_t, beta=b, **params)
                 except ValueError as err:
                     target_ok[name][k] = False
                     why[f"{name} target"] = str(err)
                     continue
                 # loss < log 2 certifies delta > m  <=>  critical_loss >= log 2  <=>  T >= m.
-                count["log2_certifies", name, k] += _count(t >= config.margin)
-        if not has_policy:
-            continue
-        delta = ch.pc - ch.pr
-        count["policy_right"] += _count(delta >= 0)
-        count["in_U"] += _count((delta_ref < delta) & (delta < 0))
-        above = delta > config.margin
-        count["above_margin"] += _count(above)
-        pc_t, pr_t, above_t = _t(ch.pc), _t(ch.pr), torch.from_numpy(above)
-        for name, params in variants.items():
-            fn = L.get_loss(name)
-            for k, b in zip(keys, betas):
-                if not target_ok[name][k]:
+                count["log2_certifies", name, k] += _count(target >= config.margin)
+                if not has_policy:
                     continue
-                loss = fn(pc_t, pr_t, rc_t, rr_t, beta=b, **params).losses
-                target = L.implicit_target(name, rc_t, rr_t, beta=b, **params)
+                loss = L.get_loss(name)(pc_t, pr_t, rc_t, rr_t, beta=b, **params).losses
                 cert = L.alignment_certificate(loss, target, beta=b, margin=config.margin)
                 count["certified", name, k] += _count(cert)
                 # Exactly 0 in real arithmetic (the certificate is an equivalence); floating point breaks it
                 # where beta |T| dwarfs beta |delta - m|.
                 count["mismatch", name, k] += _count(cert != above_t)
-        diag.update(D.diagnostic_counts(ch.rc, ch.rr, ch.pc, ch.pr))
     for acc in (*crit.values(), *dpo.values()):
         acc.end_pass()
     while True:  # the quantiles' further passes, each over the ones still pending
@@ -979,7 +974,8 @@ def _figures(data: PairData, config: AuditConfig, rates_at_betas: dict, fig_dir:
                 boundary = -ch.dr / b0
                 span.update(boundary[np.isfinite(boundary)])
         span.end_pass()
-    bins = histogram_bins(span.result()["lo"], span.result()["hi"])
+    span_values = span.result()
+    bins = histogram_bins(span_values["lo"], span_values["hi"])
     counts = {"all": np.zeros(len(bins) - 1, np.int64)} if not has_reward else {
         name: np.zeros(len(bins) - 1, np.int64) for name in ("holds", "violated", "boundary")}
     violated = 0
@@ -1056,7 +1052,8 @@ def audit(data: PairData, config: AuditConfig, fig_dir: Path | None = None) -> d
                                               **kinds)
         result["per_token_mean"] = per_token
         flips = Counter()
-        for s, m in zip(pair_chunks(data)(), pair_chunks(data, per_token=True)()):
+        for c in data.chunks():  # one read gives both views
+            s, m = pair_chunk(c), pair_chunk(c, per_token=True)
             flips["reference"] += _count(((s.rc - s.rr) >= 0) != ((m.rc - m.rr) >= 0))
             if has_policy:
                 flips["policy"] += _count(((s.pc - s.pr) >= 0) != ((m.pc - m.pr) >= 0))

@@ -31,8 +31,6 @@ from typing import Any
 
 import numpy as np
 
-COUNT_NAMES = ("implicit_reward_accurate", "policy_ranked_right", "in_U", "right_below_reference", "chosen_logp_fell",
-               "rejected_logp_fell", "both_logps_fell", "flipped_to_right", "flipped_to_wrong")
 FLAG_COLUMNS = ("in_U", "chosen_logp_fell", "rejected_logp_fell", "ranking_flipped", "h_positive",
                 "right_below_reference")
 
@@ -75,9 +73,9 @@ def diagnostic_counts(rc: np.ndarray, rr: np.ndarray, pc: np.ndarray, pr: np.nda
 
 
 def diagnostics_from_counts(counts: dict[str, int]) -> dict[str, Any]:
-    """:func:`diagnostics` from ``n_pairs`` and the :func:`diagnostic_counts` of all the pairs."""
+    """:func:`diagnostics` from ``n_pairs`` and the :func:`diagnostic_counts` of all the pairs (summed over chunks)."""
     n = counts["n_pairs"]
-    counts = {"n_pairs": n, **{k: int(counts.get(k, 0)) for k in COUNT_NAMES}}
+    counts = {"n_pairs": n, **{k: int(v) for k, v in counts.items() if k != "n_pairs"}}
     frac = {k: v / n for k, v in counts.items() if k != "n_pairs"}
     overstatement = frac["implicit_reward_accurate"] - frac["policy_ranked_right"]
     return {
