@@ -33,7 +33,7 @@ def test_log_space_sum_scipy_and_mpmath_agree(n, pt):
 
 
 @given(st.integers(1, 3000), away)
-@settings(max_examples=4 * settings.default.max_examples // 3)
+@settings(max_examples=settings.default.max_examples)
 def test_chernoff_bound_holds(n, pt):
     bdr, dr = pt
     assert p_wrong(n, bdr, dr) <= float(chernoff_bound(n, bdr, dr)) * (1 + 1e-9) + 1e-300

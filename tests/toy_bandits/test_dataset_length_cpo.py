@@ -18,7 +18,7 @@ length = st.integers(1, 500)
 
 
 @given(logp, logp, length, length)
-@settings(max_examples=200 * settings.default.max_examples // 60)
+@settings(max_examples=settings.default.max_examples)
 def test_mean_certificate_implies_the_summed_ranking_exactly_when_y_w_is_not_longer(a, b, lw, ll):
     dm, d = float(delta_mean(a, b, lw, ll)), a - b
     if lw <= ll and dm > 0:
