@@ -35,6 +35,7 @@ from dpo_rlhf_checks import __version__
 from dpo_rlhf_checks.registry import Claim, resolve_method
 from dpo_rlhf_checks.result import (ERROR_VERDICT, VERDICTS, CheckContext, MethodResult, independent_methods,
                                     merge_methods, to_jsonable)
+from dpo_rlhf_checks.tracing import measure_calls
 
 SCHEMA_VERSION = 2
 _PACKAGES = ("sympy", "numpy", "scipy", "matplotlib", "cvxpy", "torch", "hypothesis")
@@ -56,16 +57,17 @@ def run_method(name: str, target: str, ctx: CheckContext) -> tuple[MethodResult 
     start = time.perf_counter()
     try:
         func = resolve_method(target)
-        result = func(ctx)
+        result, measured = measure_calls(func, ctx)
         if not isinstance(result, MethodResult):
             raise TypeError(f"method {name} ({target}) returned {type(result).__name__}, not MethodResult")
         entry = {"name": name, "function": target, "literal": result.literal, "amended": result.amended,
-                 "depends_on": list(result.depends_on), "summary": result.summary, "evidence": result.evidence,
+                 "depends_on": list(result.depends_on), "measured": sorted(measured),
+                 "summary": result.summary, "evidence": result.evidence,
                  "counterexample": result.counterexample, "amended_statement": result.amended_statement,
                  "figures": [str(f) for f in result.figures], "error": None}
     except Exception as err:  # a crashing method is reported under its name, and the run exits 1
         result = None
-        entry = {"name": name, "function": target, "literal": None, "amended": None, "depends_on": [],
+        entry = {"name": name, "function": target, "literal": None, "amended": None, "depends_on": [], "measured": [],
                  "summary": f"crashed: {type(err).__name__}: {err}", "evidence": {}, "counterexample": None,
                  "amended_statement": None, "figures": [], "error": traceback.format_exc()}
     entry["seconds"] = round(time.perf_counter() - start, 3)
