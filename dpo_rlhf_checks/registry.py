@@ -44,6 +44,9 @@ class Claim:
     statement: the formal statement the toolkit checks, in words and math.
     methods: name -> ``"module:function"`` (see the module docstring); empty iff ``not_checked`` is set.
     not_checked: the reason this claim is not checked here (verdict ``not-checked``), else None.
+    amendment: the amended statement, registry text written before any run: a testable hypothesis with its
+        numbers, which the methods' ``amended`` tests test. A ``holds-amended`` claim reports this text,
+        never one assembled from the run's results (None: the claim tests no amendment).
     """
 
     id: str
@@ -52,6 +55,7 @@ class Claim:
     statement: str
     methods: dict[str, str] = field(default_factory=dict)
     not_checked: str | None = None
+    amendment: str | None = None
 
     def __post_init__(self) -> None:
         if bool(self.methods) == bool(self.not_checked):

@@ -105,6 +105,8 @@ def run_claim(claim: Claim, ctx: CheckContext, log=None) -> dict[str, Any]:
         entry = {"verdict": merged["verdict"], "summary": summary, "literal": merged["literal"],
                  "amended": merged["amended"], "counterexample": merged["counterexample"],
                  "amended_statement": merged["amended_statement"]}
+        if merged["verdict"] == VERDICTS[1] and claim.amendment:
+            entry["amended_statement"] = claim.amendment  # registry text fixed before the run
     indep = independent_methods({e["name"]: tuple(e["depends_on"]) for e in entries if e["error"] is None})
     entry.update({"methods": entries, "independent_methods": len(indep), "independent_set": indep,
                   "not_checked_reason": None, "figures": list(dict.fromkeys(figures))})
