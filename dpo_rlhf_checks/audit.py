@@ -61,6 +61,7 @@ import torch
 
 from dpo_rlhf_checks import losses as L
 from dpo_rlhf_checks.cli import BadInput, OneLineParser, no_duplicate_keys, output_dir_problem, short_message
+from dpo_rlhf_checks.paths import output_overwrites_input
 from dpo_rlhf_checks.result import to_jsonable
 from dpo_rlhf_checks.stream_stats import ExactQuantiles
 
@@ -1311,7 +1312,7 @@ def _main(argv: list[str] | None) -> int:
         if problem is not None:
             parser.error(f"--out: {problem}")
     if args.pairs_out is not None:  # the same for --pairs-out: a file whose folder must exist and be writable
-        problem = _output_file_problem(args.pairs_out)
+        problem = _output_file_problem(args.pairs_out) or output_overwrites_input(args.pairs_out, [args.file])
         if problem is not None:
             parser.error(f"--pairs-out: {problem}")
     try:

@@ -389,3 +389,25 @@ def test_betas_that_print_alike_are_an_error(sample, capsys):
     line = run_error(capsys, jsonl, "--beta", "1", "1.0000001")
     assert "1.0000001" in line and "both print as '1'" in line
     assert run_json(capsys, jsonl, "--beta", "1", "1.00001")["critical_loss"].keys() == {"1", "1.00001"}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Issue 17 item 6: --pairs-out must not overwrite the input
+
+
+def test_pairs_out_never_overwrites_the_input(sample, tmp_path, capsys):
+    _, jsonl, _ = sample
+    data = tmp_path / "in.jsonl"
+    data.write_bytes(jsonl.read_bytes())
+    link, hard = tmp_path / "link.jsonl", tmp_path / "hard.jsonl"
+    link.symlink_to(data)
+    hard.hardlink_to(data)
+    (tmp_path / "sub").mkdir()
+    before = data.read_bytes()
+    for out in (data, tmp_path / "sub" / ".." / "in.jsonl", link, hard):
+        line = run_error(capsys, data, "--pairs-out", str(out))
+        assert line.startswith(f"error: paper_checks.py audit: --pairs-out: {out} is the input file {data}"), line
+        assert data.read_bytes() == before  # nothing written, not even truncated
+    assert capsys.readouterr().out == ""
+    run_json(capsys, data, "--pairs-out", str(tmp_path / "flags.jsonl"))  # another file is fine
+    assert (tmp_path / "flags.jsonl").read_text().count("\n") == N

@@ -1,0 +1,40 @@
+"""dpo_rlhf_checks.paths: an output path that is an input, by any name (issue 17 item 6)."""
+
+from __future__ import annotations
+
+import os
+
+from dpo_rlhf_checks.paths import output_overwrites_input
+
+
+def test_same_file_by_every_name(tmp_path):
+    data = tmp_path / "x.jsonl"
+    data.write_text("{}\n")
+    (tmp_path / "sub").mkdir()
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(data)
+    hard = tmp_path / "hard.jsonl"
+    os.link(data, hard)
+    cases = {
+        data: "",
+        tmp_path / "sub" / ".." / "x.jsonl": "",
+        link: "(through a symbolic link)",
+        hard: "(a hard link to it)",
+    }
+    for out, how in cases.items():
+        problem = output_overwrites_input(out, [tmp_path / "other.jsonl", data])
+        assert problem is not None and problem.startswith(f"{out} is the input file {data}"), (out, problem)
+        assert how in problem and "destroy the input" in problem
+    # The input given through the link, the output by its real name: still the same file.
+    assert "symbolic link" in output_overwrites_input(data, [link])
+
+
+def test_other_paths_pass(tmp_path):
+    data = tmp_path / "x.jsonl"
+    data.write_text("{}\n")
+    copy = tmp_path / "copy.jsonl"
+    copy.write_text("{}\n")  # same content, another file
+    assert output_overwrites_input(copy, [data]) is None
+    assert output_overwrites_input(tmp_path / "new.jsonl", [data]) is None  # does not exist yet
+    assert output_overwrites_input(data, [tmp_path / "missing.jsonl"]) is None
+    assert output_overwrites_input(data, []) is None
