@@ -47,6 +47,7 @@ import json
 import math
 import os
 import operator
+import re
 import sys
 import tempfile
 import warnings
@@ -88,6 +89,7 @@ ALIASES = {"reference_chosen_logps": "ref_chosen_logps", "reference_rejected_log
 AUTHORS_EXPORT_FIELDS = ("loss", "chosen_logps", "rejected_logps", "ref_chosen_logps", "ref_rejected_logps",
                          "logratios", "ref_logratios", "ada_margin")
 AUTHORS_EXPORT_MARKERS = ("logratios", "ref_logratios", "ada_margin")
+NAMES = RECOGNIZED + tuple(ALIASES)  # every column name the audit reads, ours and the aliases
 LOGP_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps", "chosen_logps", "rejected_logps") + tuple(ALIASES)
 LENGTH_COLUMNS = ("chosen_length", "rejected_length")
 FORMATS = ("jsonl", "csv")
@@ -416,6 +418,10 @@ class _Collector:
 def _used_columns(present: Iterable[str], where: str) -> tuple[str, ...]:
     """The recognised columns in use (as the file names them: an alias stands for ours), given the header / first row."""
     present = set(present)
+    for alias, name in ALIASES.items():
+        if alias in present and name in present:
+            raise AuditInputError(f"{where}: both {name!r} and {alias!r} are given ({alias!r} is older TRL's name for "
+                                  f"{name!r}); they may differ, so the audit will not choose: keep one")
     used = [next((a for a, c in ALIASES.items() if c == name and a in present and name not in present), name)
             for name in REQUIRED]
     for a, b in OPTIONAL_PAIRS:
@@ -456,11 +462,27 @@ def _parse_number(text: str) -> float:
     return float(text)
 
 
+_KEY_END = re.compile(r'"[ \t\r]*:')  # the end of an object key: a closing quote, JSON whitespace, a colon
+_ESCAPED_KEY_END = re.compile(r'\\"[ \t\r]*:')  # the same after a backslash: inside a string, or a key ending in \\
+
+
+def _key_count(block: str) -> int | None:
+    """The number of object keys written in ``block`` (JSON text), counted on the text; None where the text cannot
+    tell (a quote after a backslash before a colon). Every counted match ends a key: inside a JSON string a quote
+    is always escaped, and escaped ones are not counted. Nested objects' keys count too, so a row holding an object
+    sends its chunk to the per-row parser (which checks every level): slower, never wrong."""
+    if '\\"' in block and _ESCAPED_KEY_END.search(block):
+        return None
+    if '" ' in block or '"\t' in block or '"\r' in block:
+        return sum(1 for _ in _KEY_END.finditer(block))
+    return block.count('":')
+
+
 def _read_jsonl(f, collector: _Collector, used: tuple[str, ...], chunk_rows: int, first_line: int,
                 line_chars: int) -> int:
     """The rest of a JSON Lines file, in blocks of about ``chunk_rows`` lines (``line_chars`` each)."""
     getter = operator.itemgetter(*used)
-    unused = [c for c in RECOGNIZED if c not in used]
+    unused = [c for c in NAMES if c not in used]
     block_chars = max(1, chunk_rows * max(line_chars, 16))
     line_no = first_line  # lines consumed so far
     blank = 0
@@ -480,7 +502,11 @@ def _read_jsonl(f, collector: _Collector, used: tuple[str, ...], chunk_rows: int
                 raise _SlowPath
             # Each recognised key exactly once per line if used, never if not: a duplicate key (which json would
             # resolve silently to its last value) or a column absent from the first row goes to the slow path.
-            if any(block.count(f'"{c}"') != (n_lines if c in used else 0) for c in RECOGNIZED):
+            if any(block.count(f'"{c}"') != (n_lines if c in used else 0) for c in NAMES):
+                raise _SlowPath
+            # A duplicate of any other key (json keeps its last value silently; the per-row parser rejects it,
+            # as solve does): the objects must hold as many keys as the text names.
+            if _key_count(block) != sum(map(len, objs)):
                 raise _SlowPath
             rows = list(map(getter, objs))  # KeyError / TypeError for a missing key or a non-object
             if not set(map(type, itertools.chain.from_iterable(rows))) <= {float, int}:
@@ -714,7 +740,7 @@ def read_pairs(path, *, fmt: str | None = None, skip_invalid: bool = False, chun
             row = sum(1 for t in buffered if t.strip())
             used = _used_columns(obj or {}, _where(row, len(buffered), None))
             present = set(obj or ())
-            unused = [c for c in RECOGNIZED if c not in used]
+            unused = [c for c in NAMES if c not in used]
             collector = _Collector(used, skip_invalid, spool)
             blank = _slow_jsonl(buffered, 0, collector, used, unused)
             line_chars = max(len(t) for t in buffered)

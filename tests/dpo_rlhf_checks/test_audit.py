@@ -411,3 +411,57 @@ def test_pairs_out_never_overwrites_the_input(sample, tmp_path, capsys):
     assert capsys.readouterr().out == ""
     run_json(capsys, data, "--pairs-out", str(tmp_path / "flags.jsonl"))  # another file is fine
     assert (tmp_path / "flags.jsonl").read_text().count("\n") == N
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Issue 17 item 11: one strictness (conflicting alias columns, duplicate keys anywhere, a BOM)
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_conflicting_alias_columns_are_an_error_naming_both(tmp_path, capsys, fmt):
+    path = tmp_path / f"both.{fmt}"
+    if fmt == "jsonl":
+        path.write_text('{"ref_chosen_logps": -1, "ref_rejected_logps": -2, "reference_chosen_logps": -5, '
+                        '"reference_rejected_logps": -2}\n' * 3)
+    else:
+        path.write_text("ref_chosen_logps,reference_chosen_logps,ref_rejected_logps\n-1,-5,-2\n" * 1)
+    line = run_error(capsys, path)
+    assert "both 'ref_chosen_logps' and 'reference_chosen_logps' are given" in line, line
+    # A later row that brings the other name is a row with inconsistent columns, never read silently.
+    later = tmp_path / "later.jsonl"
+    later.write_text('{"ref_chosen_logps": -1, "ref_rejected_logps": -2}\n' * 3
+                     + '{"ref_chosen_logps": -1, "ref_rejected_logps": -2, "reference_chosen_logps": -9}\n')
+    line = run_error(capsys, later)
+    assert "row 4 (line 4), column 'reference_chosen_logps'" in line and "absent from the first row" in line, line
+    # Only the alias: read as ours, and said so.
+    alias = tmp_path / "alias.jsonl"
+    alias.write_text('{"reference_chosen_logps": -1, "reference_rejected_logps": -2}\n' * 3)
+    r = run_json(capsys, alias)
+    assert r["n_pairs"] == 3 and r["settings"]["column_aliases"] == {
+        "reference_chosen_logps": "ref_chosen_logps", "reference_rejected_logps": "ref_rejected_logps"}
+
+
+@pytest.mark.parametrize("where", [1, 2, 5000])
+def test_a_duplicate_of_any_key_is_rejected_on_every_row(tmp_path, capsys, where):
+    """The fast path once let a duplicate of a key the audit does not read through (json keeps the last value);
+    the first row and the per-row parser rejected it. Now every row is judged the same."""
+    good = '{"ref_chosen_logps": -1, "ref_rejected_logps": -2, "prompt": "a \\": b"}\n'
+    dup = '{"ref_chosen_logps": -1, "ref_rejected_logps": -2, "prompt": "a", "prompt" : "b"}\n'
+    path = tmp_path / "dup.jsonl"
+    path.write_text(good * (where - 1) + dup + good * 3)
+    line = run_error(capsys, path, "--chunk-rows", "64")
+    assert f"row {where} (line {where})" in line and "duplicate key 'prompt'" in line, line
+    r = run_json(capsys, path, "--skip-invalid", "--chunk-rows", "64")
+    assert r["n_pairs"] == where + 2 and r["skipped_rows"]["by_reason"] == {"duplicate key": 1}
+    nested = tmp_path / "nested.jsonl"  # keys of a nested object are no duplicates of the row's keys
+    nested.write_text('{"ref_chosen_logps": -1, "ref_rejected_logps": -2, "meta": {"prompt": 1, "id": 2}}\n' * 300)
+    assert run_json(capsys, nested, "--chunk-rows", "64")["n_pairs"] == 300
+
+
+def test_a_bom_is_accepted_in_both_formats_and_read_as_without(tmp_path, capsys):
+    rows = '{"ref_chosen_logps": -1, "ref_rejected_logps": -2}\n{"ref_chosen_logps": -3, "ref_rejected_logps": -1}\n'
+    plain, bom = tmp_path / "plain.jsonl", tmp_path / "bom.jsonl"
+    plain.write_text(rows)
+    bom.write_bytes(b"\xef\xbb\xbf" + rows.encode())
+    a, b = run_json(capsys, plain), run_json(capsys, bom)
+    assert {k: v for k, v in a.items() if k != "file"} == {k: v for k, v in b.items() if k != "file"}
