@@ -98,6 +98,12 @@ FORMATS = ("jsonl", "csv")
 # scalar path (AVX512 here) whose logaddexp can differ in the last bit, and a chunk length that is not a multiple
 # of the block would move some per-pair losses, and so a loss quantile, by an ulp from the one-array computation.
 STAT_CHUNK = 1 << 18
+# Characters of text parsed at a time: a chunk of the file holds at most --chunk-rows rows AND about this many
+# characters (whole lines: one line more at most), so the reading's memory does not grow with the width of the
+# rows either (a 10 KB text column, a 50 MB line). Parsing a chunk takes a few times its size in Python objects
+# (the text, its JSON array, the decoded objects): tens of MB, measured in benchmarks/bench_audit.py --wide.
+CHUNK_CHARS = 1 << 24
+MAX_CHUNK_ROWS = 10_000_000  # --chunk-rows above this is refused: the character bound decides long before
 MAX_EXAMPLES = 5  # skipped-row messages kept for the report
 # A log-probability below this is rejected (named by row): differences of two log-probabilities and their multiples
 # by beta must stay finite in float64. Real sequence log-probabilities are many orders of magnitude smaller.
@@ -480,10 +486,11 @@ def _key_count(block: str) -> int | None:
 
 def _read_jsonl(f, collector: _Collector, used: tuple[str, ...], chunk_rows: int, first_line: int,
                 line_chars: int) -> int:
-    """The rest of a JSON Lines file, in blocks of about ``chunk_rows`` lines (``line_chars`` each)."""
+    """The rest of a JSON Lines file, in blocks of about ``chunk_rows`` lines (``line_chars`` each), at most about
+    :data:`CHUNK_CHARS` characters (and the rest of the last line)."""
     getter = operator.itemgetter(*used)
     unused = [c for c in NAMES if c not in used]
-    block_chars = max(1, chunk_rows * max(line_chars, 16))
+    block_chars = max(1, min(chunk_rows * max(line_chars, 16), CHUNK_CHARS))
     line_no = first_line  # lines consumed so far
     blank = 0
     while True:
@@ -610,15 +617,19 @@ def _read_csv(f, collector: _Collector, header: list[str], used: tuple[str, ...]
     idx = tuple(header.index(c) for c in used)
     line_no = first_line  # lines consumed so far
     blank = 0
+    batch, taken = [], 0  # whole lines read, about CHUNK_CHARS characters; the first `taken` of them parsed
     while True:
-        lines = list(itertools.islice(f, chunk_rows))
-        if not lines:
-            return blank
+        if taken == len(batch):
+            batch, taken = f.readlines(CHUNK_CHARS), 0
+            if not batch:
+                return blank
+        lines = batch[taken:taken + chunk_rows]
+        taken += len(lines)
         joined = "".join(lines)
         if '"' in joined:
             # Quoted cells may hold commas or line breaks: the csv module reads the rest of the file.
-            return blank + _csv_module_rows(itertools.chain(lines, f), line_no, collector, ncols, idx, used,
-                                            chunk_rows)
+            return blank + _csv_module_rows(itertools.chain(lines, batch[taken:], f), line_no, collector, ncols,
+                                            idx, used, chunk_rows)
         start = line_no
         line_no += len(lines)
         try:  # fast path: every line a record of ncols numeric-where-used fields
@@ -649,7 +660,12 @@ def _csv_module_rows(line_iter, line_offset, collector, ncols, idx, used, chunk_
 
     it = records()
     while True:
-        chunk = list(itertools.islice(it, chunk_rows))
+        chunk, chars = [], 0  # at most chunk_rows records and about CHUNK_CHARS characters
+        for record in it:
+            chunk.append(record)
+            chars += sum(map(len, record[1]))
+            if len(chunk) == chunk_rows or chars >= CHUNK_CHARS:
+                break
         if not chunk:
             return blank
         try:
@@ -702,18 +718,29 @@ def read_pairs(path, *, fmt: str | None = None, skip_invalid: bool = False, chun
     """Read a preference file (JSON Lines or CSV) into float64 columns, streaming in chunks.
 
     fmt: "jsonl", "csv", or None to detect it (:func:`detect_format`). skip_invalid: drop bad rows
-    (counted in ``PairData.skipped``) instead of raising. chunk_rows: rows parsed at a time.
+    (counted in ``PairData.skipped``) instead of raising. chunk_rows: rows parsed at a time, 1 to
+    :data:`MAX_CHUNK_ROWS` (a chunk also stops at about :data:`CHUNK_CHARS` characters).
     spool: keep the rows in a temporary file, not in memory (memory then does not grow with the
     file; :class:`SpooledColumns`). Raises :class:`AuditInputError` naming the row, line and column
     of the first bad row, or for a file with no data rows; :class:`SpoolError` when the temporary
     file cannot be written.
     """
     path = Path(path)
-    if chunk_rows < 1:
-        raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+    if not 1 <= chunk_rows <= MAX_CHUNK_ROWS:
+        raise ValueError(f"chunk_rows must be between 1 and {MAX_CHUNK_ROWS}, got {chunk_rows}")
     fmt = fmt or detect_format(path)
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
+    field_limit = csv.field_size_limit()
+    csv.field_size_limit(max(field_limit, 2**31 - 1))  # a long quoted text cell is data, not an error (restored below)
+    try:
+        return _read_file(path, fmt, skip_invalid, chunk_rows, spool)
+    finally:
+        csv.field_size_limit(field_limit)
+
+
+def _read_file(path: Path, fmt: str, skip_invalid: bool, chunk_rows: int, spool: bool) -> PairData:
+    """:func:`read_pairs` once its arguments are checked."""
     with open(path, encoding="utf-8-sig", newline="" if fmt == "csv" else None) as f:
         if fmt == "jsonl":
             # The first row that is a JSON object names the optional columns in use; with --skip-invalid, the
@@ -1282,7 +1309,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--skip-invalid", action="store_true", help="drop bad rows (counted and reported)")
     parser.add_argument("--pairs-out", type=Path, default=None,
                         help="write per-pair flags (in_U, chosen_logp_fell, ranking_flipped, ...) as JSON Lines")
-    parser.add_argument("--chunk-rows", type=int, default=100_000, help="rows parsed per chunk (default 100000)")
+    parser.add_argument("--chunk-rows", type=int, default=100_000,
+                        help=f"rows parsed per chunk, 1..{MAX_CHUNK_ROWS} (default 100000; a chunk also stops at "
+                        f"about {CHUNK_CHARS:,} characters, so wide rows take fewer rows per chunk)")
     return parser
 
 
@@ -1293,6 +1322,11 @@ def main(argv: list[str] | None = None) -> int:
     except (BadInput, AuditInputError) as err:
         print(f"error: {short_message(err)}", file=sys.stderr)
         return 2
+    except MemoryError:  # the reading holds about CHUNK_CHARS characters and the longest line; the rest streams
+        print("error: out of memory (the audit holds one chunk of about "
+              f"{CHUNK_CHARS:,} characters and the file's longest line at a time: is one line gigabytes long?)",
+              file=sys.stderr)
+        return 1
 
 
 def _output_file_problem(path: Path) -> str | None:
@@ -1331,8 +1365,9 @@ def _main(argv: list[str] | None) -> int:
                              cpo_gamma=args.cpo_gamma, cpo_tau=args.cpo_tau, cpo_alpha=args.cpo_alpha)
     except ValueError as err:
         parser.error(str(err))
-    if args.chunk_rows < 1:
-        parser.error("--chunk-rows must be >= 1")
+    if not 1 <= args.chunk_rows <= MAX_CHUNK_ROWS:
+        parser.error(f"--chunk-rows must be between 1 and {MAX_CHUNK_ROWS:,} (a chunk also stops at about "
+                     f"{CHUNK_CHARS:,} characters, so more rows would change nothing), got {args.chunk_rows}")
     if args.out is not None:  # before the work: a bad --out must not cost the results
         problem = output_dir_problem(args.out)
         if problem is not None:

@@ -234,3 +234,78 @@ def test_a_chunk_with_every_row_skipped(tmp_path, capsys):
     assert A.main([str(path), "--json", "--skip-invalid", "--chunk-rows", "1"]) == 0
     r = json.loads(capsys.readouterr().out)
     assert r["n_pairs"] == 2 and r["skipped_rows"]["count"] == 1 and r["reference_ranking_accuracy"] == 0.5
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Issue 17 item 9: the reading's memory does not grow with the width of the rows
+
+
+def _peak_reading(path, **kwargs) -> tuple[A.PairData, float]:
+    """read_pairs(path, spool=True) and the peak of Python's allocations while it ran (bytes)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        data = A.read_pairs(path, spool=True, **kwargs)
+        return data, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_wide_rows_are_read_in_chunks_of_bounded_characters(tmp_path, monkeypatch, fmt):
+    """3,000 rows with a 20 KB text column (60 MB): with chunks of about 1 Mi characters the reading's peak
+    stays near that (it read the whole file at once before: chunk_rows rows of the first line's width)."""
+    monkeypatch.setattr(A, "CHUNK_CHARS", 1 << 20, raising=False)
+    rng = np.random.default_rng(0)
+    rc, rr = -rng.uniform(1, 50, 3000), -rng.uniform(1, 50, 3000)
+    path = tmp_path / f"wide.{fmt}"
+    with open(path, "w") as f:
+        if fmt == "jsonl":
+            f.writelines(json.dumps({"prompt": "p" * 20_000, "ref_chosen_logps": a, "ref_rejected_logps": b}) + "\n"
+                         for a, b in zip(rc, rr))
+        else:  # a quoted cell: the csv module's path, which once kept chunk_rows records whatever their width
+            f.write("prompt,ref_chosen_logps,ref_rejected_logps\n")
+            f.writelines(f'"{"p" * 20_000}",{a!r},{b!r}\n' for a, b in zip(rc.tolist(), rr.tolist()))
+    data, peak = _peak_reading(path)
+    try:
+        assert data.n_pairs == 3000
+        np.testing.assert_array_equal(data.columns["ref_chosen_logps"], rc)
+        np.testing.assert_array_equal(data.columns["ref_rejected_logps"], rr)
+    finally:
+        data.close()
+    assert peak < 12e6, f"peak {peak / 1e6:.1f} MB for chunks of 1 Mi characters"  # 60 MB read whole: > 120 MB
+    numeric = tmp_path / "narrow.csv"  # the numeric fast path reads whole lines up to the bound too
+    A.write_pairs(numeric, {"ref_chosen_logps": rc, "ref_rejected_logps": rr, "chosen_reward": rc * 0,
+                            "rejected_reward": rr * 0 - 1})
+    monkeypatch.setattr(A, "CHUNK_CHARS", 4096, raising=False)
+    data = A.read_pairs(numeric, chunk_rows=7)
+    np.testing.assert_array_equal(data.columns["ref_rejected_logps"], rr)
+
+
+def test_a_50_mb_first_line_is_read_not_a_memory_error(tmp_path):
+    """The first line's width once sized every block (chunk_rows times 50 MB: a MemoryError); now one line is
+    held once, in a few copies."""
+    path = tmp_path / "long_first_line.jsonl"
+    with open(path, "w") as f:
+        f.write(json.dumps({"ref_chosen_logps": -1.0, "ref_rejected_logps": -2.0, "text": "x" * 50_000_000}) + "\n")
+        f.writelines(json.dumps({"ref_chosen_logps": -3.0, "ref_rejected_logps": -2.0, "text": "y"}) + "\n"
+                     for _ in range(999))
+    data, peak = _peak_reading(path)
+    try:
+        assert data.n_pairs == 1000
+        assert float(np.sum(data.columns["ref_chosen_logps"])) == -1.0 - 3.0 * 999
+    finally:
+        data.close()
+    assert peak < 4 * 50e6, f"peak {peak / 1e6:.0f} MB for a 50 MB line"
+
+
+def test_impossible_chunk_rows_is_one_line(sample, capsys):
+    _, jsonl = sample
+    for value in ("10000000000000", "0", "-5"):
+        assert A.main([str(jsonl), "--chunk-rows", value]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith("error: paper_checks.py audit: --chunk-rows must be "
+                                                             "between 1 and 10,000,000"), err
+    with pytest.raises(ValueError, match="chunk_rows must be between 1 and"):
+        A.read_pairs(jsonl, chunk_rows=10**13)
