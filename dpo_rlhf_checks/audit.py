@@ -50,6 +50,7 @@ import operator
 import re
 import sys
 import tempfile
+import textwrap
 import warnings
 import weakref
 from collections import Counter
@@ -1133,6 +1134,9 @@ def audit(data: PairData, config: AuditConfig, fig_dir: Path | None = None) -> d
 # Printing
 
 
+NOTE = object()  # a summary line that is text, not a labelled number
+
+
 def _fmt(v) -> str:
     if v is None:
         return "n/a"
@@ -1160,46 +1164,60 @@ def format_summary(result: dict[str, Any]) -> str:
     if result.get("per_token_mean"):
         blocks.append(("per-token means (logps / length)", result["per_token_mean"]))
     for title, r in blocks:
-        width = 44
-        lines.append(f"{title}:")
-        head = "".ljust(width) + "  ".join(f"beta={k}".rjust(12) for k in keys)
-        lines.append(head)
+        rows: list[tuple[str, Any]] = []  # (label, a number, None or beta key -> number) or (text, NOTE)
 
         def row(label, value):
-            if isinstance(value, dict):
-                lines.append(label.ljust(width) + "  ".join(_fmt(value.get(k)).rjust(12) for k in keys))
-            else:
-                lines.append(label.ljust(width) + _fmt(value).rjust(12))
+            rows.append((label, value))
 
-        row("reference ranking accuracy", r["reference_ranking_accuracy"])
-        row("reward agrees with label (dr > 0)", r["reward_agreement_rate"])
-        row("assumption violation rate", r["assumption_violation_rate"])
-        row("idealized ranking accuracy (RLHF optimum)", r["idealized_ranking_accuracy"])
-        row("critical loss l_crit: median", {k: v["p50"] for k, v in r["critical_loss"].items()})
-        row("critical loss l_crit: p05", {k: v["p05"] for k, v in r["critical_loss"].items()})
-        row("policy ranking accuracy", r["policy_ranking_accuracy"])
-        row("fraction in undesirable space U", r["frac_in_undesirable"])
+        def note(text):
+            rows.append((text, NOTE))
+
+        row("reference ranks the chosen response first", r["reference_ranking_accuracy"])
+        row("reward model agrees with the label (dr > 0)", r["reward_agreement_rate"])
+        row("assumption violated (beta delta_ref + dr <= 0)", r["assumption_violation_rate"])
+        row("RLHF optimum ranks the chosen response first", r["idealized_ranking_accuracy"])
+        row("critical loss: median", {k: v["p50"] for k, v in r["critical_loss"].items()})
+        row("critical loss: 5th percentile", {k: v["p05"] for k, v in r["critical_loss"].items()})
+        note("  (a pair whose loss is below its critical loss is proven ranked right)")
+        row("policy ranks the chosen response first", r["policy_ranking_accuracy"])
+        row("in U: the policy moved toward the chosen", r["frac_in_undesirable"])
+        note("  response, yet still ranks it second")
         if r["dpo_loss"] is not None:
             row("DPO loss: mean", {k: v["mean"] for k, v in r["dpo_loss"].items()})
             row("DPO loss: median", {k: v["p50"] for k, v in r["dpo_loss"].items()})
-            row("uncertified <= mean loss / min l_crit", r["uncertified_bound_from_mean_dpo_loss"])
-            row("delta > m (what an exact certificate gives)", r.get("fraction_delta_above_margin"))
+            row("pairs not proven right: at most the mean", r["uncertified_bound_from_mean_dpo_loss"])
+            note("  DPO loss over the smallest critical loss")
+            row("policy ranks chosen first by more than m", r.get("fraction_delta_above_margin"))
+            note("pairs whose own loss proves the policy ranks them right (by more than m), per loss:")
             floated = []
             for name, by_beta in r["certified_fraction"].items():
                 off = any(v for v in r["certificate_mismatch_fraction"][name].values())
                 # A variant whose float64 loss cannot resolve delta (cpo_eq17 on summed log-probs: its margin
                 # gamma (1/pi_ref(y_w) + 1/pi_ref(y_l)) is ~e^200) certifies a different fraction than delta > m.
-                row(f"certified by loss: {name}" + (" (float64 off*)" if off else ""), by_beta)
+                row(f"  {name}" + (" (rounding decides, see *)" if off else ""), by_beta)
                 if off:
                     floated.append(name)
             for name in floated:
-                row(f"  * {name}: certificate != (delta > m)", r["certificate_mismatch_fraction"][name])
+                row(f"  * {name}: pairs rounding gets wrong", r["certificate_mismatch_fraction"][name])
             if floated:
-                lines.append(f"  * {', '.join(floated)}: the loss is computed in float64, where beta |T| (T its "
-                             "target, e.g. cpo_eq17's margin ~e^200 on summed log-probs) swamps beta |delta - m|; the "
-                             "certified fraction above is what float64 gives, not the fraction of pairs with delta > m")
+                note(f"  * {', '.join(floated)}: the loss is computed in float64, where its own target (cpo_eq17's "
+                     "margin is about e^200 on summed log-probabilities) swamps the policy's margin; the share "
+                     "above is what float64 gives, not the share of pairs ranked right")
+        note("pairs that a loss below log 2 would prove ranked right (by more than m), per loss:")
         for name, by_beta in r["log2_certifies_fraction"].items():
-            row(f"loss < log 2 certifies: {name}", by_beta)
+            row(f"  {name}", by_beta)
+        width = 2 + max(len(label) for label, value in rows if value is not NOTE)
+        lines.append(f"{title}:")
+        lines.append("".ljust(width) + "  ".join(f"beta={k}".rjust(12) for k in keys))
+        for label, value in rows:
+            if value is NOTE:
+                indent = " " * (len(label) - len(label.lstrip(" *")) if label.lstrip().startswith("*") else
+                                len(label) - len(label.lstrip()))
+                lines += textwrap.wrap(label, 100, subsequent_indent=indent)
+            elif isinstance(value, dict):
+                lines.append(label.ljust(width) + "  ".join(_fmt(value.get(k)).rjust(12) for k in keys))
+            else:
+                lines.append(label.ljust(width) + _fmt(value).rjust(12))
         lines.append("")
     from dpo_rlhf_checks.audit_diagnostics import format_lines
 

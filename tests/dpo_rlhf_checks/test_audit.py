@@ -363,16 +363,52 @@ def test_huge_log_probabilities_never_give_inf_or_nan(tmp_path, capsys):
     assert "is inf in float64" in line or "is nan in float64" in line
 
 
+def summary_rows(out: str) -> dict[str, list[str]]:
+    """label -> its numbers, from a printed summary (label and numbers are separated by two spaces or more)."""
+    import re
+
+    rows = {}
+    for line in out.splitlines():
+        parts = re.split(r"\s{2,}", line.strip())
+        if len(parts) > 1 and all(re.fullmatch(r"-?[\d.]+(e[-+]?\d+)?|n/a", p) for p in parts[1:]):
+            rows.setdefault(parts[0], parts[1:])
+    return rows
+
+
 def test_cpo_eq17_label_explains_the_float_mismatch(sample, capsys):
     _, jsonl, _ = sample
     assert A.main([str(jsonl), "--beta", "0.1"]) == 0
     out = capsys.readouterr().out
-    lines = {line[:48].strip(): line[48:].strip() for line in out.splitlines()[:40] if line.strip()}
-    assert lines["delta > m (what an exact certificate gives)"] == "0.8000"
-    assert lines["certified by loss: dpo"] == "0.8000"
-    eq17 = lines["certified by loss: cpo_eq17 (float64 off*)"]
-    assert float(eq17) < 0.8  # what float64 gives; the label and the footnote say so
-    assert "* cpo_eq17: the loss is computed in float64" in out
+    rows = summary_rows(out)
+    assert rows["policy ranks chosen first by more than m"] == ["0.8000"]
+    assert rows["dpo"] == ["0.8000"]  # the first block: summed log-probabilities
+    eq17 = rows.get("cpo_eq17 (rounding decides, see *)")
+    if eq17 is not None:  # what float64 gives where rounding decides; the label and the footnote say so
+        assert float(eq17[0]) < 0.8 and "* cpo_eq17: the loss is computed in float64" in out
+    else:
+        assert rows["cpo_eq17"] == ["0.8000"]
+
+
+def test_summary_labels_are_plain_words(sample, capsys):
+    """Issue 17 item 17: no formula shorthand in place of a sentence ("uncertified <= mean loss / min l_crit",
+    "certified by loss: cpo_eq17 (float64 off*)" next to "loss < log 2 certifies")."""
+    _, jsonl, _ = sample
+    assert A.main([str(jsonl), "--beta", "0.1", "1"]) == 0
+    out = capsys.readouterr().out
+    for jargon in ("l_crit", "off*", "uncertified <=", "loss < log 2 certifies", "certified by loss:", "min l_crit",
+                   "idealized ranking accuracy", "fraction in undesirable space U"):
+        assert jargon not in out, jargon
+    rows = summary_rows(out)
+    for label in ("reference ranks the chosen response first", "RLHF optimum ranks the chosen response first",
+                  "policy ranks the chosen response first", "pairs not proven right: at most the mean",
+                  "critical loss: median", "in U: the policy moved toward the chosen"):
+        assert label in rows, label
+    assert "pairs that a loss below log 2 would prove ranked right (by more than m), per loss:" in out
+    assert "pairs whose own loss proves the policy ranks them right (by more than m), per loss:" in out
+    # The numbers line up: every row with a number at both betas ends in the same column.
+    first_block = out.split("\n\n")[1].splitlines()
+    widths = {len(line) for line in first_block if len(next(iter(summary_rows(line).values()), [])) == 2}
+    assert len(widths) == 1 and len(first_block) > 20, widths
 
 
 @pytest.mark.parametrize("value", ["9" * 400, '"' + "x" * 400 + '"'])
