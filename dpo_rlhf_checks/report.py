@@ -26,6 +26,7 @@ import os
 import platform
 import re
 import sys
+import textwrap
 import time
 import traceback
 from pathlib import Path
@@ -187,44 +188,163 @@ def _compact(value: Any, depth: int = 0) -> str:
     return str(value)
 
 
+# report.md's table cells are capped (a cell of thousands of characters makes a table unreadable); the whole text
+# goes into a details block under the table, and everything is in report.json.
+CELL_CHARS = 200
+CX_ROWS, CX_COLUMNS, CX_CELL = 8, 14, 60  # a counterexample table: rows, columns, characters per cell
+
+# The key to the verdicts, printed at the top of report.md.
+VERDICT_KEY = (
+    ("holds", "every method confirmed the statement as the paper writes it"),
+    ("holds-amended", "the statement as written fails (a counterexample is shown), and an amended statement, "
+                      "written in the registry before the run, holds in every method"),
+    ("fails", "the statement as written fails, and no amendment tried held (the report says which was tried and "
+              "why it failed)"),
+    ("not-checked", "the toolkit does not check this claim (the reason is given)"),
+    ("error", "a method crashed: the claim has no verdict, and the run exits 1"),
+)
+
+
+def _cell(text: Any, limit: int = CELL_CHARS) -> str:
+    """:func:`_md` cut to ``limit`` characters (ending in '…')."""
+    text = _md(text)
+    return text if len(text) <= limit else text[: limit - 1].rstrip("\\") + "…"
+
+
+_BLOCK_START = re.compile(r"^([-+*#>|=`~]|\d+[.)])")  # what would start a list, heading, quote or table
+
+
+def _para(text: Any, first: str = "", indent: str = "") -> list[str]:
+    """A paragraph (or a list item: ``first`` = "- ", ``indent`` = "  ") of :func:`_md` text, wrapped at 110
+    characters, so no line of report.md runs to thousands of characters; a continuation line that would start a
+    markdown block (a list, a heading, a table) has its first character escaped, so it stays in the paragraph."""
+    lines = textwrap.wrap(_md(text), 110, initial_indent=first, subsequent_indent=indent, break_long_words=False,
+                          break_on_hyphens=False) or [first.rstrip()]
+    return lines[:1] + [indent + ("\\" + line[len(indent):] if _BLOCK_START.match(line[len(indent):]) else
+                                  line[len(indent):]) for line in lines[1:]]
+
+
+def _flat(value: Any, key: str = "") -> list[tuple[str, Any]]:
+    """(dotted key, leaf) pairs of nested dicts; lists and scalars are leaves."""
+    if isinstance(value, dict) and value:
+        return [kv for k, v in value.items() for kv in _flat(v, f"{key}.{k}" if key else str(k))]
+    return [(key or "value", value)]
+
+
+def _counterexample_tables(name: str, cx: Any) -> list[str]:
+    """One method's counterexample as small markdown tables: its scalar quantities as (quantity, value) rows, and
+    each list of records (e.g. one record per loss variant) as a table of its own, one record per row."""
+    scalars: list[tuple[str, Any]] = []
+    records: list[tuple[str, list]] = []
+    for key, leaf in _flat(cx):
+        if isinstance(leaf, (list, tuple)) and leaf and all(isinstance(x, dict) for x in leaf):
+            records.append((key, list(leaf)))
+        else:
+            scalars.append((key, leaf))
+    out = [f"*{_md(name)}*", ""]
+    if scalars:
+        out += ["| quantity | value |", "|---|---|"]
+        out += [f"| {_cell(k, CX_CELL)} | {_cell(_compact(v), 2 * CX_CELL)} |" for k, v in scalars[:2 * CX_ROWS]]
+        if len(scalars) > 2 * CX_ROWS:
+            out.append(f"| … | {len(scalars) - 2 * CX_ROWS} more in report.json |")
+        out.append("")
+    for key, items in records:
+        rows = [dict(_flat(item)) for item in items]
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+        shown = columns[:CX_COLUMNS]
+        out += [f"{_md(key)} ({len(items)} record{'s' if len(items) != 1 else ''}"
+                + (f"; {len(columns) - len(shown)} more columns in report.json" if len(columns) > len(shown) else "")
+                + "):", "",
+                "| " + " | ".join(_cell(c, CX_CELL) for c in shown) + " |", "|" + "---|" * len(shown)]
+        for row in rows[:CX_ROWS]:
+            out.append("| " + " | ".join(_cell(_compact(row.get(c, "")), CX_CELL) for c in shown) + " |")
+        if len(rows) > CX_ROWS:
+            out.append("| " + " | ".join([f"… {len(rows) - CX_ROWS} more rows in report.json"]
+                                         + [""] * (len(shown) - 1)) + " |")
+        out.append("")
+    return out
+
+
+def _fails_explanation(c: dict[str, Any]) -> list[str]:
+    """For a ``fails`` verdict: which amendment was tried (the registry's, or the methods' own) and why it failed
+    (the methods whose amended test failed, with their deciding numbers), or that none was tried."""
+    tried = c.get("amendment") or next((m["amended_statement"] for m in c["methods"] if m.get("amended_statement")),
+                                       None)
+    refuted = [m for m in c["methods"] if not m["error"] and m["amended"] is False]
+    unsupported = [m for m in c["methods"] if not m["error"] and m["amended"] is None and not m["literal"]]
+    if tried is None and not refuted:
+        return [""] + _para("**Why it fails.** The statement as written fails in "
+                            + ", ".join(f"`{m['name']}`" for m in unsupported or c["methods"])
+                            + "; no amended statement was tried (no method and no registry entry states one).")
+    out = [""] + _para("**Why it fails.** Amendment tried: " + (tried if tried else "(the methods' amended tests; "
+                                                                "no text was stated)"))
+    out.append("")
+    for m in refuted:
+        out += _para(f"`{m['name']}` refutes it: {m['summary']}", "- ", "  ")
+    for m in unsupported:
+        out += _para(f"`{m['name']}` tests no amendment, and the statement as written fails there: {m['summary']}",
+                     "- ", "  ")
+    return out
+
+
 def format_markdown(report: dict[str, Any], out_dir: Path = Path(".")) -> str:
-    """``report.md``, a document to read: the verdict table, then per claim its statement, verdict, each method's
-    deciding numbers, the counterexample and the amended statement, and its figures. The full evidence is only in
-    ``report.json``. Figure links are relative to ``out_dir``, where report.md is written.
+    """``report.md``, a document to read: a key to the verdicts, the verdict table, then per claim its statement,
+    verdict, each method's deciding numbers (table cells capped at :data:`CELL_CHARS` characters; the whole text in
+    a details block), the counterexample as small tables, the amended statement (or, for ``fails``, which amendment
+    was tried and why it failed), and its figures. The full evidence is only in ``report.json``. Figure links are
+    relative to ``out_dir``, where report.md is written.
     """
     settings = ", ".join(f"{k} {v}" for k, v in report["settings"].items())
+    counts: dict[str, int] = {}
+    for c in report["claims"]:
+        counts[c["verdict"]] = counts.get(c["verdict"], 0) + 1
     out = [
         "# dpo-rlhf-checks report",
         "",
         f"toolkit {report['toolkit_version']}, created {report['created']}; settings: {settings}. "
         "The full evidence of every method is in `report.json` (schema 2).",
         "",
-        "| claim | paper ref | verdict | methods | independent |",
-        "|---|---|---|---|---|",
+        "**Key to the verdicts.** Each verdict is computed from the methods' results by one rule, never typed in.",
+        "",
     ]
+    out += [f"- **{v}**: {text}" for v, text in VERDICT_KEY if v in counts or v != "error"]
+    out += ["", "This run: " + ", ".join(f"{n} {v}" for v, n in counts.items()) + ".", "",
+            "| claim | paper ref | verdict | methods | independent |",
+            "|---|---|---|---|---|"]
     for c in report["claims"]:
-        out.append(f"| [`{c['id']}`](#{c['id']}) | {_md(c['paper_ref'])} | **{c['verdict']}** | "
+        out.append(f"| [`{c['id']}`](#{c['id']}) | {_cell(c['paper_ref'], 80)} | **{c['verdict']}** | "
                    f"{', '.join(m['name'] for m in c['methods']) or '-'} | {c['independent_methods']} |")
     for c in report["claims"]:
         out += ["", f"<a id=\"{c['id']}\"></a>", f"## `{c['id']}`: {_md(c['title'])}", "",
-                f"*{_md(c['paper_ref'])}*", "", f"**Statement.** {_md(c['statement'])}", "",
+                f"*{_md(c['paper_ref'])}*", "", *_para(f"**Statement.** {c['statement']}"), "",
                 f"**Verdict: {c['verdict']}**"
                 + (f" ({c['independent_methods']} independent of {len(c['methods'])} methods: "
                    f"{', '.join(c['independent_set'])}; {c['seconds']} s)" if c["methods"] else "")]
         if c.get("not_checked_reason"):
-            out += ["", f"Not checked: {_md(c['not_checked_reason'])}"]
+            out += ["", *_para(f"Not checked: {c['not_checked_reason']}")]
         if c["methods"]:
             out += ["", "| method | literal | amended | seconds | deciding numbers |", "|---|---|---|---|---|"]
             for m in c["methods"]:
                 lit = "crashed" if m["error"] else ("holds" if m["literal"] else "fails")
                 amd = "-" if m["error"] or m["amended"] is None else ("holds" if m["amended"] else "fails")
-                out.append(f"| {m['name']} (`{m['function']}`) | {lit} | {amd} | {m['seconds']} | {_md(m['summary'])} |")
+                cut = len(_md(m["summary"])) > CELL_CHARS
+                out.append(f"| {m['name']} (`{m['function']}`) | {lit} | {amd} | {m['seconds']} | "
+                           f"{_cell(m['summary'])}{' (whole text below)' if cut else ''} |")
+            long = [m for m in c["methods"] if len(_md(m["summary"])) > CELL_CHARS]
+            if long:
+                out += ["", "<details><summary>Deciding numbers, whole text</summary>", ""]
+                out += [line for m in long for line in _para(f"`{m['name']}`: {m['summary']}", "- ", "  ")]
+                out += ["", "</details>"]
         if c["counterexample"]:
             out += ["", "**Counterexample to the literal statement.**", ""]
             for name, cx in c["counterexample"].items():
-                out.append(f"- {name}: {_md(_compact(cx))}")
+                out += _counterexample_tables(name, cx)
+            while out[-1] == "":
+                out.pop()
+        if c["verdict"] == "fails":
+            out += _fails_explanation(c)
         if c["amended_statement"]:
-            out += ["", f"**Amended statement (holds).** {_md(c['amended_statement'])}"]
+            out += ["", *_para(f"**Amended statement (holds).** {c['amended_statement']}")]
         crashed = [m for m in c["methods"] if m["error"]]
         for m in crashed:
             out += ["", f"Method `{m['name']}` crashed; traceback (also in report.json):", "", "```",
