@@ -117,6 +117,26 @@ def latex_math_text(text: Any) -> str:
     return "".join(out)
 
 
+# A longtable row cannot break across pages: a row taller than the page runs off its bottom (issue 17: a
+# 2,160-character statement in a 0.35\\linewidth column). Each cell is cut at a word to these many characters, about
+# a dozen lines at \\small, and the whole texts follow the table as ordinary paragraphs, which do break.
+CELL_CHARS = {"statement": 420, "amended": 280, "summary": 320}
+
+
+def _capped(text: Any, limit: int) -> tuple[str, bool]:
+    """``text`` (one line) cut at a word boundary to at most ``limit`` characters; (text, whether it was cut)."""
+    text = " ".join(str(text).split())
+    if len(text) <= limit:
+        return text, False
+    cut = text[:limit].rsplit(" ", 1)[0] if " " in text[:limit] else text[:limit]
+    return cut.rstrip(",;:") + " …", True
+
+
+def _breakable_id(claim_id: str) -> str:
+    """A claim id, escaped; ids are long unhyphenated words, so a line may break after each '-' and '_'."""
+    return re.sub(r"(-|\\_)", r"\1\\allowbreak{}", latex_escape(claim_id))
+
+
 def _label(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9:.-]", "-", text)
 
@@ -170,18 +190,35 @@ def format_latex(report: dict[str, Any], out_dir: Path) -> str:
         "\\bottomrule",
         "\\endfoot",
     ]
+    in_full = []  # claims with a cut cell: their whole texts follow the table
     for c in report["claims"]:
-        statement = latex_math_text(c.get("statement", ""))
+        text, cut_s = _capped(c.get("statement", ""), CELL_CHARS["statement"])
+        statement = latex_math_text(text)
+        cut_a = False
         if c.get("amended_statement"):
-            statement += " \\newline \\emph{Amended:} " + latex_math_text(c["amended_statement"])
+            text, cut_a = _capped(c["amended_statement"], CELL_CHARS["amended"])
+            statement += " \\newline \\emph{Amended:} " + latex_math_text(text)
+        summary, cut_e = _capped(_no_negative_zero(c.get("summary", "")), CELL_CHARS["summary"])
+        if cut_s or cut_a or cut_e:
+            in_full.append(c)
+            summary += " (in full below the table)"
         ref = c.get("paper_ref")
-        # Claim ids are long unhyphenated words: allow a line break after each '-' and '_'.
-        breakable_id = re.sub(r"(-|\\_)", r"\1\\allowbreak{}", latex_escape(c["id"]))
-        claim_cell = f"\\texttt{{{breakable_id}}}" + (f" \\newline {{\\footnotesize {latex_escape(ref)}}}"
+        claim_cell = f"\\texttt{{{_breakable_id(c['id'])}}}" + (f" \\newline {{\\footnotesize {latex_escape(ref)}}}"
                                                                 if ref else "")
         lines.append(f"{claim_cell} & {statement} & \\textbf{{{latex_escape(c.get('verdict', ''))}}} & "
-                     f"{latex_math_text(_no_negative_zero(c.get('summary', '')))} \\\\")
+                     f"{latex_math_text(summary)} \\\\")
     lines += ["\\end{longtable}", "\\endgroup", ""]
+    if in_full:  # paragraphs break across pages, as a table row cannot
+        lines += ["\\begingroup", "\\small",
+                  "\\noindent\\textbf{Claims in full} (the table's cells above are cut at a word).\\par\\smallskip", ""]
+        for c in in_full:
+            parts = [f"\\emph{{Statement:}} {latex_math_text(' '.join(str(c.get('statement', '')).split()))}"]
+            if c.get("amended_statement"):
+                parts.append(f"\\emph{{Amended:}} {latex_math_text(' '.join(c['amended_statement'].split()))}")
+            parts.append("\\emph{Evidence:} " + latex_math_text(" ".join(_no_negative_zero(c.get("summary", "")).split())))
+            lines += [f"\\noindent\\texttt{{{_breakable_id(c['id'])}}} (\\textbf{{{latex_escape(c.get('verdict', ''))}}}). "
+                      + " ".join(parts) + "\\par\\smallskip", ""]
+        lines += ["\\endgroup", ""]
     included: set[str] = set()
     for c in report["claims"]:
         for k, rel in enumerate(_figure_paths(c, out_dir), 1):

@@ -164,3 +164,66 @@ def test_compiles_with_a_latex_engine(report, tmp_path):
     proc = subprocess.run(cmd, cwd=out, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert (out / "appendix.pdf").stat().st_size > 5000
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Issue 17 item 15: a long row must not run off the page (a longtable row cannot break across pages)
+
+LONG_STATEMENT = ("For every reference pi_ref and reward r with beta delta_ref + dr > 0, the DPO optimum ranks y_w "
+                  "first; ") * 22
+
+
+def long_report():
+    return {"toolkit_version": "0.1.0", "created": "now", "claims": [
+        {"id": f"long-claim_{i}", "paper_ref": "Sec. 3; docs/theory.md §4", "statement": LONG_STATEMENT[:2160],
+         "verdict": "holds-amended", "summary": "min over 1e3 draws: delta* >= 0 in 70% of pairs; " * 30,
+         "amended_statement": "Holds iff beta delta_ref + dr > 0 for every pair. " * 20, "figures": []}
+        for i in range(3)] + [{"id": "short", "statement": "s", "verdict": "holds", "summary": "fine", "figures": []}]}
+
+
+def test_long_cells_are_cut_and_given_in_full_after_the_table(tmp_path):
+    from dpo_rlhf_checks.report_tex import CELL_CHARS
+
+    tex = format_latex(long_report(), tmp_path)
+    table = tex[tex.index("\\begin{longtable}"):tex.index("\\end{longtable}")]
+    rows = [line for line in table.splitlines() if line.startswith("\\texttt{")]
+    assert len(rows) == 4 and all(len(row) < 3 * sum(CELL_CHARS.values()) for row in rows), [len(r) for r in rows]
+    assert rows[0].count("\\ldots{}") == 3 and "(in full below the table)" in rows[0] and "ldots" not in rows[3]
+    after = tex[tex.index("\\end{longtable}"):]
+    assert "\\textbf{Claims in full}" in after and after.count("\\emph{Statement:}") == 3  # not the short claim
+    assert latex_math_text(" ".join(LONG_STATEMENT[:2160].split())) in after
+    assert unescaped_specials(tex) == [] and balanced(tex)
+
+
+def test_long_rows_compile_within_the_page(tmp_path):
+    """Compiled with pdflatex (.ci/run installs texlive-latex-recommended): no row taller than the page (LaTeX says
+    'Overfull \\vbox ... while \\output is active'), and, where pdftoppm is installed, no ink below the text area
+    of any page (the page style is empty, so the bottom margin must be blank)."""
+    engine = next((e for e in ("pdflatex", "lualatex", "xelatex") if shutil.which(e)), None)
+    if engine is None:
+        pytest.skip("no LaTeX engine on PATH; on Debian `apt-get install --no-install-recommends "
+                    "texlive-latex-recommended` provides pdflatex")
+    out = tmp_path / "out"
+    write_latex(long_report(), out)
+    (out / "appendix.tex").write_text(
+        "\\documentclass{article}\n\\usepackage[T1]{fontenc}\n"
+        + "".join(f"\\usepackage{{{p}}}\n" for p in REQUIRED_PACKAGES)
+        + "\\pagestyle{empty}\n\\begin{document}\n\\input{report.tex}\n\\end{document}\n")
+    proc = subprocess.run([engine, "-interaction=nonstopmode", "-halt-on-error", "appendix.tex"], cwd=out,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    log = (out / "appendix.log").read_text(errors="replace")
+    assert "Overfull \\vbox" not in log, re.findall(r"Overfull \\vbox.*", log)
+    if shutil.which("pdftoppm") is None:
+        return  # the log check above stands alone
+    import numpy as np
+    from PIL import Image
+
+    subprocess.run(["pdftoppm", "-r", "20", "-gray", "appendix.pdf", "page"], cwd=out, check=True, timeout=120)
+    pages = sorted(out.glob("page-*.pgm"))
+    assert len(pages) >= 2  # the full texts follow the table
+    for page in pages:
+        ink = np.flatnonzero((np.asarray(Image.open(page)) < 128).any(axis=1))
+        height = Image.open(page).size[1]
+        # letter paper, article class: the text area ends near 0.85 of the height; the old rows reached 0.99
+        assert ink.max() / height < 0.9, (page.name, ink.max() / height)
