@@ -35,7 +35,8 @@ temporary file (``spool=True``: 8 bytes per used column and row, in the folder `
 and computes every statistic in passes over chunks of :data:`STAT_CHUNK` rows, so its memory does
 not grow with the number of rows: counts are exact integers, quantiles are exactly numpy's
 (:mod:`dpo_rlhf_checks.stream_stats`, a few passes), means add per-chunk sums exactly. The library
-call ``read_pairs(path)`` keeps the columns in memory; :func:`audit` streams over either.
+call ``read_pairs(path)`` keeps the columns in memory; :func:`audit` streams over either. Pairs already held as
+arrays: ``PairData.from_arrays(columns)`` (the same checks, rows named by number) or ``audit_arrays(columns, config)``.
 """
 
 from __future__ import annotations
@@ -320,6 +321,20 @@ class PairData:
         for start in range(0, self.n_pairs, rows):
             yield {name: col[start:start + rows] for name, col in self.columns.items()}
 
+    @classmethod
+    def from_arrays(cls, columns: Mapping[str, Any], *, skip_invalid: bool = False, name: str = "<arrays>"
+                    ) -> "PairData":
+        """The columns of pairs a Python caller already holds, checked as a file's rows are.
+
+        columns: column name -> a 1-D array (or sequence) of numbers, one entry per pair, all of one length, named
+        as in a file (``ref_chosen_logps``, ``ref_rejected_logps`` required, or older TRL's ``reference_*``; the
+        optional columns in pairs; other names are ignored). Every value passes the checks a file's values pass
+        (finite, log-probabilities <= 0, whole lengths > 0): a bad one is an :class:`AuditInputError` naming its
+        row (1-based) and column, or with ``skip_invalid`` its row is dropped and counted. The kept columns are
+        float64 copies in memory; ``name`` stands for the file name in the audit's output.
+        """
+        return _pairs_from_arrays(columns, skip_invalid=skip_invalid, name=name)
+
     def close(self) -> None:
         """Delete the temporary file of spooled data now (it goes with the object otherwise); nothing in memory."""
         if isinstance(self.columns, SpooledColumns):
@@ -338,9 +353,13 @@ def detect_format(path: Path) -> str:
     return "jsonl" if head.startswith(("{", "[")) else "csv"
 
 
-def _where(row: int, line: int, column: str | None) -> str:
-    place = f"row {row} (line {line})"
+def _where(row: int, line: int | None, column: str | None) -> str:
+    place = f"row {row}" if line is None else f"row {row} (line {line})"
     return place if column is None else f"{place}, column {column!r}"
+
+
+def _line(lines: np.ndarray | None, i: int) -> int | None:
+    return None if lines is None else int(lines[i])
 
 
 class _Collector:
@@ -367,8 +386,9 @@ class _Collector:
         if len(self.examples) < MAX_EXAMPLES:
             self.examples.append(message)
 
-    def add(self, values: np.ndarray, lines: np.ndarray, rows: np.ndarray | None = None) -> None:
-        """Validate parsed rows (n, k) with their file lines (n,) and keep the good ones.
+    def add(self, values: np.ndarray, lines: np.ndarray | None, rows: np.ndarray | None = None) -> None:
+        """Validate parsed rows (n, k) with their file lines (n,; None for arrays, which have none) and keep the
+        good ones.
 
         rows: their 1-based data-row numbers; by default the next n after those read so far.
         """
@@ -398,11 +418,11 @@ class _Collector:
                     if self.skip_invalid:
                         self.skipped[kind] += len(idx)
                         for i in idx[: MAX_EXAMPLES - len(self.examples)]:
-                            self.examples.append(f"{_where(int(rows[i]), int(lines[i]), name)}: {reason}, "
+                            self.examples.append(f"{_where(int(rows[i]), _line(lines, i), name)}: {reason}, "
                                                  f"got {float(col[i])!r}")
         if problems and not self.skip_invalid:
             i, name, reason, _ = min(problems, key=lambda p: (p[0], self.columns.index(p[1])))
-            raise AuditInputError(f"{_where(int(rows[i]), int(lines[i]), name)}: {reason}")
+            raise AuditInputError(f"{_where(int(rows[i]), _line(lines, i), name)}: {reason}")
         kept = values[~bad] if bad.any() else values
         if self.spool is not None:
             self.spool.write(kept)
@@ -807,6 +827,37 @@ def _read_file(path: Path, fmt: str, skip_invalid: bool, chunk_rows: int, spool:
     return data
 
 
+def _pairs_from_arrays(columns: Mapping[str, Any], *, skip_invalid: bool, name: str) -> PairData:
+    """:meth:`PairData.from_arrays`."""
+    if not isinstance(columns, Mapping):
+        raise TypeError(f"columns must be a mapping of column name -> array, got {type(columns).__name__}")
+    used = _used_columns(columns, "columns")
+    missing = [c for c in used if c not in columns]
+    if missing:
+        raise AuditInputError(f"columns: missing column {missing[0]!r}; given {sorted(map(str, columns))}")
+    arrays = []
+    for c in used:
+        arr = np.asarray(columns[c])
+        if arr.ndim != 1:
+            raise AuditInputError(f"column {c!r}: a 1-D array of one value per pair is needed, got shape {arr.shape}")
+        if arr.dtype.kind not in "iuf":  # bools and strings are no numbers here, as in a file
+            raise AuditInputError(f"column {c!r}: numbers are needed, got dtype {arr.dtype}")
+        arrays.append(arr.astype(np.float64))
+    lengths = {c: len(a) for c, a in zip(used, arrays)}
+    if len(set(lengths.values())) > 1:
+        raise AuditInputError(f"columns of different lengths: {lengths}")
+    n = len(arrays[0])
+    if n == 0:
+        raise AuditInputError("no pairs: the columns are empty")
+    collector = _Collector(used, skip_invalid)
+    collector.add(np.column_stack(arrays), None)
+    data = collector.result(Path(name), "arrays", 0)
+    data.aliases_used = {a: ALIASES[a] for a in used if a in ALIASES}
+    if data.n_pairs == 0:
+        raise AuditInputError(f"all {n} pairs are invalid (skipped); nothing to audit")
+    return data
+
+
 # ----------------------------------------------------------------------------------------------
 # Statistics
 
@@ -1128,6 +1179,13 @@ def audit(data: PairData, config: AuditConfig, fig_dir: Path | None = None) -> d
         if not has_reward:
             why["figure audit_violation_rate"] = "needs chosen_reward and rejected_reward"
     return to_jsonable(result)
+
+
+def audit_arrays(columns: Mapping[str, Any], config: AuditConfig | None = None, *, skip_invalid: bool = False,
+                 fig_dir: Path | None = None) -> dict[str, Any]:
+    """The audit of pairs held as arrays: ``audit(PairData.from_arrays(columns), config)`` (see both); the default
+    :class:`AuditConfig` when ``config`` is None. The same result object as for a file with those columns."""
+    return audit(PairData.from_arrays(columns, skip_invalid=skip_invalid), config or AuditConfig(), fig_dir=fig_dir)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -501,3 +502,46 @@ def test_a_bom_is_accepted_in_both_formats_and_read_as_without(tmp_path, capsys)
     bom.write_bytes(b"\xef\xbb\xbf" + rows.encode())
     a, b = run_json(capsys, plain), run_json(capsys, bom)
     assert {k: v for k, v in a.items() if k != "file"} == {k: v for k, v in b.items() if k != "file"}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Issue 17 item 18: a door for Python users who hold arrays
+
+
+def test_from_arrays_gives_the_file_audit(sample, capsys):
+    cols, jsonl, _ = sample
+    config = A.AuditConfig(betas=(0.1, 1.0))
+    from_file = A.audit(A.read_pairs(jsonl), config)
+    from_arrays = A.audit_arrays(cols, config)
+    assert from_arrays["file"] == "<arrays>" and from_arrays["format"] == "arrays"
+    assert from_arrays["settings"]["json_parser"] is None
+    strip = ("file", "format", "settings")
+    assert {k: v for k, v in from_arrays.items() if k not in strip} == {
+        k: v for k, v in from_file.items() if k not in strip}
+    data = A.PairData.from_arrays({k: list(v) for k, v in cols.items()}, name="mine")  # sequences work too
+    assert data.n_pairs == N and data.path.name == "mine" and data.fmt == "arrays"
+    np.testing.assert_array_equal(data.columns["chosen_logps"], cols["chosen_logps"])
+    alias = A.PairData.from_arrays({"reference_chosen_logps": [-1.0], "reference_rejected_logps": [-2.0]})
+    assert alias.aliases_used == {"reference_chosen_logps": "ref_chosen_logps",
+                                  "reference_rejected_logps": "ref_rejected_logps"}
+    assert list(alias.columns) == ["ref_chosen_logps", "ref_rejected_logps"]
+
+
+def test_from_arrays_checks_every_value_like_a_file():
+    good = {"ref_chosen_logps": np.array([-1.0, -2.0, -3.0]), "ref_rejected_logps": np.array([-2.0, -1.0, -1.0]),
+            "chosen_logps": np.array([-1.0, -1.0, 0.5]), "rejected_logps": np.array([-2.0, -2.0, -2.0])}
+    with pytest.raises(A.AuditInputError, match=r"^row 3, column 'chosen_logps': a positive log-probability"):
+        A.PairData.from_arrays(good)
+    data = A.PairData.from_arrays(good, skip_invalid=True)
+    assert data.n_pairs == 2 and data.skipped == {"positive log-probability": 1}
+    bad = [({**good, "chosen_logps": good["chosen_logps"][:2]}, "columns of different lengths"),
+           ({k: v for k, v in good.items() if k != "rejected_logps"}, "'chosen_logps' is given without"),
+           ({"ref_chosen_logps": [-1.0]}, "missing column 'ref_rejected_logps'"),
+           ({**good, "reference_chosen_logps": [-1.0, -1.0, -1.0]}, "both 'ref_chosen_logps' and"),
+           ({**good, "ref_chosen_logps": np.ones((3, 1))}, "1-D array"),
+           ({**good, "ref_chosen_logps": np.array(["a", "b", "c"])}, "numbers are needed"),
+           ({"ref_chosen_logps": [], "ref_rejected_logps": []}, "no pairs"),
+           ({**good, "ref_chosen_logps": [np.nan, -1.0, -1.0]}, "row 1, column 'ref_chosen_logps': not a finite")]
+    for columns, message in bad:
+        with pytest.raises(A.AuditInputError, match=re.escape(message)):
+            A.PairData.from_arrays(columns)
