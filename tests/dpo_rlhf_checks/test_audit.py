@@ -122,7 +122,7 @@ def test_printed_summary_names_parameters(sample, capsys):
     _, _, csv_path = sample
     assert A.main([str(csv_path), "--beta", "0.1", "1"]) == 0
     out = capsys.readouterr().out
-    assert "assumption violation rate" in out and "0.3000" in out
+    assert summary_rows(out)["assumption violated (beta delta_ref + dr <= 0)"][0] == "0.3000"
     assert "cpo_smooth(gamma=0.5, tau=2.0, alpha=1.0" in out and "certificate margin m = 0" in out
 
 
