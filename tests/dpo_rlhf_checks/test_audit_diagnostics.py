@@ -129,7 +129,7 @@ def test_bad_pairs_out_is_an_argument_error_before_any_work(tmp_path, capsys, mo
     def no_work(*args, **kwargs):  # the data must not even be read when --pairs-out cannot be written
         raise AssertionError("read_pairs ran before --pairs-out was checked")
 
-    monkeypatch.setattr(A, "read_pairs", no_work)
+    monkeypatch.setattr(A.cli, "read_pairs", no_work)  # where the command line calls it
     for bad, why in ((tmp_path, "is a folder"), (tmp_path / "missing" / "f.jsonl", "does not exist")):
         assert A.main(["examples/sample_pairs.jsonl", "--pairs-out", str(bad)]) == 2
         err = capsys.readouterr().err.strip().splitlines()

@@ -92,7 +92,7 @@ def test_the_command_line_spools_and_gives_the_library_numbers(sample, tiny_chun
         spooled.append(isinstance(data.columns, A.SpooledColumns))
         return data
 
-    monkeypatch.setattr(A, "read_pairs", spy)
+    monkeypatch.setattr(A.cli, "read_pairs", spy)  # where the command line calls it
     assert A.main([str(path), "--json", "--beta", "0.1", "1"]) == 0
     cli = numbers(json.loads(capsys.readouterr().out))
     assert spooled == [True]
