@@ -38,6 +38,7 @@ import numpy as np
 from toy_bandits.constrained import find_cycle
 from toy_bandits.dataset import empirical_minimiser, merge_labels, unbounded_sentence
 from toy_bandits.instance import BanditInstance, check_json_object
+from toy_bandits.solve_output import result_json as base_result_json  # the plain solve's output
 
 NEW_KEYS = ("labels", "ranking", "lengths")
 BASE_KEYS = ("pi_ref", "reward", "beta", "margin")
@@ -171,8 +172,6 @@ def length_json(inst: DatasetInstance) -> list[dict[str, Any]]:
 def result_json(inst: DatasetInstance, method: str = "auto", solver: str = "CLARABEL",
                 progress: bool = False) -> tuple[dict[str, Any], int]:
     """The plain ``solve`` output for the constraint graph, plus dpo_empirical, dpo_unbounded (and length_normalised)."""
-    from toy_bandits.cli import result_json as base_result_json  # the plain solve's output (lazy: cli imports us)
-
     out, code = base_result_json(inst.base, method=method, solver=solver, progress=progress)
     out["dpo_empirical"], out["dpo_unbounded"] = dpo_empirical_json(inst)
     if inst.lengths is not None:

@@ -127,3 +127,26 @@ def test_any_valid_label_set_gives_one_entry_per_distinct_ordered_pair_and_a_con
     majority = {(a, b) for (a, b) in distinct
                 if sum(n for x, y, n in labels if (x, y) == (a, b)) > sum(n for x, y, n in labels if (x, y) == (b, a))}
     assert {(p["winner"], p["loser"]) for p in out["pairs"]} == majority
+
+
+def test_no_import_circle_between_the_solve_command_and_dataset_solve():
+    """Issue 17 item 18: toy_bandits.dataset_solve once imported toy_bandits.cli (lazily, inside result_json) while
+    cli imported dataset_solve. The plain solve output lives in toy_bandits.solve_output; neither imports cli."""
+    import ast
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    for name in ("dataset_solve", "solve_output"):
+        tree = ast.parse((root / "toy_bandits" / f"{name}.py").read_text())
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        assert not any(m and m.startswith("toy_bandits.cli") for m in imported), (name, imported)
+    probe = ("import sys, toy_bandits.dataset_solve as d; from toy_bandits import cli; "
+             "print('toy_bandits.cli' in sys.modules, cli.result_json is d.base_result_json)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=root, check=True)
+    assert out.stdout.split() == ["True", "True"]
+    assert subprocess.run([sys.executable, "-c", "import sys, toy_bandits.dataset_solve; "
+                           "print('toy_bandits.cli' in sys.modules)"], capture_output=True, text=True, cwd=root,
+                          check=True).stdout.strip() == "False"
