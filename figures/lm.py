@@ -15,9 +15,21 @@ import math
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 import numpy as np
 
 from figures.style import COLORS, MARKERS, new_figure, save
+
+
+# Markers of the beta levels in lm_time_in_U_law: no triangles, which mark the censored pairs there.
+LEVEL_MARKERS = tuple(m for m in MARKERS if m not in ("^", "v"))
+
+
+def plain_log_ticks(axis) -> None:
+    """Log-axis tick labels as plain numbers at 1, 2, 5 x 10^k (0.5, 1, 2, 5, 10), not '3x10^0' minor labels."""
+    axis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
 
 
 def best_cpo(stage) -> str | None:
@@ -47,14 +59,17 @@ def lm_figures(stage, fig_dir: Path, prefix: str = "lm") -> list[str]:
                 rows = sorted((r for r in stage.regimes if r["method"] == m and r["optimizer"] == opt),
                               key=lambda r: r["beta_delta_ref_scale"])
                 x = [r["beta_delta_ref_scale"] for r in rows]
-                ax.plot(x, [r["predicted_frac_in_U"] for r in rows], color=COLORS[k + 1], ls="--",
-                        marker=MARKERS[k], mfc="none", label=f"{m} predicted")
+                # observed: small filled markers; predicted: larger open markers drawn on top, so a prediction that
+                # coincides with its observation shows as a ring around the dot instead of hiding under it
                 ax.plot(x, [r["observed_frac_in_U"] for r in rows], color=COLORS[k + 1], ls="-",
-                        marker=MARKERS[k], label=f"{m} observed")
+                        marker=MARKERS[k], ms=4, zorder=2, label=f"{m} observed")
+                ax.plot(x, [r["predicted_frac_in_U"] for r in rows], color=COLORS[k + 1], ls="--",
+                        marker=MARKERS[k], ms=8, mfc="none", zorder=3, label=f"{m} predicted")
                 for r in rows:
                     if not r["compared"]:
                         ax.plot(r["beta_delta_ref_scale"], r["observed_frac_in_U"], marker="x", ms=10, color="k")
             ax.set_xscale("log")
+            plain_log_ticks(ax.xaxis)
             ax.set_ylim(-0.03, 0.6)
             ax.set_xlabel(r"cell scale: median $\beta|\delta_{ref}|$ of misranked pairs")
             ax.set_ylabel("fraction of train pairs in U at the end")
@@ -73,22 +88,27 @@ def lm_figures(stage, fig_dir: Path, prefix: str = "lm") -> list[str]:
         h, t, cens, th, lev = (np.asarray(pts[k], dtype=float) for k in ("h", "t_lm", "censored", "t_theory",
                                                                           "beta_level"))
         cens = cens.astype(bool)
+        censored_labelled = theory_labelled = False
         for gi, beta in enumerate(cfg.betas):
             m = lev == gi
             if not m.any():
                 continue
             c = COLORS[(gi + 1) % len(COLORS)]
             ok = m & ~cens
-            ax.plot(h[ok], t[ok], ls="none", marker=MARKERS[gi % len(MARKERS)], color=c, ms=4,
+            ax.plot(h[ok], t[ok], ls="none", marker=LEVEL_MARKERS[gi % len(LEVEL_MARKERS)], color=c, ms=4,
                     label=rf"LM, $\beta$={beta:g}")
             ax.plot(h[m & cens], np.full((m & cens).sum(), cfg.steps + 1), ls="none", marker="^", mfc="none", color=c,
-                    ms=4)
+                    ms=5, label="still in U at the end (censored)" if (m & cens).any() and not censored_labelled
+                    else None)
+            censored_labelled = censored_labelled or bool((m & cens).any())
             fin = m & np.isfinite(th) & (th > 0)
             if ok.any() and fin.any():
                 # theory's times are in its own unit: shift each level's curve onto the LM's points (slopes compare)
                 shift = np.mean(np.log(t[ok])) - np.mean(np.log(th[ok & fin])) if (ok & fin).any() else 0.0
                 order = np.argsort(h[fin])
-                ax.plot(h[fin][order], np.exp(np.log(th[fin][order]) + shift), color=c, ls="--", lw=1)
+                ax.plot(h[fin][order], np.exp(np.log(th[fin][order]) + shift), color=c, ls="--", lw=1,
+                        label=None if theory_labelled else "tabular theory (dashed; shifted onto the LM points)")
+                theory_labelled = True
         ax.set_yscale("log")
         fs, se, ts = law.get("fitted_slope"), law.get("stderr"), law.get("theory_slope")
         ax.set_title(f"{opt}: slope LM {fs if fs is None else round(fs, 2)} +- {se if se is None else round(se, 2)}, "
@@ -99,7 +119,7 @@ def lm_figures(stage, fig_dir: Path, prefix: str = "lm") -> list[str]:
     paths += save(fig, fig_dir, f"{prefix}_time_in_U_law")
 
     # 3. loss against fraction in U
-    fig, ax = new_figure(width=5.4, height=3.8)
+    fig, ax = new_figure(width=7.0, height=3.8)
     for i, m in enumerate(cfg.methods):
         for j, opt in enumerate(cfg.optimizers):
             rows = [r for r in stage.regimes if r["method"] == m and r["optimizer"] == opt]
@@ -112,7 +132,7 @@ def lm_figures(stage, fig_dir: Path, prefix: str = "lm") -> list[str]:
     ax.set_xlabel("mean final training loss (dotted: log 2; open markers: adam)")
     ax.set_ylabel("observed fraction of train pairs in U")
     ax.set_title("loss vs fraction in U, one point per cell")
-    ax.legend(fontsize=6, ncol=2)
+    ax.legend(fontsize=6, ncol=1, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)  # covers no marker
     paths += save(fig, fig_dir, f"{prefix}_loss_vs_frac_in_U")
 
     # 4. per-pair trajectories in the slowest cell of the first optimizer
