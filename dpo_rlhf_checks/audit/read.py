@@ -37,7 +37,7 @@ FORMATS = ("jsonl", "csv")
 # Characters of text parsed at a time: a chunk of the file holds at most --chunk-rows rows AND about this many
 # characters (whole lines: one line more at most), so the reading's memory does not grow with the width of the
 # rows either (a 10 KB text column, a 50 MB line). Parsing a chunk takes a few times its size in Python objects
-# (the text, its JSON array, the decoded objects): tens of MB, measured in benchmarks/bench_audit.py --wide.
+# (the text, its JSON array, the decoded objects): tens of MB, measured in benchmarks/bench_audit.py --text-chars.
 CHUNK_CHARS = 1 << 24
 MAX_CHUNK_ROWS = 10_000_000  # --chunk-rows above this is refused: the character bound decides long before
 MAX_EXAMPLES = 5  # skipped-row messages kept for the report
