@@ -45,7 +45,8 @@ def main(argv=None) -> int:
                         help="characters of an extra text column per row (0: none; several: one run each)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    print(f"rows {args.rows}, text column {args.text_chars} characters, formats {args.format}, torch threads 1, python {sys.version.split()[0]}, "
+    print(f"rows {args.rows}, text column {args.text_chars} characters, formats {args.format}, torch threads 1, "
+          f"python {sys.version.split()[0]}, "
           f"JSON decoder {JSON_PARSER} (orjson is optional and used when installed)")
     table = []  # (format, rows, text chars, file MB, wall s, peak bytes or None)
     with tempfile.TemporaryDirectory() as tmp:

@@ -215,9 +215,11 @@ def format_latex(report: dict[str, Any], out_dir: Path) -> str:
             parts = [f"\\emph{{Statement:}} {latex_math_text(' '.join(str(c.get('statement', '')).split()))}"]
             if c.get("amended_statement"):
                 parts.append(f"\\emph{{Amended:}} {latex_math_text(' '.join(c['amended_statement'].split()))}")
-            parts.append("\\emph{Evidence:} " + latex_math_text(" ".join(_no_negative_zero(c.get("summary", "")).split())))
-            lines += [f"\\noindent\\texttt{{{_breakable_id(c['id'])}}} (\\textbf{{{latex_escape(c.get('verdict', ''))}}}). "
-                      + " ".join(parts) + "\\par\\smallskip", ""]
+            summary = " ".join(_no_negative_zero(c.get("summary", "")).split())
+            parts.append("\\emph{Evidence:} " + latex_math_text(summary))
+            verdict = latex_escape(c.get("verdict", ""))
+            lines += [f"\\noindent\\texttt{{{_breakable_id(c['id'])}}} (\\textbf{{{verdict}}}). " + " ".join(parts)
+                      + "\\par\\smallskip", ""]
         lines += ["\\endgroup", ""]
     included: set[str] = set()
     for c in report["claims"]:
