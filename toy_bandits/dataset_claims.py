@@ -262,10 +262,12 @@ _FL_POINTS = ((-0.1, 0.5), (0.2, -0.1), (-2.0, 1.0), (-1.0, 3.0), (0.5, 0.5), (-
 def finite_label_numeric(ctx: CheckContext) -> MethodResult:
     """Exact binomial: P_n by a log-space sum (:func:`toy_bandits.finite_labels.p_wrong`), by mpmath at 50 digits with
     integer binomial coefficients, and by scipy's binomial cdf/sf, agreeing to 1e-10 (relative); then over n = 1..2000
-    on 8 points of (beta delta_ref, dr): literal = P_n <= 1/2 and non-increasing in n everywhere; amended = P_n <= the
-    Chernoff bound everywhere, and P_n (vs the human preference) at n = 20000 within 1e-3 of its predicted limit.
+    on 8 points of (beta delta_ref, dr): literal = P_n <= 1/2 and non-increasing in n everywhere; amended = P_n lies
+    between the method-of-types lower bound and the Chernoff upper bound everywhere (both sides: a P_n too small fails
+    as surely as one too large), and P_n (vs the human preference) at n = 20000 within 1e-3 of its predicted limit.
     """
-    from toy_bandits.finite_labels import chernoff_bound, n_needed, p_wrong, p_wrong_many, p_wrong_mpmath
+    from toy_bandits.finite_labels import (chernoff_bound, chernoff_lower_bound, n_needed, p_wrong, p_wrong_many,
+                                           p_wrong_mpmath)
 
     agree_err = 0.0
     for bdr, dr in _FL_POINTS:
@@ -274,7 +276,7 @@ def finite_label_numeric(ctx: CheckContext) -> MethodResult:
             for v in (p_wrong(n, bdr, dr), float(p_wrong_many(np.array([n]), bdr, dr)[0])):
                 agree_err = max(agree_err, float(abs(v - exact) / max(exact, 1e-300)))
     ns = np.arange(1, 2001)
-    rows, mono_cex, half_cex, bound_ok, limit_ok = [], None, None, True, True
+    rows, mono_cex, half_cex, bound_ok, limit_ok, bound_miss = [], None, None, True, True, None
     for bdr, dr in _FL_POINTS:
         p = p_wrong_many(ns, bdr, dr)
         up = np.flatnonzero(np.diff(p) > 1e-12)
@@ -285,8 +287,13 @@ def finite_label_numeric(ctx: CheckContext) -> MethodResult:
         if p.max() > 0.5 and half_cex is None:
             i = int(np.argmax(p))
             half_cex = {"beta_delta_ref": bdr, "dr": dr, "n": int(ns[i]), "P_n": float(p[i])}
-        bound = chernoff_bound(ns, bdr, dr)
-        bound_ok &= bool(np.all(p <= bound * (1 + 1e-9) + 1e-300))
+        bound, lower = chernoff_bound(ns, bdr, dr), chernoff_lower_bound(ns, bdr, dr)
+        inside = (p <= bound * (1 + 1e-9) + 1e-300) & (p >= lower * (1 - 1e-9))
+        bound_ok &= bool(np.all(inside))
+        if not inside.all() and bound_miss is None:
+            i = int(np.flatnonzero(~inside)[0])
+            bound_miss = {"beta_delta_ref": bdr, "dr": dr, "n": int(ns[i]), "P_n": float(p[i]),
+                          "lower": float(lower[i]), "upper": float(bound[i])}
         limit = float((bdr + dr > 0) != (dr > 0))
         p_h = p_wrong(20000, bdr, dr, against="human")
         limit_ok &= abs(p_h - limit) <= 1e-3
@@ -301,9 +308,10 @@ def finite_label_numeric(ctx: CheckContext) -> MethodResult:
     summary = (f"exact three ways agree to {agree_err:.1e}; monotone on {sum(r['monotone'] for r in rows)}/{len(rows)} "
                f"points (first rise {mono_cex['n'] if mono_cex else '-'}->{mono_cex['n+1'] if mono_cex else '-'}: "
                f"{mono_cex['P_n'] if mono_cex else 0:.4f}->{mono_cex['P_n+1'] if mono_cex else 0:.4f}); "
-               f"max P {max(r['max_P'] for r in rows):.3f}; Chernoff bound holds: {bound_ok}; human limit: {limit_ok}")
+               f"max P {max(r['max_P'] for r in rows):.3f}; types <= P_n <= Chernoff: {bound_ok}; human limit: {limit_ok}")
     return MethodResult(literal=literal, amended=amended, summary=summary,
-                        evidence={"points": rows, "three_way_rel_err": agree_err}, depends_on=(),
+                        evidence={"points": rows, "three_way_rel_err": agree_err, "first_outside_bounds": bound_miss},
+                        depends_on=(),
                         counterexample=cex, amended_statement=AMENDED_FINITE if amended else None, figures=figs)
 
 
@@ -330,11 +338,12 @@ def finite_label_simulation(ctx: CheckContext) -> MethodResult:
     sum_labels softplus(-+beta h) is minimised numerically over h (scipy bounded search on [-60, 60]; |h| > 59 reads as
     infinite) and the pair is ranked by delta_ref + h. Frequencies against the exact P_n within 4.5 standard errors;
     literal = no rise P_{n+1} > P_n beyond 4.5 combined standard errors and no P_n above 1/2 beyond 4.5 SE;
-    amended = frequency <= Chernoff bound + 4.5 SE at every point and agreement with the exact value.
+    amended = lower bound - 4.5 SE <= frequency <= Chernoff bound + 4.5 SE at every point (both sides) and agreement
+    with the exact value.
     """
     from scipy.optimize import minimize_scalar
 
-    from toy_bandits.finite_labels import chernoff_bound, p_wrong
+    from toy_bandits.finite_labels import chernoff_bound, chernoff_lower_bound, p_wrong
 
     rng = np.random.default_rng(ctx.seed + 1340)
     reps = 1500 if ctx.quick else 4000
@@ -357,7 +366,8 @@ def finite_label_simulation(ctx: CheckContext) -> MethodResult:
             exact = p_wrong(n, bdr, dr)
             se = math.sqrt(max(exact * (1 - exact), 1.0 / reps) / reps)
             agree &= abs(freq - exact) <= 4.5 * se
-            bound_ok &= freq <= float(chernoff_bound(n, bdr, dr)) + 4.5 * se
+            lo_b, up_b = float(chernoff_lower_bound(n, bdr, dr)), float(chernoff_bound(n, bdr, dr))
+            bound_ok &= lo_b - 4.5 * se <= freq <= up_b + 4.5 * se
             if freq - 0.5 > 4.5 * se:
                 above.append({"beta_delta_ref": bdr, "dr": dr, "n": n, "freq": freq})
             if prev is not None and prev[0] + 1 == n:
@@ -371,7 +381,8 @@ def finite_label_simulation(ctx: CheckContext) -> MethodResult:
     amended = bool(agree and bound_ok)
     cex = None if literal else {"rise": rises[0] if rises else None, "above_one_half": above[0] if above else None}
     summary = (f"{len(rows)} (point, n) cells x {reps} label sets: MC = exact within 4.5 SE on all: {agree}; "
-               f"significant rises with n: {len(rises)}; significantly above 1/2: {len(above)}; under Chernoff: {bound_ok}")
+               f"significant rises with n: {len(rises)}; significantly above 1/2: {len(above)}; within types/Chernoff bounds: "
+               f"{bound_ok}")
     return MethodResult(literal=literal, amended=amended, summary=summary, evidence={"cells": rows, "reps": reps},
                         depends_on=(), counterexample=cex, amended_statement=AMENDED_FINITE if amended else None)
 
@@ -450,13 +461,14 @@ def listwise_numeric(ctx: CheckContext) -> MethodResult:
     on s = r + const (|.| <= 1e-5). (ii) On references ordered like the ranking: an explicit policy (s_1 >> ... with
     s_{t+1} - s_t = beta delta_ref + 0.05 at the cheapest t, later scores -> -inf) evaluated by
     toy_bandits.listwise.pl_dpo_loss: misordered with L < log k! exactly when the rule says so; and 6000
-    random policies: none with L <= min_t softplus(beta delta_ref(t, t+1)) is misordered (the certificate).
+    random policies: none that :func:`toy_bandits.listwise.listwise_certifies` certifies (L <= min_t softplus(beta
+    delta_ref(t, t+1))) is misordered.
     """
     import math as _m
 
     from scipy.optimize import minimize
 
-    from toy_bandits.listwise import listwise_U_nonempty, misordered_infimum, pl_dpo_loss, pl_log_probs, pl_loss
+    from toy_bandits.listwise import listwise_certifies, listwise_U_nonempty, pl_dpo_loss, pl_log_probs, pl_loss
 
     rng = np.random.default_rng(ctx.seed + 1370)
     pop_err = 0.0
@@ -491,12 +503,11 @@ def listwise_numeric(ctx: CheckContext) -> MethodResult:
         if below and cex_u is None:
             cex_u = {"k": k, "beta": beta, "pi_ref": np.exp(log_ref).round(4).tolist(), "misordered_pair": (t, t + 1),
                      "loss": loss, "log_k!": _m.lgamma(k + 1)}
-        # the certificate on random policies around the reference
-        crit = float(np.min(misordered_infimum(c)))
+        # the certificate on random policies around the reference: the toolkit's own listwise_certifies decides
         for _ in range(6000 // (12 if ctx.quick else 24)):
             lp = log_ref + rng.normal(0, 3.0, k) * rng.uniform(0, 1) + np.linspace(3, 0, k) * rng.uniform(0, 4)
             lp -= np.logaddexp.reduce(lp)
-            if pl_dpo_loss(lp, log_ref, ranking, beta) <= crit:
+            if listwise_certifies(pl_dpo_loss(lp, log_ref, ranking, beta), log_ref, ranking, beta):
                 cert_n += 1
                 cert_viol += bool(np.any(np.diff(lp) > 0))
         rows.append({"k": k, "beta": beta, "c_min": float(c[t]), "constructed_loss": loss, "misordered": misordered,
@@ -507,7 +518,9 @@ def listwise_numeric(ctx: CheckContext) -> MethodResult:
     summary = (f"BFGS population optimum s = r + c to {pop_err:.1e}; constructed misordered policies below log k! on "
                f"{sum(r['below_log_k!'] for r in rows)}/{len(rows)} ordered references, = rule on all: {construct_ok}; "
                f"certificate: {cert_n} certified random policies, {cert_viol} misordered")
-    return MethodResult(literal=literal, amended=amended, summary=summary, evidence={"rows": rows, "pop_err": pop_err},
+    return MethodResult(literal=literal, amended=amended, summary=summary,
+                        evidence={"rows": rows, "pop_err": pop_err, "certified_random_policies": cert_n,
+                                  "certified_but_misordered": cert_viol},
                         depends_on=(), counterexample=None if literal else {"ordered_reference_with_listwise_U": cex_u},
                         amended_statement=AMENDED_LISTWISE if amended else None)
 

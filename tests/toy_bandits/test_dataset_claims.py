@@ -57,3 +57,27 @@ def test_finite_label_simulation_sees_the_rise_from_one_to_two_labels(ctx):
     rise = r.counterexample["rise"]
     assert (rise["beta_delta_ref"], rise["dr"], rise["n"]) == (-0.1, 0.5, 1)
     assert rise["freq_n+1"] - rise["freq_n"] > 0.15  # exact: 0.6125 - 0.3775
+
+
+def test_listwise_numeric_uses_the_toolkits_certificate(ctx, monkeypatch):
+    # c9d097b recomputed the certificate inside the method; a planted listwise_certifies that certifies everything
+    # must now make the method find certified misordered policies, so its amended test fails.
+    import toy_bandits.listwise as lw
+
+    assert _run("listwise-equivalence", "numeric", ctx).amended is True
+    monkeypatch.setattr(lw, "listwise_certifies", lambda loss, log_pi_ref, ranking, beta: True)
+    r = _run("listwise-equivalence", "numeric", ctx)
+    assert r.amended is False and r.evidence["certified_but_misordered"] > 0
+
+
+def test_finite_label_numeric_checks_the_bounds_from_both_sides(ctx, monkeypatch):
+    # c9d097b checked only P_n <= Chernoff; a planted P_n a thousand times too small passed. Now the method-of-types
+    # lower bound catches it (at n = 1 it is P_1 / 2).
+    import toy_bandits.finite_labels as fl
+
+    real = fl.p_wrong_many
+    monkeypatch.setattr(fl, "p_wrong_many", lambda ns, bdr, dr: real(ns, bdr, dr) * 1e-3)
+    r = _run("finite-label-sign", "numeric", ctx)
+    assert r.amended is False
+    miss = r.evidence["first_outside_bounds"]
+    assert miss["P_n"] < miss["lower"]

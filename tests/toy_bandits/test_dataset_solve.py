@@ -127,3 +127,14 @@ def test_any_valid_label_set_gives_one_entry_per_distinct_ordered_pair_and_a_con
     majority = {(a, b) for (a, b) in distinct
                 if sum(n for x, y, n in labels if (x, y) == (a, b)) > sum(n for x, y, n in labels if (x, y) == (b, a))}
     assert {(p["winner"], p["loser"]) for p in out["pairs"]} == majority
+
+
+def test_length_output_takes_the_implication_from_length_norm(monkeypatch):
+    # c9d097b recomputed |y_w| <= |y_l| inline and left toy_bandits.length_norm.mean_implies_summed dead: one
+    # formula now decides both; a planted change of it shows in solve's output.
+    import toy_bandits.dataset_solve as ds
+
+    data = {**BASE, "ranking": [0, 2, 1], "lengths": [30, 10, 12]}
+    assert _solve(data)[0]["length_normalised"][0]["mean_certificate_implies_summed"] is False
+    monkeypatch.setattr(ds, "mean_implies_summed", lambda lw, ll: lw >= ll)  # planted: the wrong direction
+    assert _solve(data)[0]["length_normalised"][0]["mean_certificate_implies_summed"] is True
