@@ -15,6 +15,7 @@ import mpmath
 import numpy as np
 import sympy as sp
 
+from dpo_rlhf_checks.registry import get_claim
 from dpo_rlhf_checks.result import CheckContext, MethodResult
 
 mpmath.mp.dps = max(mpmath.mp.dps, 50)
@@ -205,32 +206,12 @@ def dataset_minimiser_symbolic(ctx: CheckContext) -> MethodResult:
                f"(pair log-odds {evidence['cycle_pair_logodds'].get('(0,1)')}); pooled beta h01=2t={pooled_h01:.6f} "
                f"vs log-odds {evidence['pooled_pair_logodds'].get('(0,1)')}")
     return MethodResult(literal=literal, amended=amended, summary=summary, evidence=evidence, depends_on=(),
-                        counterexample=cex, amended_statement=AMENDED_DATASET if amended else None)
-
-
-AMENDED_DATASET = (
-    "L(u) = sum n_ij softplus(-beta h_ij) is the Bradley-Terry negative log-likelihood with scores theta = beta u. "
-    "It has a finite minimiser iff every weakly connected component of the win graph (i -> j when n_ij >= 1) is "
-    "strongly connected; then beta h_ij = theta_i - theta_j of the BT MLE, which pools indirect comparisons and in "
-    "general differs from the pair's own log(n_ij/n_ji) (equal for a lone contradictory pair). Otherwise (a single "
-    "pair, a chain, a DAG, a dominated group) h -> +inf exactly on the labelled pairs between different strongly "
-    "connected components, and h inside each one converges to that component's BT MLE. The empirical optimum ranks "
-    "a labelled pair i over j iff beta delta_ref_ij + beta h_ij > 0: the pair's dr is replaced by the MLE gap.")
+                        counterexample=cex, amended_statement=get_claim("dataset-ordered-minimiser").amendment if amended else None)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # listwise-equivalence
 # ---------------------------------------------------------------------------------------------------------------
-
-AMENDED_LISTWISE = (
-    "With rankings drawn from Plackett-Luce with the rewards r, the expected listwise DPO loss is minimised exactly at "
-    "s = beta (log pi - log pi_ref) = r + const, i.e. at the RLHF optimum pi*, ordered by log pi_ref(y) + r(y)/beta; "
-    "it agrees with the human ranking iff beta delta_ref(y_t, y_{t+1}) + r(y_t) - r(y_{t+1}) > 0 for every adjacent "
-    "pair (adjacent suffices: pi*'s order is transitive). One observed ranking has no finite minimiser. The listwise "
-    "undesirable set {L < log k!, pi(y_{t+1}) > pi(y_t) for some t} is non-empty iff beta delta_ref(y_t, y_{t+1}) < "
-    "log(k! - 1) for some adjacent t (inf of L over policies misordering t is softplus(beta delta_ref(y_t, y_{t+1})), "
-    "not attained): for k = 2 this is delta_ref < 0, for k >= 3 it includes references that order the list "
-    "correctly. A loss L <= min_t softplus(beta delta_ref(y_t, y_{t+1})) certifies the whole order.")
 
 
 def _pl_expr(s_list):
@@ -323,23 +304,12 @@ def listwise_symbolic(ctx: CheckContext) -> MethodResult:
                f"({psd_one_null}); adjacent decides pi* order ({adjacent_ok}); inf over misordered = softplus(c) "
                f"({lim_ok}); ordered ref yet L={example['loss']:.4f} < log 6={example['log 6']:.4f} misordered")
     return MethodResult(literal=literal, amended=amended, summary=summary, evidence=evidence, depends_on=(),
-                        counterexample=cex, amended_statement=AMENDED_LISTWISE if amended else None)
+                        counterexample=cex, amended_statement=get_claim("listwise-equivalence").amendment if amended else None)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # length-normalised
 # ---------------------------------------------------------------------------------------------------------------
-
-AMENDED_LENGTH = (
-    "With per-token means, the BT population minimiser of the mean-delta DPO loss satisfies beta (delta_mean - "
-    "delta_mean_ref) = dr: it ranks y_w first per token iff beta delta_mean_ref + dr > 0 (delta_mean_ref = "
-    "log pi_ref(y_w)/|y_w| - log pi_ref(y_l)/|y_l|), a different condition from beta delta_ref + dr > 0: with equal "
-    "lengths L it is the summed condition with beta/L in place of beta (delta_mean = delta/L), with unequal lengths "
-    "the lengths enter as well. The mean loss fixes only delta_mean, so its minimisers do not fix the sign of the summed delta: "
-    "they include policies with pi(y_w) < pi(y_l) whenever |y_w| > |y_l| and with pi(y_w) > pi(y_l) whenever "
-    "|y_w| < |y_l|. Per pair (log-probabilities <= 0): delta_mean > 0 implies delta > 0 when |y_w| <= |y_l|, and "
-    "delta > 0 implies delta_mean > 0 when |y_w| >= |y_l|; so the mean-delta certificate (loss < "
-    "softplus(beta delta_mean_ref)) certifies pi(y_w) > pi(y_l) only when |y_w| <= |y_l|.")
 
 
 def _length_instances() -> tuple[dict, dict]:
@@ -428,4 +398,4 @@ def length_symbolic(ctx: CheckContext) -> MethodResult:
                f"minimiser set unbounded in delta {set_ok}; exact instances dm={dm1},delta={d1} and delta={d2},dm={dm2}: "
                f"{len(cex_found)} with signs that disagree")
     return MethodResult(literal=literal, amended=amended, summary=summary, evidence=evidence, depends_on=(),
-                        counterexample=cex, amended_statement=AMENDED_LENGTH if amended else None)
+                        counterexample=cex, amended_statement=get_claim("length-normalised").amendment if amended else None)

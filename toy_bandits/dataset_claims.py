@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 
+from dpo_rlhf_checks.registry import get_claim
 from dpo_rlhf_checks.result import CheckContext, MethodResult
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -87,10 +88,9 @@ def dataset_minimiser_convex(ctx: CheckContext) -> MethodResult:
     summary = (f"{len(rows)} graphs: {n_unbounded} unbounded (CVXPY LP status), existence = strong connectivity on "
                f"all: {agree_exist}, divergent pairs equal: {agree_div}, max |h_cvx - h_newton| = {max_err:.1e}; "
                f"max |beta h - log(n_ij/n_ji)| = {logodds_worst:.3f}")
-    from theory.sec13_dataset import AMENDED_DATASET
     return MethodResult(literal=literal, amended=amended, summary=summary,
                         evidence={"graphs": rows, "tolerance": H_TOL_CVX},
-                        depends_on=(), counterexample=cex, amended_statement=AMENDED_DATASET if amended else None)
+                        depends_on=(), counterexample=cex, amended_statement=get_claim("dataset-ordered-minimiser").amendment if amended else None)
 
 
 def dataset_minimiser_numeric(ctx: CheckContext) -> MethodResult:
@@ -138,10 +138,9 @@ def dataset_minimiser_numeric(ctx: CheckContext) -> MethodResult:
     cex = None if literal else {"mm_diverges": first_div, "pooled_not_pair_logodds": where}
     summary = (f"MM converged on {len(rows) - n_div}/{len(rows)} graphs, = strong connectivity on all: {agree}; "
                f"max |grad dpo_loss| at the MLE {worst_grad:.1e}; max |beta h - log(n_ij/n_ji)| = {logodds_worst:.3f}")
-    from theory.sec13_dataset import AMENDED_DATASET
     return MethodResult(literal=literal, amended=amended, summary=summary, evidence={"graphs": rows},
                         depends_on=("dpo_rlhf_checks.losses.dpo_loss",), counterexample=cex,
-                        amended_statement=AMENDED_DATASET if amended else None)
+                        amended_statement=get_claim("dataset-ordered-minimiser").amendment if amended else None)
 
 
 def _bt_dataset(rng, K, n, beta):  # noqa: N803
@@ -237,24 +236,15 @@ def dataset_minimiser_simulation(ctx: CheckContext) -> MethodResult:
     cex = None if literal else {"data_sets_without_finite_minimiser": no_finite, "pair_logodds_rule_fails": worst_example}
     summary = "; ".join(f"n={r['n']}: finite {r['finite_fraction']:.2f}, vs pi* {r['wrong_vs_pi_star_fraction']:.3f}"
                         for r in out) + f"; pair-log-odds rule errors {literal_mis}, MLE rule errors {amended_mis}"
-    from theory.sec13_dataset import AMENDED_DATASET
     return MethodResult(literal=literal, amended=amended, summary=summary, evidence={"per_n": out, "K": K, "beta": beta},
                         depends_on=("toy_bandits.dataset.empirical_minimiser",), counterexample=cex,
-                        amended_statement=AMENDED_DATASET if amended else None, figures=figs)
+                        amended_statement=get_claim("dataset-ordered-minimiser").amendment if amended else None, figures=figs)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # finite-label-sign
 # ---------------------------------------------------------------------------------------------------------------
 
-AMENDED_FINITE = (
-    "With n BT labels, the empirical optimum ranks y_w first iff beta delta_ref + logit(k/n) > 0, k ~ Binomial(n, "
-    "sigma(dr)). The probability P_n that it ranks the pair unlike pi* is the binomial tail on the wrong side of "
-    "t = sigma(-beta delta_ref); it is at most exp(-n KL(t || sigma(dr))) (Chernoff), so it falls to 0 exponentially "
-    "whenever beta delta_ref + dr != 0, but it is not monotone in n (lattice effects) and exceeds 1/2 at small n "
-    "when |beta delta_ref + dr| is small or the labels' majority and pi* disagree. Against the human preference "
-    "(sign of dr) it tends to 1 in the violated region (dr > 0 > beta delta_ref + dr): more labels make DPO converge "
-    "to the wrong ranking there.")
 
 _FL_POINTS = ((-0.1, 0.5), (0.2, -0.1), (-2.0, 1.0), (-1.0, 3.0), (0.5, 0.5), (-3.0, 2.0), (1.0, -2.5), (-0.5, 0.2))
 
@@ -312,7 +302,7 @@ def finite_label_numeric(ctx: CheckContext) -> MethodResult:
     return MethodResult(literal=literal, amended=amended, summary=summary,
                         evidence={"points": rows, "three_way_rel_err": agree_err, "first_outside_bounds": bound_miss},
                         depends_on=(),
-                        counterexample=cex, amended_statement=AMENDED_FINITE if amended else None, figures=figs)
+                        counterexample=cex, amended_statement=get_claim("finite-label-sign").amendment if amended else None, figures=figs)
 
 
 def _finite_label_figure(ctx: CheckContext) -> list[str]:
@@ -384,7 +374,7 @@ def finite_label_simulation(ctx: CheckContext) -> MethodResult:
                f"significant rises with n: {len(rises)}; significantly above 1/2: {len(above)}; within types/Chernoff bounds: "
                f"{bound_ok}")
     return MethodResult(literal=literal, amended=amended, summary=summary, evidence={"cells": rows, "reps": reps},
-                        depends_on=(), counterexample=cex, amended_statement=AMENDED_FINITE if amended else None)
+                        depends_on=(), counterexample=cex, amended_statement=get_claim("finite-label-sign").amendment if amended else None)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -445,7 +435,6 @@ def listwise_convex(ctx: CheckContext) -> MethodResult:
     literal = bool(pop_err <= 1e-5 and order_ok and ordered_but_U is None)
     amended = bool(pop_err <= 1e-5 and order_ok and inf_err <= 1e-5 and decision_ok)
     cex = None if literal else {"ordered_reference_with_listwise_U": ordered_but_U}
-    from theory.sec13_dataset import AMENDED_LISTWISE
     summary = (f"population PL optimum = pi* on {len(rows)} instances (max |log pi - log pi*| {pop_err:.1e}); order = "
                f"adjacent rule on all: {order_ok} ({n_agree} agree with the human ranking); ordered references with a "
                f"misordered policy below log k!: {sum(r['nonempty'] for r in u_rows)}/{len(u_rows)}; "
@@ -453,7 +442,7 @@ def listwise_convex(ctx: CheckContext) -> MethodResult:
     return MethodResult(literal=literal, amended=amended, summary=summary,
                         evidence={"population": rows, "undesirable": u_rows},
                         depends_on=("toy_bandits.rlhf.log_gibbs_policy",), counterexample=cex,
-                        amended_statement=AMENDED_LISTWISE if amended else None)
+                        amended_statement=get_claim("listwise-equivalence").amendment if amended else None)
 
 
 def listwise_numeric(ctx: CheckContext) -> MethodResult:
@@ -514,7 +503,6 @@ def listwise_numeric(ctx: CheckContext) -> MethodResult:
                      "below_log_k!": below, "rule_nonempty": rule})
     literal = bool(pop_err <= 1e-5 and cex_u is None)
     amended = bool(pop_err <= 1e-5 and construct_ok and cert_viol == 0 and cert_n > 0)
-    from theory.sec13_dataset import AMENDED_LISTWISE
     summary = (f"BFGS population optimum s = r + c to {pop_err:.1e}; constructed misordered policies below log k! on "
                f"{sum(r['below_log_k!'] for r in rows)}/{len(rows)} ordered references, = rule on all: {construct_ok}; "
                f"certificate: {cert_n} certified random policies, {cert_viol} misordered")
@@ -522,7 +510,7 @@ def listwise_numeric(ctx: CheckContext) -> MethodResult:
                         evidence={"rows": rows, "pop_err": pop_err, "certified_random_policies": cert_n,
                                   "certified_but_misordered": cert_viol},
                         depends_on=(), counterexample=None if literal else {"ordered_reference_with_listwise_U": cex_u},
-                        amended_statement=AMENDED_LISTWISE if amended else None)
+                        amended_statement=get_claim("listwise-equivalence").amendment if amended else None)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -615,7 +603,6 @@ def length_numeric(ctx: CheckContext) -> MethodResult:
                                                  "len_l": ll[cex_i], "ref_log_pi_w": ar[cex_i], "ref_log_pi_l": br[cex_i],
                                                  "beta": beta, "delta": a[cex_i] - b[cex_i]},
         "minimisers_of_mean_loss": rows[0]}
-    from theory.sec13_dataset import AMENDED_LENGTH
     summary = (f"{n} pairs: mean certificate with pi(y_w)<pi(y_l) in {int(viol_all.sum())} (all |y_w|>|y_l|: "
                f"{int(viol_short.sum())} with |y_w|<=|y_l|); summed>0 but mean<=0 with |y_w|>=|y_l|: {int(conv_viol.sum())}; "
                f"mean-loss minimisers (K=3): beta(dm-dm_ref)=dr {pop_ok}, in range {range_ok}; summed delta along the "
@@ -626,7 +613,7 @@ def length_numeric(ctx: CheckContext) -> MethodResult:
                         evidence={"violations_overall": int(viol_all.sum()), "violations_short_w": int(viol_short.sum()),
                                   "converse_violations": int(conv_viol.sum()), "minimiser_sets": rows},
                         depends_on=("dpo_rlhf_checks.losses.alignment_certificate", "dpo_rlhf_checks.losses.dpo_bt_loss"),
-                        counterexample=cex, amended_statement=AMENDED_LENGTH if amended else None, figures=figs)
+                        counterexample=cex, amended_statement=get_claim("length-normalised").amendment if amended else None, figures=figs)
 
 
 def _length_figure(ctx: CheckContext) -> list[str]:
@@ -656,17 +643,6 @@ def _length_figure(ctx: CheckContext) -> list[str]:
 _CPO_VARIANTS = ("cpo_clip", "cpo_smooth", "cpo_eq17")
 
 
-def _cpo_amended(fractions: dict) -> str:
-    parts = "; ".join(f"{lab}: repairs {v['repaired_of_dpo_failure']:.1%} of DPO's failure region, misranks "
-                      f"{v['misranked_where_dr>0']:.1%} of dr > 0" for lab, v in fractions.items())
-    return ("With BT labels on one pair (K = 2; each label order scored with its own reference target), the population "
-            "minimiser of a target-form loss softplus(beta (T(delta_ref) - delta)) ranks y_w first iff dr + "
-            "log sigma(beta T(delta_ref)) - log sigma(beta T(-delta_ref)) > 0; DPO iff beta delta_ref + dr > 0; IPO iff "
-            "beta delta_ref + sigma(dr) - 1/2 > 0; the clipped target (HyPO) with delta_ref < 0 iff dr > "
-            "log(2 sigma(beta |delta_ref|)) (a threshold between 0 and log 2). No CPO variant ranks y_w first on all of "
-            "dr > 0. On the grid beta delta_ref in [-6, 3], dr in [-1, 5]: " + parts + ".")
-
-
 def _cpo_grid(quick: bool):
     b = np.linspace(-6.0, 3.0, 61 if quick else 91)
     d = np.linspace(-1.0, 5.0, 41 if quick else 61)
@@ -677,10 +653,12 @@ def cpo_population_numeric(ctx: CheckContext) -> MethodResult:
     """Closed-form sign conditions (numpy re-implementation of the targets, :mod:`toy_bandits.cpo_population`) on a
     grid of (beta delta_ref, dr) for DPO, IPO, DPO-Positive (numeric minimiser) and the CPO variants; the clip threshold
     formula against the general condition; the phase figure per loss. Literal: every CPO variant ranks y_w first on
-    every grid point with dr > 0. Amended: the clip threshold equals the general condition on the whole grid, and DPO's
-    condition reduces to beta delta_ref + dr > 0 (both checked on the grid).
+    every grid point with dr > 0. Amended (the registry's text): the clip threshold equals the general condition on the
+    whole grid, DPO's condition reduces to beta delta_ref + dr > 0 (both checked on the grid), and every CPO setting
+    has a positive threshold in dr at some beta delta_ref in [-6, 3] (a fine grid) where the closed form misranks. The
+    repaired and misranked fractions are descriptive: reported, deciding nothing.
     """
-    from toy_bandits.cpo_population import SETTINGS, clip_repair_threshold, ranks_first
+    from toy_bandits.cpo_population import SETTINGS, clip_repair_threshold, ranks_first, target
 
     b, d, B, D = _cpo_grid(ctx.quick)  # noqa: N806
     fail = (D > 0) & (B + D < 0)
@@ -696,25 +674,40 @@ def cpo_population_numeric(ctx: CheckContext) -> MethodResult:
             cex = {"loss": lab, "beta": beta, **params, "beta_delta_ref": float(b[i]), "dr": float(d[j]),
                    "dpo_ranks_y_w_first": bool(b[i] + d[j] > 0)}
     clip_ok = bool(np.all((D > clip_repair_threshold(B)) == ranks_first("cpo_clip", B, D, beta=0.1, margin=0.0)))
+    # no CPO setting ranks y_w first on all of dr > 0: its threshold in dr, log sigma(beta T(-d)) - log sigma(beta T(d)),
+    # is positive at some beta delta_ref of [-6, 3] (a fine grid), and the closed form misranks half-way to it
+    bfine = np.linspace(-6.0, 3.0, 9001)
+    thresholds = {}
+    for lab, (name, beta, params) in SETTINGS.items():
+        if name in _CPO_VARIANTS:
+            dref = bfine / beta
+            thr = -np.logaddexp(0.0, -beta * target(name, -dref, beta=beta, **params)) + \
+                np.logaddexp(0.0, -beta * target(name, dref, beta=beta, **params))
+            i = int(np.argmax(thr))
+            mis = bool(thr[i] > 0 and not ranks_first(name, bfine[i], thr[i] / 2, beta=beta, **params))
+            thresholds[lab] = {"max_threshold": float(thr[i]), "at_beta_delta_ref": float(bfine[i]),
+                               "misranks_at_half_threshold": mis}
+    none_covers_all = bool(thresholds) and all(v["misranks_at_half_threshold"] for v in thresholds.values())
     off = np.abs(B + D) > 1e-9  # exactly on the boundary, rounding decides either way
     dpo_ok = bool(np.all((ranks["DPO"] == (B + D > 0))[off]))
     literal = cex is None
-    amended = bool(clip_ok and dpo_ok)
+    amended = bool(clip_ok and dpo_ok and none_covers_all)
     figs: list[str] = []
     try:
         from figures.dataset_figures import cpo_population_figure
         figs = cpo_population_figure(b, d, ranks, ctx.fig_dir)
     except ImportError:
         pass
-    cpo_only = {k: v for k, v in fractions.items() if v["loss"] in _CPO_VARIANTS}
     summary = "; ".join(f"{lab.split(' (')[0]}{' (' + lab.split(' (')[1] if ' (' in lab else ''}: repairs "
                         f"{v['repaired_of_dpo_failure']:.2f}, misranks {v['misranked_where_dr>0']:.3f} of dr>0"
-                        for lab, v in fractions.items()) + f"; clip threshold formula exact: {clip_ok}"
+                        for lab, v in fractions.items()) + f"; clip threshold formula exact: {clip_ok}; every CPO " \
+        f"setting misranks some dr > 0: {none_covers_all}"
     return MethodResult(literal=literal, amended=amended, summary=summary,
                         evidence={"grid": {"beta_delta_ref": [float(b[0]), float(b[-1]), b.size],
-                                           "dr": [float(d[0]), float(d[-1]), d.size]}, "fractions": fractions},
+                                           "dr": [float(d[0]), float(d[-1]), d.size]}, "fractions": fractions,
+                                  "cpo_thresholds_in_dr": thresholds},
                         depends_on=(), counterexample=None if literal else {"cpo_misranks_with_dr_positive": cex},
-                        amended_statement=_cpo_amended(cpo_only) if amended else None, figures=figs)
+                        amended_statement=get_claim("cpo-population-alignment").amendment if amended else None, figures=figs)
 
 
 def cpo_population_torch(ctx: CheckContext) -> MethodResult:
