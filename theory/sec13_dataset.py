@@ -199,14 +199,17 @@ def dataset_minimiser_symbolic(ctx: CheckContext) -> MethodResult:
         "single_pair": "labels [[0, 1, 1]]: dL/dt along (1, 0) = -beta n sigma(-beta h) < 0 everywhere: no minimiser",
         "3-cycle (2,1,1)": {"beta_h": evidence["cycle_beta_h"], "pair_logodds": evidence["cycle_pair_logodds"],
                             "mismatch": cycle_mismatch},
-        "pooled": {"beta_h01": pooled_h01, "pair_logodds": evidence["pooled_pair_logodds"], "mismatch": pooled_mismatch},
+        "pooled": {"beta_h01": pooled_h01, "pair_logodds": evidence["pooled_pair_logodds"],
+                   "mismatch": pooled_mismatch},
     }
     summary = (f"a:b pair h*=log(a/b)/beta proved={crit_ok}; single/chain no stationary point={single_neg and chain_neg}; "
                f"3-cycle(2,1,1) finite beta h01={evidence['cycle_beta_h'].get('(0,1)', float('nan')):.6f} "
                f"(pair log-odds {evidence['cycle_pair_logodds'].get('(0,1)')}); pooled beta h01=2t={pooled_h01:.6f} "
                f"vs log-odds {evidence['pooled_pair_logodds'].get('(0,1)')}")
     return MethodResult(literal=literal, amended=amended, summary=summary, evidence=evidence, depends_on=(),
-                        counterexample=cex, amended_statement=get_claim("dataset-ordered-minimiser").amendment if amended else None)
+                        counterexample=cex,
+                        amended_statement=(get_claim("dataset-ordered-minimiser").amendment
+                                           if amended else None))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -304,7 +307,9 @@ def listwise_symbolic(ctx: CheckContext) -> MethodResult:
                f"({psd_one_null}); adjacent decides pi* order ({adjacent_ok}); inf over misordered = softplus(c) "
                f"({lim_ok}); ordered ref yet L={example['loss']:.4f} < log 6={example['log 6']:.4f} misordered")
     return MethodResult(literal=literal, amended=amended, summary=summary, evidence=evidence, depends_on=(),
-                        counterexample=cex, amended_statement=get_claim("listwise-equivalence").amendment if amended else None)
+                        counterexample=cex,
+                        amended_statement=(get_claim("listwise-equivalence").amendment
+                                           if amended else None))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -379,7 +384,8 @@ def length_symbolic(ctx: CheckContext) -> MethodResult:
     rows = [_length_row(ex) for ex in (ex1, ex2)]
     dm1, d1, dm2, d2 = rows[0]["delta_mean"], rows[0]["delta"], rows[1]["delta_mean"], rows[1]["delta"]
     # ex1 lies on the minimiser set's formula at c = its own delta_mean
-    on_set = _zero(delta_on_set.subs({lw: ex1["L_w"], ll: ex1["L_l"], c: sp.Rational(dm1), bb: ex1["b"]}) - sp.Rational(d1))
+    on_set = _zero(delta_on_set.subs({lw: ex1["L_w"], ll: ex1["L_l"], c: sp.Rational(dm1), bb: ex1["b"]})
+                   - sp.Rational(d1))
     cex_found = [r for r in rows if r["feasible"] and r["signs_disagree"]]
     literal = not cex_found
     amended = bool(stat_ok and curv_pos and decomposition and short_w_nonneg and decomposition2 and long_w_nonneg
@@ -395,7 +401,10 @@ def length_symbolic(ctx: CheckContext) -> MethodResult:
                                 "sum_certifies_mean_does_not": evidence["example_sum_yes_mean_no"]}
     summary = (f"population beta(dm - dm_ref) = dr proved {stat_ok}; dm>0 => delta>0 iff |y_w|<=|y_l| proved "
                f"{decomposition and short_w_nonneg}; converse for |y_w|>=|y_l| {decomposition2 and long_w_nonneg}; "
-               f"minimiser set unbounded in delta {set_ok}; exact instances dm={dm1},delta={d1} and delta={d2},dm={dm2}: "
+               f"minimiser set unbounded in delta {set_ok}; exact instances dm={dm1},delta={d1} and "
+               f"delta={d2},dm={dm2}: "
                f"{len(cex_found)} with signs that disagree")
     return MethodResult(literal=literal, amended=amended, summary=summary, evidence=evidence, depends_on=(),
-                        counterexample=cex, amended_statement=get_claim("length-normalised").amendment if amended else None)
+                        counterexample=cex,
+                        amended_statement=(get_claim("length-normalised").amendment
+                                           if amended else None))

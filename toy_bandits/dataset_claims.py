@@ -90,7 +90,9 @@ def dataset_minimiser_convex(ctx: CheckContext) -> MethodResult:
                f"max |beta h - log(n_ij/n_ji)| = {logodds_worst:.3f}")
     return MethodResult(literal=literal, amended=amended, summary=summary,
                         evidence={"graphs": rows, "tolerance": H_TOL_CVX},
-                        depends_on=(), counterexample=cex, amended_statement=get_claim("dataset-ordered-minimiser").amendment if amended else None)
+                        depends_on=(), counterexample=cex,
+                        amended_statement=(get_claim("dataset-ordered-minimiser").amendment
+                                           if amended else None))
 
 
 def dataset_minimiser_numeric(ctx: CheckContext) -> MethodResult:
@@ -238,7 +240,8 @@ def dataset_minimiser_simulation(ctx: CheckContext) -> MethodResult:
                         for r in out) + f"; pair-log-odds rule errors {literal_mis}, MLE rule errors {amended_mis}"
     return MethodResult(literal=literal, amended=amended, summary=summary, evidence={"per_n": out, "K": K, "beta": beta},
                         depends_on=("toy_bandits.dataset.empirical_minimiser",), counterexample=cex,
-                        amended_statement=get_claim("dataset-ordered-minimiser").amendment if amended else None, figures=figs)
+                        amended_statement=(get_claim("dataset-ordered-minimiser").amendment
+                                           if amended else None), figures=figs)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -298,11 +301,14 @@ def finite_label_numeric(ctx: CheckContext) -> MethodResult:
     summary = (f"exact three ways agree to {agree_err:.1e}; monotone on {sum(r['monotone'] for r in rows)}/{len(rows)} "
                f"points (first rise {mono_cex['n'] if mono_cex else '-'}->{mono_cex['n+1'] if mono_cex else '-'}: "
                f"{mono_cex['P_n'] if mono_cex else 0:.4f}->{mono_cex['P_n+1'] if mono_cex else 0:.4f}); "
-               f"max P {max(r['max_P'] for r in rows):.3f}; types <= P_n <= Chernoff: {bound_ok}; human limit: {limit_ok}")
+               f"max P {max(r['max_P'] for r in rows):.3f}; types <= P_n <= Chernoff: {bound_ok}; "
+               f"human limit: {limit_ok}")
     return MethodResult(literal=literal, amended=amended, summary=summary,
                         evidence={"points": rows, "three_way_rel_err": agree_err, "first_outside_bounds": bound_miss},
                         depends_on=(),
-                        counterexample=cex, amended_statement=get_claim("finite-label-sign").amendment if amended else None, figures=figs)
+                        counterexample=cex,
+                        amended_statement=(get_claim("finite-label-sign").amendment
+                                           if amended else None), figures=figs)
 
 
 def _finite_label_figure(ctx: CheckContext) -> list[str]:
@@ -371,10 +377,12 @@ def finite_label_simulation(ctx: CheckContext) -> MethodResult:
     amended = bool(agree and bound_ok)
     cex = None if literal else {"rise": rises[0] if rises else None, "above_one_half": above[0] if above else None}
     summary = (f"{len(rows)} (point, n) cells x {reps} label sets: MC = exact within 4.5 SE on all: {agree}; "
-               f"significant rises with n: {len(rises)}; significantly above 1/2: {len(above)}; within types/Chernoff bounds: "
-               f"{bound_ok}")
+               f"significant rises with n: {len(rises)}; significantly above 1/2: {len(above)}; "
+               f"within types/Chernoff bounds: {bound_ok}")
     return MethodResult(literal=literal, amended=amended, summary=summary, evidence={"cells": rows, "reps": reps},
-                        depends_on=(), counterexample=cex, amended_statement=get_claim("finite-label-sign").amendment if amended else None)
+                        depends_on=(), counterexample=cex,
+                        amended_statement=(get_claim("finite-label-sign").amendment
+                                           if amended else None))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -613,7 +621,9 @@ def length_numeric(ctx: CheckContext) -> MethodResult:
                         evidence={"violations_overall": int(viol_all.sum()), "violations_short_w": int(viol_short.sum()),
                                   "converse_violations": int(conv_viol.sum()), "minimiser_sets": rows},
                         depends_on=("dpo_rlhf_checks.losses.alignment_certificate", "dpo_rlhf_checks.losses.dpo_bt_loss"),
-                        counterexample=cex, amended_statement=get_claim("length-normalised").amendment if amended else None, figures=figs)
+                        counterexample=cex,
+                        amended_statement=(get_claim("length-normalised").amendment
+                                           if amended else None), figures=figs)
 
 
 def _length_figure(ctx: CheckContext) -> list[str]:
@@ -674,8 +684,9 @@ def cpo_population_numeric(ctx: CheckContext) -> MethodResult:
             cex = {"loss": lab, "beta": beta, **params, "beta_delta_ref": float(b[i]), "dr": float(d[j]),
                    "dpo_ranks_y_w_first": bool(b[i] + d[j] > 0)}
     clip_ok = bool(np.all((D > clip_repair_threshold(B)) == ranks_first("cpo_clip", B, D, beta=0.1, margin=0.0)))
-    # no CPO setting ranks y_w first on all of dr > 0: its threshold in dr, log sigma(beta T(-d)) - log sigma(beta T(d)),
-    # is positive at some beta delta_ref of [-6, 3] (a fine grid), and the closed form misranks half-way to it
+    # no CPO setting ranks y_w first on all of dr > 0: its threshold in dr,
+    # log sigma(beta T(-d)) - log sigma(beta T(d)), is positive at some beta delta_ref of [-6, 3] (a fine grid), and
+    # the closed form misranks half-way to it
     bfine = np.linspace(-6.0, 3.0, 9001)
     thresholds = {}
     for lab, (name, beta, params) in SETTINGS.items():
@@ -707,7 +718,8 @@ def cpo_population_numeric(ctx: CheckContext) -> MethodResult:
                                            "dr": [float(d[0]), float(d[-1]), d.size]}, "fractions": fractions,
                                   "cpo_thresholds_in_dr": thresholds},
                         depends_on=(), counterexample=None if literal else {"cpo_misranks_with_dr_positive": cex},
-                        amended_statement=get_claim("cpo-population-alignment").amendment if amended else None, figures=figs)
+                        amended_statement=(get_claim("cpo-population-alignment").amendment
+                                           if amended else None), figures=figs)
 
 
 def cpo_population_torch(ctx: CheckContext) -> MethodResult:

@@ -39,7 +39,8 @@ def _check_n(n) -> int:
 
 
 def empirical_sign(k, n, bdr: float) -> np.ndarray:
-    """The sign of delta at the empirical optimum with k wins of n: +1 (y_w first), -1 (y_l first), 0 (a tie, delta = 0).
+    """The sign of delta at the empirical optimum with k wins of n: +1 (y_w first), -1 (y_l first), 0 (a tie:
+    delta = 0).
 
     Decided by comparing logit(k/n) = log(k) - log(n - k) with -bdr (k = n: +inf, k = 0: -inf)."""
     k = np.asarray(k, dtype=np.float64)

@@ -124,7 +124,7 @@ def equiv_population_simulation(ctx: CheckContext) -> MethodResult:
 # equiv-ordered-pair
 # --------------------------------------------------------------------------------------------------
 
-# The amended text is the claim's, stated once (theory.sec4_equivalence); this method measures it its own way.
+# The amended text is the claim's registry text (Claim.amendment, fixed before the run); tested here its own way.
 
 
 def equiv_ordered_pair_simulation(ctx: CheckContext) -> MethodResult:
