@@ -434,8 +434,9 @@ CLAIMS: tuple[Claim, ...] = (
             "IPO iff beta delta_ref + sigma(dr) - 1/2 > 0; the clipped target (HyPO, margin 0) iff dr > log(2 "
             "sigma(beta |delta_ref|)) when delta_ref < 0 (a threshold between 0 and log 2) and dr > -log(2 "
             "sigma(beta delta_ref)) when delta_ref >= 0. The toolkit's own losses, minimised directly, give these "
-            "signs at every point of beta delta_ref in [-6, 3], dr in [-1, 5] whose minimiser is not within 0.01 of "
-            "0. None of the four CPO settings checked (clip with margin 0; smooth at the code defaults beta 0.1, "
+            "signs at every sampled point of beta delta_ref in [-6, 3], dr in [-1, 5] whose minimiser is not within "
+            "0.01 of 0 and whose loss stays below 1e6 (where float64 still resolves delta). None of the four CPO "
+            "settings checked (clip with margin 0; smooth at the code defaults beta 0.1, "
             "gamma 0.5, tau 2, alpha 1; smooth at the released beta 2.5, alpha 0.25; Eq. 17 with beta 0.1, gamma "
             "0.05) ranks y_w first on all of dr > 0: each has a beta delta_ref in [-6, 3] where its threshold in dr "
             "is positive."),
