@@ -356,9 +356,10 @@ def finite_label_simulation(ctx: CheckContext) -> MethodResult:
                 res = minimize_scalar(lambda h: k * np.logaddexp(0, -beta * h) + (n - k) * np.logaddexp(0, beta * h),
                                       bounds=(-60.0, 60.0), method="bounded", options={"xatol": 1e-10})
                 h = res.x if abs(res.x) < 59 else math.copysign(math.inf, res.x)
-                first[int(k)] = bdr / beta + h > 0  # delta_ref + h = delta
-            ranks = np.array([first[int(k)] for k in wins])
-            freq = float(np.mean(ranks != (bdr + dr > 0)))
+                d_opt = bdr / beta + h  # delta_ref + h = delta
+                first[int(k)] = 0 if abs(d_opt) < 1e-6 else int(np.sign(d_opt))  # a tie ranks neither first
+            signs = np.array([first[int(k)] for k in wins])
+            freq = float(np.mean(signs != np.sign(bdr + dr)))  # a tie is unlike a strictly ordered pi*
             exact = p_wrong(n, bdr, dr)
             se = math.sqrt(max(exact * (1 - exact), 1.0 / reps) / reps)
             agree &= abs(freq - exact) <= 4.5 * se

@@ -81,3 +81,17 @@ def test_finite_label_numeric_checks_the_bounds_from_both_sides(ctx, monkeypatch
     assert r.amended is False
     miss = r.evidence["first_outside_bounds"]
     assert miss["P_n"] < miss["lower"]
+
+
+def test_finite_label_simulation_agrees_with_the_exact_tie_rule_at_ties(ctx, monkeypatch):
+    # beta delta_ref = 0: two labels split 1:1 give delta = 0, a tie. The Monte Carlo minimises the loss itself and
+    # reads the sign of delta; the exact P_n must count the tie as an error on both sides (0.6125 at n = 2).
+    import toy_bandits.dataset_claims as dc
+
+    monkeypatch.setattr(dc, "_FL_POINTS", ((0.0, 0.5), (0.0, -0.5), (-2.0, 1.0), (-1.0, 3.0)))
+    r = _run("finite-label-sign", "simulation", ctx)
+    assert r.amended is True
+    for cell in r.evidence["cells"]:
+        if cell["beta_delta_ref"] == 0.0 and cell["n"] == 2:
+            assert cell["exact"] == pytest.approx(0.612544381, abs=1e-9)
+            assert abs(cell["freq"] - cell["exact"]) <= 4.5 * cell["se"]
