@@ -77,13 +77,13 @@ def log_binom_pmf(k: np.ndarray, n: int, dr: float) -> np.ndarray:
 
 
 def _target_sign(bdr: float, dr: float, against: str) -> int:
+    """The sign of beta delta_ref + dr ("pi_star") or of dr ("human"), by an exact comparison bdr vs -dr (a float sum
+    could round a nonzero sum to 0)."""
     if against == "pi_star":
-        v = bdr + dr
-    elif against == "human":
-        v = dr
-    else:
-        raise ValueError(f"against: must be 'pi_star' or 'human', got {against!r}")
-    return int(v > 0) - int(v < 0)
+        return int(bdr > -dr) - int(bdr < -dr)
+    if against == "human":
+        return int(dr > 0) - int(dr < 0)
+    raise ValueError(f"against: must be 'pi_star' or 'human', got {against!r}")
 
 
 def p_wrong(n: int, bdr: float, dr: float, against: str = "pi_star") -> float:
@@ -102,16 +102,23 @@ def p_wrong(n: int, bdr: float, dr: float, against: str = "pi_star") -> float:
 
 def p_wrong_mpmath(n: int, bdr: float, dr: float, dps: int = 50) -> mpmath.mpf:
     """:func:`p_wrong` against pi*, with exact integer binomial coefficients and mpmath at ``dps`` digits; the sign of
-    the empirical optimum is decided here too, in mpmath (bdr + log(k) - log(n - k), the float bdr taken exactly)."""
+    the empirical optimum is decided here too, in mpmath: logit(k/n) (exactly 0 at k = n/2, +-inf at k = n, 0) compared
+    with -bdr, the float bdr taken exactly (a comparison, not a sum: 1e-277 + log 2 - log 2 would round to 0)."""
     _check(bdr, dr)
     n = _check_n(n)
     with mpmath.workdps(dps):
         q = 1 / (1 + mpmath.exp(-mpmath.mpf(dr)))
-        target = mpmath.sign(mpmath.mpf(bdr) + mpmath.mpf(dr))
+        minus_b = -mpmath.mpf(bdr)
+        bd, d = mpmath.mpf(bdr), mpmath.mpf(dr)
+        target = 1 if bd > -d else (-1 if bd < -d else 0)  # the sign of bdr + dr, by comparison
         total = mpmath.mpf(0)
         for k in range(n + 1):
-            v = mpmath.mpf(bdr) + (mpmath.log(k) if k else -mpmath.inf) - (mpmath.log(n - k) if n - k else -mpmath.inf)
-            if mpmath.sign(v) != target:
+            if k == 0 or k == n:
+                logit = -mpmath.inf if k == 0 else mpmath.inf
+            else:
+                logit = mpmath.mpf(0) if 2 * k == n else mpmath.log(k) - mpmath.log(n - k)
+            sign = 1 if logit > minus_b else (-1 if logit < minus_b else 0)
+            if sign != target:
                 total += mpmath.binomial(n, k) * q ** k * (1 - q) ** (n - k)
         return total
 
@@ -136,9 +143,9 @@ def p_wrong_many(ns: np.ndarray, bdr: float, dr: float) -> np.ndarray:
         up = (k0 <= ns) & ~ranks_first(k0, ns, bdr)
         k0 = k0 + up
     tie = (k0 > 0) & (empirical_sign(np.maximum(k0 - 1, 0), ns, bdr) == 0)  # k0 - 1 is a tie
-    if bdr + dr > 0:
+    if bdr > -dr:  # beta delta_ref + dr > 0, compared exactly
         return binom.cdf(k0 - 1, ns, q)  # P(k <= k0 - 1): every count below k0 (a tie included)
-    if bdr + dr < 0:
+    if bdr < -dr:
         return binom.sf(k0 - 1 - tie, ns, q)  # P(k >= k1), k1 = k0 - 1 at a tie, else k0
     return np.where(tie, 1.0 - binom.pmf(k0 - 1, ns, q), 1.0)
 
@@ -165,13 +172,13 @@ def chernoff_lower_bound(n, bdr: float, dr: float) -> np.ndarray:
     both sides. 0 when bdr + dr = 0 (no side is wrong for a tie-free count there)."""
     _check(bdr, dr)
     ns = np.atleast_1d(np.asarray(n, dtype=np.float64))
-    if bdr + dr == 0:
+    if bdr == -dr:
         return np.zeros_like(ns) if np.ndim(n) else 0.0 * ns[0]
     t = 1.0 / (1.0 + math.exp(bdr)) if bdr > -700 else 1.0
     q = 1.0 / (1.0 + math.exp(-dr))
     nt = ns * t
     near = np.abs(nt - np.round(nt)) <= 1e-9 * np.maximum(ns, 1.0)  # n t an integer up to rounding: step past it
-    if bdr + dr > 0:  # wrong side: k < n t
+    if bdr > -dr:  # wrong side: k < n t
         k = np.where(near, np.round(nt) - 1, np.ceil(nt) - 1)
     else:  # wrong side: k > n t
         k = np.where(near, np.round(nt) + 1, np.floor(nt) + 1)

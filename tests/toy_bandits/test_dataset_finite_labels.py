@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from toy_bandits.finite_labels import (chernoff_bound, chernoff_lower_bound, min_winning_count, n_needed, p_wrong,
@@ -24,6 +24,7 @@ def test_hand_computed_values_show_the_rise_from_one_to_two_labels():
 
 
 @given(st.integers(1, 40), away)
+@example(4, (1.4090190973141722e-277, 1.0))  # found by Hypothesis: a tiny gap is not a tie
 @settings(max_examples=settings.default.max_examples)
 def test_log_space_sum_scipy_and_mpmath_agree(n, pt):
     bdr, dr = pt
@@ -124,3 +125,15 @@ def test_against_the_human_preference_the_violated_region_converges_to_the_wrong
 def test_bad_input_names_the_argument(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.mark.parametrize("n", [2, 4, 6])
+def test_a_tiny_reference_gap_breaks_the_tie_in_every_implementation(n):
+    # beta delta_ref = 1.4e-277 > 0: the 1:1 split ranks y_w first, strictly (found by Hypothesis: an mpmath sum
+    # bdr + log 2 - log 2 rounded to 0 at 50 digits and called it a tie).
+    bdr, dr = 1.4090190973141722e-277, 1.0
+    q = 1 / (1 + math.exp(-dr))
+    wrong = sum(math.comb(n, k) * q ** k * (1 - q) ** (n - k) for k in range(n // 2))
+    assert p_wrong(n, bdr, dr) == pytest.approx(wrong, rel=1e-12)
+    assert float(p_wrong_mpmath(n, bdr, dr)) == pytest.approx(wrong, rel=1e-12)
+    assert float(p_wrong_many(np.array([n]), bdr, dr)[0]) == pytest.approx(wrong, rel=1e-10)
