@@ -542,7 +542,7 @@ def length_numeric(ctx: CheckContext) -> MethodResult:
     from scipy.optimize import minimize
 
     from dpo_rlhf_checks.losses import alignment_certificate, dpo_bt_loss, dpo_loss, implicit_target
-    from toy_bandits.length_norm import minimiser_delta_range
+    from toy_bandits.length_norm import mean_implies_summed, minimiser_delta_range, summed_implies_mean
 
     rng = np.random.default_rng(ctx.seed + 1380)
     n = 5000 if ctx.quick else 20000
@@ -555,10 +555,10 @@ def length_numeric(ctx: CheckContext) -> MethodResult:
     loss = dpo_loss(mw, ml, mrw, mrl, beta=beta).losses
     cert = alignment_certificate(loss, implicit_target("dpo", mrw, mrl, beta=beta), beta=beta).numpy()
     summed_pos = a - b > 0
-    short = lw <= ll
+    short = mean_implies_summed(lw, ll)  # |y_w| <= |y_l|: where the amendment says a mean certificate implies delta > 0
     viol_all = cert & ~summed_pos
     viol_short = viol_all & short
-    conv_viol = summed_pos & ~cert & (lw >= ll)
+    conv_viol = summed_pos & ~cert & summed_implies_mean(lw, ll)
     cex_i = int(np.flatnonzero(viol_all)[0]) if viol_all.any() else None
 
     # (b) the population minimiser set of the mean loss: L-BFGS to one minimiser, then walk along the valley

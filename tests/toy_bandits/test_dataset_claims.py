@@ -95,3 +95,13 @@ def test_finite_label_simulation_agrees_with_the_exact_tie_rule_at_ties(ctx, mon
         if cell["beta_delta_ref"] == 0.0 and cell["n"] == 2:
             assert cell["exact"] == pytest.approx(0.612544381, abs=1e-9)
             assert abs(cell["freq"] - cell["exact"]) <= 4.5 * cell["se"]
+
+
+def test_length_numeric_takes_the_length_rule_from_length_norm(ctx, monkeypatch):
+    # the length rule is one formula (toy_bandits.length_norm), not recomputed inline: planted in the wrong direction,
+    # the method counts the |y_w| > |y_l| violations as ones the amendment forbids, and its amended test fails
+    import toy_bandits.length_norm as ln
+
+    monkeypatch.setattr(ln, "mean_implies_summed", lambda lw, ll: lw >= ll)
+    r = _run("length-normalised", "numeric", ctx)
+    assert r.amended is False and r.evidence["violations_short_w"] > 0
