@@ -120,6 +120,11 @@ CLAIMS: tuple[Claim, ...] = (
         methods={"symbolic": "theory.sec4_equivalence:equiv_population_symbolic",
                  "numeric": "theory.sec4_equivalence:equiv_population_numeric",
                  "simulation": "toy_bandits.map_claims:equiv_population_simulation"},
+        amendment=(
+            "Population reading: for every pair and every beta > 0, l_q with q = sigma(dr) is strictly convex in h = "
+            "beta (delta_pi - delta_ref) with unique minimiser h = dr, i.e. delta_pi = delta* = delta_ref + dr/beta, "
+            "the log-odds of the RLHF optimum, whether or not the assumption holds. DPO and RLHF are equivalent "
+            "unconditionally in this reading; the assumption decides only whether the common optimum prefers y_w."),
     ),
     Claim(
         "equiv-ordered-pair",
@@ -131,6 +136,13 @@ CLAIMS: tuple[Claim, ...] = (
         methods={"symbolic": "theory.sec4_equivalence:equiv_ordered_pair_symbolic",
                  "numeric": "theory.sec4_equivalence:equiv_ordered_pair_numeric",
                  "simulation": "toy_bandits.map_claims:equiv_ordered_pair_simulation"},
+        amendment=(
+            "Ordered-pair reading: l(delta) = softplus(-beta (delta - delta_ref)) is strictly decreasing with "
+            "infimum 0 approached only as delta -> +inf, so it has no finite minimiser and no stationary point; pi* "
+            "is neither a minimiser nor stationary (dl/d delta = -beta sigma(-dr) there) whether or not the "
+            "assumption holds. Gradient flow raises delta monotonically; from delta_ref < 0 it reaches delta = 0 at "
+            "t = (U0 + e^U0 - 1)/beta^2 with U0 = -beta delta_ref when the flow is taken in delta (d delta/dt = "
+            "-dl/d delta), and at half that time on tabular softmax logits (d delta/dt = -2 dl/d delta)."),
     ),
     Claim(
         "relative-advantage",
@@ -202,6 +214,18 @@ CLAIMS: tuple[Claim, ...] = (
         methods={"symbolic": "theory.sec9_cpo:cpo_penalized_eq10_symbolic",
                  "numeric": "theory.sec9_cpo:cpo_penalized_eq10_numeric",
                  "numeric-k": "toy_bandits.solver_claims:cpo_penalized_eq10_general_k"},
+        amendment=(
+            "Eq. 10 as printed is unbounded above: as pi(y_l) -> 0, gamma (log pi(y_w) - log pi(y_l)) -> +inf while "
+            "J stays bounded, so it has no maximiser. With two responses its interior stationary points number 0 "
+            "(G_min > 0) or 2 (G_min < 0): the smaller delta a strict local maximiser, the larger a strict local "
+            "minimiser. With gamma = nu* = mu pi_c(y_w) the constrained optimum pi_c of §9(a) is one of them: with "
+            "two responses a local maximiser iff mu (e^m - 1) < beta, else a local minimiser (two responses have a "
+            "one-dimensional simplex, so there is no saddle). For K = 3..5 responses its interior stationary points "
+            "number 0 or 2: a local maximum and an index-1 saddle; they satisfy Eq. 13-16, beta (delta - delta_ref) "
+            "= dr + gamma (1/pi(y_w) + 1/pi(y_l)). With gamma = nu* = mu pi_c(y_w) (the log-form KKT multiplier of "
+            "§9(a)), pi_c is a stationary point of Eq. 10: for K >= 3 a local maximum unless d_l > 1 / sum_{y != l} "
+            "1/|d_y| (d the diagonal Hessian of F), where it is an index-1 saddle. Eq. 10 is the Lagrangian of the "
+            "constrained problem, not an objective to maximise."),
     ),
     Claim(
         "cpo-stationary-margin",
@@ -222,6 +246,16 @@ CLAIMS: tuple[Claim, ...] = (
         methods={"numeric-derived": "toy_bandits.map_claims:cpo_loss_certificates_derived",
                  "numeric-search": "toy_bandits.map_claims:cpo_loss_certificates_search",
                  "simulation": "toy_bandits.map_claims:cpo_loss_certificates_training"},
+        amendment=(
+            "For the target-form losses softplus(beta (T - delta)), loss < log 2 <=> delta > T, so it certifies "
+            "delta > 0 for every reference exactly when inf T >= 0: cpo_clip with margin >= 0 (code default 0); "
+            "cpo_smooth with alpha = 1 and gamma >= 0, or alpha < 1 and gamma >= -H(alpha)/(alpha tau), H the binary "
+            "entropy in nats (the code defaults gamma=0.5, tau=2, alpha=1 and the released alpha=0.25 qualify), "
+            "never alpha > 1; cpo_eq17 with gamma/beta >= c* = 0.223872 (= max_p p(1-p) log((1-p)/p)); never DPO and "
+            "never cpo_easy on unbounded mean NLLs (with mean NLLs bounded by L it needs gamma < 0 and |gamma|/beta "
+            ">= (sqrt2-1)^2 L^2). IPO and DPO-Positive have no target form and no loss-level certificate. The "
+            "certificate is about the delta the loss is computed from: a per-token-mean certificate says nothing "
+            "about the summed delta when lengths differ."),
     ),
     Claim(
         "price-of-alignment",
@@ -304,6 +338,15 @@ CLAIMS: tuple[Claim, ...] = (
                  "convex": "toy_bandits.dataset_claims:dataset_minimiser_convex",
                  "numeric": "toy_bandits.dataset_claims:dataset_minimiser_numeric",
                  "simulation": "toy_bandits.dataset_claims:dataset_minimiser_simulation"},
+        amendment=(
+            "L(u) = sum n_ij softplus(-beta h_ij) is the Bradley-Terry negative log-likelihood with scores theta = "
+            "beta u. It has a finite minimiser iff every weakly connected component of the win graph (i -> j when "
+            "n_ij >= 1) is strongly connected; then beta h_ij = theta_i - theta_j of the BT MLE, which pools "
+            "indirect comparisons and in general differs from the pair's own log(n_ij/n_ji) (equal for a lone "
+            "contradictory pair). Otherwise (a single pair, a chain, a DAG, a dominated group) h -> +inf exactly on "
+            "the labelled pairs between different strongly connected components, and h inside each one converges to "
+            "that component's BT MLE. The empirical optimum ranks a labelled pair i over j iff beta delta_ref_ij + "
+            "beta h_ij > 0: the pair's dr is replaced by the MLE gap."),
     ),
     Claim(
         "finite-label-sign",
@@ -317,6 +360,16 @@ CLAIMS: tuple[Claim, ...] = (
         "a given error rate.",
         methods={"numeric": "toy_bandits.dataset_claims:finite_label_numeric",
                  "simulation": "toy_bandits.dataset_claims:finite_label_simulation"},
+        amendment=(
+            "With n BT labels, k ~ Binomial(n, sigma(dr)), the empirical optimum ranks y_w first iff beta delta_ref "
+            "+ logit(k/n) > 0 and ties (delta = 0, ranking neither first) iff it is = 0. The probability P_n that it "
+            "ranks the pair unlike pi* (a tie ranks unlike a strictly ordered pi*, on either side) is the binomial "
+            "mass on the wrong side of t = sigma(-beta delta_ref); it obeys exp(-n KL(k*/n || sigma(dr))) / (n + 1) "
+            "<= P_n <= exp(-n KL(t || sigma(dr))) (method of types and Chernoff; k* the count nearest n t strictly "
+            "on the wrong side), so it falls to 0 exponentially at the rate KL(t || sigma(dr)) whenever beta "
+            "delta_ref + dr != 0, but it need not be monotone in n nor below 1/2 at small n (the literal's "
+            "counterexamples). Against the human preference (sign of dr) it tends to 1 in the violated region (dr > "
+            "0 > beta delta_ref + dr) and to 0 elsewhere: more labels make DPO converge to the wrong ranking there."),
     ),
     Claim(
         "listwise-equivalence",
@@ -330,6 +383,16 @@ CLAIMS: tuple[Claim, ...] = (
         methods={"symbolic": "theory.sec13_dataset:listwise_symbolic",
                  "convex": "toy_bandits.dataset_claims:listwise_convex",
                  "numeric": "toy_bandits.dataset_claims:listwise_numeric"},
+        amendment=(
+            "With rankings drawn from Plackett-Luce with the rewards r, the expected listwise DPO loss is minimised "
+            "exactly at s = beta (log pi - log pi_ref) = r + const, i.e. at the RLHF optimum pi*, ordered by log "
+            "pi_ref(y) + r(y)/beta; it agrees with the human ranking iff beta delta_ref(y_t, y_{t+1}) + r(y_t) - "
+            "r(y_{t+1}) > 0 for every adjacent pair (adjacent suffices: pi*'s order is transitive). One observed "
+            "ranking has no finite minimiser. The listwise undesirable set {L < log k!, pi(y_{t+1}) > pi(y_t) for "
+            "some t} is non-empty iff beta delta_ref(y_t, y_{t+1}) < log(k! - 1) for some adjacent t (inf of L over "
+            "policies misordering t is softplus(beta delta_ref(y_t, y_{t+1})), not attained): for k = 2 this is "
+            "delta_ref < 0, for k >= 3 it includes references that order the list correctly. A loss L <= min_t "
+            "softplus(beta delta_ref(y_t, y_{t+1})) certifies the whole order."),
     ),
     Claim(
         "length-normalised",
@@ -342,6 +405,17 @@ CLAIMS: tuple[Claim, ...] = (
         "certifies and the other does not.",
         methods={"symbolic": "theory.sec13_dataset:length_symbolic",
                  "numeric": "toy_bandits.dataset_claims:length_numeric"},
+        amendment=(
+            "With per-token means, the BT population minimiser of the mean-delta DPO loss satisfies beta (delta_mean "
+            "- delta_mean_ref) = dr: it ranks y_w first per token iff beta delta_mean_ref + dr > 0 (delta_mean_ref = "
+            "log pi_ref(y_w)/|y_w| - log pi_ref(y_l)/|y_l|), a different condition from beta delta_ref + dr > 0: "
+            "with equal lengths L it is the summed condition with beta/L in place of beta (delta_mean = delta/L), "
+            "with unequal lengths the lengths enter as well. The mean loss fixes only delta_mean, so its minimisers "
+            "do not fix the sign of the summed delta: they include policies with pi(y_w) < pi(y_l) whenever |y_w| > "
+            "|y_l| and with pi(y_w) > pi(y_l) whenever |y_w| < |y_l|. Per pair (log-probabilities <= 0): delta_mean "
+            "> 0 implies delta > 0 when |y_w| <= |y_l|, and delta > 0 implies delta_mean > 0 when |y_w| >= |y_l|; so "
+            "the mean-delta certificate (loss < softplus(beta delta_mean_ref)) certifies pi(y_w) > pi(y_l) only when "
+            "|y_w| <= |y_l|."),
     ),
     Claim(
         "cpo-population-alignment",
@@ -353,6 +427,19 @@ CLAIMS: tuple[Claim, ...] = (
         "which (beta delta_ref, dr, parameters) each loss's minimiser ranks y_w first (a phase figure per loss).",
         methods={"numeric": "toy_bandits.dataset_claims:cpo_population_numeric",
                  "numeric-torch": "toy_bandits.dataset_claims:cpo_population_torch"},
+        amendment=(
+            "With BT labels on one pair (K = 2; each label order scored with its own reference target), the "
+            "population minimiser of a target-form loss softplus(beta (T(delta_ref) - delta)) ranks y_w first iff dr "
+            "+ log sigma(beta T(delta_ref)) - log sigma(beta T(-delta_ref)) > 0; DPO iff beta delta_ref + dr > 0; "
+            "IPO iff beta delta_ref + sigma(dr) - 1/2 > 0; the clipped target (HyPO, margin 0) iff dr > log(2 "
+            "sigma(beta |delta_ref|)) when delta_ref < 0 (a threshold between 0 and log 2) and dr > -log(2 "
+            "sigma(beta delta_ref)) when delta_ref >= 0. The toolkit's own losses, minimised directly, give these "
+            "signs at every sampled point of beta delta_ref in [-6, 3], dr in [-1, 5] whose minimiser is not within "
+            "0.01 of 0 and whose loss stays below 1e6 (where float64 still resolves delta). None of the four CPO "
+            "settings checked (clip with margin 0; smooth at the code defaults beta 0.1, "
+            "gamma 0.5, tau 2, alpha 1; smooth at the released beta 2.5, alpha 0.25; Eq. 17 with beta 0.1, gamma "
+            "0.05) ranks y_w first on all of dr > 0: each has a beta delta_ref in [-6, 3] where its threshold in dr "
+            "is positive."),
     ),
 )
 

@@ -15,6 +15,7 @@ import mpmath
 import numpy as np
 import sympy as sp
 
+from dpo_rlhf_checks.registry import get_claim
 from dpo_rlhf_checks.result import CheckContext, MethodResult
 
 mpmath.mp.dps = max(mpmath.mp.dps, 50)
@@ -46,6 +47,36 @@ def _num_zero(expr, syms, rng, n=5, tol=1e-30) -> float:
 # ---------------------------------------------------------------------------------------------------------------
 # dataset-ordered-minimiser
 # ---------------------------------------------------------------------------------------------------------------
+
+
+#: The 3-cycle of (4): 0 > 1 twice, 1 > 2 once, 2 > 0 once, no label in the reverse order on any edge.
+CYCLE_LABELS = {(0, 1): 2, (1, 2): 1, (2, 0): 1}
+#: The pooled graph of (5): 0 v 1 split 1:1, 0 > 2 3:1, 2 > 1 3:1.
+POOLED_LABELS = {(0, 1): 1, (1, 0): 1, (0, 2): 3, (2, 0): 1, (2, 1): 3, (1, 2): 1}
+
+
+def _pair_logodds(labels: dict) -> dict:
+    """The literal's prediction log(n_ij / n_ji) per labelled pair (i, j), exact: a SymPy log of a rational, or the
+    limit +oo of log(n_ij / x) as x -> 0+ when the pair has no label in the reverse order."""
+    x = sp.Symbol("x", positive=True)
+    out = {}
+    for (i, j), n in labels.items():
+        back = labels.get((j, i), 0)
+        out[(i, j)] = sp.log(sp.Rational(n, back)) if back else sp.limit(sp.log(sp.Integer(n) / x), x, 0, "+")
+    return out
+
+
+def _literal_mismatch(beta_h: dict, logodds: dict, tol: float = 1e-30) -> dict:
+    """The labelled pairs where the minimiser's beta h_ij differs from log(n_ij / n_ji) (an infinite log-odds never
+    equals a finite h), as {"(i,j)": [beta h, log-odds]}; empty when the literal prediction holds on every pair."""
+    bad = {}
+    for pair, lo in logodds.items():
+        h = beta_h.get(pair)
+        if h is None:
+            continue
+        if not lo.is_finite or abs(float(sp.N(h - lo, 50))) > tol:
+            bad[f"({pair[0]},{pair[1]})"] = [float(sp.N(h, 20)), str(lo)]
+    return bad
 
 
 def dataset_minimiser_symbolic(ctx: CheckContext) -> MethodResult:
@@ -100,24 +131,32 @@ def dataset_minimiser_symbolic(ctx: CheckContext) -> MethodResult:
     chain_vals = [float(sp.N(chain.subs({h01: x, h12: y, n01: 1, n12: 2, beta: 0.5}), 50)) for x, y in pts]
     chain_neg_num = all(v < 0 for v in chain_vals)
 
-    # (4) 3-cycle with counts (2, 1, 1): flow conservation
+    # (4) 3-cycle 0>1>2>0 with the counts of CYCLE_LABELS and no reverse label: flow conservation
+    edges = list(CYCLE_LABELS)
+    counts = [sp.Integer(CYCLE_LABELS[e]) for e in edges]
     k = sp.Symbol("k", positive=True)
-    roots = [rt for rt in sp.solve(sp.Eq((2 - k) * (1 - k) ** 2, k ** 3), k) if rt.is_real and 0 < rt < 1]
+    flow_eq = sp.Mul(*[(n_e - k) for n_e in counts]) - k ** len(counts)  # sum_e log((n_e - k)/k) = 0
+    roots = [rt for rt in sp.solve(sp.Eq(flow_eq, 0), k) if rt.is_real and 0 < rt < min(counts)]
     cycle_finite = len(roots) == 1
     cycle_h = {}
     cycle_grad = math.inf
     if cycle_finite:
         kk = roots[0]
         # beta h_e = log((n_e - k)/k): n_e sigma(-beta h_e) = k
-        cycle_h = {"(0,1)": sp.log((2 - kk) / kk), "(1,2)": sp.log((1 - kk) / kk), "(2,0)": sp.log((1 - kk) / kk)}
-        # gradient of the loss at theta = (x01, 0, -x12) (theta_0 - theta_1 = x01, theta_1 - theta_2 = x12)
-        x01, x12 = cycle_h["(0,1)"], cycle_h["(1,2)"]
-        th = {t0: x01, t1: 0, t2: -x12}
-        cyc = 2 * _softplus(-(t0 - t1)) + _softplus(-(t1 - t2)) + _softplus(-(t2 - t0))
-        cycle_grad = max(abs(float(sp.N(sp.diff(cyc, v).subs(th), 50))) for v in (t0, t1, t2))
-        cycle_sum = float(sp.N(x01 + x12 + cycle_h["(2,0)"], 50))
+        cycle_h = {e: sp.log((n_e - kk) / kk) for e, n_e in zip(edges, counts)}
+        # gradient of the loss at theta with theta_i - theta_j = beta h_ij around the cycle (theta_0 = 0)
+        tv = (t0, t1, t2)
+        th = {t0: 0}
+        for (i, j) in edges[:-1]:
+            th[tv[j]] = th[tv[i]] - cycle_h[(i, j)]
+        cyc = sum(n_e * _softplus(-(tv[i] - tv[j])) for (i, j), n_e in zip(edges, counts))
+        cycle_grad = max(abs(float(sp.N(sp.diff(cyc, v).subs(th), 50))) for v in tv)
+        cycle_sum = float(sp.N(sum(cycle_h.values()), 50))
         cycle_finite = cycle_grad < 1e-40 and abs(cycle_sum) < 1e-40
-    cycle_logodds_infinite = True  # no label in the reverse order on any edge: log(n_ij/0) = +inf
+    # the literal's prediction for every labelled pair, from the labels themselves: beta h_ij = log(n_ij / n_ji)
+    cycle_logodds = _pair_logodds(CYCLE_LABELS)
+    cycle_mismatch = _literal_mismatch(cycle_h, cycle_logodds)
+    cycle_literal_holds = cycle_finite and not cycle_mismatch
 
     # (5) pooled: theta = (t, -t, 0)
     z = sp.Symbol("z", positive=True)
@@ -125,16 +164,19 @@ def dataset_minimiser_symbolic(ctx: CheckContext) -> MethodResult:
     pooled_t = sp.log(zs[0]) if len(zs) == 1 else None
     pooled_ok = False
     pooled_h01 = None
+    pooled_mismatch = {"no stationary point found": True}
     if pooled_t is not None:
         th = {t0: pooled_t, t1: -pooled_t, t2: 0}
-        pl = (_softplus(-(t0 - t1)) + _softplus(-(t1 - t0)) + 3 * _softplus(-(t0 - t2)) + _softplus(-(t2 - t0))
-              + 3 * _softplus(-(t2 - t1)) + _softplus(-(t1 - t2)))
-        pooled_grad = max(abs(float(sp.N(sp.diff(pl, v).subs(th), 50))) for v in (t0, t1, t2))
+        tv = (t0, t1, t2)
+        pl = sum(n * _softplus(-(tv[i] - tv[j])) for (i, j), n in POOLED_LABELS.items())
+        pooled_grad = max(abs(float(sp.N(sp.diff(pl, v).subs(th), 50))) for v in tv)
         pooled_h01 = float(sp.N(2 * pooled_t, 30))
         pooled_ok = pooled_grad < 1e-40
-    pooled_differs = pooled_h01 is not None and abs(pooled_h01 - 0.0) > 1e-6
+        pooled_h = {(i, j): th[tv[i]] - th[tv[j]] for (i, j) in POOLED_LABELS}  # beta h_ij = theta_i - theta_j
+        pooled_mismatch = _literal_mismatch(pooled_h, _pair_logodds(POOLED_LABELS))
+    pooled_literal_holds = pooled_ok and not pooled_mismatch
 
-    literal = bool(crit_ok and not (single_neg and chain_neg) and not cycle_logodds_infinite and not pooled_differs)
+    literal = bool(crit_ok and not (single_neg and chain_neg) and cycle_literal_holds and pooled_literal_holds)
     amended = bool(identity and crit_ok and curv_pos and single_neg and chain_neg and chain_neg_num and cycle_finite
                    and pooled_ok)
     evidence = {
@@ -144,46 +186,35 @@ def dataset_minimiser_symbolic(ctx: CheckContext) -> MethodResult:
         "single_pair_directional_derivative": str(sp.simplify(single)), "single_pair_always_negative": single_neg,
         "chain_directional_derivative_negative": chain_neg, "chain_negative_at_random_points": chain_neg_num,
         "cycle_k": str(roots[0]) if roots else None, "cycle_k_float": float(sp.N(roots[0])) if roots else None,
-        "cycle_beta_h": {e: float(sp.N(v, 20)) for e, v in cycle_h.items()}, "cycle_gradient_max": cycle_grad,
-        "cycle_finite_minimiser": cycle_finite, "cycle_pair_logodds": "+inf on every edge",
-        "pooled_t": str(pooled_t), "pooled_beta_h01": pooled_h01, "pooled_pair_logodds_01": 0.0,
+        "cycle_beta_h": {f"({i},{j})": float(sp.N(v, 20)) for (i, j), v in cycle_h.items()},
+        "cycle_gradient_max": cycle_grad, "cycle_finite_minimiser": cycle_finite,
+        "cycle_pair_logodds": {f"({i},{j})": str(v) for (i, j), v in cycle_logodds.items()},
+        "cycle_literal_holds": cycle_literal_holds,
+        "pooled_t": str(pooled_t), "pooled_beta_h01": pooled_h01,
+        "pooled_pair_logodds": {f"({i},{j})": str(v) for (i, j), v in _pair_logodds(POOLED_LABELS).items()},
+        "pooled_mismatch": pooled_mismatch, "pooled_literal_holds": pooled_literal_holds,
         "pooled_stationary_proved": pooled_ok,
     }
     cex = None if literal else {
         "single_pair": "labels [[0, 1, 1]]: dL/dt along (1, 0) = -beta n sigma(-beta h) < 0 everywhere: no minimiser",
-        "3-cycle (2,1,1)": {"beta_h": evidence["cycle_beta_h"], "pair_logodds": "+inf (no reverse labels)"},
-        "pooled": {"beta_h01": pooled_h01, "log(n_01/n_10)": 0.0},
+        "3-cycle (2,1,1)": {"beta_h": evidence["cycle_beta_h"], "pair_logodds": evidence["cycle_pair_logodds"],
+                            "mismatch": cycle_mismatch},
+        "pooled": {"beta_h01": pooled_h01, "pair_logodds": evidence["pooled_pair_logodds"],
+                   "mismatch": pooled_mismatch},
     }
     summary = (f"a:b pair h*=log(a/b)/beta proved={crit_ok}; single/chain no stationary point={single_neg and chain_neg}; "
                f"3-cycle(2,1,1) finite beta h01={evidence['cycle_beta_h'].get('(0,1)', float('nan')):.6f} "
-               f"(pair log-odds +inf); pooled beta h01=2t={pooled_h01:.6f} vs log-odds 0")
+               f"(pair log-odds {evidence['cycle_pair_logodds'].get('(0,1)')}); pooled beta h01=2t={pooled_h01:.6f} "
+               f"vs log-odds {evidence['pooled_pair_logodds'].get('(0,1)')}")
     return MethodResult(literal=literal, amended=amended, summary=summary, evidence=evidence, depends_on=(),
-                        counterexample=cex, amended_statement=AMENDED_DATASET if amended else None)
-
-
-AMENDED_DATASET = (
-    "L(u) = sum n_ij softplus(-beta h_ij) is the Bradley-Terry negative log-likelihood with scores theta = beta u. "
-    "It has a finite minimiser iff every weakly connected component of the win graph (i -> j when n_ij >= 1) is "
-    "strongly connected; then beta h_ij = theta_i - theta_j of the BT MLE, which pools indirect comparisons and in "
-    "general differs from the pair's own log(n_ij/n_ji) (equal for a lone contradictory pair). Otherwise (a single "
-    "pair, a chain, a DAG, a dominated group) h -> +inf exactly on the labelled pairs between different strongly "
-    "connected components, and h inside each one converges to that component's BT MLE. The empirical optimum ranks "
-    "a labelled pair i over j iff beta delta_ref_ij + beta h_ij > 0: the pair's dr is replaced by the MLE gap.")
+                        counterexample=cex,
+                        amended_statement=(get_claim("dataset-ordered-minimiser").amendment
+                                           if amended else None))
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # listwise-equivalence
 # ---------------------------------------------------------------------------------------------------------------
-
-AMENDED_LISTWISE = (
-    "With rankings drawn from Plackett-Luce with the rewards r, the expected listwise DPO loss is minimised exactly at "
-    "s = beta (log pi - log pi_ref) = r + const, i.e. at the RLHF optimum pi*, ordered by log pi_ref(y) + r(y)/beta; "
-    "it agrees with the human ranking iff beta delta_ref(y_t, y_{t+1}) + r(y_t) - r(y_{t+1}) > 0 for every adjacent "
-    "pair (adjacent suffices: pi*'s order is transitive). One observed ranking has no finite minimiser. The listwise "
-    "undesirable set {L < log k!, pi(y_{t+1}) > pi(y_t) for some t} is non-empty iff beta delta_ref(y_t, y_{t+1}) < "
-    "log(k! - 1) for some adjacent t (inf of L over policies misordering t is softplus(beta delta_ref(y_t, y_{t+1})), "
-    "not attained): for k = 2 this is delta_ref < 0, for k >= 3 it includes references that order the list "
-    "correctly. A loss L <= min_t softplus(beta delta_ref(y_t, y_{t+1})) certifies the whole order.")
 
 
 def _pl_expr(s_list):
@@ -212,11 +243,11 @@ def listwise_symbolic(ctx: CheckContext) -> MethodResult:
     grads = [sp.diff(pop, v).subs(at_r) for v in sv]
     # component 0 by simplify; components 1 and 2 are component 0 with the responses relabelled (E_PL(r)[L(s)] is
     # symmetric under permuting (r, s) together), and all three are checked numerically at 50 digits below
+    rng = np.random.default_rng(ctx.seed + 1350)  # before its first use (the numeric fallback of the symmetry)
     grad_zero = _zero(grads[0])
     relabel = {r1: r2, r2: r1, s1: s2, s2: s1}
     symmetric = _zero(sp.expand(pop.subs(relabel, simultaneous=True) - pop)) or \
         _num_zero(pop.subs(relabel, simultaneous=True) - pop, [r1, r2, r3, s1, s2, s3], rng) < 1e-40
-    rng = np.random.default_rng(ctx.seed + 1350)
     pts = [{r1: sp.Float(repr(float(a)), 40), r2: sp.Float(repr(float(b)), 40), r3: sp.Float(repr(float(c)), 40)}
            for a, b, c in rng.normal(0, 1.5, size=(4, 3))]
     grad_num = max(abs(float(sp.N(g.subs(pt), 40))) for g in grads for pt in pts)
@@ -276,23 +307,35 @@ def listwise_symbolic(ctx: CheckContext) -> MethodResult:
                f"({psd_one_null}); adjacent decides pi* order ({adjacent_ok}); inf over misordered = softplus(c) "
                f"({lim_ok}); ordered ref yet L={example['loss']:.4f} < log 6={example['log 6']:.4f} misordered")
     return MethodResult(literal=literal, amended=amended, summary=summary, evidence=evidence, depends_on=(),
-                        counterexample=cex, amended_statement=AMENDED_LISTWISE if amended else None)
+                        counterexample=cex,
+                        amended_statement=(get_claim("listwise-equivalence").amendment
+                                           if amended else None))
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # length-normalised
 # ---------------------------------------------------------------------------------------------------------------
 
-AMENDED_LENGTH = (
-    "With per-token means, the BT population minimiser of the mean-delta DPO loss satisfies beta (delta_mean - "
-    "delta_mean_ref) = dr: it ranks y_w first per token iff beta delta_mean_ref + dr > 0 (delta_mean_ref = "
-    "log pi_ref(y_w)/|y_w| - log pi_ref(y_l)/|y_l|), a different condition from beta delta_ref + dr > 0: with equal "
-    "lengths L it is the summed condition with beta/L in place of beta (delta_mean = delta/L), with unequal lengths "
-    "the lengths enter as well. The mean loss fixes only delta_mean, so its minimisers do not fix the sign of the summed delta: "
-    "they include policies with pi(y_w) < pi(y_l) whenever |y_w| > |y_l| and with pi(y_w) > pi(y_l) whenever "
-    "|y_w| < |y_l|. Per pair (log-probabilities <= 0): delta_mean > 0 implies delta > 0 when |y_w| <= |y_l|, and "
-    "delta > 0 implies delta_mean > 0 when |y_w| >= |y_l|; so the mean-delta certificate (loss < "
-    "softplus(beta delta_mean_ref)) certifies pi(y_w) > pi(y_l) only when |y_w| <= |y_l|.")
+
+def _length_instances() -> tuple[dict, dict]:
+    """Two policies from the derivation of :func:`length_symbolic`: ex1 on the minimiser set of (3), delta_mean = c =
+    2/5 with |y_w| = 100 > |y_l| = 20, b = -20, so a = L_w (c + b/L_l); ex2 with |y_w| = 5 < |y_l| = 40, b = -20 and a
+    summed delta d = 10, so a = b + d. Exact rationals."""
+    c1, lw1, ll1, b1 = sp.Rational(2, 5), sp.Integer(100), sp.Integer(20), sp.Integer(-20)
+    d2, lw2, ll2, b2 = sp.Integer(10), sp.Integer(5), sp.Integer(40), sp.Integer(-20)
+    return ({"a": lw1 * (c1 + b1 / ll1), "L_w": lw1, "b": b1, "L_l": ll1, "c": c1},
+            {"a": b2 + d2, "L_w": lw2, "b": b2, "L_l": ll2})
+
+
+def _length_row(ex: dict) -> dict:
+    """delta = a - b and delta_mean = a/L_w - b/L_l evaluated exactly from the instance alone (as strings of exact
+    rationals); feasible when a, b <= 0 and e^a + e^b <= 1 (a policy); the signs disagree when one is > 0 and the
+    other is not."""
+    a, b, lw_, ll_ = (sp.Rational(ex[k]) for k in ("a", "b", "L_w", "L_l"))
+    d, dm = a - b, a / lw_ - b / ll_
+    feasible = bool(a <= 0 and b <= 0 and sp.N(sp.exp(a) + sp.exp(b), 30) <= 1)
+    return {"a": str(a), "L_w": str(lw_), "b": str(b), "L_l": str(ll_), "delta": str(d), "delta_mean": str(dm),
+            "feasible": feasible, "signs_disagree": bool((d > 0) != (dm > 0))}
 
 
 def length_symbolic(ctx: CheckContext) -> MethodResult:
@@ -334,27 +377,34 @@ def length_symbolic(ctx: CheckContext) -> MethodResult:
     lim_short = sp.limit(delta_on_set.subs({lw: 20, ll: 100}), bb, -sp.oo)
     set_ok = lim_long == -sp.oo and lim_short == sp.oo
 
-    ex1 = {"a": -60, "L_w": 100, "b": -20, "L_l": 20}
-    ex2 = {"a": -10, "L_w": 5, "b": -20, "L_l": 40}
-    dm1 = sp.Rational(-60, 100) - sp.Rational(-20, 20)
-    d1 = sp.Integer(-60 + 20)
-    dm2 = sp.Rational(-10, 5) - sp.Rational(-20, 40)
-    d2 = sp.Integer(-10 + 20)
-    cex_found = bool(dm1 > 0 and d1 < 0 and d2 > 0 and dm2 < 0)
+    # (4) the literal's test on concrete policies built from the derivation: ex1 a point of the mean loss's minimiser
+    # set (3) (delta_mean = c fixed, a = L_w (c + b/L_l)), ex2 a point with a chosen summed delta (a = b + d); then
+    # delta and delta_mean are evaluated exactly from (a, L_w, b, L_l) alone, and the literal holds iff they agree
+    ex1, ex2 = _length_instances()
+    rows = [_length_row(ex) for ex in (ex1, ex2)]
+    dm1, d1, dm2, d2 = rows[0]["delta_mean"], rows[0]["delta"], rows[1]["delta_mean"], rows[1]["delta"]
+    # ex1 lies on the minimiser set's formula at c = its own delta_mean
+    on_set = _zero(delta_on_set.subs({lw: ex1["L_w"], ll: ex1["L_l"], c: sp.Rational(dm1), bb: ex1["b"]})
+                   - sp.Rational(d1))
+    cex_found = [r for r in rows if r["feasible"] and r["signs_disagree"]]
     literal = not cex_found
     amended = bool(stat_ok and curv_pos and decomposition and short_w_nonneg and decomposition2 and long_w_nonneg
-                   and set_ok and equal_lengths_scale)
+                   and set_ok and equal_lengths_scale and on_set)
     evidence = {"stationary_point": str(sols), "beta_x_equals_dr": stat_ok, "strictly_convex": curv_pos,
                 "delta = L_w delta_mean + b (L_w/L_l - 1)": decomposition, "extra_term_nonneg_if_Lw<=Ll": short_w_nonneg,
                 "delta_mean = delta/L_w + b (1/L_w - 1/L_l)": decomposition2, "extra_term_nonneg_if_Lw>=Ll": long_w_nonneg,
                 "equal_lengths_delta_mean_is_delta_over_L": equal_lengths_scale,
                 "minimiser_set_delta_limit_Lw100_Ll20": str(lim_long), "minimiser_set_delta_limit_Lw20_Ll100": str(lim_short),
-                "example_mean_yes_sum_no": {**ex1, "delta_mean": str(dm1), "delta": str(d1)},
-                "example_sum_yes_mean_no": {**ex2, "delta_mean": str(dm2), "delta": str(d2)}}
+                "example_on_minimiser_set_formula": on_set,
+                "example_mean_yes_sum_no": rows[0], "example_sum_yes_mean_no": rows[1]}
     cex = None if literal else {"mean_certifies_sum_does_not": evidence["example_mean_yes_sum_no"],
                                 "sum_certifies_mean_does_not": evidence["example_sum_yes_mean_no"]}
     summary = (f"population beta(dm - dm_ref) = dr proved {stat_ok}; dm>0 => delta>0 iff |y_w|<=|y_l| proved "
                f"{decomposition and short_w_nonneg}; converse for |y_w|>=|y_l| {decomposition2 and long_w_nonneg}; "
-               f"minimiser set unbounded in delta {set_ok}; exact counterexamples dm=2/5,delta=-40 and delta=10,dm=-3/2")
+               f"minimiser set unbounded in delta {set_ok}; exact instances dm={dm1},delta={d1} and "
+               f"delta={d2},dm={dm2}: "
+               f"{len(cex_found)} with signs that disagree")
     return MethodResult(literal=literal, amended=amended, summary=summary, evidence=evidence, depends_on=(),
-                        counterexample=cex, amended_statement=AMENDED_LENGTH if amended else None)
+                        counterexample=cex,
+                        amended_statement=(get_claim("length-normalised").amendment
+                                           if amended else None))

@@ -15,6 +15,7 @@ import numpy as np
 import sympy as sp
 from scipy.optimize import brentq
 
+from dpo_rlhf_checks.registry import get_claim
 from dpo_rlhf_checks.result import CheckContext, MethodResult
 from theory import derivations as D
 from theory import symbols as S
@@ -22,19 +23,6 @@ from theory.common import (DEP_DPO_BT_LOSS, DEP_DPO_LOSS, DEP_SYMPY_LOSS, TOL_H,
                            dpo_value_and_grad, n_for, pair_instances, proofs, rng_for, sample_points)
 
 PARAMETRISATIONS = ("delta", "logits")
-
-POPULATION_AMENDED = (
-    "Population reading: for every pair and every beta > 0, l_q with q = sigma(dr) is strictly convex in "
-    "h = beta (delta_pi - delta_ref) with unique minimiser h = dr, i.e. delta_pi = delta* = delta_ref + dr/beta, the "
-    "log-odds of the RLHF optimum, whether or not the assumption holds. DPO and RLHF are equivalent unconditionally "
-    "in this reading; the assumption decides only whether the common optimum prefers y_w.")
-ORDERED_AMENDED = (
-    "Ordered-pair reading: l(delta) = softplus(-beta (delta - delta_ref)) is strictly decreasing with infimum 0 "
-    "approached only as delta -> +inf, so it has no finite minimiser and no stationary point; pi* is neither a "
-    "minimiser nor stationary (dl/d delta = -beta sigma(-dr) there) whether or not the assumption holds. Gradient flow "
-    "raises delta monotonically; from delta_ref < 0 it reaches delta = 0 at t = (U0 + e^U0 - 1)/beta^2 with "
-    "U0 = -beta delta_ref when the flow is taken in delta (d delta/dt = -dl/d delta), and at half that time on "
-    "tabular softmax logits (d delta/dt = -2 dl/d delta).")
 
 
 def flow_time_to_zero(delta_ref: float, beta: float, parametrisation: str) -> float:
@@ -97,7 +85,7 @@ def equiv_population_symbolic(ctx: CheckContext) -> MethodResult:
         depends_on=(DEP_SYMPY_LOSS,),
         counterexample=None if literal else {**example, "note": "assumption fails; the population minimiser is "
                                                                  "still delta* (equivalence holds)"},
-        amended_statement=POPULATION_AMENDED if proved else None)
+        amended_statement=get_claim("equiv-population").amendment if proved else None)
 
 
 def equiv_population_numeric(ctx: CheckContext) -> MethodResult:
@@ -134,7 +122,7 @@ def equiv_population_numeric(ctx: CheckContext) -> MethodResult:
         summary=f"Brent minimiser of l_q = delta* in {int(equivalent.sum())}/{len(h_err)} pairs (max err "
                 f"{h_err.max():.1e} in h), {n_fail} of them with the assumption failing",
         evidence=evidence, depends_on=(DEP_DPO_BT_LOSS,), counterexample=cx,
-        amended_statement=POPULATION_AMENDED if amended else None)
+        amended_statement=get_claim("equiv-population").amendment if amended else None)
 
 
 # =====================================================================================
@@ -155,7 +143,7 @@ def equiv_ordered_pair_symbolic(ctx: CheckContext) -> MethodResult:
                 f"sigma(-dr) != 0 ({sum(sym.values())}/{len(sym)} proofs)",
         evidence={"proofs": sym}, depends_on=(DEP_SYMPY_LOSS,),
         counterexample=None if literal else {**example, "note": "the assumption holds, yet pi* is not stationary"},
-        amended_statement=ORDERED_AMENDED if proved else None)
+        amended_statement=get_claim("equiv-ordered-pair").amendment if proved else None)
 
 
 def equiv_ordered_pair_numeric(ctx: CheckContext) -> MethodResult:
@@ -209,4 +197,4 @@ def equiv_ordered_pair_numeric(ctx: CheckContext) -> MethodResult:
                 f"assumption); grad = -beta sigma(-dr) (max err/cond {max(grad_cond):.2f}); delta-flow time vs ODE "
                 f"{max(flow_err):.1e}",
         evidence=evidence, depends_on=(DEP_DPO_LOSS,), counterexample=cx,
-        amended_statement=ORDERED_AMENDED if amended else None)
+        amended_statement=get_claim("equiv-ordered-pair").amendment if amended else None)

@@ -12,19 +12,13 @@ import sympy as sp
 from scipy.optimize import brentq
 from scipy.special import logsumexp
 
+from dpo_rlhf_checks.registry import get_claim
 from dpo_rlhf_checks.result import CheckContext, MethodResult
 from theory import derivations as D
 from theory import symbols as S
 from theory.common import DEP_J_NP, DEP_SYMPY_J, TOL_IDENTITY, TOL_KKT, holds_only, n_for, proofs, rng_for, wmax
 
 DEP_CLOSED_FORM = "theory.sec9_cpo.constrained_single_pair"
-EQ10_AMENDED_TWO = (
-    "Eq. 10 as printed is unbounded above: as pi(y_l) -> 0, gamma (log pi(y_w) - log pi(y_l)) -> +inf while J stays "
-    "bounded, so it has no maximiser. With two responses its interior stationary points number 0 (G_min > 0) or 2 "
-    "(G_min < 0): the smaller delta a strict local maximiser, the larger a strict local minimiser. With "
-    "gamma = nu* = mu pi_c(y_w) the constrained optimum pi_c of §9(a) is one of them: with two responses a local "
-    "maximiser iff mu (e^m - 1) < beta, else a local minimiser (two responses have a one-dimensional simplex, so "
-    "there is no saddle).")
 
 
 def constrained_single_pair(log_pi_ref: np.ndarray, rewards: np.ndarray, beta: float, m: float, w: int = 0,
@@ -228,7 +222,7 @@ def cpo_penalized_eq10_symbolic(ctx: CheckContext) -> MethodResult:
         evidence={"proofs": sym}, depends_on=(DEP_SYMPY_J,),
         counterexample={"path": "pi = (1/2, eps, 1/2 - eps), eps -> 0", "limit_F": "+oo", "limit_J": "finite"}
         if unbounded else None,
-        amended_statement=EQ10_AMENDED_TWO if proved and unbounded else None)
+        amended_statement=get_claim("cpo-penalized-eq10").amendment if proved and unbounded else None)
 
 
 def cpo_penalized_eq10_numeric(ctx: CheckContext) -> MethodResult:
@@ -315,7 +309,7 @@ def cpo_penalized_eq10_numeric(ctx: CheckContext) -> MethodResult:
         evidence=evidence, depends_on=(DEP_CLOSED_FORM, DEP_J_NP),
         counterexample={"beta": b0, "gamma": g0, "pi_ref": ref0.tolist(), "r": rew0.tolist(),
                         "path": "pi = (1/2, eps, 1/2 - eps)", "eps": epss, "F": F_path} if not literal else None,
-        amended_statement=EQ10_AMENDED_TWO if amended else None)
+        amended_statement=get_claim("cpo-penalized-eq10").amendment if amended else None)
 
 
 # =====================================================================================

@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 
+from dpo_rlhf_checks.registry import get_claim
 from dpo_rlhf_checks.result import CheckContext, MethodResult
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -87,10 +88,11 @@ def dataset_minimiser_convex(ctx: CheckContext) -> MethodResult:
     summary = (f"{len(rows)} graphs: {n_unbounded} unbounded (CVXPY LP status), existence = strong connectivity on "
                f"all: {agree_exist}, divergent pairs equal: {agree_div}, max |h_cvx - h_newton| = {max_err:.1e}; "
                f"max |beta h - log(n_ij/n_ji)| = {logodds_worst:.3f}")
-    from theory.sec13_dataset import AMENDED_DATASET
     return MethodResult(literal=literal, amended=amended, summary=summary,
                         evidence={"graphs": rows, "tolerance": H_TOL_CVX},
-                        depends_on=(), counterexample=cex, amended_statement=AMENDED_DATASET if amended else None)
+                        depends_on=(), counterexample=cex,
+                        amended_statement=(get_claim("dataset-ordered-minimiser").amendment
+                                           if amended else None))
 
 
 def dataset_minimiser_numeric(ctx: CheckContext) -> MethodResult:
@@ -138,10 +140,9 @@ def dataset_minimiser_numeric(ctx: CheckContext) -> MethodResult:
     cex = None if literal else {"mm_diverges": first_div, "pooled_not_pair_logodds": where}
     summary = (f"MM converged on {len(rows) - n_div}/{len(rows)} graphs, = strong connectivity on all: {agree}; "
                f"max |grad dpo_loss| at the MLE {worst_grad:.1e}; max |beta h - log(n_ij/n_ji)| = {logodds_worst:.3f}")
-    from theory.sec13_dataset import AMENDED_DATASET
     return MethodResult(literal=literal, amended=amended, summary=summary, evidence={"graphs": rows},
                         depends_on=("dpo_rlhf_checks.losses.dpo_loss",), counterexample=cex,
-                        amended_statement=AMENDED_DATASET if amended else None)
+                        amended_statement=get_claim("dataset-ordered-minimiser").amendment if amended else None)
 
 
 def _bt_dataset(rng, K, n, beta):  # noqa: N803
@@ -237,24 +238,16 @@ def dataset_minimiser_simulation(ctx: CheckContext) -> MethodResult:
     cex = None if literal else {"data_sets_without_finite_minimiser": no_finite, "pair_logodds_rule_fails": worst_example}
     summary = "; ".join(f"n={r['n']}: finite {r['finite_fraction']:.2f}, vs pi* {r['wrong_vs_pi_star_fraction']:.3f}"
                         for r in out) + f"; pair-log-odds rule errors {literal_mis}, MLE rule errors {amended_mis}"
-    from theory.sec13_dataset import AMENDED_DATASET
     return MethodResult(literal=literal, amended=amended, summary=summary, evidence={"per_n": out, "K": K, "beta": beta},
                         depends_on=("toy_bandits.dataset.empirical_minimiser",), counterexample=cex,
-                        amended_statement=AMENDED_DATASET if amended else None, figures=figs)
+                        amended_statement=(get_claim("dataset-ordered-minimiser").amendment
+                                           if amended else None), figures=figs)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # finite-label-sign
 # ---------------------------------------------------------------------------------------------------------------
 
-AMENDED_FINITE = (
-    "With n BT labels, the empirical optimum ranks y_w first iff beta delta_ref + logit(k/n) > 0, k ~ Binomial(n, "
-    "sigma(dr)). The probability P_n that it ranks the pair unlike pi* is the binomial tail on the wrong side of "
-    "t = sigma(-beta delta_ref); it is at most exp(-n KL(t || sigma(dr))) (Chernoff), so it falls to 0 exponentially "
-    "whenever beta delta_ref + dr != 0, but it is not monotone in n (lattice effects) and exceeds 1/2 at small n "
-    "when |beta delta_ref + dr| is small or the labels' majority and pi* disagree. Against the human preference "
-    "(sign of dr) it tends to 1 in the violated region (dr > 0 > beta delta_ref + dr): more labels make DPO converge "
-    "to the wrong ranking there.")
 
 _FL_POINTS = ((-0.1, 0.5), (0.2, -0.1), (-2.0, 1.0), (-1.0, 3.0), (0.5, 0.5), (-3.0, 2.0), (1.0, -2.5), (-0.5, 0.2))
 
@@ -262,10 +255,12 @@ _FL_POINTS = ((-0.1, 0.5), (0.2, -0.1), (-2.0, 1.0), (-1.0, 3.0), (0.5, 0.5), (-
 def finite_label_numeric(ctx: CheckContext) -> MethodResult:
     """Exact binomial: P_n by a log-space sum (:func:`toy_bandits.finite_labels.p_wrong`), by mpmath at 50 digits with
     integer binomial coefficients, and by scipy's binomial cdf/sf, agreeing to 1e-10 (relative); then over n = 1..2000
-    on 8 points of (beta delta_ref, dr): literal = P_n <= 1/2 and non-increasing in n everywhere; amended = P_n <= the
-    Chernoff bound everywhere, and P_n (vs the human preference) at n = 20000 within 1e-3 of its predicted limit.
+    on 8 points of (beta delta_ref, dr): literal = P_n <= 1/2 and non-increasing in n everywhere; amended = P_n lies
+    between the method-of-types lower bound and the Chernoff upper bound everywhere (both sides: a P_n too small fails
+    as surely as one too large), and P_n (vs the human preference) at n = 20000 within 1e-3 of its predicted limit.
     """
-    from toy_bandits.finite_labels import chernoff_bound, n_needed, p_wrong, p_wrong_many, p_wrong_mpmath
+    from toy_bandits.finite_labels import (chernoff_bound, chernoff_lower_bound, n_needed, p_wrong, p_wrong_many,
+                                           p_wrong_mpmath)
 
     agree_err = 0.0
     for bdr, dr in _FL_POINTS:
@@ -274,7 +269,7 @@ def finite_label_numeric(ctx: CheckContext) -> MethodResult:
             for v in (p_wrong(n, bdr, dr), float(p_wrong_many(np.array([n]), bdr, dr)[0])):
                 agree_err = max(agree_err, float(abs(v - exact) / max(exact, 1e-300)))
     ns = np.arange(1, 2001)
-    rows, mono_cex, half_cex, bound_ok, limit_ok = [], None, None, True, True
+    rows, mono_cex, half_cex, bound_ok, limit_ok, bound_miss = [], None, None, True, True, None
     for bdr, dr in _FL_POINTS:
         p = p_wrong_many(ns, bdr, dr)
         up = np.flatnonzero(np.diff(p) > 1e-12)
@@ -285,8 +280,13 @@ def finite_label_numeric(ctx: CheckContext) -> MethodResult:
         if p.max() > 0.5 and half_cex is None:
             i = int(np.argmax(p))
             half_cex = {"beta_delta_ref": bdr, "dr": dr, "n": int(ns[i]), "P_n": float(p[i])}
-        bound = chernoff_bound(ns, bdr, dr)
-        bound_ok &= bool(np.all(p <= bound * (1 + 1e-9) + 1e-300))
+        bound, lower = chernoff_bound(ns, bdr, dr), chernoff_lower_bound(ns, bdr, dr)
+        inside = (p <= bound * (1 + 1e-9) + 1e-300) & (p >= lower * (1 - 1e-9))
+        bound_ok &= bool(np.all(inside))
+        if not inside.all() and bound_miss is None:
+            i = int(np.flatnonzero(~inside)[0])
+            bound_miss = {"beta_delta_ref": bdr, "dr": dr, "n": int(ns[i]), "P_n": float(p[i]),
+                          "lower": float(lower[i]), "upper": float(bound[i])}
         limit = float((bdr + dr > 0) != (dr > 0))
         p_h = p_wrong(20000, bdr, dr, against="human")
         limit_ok &= abs(p_h - limit) <= 1e-3
@@ -301,10 +301,14 @@ def finite_label_numeric(ctx: CheckContext) -> MethodResult:
     summary = (f"exact three ways agree to {agree_err:.1e}; monotone on {sum(r['monotone'] for r in rows)}/{len(rows)} "
                f"points (first rise {mono_cex['n'] if mono_cex else '-'}->{mono_cex['n+1'] if mono_cex else '-'}: "
                f"{mono_cex['P_n'] if mono_cex else 0:.4f}->{mono_cex['P_n+1'] if mono_cex else 0:.4f}); "
-               f"max P {max(r['max_P'] for r in rows):.3f}; Chernoff bound holds: {bound_ok}; human limit: {limit_ok}")
+               f"max P {max(r['max_P'] for r in rows):.3f}; types <= P_n <= Chernoff: {bound_ok}; "
+               f"human limit: {limit_ok}")
     return MethodResult(literal=literal, amended=amended, summary=summary,
-                        evidence={"points": rows, "three_way_rel_err": agree_err}, depends_on=(),
-                        counterexample=cex, amended_statement=AMENDED_FINITE if amended else None, figures=figs)
+                        evidence={"points": rows, "three_way_rel_err": agree_err, "first_outside_bounds": bound_miss},
+                        depends_on=(),
+                        counterexample=cex,
+                        amended_statement=(get_claim("finite-label-sign").amendment
+                                           if amended else None), figures=figs)
 
 
 def _finite_label_figure(ctx: CheckContext) -> list[str]:
@@ -330,11 +334,12 @@ def finite_label_simulation(ctx: CheckContext) -> MethodResult:
     sum_labels softplus(-+beta h) is minimised numerically over h (scipy bounded search on [-60, 60]; |h| > 59 reads as
     infinite) and the pair is ranked by delta_ref + h. Frequencies against the exact P_n within 4.5 standard errors;
     literal = no rise P_{n+1} > P_n beyond 4.5 combined standard errors and no P_n above 1/2 beyond 4.5 SE;
-    amended = frequency <= Chernoff bound + 4.5 SE at every point and agreement with the exact value.
+    amended = lower bound - 4.5 SE <= frequency <= Chernoff bound + 4.5 SE at every point (both sides) and agreement
+    with the exact value.
     """
     from scipy.optimize import minimize_scalar
 
-    from toy_bandits.finite_labels import chernoff_bound, p_wrong
+    from toy_bandits.finite_labels import chernoff_bound, chernoff_lower_bound, p_wrong
 
     rng = np.random.default_rng(ctx.seed + 1340)
     reps = 1500 if ctx.quick else 4000
@@ -351,13 +356,15 @@ def finite_label_simulation(ctx: CheckContext) -> MethodResult:
                 res = minimize_scalar(lambda h: k * np.logaddexp(0, -beta * h) + (n - k) * np.logaddexp(0, beta * h),
                                       bounds=(-60.0, 60.0), method="bounded", options={"xatol": 1e-10})
                 h = res.x if abs(res.x) < 59 else math.copysign(math.inf, res.x)
-                first[int(k)] = bdr / beta + h > 0  # delta_ref + h = delta
-            ranks = np.array([first[int(k)] for k in wins])
-            freq = float(np.mean(ranks != (bdr + dr > 0)))
+                d_opt = bdr / beta + h  # delta_ref + h = delta
+                first[int(k)] = 0 if abs(d_opt) < 1e-6 else int(np.sign(d_opt))  # a tie ranks neither first
+            signs = np.array([first[int(k)] for k in wins])
+            freq = float(np.mean(signs != np.sign(bdr + dr)))  # a tie is unlike a strictly ordered pi*
             exact = p_wrong(n, bdr, dr)
             se = math.sqrt(max(exact * (1 - exact), 1.0 / reps) / reps)
             agree &= abs(freq - exact) <= 4.5 * se
-            bound_ok &= freq <= float(chernoff_bound(n, bdr, dr)) + 4.5 * se
+            lo_b, up_b = float(chernoff_lower_bound(n, bdr, dr)), float(chernoff_bound(n, bdr, dr))
+            bound_ok &= lo_b - 4.5 * se <= freq <= up_b + 4.5 * se
             if freq - 0.5 > 4.5 * se:
                 above.append({"beta_delta_ref": bdr, "dr": dr, "n": n, "freq": freq})
             if prev is not None and prev[0] + 1 == n:
@@ -371,9 +378,12 @@ def finite_label_simulation(ctx: CheckContext) -> MethodResult:
     amended = bool(agree and bound_ok)
     cex = None if literal else {"rise": rises[0] if rises else None, "above_one_half": above[0] if above else None}
     summary = (f"{len(rows)} (point, n) cells x {reps} label sets: MC = exact within 4.5 SE on all: {agree}; "
-               f"significant rises with n: {len(rises)}; significantly above 1/2: {len(above)}; under Chernoff: {bound_ok}")
+               f"significant rises with n: {len(rises)}; significantly above 1/2: {len(above)}; "
+               f"within types/Chernoff bounds: {bound_ok}")
     return MethodResult(literal=literal, amended=amended, summary=summary, evidence={"cells": rows, "reps": reps},
-                        depends_on=(), counterexample=cex, amended_statement=AMENDED_FINITE if amended else None)
+                        depends_on=(), counterexample=cex,
+                        amended_statement=(get_claim("finite-label-sign").amendment
+                                           if amended else None))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -434,7 +444,6 @@ def listwise_convex(ctx: CheckContext) -> MethodResult:
     literal = bool(pop_err <= 1e-5 and order_ok and ordered_but_U is None)
     amended = bool(pop_err <= 1e-5 and order_ok and inf_err <= 1e-5 and decision_ok)
     cex = None if literal else {"ordered_reference_with_listwise_U": ordered_but_U}
-    from theory.sec13_dataset import AMENDED_LISTWISE
     summary = (f"population PL optimum = pi* on {len(rows)} instances (max |log pi - log pi*| {pop_err:.1e}); order = "
                f"adjacent rule on all: {order_ok} ({n_agree} agree with the human ranking); ordered references with a "
                f"misordered policy below log k!: {sum(r['nonempty'] for r in u_rows)}/{len(u_rows)}; "
@@ -442,7 +451,7 @@ def listwise_convex(ctx: CheckContext) -> MethodResult:
     return MethodResult(literal=literal, amended=amended, summary=summary,
                         evidence={"population": rows, "undesirable": u_rows},
                         depends_on=("toy_bandits.rlhf.log_gibbs_policy",), counterexample=cex,
-                        amended_statement=AMENDED_LISTWISE if amended else None)
+                        amended_statement=get_claim("listwise-equivalence").amendment if amended else None)
 
 
 def listwise_numeric(ctx: CheckContext) -> MethodResult:
@@ -450,13 +459,14 @@ def listwise_numeric(ctx: CheckContext) -> MethodResult:
     on s = r + const (|.| <= 1e-5). (ii) On references ordered like the ranking: an explicit policy (s_1 >> ... with
     s_{t+1} - s_t = beta delta_ref + 0.05 at the cheapest t, later scores -> -inf) evaluated by
     toy_bandits.listwise.pl_dpo_loss: misordered with L < log k! exactly when the rule says so; and 6000
-    random policies: none with L <= min_t softplus(beta delta_ref(t, t+1)) is misordered (the certificate).
+    random policies: none that :func:`toy_bandits.listwise.listwise_certifies` certifies (L <= min_t softplus(beta
+    delta_ref(t, t+1))) is misordered.
     """
     import math as _m
 
     from scipy.optimize import minimize
 
-    from toy_bandits.listwise import listwise_U_nonempty, misordered_infimum, pl_dpo_loss, pl_log_probs, pl_loss
+    from toy_bandits.listwise import listwise_certifies, listwise_U_nonempty, pl_dpo_loss, pl_log_probs, pl_loss
 
     rng = np.random.default_rng(ctx.seed + 1370)
     pop_err = 0.0
@@ -491,25 +501,25 @@ def listwise_numeric(ctx: CheckContext) -> MethodResult:
         if below and cex_u is None:
             cex_u = {"k": k, "beta": beta, "pi_ref": np.exp(log_ref).round(4).tolist(), "misordered_pair": (t, t + 1),
                      "loss": loss, "log_k!": _m.lgamma(k + 1)}
-        # the certificate on random policies around the reference
-        crit = float(np.min(misordered_infimum(c)))
+        # the certificate on random policies around the reference: the toolkit's own listwise_certifies decides
         for _ in range(6000 // (12 if ctx.quick else 24)):
             lp = log_ref + rng.normal(0, 3.0, k) * rng.uniform(0, 1) + np.linspace(3, 0, k) * rng.uniform(0, 4)
             lp -= np.logaddexp.reduce(lp)
-            if pl_dpo_loss(lp, log_ref, ranking, beta) <= crit:
+            if listwise_certifies(pl_dpo_loss(lp, log_ref, ranking, beta), log_ref, ranking, beta):
                 cert_n += 1
                 cert_viol += bool(np.any(np.diff(lp) > 0))
         rows.append({"k": k, "beta": beta, "c_min": float(c[t]), "constructed_loss": loss, "misordered": misordered,
                      "below_log_k!": below, "rule_nonempty": rule})
     literal = bool(pop_err <= 1e-5 and cex_u is None)
     amended = bool(pop_err <= 1e-5 and construct_ok and cert_viol == 0 and cert_n > 0)
-    from theory.sec13_dataset import AMENDED_LISTWISE
     summary = (f"BFGS population optimum s = r + c to {pop_err:.1e}; constructed misordered policies below log k! on "
                f"{sum(r['below_log_k!'] for r in rows)}/{len(rows)} ordered references, = rule on all: {construct_ok}; "
                f"certificate: {cert_n} certified random policies, {cert_viol} misordered")
-    return MethodResult(literal=literal, amended=amended, summary=summary, evidence={"rows": rows, "pop_err": pop_err},
+    return MethodResult(literal=literal, amended=amended, summary=summary,
+                        evidence={"rows": rows, "pop_err": pop_err, "certified_random_policies": cert_n,
+                                  "certified_but_misordered": cert_viol},
                         depends_on=(), counterexample=None if literal else {"ordered_reference_with_listwise_U": cex_u},
-                        amended_statement=AMENDED_LISTWISE if amended else None)
+                        amended_statement=get_claim("listwise-equivalence").amendment if amended else None)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -532,7 +542,7 @@ def length_numeric(ctx: CheckContext) -> MethodResult:
     from scipy.optimize import minimize
 
     from dpo_rlhf_checks.losses import alignment_certificate, dpo_bt_loss, dpo_loss, implicit_target
-    from toy_bandits.length_norm import minimiser_delta_range
+    from toy_bandits.length_norm import mean_implies_summed, minimiser_delta_range, summed_implies_mean
 
     rng = np.random.default_rng(ctx.seed + 1380)
     n = 5000 if ctx.quick else 20000
@@ -545,10 +555,10 @@ def length_numeric(ctx: CheckContext) -> MethodResult:
     loss = dpo_loss(mw, ml, mrw, mrl, beta=beta).losses
     cert = alignment_certificate(loss, implicit_target("dpo", mrw, mrl, beta=beta), beta=beta).numpy()
     summed_pos = a - b > 0
-    short = lw <= ll
+    short = mean_implies_summed(lw, ll)  # |y_w| <= |y_l|: where the amendment says a mean certificate implies delta > 0
     viol_all = cert & ~summed_pos
     viol_short = viol_all & short
-    conv_viol = summed_pos & ~cert & (lw >= ll)
+    conv_viol = summed_pos & ~cert & summed_implies_mean(lw, ll)
     cex_i = int(np.flatnonzero(viol_all)[0]) if viol_all.any() else None
 
     # (b) the population minimiser set of the mean loss: L-BFGS to one minimiser, then walk along the valley
@@ -602,7 +612,6 @@ def length_numeric(ctx: CheckContext) -> MethodResult:
                                                  "len_l": ll[cex_i], "ref_log_pi_w": ar[cex_i], "ref_log_pi_l": br[cex_i],
                                                  "beta": beta, "delta": a[cex_i] - b[cex_i]},
         "minimisers_of_mean_loss": rows[0]}
-    from theory.sec13_dataset import AMENDED_LENGTH
     summary = (f"{n} pairs: mean certificate with pi(y_w)<pi(y_l) in {int(viol_all.sum())} (all |y_w|>|y_l|: "
                f"{int(viol_short.sum())} with |y_w|<=|y_l|); summed>0 but mean<=0 with |y_w|>=|y_l|: {int(conv_viol.sum())}; "
                f"mean-loss minimisers (K=3): beta(dm-dm_ref)=dr {pop_ok}, in range {range_ok}; summed delta along the "
@@ -613,7 +622,9 @@ def length_numeric(ctx: CheckContext) -> MethodResult:
                         evidence={"violations_overall": int(viol_all.sum()), "violations_short_w": int(viol_short.sum()),
                                   "converse_violations": int(conv_viol.sum()), "minimiser_sets": rows},
                         depends_on=("dpo_rlhf_checks.losses.alignment_certificate", "dpo_rlhf_checks.losses.dpo_bt_loss"),
-                        counterexample=cex, amended_statement=AMENDED_LENGTH if amended else None, figures=figs)
+                        counterexample=cex,
+                        amended_statement=(get_claim("length-normalised").amendment
+                                           if amended else None), figures=figs)
 
 
 def _length_figure(ctx: CheckContext) -> list[str]:
@@ -643,17 +654,6 @@ def _length_figure(ctx: CheckContext) -> list[str]:
 _CPO_VARIANTS = ("cpo_clip", "cpo_smooth", "cpo_eq17")
 
 
-def _cpo_amended(fractions: dict) -> str:
-    parts = "; ".join(f"{lab}: repairs {v['repaired_of_dpo_failure']:.1%} of DPO's failure region, misranks "
-                      f"{v['misranked_where_dr>0']:.1%} of dr > 0" for lab, v in fractions.items())
-    return ("With BT labels on one pair (K = 2; each label order scored with its own reference target), the population "
-            "minimiser of a target-form loss softplus(beta (T(delta_ref) - delta)) ranks y_w first iff dr + "
-            "log sigma(beta T(delta_ref)) - log sigma(beta T(-delta_ref)) > 0; DPO iff beta delta_ref + dr > 0; IPO iff "
-            "beta delta_ref + sigma(dr) - 1/2 > 0; the clipped target (HyPO) with delta_ref < 0 iff dr > "
-            "log(2 sigma(beta |delta_ref|)) (a threshold between 0 and log 2). No CPO variant ranks y_w first on all of "
-            "dr > 0. On the grid beta delta_ref in [-6, 3], dr in [-1, 5]: " + parts + ".")
-
-
 def _cpo_grid(quick: bool):
     b = np.linspace(-6.0, 3.0, 61 if quick else 91)
     d = np.linspace(-1.0, 5.0, 41 if quick else 61)
@@ -664,10 +664,12 @@ def cpo_population_numeric(ctx: CheckContext) -> MethodResult:
     """Closed-form sign conditions (numpy re-implementation of the targets, :mod:`toy_bandits.cpo_population`) on a
     grid of (beta delta_ref, dr) for DPO, IPO, DPO-Positive (numeric minimiser) and the CPO variants; the clip threshold
     formula against the general condition; the phase figure per loss. Literal: every CPO variant ranks y_w first on
-    every grid point with dr > 0. Amended: the clip threshold equals the general condition on the whole grid, and DPO's
-    condition reduces to beta delta_ref + dr > 0 (both checked on the grid).
+    every grid point with dr > 0. Amended (the registry's text): the clip threshold equals the general condition on the
+    whole grid, DPO's condition reduces to beta delta_ref + dr > 0 (both checked on the grid), and every CPO setting
+    has a positive threshold in dr at some beta delta_ref in [-6, 3] (a fine grid) where the closed form misranks. The
+    repaired and misranked fractions are descriptive: reported, deciding nothing.
     """
-    from toy_bandits.cpo_population import SETTINGS, clip_repair_threshold, ranks_first
+    from toy_bandits.cpo_population import SETTINGS, clip_repair_threshold, ranks_first, target
 
     b, d, B, D = _cpo_grid(ctx.quick)  # noqa: N806
     fail = (D > 0) & (B + D < 0)
@@ -683,25 +685,42 @@ def cpo_population_numeric(ctx: CheckContext) -> MethodResult:
             cex = {"loss": lab, "beta": beta, **params, "beta_delta_ref": float(b[i]), "dr": float(d[j]),
                    "dpo_ranks_y_w_first": bool(b[i] + d[j] > 0)}
     clip_ok = bool(np.all((D > clip_repair_threshold(B)) == ranks_first("cpo_clip", B, D, beta=0.1, margin=0.0)))
+    # no CPO setting ranks y_w first on all of dr > 0: its threshold in dr,
+    # log sigma(beta T(-d)) - log sigma(beta T(d)), is positive at some beta delta_ref of [-6, 3] (a fine grid), and
+    # the closed form misranks half-way to it
+    bfine = np.linspace(-6.0, 3.0, 9001)
+    thresholds = {}
+    for lab, (name, beta, params) in SETTINGS.items():
+        if name in _CPO_VARIANTS:
+            dref = bfine / beta
+            thr = -np.logaddexp(0.0, -beta * target(name, -dref, beta=beta, **params)) + \
+                np.logaddexp(0.0, -beta * target(name, dref, beta=beta, **params))
+            i = int(np.argmax(thr))
+            mis = bool(thr[i] > 0 and not ranks_first(name, bfine[i], thr[i] / 2, beta=beta, **params))
+            thresholds[lab] = {"max_threshold": float(thr[i]), "at_beta_delta_ref": float(bfine[i]),
+                               "misranks_at_half_threshold": mis}
+    none_covers_all = bool(thresholds) and all(v["misranks_at_half_threshold"] for v in thresholds.values())
     off = np.abs(B + D) > 1e-9  # exactly on the boundary, rounding decides either way
     dpo_ok = bool(np.all((ranks["DPO"] == (B + D > 0))[off]))
     literal = cex is None
-    amended = bool(clip_ok and dpo_ok)
+    amended = bool(clip_ok and dpo_ok and none_covers_all)
     figs: list[str] = []
     try:
         from figures.dataset_figures import cpo_population_figure
         figs = cpo_population_figure(b, d, ranks, ctx.fig_dir)
     except ImportError:
         pass
-    cpo_only = {k: v for k, v in fractions.items() if v["loss"] in _CPO_VARIANTS}
     summary = "; ".join(f"{lab.split(' (')[0]}{' (' + lab.split(' (')[1] if ' (' in lab else ''}: repairs "
                         f"{v['repaired_of_dpo_failure']:.2f}, misranks {v['misranked_where_dr>0']:.3f} of dr>0"
-                        for lab, v in fractions.items()) + f"; clip threshold formula exact: {clip_ok}"
+                        for lab, v in fractions.items()) + f"; clip threshold formula exact: {clip_ok}; every CPO " \
+        f"setting misranks some dr > 0: {none_covers_all}"
     return MethodResult(literal=literal, amended=amended, summary=summary,
                         evidence={"grid": {"beta_delta_ref": [float(b[0]), float(b[-1]), b.size],
-                                           "dr": [float(d[0]), float(d[-1]), d.size]}, "fractions": fractions},
+                                           "dr": [float(d[0]), float(d[-1]), d.size]}, "fractions": fractions,
+                                  "cpo_thresholds_in_dr": thresholds},
                         depends_on=(), counterexample=None if literal else {"cpo_misranks_with_dr_positive": cex},
-                        amended_statement=_cpo_amended(cpo_only) if amended else None, figures=figs)
+                        amended_statement=(get_claim("cpo-population-alignment").amendment
+                                           if amended else None), figures=figs)
 
 
 def cpo_population_torch(ctx: CheckContext) -> MethodResult:

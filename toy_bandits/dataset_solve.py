@@ -38,6 +38,7 @@ import numpy as np
 from toy_bandits.constrained import find_cycle
 from toy_bandits.dataset import empirical_minimiser, merge_labels, unbounded_sentence
 from toy_bandits.instance import BanditInstance, check_json_object
+from toy_bandits.length_norm import mean_implies_summed
 from toy_bandits.solve_output import result_json as base_result_json  # the plain solve's output
 
 NEW_KEYS = ("labels", "ranking", "lengths")
@@ -154,7 +155,8 @@ def dpo_empirical_json(inst: DatasetInstance) -> tuple[list[dict[str, Any]], str
 
 
 def length_json(inst: DatasetInstance) -> list[dict[str, Any]]:
-    """Per constraint pair: summed and per-token-mean reference log-odds and the two population conditions."""
+    """Per constraint pair: summed and per-token-mean reference log-odds and the two population conditions; whether a
+    mean certificate implies the summed ranking is :func:`toy_bandits.length_norm.mean_implies_summed`."""
     b = inst.base
     log_ref = np.log(b.pi_ref)
     out = []
@@ -165,7 +167,7 @@ def length_json(inst: DatasetInstance) -> list[dict[str, Any]]:
         out.append({"winner": w, "loser": l, "len_winner": int(inst.lengths[w]), "len_loser": int(inst.lengths[l]),
                     "delta_ref": d_ref, "delta_mean_ref": dm_ref,
                     "summed_condition": bool(b.beta * d_ref + dr > 0), "mean_condition": bool(b.beta * dm_ref + dr > 0),
-                    "mean_certificate_implies_summed": bool(inst.lengths[w] <= inst.lengths[l])})
+                    "mean_certificate_implies_summed": bool(mean_implies_summed(inst.lengths[w], inst.lengths[l]))})
     return out
 
 

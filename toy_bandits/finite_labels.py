@@ -8,6 +8,12 @@ One pair, ``n`` BT labels, ``k ~ Binomial(n, q)`` wins of ``y_w``, ``q = sigma(d
 
 while ``pi*`` ranks it first iff ``beta delta_ref + dr > 0`` (docs/theory.md §3). Everything below takes
 ``bdr = beta delta_ref`` and ``dr`` (both finite reals) and works in log space (binomial log-pmf, logsumexp).
+
+Ties (docs/theory.md §13). At ``beta delta_ref + logit(k/n) = 0`` the empirical optimum has ``delta = 0``:
+``pi(y_w) = pi(y_l)``, which ranks neither response first (alignment is strict, ``pi(y_w) > pi(y_l)``, §3). So "ranks
+the pair unlike pi*" compares signs: the empirical sign (+1, 0 or -1) differs from the sign of ``beta delta_ref + dr``.
+A tie is wrong on both sides of a strictly ordered pair; e.g. at ``bdr = 0``, two labels split 1:1 tie, and
+``P_2(0, 0.5) = P_2(0, -0.5) = 1 - sigma(0.5)^2 = 0.6125`` (the pair swapped, the same event).
 """
 
 from __future__ import annotations
@@ -32,13 +38,22 @@ def _check_n(n) -> int:
     return int(n)
 
 
-def ranks_first(k, n, bdr: float) -> np.ndarray:
-    """True where the empirical optimum with k wins of n ranks y_w first: log(k) - log(n - k) > -bdr (k = n: yes, 0: no)."""
+def empirical_sign(k, n, bdr: float) -> np.ndarray:
+    """The sign of delta at the empirical optimum with k wins of n: +1 (y_w first), -1 (y_l first), 0 (a tie:
+    delta = 0).
+
+    Decided by comparing logit(k/n) = log(k) - log(n - k) with -bdr (k = n: +inf, k = 0: -inf)."""
     k = np.asarray(k, dtype=np.float64)
     n = np.asarray(n, dtype=np.float64)
     with np.errstate(divide="ignore"):
         logit = np.log(k) - np.log(n - k)  # -inf at k = 0, +inf at k = n
-    return logit > -bdr
+    return np.where(logit > -bdr, 1, np.where(logit < -bdr, -1, 0))
+
+
+def ranks_first(k, n, bdr: float) -> np.ndarray:
+    """True where the empirical optimum with k wins of n ranks y_w strictly first (a tie does not):
+    log(k) - log(n - k) > -bdr (k = n: yes, 0: no)."""
+    return empirical_sign(k, n, bdr) > 0
 
 
 def min_winning_count(n: int, bdr: float) -> int:
@@ -61,38 +76,58 @@ def log_binom_pmf(k: np.ndarray, n: int, dr: float) -> np.ndarray:
     return gammaln(n + 1) - gammaln(k + 1) - gammaln(n - k + 1) + k * log_q + (n - k) * log_1mq
 
 
+def _target_sign(bdr: float, dr: float, against: str) -> int:
+    """The sign of beta delta_ref + dr ("pi_star") or of dr ("human"), by an exact comparison bdr vs -dr (a float sum
+    could round a nonzero sum to 0)."""
+    if against == "pi_star":
+        return int(bdr > -dr) - int(bdr < -dr)
+    if against == "human":
+        return int(dr > 0) - int(dr < 0)
+    raise ValueError(f"against: must be 'pi_star' or 'human', got {against!r}")
+
+
 def p_wrong(n: int, bdr: float, dr: float, against: str = "pi_star") -> float:
-    """P(the empirical optimum ranks the pair unlike ``against``): "pi_star" (beta delta_ref + dr > 0 decides) or
-    "human" (dr > 0 decides). Exact sum of binomial probabilities in log space (logsumexp of the terms on one side)."""
+    """P(the empirical optimum ranks the pair unlike ``against``): "pi_star" (the sign of beta delta_ref + dr) or
+    "human" (the sign of dr). A tie (delta = 0) ranks unlike every strict order (module docstring). Exact sum of the
+    binomial probabilities of every k whose :func:`empirical_sign` differs, in log space (logsumexp)."""
     _check(bdr, dr)
     n = _check_n(n)
-    if against == "pi_star":
-        first = bdr + dr > 0
-    elif against == "human":
-        first = dr > 0
-    else:
-        raise ValueError(f"against: must be 'pi_star' or 'human', got {against!r}")
-    k0 = min_winning_count(n, bdr)
-    ks = np.arange(0, k0) if first else np.arange(k0, n + 1)  # the counts that rank it the other way
+    target = _target_sign(bdr, dr, against)
+    ks = np.arange(0, n + 1)
+    ks = ks[empirical_sign(ks, n, bdr) != target]  # the counts that rank it the other way (or tie)
     if ks.size == 0:
         return 0.0
     return float(min(1.0, np.exp(logsumexp(log_binom_pmf(ks, n, dr)))))  # rounding may exceed 1 by ~1e-11
 
 
 def p_wrong_mpmath(n: int, bdr: float, dr: float, dps: int = 50) -> mpmath.mpf:
-    """:func:`p_wrong` against pi*, with exact integer binomial coefficients and mpmath at ``dps`` digits."""
+    """:func:`p_wrong` against pi*, with exact integer binomial coefficients and mpmath at ``dps`` digits; the sign of
+    the empirical optimum is decided here too, in mpmath: logit(k/n) (exactly 0 at k = n/2, +-inf at k = n, 0) compared
+    with -bdr, the float bdr taken exactly (a comparison, not a sum: 1e-277 + log 2 - log 2 would round to 0)."""
     _check(bdr, dr)
     n = _check_n(n)
     with mpmath.workdps(dps):
         q = 1 / (1 + mpmath.exp(-mpmath.mpf(dr)))
-        first = bdr + dr > 0
-        k0 = min_winning_count(n, bdr)
-        ks = range(0, k0) if first else range(k0, n + 1)
-        return mpmath.fsum(mpmath.binomial(n, k) * q ** k * (1 - q) ** (n - k) for k in ks)
+        minus_b = -mpmath.mpf(bdr)
+        bd, d = mpmath.mpf(bdr), mpmath.mpf(dr)
+        target = 1 if bd > -d else (-1 if bd < -d else 0)  # the sign of bdr + dr, by comparison
+        total = mpmath.mpf(0)
+        for k in range(n + 1):
+            if k == 0 or k == n:
+                logit = -mpmath.inf if k == 0 else mpmath.inf
+            else:
+                logit = mpmath.mpf(0) if 2 * k == n else mpmath.log(k) - mpmath.log(n - k)
+            sign = 1 if logit > minus_b else (-1 if logit < minus_b else 0)
+            if sign != target:
+                total += mpmath.binomial(n, k) * q ** k * (1 - q) ** (n - k)
+        return total
 
 
 def p_wrong_many(ns: np.ndarray, bdr: float, dr: float) -> np.ndarray:
-    """:func:`p_wrong` against pi* for many n at once (scipy's binomial cdf/sf, accurate in the tails)."""
+    """:func:`p_wrong` against pi* for many n at once (scipy's binomial cdf/sf, accurate in the tails): the wrong
+    counts are k < k0 (k0 the first that ranks y_w strictly first) when pi* ranks y_w first, k >= k1 (k1 the first
+    that does not rank y_l strictly first: the tie if there is one, else k0) when pi* ranks y_l first, and every k
+    but a tie when pi* itself ties."""
     _check(bdr, dr)
     ns = np.asarray(ns, dtype=np.int64)
     q = 1.0 / (1.0 + math.exp(-dr))
@@ -107,9 +142,12 @@ def p_wrong_many(ns: np.ndarray, bdr: float, dr: float) -> np.ndarray:
     for _ in range(2):
         up = (k0 <= ns) & ~ranks_first(k0, ns, bdr)
         k0 = k0 + up
-    if bdr + dr > 0:
-        return binom.cdf(k0 - 1, ns, q)  # P(k <= k0 - 1)
-    return binom.sf(k0 - 1, ns, q)  # P(k >= k0)
+    tie = (k0 > 0) & (empirical_sign(np.maximum(k0 - 1, 0), ns, bdr) == 0)  # k0 - 1 is a tie
+    if bdr > -dr:  # beta delta_ref + dr > 0, compared exactly
+        return binom.cdf(k0 - 1, ns, q)  # P(k <= k0 - 1): every count below k0 (a tie included)
+    if bdr < -dr:
+        return binom.sf(k0 - 1 - tie, ns, q)  # P(k >= k1), k1 = k0 - 1 at a tie, else k0
+    return np.where(tie, 1.0 - binom.pmf(k0 - 1, ns, q), 1.0)
 
 
 def chernoff_bound(n, bdr: float, dr: float) -> np.ndarray:
@@ -125,6 +163,35 @@ def chernoff_bound(n, bdr: float, dr: float) -> np.ndarray:
     log_q, log_1mq = -math.log1p(math.exp(-dr)) if dr > -700 else dr, -math.log1p(math.exp(dr)) if dr < 700 else -dr
     kl = max(t * (log_t - log_q) + (1 - t) * (log_1mt - log_1mq), 0.0)
     return np.exp(-np.asarray(n, dtype=np.float64) * kl)
+
+
+def chernoff_lower_bound(n, bdr: float, dr: float) -> np.ndarray:
+    """A lower bound on :func:`p_wrong` vs pi* (method of types): P_n >= P(k = k*) >= exp(-n KL(k*/n || q)) / (n + 1),
+    k* the count nearest to n t strictly on the wrong side (k* < n t when q > t, k* > n t when q < t), 0 when no count
+    lies there. Its exponent tends to the upper bound's, KL(t || q): with :func:`chernoff_bound` it brackets P_n from
+    both sides. 0 when bdr + dr = 0 (no side is wrong for a tie-free count there)."""
+    _check(bdr, dr)
+    ns = np.atleast_1d(np.asarray(n, dtype=np.float64))
+    if bdr == -dr:
+        return np.zeros_like(ns) if np.ndim(n) else 0.0 * ns[0]
+    t = 1.0 / (1.0 + math.exp(bdr)) if bdr > -700 else 1.0
+    q = 1.0 / (1.0 + math.exp(-dr))
+    nt = ns * t
+    near = np.abs(nt - np.round(nt)) <= 1e-9 * np.maximum(ns, 1.0)  # n t an integer up to rounding: step past it
+    if bdr > -dr:  # wrong side: k < n t
+        k = np.where(near, np.round(nt) - 1, np.ceil(nt) - 1)
+    else:  # wrong side: k > n t
+        k = np.where(near, np.round(nt) + 1, np.floor(nt) + 1)
+    ok = (k >= 0) & (k <= ns)
+    kc = np.clip(k, 0, ns)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p_hat = kc / ns
+        log_q, log_1mq = -np.logaddexp(0.0, -dr), -np.logaddexp(0.0, dr)
+        # n KL(p_hat || q) with 0 log 0 = 0
+        kl_n = np.where(kc > 0, kc * (np.log(p_hat) - log_q), 0.0) + \
+            np.where(ns - kc > 0, (ns - kc) * (np.log1p(-p_hat) - log_1mq), 0.0)
+    out = np.where(ok, np.exp(-kl_n - np.log(ns + 1.0)), 0.0)
+    return out if np.ndim(n) else out[0]
 
 
 def n_needed(eps: float, bdr: float, dr: float, n_cap: int = 200_000) -> tuple[int | None, int | None]:

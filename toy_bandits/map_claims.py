@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from dpo_rlhf_checks.registry import get_claim
 from dpo_rlhf_checks.result import CheckContext, MethodResult
 
 LOG2 = math.log(2.0)
@@ -54,12 +55,6 @@ def _population_instances(beta: float, rng: np.random.Generator):
 # --------------------------------------------------------------------------------------------------
 # equiv-population
 # --------------------------------------------------------------------------------------------------
-
-POPULATION_AMENDED = (
-    "Population reading: for every pair and every beta > 0, l_q with q = sigma(dr) is strictly convex in "
-    "h = beta (delta_pi - delta_ref) with unique minimiser h = dr, i.e. delta_pi = delta* = delta_ref + dr/beta, the "
-    "log-odds of the RLHF optimum, whether or not the assumption holds. DPO and RLHF are equivalent unconditionally "
-    "in this reading; the assumption decides only whether the common optimum prefers y_w.")
 
 
 def equiv_population_simulation(ctx: CheckContext) -> MethodResult:
@@ -122,15 +117,14 @@ def equiv_population_simulation(ctx: CheckContext) -> MethodResult:
         summary=f"BT-labelled gradient descent reaches pi* on {n_h}/{len(holds)} assumption-holding and {n_f}/{len(fails)} "
                 f"assumption-failing instances (max |delta - delta*| {worst_delta:.1e}, tol {tol:g})",
         evidence=evidence, depends_on=(DEP_TRAIN, DEP_DPO_LOSS, "toy_bandits.rlhf.gibbs_policy"), counterexample=cx,
-        amended_statement=POPULATION_AMENDED if amended else None, figures=figures)
+        amended_statement=get_claim("equiv-population").amendment if amended else None, figures=figures)
 
 
 # --------------------------------------------------------------------------------------------------
 # equiv-ordered-pair
 # --------------------------------------------------------------------------------------------------
 
-# The amended text is the claim's, stated once (theory.sec4_equivalence); this method measures it its own way.
-from theory.sec4_equivalence import ORDERED_AMENDED  # noqa: E402
+# The amended text is the claim's registry text (Claim.amendment, fixed before the run); tested here its own way.
 
 
 def equiv_ordered_pair_simulation(ctx: CheckContext) -> MethodResult:
@@ -198,7 +192,7 @@ def equiv_ordered_pair_simulation(ctx: CheckContext) -> MethodResult:
                 f"({sum(s['assumption_holds'] for s in stops)} with the assumption); steps to leave U x lr "
                 f"{np.round(t_meas, 2).tolist()} vs logit-flow time {np.round(t_flow, 2).tolist()}",
         evidence=evidence, depends_on=(DEP_TRAIN, DEP_DPO_LOSS), counterexample=cx,
-        amended_statement=ORDERED_AMENDED if amended else None, figures=figures)
+        amended_statement=get_claim("equiv-ordered-pair").amendment if amended else None, figures=figures)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -558,17 +552,8 @@ def _regimes() -> list[tuple[str, float, dict, float | None, str]]:
     ]
 
 
-def _certificate_amended() -> str:
-    c_star = eq17_critical_ratio()["c_star_brent"]
-    return ("For the target-form losses softplus(beta (T - delta)), loss < log 2 <=> delta > T, so it certifies "
-            "delta > 0 for every reference exactly when inf T >= 0: cpo_clip with margin >= 0 (code default 0); "
-            "cpo_smooth with alpha = 1 and gamma >= 0, or alpha < 1 and gamma >= -H(alpha)/(alpha tau), H the binary "
-            "entropy in nats (the code defaults gamma=0.5, tau=2, alpha=1 and the released alpha=0.25 qualify), never "
-            f"alpha > 1; cpo_eq17 with gamma/beta >= c* = {c_star:.6f} (= max_p p(1-p) log((1-p)/p)); never DPO and "
-            "never cpo_easy on unbounded mean NLLs (with mean NLLs bounded by L it needs gamma < 0 and |gamma|/beta >= "
-            "(sqrt2-1)^2 L^2). IPO and DPO-Positive have no target form and no loss-level certificate. The certificate "
-            "is about the delta the loss is computed from: a per-token-mean certificate says nothing about the summed "
-            "delta when lengths differ.")
+#: c* = max_p p(1-p) log((1-p)/p) as the registry's amendment of cpo-loss-certificates states it (6 decimals).
+C_STAR_STATED = 0.223872
 
 
 def cpo_loss_certificates_derived(ctx: CheckContext) -> MethodResult:
@@ -593,17 +578,20 @@ def cpo_loss_certificates_derived(ctx: CheckContext) -> MethodResult:
             tmin_err = max(tmin_err, abs(row["T_min_numeric"] - row["T_min_closed_form"]))
         rows.append(row)
     literal = all(r["predicted_certifies"] for r in rows if r["variant"] != "dpo")
-    amended = abs(cs["c_star_brent"] - cs["c_star_grid"]) <= 1e-8 and tmin_err <= 1e-8
+    # the registry's amendment states c* = 0.223872 (6 decimals): the computed c* must round to it
+    c_star_as_stated = abs(cs["c_star_brent"] - C_STAR_STATED) <= 5e-7
+    amended = abs(cs["c_star_brent"] - cs["c_star_grid"]) <= 1e-8 and tmin_err <= 1e-8 and c_star_as_stated
     failing = [r for r in rows if r["variant"] != "dpo" and not r["predicted_certifies"]]
     return MethodResult(
         literal=literal, amended=amended,
         summary=f"derived: certifies in {sum(r['predicted_certifies'] for r in rows)}/{len(rows)} regimes; c* = "
                 f"{cs['c_star_brent']:.6f} (Brent vs grid {abs(cs['c_star_brent'] - cs['c_star_grid']):.0e}); smooth "
                 f"inf T closed form vs numeric {tmin_err:.0e}",
-        evidence={"regimes": rows, "eq17_c_star": cs, "smooth_T_min_max_abs_err": tmin_err},
+        evidence={"regimes": rows, "eq17_c_star": cs, "c_star_stated_in_the_amendment": C_STAR_STATED,
+                  "c_star_as_stated": c_star_as_stated, "smooth_T_min_max_abs_err": tmin_err},
         depends_on=(),
         counterexample=None if literal else {"regimes_not_certifying": failing[:6]},
-        amended_statement=_certificate_amended() if amended else None)
+        amended_statement=get_claim("cpo-loss-certificates").amendment if amended else None)
 
 
 def cpo_loss_certificates_search(ctx: CheckContext) -> MethodResult:
@@ -663,7 +651,7 @@ def cpo_loss_certificates_search(ctx: CheckContext) -> MethodResult:
         depends_on=("dpo_rlhf_checks.losses.get_loss", "dpo_rlhf_checks.losses.implicit_target"),
         counterexample=None if literal else {"per_variant": per_variant, "sum_vs_mean": mean_cx,
                                              "no_target_form": no_target},
-        amended_statement=_certificate_amended() if amended else None)
+        amended_statement=get_claim("cpo-loss-certificates").amendment if amended else None)
 
 
 def cpo_loss_certificates_training(ctx: CheckContext) -> MethodResult:
@@ -690,4 +678,4 @@ def cpo_loss_certificates_training(ctx: CheckContext) -> MethodResult:
         evidence=train, depends_on=(DEP_TRAIN, "dpo_rlhf_checks.losses.get_loss",
                                     "dpo_rlhf_checks.losses.alignment_certificate"),
         counterexample=None if literal else {n: r for n, r in rows.items() if not r["no_bad_steps"] and n != "dpo"},
-        amended_statement=_certificate_amended() if amended else None, figures=figures)
+        amended_statement=get_claim("cpo-loss-certificates").amendment if amended else None, figures=figures)

@@ -21,6 +21,7 @@ import numpy as np
 from scipy.optimize import brentq, root
 from scipy.special import logsumexp, softmax
 
+from dpo_rlhf_checks.registry import get_claim
 from dpo_rlhf_checks.result import CheckContext, MethodResult
 from toy_bandits.constrained import (
     ConstrainedRLHF, ConstrainedSolution, InfeasiblePreferencesError, closed_form_pairs, solve,
@@ -495,8 +496,9 @@ def cpo_penalized_eq10_general_k(ctx: CheckContext) -> MethodResult:
         kkt_rows.append({"K": k, "beta": beta, "m": margin, "mu": mu, "nu_star": nu,
                          "stationarity_residual": stationary,
                          "kind_of_pi_c": _kind(idx, k), "criterion_predicts_ascending_direction": bool(predicted)})
-    only_max_and_index1 = all(set(p.split(" + ")) <= {"local max", "saddle (index 1)", "local min"}
-                              for p in patterns if p != "none")
+    # the registry's amendment: for K = 3..5 the interior stationary points number 0 or 2, a local maximum and an
+    # index-1 saddle (c9d097b also let a "local min" pass here, which the statement excludes)
+    only_max_and_index1 = all(p in ("none", "local max + saddle (index 1)") for p in patterns)
     literal = not unbounded_all  # 'maximise Eq. 10' is well posed only if F is bounded above
     amended = (unbounded_all and sets_agree and kinds_agree and eq1316_max < 1e-8 and kkt_ok and crit_ok
                and only_max_and_index1)
@@ -514,22 +516,13 @@ def cpo_penalized_eq10_general_k(ctx: CheckContext) -> MethodResult:
     counterexample = {"instance": example, "path": "pi(y_l) = pi*(y_l) e^-s, the rest rescaled; s = 0,10,50,100,200",
                       "F_grows_like_gamma_s": True}
     pat = "; ".join(f"{v}x {k}" for k, v in sorted(patterns.items()))
-    amended_statement = (
-        "Eq. 10 as printed is unbounded above for every gamma > 0 (F grows like gamma s as pi(y_l) = pi*(y_l) e^-s -> 0, "
-        "J staying bounded), so it has no maximiser. For K = 3..5 responses its interior stationary points number 0 or "
-        f"2: a local maximum and an index-1 saddle (observed: {pat}); they satisfy Eq. 13-16, beta (delta - delta_ref) "
-        "= dr + gamma (1/pi(y_w) + 1/pi(y_l)). With gamma = nu* = mu pi_c(y_w) (the log-form KKT multiplier of §9(a)), "
-        "pi_c is a stationary point of Eq. 10: for K >= 3 a local maximum unless d_l > 1 / sum_{y != l} 1/|d_y| (d the "
-        "diagonal Hessian of F), where it is an index-1 saddle. Eq. 10 is the Lagrangian of the constrained problem, "
-        "not an objective to maximise."
-    )
     summary = (f"unbounded above on all {n_inst} instances (slope -> gamma along pi(y_l) -> 0); stationary points "
                f"(1-d enumeration = K-dim root search: {sets_agree}; kinds by 2 Hessians agree: {kinds_agree}): {pat}; "
                f"Eq. 13-16 residual {eq1316_max:.1e}; gamma = mu pi_c(w) makes pi_c stationary ({len(kkt_rows)} cases)")
     return MethodResult(literal=bool(literal), amended=bool(amended), summary=summary, evidence=evidence,
                         depends_on=("toy_bandits.rlhf.rlhf_objective", "toy_bandits.constrained.solve"),
                         counterexample=counterexample if not literal else None,
-                        amended_statement=amended_statement if amended else None)
+                        amended_statement=get_claim("cpo-penalized-eq10").amendment if amended else None)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -39,3 +39,72 @@ def test_length_symbolic(ctx):
     assert r.literal is False and r.amended is True
     assert r.evidence["stationary_point"] == "[dr/beta]"
     assert r.counterexample["mean_certifies_sum_does_not"]["delta"] == "-40"
+
+
+# --- issue 16 repairs: literals that can come out either way, and no use of rng before it exists ---------------
+
+def test_pair_logodds_is_computed_from_the_labels():
+    import sympy as sp
+
+    from theory import sec13_dataset as m
+
+    lo = m._pair_logodds({(0, 1): 2, (1, 0): 1, (1, 2): 3})
+    assert lo[(0, 1)] == sp.log(2) and lo[(1, 0)] == -sp.log(2) and lo[(1, 2)] == sp.oo
+    # the literal's comparison: a finite beta h equal to log(2) agrees; an infinite log-odds never does
+    assert m._literal_mismatch({(0, 1): sp.log(2)}, {(0, 1): lo[(0, 1)]}) == {}
+    assert m._literal_mismatch({(1, 2): sp.Integer(5)}, {(1, 2): lo[(1, 2)]}) != {}
+
+
+def test_dataset_symbolic_literal_on_the_cycle_is_computed_not_typed(ctx, monkeypatch):
+    # c9d097b typed cycle_logodds_infinite = True, so the cycle's literal could never hold. Plant log-odds that equal
+    # the minimiser's own beta h: the cycle's and the pooled graph's literal tests must then pass.
+    from theory import sec13_dataset as m
+
+    r = m.dataset_minimiser_symbolic(ctx)
+    assert r.evidence["cycle_literal_holds"] is False and r.evidence["pooled_literal_holds"] is False
+    assert r.evidence["cycle_pair_logodds"] == {"(0,1)": "oo", "(1,2)": "oo", "(2,0)": "oo"}
+
+    def planted(labels):
+        import sympy as sp
+        k = sp.Symbol("k", positive=True)
+        if labels == m.CYCLE_LABELS:
+            kk = [rt for rt in sp.solve((2 - k) * (1 - k) ** 2 - k ** 3, k) if rt.is_real and 0 < rt < 1][0]
+            return {e: sp.log((n - kk) / kk) for e, n in labels.items()}
+        z = [s for s in sp.solve(2 * k ** 2 / (1 + k ** 2) + 4 * k / (1 + k) - 4, k) if s.is_positive][0]
+        th = {0: sp.log(z), 1: -sp.log(z), 2: sp.Integer(0)}
+        return {(i, j): th[i] - th[j] for (i, j) in labels}
+
+    monkeypatch.setattr(m, "_pair_logodds", planted)
+    r2 = m.dataset_minimiser_symbolic(ctx)
+    assert r2.evidence["cycle_literal_holds"] is True and r2.evidence["pooled_literal_holds"] is True
+    assert r2.literal is False  # the single pair and the chain still have no finite minimiser
+
+
+def test_length_symbolic_literal_is_evaluated_on_its_instances(ctx, monkeypatch):
+    # c9d097b built the literal from typed integers; now delta and delta_mean come from (a, L_w, b, L_l) alone.
+    from theory import sec13_dataset as m
+
+    rows = [m._length_row(ex) for ex in m._length_instances()]
+    assert [(r["delta"], r["delta_mean"]) for r in rows] == [("-40", "2/5"), ("10", "-3/2")]
+    assert all(r["feasible"] and r["signs_disagree"] for r in rows)
+    # equal lengths: the signs agree on every policy, so the literal test passes on such instances
+    same = ({"a": -3, "L_w": 7, "b": -5, "L_l": 7}, {"a": -9, "L_w": 4, "b": -2, "L_l": 4})
+    monkeypatch.setattr(m, "_length_instances", lambda: same)
+    r = m.length_symbolic(ctx)
+    assert r.literal is True and r.counterexample is None
+    assert r.evidence["example_mean_yes_sum_no"]["signs_disagree"] is False
+
+
+def test_listwise_symbolic_numeric_fallback_does_not_crash(ctx, monkeypatch):
+    # c9d097b used rng in the fallback of the relabelling symmetry before assigning it (UnboundLocalError).
+    from theory import sec13_dataset as m
+
+    real, calls = m._zero, []
+
+    def planted(expr):  # the second _zero of listwise_symbolic is the relabelling symmetry: say "not proved"
+        calls.append(expr)
+        return False if len(calls) == 2 else real(expr)
+
+    monkeypatch.setattr(m, "_zero", planted)
+    r = m.listwise_symbolic(ctx)
+    assert r.evidence["relabelling_symmetry"] is True  # decided by the numeric fallback at 50 digits

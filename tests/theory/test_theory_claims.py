@@ -163,11 +163,11 @@ def test_eq10_pi_c_with_two_responses_is_a_local_minimiser_not_a_saddle(results)
     log_pc, mu3 = sec9_cpo.constrained_single_pair(np.log([0.3, 0.3, 0.4]), np.array([-10.0, 0.0, 0.0]), 1.0, 2.0)
     out = sec9_cpo.eq10_kind_on_simplex(log_pc, 1.0, mu3 * math.exp(log_pc[0]))
     assert out["kind"] == "saddle" and out["eigenvalues"].min() < 0 < out["eigenvalues"].max()
-    # the statements of the two numeric methods no longer disagree about K = 2
-    from toy_bandits import solver_claims
+    # the claim's one amended statement (registry text) does not call the two-response point a saddle
+    from dpo_rlhf_checks.registry import get_claim
 
-    assert "where it is a saddle" not in sec9_cpo.EQ10_AMENDED_TWO
-    assert "for K = 2" not in open(solver_claims.__file__).read().split("amended_statement = (")[1][:1500]
+    text = get_claim("cpo-penalized-eq10").amendment
+    assert "where it is a saddle" not in text and "for K = 2" not in text and "there is no saddle" in text
 
 
 def test_cpo_stationary_margin_numbers(results):

@@ -57,3 +57,51 @@ def test_finite_label_simulation_sees_the_rise_from_one_to_two_labels(ctx):
     rise = r.counterexample["rise"]
     assert (rise["beta_delta_ref"], rise["dr"], rise["n"]) == (-0.1, 0.5, 1)
     assert rise["freq_n+1"] - rise["freq_n"] > 0.15  # exact: 0.6125 - 0.3775
+
+
+def test_listwise_numeric_uses_the_toolkits_certificate(ctx, monkeypatch):
+    # c9d097b recomputed the certificate inside the method; a planted listwise_certifies that certifies everything
+    # must now make the method find certified misordered policies, so its amended test fails.
+    import toy_bandits.listwise as lw
+
+    assert _run("listwise-equivalence", "numeric", ctx).amended is True
+    monkeypatch.setattr(lw, "listwise_certifies", lambda loss, log_pi_ref, ranking, beta: True)
+    r = _run("listwise-equivalence", "numeric", ctx)
+    assert r.amended is False and r.evidence["certified_but_misordered"] > 0
+
+
+def test_finite_label_numeric_checks_the_bounds_from_both_sides(ctx, monkeypatch):
+    # c9d097b checked only P_n <= Chernoff; a planted P_n a thousand times too small passed. Now the method-of-types
+    # lower bound catches it (at n = 1 it is P_1 / 2).
+    import toy_bandits.finite_labels as fl
+
+    real = fl.p_wrong_many
+    monkeypatch.setattr(fl, "p_wrong_many", lambda ns, bdr, dr: real(ns, bdr, dr) * 1e-3)
+    r = _run("finite-label-sign", "numeric", ctx)
+    assert r.amended is False
+    miss = r.evidence["first_outside_bounds"]
+    assert miss["P_n"] < miss["lower"]
+
+
+def test_finite_label_simulation_agrees_with_the_exact_tie_rule_at_ties(ctx, monkeypatch):
+    # beta delta_ref = 0: two labels split 1:1 give delta = 0, a tie. The Monte Carlo minimises the loss itself and
+    # reads the sign of delta; the exact P_n must count the tie as an error on both sides (0.6125 at n = 2).
+    import toy_bandits.dataset_claims as dc
+
+    monkeypatch.setattr(dc, "_FL_POINTS", ((0.0, 0.5), (0.0, -0.5), (-2.0, 1.0), (-1.0, 3.0)))
+    r = _run("finite-label-sign", "simulation", ctx)
+    assert r.amended is True
+    for cell in r.evidence["cells"]:
+        if cell["beta_delta_ref"] == 0.0 and cell["n"] == 2:
+            assert cell["exact"] == pytest.approx(0.612544381, abs=1e-9)
+            assert abs(cell["freq"] - cell["exact"]) <= 4.5 * cell["se"]
+
+
+def test_length_numeric_takes_the_length_rule_from_length_norm(ctx, monkeypatch):
+    # the length rule is one formula (toy_bandits.length_norm), not recomputed inline: planted in the wrong direction,
+    # the method counts the |y_w| > |y_l| violations as ones the amendment forbids, and its amended test fails
+    import toy_bandits.length_norm as ln
+
+    monkeypatch.setattr(ln, "mean_implies_summed", lambda lw, ll: lw >= ll)
+    r = _run("length-normalised", "numeric", ctx)
+    assert r.amended is False and r.evidence["violations_short_w"] > 0

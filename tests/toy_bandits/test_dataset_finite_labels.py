@@ -4,11 +4,11 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from toy_bandits.finite_labels import (chernoff_bound, min_winning_count, n_needed, p_wrong, p_wrong_many,
-                                       p_wrong_mpmath, ranks_first)
+from toy_bandits.finite_labels import (chernoff_bound, chernoff_lower_bound, min_winning_count, n_needed, p_wrong,
+                                       p_wrong_many, p_wrong_mpmath, ranks_first)
 
 finite = st.floats(-6.0, 6.0, allow_nan=False)
 away = st.tuples(finite, finite).filter(lambda t: abs(t[0] + t[1]) > 1e-3)
@@ -24,6 +24,7 @@ def test_hand_computed_values_show_the_rise_from_one_to_two_labels():
 
 
 @given(st.integers(1, 40), away)
+@example(4, (1.4090190973141722e-277, 1.0))  # found by Hypothesis: a tiny gap is not a tie
 @settings(max_examples=settings.default.max_examples)
 def test_log_space_sum_scipy_and_mpmath_agree(n, pt):
     bdr, dr = pt
@@ -42,12 +43,50 @@ def test_chernoff_bound_holds(n, pt):
 @given(st.integers(1, 200), away)
 @settings(max_examples=settings.default.max_examples)
 def test_swapping_the_pair_leaves_the_error_unchanged(n, pt):
-    # (y_w, y_l) -> (y_l, y_w): beta delta_ref and dr change sign; the error against pi* is the same event.
+    # (y_w, y_l) -> (y_l, y_w): beta delta_ref and dr change sign; the error against pi* is the same event, ties
+    # included (a tie ranks unlike pi* on either side; c9d097b skipped ties here because it broke this symmetry).
     bdr, dr = pt
-    k = np.arange(n + 1)
-    ties = np.any(np.isclose(np.log(np.maximum(k, 1e-300)) - np.log(np.maximum(n - k, 1e-300)), -bdr, atol=1e-9))
-    if not ties:
-        assert p_wrong(n, bdr, dr) == pytest.approx(p_wrong(n, -bdr, -dr), rel=1e-9, abs=1e-300)
+    assert p_wrong(n, bdr, dr) == pytest.approx(p_wrong(n, -bdr, -dr), rel=1e-9, abs=1e-300)
+
+
+@pytest.mark.parametrize("n", [2, 4, 10, 50])
+@pytest.mark.parametrize("dr", [0.5, -0.5, 2.0, -0.03])
+def test_a_tie_ranks_unlike_a_strictly_ordered_pi_star_on_both_sides(n, dr):
+    # beta delta_ref = 0 and k = n/2: logit(1/2) = 0, so delta = 0 at the empirical optimum (pi(y_w) = pi(y_l)).
+    # pi* is strict (dr != 0), so the tie is an error whichever response pi* prefers (docs/theory.md §13).
+    q = 1 / (1 + math.exp(-dr))
+    pmf = [math.comb(n, k) * q ** k * (1 - q) ** (n - k) for k in range(n + 1)]
+    wrong = sum(pmf[: n // 2 + 1]) if dr > 0 else sum(pmf[n // 2:])  # the tie k = n/2 counted wrong on both sides
+    assert p_wrong(n, 0.0, dr) == pytest.approx(wrong, rel=1e-12)
+    assert float(p_wrong_mpmath(n, 0.0, dr)) == pytest.approx(wrong, rel=1e-12)
+    assert float(p_wrong_many(np.array([n]), 0.0, dr)[0]) == pytest.approx(wrong, rel=1e-10)
+    assert p_wrong(n, 0.0, dr) == pytest.approx(p_wrong(n, 0.0, -dr), rel=1e-12)
+
+
+def test_the_issue_value_at_the_tie():
+    # P_2 at beta delta_ref = 0, dr = 0.5 is 1 - sigma(0.5)^2 = 0.6125 (the tie counted wrong), and the swapped pair
+    # gives the same; c9d097b gave 0.1425 for the swapped pair (its tie counted as agreeing with pi*).
+    assert p_wrong(2, 0.0, 0.5) == pytest.approx(0.612544381, abs=1e-9)
+    assert p_wrong(2, 0.0, -0.5) == pytest.approx(0.612544381, abs=1e-9)
+
+
+@given(st.integers(1, 3000), away)
+@settings(max_examples=settings.default.max_examples)
+def test_types_lower_bound_holds_and_meets_the_chernoff_exponent(n, pt):
+    bdr, dr = pt
+    p = p_wrong(n, bdr, dr)
+    lo = float(chernoff_lower_bound(n, bdr, dr))
+    assert lo <= p * (1 + 1e-9)
+    assert lo <= float(chernoff_bound(n, bdr, dr)) * (1 + 1e-9)
+
+
+def test_lower_bound_exponent_tends_to_the_upper_bound_exponent():
+    # n (exponent gap) = log(n + 1) + n (KL(k*/n || q) - KL(t || q)), the second term at most one step of k in n KL,
+    # i.e. |logit(t) - logit(q)| + log terms: bounded by log(n + 1) + 4 at this point (beta delta_ref + dr = 2)
+    ns = np.array([10, 100, 1000])  # P_n ~ 1e-119 at n = 1000; float64 underflows beyond a few thousand
+    lo, up = chernoff_lower_bound(ns, -1.0, 3.0), chernoff_bound(ns, -1.0, 3.0)
+    gap = (np.log(up) - np.log(lo)) / ns
+    assert np.all(np.diff(gap) < 0) and np.all(gap * ns <= np.log(ns + 1) + 4)
 
 
 @given(st.integers(1, 500), finite)
@@ -86,3 +125,15 @@ def test_against_the_human_preference_the_violated_region_converges_to_the_wrong
 def test_bad_input_names_the_argument(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.mark.parametrize("n", [2, 4, 6])
+def test_a_tiny_reference_gap_breaks_the_tie_in_every_implementation(n):
+    # beta delta_ref = 1.4e-277 > 0: the 1:1 split ranks y_w first, strictly (found by Hypothesis: an mpmath sum
+    # bdr + log 2 - log 2 rounded to 0 at 50 digits and called it a tie).
+    bdr, dr = 1.4090190973141722e-277, 1.0
+    q = 1 / (1 + math.exp(-dr))
+    wrong = sum(math.comb(n, k) * q ** k * (1 - q) ** (n - k) for k in range(n // 2))
+    assert p_wrong(n, bdr, dr) == pytest.approx(wrong, rel=1e-12)
+    assert float(p_wrong_mpmath(n, bdr, dr)) == pytest.approx(wrong, rel=1e-12)
+    assert float(p_wrong_many(np.array([n]), bdr, dr)[0]) == pytest.approx(wrong, rel=1e-10)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from dpo_rlhf_checks.losses import implicit_target
 from toy_bandits.cpo_population import (SETTINGS, clip_repair_threshold, dpop_minimiser, dpop_population_loss,
                                         ranks_first, target)
-from toy_bandits.length_norm import delta_mean, minimiser_delta_range
+from toy_bandits.length_norm import delta_mean, mean_implies_summed, minimiser_delta_range, summed_implies_mean
 
 logp = st.floats(-500.0, -1e-3)
 length = st.integers(1, 500)
@@ -21,15 +21,17 @@ length = st.integers(1, 500)
 @settings(max_examples=settings.default.max_examples)
 def test_mean_certificate_implies_the_summed_ranking_exactly_when_y_w_is_not_longer(a, b, lw, ll):
     dm, d = float(delta_mean(a, b, lw, ll)), a - b
-    if lw <= ll and dm > 0:
+    assert bool(mean_implies_summed(lw, ll)) == (lw <= ll) and bool(summed_implies_mean(lw, ll)) == (lw >= ll)
+    if mean_implies_summed(lw, ll) and dm > 0:
         assert d > 0
-    if lw >= ll and d > 0:
+    if summed_implies_mean(lw, ll) and d > 0:
         assert dm > 0
 
 
 def test_the_implications_fail_the_other_way_round():
     assert delta_mean(-60, -20, 100, 20) > 0 and -60 - (-20) < 0  # mean says y_w, summed says y_l (|y_w| > |y_l|)
     assert delta_mean(-10, -20, 5, 40) < 0 and -10 - (-20) > 0  # summed says y_w, mean says y_l (|y_w| < |y_l|)
+    assert not mean_implies_summed(100, 20) and not summed_implies_mean(5, 40)  # the functions say so too
 
 
 @given(st.floats(-2.0, 2.0), st.integers(1, 60), st.integers(1, 60))

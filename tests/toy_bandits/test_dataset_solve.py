@@ -150,3 +150,14 @@ def test_no_import_circle_between_the_solve_command_and_dataset_solve():
     assert subprocess.run([sys.executable, "-c", "import sys, toy_bandits.dataset_solve; "
                            "print('toy_bandits.cli' in sys.modules)"], capture_output=True, text=True, cwd=root,
                           check=True).stdout.strip() == "False"
+
+
+def test_length_output_takes_the_implication_from_length_norm(monkeypatch):
+    # c9d097b recomputed |y_w| <= |y_l| inline and left toy_bandits.length_norm.mean_implies_summed dead: one
+    # formula now decides both; a planted change of it shows in solve's output.
+    import toy_bandits.dataset_solve as ds
+
+    data = {**BASE, "ranking": [0, 2, 1], "lengths": [30, 10, 12]}
+    assert _solve(data)[0]["length_normalised"][0]["mean_certificate_implies_summed"] is False
+    monkeypatch.setattr(ds, "mean_implies_summed", lambda lw, ll: lw >= ll)  # planted: the wrong direction
+    assert _solve(data)[0]["length_normalised"][0]["mean_certificate_implies_summed"] is True
