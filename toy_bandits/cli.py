@@ -73,6 +73,8 @@ def load_json(path: str, what: str) -> Any:
         raise BadInput(f"malformed JSON in {path}: {err.msg} (line {err.lineno}, column {err.colno})") from None
     except RecursionError:
         raise BadInput(f"malformed JSON in {path}: nested too deeply") from None
+    except BadInput as err:  # a duplicate key (no_duplicate_keys does not know the file)
+        raise BadInput(f"{what} file {path}: {err}") from None
 
 
 def _parser() -> argparse.ArgumentParser:

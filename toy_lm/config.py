@@ -329,7 +329,13 @@ def load_config(name_or_path: str) -> LMConfig:
         raise ValueError(f"LM config file {path} is not valid JSON: {err}") from None
     except RecursionError:
         raise ValueError(f"LM config file {path} is not valid JSON: nested too deeply") from None
+    except _DuplicateKey as err:
+        raise ValueError(f"LM config file {path}: {err}") from None
     return from_dict(data)
+
+
+class _DuplicateKey(ValueError):
+    pass
 
 
 def _no_duplicate_keys(pairs: list) -> dict:
@@ -338,7 +344,7 @@ def _no_duplicate_keys(pairs: list) -> dict:
     out = {}
     for key, value in pairs:
         if key in out:
-            raise ValueError(f"duplicate key {key[:60]!r} in the LM config file (json would silently keep the last "
-                             "value)")
+            raise _DuplicateKey(f"duplicate key {key[:60]!r} in a JSON object (json would silently keep the last "
+                                "value)")
         out[key] = value
     return out
