@@ -260,9 +260,12 @@ _TUPLES = {"ref_log_ratio": (_NUMBER, 2), "prompt_len": (int, 2), "methods": (st
 def _is(value, kind) -> bool:
     if isinstance(value, bool):
         return False
-    if kind is _NUMBER:
-        return isinstance(value, (int, float))
+    if kind is _NUMBER:  # an integer beyond the float64 range is no number here (math.isfinite would overflow)
+        return isinstance(value, float) or (isinstance(value, int) and abs(value) <= _FLOAT_MAX)
     return isinstance(value, kind)
+
+
+_FLOAT_MAX = 1.7976931348623157e308
 
 
 def _check_types(cfg: LMConfig) -> None:

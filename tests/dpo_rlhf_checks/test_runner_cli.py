@@ -262,6 +262,9 @@ def test_report_md_is_a_document(tmp_path):
     for m in c["methods"]:
         assert f"| {m['name']} (`{m['function']}`) |" in md
     assert "![equiv-population](figures/" in md
+    # report.json's figure paths are relative to the report's folder (issue 17, item 13), and name real files
+    assert c["figures"] and all(f.startswith("figures/") and (tmp_path / f).is_file() for f in c["figures"])
+    assert all(f.startswith("figures/") for m in c["methods"] for f in m["figures"])
     assert no_negative_zero(md) == md  # no printed negative zero (-0.066 is fine)
 
 
