@@ -502,6 +502,16 @@ def _cuda() -> bool:
 _LM_CASE = [0]
 
 
+def _exit_code(main):
+    """``main`` with a SystemExit (lm-map exits as --all does, argparse's way) turned into its returned code."""
+    def run(argv):
+        try:
+            return main(argv)
+        except SystemExit as exc:
+            return exc.code
+    return run
+
+
 def check_lm_map(argv, threads, config, out_kind, valid):
     import os
     from unittest import mock
@@ -536,7 +546,7 @@ def check_lm_map(argv, threads, config, out_kind, valid):
     try:
         with mock.patch.object(toy_lm.stage, "run_stage", stand_in):
             try:
-                code, stdout, err = _run(lm_map.main, argv)
+                code, stdout, err = _run(_exit_code(lm_map.main), argv)
                 reached = False
             except _ReachedTraining:
                 reached, code, stdout, err = True, None, "", ""

@@ -93,13 +93,13 @@ def report_section(stage) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``paper_checks.py lm-map``: every argument (and TOY_LM_THREADS, and that --out can be written)
-    is checked before any training; a problem is one line on stderr and exit 2."""
+    is checked before any training; a problem is one line on stderr and SystemExit(2), as in ``--all``."""
     try:
         return _main(argv)
     except BadInput as err:  # from OneLineParser.error: "paper_checks.py lm-map: <message>", already one line
         prog, _, message = str(err).partition(": ")
         print(f"{prog}: error: {message}", file=sys.stderr)
-        return 2
+        raise SystemExit(2) from None  # as --all exits on a bad argument (argparse's way, without its usage block)
 
 
 def _main(argv: list[str] | None) -> int:
