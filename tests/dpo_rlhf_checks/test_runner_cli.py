@@ -434,3 +434,32 @@ def test_sigint_ends_every_subcommand_with_one_line_and_exit_130(command, tmp_pa
     assert last.startswith(f"paper_checks.py {command}: interrupted") and last.endswith("(SIGINT)"), text[-1000:]
     if command == "lm-map":
         assert _snapshot(out) == {}  # nothing of the interrupted map, and no staging folder, was left
+
+
+def test_sigint_ends_score_with_one_line_and_exit_130(tmp_path):
+    """``score`` on a tiny local GPT-2 and 50,000 pairs, interrupted while it scores (after its header line)."""
+    import signal
+    import time
+
+    pytest.importorskip("transformers")
+    from dpo_rlhf_checks.integrations import tiny
+
+    tiny.build_causal_lm(tmp_path / "ref", seed=0)
+    tiny.write_jsonl(tmp_path / "data.jsonl", tiny.preference_rows(50_000, seed=3))
+    err = tmp_path / "err"
+    proc = _start(["score", "--model", str(tmp_path / "ref"), "--data", str(tmp_path / "data.jsonl"), "--out",
+                   str(tmp_path / "scored.jsonl"), "--no-progress"], err)
+    try:
+        _wait_for(lambda: "score: 50000 pairs" in err.read_text() or proc.poll() is not None, 300, "score to start")
+        time.sleep(1)
+        proc.send_signal(signal.SIGINT)
+        stdout, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = err.read_text()
+    assert proc.returncode == 130, (proc.returncode, text[-3000:])
+    assert "Traceback" not in text and stdout == "", text[-3000:]
+    last = text.replace("\r", "\n").rstrip("\n").split("\n")[-1]
+    assert last == "paper_checks.py score: interrupted (SIGINT)", text[-1000:]
