@@ -189,7 +189,7 @@ def run_main(argv: list[str]) -> int:
 
 
 def _run_main(argv: list[str]) -> int:
-    from dpo_rlhf_checks.outdir import OutputBusy, StagedOutput
+    from dpo_rlhf_checks.outdir import OutputBusy, StagedOutput, blocked_outputs
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -221,6 +221,9 @@ def _run_main(argv: list[str]) -> int:
     for problem in (device_problem(args.device), output_dir_problem(args.out)):
         if problem is not None:  # before any check runs: a bad --device or --out must not cost a run's results
             parser.error(("--device: " if problem.startswith("cuda") else "--out: ") + problem)
+    problem = blocked_outputs(args.out, ("report.json", "report.md", "report.tex", "lm_records.npz"))
+    if problem is not None:
+        parser.error(f"--out: {problem}")
     try:
         with StagedOutput(args.out) as staged:  # the lock on --out, and the staging folder inside it
             try:

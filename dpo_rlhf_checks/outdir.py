@@ -24,6 +24,19 @@ LOCK_NAME = ".paper_checks.lock"
 STAGING_PREFIX = ".paper_checks-run-"
 
 
+def blocked_outputs(out: Path, files: tuple[str, ...], folders: tuple[str, ...] = ("figures",)) -> str | None:
+    """Why the run's final renames into ``out`` would fail (a folder where a file goes, or the reverse), or None;
+    checked before the run, so that the renames at its end cannot lose its results."""
+    out = Path(out)
+    for name in files:
+        if (out / name).is_dir():
+            return f"{out / name} is a folder; the run writes a file there"
+    for name in folders:
+        if (out / name).exists() and not (out / name).is_dir():
+            return f"{out / name} is not a folder; the run writes its figures there"
+    return None
+
+
 class OutputBusy(Exception):
     """Another live run holds the lock of this output folder."""
 

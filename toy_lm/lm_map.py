@@ -22,7 +22,7 @@ from pathlib import Path
 
 from dpo_rlhf_checks.cli import (MAX_SEED, BadInput, Interrupted, OneLineParser, device_problem, out_path,
                                   output_dir_problem, seed_problem)
-from dpo_rlhf_checks.outdir import OutputBusy, StagedOutput
+from dpo_rlhf_checks.outdir import OutputBusy, StagedOutput, blocked_outputs
 from dpo_rlhf_checks.result import to_jsonable
 from toy_lm.config import lm_threads, load_config
 
@@ -119,9 +119,9 @@ def _main(argv: list[str] | None) -> int:
     for problem in (device_problem(args.device), output_dir_problem(args.out)):
         if problem is not None:  # before any training: a bad --device or --out must not cost the map
             parser.error(("--device: " if problem.startswith("cuda") else "--out: ") + problem)
-    for name in OUTPUTS:
-        if (args.out / name).is_dir():
-            parser.error(f"--out: {args.out / name} is a folder; lm-map writes a file there")
+    problem = blocked_outputs(args.out, OUTPUTS)
+    if problem is not None:
+        parser.error(f"--out: {problem}")
     try:
         with StagedOutput(args.out) as staged:
             try:

@@ -116,7 +116,23 @@ def test_lm_map_argument_errors_are_one_line_before_any_training(argv, message, 
 def test_lm_map_refuses_an_output_file_that_is_a_folder(tmp_path, no_training, capsys):
     (tmp_path / "lm_map.json").mkdir()
     err = _lm_map_error(["--out", str(tmp_path)], capsys)
-    assert f"--out: {tmp_path / 'lm_map.json'} is a folder" in err
+    assert f"--out: {tmp_path / 'lm_map.json'} is a folder; the run writes a file there" in err
+    (tmp_path / "lm_map.json").rmdir()
+    (tmp_path / "figures").write_text("a file")
+    err = _lm_map_error(["--out", str(tmp_path)], capsys)
+    assert f"--out: {tmp_path / 'figures'} is not a folder" in err
+
+
+@pytest.mark.parametrize("blocker", ["report.json", "report.md", "figures"])
+def test_all_refuses_an_output_folder_whose_final_renames_would_fail(blocker, tmp_path, capsys):
+    """Checked before the run: a folder named report.json (or a file named figures) made the renames at the end
+    of a finished run fail, and lose it."""
+    if blocker == "figures":
+        (tmp_path / blocker).write_text("a file")
+    else:
+        (tmp_path / blocker).mkdir()
+    err = _argument_error(["--only", "benchmark-table", "--out", str(tmp_path)], capsys)
+    assert f"--out: {tmp_path / blocker} is " in err
 
 
 def test_lm_map_valid_arguments_reach_the_training(tmp_path, no_training):
