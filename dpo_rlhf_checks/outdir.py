@@ -86,7 +86,11 @@ class StagedOutput:
         last = [Path(p) for p in last]
         files = sorted(p.relative_to(self.staging) for p in self.staging.rglob("*") if p.is_file() or p.is_symlink())
         order = [p for p in files if p not in last] + [p for p in last if p in files]
-        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        held: list[int] = []
+        try:  # hold SIGINT back: a Python-level handler runs in the main thread, whichever thread the signal hit
+            old_handler = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+        except ValueError:  # not the main thread: signal handlers cannot be changed here, and the renames go on
+            old_handler = None
         try:
             moved = []
             for rel in order:
@@ -96,7 +100,12 @@ class StagedOutput:
                 moved.append(dest)
             self.committed = True
         finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+            if old_handler is not None:
+                signal.signal(signal.SIGINT, old_handler)
+        if held and callable(old_handler):
+            old_handler(signal.SIGINT, None)  # the interrupt that came during the renames, now (KeyboardInterrupt)
+        elif held and old_handler == signal.SIG_DFL:
+            raise KeyboardInterrupt
         return moved
 
     def __exit__(self, *exc) -> None:
