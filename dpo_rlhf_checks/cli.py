@@ -7,7 +7,12 @@
     python paper_checks.py audit FILE            audit a preference data file
 
 Exit codes: 0 when every requested check ran (whatever its verdict: a failing claim is a
-finding); 1 when a check crashed; 2 for bad arguments.
+finding); 1 when a check crashed; 2 for bad arguments (or an output folder another run is writing into);
+130 when interrupted (SIGINT, Ctrl-C: one line on stderr, no traceback, for every subcommand).
+
+Output of ``--all`` / ``--only``: written into a staging folder inside ``--out`` and renamed into place when
+the run finishes, under a lock on ``--out`` (:mod:`dpo_rlhf_checks.outdir`), so an interrupted run leaves the
+folder as it was and two runs into one folder never interleave.
 """
 
 from __future__ import annotations
@@ -67,6 +72,36 @@ class BadInput(Exception):
     """Bad arguments or input data: a command prints ``error: <message>`` on one line and exits 2."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGINT, with a sentence saying what it left behind; :func:`main` prints it on one line and exits 130."""
+
+
+def out_path(text: str) -> Path:
+    """argparse ``type`` of ``--out``: an empty string is an error (``Path("")`` would silently mean ".")."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must name a folder, got an empty string")
+    return Path(text)
+
+
+def seed_problem(seed: int) -> str | None:
+    """Why ``--seed`` is out of range [0, MAX_SEED], or None (an LM config's own seeds, each <= MAX_SEED too,
+    are added to it: torch and numpy take the sums, up to 2^33)."""
+    if not 0 <= seed <= MAX_SEED:
+        return f"must be an integer in [0, {MAX_SEED}], got {short_message(seed, 60)}"
+    return None
+
+
+def lm_threads_problem() -> str | None:
+    """Why the ``TOY_LM_THREADS`` environment variable is invalid, or None (see toy_lm.config.lm_threads)."""
+    from toy_lm.config import lm_threads
+
+    try:
+        lm_threads()
+    except ValueError as err:
+        return str(err)
+    return None
+
+
 def short_message(message: object, limit: int = 600) -> str:
     """``message`` on one line, at most ``limit`` characters: a 400-digit value echoed back is cut."""
     text = " ".join(str(message).split())
@@ -113,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--all", action="store_true", help="run every registered check")
     what.add_argument("--only", nargs="+", metavar="ID", help="run only these claim ids")
     what.add_argument("--list", action="store_true", help="list the claims and exit")
-    parser.add_argument("--out", type=Path, default=Path("results"), help="output folder (default: results/)")
+    parser.add_argument("--out", type=out_path, default=Path("results"), help="output folder (default: results/)")
     parser.add_argument("--seed", type=int, default=0, help=f"seed of every random draw, 0..{MAX_SEED} (default: 0)")
     parser.add_argument("--quick", action="store_true", help="a fast pass: smaller grids, shorter training")
     parser.add_argument(
@@ -154,7 +189,7 @@ def run_main(argv: list[str]) -> int:
 
 
 def _run_main(argv: list[str]) -> int:
-    from dpo_rlhf_checks.report import ERROR_VERDICT, format_table, run_claims, write_report
+    from dpo_rlhf_checks.outdir import OutputBusy, StagedOutput, blocked_outputs
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -162,38 +197,71 @@ def _run_main(argv: list[str]) -> int:
         print(_list_claims())
         return 0
     if args.only:
+        twice = sorted({i for i in args.only if args.only.count(i) > 1})
+        if twice:
+            parser.error(f"--only: claim id(s) given more than once: {', '.join(twice)}")
         try:
             claims = [get_claim(i) for i in args.only]
         except KeyError as err:
             parser.error(err.args[0])
     else:
         claims = list(CLAIMS)
-    if not 0 <= args.seed <= MAX_SEED:
-        parser.error(f"--seed: must be an integer in [0, {MAX_SEED}], got {args.seed}")
-    for problem in (device_problem(args.device), output_dir_problem(args.out)):
-        if problem is not None:  # before any check runs: a bad --device or --out must not cost a run's results
-            parser.error(("--device: " if problem.startswith("cuda") else "--out: ") + problem)
     from toy_lm.config import load_config  # the one place that knows the presets and the file format
 
     try:
         load_config(args.lm_config)  # a bad preset name or config file is an argument error, before any check runs
     except ValueError as err:
         parser.error(f"--lm-config: {err}")
-    ctx = CheckContext(seed=args.seed, quick=args.quick, out_dir=args.out, lm_config=args.lm_config, device=args.device)
+    problem = seed_problem(args.seed)
+    if problem is not None:
+        parser.error(f"--seed: {problem}")
+    problem = lm_threads_problem()
+    if problem is not None:
+        parser.error(problem)
+    for problem in (device_problem(args.device), output_dir_problem(args.out)):
+        if problem is not None:  # before any check runs: a bad --device or --out must not cost a run's results
+            parser.error(("--device: " if problem.startswith("cuda") else "--out: ") + problem)
+    problem = blocked_outputs(args.out, ("report.json", "report.md", "report.tex", "lm_records.npz"))
+    if problem is not None:
+        parser.error(f"--out: {problem}")
+    try:
+        with StagedOutput(args.out) as staged:  # the lock on --out, and the staging folder inside it
+            try:
+                return _run_staged(args, claims, staged)
+            except KeyboardInterrupt:
+                if staged.committed:
+                    raise Interrupted(f"interrupted after the results were written into {args.out}") from None
+                raise Interrupted(f"interrupted; nothing written: {args.out} is as it was before this run") from None
+    except OutputBusy as err:
+        parser.error(f"--out: {err}")
+
+
+def _run_staged(args: argparse.Namespace, claims: list, staged) -> int:
+    """Run ``claims`` with every file going to ``staged.staging``, then rename them into ``args.out``."""
+    from dpo_rlhf_checks.report import ERROR_VERDICT, format_table, run_claims, write_report
+
+    ctx = CheckContext(seed=args.seed, quick=args.quick, out_dir=staged.staging, lm_config=args.lm_config,
+                       device=args.device)
     report = run_claims(claims, ctx)
-    json_path, md_path = write_report(report, args.out)
-    written = [json_path, md_path]
+    reports = list(write_report(report, staged.staging))
     if args.format == "latex":
         from dpo_rlhf_checks.report_tex import write_latex
 
-        written.append(write_latex(report, args.out))
+        reports.append(write_latex(report, staged.staging))
+    names = [p.name for p in reports]
+    staged.commit(last=names)  # figures first, the reports last
+    written = [args.out / n for n in names]
     print(format_table(report))
     print("wrote " + ", ".join(str(p) for p in written))
     crashed = [c["id"] for c in report["claims"] if c["verdict"] == ERROR_VERDICT]
     if crashed:
-        print(f"error: checks crashed: {', '.join(crashed)} (tracebacks in {json_path})", file=sys.stderr)
+        print(f"error: checks crashed: {', '.join(crashed)} (tracebacks in {written[0]})", file=sys.stderr)
         return 1
     return 0
+
+
+def _prog(argv: list[str]) -> str:
+    return "paper_checks.py" + (f" {argv[0]}" if argv and argv[0] in SUBCOMMANDS else "")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -207,3 +275,6 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush does not raise again
         return 141  # 128 + SIGPIPE, what a shell reports for a tool stopped by a closed pipe
+    except KeyboardInterrupt as err:  # SIGINT (Ctrl-C): one line, no traceback, the shell's 128 + SIGINT
+        print(f"{_prog(argv)}: {str(err) or 'interrupted'} (SIGINT)", file=sys.stderr, flush=True)
+        return 130

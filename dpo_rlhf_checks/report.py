@@ -53,6 +53,18 @@ def environment() -> dict[str, Any]:
     return {"python": sys.version.split()[0], "platform": platform.platform(), "packages": versions}
 
 
+def _relative_figure(path, out_dir) -> str:
+    """A figure's path relative to ``out_dir``, the folder of report.json (POSIX form): the report stays valid when
+    the folder is moved, and names no absolute path of the machine it ran on."""
+    return Path(os.path.relpath(Path(path).resolve(), Path(out_dir).resolve())).as_posix()
+
+
+def _figure_link(fig: str, out_dir: Path) -> str:
+    """A link to a figure from report.md in ``out_dir``: a stored relative path already is one (report.json
+    stores them relative to itself); an absolute one (a report of an older toolkit) is made relative."""
+    return os.path.relpath(fig, out_dir) if os.path.isabs(fig) else fig
+
+
 def run_method(name: str, target: str, ctx: CheckContext) -> tuple[MethodResult | None, dict[str, Any]]:
     """Resolve and run one method; (its result or None when it crashed, its report entry)."""
     start = time.perf_counter()
@@ -65,7 +77,7 @@ def run_method(name: str, target: str, ctx: CheckContext) -> tuple[MethodResult 
                  "depends_on": list(result.depends_on), "measured": sorted(measured),
                  "summary": result.summary, "evidence": result.evidence,
                  "counterexample": result.counterexample, "amended_statement": result.amended_statement,
-                 "figures": [str(f) for f in result.figures], "error": None}
+                 "figures": [_relative_figure(f, ctx.out_dir) for f in result.figures], "error": None}
     except Exception as err:  # a crashing method is reported under its name, and the run exits 1
         result = None
         entry = {"name": name, "function": target, "literal": None, "amended": None, "depends_on": [], "measured": [],
@@ -291,8 +303,8 @@ def format_markdown(report: dict[str, Any], out_dir: Path = Path(".")) -> str:
     """``report.md``, a document to read: a key to the verdicts, the verdict table, then per claim its statement,
     verdict, each method's deciding numbers (table cells capped at :data:`CELL_CHARS` characters; the whole text in
     a details block), the counterexample as small tables, the amended statement (or, for ``fails``, which amendment
-    was tried and why it failed), and its figures. The full evidence is only in ``report.json``. Figure links are
-    relative to ``out_dir``, where report.md is written.
+    was tried and why it failed), and its figures. The full evidence is only in ``report.json``. Figure paths in
+    ``report`` are relative to ``out_dir``, where report.md is written.
     """
     settings = ", ".join(f"{k} {v}" for k, v in report["settings"].items())
     counts: dict[str, int] = {}
@@ -351,12 +363,16 @@ def format_markdown(report: dict[str, Any], out_dir: Path = Path(".")) -> str:
                     m["error"].rstrip(), "```"]
         for fig in c["figures"]:
             if str(fig).endswith(".png"):
-                out += ["", f"![{c['id']}]({os.path.relpath(fig, out_dir)})"]
+                out += ["", f"![{c['id']}]({_figure_link(fig, out_dir)})"]
     return "\n".join(out) + "\n"
 
 
 def write_report(report: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
-    """Write ``report.json`` and ``report.md`` into ``out_dir``; return their paths."""
+    """Write ``report.json`` and ``report.md`` into ``out_dir``; return their paths.
+
+    The command line writes into a staging folder and renames the files into place when the run has finished
+    (:mod:`dpo_rlhf_checks.outdir`); figure paths in ``report`` are relative to ``out_dir``.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path = out_dir / "report.json"

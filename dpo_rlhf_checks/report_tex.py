@@ -144,13 +144,14 @@ def _label(text: str) -> str:
 def _figure_paths(claim: dict[str, Any], out_dir: Path) -> list[str]:
     """The claim's figures as PDF, relative to the report folder (where report.tex is), in order, no repeats."""
     seen, paths = set(), []
-    for fig in claim.get("figures") or []:
-        path = Path(fig)
+    # report.json's figure paths are relative to out_dir (absolute in reports of older toolkits)
+    listed = [Path(fig) if Path(fig).is_absolute() else out_dir / fig for fig in claim.get("figures") or []]
+    for path in listed:
         if path.suffix.lower() not in (".pdf", ".png", ".jpg", ".jpeg"):
             continue
         pdf = path.with_suffix(".pdf")
         # The PDF twin of a PNG (figures.style.save writes both); a PNG stays only when no PDF exists.
-        chosen = pdf if (path.suffix.lower() == ".pdf" or pdf.exists() or str(pdf) in claim["figures"]) else path
+        chosen = pdf if (path.suffix.lower() == ".pdf" or pdf.exists() or pdf in listed) else path
         rel = Path(os.path.relpath(chosen.resolve(), out_dir.resolve()))  # relative to report.tex, never absolute
         key = rel.with_suffix("").as_posix()
         if key not in seen:

@@ -12,6 +12,9 @@ duplicate keys; NaN and +-Infinity literals; huge and tiny magnitudes (1e-300 ..
 truncated files; bad encodings (Latin-1, UTF-16, invalid bytes, a BOM); blank lines; empty files.
 In process for speed (the CI profile draws 60 examples per property; HYPOTHESIS_PROFILE=thorough
 draws 2000); ``test_end_to_end_*`` run a few through the real command line.
+
+``lm-map`` (issue 17, ``test_lm_map_contract``): arguments, LM config files, TOY_LM_THREADS and --out, with the
+training replaced by a stand-in; a run is refused with one line or reaches the training, as its input decides.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from hypothesis import example, given
+from hypothesis import event, example, given
 from hypothesis import strategies as st
 
 from dpo_rlhf_checks import audit as A
@@ -398,3 +401,178 @@ def test_end_to_end_audit(tmp_path):
     bad.write_bytes(b'{"ref_chosen_logps": -1, "ref_rejected_logps": -2}\n\xff\xfe\n')
     run = _cli("audit", str(bad), "--beta", "-inf")
     assert run.returncode == 2 and run.stderr.count("\n") == 1 and "Traceback" not in run.stderr
+
+
+# ------------------------------------------------------------------------------------------------
+# lm-map (issue 17): every argument, the LM config file, TOY_LM_THREADS and --out are checked before any training.
+# The training is replaced by a stand-in that raises: a run either stops with the one-line error, or reaches the
+# training with every input valid; which of the two is decided here too, from the drawn input class.
+
+class _ReachedTraining(Exception):
+    pass
+
+
+LM_FIELDS = {  # valid values of a few config fields, drawn for a valid file
+    "steps": st.integers(1, 50), "sft_steps": st.integers(0, 50), "betas": st.lists(
+        st.floats(0.01, 10.0), min_size=1, max_size=3, unique=True), "optimizers": st.sampled_from(
+        [["sgd"], ["adam"], ["sgd", "adam"]]), "seeds": st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=3,
+                                                                 unique=True),
+    "margin": st.floats(-5, 5), "sgd_lr": st.floats(1e-6, 1.0), "violated_fraction": st.floats(0, 1)}
+LM_BAD = {"steps": 0, "sft_steps": -1, "betas": [], "optimizers": ["rmsprop"], "seeds": [2**32], "margin": "0.1",
+          "sgd_lr": 10 ** 400, "violated_fraction": 1.5}
+
+
+@st.composite
+def lm_map_cases(draw):
+    """(argv, TOY_LM_THREADS or None, config bytes or None, out kind, whether every input is valid or None when the
+    input class does not decide it)."""
+    valid = True
+    config = None
+    kind = draw(st.sampled_from(["preset", "preset", "file", "file", "file", "bad preset"]))
+    if kind == "preset":
+        lm_config = draw(st.sampled_from(["map", "default", "large"]))
+    elif kind == "bad preset":
+        lm_config, valid = draw(st.sampled_from(["", "Map", "nope", "/no/such.json"])), False
+    else:
+        lm_config = "FILE"
+        data = {k: draw(v) for k, v in LM_FIELDS.items() if draw(st.booleans())}
+        mutation = draw(st.sampled_from(["none", "none", "none", "bad value", "wrong type", "extra key",
+                                         "duplicate key", "truncated", "latin-1", "utf-16", "invalid bytes", "bom",
+                                         "empty", "not an object", "nan"]))
+        if mutation == "bad value":
+            key = draw(st.sampled_from(sorted(LM_BAD)))
+            data[key] = LM_BAD[key]
+        elif mutation == "wrong type":
+            data[draw(st.sampled_from(sorted(LM_FIELDS)))] = draw(bad_value)
+            valid = None  # a bad_value may happen to be valid (10**400 steps)
+        elif mutation == "extra key":
+            data[draw(st.sampled_from(["step", "beta", "Steps", ""]))] = 1
+        text = json.dumps(data)
+        if mutation == "duplicate key":
+            key = next(iter(data), "steps")  # a key the object has, given twice (the same value: still an error)
+            text = f'{{"{key}": {json.dumps(data.get(key, 3))}, ' + (text[1:] if data else f'"{key}": 3}}')
+        elif mutation == "truncated":
+            text = text[: draw(st.integers(0, max(0, len(text) - 1)))]
+        elif mutation == "empty":
+            text = ""
+        elif mutation == "not an object":
+            text = json.dumps(list(data.values()))
+        elif mutation == "nan":
+            text = '{"margin": NaN}'
+        raw = text.encode("utf-8")
+        if mutation == "latin-1":
+            raw = text.replace("}", ', "methods": ["dpö"]}', 1).encode("latin-1")
+        elif mutation == "utf-16":
+            raw = text.encode("utf-16")
+        elif mutation == "invalid bytes":
+            raw = raw[:1] + b"\xff\xfe\x80" + raw[1:]
+        elif mutation == "bom":
+            raw = b"\xef\xbb\xbf" + raw
+        config = raw
+        if mutation not in ("none", "bom", "wrong type"):
+            valid = False
+        if mutation == "truncated" and text == json.dumps(data)[:len(text)] and text.endswith("}"):
+            valid = None
+    seed = draw(st.sampled_from([0, 1, 7, 2**32 - 1, 2**32, -1, 10**20, "x", "-1e5", "", "1.5"]))
+    if not (isinstance(seed, int) and 0 <= seed <= 2**32 - 1):
+        valid = False
+    threads = draw(st.sampled_from([None, None, "1", "4", "256", "0", "-1", "abc", "99999", "", "257", "2.5"]))
+    if threads is not None and threads not in ("1", "4", "256"):
+        valid = False
+    out = draw(st.sampled_from(["new", "new", "existing empty", "a file", "unwritable", "empty string",
+                                "lm_map.json is a folder"]))
+    if out in ("a file", "unwritable", "empty string", "lm_map.json is a folder"):
+        valid = False
+    device = draw(st.sampled_from(["cpu", "auto", "cuda", "tpu"]))
+    if device == "tpu" or device == "cuda" and not _cuda():
+        valid = False
+    extra = draw(st.sampled_from([[], [], [], ["--bogus"], ["--seed"], ["extra-positional"]]))
+    if extra:
+        valid = False
+    argv = ["--lm-config", lm_config, "--seed", str(seed), "--device", device, *extra]
+    return argv, threads, config, out, valid
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+_LM_CASE = [0]
+
+
+def _exit_code(main):
+    """``main`` with a SystemExit (lm-map exits as --all does, argparse's way) turned into its returned code."""
+    def run(argv):
+        try:
+            return main(argv)
+        except SystemExit as exc:
+            return exc.code
+    return run
+
+
+def check_lm_map(argv, threads, config, out_kind, valid):
+    import os
+    from unittest import mock
+
+    import toy_lm.stage
+    from toy_lm import lm_map
+
+    _LM_CASE[0] += 1
+    case = WORK / f"lm-map-{_LM_CASE[0]}"
+    case.mkdir()
+    out = case / "out"
+    if out_kind == "existing empty":
+        out.mkdir()
+    elif out_kind == "a file":
+        out.write_text("a file")
+    elif out_kind == "unwritable":
+        out = Path("/proc/no-such-folder/out")
+    elif out_kind == "lm_map.json is a folder":
+        (out / "lm_map.json").mkdir(parents=True)
+    argv = [str(case / "lm.json") if a == "FILE" else a for a in argv] + ["--out", "" if out_kind == "empty string"
+                                                                           else str(out)]
+    if config is not None:
+        (case / "lm.json").write_bytes(config)
+    before = sorted(p.name for p in out.iterdir()) if out.is_dir() else None
+
+    def stand_in(*args, **kwargs):
+        raise _ReachedTraining
+
+    saved = os.environ.pop("TOY_LM_THREADS", None)
+    if threads is not None:
+        os.environ["TOY_LM_THREADS"] = threads
+    try:
+        with mock.patch.object(toy_lm.stage, "run_stage", stand_in):
+            try:
+                code, stdout, err = _run(_exit_code(lm_map.main), argv)
+                reached = False
+            except _ReachedTraining:
+                reached, code, stdout, err = True, None, "", ""
+    finally:
+        os.environ.pop("TOY_LM_THREADS", None)
+        if saved is not None:
+            os.environ["TOY_LM_THREADS"] = saved
+    event("reached the training" if reached else "refused with one line")  # --hypothesis-show-statistics
+    if reached:
+        assert valid is not False, (argv, threads, out_kind)
+        # the stand-in stopped the run: nothing but the lock file is left in --out (no staging folder)
+        assert sorted(p.name for p in out.iterdir()) == sorted(set(before or []) | {".paper_checks.lock"})
+        return
+    assert valid is not True, (argv, threads, out_kind, code, err)
+    assert code == 2, (code, err[-2000:])
+    assert stdout == "", stdout[:500]
+    assert "Traceback" not in err and err.startswith("paper_checks.py lm-map: error: "), err[-2000:]
+    assert err.count("\n") == 1 and len(err) <= 1000, err
+    if out.is_dir():  # refused before the lock and the staging folder: --out holds what it held
+        assert sorted(p.name for p in out.iterdir()) == (before or []), (argv, sorted(out.iterdir()))
+
+
+@given(lm_map_cases())
+@example((["--lm-config", "FILE", "--seed", "0", "--device", "cpu"], None, b'{"sgd_lr": 1' + b"0" * 400 + b"}",
+          "new", None))  # an integer beyond the float range where a number belongs: was an OverflowError traceback
+@example((["--lm-config", "map", "--seed", "99999999999999999999", "--device", "cpu"], None, None, "new", False))
+@example((["--lm-config", "map", "--seed", "0", "--device", "cpu"], "99999", None, "new", False))
+def test_lm_map_contract(case):
+    check_lm_map(*case)

@@ -1,7 +1,8 @@
 """``python paper_checks.py solve --instance FILE.json``: solve one bandit instance.
 
 Input file: ``{"pi_ref": [...], "reward": [...], "beta": b, "preferences": [[w, l], ...], "margin": m}``
-(every key required, no other key, no key twice; see :class:`toy_bandits.instance.BanditInstance`).
+(every key required, no other key, no key twice; see :class:`toy_bandits.instance.BanditInstance`); UTF-8 text,
+a leading byte-order mark (as some Windows editors write) skipped, as ``audit`` skips it.
 
 Output: readable sections by default; with ``--json`` one JSON object (strict JSON: no NaN)::
 
@@ -21,7 +22,8 @@ Output: readable sections by default; with ``--json`` one JSON object (strict JS
 ``assumption_holds`` is delta_star > 0 (§3) and ``in_U`` is delta_ref < delta_star < 0 (§6), both decided
 with exact signs (beta = 1e300 does not round them away). ``status`` is "optimal" when the answer meets
 the KKT conditions within ``KKT_TOL`` (whatever the solver's own status was; it is named in
-``status_reason``).
+``status_reason``). ``price_of_alignment`` and ``delta_cpo`` within their float64 rounding bound of 0 are written
+as 0 (see ``toy_bandits.solve_output._rounding_zero``): exact arithmetic gives 0 there, and a printed -2.2e-16 would read as a violation.
 
 Method: ``--method auto`` (default) uses the exact closed form for one pair and CVXPY (``--solver``,
 CLARABEL by default) for any other graph, and falls back to the dual solver when CVXPY fails; the
@@ -50,7 +52,7 @@ def load_json(path: str, what: str) -> Any:
     """The JSON value in ``path``; :class:`BadInput` for a missing, unreadable, non-UTF-8, malformed file or a
     duplicate key (one line naming the problem)."""
     try:
-        with open(path, encoding="utf-8") as fh:
+        with open(path, encoding="utf-8-sig") as fh:  # a leading UTF-8 byte-order mark is skipped, as audit does
             return json.load(fh, object_pairs_hook=no_duplicate_keys)
     except FileNotFoundError:
         raise BadInput(f"{what} file not found: {path}") from None
@@ -64,6 +66,8 @@ def load_json(path: str, what: str) -> Any:
         raise BadInput(f"malformed JSON in {path}: {err.msg} (line {err.lineno}, column {err.colno})") from None
     except RecursionError:
         raise BadInput(f"malformed JSON in {path}: nested too deeply") from None
+    except BadInput as err:  # a duplicate key (no_duplicate_keys does not know the file)
+        raise BadInput(f"{what} file {path}: {err}") from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -94,7 +98,8 @@ def format_sections(inst: BanditInstance, out: dict[str, Any]) -> str:
     def num(x):
         return "n/a" if x is None else f"{x:.6g}"
 
-    lines = [f"instance: K = {inst.K} responses, {len(inst.preferences)} preference pairs, beta = {inst.beta:g}, "
+    n = len(inst.preferences)
+    lines = [f"instance: K = {inst.K} responses, {n} preference pair{'' if n == 1 else 's'}, beta = {inst.beta:g}, "
              f"margin m = {inst.margin:g}", "",
              "RLHF optimum pi* (Gibbs policy, docs/theory.md §1)", f"  {vec(out['rlhf_optimum'])}", "",
              "Constrained (CPO) optimum pi_c (docs/theory.md §9a)"]

@@ -18,6 +18,35 @@ from toy_bandits.rlhf import gibbs_policy
 KKT_TOL = 1e-9  # the answer is "optimal" when every KKT residual (absolute, see kkt_residuals) is below this
 
 
+EPS = float(np.finfo(np.float64).eps)
+ROUNDING_FACTOR = 16  # a generous count of the float64 operations behind one log-probability (see _rounding_zero)
+
+
+def _rounding_zero(x: float, bound: float) -> float:
+    """``x``, or 0.0 where ``|x| <= bound``, the float64 rounding bound of the computation that gave it.
+
+    delta_cpo of an active pair with m = 0, or the price of alignment of an instance whose constraints are all
+    inactive, is 0 in exact arithmetic; computed, it comes out as +-1e-16 (the README's examples printed a
+    price of -2.9e-17 and a delta_cpo of -2.2e-16). Such a value is written as 0. A value beyond its bound is
+    written as computed, negative or not; a non-finite bound (a log-probability of -inf) changes nothing.
+    """
+    return 0.0 if math.isfinite(bound) and abs(x) <= bound else x
+
+
+def _delta_bound(log_pi_w: float, log_pi_l: float) -> float:
+    """Rounding bound of ``log pi(w) - log pi(l)``: each log-probability carries an error of a few ulps of its own
+    magnitude (plus O(eps) from the normalisation), the subtraction one more."""
+    return ROUNDING_FACTOR * EPS * (1.0 + abs(log_pi_w) + abs(log_pi_l))
+
+
+def _price_bound(pi: np.ndarray, log_pi: np.ndarray, log_star: np.ndarray, beta: float) -> float:
+    """Rounding bound of ``beta sum_y pi(y) (log pi(y) - log pi*(y))`` (toy_bandits.rlhf.suboptimality): each term's
+    logs carry a few ulps of their magnitudes, and the K-term sum adds up to K ulps of the sum of magnitudes."""
+    with np.errstate(invalid="ignore"):
+        terms = np.where(pi > 0, pi * (1.0 + np.abs(log_pi) + np.abs(log_star)), 0.0)
+    return ROUNDING_FACTOR * EPS * len(pi) * beta * float(terms.sum())
+
+
 def _num(x: float) -> float | None:
     """A finite float for JSON (-0.0 printed as 0.0), or None where it is not finite (the caller says why)."""
     x = float(x)
@@ -58,15 +87,20 @@ def result_json(inst: BanditInstance, method: str = "auto", solver: str = "CLARA
             reason += f"; the solver itself reported {sol.status!r}"
             if sol.raw is not None:
                 reason += " before the exact active-set polish"
+        log_pi = sol.log_pi if sol.log_pi is not None else np.log(np.where(sol.pi > 0, sol.pi, 1.0))
+        log_star = np.log(np.where(sol.pi_star > 0, sol.pi_star, 1.0))
+        price = _rounding_zero(sol.price_of_alignment, _price_bound(sol.pi, log_pi, log_star, inst.beta))
+        delta_c = [_rounding_zero(d, _delta_bound(log_pi[wk], log_pi[lk])) if math.isfinite(d) else d
+                   for d, (wk, lk) in zip(sol.delta_c, inst.preferences)]
         out.update({"cpo_optimum": [_num(p) for p in sol.pi], "multipliers": [_num(m) for m in sol.multipliers],
-                    "price_of_alignment": _num(sol.price_of_alignment),
+                    "price_of_alignment": _num(price),
                     "method": {"used": sol.method, "why": sol.note}, "status": status, "status_reason": reason,
                     "kkt_residuals": kkt, "cpo_reason": None})
     pairs = []
     for k, (wk, lk) in enumerate(inst.preferences):
         pair = {"winner": wk, "loser": lk, "delta_ref": _num(delta_ref[k]), "delta_star": _num(delta_star[k]),
                 "assumption_holds": bool(holds[k]), "in_U": bool(in_u[k]),
-                "delta_cpo": None if sol is None else _num(sol.delta_c[k])}
+                "delta_cpo": None if sol is None else _num(delta_c[k])}
         if pair["delta_star"] is None:
             nulls[f"pairs[{k}].delta_star"] = (f"dr/beta is beyond the float64 range ({'+' if delta_star[k] > 0 else '-'}"
                                                "inf); its sign, used for assumption_holds and in_U, is exact")

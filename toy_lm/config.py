@@ -25,6 +25,29 @@ OPTIMIZERS = ("sgd", "adam")
 PRESETS = ("default", "large", "map")
 # The methods the two LM claims read: DPO with both kinds of labels, and a certificate-carrying CPO loss with both.
 REQUIRED_METHODS = ("dpo", "dpo_bt", "cpo_clip", "cpo_clip_bt")
+# A run adds its --seed (<= 2^32 - 1) to each config seed: both <= 2^32 - 1 keep the sum within what torch.manual_seed
+# and numpy take (an unbounded seed overflowed torch's 64-bit seed with a traceback).
+MAX_CONFIG_SEED = 2**32 - 1
+THREADS_ENV = "TOY_LM_THREADS"
+MAX_THREADS = 256  # torch's CPU thread pool; 99999 threads segfaulted (exit 139) before any report was written
+
+
+def lm_threads(environ=None) -> int:
+    """torch's CPU threads for the LM stage: ``TOY_LM_THREADS``, a whole number in [1, MAX_THREADS] (default 1).
+
+    Anything else (``abc``, ``0``, ``-1``, ``99999``) raises ValueError naming the variable and the valid range;
+    the command line checks it before any check runs.
+    """
+    import os
+
+    raw = (os.environ if environ is None else environ).get(THREADS_ENV)
+    if raw is None:
+        return 1
+    text = raw.strip()
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_THREADS:
+        shown = raw if len(raw) <= 40 else raw[:37] + "..."
+        raise ValueError(f"{THREADS_ENV} must be a whole number of CPU threads in [1, {MAX_THREADS}], got {shown!r}")
+    return int(text)
 
 
 def labels_of(method: str) -> str:
@@ -170,8 +193,9 @@ class LMConfig:
         bad_opt = [o for o in self.optimizers if o not in OPTIMIZERS]
         if bad_opt or not self.optimizers or len(set(self.optimizers)) != len(self.optimizers):
             raise ValueError(f"optimizers must be distinct names from {OPTIMIZERS}, got {self.optimizers}")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
-            raise ValueError(f"seeds must be distinct integers >= 0, got {self.seeds}")
+        if (not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0
+                or max(self.seeds) > MAX_CONFIG_SEED):
+            raise ValueError(f"seeds must be distinct integers in [0, {MAX_CONFIG_SEED}], got {self.seeds}")
         n_prompts = self.n_train_prompts + self.n_heldout_prompts
         n_possible = sum(self.n_prompt_tokens ** k for k in range(pmin, pmax + 1))
         if n_possible < n_prompts:
@@ -236,9 +260,12 @@ _TUPLES = {"ref_log_ratio": (_NUMBER, 2), "prompt_len": (int, 2), "methods": (st
 def _is(value, kind) -> bool:
     if isinstance(value, bool):
         return False
-    if kind is _NUMBER:
-        return isinstance(value, (int, float))
+    if kind is _NUMBER:  # an integer beyond the float64 range is no number here (math.isfinite would overflow)
+        return isinstance(value, float) or (isinstance(value, int) and abs(value) <= _FLOAT_MAX)
     return isinstance(value, kind)
+
+
+_FLOAT_MAX = 1.7976931348623157e308
 
 
 def _check_types(cfg: LMConfig) -> None:
@@ -295,7 +322,32 @@ def load_config(name_or_path: str) -> LMConfig:
     if not path.is_file():
         raise ValueError(f"LM config {name_or_path!r} is neither one of {PRESETS} nor an existing JSON file")
     try:
-        data = json.loads(path.read_text())
+        # utf-8-sig: a UTF-8 byte-order mark is skipped, as solve and audit do
+        data = json.loads(path.read_text(encoding="utf-8-sig"), object_pairs_hook=_no_duplicate_keys)
+    except UnicodeDecodeError as err:
+        raise ValueError(f"LM config file {path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except OSError as err:
+        raise ValueError(f"cannot read LM config file {path}: {err.strerror or err}") from None
     except json.JSONDecodeError as err:
         raise ValueError(f"LM config file {path} is not valid JSON: {err}") from None
+    except RecursionError:
+        raise ValueError(f"LM config file {path} is not valid JSON: nested too deeply") from None
+    except _DuplicateKey as err:
+        raise ValueError(f"LM config file {path}: {err}") from None
     return from_dict(data)
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicate_keys(pairs: list) -> dict:
+    """``object_pairs_hook``: a key given twice is an error (json would keep the last one silently), as in solve
+    and audit."""
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(f"duplicate key {key[:60]!r} in a JSON object (json would silently keep the last "
+                                "value)")
+        out[key] = value
+    return out

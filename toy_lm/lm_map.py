@@ -6,27 +6,32 @@
 Trains every cell (beta x optimizer x labels) and method of the config (default: the "map" preset, four beta
 levels, five seeds), predicts each with the tabular theory, and writes ``OUT/lm_map.md`` (the cells x methods
 table of predicted / observed fraction in U, the time-in-U law under each optimizer), ``OUT/lm_map.json`` and
-``OUT/figures/lm_map_*.png|pdf``. Bad arguments: exit 2 with one line.
+``OUT/figures/lm_map_*.png|pdf``. Every argument, ``TOY_LM_THREADS`` and the output folder are checked before any
+training: a problem is one line on stderr and exit 2. The files are written into a staging folder and renamed into
+place at the end, under a lock on ``--out`` (dpo_rlhf_checks.outdir); Ctrl-C leaves ``--out`` as it was (exit 130).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
+from dpo_rlhf_checks.cli import (MAX_SEED, BadInput, Interrupted, OneLineParser, device_problem, out_path,
+                                  output_dir_problem, seed_problem)
+from dpo_rlhf_checks.outdir import OutputBusy, StagedOutput, blocked_outputs
 from dpo_rlhf_checks.result import to_jsonable
-from toy_lm.config import load_config
-from toy_lm.model import resolve_device
+from toy_lm.config import lm_threads, load_config
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="paper_checks.py lm-map", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="paper_checks.py lm-map", description=__doc__.split("\n\n")[0])
     p.add_argument("--lm-config", default="map", help="map (default), default, large, or a JSON config file")
-    p.add_argument("--out", type=Path, default=Path("results"), help="output folder (default: results/)")
-    p.add_argument("--seed", type=int, default=0, help="seed offset (default 0)")
+    p.add_argument("--out", type=out_path, default=Path("results"), help="output folder (default: results/)")
+    p.add_argument("--seed", type=int, default=0, help=f"seed offset, 0..{MAX_SEED} (default 0)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     return p
 
@@ -87,35 +92,75 @@ def report_section(stage) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``paper_checks.py lm-map``: every argument (and TOY_LM_THREADS, and that --out can be written)
+    is checked before any training; a problem is one line on stderr and SystemExit(2), as in ``--all``."""
+    try:
+        return _main(argv)
+    except BadInput as err:  # from OneLineParser.error: "paper_checks.py lm-map: <message>", already one line
+        prog, _, message = str(err).partition(": ")
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None  # as --all exits on a bad argument (argparse's way, without its usage block)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
         cfg = load_config(args.lm_config)
-        resolve_device(args.device)
+    except ValueError as err:
+        parser.error(f"--lm-config: {err}")
+    problem = seed_problem(args.seed)
+    if problem is not None:
+        parser.error(f"--seed: {problem}")
+    try:
+        threads = lm_threads()
     except ValueError as err:
         parser.error(str(err))
-    if args.seed < 0:
-        parser.error(f"--seed must be >= 0, got {args.seed}")
+    for problem in (device_problem(args.device), output_dir_problem(args.out)):
+        if problem is not None:  # before any training: a bad --device or --out must not cost the map
+            parser.error(("--device: " if problem.startswith("cuda") else "--out: ") + problem)
+    problem = blocked_outputs(args.out, OUTPUTS)
+    if problem is not None:
+        parser.error(f"--out: {problem}")
+    try:
+        with StagedOutput(args.out) as staged:
+            try:
+                return _run(args, cfg, threads, staged)
+            except KeyboardInterrupt:
+                if staged.committed:
+                    raise Interrupted(f"interrupted after the map was written into {args.out}") from None
+                raise Interrupted(f"interrupted; nothing written: {args.out} is as it was before this run") from None
+    except OutputBusy as err:
+        parser.error(f"--out: {err}")
+
+
+OUTPUTS = ("lm_map.md", "lm_map.json", "lm_map_records.npz")
+
+
+def _run(args: argparse.Namespace, cfg, threads: int, staged) -> int:
+    """Train and predict the map, write it into the staging folder, then rename it into ``args.out``."""
     from figures.lm import lm_figures
     from toy_lm.stage import run_stage, save_records
 
     start = time.perf_counter()
-    stage = run_stage(cfg, seed_offset=args.seed, device=args.device)
-    args.out.mkdir(parents=True, exist_ok=True)
-    fig_dir = args.out / "figures"
+    stage = run_stage(cfg, seed_offset=args.seed, device=args.device, threads=threads)
+    work = staged.staging
+    fig_dir = work / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     figures = lm_figures(stage, fig_dir, prefix="lm_map")
-    save_records(stage, args.out / "lm_map_records.npz")
+    save_records(stage, work / "lm_map_records.npz")
     section = report_section(stage)
-    (args.out / "lm_map.md").write_text(section + "\nFigures: " + ", ".join(Path(f).name for f in figures
-                                                                           if f.endswith(".png")) + "\n")
+    (work / "lm_map.md").write_text(section + "\nFigures: " + ", ".join(Path(f).name for f in figures
+                                                                       if f.endswith(".png")) + "\n")
     payload = {"config": cfg.to_dict(), "seeds": stage.seeds, "seconds": stage.seconds, "regimes": stage.regimes,
                "time_in_U_law": {o: {k: v for k, v in law.items() if k != "points"}
-                                 for o, law in stage.time_in_U_law.items()}, "figures": figures}
-    (args.out / "lm_map.json").write_text(json.dumps(to_jsonable(payload), indent=1))
+                                 for o, law in stage.time_in_U_law.items()},
+               "figures": [Path(os.path.relpath(f, work)).as_posix() for f in figures]}  # relative to lm_map.json
+    (work / "lm_map.json").write_text(json.dumps(to_jsonable(payload), indent=1))
+    staged.commit(last=("lm_map.md", "lm_map.json"))  # figures and records first, the two reports last
     print(section)
-    print(f"wrote {args.out / 'lm_map.md'}, {args.out / 'lm_map.json'}, {len(figures)} figure files in {fig_dir} "
-          f"({time.perf_counter() - start:.0f} s)")
+    print(f"wrote {args.out / 'lm_map.md'}, {args.out / 'lm_map.json'}, {len(figures)} figure files in "
+          f"{args.out / 'figures'} ({time.perf_counter() - start:.0f} s)")
     return 0
 
 

@@ -10,7 +10,6 @@ The result is cached in-process, keyed on the settings that change it.
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from toy_lm.config import BT_METHODS, PRESETS, LMConfig, labels_of, load_config
+from toy_lm.config import BT_METHODS, PRESETS, LMConfig, labels_of, lm_threads, load_config
 from toy_lm.model import SeqLogps, TinyGPT, resolve_device
 from toy_lm.predict import Comparison, compare_cell, own_delta, predict_cell
 from toy_lm.tabular import time_to_leave_U
@@ -172,7 +171,7 @@ def get_stage(ctx) -> LMStage:
     """
     key = _cache_key(ctx)
     if key not in _CACHE:
-        threads = int(os.environ.get("TOY_LM_THREADS", "1"))
+        threads = lm_threads()  # TOY_LM_THREADS, validated: one line naming it when bad
         _CACHE[key] = run_stage(stage_config(ctx), seed_offset=ctx.seed, device=ctx.device, threads=threads)
     return _CACHE[key]
 

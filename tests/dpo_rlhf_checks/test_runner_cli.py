@@ -262,6 +262,9 @@ def test_report_md_is_a_document(tmp_path):
     for m in c["methods"]:
         assert f"| {m['name']} (`{m['function']}`) |" in md
     assert "![equiv-population](figures/" in md
+    # report.json's figure paths are relative to the report's folder (issue 17, item 13), and name real files
+    assert c["figures"] and all(f.startswith("figures/") and (tmp_path / f).is_file() for f in c["figures"])
+    assert all(f.startswith("figures/") for m in c["methods"] for f in m["figures"])
     assert no_negative_zero(md) == md  # no printed negative zero (-0.066 is fine)
 
 
@@ -302,3 +305,161 @@ def test_a_closed_pipe_stops_quietly_without_a_traceback(tmp_path):
     code = proc.wait(timeout=120)
     assert first.startswith(b"{")
     assert "Traceback" not in err and code == 141, (code, err[-500:])
+
+
+# ------------------------------------------------------------------------------------------------
+# Interrupting a run, and two runs into one folder (issue 17, item 7): real processes, real SIGINT.
+
+LOCK_FILE = ".paper_checks.lock"  # dpo_rlhf_checks.outdir.LOCK_NAME (spelled out: the test must run on old commits)
+
+
+def _start(argv, stderr_path):
+    """``paper_checks.py argv`` in a child process with SIGINT at its default (a test runner in the background may
+    have it ignored, and the child would inherit that), stderr to a file the test can poll."""
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    return subprocess.Popen([sys.executable, "paper_checks.py", *argv], cwd=root, stdout=subprocess.PIPE,
+                            stderr=open(stderr_path, "w"), text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def _snapshot(folder):
+    """Every file under ``folder`` (hidden ones too) and its bytes, but the lock file."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != LOCK_FILE}
+
+
+def _wait_for(predicate, seconds, what):
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {seconds} s waiting for {what}")
+
+
+def test_an_interrupted_run_leaves_the_folder_as_it_was_and_a_second_run_is_refused(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "results"
+    (out / "figures").mkdir(parents=True)
+    # a finished seed-0 folder: its report and the figure the seed-7 run below rewrites
+    (out / "report.json").write_text(json.dumps({"schema": 2, "settings": {"seed": 0}, "claims": []}))
+    (out / "report.md").write_text("seed 0\n")
+    (out / "figures" / "map_phase_diagram.png").write_bytes(b"seed-0 figure")
+    before = _snapshot(out)
+    err_a = tmp_path / "a.err"
+    run_a = _start(["--only", "equiv-population", "lm-dpo-failure", "--quick", "--seed", "7", "--out", str(out)],
+                   err_a)
+    try:
+        # the first claim (which draws map_phase_diagram) is done; the LM claim trains for a while
+        _wait_for(lambda: "[2/2] lm-dpo-failure ..." in err_a.read_text(), 600, "the second claim to start")
+        assert run_a.poll() is None, err_a.read_text()[-2000:]
+        # a second run into the same folder: refused with one line, nothing written
+        run_b = subprocess.run([sys.executable, "paper_checks.py", "--only", "benchmark-table", "--out", str(out)],
+                               cwd=root, capture_output=True, text=True, timeout=300)
+        assert run_b.returncode == 2 and run_b.stdout == "", (run_b.returncode, run_b.stderr[-2000:])
+        assert run_b.stderr.count("\n") == 1 and "Traceback" not in run_b.stderr, run_b.stderr[-2000:]
+        assert "another run" in run_b.stderr and "is writing into" in run_b.stderr, run_b.stderr
+        visible = {k: v for k, v in _snapshot(out).items() if not k.startswith(".paper_checks-run-")}
+        assert visible == before  # (the first run's own staging folder aside)
+        run_a.send_signal(signal.SIGINT)
+        stdout_a, _ = run_a.communicate(timeout=300)
+    finally:
+        if run_a.poll() is None:
+            run_a.kill()
+            run_a.wait()
+    text = err_a.read_text()
+    assert run_a.returncode == 130, (run_a.returncode, text[-3000:])
+    assert "Traceback" not in text and stdout_a == "", text[-3000:]
+    last = text.rstrip("\n").split("\n")[-1]
+    assert last.startswith("paper_checks.py: interrupted") and last.endswith("(SIGINT)"), last
+    assert text.count("(SIGINT)") == 1, text[-3000:]
+    # the folder holds exactly what it held before: no seed-7 figure next to the seed-0 report, no leftovers
+    assert _snapshot(out) == before
+    assert not [p for p in out.iterdir() if p.name not in ("report.json", "report.md", "figures", LOCK_FILE)]
+    # the lock went with the process: the next run writes its report, figure paths relative to it
+    done = subprocess.run([sys.executable, "paper_checks.py", "--only", "equiv-population", "--quick", "--out",
+                           str(out)], cwd=root, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    figures = report["claims"][0]["figures"]
+    assert figures and all(f.startswith("figures/") and (out / f).is_file() for f in figures), figures
+    assert (out / "figures" / "map_phase_diagram.png").read_bytes() != b"seed-0 figure"
+
+
+@pytest.mark.parametrize("command", ["solve", "audit", "lm-map"])
+def test_sigint_ends_every_subcommand_with_one_line_and_exit_130(command, tmp_path):
+    import os
+    import signal
+
+    fifo = tmp_path / "never-written"
+    os.mkfifo(fifo)  # opening or reading it blocks: the command is busy when the signal comes
+    out = tmp_path / "map"
+    argv = {"solve": ["solve", "--instance", str(fifo)], "audit": ["audit", str(fifo), "--json"],
+            "lm-map": ["lm-map", "--out", str(out), "--device", "cpu"]}[command]
+    err = tmp_path / "err"
+    proc = _start(argv, err)
+    try:
+        if command == "lm-map":  # the map preset trains for minutes: interrupt it while it trains
+            _wait_for(lambda: "[lm]" in err.read_text() or any(out.glob(".paper_checks-run-*")), 300,
+                      "lm-map to start")
+            import time
+
+            time.sleep(1)
+        else:
+            import time
+
+            time.sleep(3)
+        proc.send_signal(signal.SIGINT)
+        stdout, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = err.read_text()
+    assert proc.returncode == 130, (proc.returncode, text[-3000:])
+    assert "Traceback" not in text and stdout == "", text[-3000:]
+    last = text.replace("\r", "\n").rstrip("\n").split("\n")[-1]
+    assert last.startswith(f"paper_checks.py {command}: interrupted") and last.endswith("(SIGINT)"), text[-1000:]
+    if command == "lm-map":
+        assert _snapshot(out) == {}  # nothing of the interrupted map, and no staging folder, was left
+
+
+def test_sigint_ends_score_with_one_line_and_exit_130(tmp_path):
+    """``score`` on a tiny local GPT-2 and 50,000 pairs, interrupted while it scores (after its header line)."""
+    import signal
+    import time
+
+    pytest.importorskip("transformers")
+    from dpo_rlhf_checks.integrations import tiny
+
+    tiny.build_causal_lm(tmp_path / "ref", seed=0)
+    tiny.write_jsonl(tmp_path / "data.jsonl", tiny.preference_rows(50_000, seed=3))
+    err = tmp_path / "err"
+    proc = _start(["score", "--model", str(tmp_path / "ref"), "--data", str(tmp_path / "data.jsonl"), "--out",
+                   str(tmp_path / "scored.jsonl"), "--no-progress"], err)
+    try:
+        _wait_for(lambda: "score: 50000 pairs" in err.read_text() or proc.poll() is not None, 300, "score to start")
+        time.sleep(1)
+        proc.send_signal(signal.SIGINT)
+        stdout, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = err.read_text()
+    assert proc.returncode == 130, (proc.returncode, text[-3000:])
+    assert "Traceback" not in text and stdout == "", text[-3000:]
+    last = text.replace("\r", "\n").rstrip("\n").split("\n")[-1]
+    assert last == "paper_checks.py score: interrupted (SIGINT)", text[-1000:]

@@ -1,0 +1,94 @@
+"""``solve``'s reading and printing (issue 17, items 11 and 13): a UTF-8 BOM, plural words, round-off zeros."""
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import toy_bandits.solve_output as S  # where result_json calls solve
+from toy_bandits.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+EPS = np.finfo(np.float64).eps
+
+
+def _run(capsys, argv):
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_a_utf8_bom_is_skipped_as_audit_skips_it(tmp_path, capsys):
+    text = (REPO / "examples" / "violated_pair.json").read_bytes()
+    plain, bom = tmp_path / "plain.json", tmp_path / "bom.json"
+    plain.write_bytes(text)
+    bom.write_bytes(b"\xef\xbb\xbf" + text)
+    code_plain, out_plain, _ = _run(capsys, ["--json", "--instance", str(plain)])
+    code_bom, out_bom, err = _run(capsys, ["--json", "--instance", str(bom)])
+    assert code_plain == code_bom == 0 and err == ""
+    assert json.loads(out_bom) == json.loads(out_plain)
+    # a BOM in the middle, or UTF-16, is still not UTF-8 JSON
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(text[:1] + b"\xef\xbb\xbf" + text[1:])
+    code, out, err = _run(capsys, ["--instance", str(bad)])
+    assert code == 2 and out == "" and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("pairs, words", [([[0, 1]], "1 preference pair,"), ([[0, 1], [1, 2]], "2 preference pairs,"),
+                                          ([], "0 preference pairs,")])
+def test_pairs_are_counted_in_plural_only_when_not_one(pairs, words, tmp_path, capsys):
+    path = tmp_path / "inst.json"
+    path.write_text(json.dumps({"pi_ref": [0.2, 0.3, 0.5], "reward": [1, 0, 0], "beta": 1, "preferences": pairs,
+                                "margin": 0}))
+    code, out, _ = _run(capsys, ["--instance", str(path)])
+    assert code == 0 and f"instance: K = 3 responses, {words} beta = 1" in out.splitlines()[0]
+
+
+def test_the_readme_examples_print_exact_zeros_not_round_off(capsys):
+    """violated_pair: the active pair's delta_cpo is m = 0 (printed -2.22045e-16 before); labels_dataset: no
+    constraint binds, so pi_c = pi* and the price is 0 (printed -2.93685e-17 before)."""
+    code, out, _ = _run(capsys, ["--json", "--instance", str(REPO / "examples" / "violated_pair.json")])
+    res = json.loads(out)
+    assert code == 0 and res["multipliers"][0] > 0.1  # the constraint binds: delta_cpo = m = 0 exactly
+    assert res["pairs"][0]["delta_cpo"] == 0.0
+    code, text, _ = _run(capsys, ["--instance", str(REPO / "examples" / "violated_pair.json")])
+    row = [line for line in text.splitlines() if line.split()[:2] == ["0", "1"]][0]
+    assert row.split()[-1] == "0" and not re.search(r"-\d(\.\d+)?e-1\d", text), text  # no printed -2.2e-16
+    code, out, _ = _run(capsys, ["--json", "--instance", str(REPO / "examples" / "labels_dataset.json")])
+    res = json.loads(out)
+    assert code == 0 and res["multipliers"] == [0.0, 0.0] and res["price_of_alignment"] == 0.0
+    code, text, _ = _run(capsys, ["--instance", str(REPO / "examples" / "labels_dataset.json")])
+    assert "price of alignment J(pi*) - J(pi_c) = 0  (§9c)" in text and not re.search(r"-\d(\.\d+)?e-1\d", text)
+
+
+def test_a_value_beyond_its_rounding_bound_is_printed_as_computed(tmp_path, capsys, monkeypatch):
+    """Planted: a solver answer off by 1e-9 in delta_cpo and -1e-9 in the price (far beyond rounding) is printed
+    as is, negative sign and all; one within its bound (2 ulps) becomes 0."""
+    real_solve = S.solve
+
+    def off(offset):
+        def solve(inst, **kwargs):
+            sol = real_solve(inst, **kwargs)
+            return dataclasses.replace(sol, delta_c=sol.delta_c + offset, price_of_alignment=offset)
+        return solve
+
+    path = str(REPO / "examples" / "violated_pair.json")
+    monkeypatch.setattr(S, "solve", off(-1e-9))
+    res = json.loads(_run(capsys, ["--json", "--instance", path])[1])
+    assert res["pairs"][0]["delta_cpo"] == pytest.approx(-1e-9, rel=1e-6) and res["price_of_alignment"] == -1e-9
+    monkeypatch.setattr(S, "solve", off(-2 * EPS))
+    res = json.loads(_run(capsys, ["--json", "--instance", path])[1])
+    assert res["pairs"][0]["delta_cpo"] == 0.0 and res["price_of_alignment"] == 0.0
+
+
+def test_rounding_bounds():
+    assert S._rounding_zero(-3e-16, S._delta_bound(-1.1, -1.1)) == 0.0
+    assert S._rounding_zero(-3e-12, S._delta_bound(-1.1, -1.1)) == -3e-12
+    assert S._rounding_zero(-3e-16, S._delta_bound(-np.inf, -1.0)) == -3e-16  # no bound from an infinite log
+    # the bound grows with the magnitude of the logs: 1e-13 is round-off next to log-probabilities of -1e3
+    assert S._rounding_zero(1e-13, S._delta_bound(-1e3, -1e3)) == 0.0
+    pi = np.array([0.5, 0.5])
+    assert S._price_bound(pi, np.log(pi), np.log(pi), beta=1.0) == pytest.approx(16 * EPS * 2 * (1 + np.log(2)))
