@@ -54,8 +54,10 @@ class AuditConfig:
             keys[beta_key(b)] = b
         if not (math.isfinite(self.margin) and self.margin >= 0):
             raise ValueError(f"margin must be a finite number >= 0, got {self.margin!r}")
-        if not math.isfinite(self.cpo_gamma):
-            raise ValueError(f"cpo_gamma must be finite, got {self.cpo_gamma!r}")
+        if not (math.isfinite(self.cpo_gamma) and self.cpo_gamma >= 0):
+            # gamma weighs a margin (Eq. 17's m_ref = gamma (1/pi_ref(y_w) + 1/pi_ref(y_l)) >= 0); a negative
+            # gamma would turn the constraint into a licence to misrank, which no CPO variant means.
+            raise ValueError(f"cpo_gamma must be a finite number >= 0, got {self.cpo_gamma!r}")
         for name in ("cpo_tau", "cpo_alpha"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):

@@ -309,3 +309,14 @@ def test_impossible_chunk_rows_is_one_line(sample, capsys):
                                                              "between 1 and 10,000,000"), err
     with pytest.raises(ValueError, match="chunk_rows must be between 1 and"):
         A.read_pairs(jsonl, chunk_rows=10**13)
+
+
+def test_negative_cpo_gamma_is_one_line(sample, capsys):
+    """Issue 17 item 11: --cpo-gamma -1 was accepted (c9d097b only required it finite); gamma weighs a margin."""
+    _, jsonl = sample
+    for value in ("-1", "-1e-300", "nan"):
+        assert A.main([str(jsonl), "--cpo-gamma", value]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "cpo_gamma must be a finite number >= 0" in err, err
+    assert A.main([str(jsonl), "--cpo-gamma", "0", "--json"]) == 0
+    capsys.readouterr()
