@@ -36,8 +36,11 @@ the same quantity in tiles, in the model's dtype: at float32 the two agree to fl
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +48,8 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+
+from dpo_rlhf_checks.cli import BadInput, OneLineParser, no_duplicate_keys, short_message
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DEVICES = ("auto", "cpu", "cuda")
@@ -192,15 +197,22 @@ def load_rows(path, *, split: str | None = None) -> tuple[list[dict], list[str]]
             rows.append(row)
             where.append(f"row {i + 1}")
     else:
-        with open(path, encoding="utf-8-sig") as f:
-            for line_no, text in enumerate(f, 1):
+        with open(path, "rb") as f:
+            for line_no, raw in enumerate(f, 1):
+                w = f"row {len(rows) + 1} (line {line_no})"
+                try:  # a UTF-8 BOM on the first line is accepted, as audit does
+                    text = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
+                except UnicodeDecodeError as err:
+                    raise ScoreInputError(f"line {line_no}: not UTF-8 text ({err.reason} at byte {err.start} of "
+                                          "the line)") from None
                 if not text.strip():
                     continue
-                w = f"row {len(rows) + 1} (line {line_no})"
-                try:
-                    rows.append(json.loads(text))
+                try:  # a key given twice is an error, as in solve and audit (json would keep the last silently)
+                    rows.append(json.loads(text, object_pairs_hook=no_duplicate_keys))
                 except json.JSONDecodeError as err:
                     raise ScoreInputError(f"{w}: malformed JSON ({err.msg} at character {err.colno})") from None
+                except BadInput as err:
+                    raise ScoreInputError(f"{w}: {err}") from None
                 where.append(w)
     if not rows:
         raise ScoreInputError(f"{path}: no data rows")
@@ -248,12 +260,36 @@ def _chat_ids(tokenizer, messages, **kwargs) -> list[int]:
     return list(out["input_ids"])
 
 
+def _template_kwargs(row: dict) -> dict[str, Any]:
+    """The per-row chat-template arguments TRL 1.16 passes: ``tools`` (a list, or a JSON string of one) and the
+    ``chat_template_kwargs`` mapping (e.g. ``{"enable_thinking": false}``); nothing when the row has neither."""
+    out: dict[str, Any] = {}
+    tools = row.get("tools")
+    if isinstance(tools, str):
+        try:
+            tools = json.loads(tools)
+        except json.JSONDecodeError as err:
+            raise ScoreInputError(f"field 'tools' is a string but not JSON ({err.msg})") from None
+    if tools is not None:
+        out["tools"] = tools
+    kwargs = row.get("chat_template_kwargs")
+    if kwargs is not None:
+        if not isinstance(kwargs, dict):
+            raise ScoreInputError(f"field 'chat_template_kwargs' must be an object, got {type(kwargs).__name__}")
+        out.update(kwargs)
+    return out
+
+
 def tokenize_pair(tokenizer, row: dict) -> TokenizedPair:
-    """Prompt, chosen and rejected token ids of one row, exactly as TRL 1.16's DPOTrainer makes them."""
+    """Prompt, chosen and rejected token ids of one row, exactly as TRL 1.16's DPOTrainer makes them.
+
+    Conversational rows pass their ``tools`` and ``chat_template_kwargs`` columns to the chat template, as TRL does.
+    """
     if isinstance(row["chosen"], list):
-        prompt_ids = _chat_ids(tokenizer, row["prompt"], add_generation_prompt=True)
-        pc_ids = _chat_ids(tokenizer, row["prompt"] + row["chosen"])
-        pr_ids = _chat_ids(tokenizer, row["prompt"] + row["rejected"])
+        kw = _template_kwargs(row)
+        prompt_ids = _chat_ids(tokenizer, row["prompt"], add_generation_prompt=True, **kw)
+        pc_ids = _chat_ids(tokenizer, row["prompt"] + row["chosen"], **kw)
+        pr_ids = _chat_ids(tokenizer, row["prompt"] + row["rejected"], **kw)
     else:
         eos = tokenizer.eos_token
         if eos is None:
@@ -356,33 +392,135 @@ def completion_logps(logits: torch.Tensor, input_ids: torch.Tensor, n_prompt: to
     return (token_logps * mask).sum(dim=1)
 
 
-def sequence_logps(model, seqs: Sequences, *, batch_size: int, pad_id: int, device, progress=None) -> np.ndarray:
-    """Summed completion log-probabilities (2n,) float64 of every sequence, length-sorted batches of 2 * batch_size.
+def shard_of(lengths: Sequence[int], batch_size: int, rank: int = 0, world_size: int = 1) -> np.ndarray:
+    """The sequences process ``rank`` of ``world_size`` computes, in order: every ``world_size``-th of the
+    length-sorted batches of ``batch_size`` (:func:`length_sorted_batches`), from batch ``rank`` on.
 
-    progress: a tqdm bar updated in pairs (two sequences make a pair), or None.
+    Round-robin over the longest-first batches keeps the ranks' work close (each gets every W-th longest
+    batch), and cut into batches of ``batch_size`` again, a rank's share gives back exactly the batches a
+    single process forms: the same padding, so the same numbers.
     """
-    out = np.empty(len(seqs.ids), dtype=np.float64)
-    lengths = [len(s) for s in seqs.ids]
-    model.eval()
-    with torch.inference_mode():
-        for idx in length_sorted_batches(lengths, 2 * batch_size):
-            ids, mask = _pad_right([seqs.ids[i] for i in idx], pad_id, device)
-            logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits  # (B, T, V)
-            lp = completion_logps(logits, ids, torch.as_tensor(seqs.n_prompt[idx], device=device),
-                                  torch.as_tensor(seqs.n_completion[idx], device=device))
-            out[idx] = lp.double().cpu().numpy()
+    mine = length_sorted_batches(lengths, batch_size)[rank::world_size]
+    return np.concatenate(mine) if mine else np.empty(0, dtype=np.int64)
+
+
+@dataclass
+class Parallel:
+    """Where this process stands in a data-parallel run (``accelerate launch``); one process by default.
+
+    rank, world_size: this process and the number of processes; reduce_sum(array) -> the elementwise sum
+    over the processes (float64; every process gets it); reduce_min(int) -> the minimum over them.
+    """
+
+    rank: int = 0
+    world_size: int = 1
+
+    def reduce_sum(self, values: np.ndarray) -> np.ndarray:
+        if self.world_size == 1:
+            return values
+        import torch.distributed as dist
+
+        t = torch.as_tensor(values, dtype=torch.float64)
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)  # gloo and NCCL both reduce float64 tensors
+        return t.numpy()
+
+    def reduce_min(self, value: int) -> int:
+        if self.world_size == 1:
+            return value
+        import torch.distributed as dist
+
+        t = torch.tensor([value], dtype=torch.float64)
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+        return int(t.item())
+
+
+def run_batched(compute, lengths: Sequence[int], *, batch_size: int, parallel: Parallel | None = None, progress=None,
+                log=None) -> tuple[np.ndarray, int]:
+    """``compute(idx) -> (len(idx),) float64`` over this process's share of the length-sorted batches of
+    ``batch_size`` sequences; every other entry is 0 (so a sum over processes assembles the whole array).
+
+    Out of memory: the batch halves and the share starts again (accelerate's ``find_executable_batch_size``,
+    which recognises CUDA, MPS, XPU and CPU allocator out-of-memory errors); ``log(message)`` is told.
+    Returns (values (len(lengths),) float64, the batch size that ran to the end).
+    """
+    from accelerate.utils import find_executable_batch_size
+
+    parallel = parallel or Parallel()
+    share = shard_of(lengths, batch_size, parallel.rank, parallel.world_size)
+    out = np.zeros(len(lengths), dtype=np.float64)
+    current = {"bs": batch_size}
+
+    def halve() -> int:
+        new = current["bs"] // 2
+        if log is not None:
+            log(f"out of memory at a batch of {current['bs']} sequences"
+                + (f": retrying at {new}" if new else ": even one sequence does not fit"))
+        current["bs"] = new
+        return new
+
+    @find_executable_batch_size(starting_batch_size=batch_size, reduce_batch_size_fn=halve)
+    def run(bs: int) -> int:
+        out[:] = 0.0
+        if progress is not None:
+            progress.reset(total=len(share))
+        for start in range(0, len(share), bs):
+            idx = share[start:start + bs]
+            out[idx] = compute(idx)
             if progress is not None:
                 progress.update(len(idx))
+        return bs
+
+    try:
+        used = run()
+    except RuntimeError as err:
+        if "No executable batch size found" in str(err):
+            raise ScoreInputError("out of memory even at a batch of one sequence: use a smaller --max-length, "
+                                  "a smaller --dtype, or --device-map auto") from None
+        raise
+    return out, used
+
+
+def _input_device(model, device):
+    """Where a model's inputs go: ``device``, or, for a model spread by ``device_map``, its embedding's device."""
+    if getattr(model, "hf_device_map", None):
+        dev = model.get_input_embeddings().weight.device
+        return torch.device("cpu") if dev.type == "meta" else dev
+    return device
+
+
+def sequence_logps(model, seqs: Sequences, *, batch_size: int, pad_id: int, device, progress=None,
+                   parallel: Parallel | None = None, log=None) -> np.ndarray:
+    """Summed completion log-probabilities (2n,) float64 of every sequence, length-sorted batches of 2 * batch_size.
+
+    progress: a tqdm bar counting sequences, or None. parallel: this process's share only (0 elsewhere; see
+    :func:`run_batched`). Out of memory halves the batch (``log`` is told); the batch that ran is in
+    ``sequence_logps.last_batch`` (sequences).
+    """
+    device = _input_device(model, device)
+    model.eval()
+
+    def compute(idx):
+        ids, mask = _pad_right([seqs.ids[i] for i in idx], pad_id, device)
+        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits  # (B, T, V)
+        lp = completion_logps(logits, ids, torch.as_tensor(seqs.n_prompt[idx], device=ids.device),
+                              torch.as_tensor(seqs.n_completion[idx], device=ids.device))
+        return lp.double().cpu().numpy()
+
+    with torch.inference_mode():
+        out, used = run_batched(compute, [len(s) for s in seqs.ids], batch_size=2 * batch_size, parallel=parallel,
+                                progress=progress, log=log)
+    sequence_logps.last_batch = used
     return out
 
 
 def reward_scores(model, tokenizer, rows: Sequence[dict], *, batch_size: int, max_length: int | None, device,
-                  progress=None) -> tuple[np.ndarray, np.ndarray]:
+                  progress=None, parallel: Parallel | None = None, log=None) -> tuple[np.ndarray, np.ndarray]:
     """Scores (n,) of prompt + chosen and prompt + rejected by a one-output sequence-classification model.
 
     Inputs as TRL's RewardTrainer builds them: strings get the EOS appended to the completion and are
     tokenized as ``prompt + completion``; conversations are rendered whole with the chat template.
     Sequences longer than max_length are cut at the end (keep_start), as RewardTrainer filters them.
+    parallel, log: as in :func:`sequence_logps`.
     """
     n_labels = getattr(model.config, "num_labels", None)
     if n_labels != 1:
@@ -396,20 +534,22 @@ def reward_scores(model, tokenizer, rows: Sequence[dict], *, batch_size: int, ma
     for side in ("chosen", "rejected"):
         for row in rows:
             if isinstance(row[side], list):
-                ids = _chat_ids(tokenizer, row["prompt"] + row[side])
+                ids = _chat_ids(tokenizer, row["prompt"] + row[side], **_template_kwargs(row))
             else:
                 eos = tokenizer.eos_token or ""
                 text = row[side] if row[side].endswith(eos) else row[side] + eos
                 ids = list(tokenizer(text=row["prompt"] + text)["input_ids"])
             seqs.append(ids[:max_length] if max_length is not None else ids)
-    out = np.empty(len(seqs), dtype=np.float64)
+    device = _input_device(model, device)
     model.eval()
+
+    def compute(idx):
+        ids, mask = _pad_right([seqs[i] for i in idx], pad_id, device)
+        return model(input_ids=ids, attention_mask=mask).logits[:, 0].double().cpu().numpy()
+
     with torch.inference_mode():
-        for idx in length_sorted_batches([len(s) for s in seqs], 2 * batch_size):
-            ids, mask = _pad_right([seqs[i] for i in idx], pad_id, device)
-            out[idx] = model(input_ids=ids, attention_mask=mask).logits[:, 0].double().cpu().numpy()
-            if progress is not None:
-                progress.update(len(idx))
+        out, _ = run_batched(compute, [len(s) for s in seqs], batch_size=2 * batch_size, parallel=parallel,
+                             progress=progress, log=log)
     n = len(rows)
     return out[:n], out[n:]
 
@@ -469,28 +609,63 @@ def integrity_checks(columns: dict[str, np.ndarray], seqs: Sequences, n_not_pref
 # Loading models
 
 
-def _load_model(path: str, config: ScoreConfig, device, auto_class: str, what: str):
-    """A transformers model of ``auto_class`` and its tokenizer (pad token = eos when it has none, as TRL does)."""
+def _looks_like_a_path(name: str) -> bool:
+    """Whether ``name`` can only be a local path: a hub id is ``name`` or ``owner/name``, never absolute or dotted."""
+    return (os.path.isabs(name) or name.startswith((".", "~")) or name.endswith(("/", os.sep))
+            or name.count("/") > 1 or os.sep != "/" and os.sep in name)
+
+
+def model_path_problem(name: str) -> str | None:
+    """Why the local folder ``name`` holds no model (missing, a file, no config.json), or None (a model folder,
+    or a name that is not a local path and may be a hub id)."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            return f"{name} is a folder but holds no model (no config.json in it)"
+        return None
+    if path.exists():
+        return f"{name} is a file, not a model folder"
+    if _looks_like_a_path(name):
+        return f"no model at {name}: no such folder"
+    return None
+
+
+def _load_model(path: str, config: ScoreConfig, device, auto_class: str, what: str, device_map: str | None = None):
+    """A transformers model of ``auto_class`` and its tokenizer (pad token = eos when it has none, as TRL does).
+
+    device_map: None (the model on ``device``) or "auto" (accelerate's big-model loading: the layers spread over
+    the GPUs, then CPU memory, as they fit; the model is not moved afterwards).
+    """
     import transformers
 
+    problem = model_path_problem(path)
+    if problem is not None:
+        raise ScoreInputError(f"{what}: {problem}")
+    kwargs: dict[str, Any] = {"dtype": DTYPES[config.dtype]}
+    if device_map is not None:
+        kwargs["device_map"] = device_map
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(path)
-        model = getattr(transformers, auto_class).from_pretrained(path, dtype=DTYPES[config.dtype])
-    except (OSError, ValueError) as err:
-        raise ScoreInputError(f"cannot load the {what} {path!r}: {str(err).splitlines()[0]}") from None
+        model = getattr(transformers, auto_class).from_pretrained(path, **kwargs)
+    except (OSError, ValueError, KeyError) as err:
+        where = "" if Path(path).expanduser().exists() else " (not a local folder; tried as a hub model id)"
+        raise ScoreInputError(f"{what}: cannot load {path}{where}: {short_message(err, 400)}") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return model.to(device).eval(), tokenizer
+    if device_map is None:
+        model = model.to(device)
+    return model.eval(), tokenizer
 
 
-def load_causal_lm(path: str, config: ScoreConfig, device):
-    """A causal LM and its tokenizer."""
-    return _load_model(path, config, device, "AutoModelForCausalLM", "causal LM")
+def load_causal_lm(path: str, config: ScoreConfig, device, *, what: str = "--model", device_map: str | None = None):
+    """A causal LM and its tokenizer; ``what`` names it in errors (the option that gave it)."""
+    return _load_model(path, config, device, "AutoModelForCausalLM", what, device_map)
 
 
-def load_reward_model(path: str, config: ScoreConfig, device):
+def load_reward_model(path: str, config: ScoreConfig, device, *, what: str = "--reward-model",
+                      device_map: str | None = None):
     """A sequence-classification reward model and its tokenizer."""
-    return _load_model(path, config, device, "AutoModelForSequenceClassification", "reward model")
+    return _load_model(path, config, device, "AutoModelForSequenceClassification", what, device_map)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -517,15 +692,26 @@ def _progress(total: int, desc: str, enabled: bool):
 
 
 def score_pairs(model, tokenizer, rows: Sequence[dict], *, config: ScoreConfig, ref_model=None, reward_model=None,
-                reward_tokenizer=None, where: Sequence[str] | None = None, device=None, progress: bool = False
-                ) -> ScoreResult:
+                reward_tokenizer=None, where: Sequence[str] | None = None, device=None, progress: bool = False,
+                parallel: Parallel | None = None, log=None) -> ScoreResult:
     """Score pairs: ``model`` is the reference, or the policy when ``ref_model`` is given.
 
     rows: validated rows (:func:`validate_row`); where: their names for errors (default "row i").
     Returns the output columns: ref_chosen_logps, ref_rejected_logps, [chosen_logps, rejected_logps],
     chosen_length, rejected_length, prompt_length, chosen_truncated, rejected_truncated,
     [chosen_reward, rejected_reward].
+    parallel: in a data-parallel run, this process scores its share of the batches (:func:`shard_of`) and
+    every process gets the whole columns (a sum over the processes: each entry comes from exactly one, so
+    the sum is that value, bit for bit). log(message): told when out of memory halves a batch.
     """
+    parallel = parallel or Parallel()
+    messages: list[str] = []
+
+    def note(message: str) -> None:
+        messages.append(message)
+        if log is not None:
+            log(message)
+
     where = list(where) if where is not None else [f"row {i + 1}" for i in range(len(rows))]
     device = device if device is not None else config.torch_device()
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -543,9 +729,13 @@ def score_pairs(model, tokenizer, rows: Sequence[dict], *, config: ScoreConfig, 
     if ref_model is not None:
         models.append(("policy", model))
     logps = {}
+    batch_used = config.batch_size
     for name, m in models:
         bar = _progress(n, f"log-probs ({name})", progress)
-        logps[name] = sequence_logps(m, seqs, batch_size=config.batch_size, pad_id=pad_id, device=device, progress=bar)
+        lp = sequence_logps(m, seqs, batch_size=config.batch_size, pad_id=pad_id, device=device, progress=bar,
+                            parallel=parallel, log=lambda msg, name=name: note(f"{name}: {msg}"))
+        batch_used = min(batch_used, sequence_logps.last_batch // 2 if sequence_logps.last_batch > 1 else 1)
+        logps[name] = parallel.reduce_sum(lp)
         if bar is not None:
             bar.close()
     t2 = time.perf_counter()
@@ -557,9 +747,10 @@ def score_pairs(model, tokenizer, rows: Sequence[dict], *, config: ScoreConfig, 
     cols["rejected_length"] = seqs.n_completion[n:].astype(np.float64)
     if reward_model is not None:
         bar = _progress(n, "rewards", progress)
-        cols["chosen_reward"], cols["rejected_reward"] = reward_scores(
-            reward_model, reward_tokenizer or tokenizer, rows, batch_size=config.batch_size,
-            max_length=config.max_length, device=device, progress=bar)
+        rewards = reward_scores(reward_model, reward_tokenizer or tokenizer, rows, batch_size=config.batch_size,
+                                max_length=config.max_length, device=device, progress=bar, parallel=parallel,
+                                log=lambda msg: note(f"reward model: {msg}"))
+        cols["chosen_reward"], cols["rejected_reward"] = (parallel.reduce_sum(r) for r in rewards)
         if bar is not None:
             bar.close()
     t3 = time.perf_counter()
@@ -570,7 +761,8 @@ def score_pairs(model, tokenizer, rows: Sequence[dict], *, config: ScoreConfig, 
     tokens = int(sum(len(s) for s in seqs.ids))
     settings = {
         "batch_size": config.batch_size, "max_length": config.max_length, "truncation_mode": config.truncation_mode,
-        "device": str(device), "dtype": config.dtype,
+        "device": str(device), "dtype": config.dtype, "processes": parallel.world_size,
+        "batch_size_used": parallel.reduce_min(batch_used), "out_of_memory": messages,
         "logps": "summed over completion tokens (prompt tokens never counted), TRL DPOTrainer tokenization",
         "format": "conversational" if isinstance(rows[0]["chosen"], list) else "string",
     }
@@ -604,47 +796,155 @@ def write_scores(path, columns: dict[str, np.ndarray]) -> Path:
 # Command line
 
 
+def output_file_problem(name: str) -> str | None:
+    """Why ``name`` cannot be written as an output file (a folder, a missing or unwritable folder), or None.
+
+    Checked before any model loads, so a bad path costs nothing; it writes and removes one temporary file
+    beside the output.
+    """
+    if not name:
+        return "an empty path"
+    path = Path(name)
+    if name.endswith(("/", os.sep)) or path.is_dir():
+        return f"{name} is a folder; give a file name"
+    parent = path.parent
+    if not parent.is_dir():
+        return f"folder {parent} does not exist"
+    if path.exists() and not os.access(path, os.W_OK):
+        return f"{name} is not writable"
+    try:
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        return f"cannot write into {parent}: {err.strerror or err}"
+    return None
+
+
+def output_overwrites_input(out: Path, inputs: dict[str, str | Path]) -> str | None:
+    """Which input ``out`` would overwrite: the same file (also through a hard link or a symlink), or a file
+    inside an input folder (a datasets folder, a model folder); None when it is none of them.
+
+    (A small local check; ``audit`` has its own, to be shared.)
+    """
+    out = Path(out)
+    for what, name in inputs.items():
+        inp = Path(name).expanduser()
+        if not inp.exists():
+            continue
+        try:
+            if out.exists() and os.path.samefile(out, inp):  # st_dev and st_ino: hard links and symlinks too
+                return f"it is {what} {name} (the same file)"
+        except OSError:
+            pass
+        if inp.is_dir() and out.resolve().is_relative_to(inp.resolve()):
+            return f"it is inside {what} {name}"
+    return None
+
+
 def build_parser() -> argparse.ArgumentParser:
     d = ScoreConfig()
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="paper_checks.py score",
         description="Score a preference data set (JSON Lines or a local datasets folder, TRL's prompt/chosen/rejected "
         "format, strings or conversations) with a causal LM: summed completion log-probabilities, tokenized as TRL's "
-        "DPOTrainer does, in the columns 'audit' reads. Exit code 2 on bad data or arguments.")
+        "DPOTrainer does, in the columns 'audit' reads. Exit code 2 on bad data or arguments. Under `accelerate "
+        "launch` the pairs are split over the processes and one output is written, in data order.")
     p.add_argument("--model", required=True, help="the reference, or the policy when --ref-model is given (path or id)")
     p.add_argument("--data", required=True, type=Path, help="a .jsonl file or a datasets folder (save_to_disk)")
-    p.add_argument("--out", required=True, type=Path, help="where to write the per-pair JSON Lines")
+    p.add_argument("--out", required=True, help="where to write the per-pair JSON Lines")
     p.add_argument("--ref-model", default=None, help="the reference model; --model is then the policy")
     p.add_argument("--reward-model", default=None, help="a sequence-classification reward model (one output)")
     p.add_argument("--split", default=None, help="the split of a DatasetDict folder (default: train, or the only one)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"pairs per forward pass (default {d.batch_size})")
+    p.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help=f"pairs per forward pass (default {d.batch_size}; halved and retried when out of memory)")
     p.add_argument("--max-length", type=int, default=d.max_length,
                    help=f"max tokens of prompt + completion, TRL's max_length (default {d.max_length}; 0: no limit)")
     p.add_argument("--truncation-mode", choices=TRUNCATION_MODES, default=d.truncation_mode,
                    help=f"TRL's truncation_mode (default {d.truncation_mode})")
     p.add_argument("--device", choices=DEVICES, default=d.device, help="auto (cuda when present), cpu or cuda")
+    p.add_argument("--device-map", choices=("auto",), default=None,
+                   help="auto: spread each model over the GPUs (then CPU memory) with accelerate's big-model "
+                   "loading, for a model larger than one device (one process)")
     p.add_argument("--dtype", choices=tuple(DTYPES), default=d.dtype, help=f"model dtype (default {d.dtype})")
     p.add_argument("--audit", action="store_true", help="run 'audit' on the result and print its summary")
     p.add_argument("--beta", type=float, nargs="+", action="extend", metavar="B", help="beta(s) of the audit")
-    p.add_argument("--pairs-out", type=Path, default=None, help="with --audit: per-pair flags (JSON Lines)")
+    p.add_argument("--pairs-out", default=None, help="with --audit and --ref-model: per-pair flags (JSON Lines)")
     p.add_argument("--json", action="store_true", help="print the result (and the audit) as one JSON object")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (neither score's nor the libraries')")
     p.add_argument("--seed", type=int, default=0, help="torch seed (scoring is deterministic; default 0)")
     return p
 
 
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``paper_checks.py score``: 0 on success, 2 on bad arguments or data (one line on stderr)."""
+    """``paper_checks.py score``: 0 on success, 2 on bad arguments or data (one line on stderr).
+
+    Under ``accelerate launch`` (``WORLD_SIZE`` > 1) every process scores its share and the main one writes.
+    """
+    try:
+        return _main(argv)
+    except (BadInput, ScoreInputError) as err:
+        if _is_main_process():  # every process meets the same bad input; one line is enough
+            print(f"error: {short_message(err)}", file=sys.stderr)
+        return 2
+
+
+class _QuietLibraries:
+    """Silence transformers', datasets' and huggingface_hub's progress bars for a block (``--no-progress``)."""
+
+    def __enter__(self):
+        import transformers.utils.logging as tl
+
+        self._undo = []
+        if tl.is_progress_bar_enabled():
+            tl.disable_progress_bar()
+            self._undo.append(tl.enable_progress_bar)
+        try:
+            import datasets
+
+            if datasets.is_progress_bar_enabled():
+                datasets.disable_progress_bars()
+                self._undo.append(datasets.enable_progress_bars)
+        except ImportError:  # pragma: no cover - datasets comes with the hf extra
+            pass
+        import huggingface_hub.utils as hh
+
+        if not hh.are_progress_bars_disabled():
+            hh.disable_progress_bars()
+            self._undo.append(hh.enable_progress_bars)
+        return self
+
+    def __exit__(self, *exc):
+        for undo in self._undo:
+            undo()
+        return False
+
+
+def _parallel_state(device: str) -> tuple[Parallel, Any]:
+    """This process's place in an ``accelerate launch`` run (one process without it) and accelerate's state."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return Parallel(), None
+    from accelerate import PartialState
+
+    state = PartialState(cpu=device == "cpu")
+    return Parallel(state.process_index, state.num_processes), state
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         config = ScoreConfig(batch_size=args.batch_size, max_length=args.max_length or None,
                              truncation_mode=args.truncation_mode, device=args.device, dtype=args.dtype)
-        device = config.torch_device()
     except ValueError as err:
         parser.error(str(err))
     if args.pairs_out is not None and not args.audit:
         parser.error("--pairs-out needs --audit")
+    if args.pairs_out is not None and args.ref_model is None:
+        parser.error("--pairs-out writes the policy's per-pair flags: it needs --ref-model (and --model the policy)")
     if args.beta is not None and not args.audit:
         parser.error("--beta needs --audit")
     try:
@@ -653,41 +953,86 @@ def main(argv: list[str] | None = None) -> int:
         audit_config = A.AuditConfig(betas=tuple(args.beta)) if args.beta else A.AuditConfig()
     except ValueError as err:
         parser.error(str(err))
+    # Every output is checked before any model loads: a bad path must not cost a scoring pass.
+    inputs = {"--data": args.data, "--model": args.model}
+    inputs.update({k: v for k, v in (("--ref-model", args.ref_model), ("--reward-model", args.reward_model)) if v})
+    outputs = [("--out", args.out)] + ([("--pairs-out", args.pairs_out)] if args.pairs_out is not None else [])
+    for opt, name in outputs:
+        problem = output_file_problem(name) or output_overwrites_input(Path(name), inputs)
+        if problem is not None:
+            parser.error(f"{opt} {name}: {problem}")
+    if args.pairs_out is not None and (Path(args.pairs_out).resolve() == Path(args.out).resolve() or (
+            Path(args.out).exists() and Path(args.pairs_out).exists()
+            and os.path.samefile(args.out, args.pairs_out))):
+        parser.error("--pairs-out and --out name the same file")
     try:
         import transformers  # noqa: F401
     except ImportError:
-        print("error: 'score' needs transformers: pip install 'dpo-rlhf-checks[hf]'", file=sys.stderr)
-        return 2
-    torch.manual_seed(args.seed)
+        raise ScoreInputError("'score' needs transformers: pip install 'dpo-rlhf-checks[hf]'") from None
     try:
-        rows, where = load_rows(args.data, split=args.split)
-        model, tokenizer = load_causal_lm(args.model, config, device)
+        parallel, state = _parallel_state(args.device)
+        device = state.device if state is not None else config.torch_device()
+    except ValueError as err:
+        parser.error(str(err))
+    if args.device == "cuda" and device.type != "cuda":
+        parser.error("--device cuda, but the processes run on " + str(device))
+    if args.device_map is not None and parallel.world_size > 1:
+        parser.error("--device-map auto spreads one model over the devices: run it in one process, not under "
+                     f"accelerate launch with {parallel.world_size} processes")
+    main_process = parallel.rank == 0
+    quiet = args.no_progress or not main_process
+    torch.manual_seed(args.seed)
+    with _QuietLibraries() if quiet else contextlib.nullcontext():
+        try:
+            rows, where = load_rows(args.data, split=args.split)
+        except ScoreInputError as err:
+            raise ScoreInputError(f"{args.data}: {err}") from None
+        except OSError as err:
+            raise ScoreInputError(f"{args.data}: {err.strerror or err}") from None
+        model, tokenizer = load_causal_lm(args.model, config, device, what="--model", device_map=args.device_map)
         ref_model = reward_model = reward_tok = None
         if args.ref_model is not None:
-            ref_model, ref_tok = load_causal_lm(args.ref_model, config, device)
+            ref_model, ref_tok = load_causal_lm(args.ref_model, config, device, what="--ref-model",
+                                                device_map=args.device_map)
             if ref_tok.get_vocab() != tokenizer.get_vocab():
-                raise ScoreInputError(f"--ref-model {args.ref_model!r} has a different vocabulary from --model "
-                                      f"{args.model!r}: their log-probabilities are not comparable")
+                raise ScoreInputError(f"--ref-model {args.ref_model} has a different vocabulary from --model "
+                                      f"{args.model}: their log-probabilities are not comparable")
         if args.reward_model is not None:
-            reward_model, reward_tok = load_reward_model(args.reward_model, config, device)
+            reward_model, reward_tok = load_reward_model(args.reward_model, config, device,
+                                                         device_map=args.device_map)
         n_params = sum(p.numel() for p in model.parameters())
-        print(f"score: {len(rows)} pairs from {args.data}; model {args.model} ({n_params:,} parameters)"
-              + (f", reference {args.ref_model}" if ref_model is not None else " as the reference")
-              + (f", reward model {args.reward_model}" if reward_model is not None else "")
-              + f"; device {device}, dtype {config.dtype}, batch {config.batch_size} pairs, max_length "
-              f"{config.max_length} ({config.truncation_mode})", file=sys.stderr)
-        result = score_pairs(model, tokenizer, rows, config=config, ref_model=ref_model, reward_model=reward_model,
-                             reward_tokenizer=reward_tok, where=where, device=device, progress=not args.no_progress)
-    except ScoreInputError as err:
-        print(f"error: {args.data}: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:
-        print(f"error: {args.data}: {err.strerror or err}", file=sys.stderr)
-        return 2
+        where_run = (f"device map auto ({len(set(model.hf_device_map.values()))} device(s))"
+                     if args.device_map else f"device {device}")
+        if main_process:
+            print(f"score: {len(rows)} pairs from {args.data}; model {args.model} ({n_params:,} parameters)"
+                  + (f", reference {args.ref_model}" if ref_model is not None else " as the reference")
+                  + (f", reward model {args.reward_model}" if reward_model is not None else "")
+                  + f"; {where_run}, dtype {config.dtype}, batch {config.batch_size} pairs, max_length "
+                  f"{config.max_length} ({config.truncation_mode})"
+                  + (f"; {parallel.world_size} processes" if parallel.world_size > 1 else ""), file=sys.stderr)
+
+        def log(message: str) -> None:
+            prefix = f"process {parallel.rank}: " if parallel.world_size > 1 else ""
+            print(f"score: {prefix}{message}", file=sys.stderr)
+
+        try:
+            result = score_pairs(model, tokenizer, rows, config=config, ref_model=ref_model, reward_model=reward_model,
+                                 reward_tokenizer=reward_tok, where=where, device=device, progress=not quiet,
+                                 parallel=parallel, log=log)
+        except ScoreInputError as err:
+            raise ScoreInputError(f"{args.data}: {err}") from None
+    if state is not None and hasattr(state, "destroy_process_group"):
+        state.destroy_process_group()  # the collectives are done; the main process writes alone
+    if not main_process:
+        return 0
     write_scores(args.out, result.columns)
     t = result.timing
     summary = [f"wrote {args.out}: {t['pairs']} pairs, {t['tokens']} tokens per model; {t['pairs_per_s']:.1f} pairs/s, "
-               f"{t['tokens_per_s']:.0f} tokens/s ({t['forward_passes']} model(s))"]
+               f"{t['tokens_per_s']:.0f} tokens/s ({t['forward_passes']} model(s)"
+               + (f", {parallel.world_size} processes)" if parallel.world_size > 1 else ")")]
+    if result.settings["batch_size_used"] != config.batch_size:
+        summary.append(f"out of memory: the batch was halved to {result.settings['batch_size_used']} pairs "
+                       f"(asked for {config.batch_size}); the numbers do not depend on the batch")
     summary += [f"integrity: {f['check']}: {f['message']}" for f in result.flags] or ["integrity: no flags"]
     out: dict[str, Any] = {"out": str(args.out), "settings": result.settings, "timing": t, "integrity": result.flags}
     if args.audit:
@@ -697,7 +1042,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.pairs_out is not None:
             from dpo_rlhf_checks.audit_diagnostics import write_pair_flags
 
-            write_pair_flags(args.pairs_out, data)
+            try:
+                write_pair_flags(args.pairs_out, data)
+            except (ValueError, OSError) as err:
+                raise ScoreInputError(f"--pairs-out {args.pairs_out}: {err}") from None
             summary.append(f"per-pair flags: {args.pairs_out}")
     if args.json:
         from dpo_rlhf_checks.result import to_jsonable
@@ -709,3 +1057,7 @@ def main(argv: list[str] | None = None) -> int:
             print()
             print(A.format_summary(out["audit"]))
     return 0
+
+
+if __name__ == "__main__":  # accelerate launch -m dpo_rlhf_checks.score ...
+    sys.exit(main())
