@@ -66,6 +66,10 @@ class ScoreInputError(ValueError):
     """Bad data or arguments; the message names the row."""
 
 
+class ScoreMemoryError(ScoreInputError):
+    """Out of memory even at a batch of one sequence (settings too large for the device)."""
+
+
 # ----------------------------------------------------------------------------------------------
 # Configuration
 
@@ -424,6 +428,12 @@ class Parallel:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)  # gloo and NCCL both reduce float64 tensors
         return t.numpy()
 
+    def counts(self, value: int) -> list[int]:
+        """``value`` of every process, in rank order (a one-hot sum)."""
+        one_hot = np.zeros(self.world_size)
+        one_hot[self.rank] = value
+        return [int(v) for v in self.reduce_sum(one_hot)]
+
     def reduce_min(self, value: int) -> int:
         if self.world_size == 1:
             return value
@@ -441,12 +451,14 @@ def run_batched(compute, lengths: Sequence[int], *, batch_size: int, parallel: P
 
     Out of memory: the batch halves and the share starts again (accelerate's ``find_executable_batch_size``,
     which recognises CUDA, MPS, XPU and CPU allocator out-of-memory errors); ``log(message)`` is told.
-    Returns (values (len(lengths),) float64, the batch size that ran to the end).
+    Returns (values (len(lengths),) float64, the batch size that ran to the end). ``run_batched.last_share``
+    is the number of sequences this process computed.
     """
     from accelerate.utils import find_executable_batch_size
 
     parallel = parallel or Parallel()
     share = shard_of(lengths, batch_size, parallel.rank, parallel.world_size)
+    run_batched.last_share = len(share)
     out = np.zeros(len(lengths), dtype=np.float64)
     current = {"bs": batch_size}
 
@@ -474,7 +486,7 @@ def run_batched(compute, lengths: Sequence[int], *, batch_size: int, parallel: P
         used = run()
     except RuntimeError as err:
         if "No executable batch size found" in str(err):
-            raise ScoreInputError("out of memory even at a batch of one sequence: use a smaller --max-length, "
+            raise ScoreMemoryError("out of memory even at a batch of one sequence: use a smaller --max-length, "
                                   "a smaller --dtype, or --device-map auto") from None
         raise
     return out, used
@@ -729,12 +741,14 @@ def score_pairs(model, tokenizer, rows: Sequence[dict], *, config: ScoreConfig, 
     if ref_model is not None:
         models.append(("policy", model))
     logps = {}
-    batch_used = config.batch_size
+    batch_used = 2 * config.batch_size  # sequences
+    computed = 0
     for name, m in models:
         bar = _progress(n, f"log-probs ({name})", progress)
         lp = sequence_logps(m, seqs, batch_size=config.batch_size, pad_id=pad_id, device=device, progress=bar,
                             parallel=parallel, log=lambda msg, name=name: note(f"{name}: {msg}"))
-        batch_used = min(batch_used, sequence_logps.last_batch // 2 if sequence_logps.last_batch > 1 else 1)
+        batch_used = min(batch_used, sequence_logps.last_batch)
+        computed += run_batched.last_share
         logps[name] = parallel.reduce_sum(lp)
         if bar is not None:
             bar.close()
@@ -762,12 +776,14 @@ def score_pairs(model, tokenizer, rows: Sequence[dict], *, config: ScoreConfig, 
     settings = {
         "batch_size": config.batch_size, "max_length": config.max_length, "truncation_mode": config.truncation_mode,
         "device": str(device), "dtype": config.dtype, "processes": parallel.world_size,
-        "batch_size_used": parallel.reduce_min(batch_used), "out_of_memory": messages,
+        "batch_sequences": 2 * config.batch_size, "batch_sequences_used": parallel.reduce_min(batch_used),
+        "out_of_memory": messages,
         "logps": "summed over completion tokens (prompt tokens never counted), TRL DPOTrainer tokenization",
         "format": "conversational" if isinstance(rows[0]["chosen"], list) else "string",
     }
     timing = {"tokenize_s": t1 - t0, "logps_s": t2 - t1, "reward_s": t3 - t2, "pairs": n, "tokens": tokens,
-              "forward_passes": len(models), "pairs_per_s": n * len(models) / max(t2 - t1, 1e-12),
+              "forward_passes": len(models), "sequences_per_process": parallel.counts(computed),
+              "pairs_per_s": n * len(models) / max(t2 - t1, 1e-12),
               "tokens_per_s": tokens * len(models) / max(t2 - t1, 1e-12)}
     return ScoreResult(cols, flags, settings, timing)
 
@@ -929,7 +945,8 @@ def _parallel_state(device: str) -> tuple[Parallel, Any]:
         return Parallel(), None
     from accelerate import PartialState
 
-    state = PartialState(cpu=device == "cpu")
+    # gloo on CPU (no GPU here, or --device cpu), NCCL on GPUs
+    state = PartialState(cpu=device == "cpu" or not torch.cuda.is_available())
     return Parallel(state.process_index, state.num_processes), state
 
 
@@ -1001,8 +1018,8 @@ def _main(argv: list[str] | None) -> int:
             reward_model, reward_tok = load_reward_model(args.reward_model, config, device,
                                                          device_map=args.device_map)
         n_params = sum(p.numel() for p in model.parameters())
-        where_run = (f"device map auto ({len(set(model.hf_device_map.values()))} device(s))"
-                     if args.device_map else f"device {device}")
+        placed = sorted({str(d) for d in (getattr(model, "hf_device_map", None) or {"": device}).values()})
+        where_run = f"device map auto ({', '.join(placed)})" if args.device_map else f"device {device}"
         if main_process:
             print(f"score: {len(rows)} pairs from {args.data}; model {args.model} ({n_params:,} parameters)"
                   + (f", reference {args.ref_model}" if ref_model is not None else " as the reference")
@@ -1019,6 +1036,8 @@ def _main(argv: list[str] | None) -> int:
             result = score_pairs(model, tokenizer, rows, config=config, ref_model=ref_model, reward_model=reward_model,
                                  reward_tokenizer=reward_tok, where=where, device=device, progress=not quiet,
                                  parallel=parallel, log=log)
+        except ScoreMemoryError:
+            raise
         except ScoreInputError as err:
             raise ScoreInputError(f"{args.data}: {err}") from None
     if state is not None and hasattr(state, "destroy_process_group"):
@@ -1030,9 +1049,11 @@ def _main(argv: list[str] | None) -> int:
     summary = [f"wrote {args.out}: {t['pairs']} pairs, {t['tokens']} tokens per model; {t['pairs_per_s']:.1f} pairs/s, "
                f"{t['tokens_per_s']:.0f} tokens/s ({t['forward_passes']} model(s)"
                + (f", {parallel.world_size} processes)" if parallel.world_size > 1 else ")")]
-    if result.settings["batch_size_used"] != config.batch_size:
-        summary.append(f"out of memory: the batch was halved to {result.settings['batch_size_used']} pairs "
-                       f"(asked for {config.batch_size}); the numbers do not depend on the batch")
+    st = result.settings
+    if st["batch_sequences_used"] != st["batch_sequences"]:
+        summary.append(f"out of memory: the batch was halved to {st['batch_sequences_used']} sequences (asked: "
+                       f"{st['batch_sequences']}, {config.batch_size} pairs) and the run went on; the numbers do not "
+                       "depend on the batch (float rounding aside)")
     summary += [f"integrity: {f['check']}: {f['message']}" for f in result.flags] or ["integrity: no flags"]
     out: dict[str, Any] = {"out": str(args.out), "settings": result.settings, "timing": t, "integrity": result.flags}
     if args.audit:
