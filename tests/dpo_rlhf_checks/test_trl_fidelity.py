@@ -1,0 +1,142 @@
+"""Fidelity of ``LibraryLossDPOTrainer`` to TRL 1.16's own ``DPOTrainer`` on one batch (issue 20, section 1):
+TRL's metrics under TRL's names, the per-token-mean variants under their own names, the MoE router loss,
+and bf16-autocast gradients equal to TRL's (the same order of arithmetic)."""
+
+import math
+
+import pytest
+
+trl = pytest.importorskip("trl")
+datasets = pytest.importorskip("datasets")
+import torch  # noqa: E402
+
+from dpo_rlhf_checks.integrations import tiny  # noqa: E402
+from dpo_rlhf_checks.integrations.trl import LibraryLossDPOTrainer  # noqa: E402
+
+N = 12
+BETA = 0.5
+TRL_KEYS = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen",
+            "logps/rejected", "entropy", "logits/chosen", "logits/rejected", "mean_token_accuracy", "num_tokens")
+
+
+def _config(tmp_path, **kw):
+    base = dict(output_dir=str(tmp_path / "out"), max_steps=1, per_device_train_batch_size=N, logging_steps=1,
+                learning_rate=1e-2, beta=BETA, report_to="none", save_strategy="no", use_cpu=True, seed=0,
+                max_length=64, disable_tqdm=True, dataset_num_proc=None, bf16=False)
+    base.update(kw)
+    return trl.DPOConfig(**base)
+
+
+def _pair_of_trainers(tmp_path, *, model=None, ref=None, tok=None, ours_kw=None, theirs_cfg=None, cfg=None):
+    if model is None:
+        model, tok = tiny.build_causal_lm(seed=5)
+        ref, _ = tiny.build_causal_lm(seed=0)
+    ds = datasets.Dataset.from_list(tiny.preference_rows(N, seed=3))
+    ours = LibraryLossDPOTrainer(model=model, ref_model=ref, args=_config(tmp_path, **(cfg or {})), train_dataset=ds,
+                                 processing_class=tok, **(ours_kw or {}))
+    theirs = trl.DPOTrainer(model=ours.model, ref_model=ours.ref_model,
+                            args=_config(tmp_path, **{**(cfg or {}), **(theirs_cfg or {})}), train_dataset=ds,
+                            processing_class=tok)
+    batch = next(iter(theirs.get_train_dataloader()))
+    return ours, theirs, batch
+
+
+def _last(trainer, key):
+    return trainer._metrics["train"][key][-1]
+
+
+def test_trl_metrics_are_logged_and_equal_trls(tmp_path):
+    ours, theirs, batch = _pair_of_trainers(tmp_path, ours_kw={"loss_name": "dpo"})
+    ours.model.train()
+    with torch.no_grad():
+        a = ours.compute_loss(ours.model, batch).item()
+        b = theirs.compute_loss(theirs.model, batch).item()
+    assert a == pytest.approx(b, rel=1e-6)
+    for k in TRL_KEYS:
+        assert _last(ours, k) == pytest.approx(_last(theirs, k), rel=1e-6, abs=1e-7), k
+    assert 0 < _last(ours, "mean_token_accuracy") < 1 and _last(ours, "entropy") > 1  # not a constant
+
+
+def test_mean_logps_keep_trls_names_for_trls_quantities(tmp_path):
+    """logps='mean' trains TRL's sigmoid_norm; TRL's names hold TRL's (summed) quantities, the means their own."""
+    ours, theirs, batch = _pair_of_trainers(tmp_path, ours_kw={"loss_name": "dpo", "logps": "mean"},
+                                            theirs_cfg={"loss_type": ["sigmoid_norm"]})
+    ours.model.train()
+    with torch.no_grad():
+        a = ours.compute_loss(ours.model, batch).item()
+        b = theirs.compute_loss(theirs.model, batch).item()
+    assert a == pytest.approx(b, rel=1e-5)
+    for k in TRL_KEYS:
+        assert _last(ours, k) == pytest.approx(_last(theirs, k), rel=1e-6, abs=1e-7), k
+    # the per-token-mean variants, under their own names, from the means
+    mask = batch["completion_mask"][:, 1:].sum(1).double()
+    n = N
+    assert _last(ours, "logps_per_token/chosen") == pytest.approx(
+        _last(ours, "logps/chosen") / float(mask[:n].mean()), rel=0.5)  # order of magnitude: a mean, not a sum
+    assert abs(_last(ours, "logps_per_token/chosen")) < 10 < abs(_last(ours, "logps/chosen"))
+    for k in ("rewards_per_token/chosen", "rewards_per_token/rejected", "rewards_per_token/margins",
+              "rewards_per_token/accuracies", "logps_per_token/rejected"):
+        assert k in ours._metrics["train"], k
+
+
+def _tiny_mixtral(seed, tok):
+    from transformers import MixtralConfig, MixtralForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = MixtralConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                        num_attention_heads=2, num_key_value_heads=1, num_local_experts=4, num_experts_per_tok=2,
+                        max_position_embeddings=256, router_aux_loss_coef=0.02, output_router_logits=False,
+                        bos_token_id=1, eos_token_id=1)
+    return MixtralForCausalLM(cfg).eval()
+
+
+def test_moe_router_aux_loss_is_added_and_logged_as_trl_does(tmp_path):
+    tok = tiny.build_tokenizer()
+    model, ref = _tiny_mixtral(5, tok), _tiny_mixtral(0, tok)
+    ours, theirs, batch = _pair_of_trainers(tmp_path, model=model, ref=ref, tok=tok, ours_kw={"loss_name": "dpo"})
+    assert ours.aux_loss_enabled and ours.router_aux_loss_coef == pytest.approx(0.02)
+    ours.model.train()
+    with torch.no_grad():
+        a = ours.compute_loss(ours.model, batch).item()
+        b = theirs.compute_loss(theirs.model, batch).item()
+    assert a == pytest.approx(b, rel=1e-6)
+    aux = _last(ours, "aux_loss")
+    assert aux == pytest.approx(_last(theirs, "aux_loss"), rel=1e-6)
+    assert 0.02 * aux > 1e-3  # the term is not negligible: dropping it would fail the equality above
+
+
+def test_bf16_autocast_gradients_equal_trls(tmp_path):
+    """Under TRL's default bf16 autocast, one backward pass of ours and of TRL's on one batch: the same gradients.
+
+    Long sequences (sums of ~100-300 token log-probs) and a policy near the reference, where the order of the
+    subtractions decides the rounding: the library's order gave a 2.5e-3 relative gradient difference here.
+    """
+    model, tok = tiny.build_causal_lm(seed=5)
+    ref, _ = tiny.build_causal_lm(seed=0)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p, q in zip(model.parameters(), ref.parameters()):
+            p.copy_(q + 0.01 * torch.randn(q.shape, generator=gen))
+    ds = datasets.Dataset.from_list(tiny.preference_rows(8, seed=3, prompt_words=(20, 60), completion_words=(20, 120)))
+    cfg = dict(per_device_train_batch_size=8, max_length=512, beta=0.1)
+    ours = LibraryLossDPOTrainer(model=model, ref_model=ref, args=_config(tmp_path, **cfg), train_dataset=ds,
+                                 processing_class=tok, loss_name="dpo")
+    theirs = trl.DPOTrainer(model=ours.model, ref_model=ours.ref_model, args=_config(tmp_path, **cfg),
+                            train_dataset=ds, processing_class=tok)
+    batch = next(iter(theirs.get_train_dataloader()))
+    model.train()
+
+    def grads(trainer):
+        model.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = trainer.compute_loss(model, batch)
+        loss.backward()
+        return loss.item(), [p.grad.detach().clone() for p in model.parameters() if p.grad is not None]
+
+    la, ga = grads(ours)
+    lb, gb = grads(theirs)
+    assert la == lb
+    assert len(ga) == len(gb) > 0
+    worst = max(float((x - y).abs().max() / y.abs().max().clamp(min=1e-30)) for x, y in zip(ga, gb))
+    assert worst == 0.0
+    assert max(float(g.abs().max()) for g in gb) > 1e-6  # a gradient that is not zero
