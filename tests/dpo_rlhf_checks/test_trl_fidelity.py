@@ -140,3 +140,57 @@ def test_bf16_autocast_gradients_equal_trls(tmp_path):
     worst = max(float((x - y).abs().max() / y.abs().max().clamp(min=1e-30)) for x, y in zip(ga, gb))
     assert worst == 0.0
     assert max(float(g.abs().max()) for g in gb) > 1e-6  # a gradient that is not zero
+
+
+TOOL_TEMPLATE = ("{% if enable_thinking is defined and enable_thinking %}<|system|> why how <|end|> {% endif %}"
+                 "{% if tools %}<|system|> {% for t in tools %}{{ t['name'] }} {% endfor %}<|end|> {% endif %}"
+                 "{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} <|end|> {% endfor %}"
+                 "{% if add_generation_prompt %}<|assistant|> {% endif %}")
+
+
+def test_per_row_tools_and_chat_template_kwargs_tokenize_as_trl(tmp_path):
+    """Conversational rows with their own ``tools`` (a list, or a JSON string of one) and ``chat_template_kwargs``:
+    score's token ids equal TRL's, row by row, and differ from ignoring the columns."""
+    import json
+
+    from dpo_rlhf_checks import score as S
+
+    tok = tiny.build_tokenizer()
+    tok.chat_template = TOOL_TEMPLATE
+    model, _ = tiny.build_causal_lm(seed=0, tokenizer=tok)
+    ref, _ = tiny.build_causal_lm(seed=1, tokenizer=tok)
+    rows = tiny.preference_rows(N, seed=4, conversational=True)
+    for i, r in enumerate(rows):
+        r["tools"] = json.dumps([{"name": "cat"}, {"name": "dog"}][: i % 3]) if i % 3 else None
+        r["chat_template_kwargs"] = {"enable_thinking": i % 2 == 0}
+    trainer = trl.DPOTrainer(model=model, ref_model=ref, args=_config(tmp_path), processing_class=tok,
+                             train_dataset=datasets.Dataset.from_list(rows))
+    changed = 0
+    for r, t in zip(rows, trainer.train_dataset):
+        pair = S.tokenize_pair(tok, r)
+        assert (pair.prompt_ids, pair.chosen_ids, pair.rejected_ids) == (t["prompt_ids"], t["chosen_ids"],
+                                                                         t["rejected_ids"])
+        bare = S.tokenize_pair(tok, {k: r[k] for k in ("prompt", "chosen", "rejected")})
+        changed += bare.prompt_ids != pair.prompt_ids
+    assert changed >= N // 2  # the columns matter on these rows
+    # and through the command: the columns reach the scores (a datasets folder keeps them)
+    path = tiny.write_jsonl(tmp_path / "tools.jsonl", rows)
+    loaded, _ = S.load_rows(path)
+    res = S.score_pairs(ref, tok, loaded, config=S.ScoreConfig(max_length=64), device=torch.device("cpu"))
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(N)])
+    with torch.no_grad():
+        rc, rr = trainer.compute_ref_log_probs(trainer.ref_model, batch)
+    assert res.columns["ref_chosen_logps"] == pytest.approx(rc.double().numpy(), abs=1e-4)
+    assert res.columns["ref_rejected_logps"] == pytest.approx(rr.double().numpy(), abs=1e-4)
+
+
+def test_bad_template_columns_are_errors_naming_the_row(tmp_path):
+    from dpo_rlhf_checks import score as S
+
+    tok = tiny.build_tokenizer()
+    row = dict(tiny.preference_rows(1, conversational=True)[0], tools="[not json")
+    with pytest.raises(S.ScoreInputError, match="field 'tools' is a string but not JSON"):
+        S.tokenize_pair(tok, row)
+    row = dict(tiny.preference_rows(1, conversational=True)[0], chat_template_kwargs=[1])
+    with pytest.raises(S.ScoreInputError, match="'chat_template_kwargs' must be an object"):
+        S.tokenize_pair(tok, row)
