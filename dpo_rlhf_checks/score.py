@@ -10,8 +10,18 @@ Data: JSON Lines (one object per line) or a local Hugging Face ``datasets`` fold
 in TRL's preference format: ``prompt``, ``chosen``, ``rejected`` (or, TRL's implicit-prompt format,
 only ``chosen`` and ``rejected``, whose common prefix is the prompt, as TRL extracts it) as strings,
 or conversational (lists of ``{"role", "content"}`` messages, rendered with the tokenizer's chat
-template). A bad row (missing field, wrong type, empty completion, a completion that tokenizes to
-nothing, a prompt that fills ``--max-length``) is an error naming the row; exit code 2.
+template; a row's ``tools`` and ``chat_template_kwargs`` columns go to the template, as in TRL). A bad
+row (missing field, wrong type, a completion that tokenizes to nothing) is an error naming the row;
+exit code 2. Rows TRL keeps or drops, score keeps or drops, and counts (integrity flags): a row whose
+prompt alone fills ``--max-length`` under keep_start is dropped (the output skips its pair number); an
+empty completion is scored (TRL's EOS, or the template's closing tokens). ``--strict`` makes either an
+error naming the row.
+
+Under ``accelerate launch`` (more than one process) each process scores every W-th length-sorted
+batch and the main process writes one output, in data order, equal to a one-process run (the same
+batches, so the same numbers). Out of memory halves the batch and retries (accelerate's
+``find_executable_batch_size``). ``--device-map auto`` spreads a model too large for one device
+(accelerate's big-model loading).
 
 Tokenization is TRL's ``DPOTrainer``'s (TRL 1.16, ``DPOTrainer._prepare_dataset`` and
 ``DataCollatorForPreference``), so the numbers match a TRL run of the same model:
@@ -83,6 +93,8 @@ class ScoreConfig:
     truncation_mode: "keep_start" (cut the end; TRL's default) or "keep_end" (cut the start).
     device: "auto" (cuda when present), "cpu" or "cuda".
     dtype: the models' dtype: "float32", "bfloat16" or "float16"; log-softmax is float32 always.
+    strict: False (TRL's behaviour: a row whose prompt fills max_length under keep_start is dropped, an empty
+        completion is scored; both counted in the integrity flags) or True (either is an error naming the row).
     """
 
     batch_size: int = 8
@@ -90,6 +102,7 @@ class ScoreConfig:
     truncation_mode: str = "keep_start"
     device: str = "auto"
     dtype: str = "float32"
+    strict: bool = False
 
     def __post_init__(self) -> None:
         if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
@@ -100,6 +113,8 @@ class ScoreConfig:
             raise ValueError(f"truncation_mode must be one of {', '.join(TRUNCATION_MODES)}, got {self.truncation_mode!r}")
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if not isinstance(self.strict, bool):
+            raise ValueError(f"strict must be True or False, got {self.strict!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
 
@@ -145,11 +160,19 @@ def validate_row(row: Any, where: str, conversational: bool | None) -> bool:
             _check_messages(row[name], where, name)
         elif not isinstance(row[name], str):
             raise ScoreInputError(f"{where}: field {name!r} must be a string, got {type(row[name]).__name__}")
-    for name in ("chosen", "rejected"):
-        text = "".join(m["content"] for m in row[name]) if conv else row[name]
-        if not text.strip():
-            raise ScoreInputError(f"{where}: empty completion in field {name!r}")
     return conv
+
+
+def empty_completions(row: dict) -> list[str]:
+    """The fields among chosen and rejected whose text is empty or blank (TRL scores them: the EOS it appends to
+    a string completion, or the chat template's closing tokens)."""
+    out = []
+    for name in ("chosen", "rejected"):
+        value = row[name]
+        text = "".join(m["content"] for m in value) if isinstance(value, list) else value
+        if not text.strip():
+            out.append(name)
+    return out
 
 
 def extract_prompt(row: dict) -> dict:
@@ -692,6 +715,7 @@ class ScoreResult:
     flags: list[dict[str, Any]]
     settings: dict[str, Any]
     timing: dict[str, float] = field(default_factory=dict)
+    pair_numbers: np.ndarray | None = None  # (n,) the 1-based input row of each scored pair (rows TRL drops skipped)
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -729,11 +753,40 @@ def score_pairs(model, tokenizer, rows: Sequence[dict], *, config: ScoreConfig, 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     t0 = time.perf_counter()
     pairs = []
+    n_empty = 0
     for row, w in zip(rows, where):
+        empty = empty_completions(row)
+        if empty and config.strict:
+            raise ScoreInputError(f"{w}: empty completion in field {empty[0]!r} (--strict; TRL scores it: its EOS "
+                                  "or the template's closing tokens)")
+        n_empty += bool(empty)
         try:
             pairs.append(tokenize_pair(tokenizer, row))
         except ScoreInputError as err:
             raise ScoreInputError(f"{w}: {err}") from None
+    # TRL drops a row whose prompt alone fills max_length under keep_start (DPOTrainer._prepare_dataset's filter
+    # len(prompt_ids) < max_length): no completion token would be left. score does the same, and counts it.
+    keep = np.arange(len(pairs))
+    if config.max_length is not None and config.truncation_mode == "keep_start":
+        fills = [i for i, p in enumerate(pairs) if len(p.prompt_ids) >= config.max_length]
+        if fills and config.strict:
+            i = fills[0]
+            raise ScoreInputError(f"{where[i]}: the prompt ({len(pairs[i].prompt_ids)} tokens) fills max_length "
+                                  f"{config.max_length}: no completion token is left to score (--strict; TRL drops "
+                                  "the row)")
+        if fills:
+            keep = np.setdiff1d(keep, fills)
+            if not len(keep):
+                raise ScoreInputError(f"every row's prompt fills max_length {config.max_length}: nothing to score "
+                                      "(raise --max-length)")
+            dropped = [where[i] for i in fills]
+            rows = [rows[i] for i in keep]
+            pairs = [pairs[i] for i in keep]
+            where = [where[i] for i in keep]
+        else:
+            dropped = []
+    else:
+        dropped = []
     seqs = build_sequences(pairs, where, config)
     t1 = time.perf_counter()
     n = seqs.n_pairs
@@ -772,10 +825,22 @@ def score_pairs(model, tokenizer, rows: Sequence[dict], *, config: ScoreConfig, 
     cols["chosen_truncated"] = seqs.truncated[:n]
     cols["rejected_truncated"] = seqs.truncated[n:]
     flags = integrity_checks(cols, seqs, sum(p.prompt_not_prefix for p in pairs))
+    n_in = len(keep) + len(dropped)
+    if dropped:
+        shown = ", ".join(dropped[:3]) + (", ..." if len(dropped) > 3 else "")
+        flags.append({"check": "dropped_rows", "message": f"{len(dropped)} of {n_in} rows dropped, as TRL drops them: "
+                      f"the prompt fills max_length {config.max_length} (keep_start), no completion token is left "
+                      f"({shown}); the output skips their pair numbers (--strict: an error instead)",
+                      "value": len(dropped) / n_in})
+    if n_empty:
+        flags.append({"check": "empty_completion", "message": f"{n_empty} of {n_in} rows have an empty chosen or "
+                      "rejected completion, scored as TRL scores it (the EOS, or the chat template's closing tokens; "
+                      "--strict: an error instead)", "value": n_empty / n_in})
     tokens = int(sum(len(s) for s in seqs.ids))
     settings = {
         "batch_size": config.batch_size, "max_length": config.max_length, "truncation_mode": config.truncation_mode,
-        "device": str(device), "dtype": config.dtype, "processes": parallel.world_size,
+        "device": str(device), "dtype": config.dtype, "processes": parallel.world_size, "strict": config.strict,
+        "rows_read": n_in, "rows_dropped": len(dropped), "pairs_with_empty_completion": n_empty,
         "batch_sequences": 2 * config.batch_size, "batch_sequences_used": parallel.reduce_min(batch_used),
         "out_of_memory": messages,
         "logps": "summed over completion tokens (prompt tokens never counted), TRL DPOTrainer tokenization",
@@ -785,7 +850,7 @@ def score_pairs(model, tokenizer, rows: Sequence[dict], *, config: ScoreConfig, 
               "forward_passes": len(models), "sequences_per_process": parallel.counts(computed),
               "pairs_per_s": n * len(models) / max(t2 - t1, 1e-12),
               "tokens_per_s": tokens * len(models) / max(t2 - t1, 1e-12)}
-    return ScoreResult(cols, flags, settings, timing)
+    return ScoreResult(cols, flags, settings, timing, pair_numbers=keep + 1)
 
 
 COLUMN_ORDER = ("ref_chosen_logps", "ref_rejected_logps", "chosen_logps", "rejected_logps", "chosen_length",
@@ -793,14 +858,17 @@ COLUMN_ORDER = ("ref_chosen_logps", "ref_rejected_logps", "chosen_logps", "rejec
                 "rejected_truncated")
 
 
-def write_scores(path, columns: dict[str, np.ndarray]) -> Path:
-    """One JSON object per pair, in data order, floats at full precision (repr round-trips)."""
+def write_scores(path, columns: dict[str, np.ndarray], pair_numbers: Sequence[int] | None = None) -> Path:
+    """One JSON object per pair, in data order, floats at full precision (repr round-trips).
+
+    pair_numbers: the 1-based input row of each pair (default 1..n); rows TRL drops leave gaps.
+    """
     path = Path(path)
     names = [c for c in COLUMN_ORDER if c in columns]
     ints = {"chosen_length", "rejected_length", "prompt_length"}
     with open(path, "w", encoding="utf-8") as f:
         for i in range(len(columns[names[0]])):
-            row = {"pair": i + 1}
+            row = {"pair": int(pair_numbers[i]) if pair_numbers is not None else i + 1}
             for k in names:
                 v = columns[k][i]
                 row[k] = bool(v) if v.dtype == bool else int(v) if k in ints else float(v)
@@ -882,6 +950,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: spread each model over the GPUs (then CPU memory) with accelerate's big-model "
                    "loading, for a model larger than one device (one process)")
     p.add_argument("--dtype", choices=tuple(DTYPES), default=d.dtype, help=f"model dtype (default {d.dtype})")
+    p.add_argument("--strict", action="store_true",
+                   help="stop at a row TRL drops (its prompt fills --max-length, keep_start) or scores with an empty "
+                   "completion (default: do as TRL does, and count them)")
     p.add_argument("--audit", action="store_true", help="run 'audit' on the result and print its summary")
     p.add_argument("--beta", type=float, nargs="+", action="extend", metavar="B", help="beta(s) of the audit")
     p.add_argument("--pairs-out", default=None, help="with --audit and --ref-model: per-pair flags (JSON Lines)")
@@ -955,7 +1026,8 @@ def _main(argv: list[str] | None) -> int:
     args = parser.parse_args(argv)
     try:
         config = ScoreConfig(batch_size=args.batch_size, max_length=args.max_length or None,
-                             truncation_mode=args.truncation_mode, device=args.device, dtype=args.dtype)
+                             truncation_mode=args.truncation_mode, device=args.device, dtype=args.dtype,
+                             strict=args.strict)
     except ValueError as err:
         parser.error(str(err))
     if args.pairs_out is not None and not args.audit:
@@ -1044,7 +1116,7 @@ def _main(argv: list[str] | None) -> int:
         state.destroy_process_group()  # the collectives are done; the main process writes alone
     if not main_process:
         return 0
-    write_scores(args.out, result.columns)
+    write_scores(args.out, result.columns, result.pair_numbers)
     t = result.timing
     summary = [f"wrote {args.out}: {t['pairs']} pairs, {t['tokens']} tokens per model; {t['pairs_per_s']:.1f} pairs/s, "
                f"{t['tokens_per_s']:.0f} tokens/s ({t['forward_passes']} model(s)"

@@ -194,3 +194,41 @@ def test_bad_template_columns_are_errors_naming_the_row(tmp_path):
     row = dict(tiny.preference_rows(1, conversational=True)[0], chat_template_kwargs=[1])
     with pytest.raises(S.ScoreInputError, match="'chat_template_kwargs' must be an object"):
         S.tokenize_pair(tok, row)
+
+
+def test_rows_trl_drops_or_keeps_are_dropped_or_kept_and_counted(tmp_path):
+    """keep_start with a short max_length: TRL drops the rows whose prompt fills it and scores empty completions
+    (string: the EOS; conversational: the template's closing tokens). score does the same, and says so."""
+    from dpo_rlhf_checks import score as S
+
+    model, tok = tiny.build_causal_lm(seed=0)
+    ref, _ = tiny.build_causal_lm(seed=0)
+    rows = tiny.preference_rows(N, seed=3)
+    rows[2] = dict(rows[2], prompt="the " * 15)  # fills max_length 12
+    rows[7] = dict(rows[7], prompt="a big red cat and a small blue dog sat on the mat")  # 13 tokens
+    rows[4] = dict(rows[4], chosen="")  # TRL: the EOS alone
+    rows[5] = dict(rows[5], rejected=" ")
+    trainer = trl.DPOTrainer(model=model, ref_model=ref, args=_config(tmp_path, max_length=12), processing_class=tok,
+                             train_dataset=datasets.Dataset.from_list(rows))
+    kept = trainer.train_dataset
+    assert len(kept) == N - 2
+    res = S.score_pairs(ref, tok, rows, config=S.ScoreConfig(max_length=12), device=torch.device("cpu"))
+    assert res.pair_numbers.tolist() == [i + 1 for i in range(N) if i not in (2, 7)]
+    flags = {f["check"]: f for f in res.flags}
+    assert "2 of 12 rows dropped" in flags["dropped_rows"]["message"] and "row 3" in flags["dropped_rows"]["message"]
+    assert flags["empty_completion"]["message"].startswith("2 of 12 rows have an empty")
+    batch = trainer.data_collator([kept[i] for i in range(len(kept))])
+    with torch.no_grad():
+        rc, rr = trainer.compute_ref_log_probs(trainer.ref_model, batch)
+    assert res.columns["ref_chosen_logps"] == pytest.approx(rc.double().numpy(), abs=1e-4)
+    assert res.columns["ref_rejected_logps"] == pytest.approx(rr.double().numpy(), abs=1e-4)
+    assert res.columns["chosen_length"][3] == 1  # input row 5 (index 4): its chosen is the EOS alone
+    # conversational: an empty assistant message is the template's closing tokens, as in TRL
+    conv = tiny.preference_rows(4, seed=4, conversational=True)
+    conv[1]["chosen"] = [{"role": "assistant", "content": ""}]
+    trainer = trl.DPOTrainer(model=model, ref_model=ref, args=_config(tmp_path), processing_class=tok,
+                             train_dataset=datasets.Dataset.from_list(conv))
+    pair = S.tokenize_pair(tok, conv[1])
+    assert pair.chosen_ids == trainer.train_dataset[1]["chosen_ids"] and len(pair.chosen_ids) >= 1
+    res = S.score_pairs(ref, tok, conv, config=S.ScoreConfig(), device=torch.device("cpu"))
+    assert res.pair_numbers.tolist() == [1, 2, 3, 4] and res.columns["ref_chosen_logps"][1] < 0
