@@ -70,6 +70,9 @@ TRL_DEFAULT_MAX_LENGTH = 1024  # DPOConfig.max_length
 IDENTICAL_ATOL = 1e-6  # |policy - reference| per sequence, nats, below which two models "agree" on a sequence
 TRAINED_REFERENCE_ACCURACY = 0.9  # a reference ranking this share of pairs right looks trained on the preferences
 MIN_PAIRS_FOR_HEURISTICS = 20
+# Level of the one-sided binomial tests behind reference_looks_trained: a flag fires on noise (two untrained
+# models) with probability at most this, per test.
+HEURISTIC_LEVEL = 0.01
 
 
 class ScoreInputError(ValueError):
@@ -598,10 +601,12 @@ def integrity_checks(columns: dict[str, np.ndarray], seqs: Sequences, n_not_pref
 
     - identical_models: the policy and the reference agree (|difference| <= 1e-6 nats) on every sequence
       (step 0 of training, or one checkpoint passed twice): every policy diagnostic is then trivial.
-    - reference_looks_trained: the reference ranks >= 90% of the pairs right (a heuristic; references
-      typically rank near half right, Chen et al. 2024), or, with a policy, the implicit reward
-      ``h = beta (delta - delta_ref)`` is positive on fewer than half the pairs while the reference
-      ranks more pairs right than the policy (--model and --ref-model swapped?).
+    - reference_looks_trained: the reference ranks >= 90% of the pairs right and a one-sided binomial
+      test rejects "it ranks half right" at level HEURISTIC_LEVEL (references typically rank near half
+      right, Chen et al. 2024); or, with a policy, the implicit reward ``h = beta (delta - delta_ref)``
+      is positive on significantly fewer than half the pairs (binomial test, ties left out) AND the
+      reference ranks significantly more pairs right than the policy (an exact McNemar test on the pairs
+      where they disagree), each at level HEURISTIC_LEVEL (--model and --ref-model swapped?).
     - truncated: completions cut by max_length (their log-probabilities cover only the kept tokens).
     - prompt_not_prefix: pairs whose tokenized prompt is not a prefix of prompt + completion (TRL
       warns the same; the completion then starts where they diverge).
@@ -618,16 +623,33 @@ def integrity_checks(columns: dict[str, np.ndarray], seqs: Sequences, n_not_pref
             flags.append({"check": "identical_models", "message": "the policy and the reference give the same "
                           f"log-probabilities on every pair (max |difference| {diff.max():.3g} nats): step 0 of training, "
                           "or the same checkpoint passed twice; every policy diagnostic is trivial", "value": same})
-        h_acc = float(np.mean((pc - pr) - (rc - rr) > 0))
-        pol_acc = float(np.mean(pc - pr >= 0))
-        if same < 1.0 and n >= MIN_PAIRS_FOR_HEURISTICS and h_acc < 0.5 and ref_acc > pol_acc:
-            flags.append({"check": "reference_looks_trained", "message": f"the implicit reward is positive on only "
-                          f"{h_acc:.0%} of pairs and the reference ranks more pairs right ({ref_acc:.0%}) than the "
-                          f"policy ({pol_acc:.0%}): were --model and --ref-model swapped?", "value": h_acc})
+        h = (pc - pr) - (rc - rr)
+        h_acc = float(np.mean(h > 0))
+        pol_right, ref_right = pc - pr >= 0, rc - rr >= 0
+        pol_acc = float(np.mean(pol_right))
+        if same < 1.0 and n >= MIN_PAIRS_FOR_HEURISTICS:
+            from scipy.stats import binomtest
+
+            n_pos, n_nonzero = int(np.sum(h > 0)), int(np.sum(h != 0))
+            p_h = binomtest(n_pos, n_nonzero, 0.5, alternative="less").pvalue if n_nonzero else 1.0
+            b = int(np.sum(ref_right & ~pol_right))  # the reference right, the policy wrong
+            c = int(np.sum(pol_right & ~ref_right))
+            p_mcnemar = binomtest(b, b + c, 0.5, alternative="greater").pvalue if b + c else 1.0
+            if p_h < HEURISTIC_LEVEL and p_mcnemar < HEURISTIC_LEVEL:
+                flags.append({"check": "reference_looks_trained", "message": f"the implicit reward is positive on "
+                              f"only {h_acc:.0%} of pairs (binomial test against half: p = {p_h:.2g}) and the "
+                              f"reference ranks more pairs right ({ref_acc:.0%}) than the policy ({pol_acc:.0%}; "
+                              f"{b} against {c} where they disagree, p = {p_mcnemar:.2g}; level {HEURISTIC_LEVEL}): "
+                              "were --model and --ref-model swapped?", "value": h_acc})
     if n >= MIN_PAIRS_FOR_HEURISTICS and ref_acc >= TRAINED_REFERENCE_ACCURACY:
-        flags.append({"check": "reference_looks_trained", "message": f"the reference ranks {ref_acc:.0%} of pairs "
-                      "right (references typically rank near half; heuristic threshold 90%): it looks trained on "
-                      "these preferences (a DPO checkpoint as the reference?)", "value": ref_acc})
+        from scipy.stats import binomtest
+
+        p_ref = binomtest(int(np.sum(rc - rr >= 0)), n, 0.5, alternative="greater").pvalue
+        if p_ref < HEURISTIC_LEVEL:
+            flags.append({"check": "reference_looks_trained", "message": f"the reference ranks {ref_acc:.0%} of pairs "
+                          f"right (references typically rank near half; threshold 90%, and a binomial test against "
+                          f"half gives p = {p_ref:.2g} < {HEURISTIC_LEVEL}): it looks trained on these preferences "
+                          "(a DPO checkpoint as the reference?)", "value": ref_acc})
     n_cut = int(seqs.truncated.reshape(2, -1).any(axis=0).sum())
     if n_cut:
         flags.append({"check": "truncated", "message": f"{n_cut} of {n} pairs had a completion cut by max_length; "

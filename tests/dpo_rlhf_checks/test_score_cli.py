@@ -5,7 +5,9 @@ before any model loads, no output that overwrites an input, the data read as str
 import json
 import os
 
+import numpy as np
 import pytest
+import torch
 
 pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
@@ -187,3 +189,37 @@ def test_no_progress_silences_the_libraries_bars(root, tmp_path, capfd):
     assert cli_main(["score", "--model", str(root / "ref"), "--data", str(root / "data.jsonl"), "--out",
                      str(tmp_path / "o2.jsonl")]) == 0
     assert "%|" in capfd.readouterr().err
+
+
+def _fires(columns, n):
+    seqs = S.Sequences([[1, 2]] * (2 * n), np.ones(2 * n, int), np.ones(2 * n, int), np.zeros(2 * n, bool))
+    return any(f["check"] == "reference_looks_trained" for f in S.integrity_checks(columns, seqs, 0))
+
+
+def test_reference_looks_trained_does_not_fire_on_noise():
+    """Two untrained models: four independent log-probability columns. The flag's tests at level 0.01 fire on
+    at most ~1% of such draws; the old rule (h positive on < half, reference ahead of the policy) on ~20%."""
+    rng = np.random.default_rng(0)
+    n, draws = 40, 400
+    fired = 0
+    for _ in range(draws):
+        cols = {k: -rng.uniform(10, 30, n) for k in ("ref_chosen_logps", "ref_rejected_logps", "chosen_logps",
+                                                     "rejected_logps")}
+        fired += _fires(cols, n)
+    assert fired <= 0.02 * draws, fired
+    # and it still fires where the models are swapped: every h < 0, the reference right where the policy is not
+    rr = -rng.uniform(10, 20, n)
+    rc = rr + np.where(np.arange(n) < 30, 1.0, -1.0)  # the reference ranks 75% right
+    swapped = {"ref_chosen_logps": rc, "ref_rejected_logps": rr, "chosen_logps": rc - 2.0, "rejected_logps": rr}
+    assert _fires(swapped, n)
+
+
+def test_six_untrained_models_raise_no_flag(tmp_path):
+    rows = tiny.preference_rows(40, seed=11)
+    tok = tiny.build_tokenizer()
+    for seed in range(6):
+        pol, _ = tiny.build_causal_lm(seed=100 + seed, tokenizer=tok)
+        ref, _ = tiny.build_causal_lm(seed=200 + seed, tokenizer=tok)
+        res = S.score_pairs(pol, tok, rows, config=S.ScoreConfig(max_length=None), ref_model=ref,
+                            device=torch.device("cpu"))
+        assert [f["check"] for f in res.flags] == [], (seed, res.flags)
