@@ -262,6 +262,8 @@ class ScoreAuditCallback(TrainerCallback):
     trainer: the DPOTrainer (or :class:`LibraryLossDPOTrainer`) whose eval set (TRL-tokenized) is scored;
     betas: the audit's betas (default: the trainer's beta). Logs ``eval_audit/*`` headline numbers and
     writes ``audit-step{N}.json`` in the trainer's output_dir; the last result is ``self.last_audit``.
+    In a multi-process run every process scores its share of the eval set and the main process alone
+    audits, logs and writes (``last_audit`` stays None elsewhere).
     """
 
     def __init__(self, trainer, *, betas: tuple[float, ...] | None = None, batch_size: int | None = None):
@@ -282,21 +284,30 @@ class ScoreAuditCallback(TrainerCallback):
         config = S.ScoreConfig(batch_size=self.batch_size or args.per_device_eval_batch_size,
                                max_length=args.max_length, truncation_mode=args.truncation_mode)
         seqs = S.build_sequences(pairs, [f"eval row {i + 1}" for i in range(len(pairs))], config)
-        device = tr.accelerator.device
+        acc = tr.accelerator
+        device = acc.device
         pad = tr.processing_class.pad_token_id if hasattr(tr.processing_class, "pad_token_id") else 0
-        policy = tr.accelerator.unwrap_model(tr.model)
+        policy = acc.unwrap_model(tr.model)
         was_training = policy.training
         n = seqs.n_pairs
-        lp = S.sequence_logps(policy, seqs, batch_size=config.batch_size, pad_id=pad, device=device)
+        # Several processes (accelerate launch): each scores its share of the batches, the sum over processes
+        # assembles the columns (score.Parallel), and the main process alone audits and writes.
+        parallel = S.Parallel(acc.process_index, acc.num_processes)
+        lp = parallel.reduce_sum(S.sequence_logps(policy, seqs, batch_size=config.batch_size, pad_id=pad,
+                                                  device=device, parallel=parallel))
         if "ref_chosen_logps" in ds.column_names:
             ref = np.concatenate([np.asarray(ds["ref_chosen_logps"], float), np.asarray(ds["ref_rejected_logps"], float)])
         elif tr.ref_model is not None:
-            ref = S.sequence_logps(tr.accelerator.unwrap_model(tr.ref_model), seqs, batch_size=config.batch_size,
-                                   pad_id=pad, device=device)
+            ref = parallel.reduce_sum(S.sequence_logps(acc.unwrap_model(tr.ref_model), seqs,
+                                                       batch_size=config.batch_size, pad_id=pad, device=device,
+                                                       parallel=parallel))
         else:
             raise ValueError("ScoreAuditCallback needs a reference model or precomputed reference log-probs "
                              "(PEFT adapters are not supported)")
         policy.train(was_training)
+        self.sequences_scored = S.run_batched.last_share  # this process's share of the last model's sequences
+        if not acc.is_main_process:
+            return control
         cols = {"ref_chosen_logps": ref[:n], "ref_rejected_logps": ref[n:], "chosen_logps": lp[:n],
                 "rejected_logps": lp[n:], "chosen_length": seqs.n_completion[:n].astype(float),
                 "rejected_length": seqs.n_completion[n:].astype(float)}
