@@ -20,7 +20,7 @@ error naming the row.
 Under ``accelerate launch`` (more than one process) each process scores every W-th length-sorted
 batch and the main process writes one output, in data order, equal to a one-process run (the same
 batches, so the same numbers). Out of memory halves the batch and retries (accelerate's
-``find_executable_batch_size``). ``--device-map auto`` spreads a model too large for one device
+``find_executable_batch_size`` rule, see :func:`run_batched`). ``--device-map auto`` spreads a model too large for one device
 (accelerate's big-model loading).
 
 Tokenization is TRL's ``DPOTrainer``'s (TRL 1.16, ``DPOTrainer._prepare_dataset`` and
@@ -475,47 +475,45 @@ def run_batched(compute, lengths: Sequence[int], *, batch_size: int, parallel: P
     """``compute(idx) -> (len(idx),) float64`` over this process's share of the length-sorted batches of
     ``batch_size`` sequences; every other entry is 0 (so a sum over processes assembles the whole array).
 
-    Out of memory: the batch halves and the share starts again (accelerate's ``find_executable_batch_size``,
-    which recognises CUDA, MPS, XPU and CPU allocator out-of-memory errors); ``log(message)`` is told.
-    Returns (values (len(lengths),) float64, the batch size that ran to the end). ``run_batched.last_share``
-    is the number of sequences this process computed.
+    Out of memory: the batch halves and the share starts again, as accelerate's ``find_executable_batch_size``
+    does, with its two parts: ``should_reduce_batch_size`` (CUDA, MPS, XPU and CPU allocator out-of-memory
+    errors) and ``clear_device_cache`` after a failure. (The decorator itself runs ``gc.collect()`` on every
+    call, 0.4 s on a busy machine, once per model and chunk; here it runs only after an out-of-memory error.)
+    ``log(message)`` is told. Returns (values (len(lengths),) float64, the batch size that ran to the end);
+    ``run_batched.last_share`` is the number of sequences this process computed.
     """
-    from accelerate.utils import find_executable_batch_size
+    from accelerate.utils.memory import clear_device_cache, should_reduce_batch_size
 
     parallel = parallel or Parallel()
     share = shard_of(lengths, batch_size, parallel.rank, parallel.world_size)
     run_batched.last_share = len(share)
     out = np.zeros(len(lengths), dtype=np.float64)
-    current = {"bs": batch_size}
-
-    def halve() -> int:
-        new = current["bs"] // 2
-        if log is not None:
-            log(f"out of memory at a batch of {current['bs']} sequences"
-                + (f": retrying at {new}" if new else ": even one sequence does not fit"))
-        current["bs"] = new
-        return new
-
-    @find_executable_batch_size(starting_batch_size=batch_size, reduce_batch_size_fn=halve)
-    def run(bs: int) -> int:
-        out[:] = 0.0
-        if progress is not None:
-            progress.reset(total=len(share))
-        for start in range(0, len(share), bs):
-            idx = share[start:start + bs]
-            out[idx] = compute(idx)
-            if progress is not None:
-                progress.update(len(idx))
-        return bs
-
-    try:
-        used = run()
-    except RuntimeError as err:
-        if "No executable batch size found" in str(err):
-            raise ScoreMemoryError("out of memory even at a batch of one sequence: use a smaller --max-length, "
-                                  "a smaller --dtype, or --device-map auto") from None
-        raise
-    return out, used
+    start_n = progress.n if progress is not None else 0
+    bs = batch_size
+    while True:
+        try:
+            for start in range(0, len(share), bs):
+                idx = share[start:start + bs]
+                out[idx] = compute(idx)
+                if progress is not None:
+                    progress.update(len(idx))
+            return out, bs
+        except Exception as err:  # noqa: BLE001 - anything but out of memory is raised again at once
+            if not should_reduce_batch_size(err):
+                raise
+            clear_device_cache(garbage_collection=True)
+            new = bs // 2
+            if log is not None:
+                log(f"out of memory at a batch of {bs} sequences"
+                    + (f": retrying at {new}" if new else ": even one sequence does not fit"))
+            if new == 0:
+                raise ScoreMemoryError("out of memory even at a batch of one sequence: use a smaller --max-length, "
+                                       "a smaller --dtype, or --device-map auto") from None
+            bs = new
+            out[:] = 0.0
+            if progress is not None:  # the share starts again
+                progress.n = start_n
+                progress.refresh()
 
 
 def _input_device(model, device):
@@ -749,30 +747,37 @@ def _progress(total: int, desc: str, enabled: bool):
     return tqdm(total=2 * total, desc=desc, unit="pair", unit_scale=0.5, file=sys.stderr, dynamic_ncols=True)
 
 
-def score_pairs(model, tokenizer, rows: Sequence[dict], *, config: ScoreConfig, ref_model=None, reward_model=None,
-                reward_tokenizer=None, where: Sequence[str] | None = None, device=None, progress: bool = False,
-                parallel: Parallel | None = None, log=None) -> ScoreResult:
-    """Score pairs: ``model`` is the reference, or the policy when ``ref_model`` is given.
+@dataclass
+class Prepared:
+    """Rows tokenized and truncated as TRL does, the rows TRL drops dropped (:func:`prepare_pairs`)."""
 
-    rows: validated rows (:func:`validate_row`); where: their names for errors (default "row i").
-    Returns the output columns: ref_chosen_logps, ref_rejected_logps, [chosen_logps, rejected_logps],
-    chosen_length, rejected_length, prompt_length, chosen_truncated, rejected_truncated,
-    [chosen_reward, rejected_reward].
-    parallel: in a data-parallel run, this process scores its share of the batches (:func:`shard_of`) and
-    every process gets the whole columns (a sum over the processes: each entry comes from exactly one, so
-    the sum is that value, bit for bit). log(message): told when out of memory halves a batch.
-    """
-    parallel = parallel or Parallel()
-    messages: list[str] = []
+    rows: list[dict]  # the kept rows
+    where: list[str]
+    pairs: list[TokenizedPair]
+    seqs: Sequences
+    keep: np.ndarray  # (n,) the 0-based input index of each kept row
+    dropped: list[str]  # names of the dropped rows
+    n_empty: int  # rows with an empty completion (scored)
+    tokenize_s: float = 0.0
 
-    def note(message: str) -> None:
-        messages.append(message)
-        if log is not None:
-            log(message)
+    def fingerprint(self) -> str:
+        """A hash of every kept sequence's token ids and boundaries: the same data, tokenized the same way."""
+        import hashlib
 
+        h = hashlib.sha256()
+        h.update(np.asarray(self.keep, dtype=np.int64).tobytes())
+        for ids in self.seqs.ids:
+            h.update(np.asarray(ids, dtype=np.int64).tobytes() + b"|")
+        h.update(self.seqs.n_prompt.astype(np.int64).tobytes() + self.seqs.n_completion.astype(np.int64).tobytes())
+        return h.hexdigest()
+
+
+def prepare_pairs(tokenizer, rows: Sequence[dict], config: ScoreConfig, where: Sequence[str] | None = None
+                  ) -> Prepared:
+    """Tokenize (TRL's DPOTrainer), drop the rows TRL drops (keep_start prompts that fill max_length) and count
+    empty completions; with ``config.strict`` either is an error naming the row."""
     where = list(where) if where is not None else [f"row {i + 1}" for i in range(len(rows))]
-    device = device if device is not None else config.torch_device()
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    rows = list(rows)
     t0 = time.perf_counter()
     pairs = []
     n_empty = 0
@@ -789,6 +794,7 @@ def score_pairs(model, tokenizer, rows: Sequence[dict], *, config: ScoreConfig, 
     # TRL drops a row whose prompt alone fills max_length under keep_start (DPOTrainer._prepare_dataset's filter
     # len(prompt_ids) < max_length): no completion token would be left. score does the same, and counts it.
     keep = np.arange(len(pairs))
+    dropped: list[str] = []
     if config.max_length is not None and config.truncation_mode == "keep_start":
         fills = [i for i, p in enumerate(pairs) if len(p.prompt_ids) >= config.max_length]
         if fills and config.strict:
@@ -805,74 +811,147 @@ def score_pairs(model, tokenizer, rows: Sequence[dict], *, config: ScoreConfig, 
             rows = [rows[i] for i in keep]
             pairs = [pairs[i] for i in keep]
             where = [where[i] for i in keep]
-        else:
-            dropped = []
-    else:
-        dropped = []
     seqs = build_sequences(pairs, where, config)
-    t1 = time.perf_counter()
+    return Prepared(rows, where, pairs, seqs, keep, dropped, n_empty, time.perf_counter() - t0)
+
+
+def _subset(seqs: Sequences, idx: np.ndarray) -> Sequences:
+    """The sequences of pairs ``idx`` (chosen then rejected), as a Sequences of their own."""
     n = seqs.n_pairs
+    both = np.concatenate([idx, n + idx])
+    return Sequences([seqs.ids[i] for i in both], seqs.n_prompt[both], seqs.n_completion[both], seqs.truncated[both])
+
+
+def chunk_ranges(n: int, chunk_pairs: int | None) -> list[np.ndarray]:
+    """Pairs [0, n) in consecutive chunks of ``chunk_pairs`` (one chunk when None)."""
+    size = chunk_pairs or max(n, 1)
+    return [np.arange(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def score_pairs(model, tokenizer, rows: Sequence[dict], *, config: ScoreConfig, ref_model=None, reward_model=None,
+                reward_tokenizer=None, where: Sequence[str] | None = None, device=None, progress: bool = False,
+                parallel: Parallel | None = None, log=None, prepared: Prepared | None = None,
+                chunk_pairs: int | None = None, start_chunk: int = 0, previous: dict[str, np.ndarray] | None = None,
+                on_chunk=None) -> ScoreResult:
+    """Score pairs: ``model`` is the reference, or the policy when ``ref_model`` is given.
+
+    rows: validated rows (:func:`validate_row`); where: their names for errors (default "row i").
+    Returns the output columns: ref_chosen_logps, ref_rejected_logps, [chosen_logps, rejected_logps],
+    chosen_length, rejected_length, prompt_length, chosen_truncated, rejected_truncated,
+    [chosen_reward, rejected_reward].
+    parallel: in a data-parallel run, this process scores its share of the batches (:func:`shard_of`) and
+    every process gets the whole columns (a sum over the processes: each entry comes from exactly one, so
+    the sum is that value, bit for bit). log(message): told when out of memory halves a batch.
+    Long runs (the command's ``--resume``): the kept pairs are scored in consecutive chunks of
+    ``chunk_pairs`` (length-sorted batches within a chunk, so a chunk's numbers do not depend on where a run
+    started); ``on_chunk(k, idx, columns)`` is called after chunk k (pairs ``idx``); chunks before
+    ``start_chunk`` are not scored, their model columns taken from ``previous`` (read back from the output).
+    """
+    parallel = parallel or Parallel()
+    messages: list[str] = []
+
+    def note(message: str) -> None:
+        messages.append(message)
+        if log is not None:
+            log(message)
+
+    device = device if device is not None else config.torch_device()
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    prep = prepared if prepared is not None else prepare_pairs(tokenizer, rows, config, where)
+    seqs, n = prep.seqs, prep.seqs.n_pairs
+    t1 = time.perf_counter()
     models = [("reference" if ref_model is not None else "model", ref_model if ref_model is not None else model)]
     if ref_model is not None:
         models.append(("policy", model))
-    logps = {}
+    model_cols = ["ref_chosen_logps", "ref_rejected_logps"] + (["chosen_logps", "rejected_logps"]
+                                                                if ref_model is not None else [])
+    reward_cols = ["chosen_reward", "rejected_reward"] if reward_model is not None else []
+    chunks = chunk_ranges(n, chunk_pairs)
+    done = sum(len(c) for c in chunks[:start_chunk])
+    cols: dict[str, np.ndarray] = {k: np.zeros(n) for k in model_cols + reward_cols}
+    if start_chunk:
+        for k in model_cols + reward_cols:
+            if previous is None or k not in previous or len(previous[k]) != done:
+                raise ScoreInputError(f"resuming at chunk {start_chunk} needs the {done} scored pairs' {k}")
+            cols[k][:done] = previous[k]
+    share = -(-(n - done) // parallel.world_size)  # this process's pairs, about
+    bars = {name: _progress(share, f"log-probs ({name})", progress) for name, _ in models}
+    if reward_model is not None:
+        bars["rewards"] = _progress(share, "rewards", progress)
     batch_used = 2 * config.batch_size  # sequences
     computed = 0
-    for name, m in models:
-        bar = _progress(n, f"log-probs ({name})", progress)
-        lp = sequence_logps(m, seqs, batch_size=config.batch_size, pad_id=pad_id, device=device, progress=bar,
-                            parallel=parallel, log=lambda msg, name=name: note(f"{name}: {msg}"))
-        batch_used = min(batch_used, sequence_logps.last_batch)
-        computed += run_batched.last_share
-        logps[name] = parallel.reduce_sum(lp)
-        if bar is not None:
-            bar.close()
-    t2 = time.perf_counter()
-    ref = logps[models[0][0]]
-    cols: dict[str, np.ndarray] = {"ref_chosen_logps": ref[:n], "ref_rejected_logps": ref[n:]}
-    if ref_model is not None:
-        cols["chosen_logps"], cols["rejected_logps"] = logps["policy"][:n], logps["policy"][n:]
-    cols["chosen_length"] = seqs.n_completion[:n].astype(np.float64)
-    cols["rejected_length"] = seqs.n_completion[n:].astype(np.float64)
-    if reward_model is not None:
-        bar = _progress(n, "rewards", progress)
-        rewards = reward_scores(reward_model, reward_tokenizer or tokenizer, rows, batch_size=config.batch_size,
-                                max_length=config.max_length, device=device, progress=bar, parallel=parallel,
-                                log=lambda msg: note(f"reward model: {msg}"))
-        cols["chosen_reward"], cols["rejected_reward"] = (parallel.reduce_sum(r) for r in rewards)
+    t_reward = 0.0
+    for k in range(start_chunk, len(chunks)):
+        idx = chunks[k]
+        sub = _subset(seqs, idx)
+        m_idx = len(idx)
+        for name, m in models:
+            lp = sequence_logps(m, sub, batch_size=config.batch_size, pad_id=pad_id, device=device,
+                                progress=bars[name], parallel=parallel, log=lambda msg, name=name: note(f"{name}: {msg}"))
+            batch_used = min(batch_used, sequence_logps.last_batch)
+            computed += run_batched.last_share
+            lp = parallel.reduce_sum(lp)
+            first = "ref" if name != "policy" else ""
+            cols[f"{first}_chosen_logps".lstrip("_")][idx] = lp[:m_idx]
+            cols[f"{first}_rejected_logps".lstrip("_")][idx] = lp[m_idx:]
+        if reward_model is not None:
+            tr = time.perf_counter()
+            rewards = reward_scores(reward_model, reward_tokenizer or tokenizer, [prep.rows[i] for i in idx],
+                                    batch_size=config.batch_size, max_length=config.max_length, device=device,
+                                    progress=bars["rewards"], parallel=parallel,
+                                    log=lambda msg: note(f"reward model: {msg}"))
+            cols["chosen_reward"][idx], cols["rejected_reward"][idx] = (parallel.reduce_sum(r) for r in rewards)
+            t_reward += time.perf_counter() - tr
+        if on_chunk is not None:
+            on_chunk(k, idx, _columns_of(cols, seqs, idx))
+    for bar in bars.values():
         if bar is not None:
             bar.close()
     t3 = time.perf_counter()
-    cols["prompt_length"] = seqs.n_prompt[:n].astype(np.float64)
-    cols["chosen_truncated"] = seqs.truncated[:n]
-    cols["rejected_truncated"] = seqs.truncated[n:]
-    flags = integrity_checks(cols, seqs, sum(p.prompt_not_prefix for p in pairs))
-    n_in = len(keep) + len(dropped)
-    if dropped:
-        shown = ", ".join(dropped[:3]) + (", ..." if len(dropped) > 3 else "")
-        flags.append({"check": "dropped_rows", "message": f"{len(dropped)} of {n_in} rows dropped, as TRL drops them: "
-                      f"the prompt fills max_length {config.max_length} (keep_start), no completion token is left "
-                      f"({shown}); the output skips their pair numbers (--strict: an error instead)",
-                      "value": len(dropped) / n_in})
-    if n_empty:
-        flags.append({"check": "empty_completion", "message": f"{n_empty} of {n_in} rows have an empty chosen or "
-                      "rejected completion, scored as TRL scores it (the EOS, or the chat template's closing tokens; "
-                      "--strict: an error instead)", "value": n_empty / n_in})
+    t2 = t3 - t_reward
+    cols = _columns_of(cols, seqs, np.arange(n))
+    flags = integrity_checks(cols, seqs, sum(p.prompt_not_prefix for p in prep.pairs))
+    n_in = len(prep.keep) + len(prep.dropped)
+    if prep.dropped:
+        shown = ", ".join(prep.dropped[:3]) + (", ..." if len(prep.dropped) > 3 else "")
+        flags.append({"check": "dropped_rows", "message": f"{len(prep.dropped)} of {n_in} rows dropped, as TRL drops "
+                      f"them: the prompt fills max_length {config.max_length} (keep_start), no completion token is "
+                      f"left ({shown}); the output skips their pair numbers (--strict: an error instead)",
+                      "value": len(prep.dropped) / n_in})
+    if prep.n_empty:
+        flags.append({"check": "empty_completion", "message": f"{prep.n_empty} of {n_in} rows have an empty chosen "
+                      "or rejected completion, scored as TRL scores it (the EOS, or the chat template's closing "
+                      "tokens; --strict: an error instead)", "value": prep.n_empty / n_in})
     tokens = int(sum(len(s) for s in seqs.ids))
     settings = {
         "batch_size": config.batch_size, "max_length": config.max_length, "truncation_mode": config.truncation_mode,
         "device": str(device), "dtype": config.dtype, "processes": parallel.world_size, "strict": config.strict,
-        "rows_read": n_in, "rows_dropped": len(dropped), "pairs_with_empty_completion": n_empty,
+        "rows_read": n_in, "rows_dropped": len(prep.dropped), "pairs_with_empty_completion": prep.n_empty,
         "batch_sequences": 2 * config.batch_size, "batch_sequences_used": parallel.reduce_min(batch_used),
-        "out_of_memory": messages,
+        "out_of_memory": messages, "chunk_pairs": chunk_pairs, "resumed_at_pair": done,
         "logps": "summed over completion tokens (prompt tokens never counted), TRL DPOTrainer tokenization",
-        "format": "conversational" if isinstance(rows[0]["chosen"], list) else "string",
+        "format": "conversational" if isinstance(prep.rows[0]["chosen"], list) else "string",
     }
-    timing = {"tokenize_s": t1 - t0, "logps_s": t2 - t1, "reward_s": t3 - t2, "pairs": n, "tokens": tokens,
-              "forward_passes": len(models), "sequences_per_process": parallel.counts(computed),
-              "pairs_per_s": n * len(models) / max(t2 - t1, 1e-12),
-              "tokens_per_s": tokens * len(models) / max(t2 - t1, 1e-12)}
-    return ScoreResult(cols, flags, settings, timing, pair_numbers=keep + 1)
+    scored = n - done
+    scored_tokens = tokens - int(sum(len(s) for s in _subset(seqs, np.arange(done)).ids)) if done else tokens
+    timing = {"tokenize_s": prep.tokenize_s, "logps_s": t2 - t1, "reward_s": t_reward, "pairs": n,
+              "pairs_scored": scored, "tokens": tokens, "forward_passes": len(models),
+              "sequences_per_process": parallel.counts(computed),
+              "pairs_per_s": scored * len(models) / max(t2 - t1, 1e-12),
+              "tokens_per_s": scored_tokens * len(models) / max(t2 - t1, 1e-12)}
+    return ScoreResult(cols, flags, settings, timing, pair_numbers=prep.keep + 1)
+
+
+def _columns_of(model_cols: dict[str, np.ndarray], seqs: Sequences, idx: np.ndarray) -> dict[str, np.ndarray]:
+    """The output columns of pairs ``idx``: the models' (given) and the lengths and flags (from the sequences)."""
+    n = seqs.n_pairs
+    out = {k: v[idx] for k, v in model_cols.items()}
+    out["chosen_length"] = seqs.n_completion[idx].astype(np.float64)
+    out["rejected_length"] = seqs.n_completion[n + idx].astype(np.float64)
+    out["prompt_length"] = seqs.n_prompt[idx].astype(np.float64)
+    out["chosen_truncated"] = seqs.truncated[idx]
+    out["rejected_truncated"] = seqs.truncated[n + idx]
+    return out
 
 
 COLUMN_ORDER = ("ref_chosen_logps", "ref_rejected_logps", "chosen_logps", "rejected_logps", "chosen_length",
@@ -900,6 +979,101 @@ def write_scores(path, columns: dict[str, np.ndarray], pair_numbers: Sequence[in
 
 # ----------------------------------------------------------------------------------------------
 # Command line
+
+
+def score_lines(columns: dict[str, np.ndarray], pair_numbers: Sequence[int]) -> str:
+    """The output's JSON Lines of these pairs (the format of :func:`write_scores`)."""
+    names = [c for c in COLUMN_ORDER if c in columns]
+    ints = {"chosen_length", "rejected_length", "prompt_length"}
+    lines = []
+    for i in range(len(pair_numbers)):
+        row: dict[str, Any] = {"pair": int(pair_numbers[i])}
+        for k in names:
+            v = columns[k][i]
+            row[k] = bool(v) if v.dtype == bool else int(v) if k in ints else float(v)
+        lines.append(json.dumps(row) + "\n")
+    return "".join(lines)
+
+
+PROGRESS_FORMAT = "dpo-rlhf-checks score progress"
+
+
+def progress_path(out) -> Path:
+    """The progress record beside an output: ``OUT.progress.json`` (removed when the run finishes)."""
+    return Path(f"{out}.progress.json")
+
+
+def read_progress(out) -> dict[str, Any] | None:
+    """The progress record of an unfinished run into ``out``, or None when there is none."""
+    path = progress_path(out)
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ScoreInputError(f"--resume: cannot read the progress record {path}: {err}") from None
+    if not isinstance(record, dict) or record.get("format") != PROGRESS_FORMAT:
+        raise ScoreInputError(f"--resume: {path} is not a score progress record")
+    return record
+
+
+class ChunkWriter:
+    """Appends each finished chunk's lines to the output in one write (whole lines even when killed), flushes
+    them to disk, then rewrites the progress record (a temporary file renamed into place): the record never
+    counts a line that is not on disk. On resume the output is cut back to the record's byte count first."""
+
+    def __init__(self, out, record: dict[str, Any], pair_numbers: np.ndarray, *, resume_bytes: int | None):
+        self.out, self.record, self.pair_numbers = Path(out), dict(record), pair_numbers
+        self.path = progress_path(out)
+        if resume_bytes is None:
+            self.path.unlink(missing_ok=True)  # a stale record of another run
+            self.fd = os.open(self.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        else:
+            self.fd = os.open(self.out, os.O_WRONLY)
+            os.ftruncate(self.fd, resume_bytes)  # lines written after the last record was saved
+            os.lseek(self.fd, resume_bytes, os.SEEK_SET)
+
+    def __call__(self, k: int, idx: np.ndarray, columns: dict[str, np.ndarray]) -> None:
+        data = score_lines(columns, self.pair_numbers[idx]).encode("utf-8")
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view):]
+        os.fsync(self.fd)
+        self.record.update(chunks_done=k + 1, pairs_done=int(idx[-1]) + 1,
+                           bytes=self.record.get("bytes", 0) + len(data))
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps(self.record, indent=1), encoding="utf-8")
+        os.replace(tmp, self.path)
+
+    def pairs_written(self) -> int:
+        return int(self.record.get("pairs_done", 0))
+
+    def close(self, finished: bool) -> None:
+        os.close(self.fd)
+        if finished:
+            self.path.unlink(missing_ok=True)
+
+
+def read_back(out, n_bytes: int, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """The named columns of the first ``n_bytes`` of a score output (the pairs a resumed run keeps)."""
+    with open(out, "rb") as f:
+        data = f.read(n_bytes)
+    if len(data) != n_bytes:
+        raise ScoreInputError(f"--resume: {out} holds {len(data)} bytes, fewer than the {n_bytes} its progress record "
+                              "counts; rerun without --resume")
+    rows = [json.loads(line) for line in data.decode("utf-8").splitlines()]
+    try:
+        return {k: np.array([r[k] for r in rows], dtype=np.float64) for k in names}
+    except KeyError as err:
+        raise ScoreInputError(f"--resume: {out} has no column {err.args[0]!r}; rerun without --resume") from None
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM during scoring; the message says what was kept and how to resume."""
+
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.code = code
 
 
 def output_file_problem(name: str) -> str | None:
@@ -981,7 +1155,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the result (and the audit) as one JSON object")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (neither score's nor the libraries')")
     p.add_argument("--seed", type=int, default=0, help="torch seed (scoring is deterministic; default 0)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run of the same command from its progress record (OUT.progress.json)")
+    p.add_argument("--chunk-pairs", type=int, default=1024,
+                   help="pairs scored and written per chunk, the unit of --resume (default 1024)")
     return p
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 def _is_main_process() -> bool:
@@ -999,6 +1183,10 @@ def main(argv: list[str] | None = None) -> int:
         if _is_main_process():  # every process meets the same bad input; one line is enough
             print(f"error: {short_message(err)}", file=sys.stderr)
         return 2
+    except Interrupted as err:
+        if _is_main_process():
+            print(f"error: {err}", file=sys.stderr)
+        return err.code
 
 
 class _QuietLibraries:
@@ -1058,6 +1246,11 @@ def _main(argv: list[str] | None) -> int:
         parser.error("--pairs-out writes the policy's per-pair flags: it needs --ref-model (and --model the policy)")
     if args.beta is not None and not args.audit:
         parser.error("--beta needs --audit")
+    if args.chunk_pairs < 1:
+        parser.error(f"--chunk-pairs must be >= 1, got {args.chunk_pairs}")
+    if args.resume and read_progress(args.out) is None:  # before any model loads
+        parser.error(f"--resume: no progress record {progress_path(args.out)}: the run into {args.out} finished, or "
+                     "never wrote a chunk; rerun without --resume")
     try:
         from dpo_rlhf_checks import audit as A
 
@@ -1127,18 +1320,72 @@ def _main(argv: list[str] | None) -> int:
             print(f"score: {prefix}{message}", file=sys.stderr)
 
         try:
+            prepared = prepare_pairs(tokenizer, rows, config, where)
+        except ScoreInputError as err:
+            raise ScoreInputError(f"{args.data}: {err}") from None
+        # The progress record: what must be the same for a resumed run to continue this one exactly.
+        import hashlib
+
+        same = {"model": args.model, "ref_model": args.ref_model, "reward_model": args.reward_model,
+                "batch_size": config.batch_size, "max_length": config.max_length, "dtype": config.dtype,
+                "truncation_mode": config.truncation_mode, "strict": config.strict, "chunk_pairs": args.chunk_pairs,
+                "processes": parallel.world_size}
+        fingerprint = hashlib.sha256((prepared.fingerprint() + json.dumps(same, sort_keys=True)).encode()).hexdigest()
+        record = {"format": PROGRESS_FORMAT, "version": 1, "fingerprint": fingerprint, "settings": same,
+                  "pairs": prepared.seqs.n_pairs, "chunks": len(chunk_ranges(prepared.seqs.n_pairs, args.chunk_pairs)),
+                  "chunks_done": 0, "pairs_done": 0, "bytes": 0}
+        start_chunk, previous, resume_bytes = 0, None, None
+        if args.resume:
+            old = read_progress(args.out)
+            if old is None or old.get("fingerprint") != fingerprint:
+                differs = [k for k in same if (old or {}).get("settings", {}).get(k) != same[k]]
+                raise ScoreInputError(f"--resume: {progress_path(args.out)} is from a different run ("
+                                      + (f"settings differ: {', '.join(differs)}" if differs else
+                                         "the data or its tokenization differ") + "); rerun without --resume")
+            start_chunk, resume_bytes = int(old["chunks_done"]), int(old["bytes"])
+            record.update(chunks_done=start_chunk, pairs_done=int(old["pairs_done"]), bytes=resume_bytes)
+            names = ["ref_chosen_logps", "ref_rejected_logps"] + (["chosen_logps", "rejected_logps"] if ref_model
+                                                                  is not None else []) + (
+                ["chosen_reward", "rejected_reward"] if reward_model is not None else [])
+            previous = read_back(args.out, resume_bytes, names)
+            if main_process:
+                print(f"score: resuming at pair {record['pairs_done'] + 1} of {record['pairs']} (chunk "
+                      f"{start_chunk + 1} of {record['chunks']})", file=sys.stderr)
+        writer = ChunkWriter(args.out, record, prepared.keep + 1, resume_bytes=resume_bytes) if main_process else None
+        finished = False
+
+        def on_signal(signum, frame):  # SIGTERM ends the run as SIGINT does: between two whole chunks on disk
+            raise KeyboardInterrupt(signum)
+
+        import signal
+
+        old_term = signal.signal(signal.SIGTERM, on_signal) if _in_main_thread() else None
+        try:
             result = score_pairs(model, tokenizer, rows, config=config, ref_model=ref_model, reward_model=reward_model,
                                  reward_tokenizer=reward_tok, where=where, device=device, progress=not quiet,
-                                 parallel=parallel, log=log)
+                                 parallel=parallel, log=log, prepared=prepared, chunk_pairs=args.chunk_pairs,
+                                 start_chunk=start_chunk, previous=previous, on_chunk=writer)
+            finished = True
+        except KeyboardInterrupt as err:
+            sig = err.args[0] if err.args and isinstance(err.args[0], int) else signal.SIGINT
+            written = writer.pairs_written() if writer is not None else 0
+            name = "SIGTERM" if sig == signal.SIGTERM else "SIGINT"
+            raise Interrupted(f"interrupted ({name}): {written} of {prepared.seqs.n_pairs} pairs are in {args.out} "
+                              f"(whole lines); rerun the same command with --resume to score the rest",
+                              128 + int(sig)) from None
         except ScoreMemoryError:
             raise
         except ScoreInputError as err:
             raise ScoreInputError(f"{args.data}: {err}") from None
+        finally:
+            if writer is not None:
+                writer.close(finished)
+            if old_term is not None:
+                signal.signal(signal.SIGTERM, old_term)
     if state is not None and hasattr(state, "destroy_process_group"):
         state.destroy_process_group()  # the collectives are done; the main process writes alone
     if not main_process:
         return 0
-    write_scores(args.out, result.columns, result.pair_numbers)
     t = result.timing
     summary = [f"wrote {args.out}: {t['pairs']} pairs, {t['tokens']} tokens per model; {t['pairs_per_s']:.1f} pairs/s, "
                f"{t['tokens_per_s']:.0f} tokens/s ({t['forward_passes']} model(s)"
