@@ -1328,8 +1328,9 @@ def _main(argv: list[str] | None) -> int:
 
         same = {"model": args.model, "ref_model": args.ref_model, "reward_model": args.reward_model,
                 "batch_size": config.batch_size, "max_length": config.max_length, "dtype": config.dtype,
-                "truncation_mode": config.truncation_mode, "strict": config.strict, "chunk_pairs": args.chunk_pairs,
-                "processes": parallel.world_size}
+                "truncation_mode": config.truncation_mode, "strict": config.strict, "chunk_pairs": args.chunk_pairs}
+        # (not the number of processes: shard_of gives every process count the same batches, so a run may resume
+        # on another number of GPUs)
         fingerprint = hashlib.sha256((prepared.fingerprint() + json.dumps(same, sort_keys=True)).encode()).hexdigest()
         record = {"format": PROGRESS_FORMAT, "version": 1, "fingerprint": fingerprint, "settings": same,
                   "pairs": prepared.seqs.n_pairs, "chunks": len(chunk_ranges(prepared.seqs.n_pairs, args.chunk_pairs)),
