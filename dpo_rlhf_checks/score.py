@@ -1187,6 +1187,10 @@ def main(argv: list[str] | None = None) -> int:
         if _is_main_process():
             print(f"error: {err}", file=sys.stderr)
         return err.code
+    except KeyboardInterrupt:  # before the scoring started (reading, loading): nothing written yet
+        if _is_main_process():
+            print("error: interrupted (SIGINT) before any pair was written", file=sys.stderr)
+        return 130
 
 
 class _QuietLibraries:

@@ -152,3 +152,12 @@ def test_a_killed_subprocess_resumes_to_the_same_bytes(root, tmp_path, sig, code
     assert 2 * CHUNK <= len(kept) < N
     assert cli_main(["score", *_args(root, out), "--resume"]) == 0
     assert out.read_bytes() == (root / "whole.jsonl").read_bytes()
+
+
+def test_ctrl_c_while_loading_is_one_line(root, tmp_path, monkeypatch, capsys):
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(S, "load_causal_lm", interrupted)
+    assert cli_main(["score", *_args(root, tmp_path / "o.jsonl")]) == 130
+    assert capsys.readouterr().err.strip().splitlines() == ["error: interrupted (SIGINT) before any pair was written"]
