@@ -696,6 +696,20 @@ def _load_model(path: str, config: ScoreConfig, device, auto_class: str, what: s
     problem = model_path_problem(path)
     if problem is not None:
         raise ScoreInputError(f"{what}: {problem}")
+    # The config first, with transformers' warnings off: a folder whose config transformers cannot read is one
+    # line naming the problem (not a tokenizer error after a logged warning). The loads below keep their
+    # warnings (e.g. a reward head initialised at random).
+    import transformers.utils.logging as tl
+
+    verbosity = tl.get_verbosity()
+    tl.set_verbosity_error()
+    try:
+        transformers.AutoConfig.from_pretrained(path)
+    except (OSError, ValueError, KeyError) as err:
+        where = "" if Path(path).expanduser().exists() else " (not a local folder; tried as a hub model id)"
+        raise ScoreInputError(f"{what}: cannot load {path}{where}: {short_message(err, 400)}") from None
+    finally:
+        tl.set_verbosity(verbosity)
     kwargs: dict[str, Any] = {"dtype": DTYPES[config.dtype]}
     if device_map is not None:
         kwargs["device_map"] = device_map

@@ -161,19 +161,20 @@ def test_missing_model_folder_says_so(root, tmp_path, capsys):
         assert "data.jsonl" not in line and "Repo id" not in line
 
 
-def test_a_folder_that_is_not_a_model_says_so(root, tmp_path, capsys):
+def test_a_folder_that_is_not_a_model_says_so(root, tmp_path, capfd):
     (tmp_path / "empty").mkdir()
     assert cli_main(["score", "--model", str(root / "ref"), "--ref-model", str(tmp_path / "empty"), "--data",
                      str(root / "data.jsonl"), "--out", str(tmp_path / "o.jsonl"), "--no-progress"]) == 2
-    assert _one_error_line(capsys) == f"error: --ref-model: {tmp_path / 'empty'} is a folder but holds no model " \
-                                      "(no config.json in it)"
+    assert _one_error_line(capfd) == f"error: --ref-model: {tmp_path / 'empty'} is a folder but holds no model " \
+                                     "(no config.json in it)"
     # A folder with a config that transformers cannot read: its whole message, on one line, not its first line only
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "config.json").write_text('{"model_type": "no-such-architecture"}')
     assert cli_main(["score", "--model", str(tmp_path / "broken"), "--data", str(root / "data.jsonl"), "--out",
                      str(tmp_path / "o.jsonl"), "--no-progress"]) == 2
-    line = _one_error_line(capsys)
-    assert line.startswith(f"error: --model: cannot load {tmp_path / 'broken'}") and "data.jsonl" not in line
+    line = _one_error_line(capfd)  # the whole stderr (capfd): no logged warning beside the error
+    assert line.startswith(f"error: --model: cannot load {tmp_path / 'broken'}: ") and "data.jsonl" not in line
+    assert "no-such-architecture" in line  # the reason, not a tokenizer error that follows from it
 
 
 def test_no_progress_silences_the_libraries_bars(root, tmp_path, capfd):
