@@ -707,7 +707,7 @@ def _load_model(path: str, config: ScoreConfig, device, auto_class: str, what: s
         transformers.AutoConfig.from_pretrained(path)
     except (OSError, ValueError, KeyError) as err:
         where = "" if Path(path).expanduser().exists() else " (not a local folder; tried as a hub model id)"
-        raise ScoreInputError(f"{what}: cannot load {path}{where}: {short_message(err, 400)}") from None
+        raise ScoreInputError(f"{what}: cannot load {path}{where}: {short_message(err, 1000)}") from None
     finally:
         tl.set_verbosity(verbosity)
     kwargs: dict[str, Any] = {"dtype": DTYPES[config.dtype]}
@@ -718,7 +718,7 @@ def _load_model(path: str, config: ScoreConfig, device, auto_class: str, what: s
         model = getattr(transformers, auto_class).from_pretrained(path, **kwargs)
     except (OSError, ValueError, KeyError) as err:
         where = "" if Path(path).expanduser().exists() else " (not a local folder; tried as a hub model id)"
-        raise ScoreInputError(f"{what}: cannot load {path}{where}: {short_message(err, 400)}") from None
+        raise ScoreInputError(f"{what}: cannot load {path}{where}: {short_message(err, 1000)}") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if device_map is None:
@@ -1195,7 +1195,7 @@ def main(argv: list[str] | None = None) -> int:
         return _main(argv)
     except (BadInput, ScoreInputError) as err:
         if _is_main_process():  # every process meets the same bad input; one line is enough
-            print(f"error: {short_message(err)}", file=sys.stderr)
+            print(f"error: {short_message(err, 1200)}", file=sys.stderr)
         return 2
     except Interrupted as err:
         if _is_main_process():
