@@ -434,6 +434,16 @@ def shard_of(lengths: Sequence[int], batch_size: int, rank: int = 0, world_size:
     return np.concatenate(mine) if mine else np.empty(0, dtype=np.int64)
 
 
+def _collective_tensor(t: torch.Tensor) -> torch.Tensor:
+    """``t`` where the process group's backend reduces it: NCCL only reduces CUDA tensors, gloo CPU ones.
+    (The NCCL path is not exercised by the tests, which run on CPUs.)"""
+    import torch.distributed as dist
+
+    if dist.get_backend() == "nccl":
+        return t.to(torch.device("cuda", torch.cuda.current_device()))
+    return t
+
+
 @dataclass
 class Parallel:
     """Where this process stands in a data-parallel run (``accelerate launch``); one process by default.
@@ -450,9 +460,9 @@ class Parallel:
             return values
         import torch.distributed as dist
 
-        t = torch.as_tensor(values, dtype=torch.float64)
+        t = _collective_tensor(torch.as_tensor(values, dtype=torch.float64))
         dist.all_reduce(t, op=dist.ReduceOp.SUM)  # gloo and NCCL both reduce float64 tensors
-        return t.numpy()
+        return t.cpu().numpy()
 
     def counts(self, value: int) -> list[int]:
         """``value`` of every process, in rank order (a one-hot sum)."""
@@ -465,7 +475,7 @@ class Parallel:
             return value
         import torch.distributed as dist
 
-        t = torch.tensor([value], dtype=torch.float64)
+        t = _collective_tensor(torch.tensor([value], dtype=torch.float64))
         dist.all_reduce(t, op=dist.ReduceOp.MIN)
         return int(t.item())
 
