@@ -168,7 +168,8 @@ def resume_overhead(args) -> int:
             code_b, second = run(tmp / "cut.jsonl", "--resume")
             same = (tmp / "cut.jsonl").read_bytes() == (tmp / "whole.jsonl").read_bytes()
             failures += not (same and code == 0 and code_a == 130 and code_b == 0)
-            print(f"{name}, {n} pairs in 8 chunks, CPU seconds: whole run {whole:.2f} s; interrupted after 4 chunks {first:.2f} s "
+            print(f"{name}, {n} pairs in 8 chunks, CPU seconds: whole run {whole:.2f} s; interrupted after 4 chunks "
+                  f"{first:.2f} s "
                   f"+ resumed {second:.2f} s = {first + second:.2f} s (overhead {first + second - whole:+.2f} s, "
                   f"{(first + second) / whole - 1:+.0%}: one more model load and tokenization); byte-identical: {same}")
     return 0 if failures == 0 else 1

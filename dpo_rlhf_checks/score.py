@@ -20,8 +20,9 @@ error naming the row.
 Under ``accelerate launch`` (more than one process) each process scores every W-th length-sorted
 batch and the main process writes one output, in data order, equal to a one-process run (the same
 batches, so the same numbers). Out of memory halves the batch and retries (accelerate's
-``find_executable_batch_size`` rule, see :func:`run_batched`). ``--device-map auto`` spreads a model too large for one device
-(accelerate's big-model loading).
+``find_executable_batch_size`` rule, see :func:`run_batched`). ``--device-map auto`` spreads a model
+too large for one device (accelerate's big-model loading). Long runs write as they go (``--chunk-pairs``)
+and ``--resume`` continues an interrupted one to a byte-identical file.
 
 Tokenization is TRL's ``DPOTrainer``'s (TRL 1.16, ``DPOTrainer._prepare_dataset`` and
 ``DataCollatorForPreference``), so the numbers match a TRL run of the same model:
@@ -911,7 +912,8 @@ def score_pairs(model, tokenizer, rows: Sequence[dict], *, config: ScoreConfig, 
         m_idx = len(idx)
         for name, m in models:
             lp = sequence_logps(m, sub, batch_size=config.batch_size, pad_id=pad_id, device=device,
-                                progress=bars[name], parallel=parallel, log=lambda msg, name=name: note(f"{name}: {msg}"))
+                                progress=bars[name], parallel=parallel,
+                                log=lambda msg, name=name: note(f"{name}: {msg}"))
             batch_used = min(batch_used, sequence_logps.last_batch)
             computed += run_batched.last_share
             lp = parallel.reduce_sum(lp)
