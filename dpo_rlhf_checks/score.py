@@ -198,7 +198,8 @@ def extract_prompt(row: dict) -> dict:
 def load_rows(path, *, split: str | None = None) -> tuple[list[dict], list[str]]:
     """The rows of a JSON Lines file or a local ``datasets`` folder, validated; and where each came from.
 
-    Returns (rows, where) with ``where[i]`` like ``"row 3 (line 4)"`` for error messages.
+    Returns (rows, where) with ``where[i]`` like ``"row 3 (line 4)"`` for error messages. A ScoreInputError's
+    message does not repeat the path (the command puts it in front, once).
     """
     path = Path(path)
     rows: list[dict] = []
@@ -207,23 +208,23 @@ def load_rows(path, *, split: str | None = None) -> tuple[list[dict], list[str]]
         try:
             import datasets
         except ImportError as err:  # pragma: no cover - datasets comes with the hf extra
-            raise ScoreInputError(f"{path} is a folder; reading a datasets folder needs the 'datasets' package "
+            raise ScoreInputError(f"a folder; reading a datasets folder needs the 'datasets' package "
                                   "(pip install 'dpo-rlhf-checks[hf]')") from err
         try:
             ds = datasets.load_from_disk(str(path))
         except (FileNotFoundError, ValueError) as err:
-            raise ScoreInputError(f"{path}: not a saved datasets folder ({err})") from err
+            raise ScoreInputError(f"not a saved datasets folder ({err})") from err
         if isinstance(ds, datasets.DatasetDict):
             names = list(ds)
             if split is None:
                 if len(names) != 1 and "train" not in names:
-                    raise ScoreInputError(f"{path}: a DatasetDict with splits {names}; choose one with --split")
+                    raise ScoreInputError(f"a DatasetDict with splits {names}; choose one with --split")
                 split = "train" if "train" in names else names[0]
             if split not in names:
-                raise ScoreInputError(f"{path}: no split {split!r}; splits: {names}")
+                raise ScoreInputError(f"no split {split!r}; splits: {names}")
             ds = ds[split]
         elif split is not None:
-            raise ScoreInputError(f"{path}: --split {split!r} given, but the folder holds one Dataset")
+            raise ScoreInputError(f"--split {split!r} given, but the folder holds one Dataset")
         for i, row in enumerate(ds):
             rows.append(row)
             where.append(f"row {i + 1}")
@@ -246,7 +247,7 @@ def load_rows(path, *, split: str | None = None) -> tuple[list[dict], list[str]]
                     raise ScoreInputError(f"{w}: {err}") from None
                 where.append(w)
     if not rows:
-        raise ScoreInputError(f"{path}: no data rows")
+        raise ScoreInputError("no data rows")
     # TRL's implicit-prompt format (no "prompt"; chosen and rejected share it), decided by the first row as in TRL.
     implicit = isinstance(rows[0], dict) and "prompt" not in rows[0]
     conv = None

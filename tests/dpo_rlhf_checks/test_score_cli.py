@@ -224,3 +224,12 @@ def test_six_untrained_models_raise_no_flag(tmp_path):
         res = S.score_pairs(pol, tok, rows, config=S.ScoreConfig(max_length=None), ref_model=ref,
                             device=torch.device("cpu"))
         assert [f["check"] for f in res.flags] == [], (seed, res.flags)
+
+
+def test_an_empty_data_file_names_its_path_once(root, tmp_path, capsys, no_model_load):
+    path = tmp_path / "empty.jsonl"
+    path.write_text("\n")
+    # (the data are read before any model loads: no_model_load would fail otherwise)
+    assert cli_main(["score", "--model", str(root / "ref"), "--data", str(path), "--out", str(tmp_path / "o.jsonl"),
+                     "--no-progress"]) == 2
+    assert _one_error_line(capsys) == f"error: {path}: no data rows"
