@@ -16,13 +16,28 @@ bare ``model(input_ids, attention_mask)`` over exactly the same padded batches, 
 outside the timer. The ratio (2)/(3) is the loop's overhead; the target is <= 1.5. Memory: peak RSS of the
 process (CPU) or ``torch.cuda.max_memory_allocated`` (GPU). Timings on a shared machine vary; the
 best of ``--repeats`` runs is reported.
+
+``--processes 1 2``: the command itself, once per process count, as a user runs it: ``python -m
+dpo_rlhf_checks.score`` for 1 and ``accelerate launch --multi_gpu --num_processes P -m dpo_rlhf_checks.score``
+for P > 1 (on a machine without GPUs that is torchrun with gloo on CPU; ``--cpu`` would start one process).
+Each process gets ``--threads`` torch threads. Reported: the scoring time the command measures itself
+(forward passes and the gather; ``timing.logps_s``), the whole command's wall time (Python start, imports,
+model loading, process group), and whether the outputs are byte-identical.
+
+``--resume``: the command run whole, and interrupted after 4 of 8 chunks then resumed with ``--resume``;
+the extra time of the pair of runs and whether the outputs are byte-identical.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import resource
+import socket
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -62,6 +77,104 @@ def bare_forward(model, seqs: S.Sequences, batch_size: int, pad_id: int, device)
     return time.perf_counter() - t
 
 
+def compare_processes(args, counts: list[int]) -> int:
+    """Run the score command with 1, 2, ... processes on the same data; report speed and equality."""
+    root = Path(__file__).resolve().parents[1]
+    failures = 0
+    with tempfile.TemporaryDirectory(prefix="bench-score-") as tmp:
+        tmp = Path(tmp)
+        tok = tiny.build_tokenizer()
+        for name in args.models:
+            tiny.build_causal_lm(tmp / name, tokenizer=tok, seed=0, **MODELS[name])
+            n = args.pairs or (256 if name == "tiny" else 32)
+            data = tiny.write_jsonl(tmp / f"{name}.jsonl", tiny.preference_rows(
+                n, seed=0, prompt_words=(20, 60), completion_words=(20, 120)))
+            outputs = {}
+            for p in counts:
+                out = tmp / f"{name}-{p}.jsonl"
+                score = ["-m", "dpo_rlhf_checks.score", "--model", str(tmp / name), "--data", str(data), "--out",
+                         str(out), "--batch-size", str(args.batch_size), "--dtype", args.dtype, "--device",
+                         args.device, "--max-length", "0", "--no-progress", "--json"]
+                if p == 1:
+                    cmd = [sys.executable, *score]
+                else:
+                    with socket.socket() as sock:
+                        sock.bind(("127.0.0.1", 0))
+                        port = sock.getsockname()[1]
+                    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
+                           str(p), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                           "--main_process_port", str(port), *score]
+                env = dict(os.environ, PYTHONPATH=str(root), OMP_NUM_THREADS=str(args.threads))
+                best = None
+                for _ in range(args.repeats):
+                    t = time.perf_counter()
+                    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+                    wall = time.perf_counter() - t
+                    if proc.returncode != 0:
+                        print(proc.stderr[-2000:], file=sys.stderr)
+                        return 1
+                    timing = json.loads(proc.stdout)["timing"]
+                    if best is None or timing["logps_s"] < best[0]:
+                        best = (timing["logps_s"], wall, timing["sequences_per_process"])
+                outputs[p] = out.read_bytes()
+                logps_s, wall, per = best
+                print(f"{name}, {n} pairs, {p} process(es) x {args.threads} thread(s): scoring {logps_s:.2f} s = "
+                      f"{n / logps_s:.1f} pairs/s; whole command {wall:.1f} s; sequences per process {per}")
+            same = all(o == outputs[counts[0]] for o in outputs.values())
+            failures += not same
+            print(f"  outputs byte-identical across process counts: {same}")
+    return 0 if failures == 0 else 1
+
+
+def resume_overhead(args) -> int:
+    """The score command run whole, and run interrupted at half its chunks then resumed: the extra CPU time, and
+    whether the two outputs are byte-identical. In-process, so the numbers leave out Python's start-up."""
+    from dpo_rlhf_checks.cli import main as cli_main
+
+    failures = 0
+    with tempfile.TemporaryDirectory(prefix="bench-resume-") as tmp:
+        tmp = Path(tmp)
+        tok = tiny.build_tokenizer()
+        for name in args.models:
+            tiny.build_causal_lm(tmp / name, tokenizer=tok, seed=0, **MODELS[name])
+            n = args.pairs or (256 if name == "tiny" else 32)
+            chunk = max(1, n // 8)
+            data = tiny.write_jsonl(tmp / f"{name}.jsonl", tiny.preference_rows(
+                n, seed=0, prompt_words=(20, 60), completion_words=(20, 120)))
+
+            def run(out, *extra):
+                argv = ["score", "--model", str(tmp / name), "--data", str(data), "--out", str(out), "--batch-size",
+                        str(args.batch_size), "--max-length", "0", "--no-progress", "--chunk-pairs", str(chunk),
+                        "--device", args.device, "--dtype", args.dtype, *extra]
+                t = time.process_time()  # CPU time of this process: on a shared machine, steadier than wall time
+                code = cli_main(argv)
+                return code, time.process_time() - t
+
+            run(tmp / "warm-up.jsonl")  # first-call costs (imports, allocator) out of the comparison
+            code, whole = run(tmp / "whole.jsonl")
+            real, calls = S.sequence_logps, {"n": 0}
+
+            def stop_at_half(*a, **k):
+                calls["n"] += 1
+                if calls["n"] == 5:  # chunks 1-4 written, chunk 5 interrupted
+                    raise KeyboardInterrupt
+                return real(*a, **k)
+
+            S.sequence_logps = stop_at_half
+            try:
+                code_a, first = run(tmp / "cut.jsonl")
+            finally:
+                S.sequence_logps = real
+            code_b, second = run(tmp / "cut.jsonl", "--resume")
+            same = (tmp / "cut.jsonl").read_bytes() == (tmp / "whole.jsonl").read_bytes()
+            failures += not (same and code == 0 and code_a == 130 and code_b == 0)
+            print(f"{name}, {n} pairs in 8 chunks, CPU seconds: whole run {whole:.2f} s; interrupted after 4 chunks "
+                  f"{first:.2f} s "
+                  f"+ resumed {second:.2f} s = {first + second:.2f} s (overhead {first + second - whole:+.2f} s, "
+                  f"{(first + second) / whole - 1:+.0%}: one more model load and tokenization); byte-identical: {same}")
+    return 0 if failures == 0 else 1
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", choices=tuple(MODELS), default=list(MODELS))
@@ -72,7 +185,17 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: on a shared 2-core machine 2 threads ran 16x slower)")
     p.add_argument("--repeats", type=int, default=2, help="timed runs per measurement, best reported (default 2)")
+    p.add_argument("--processes", type=int, nargs="+", default=None, metavar="P",
+                   help="instead: run the score command with P processes each (e.g. 1 2), compare speed and output")
+    p.add_argument("--resume", action="store_true",
+                   help="instead: the cost of an interrupted-and-resumed score run against a whole one")
     args = p.parse_args(argv)
+    if args.resume:
+        return resume_overhead(args)
+    if args.processes:
+        if any(q < 1 for q in args.processes):
+            p.error("--processes: each count must be >= 1")
+        return compare_processes(args, args.processes)
     torch.set_num_threads(args.threads)
     config = S.ScoreConfig(batch_size=args.batch_size, max_length=None, device=args.device, dtype=args.dtype)
     device = config.torch_device()

@@ -169,41 +169,54 @@ class LibraryLossDPOTrainer(DPOTrainer):
         non_model = {"completion_mask", "ref_chosen_logps", "ref_rejected_logps"}
         model_kwargs = {k: v for k, v in inputs.items() if k not in non_model}
         model_kwargs["use_cache"] = False
+        if self.aux_loss_enabled:  # MoE: the router's load-balancing loss, as TRL adds it (outputs.aux_loss)
+            model_kwargs["output_router_logits"] = True
         completion_mask = inputs["completion_mask"]
         shift_mask = completion_mask[..., 1:]  # (2B, T-1): the tokens a position predicts
+        seq_len = shift_mask.size(1)
         labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
         outputs = model(**model_kwargs, labels=labels, fused_lm_head=True)  # TRL's fused head: per-token log-probs
-        per_token = outputs.log_probs[:, -shift_mask.size(1):]
-        logps = per_token.sum(dim=1)  # (2B,) summed over completion tokens (masked positions are 0)
-        ref_c, ref_r = self._reference_logps(model_kwargs, labels, inputs, shift_mask.size(1))
-        ref = torch.cat([ref_c, ref_r]).to(logps.device, logps.dtype)
+        per_token = outputs.log_probs[:, -seq_len:]
+        sum_logps = per_token.sum(dim=1)  # (2B,) summed over completion tokens (masked positions are 0)
+        ref_c, ref_r = self._reference_logps(model_kwargs, labels, inputs, seq_len)
+        sum_ref = torch.cat([ref_c, ref_r]).to(sum_logps.device, sum_logps.dtype)
+        logps, ref = sum_logps, sum_ref
         if self.logps_mode == "mean":
             n_tokens = shift_mask.sum(dim=1).clamp(min=1).to(logps.dtype)
             logps, ref = logps / n_tokens, ref / n_tokens
         # A sum of log-softmax values is <= 0; the tiled kernel can round a near-0 one to +1e-8, which the
         # library's domain check rejects. Clamping changes nothing else (and no gradient below 0).
-        logps = logps.clamp(max=0.0)
-        ref = ref.clamp(max=0.0)
-        pc, pr = logps.chunk(2, dim=0)
-        rc, rr = ref.chunk(2, dim=0)
+        pc, pr = logps.clamp(max=0.0).chunk(2, dim=0)
+        rc, rr = ref.clamp(max=0.0).chunk(2, dim=0)
         out = L.get_loss(self.loss_name)(pc, pr, rc, rr, beta=self.beta, **self.loss_params)
-        loss = out.losses.mean()
-
+        losses = out.losses
+        if self.loss_name == "dpo":
+            # The same quantity in TRL's order of arithmetic, -log sigma(beta ((pc - rc) - (pr - rr))): under bf16
+            # autocast the library's order, softplus(-beta ((pc - pr) - (rc - rr))), rounds differently (a 7e-4
+            # relative gradient difference at step 1); with TRL's order the gradients are TRL's.
+            losses = -torch.nn.functional.logsigmoid(self.beta * ((pc - rc) - (pr - rr)))
+        loss = losses.mean()
         gather = self.accelerator.gather_for_metrics
-        # TRL's metrics, computed as TRL computes them (on the log-probabilities the loss used)
-        chosen_rewards, rejected_rewards = out.chosen_rewards, out.rejected_rewards
         m = self._metrics[mode]
-        m["rewards/chosen"].append(gather(chosen_rewards).mean().item())
-        m["rewards/rejected"].append(gather(rejected_rewards).mean().item())
-        m["rewards/accuracies"].append(gather((chosen_rewards > rejected_rewards).float()).mean().item())
-        m["rewards/margins"].append(gather(chosen_rewards - rejected_rewards).mean().item())
-        m["logps/chosen"].append(gather(pc.detach()).mean().item())
-        m["logps/rejected"].append(gather(pr.detach()).mean().item())
-        if mode == "train":
-            self._total_train_tokens += gather(inputs["attention_mask"].sum()).sum().item() // self._tp_size
-        m["num_tokens"] = [self._total_train_tokens]
+        if self.aux_loss_enabled:
+            loss = loss + self.router_aux_loss_coef * outputs.aux_loss
+            m["aux_loss"].append(gather(outputs.aux_loss).mean().item())
+
+        # TRL's metrics under TRL's names mean TRL's quantities: from the SUMMED log-probabilities, whatever
+        # logps is (TRL's sigmoid_norm run logs its rewards/* and logps/* from sums too).
+        s_pc, s_pr = sum_logps.detach().chunk(2, dim=0)
+        s_rc, s_rr = sum_ref.detach().chunk(2, dim=0)
+        self._log_trl_metrics(m, mode, outputs, inputs, shift_mask, s_pc, s_pr, s_rc, s_rr)
+        if self.logps_mode == "mean":  # the per-token means the loss used, under their own names
+            cr, rj = self.beta * (pc.detach() - rc.detach()), self.beta * (pr.detach() - rr.detach())
+            m["rewards_per_token/chosen"].append(gather(cr).mean().item())
+            m["rewards_per_token/rejected"].append(gather(rj).mean().item())
+            m["rewards_per_token/accuracies"].append(gather((cr > rj).float()).mean().item())
+            m["rewards_per_token/margins"].append(gather(cr - rj).mean().item())
+            m["logps_per_token/chosen"].append(gather(pc.detach()).mean().item())
+            m["logps_per_token/rejected"].append(gather(pr.detach()).mean().item())
         diag = batch_diagnostics(gather(pc.detach()), gather(pr.detach()), gather(rc.detach()), gather(rr.detach()),
-                                 gather(out.losses.detach()), loss_name=self.loss_name, params=self.loss_params,
+                                 gather(losses.detach()), loss_name=self.loss_name, params=self.loss_params,
                                  beta=self.beta, margin=self.certificate_margin)
         for k, v in diag.items():
             m[k].append(v)
@@ -212,6 +225,36 @@ class LibraryLossDPOTrainer(DPOTrainer):
                 outputs = model(**{k: v for k, v in model_kwargs.items()})
         return (loss, outputs) if return_outputs else loss
 
+    def _log_trl_metrics(self, m, mode, outputs, inputs, shift_mask, pc, pr, rc, rr):
+        """TRL 1.16's own metrics of one batch, computed as ``DPOTrainer._compute_loss`` computes them: entropy,
+        num_tokens, logits/chosen, logits/rejected, mean_token_accuracy, rewards/*, logps/* (summed log-probs)."""
+        gather = self.accelerator.gather_for_metrics
+        seq_len = shift_mask.size(1)
+        entropy_sum = gather((outputs.entropy[:, -seq_len:].detach() * shift_mask).sum()).sum()
+        total = gather(shift_mask.sum()).sum()
+        m["entropy"].append((entropy_sum / total).item() if total > 0 else 0.0)
+        if mode == "train":
+            self._total_train_tokens += gather(inputs["attention_mask"].sum()).sum().item() // self._tp_size
+        m["num_tokens"] = [self._total_train_tokens]
+        chosen_mask, rejected_mask = shift_mask.chunk(2, dim=0)
+        mean_c, mean_r = outputs.mean_logits[:, -seq_len:].chunk(2, dim=0)
+        for name, logits, mask in (("chosen", mean_c, chosen_mask), ("rejected", mean_r, rejected_mask)):
+            tot = gather(logits[mask.bool()].sum()).sum().item()
+            n = gather(mask.sum()).sum().item()
+            m[f"logits/{name}"].append(tot / n if n > 0 else 0.0)
+        top1, _ = outputs.is_top1[:, -seq_len:].chunk(2, dim=0)
+        correct = gather((top1 & chosen_mask.bool()).sum()).sum()
+        n = gather(chosen_mask.sum()).sum()
+        m["mean_token_accuracy"].append((correct / n).item() if n > 0 else 0.0)
+        chosen_rewards, rejected_rewards = self.beta * (pc - rc), self.beta * (pr - rr)
+        m["rewards/chosen"].append(self.accelerator.gather(chosen_rewards).mean().item())
+        m["rewards/rejected"].append(self.accelerator.gather(rejected_rewards).mean().item())
+        m["rewards/accuracies"].append(self.accelerator.gather((chosen_rewards > rejected_rewards).float()).mean()
+                                       .item())
+        m["rewards/margins"].append(self.accelerator.gather(chosen_rewards - rejected_rewards).mean().item())
+        m["logps/chosen"].append(self.accelerator.gather(pc).mean().item())
+        m["logps/rejected"].append(self.accelerator.gather(pr).mean().item())
+
 
 class ScoreAuditCallback(TrainerCallback):
     """At each evaluation: score the eval set (policy and reference) and audit it.
@@ -219,6 +262,8 @@ class ScoreAuditCallback(TrainerCallback):
     trainer: the DPOTrainer (or :class:`LibraryLossDPOTrainer`) whose eval set (TRL-tokenized) is scored;
     betas: the audit's betas (default: the trainer's beta). Logs ``eval_audit/*`` headline numbers and
     writes ``audit-step{N}.json`` in the trainer's output_dir; the last result is ``self.last_audit``.
+    In a multi-process run every process scores its share of the eval set and the main process alone
+    audits, logs and writes (``last_audit`` stays None elsewhere).
     """
 
     def __init__(self, trainer, *, betas: tuple[float, ...] | None = None, batch_size: int | None = None):
@@ -239,21 +284,30 @@ class ScoreAuditCallback(TrainerCallback):
         config = S.ScoreConfig(batch_size=self.batch_size or args.per_device_eval_batch_size,
                                max_length=args.max_length, truncation_mode=args.truncation_mode)
         seqs = S.build_sequences(pairs, [f"eval row {i + 1}" for i in range(len(pairs))], config)
-        device = tr.accelerator.device
+        acc = tr.accelerator
+        device = acc.device
         pad = tr.processing_class.pad_token_id if hasattr(tr.processing_class, "pad_token_id") else 0
-        policy = tr.accelerator.unwrap_model(tr.model)
+        policy = acc.unwrap_model(tr.model)
         was_training = policy.training
         n = seqs.n_pairs
-        lp = S.sequence_logps(policy, seqs, batch_size=config.batch_size, pad_id=pad, device=device)
+        # Several processes (accelerate launch): each scores its share of the batches, the sum over processes
+        # assembles the columns (score.Parallel), and the main process alone audits and writes.
+        parallel = S.Parallel(acc.process_index, acc.num_processes)
+        lp = parallel.reduce_sum(S.sequence_logps(policy, seqs, batch_size=config.batch_size, pad_id=pad,
+                                                  device=device, parallel=parallel))
         if "ref_chosen_logps" in ds.column_names:
             ref = np.concatenate([np.asarray(ds["ref_chosen_logps"], float), np.asarray(ds["ref_rejected_logps"], float)])
         elif tr.ref_model is not None:
-            ref = S.sequence_logps(tr.accelerator.unwrap_model(tr.ref_model), seqs, batch_size=config.batch_size,
-                                   pad_id=pad, device=device)
+            ref = parallel.reduce_sum(S.sequence_logps(acc.unwrap_model(tr.ref_model), seqs,
+                                                       batch_size=config.batch_size, pad_id=pad, device=device,
+                                                       parallel=parallel))
         else:
             raise ValueError("ScoreAuditCallback needs a reference model or precomputed reference log-probs "
                              "(PEFT adapters are not supported)")
         policy.train(was_training)
+        self.sequences_scored = S.run_batched.last_share  # this process's share of the last model's sequences
+        if not acc.is_main_process:
+            return control
         cols = {"ref_chosen_logps": ref[:n], "ref_rejected_logps": ref[n:], "chosen_logps": lp[:n],
                 "rejected_logps": lp[n:], "chosen_length": seqs.n_completion[:n].astype(float),
                 "rejected_length": seqs.n_completion[n:].astype(float)}

@@ -235,7 +235,6 @@ def test_prompt_not_a_prefix_is_flagged_and_handled_like_trl(models, tmp_path):
 
 @pytest.mark.parametrize("row, message", [
     ({"prompt": "the", "chosen": " cat"}, "row 2 (line 2): missing field 'rejected'"),
-    ({"prompt": "the", "chosen": " ", "rejected": " cat"}, "row 2 (line 2): empty completion in field 'chosen'"),
     ({"prompt": "the", "chosen": [{"role": "assistant", "content": "cat"}], "rejected": " cat"},
      "row 2 (line 2): prompt, chosen and rejected must all be strings or all be message lists"),
     ({"prompt": "the", "chosen": 3, "rejected": " cat"}, "row 2 (line 2): field 'chosen' must be a string, got int"),
@@ -253,25 +252,30 @@ def test_bad_rows_exit_2_naming_the_row(models, tmp_path, capsys, row, message):
     assert not (tmp_path / "o.jsonl").exists()
 
 
-def test_prompt_filling_max_length_is_an_error(models, tmp_path, capsys):
+def test_strict_stops_where_trl_drops_or_scores_an_empty_completion(models, tmp_path, capsys):
     path = tiny.write_jsonl(tmp_path / "long.jsonl", [{"prompt": "the " * 12, "chosen": " cat", "rejected": " dog"}])
     code = cli_main(["score", "--model", str(models / "ref"), "--data", str(path), "--out", str(tmp_path / "o.jsonl"),
-                     "--max-length", "8", "--no-progress"])
+                     "--max-length", "8", "--no-progress", "--strict"])
     assert code == 2
     assert "row 1 (line 1): the prompt (12 tokens) fills max_length 8" in capsys.readouterr().err
+    path = tiny.write_jsonl(tmp_path / "empty.jsonl", [{"prompt": "the", "chosen": " cat", "rejected": " dog"},
+                                                       {"prompt": "the", "chosen": " ", "rejected": " cat"}])
+    code = cli_main(["score", "--model", str(models / "ref"), "--data", str(path), "--out", str(tmp_path / "o.jsonl"),
+                     "--no-progress", "--strict"])
+    assert code == 2
+    assert "row 2 (line 2): empty completion in field 'chosen'" in capsys.readouterr().err
+    assert not (tmp_path / "o.jsonl").exists()
 
 
 def test_bad_arguments_exit_2(models, tmp_path, capsys):
     base = ["score", "--data", str(models / "data.jsonl"), "--out", str(tmp_path / "o.jsonl"), "--no-progress"]
     assert cli_main(base + ["--model", str(tmp_path / "nope")]) == 2
-    assert "cannot load the causal LM" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as e:
-        cli_main(base + ["--model", str(models / "ref"), "--batch-size", "0"])
-    assert e.value.code == 2
-    with pytest.raises(SystemExit) as e:
-        cli_main(base + ["--model", str(models / "ref"), "--pairs-out", str(tmp_path / "f.jsonl")])
-    assert e.value.code == 2
+    assert "no model at" in capsys.readouterr().err
+    assert cli_main(base + ["--model", str(models / "ref"), "--batch-size", "0"]) == 2
+    assert cli_main(base + ["--model", str(models / "ref"), "--pairs-out", str(tmp_path / "f.jsonl")]) == 2
     assert cli_main(base[:2] + [str(tmp_path / "missing.jsonl")] + base[3:] + ["--model", str(models / "ref")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 3 and all(line.startswith("error: ") for line in err)
 
 
 def test_score_audit_reports_the_written_columns(models, capsys):
