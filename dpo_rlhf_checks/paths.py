@@ -10,19 +10,28 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping
 
 
-def output_overwrites_input(output, inputs: Iterable) -> str | None:
-    """Why writing ``output`` would destroy one of ``inputs`` (it is the same file), or None.
+def output_overwrites_input(output, inputs: Iterable | Mapping) -> str | None:
+    """Why writing ``output`` would destroy one of ``inputs`` (it is the same file, or a file inside an input
+    folder such as a model or a ``datasets`` folder), or None.
 
     output: the path about to be opened for writing (it need not exist yet: a path that does not exist
-    is no input). inputs: the paths the command reads; a missing one is skipped (its own check reports it).
+    is no input file, though it may still lie inside an input folder). inputs: the paths the command reads, or
+    a mapping {label (e.g. "--data"): path}; a missing one is skipped (its own check reports it).
     The message names both paths, and how they are the same file when the names differ.
     """
-    output = Path(output)
-    for source in inputs:
-        source = Path(source)
+    output = Path(output).expanduser()
+    labelled = inputs.items() if isinstance(inputs, Mapping) else ((None, source) for source in inputs)
+    for label, source in labelled:
+        source = Path(source).expanduser()
+        what = f"the input {label} " if label else "the input file "
+        if source.is_dir():
+            if output.resolve().is_relative_to(source.resolve()):
+                return f"{output} is inside {what.rstrip()} folder {source}; writing it would change the input: " \
+                       "give another path"
+            continue
         try:
             same = os.path.samefile(output, source)
         except (OSError, ValueError):  # one of them does not exist (or is no path): nothing to overwrite
@@ -37,5 +46,5 @@ def output_overwrites_input(output, inputs: Iterable) -> str | None:
             how = " (another name for the same path)"
         else:
             how = " (a hard link to it)"
-        return f"{output} is the input file {source}{how}; writing it would destroy the input: give another path"
+        return f"{output} is {what}{source}{how}; writing it would destroy the input: give another path"
     return None

@@ -61,6 +61,7 @@ import numpy as np
 import torch
 
 from dpo_rlhf_checks.cli import BadInput, OneLineParser, no_duplicate_keys, short_message
+from dpo_rlhf_checks.paths import output_overwrites_input
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DEVICES = ("auto", "cpu", "cuda")
@@ -1127,27 +1128,6 @@ def output_file_problem(name: str) -> str | None:
     return None
 
 
-def output_overwrites_input(out: Path, inputs: dict[str, str | Path]) -> str | None:
-    """Which input ``out`` would overwrite: the same file (also through a hard link or a symlink), or a file
-    inside an input folder (a datasets folder, a model folder); None when it is none of them.
-
-    (A small local check; ``audit`` has its own, to be shared.)
-    """
-    out = Path(out)
-    for what, name in inputs.items():
-        inp = Path(name).expanduser()
-        if not inp.exists():
-            continue
-        try:
-            if out.exists() and os.path.samefile(out, inp):  # st_dev and st_ino: hard links and symlinks too
-                return f"it is {what} {name} (the same file)"
-        except OSError:
-            pass
-        if inp.is_dir() and out.resolve().is_relative_to(inp.resolve()):
-            return f"it is inside {what} {name}"
-    return None
-
-
 def build_parser() -> argparse.ArgumentParser:
     d = ScoreConfig()
     p = OneLineParser(
@@ -1293,9 +1273,12 @@ def _main(argv: list[str] | None) -> int:
     inputs.update({k: v for k, v in (("--ref-model", args.ref_model), ("--reward-model", args.reward_model)) if v})
     outputs = [("--out", args.out)] + ([("--pairs-out", args.pairs_out)] if args.pairs_out is not None else [])
     for opt, name in outputs:
-        problem = output_file_problem(name) or output_overwrites_input(Path(name), inputs)
+        problem = output_file_problem(name)
         if problem is not None:
             parser.error(f"{opt} {name}: {problem}")
+        problem = output_overwrites_input(Path(name), inputs)
+        if problem is not None:
+            parser.error(f"{opt}: {problem}")
     if args.pairs_out is not None and (Path(args.pairs_out).resolve() == Path(args.out).resolve() or (
             Path(args.out).exists() and Path(args.pairs_out).exists()
             and os.path.samefile(args.out, args.pairs_out))):

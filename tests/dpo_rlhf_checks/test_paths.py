@@ -38,3 +38,16 @@ def test_other_paths_pass(tmp_path):
     assert output_overwrites_input(tmp_path / "new.jsonl", [data]) is None  # does not exist yet
     assert output_overwrites_input(data, [tmp_path / "missing.jsonl"]) is None
     assert output_overwrites_input(data, []) is None
+
+
+def test_a_file_inside_an_input_folder_is_refused_and_labelled(tmp_path):
+    """score reads model and datasets folders: an output inside one would change an input (shared with audit)."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    problem = output_overwrites_input(folder / "config.json", {"--model": folder})
+    assert problem == (f"{folder / 'config.json'} is inside the input --model folder {folder}; writing it would "
+                       "change the input: give another path")
+    data = tmp_path / "d.jsonl"
+    data.write_text("{}\n")
+    assert output_overwrites_input(data, {"--data": data}).startswith(f"{data} is the input --data {data};")
+    assert output_overwrites_input(tmp_path / "elsewhere.jsonl", {"--model": folder, "--data": data}) is None
