@@ -161,18 +161,51 @@ def _make_f_discopop(tau):
 class GPOForm(NamedTuple):
     """``l = f(beta h)``: f (a function of t = beta h on tensors); t_f the smallest minimiser of f (for hinge
     the point from which f is flat), None when f decreases to its infimum at t = +inf; flat: f is constant on
-    [t_f, inf); convex: f is convex on R (tests check it numerically); h: what h is for this loss."""
+    [t_f, inf); convex: f is convex on R (tests check it numerically); h: what h is for this loss;
+    local_minima: the strict local minimisers of a non-convex f in [-20, 20] (found numerically: a grid
+    scan of f' refined by bisection), e.g. DiscoPOP's at t ~ -0.119 for tau = 0.05, where gradient descent
+    started at the reference (t = 0, f'(0) > 0) stops with h < 0; () for convex f."""
 
     f: Callable[[Tensor], Tensor]
     t_f: float | None
     flat: bool
     convex: bool
     h: str
+    local_minima: tuple[float, ...] = ()
+
+
+def _fprime(f, t: Tensor) -> Tensor:
+    x = t.detach().clone().requires_grad_(True)
+    f(x).sum().backward()
+    return x.grad
+
+
+def _local_minima(f, lo=-20.0, hi=20.0, n=40001) -> tuple[float, ...]:
+    """Points in [lo, hi] where f' changes sign from - to +, each refined by 100 bisection steps (float64)."""
+    t = torch.linspace(lo, hi, n, dtype=torch.float64)
+    g = _fprime(f, t)
+    out = []
+    for i in torch.nonzero((g[:-1] < 0) & (g[1:] >= 0)).flatten().tolist():
+        a, b = float(t[i]), float(t[i + 1])
+        for _ in range(100):
+            m = 0.5 * (a + b)
+            if float(_fprime(f, torch.tensor([m], dtype=torch.float64))) < 0:
+                a = m
+            else:
+                b = m
+        out.append(0.5 * (a + b))
+    return tuple(out)
 
 
 _H_SUM = "s(r_w) - s(r_l), r summed log-ratio (reverse_kl: delta - delta_ref)"
 _H_TOK = "s(r_w)/n_w - s(r_l)/n_l, per-token (n = completion length)"
 _H_FREE = "s(y_w) - s(y_l) of the policy alone (no reference); s = log-prob or AlphaPO's (1 - p^-alpha)/alpha"
+
+
+def _is_convex_on_grid(f, lo=-30.0, hi=60.0, n=90001) -> bool:
+    t = torch.linspace(lo, hi, n, dtype=torch.float64)
+    y = f(t)
+    return bool((y[2:] - 2 * y[1:-1] + y[:-2] >= -1e-12).all())
 
 
 def _logit_eps(eps):
@@ -197,17 +230,19 @@ def gpo_form(name: str, *, beta: float, **params) -> GPOForm | None:
     if name == "exo_pair":
         _check_unit_open("label_smoothing", eps)
         # bounded and non-constant on R, hence not convex (unimodal); minimum 0 at sigma(t) = 1 - eps
-        return GPOForm(_make_f_exo(eps), _logit_eps(eps), False, False, _H_SUM)
+        f = _make_f_exo(eps)
+        return GPOForm(f, _logit_eps(eps), False, False, _H_SUM, _local_minima(f))
     if name == "robust":
         _check_unit_open("label_smoothing", eps, lo_closed=True, hi=0.5)
         # f' = -((1 - eps) sigma(-t) + eps sigma(t))/(1 - 2 eps) < 0: decreasing to -inf (eps > 0) or 0
         return GPOForm(_make_f_robust(eps), None, False, True, _H_SUM)
     if name == "discopop":
-        # decreasing to 0 at +inf; not convex for the default tau = 0.05 (checked in the tests)
+        # infimum 0 at +inf; for small tau (TRL's default 0.05) NOT monotone: a local minimum at t < 0
         if "discopop_tau" not in params:
             raise ValueError("discopop needs discopop_tau (TRL default 0.05)")
         _check_positive("discopop_tau", params["discopop_tau"])
-        return GPOForm(_make_f_discopop(params["discopop_tau"]), None, False, False, _H_SUM)
+        f = _make_f_discopop(params["discopop_tau"])
+        return GPOForm(f, None, False, _is_convex_on_grid(f), _H_SUM, _local_minima(f))
     if name in ("cpo_sigmoid", "cpo_simpo", "cpo_alphapo"):
         if name != "cpo_sigmoid" and "simpo_gamma" not in params:
             raise ValueError(f"{name} needs simpo_gamma (TRL default 0.5)")
@@ -308,7 +343,9 @@ def discopop_loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_l
 
     ``loss = (1 - sigma(t/tau)) (-log sigma(t)) + sigma(t/tau) e^-t``, t = beta h, tau = discopop_tau > 0
     (TRL default 0.05). The exponential term is computed as exp(-t - softplus(-t/tau)) (TRL's exp(-t) *
-    sigmoid(t/tau) overflows to inf and then NaN for t << 0). GPO: t_f = None; not convex."""
+    sigmoid(t/tau) overflows to inf and then NaN for t << 0). GPO: infimum 0 at t = +inf (t_f = None), but for
+    TRL's tau = 0.05 f is neither convex nor monotone: f'(0) = 1/(4 tau) - 3/4 - log(2)/(4 tau) ~ 0.78 > 0, and f
+    has a local minimum at t ~ -0.119 (:func:`gpo_form` ``local_minima``), so descent from the reference lowers h."""
     _check_positive("discopop_tau", discopop_tau)
     return _gpo_loss("discopop", policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
                      reference_rejected_logps, beta, _make_f_discopop(discopop_tau), f_divergence_type,
