@@ -331,7 +331,7 @@ def test_sppo_hard_pins_h_at_one_over_beta():
     out = P.sppo_hard_loss(pc, pr, rc, rr, beta=beta)
     out.losses.sum().backward()
     assert float(out.losses.detach()) == 0.0 and float(pc.grad) == 0.0 and float(pr.grad) == 0.0
-    assert math.isclose(float((pc - pr) - (rc - rr)), 1 / beta, rel_tol=1e-12)
+    assert math.isclose(float(((pc - pr) - (rc - rr)).detach()), 1 / beta, rel_tol=1e-12)
 
 
 # ----------------------------------------------------------------------------------------------
