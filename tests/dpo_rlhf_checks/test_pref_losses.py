@@ -18,7 +18,9 @@ float32. A planted sign error moves the losses by O(0.1..10), far above both (te
 from __future__ import annotations
 
 import collections
+import importlib
 import math
+import re
 import types
 
 import pytest
@@ -300,10 +302,19 @@ def test_gpo_form_kinds():
     assert {n for n, s in P.SPECS.items() if s.kind == "batch-coupled"} == {"aot", "aot_unpaired"}
     assert {n for n, s in P.SPECS.items() if s.kind == "absolute"} == {
         "nca_pair", "bco_pair", "sppo_hard", "apo_zero", "apo_down", "sft"}
-    # every TRL 1.16 DPOConfig.loss_type is here
-    doc = trl_dpo.DPOTrainer._compute_loss.__code__.co_consts
-    trl_names = {c for c in doc if isinstance(c, str) and c in P.SPECS}
-    assert trl_names == {n for n, s in P.SPECS.items() if s.trainer == "DPOTrainer"}
+    # every TRL 1.16 DPOConfig.loss_type is here (read from the installed config's help text), and the
+    # f-divergence flags are TRL's list less sft (on which the f-divergence has no effect)
+    fields = trl_dpo.DPOConfig.__dataclass_fields__
+    trl_names = set(re.findall(r"`'(\w+)'`", fields["loss_type"].metadata["help"].split("If multiple")[0]))
+    assert len(trl_names) == 15 and trl_names == {n for n, s in P.SPECS.items() if s.trainer == "DPOTrainer"}
+    f_div = set(re.findall(r"`'(\w+)'`", fields["f_divergence_type"].metadata["help"]))
+    assert f_div - {"sft"} == {n for n, s in P.SPECS.items() if s.f_divergence}
+    assert set(re.findall(r"`(\w+)`", fields["f_divergence_type"].metadata["help"].split("Only")[0])) == set(
+        P.F_DIVERGENCES)
+    # and every CPOConfig.loss_type choice
+    cfg = importlib.import_module("trl.experimental.cpo.cpo_config").CPOConfig
+    choices = cfg.__dataclass_fields__["loss_type"].metadata["choices"]
+    assert {"cpo_" + c for c in choices} == {n for n, s in P.SPECS.items() if s.trainer == "CPOTrainer"}
 
 
 def test_discopop_default_tau_has_a_local_minimum_below_zero():
