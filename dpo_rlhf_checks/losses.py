@@ -67,6 +67,7 @@ __all__ = [
     "TARGET_PARAMS",
     "LossOutput",
     "alignment_certificate",
+    "certificate_tolerance",
     "cpo_clip_loss",
     "cpo_easy_loss",
     "cpo_eq17_loss",
@@ -451,17 +452,54 @@ def delta_from_loss(losses: Tensor, target: Tensor, *, beta: float) -> Tensor:
     return target - log_expm1 / beta
 
 
+def certificate_tolerance(target: Tensor, *, beta: float, margin: float = 0.0, dtype=None) -> Tensor:
+    """The relative rounding margin of :func:`alignment_certificate`, float64, the shape of ``target``:
+
+        tol = 4 eps (4 + beta |m| + max(0, -beta (T - m)))      (eps of ``dtype``, default the target's)
+
+    Derivation (u = eps/2 the unit roundoff; x = beta (T - delta) the loss's argument, x_c = beta (T - m) the
+    critical one; T is the same float tensor in both, so its own rounding cancels): fl(pc - pr), fl(T - .),
+    fl(beta .) give |x-hat - x| <= u (beta |delta| + 2 |x|). A pair the certificate could get wrong has
+    delta <= m, so x >= x_c and beta |delta| <= beta |m| + (x - x_c). softplus turns an error dx into a relative
+    one dx sigmoid(x)/softplus(x) <= dx min(1, 1/x) and adds <= 4u of its own (logaddexp, log1p, exp). Hence
+    the loss errs by <= u (beta |m| + 4 + 3 max(0, -x_c)) + 4u relative (x > 0: the 1/x absorbs 3x + |x_c|;
+    x < 0: |x| <= |x_c|), and the critical loss by <= u (beta |m| + 2 + 2 max(0, -x_c)) + 4u (the margin rounded
+    to the dtype adds u beta |m|). Their sum is <= eps (beta |m| + 7 + 2.5 max(0, -x_c)), and tol is at least 1.6
+    times that (room for the rounding of the comparison itself).
+
+    Valid for a loss computed from this same target tensor by :data:`LOSSES` (softplus(beta (T - delta)) in
+    ``dtype``). A loss computed with a target rounded differently (a float32 loss against a float64 target) is
+    outside it: recompute the target in the loss's dtype, as :mod:`dpo_rlhf_checks.integrations.trl` does.
+    """
+    eps = torch.finfo(dtype if dtype is not None else target.dtype).eps
+    x_c = beta * (target.detach().double() - float(margin))
+    return 4.0 * eps * (4.0 + beta * abs(float(margin)) + torch.clamp(-x_c, min=0.0))
+
+
 def alignment_certificate(losses: Tensor, target: Tensor, *, beta: float, margin: float = 0.0) -> Tensor:
-    """Per pair, True where the loss value alone proves ``delta > margin``: ``loss < critical_loss``.
+    """Per pair, True where the loss value alone proves ``delta > margin``: ``loss < critical_loss``, with the
+    rounding of both sides on the safe side.
 
-    Exact for target-form losses: it is an equivalence (docs/theory.md §7), so on a pair whose loss was
-    computed from its delta it is the same as ``delta > margin``, up to floating point where
-    ``beta |T|`` dwarfs ``beta |delta - margin|`` (e.g. cpo_eq17 on summed log-probabilities), and
-    where the critical loss underflows to 0 (``beta (T - margin) < -745``): then it certifies nothing
-    (conservative). DPO-Positive, IPO and dpo_bt have no such certificate.
+    Exact rule (docs/theory.md §7): for a target-form loss ``loss < critical_loss(T, beta, margin)`` <=> ``delta >
+    margin``. In floating point both sides carry rounding (a few eps relative, more for beta |m| >> 1 or a critical
+    loss far below log 2), and a loss a hair below the threshold is no proof: certified is
+    ``loss < critical_loss (1 - tol) - 4 s`` with ``tol`` = :func:`certificate_tolerance` (derived there) and s
+    the smallest subnormal of the dtype (the absolute error of a value that underflowed). So a pair is never
+    certified with ``delta <= margin`` (exact arithmetic on the float inputs pc, pr); the price is that pairs
+    within ``tol`` of the threshold are not certified (conservative), and nothing is certified where ``tol >= 1/2``
+    (``beta |m|`` or ``-beta (T - m)`` beyond ~1/(8 eps)), where the critical loss is infinite, or where it
+    underflows (``beta (T - m) < -745`` in float64, ``< -103`` in float32). The audit counts these refusals as
+    ``certificate_mismatch_fraction``. DPO-Positive, IPO and dpo_bt have no certificate.
 
-    Args: losses: tensor (B,), no NaN; target: tensor of the same shape from :func:`implicit_target`;
-    beta: finite, > 0; margin: finite. Returns a bool tensor (B,).
+    Args: losses: tensor (B,), no NaN, computed by the loss of :data:`LOSSES` from this ``target`` (same values, the
+    same dtype or a coarser one: the tolerance takes the coarser eps); target: tensor of the same shape from
+    :func:`implicit_target`; beta: finite, > 0; margin: finite. Returns a bool tensor (B,).
     """
     _check_tensors(losses=losses, target=target)
-    return losses < critical_loss(target, beta=beta, margin=margin)
+    crit = critical_loss(target, beta=beta, margin=margin).double()
+    coarse = losses.dtype if torch.finfo(losses.dtype).eps >= torch.finfo(target.dtype).eps else target.dtype
+    fi = torch.finfo(coarse)
+    tol = certificate_tolerance(target, beta=beta, margin=margin, dtype=coarse)
+    # tol >= 1/2: the rounding swamps the comparison, no proof either way; an infinite critical loss (T = +inf, or
+    # beta (T - m) overflowing) proves nothing either
+    return (tol < 0.5) & torch.isfinite(crit) & (losses.double() < crit * (1.0 - tol) - 4.0 * fi.tiny * fi.eps)

@@ -45,6 +45,7 @@ polished CVXPY answer are accurate in log space.
 
 from __future__ import annotations
 
+import math
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -336,6 +337,31 @@ def resolution_problem(inst: BanditInstance) -> str | None:
     return (f"r/beta puts |log pi*| or |delta*| at {worst:.3g} on a preference pair, beyond {LOG_RESOLUTION:g} where "
             "float64 resolves the constrained optimum's log-odds; the RLHF optimum is exact (a point mass where it "
             "shows one), the constrained one is not computed")
+
+
+#: log of the smallest normal float64 (2.2e-308): below it a probability has lost relative precision, and 0.0
+#: stands for anything under 4.9e-324.
+LOG_SMALLEST_NORMAL = math.log(np.finfo(np.float64).tiny)
+
+
+def underflow_problem(inst: BanditInstance, sol: ConstrainedSolution) -> str | None:
+    """Why ``sol`` cannot be reported in probabilities (as the ``solve`` command does), or None: pi_c below the
+    normal float64 range at a response of a preference pair. There pi_c prints as 0 (or a subnormal) next to a
+    finite delta_cpo taken from log pi_c, and the KKT residuals, absolute and in probabilities
+    (pi(w) - e^m pi(l)), are ~0 whatever the answer: the status "optimal" would rest on nothing. (Chain
+    0 > 1 > 2 with margin 700: pi_c = [1, 9.9e-305, 0], delta_cpo = 700 on (1, 2), residuals 0.)"""
+    if not inst.preferences:
+        return None
+    on_pairs = np.union1d(inst.winners, inst.losers)
+    with np.errstate(divide="ignore"):  # pi_c = 0 is log -inf: underflowed
+        log_pi = sol.log_pi if sol.log_pi is not None else np.log(np.maximum(sol.pi, 0.0))
+    low = [int(j) for j in on_pairs if not log_pi[j] >= LOG_SMALLEST_NORMAL]
+    if not low:
+        return None
+    shown = ", ".join(f"response {j} (log pi_c = {log_pi[j]:.6g})" for j in low[:3]) + (" ..." if len(low) > 3 else "")
+    return (f"pi_c underflows float64 at {shown} of a preference pair, below the smallest normal float "
+            f"(log {LOG_SMALLEST_NORMAL:.4g}): its probabilities, delta_cpo and KKT residuals cannot be checked "
+            "in float64, so the constrained optimum is not computed")
 
 
 def solve_closed_form(inst: BanditInstance) -> ConstrainedSolution:
@@ -739,7 +765,9 @@ def solve(inst: BanditInstance, method: str = "auto", solver: str = "CLARABEL",
         dual solver, saying so in ``note``.
     An explicit method runs that method only. Every method first refuses, with
     :class:`UnresolvedInstanceError`, an instance whose r / beta float64 cannot resolve
-    (:func:`resolution_problem`). solver: the CVXPY solver, one of SOLVERS. polish: CVXPY only, see
+    (:func:`resolution_problem`). The answer is exact in log space (``log_pi``) also where pi_c underflows;
+    :func:`underflow_problem` says when it cannot be reported in probabilities (the ``solve`` command then does
+    not). solver: the CVXPY solver, one of SOLVERS. polish: CVXPY only, see
     :meth:`ConstrainedRLHF.solve`. progress: show a tqdm bar on stderr for the dual's iterations.
     Raises InfeasiblePreferencesError for a cycle with margin > 0 (checked by graph search before any
     solver runs), ConstrainedSolveError when the chosen method fails.

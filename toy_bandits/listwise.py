@@ -31,23 +31,81 @@ def _check_ranking(ranking, K: int) -> np.ndarray:  # noqa: N803
     return r.astype(np.int64)
 
 
-def pl_loss(s) -> float:
-    """-sum_t log softmax(s[t:])[0] for scores s in ranking order (best first); logsumexp, no overflow. (k,) -> float."""
+def _check_scores(s) -> np.ndarray:
     s = np.asarray(s, dtype=np.float64)
     if s.ndim != 1 or s.size < 2 or not np.all(np.isfinite(s)):
         raise ValueError(f"s: must be a finite 1-d array of at least 2 scores, got {s!r}")
-    # suffix logsumexp: lse[t] = log sum_{t' >= t} exp(s_t')
-    lse = np.logaddexp.accumulate(s[::-1])[::-1]
-    return float(np.sum(lse[:-1] - s[:-1]))
+    return s
 
 
-def pl_dpo_loss(log_pi, log_pi_ref, ranking, beta: float) -> float:
-    """The listwise DPO loss of a policy on one ranking: :func:`pl_loss` of s_t = beta (log pi - log pi_ref)(y_t)."""
+def _log_softplus(x) -> np.ndarray:
+    """log(softplus(x)) = log log(1 + e^x) for every finite x, without underflow.
+
+    Below x = -37, log softplus(x) = x + log(1 - e^x/2 + ...) = x to within e^x/2 < 4.3e-17 (under half an ulp of
+    |x| >= 37), so x itself; above, softplus(x) >= 8.5e-17 is a normal float and its log is accurate.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    return np.where(x < -37.0, x, np.log(np.logaddexp(0.0, np.maximum(x, -37.0))))
+
+
+def _pl_log_terms(d: np.ndarray) -> np.ndarray:
+    """log of the k-1 Plackett-Luce terms from the score differences d[t, t'] = s_t' - s_t (k, k; t' > t read).
+
+    Term t is log sum_{t' >= t} e^{s_t'} - s_t = log(1 + sum_{t' > t} e^{s_t' - s_t}) = softplus(a_t),
+    a_t = logsumexp_{t' > t} d[t, t']. With the differences taken first and summed by logsumexp, each term carries
+    a relative error of a few eps max(1, |a_t|) beyond the error of the differences, at every magnitude. (The
+    former ``lse_t - s_t`` lost every digit of a term below eps |s_t|: a loss of 1.5e-18 came out as 0.0.)
+    """
+    return np.array([_log_softplus(np.logaddexp.reduce(d[t, t + 1:])) for t in range(d.shape[0] - 1)])
+
+
+def _differences(s: np.ndarray) -> np.ndarray:
+    return s[None, :] - s[:, None]  # d[t, t'] = s_t' - s_t
+
+
+def pl_loss(s) -> float:
+    """-sum_t log softmax(s[t:])[0] for scores s in ranking order (best first). (k,) -> float.
+
+    Evaluated as sum_t softplus(logsumexp(s[t+1:] - s[t])): no cancellation, the same relative accuracy near 0
+    as near log k! (:func:`pl_log_loss` for losses below the float range).
+    """
+    return float(np.sum(np.exp(_pl_log_terms(_differences(_check_scores(s))))))
+
+
+def pl_log_loss(s) -> float:
+    """log :func:`pl_loss`, in log space (logsumexp of the log terms): finite where the loss itself underflows
+    (log L = -2000 for scores 2000 apart). (k,) -> float."""
+    return float(np.logaddexp.reduce(_pl_log_terms(_differences(_check_scores(s)))))
+
+
+def _dpo_differences(log_pi, log_pi_ref, ranking, beta: float) -> np.ndarray:
+    """d[t, t'] = s_t' - s_t of s_t = beta (log pi - log pi_ref)(y_t), as beta ((log pi_t' - log pi_t) -
+    (log pi_ref_t' - log pi_ref_t)): each subtraction errs by eps times its own result, so d errs by at most
+    ~eps (4 beta |log pi_ref_t' - log pi_ref_t| + 3 |d|) (|log pi_t' - log pi_t| <= that gap + |d|/beta), never by
+    eps |s_t|, which is unbounded (log pi = -1e4 with beta = 1e3 gives |s| ~ 1e7)."""
     if not (math.isfinite(beta) and beta > 0):
         raise ValueError(f"beta: must be finite and > 0, got {beta}")
     log_pi = np.asarray(log_pi, dtype=np.float64)
+    log_pi_ref = np.asarray(log_pi_ref, dtype=np.float64)
+    if log_pi.ndim != 1 or log_pi.shape != log_pi_ref.shape:
+        raise ValueError(f"log_pi, log_pi_ref: must be 1-d arrays of one length, got shapes {log_pi.shape}, "
+                         f"{log_pi_ref.shape}")
+    if not (np.all(np.isfinite(log_pi)) and np.all(np.isfinite(log_pi_ref))):
+        raise ValueError("log_pi, log_pi_ref: must be finite")
     r = _check_ranking(ranking, log_pi.size)
-    return pl_loss(beta * (log_pi[r] - np.asarray(log_pi_ref, dtype=np.float64)[r]))
+    lp, lr = log_pi[r], log_pi_ref[r]
+    return beta * ((lp[None, :] - lp[:, None]) - (lr[None, :] - lr[:, None]))
+
+
+def pl_dpo_loss(log_pi, log_pi_ref, ranking, beta: float) -> float:
+    """The listwise DPO loss of a policy on one ranking: :func:`pl_loss` of s_t = beta (log pi - log pi_ref)(y_t)
+    (evaluated from differences, :func:`_dpo_differences`, accurate near 0 at every magnitude of log pi)."""
+    return float(np.sum(np.exp(_pl_log_terms(_dpo_differences(log_pi, log_pi_ref, ranking, beta)))))
+
+
+def pl_dpo_log_loss(log_pi, log_pi_ref, ranking, beta: float) -> float:
+    """log of :func:`pl_dpo_loss`, in log space: finite where the loss underflows (for :func:`listwise_certifies`)."""
+    return float(np.logaddexp.reduce(_pl_log_terms(_dpo_differences(log_pi, log_pi_ref, ranking, beta))))
 
 
 def pl_log_probs(scores) -> tuple[np.ndarray, np.ndarray]:
@@ -139,12 +197,71 @@ def listwise_U_nonempty(log_pi_ref, ranking, beta: float) -> bool:  # noqa: N802
     return bool(np.any(misordered_infimum(c) < math.lgamma(r.size + 1)))
 
 
-def listwise_certifies(loss: float, log_pi_ref, ranking, beta: float) -> bool:
-    """True when the loss value alone proves pi(y_1) >= ... >= pi(y_k): loss <= min_t softplus(beta delta_ref(t, t+1))."""
+EPS = float(np.finfo(np.float64).eps)
+#: The smallest positive float64 (subnormal): the absolute error of a value rounded near or below the float range.
+TINY = 2.0 ** -1074
+
+
+def certificate_tolerance(k: int, beta: float, ref_gap: float, log_loss: float, loss: float) -> float:
+    """A bound on the relative error of :func:`pl_dpo_loss` (and the absolute error of :func:`pl_dpo_log_loss`),
+    used by :func:`listwise_certifies` to stay on the safe side of its threshold.
+
+    The differences d = s_t' - s_t err by at most eps (4 beta G + 3 |d|), G = ``ref_gap`` = max - min of
+    log pi_ref over the ranking (:func:`_dpo_differences`); a_t = logsumexp_{t'>t} d adds at most k - 1
+    logaddexp roundings of ~eps max(1, |a_t|), and a difference far below a_t enters with its weight
+    e^{d - a_t}, so |d| counts only as |a_t| + 1; softplus, exp, log and the sum of the k - 1 terms add (k + 3) eps.
+    Every a_t <= log expm1(L) <= max(log L, L) + 1, and a term with a_t << log L adds eps |a_t| e^{a_t} <=
+    eps (|log L| + 1) L. So the relative error of L is below (k + 6) eps (4 beta G + 3 (1 + |log L| + L));
+    the result doubles that for the rounding of the bound itself and of L-hat in place of L.
+    """
+    return 2.0 * (k + 6) * EPS * (4.0 * beta * ref_gap + 3.0 * (1.0 + abs(log_loss) + loss))
+
+
+def listwise_certifies(loss: float, log_pi_ref, ranking, beta: float, *, log_loss: bool = False) -> bool:
+    """True when the loss value alone proves pi(y_1) >= ... >= pi(y_k) (docs/theory.md §13).
+
+    Exact rule: loss <= min_t softplus(beta delta_ref(t, t+1)) (:func:`misordered_infimum`: a policy with
+    pi(y_{t+1}) > pi(y_t) has L > softplus(beta delta_ref(t, t+1))). In floating point the rule is applied with
+    both sides bounded: an upper bound on the loss (``loss`` times 1 + :func:`certificate_tolerance`, plus the
+    smallest subnormal for a loss that underflowed) against a lower bound on the threshold, compared in log space
+    (the threshold e^{beta delta_ref} is below the float range for beta delta_ref < -745 and stays exact there).
+    So it is conservative: a loss within the rounding of the threshold certifies nothing, and a certificate is
+    never given to a misordered policy.
+
+    loss: :func:`pl_dpo_loss` of the policy (>= 0), or with ``log_loss=True`` :func:`pl_dpo_log_loss` (a loss
+    computed another way, e.g. ``logsumexp(s[t:]) - s[t]`` with |s| >> 1, can be wrong by far more than the
+    tolerance and proves nothing). log_pi_ref: (K,) finite; ranking: indices, best first; beta: finite, > 0.
+    """
+    if not (math.isfinite(beta) and beta > 0):
+        raise ValueError(f"beta: must be finite and > 0, got {beta}")
     log_pi_ref = np.asarray(log_pi_ref, dtype=np.float64)
     r = _check_ranking(ranking, log_pi_ref.size)
-    c = beta * (log_pi_ref[r[:-1]] - log_pi_ref[r[1:]])
-    return bool(loss <= float(np.min(misordered_infimum(c))))
+    if not np.all(np.isfinite(log_pi_ref[r])):
+        raise ValueError("log_pi_ref: must be finite on the ranked responses")
+    loss = float(loss)
+    if math.isnan(loss) or (not log_loss and loss < 0):
+        raise ValueError(f"loss: must be {'a log-loss, not NaN' if log_loss else 'a number >= 0'}, got {loss}")
+    lr = log_pi_ref[r]
+    c = beta * (lr[:-1] - lr[1:])
+    ref_gap = float(lr.max() - lr.min())
+    # log of the threshold, log softplus(c_t) without underflow; the threshold errs by ~eps (2 beta G + 3) relative
+    log_crit = float(np.min(_log_softplus(c)))
+    crit_tol = 2.0 * EPS * (2.0 * beta * ref_gap + 3.0 * (1.0 + abs(log_crit)))
+    if log_loss:
+        if loss == math.inf:
+            return False
+        tol = certificate_tolerance(r.size, beta, ref_gap, loss, math.exp(min(loss, 700.0)))
+        log_upper = loss + tol
+    else:
+        if not math.isfinite(loss):
+            return False
+        log_l = math.log(loss) if loss > 0 else -math.inf
+        tol = certificate_tolerance(r.size, beta, ref_gap, 0.0 if loss == 0 else log_l, loss)
+        # underflow: a loss of 0.0 (or a subnormal one) is only known to within the smallest subnormal
+        log_upper = math.log(loss * (1.0 + tol) + TINY)
+    if tol >= 0.5 or crit_tol >= 0.5:  # the rounding swamps the comparison: no proof either way
+        return False
+    return bool(log_upper <= log_crit - crit_tol)
 
 
 def pi_star_agrees(log_pi_ref, reward, ranking, beta: float) -> bool:

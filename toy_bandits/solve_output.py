@@ -11,7 +11,7 @@ import numpy as np
 
 from dpo_rlhf_checks.cli import short_message
 from toy_bandits.constrained import (ConstrainedSolveError, UnresolvedInstanceError, assumption_and_u, delta_star_of,
-                                     solve)
+                                     solve, underflow_problem)
 from toy_bandits.instance import BanditInstance
 from toy_bandits.rlhf import gibbs_policy
 
@@ -67,6 +67,10 @@ def result_json(inst: BanditInstance, method: str = "auto", solver: str = "CLARA
     code = 0
     try:
         sol = solve(inst, method=method, solver=solver, progress=progress)
+        # pi_c below the float range at a pair: printed as 0 beside a finite delta_cpo, residuals ~0 (issue 17)
+        problem = underflow_problem(inst, sol)
+        if problem is not None:
+            raise UnresolvedInstanceError(problem)
     except ConstrainedSolveError as err:
         sol = None
         reason = short_message(err)

@@ -85,6 +85,7 @@ def batch_diagnostics(pc: torch.Tensor, pr: torch.Tensor, rc: torch.Tensor, rr: 
                       *, loss_name: str, params: dict[str, Any], beta: float, margin: float = 0.0
                       ) -> dict[str, float]:
     """The diagnostics of one batch (module docstring) from the four log-probability tensors (B,) and the losses."""
+    loss_dtype = losses.dtype  # the dtype the loss was computed in: the certificate's rounding is that dtype's
     pc, pr, rc, rr, losses = (t.detach().double() for t in (pc, pr, rc, rr, losses))
     delta, delta_ref = pc - pr, rc - rr
     out = {
@@ -96,8 +97,11 @@ def batch_diagnostics(pc: torch.Tensor, pr: torch.Tensor, rc: torch.Tensor, rr: 
         "diagnostics/frac_chosen_logp_fell": (pc < rc).double().mean().item(),
     }
     if loss_name in L.TARGET_FORM:
-        target = L.implicit_target(loss_name, rc, rr, beta=beta, **params)
-        cert = L.alignment_certificate(losses, target, beta=beta, margin=margin)
+        # The target the loss used, recomputed in the loss's dtype from the same values (the double copies hold them
+        # exactly), and the float32/bf16 loss certified with that dtype's rounding bound: a float64 target against
+        # a float32 loss certified pairs with delta <= margin (issue 17).
+        target = L.implicit_target(loss_name, rc.to(loss_dtype), rr.to(loss_dtype), beta=beta, **params)
+        cert = L.alignment_certificate(losses.to(loss_dtype), target, beta=beta, margin=margin)
         out["diagnostics/certified_fraction"] = cert.double().mean().item()
     out["frac_in_U"] = out["diagnostics/frac_in_undesirable"]
     gamma = float(params.get("gamma", 0.0))

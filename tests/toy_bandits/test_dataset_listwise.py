@@ -77,7 +77,7 @@ def test_a_certified_loss_never_comes_with_a_misordered_policy(k, seed):
         lp = log_ref + rng.normal(0, 4, k) + np.linspace(6, 0, k) * rng.uniform(0, 3)
         lp -= np.logaddexp.reduce(lp)
         if listwise_certifies(pl_dpo_loss(lp, log_ref, ranking, beta), log_ref, ranking, beta):
-            assert np.all(np.diff(lp) <= 1e-12)
+            assert np.all(np.diff(lp) <= 0)  # exact: a certificate is a proof (issue 17)
 
 
 @given(st.integers(0, 10_000))

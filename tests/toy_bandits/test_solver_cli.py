@@ -227,8 +227,10 @@ def test_huge_literal_is_cut_in_the_message(tmp_path, capsys):
     assert code == 2 and len(err) < 200 and "chars)" in err
 
 
-@pytest.mark.parametrize("margin", [55.0, 300.0, 700.0])
+@pytest.mark.parametrize("margin", [55.0, 200.0])
 def test_chain_with_large_margin_solves_with_a_stated_fallback(tmp_path, capsys, margin):
+    # (margins 300 and 700 put pi_c(3) = e^-900.. below the float range: not computed, see
+    # test_constrained_optimum_below_the_float_range_is_not_computed_with_the_reason)
     # CLARABEL raised SolverError (a traceback, exit 1) on such chains; auto now falls back to the dual and says so
     data = {"pi_ref": [0.2, 0.3, 0.1, 0.4], "reward": [0.0, 1.0, 0.5, 2.0], "beta": 0.7,
             "preferences": [[0, 1], [1, 2], [2, 3]], "margin": margin}
@@ -262,3 +264,42 @@ def test_sections_by_default(tmp_path, capsys):
         assert heading in out
     row = next(line.split() for line in out.splitlines() if line.strip().startswith("1     0"))
     assert row[:6] == ["1", "0", "-2.19722", "-0.197225", "fails", "yes"] and float(row[6]) == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize("margin", [355, 700])
+def test_constrained_optimum_below_the_float_range_is_not_computed_with_the_reason(tmp_path, capsys, margin):
+    # Issue 17: the chain 0 > 1 > 2 with margin 700 printed pi_c = [1, 9.86e-305, 0] next to delta_cpo = 700 on
+    # (1, 2), status "optimal" with residuals ~0 (probability-space residuals vanish with the probabilities).
+    # pi_c(2) = e^{-2m} (up to the normaliser ~1) is below the smallest normal float (e^-708.4) from m = 355 on.
+    data = {"pi_ref": [0.3, 0.4, 0.3], "reward": [0.0, 0.0, 0.0], "beta": 1.0, "preferences": [[0, 1], [1, 2]],
+            "margin": margin}
+    code, res, err = _solve_json(tmp_path, capsys, data)
+    assert code == 0 and "Traceback" not in err
+    assert res["cpo_optimum"] is None and res["status"] == "not_solved"
+    assert "underflows" in res["cpo_reason"] and "response 2" in res["cpo_reason"]
+    assert f"log pi_c = {-2 * margin}" in res["cpo_reason"]
+    assert [p["delta_cpo"] for p in res["pairs"]] == [None, None]
+
+
+def test_constrained_optimum_just_inside_the_float_range_is_solved(tmp_path, capsys):
+    # m = 354: pi_c(2) = e^-708 = 3.3e-308, normal; solved, delta_cpo = m on both pairs (the constraints bind)
+    data = {"pi_ref": [0.3, 0.4, 0.3], "reward": [0.0, 0.0, 0.0], "beta": 1.0, "preferences": [[0, 1], [1, 2]],
+            "margin": 354}
+    code, res, _ = _solve_json(tmp_path, capsys, data)
+    assert code == 0 and res["status"] == "optimal"
+    assert res["cpo_optimum"][2] == pytest.approx(math.exp(-708), rel=1e-9)
+    assert [p["delta_cpo"] for p in res["pairs"]] == [pytest.approx(354, abs=1e-9)] * 2
+
+
+@pytest.mark.parametrize("margin", [300.0, 700.0])
+def test_four_response_chain_below_the_float_range_is_not_computed(tmp_path, capsys, margin):
+    # the former test_chain_with_large_margin_solves_with_a_stated_fallback[300, 700] asserted "optimal" here
+    data = {"pi_ref": [0.2, 0.3, 0.1, 0.4], "reward": [0.0, 1.0, 0.5, 2.0], "beta": 0.7,
+            "preferences": [[0, 1], [1, 2], [2, 3]], "margin": margin}
+    code, res, err = _solve_json(tmp_path, capsys, data)
+    assert code == 0 and "Traceback" not in err and res["status"] == "not_solved"
+    assert res["cpo_optimum"] is None and "underflows" in res["cpo_reason"] and "response 3" in res["cpo_reason"]
+    # the library answer stays exact in log space: delta_c = m on every pair
+    ref = solve(BanditInstance.from_json(data), "dual")
+    np.testing.assert_allclose(ref.delta_c, margin, rtol=1e-9)
+    assert ref.log_pi[3] < -708.4
