@@ -157,7 +157,9 @@ def dataset_minimiser_symbolic(ctx: CheckContext) -> MethodResult:
     summary = (f"a:b pair h*=log(a/b)/beta proved={crit_ok}; single/chain no stationary point={single_neg and chain_neg}; "
                f"3-cycle(2,1,1) finite beta h01={evidence['cycle_beta_h'].get('(0,1)', float('nan')):.6f} "
                f"(pair log-odds +inf); pooled beta h01=2t={pooled_h01:.6f} vs log-odds 0")
-    return MethodResult(literal=literal, amended=amended, summary=summary, evidence=evidence, depends_on=(),
+    return MethodResult(literal=literal, amended=amended, summary=summary, evidence=evidence, depends_on=(
+        "theory.sec13_dataset._num_zero", "theory.sec13_dataset._softplus", "theory.sec13_dataset._zero",
+    ),
                         counterexample=cex, amended_statement=AMENDED_DATASET if amended else None)
 
 
@@ -275,7 +277,9 @@ def listwise_symbolic(ctx: CheckContext) -> MethodResult:
     summary = (f"k=3: grad of E_PL(r)[L] at s=r is 0 ({grad_zero}, num {grad_num:.0e}), Hessian PSD w/ 1 null dir "
                f"({psd_one_null}); adjacent decides pi* order ({adjacent_ok}); inf over misordered = softplus(c) "
                f"({lim_ok}); ordered ref yet L={example['loss']:.4f} < log 6={example['log 6']:.4f} misordered")
-    return MethodResult(literal=literal, amended=amended, summary=summary, evidence=evidence, depends_on=(),
+    return MethodResult(literal=literal, amended=amended, summary=summary, evidence=evidence, depends_on=(
+        "theory.sec13_dataset._pl_expr", "theory.sec13_dataset._softplus", "theory.sec13_dataset._zero",
+    ),
                         counterexample=cex, amended_statement=AMENDED_LISTWISE if amended else None)
 
 
@@ -356,5 +360,7 @@ def length_symbolic(ctx: CheckContext) -> MethodResult:
     summary = (f"population beta(dm - dm_ref) = dr proved {stat_ok}; dm>0 => delta>0 iff |y_w|<=|y_l| proved "
                f"{decomposition and short_w_nonneg}; converse for |y_w|>=|y_l| {decomposition2 and long_w_nonneg}; "
                f"minimiser set unbounded in delta {set_ok}; exact counterexamples dm=2/5,delta=-40 and delta=10,dm=-3/2")
-    return MethodResult(literal=literal, amended=amended, summary=summary, evidence=evidence, depends_on=(),
+    return MethodResult(literal=literal, amended=amended, summary=summary, evidence=evidence, depends_on=(
+        "theory.sec13_dataset._sigma", "theory.sec13_dataset._softplus", "theory.sec13_dataset._zero",
+    ),
                         counterexample=cex, amended_statement=AMENDED_LENGTH if amended else None)
