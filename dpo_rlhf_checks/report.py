@@ -42,7 +42,7 @@ from dpo_rlhf_checks import __version__
 from dpo_rlhf_checks.registry import Claim, resolve_method
 from dpo_rlhf_checks.result import (ERROR_VERDICT, VERDICTS, CheckContext, MethodResult, independent_methods,
                                     merge_methods, to_jsonable)
-from dpo_rlhf_checks.tracing import covers, formulas, measure_calls
+from dpo_rlhf_checks.tracing import covers, formulas, measure_calls, module_of
 
 SCHEMA_VERSION = 3
 _PACKAGES = ("sympy", "numpy", "scipy", "matplotlib", "cvxpy", "torch", "hypothesis")
@@ -171,6 +171,22 @@ def _indep_cell(c: dict[str, Any]) -> str:
     return f"{n} (<2)" if below_two(c) else str(n)
 
 
+def grouped_names(names: Iterable[str]) -> str:
+    """Formula names grouped by module for a report line: ``"`m.a`: f, g; `m.b`: h"`` (every name, compactly)."""
+    groups: dict[str, list[str]] = {}
+    for name in sorted(names):
+        module, _, rest = _split_module(name)
+        groups.setdefault(module, []).append(rest)
+    return "; ".join(f"`{module}`: {', '.join(rest)}" for module, rest in groups.items())
+
+
+def _split_module(name: str) -> tuple[str, str, str]:
+    """``"pkg.mod.Class.meth"`` -> ("pkg.mod", ".", "Class.meth"): the module is the longest prefix that is a
+    toolkit source file."""
+    module = module_of(name)
+    return module, ".", name[len(module) + 1:]
+
+
 def shared_formulas(c: dict[str, Any]) -> dict[str, list[str]]:
     """For each pair of a claim's methods that share measured formulas: ``"a & b"`` -> the shared formulas."""
     ms = [m for m in c["methods"] if m["error"] is None]
@@ -255,7 +271,7 @@ def format_markdown(report: dict[str, Any], out_dir: Path = Path(".")) -> str:
                    f"{', '.join(c['independent_set'])}; {c['seconds']} s)" if c["methods"] else "")]
         if below_two(c):
             shared = shared_formulas(c)
-            why = "; ".join(f"{pair} share {', '.join(f'`{f}`' for f in fs)}" for pair, fs in shared.items())
+            why = " / ".join(f"{pair} share {grouped_names(fs)}" for pair, fs in shared.items())
             out += ["", f"**Below 2 measured-independent methods.** " + (why if why else "one method") + "."]
         if c.get("not_checked_reason"):
             out += ["", f"Not checked: {_md(c['not_checked_reason'])}"]
@@ -267,10 +283,10 @@ def format_markdown(report: dict[str, Any], out_dir: Path = Path(".")) -> str:
                 out.append(f"| {m['name']} (`{m['function']}`) | {lit} | {amd} | {m['seconds']} | {_md(m['summary'])} |")
             out += ["", "Measured formulas (`depends_on`):", ""]
             for m in c["methods"]:
-                forms = ", ".join(f"`{f}`" for f in m["depends_on"]) or "none from the toolkit"
+                forms = grouped_names(m["depends_on"]) or "none from the toolkit"
                 miss = m.get("undeclared") or []
-                out.append(f"- {m['name']}: {forms}"
-                           + (f"; **not declared**: {', '.join(f'`{f}`' for f in miss)}" if miss else ""))
+                out.append(f"- {m['name']} ({len(m['depends_on'])}): {forms}"
+                           + (f". **Not declared** ({len(miss)}): {grouped_names(miss)}" if miss else ""))
         if c["counterexample"]:
             out += ["", "**Counterexample to the literal statement.**", ""]
             for name, cx in c["counterexample"].items():

@@ -277,3 +277,14 @@ def covers(declared: Iterable[str], formula: str) -> bool:
     """Whether a declared ``depends_on`` list names ``formula``: the name itself, or a module or class that
     contains it (``"toy_bandits.finite_labels"`` covers ``"toy_bandits.finite_labels.p_wrong"``)."""
     return any(formula == d or formula.startswith(d + ".") for d in declared)
+
+
+def module_of(name: str) -> str:
+    """The module part of a ``"module.qualname"`` name: its longest prefix that is a toolkit source file
+    (``"toy_bandits.constrained.ConstrainedRLHF.solve"`` -> ``"toy_bandits.constrained"``)."""
+    parts = name.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        path = _ROOT.joinpath(*parts[:cut])
+        if path.with_suffix(".py").is_file() or (path / "__init__.py").is_file():
+            return ".".join(parts[:cut])
+    return ".".join(parts[:-1])
