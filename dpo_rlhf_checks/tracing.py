@@ -43,6 +43,8 @@ _PACKAGE_DIRS = tuple(str(_ROOT / p) + "/" for p in TOOLKIT_PACKAGES)
 # profiler (their closure unknown), so that what a method reads is always measured.
 MEMOISED = {
     "toy_lm.stage.get_stage": "toy_lm.stage._CACHE",  # the LM stage (training and tabular prediction), once per run
+    "toy_lm.claims._shared_figures": "toy_lm.claims._FIGURES",  # the stage's figures and records, drawn once
+    "toy_bandits.constrained.compiled_problem": "toy_bandits.constrained._COMPILED",  # the CVXPY program per shape
 }
 
 # Shared primitives: toolkit functions that do not count as formulas. A function that computes a quantity a

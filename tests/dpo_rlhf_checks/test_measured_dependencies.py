@@ -103,6 +103,30 @@ def test_a_cache_filled_outside_the_profiler_is_measured_again():
     assert "theory.derivations.dpo_loss_expr" in seen
 
 
+def test_every_module_level_memo_dict_is_registered():
+    """A module-level dict that a function fills is a cache: a method that reads it must be charged with what
+    computed it, so it is listed in tracing.MEMOISED (a cache missing there hid the CVXPY program from the second
+    of two identical runs). Every MEMOISED entry names a function and a dict that exist."""
+    import re
+    from pathlib import Path
+
+    root = Path(tracing.__file__).resolve().parent.parent
+    caches = set()
+    for package in tracing.TOOLKIT_PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            text = path.read_text(encoding="utf-8")
+            module = ".".join(path.relative_to(root).with_suffix("").parts)
+            for name in re.findall(r"^(_?[A-Za-z][A-Za-z0-9_]*)(?:: [^=\n]+)? = \{\}$", text, re.M):
+                if re.search(rf"^\s+{name}\[[^\]]+\] = ", text, re.M):
+                    caches.add(f"{module}.{name}")
+    assert caches, "the scan found no cache at all: it is broken"
+    assert caches <= set(tracing.MEMOISED.values()), caches - set(tracing.MEMOISED.values())
+    for func, cache in tracing.MEMOISED.items():
+        for dotted, kind in ((func, callable), (cache, lambda v: isinstance(v, dict))):
+            module, _, attr = dotted.rpartition(".")
+            assert kind(getattr(importlib.import_module(module), attr)), dotted
+
+
 def test_class_and_module_bodies_are_not_functions():
     from toy_bandits import dataset
 
