@@ -1,10 +1,11 @@
 """Run claims method by method, merge them with the one rule, and write ``report.json`` / ``report.md``.
 
-``report.json`` schema 2 (stable; later tooling reads it; documented in the README)::
+``report.json`` schema 3 (stable; later tooling reads it; documented in the README)::
 
-    {"schema": 2, "toolkit_version", "created", "environment": {python, platform, packages}, "settings",
+    {"schema": 3, "toolkit_version", "created", "environment": {python, platform, packages}, "settings",
      "claims": [{"id", "title", "paper_ref", "statement", "verdict", "summary", "literal", "amended",
-                 "methods": [{"name", "function", "literal", "amended", "seconds", "depends_on", "evidence",
+                 "methods": [{"name", "function", "literal", "amended", "seconds", "depends_on",
+                              "declared_depends_on", "undeclared", "measured", "evidence",
                               "summary", "counterexample", "amended_statement", "figures", "error"}],
                  "independent_methods", "independent_set", "counterexample", "amended_statement",
                  "not_checked_reason", "figures", "seconds"}]}
@@ -15,6 +16,12 @@ than a MethodResult) makes the claim's verdict ``error`` with the traceback unde
 command exits 1. Every method of a claim runs (a crash in one does not skip the others) and the verdict is
 never computed from a smaller list. The verdict of the rest comes from
 :func:`dpo_rlhf_checks.result.merge_methods`, the one merge rule.
+
+Each method runs under the call profiler (:func:`dpo_rlhf_checks.tracing.measure_calls`): ``measured`` is every
+toolkit function it entered, ``depends_on`` the formulas among them (:func:`dpo_rlhf_checks.tracing.formulas`:
+the method's own function and the shared primitives dropped), ``declared_depends_on`` what the method's
+MethodResult declares, and ``undeclared`` the measured formulas the declaration does not cover (a test keeps it
+empty). ``independent_methods`` / ``independent_set`` are computed from the measured ``depends_on``.
 """
 
 from __future__ import annotations
@@ -36,9 +43,9 @@ from dpo_rlhf_checks import __version__
 from dpo_rlhf_checks.registry import Claim, resolve_method
 from dpo_rlhf_checks.result import (ERROR_VERDICT, VERDICTS, CheckContext, MethodResult, independent_methods,
                                     merge_methods, to_jsonable)
-from dpo_rlhf_checks.tracing import measure_calls
+from dpo_rlhf_checks.tracing import covers, formulas, measure_calls, module_of
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _PACKAGES = ("sympy", "numpy", "scipy", "matplotlib", "cvxpy", "torch", "hypothesis")
 
 
@@ -73,14 +80,19 @@ def run_method(name: str, target: str, ctx: CheckContext) -> tuple[MethodResult 
         result, measured = measure_calls(func, ctx)
         if not isinstance(result, MethodResult):
             raise TypeError(f"method {name} ({target}) returned {type(result).__name__}, not MethodResult")
+        measured_formulas = sorted(formulas(measured, target))
+        declared = list(result.depends_on)
         entry = {"name": name, "function": target, "literal": result.literal, "amended": result.amended,
-                 "depends_on": list(result.depends_on), "measured": sorted(measured),
+                 "depends_on": measured_formulas, "declared_depends_on": declared,
+                 "undeclared": [f for f in measured_formulas if not covers(declared, f)],
+                 "measured": sorted(measured),
                  "summary": result.summary, "evidence": result.evidence,
                  "counterexample": result.counterexample, "amended_statement": result.amended_statement,
                  "figures": [_relative_figure(f, ctx.out_dir) for f in result.figures], "error": None}
     except Exception as err:  # a crashing method is reported under its name, and the run exits 1
         result = None
-        entry = {"name": name, "function": target, "literal": None, "amended": None, "depends_on": [], "measured": [],
+        entry = {"name": name, "function": target, "literal": None, "amended": None, "depends_on": [],
+                 "declared_depends_on": [], "undeclared": [], "measured": [],
                  "summary": f"crashed: {type(err).__name__}: {err}", "evidence": {}, "counterexample": None,
                  "amended_statement": None, "figures": [], "error": traceback.format_exc()}
     entry["seconds"] = round(time.perf_counter() - start, 3)
@@ -162,12 +174,51 @@ def _method_names(c: dict[str, Any]) -> str:
     return ",".join(m["name"] for m in c["methods"]) or "-"
 
 
+def below_two(c: dict[str, Any]) -> bool:
+    """Whether a checked claim has fewer than 2 measured-independent methods (said in every table)."""
+    return bool(c["methods"]) and c["independent_methods"] < 2
+
+
+def _indep_cell(c: dict[str, Any]) -> str:
+    n = c["independent_methods"]
+    return f"{n} (<2)" if below_two(c) else str(n)
+
+
+def grouped_names(names: Iterable[str]) -> str:
+    """Formula names grouped by module for a report line: ``"`m.a`: f, g; `m.b`: h"`` (every name, compactly)."""
+    groups: dict[str, list[str]] = {}
+    for name in sorted(names):
+        module, _, rest = _split_module(name)
+        groups.setdefault(module, []).append(rest)
+    return "; ".join(f"`{module}`: {', '.join(rest)}" for module, rest in groups.items())
+
+
+def _split_module(name: str) -> tuple[str, str, str]:
+    """``"pkg.mod.Class.meth"`` -> ("pkg.mod", ".", "Class.meth"): the module is the longest prefix that is a
+    toolkit source file."""
+    module = module_of(name)
+    return module, ".", name[len(module) + 1:]
+
+
+def shared_formulas(c: dict[str, Any]) -> dict[str, list[str]]:
+    """For each pair of a claim's methods that share measured formulas: ``"a & b"`` -> the shared formulas."""
+    ms = [m for m in c["methods"] if m["error"] is None]
+    out = {}
+    for i, a in enumerate(ms):
+        for b in ms[i + 1:]:
+            common = sorted(set(a["depends_on"]) & set(b["depends_on"]))
+            if common:
+                out[f"{a['name']} & {b['name']}"] = common
+    return out
+
+
 def format_table(report: dict[str, Any], width: int = 60) -> str:
-    """The printed table: id, paper reference, verdict, methods, independent methods, one-line evidence."""
+    """The printed table: id, paper reference, verdict, methods, measured-independent methods (``"1 (<2)"`` when a
+    checked claim has fewer than 2), one-line evidence."""
     rows = [("id", "paper ref", "verdict", "methods", "indep", "evidence")]
     for c in report["claims"]:
         ref = c["paper_ref"].split(";")[0]
-        rows.append((c["id"], _short(ref, 22), c["verdict"], _method_names(c), str(c["independent_methods"]),
+        rows.append((c["id"], _short(ref, 22), c["verdict"], _method_names(c), _indep_cell(c),
                      _short(c["summary"], width)))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     lines = []
@@ -180,6 +231,10 @@ def format_table(report: dict[str, Any], width: int = 60) -> str:
         counts[c["verdict"]] = counts.get(c["verdict"], 0) + 1
     lines.append("")
     lines.append("verdicts: " + ", ".join(f"{v} {n}" for v, n in counts.items()))
+    low = [c["id"] for c in report["claims"] if below_two(c)]
+    if low:
+        lines.append(f"below 2 measured-independent methods (indep counts methods with disjoint measured formula "
+                     f"sets; see report.md): {', '.join(low)}")
     return "\n".join(lines)
 
 
@@ -314,24 +369,31 @@ def format_markdown(report: dict[str, Any], out_dir: Path = Path(".")) -> str:
         "# dpo-rlhf-checks report",
         "",
         f"toolkit {report['toolkit_version']}, created {report['created']}; settings: {settings}. "
-        "The full evidence of every method is in `report.json` (schema 2).",
+        f"The full evidence of every method is in `report.json` (schema {SCHEMA_VERSION}). *Independent* counts "
+        "the largest set of a claim's methods whose measured formula sets are pairwise disjoint (the toolkit "
+        "functions each method was measured to execute, less the shared primitives; README).",
         "",
         "**Key to the verdicts.** Each verdict is computed from the methods' results by one rule, never typed in.",
         "",
     ]
     out += [f"- **{v}**: {text}" for v, text in VERDICT_KEY if v in counts or v != "error"]
     out += ["", "This run: " + ", ".join(f"{n} {v}" for v, n in counts.items()) + ".", "",
-            "| claim | paper ref | verdict | methods | independent |",
+            "| claim | paper ref | verdict | methods | independent (measured) |",
             "|---|---|---|---|---|"]
     for c in report["claims"]:
+        indep = f"**{c['independent_methods']}: below 2**" if below_two(c) else str(c["independent_methods"])
         out.append(f"| [`{c['id']}`](#{c['id']}) | {_cell(c['paper_ref'], 80)} | **{c['verdict']}** | "
-                   f"{', '.join(m['name'] for m in c['methods']) or '-'} | {c['independent_methods']} |")
+                   f"{', '.join(m['name'] for m in c['methods']) or '-'} | {indep} |")
     for c in report["claims"]:
         out += ["", f"<a id=\"{c['id']}\"></a>", f"## `{c['id']}`: {_md(c['title'])}", "",
                 f"*{_md(c['paper_ref'])}*", "", *_para(f"**Statement.** {c['statement']}"), "",
                 f"**Verdict: {c['verdict']}**"
-                + (f" ({c['independent_methods']} independent of {len(c['methods'])} methods: "
+                + (f" ({c['independent_methods']} measured-independent of {len(c['methods'])} methods: "
                    f"{', '.join(c['independent_set'])}; {c['seconds']} s)" if c["methods"] else "")]
+        if below_two(c):
+            shared = shared_formulas(c)
+            why = " / ".join(f"{pair} share {grouped_names(fs)}" for pair, fs in shared.items())
+            out += ["", f"**Below 2 measured-independent methods.** " + (why if why else "one method") + "."]
         if c.get("not_checked_reason"):
             out += ["", *_para(f"Not checked: {c['not_checked_reason']}")]
         if c["methods"]:
@@ -347,6 +409,14 @@ def format_markdown(report: dict[str, Any], out_dir: Path = Path(".")) -> str:
                 out += ["", "<details><summary>Deciding numbers, whole text</summary>", ""]
                 out += [line for m in long for line in _para(f"`{m['name']}`: {m['summary']}", "- ", "  ")]
                 out += ["", "</details>"]
+            out += ["", "Measured formulas (`depends_on`):", ""]
+            for m in c["methods"]:
+                forms = grouped_names(m["depends_on"]) or "none from the toolkit"
+                miss = m.get("undeclared") or []
+                text = f"{m['name']} ({len(m['depends_on'])}): {forms}"
+                if miss:
+                    text += f". **Not declared** ({len(miss)}): {grouped_names(miss)}"
+                out += _para(text, "- ", "  ")
         if c["counterexample"]:
             out += ["", "**Counterexample to the literal statement.**", ""]
             for name, cx in c["counterexample"].items():

@@ -93,8 +93,10 @@ class MethodResult:
     summary: one line: the few numbers that decide this method's booleans.
     evidence: the key numbers, JSON-serialisable after :func:`to_jsonable`.
     depends_on: the toolkit formulas this method takes as given, as "module.function" names
-        (e.g. ``"dpo_rlhf_checks.losses.dpo_loss"``, ``"toy_bandits.rlhf.gibbs_policy"``). Two methods
-        of a claim that share a formula under test are not independent.
+        (e.g. ``"dpo_rlhf_checks.losses.dpo_loss"``, ``"toy_bandits.rlhf.gibbs_policy"``), or a module or class
+        name that covers all of its functions. It is a declaration: the runner measures what the method executes
+        (:mod:`dpo_rlhf_checks.tracing`), computes independence from the measurement, and a test fails when a
+        measured formula is not covered by this list.
     counterexample: concrete numbers where ``literal`` is False, else None.
     amended_statement: the statement this method found to hold (only what was measured), or None.
     figures: paths of figures this method wrote.
@@ -176,7 +178,10 @@ def merge_methods(results: dict[str, MethodResult]) -> dict[str, Any]:
 def independent_methods(depends_on: dict[str, tuple[str, ...]]) -> list[str]:
     """The largest set of methods whose ``depends_on`` sets are pairwise disjoint (first such set in
     declaration order). Two methods that take one toolkit formula as given are not independent: a wrong
-    formula would fool both. A method that takes nothing from the toolkit as given is independent of all."""
+    formula would fool both. A method that takes nothing from the toolkit as given is independent of all.
+
+    The runner passes the *measured* formula sets (:func:`dpo_rlhf_checks.tracing.formulas` of what each method
+    was measured to execute), never the declared ones."""
     names = list(depends_on)
     best: list[str] = []
     for mask in range(1, 1 << len(names)):

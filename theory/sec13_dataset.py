@@ -206,7 +206,9 @@ def dataset_minimiser_symbolic(ctx: CheckContext) -> MethodResult:
                f"3-cycle(2,1,1) finite beta h01={evidence['cycle_beta_h'].get('(0,1)', float('nan')):.6f} "
                f"(pair log-odds {evidence['cycle_pair_logodds'].get('(0,1)')}); pooled beta h01=2t={pooled_h01:.6f} "
                f"vs log-odds {evidence['pooled_pair_logodds'].get('(0,1)')}")
-    return MethodResult(literal=literal, amended=amended, summary=summary, evidence=evidence, depends_on=(),
+    return MethodResult(literal=literal, amended=amended, summary=summary, evidence=evidence, depends_on=(
+        "theory.sec13_dataset._num_zero", "theory.sec13_dataset._softplus", "theory.sec13_dataset._zero",
+        "theory.sec13_dataset._literal_mismatch", "theory.sec13_dataset._pair_logodds",),
                         counterexample=cex,
                         amended_statement=(get_claim("dataset-ordered-minimiser").amendment
                                            if amended else None))
@@ -306,7 +308,9 @@ def listwise_symbolic(ctx: CheckContext) -> MethodResult:
     summary = (f"k=3: grad of E_PL(r)[L] at s=r is 0 ({grad_zero}, num {grad_num:.0e}), Hessian PSD w/ 1 null dir "
                f"({psd_one_null}); adjacent decides pi* order ({adjacent_ok}); inf over misordered = softplus(c) "
                f"({lim_ok}); ordered ref yet L={example['loss']:.4f} < log 6={example['log 6']:.4f} misordered")
-    return MethodResult(literal=literal, amended=amended, summary=summary, evidence=evidence, depends_on=(),
+    return MethodResult(literal=literal, amended=amended, summary=summary, evidence=evidence, depends_on=(
+        "theory.sec13_dataset._pl_expr", "theory.sec13_dataset._softplus", "theory.sec13_dataset._zero",
+    ),
                         counterexample=cex,
                         amended_statement=(get_claim("listwise-equivalence").amendment
                                            if amended else None))
@@ -404,7 +408,9 @@ def length_symbolic(ctx: CheckContext) -> MethodResult:
                f"minimiser set unbounded in delta {set_ok}; exact instances dm={dm1},delta={d1} and "
                f"delta={d2},dm={dm2}: "
                f"{len(cex_found)} with signs that disagree")
-    return MethodResult(literal=literal, amended=amended, summary=summary, evidence=evidence, depends_on=(),
+    return MethodResult(literal=literal, amended=amended, summary=summary, evidence=evidence, depends_on=(
+        "theory.sec13_dataset._sigma", "theory.sec13_dataset._softplus", "theory.sec13_dataset._zero",
+        "theory.sec13_dataset._length_instances", "theory.sec13_dataset._length_row",),
                         counterexample=cex,
                         amended_statement=(get_claim("length-normalised").amendment
                                            if amended else None))

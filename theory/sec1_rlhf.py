@@ -32,7 +32,10 @@ def rlhf_closed_form_symbolic(ctx: CheckContext) -> MethodResult:
                f"J = beta log Z - beta KL(pi||pi*) proved ({sum(sym.values())}/{len(sym)} proofs); mpmath err {mp_err:.0e}")
     return holds_only(conditions, summary, {"proofs": sym, "mpmath_J_star_minus_beta_logZ": mp_err,
                                             "scope": "general K (Sum over i = 1..K) and the 3-response instance"},
-                      depends_on=(DEP_SYMPY_J,))
+                      depends_on=(
+                          DEP_SYMPY_J, "theory.derivations._J_K", "theory.derivations._branch",
+                          "theory.derivations.general_k_facts", "theory.derivations.rlhf_facts",
+                      ))
 
 
 def rlhf_closed_form_numeric(ctx: CheckContext) -> MethodResult:

@@ -25,7 +25,11 @@ def dpo_reparam_symbolic(ctx: CheckContext) -> MethodResult:
                   "log_split_needs_positivity": not split["log_split_proved_without_assumptions"]}
     return holds_only(conditions, f"reparameterisation, Z cancellation, softplus form, log 2 at pi_ref proved "
                                   f"({sum(proofs(facts).values())}/{len(proofs(facts))})",
-                      {"proofs": proofs(facts), **split}, depends_on=(DEP_SYMPY_LOSS,))
+                      {"proofs": proofs(facts), **split}, depends_on=(
+                          DEP_SYMPY_LOSS, "theory.derivations.dpo_facts",
+                          "theory.symbols.log_split_needs_positivity", "theory.symbols.sp_sigma",
+                          "theory.symbols.sp_softplus",
+                      ))
 
 
 def dpo_reparam_numeric(ctx: CheckContext) -> MethodResult:
@@ -62,4 +66,8 @@ def dpo_reparam_numeric(ctx: CheckContext) -> MethodResult:
                 "note": "needs full support of pi_ref (log(0/0) otherwise)"}
     summary = (f"reward recovered (rel err {err_r:.1e}); dpo_loss = softplus(-h) (rel err {loss_err:.0e}, |h| <= 700); "
                f"loss at pi_ref - log 2: {ref_err:.0e}")
-    return holds_only(conditions, summary, evidence, depends_on=(DEP_DPO_LOSS, DEP_GIBBS_NP))
+    return holds_only(conditions, summary, evidence, depends_on=(
+        DEP_DPO_LOSS, DEP_GIBBS_NP, "dpo_rlhf_checks.losses._rewards", "dpo_rlhf_checks.losses._softplus",
+        "theory.common._dpo_value_and_grad", "theory.common._two_response_logps",
+        "theory.common.dpo_value_and_grad",
+    ))

@@ -16,7 +16,10 @@ def assumption_iff_symbolic(ctx: CheckContext) -> MethodResult:
     conditions = {"proofs": all(sym.values()),
                   "needs_beta_positive": not facts["sign_preserved_without_beta_positive"]}
     return holds_only(conditions, "from the Gibbs form (general K): pi*(y_w)/pi*(y_l) = exp(delta_ref + dr/beta); "
-                                  "the sign step needs beta > 0", {"proofs": sym}, depends_on=(DEP_SYMPY_J,))
+                                  "the sign step needs beta > 0", {"proofs": sym}, depends_on=(
+                                      DEP_SYMPY_J, "theory.derivations._J_K", "theory.derivations._branch",
+                                      "theory.derivations.assumption_facts", "theory.derivations.general_k_facts",
+                                  ))
 
 
 def assumption_iff_numeric(ctx: CheckContext) -> MethodResult:

@@ -82,7 +82,11 @@ def equiv_population_symbolic(ctx: CheckContext) -> MethodResult:
         summary=f"l_q strictly convex, minimised at h = dr for every dr ({sum(sym.values())}/{len(sym)} proofs; "
                 f"mpmath {stat_err:.0e}): equivalence does not need the assumption",
         evidence={"proofs": sym, "mpmath_stationarity_error": stat_err, "assumption_failing_point": example},
-        depends_on=(DEP_SYMPY_LOSS,),
+        depends_on=(
+            DEP_SYMPY_LOSS, "theory.derivations._J_K", "theory.derivations._branch",
+            "theory.derivations.general_k_facts", "theory.derivations.population_facts", "theory.symbols.sp_sigma",
+            "theory.symbols.sp_softplus",
+        ),
         counterexample=None if literal else {**example, "note": "assumption fails; the population minimiser is "
                                                                  "still delta* (equivalence holds)"},
         amended_statement=get_claim("equiv-population").amendment if proved else None)
@@ -121,7 +125,11 @@ def equiv_population_numeric(ctx: CheckContext) -> MethodResult:
         literal=literal, amended=amended,
         summary=f"Brent minimiser of l_q = delta* in {int(equivalent.sum())}/{len(h_err)} pairs (max err "
                 f"{h_err.max():.1e} in h), {n_fail} of them with the assumption failing",
-        evidence=evidence, depends_on=(DEP_DPO_BT_LOSS,), counterexample=cx,
+        evidence=evidence, depends_on=(
+            DEP_DPO_BT_LOSS, "dpo_rlhf_checks.losses._rewards", "dpo_rlhf_checks.losses._softplus",
+            "theory.common._dpo_value_and_grad", "theory.common._two_response_logps",
+            "theory.common.dpo_value_and_grad", "theory.symbols.sigmoid",
+        ), counterexample=cx,
         amended_statement=get_claim("equiv-population").amendment if amended else None)
 
 
@@ -141,7 +149,10 @@ def equiv_ordered_pair_symbolic(ctx: CheckContext) -> MethodResult:
         literal=literal, amended=proved,
         summary=f"l strictly decreasing, no stationary point, inf 0 only as delta -> inf; grad at pi* = -beta "
                 f"sigma(-dr) != 0 ({sum(sym.values())}/{len(sym)} proofs)",
-        evidence={"proofs": sym}, depends_on=(DEP_SYMPY_LOSS,),
+        evidence={"proofs": sym}, depends_on=(
+            DEP_SYMPY_LOSS, "theory.derivations.ordered_pair_facts", "theory.symbols.sp_sigma",
+            "theory.symbols.sp_softplus",
+        ),
         counterexample=None if literal else {**example, "note": "the assumption holds, yet pi* is not stationary"},
         amended_statement=get_claim("equiv-ordered-pair").amendment if proved else None)
 
@@ -196,5 +207,9 @@ def equiv_ordered_pair_numeric(ctx: CheckContext) -> MethodResult:
         summary=f"pi* stationary in {int(stationary.sum())}/{len(stationary)} pairs ({int(assumption.sum())} with the "
                 f"assumption); grad = -beta sigma(-dr) (max err/cond {max(grad_cond):.2f}); delta-flow time vs ODE "
                 f"{max(flow_err):.1e}",
-        evidence=evidence, depends_on=(DEP_DPO_LOSS,), counterexample=cx,
+        evidence=evidence, depends_on=(
+            DEP_DPO_LOSS, "dpo_rlhf_checks.losses._rewards", "dpo_rlhf_checks.losses._softplus",
+            "theory.common._dpo_value_and_grad", "theory.common._two_response_logps",
+            "theory.common.dpo_value_and_grad", "theory.sec4_equivalence.flow_time_to_zero",
+        ), counterexample=cx,
         amended_statement=get_claim("equiv-ordered-pair").amendment if amended else None)

@@ -21,7 +21,11 @@ def relative_advantage_symbolic(ctx: CheckContext) -> MethodResult:
     conditions = {"proofs": all(sym.values()),
                   "needs_beta_positive": not ofacts["dl_ddelta_sign_decided_without_beta_positive"]}
     return holds_only(conditions, f"shift invariance and the negative gradient proved ({sum(sym.values())}/{len(sym)})",
-                      {"proofs": sym}, depends_on=(DEP_SYMPY_LOSS,))
+                      {"proofs": sym}, depends_on=(
+                          DEP_SYMPY_LOSS, "theory.derivations.ordered_pair_facts",
+                          "theory.derivations.relative_facts", "theory.symbols.sp_sigma",
+                          "theory.symbols.sp_softplus",
+                      ))
 
 
 def relative_advantage_numeric(ctx: CheckContext) -> MethodResult:
@@ -56,4 +60,8 @@ def relative_advantage_numeric(ctx: CheckContext) -> MethodResult:
                 "max_grad_err_over_cond_tol": grad_cond, "max_grad_seen": max_grad, "same_loss_opposite_alignment": pair}
     return holds_only(conditions, f"shift-invariant within {shift_err:.2f} x cond tol; grad rel err {grad_err:.1e}; "
                                   f"equal loss {la[0]:.4f} for a pair preferring y_l and one preferring y_w", evidence,
-                      depends_on=(DEP_DPO_LOSS,))
+                      depends_on=(
+                          DEP_DPO_LOSS, "dpo_rlhf_checks.losses._rewards", "dpo_rlhf_checks.losses._softplus",
+                          "theory.common._dpo_value_and_grad", "theory.common._two_response_logps",
+                          "theory.common.dpo_value_and_grad",
+                      ))

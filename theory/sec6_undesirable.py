@@ -33,7 +33,11 @@ def undesirable_space_symbolic(ctx: CheckContext) -> MethodResult:
     return holds_only(conditions, f"l < log 2 on U, U non-empty iff delta_ref < 0, pi* in U when beta delta_ref + dr < "
                                   f"0 < dr: proved ({sum(sym.values())}/{len(sym)})",
                       {"proofs": sym, "mpmath_loss_at_u=0_minus_log2": l2_err, "note": TIE_NOTE},
-                      depends_on=(DEP_SYMPY_LOSS,))
+                      depends_on=(
+                          DEP_SYMPY_LOSS, "theory.derivations._J_K", "theory.derivations._branch",
+                          "theory.derivations.general_k_facts", "theory.derivations.undesirable_facts",
+                          "theory.symbols.sp_softplus",
+                      ))
 
 
 def undesirable_space_numeric(ctx: CheckContext) -> MethodResult:
@@ -95,7 +99,11 @@ def undesirable_space_numeric(ctx: CheckContext) -> MethodResult:
                 f"U found iff delta_ref < 0: {nonempty_ok}; Gibbs pi* in U on {in_u_when_fails}/{n_fail_pos} "
                 f"instances with beta delta_ref + dr < 0 < dr (and on {n_fail_neg - not_in_u_when_dr_neg}/{n_fail_neg} "
                 f"with dr < 0)",
-        evidence=evidence, depends_on=(DEP_DPO_LOSS, DEP_GIBBS_NP), counterexample=cx)
+        evidence=evidence, depends_on=(
+            DEP_DPO_LOSS, DEP_GIBBS_NP, "dpo_rlhf_checks.losses._rewards", "dpo_rlhf_checks.losses._softplus",
+            "theory.common._dpo_value_and_grad", "theory.common._two_response_logps",
+            "theory.common.dpo_value_and_grad",
+        ), counterexample=cx)
 
 
 def gradient_weakening_symbolic(ctx: CheckContext) -> MethodResult:
@@ -105,7 +113,10 @@ def gradient_weakening_symbolic(ctx: CheckContext) -> MethodResult:
     sym = proofs(facts)
     return holds_only({"proofs": all(sym.values())}, f"factor decreasing, 1/2 at delta_ref, sigma(beta delta_ref) > 0 "
                                                      f"at 0: proved ({sum(sym.values())}/{len(sym)})",
-                      {"proofs": sym}, depends_on=(DEP_SYMPY_LOSS,))
+                      {"proofs": sym}, depends_on=(
+                          DEP_SYMPY_LOSS, "theory.derivations.gradient_factor_facts", "theory.symbols.sp_sigma",
+                          "theory.symbols.sp_softplus",
+                      ))
 
 
 def gradient_weakening_numeric(ctx: CheckContext) -> MethodResult:
@@ -137,4 +148,8 @@ def gradient_weakening_numeric(ctx: CheckContext) -> MethodResult:
                         "once beta |delta_ref| > ~745"}
     return holds_only(conditions, f"factor at delta -> 0 = sigma(beta delta_ref) (rel err {boundary_err:.1e} at "
                                   f"{checked} points); non-increasing through U: {monotone}", evidence,
-                      depends_on=(DEP_DPO_LOSS,))
+                      depends_on=(
+                          DEP_DPO_LOSS, "dpo_rlhf_checks.losses._rewards", "dpo_rlhf_checks.losses._softplus",
+                          "theory.common._dpo_value_and_grad", "theory.common._two_response_logps",
+                          "theory.common.dpo_value_and_grad",
+                      ))

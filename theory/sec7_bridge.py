@@ -23,7 +23,9 @@ def loss_delta_bridge_symbolic(ctx: CheckContext) -> MethodResult:
     sym = proofs(facts)
     return holds_only({"proofs": all(sym.values())}, f"inverse, l_crit and monotonicity proved "
                                                      f"({sum(sym.values())}/{len(sym)})", {"proofs": sym},
-                      depends_on=(DEP_SYMPY_LOSS,))
+                      depends_on=(
+                          DEP_SYMPY_LOSS, "theory.derivations.bridge_facts", "theory.symbols.sp_softplus",
+                      ))
 
 
 def loss_delta_bridge_numeric(ctx: CheckContext) -> MethodResult:
@@ -65,5 +67,10 @@ def loss_delta_bridge_numeric(ctx: CheckContext) -> MethodResult:
                 "mean_loss_bound": "fraction misaligned <= mean(l) / min_i l_crit_i", "random_sets": n_sets}
     return holds_only(conditions, f"round trip err {rt_err:.1e}; pi_w > pi_l <=> l < l_crit at {n_cmp} points, "
                                   f"{disagree} disagreements; l_crit rel err {crit_err:.0e}", evidence,
-                      depends_on=(DEP_DPO_LOSS, "dpo_rlhf_checks.losses.delta_from_loss",
-                                  "dpo_rlhf_checks.losses.critical_loss"))
+                      depends_on=(
+                          DEP_DPO_LOSS, "dpo_rlhf_checks.losses.delta_from_loss",
+                                  "dpo_rlhf_checks.losses.critical_loss",
+                          "dpo_rlhf_checks.losses._rewards", "dpo_rlhf_checks.losses._softplus",
+                          "theory.common._dpo_value_and_grad", "theory.common._two_response_logps",
+                          "theory.common.dpo_value_and_grad",
+                      ))

@@ -19,7 +19,9 @@ def soft_margin_ranking_symbolic(ctx: CheckContext) -> MethodResult:
     sym = proofs(facts)
     return holds_only({"proofs": all(sym.values())}, f"softplus(t - s) form and the gap bounds proved "
                                                      f"({sum(sym.values())}/{len(sym)})", {"proofs": sym},
-                      depends_on=(DEP_SYMPY_LOSS,))
+                      depends_on=(
+                          DEP_SYMPY_LOSS, "theory.derivations.soft_margin_facts", "theory.symbols.sp_softplus",
+                      ))
 
 
 def soft_margin_ranking_numeric(ctx: CheckContext) -> MethodResult:
@@ -46,4 +48,8 @@ def soft_margin_ranking_numeric(ctx: CheckContext) -> MethodResult:
                 "min_gap_rel": min_gap, "max_rel_err_dpo_loss_vs_softplus(t-s)": form_err, "beta_range": [1e-3, 1e3]}
     return holds_only(conditions, f"dpo_loss/beta - max(0, a) in [0, log2/beta] (max {worst_ratio:.9f} x log2/beta, "
                                   f"at a = 0); dpo_loss = softplus(t - s) (rel err {form_err:.0e})", evidence,
-                      depends_on=(DEP_DPO_LOSS,))
+                      depends_on=(
+                          DEP_DPO_LOSS, "dpo_rlhf_checks.losses._rewards", "dpo_rlhf_checks.losses._softplus",
+                          "theory.common._dpo_value_and_grad", "theory.common._two_response_logps",
+                          "theory.common.dpo_value_and_grad", "theory.symbols.softplus",
+                      ))

@@ -161,7 +161,11 @@ def cpo_constrained_kkt_symbolic(ctx: CheckContext) -> MethodResult:
     conditions = {"proofs": all(sym.values()), "mpmath_active_margin": mp_err < TOL_IDENTITY}
     return holds_only(conditions, f"KKT of the closed form proved for general K ({sum(sym.values())}/{len(sym)}); "
                                   f"mpmath delta_c - m {mp_err:.0e}", {"proofs": sym, "mpmath_delta_c_minus_m": mp_err},
-                      depends_on=(DEP_SYMPY_J,))
+                      depends_on=(
+                          DEP_SYMPY_J, "theory.derivations._J_K", "theory.derivations._branch",
+                          "theory.derivations._kkt_objects", "theory.derivations.general_k_facts",
+                          "theory.derivations.kkt_facts", "theory.derivations.rlhf_facts",
+                      ))
 
 
 def cpo_constrained_kkt_numeric(ctx: CheckContext) -> MethodResult:
@@ -201,7 +205,9 @@ def cpo_constrained_kkt_numeric(ctx: CheckContext) -> MethodResult:
                 "J_pi_c_below_a_feasible_policy": opt_violations}
     return holds_only(conditions, f"closed form KKT at {len(betas)} instances ({n_active} active; max residual "
                                   f"{max(worst.values()):.1e}); beats all {opt_trials} random feasible policies", evidence,
-                      depends_on=(DEP_CLOSED_FORM, DEP_J_NP))
+                      depends_on=(
+                          DEP_CLOSED_FORM, DEP_J_NP, "theory.sec9_cpo.kkt_residuals",
+                      ))
 
 
 # =====================================================================================
@@ -219,7 +225,9 @@ def cpo_penalized_eq10_symbolic(ctx: CheckContext) -> MethodResult:
         literal=not unbounded, amended=proved and unbounded,
         summary=f"lim F = +inf as pi(y_l) -> 0 with J finite: no maximiser; 2-response stationary structure proved "
                 f"({sum(sym.values())}/{len(sym)})",
-        evidence={"proofs": sym}, depends_on=(DEP_SYMPY_J,),
+        evidence={"proofs": sym}, depends_on=(
+            DEP_SYMPY_J, "theory.derivations.penalised_facts", "theory.symbols.sp_sigma",
+        ),
         counterexample={"path": "pi = (1/2, eps, 1/2 - eps), eps -> 0", "limit_F": "+oo", "limit_J": "finite"}
         if unbounded else None,
         amended_statement=get_claim("cpo-penalized-eq10").amendment if proved and unbounded else None)
@@ -306,7 +314,10 @@ def cpo_penalized_eq10_numeric(ctx: CheckContext) -> MethodResult:
         summary=f"F = {F_path[-1]:.0f} at pi(y_l) = 1e-300 with J bounded: no maximiser; 2-response stationary points "
                 f"0 or 2 (max + min) on {n_inst} instances; pi_c (gamma = nu*, K = 2) local max iff mu(e^m-1) < beta: "
                 f"{k2_ok}",
-        evidence=evidence, depends_on=(DEP_CLOSED_FORM, DEP_J_NP),
+        evidence=evidence, depends_on=(
+            DEP_CLOSED_FORM, DEP_J_NP, "theory.sec9_cpo.eq10_two_response_stationary_points",
+            "theory.sec9_cpo.penalised_objective", "theory.symbols.sigmoid",
+        ),
         counterexample={"beta": b0, "gamma": g0, "pi_ref": ref0.tolist(), "r": rew0.tolist(),
                         "path": "pi = (1/2, eps, 1/2 - eps)", "eps": epss, "F": F_path} if not literal else None,
         amended_statement=get_claim("cpo-penalized-eq10").amendment if amended else None)
@@ -328,7 +339,12 @@ def cpo_stationary_margin_symbolic(ctx: CheckContext) -> MethodResult:
     sym = {k: bool(src[k]) for k, src in keys.items()}
     return holds_only({"proofs": all(sym.values())}, f"Eq. 13-16 and gamma = nu* proved for general K "
                                                      f"({sum(sym.values())}/{len(sym)})", {"proofs": sym},
-                      depends_on=(DEP_SYMPY_J,))
+                      depends_on=(
+                          DEP_SYMPY_J, "theory.derivations._J_K", "theory.derivations._branch",
+                          "theory.derivations._kkt_objects", "theory.derivations.general_k_facts",
+                          "theory.derivations.kkt_facts", "theory.derivations.penalised_facts",
+                          "theory.symbols.sp_sigma",
+                      ))
 
 
 def cpo_stationary_margin_numeric(ctx: CheckContext) -> MethodResult:
@@ -368,4 +384,7 @@ def cpo_stationary_margin_numeric(ctx: CheckContext) -> MethodResult:
                 "caveat": "stationary is not maximal: Eq. 10 is unbounded above (see cpo-penalized-eq10)"}
     return holds_only(conditions, f"Eq. 13-16 at {n_pts} stationary points (rel err {eq_err:.1e}); pi_c stationary "
                                   f"with gamma = nu* (residual {kkt_res:.1e}, {n_act} cases)", evidence,
-                      depends_on=(DEP_CLOSED_FORM,))
+                      depends_on=(
+                          DEP_CLOSED_FORM, "theory.sec9_cpo.eq10_stationarity_residual",
+                          "theory.sec9_cpo.eq10_two_response_stationary_points", "theory.symbols.sigmoid",
+                      ))

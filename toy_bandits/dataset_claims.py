@@ -90,7 +90,12 @@ def dataset_minimiser_convex(ctx: CheckContext) -> MethodResult:
                f"max |beta h - log(n_ij/n_ji)| = {logodds_worst:.3f}")
     return MethodResult(literal=literal, amended=amended, summary=summary,
                         evidence={"graphs": rows, "tolerance": H_TOL_CVX},
-                        depends_on=(), counterexample=cex,
+                        depends_on=(
+                            "toy_bandits.dataset._arrays", "toy_bandits.dataset._newton_scores",
+                            "toy_bandits.dataset.cvx_empirical_minimiser",
+                            "toy_bandits.dataset.empirical_minimiser", "toy_bandits.dataset.merge_labels",
+                            "toy_bandits.dataset.win_graph", "toy_bandits.dataset_claims._logodds_mismatch",
+                        ), counterexample=cex,
                         amended_statement=(get_claim("dataset-ordered-minimiser").amendment
                                            if amended else None))
 
@@ -141,7 +146,12 @@ def dataset_minimiser_numeric(ctx: CheckContext) -> MethodResult:
     summary = (f"MM converged on {len(rows) - n_div}/{len(rows)} graphs, = strong connectivity on all: {agree}; "
                f"max |grad dpo_loss| at the MLE {worst_grad:.1e}; max |beta h - log(n_ij/n_ji)| = {logodds_worst:.3f}")
     return MethodResult(literal=literal, amended=amended, summary=summary, evidence={"graphs": rows},
-                        depends_on=("dpo_rlhf_checks.losses.dpo_loss",), counterexample=cex,
+                        depends_on=(
+                            "dpo_rlhf_checks.losses.dpo_loss", "dpo_rlhf_checks.losses._rewards",
+                            "dpo_rlhf_checks.losses._softplus", "toy_bandits.dataset._arrays",
+                            "toy_bandits.dataset.bt_mm_fit", "toy_bandits.dataset.merge_labels",
+                            "toy_bandits.dataset.win_graph", "toy_bandits.dataset_claims._logodds_mismatch",
+                        ), counterexample=cex,
                         amended_statement=get_claim("dataset-ordered-minimiser").amendment if amended else None)
 
 
@@ -239,7 +249,11 @@ def dataset_minimiser_simulation(ctx: CheckContext) -> MethodResult:
     summary = "; ".join(f"n={r['n']}: finite {r['finite_fraction']:.2f}, vs pi* {r['wrong_vs_pi_star_fraction']:.3f}"
                         for r in out) + f"; pair-log-odds rule errors {literal_mis}, MLE rule errors {amended_mis}"
     return MethodResult(literal=literal, amended=amended, summary=summary, evidence={"per_n": out, "K": K, "beta": beta},
-                        depends_on=("toy_bandits.dataset.empirical_minimiser",), counterexample=cex,
+                        depends_on=(
+                            "toy_bandits.dataset.empirical_minimiser", "toy_bandits.dataset._arrays",
+                            "toy_bandits.dataset._newton_scores", "toy_bandits.dataset.merge_labels",
+                            "toy_bandits.dataset.win_graph", "toy_bandits.dataset_claims._bt_dataset",
+                        ), counterexample=cex,
                         amended_statement=(get_claim("dataset-ordered-minimiser").amendment
                                            if amended else None), figures=figs)
 
@@ -305,7 +319,15 @@ def finite_label_numeric(ctx: CheckContext) -> MethodResult:
                f"human limit: {limit_ok}")
     return MethodResult(literal=literal, amended=amended, summary=summary,
                         evidence={"points": rows, "three_way_rel_err": agree_err, "first_outside_bounds": bound_miss},
-                        depends_on=(),
+                        depends_on=(
+                            "toy_bandits.dataset_claims._finite_label_figure",
+                            "toy_bandits.finite_labels.chernoff_bound", "toy_bandits.finite_labels.log_binom_pmf",
+                            "toy_bandits.finite_labels.min_winning_count", "toy_bandits.finite_labels.n_needed",
+                            "toy_bandits.finite_labels.p_wrong", "toy_bandits.finite_labels.p_wrong_many",
+                            "toy_bandits.finite_labels.p_wrong_mpmath", "toy_bandits.finite_labels.ranks_first",
+                            "toy_bandits.finite_labels._target_sign",
+                            "toy_bandits.finite_labels.chernoff_lower_bound",
+                            "toy_bandits.finite_labels.empirical_sign",),
                         counterexample=cex,
                         amended_statement=(get_claim("finite-label-sign").amendment
                                            if amended else None), figures=figs)
@@ -381,7 +403,12 @@ def finite_label_simulation(ctx: CheckContext) -> MethodResult:
                f"significant rises with n: {len(rises)}; significantly above 1/2: {len(above)}; "
                f"within types/Chernoff bounds: {bound_ok}")
     return MethodResult(literal=literal, amended=amended, summary=summary, evidence={"cells": rows, "reps": reps},
-                        depends_on=(), counterexample=cex,
+                        depends_on=(
+                            "toy_bandits.finite_labels.chernoff_bound", "toy_bandits.finite_labels.log_binom_pmf",
+                            "toy_bandits.finite_labels.min_winning_count", "toy_bandits.finite_labels.p_wrong",
+                            "toy_bandits.finite_labels.ranks_first", "toy_bandits.finite_labels._target_sign",
+                            "toy_bandits.finite_labels.chernoff_lower_bound",
+                            "toy_bandits.finite_labels.empirical_sign",), counterexample=cex,
                         amended_statement=(get_claim("finite-label-sign").amendment
                                            if amended else None))
 
@@ -450,7 +477,15 @@ def listwise_convex(ctx: CheckContext) -> MethodResult:
                f"inf = softplus(beta delta_ref) to {inf_err:.1e}")
     return MethodResult(literal=literal, amended=amended, summary=summary,
                         evidence={"population": rows, "undesirable": u_rows},
-                        depends_on=("toy_bandits.rlhf.log_gibbs_policy",), counterexample=cex,
+                        depends_on=(
+                            "toy_bandits.rlhf.log_gibbs_policy", "toy_bandits.listwise.cvx_misordered_infimum",
+                            "toy_bandits.listwise.cvx_population_minimiser",
+                            "toy_bandits.listwise.listwise_U_nonempty", "toy_bandits.listwise.misordered_infimum",
+                            "toy_bandits.listwise.pi_star_agrees", "toy_bandits.listwise.pl_log_probs",
+                            "toy_bandits.listwise.pl_loss", "toy_bandits.rlhf._shifted_logits",
+                            "toy_bandits.listwise._check_scores", "toy_bandits.listwise._differences",
+                            "toy_bandits.listwise._log_softplus", "toy_bandits.listwise._pl_log_terms",
+                        ), counterexample=cex,
                         amended_statement=get_claim("listwise-equivalence").amendment if amended else None)
 
 
@@ -518,7 +553,14 @@ def listwise_numeric(ctx: CheckContext) -> MethodResult:
     return MethodResult(literal=literal, amended=amended, summary=summary,
                         evidence={"rows": rows, "pop_err": pop_err, "certified_random_policies": cert_n,
                                   "certified_but_misordered": cert_viol},
-                        depends_on=(), counterexample=None if literal else {"ordered_reference_with_listwise_U": cex_u},
+                        depends_on=(
+                            "toy_bandits.listwise.listwise_U_nonempty", "toy_bandits.listwise.misordered_infimum",
+                            "toy_bandits.listwise.pl_dpo_loss", "toy_bandits.listwise.pl_log_probs",
+                            "toy_bandits.listwise.pl_loss", "toy_bandits.listwise._check_scores",
+                            "toy_bandits.listwise._differences", "toy_bandits.listwise._dpo_differences",
+                            "toy_bandits.listwise._log_softplus", "toy_bandits.listwise._pl_log_terms",
+                            "toy_bandits.listwise.certificate_tolerance", "toy_bandits.listwise.listwise_certifies",
+                        ), counterexample=None if literal else {"ordered_reference_with_listwise_U": cex_u},
                         amended_statement=get_claim("listwise-equivalence").amendment if amended else None)
 
 
@@ -621,7 +663,18 @@ def length_numeric(ctx: CheckContext) -> MethodResult:
     return MethodResult(literal=literal, amended=amended, summary=summary,
                         evidence={"violations_overall": int(viol_all.sum()), "violations_short_w": int(viol_short.sum()),
                                   "converse_violations": int(conv_viol.sum()), "minimiser_sets": rows},
-                        depends_on=("dpo_rlhf_checks.losses.alignment_certificate", "dpo_rlhf_checks.losses.dpo_bt_loss"),
+                        depends_on=(
+                            "dpo_rlhf_checks.losses.alignment_certificate", "dpo_rlhf_checks.losses.dpo_bt_loss",
+                            "dpo_rlhf_checks.losses._dpo_target", "dpo_rlhf_checks.losses._rewards",
+                            "dpo_rlhf_checks.losses._softplus", "dpo_rlhf_checks.losses.critical_loss",
+                            "dpo_rlhf_checks.losses.dpo_loss", "dpo_rlhf_checks.losses.implicit_target",
+                            "toy_bandits.dataset_claims._length_figure",
+                            "toy_bandits.length_norm.mean_population_ranks_first",
+                            "toy_bandits.length_norm.minimiser_delta_range",
+                            "toy_bandits.length_norm.summed_population_ranks_first",
+                            "dpo_rlhf_checks.losses.certificate_tolerance",
+                            "toy_bandits.length_norm.mean_implies_summed",
+                            "toy_bandits.length_norm.summed_implies_mean",),
                         counterexample=cex,
                         amended_statement=(get_claim("length-normalised").amendment
                                            if amended else None), figures=figs)
@@ -718,7 +771,14 @@ def cpo_population_numeric(ctx: CheckContext) -> MethodResult:
                         evidence={"grid": {"beta_delta_ref": [float(b[0]), float(b[-1]), b.size],
                                            "dr": [float(d[0]), float(d[-1]), d.size]}, "fractions": fractions,
                                   "cpo_thresholds_in_dr": thresholds},
-                        depends_on=(), counterexample=None if literal else {"cpo_misranks_with_dr_positive": cex},
+                        depends_on=(
+                            "toy_bandits.cpo_population._log_sigmoid",
+                            "toy_bandits.cpo_population.clip_repair_threshold",
+                            "toy_bandits.cpo_population.dpop_minimiser",
+                            "toy_bandits.cpo_population.dpop_population_loss",
+                            "toy_bandits.cpo_population.ranks_first", "toy_bandits.cpo_population.target",
+                            "toy_bandits.dataset_claims._cpo_amended",
+                        ), counterexample=None if literal else {"cpo_misranks_with_dr_positive": cex},
                         amended_statement=(get_claim("cpo-population-alignment").amendment
                                            if amended else None), figures=figs)
 
@@ -780,7 +840,12 @@ def cpo_population_torch(ctx: CheckContext) -> MethodResult:
                + (f"{cex['loss']} at beta delta_ref={cex['beta_delta_ref']:.3f}, dr={cex['dr']:.3f} (delta={cex['minimiser_delta']:.3f})"
                   if cex else "none"))
     return MethodResult(literal=literal, amended=amended, summary=summary, evidence={"per_loss": rows},
-                        depends_on=("dpo_rlhf_checks.losses.LOSSES",),
+                        depends_on=(
+                            "dpo_rlhf_checks.losses.LOSSES", "dpo_rlhf_checks.losses",
+                            "toy_bandits.cpo_population._log_sigmoid", "toy_bandits.cpo_population.dpop_minimiser",
+                            "toy_bandits.cpo_population.dpop_population_loss",
+                            "toy_bandits.cpo_population.ranks_first", "toy_bandits.cpo_population.target",
+                        ),
                         counterexample=None if literal else {"cpo_misranks_with_dr_positive": cex},
                         amended_statement=None)
 

@@ -116,7 +116,14 @@ def equiv_population_simulation(ctx: CheckContext) -> MethodResult:
         literal=literal, amended=amended,
         summary=f"BT-labelled gradient descent reaches pi* on {n_h}/{len(holds)} assumption-holding and {n_f}/{len(fails)} "
                 f"assumption-failing instances (max |delta - delta*| {worst_delta:.1e}, tol {tol:g})",
-        evidence=evidence, depends_on=(DEP_TRAIN, DEP_DPO_LOSS, "toy_bandits.rlhf.gibbs_policy"), counterexample=cx,
+        evidence=evidence, depends_on=(
+            DEP_TRAIN, DEP_DPO_LOSS, "toy_bandits.rlhf.gibbs_policy", "dpo_rlhf_checks.losses._dpo_target",
+            "dpo_rlhf_checks.losses._rewards", "dpo_rlhf_checks.losses._softplus",
+            "dpo_rlhf_checks.losses.alignment_certificate", "dpo_rlhf_checks.losses.critical_loss",
+            "dpo_rlhf_checks.losses.get_loss", "dpo_rlhf_checks.losses.implicit_target",
+            "toy_bandits.map_claims._population_instances", "toy_bandits.maps._grid_1d",
+            "toy_bandits.maps.phase_diagram", "toy_bandits.rlhf._shifted_logits",
+            "toy_bandits.rlhf.log_gibbs_policy", "dpo_rlhf_checks.losses.certificate_tolerance",), counterexample=cx,
         amended_statement=get_claim("equiv-population").amendment if amended else None, figures=figures)
 
 
@@ -191,7 +198,13 @@ def equiv_ordered_pair_simulation(ctx: CheckContext) -> MethodResult:
         summary=f"training stops at pi* on {sum(s['stopped_at_pi_star'] for s in stops)}/{len(stops)} cases "
                 f"({sum(s['assumption_holds'] for s in stops)} with the assumption); steps to leave U x lr "
                 f"{np.round(t_meas, 2).tolist()} vs logit-flow time {np.round(t_flow, 2).tolist()}",
-        evidence=evidence, depends_on=(DEP_TRAIN, DEP_DPO_LOSS), counterexample=cx,
+        evidence=evidence, depends_on=(
+            DEP_TRAIN, DEP_DPO_LOSS, "dpo_rlhf_checks.losses._dpo_target", "dpo_rlhf_checks.losses._rewards",
+            "dpo_rlhf_checks.losses._softplus", "dpo_rlhf_checks.losses.alignment_certificate",
+            "dpo_rlhf_checks.losses.critical_loss", "dpo_rlhf_checks.losses.get_loss",
+            "dpo_rlhf_checks.losses.implicit_target", "toy_bandits.dynamics.first_crossing",
+            "toy_bandits.dynamics.ordered_pair_flow_time", "dpo_rlhf_checks.losses.certificate_tolerance",
+        ), counterexample=cx,
         amended_statement=get_claim("equiv-ordered-pair").amendment if amended else None, figures=figures)
 
 
@@ -231,7 +244,12 @@ def undesirable_space_grid(ctx: CheckContext) -> MethodResult:
         summary=f"{n_grid ** 2} cells x 4 references: region (loss < log 2, pi_w < pi_l) == U cells and area within 2/n: "
                 f"{all(r['region_equals_U_cells'] and r['agrees'] for r in rows)}; non-empty iff delta_ref < 0: {nonempty_iff}",
         evidence={"cells": n_grid ** 2, "rows": rows, "nonempty_iff_delta_ref_negative": nonempty_iff},
-        depends_on=(DEP_DPO_LOSS, "toy_bandits.maps.simplex_region"),
+        depends_on=(
+            DEP_DPO_LOSS, "toy_bandits.maps.simplex_region", "dpo_rlhf_checks.losses._rewards",
+            "dpo_rlhf_checks.losses._softplus", "toy_bandits.maps.analytic_region_fraction",
+            "toy_bandits.maps.simplex_centroids", "toy_bandits.rlhf._shifted_logits",
+            "toy_bandits.rlhf.gibbs_policy", "toy_bandits.rlhf.log_gibbs_policy",
+        ),
         counterexample=None if literal else {"rows": [r for r in rows if not (r["region_equals_U_cells"] and r["agrees"])],
                                              "nonempty_iff": nonempty_iff},
         figures=figures)
@@ -290,7 +308,13 @@ def undesirable_space_random(ctx: CheckContext) -> MethodResult:
         literal=literal, amended=None,
         summary=f"Gibbs pi* in U on {n_in}/{int(fails_pos.sum())} random instances with beta delta_ref + dr < 0 < dr; "
                 f"dpo_loss < log 2 on {int(neg.sum())} random points of U; violation-rate MC vs quadrature max z {z_max:.1f}",
-        evidence=evidence, depends_on=(DEP_GIBBS, DEP_DPO_LOSS),
+        evidence=evidence, depends_on=(
+            DEP_GIBBS, DEP_DPO_LOSS, "dpo_rlhf_checks.losses._rewards", "dpo_rlhf_checks.losses._softplus",
+            "toy_bandits.maps._concentration", "toy_bandits.maps._grid_1d",
+            "toy_bandits.maps.random_pair_instances", "toy_bandits.maps.violation_rate_mc",
+            "toy_bandits.maps.violation_rate_quadrature", "toy_bandits.maps.violation_rates",
+            "toy_bandits.rlhf._shifted_logits",
+        ),
         counterexample=None if literal else {"pi_star_in_U": f"{n_in}/{int(fails_pos.sum())}",
                                              "loss_below_log2_on_U": loss_below},
         figures=figures)
@@ -378,7 +402,10 @@ def undesirable_space_convex(ctx: CheckContext) -> MethodResult:
         evidence={"min_loss_programs": rows, "max_abs_min_loss_minus_l_crit": lcrit_err,
                   "pi_star_by_cvxpy": star_rows, "instances": n_used, "solver": "CLARABEL",
                   "note": TIE_NOTE},
-        depends_on=("cvxpy.logistic", "cvxpy.rel_entr"),
+        depends_on=(
+            "cvxpy.logistic", "cvxpy.rel_entr", "toy_bandits.map_claims._min_loss_not_preferring_w",
+            "toy_bandits.map_claims._rlhf_optimum_cvxpy",
+        ),
         counterexample=None if literal else {"min_loss_programs": rows, "pi_star_by_cvxpy": star_rows})
 
 
@@ -589,7 +616,11 @@ def cpo_loss_certificates_derived(ctx: CheckContext) -> MethodResult:
                 f"inf T closed form vs numeric {tmin_err:.0e}",
         evidence={"regimes": rows, "eq17_c_star": cs, "c_star_stated_in_the_amendment": C_STAR_STATED,
                   "c_star_as_stated": c_star_as_stated, "smooth_T_min_max_abs_err": tmin_err},
-        depends_on=(),
+        depends_on=(
+            "toy_bandits.map_claims._certificate_amended", "toy_bandits.map_claims._regimes",
+            "toy_bandits.map_claims.eq17_critical_ratio", "toy_bandits.map_claims.predicted_certifies",
+            "toy_bandits.map_claims.smooth_target_minimum",
+        ),
         counterexample=None if literal else {"regimes_not_certifying": failing[:6]},
         amended_statement=get_claim("cpo-loss-certificates").amendment if amended else None)
 
@@ -648,7 +679,12 @@ def cpo_loss_certificates_search(ctx: CheckContext) -> MethodResult:
                 f"mean-delta certificate: mean {mean_cx['mean_delta']:+g}, sum {mean_cx['summed_delta']:+g}",
         evidence={"regimes": rows, "sum_vs_mean": mean_cx, "no_target_form": no_target,
                   "tolerances": {"T_min": 1e-6, "numerical_zero_T": NUMERICAL_ZERO}},
-        depends_on=("dpo_rlhf_checks.losses.get_loss", "dpo_rlhf_checks.losses.implicit_target"),
+        depends_on=(
+            "dpo_rlhf_checks.losses.get_loss", "dpo_rlhf_checks.losses.implicit_target", "dpo_rlhf_checks.losses",
+            "toy_bandits.map_claims._certificate_amended", "toy_bandits.map_claims._certificate_search",
+            "toy_bandits.map_claims._regimes", "toy_bandits.map_claims.eq17_critical_ratio",
+            "toy_bandits.map_claims.predicted_certifies", "toy_bandits.map_claims.smooth_target_minimum",
+        ),
         counterexample=None if literal else {"per_variant": per_variant, "sum_vs_mean": mean_cx,
                                              "no_target_form": no_target},
         amended_statement=get_claim("cpo-loss-certificates").amendment if amended else None)
@@ -675,7 +711,12 @@ def cpo_loss_certificates_training(ctx: CheckContext) -> MethodResult:
     return MethodResult(
         literal=literal, amended=amended,
         summary=f"steps with loss < log 2 and delta < 0: {bad}",
-        evidence=train, depends_on=(DEP_TRAIN, "dpo_rlhf_checks.losses.get_loss",
-                                    "dpo_rlhf_checks.losses.alignment_certificate"),
+        evidence=train, depends_on=(
+            DEP_TRAIN, "dpo_rlhf_checks.losses.get_loss",
+                                    "dpo_rlhf_checks.losses.alignment_certificate",
+            "dpo_rlhf_checks.losses", "toy_bandits.map_claims._certificate_amended",
+            "toy_bandits.map_claims._train_variants", "toy_bandits.map_claims.eq17_critical_ratio",
+            "toy_bandits.map_claims.predicted_certifies", "toy_bandits.map_claims.smooth_target_minimum",
+        ),
         counterexample=None if literal else {n: r for n, r in rows.items() if not r["no_bad_steps"] and n != "dpo"},
         amended_statement=get_claim("cpo-loss-certificates").amendment if amended else None, figures=figures)

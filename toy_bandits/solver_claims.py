@@ -254,7 +254,15 @@ def cpo_constrained_kkt_convex(ctx: CheckContext) -> MethodResult:
         counterexample = {"single_pair": single, "batch": batch["max_residuals"],
                           "multi_pair": {k: v for k, v in multi["graphs"].items() if not v.get("ok", True)}}
     return MethodResult(literal=bool(literal), amended=None, summary=summary, evidence=evidence,
-                        depends_on=("toy_bandits.constrained.ConstrainedRLHF", "toy_bandits.constrained.closed_form_pairs"),
+                        depends_on=(
+                            "toy_bandits.constrained.ConstrainedRLHF", "toy_bandits.constrained.closed_form_pairs",
+                            "toy_bandits.constrained", "toy_bandits.instance", "toy_bandits.rlhf._shifted_logits",
+                            "toy_bandits.rlhf.log_gibbs_policy", "toy_bandits.rlhf.suboptimality",
+                            "toy_bandits.solver_claims._closed_form_batch_kkt",
+                            "toy_bandits.solver_claims._cvxpy_raw_and_polished",
+                            "toy_bandits.solver_claims._multi_pair",
+                            "toy_bandits.solver_claims._single_pair_agreement",
+                        ),
                         counterexample=counterexample)
 
 
@@ -590,7 +598,18 @@ def cpo_penalized_eq10_general_k(ctx: CheckContext) -> MethodResult:
                f"(1-d enumeration = K-dim root search: {sets_agree}; kinds by 2 Hessians agree: {kinds_agree}): {pat}; "
                f"Eq. 13-16 residual {eq1316_max:.1e}; gamma = mu pi_c(w) makes pi_c stationary ({len(kkt_rows)} cases)")
     return MethodResult(literal=bool(literal), amended=bool(amended), summary=summary, evidence=evidence,
-                        depends_on=("toy_bandits.rlhf.rlhf_objective", "toy_bandits.constrained.solve"),
+                        depends_on=(
+                            "toy_bandits.rlhf.rlhf_objective", "toy_bandits.constrained.solve",
+                            "toy_bandits.constrained", "toy_bandits.instance", "toy_bandits.rlhf._shifted_logits",
+                            "toy_bandits.rlhf.kl_divergence", "toy_bandits.rlhf.log_gibbs_policy",
+                            "toy_bandits.rlhf.suboptimality", "toy_bandits.solver_claims._grad_pi",
+                            "toy_bandits.solver_claims._kind", "toy_bandits.solver_claims._kkt_search",
+                            "toy_bandits.solver_claims._logit_hessian_index",
+                            "toy_bandits.solver_claims._solve_log_eq",
+                            "toy_bandits.solver_claims._tangent_hessian_eigs",
+                            "toy_bandits.solver_claims.enumerate_stationary_points",
+                            "toy_bandits.solver_claims.penalized_objective",
+                            "toy_bandits.solver_claims._tangent_index",),
                         counterexample=counterexample if not literal else None,
                         amended_statement=get_claim("cpo-penalized-eq10").amendment if amended else None)
 
@@ -689,8 +708,13 @@ def price_of_alignment_closed_form(ctx: CheckContext) -> MethodResult:
                f"(min {stats['min_price_when_violated_by_1e-3']:.1e} at violation > 1e-3); dual value, beta KL and "
                f"J difference agree to {max(stats['max_rel_diff_dual_vs_kl'], stats['max_rel_diff_dual_vs_J_difference']):.0e}")
     return MethodResult(literal=bool(literal), amended=None, summary=summary, evidence=evidence,
-                        depends_on=("toy_bandits.constrained.closed_form_pairs", "toy_bandits.rlhf.suboptimality",
-                                    "toy_bandits.rlhf.rlhf_objective"),
+                        depends_on=(
+                            "toy_bandits.constrained.closed_form_pairs", "toy_bandits.rlhf.suboptimality",
+                                    "toy_bandits.rlhf.rlhf_objective",
+                            "toy_bandits.constrained", "toy_bandits.instance", "toy_bandits.rlhf._shifted_logits",
+                            "toy_bandits.rlhf.kl_divergence", "toy_bandits.rlhf.log_gibbs_policy",
+                            "toy_bandits.solver_claims._price_curves",
+                        ),
                         counterexample=None if literal else {"closed_form": stats}, figures=figures)
 
 
@@ -740,5 +764,9 @@ def price_of_alignment_convex(ctx: CheckContext) -> MethodResult:
         evidence={"n": len(insts), "n_expected_zero": n_zero, "n_expected_positive": n_pos, "rows": rows,
                   "tolerance_price_over_beta": tol_cvx, "boundary_exclusion_|m - delta*|": 0.05,
                   "seconds": time.perf_counter() - t0},
-        depends_on=("toy_bandits.constrained.ConstrainedRLHF", "toy_bandits.constrained.dual"),
+        depends_on=(
+            "toy_bandits.constrained.ConstrainedRLHF", "toy_bandits.constrained.dual", "toy_bandits.constrained",
+            "toy_bandits.instance", "toy_bandits.rlhf._shifted_logits", "toy_bandits.rlhf.log_gibbs_policy",
+            "toy_bandits.rlhf.suboptimality",
+        ),
         counterexample=None if literal else {"rows": [r for r in rows if not r["ok"]]})

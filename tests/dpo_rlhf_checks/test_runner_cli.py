@@ -27,7 +27,8 @@ CLAIM_KEYS = {"id", "title", "paper_ref", "statement", "verdict", "summary", "li
               "independent_methods", "independent_set", "counterexample", "amended_statement", "not_checked_reason",
               "figures", "seconds"}
 METHOD_KEYS = {"name", "function", "literal", "amended", "seconds", "depends_on", "evidence", "summary",
-               "counterexample", "amended_statement", "figures", "error", "measured"}
+               "counterexample", "amended_statement", "figures", "error", "measured", "declared_depends_on",
+               "undeclared"}
 
 
 def test_registry_has_every_required_id_once_in_order():
@@ -92,15 +93,28 @@ def test_independent_methods_is_the_largest_disjoint_set():
     assert independent_methods({}) == []
 
 
-def test_every_checked_claim_other_than_the_table_has_two_independent_methods(tmp_path):
-    """Computed from the depends_on the methods return (run in quick mode, theory and bandit claims; the LM claims'
-    methods are a temporary adapter of one stage run and are reported with 1, see the README)."""
+def test_independence_is_computed_from_the_measured_formulas(tmp_path):
+    """Run in quick mode: independent_methods comes from the measured depends_on (price-of-alignment's two methods
+    declared disjoint lists on c9d097b but both run the constrained solver, so measured they are 1; the whole registry is
+    checked in tests/dpo_rlhf_checks/test_measured_dependencies.py)."""
     ctx = CheckContext(out_dir=tmp_path, quick=True)
     ids = ["assumption-iff", "undesirable-space", "cpo-penalized-eq10", "price-of-alignment"]
     report = run_claims([get_claim(i) for i in ids], ctx, log=open("/dev/null", "w"))
+    counts = {c["id"]: c["independent_methods"] for c in report["claims"]}
+    assert counts == {"assumption-iff": 2, "undesirable-space": 3, "cpo-penalized-eq10": 3, "price-of-alignment": 1}
     for c in report["claims"]:
         assert c["verdict"] in ("holds", "holds-amended")
-        assert c["independent_methods"] >= 2, (c["id"], [(m["name"], m["depends_on"]) for m in c["methods"]])
+        assert c["independent_methods"] == len(independent_methods({m["name"]: m["depends_on"] for m in c["methods"]}))
+        for m in c["methods"]:
+            assert m["undeclared"] == [] and set(m["depends_on"]) <= {n.split(".<locals>.")[0] for n in m["measured"]}
+    price = report["claims"][-1]
+    assert "toy_bandits.constrained.solve" in set(price["methods"][0]["depends_on"]) & set(price["methods"][1]["depends_on"])
+    table = format_table(report)
+    assert "1 (<2)" in [line for line in table.splitlines() if line.startswith("price-of-alignment")][0]
+    assert "below 2 measured-independent methods" in table and "price-of-alignment" in table.splitlines()[-1]
+    md = format_markdown(report, tmp_path)
+    assert "**1: below 2**" in md and "**Below 2 measured-independent methods.** numeric & convex share" in md
+    assert "Measured formulas (`depends_on`):" in md
 
 
 def test_get_claim_unknown_id_lists_valid_ids():
@@ -227,12 +241,12 @@ def test_bad_arguments_exit_2_with_message(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_only_writes_report_following_schema_2(tmp_path, capsys):
+def test_only_writes_report_following_schema_3(tmp_path, capsys):
     ids = ["dpo-reparam", "benchmark-table", "e-cpoc"]
     assert main(["--only", *ids, "--out", str(tmp_path), "--seed", "3", "--quick"]) == 0
     printed = capsys.readouterr().out
     report = json.loads((tmp_path / "report.json").read_text())
-    assert report["schema"] == SCHEMA_VERSION == 2
+    assert report["schema"] == SCHEMA_VERSION == 3
     assert set(report) >= {"schema", "toolkit_version", "created", "environment", "claims"}
     assert report["settings"]["seed"] == 3 and report["settings"]["quick"] is True
     assert [c["id"] for c in report["claims"]] == ids
