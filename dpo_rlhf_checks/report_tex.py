@@ -182,6 +182,13 @@ def format_latex(report: dict[str, Any], out_dir: Path) -> str:
         lines.append(f"{claim_cell} & {statement} & \\textbf{{{latex_escape(c.get('verdict', ''))}}} & "
                      f"{latex_math_text(_no_negative_zero(c.get('summary', '')))} \\\\")
     lines += ["\\end{longtable}", "\\endgroup", ""]
+    from dpo_rlhf_checks.result import VERDICT_MEANINGS
+
+    shown = [v for v in VERDICT_MEANINGS if any(c.get("verdict") == v for c in report["claims"])]
+    if shown:  # the key of the verdicts the table uses
+        lines += ["\\noindent\\emph{Key:} " + "; ".join(f"\\textbf{{{latex_escape(v)}}}: "
+                                                          f"{latex_escape(VERDICT_MEANINGS[v])}" for v in shown) + ".",
+                  ""]
     included: set[str] = set()
     for c in report["claims"]:
         for k, rel in enumerate(_figure_paths(c, out_dir), 1):
