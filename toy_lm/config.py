@@ -76,6 +76,10 @@ class LMConfig:
     seed_step: seeds added per further look while a pre-registered comparison is undecided (>= 1).
     max_seeds: the seed budget, >= len(seeds): the extra seeds are max(seeds) + 1, max(seeds) + 2, ... (plus the run's
       seed offset), trained only in the cells an undecided comparison reads.
+    batch_replicas: at most this many seed replicas are trained as one batched model (>= 1; 1 trains each seed
+      alone with toy_lm.train.train_preference / train_reference). Batched replicas agree with lone ones to float
+      tolerance over a run; Adam's reference SFT amplifies that rounding over its 300 steps, like any change of
+      CPU kernels does (tests/toy_lm/test_lm_batched.py).
     """
 
     # task
@@ -123,13 +127,14 @@ class LMConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
     seed_step: int = 3
     max_seeds: int = 9
+    batch_replicas: int = 9
 
     def __post_init__(self) -> None:
         _check_types(self)
         ints_min = {"n_train_prompts": 2, "n_heldout_prompts": 2, "n_candidates": 2, "n_responses": 2, "response_len": 1,
                     "n_prompt_tokens": 2, "n_good_tokens": 1, "n_bad_tokens": 1, "bt_n_labels": 1,
                     "n_layer": 1, "n_head": 1, "n_embd": 2, "sft_steps": 0, "steps": 1, "heldout_every": 1,
-                    "tabular_max_steps": 1, "seed_step": 1}
+                    "tabular_max_steps": 1, "seed_step": 1, "batch_replicas": 1}
         for name, low in ints_min.items():
             if getattr(self, name) < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {getattr(self, name)!r}")

@@ -25,7 +25,7 @@ from toy_lm.design import DESIGN
 from toy_lm.model import SeqLogps, TinyGPT, resolve_device
 from toy_lm.predict import Comparison, compare_cell, own_delta, predict_cell
 from toy_lm.task import L, W, Task, make_task
-from toy_lm.train import RunRecord, all_logps, train_preference, train_reference
+from toy_lm.train import RunRecord, all_logps, train_preference_batched, train_reference_batched
 
 # A cell is in the slow regime when the median beta |delta_ref| of its misranked train pairs is at least this
 # (docs/theory.md §14: the flow needs time ~ e^H / (2 beta^2) to leave U; at H = 5 that is ~150 / (2 beta^2)).
@@ -143,32 +143,43 @@ class _Threads:
             torch.set_num_threads(self.old)
 
 
-def _train_seed(stage: LMStage, seed: int, keys: list[Key], dev: torch.device, bar=None) -> SeedRun:
-    """The run of ``seed`` (drawn and its reference trained on first use), with every cell of ``keys`` trained."""
+def _train_seeds(stage: LMStage, seeds: list[int], keys: list[Key], dev: torch.device, bar=None) -> None:
+    """Make every seed of ``seeds`` have every cell of ``keys`` trained. A new seed is drawn and its reference trained
+    first; the references of all new seeds are trained as one batched model, and so is each cell over the seeds
+    that lack it (seed replicas, :func:`toy_lm.train.train_preference_batched`; ``cfg.batch_replicas`` caps the
+    replicas per batch)."""
     cfg = stage.cfg
-    run = next((r for r in stage.runs if r.seed == seed), None)
-    if run is None:
+    have = {r.seed for r in stage.runs}
+    new = [s for s in seeds if s not in have]
+    for i in range(0, len(new), cfg.batch_replicas):
+        chunk = new[i:i + cfg.batch_replicas]
         t0 = time.perf_counter()
-        task = make_task(cfg, seed)
+        tasks = [make_task(cfg, seed) for seed in chunk]
         if bar is not None:
-            bar.set_postfix_str(f"seed {seed} reference SFT")
-        reference = train_reference(task, cfg, seed, dev)
-        run = SeedRun(seed=seed, task=task, ref_logps=all_logps(reference, task, dev), reference=reference)
-        run.seconds["sft"] = time.perf_counter() - t0
-        stage.runs.append(run)
-        if bar is not None:
-            bar.update(1)
+            bar.set_postfix_str(f"seeds {chunk} reference SFT")
+        references = train_reference_batched(tasks, cfg, chunk, dev)
+        seconds = (time.perf_counter() - t0) / len(chunk)
+        for seed, task, reference in zip(chunk, tasks, references):
+            run = SeedRun(seed=seed, task=task, ref_logps=all_logps(reference, task, dev), reference=reference)
+            run.seconds["sft"] = seconds
+            stage.runs.append(run)
+            if bar is not None:
+                bar.update(1)
+    by_seed = {r.seed: r for r in stage.runs}
     for key in keys:
-        if key in run.records:
-            continue
+        todo = [by_seed[s] for s in seeds if key not in by_seed[s].records]
         beta, opt, method = key
-        if bar is not None:
-            bar.set_postfix_str(f"seed {seed} beta {beta:g} {opt} {method}")
-        run.records[key] = train_preference(method, run.task, run.reference, run.ref_logps, cfg, seed, dev, beta=beta,
+        for i in range(0, len(todo), cfg.batch_replicas):
+            chunk = todo[i:i + cfg.batch_replicas]
+            if bar is not None:
+                bar.set_postfix_str(f"seeds {[r.seed for r in chunk]} beta {beta:g} {opt} {method}")
+            recs = train_preference_batched(method, [r.task for r in chunk], [r.reference for r in chunk],
+                                            [r.ref_logps for r in chunk], cfg, [r.seed for r in chunk], dev, beta=beta,
                                             optimizer=opt)
-        if bar is not None:
-            bar.update(1)
-    return run
+            for r, rec in zip(chunk, recs):
+                r.records[key] = rec
+            if bar is not None:
+                bar.update(len(chunk))
 
 
 def _predict(stage: LMStage, keys: list[Key], seeds: list[int], bar=None) -> None:
@@ -222,8 +233,7 @@ def run_stage(cfg: LMConfig, seed_offset: int = 0, device: str = "auto", threads
         bar = tqdm(total=len(seeds) * (1 + n_cells) + n_cells, desc="[lm] stage", unit="run", file=stream,
                    dynamic_ncols=True, mininterval=0.5 if getattr(stream, "isatty", lambda: False)() else 10.0)
         try:
-            for seed in seeds:
-                _train_seed(stage, seed, stage.keys, dev, bar)
+            _train_seeds(stage, seeds, stage.keys, dev, bar)
             stage.seconds_training = time.perf_counter() - start
             t1 = time.perf_counter()
             _predict(stage, stage.keys, seeds, bar)
@@ -249,8 +259,7 @@ def extend(stage: LMStage, keys: list[Key], n_seeds: int, predict: bool) -> None
     dev = torch.device(stage.device)
     t0 = time.perf_counter()
     with _Threads(stage.threads, dev):
-        for seed in seeds:
-            _train_seed(stage, seed, keys, dev)
+        _train_seeds(stage, seeds, keys, dev)
         t1 = time.perf_counter()
         if predict:
             _predict(stage, keys, seeds)
