@@ -32,16 +32,41 @@ from toy_lm.stage import LMStage, get_stage, reference_summary, save_records
 BASELINES = ("dpo", "ipo", "dpop")
 CPO_ORDERED = ("cpo_eq17", "cpo_clip", "cpo_smooth", "cpo_easy")
 
-# What each method takes as given from the toolkit (measured with dpo_rlhf_checks.tracing.measure_calls; the LM
-# stage trains in whichever method runs first, so every method declares the training it reads).
-_DEPS_LM = ("dpo_rlhf_checks.losses.dpo_loss", "dpo_rlhf_checks.losses.dpo_bt_loss",
-            "dpo_rlhf_checks.losses.get_loss", "toy_lm.model.sequence_logps", "toy_lm.model.TinyGPT.forward",
-            "toy_lm.task.make_task", "toy_lm.train.train_reference", "toy_lm.train.train_preference",
-            "toy_lm.train.pair_losses")
-_DEPS_TAB = ("toy_lm.tabular.tabular_pair_losses", "toy_lm.tabular.run_tabular", "toy_lm.predict.predict_cell")
-_DEPS_CPO = ("dpo_rlhf_checks.losses.cpo_clip_loss", "dpo_rlhf_checks.losses.cpo_smooth_loss",
-             "dpo_rlhf_checks.losses.implicit_target")
-_DEPS_CEILING = ("toy_lm.ceiling.minimiser_reaches",)
+# What each method takes as given from the toolkit, as measured (dpo_rlhf_checks.tracing.measure_calls, each method
+# first in a fresh process; tests/toy_lm/test_lm_depends.py). Every LM method reads the one stage, whose first
+# look trains every method of every cell and predicts each (it runs inside whichever method comes first), and
+# the tabular prediction reads the LM's training objective for its clock: so every method depends on all of
+# it. Input validation (losses._check_*, _validate_params, _is_real) is not listed.
+_DEPS_STAGE = (
+    # the toolkit's losses the runs train with
+    "dpo_rlhf_checks.losses.dpo_loss", "dpo_rlhf_checks.losses.dpo_bt_loss", "dpo_rlhf_checks.losses.ipo_loss",
+    "dpo_rlhf_checks.losses.dpop_loss", "dpo_rlhf_checks.losses.get_loss", "dpo_rlhf_checks.losses.implicit_target",
+    "dpo_rlhf_checks.losses.alignment_certificate", "dpo_rlhf_checks.losses.critical_loss",
+    "dpo_rlhf_checks.losses._make_target_loss.<locals>.loss", "dpo_rlhf_checks.losses._target_loss",
+    "dpo_rlhf_checks.losses._dpo_target", "dpo_rlhf_checks.losses._clip_target", "dpo_rlhf_checks.losses._smooth_target",
+    "dpo_rlhf_checks.losses._eq17_target", "dpo_rlhf_checks.losses._easy_target", "dpo_rlhf_checks.losses._softplus",
+    "dpo_rlhf_checks.losses._rewards",
+    # the model, the task, the training
+    "toy_lm.model.sequence_logps", "toy_lm.model.TinyGPT.__init__", "toy_lm.model.TinyGPT.forward",
+    "toy_lm.model.TinyGPT._init_weights", "toy_lm.model.TinyGPT.n_params", "toy_lm.model.Block.__init__",
+    "toy_lm.model.Block.forward", "toy_lm.model.resolve_device",
+    "toy_lm.task.make_task", "toy_lm.task._draw_pool", "toy_lm.task._draw_prompts", "toy_lm.task.Task.split",
+    "toy_lm.task.Task.n_prompts",
+    "toy_lm.train.train_reference", "toy_lm.train.train_preference", "toy_lm.train.train_reference_batched",
+    "toy_lm.train.train_preference_batched", "toy_lm.train.train_preference_batched.<locals>.pairs",
+    "toy_lm.train._stacked", "toy_lm.train._stacked_logps", "toy_lm.train.pair_losses", "toy_lm.train.all_logps",
+    "toy_lm.train.build_model", "toy_lm.train.make_optimizer", "toy_lm.train.method_target",
+    "toy_lm.train.seed_everything", "toy_lm.train.uses_mean", "toy_lm.train.RunRecord.heldout_ranking_accuracy",
+    # the tabular prediction and its comparison
+    "toy_lm.tabular.tabular_pair_losses", "toy_lm.tabular._ordered_loss", "toy_lm.tabular._sp",
+    "toy_lm.tabular.initial_logits", "toy_lm.tabular.run_tabular", "toy_lm.predict.predict_cell",
+    "toy_lm.predict._first_crossing", "toy_lm.predict.compare_cell", "toy_lm.predict.own_delta",
+    "toy_lm.predict.Comparison.violated", "toy_lm.predict.Comparison.pred_in_U", "toy_lm.predict.Comparison.obs_in_U",
+    "toy_lm.predict.Comparison.predicted_frac_in_U", "toy_lm.predict.Comparison.observed_frac_in_U",
+    "toy_lm.predict.Comparison.agreement", "toy_lm.predict.Comparison.sign_agreement",
+)
+_DEPS_CEILING = ("toy_lm.ceiling.minimiser_reaches", "toy_lm.ceiling.ceiling_fraction", "toy_lm.ceiling.target",
+                 "toy_lm.ceiling._log_sigmoid")
 _DEPS_TAB_CEILING = ("toy_lm.tabular.tabular_minimiser_reaches",)
 
 
@@ -140,7 +165,7 @@ def lm_dpo_failure_training(ctx: CheckContext) -> MethodResult:
     stage = get_stage(ctx)
     parts = dpo_failure_specs(stage.cfg)
     d = _decide(stage, parts, ["fail"], ["fail"])
-    return _result(stage, ctx, "lm-dpo-failure", d, ["fail"], _DEPS_LM)
+    return _result(stage, ctx, "lm-dpo-failure", d, ["fail"], _DEPS_STAGE)
 
 
 def lm_dpo_failure_comparison(ctx: CheckContext) -> MethodResult:
@@ -153,7 +178,7 @@ def lm_dpo_failure_comparison(ctx: CheckContext) -> MethodResult:
     stage = get_stage(ctx)
     parts = dpo_failure_specs(stage.cfg)
     d = _decide(stage, parts, ["fail", "amount_ordered", "amount_bt"], ["fail", "amount_bt"])
-    return _result(stage, ctx, "lm-dpo-failure", d, ["amount_ordered", "amount_bt"], _DEPS_LM + _DEPS_TAB)
+    return _result(stage, ctx, "lm-dpo-failure", d, ["amount_ordered", "amount_bt"], _DEPS_STAGE)
 
 
 def lm_dpo_failure_tabular(ctx: CheckContext) -> MethodResult:
@@ -168,7 +193,7 @@ def lm_dpo_failure_tabular(ctx: CheckContext) -> MethodResult:
     d = _decide(stage, parts, ["predicted_slow_ordered", "predicted_fast_ordered", "predicted_bt"],
                 ["predicted_slow_ordered", "predicted_bt"])
     return _result(stage, ctx, "lm-dpo-failure", d,
-                   ["predicted_slow_ordered", "predicted_fast_ordered", "predicted_bt"], _DEPS_LM + _DEPS_TAB)
+                   ["predicted_slow_ordered", "predicted_fast_ordered", "predicted_bt"], _DEPS_STAGE)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -194,7 +219,7 @@ def lm_cpo_fix_training(ctx: CheckContext) -> MethodResult:
     parts = cpo_fix_specs(stage.cfg)
     d = _decide(stage, parts, ["ordered", "bt_vs_one"], ["ordered", "bt_vs_ceiling"])
     return _result(stage, ctx, "lm-cpo-fix", d, ["ordered", "bt_vs_one", "bt_vs_ceiling"],
-                   _DEPS_LM + _DEPS_CPO + _DEPS_CEILING, {"heldout_ranking_accuracy": _heldout(stage)})
+                   _DEPS_STAGE + _DEPS_CEILING, {"heldout_ranking_accuracy": _heldout(stage)})
 
 
 def lm_cpo_fix_tabular(ctx: CheckContext) -> MethodResult:
@@ -204,4 +229,4 @@ def lm_cpo_fix_tabular(ctx: CheckContext) -> MethodResult:
     parts = cpo_fix_specs(stage.cfg)
     d = _decide(stage, parts, ["pred_ordered", "pred_bt_vs_one"], ["pred_ordered", "pred_bt_vs_ceiling"])
     return _result(stage, ctx, "lm-cpo-fix", d, ["pred_ordered", "pred_bt_vs_one", "pred_bt_vs_ceiling"],
-                   _DEPS_LM + _DEPS_CPO + _DEPS_TAB + _DEPS_TAB_CEILING)
+                   _DEPS_STAGE + _DEPS_TAB_CEILING)

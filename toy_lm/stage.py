@@ -3,7 +3,9 @@
 For each seed: draw the task and train the reference (SFT) once; then train every method in every cell
 (beta level x optimizer; the method's labels, ordered or Bradley-Terry, make the third axis) from it.
 Then the tabular prediction of each cell and method, all seeds in one batch (toy_lm/predict.py), and the
-per-cell summary (``regimes``) and the time-in-U law of the LM (docs/theory.md §14).
+per-cell summary (``regimes``) and the time-in-U law of the LM (docs/theory.md §14). That is the first look;
+:func:`extend` adds seeds (up to ``max_seeds``) in the cells an undecided pre-registered comparison reads
+(toy_lm/decide.py). Seed replicas train as one batched model (toy_lm.train.train_preference_batched).
 The result is cached in-process, keyed on the settings that change it.
 """
 
