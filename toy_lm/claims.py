@@ -124,7 +124,7 @@ def _decide(stage: LMStage, parts: dict, literal_parts: list[str], amended_parts
     outs = {p: evaluate(stage, parts[p]) for p in dict.fromkeys(literal_parts + amended_parts)}
     literal = and3(o["decided"] for p in literal_parts for o in outs[p].values())
     amended = and3(o["decided"] for p in amended_parts for o in outs[p].values())
-    needed = literal_parts if literal is not False else list(dict.fromkeys(literal_parts + amended_parts))
+    needed = literal_parts if literal is None else amended_parts  # literal decided False: only the amendment matters
     undecided = [o for p in needed for o in outs[p].values() if o["decided"] is None]
     reason = None
     if literal is None or (literal is False and amended is None):
