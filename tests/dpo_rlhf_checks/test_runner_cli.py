@@ -26,9 +26,9 @@ REQUIRED_IDS = [
 ]
 CLAIM_KEYS = {"id", "title", "paper_ref", "statement", "verdict", "summary", "literal", "amended", "methods",
               "independent_methods", "independent_set", "counterexample", "amended_statement", "not_checked_reason",
-              "figures", "seconds"}
+              "inconclusive", "figures", "seconds"}
 METHOD_KEYS = {"name", "function", "literal", "amended", "seconds", "depends_on", "evidence", "summary",
-               "counterexample", "amended_statement", "figures", "error", "measured"}
+               "counterexample", "amended_statement", "figures", "inconclusive", "error", "measured"}
 
 
 def test_registry_has_every_required_id_once_in_order():
