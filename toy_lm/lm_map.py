@@ -84,7 +84,9 @@ def report_section(stage) -> str:
         law_table(stage), "",
         "Fit: log(time in U) = a_beta + slope * beta |delta_ref| + noise, one intercept per beta level, maximum "
         "likelihood with the pairs that never leave U censored at the run's end (Tobit); time in U = first step with "
-        "delta > 0, from the per-step records. Theory: exact SGD flow time, tabular Adam steps (same pairs).", ""])
+        "delta > 0, from the per-step records. Theory: the tabular prediction's first crossing (the run's optimizer) "
+        "mapped to LM steps by the loss-matched clock, censored at the same step and fitted by the same estimator. "
+        "Descriptive: no verdict reads it.", ""])
 
 
 def main(argv: list[str] | None = None) -> int:
