@@ -6,10 +6,16 @@
     python benchmarks/bench_lm.py --config large --device cuda --steps 200    # the GPU run, one call
     python benchmarks/bench_lm.py --config large --device cpu --steps 2 --sft-steps 2   # proves the large path runs
     python benchmarks/bench_lm.py --no-map               # tokens/s of one run only
+    python benchmarks/bench_lm.py --replicas --no-map    # seed-cells/s: lone seeds (before) vs batched replicas (after)
 
 Map cells: one cell-method is (beta, optimizer, method) over all seeds of the config, trained and predicted
 (toy_lm.stage.run_stage); cells/s = cell-methods / stage wall time (SFT and tabular prediction included), and
 runs/s = cell-methods x seeds / training time.
+
+Replicas (--replicas): the first look of the stage (every cell of every seed of the config, SFT included,
+prediction excluded) trained with ``batch_replicas = 1`` (each seed alone: before) and with all seeds as one
+batched model (after, toy_lm.train.train_preference_batched); seed-cells/s = seeds x cells / training time,
+wall and process CPU time (the CPU time is the fairer number on a loaded machine).
 
 Counts: a preference step processes 2 P sequences of the train split (chosen and rejected; P pairs),
 a tokens/step figure of 2 P x padded length (padding included, as the GPU computes it) and the response
@@ -49,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-map", action="store_true", help="skip the map timing (tokens/s of one run only)")
+    parser.add_argument("--replicas", action="store_true", help="seed-cells/s with lone seeds vs batched replicas")
     args = parser.parse_args(argv)
 
     cfg = load_config(args.config)
@@ -107,9 +114,35 @@ def main(argv: list[str] | None = None) -> int:
               f"{len(cfg.methods)} methods) x {len(cfg.seeds)} seeds in {stage.seconds:.1f} s "
               f"({stage.seconds_training:.1f} s training incl. SFT, {stage.seconds_prediction:.1f} s prediction) = "
               f"{n_cells / stage.seconds:.3f} cells/s, {n_cells * len(cfg.seeds) / stage.seconds_training:.2f} runs/s")
+    if args.replicas:
+        _replicas(cfg, args, dev)
     if dev.type == "cuda":
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated(dev) / 2**20:.1f} MiB")
     return 0
+
+
+def _replicas(cfg, args, dev: torch.device) -> None:
+    """Seed-cells per second of the stage's first-look training: each seed alone, then the seeds batched."""
+    import io
+
+    from toy_lm.stage import LMStage, _train_seeds
+
+    n_cells = len(cfg.betas) * len(cfg.optimizers) * len(cfg.methods)
+    seeds = [args.seed + s for s in cfg.seeds]
+    rates = {}
+    for label, replicas in (("before (each seed alone)", 1), (f"after ({len(seeds)} seeds batched)", len(seeds))):
+        c = cfg.replace(batch_replicas=replicas)
+        stage = LMStage(cfg=c, device=str(dev), runs=[], seconds=0.0, threads=torch.get_num_threads())
+        _sync(dev)
+        w0, c0 = time.perf_counter(), time.process_time()
+        _train_seeds(stage, seeds, stage.keys, dev, None)
+        _sync(dev)
+        wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+        rates[replicas] = len(seeds) * n_cells / cpu
+        print(f"replicas {label}: {len(seeds)} seeds x {n_cells} cells (SFT included) in {wall:.1f} s wall, "
+              f"{cpu:.1f} s CPU = {len(seeds) * n_cells / wall:.2f} seed-cells/s wall, "
+              f"{len(seeds) * n_cells / cpu:.2f} seed-cells/s CPU")
+    print(f"speed-up (CPU time): {rates[len(seeds)] / rates[1]:.2f}x")
 
 
 if __name__ == "__main__":

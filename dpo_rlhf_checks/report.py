@@ -6,9 +6,9 @@
      "claims": [{"id", "title", "paper_ref", "statement", "verdict", "summary", "literal", "amended",
                  "methods": [{"name", "function", "literal", "amended", "seconds", "depends_on",
                               "declared_depends_on", "undeclared", "measured", "evidence",
-                              "summary", "counterexample", "amended_statement", "figures", "error"}],
+                              "summary", "counterexample", "amended_statement", "figures", "inconclusive", "error"}],
                  "independent_methods", "independent_set", "counterexample", "amended_statement",
-                 "not_checked_reason", "figures", "seconds"}]}
+                 "not_checked_reason", "inconclusive", "figures", "seconds"}]}
 
 The runner (:func:`run_claim`) resolves each method's ``"module:function"`` when it runs, times it, and
 catches its exception: a crashing method (or one that cannot be imported, or that returns something other
@@ -41,23 +41,54 @@ from typing import Any, Iterable
 
 from dpo_rlhf_checks import __version__
 from dpo_rlhf_checks.registry import Claim, resolve_method
-from dpo_rlhf_checks.result import (ERROR_VERDICT, VERDICTS, CheckContext, MethodResult, independent_methods,
-                                    merge_methods, to_jsonable)
+from dpo_rlhf_checks.result import (ERROR_VERDICT, VERDICT_MEANINGS, VERDICTS, CheckContext, MethodResult,
+                                    independent_methods, merge_methods, to_jsonable)
 from dpo_rlhf_checks.tracing import covers, formulas, measure_calls, module_of
 
 SCHEMA_VERSION = 3
 _PACKAGES = ("sympy", "numpy", "scipy", "matplotlib", "cvxpy", "torch", "hypothesis")
 
 
+def numerics() -> dict[str, Any]:
+    """What decides the last bits of a float computation here: the CPU's SIMD level as torch dispatches it
+    (``torch.backends.cpu.get_cpu_capability()``), the BLAS of numpy and torch, and the thread counts.
+
+    Two machines of one kind can differ in these (AVX2 against AVX512 kernels sum in another order), and an LM
+    run is bitwise deterministic only on one of them. torch is read only when a method loaded it (imports stay
+    lazy): otherwise its fields say so.
+    """
+    out: dict[str, Any] = {"cpu_count": os.cpu_count(),
+                           "thread_env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                                                                          "OPENBLAS_NUM_THREADS", "TOY_LM_THREADS")}}
+    try:
+        import numpy
+
+        blas = numpy.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
+        out["numpy_blas"] = f"{blas.get('name')} {blas.get('version')}".strip()
+    except Exception as err:  # an old numpy without mode="dicts": say so, never fail the report
+        out["numpy_blas"] = f"unknown ({type(err).__name__})"
+    torch = sys.modules.get("torch")
+    if torch is None:
+        out.update({"torch_cpu_capability": "torch not loaded in this run", "torch_blas": None, "torch_threads": None})
+    else:
+        config = torch.__config__.show()
+        blas = re.findall(r"BLAS_INFO=([^,\s]+)", config)
+        out.update({"torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                    "torch_blas": blas[0] if blas else None, "torch_threads": torch.get_num_threads(),
+                    "torch_interop_threads": torch.get_num_interop_threads()})
+    return out
+
+
 def environment() -> dict[str, Any]:
-    """Python, platform and the versions of the packages the checks use."""
+    """Python, platform, the versions of the packages the checks use, and the numerics (:func:`numerics`)."""
     versions = {}
     for name in _PACKAGES:
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             versions[name] = None
-    return {"python": sys.version.split()[0], "platform": platform.platform(), "packages": versions}
+    return {"python": sys.version.split()[0], "platform": platform.platform(), "packages": versions,
+            "numerics": numerics()}
 
 
 def _relative_figure(path, out_dir) -> str:
@@ -88,13 +119,14 @@ def run_method(name: str, target: str, ctx: CheckContext) -> tuple[MethodResult 
                  "measured": sorted(measured),
                  "summary": result.summary, "evidence": result.evidence,
                  "counterexample": result.counterexample, "amended_statement": result.amended_statement,
-                 "figures": [_relative_figure(f, ctx.out_dir) for f in result.figures], "error": None}
+                 "figures": [_relative_figure(f, ctx.out_dir) for f in result.figures],
+                 "inconclusive": result.inconclusive, "error": None}
     except Exception as err:  # a crashing method is reported under its name, and the run exits 1
         result = None
         entry = {"name": name, "function": target, "literal": None, "amended": None, "depends_on": [],
                  "declared_depends_on": [], "undeclared": [], "measured": [],
                  "summary": f"crashed: {type(err).__name__}: {err}", "evidence": {}, "counterexample": None,
-                 "amended_statement": None, "figures": [], "error": traceback.format_exc()}
+                 "amended_statement": None, "figures": [], "inconclusive": None, "error": traceback.format_exc()}
     entry["seconds"] = round(time.perf_counter() - start, 3)
     return result, entry
 
@@ -107,14 +139,15 @@ def run_claim(claim: Claim, ctx: CheckContext, log=None) -> dict[str, Any]:
         entry = {"verdict": VERDICTS[3], "summary": f"not checked: {claim.not_checked}", "literal": None,
                  "amended": None, "methods": [], "independent_methods": 0, "independent_set": [],
                  "counterexample": None, "amended_statement": None, "not_checked_reason": claim.not_checked,
-                 "figures": []}
+                 "inconclusive": None, "figures": []}
         return to_jsonable({**head, **entry, "seconds": 0.0})
     results: dict[str, MethodResult] = {}
     entries = []
     for name, target in claim.methods.items():
         result, m_entry = run_method(name, target, ctx)
         if log is not None:
-            state = "crashed" if result is None else f"literal {result.literal}, amended {result.amended}"
+            state = "crashed" if result is None else f"literal {result.literal}, amended {result.amended}" + (
+                "" if result.inconclusive is None else ", inconclusive")
             print(f"    {name}: {state} ({m_entry['seconds']:.1f} s)", file=log, flush=True)
         entries.append(m_entry)
         if result is not None:
@@ -124,12 +157,13 @@ def run_claim(claim: Claim, ctx: CheckContext, log=None) -> dict[str, Any]:
     summary = "; ".join(f"{e['name']}: {e['summary']}" for e in entries)
     if crashed:
         entry = {"verdict": ERROR_VERDICT, "summary": f"method(s) crashed: {', '.join(crashed)}; {summary}",
-                 "literal": None, "amended": None, "counterexample": None, "amended_statement": None}
+                 "literal": None, "amended": None, "counterexample": None, "amended_statement": None,
+                 "inconclusive": None}
     else:
         merged = merge_methods(results)
         entry = {"verdict": merged["verdict"], "summary": summary, "literal": merged["literal"],
                  "amended": merged["amended"], "counterexample": merged["counterexample"],
-                 "amended_statement": merged["amended_statement"]}
+                 "amended_statement": merged["amended_statement"], "inconclusive": merged["inconclusive"]}
         if merged["verdict"] == VERDICTS[1] and claim.amendment:
             entry["amended_statement"] = claim.amendment  # registry text fixed before the run
     indep = independent_methods({e["name"]: tuple(e["depends_on"]) for e in entries if e["error"] is None})
@@ -235,6 +269,7 @@ def format_table(report: dict[str, Any], width: int = 60) -> str:
     if low:
         lines.append(f"below 2 measured-independent methods (indep counts methods with disjoint measured formula "
                      f"sets; see report.md): {', '.join(low)}")
+    lines.append("key: " + "; ".join(f"{v}: {VERDICT_MEANINGS[v]}" for v in counts if v in VERDICT_MEANINGS))
     return "\n".join(lines)
 
 
@@ -268,6 +303,8 @@ VERDICT_KEY = (
     ("fails", "the statement as written fails, and no amendment tried held (the report says which was tried and "
               "why it failed)"),
     ("not-checked", "the toolkit does not check this claim (the reason is given)"),
+    ("inconclusive", "some method could not decide: an interval across seeds still straddled its margin, fixed in "
+                     "the registry before the run, when the seed budget was spent (the run still exits 0)"),
     ("error", "a method crashed: the claim has no verdict, and the run exits 1"),
 )
 
@@ -399,8 +436,11 @@ def format_markdown(report: dict[str, Any], out_dir: Path = Path(".")) -> str:
         if c["methods"]:
             out += ["", "| method | literal | amended | seconds | deciding numbers |", "|---|---|---|---|---|"]
             for m in c["methods"]:
-                lit = "crashed" if m["error"] else ("holds" if m["literal"] else "fails")
-                amd = "-" if m["error"] or m["amended"] is None else ("holds" if m["amended"] else "fails")
+                undecided = "undecided" if m.get("inconclusive") else "-"
+                lit = "crashed" if m["error"] else (undecided if m["literal"] is None else
+                                                    ("holds" if m["literal"] else "fails"))
+                amd = "-" if m["error"] else (undecided if m["amended"] is None else
+                                              ("holds" if m["amended"] else "fails"))
                 cut = len(_md(m["summary"])) > CELL_CHARS
                 out.append(f"| {m['name']} (`{m['function']}`) | {lit} | {amd} | {m['seconds']} | "
                            f"{_cell(m['summary'])}{' (whole text below)' if cut else ''} |")
@@ -417,6 +457,10 @@ def format_markdown(report: dict[str, Any], out_dir: Path = Path(".")) -> str:
                 if miss:
                     text += f". **Not declared** ({len(miss)}): {grouped_names(miss)}"
                 out += _para(text, "- ", "  ")
+        if c.get("inconclusive"):
+            out += ["", "**Inconclusive.** The data could not decide:", ""]
+            for name, why in c["inconclusive"].items():
+                out += _para(f"{name}: {why}", "- ", "  ")
         if c["counterexample"]:
             out += ["", "**Counterexample to the literal statement.**", ""]
             for name, cx in c["counterexample"].items():

@@ -222,6 +222,13 @@ def format_latex(report: dict[str, Any], out_dir: Path) -> str:
             lines += [f"\\noindent\\texttt{{{_breakable_id(c['id'])}}} (\\textbf{{{verdict}}}). " + " ".join(parts)
                       + "\\par\\smallskip", ""]
         lines += ["\\endgroup", ""]
+    from dpo_rlhf_checks.result import VERDICT_MEANINGS
+
+    shown = [v for v in VERDICT_MEANINGS if any(c.get("verdict") == v for c in report["claims"])]
+    if shown:  # the key of the verdicts the table uses
+        lines += ["\\noindent\\emph{Key:} " + "; ".join(f"\\textbf{{{latex_escape(v)}}}: "
+                                                          f"{latex_escape(VERDICT_MEANINGS[v])}" for v in shown) + ".",
+                  ""]
     included: set[str] = set()
     for c in report["claims"]:
         for k, rel in enumerate(_figure_paths(c, out_dir), 1):

@@ -13,8 +13,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-VERDICTS = ("holds", "holds-amended", "fails", "not-checked")
+VERDICTS = ("holds", "holds-amended", "fails", "not-checked", "inconclusive")
+INCONCLUSIVE = VERDICTS[4]
 ERROR_VERDICT = "error"  # a method crashed: the claim has no verdict (the run exits 1)
+# What each verdict means, one line each: the README's table, report.md's and report.tex's key print these.
+VERDICT_MEANINGS = {
+    "holds": "the claim as stated passed every method's test",
+    "holds-amended": "the literal statement fails (a counterexample is given) and the amended statement, given too, "
+                     "passed every method",
+    "fails": "the literal statement fails, with a counterexample, and no amendment passed every method",
+    "not-checked": "not checked here, with the reason",
+    "inconclusive": "some method could not decide: an interval across seeds still straddled its pre-registered margin "
+                    "when the seed budget was spent (the run still exits 0)",
+    ERROR_VERDICT: "a method crashed (its traceback is in report.json and report.md); the command exits 1",
+}
 METHODS = ("symbolic", "numeric", "convex", "simulation", "training")
 
 
@@ -87,9 +99,14 @@ class MethodResult:
     each function takes the :class:`CheckContext` and returns one of these. It never calls another
     method of the same claim.
 
-    literal: the claim as literally stated passed this method's test (computed, never typed in).
+    literal: the claim as literally stated passed this method's test (computed, never typed in); None only
+        when ``inconclusive`` is set and the data could not decide it.
     amended: the amended statement passed this method's test; None when this method does not test
-        an amendment (the runner then reads it as "no evidence for the amendment from this method").
+        an amendment (the runner then reads it as "no evidence for the amendment from this method"), or, with
+        ``inconclusive`` set, when the data could not decide it.
+    inconclusive: None when the method decided; else the reason it could not (e.g. "interval [0.02, 0.19] of
+        obs - pred straddles the margin 0.10 after 9 seeds, the budget"). A method with a reason makes the claim
+        ``inconclusive`` (:func:`merge_methods`), whatever its literal and amended say.
     summary: one line: the few numbers that decide this method's booleans.
     evidence: the key numbers, JSON-serialisable after :func:`to_jsonable`.
     depends_on: the toolkit formulas this method takes as given, as "module.function" names
@@ -102,7 +119,7 @@ class MethodResult:
     figures: paths of figures this method wrote.
     """
 
-    literal: bool
+    literal: bool | None
     amended: bool | None
     summary: str
     evidence: dict[str, Any] = field(default_factory=dict)
@@ -110,11 +127,17 @@ class MethodResult:
     counterexample: dict[str, Any] | None = None
     amended_statement: str | None = None
     figures: list[str] = field(default_factory=list)
+    inconclusive: str | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.literal, bool) or not (self.amended is None or isinstance(self.amended, bool)):
-            raise TypeError("literal must be a bool and amended a bool or None (cast numpy booleans with bool())")
-        if not self.literal and self.counterexample is None:
+        if not (self.literal is None or isinstance(self.literal, bool)) or not (
+                self.amended is None or isinstance(self.amended, bool)):
+            raise TypeError("literal and amended must be bools or None (cast numpy booleans with bool())")
+        if self.inconclusive is not None and not (isinstance(self.inconclusive, str) and self.inconclusive.strip()):
+            raise ValueError("inconclusive must be None or the reason the method could not decide (a non-empty string)")
+        if self.literal is None and self.inconclusive is None:
+            raise ValueError("literal may be None (undecided) only in an inconclusive method: give the reason")
+        if self.literal is False and self.counterexample is None:
             raise ValueError("a method whose literal test fails must give a counterexample")
         self.depends_on = tuple(self.depends_on)
 
@@ -144,18 +167,37 @@ def method_amended_holds(literal: bool, amended: bool | None) -> bool:
     return bool(amended) if amended is not None else bool(literal)
 
 
+def _all3(values: list[bool | None]) -> bool | None:
+    """Three-valued "all": False if any is False, else None if any is undecided, else True."""
+    if any(v is False for v in values):
+        return False
+    return None if any(v is None for v in values) else True
+
+
 def merge_methods(results: dict[str, MethodResult]) -> dict[str, Any]:
     """THE merge rule (written once; the runner calls it): methods -> the claim's verdict.
 
-    literal holds iff every method's literal test holds; the amended statement holds iff every method
-    supports it (:func:`method_amended_holds`); verdict = :func:`decide` of the two. An empty dict is an
-    error (a claim with methods must run all of them; the runner never merges a smaller list).
-    Returns {"verdict", "literal", "amended", "counterexample", "amended_statement"}: the counterexample
-    is each failing method's counterexample under its name; the amended statement is the distinct
-    amended statements of the methods (a claim's methods share one text where they agree).
+    Any method with ``inconclusive`` set makes the claim ``inconclusive`` (a crash, which the runner handles
+    before merging, still makes it ``error``). Otherwise: literal holds iff every method's literal test holds;
+    the amended statement holds iff every method supports it (:func:`method_amended_holds`); verdict =
+    :func:`decide` of the two. An empty dict is an error (a claim with methods must run all of them; the
+    runner never merges a smaller list).
+    Returns {"verdict", "literal", "amended", "counterexample", "amended_statement", "inconclusive"}: literal and
+    amended are three-valued when inconclusive (False if a method decided False, None if undecided); the
+    counterexample is each method's counterexample under its name (every verdict but holds); the amended
+    statement is the distinct amended statements of the methods (holds-amended only); inconclusive is
+    {method: reason} or None.
     """
     if not results:
         raise ValueError("merge_methods needs at least one method result")
+    undecided = {name: r.inconclusive for name, r in results.items() if r.inconclusive is not None}
+    if undecided:
+        literal = _all3([r.literal for r in results.values()])
+        amended = _all3([None if r.inconclusive is not None and r.amended is None and r.literal is not True
+                         else method_amended_holds(bool(r.literal), r.amended) for r in results.values()])
+        counterexample = {name: r.counterexample for name, r in results.items() if r.counterexample is not None}
+        return {"verdict": INCONCLUSIVE, "literal": literal, "amended": amended, "counterexample": counterexample or None,
+                "amended_statement": None, "inconclusive": undecided}
     literal = all(r.literal for r in results.values())
     amended = all(method_amended_holds(r.literal, r.amended) for r in results.values())
     verdict = decide(literal, amended)
@@ -172,7 +214,7 @@ def merge_methods(results: dict[str, MethodResult]) -> dict[str, Any]:
             raise ValueError("the methods support an amended statement but none of them states it")
         statement = " ".join(texts)
     return {"verdict": verdict, "literal": literal, "amended": amended, "counterexample": counterexample,
-            "amended_statement": statement}
+            "amended_statement": statement, "inconclusive": None}
 
 
 def independent_methods(depends_on: dict[str, tuple[str, ...]]) -> list[str]:

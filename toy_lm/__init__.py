@@ -6,7 +6,9 @@ compared pair by pair with the tabular theory run with the same optimizer.
 Modules: ``config`` (LMConfig, presets, JSON files), ``model`` (TinyGPT, sequence_logps), ``task``
 (the synthetic task), ``train`` (reference SFT, preference training, per-step records), ``tabular`` (the
 tabular theory with the run's optimizer; time in U), ``predict`` (the prediction of a cell and its comparison),
-``stage`` (the whole stage, cached; regimes; time-in-U law), ``claims`` (the methods of the two LM claims),
+``stage`` (the whole stage, cached, extended by seeds per look; regimes; time-in-U law), ``design`` (the
+pre-registered comparisons, intervals and looks), ``decide`` (their sequential evaluation), ``ceiling`` (what a
+certificate-carrying loss's population minimiser reaches on sampled labels), ``claims`` (the methods of the two LM claims),
 ``lm_map`` (the ``paper_checks.py lm-map`` subcommand).
 """
 

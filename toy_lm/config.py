@@ -94,7 +94,15 @@ class LMConfig:
       tabular_sgd_lr, tabular_adam_lr: > 0 (the same beta rule as the LM's); tabular_max_steps: horizon cap (>= 1). The tabular run is
       extended until its mean objective reaches the LM's final one or the cap (then the clock saturates and
       the cell is not compared).
-    seeds: distinct non-negative integers (each seed draws the task, the model init and the BT labels).
+    seeds: distinct non-negative integers (each seed draws the task, the model init and the BT labels): the first
+      look of the LM claims' sequential comparisons (toy_lm/design.py).
+    seed_step: seeds added per further look while a pre-registered comparison is undecided (>= 1).
+    max_seeds: the seed budget, >= len(seeds): the extra seeds are max(seeds) + 1, max(seeds) + 2, ... (plus the run's
+      seed offset), trained only in the cells an undecided comparison reads.
+    batch_replicas: at most this many seed replicas are trained as one batched model (>= 1; 1 trains each seed
+      alone with toy_lm.train.train_preference / train_reference). Batched replicas agree with lone ones to float
+      tolerance over a run; Adam's reference SFT amplifies that rounding over its 300 steps, like any change of
+      CPU kernels does (tests/toy_lm/test_lm_batched.py).
     """
 
     # task
@@ -140,13 +148,16 @@ class LMConfig:
     tabular_max_steps: int = 3000
     # seeds
     seeds: tuple[int, ...] = (0, 1, 2)
+    seed_step: int = 3
+    max_seeds: int = 9
+    batch_replicas: int = 9
 
     def __post_init__(self) -> None:
         _check_types(self)
         ints_min = {"n_train_prompts": 2, "n_heldout_prompts": 2, "n_candidates": 2, "n_responses": 2, "response_len": 1,
                     "n_prompt_tokens": 2, "n_good_tokens": 1, "n_bad_tokens": 1, "bt_n_labels": 1,
                     "n_layer": 1, "n_head": 1, "n_embd": 2, "sft_steps": 0, "steps": 1, "heldout_every": 1,
-                    "tabular_max_steps": 1}
+                    "tabular_max_steps": 1, "seed_step": 1, "batch_replicas": 1}
         for name, low in ints_min.items():
             if getattr(self, name) < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {getattr(self, name)!r}")
@@ -196,6 +207,8 @@ class LMConfig:
         if (not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0
                 or max(self.seeds) > MAX_CONFIG_SEED):
             raise ValueError(f"seeds must be distinct integers in [0, {MAX_CONFIG_SEED}], got {self.seeds}")
+        if self.max_seeds < len(self.seeds):
+            raise ValueError(f"max_seeds ({self.max_seeds}) must be >= the number of seeds ({len(self.seeds)})")
         n_prompts = self.n_train_prompts + self.n_heldout_prompts
         n_possible = sum(self.n_prompt_tokens ** k for k in range(pmin, pmax + 1))
         if n_possible < n_prompts:
@@ -289,13 +302,13 @@ def _large() -> LMConfig:
     return LMConfig(n_train_prompts=512, n_heldout_prompts=256, n_layer=4, n_head=4, n_embd=128,
                     n_prompt_tokens=32, prompt_len=(3, 6), response_len=6, n_good_tokens=16, n_bad_tokens=16,
                     n_responses=24, sft_steps=1500, sft_lr=3e-3, steps=400, betas=(0.1, 0.5, 1.0, 2.5),
-                    tabular_max_steps=20000, seeds=(0, 1, 2, 3, 4))
+                    tabular_max_steps=20000, seeds=(0, 1, 2, 3, 4), max_seeds=11)
 
 
 def _map() -> LMConfig:
     """The full regime map on a CPU: four beta levels (scale beta |delta_ref| from about 0.3 to about 20), five seeds;
     the default preset's cells are a subset of it."""
-    return LMConfig(betas=(0.1, 0.5, 1.0, 2.5), seeds=(0, 1, 2, 3, 4))
+    return LMConfig(betas=(0.1, 0.5, 1.0, 2.5), seeds=(0, 1, 2, 3, 4), max_seeds=11)
 
 
 def from_dict(data: dict, base: LMConfig | None = None) -> LMConfig:

@@ -36,6 +36,8 @@ def resolve_device(device: str) -> torch.device:
 class Block(nn.Module):
     """Pre-norm transformer block: causal self-attention then an MLP, each with a residual."""
 
+    fused_attention = True  # False on the stacked copy of seed replicas (toy_lm.train.train_preference_batched)
+
     def __init__(self, n_embd: int, n_head: int):
         super().__init__()
         self.n_head = n_head
@@ -50,7 +52,12 @@ class Block(nn.Module):
         q, k, v = self.qkv(self.ln_1(x)).split(c, dim=2)
         # (B, n_head, T, C / n_head)
         q, k, v = (z.view(b, t, self.n_head, c // self.n_head).transpose(1, 2) for z in (q, k, v))
-        att = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        if self.fused_attention:
+            att = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:  # the same causal softmax attention written out: torch.func.vmap batches it (it has no rule for the fused one)
+            scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])  # (B, n_head, T, T)
+            causal = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
+            att = torch.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1) @ v
         x = x + self.proj(att.transpose(1, 2).reshape(b, t, c))
         return x + self.mlp(self.ln_2(x))
 

@@ -180,3 +180,23 @@ def time_to_leave_U(delta_ref: np.ndarray, beta: float, optimizer: str, lr: floa
         if not np.isnan(crossed).any():
             break
     return crossed
+
+
+def tabular_minimiser_reaches(method: str, beta: float, params: dict, q: np.ndarray, ref_chosen: np.ndarray,
+                              ref_rejected: np.ndarray, margin: float) -> np.ndarray:
+    """(P,) bool: the minimiser over delta of the tabular objective of ``method`` (:func:`tabular_pair_losses`, on
+    label frequency ``q``) has delta* >= ``margin``: its derivative in delta at delta = margin is <= 0.
+
+    Exact for the losses whose objective is convex in delta and reads only delta and delta_ref (dpo, cpo_clip,
+    cpo_smooth and their "_bt" forms); ref_chosen, ref_rejected: (P,) the reference's summed log-probabilities.
+    The prediction's own ceiling of the LM claims' BT comparisons (toy_lm/design.py); float64 autograd.
+    """
+    if method not in ("dpo", "dpo_bt", "cpo_clip", "cpo_clip_bt", "cpo_smooth", "cpo_smooth_bt"):
+        raise ValueError(f"the derivative test needs a loss convex in delta alone; got {method!r}")
+    rc = torch.as_tensor(np.asarray(ref_chosen, dtype=np.float64))
+    rr = torch.as_tensor(np.asarray(ref_rejected, dtype=np.float64))
+    qt = torch.as_tensor(np.asarray(q, dtype=np.float64))
+    pc = (rr + margin).clone().requires_grad_(True)  # delta = pc - rr = margin
+    objective, _ = tabular_pair_losses(method, beta, params, qt, pc, rr, rc, rr)
+    (grad,) = torch.autograd.grad(objective.sum(), pc)
+    return (grad <= 0).numpy()

@@ -238,3 +238,162 @@ def train_preference(method: str, task: Task, reference: TinyGPT, ref_logps: Seq
         heldout_steps=np.asarray(rec["ho_steps"]), heldout_delta_sum=np.stack(rec["ho_sum"]),
         heldout_delta_mean=np.stack(rec["ho_mean"]),
     )
+
+
+# ----------------------------------------------------------------------------------------------
+# Seed replicas as one batched model (PyTorch's model-ensembling recipe: torch.func.stack_module_state + vmap)
+
+
+def _stacked(models: list[TinyGPT]):
+    """(stacked parameters as leaves, stacked buffers, a parameter-free copy of the architecture)."""
+    from torch.func import stack_module_state
+
+    params, buffers = stack_module_state(models)
+    base = copy.deepcopy(models[0]).to("meta")
+    for block in base.blocks:
+        block.fused_attention = False  # vmap has no batching rule for the fused kernel (it would loop)
+    return params, buffers, base
+
+
+def _stacked_logps(base, params, buffers, tokens: torch.Tensor, mask: torch.Tensor) -> SeqLogps:
+    """Sequence log-probabilities of R replicas at once: tokens, mask (R, B, T) -> fields (R, B).
+
+    Only the forward pass is vmapped; the log-softmax and the masked sum are those of
+    :func:`toy_lm.model.sequence_logps`, on one more leading axis.
+    """
+    from torch.func import functional_call, vmap
+
+    logits = vmap(lambda p, b, x: functional_call(base, (p, b), (x,)))(params, buffers, tokens[:, :, :-1])  # (R,B,T-1,V)
+    token_logps = torch.log_softmax(logits, dim=-1).gather(-1, tokens[:, :, 1:, None]).squeeze(-1)  # (R, B, T-1)
+    m = mask[:, :, 1:].to(token_logps.dtype)
+    total = (token_logps * m).sum(dim=2)
+    length = mask.sum(dim=2)
+    return SeqLogps(total, total / length.to(total.dtype), length)
+
+
+def train_reference_batched(tasks: list[Task], cfg: LMConfig, seeds: list[int], device: torch.device) -> list[TinyGPT]:
+    """:func:`train_reference` for several seeds at once (one stacked model; the same Adam, per coordinate).
+
+    Every task must have the same shapes (one config). Returns one frozen model per seed.
+    """
+    models = [build_model(task, cfg, seed, device) for task, seed in zip(tasks, seeds)]
+    if len(models) == 1:
+        return [train_reference(tasks[0], cfg, seeds[0], device)]
+    params, buffers, base = _stacked(models)
+    tokens = torch.stack([t.tokens.reshape(-1, t.tokens.shape[-1]) for t in tasks]).to(device)  # (R, N K, S)
+    mask = torch.stack([t.response_mask.reshape(-1, t.tokens.shape[-1]) for t in tasks]).to(device)
+    weight = torch.stack([torch.as_tensor(t.corpus_freq.reshape(-1), dtype=torch.float32) / t.n_prompts
+                          for t in tasks]).to(device)  # (R, N K)
+    leaves = list(params.values())
+    opt = torch.optim.Adam(leaves, lr=cfg.sft_lr, foreach=True)
+    for _ in range(cfg.sft_steps):
+        nll = -(weight * _stacked_logps(base, params, buffers, tokens, mask).sum).sum()  # sum over replicas
+        opt.zero_grad(set_to_none=True)
+        nll.backward()
+        opt.step()
+    out = []
+    for r, model in enumerate(models):
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                p.copy_(params[name][r])
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        out.append(model)
+    return out
+
+
+def train_preference_batched(method: str, tasks: list[Task], references: list[TinyGPT], ref_logps: list[SeqLogps],
+                             cfg: LMConfig, seeds: list[int], device: torch.device, beta: float,
+                             optimizer: str) -> list[RunRecord]:
+    """:func:`train_preference` for R seed replicas of one cell at once, as one batched model.
+
+    Each replica has its own parameters (stacked leaves), its own task and reference; the loss is the sum over
+    replicas of each one's mean loss, so each replica's gradient is its own. SGD and Adam act per coordinate,
+    so the update of a replica is the one it would get alone; the batched forward sums in another order, so
+    the numbers agree with :func:`train_preference` to float tolerance, not bitwise
+    (tests/toy_lm/test_lm_batched.py).
+    """
+    r_count = len(tasks)
+    if r_count == 1:
+        return [train_preference(method, tasks[0], references[0], ref_logps[0], cfg, seeds[0], device, beta=beta,
+                                 optimizer=optimizer)]
+    policies = [copy.deepcopy(ref) for ref in references]
+    for pol in policies:
+        for p in pol.parameters():
+            p.requires_grad_(True)
+    params, buffers, base = _stacked(policies)
+    opt = make_optimizer(optimizer, list(params.values()), cfg.lr(optimizer, beta, method))
+    loss_params = cfg.loss_params(method)
+    p_train = tasks[0].n_train
+    q_train = torch.as_tensor(np.concatenate([t.q_hat[t.split("train")] for t in tasks]), dtype=torch.float32,
+                              device=device)  # (R P,)
+
+    def pairs(task, split):
+        sl = task.split(split)
+        return (torch.cat([task.tokens[sl, W], task.tokens[sl, L]]), torch.cat([task.response_mask[sl, W],
+                                                                                task.response_mask[sl, L]]))
+
+    train = [pairs(t, "train") for t in tasks]
+    held = [pairs(t, "heldout") for t in tasks]
+    train_tokens = torch.stack([a for a, _ in train]).to(device)  # (R, 2P, S)
+    train_mask = torch.stack([b for _, b in train]).to(device)
+    ho_tokens = torch.stack([a for a, _ in held]).to(device)
+    ho_mask = torch.stack([b for _, b in held]).to(device)
+    mean_inputs = uses_mean(method)
+    tr = tasks[0].split("train")
+    ref_fields = [lp.mean if mean_inputs else lp.sum for lp in ref_logps]
+    rc = torch.cat([f[tr, W] for f in ref_fields]).to(device)  # (R P,)
+    rr = torch.cat([f[tr, L] for f in ref_fields]).to(device)
+    ref_delta_sum = np.stack([(lp.sum[tr, W] - lp.sum[tr, L]).numpy() for lp in ref_logps])  # (R, P)
+    target = method_target(method, beta, loss_params, rc, rr)
+    margin = cfg.margin
+
+    rec = {k: [] for k in ("objective", "objective_pairs", "loss", "delta_sum", "delta_mean", "chosen_logp",
+                           "certified", "ho_steps", "ho_sum", "ho_mean")}
+    for step in range(cfg.steps + 1):
+        out = _stacked_logps(base, params, buffers, train_tokens, train_mask)  # fields (R, 2P)
+        if not torch.isfinite(out.sum).all():
+            raise FloatingPointError(f"{method} (beta {beta:g}, {optimizer}, lr {cfg.lr(optimizer, beta, method):g}, "
+                                     f"seeds {seeds}) diverged at step {step}: non-finite log-probabilities; lower the "
+                                     "step size")
+        total, mean = out.sum, out.mean
+        inputs = mean if mean_inputs else total
+        pc, pr = inputs[:, :p_train].reshape(-1), inputs[:, p_train:].reshape(-1)  # (R P,)
+        objective_pairs, ordered = pair_losses(method, beta, loss_params, q_train, pc, pr, rc, rr)
+        per_replica = objective_pairs.view(r_count, p_train).mean(dim=1)  # (R,)
+        with torch.no_grad():
+            rec["objective"].append(per_replica.cpu().numpy())
+            rec["objective_pairs"].append(objective_pairs.view(r_count, p_train).cpu().numpy())
+            rec["loss"].append(ordered.view(r_count, p_train).cpu().numpy())
+            rec["delta_sum"].append((total[:, :p_train] - total[:, p_train:]).cpu().numpy())
+            rec["delta_mean"].append((mean[:, :p_train] - mean[:, p_train:]).cpu().numpy())
+            rec["chosen_logp"].append(total[:, :p_train].cpu().numpy())
+            cert = (alignment_certificate(ordered, target, beta=beta, margin=margin)
+                    if not torch.isnan(target).any() else torch.zeros_like(ordered, dtype=torch.bool))
+            rec["certified"].append(cert.view(r_count, p_train).cpu().numpy())
+            if step % cfg.heldout_every == 0 or step == cfg.steps:
+                ho = _stacked_logps(base, params, buffers, ho_tokens, ho_mask)  # no dropout: eval = train mode
+                q = ho.sum.shape[1] // 2
+                rec["ho_steps"].append(step)
+                rec["ho_sum"].append((ho.sum[:, :q] - ho.sum[:, q:]).cpu().numpy())
+                rec["ho_mean"].append((ho.mean[:, :q] - ho.mean[:, q:]).cpu().numpy())
+        if step == cfg.steps:
+            break
+        opt.zero_grad(set_to_none=True)
+        per_replica.sum().backward()
+        opt.step()
+    stacked = {k: np.stack(v, axis=1) if k not in ("objective", "ho_steps") else v for k, v in rec.items()}
+    objective = np.stack(rec["objective"], axis=1)  # (R, S)
+    records = []
+    tgt = target.view(r_count, p_train).cpu().numpy()
+    for r in range(r_count):
+        delta_sum = stacked["delta_sum"][r]
+        records.append(RunRecord(
+            method=method, seed=seeds[r], beta=beta, optimizer=optimizer, objective=objective[r],
+            objective_pairs=stacked["objective_pairs"][r], loss=stacked["loss"][r], delta_sum=delta_sum,
+            delta_mean=stacked["delta_mean"][r], chosen_logp=stacked["chosen_logp"][r],
+            in_U=(ref_delta_sum[r][None] < delta_sum) & (delta_sum < 0), certified=stacked["certified"][r],
+            target=tgt[r], heldout_steps=np.asarray(rec["ho_steps"]), heldout_delta_sum=stacked["ho_sum"][r],
+            heldout_delta_mean=stacked["ho_mean"][r]))
+    return records

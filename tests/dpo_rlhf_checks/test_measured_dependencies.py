@@ -26,9 +26,6 @@ BELOW_TWO = {
     "lm-dpo-failure": "every method reads the one LM stage (training with the loss library and the model)",
     "lm-cpo-fix": "every method reads the one LM stage (training with the loss library and the model)",
 }
-# The LM claims' declarations are rewritten with the LM claims (toy_lm/claims.py is another helper's); they are
-# expected to miss measured formulas until then (strict: this fails once they cover them, to remove the mark).
-LM_CLAIMS = {"lm-dpo-failure", "lm-cpo-fix"}
 
 FAST_METHODS = [
     ("dataset-ordered-minimiser", "convex"),
@@ -194,9 +191,7 @@ def _claim_params():
     for claim in CLAIMS:
         if not claim.methods:
             continue
-        marks = [pytest.mark.xfail(strict=True, reason="LM declarations are fixed with the LM claims' rewrite")] \
-            if claim.id in LM_CLAIMS else []
-        yield pytest.param(claim.id, marks=marks, id=claim.id)
+        yield pytest.param(claim.id, id=claim.id)
 
 
 @pytest.mark.slow

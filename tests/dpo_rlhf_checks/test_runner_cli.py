@@ -2,6 +2,7 @@
 
 import json
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -25,10 +26,10 @@ REQUIRED_IDS = [
 ]
 CLAIM_KEYS = {"id", "title", "paper_ref", "statement", "verdict", "summary", "literal", "amended", "methods",
               "independent_methods", "independent_set", "counterexample", "amended_statement", "not_checked_reason",
-              "figures", "seconds"}
+              "inconclusive", "figures", "seconds"}
 METHOD_KEYS = {"name", "function", "literal", "amended", "seconds", "depends_on", "evidence", "summary",
-               "counterexample", "amended_statement", "figures", "error", "measured", "declared_depends_on",
-               "undeclared"}
+               "counterexample", "amended_statement", "figures", "inconclusive", "error", "measured",
+               "declared_depends_on", "undeclared"}
 
 
 def test_registry_has_every_required_id_once_in_order():
@@ -84,6 +85,64 @@ def test_merge_rule(methods, verdict):
         assert merged["amended_statement"] == "A."
     with pytest.raises(ValueError):
         merge_methods({})
+
+
+def _u(literal=None, amended=None, why="interval straddles the margin"):
+    return MethodResult(literal=literal, amended=amended, summary="s", inconclusive=why,
+                        counterexample={"x": 1} if literal is False else None)
+
+
+@pytest.mark.parametrize("methods, literal, amended", [
+    ({"a": _u(), "b": _m(True)}, None, None),                       # undecided + holds
+    ({"a": _u(), "b": _m(False, True, statement="A.")}, False, None),  # a decided failure stays False
+    ({"a": _u(True), "b": _m(True)}, True, True),                   # decided literal, undecided elsewhere
+    ({"a": _u(False, False), "b": _m(True)}, False, False),         # even a decided "fails" is inconclusive
+    ({"a": _u(), "b": _u(why="other")}, None, None),
+])
+def test_merge_rule_any_inconclusive_method_makes_the_claim_inconclusive(methods, literal, amended):
+    merged = merge_methods(methods)
+    assert merged["verdict"] == "inconclusive"
+    assert merged["literal"] is literal and merged["amended"] is amended
+    assert set(merged["inconclusive"]) == {k for k, r in methods.items() if r.inconclusive}
+    assert merged["amended_statement"] is None
+    for name, r in methods.items():
+        assert (merged["counterexample"] or {}).get(name) == r.counterexample
+
+
+def test_merge_rule_decided_methods_report_no_inconclusive_reason():
+    assert merge_methods({"a": _m(True), "b": _m(False, True, statement="A.")})["inconclusive"] is None
+
+
+def test_method_result_undecided_needs_a_reason():
+    with pytest.raises(ValueError, match="inconclusive"):
+        MethodResult(literal=None, amended=None, summary="s")
+    with pytest.raises(ValueError, match="reason"):
+        MethodResult(literal=True, amended=None, summary="s", inconclusive="  ")
+    with pytest.raises(TypeError):
+        MethodResult(literal=1, amended=None, summary="s")
+
+
+def test_an_inconclusive_claim_exits_0_and_the_report_says_why(tmp_path, monkeypatch):
+    from dpo_rlhf_checks import cli, registry
+
+    mod = type(sys)("fake_undecided")
+    mod.undecided = lambda ctx: _u(why="interval [0.01, 0.2] straddles 0.1 after 9 seeds")
+    mod.holds = lambda ctx: _m(True)
+    monkeypatch.setitem(sys.modules, "fake_undecided", mod)
+    claim = Claim("fake-undecided", "t", "r", "s", methods={"numeric": "fake_undecided:undecided",
+                                                         "simulation": "fake_undecided:holds"})
+    monkeypatch.setattr(registry, "_BY_ID", {**registry._BY_ID, claim.id: claim})
+    monkeypatch.setattr(cli, "get_claim", registry.get_claim)
+    code = cli.main(["--only", "fake-undecided", "--out", str(tmp_path)])
+    assert code in (0, None)
+    report = json.loads((tmp_path / "report.json").read_text())
+    (c,) = report["claims"]
+    assert c["verdict"] == "inconclusive" and c["literal"] is None
+    assert "straddles" in c["inconclusive"]["numeric"]
+    md = (tmp_path / "report.md").read_text()
+    assert "**Inconclusive.**" in md and "undecided" in md and "**inconclusive**:" in md
+    env = report["environment"]["numerics"]
+    assert {"torch_cpu_capability", "numpy_blas", "torch_threads", "cpu_count"} <= set(env)
 
 
 def test_independent_methods_is_the_largest_disjoint_set():

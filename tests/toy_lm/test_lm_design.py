@@ -1,0 +1,167 @@
+"""The LM claims' pre-registered design: intervals, decisions, looks, the BT ceiling, the registry's text."""
+
+import math
+import re
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import t as student_t
+
+from dpo_rlhf_checks.losses import get_loss
+from dpo_rlhf_checks.registry import get_claim
+from toy_lm import decide as decide_mod
+from toy_lm.ceiling import minimiser_reaches
+from toy_lm.config import LMConfig
+from toy_lm.design import (DESIGN, Spec, and3, cpo_fix_specs, decide_bound, dpo_failure_specs, look_sizes, n_looks,
+                           seed_interval)
+from toy_lm.tabular import tabular_minimiser_reaches
+
+
+def test_seed_interval_is_the_student_t_interval_with_the_resolution_floor():
+    x = [0.40, 0.47, 0.41, 0.52]
+    iv = seed_interval(x, 0.95)
+    half = student_t.ppf(0.975, 3) * np.std(x, ddof=1) / 2
+    assert iv["lo"] == pytest.approx(np.mean(x) - half, abs=1e-12) and iv["hi"] == pytest.approx(np.mean(x) + half)
+    # Seeds that agree to the last pair: the sd is floored at the rounding's, 1 / (P sqrt 12), never 0.
+    flat = seed_interval([0.0, 0.0, 0.0], 0.95, resolution=1 / 32)
+    assert flat["sd_used"] == pytest.approx(1 / (32 * math.sqrt(12)))
+    assert flat["hi"] == pytest.approx(student_t.ppf(0.975, 2) * flat["sd_used"] / math.sqrt(3))
+    one = seed_interval([0.3], 0.95)
+    assert one["lo"] == -math.inf and one["hi"] == math.inf
+    with pytest.raises(ValueError, match="finite"):
+        seed_interval([0.1, float("nan")], 0.95)
+
+
+@pytest.mark.parametrize("test, bound, lo, hi, expected", [
+    ("at_least", 0.1, 0.11, 0.5, True), ("at_least", 0.1, 0.0, 0.09, False), ("at_least", 0.1, 0.05, 0.2, None),
+    ("at_least", 0.1, 0.1, 0.2, None),  # touching the bound is not clearing it
+    ("at_most", 0.05, -0.01, 0.049, True), ("at_most", 0.05, 0.06, 0.2, False), ("at_most", 0.05, 0.0, 0.05, None),
+    ("within", 0.1, -0.09, 0.09, True), ("within", 0.1, 0.11, 0.3, False), ("within", 0.1, -0.3, -0.11, False),
+    ("within", 0.1, -0.05, 0.12, None), ("within", 0.1, -0.2, 0.2, None),
+])
+def test_decide_bound_truth_table(test, bound, lo, hi, expected):
+    assert decide_bound(test, bound, lo, hi) is expected
+
+
+def test_looks_and_three_valued_and():
+    assert look_sizes(3, 3, 9) == [3, 6, 9] and n_looks(3, 3, 9) == 3
+    assert look_sizes(3, 3, 8) == [3, 6, 8] and look_sizes(3, 3, 3) == [3] and look_sizes(2, 2, 6) == [2, 4, 6]
+    assert and3([True, True]) is True and and3([True, None]) is None and and3([None, False]) is False
+    assert and3([]) is True
+
+
+class _FakeStage:
+    """What evaluate() reads of a stage: the config, planned seeds and the decisions cache."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.decisions = {}
+        self.planned_seeds = list(range(cfg.max_seeds))
+
+
+def _planted(monkeypatch, values):
+    monkeypatch.setattr(decide_mod, "extend", lambda *a, **k: None)
+    monkeypatch.setattr(decide_mod, "seed_value", lambda stage, spec, seed: values[spec.name][seed])
+
+
+def test_sequential_evaluation_decides_at_the_first_clearing_look_with_bonferroni_over_looks(monkeypatch):
+    cfg = LMConfig(seeds=(0, 1, 2), seed_step=3, max_seeds=9)
+    spread = [0.40, 0.10, 0.30, 0.30, 0.31, 0.30, 0.29, 0.30, 0.30]  # wide at 3 seeds, narrow by 6
+    values = {"a": spread, "b": [0.101] * 9, "c": [0.5, 0.52, 0.49] + [0.0] * 6}
+    _planted(monkeypatch, values)
+    specs = [Spec("a", (2.5, "sgd", "dpo"), "obs_frac_in_U", "at_least", 0.10),
+             Spec("b", (2.5, "sgd", "dpo"), "obs_frac_in_U", "at_least", 0.10),
+             Spec("c", (2.5, "sgd", "dpo"), "obs_frac_in_U", "at_least", 0.10)]
+    out = decide_mod.evaluate(_FakeStage(cfg), specs)
+    level = 1 - DESIGN.alpha / 3
+    assert all(o["level"] == pytest.approx(level) for o in out.values())
+    iv3 = seed_interval(spread[:3], level, 1 / cfg.n_train_prompts)
+    assert iv3["lo"] < 0.10  # undecided at the first look ...
+    assert out["a"]["decided"] is True and out["a"]["look"] == 2 and out["a"]["n_seeds"] == 6  # ... decided at the second
+    assert out["b"]["decided"] is None and out["b"]["n_seeds"] == 9  # at the bound: never cleared, budget spent
+    assert out["c"]["decided"] is True and out["c"]["look"] == 1  # fixed at look 1; the later zeros are never seen
+
+
+def test_an_undecided_comparison_makes_the_method_inconclusive(monkeypatch):
+    from toy_lm import claims
+
+    values = {s.name: [0.10] * 9 for p in dpo_failure_specs(LMConfig()).values() for s in p}
+    _planted(monkeypatch, values)
+    d = claims._decide(_FakeStage(LMConfig()), dpo_failure_specs(LMConfig()), ["fail"], ["fail"])
+    assert d["literal"] is None and "undecided after the seed budget (9 seeds)" in d["inconclusive"]
+
+
+def test_judged_cells_are_fixed_by_the_design_alone():
+    cfg = LMConfig()
+    parts = cpo_fix_specs(cfg)
+    assert {s.key for s in parts["ordered"]} == {(2.5, o, m) for o in ("sgd", "adam") for m in ("cpo_clip", "cpo_smooth")}
+    assert {s.key for s in parts["bt_vs_ceiling"]} == {(b, o, m) for b in (0.5, 2.5) for o in ("sgd", "adam")
+                                                       for m in ("cpo_clip_bt", "cpo_smooth_bt")}
+    fail = dpo_failure_specs(cfg)
+    assert {s.key for s in fail["fail"]} == {(2.5, "sgd", "dpo"), (2.5, "adam", "dpo")}
+    assert len(fail["amount_ordered"]) == len(fail["amount_bt"]) == 4
+
+
+def test_registry_text_states_the_designs_numbers_and_methods_report_it_verbatim():
+    for claim_id in ("lm-dpo-failure", "lm-cpo-fix"):
+        claim = get_claim(claim_id)
+        text = claim.statement + " " + claim.amendment
+        assert "beta 2.5" in text and "1 - 0.05/K" in claim.statement or claim_id == "lm-cpo-fix"
+        assert f"{DESIGN.alpha:g}" in claim.statement
+    dpo = get_claim("lm-dpo-failure")
+    assert f">= {DESIGN.min_fail_frac:.2f}" in dpo.statement and "<= 0.5 log 2" in dpo.statement
+    assert f"+-{DESIGN.tol_frac_in_U:.2f}" in dpo.statement and f"+-{DESIGN.tol_frac_in_U:.2f}" in dpo.amendment
+    assert DESIGN.low_loss == pytest.approx(0.5 * math.log(2))
+    cpo = get_claim("lm-cpo-fix")
+    assert f"<= {DESIGN.fix_margin:.2f}" in cpo.statement and f"at most {DESIGN.fix_margin:.2f}" in cpo.amendment
+    cfg = LMConfig()
+    assert f"up to {cfg.max_seeds}" in dpo.statement and f"{len(cfg.seeds)} seeds, then {cfg.seed_step} more" \
+        in dpo.statement
+    for name in DESIGN.carriers + DESIGN.carriers_bt:
+        assert name in cpo.statement
+    # No number in the amendments comes from a run: every decimal in them is a design number.
+    design_numbers = {"0.10", "0.5", "2.5", "0.05", "16"}
+    for claim in (dpo, cpo):
+        structural = {"0", "1", "2", "12", "13", "14"}  # "1 - fraction", log 2, section numbers
+        assert set(re.findall(r"\d+\.\d+|\b\d+\b", claim.amendment)) - structural <= design_numbers
+
+
+def test_bt_ceiling_is_the_sign_of_the_exact_population_minimiser():
+    """The closed form against a brute-force minimisation of the toolkit's own loss, and against the tabular
+    derivative test (three independent writings of one fact)."""
+    cfg = LMConfig()
+    rng = np.random.default_rng(0)
+    d = torch.linspace(-40, 40, 40001, dtype=torch.float64)
+    for name in ("cpo_clip_bt", "cpo_smooth_bt"):
+        base, params = name[:-3], cfg.loss_params(name)
+        beta = rng.choice([0.5, 2.5], 60)
+        dref = rng.uniform(-8, 8, 60)
+        q = rng.integers(0, 17, 60) / 16
+        for i in range(60):
+            rc = torch.full_like(d, -20.0)
+            rr = rc - dref[i]
+            pr = torch.full_like(d, -120.0)
+            fwd = get_loss(base)(pr + d, pr, rc, rr, beta=float(beta[i]), **params).losses
+            bwd = get_loss(base)(pr, pr + d, rr, rc, beta=float(beta[i]), **params).losses
+            dstar = float(d[(q[i] * fwd + (1 - q[i]) * bwd).argmin()])
+            closed = bool(minimiser_reaches(name, float(beta[i]), params, q[i:i + 1], dref[i:i + 1], 0.0)[0])
+            tab = bool(tabular_minimiser_reaches(name, float(beta[i]), params, q[i:i + 1], np.array([-20.0]),
+                                                 np.array([-20.0 - dref[i]]), 0.0)[0])
+            assert closed == tab, (name, beta[i], dref[i], q[i])
+            if abs(dstar) > 4e-3:  # the grid's resolution
+                assert closed == (dstar >= 0), (name, beta[i], dref[i], q[i], dstar)
+    # Ordered labels: every pair can reach delta >= m; all labels against y_w: none can.
+    assert minimiser_reaches("cpo_clip", 2.5, {"margin": 0.0}, np.ones(3), np.array([-9.0, 0.0, 4.0]), 0.0).all()
+    assert not minimiser_reaches("cpo_clip_bt", 2.5, {"margin": 0.0}, np.zeros(2), np.array([-1.0, 3.0]), 0.0).any()
+
+
+def test_bt_ceiling_of_clip_follows_the_condition_of_section_13():
+    """docs/theory.md §13: with delta_ref < 0, cpo_clip's BT minimiser ranks y_w first iff
+    logit(q) > log(2 sigma(beta |delta_ref|)); on both sides of that line."""
+    beta, dref = 2.5, np.array([-6.0, -0.2, -1.0])
+    line = np.log(2 / (1 + np.exp(-beta * -dref)))
+    for eps, expected in ((0.05, True), (-0.05, False)):
+        q = 1 / (1 + np.exp(-(line + eps)))
+        got = minimiser_reaches("cpo_clip_bt", beta, {"margin": 0.0}, q, dref, 0.0)
+        assert (got == expected).all(), (eps, got)
