@@ -18,7 +18,8 @@ texts, and the caller writes them into a copy of the repository.
 
 Skipped (they do not compute a number a verdict reads): docstrings and other string constants, f-strings,
 annotations, ``raise``/``assert`` statements, calls to ``print``/``log``/``warn``/``round``/``format``,
-``__repr__``/``__str__``, the body of ``if __name__ == "__main__"``, and every function listed in the caller's
+``__repr__``/``__str__``, functions that draw figures (``_figures``, ``_length_figure``), the body of
+``if __name__ == "__main__"``, and every function listed in the caller's
 ``skip`` (command lines, report formatting). Each mutant has a stable id: the file, the enclosing function's
 qualname, the operator and a short hash of (old segment, new segment, the occurrence number of that pair in that
 function), so ids survive edits elsewhere in the file.
@@ -29,6 +30,7 @@ from __future__ import annotations
 import ast
 import copy
 import hashlib
+import re
 from dataclasses import dataclass, field
 
 OPERATORS = ("cmp-boundary", "cmp-flip", "sign", "const-x2", "const-half", "minmax", "drop-term", "swap-args")
@@ -45,6 +47,7 @@ _SYMMETRIC = {"min", "max", "minimum", "maximum", "fmin", "fmax", "logaddexp", "
 _QUIET_CALLS = {"print", "log", "warn", "warning", "info", "debug", "round", "format", "write", "set_description",
                 "set_postfix", "_fmt", "_short", "short_message"}
 _QUIET_DEFS = {"__repr__", "__str__", "main", "_main", "build_parser"}
+_FIGURE_DEF = re.compile(r"(^|_)(figures?|plot)(_|$)")  # draws a figure; no verdict reads it
 
 
 @dataclass(frozen=True)
@@ -144,7 +147,7 @@ class _Finder(ast.NodeVisitor):
 
     def _scope(self, node, name: str, is_def: bool) -> None:
         qual = ".".join([*self.stack, name])
-        if name in _QUIET_DEFS or qual in self.skip:
+        if name in _QUIET_DEFS or _FIGURE_DEF.search(name) or qual in self.skip:
             return
         # decorators and default values belong to the enclosing scope; annotations are skipped
         for dec in getattr(node, "decorator_list", []):

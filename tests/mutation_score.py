@@ -133,14 +133,18 @@ def test_imports(root: Path) -> dict[str, set[str]]:
     return found
 
 
-def tree_hash(root: Path) -> str:
+def _hash(paths: list[Path], root: Path) -> str:
     digest = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        rel = path.relative_to(root)
-        if rel.parts[0] in ("results", ".venv") or rel.name.startswith("mutation_"):
-            continue
-        digest.update(str(rel).encode() + b"\0" + path.read_bytes() + b"\0")
+    for path in paths:
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
+
+
+def code_hash(root: Path) -> str:
+    """Hash of the toolkit's Python files and tests/conftest.py (what every claim and test runs on)."""
+    paths = [p for p in sorted(root.rglob("*.py"))
+             if p.relative_to(root).parts[0] not in ("tests", "results", ".venv", "benchmarks")]
+    return _hash(paths + [root / "tests" / "conftest.py"], root)
 
 
 def _env(repo: Path) -> dict[str, str]:
@@ -171,21 +175,33 @@ def _worker(repo: Path, args: list[str], timeout: float) -> tuple[str, dict | No
 
 
 def baseline(repo: Path, out_dir: Path, test_files: list[str], refresh: bool) -> dict:
-    """Every claim (--quick) and every test file once in the unmutated copy; cached by the tree hash."""
-    key = tree_hash(repo)
+    """Every claim (--quick) and every test file once in the unmutated copy.
+
+    Cached in ``out_dir/baseline.json``: the claims under the hash of the toolkit's code, each test file under
+    the hash of that code and the file, so a new test file costs only its own run.
+    """
+    code = code_hash(repo)
     cache = out_dir / "baseline.json"
-    if cache.exists() and not refresh:
-        data = json.loads(cache.read_text())
-        if data.get("tree") == key and set(data["tests"]) >= set(test_files):
-            return data
-    print(f"baseline: every claim (--quick) and {len(test_files)} test files, once ...", flush=True)
-    start = time.perf_counter()
-    status, data, tail = _worker(repo, ["baseline", "--tests", *test_files], timeout=4 * 3600)
-    if status != "ok":
-        raise SystemExit(f"baseline run failed ({status}):\n{tail}")
-    data["tree"] = key
-    data["seconds"] = round(time.perf_counter() - start, 1)
-    cache.write_text(json.dumps(data, indent=1))
+    data = json.loads(cache.read_text()) if cache.exists() and not refresh else {}
+    if data.get("code") != code:
+        data = {"code": code, "claims": None, "tests": {}, "seconds": 0.0}
+    keys = {t: f"{code}:{_hash([repo / t], repo)}" for t in test_files}
+    todo = [t for t in test_files if data["tests"].get(t, {}).get("key") != keys[t]]
+    if data["claims"] is None or todo:
+        what = ("every claim (--quick) and " if data["claims"] is None else "") + f"{len(todo)} test files"
+        print(f"baseline: {what}, once ...", flush=True)
+        start = time.perf_counter()
+        args = ["baseline", "--tests", *todo] + ([] if data["claims"] is None else ["--no-claims"])
+        status, new, tail = _worker(repo, args, timeout=4 * 3600)
+        if status != "ok":
+            raise SystemExit(f"baseline run failed ({status}):\n{tail}")
+        if data["claims"] is None:
+            data["claims"] = new["claims"]
+        for t in todo:
+            data["tests"][t] = {**new["tests"][t], "key": keys[t]}
+        data["seconds"] = round(data["seconds"] + time.perf_counter() - start, 1)
+        cache.write_text(json.dumps(data, indent=1))
+    data["tree"] = _hash([repo / t for t in test_files], repo) + "-" + code
     return data
 
 
@@ -208,9 +224,9 @@ def killers(m: Mutant, base: dict, imports: dict[str, set[str]], lm_all: bool) -
 
 
 def run_mutant(repo: Path, m: Mutant, claims: list[str], tests: list[str], base: dict, verdicts_file: Path,
-               factor: float, overhead: float) -> dict:
+               factor: float, overhead: float, kind: str = "formula") -> dict:
     entry = {"id": m.id, "path": m.path, "line": m.line, "function": m.function, "op": m.op,
-             "mutation": m.description, "claims": claims, "tests": tests}
+             "mutation": m.description, "kind": kind, "claims": claims, "tests": tests}
     if not claims and not tests:
         return {**entry, "status": "survived", "by": None, "detail": "no claim executes it, no test imports it",
                 "seconds": 0.0}
@@ -238,10 +254,25 @@ def run_mutant(repo: Path, m: Mutant, claims: list[str], tests: list[str], base:
             "detail": result["detail"], "seconds": seconds}
 
 
+def method_functions() -> set[str]:
+    """``module.function`` of every registered claim method (the check code that decides a verdict)."""
+    sys.path.insert(0, str(ROOT))
+    from dpo_rlhf_checks.registry import CLAIMS
+
+    return {target.replace(":", ".") for c in CLAIMS for target in c.methods.values()}
+
+
+def kind_of(function: str, methods: set[str]) -> str:
+    """"method" for a claim method's own code (and its nested defs), "formula" for everything it calls."""
+    return "method" if any(function == f or function.startswith(f + ".") for f in methods) else "formula"
+
+
 def summarise(entries: list[dict], total_by_module: Counter, sampled: bool) -> dict:
     per = defaultdict(Counter)
+    kinds = defaultdict(Counter)
     for e in entries:
         per[e["path"]][e["status"]] += 1
+        kinds[e.get("kind", "formula")][e["status"]] += 1
     rows = []
     for path in sorted(per):
         c = per[path]
@@ -253,7 +284,12 @@ def summarise(entries: list[dict], total_by_module: Counter, sampled: bool) -> d
     k = sum(r["killed"] for r in rows)
     n = k + sum(r["survived"] for r in rows)
     lo, hi = wilson(k, n)
-    return {"rows": rows, "killed": k, "non_equivalent": n, "equivalent": sum(r["equivalent"] for r in rows),
+    by_kind = {}
+    for kind, c in sorted(kinds.items()):
+        nk = c["killed"] + c["survived"]
+        by_kind[kind] = {"killed": c["killed"], "non_equivalent": nk, "score": c["killed"] / nk if nk else None,
+                         "wilson95": list(wilson(c["killed"], nk))}
+    return {"rows": rows, "by_kind": by_kind, "killed": k, "non_equivalent": n, "equivalent": sum(r["equivalent"] for r in rows),
             "score": k / n if n else None, "wilson95": [lo, hi], "sampled": sampled}
 
 
@@ -268,6 +304,10 @@ def markdown(report: dict) -> str:
              f"{(s['score'] or 0) * 100:.1f} %** of non-equivalent mutants killed "
              f"(95 % Wilson interval {s['wilson95'][0] * 100:.1f} - {s['wilson95'][1] * 100:.1f} %); "
              f"{s['equivalent']} equivalent mutants left out. Goal: >= 90 %.", "",
+             "By kind of code (formula: the functions the methods call; method: a claim method's own body): "
+             + "; ".join(f"{kind} {c['killed']}/{c['non_equivalent']} = {(c['score'] or 0) * 100:.1f} % "
+                         f"({c['wilson95'][0] * 100:.1f} - {c['wilson95'][1] * 100:.1f} %)"
+                         for kind, c in s["by_kind"].items()) + ".", "",
              "| module | mutants in module | run | killed | survived | equivalent | score | 95 % Wilson |",
              "|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in s["rows"]:
@@ -304,6 +344,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--refresh-baseline", action="store_true", help="recompute the cached baseline")
     parser.add_argument("--rerun-survivors", type=Path, default=None,
                         help="a previous mutation.json: run only its survivors again and merge the results")
+    parser.add_argument("--reuse", type=Path, default=None,
+                        help="a previous mutation.json: take the fates of its mutants when the code and the test "
+                             "files are unchanged (same tree), run the others")
     parser.add_argument("--list", action="store_true", help="count the mutants per module and operator and exit")
     args = parser.parse_args(argv)
     if args.sample is not None and args.sample < 1:
@@ -348,19 +391,31 @@ def main(argv: list[str] | None = None) -> int:
         broken = {t: v["failed"] for t, v in base["tests"].items() if v["failed"]}
         if broken:
             print(f"warning: {len(broken)} test files fail on the unmutated copy and kill nothing: {sorted(broken)}")
+        methods = method_functions()
         verdicts_file = tmp / "verdicts.json"
         verdicts_file.write_text(json.dumps({cid: c["verdict"] for cid, c in base["claims"].items()}))
+        reused = {}
+        if args.reuse is not None:
+            old_report = json.loads(args.reuse.read_text())
+            if old_report["tree"] == base["tree"]:
+                reused = {e["id"]: e for e in old_report["mutants"] if e["status"] in ("killed", "survived")}
+            else:
+                print(f"--reuse: {args.reuse} was run on another tree ({old_report['tree']}); nothing reused")
         entries = []
         bar = tqdm(chosen, unit="mutant", dynamic_ncols=True)
         for m in bar:
+            if m.id in reused and m.id not in equivalent:
+                entries.append({**reused[m.id], "kind": kind_of(m.function, methods)})
+                continue
             if m.id in equivalent:
                 entries.append({"id": m.id, "path": m.path, "line": m.line, "function": m.function, "op": m.op,
-                                "mutation": m.description, "claims": [], "tests": [], "status": "equivalent",
+                                "mutation": m.description, "kind": kind_of(m.function, methods), "claims": [],
+                                "tests": [], "status": "equivalent",
                                 "by": None, "detail": equivalent[m.id]["reason"], "seconds": 0.0})
                 continue
             claims, tests = killers(m, base, imports, args.lm_all)
             entries.append(run_mutant(repo, m, claims, tests, base, verdicts_file, args.timeout_factor,
-                                      args.overhead))
+                                      args.overhead, kind_of(m.function, methods)))
             killed = sum(e["status"] == "killed" for e in entries)
             bar.set_postfix(killed=f"{killed}/{sum(e['status'] != 'equivalent' for e in entries)}")
             if len(entries) % 10 == 0:  # a partial report survives an interrupted run
@@ -368,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     seconds = time.perf_counter() - start
-    ran = [e for e in entries if e["seconds"] > 0]
+    ran = [e for e in entries if e["seconds"] > 0 and e["id"] not in reused]
     if previous is not None:  # merge: the previous entries, with the survivors' new fates
         new = {e["id"]: e for e in entries}
         entries = [new.get(e["id"], e) for e in previous["mutants"]]

@@ -1,7 +1,8 @@
 """The killer process of tests/mutation_score.py; it runs inside a copy of the repository, never in a worktree.
 
     python tests/mutation_worker.py baseline --tests T ... --out F   every claim (--quick) and the test files once:
-        verdicts, measured function sets and seconds per claim, outcome and seconds per test file
+        verdicts, measured function sets and seconds per claim, outcome and seconds per test file (--no-claims:
+        the test files only)
     python tests/mutation_worker.py kill --claims ID ... --verdicts F --tests T ... --out F
         the claims (in order; the first whose verdict differs from the baseline kills), then ``pytest -x`` on the
         test files; writes {"killed_by": ..., "detail": ...} ("killed_by" null when the mutant survived)
@@ -78,13 +79,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--claims", nargs="*", default=[])
     parser.add_argument("--tests", nargs="*", default=[])
     parser.add_argument("--verdicts", type=Path, help="kill: the baseline verdicts (JSON: claim id -> verdict)")
+    parser.add_argument("--no-claims", action="store_true", help="baseline: the test files only")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     scratch = Path(tempfile.mkdtemp(prefix="mutation_worker_"))
     if args.mode == "baseline":
         from dpo_rlhf_checks.registry import CLAIMS
 
-        ids = args.claims or [c.id for c in CLAIMS]
+        ids = [] if args.no_claims else args.claims or [c.id for c in CLAIMS]
         claims, _ = _run_claims(ids, None, scratch)
         code, times = _pytest(args.tests, stop_first=False) if args.tests else (0, _FileTimes())
         tests = {f: {"seconds": round(times.seconds.get(f, 0.0), 3), "failed": times.failed.get(f, [])}
