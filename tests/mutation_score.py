@@ -399,8 +399,13 @@ def main(argv: list[str] | None = None) -> int:
             old_report = json.loads(args.reuse.read_text())
             if old_report["tree"] == base["tree"]:
                 reused = {e["id"]: e for e in old_report["mutants"] if e["status"] in ("killed", "survived")}
+            elif old_report["tree"].split("-")[-1] == base["code"]:
+                # the same toolkit code, other test files: a test added since can only kill more, so the killed
+                # stay killed and the survivors run again
+                reused = {e["id"]: e for e in old_report["mutants"] if e["status"] == "killed"}
+                print(f"--reuse: same code, other tests: {len(reused)} killed mutants reused, survivors run again")
             else:
-                print(f"--reuse: {args.reuse} was run on another tree ({old_report['tree']}); nothing reused")
+                print(f"--reuse: {args.reuse} was run on other code ({old_report['tree']}); nothing reused")
         entries = []
         bar = tqdm(chosen, unit="mutant", dynamic_ncols=True)
         for m in bar:
