@@ -24,8 +24,11 @@ Only the claims whose measured function sets (``measured`` in report.json, from
 (``lm-*``, which train a model) only for mutants in toy_lm/ unless ``--lm-all``. The baseline (every claim once,
 every test file once) is cached in the output folder, keyed by a hash of the repository's Python files.
 
-Equivalent mutants (no input can tell them apart from the original) are listed, each with its reason, in
-tests/mutation_equivalent.json, keyed by mutant id; they are left out of the score and listed in the report.
+Reviewed mutants are listed in tests/mutation_equivalent.json, keyed by mutant id, each with a class and a reason:
+``equivalent`` (no input can tell it from the original), ``input`` (it changes only the points or draws a check
+tests, which the verdict is meant not to depend on), ``report`` (it changes only a summary or evidence number that
+no verdict reads). They are left out of the score and listed in the report with their reasons; the "strict" score
+counts the ``input`` and ``report`` ones as survivors.
 
 Writes ``OUT/mutation.json`` (every mutant and its fate) and ``OUT/mutation.md`` (score per module with a 95 %
 Wilson interval when sampled, survivors with file:line and the mutation, equivalent mutants with their reasons).
@@ -289,7 +292,13 @@ def summarise(entries: list[dict], total_by_module: Counter, sampled: bool) -> d
         nk = c["killed"] + c["survived"]
         by_kind[kind] = {"killed": c["killed"], "non_equivalent": nk, "score": c["killed"] / nk if nk else None,
                          "wilson95": list(wilson(c["killed"], nk))}
-    return {"rows": rows, "by_kind": by_kind, "killed": k, "non_equivalent": n, "equivalent": sum(r["equivalent"] for r in rows),
+    # strict: the mutants reviewed as changing only a check's inputs or its report text count as survivors
+    soft = sum(e["status"] == "equivalent" and e.get("class") in ("input", "report") for e in entries)
+    strict = list(wilson(k, n + soft))
+    return {"rows": rows, "by_kind": by_kind, "strict": {"killed": k, "of": n + soft,
+                                                         "score": k / (n + soft) if n + soft else None,
+                                                         "wilson95": strict},
+            "killed": k, "non_equivalent": n, "equivalent": sum(r["equivalent"] for r in rows),
             "score": k / n if n else None, "wilson95": [lo, hi], "sampled": sampled}
 
 
@@ -304,6 +313,9 @@ def markdown(report: dict) -> str:
              f"{(s['score'] or 0) * 100:.1f} %** of non-equivalent mutants killed "
              f"(95 % Wilson interval {s['wilson95'][0] * 100:.1f} - {s['wilson95'][1] * 100:.1f} %); "
              f"{s['equivalent']} equivalent mutants left out. Goal: >= 90 %.", "",
+             f"Strict (the mutants reviewed as changing only a check's inputs or report text counted as survivors): "
+             f"{s['strict']['killed']}/{s['strict']['of']} = {(s['strict']['score'] or 0) * 100:.1f} % "
+             f"({s['strict']['wilson95'][0] * 100:.1f} - {s['strict']['wilson95'][1] * 100:.1f} %).", "",
              "By kind of code (formula: the functions the methods call; method: a claim method's own body): "
              + "; ".join(f"{kind} {c['killed']}/{c['non_equivalent']} = {(c['score'] or 0) * 100:.1f} % "
                          f"({c['wilson95'][0] * 100:.1f} - {c['wilson95'][1] * 100:.1f} %)"
@@ -324,7 +336,8 @@ def markdown(report: dict) -> str:
     equivalents = [e for e in report["mutants"] if e["status"] == "equivalent"]
     lines += ["", f"## Equivalent mutants ({len(equivalents)})", ""]
     for e in sorted(equivalents, key=lambda e: (e["path"], e["line"])):
-        lines.append(f"- `{e['path']}:{e['line']}` {e['op']}: `{e['mutation']}`: {e['detail']} — id `{e['id']}`")
+        lines.append(f"- `{e['path']}:{e['line']}` {e['op']}: `{e['mutation']}`: {e.get('class', 'equivalent')}: "
+                     f"{e['detail']} — id `{e['id']}`")
     return "\n".join(lines) + "\n"
 
 
@@ -375,6 +388,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         chosen = everything
     equivalent = json.loads(EQUIVALENT_FILE.read_text()) if EQUIVALENT_FILE.exists() else {}
+    for key, value in equivalent.items():
+        if value.get("class") not in ("equivalent", "input", "report") or not value.get("reason", "").strip():
+            parser.error(f"{EQUIVALENT_FILE.name}: {key}: needs a class (equivalent, input, report) and a reason")
     args.out.mkdir(parents=True, exist_ok=True)
 
     from tqdm import tqdm
@@ -415,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
             if m.id in equivalent:
                 entries.append({"id": m.id, "path": m.path, "line": m.line, "function": m.function, "op": m.op,
                                 "mutation": m.description, "kind": kind_of(m.function, methods), "claims": [],
-                                "tests": [], "status": "equivalent",
+                                "tests": [], "status": "equivalent", "class": equivalent[m.id]["class"],
                                 "by": None, "detail": equivalent[m.id]["reason"], "seconds": 0.0})
                 continue
             claims, tests = killers(m, base, imports, args.lm_all)
