@@ -27,8 +27,9 @@ every test file once) is cached in the output folder, keyed by a hash of the rep
 Reviewed mutants are listed in tests/mutation_equivalent.json, keyed by mutant id, each with a class and a reason:
 ``equivalent`` (no input can tell it from the original), ``input`` (it changes only the points or draws a check
 tests, which the verdict is meant not to depend on), ``report`` (it changes only a summary or evidence number that
-no verdict reads). They are left out of the score and listed in the report with their reasons; the "strict" score
-counts the ``input`` and ``report`` ones as survivors.
+no verdict reads), ``tolerance`` (a decision tolerance doubled or halved, far from every computed residual). They
+are left out of the score and listed in the report with their reasons; the "strict" score counts all but the
+``equivalent`` ones as survivors.
 
 Writes ``OUT/mutation.json`` (every mutant and its fate) and ``OUT/mutation.md`` (score per module with a 95 %
 Wilson interval when sampled, survivors with file:line and the mutation, equivalent mutants with their reasons).
@@ -60,6 +61,10 @@ from mutation_ops import OPERATORS, Mutant, mutants, valid  # noqa: E402
 IGNORE = shutil.ignore_patterns(".git", "results*", "__pycache__", ".pytest_cache", ".hypothesis", "*.pyc",
                                 "audit_figures", ".venv", "venv")
 EQUIVALENT_FILE = ROOT / "tests" / "mutation_equivalent.json"
+# equivalent: no input tells it apart; input: moves only a check's test points or draws; report: changes only a
+# summary or evidence value no verdict reads; tolerance: a decision tolerance x2 or /2 that the computed residuals,
+# orders of magnitude away, never reach (only a test pinning the constant would notice)
+REVIEW_CLASSES = ("equivalent", "input", "report", "tolerance")
 
 # The formula modules: file glob -> (defs not mutated, the only top-level defs mutated or None for all).
 # Skipped defs print or parse, they compute no number a verdict reads.
@@ -293,7 +298,7 @@ def summarise(entries: list[dict], total_by_module: Counter, sampled: bool) -> d
         by_kind[kind] = {"killed": c["killed"], "non_equivalent": nk, "score": c["killed"] / nk if nk else None,
                          "wilson95": list(wilson(c["killed"], nk))}
     # strict: the mutants reviewed as changing only a check's inputs or its report text count as survivors
-    soft = sum(e["status"] == "equivalent" and e.get("class") in ("input", "report") for e in entries)
+    soft = sum(e["status"] == "equivalent" and e.get("class") != "equivalent" for e in entries)
     strict = list(wilson(k, n + soft))
     return {"rows": rows, "by_kind": by_kind, "strict": {"killed": k, "of": n + soft,
                                                          "score": k / (n + soft) if n + soft else None,
@@ -313,7 +318,7 @@ def markdown(report: dict) -> str:
              f"{(s['score'] or 0) * 100:.1f} %** of non-equivalent mutants killed "
              f"(95 % Wilson interval {s['wilson95'][0] * 100:.1f} - {s['wilson95'][1] * 100:.1f} %); "
              f"{s['equivalent']} equivalent mutants left out. Goal: >= 90 %.", "",
-             f"Strict (the mutants reviewed as changing only a check's inputs or report text counted as survivors): "
+             f"Strict (the reviewed input, report and tolerance mutants counted as survivors): "
              f"{s['strict']['killed']}/{s['strict']['of']} = {(s['strict']['score'] or 0) * 100:.1f} % "
              f"({s['strict']['wilson95'][0] * 100:.1f} - {s['strict']['wilson95'][1] * 100:.1f} %).", "",
              "By kind of code (formula: the functions the methods call; method: a claim method's own body): "
@@ -389,8 +394,8 @@ def main(argv: list[str] | None = None) -> int:
         chosen = everything
     equivalent = json.loads(EQUIVALENT_FILE.read_text()) if EQUIVALENT_FILE.exists() else {}
     for key, value in equivalent.items():
-        if value.get("class") not in ("equivalent", "input", "report") or not value.get("reason", "").strip():
-            parser.error(f"{EQUIVALENT_FILE.name}: {key}: needs a class (equivalent, input, report) and a reason")
+        if value.get("class") not in REVIEW_CLASSES or not value.get("reason", "").strip():
+            parser.error(f"{EQUIVALENT_FILE.name}: {key}: needs a class {REVIEW_CLASSES} and a reason")
     args.out.mkdir(parents=True, exist_ok=True)
 
     from tqdm import tqdm
