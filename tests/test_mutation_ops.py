@@ -1,0 +1,146 @@
+"""The mutant generator of tests/mutation_score.py: each operator makes a mutant that differs from the original
+and that a planted killer (a check of the function's values at chosen points) kills; ids are stable; the runner's
+killer selection and its Wilson interval. The slow test runs ``mutation_score.py --sample`` on one small module.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mutation_ops import OPERATORS, mutants, valid  # noqa: E402
+import mutation_score  # noqa: E402
+
+SOURCE = '''"""A module docstring with 3 numbers 1 < 2 is not mutated."""
+import math
+
+SCALE = 3.0
+
+
+def f(a, b):
+    """Docstring: 2 * a is not mutated."""
+    if a < b:
+        low = min(a, b) + 2.0 * (a - b)
+    elif a >= b + 1:
+        low = -math.pow(a, b) / b
+    else:
+        low = a ** 2 - b
+    if a == b + 10:
+        raise ValueError(f"tie at {a + 1}")  # not mutated: an error message
+    return low * SCALE
+
+
+def g(x):
+    def inner(y):
+        return y - 0.5
+    return inner(x) + x
+'''
+POINTS = [(1.0, 2.0), (2.0, 1.0), (3.0, 1.5), (1.5, 1.25), (0.5, 1.0), (4.0, 2.0), (2.0, 2.0), (1.0, 1.0),
+          (3.0, 2.0), (-1.0, 0.5), (3.0, 2.25), (12.0, 2.0)]
+
+
+def _values(text: str):
+    ns: dict = {}
+    exec(compile(text, "<mutant>", "exec"), ns)
+    out = []
+    for a, b in POINTS:
+        try:
+            out.append(round(ns["f"](a, b), 12))
+        except Exception as err:  # a raise is an observable difference too
+            out.append(type(err).__name__)
+    for x in (0.0, 1.0, 3.0):
+        out.append(round(ns["g"](x), 12))
+    return out
+
+
+def test_every_operator_makes_mutants_that_differ_and_the_planted_killer_kills_each():
+    found = mutants(SOURCE, "pkg/mod.py", "pkg.mod")
+    assert {m.op for m in found} == set(OPERATORS)  # each operator applies to this source
+    baseline = _values(SOURCE)
+    survivors = []
+    for m in found:
+        assert valid(m, SOURCE), m.id  # parses, and its syntax tree differs from the original
+        assert m.text != SOURCE and m.old in SOURCE
+        if _values(m.text) == baseline:
+            survivors.append((m.op, m.description))
+    # the points include ties (a == b, a == b + 1, a == b + 10) and a - b = 0.75, so even the boundary mutants are told apart
+    assert survivors == [], survivors
+
+
+def test_docstrings_messages_and_raise_are_not_mutated():
+    found = mutants(SOURCE, "pkg/mod.py", "pkg.mod")
+    lines = {m.line for m in found}
+    assert 1 not in lines and 8 not in lines  # the docstrings
+    assert 16 not in lines  # the raise with its f-string
+    assert all(m.function.startswith("pkg.mod.") for m in found)
+    assert {m.function for m in found} == {"pkg.mod.<module>", "pkg.mod.f", "pkg.mod.g", "pkg.mod.g.<locals>.inner"}
+
+
+def test_ids_are_stable_under_edits_elsewhere_and_unique():
+    found = mutants(SOURCE, "pkg/mod.py", "pkg.mod")
+    ids = [m.id for m in found]
+    assert len(set(ids)) == len(ids)
+    shifted = mutants("# a new comment line\n\n" + SOURCE, "pkg/mod.py", "pkg.mod")
+    assert [m.id for m in shifted] == ids
+    assert [m.line for m in shifted] == [m.line + 2 for m in found]
+
+
+def test_skip_and_only_restrict_the_defs():
+    assert {m.function for m in mutants(SOURCE, "p.py", "p", skip={"f"})} == {"p.<module>", "p.g",
+                                                                             "p.g.<locals>.inner"}
+    assert {m.function for m in mutants(SOURCE, "p.py", "p", only={"g"})} == {"p.g", "p.g.<locals>.inner"}
+
+
+def test_killers_follow_the_measured_sets_and_the_imports():
+    found = {m.function: m for m in mutants(SOURCE, "pkg/mod.py", "pkg.mod")}
+    base = {"claims": {"c-f": {"verdict": "holds", "measured": ["pkg.mod.f"], "seconds": 2.0},
+                       "c-inner": {"verdict": "holds", "measured": ["pkg.mod.g", "pkg.mod.g.<locals>.inner"],
+                                   "seconds": 1.0},
+                       "c-other": {"verdict": "holds", "measured": ["pkg.model.f"], "seconds": 1.0},
+                       "lm-x": {"verdict": "holds", "measured": ["pkg.mod.f"], "seconds": 30.0}},
+            "tests": {"t_a.py": {"seconds": 3.0, "failed": []}, "t_b.py": {"seconds": 1.0, "failed": []},
+                      "t_broken.py": {"seconds": 1.0, "failed": ["t_broken.py::x"]}}}
+    imports = {"t_a.py": {"pkg.mod"}, "t_b.py": {"pkg", "pkg.mod"}, "t_broken.py": {"pkg.mod"}}
+    claims, tests = mutation_score.killers(found["pkg.mod.f"], base, imports, lm_all=False)
+    assert claims == ["c-f"] and tests == ["t_b.py", "t_a.py"]  # cheapest first; no LM claim; no broken file
+    assert mutation_score.killers(found["pkg.mod.f"], base, imports, lm_all=True)[0] == ["c-f", "lm-x"]
+    assert mutation_score.killers(found["pkg.mod.g"], base, imports, False)[0] == ["c-inner"]
+    assert mutation_score.killers(found["pkg.mod.g.<locals>.inner"], base, imports, False)[0] == ["c-inner"]
+    # a module-level line (SCALE): every claim that runs a function of the module, not of pkg.model
+    assert mutation_score.killers(found["pkg.mod.<module>"], base, imports, False)[0] == ["c-inner", "c-f"]
+
+
+def test_wilson_interval_matches_the_published_value():
+    # 8 of 10, worked by hand: centre (0.8 + 1.96^2/20) / (1 + 1.96^2/10) = 0.71671, half-width
+    # 1.96 sqrt(0.8 * 0.2 / 10 + 1.96^2 / 400) / (1 + 1.96^2/10) = 0.22655
+    lo, hi = mutation_score.wilson(8, 10)
+    assert lo == pytest.approx(0.4902, abs=1e-4) and hi == pytest.approx(0.9433, abs=1e-4)
+    lo, hi = mutation_score.wilson(0, 10)
+    assert lo == 0.0 and hi == pytest.approx(1.96**2 / (10 + 1.96**2), rel=1e-12)  # the closed form at k = 0
+
+
+@pytest.mark.slow
+def test_mutation_score_sample_runs_end_to_end(tmp_path):
+    script = Path(__file__).with_name("mutation_score.py")
+    proc = subprocess.run([sys.executable, str(script), "--modules", "dpo_rlhf_checks/stream_stats.py",
+                           "--sample", "3", "--seed", "1", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=3600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((tmp_path / "mutation.json").read_text())
+    assert report["mutants_run"] == 3
+    assert all(e["status"] in ("killed", "survived", "equivalent") for e in report["mutants"])
+    assert all(e["path"] == "dpo_rlhf_checks/stream_stats.py" for e in report["mutants"])
+    s = report["summary"]
+    assert s["non_equivalent"] + s["equivalent"] == 3
+    assert (tmp_path / "mutation.md").read_text().startswith("# Mutation score")
+    # the worktree is untouched: the mutants were written into a temporary copy only
+    diff = subprocess.run(["git", "status", "--porcelain", "dpo_rlhf_checks/stream_stats.py"],
+                          cwd=script.parents[1], capture_output=True, text=True)
+    assert diff.stdout == ""
+    assert math.isfinite(report["seconds"])
