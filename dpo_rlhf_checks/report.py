@@ -265,11 +265,11 @@ def format_table(report: dict[str, Any], width: int = 60) -> str:
         counts[c["verdict"]] = counts.get(c["verdict"], 0) + 1
     lines.append("")
     lines.append("verdicts: " + ", ".join(f"{v} {n}" for v, n in counts.items()))
+    lines.append("key: " + "; ".join(f"{v}: {VERDICT_MEANINGS[v]}" for v in counts if v in VERDICT_MEANINGS))
     low = [c["id"] for c in report["claims"] if below_two(c)]
     if low:
         lines.append(f"below 2 measured-independent methods (indep counts methods with disjoint measured formula "
                      f"sets; see report.md): {', '.join(low)}")
-    lines.append("key: " + "; ".join(f"{v}: {VERDICT_MEANINGS[v]}" for v in counts if v in VERDICT_MEANINGS))
     return "\n".join(lines)
 
 

@@ -41,7 +41,8 @@ _DEPS_STAGE = (
     # the toolkit's losses the runs train with
     "dpo_rlhf_checks.losses.dpo_loss", "dpo_rlhf_checks.losses.dpo_bt_loss", "dpo_rlhf_checks.losses.ipo_loss",
     "dpo_rlhf_checks.losses.dpop_loss", "dpo_rlhf_checks.losses.get_loss", "dpo_rlhf_checks.losses.implicit_target",
-    "dpo_rlhf_checks.losses.alignment_certificate", "dpo_rlhf_checks.losses.critical_loss",
+    "dpo_rlhf_checks.losses.alignment_certificate", "dpo_rlhf_checks.losses.certificate_tolerance",
+    "dpo_rlhf_checks.losses.critical_loss",
     "dpo_rlhf_checks.losses._make_target_loss.<locals>.loss", "dpo_rlhf_checks.losses._target_loss",
     "dpo_rlhf_checks.losses._dpo_target", "dpo_rlhf_checks.losses._clip_target", "dpo_rlhf_checks.losses._smooth_target",
     "dpo_rlhf_checks.losses._eq17_target", "dpo_rlhf_checks.losses._easy_target", "dpo_rlhf_checks.losses._softplus",
