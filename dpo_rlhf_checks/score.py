@@ -563,6 +563,37 @@ def sequence_logps(model, seqs: Sequences, *, batch_size: int, pad_id: int, devi
     return out
 
 
+def reward_sequences(tokenizer, rows: Sequence[dict], max_length: int | None) -> list[list[int]]:
+    """The 2n token lists a reward model scores (chosen of every row, then rejected), as TRL's RewardTrainer
+    builds them (see :func:`reward_scores`)."""
+    seqs = []
+    for side in ("chosen", "rejected"):
+        for row in rows:
+            if isinstance(row[side], list):
+                ids = _chat_ids(tokenizer, row["prompt"] + row[side], **_template_kwargs(row))
+            else:
+                eos = tokenizer.eos_token or ""
+                text = row[side] if row[side].endswith(eos) else row[side] + eos
+                ids = list(tokenizer(text=row["prompt"] + text)["input_ids"])
+            seqs.append(ids[:max_length] if max_length is not None else ids)
+    return seqs
+
+
+def context_problem(model, lengths: Sequence[int], where: Sequence[str], what: str) -> str | None:
+    """Why a sequence cannot be scored by ``model``: longer than its position limit (the config's
+    ``max_position_embeddings``, GPT-2's ``n_positions``), or None. Past it a model with learned positions fails
+    deep inside (GPT-2: an index error), one with rotary positions scores tokens it was never trained to place.
+    lengths: (2n,) sequence lengths, chosen of every pair then rejected; where: (n,) the pairs' names."""
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if not isinstance(limit, int) or not len(lengths) or max(lengths) <= limit:
+        return None
+    i = int(np.argmax(np.asarray(lengths) > limit))
+    n = len(lengths) // 2
+    side = "chosen" if i < n else "rejected"
+    return (f"{where[i % n]}: the {side} sequence has {lengths[i]} tokens, more than the {limit} positions of "
+            f"{what} (its config's max_position_embeddings): set --max-length {limit} or less")
+
+
 def reward_scores(model, tokenizer, rows: Sequence[dict], *, batch_size: int, max_length: int | None, device,
                   progress=None, parallel: Parallel | None = None, log=None) -> tuple[np.ndarray, np.ndarray]:
     """Scores (n,) of prompt + chosen and prompt + rejected by a one-output sequence-classification model.
@@ -580,16 +611,7 @@ def reward_scores(model, tokenizer, rows: Sequence[dict], *, batch_size: int, ma
         raise ScoreInputError("the reward model's tokenizer has neither a pad token nor an eos token")
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = pad_id  # sequence classifiers find the last token through it
-    seqs = []
-    for side in ("chosen", "rejected"):
-        for row in rows:
-            if isinstance(row[side], list):
-                ids = _chat_ids(tokenizer, row["prompt"] + row[side], **_template_kwargs(row))
-            else:
-                eos = tokenizer.eos_token or ""
-                text = row[side] if row[side].endswith(eos) else row[side] + eos
-                ids = list(tokenizer(text=row["prompt"] + text)["input_ids"])
-            seqs.append(ids[:max_length] if max_length is not None else ids)
+    seqs = reward_sequences(tokenizer, rows, max_length)
     device = _input_device(model, device)
     model.eval()
 
@@ -1335,6 +1357,16 @@ def _main(argv: list[str] | None) -> int:
 
         try:
             prepared = prepare_pairs(tokenizer, rows, config, where)
+            lengths = [len(ids) for ids in prepared.seqs.ids]
+            problem = context_problem(model, lengths, prepared.where, f"--model {args.model}")
+            if problem is None and ref_model is not None:
+                problem = context_problem(ref_model, lengths, prepared.where, f"--ref-model {args.ref_model}")
+            if problem is None and reward_model is not None:
+                lengths = [len(ids) for ids in reward_sequences(reward_tok, prepared.rows, config.max_length)]
+                problem = context_problem(reward_model, lengths, prepared.where,
+                                          f"--reward-model {args.reward_model}")
+            if problem is not None:
+                raise ScoreInputError(problem)
         except ScoreInputError as err:
             raise ScoreInputError(f"{args.data}: {err}") from None
         # Said once the data and the models are known good: a refused run prints its one error line only.

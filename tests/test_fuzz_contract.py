@@ -953,6 +953,9 @@ def check_score(root: Path, argv, raw: bytes, facts, kind, expected):
 
 ONE_ROW = b'{"prompt": "the the", "chosen": " the", "rejected": " the"}\n'
 ONE_ROW_FACTS = {"valid": True, "empty": False, "long": False, "rows": 1, "prompt_tokens": [2]}
+LONG_ROW = (json.dumps({"prompt": "a", "chosen": " cat", "rejected": " " + " ".join(["the"] * (N_POSITIONS + 5))})
+            + "\n").encode()
+LONG_ROW_FACTS = {"valid": True, "empty": False, "long": True, "rows": 1, "prompt_tokens": [1]}
 SCORE_ARGV = ["score", "--model", "{root}/ref", "--data", "{case}/data.jsonl", "--out", "{case}/o.jsonl"]
 
 
@@ -970,5 +973,10 @@ SCORE_ARGV = ["score", "--model", "{root}/ref", "--data", "{case}/data.jsonl", "
 # "score: N pairs from ..." line: two lines on stderr. That line now comes once the data is known good.
 @example(case=(SCORE_ARGV + ["--max-length", "2", "--no-progress"], ONE_ROW, ONE_ROW_FACTS, "string", False))
 @example(case=(SCORE_ARGV + ["--max-length", "3", "--no-progress"], ONE_ROW, ONE_ROW_FACTS, "string", True))
+# Found while writing this test: a sequence longer than the model's 256 positions (--max-length default 1024, or 0)
+# was an IndexError traceback from the position embedding; now one line naming the row and the model's limit.
+@example(case=(SCORE_ARGV + ["--max-length", "0", "--no-progress"], LONG_ROW, LONG_ROW_FACTS, "string", False))
+@example(case=(SCORE_ARGV + ["--reward-model", "{root}/rm", "--max-length", str(N_POSITIONS), "--no-progress"],
+               LONG_ROW, LONG_ROW_FACTS, "string", True))
 def test_score_contract(score_root, case):
     check_score(score_root, *case)
