@@ -15,6 +15,12 @@ draws 2000); ``test_end_to_end_*`` run a few through the real command line.
 
 ``lm-map`` (issue 17, ``test_lm_map_contract``): arguments, LM config files, TOY_LM_THREADS and --out, with the
 training replaced by a stand-in; a run is refused with one line or reaches the training, as its input decides.
+
+``score`` (issue 17, ``test_score_contract``, ``test_score_contract_each_fault``): arguments, JSON Lines data files
+(missing columns, wrong types, duplicate keys, BOM, bad encodings, empty files, bad messages, mixed formats, rows
+longer than the model's context) and model folders, with the tiny local models; a run is refused with one line
+(and changes no file) or scores every row it keeps into a valid output, as its input decides. The inputs are
+never changed.
 """
 
 from __future__ import annotations
@@ -621,9 +627,9 @@ def _message(role, content):
 @st.composite
 def score_data(draw, broken: bool = False, mutation: str | None = None):
     """(file bytes, kind, facts): a data file, malformed when ``broken`` (or with the given ``mutation``); kind is
-    "string", "conversational" or
-    "implicit"; facts: {"valid": True / False, "prompt_tokens": [per row, or None where the class does not tell],
-    "empty": an empty completion, "long": a row longer than the model's context, "rows": number of rows}."""
+    "string", "conversational" or "implicit"; facts: {"valid": True / False, "prompt_tokens": [per row, or None
+    where the class does not tell], "empty": an empty completion, "long": a row longer than the model's context,
+    "rows": number of rows, "mutation": the drawn class}."""
     kind = draw(st.sampled_from(["string", "string", "conversational", "implicit"]))
     n = draw(st.integers(1, 5))
     rows, prompt_tokens = [], []
