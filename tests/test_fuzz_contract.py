@@ -788,7 +788,7 @@ PATHS = {"ref": "{root}/ref", "pol": "{root}/pol", "rm": "{root}/rm", "missing":
          "not-a-model": "{root}/not-a-model", "broken-config": "{root}/broken-config", "a-file": "{root}/a-file",
          "new": "{case}/o.jsonl", "existing file": "{case}/old.jsonl", "the data": "{case}/data.jsonl",
          "a symlink to the data": "{case}/link.jsonl", "a hard link to the data": "{case}/hard.jsonl",
-         "inside the model folder": "{root}/ref/o.jsonl", "trailing slash": "{case}/new/",
+         "trailing slash": "{case}/new/",
          "missing folder": "{case}/no/o.jsonl", "/proc": "/proc/nope/o.jsonl", "empty": "",
          "file": "{case}/data.jsonl", "no such file": "{case}/nope.jsonl", "a folder": "{case}",
          "the model folder": "{root}/ref"}
@@ -821,7 +821,9 @@ def score_cases(draw, fault: str | None = None):
 
     raw, kind, facts = draw(score_data(broken="data" in faults, mutation=fault if fault in DATA_FAULTS else None))
     model, data, out = pick("--model"), pick("--data"), pick("--out")
-    argv = ["score", "--model", PATHS[model], "--data", PATHS[data], "--out", PATHS[out]]
+    # inside the folder of the --model drawn (a model folder that is no input may be written into)
+    out_path = PATHS[model] + "/o.jsonl" if out == "inside the model folder" else PATHS[out]
+    argv = ["score", "--model", PATHS[model], "--data", PATHS[data], "--out", out_path]
     opts = {name: pick(name) for name in ("--ref-model", "--reward-model", "--batch-size", "--max-length",
                                           "--truncation-mode", "--chunk-pairs", "--seed", "--device", "--dtype")}
     if opts["--device"] == "cuda" and _cuda():
@@ -846,7 +848,7 @@ def score_cases(draw, fault: str | None = None):
         elif pairs_out == "without --ref-model" and "--ref-model" in argv:
             k = argv.index("--ref-model")
             del argv[k:k + 2]
-        flags = {"new": "{case}/flags.jsonl", "without --ref-model": "{case}/flags.jsonl", "the out": PATHS[out]}
+        flags = {"new": "{case}/flags.jsonl", "without --ref-model": "{case}/flags.jsonl", "the out": out_path}
         argv += ["--pairs-out", flags.get(pairs_out) or PATHS[pairs_out]]
     if draw(st.booleans()):
         argv.append("--json")
