@@ -60,7 +60,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from dpo_rlhf_checks.cli import BadInput, OneLineParser, no_duplicate_keys, short_message
+from dpo_rlhf_checks.cli import (MAX_SEED, BadInput, OneLineParser, no_duplicate_keys, seed_problem,
+                                 short_message)
 from dpo_rlhf_checks.paths import output_overwrites_input
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -562,6 +563,37 @@ def sequence_logps(model, seqs: Sequences, *, batch_size: int, pad_id: int, devi
     return out
 
 
+def reward_sequences(tokenizer, rows: Sequence[dict], max_length: int | None) -> list[list[int]]:
+    """The 2n token lists a reward model scores (chosen of every row, then rejected), as TRL's RewardTrainer
+    builds them (see :func:`reward_scores`)."""
+    seqs = []
+    for side in ("chosen", "rejected"):
+        for row in rows:
+            if isinstance(row[side], list):
+                ids = _chat_ids(tokenizer, row["prompt"] + row[side], **_template_kwargs(row))
+            else:
+                eos = tokenizer.eos_token or ""
+                text = row[side] if row[side].endswith(eos) else row[side] + eos
+                ids = list(tokenizer(text=row["prompt"] + text)["input_ids"])
+            seqs.append(ids[:max_length] if max_length is not None else ids)
+    return seqs
+
+
+def context_problem(model, lengths: Sequence[int], where: Sequence[str], what: str) -> str | None:
+    """Why a sequence cannot be scored by ``model``: longer than its position limit (the config's
+    ``max_position_embeddings``, GPT-2's ``n_positions``), or None. Past it a model with learned positions fails
+    deep inside (GPT-2: an index error), one with rotary positions scores tokens it was never trained to place.
+    lengths: (2n,) sequence lengths, chosen of every pair then rejected; where: (n,) the pairs' names."""
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if not isinstance(limit, int) or not len(lengths) or max(lengths) <= limit:
+        return None
+    i = int(np.argmax(np.asarray(lengths) > limit))
+    n = len(lengths) // 2
+    side = "chosen" if i < n else "rejected"
+    return (f"{where[i % n]}: the {side} sequence has {lengths[i]} tokens, more than the {limit} positions of "
+            f"{what} (its config's max_position_embeddings): set --max-length {limit} or less")
+
+
 def reward_scores(model, tokenizer, rows: Sequence[dict], *, batch_size: int, max_length: int | None, device,
                   progress=None, parallel: Parallel | None = None, log=None) -> tuple[np.ndarray, np.ndarray]:
     """Scores (n,) of prompt + chosen and prompt + rejected by a one-output sequence-classification model.
@@ -579,16 +611,7 @@ def reward_scores(model, tokenizer, rows: Sequence[dict], *, batch_size: int, ma
         raise ScoreInputError("the reward model's tokenizer has neither a pad token nor an eos token")
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = pad_id  # sequence classifiers find the last token through it
-    seqs = []
-    for side in ("chosen", "rejected"):
-        for row in rows:
-            if isinstance(row[side], list):
-                ids = _chat_ids(tokenizer, row["prompt"] + row[side], **_template_kwargs(row))
-            else:
-                eos = tokenizer.eos_token or ""
-                text = row[side] if row[side].endswith(eos) else row[side] + eos
-                ids = list(tokenizer(text=row["prompt"] + text)["input_ids"])
-            seqs.append(ids[:max_length] if max_length is not None else ids)
+    seqs = reward_sequences(tokenizer, rows, max_length)
     device = _input_device(model, device)
     model.eval()
 
@@ -717,12 +740,17 @@ def _load_model(path: str, config: ScoreConfig, device, auto_class: str, what: s
     verbosity = tl.get_verbosity()
     tl.set_verbosity_error()
     try:
-        transformers.AutoConfig.from_pretrained(path)
+        model_config = transformers.AutoConfig.from_pretrained(path)
     except (OSError, ValueError, KeyError) as err:
         where = "" if Path(path).expanduser().exists() else " (not a local folder; tried as a hub model id)"
         raise ScoreInputError(f"{what}: cannot load {path}{where}: {short_message(err, 1000)}") from None
     finally:
         tl.set_verbosity(verbosity)
+    n_labels = getattr(model_config, "num_labels", None)
+    if auto_class == "AutoModelForSequenceClassification" and n_labels != 1:
+        # before the weights load: a causal LM's folder would get a random 2-output head (and a warning) first
+        raise ScoreInputError(f"{what}: {path} has num_labels={n_labels}; a reward model has one output "
+                              "(num_labels=1)")
     kwargs: dict[str, Any] = {"dtype": DTYPES[config.dtype]}
     if device_map is not None:
         kwargs["device_map"] = device_map
@@ -1161,7 +1189,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pairs-out", default=None, help="with --audit and --ref-model: per-pair flags (JSON Lines)")
     p.add_argument("--json", action="store_true", help="print the result (and the audit) as one JSON object")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (neither score's nor the libraries')")
-    p.add_argument("--seed", type=int, default=0, help="torch seed (scoring is deterministic; default 0)")
+    p.add_argument("--seed", type=int, default=0,
+                   help=f"torch seed, 0..{MAX_SEED} (scoring is deterministic; default 0)")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run of the same command from its progress record (OUT.progress.json)")
     p.add_argument("--chunk-pairs", type=int, default=1024,
@@ -1259,6 +1288,9 @@ def _main(argv: list[str] | None) -> int:
         parser.error("--beta needs --audit")
     if args.chunk_pairs < 1:
         parser.error(f"--chunk-pairs must be >= 1, got {args.chunk_pairs}")
+    problem = seed_problem(args.seed)  # the range every command takes (torch's seed would overflow past 2^64)
+    if problem is not None:
+        parser.error(f"--seed: {problem}")
     if args.resume and read_progress(args.out) is None:  # before any model loads
         parser.error(f"--resume: no progress record {progress_path(args.out)}: the run into {args.out} finished, or "
                      "never wrote a chunk; rerun without --resume")
@@ -1318,6 +1350,26 @@ def _main(argv: list[str] | None) -> int:
         if args.reward_model is not None:
             reward_model, reward_tok = load_reward_model(args.reward_model, config, device,
                                                          device_map=args.device_map)
+
+        def log(message: str) -> None:
+            prefix = f"process {parallel.rank}: " if parallel.world_size > 1 else ""
+            print(f"score: {prefix}{message}", file=sys.stderr)
+
+        try:
+            prepared = prepare_pairs(tokenizer, rows, config, where)
+            lengths = [len(ids) for ids in prepared.seqs.ids]
+            problem = context_problem(model, lengths, prepared.where, f"--model {args.model}")
+            if problem is None and ref_model is not None:
+                problem = context_problem(ref_model, lengths, prepared.where, f"--ref-model {args.ref_model}")
+            if problem is None and reward_model is not None:
+                lengths = [len(ids) for ids in reward_sequences(reward_tok, prepared.rows, config.max_length)]
+                problem = context_problem(reward_model, lengths, prepared.where,
+                                          f"--reward-model {args.reward_model}")
+            if problem is not None:
+                raise ScoreInputError(problem)
+        except ScoreInputError as err:
+            raise ScoreInputError(f"{args.data}: {err}") from None
+        # Said once the data and the models are known good: a refused run prints its one error line only.
         n_params = sum(p.numel() for p in model.parameters())
         placed = sorted({str(d) for d in (getattr(model, "hf_device_map", None) or {"": device}).values()})
         where_run = f"device map auto ({', '.join(placed)})" if args.device_map else f"device {device}"
@@ -1328,15 +1380,6 @@ def _main(argv: list[str] | None) -> int:
                   + f"; {where_run}, dtype {config.dtype}, batch {config.batch_size} pairs, max_length "
                   f"{config.max_length} ({config.truncation_mode})"
                   + (f"; {parallel.world_size} processes" if parallel.world_size > 1 else ""), file=sys.stderr)
-
-        def log(message: str) -> None:
-            prefix = f"process {parallel.rank}: " if parallel.world_size > 1 else ""
-            print(f"score: {prefix}{message}", file=sys.stderr)
-
-        try:
-            prepared = prepare_pairs(tokenizer, rows, config, where)
-        except ScoreInputError as err:
-            raise ScoreInputError(f"{args.data}: {err}") from None
         # The progress record: what must be the same for a resumed run to continue this one exactly.
         import hashlib
 

@@ -15,6 +15,12 @@ draws 2000); ``test_end_to_end_*`` run a few through the real command line.
 
 ``lm-map`` (issue 17, ``test_lm_map_contract``): arguments, LM config files, TOY_LM_THREADS and --out, with the
 training replaced by a stand-in; a run is refused with one line or reaches the training, as its input decides.
+
+``score`` (issue 17, ``test_score_contract``, ``test_score_contract_each_fault``): arguments, JSON Lines data files
+(missing columns, wrong types, duplicate keys, BOM, bad encodings, empty files, bad messages, mixed formats, rows
+longer than the model's context) and model folders, with the tiny local models; a run is refused with one line
+(and changes no file) or scores every row it keeps into a valid output, as its input decides. The inputs are
+never changed.
 """
 
 from __future__ import annotations
@@ -31,7 +37,8 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from hypothesis import event, example, given
+import pytest
+from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
 from dpo_rlhf_checks import audit as A
@@ -576,3 +583,425 @@ def check_lm_map(argv, threads, config, out_kind, valid):
 @example((["--lm-config", "map", "--seed", "0", "--device", "cpu"], "99999", None, "new", False))
 def test_lm_map_contract(case):
     check_lm_map(*case)
+
+
+# ------------------------------------------------------------------------------------------------
+# score (issue 17): arguments, data files and model folders. The tiny models of tests/dpo_rlhf_checks/test_score.py
+# (built once per module), in process through dpo_rlhf_checks.cli.main. Every drawn input class says whether the
+# run is valid (True), refused (False) or not decided by its class (None); the outcome must agree.
+
+N_POSITIONS = 256  # the tiny GPT-2's context (tiny.gpt2_config): a longer sequence cannot be scored by it
+SCORE_WORDS = ("the a cat dog sat ran on under mat rug red blue big small happy sad and or not yes no is was it he "
+               "she they we you i to of in at with why how what good bad answer one two three").split()
+not_a_string = st.one_of(st.integers(-10, 10), st.floats(allow_nan=False), st.booleans(), st.just({"a": 1}),
+                         st.just([]), st.just([1]), st.just(10 ** 400))
+
+
+@pytest.fixture(scope="module")
+def score_root(tmp_path_factory):
+    """ref, pol (causal LMs), rm (a reward model), a folder without a model, one with a broken config.json."""
+    pytest.importorskip("transformers")
+    pytest.importorskip("tokenizers")
+    from dpo_rlhf_checks.integrations import tiny
+
+    root = tmp_path_factory.mktemp("score-models")
+    tiny.build_causal_lm(root / "ref", seed=0)
+    tiny.build_causal_lm(root / "pol", seed=1)
+    tiny.build_reward_model(root / "rm", seed=2)
+    (root / "not-a-model").mkdir()
+    (root / "not-a-model" / "readme.txt").write_text("no model here")
+    (root / "broken-config").mkdir()
+    (root / "broken-config" / "config.json").write_text('{"model_type": "gpt2", ')
+    (root / "a-file").write_text("a file")
+    return root
+
+
+def _words(draw, lo=1, hi=6):
+    return " ".join(draw(st.lists(st.sampled_from(SCORE_WORDS), min_size=lo, max_size=hi)))
+
+
+def _message(role, content):
+    return {"role": role, "content": content}
+
+
+@st.composite
+def score_data(draw, broken: bool = False, mutation: str | None = None):
+    """(file bytes, kind, facts): a data file, malformed when ``broken`` (or with the given ``mutation``); kind is
+    "string", "conversational" or "implicit"; facts: {"valid": True / False, "prompt_tokens": [per row, or None
+    where the class does not tell], "empty": an empty completion, "long": a row longer than the model's context,
+    "rows": number of rows, "mutation": the drawn class}."""
+    kind = draw(st.sampled_from(["string", "string", "conversational", "implicit"]))
+    n = draw(st.integers(1, 5))
+    rows, prompt_tokens = [], []
+    for _ in range(n):
+        prompt = _words(draw)
+        chosen, rejected = _words(draw), _words(draw)
+        if kind == "string":
+            rows.append({"prompt": prompt, "chosen": " " + chosen, "rejected": " " + rejected})
+            prompt_tokens.append(len(prompt.split()))
+        elif kind == "conversational":
+            role = draw(st.sampled_from(["user", "user", "system", "villain"]))  # any string role renders
+            rows.append({"prompt": [_message(role, prompt)], "chosen": [_message("assistant", chosen)],
+                         "rejected": [_message("assistant", rejected)]})
+            prompt_tokens.append(len(prompt.split()) + 3)  # "<|role|> prompt <|end|> <|assistant|> "
+        else:  # TRL's implicit prompt: the common prefix of chosen and rejected (cut where the class cannot tell)
+            rows.append({"chosen": prompt + " " + chosen, "rejected": prompt + " " + rejected})
+            prompt_tokens.append(None)
+    facts = {"valid": True, "empty": False, "long": False, "rows": n}
+    mutation = mutation or draw(st.sampled_from(DATA_FAULTS if broken else DATA_FINE))
+    i = draw(st.integers(0, n - 1))
+    row = rows[i]
+    if mutation == "missing column":
+        # no prompt in row 1 would switch the file to the implicit format; elsewhere it is a missing field
+        names = ["chosen", "rejected"] + (["prompt"] if kind != "implicit" and i > 0 else [])
+        del row[draw(st.sampled_from(names))]
+        facts["valid"] = False
+    elif mutation == "null field":
+        row[draw(st.sampled_from(sorted(row)))] = None
+        facts["valid"] = False
+    elif mutation == "wrong type":
+        name = draw(st.sampled_from(sorted(row)))
+        row[name] = draw(not_a_string) if isinstance(row[name], str) else draw(st.sampled_from(["text", 3, {}]))
+        facts["valid"] = False
+    elif mutation == "bad message":
+        if kind == "conversational":
+            name = draw(st.sampled_from(FIELDS_SCORE))
+            row[name] = draw(st.sampled_from([
+                [], "not a list", [{"content": "a"}], [{"role": 3, "content": "a"}], [{"role": None, "content": "a"}],
+                [{"role": "user"}], [{"role": "user", "content": 5}], ["hi"], [None]]))
+        else:
+            row["chosen"] = [_message("assistant", "a")]
+        facts["valid"] = False
+    elif mutation == "mixed formats":
+        rows.append({"prompt": [_message("user", "a")], "chosen": [_message("assistant", "b")],
+                     "rejected": [_message("assistant", "c")]} if kind != "conversational"
+                    else {"prompt": "a", "chosen": " b", "rejected": " c"})
+        prompt_tokens.append(None)
+        facts["valid"] = False
+    elif mutation == "extra column":
+        row[draw(st.sampled_from(["id", "score", "source", "Prompt"]))] = draw(st.integers() | st.text(max_size=5))
+    elif mutation == "empty completion":
+        if kind == "implicit":
+            row["rejected"] = row["chosen"]  # the prefix is all but the last character: still a valid row
+        else:
+            name = draw(st.sampled_from(["chosen", "rejected"]))
+            blank = draw(st.sampled_from(["", " ", "  "]))
+            row[name] = [_message("assistant", blank)] if kind == "conversational" else blank
+            facts["empty"] = True
+    elif mutation == "long completion":  # longer than the model's context unless --max-length cuts it
+        long = " ".join(SCORE_WORDS[j % len(SCORE_WORDS)] for j in range(N_POSITIONS + 20))
+        if kind == "conversational":
+            row["chosen"] = [_message("assistant", long)]
+        elif kind == "string":
+            row["chosen"] = " " + long
+        else:
+            row["chosen"] = row["chosen"] + " " + long
+        facts["long"] = True
+    elif mutation == "unicode words":
+        text = draw(st.text(st.characters(codec="utf-8", exclude_categories=["Cs", "Cc"]), min_size=1, max_size=8))
+        name = draw(st.sampled_from(["chosen", "rejected"]))
+        if kind == "conversational":
+            row[name][0]["content"] += " " + text
+        else:
+            row[name] += " " + text
+    # UTF-8 as written (not \\u escapes) where the text is drawn: line and paragraph separators, NEL, ...
+    lines = [json.dumps(r, ensure_ascii=mutation != "unicode words") for r in rows]
+    if mutation == "duplicate key":
+        key = draw(st.sampled_from(sorted(row)))
+        lines[i] = "{" + f'"{key}": {json.dumps(row[key])}, ' + lines[i][1:]
+        facts["valid"] = False
+    elif mutation == "not an object":
+        lines[i] = draw(st.sampled_from(["[1, 2]", "3", '"text"', "null", json.dumps(list(row.values()))]))
+        facts["valid"] = False
+    elif mutation == "truncated line":
+        lines[i] = lines[i][:draw(st.integers(1, len(lines[i]) - 1))]  # a proper prefix of an object: malformed
+        facts["valid"] = False
+    elif mutation == "nan":
+        lines[i] = json.dumps({**row, "chosen": float("nan")})  # json reads NaN as a float: not a string
+        facts["valid"] = False
+    elif mutation == "blank lines":
+        for _ in range(draw(st.integers(1, 3))):
+            lines.insert(draw(st.integers(0, len(lines))), draw(st.sampled_from(["", " ", "\t"])))
+    elif mutation == "empty file":
+        lines = []
+        facts["valid"] = False
+    elif mutation == "only blank lines":
+        lines = ["", "  ", ""]
+        facts["valid"] = False
+    newline = "\r\n" if mutation == "crlf" else "\n"
+    text = newline.join(lines) + (newline if draw(st.booleans()) else "")
+    raw = text.encode("utf-8")
+    if mutation == "bom":
+        raw = b"\xef\xbb\xbf" + raw  # accepted on the first line, as audit does
+        facts["valid"] = facts["valid"] and bool(lines)
+    elif mutation == "bom on a later line" and n > 1:
+        at = raw.index(b"\n") + 1
+        raw = raw[:at] + b"\xef\xbb\xbf" + raw[at:]
+        facts["valid"] = False
+    elif mutation == "invalid bytes":
+        at = raw.index(b'"') + 1  # inside the first key
+        raw = raw[:at] + draw(st.sampled_from([b"\xff", b"\xfe\x80", b"\xc3", b"\xed\xa0\x80"])) + raw[at:]
+        facts["valid"] = False
+    elif mutation == "latin-1":
+        raw = text.replace('"', '"\u00e9', 1).encode("latin-1", errors="replace")
+        facts["valid"] = False
+    elif mutation == "utf-16":
+        raw = text.encode("utf-16")
+        facts["valid"] = False
+    facts["prompt_tokens"], facts["mutation"] = prompt_tokens, mutation
+    return raw, kind, facts
+
+
+FIELDS_SCORE = ("prompt", "chosen", "rejected")
+
+
+DATA_FINE = ["none"] * 6 + ["extra column", "bom", "blank lines", "crlf", "unicode words", "empty completion",
+                             "long completion"]
+DATA_FAULTS = ["missing column", "null field", "wrong type", "bad message", "mixed formats", "duplicate key",
+               "not an object", "truncated line", "nan", "bom on a later line", "invalid bytes", "latin-1", "utf-16",
+               "empty file", "only blank lines"]
+# Each part of a command line: (values that are valid, values that are refused); None leaves the option out.
+SCORE_OPTIONS = {
+    "--model": (["ref", "ref", "pol"], ["missing", "not-a-model", "broken-config", "a-file"]),
+    "--data": (["file"], ["no such file", "a folder", "the model folder"]),
+    "--out": (["new", "new", "existing file"], ["the data", "a symlink to the data", "a hard link to the data",
+                                               "inside the model folder", "a folder", "trailing slash",
+                                               "missing folder", "/proc", "empty"]),
+    "--ref-model": ([None, None, "pol", "ref"], ["missing", "not-a-model"]),
+    # a causal LM's folder read as a reward model has 2 outputs, not 1
+    "--reward-model": ([None, None, "rm"], ["missing", "ref"]),
+    "--batch-size": ([None, "1", "3", "1000000", str(10 ** 30)], ["0", "-1", "x", "2.5"]),
+    "--max-length": ([None, "0", "2", "3", "5", "8", str(N_POSITIONS), str(N_POSITIONS + 1), "1000000",
+                      str(10 ** 30)], ["1", "-5", "x"]),
+    "--truncation-mode": ([None, "keep_start", "keep_end"], ["middle"]),
+    "--chunk-pairs": ([None, "1", "2", str(10 ** 30)], ["0", "-3"]),
+    "--seed": ([None, "0", "7", str(2 ** 32 - 1)], [str(2 ** 32), str(10 ** 20), "-1", "x"]),  # as --all's
+    "--device": ([None, "cpu", "auto"], ["cuda", "tpu"]),  # cuda is valid where torch sees a GPU (below)
+    "--dtype": ([None, "float32", "bfloat16"], ["float64"]),
+    "--beta": ([None, "0.1", "0.1 2"], ["0", "-1", "nan", "inf", "without --audit"]),
+    "--pairs-out": ([None, "new"], ["the out", "the data", "a folder", "/proc", "without --ref-model"]),
+    "--resume": ([False], [True]),  # no progress record beside a fresh output
+    "extra": ([None], ["--bogus", "positional", "--model"]),
+    "required": ([None], ["--model", "--data", "--out"]),  # a required option left out
+}
+PATHS = {"ref": "{root}/ref", "pol": "{root}/pol", "rm": "{root}/rm", "missing": "{root}/no-such-model",
+         "not-a-model": "{root}/not-a-model", "broken-config": "{root}/broken-config", "a-file": "{root}/a-file",
+         "new": "{case}/o.jsonl", "existing file": "{case}/old.jsonl", "the data": "{case}/data.jsonl",
+         "a symlink to the data": "{case}/link.jsonl", "a hard link to the data": "{case}/hard.jsonl",
+         "trailing slash": "{case}/new/",
+         "missing folder": "{case}/no/o.jsonl", "/proc": "/proc/nope/o.jsonl", "empty": "",
+         "file": "{case}/data.jsonl", "no such file": "{case}/nope.jsonl", "a folder": "{case}",
+         "the model folder": "{root}/ref"}
+
+
+def _combine(*verdicts):
+    """All valid: True; any refused: False; else None (some part not decided by its class)."""
+    return False if False in verdicts else None if None in verdicts else True
+
+
+@st.composite
+def score_cases(draw, fault: str | None = None):
+    """(argv with {root} / {case} placeholders, data bytes, data facts, expected: True valid, False refused, None
+    undecided). Most draws have no fault or one; a few have two (which one is named is not part of the contract).
+    fault: this one fault (a name in DATA_FAULTS or SCORE_OPTIONS) and no other."""
+    # About 2 in 5 draws have no fault, 1 in 3 a fault in the data file (the richest input), the rest one or two
+    # faults in the command line.
+    shape = draw(st.sampled_from(["none"] * 5 + ["data"] * 4 + ["option"] * 2 + ["two"])) if fault is None else ""
+    faults = {"data"} if shape == "data" or fault in DATA_FAULTS else {fault} if fault else set()
+    if shape in ("option", "two"):
+        faults |= set(draw(st.lists(st.sampled_from(["data"] + sorted(SCORE_OPTIONS)), min_size=1 + (shape == "two"),
+                                    max_size=1 + (shape == "two"), unique=True)))
+    for name in list(faults):
+        if name == "--pairs-out":  # its faults need --audit and --ref-model to be about the path
+            faults.discard("--ref-model")
+
+    def pick(name):
+        good, bad = SCORE_OPTIONS[name]
+        return draw(st.sampled_from(bad if name in faults else good))
+
+    raw, kind, facts = draw(score_data(broken="data" in faults, mutation=fault if fault in DATA_FAULTS else None))
+    model, data, out = pick("--model"), pick("--data"), pick("--out")
+    # inside the folder of the --model drawn (a model folder that is no input may be written into)
+    out_path = PATHS[model] + "/o.jsonl" if out == "inside the model folder" else PATHS[out]
+    argv = ["score", "--model", PATHS[model], "--data", PATHS[data], "--out", out_path]
+    opts = {name: pick(name) for name in ("--ref-model", "--reward-model", "--batch-size", "--max-length",
+                                          "--truncation-mode", "--chunk-pairs", "--seed", "--device", "--dtype")}
+    if opts["--device"] == "cuda" and _cuda():
+        faults.discard("--device")
+    parts = [facts["valid"]] + [False] * len(faults - {"data"})
+    for name, value in opts.items():
+        if value is not None:
+            argv += [name, PATHS[value] if name.endswith("model") else value]
+    strict = draw(st.booleans())
+    if strict:
+        argv.append("--strict")
+    beta, pairs_out = pick("--beta"), pick("--pairs-out")
+    audit = draw(st.booleans()) or (beta not in (None, "without --audit")) or (pairs_out is not None and pairs_out
+                                                                            != "without --audit")
+    if audit and beta != "without --audit":
+        argv.append("--audit")
+    if beta is not None:
+        argv += ["--beta", *(beta.split() if beta != "without --audit" else ["0.1"])]
+    if pairs_out is not None:
+        if opts["--ref-model"] is None and pairs_out != "without --ref-model":
+            argv += ["--ref-model", PATHS["pol"]]
+        elif pairs_out == "without --ref-model" and "--ref-model" in argv:
+            k = argv.index("--ref-model")
+            del argv[k:k + 2]
+        flags = {"new": "{case}/flags.jsonl", "without --ref-model": "{case}/flags.jsonl", "the out": out_path}
+        argv += ["--pairs-out", flags.get(pairs_out) or PATHS[pairs_out]]
+    if draw(st.booleans()):
+        argv.append("--json")
+    if pick("--resume"):
+        argv.append("--resume")
+    extra = pick("extra")
+    if extra is not None:
+        argv.append(extra)
+    required = pick("required")
+    if required is not None:
+        k = argv.index(required)
+        del argv[k:k + 2]
+    # What the data and the options decide together.
+    max_length = opts["--max-length"]
+    mode = opts["--truncation-mode"]
+    if "--max-length" not in faults:
+        limit = None if max_length == "0" else 1024 if max_length is None else int(max_length)
+        if facts["long"]:  # a sequence longer than the model's context: refused unless max_length cuts it
+            parts.append(limit is not None and limit <= N_POSITIONS)
+        if limit is not None and mode != "keep_end" and limit < 10:  # keep_start drops a row whose prompt fills it
+            tokens = facts["prompt_tokens"]
+            if None in tokens:
+                parts.append(None)
+            elif any(t >= limit for t in tokens):
+                parts.append(not strict and not all(t >= limit for t in tokens))
+    if strict and facts["empty"]:
+        parts.append(False)  # --strict refuses an empty completion
+    argv.append("--no-progress")
+    return argv, raw, facts, kind, _combine(*parts)
+
+
+_SCORE_CASE = [0]
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _with_library_logs(main):
+    """``main`` with transformers' log handler writing to the (redirected) sys.stderr of the call: its warnings
+    reach a user's terminal, so they count in the one line of a refusal. (The handler keeps the stream it found
+    when transformers configured it.)"""
+    def run(argv):
+        import logging
+
+        import transformers.utils.logging as tl
+
+        handlers = [h for h in tl._get_library_root_logger().handlers if isinstance(h, logging.StreamHandler)]
+        saved = [h.setStream(sys.stderr) for h in handlers]
+        try:
+            return main(argv)
+        finally:
+            for h, stream in zip(handlers, saved):
+                h.setStream(stream)
+    return run
+
+
+def check_score(root: Path, argv, raw: bytes, facts, kind, expected):
+    from dpo_rlhf_checks.cli import main as cli_main
+
+    _SCORE_CASE[0] += 1
+    case = WORK / f"score-{_SCORE_CASE[0]}"
+    case.mkdir()
+    data = case / "data.jsonl"
+    data.write_bytes(raw)
+    (case / "old.jsonl").write_text("an earlier output\n")
+    (case / "link.jsonl").symlink_to(data)
+    (case / "hard.jsonl").hardlink_to(data)
+    argv = [a.format(root=root, case=case) for a in argv]
+    before, models_before = _files(case), {m: _files(root / m) for m in ("ref", "pol", "rm")}
+    code, stdout, err = _run(_with_library_logs(cli_main), argv)
+    event(f"expected {expected}, exit {code}")  # --hypothesis-show-statistics
+    event(f"data: {facts.get('mutation')}")
+    assert "Traceback" not in err, err[-3000:]
+    # the inputs are never changed, whatever happens
+    assert data.read_bytes() == raw
+    assert {m: _files(root / m) for m in models_before} == models_before
+    assert not list(case.glob("*.progress.json*")), sorted(case.iterdir())
+    if code != 0:
+        assert expected is not True, (argv, code, err)
+        _assert_error_line(code, stdout, err)
+        assert _files(case) == before, "a refused run changed the files"
+        return
+    assert expected is not False, (argv, err)
+    out = Path(argv[argv.index("--out") + 1])
+    if "--json" in argv:
+        res = _strict_json(stdout)
+        assert res["out"] == str(out)
+        for where, value in _walk(res):
+            if isinstance(value, float):
+                assert math.isfinite(value), where
+    else:
+        assert stdout.startswith(f"wrote {out}: "), stdout[:500]
+    lines = out.read_text(encoding="utf-8").splitlines()
+    assert 1 <= len(lines) <= facts["rows"]
+    pairs = [_strict_json(line) for line in lines]
+    assert [p["pair"] for p in pairs] == sorted({p["pair"] for p in pairs}) and pairs[-1]["pair"] <= facts["rows"]
+    if facts["long"] is False and ("--max-length" not in argv or "keep_end" in argv):
+        assert len(lines) == facts["rows"], "a row was dropped where no prompt fills max_length"
+    names = {"pair", "ref_chosen_logps", "ref_rejected_logps", "chosen_length", "rejected_length", "chosen_truncated",
+             "rejected_truncated"}
+    names |= {"chosen_logps", "rejected_logps"} if "--ref-model" in argv else set()
+    names |= {"chosen_reward", "rejected_reward"} if "--reward-model" in argv else set()
+    for p in pairs:
+        assert names <= set(p), (names - set(p), p)
+        for k in names:
+            if k.endswith("logps"):
+                assert math.isfinite(p[k]) and p[k] < 0, (k, p)
+            elif k.endswith("reward"):
+                assert math.isfinite(p[k]), (k, p)
+            elif k.endswith("length"):
+                assert isinstance(p[k], int) and p[k] >= 1, (k, p)
+    if "--pairs-out" in argv:
+        flags = Path(argv[argv.index("--pairs-out") + 1]).read_text(encoding="utf-8").splitlines()
+        assert len(flags) == len(lines)
+
+
+ONE_ROW = b'{"prompt": "the the", "chosen": " the", "rejected": " the"}\n'
+ONE_ROW_FACTS = {"valid": True, "empty": False, "long": False, "rows": 1, "prompt_tokens": [2]}
+LONG_ROW = (json.dumps({"prompt": "a", "chosen": " cat", "rejected": " " + " ".join(["the"] * (N_POSITIONS + 5))})
+            + "\n").encode()
+LONG_ROW_FACTS = {"valid": True, "empty": False, "long": True, "rows": 1, "prompt_tokens": [1]}
+SCORE_ARGV = ["score", "--model", "{root}/ref", "--data", "{case}/data.jsonl", "--out", "{case}/o.jsonl"]
+
+
+@given(case=score_cases())
+# Found by this test: a seed beyond 2^32 - 1 was taken (--all and lm-map refuse it; past 2^64 torch overflowed with a
+# traceback); now the range every command takes.
+@example(case=(SCORE_ARGV + ["--seed", "4294967296", "--no-progress"], ONE_ROW, ONE_ROW_FACTS, "string", False))
+@example(case=(SCORE_ARGV + ["--seed", str(10 ** 20), "--no-progress"], ONE_ROW, ONE_ROW_FACTS, "string", False))
+# Found by this test: a causal LM's folder as --reward-model loaded a random 2-output head (transformers' multi-line
+# load report on stderr), printed the run's summary line, created the output, and then stopped naming the data file.
+# Now refused from its config (num_labels) before any weight loads.
+@example(case=(SCORE_ARGV + ["--reward-model", "{root}/ref", "--no-progress"], ONE_ROW, ONE_ROW_FACTS, "string",
+               False))
+# Found by this test: a refusal after the models loaded (every prompt fills --max-length) came after the run's
+# "score: N pairs from ..." line: two lines on stderr. That line now comes once the data is known good.
+@example(case=(SCORE_ARGV + ["--max-length", "2", "--no-progress"], ONE_ROW, ONE_ROW_FACTS, "string", False))
+@example(case=(SCORE_ARGV + ["--max-length", "3", "--no-progress"], ONE_ROW, ONE_ROW_FACTS, "string", True))
+# Found while writing this test: a sequence longer than the model's 256 positions (--max-length default 1024, or 0)
+# was an IndexError traceback from the position embedding; now one line naming the row and the model's limit.
+@example(case=(SCORE_ARGV + ["--max-length", "0", "--no-progress"], LONG_ROW, LONG_ROW_FACTS, "string", False))
+@example(case=(SCORE_ARGV + ["--reward-model", "{root}/rm", "--max-length", str(N_POSITIONS), "--no-progress"],
+               LONG_ROW, LONG_ROW_FACTS, "string", True))
+def test_score_contract(score_root, case):
+    check_score(score_root, *case)
+
+
+@pytest.mark.parametrize("fault", DATA_FAULTS + sorted(SCORE_OPTIONS))
+@settings(max_examples=max(2, 5 * settings.default.max_examples // 60))
+@given(data=st.data())
+def test_score_contract_each_fault(score_root, fault, data):
+    """Every input class of a refusal, each on its own, a few times per profile (60 draws of the mix above could miss
+    one): the run is refused with one line. Most stop before a model loads, so this is fast."""
+    argv, raw, facts, kind, expected = data.draw(score_cases(fault=fault))
+    check_score(score_root, argv, raw, facts, kind, expected)
