@@ -9,6 +9,7 @@ spelling of the path (``./X.jsonl``, ``dir/../X.jsonl``), a symbolic link to it,
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -47,4 +48,30 @@ def output_overwrites_input(output, inputs: Iterable | Mapping) -> str | None:
         else:
             how = " (a hard link to it)"
         return f"{output} is {what}{source}{how}; writing it would destroy the input: give another path"
+    return None
+
+
+def output_file_problem(name: str | os.PathLike) -> str | None:
+    """Why ``name`` cannot be written as an output file (a folder, a missing or unwritable folder), or None.
+
+    Checked before any work starts (audit's --pairs-out, score's --out and --pairs-out), so a bad path costs
+    nothing; it writes and removes one temporary file beside the output, since os.access says yes to root even
+    where no file can be created (/proc).
+    """
+    name = os.fspath(name)  # a str keeps a trailing '/' (a folder); a Path has already dropped it
+    if not name:
+        return "an empty path"
+    path = Path(name)
+    if name.endswith(("/", os.sep)) or path.is_dir():
+        return f"{name} is a folder; give a file name"
+    parent = path.parent
+    if not parent.is_dir():
+        return f"folder {parent} does not exist"
+    if path.exists() and not os.access(path, os.W_OK):
+        return f"{name} is not writable"
+    try:
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        return f"cannot write into {parent}: {err.strerror or err}"
     return None

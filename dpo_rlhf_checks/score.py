@@ -51,7 +51,6 @@ import contextlib
 import json
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,7 +61,7 @@ import torch
 
 from dpo_rlhf_checks.cli import (MAX_SEED, BadInput, OneLineParser, no_duplicate_keys, seed_problem,
                                  short_message)
-from dpo_rlhf_checks.paths import output_overwrites_input
+from dpo_rlhf_checks.paths import output_file_problem, output_overwrites_input
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DEVICES = ("auto", "cpu", "cuda")
@@ -1130,30 +1129,6 @@ class Interrupted(Exception):
     def __init__(self, message: str, code: int):
         super().__init__(message)
         self.code = code
-
-
-def output_file_problem(name: str) -> str | None:
-    """Why ``name`` cannot be written as an output file (a folder, a missing or unwritable folder), or None.
-
-    Checked before any model loads, so a bad path costs nothing; it writes and removes one temporary file
-    beside the output.
-    """
-    if not name:
-        return "an empty path"
-    path = Path(name)
-    if name.endswith(("/", os.sep)) or path.is_dir():
-        return f"{name} is a folder; give a file name"
-    parent = path.parent
-    if not parent.is_dir():
-        return f"folder {parent} does not exist"
-    if path.exists() and not os.access(path, os.W_OK):
-        return f"{name} is not writable"
-    try:
-        with tempfile.NamedTemporaryFile(dir=parent, prefix=".write-test-"):
-            pass
-    except OSError as err:
-        return f"cannot write into {parent}: {err.strerror or err}"
-    return None
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -50,7 +50,8 @@ import sys
 import types
 
 from dpo_rlhf_checks.audit import cli, columns, read, report, statistics, synthetic
-from dpo_rlhf_checks.audit.cli import _main, _output_file_problem, build_parser, main
+from dpo_rlhf_checks.audit.cli import _main, build_parser, main
+from dpo_rlhf_checks.paths import output_file_problem as _output_file_problem  # the old module's name
 from dpo_rlhf_checks.audit.columns import (ALIASES, AUTHORS_EXPORT_FIELDS, AUTHORS_EXPORT_MARKERS, LENGTH_COLUMNS,
                                            LOGP_COLUMNS, NAMES, OPTIONAL_PAIRS, RECOGNIZED, REQUIRED, STAT_CHUNK,
                                            AuditInputError, PairData, SpoolError, SpooledColumns, _Spool)

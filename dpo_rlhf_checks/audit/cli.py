@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -19,7 +18,7 @@ from dpo_rlhf_checks.audit.read import CHUNK_CHARS, FORMATS, MAX_CHUNK_ROWS, rea
 from dpo_rlhf_checks.audit.report import audit, format_summary
 from dpo_rlhf_checks.audit.statistics import AuditConfig
 from dpo_rlhf_checks.cli import BadInput, OneLineParser, output_dir_problem, short_message
-from dpo_rlhf_checks.paths import output_overwrites_input
+from dpo_rlhf_checks.paths import output_file_problem, output_overwrites_input
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,19 +66,6 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def _output_file_problem(path: Path) -> str | None:
-    """Why ``path`` cannot be written as an output file (a folder, a missing or unwritable folder), or None."""
-    path = Path(path)
-    if path.is_dir():
-        return f"{path} is a folder, not a file"
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        return f"folder {parent} does not exist"
-    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        return f"{path} is not writable"
-    return None
-
-
 def _audit_quietly(data: PairData, config: AuditConfig, fig_dir: Path | None) -> dict[str, Any]:
     """:func:`audit` on one torch thread, with numpy's overflow warnings off (the command's one-line contract)."""
     # Elementwise work on a few float arrays: one thread is as fast, and much faster on a busy machine.
@@ -111,7 +97,7 @@ def _main(argv: list[str] | None) -> int:
         if problem is not None:
             parser.error(f"--out: {problem}")
     if args.pairs_out is not None:  # the same for --pairs-out: a file whose folder must exist and be writable
-        problem = _output_file_problem(args.pairs_out) or output_overwrites_input(args.pairs_out, [args.file])
+        problem = output_file_problem(args.pairs_out) or output_overwrites_input(args.pairs_out, [args.file])
         if problem is not None:
             parser.error(f"--pairs-out: {problem}")
     try:

@@ -51,3 +51,15 @@ def test_a_file_inside_an_input_folder_is_refused_and_labelled(tmp_path):
     data.write_text("{}\n")
     assert output_overwrites_input(data, {"--data": data}).startswith(f"{data} is the input --data {data};")
     assert output_overwrites_input(tmp_path / "elsewhere.jsonl", {"--model": folder, "--data": data}) is None
+
+
+def test_output_file_problem_is_shared_by_audit_and_score(tmp_path):
+    """One check serves audit's --pairs-out and score's --out/--pairs-out; a str keeps a trailing '/'."""
+    from dpo_rlhf_checks.audit import cli as audit_cli
+    from dpo_rlhf_checks import paths, score
+
+    assert audit_cli.output_file_problem is paths.output_file_problem is score.output_file_problem
+    assert paths.output_file_problem(str(tmp_path) + "/new/") == f"{tmp_path}/new/ is a folder; give a file name"
+    assert paths.output_file_problem(tmp_path / "missing" / "f.jsonl") == f"folder {tmp_path / 'missing'} does not exist"
+    assert paths.output_file_problem(tmp_path / "ok.jsonl") is None
+    assert not list(tmp_path.iterdir())  # the write test leaves nothing behind
