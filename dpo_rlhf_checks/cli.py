@@ -23,6 +23,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any, Callable
 
 from dpo_rlhf_checks.registry import CLAIMS, get_claim
 from dpo_rlhf_checks.result import CheckContext
@@ -188,9 +189,34 @@ def run_main(argv: list[str]) -> int:
         raise SystemExit(2) from None
 
 
-def _run_main(argv: list[str]) -> int:
+def run_in_out_folder(parser: argparse.ArgumentParser, out: Path, device: str, outputs: tuple[str, ...],
+                      work: Callable[[Any], int], what: str) -> int:
+    """Check ``--device`` and the ``--out`` folder up front (a bad one must not cost a run's results; ``outputs``
+    are the files the run will rename into ``out``), then run ``work(staged)`` with its files going to the staging
+    folder under the lock on ``out`` (:class:`dpo_rlhf_checks.outdir.StagedOutput`). Ctrl-C becomes
+    :class:`Interrupted`, saying whether ``what`` was already written; a second run into ``out`` is an argument
+    error. Serves ``--all``/``--only`` and ``lm-map``."""
     from dpo_rlhf_checks.outdir import OutputBusy, StagedOutput, blocked_outputs
 
+    for problem in (device_problem(device), output_dir_problem(out)):
+        if problem is not None:
+            parser.error(("--device: " if problem.startswith("cuda") else "--out: ") + problem)
+    problem = blocked_outputs(out, outputs)
+    if problem is not None:
+        parser.error(f"--out: {problem}")
+    try:
+        with StagedOutput(out) as staged:  # the lock on --out, and the staging folder inside it
+            try:
+                return work(staged)
+            except KeyboardInterrupt:
+                if staged.committed:
+                    raise Interrupted(f"interrupted after {what} were written into {out}") from None
+                raise Interrupted(f"interrupted; nothing written: {out} is as it was before this run") from None
+    except OutputBusy as err:
+        parser.error(f"--out: {err}")
+
+
+def _run_main(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.list:
@@ -218,22 +244,8 @@ def _run_main(argv: list[str]) -> int:
     problem = lm_threads_problem()
     if problem is not None:
         parser.error(problem)
-    for problem in (device_problem(args.device), output_dir_problem(args.out)):
-        if problem is not None:  # before any check runs: a bad --device or --out must not cost a run's results
-            parser.error(("--device: " if problem.startswith("cuda") else "--out: ") + problem)
-    problem = blocked_outputs(args.out, ("report.json", "report.md", "report.tex", "lm_records.npz"))
-    if problem is not None:
-        parser.error(f"--out: {problem}")
-    try:
-        with StagedOutput(args.out) as staged:  # the lock on --out, and the staging folder inside it
-            try:
-                return _run_staged(args, claims, staged)
-            except KeyboardInterrupt:
-                if staged.committed:
-                    raise Interrupted(f"interrupted after the results were written into {args.out}") from None
-                raise Interrupted(f"interrupted; nothing written: {args.out} is as it was before this run") from None
-    except OutputBusy as err:
-        parser.error(f"--out: {err}")
+    return run_in_out_folder(parser, args.out, args.device, ("report.json", "report.md", "report.tex", "lm_records.npz"),
+                             lambda staged: _run_staged(args, claims, staged), "the results")
 
 
 def _run_staged(args: argparse.Namespace, claims: list, staged) -> int:

@@ -20,9 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from dpo_rlhf_checks.cli import (MAX_SEED, BadInput, Interrupted, OneLineParser, device_problem, out_path,
-                                  output_dir_problem, seed_problem)
-from dpo_rlhf_checks.outdir import OutputBusy, StagedOutput, blocked_outputs
+from dpo_rlhf_checks.cli import MAX_SEED, BadInput, OneLineParser, out_path, run_in_out_folder, seed_problem
 from dpo_rlhf_checks.result import to_jsonable
 from toy_lm.config import lm_threads, load_config
 
@@ -119,22 +117,9 @@ def _main(argv: list[str] | None) -> int:
         threads = lm_threads()
     except ValueError as err:
         parser.error(str(err))
-    for problem in (device_problem(args.device), output_dir_problem(args.out)):
-        if problem is not None:  # before any training: a bad --device or --out must not cost the map
-            parser.error(("--device: " if problem.startswith("cuda") else "--out: ") + problem)
-    problem = blocked_outputs(args.out, OUTPUTS)
-    if problem is not None:
-        parser.error(f"--out: {problem}")
-    try:
-        with StagedOutput(args.out) as staged:
-            try:
-                return _run(args, cfg, threads, staged)
-            except KeyboardInterrupt:
-                if staged.committed:
-                    raise Interrupted(f"interrupted after the map was written into {args.out}") from None
-                raise Interrupted(f"interrupted; nothing written: {args.out} is as it was before this run") from None
-    except OutputBusy as err:
-        parser.error(f"--out: {err}")
+    # before any training: a bad --device or --out must not cost the map
+    return run_in_out_folder(parser, args.out, args.device, OUTPUTS, lambda staged: _run(args, cfg, threads, staged),
+                             "the map files")
 
 
 OUTPUTS = ("lm_map.md", "lm_map.json", "lm_map_records.npz")
