@@ -75,8 +75,8 @@ FORMULA_FILES: dict[str, tuple[frozenset[str], frozenset[str] | None]] = {
     "dpo_rlhf_checks/losses.py": (frozenset(), None),
     "dpo_rlhf_checks/stream_stats.py": (frozenset(), None),
     # the statistic functions of the audit, not its reading, spooling, figures or command line
-    "dpo_rlhf_checks/audit.py": (frozenset(), frozenset({"pair_chunk", "pair_statistics", "violation_counts",
-                                                         "_count", "beta_key"})),
+    "dpo_rlhf_checks/audit/statistics.py": (frozenset(), frozenset({"pair_chunk", "pair_statistics",
+                                                                    "violation_counts", "_count", "beta_key"})),
     "dpo_rlhf_checks/audit_diagnostics.py": (frozenset(), frozenset({"pair_flags", "diagnostic_counts",
                                                                      "diagnostics_from_counts"})),
 }

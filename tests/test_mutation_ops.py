@@ -116,6 +116,21 @@ def test_killers_follow_the_measured_sets_and_the_imports():
     assert mutation_score.killers(found["pkg.mod.<module>"], base, imports, False)[0] == ["c-inner", "c-f"]
 
 
+def test_every_formula_file_pattern_names_files_and_every_restricted_def_exists():
+    """The audit became a package and the 'dpo_rlhf_checks/audit.py' pattern silently matched nothing: its
+    statistics dropped out of the score. Every pattern must match a file, and every def it restricts to must exist."""
+    import ast
+
+    root = Path(mutation_score.ROOT)
+    for pattern, (_, only) in mutation_score.FORMULA_FILES.items():
+        files = sorted(root.glob(pattern))
+        assert files, pattern
+        if only is not None:
+            defs = {node.name for f in files for node in ast.parse(f.read_text()).body
+                    if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+            assert only <= defs, (pattern, sorted(only - defs))
+
+
 def test_wilson_interval_matches_the_published_value():
     # 8 of 10, worked by hand: centre (0.8 + 1.96^2/20) / (1 + 1.96^2/10) = 0.71671, half-width
     # 1.96 sqrt(0.8 * 0.2 / 10 + 1.96^2 / 400) / (1 + 1.96^2/10) = 0.22655
