@@ -605,9 +605,7 @@ def score_root(tmp_path_factory):
     from dpo_rlhf_checks.integrations import tiny
 
     root = tmp_path_factory.mktemp("score-models")
-    tiny.build_causal_lm(root / "ref", seed=0)
-    tiny.build_causal_lm(root / "pol", seed=1)
-    tiny.build_reward_model(root / "rm", seed=2)
+    tiny.build_scoring_folder(root)
     (root / "not-a-model").mkdir()
     (root / "not-a-model" / "readme.txt").write_text("no model here")
     (root / "broken-config").mkdir()

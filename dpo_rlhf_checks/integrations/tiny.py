@@ -110,3 +110,16 @@ def write_jsonl(path, rows) -> Path:
     with open(path, "w", encoding="utf-8") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)
     return path
+
+
+def build_scoring_folder(root, n_pairs: int | None = None, *, reward_model: bool = True) -> Path:
+    """The folder the score tests share: ``ref`` (seed 0) and ``pol`` (seed 1) causal LMs, a reward model ``rm``
+    (seed 2) unless ``reward_model`` is False, and ``data.jsonl`` with ``n_pairs`` string rows (seed 3) when given."""
+    root = Path(root)
+    build_causal_lm(root / "ref", seed=0)
+    build_causal_lm(root / "pol", seed=1)
+    if reward_model:
+        build_reward_model(root / "rm", seed=2)
+    if n_pairs is not None:
+        write_jsonl(root / "data.jsonl", preference_rows(n_pairs, seed=3))
+    return root

@@ -20,9 +20,7 @@ from dpo_rlhf_checks.integrations import tiny  # noqa: E402
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
-    tiny.build_causal_lm(root / "ref", seed=0)
-    tiny.build_causal_lm(root / "pol", seed=1)
-    tiny.write_jsonl(root / "data.jsonl", tiny.preference_rows(4, seed=3))
+    tiny.build_scoring_folder(root, 4, reward_model=False)
     return root
 
 

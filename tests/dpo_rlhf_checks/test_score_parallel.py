@@ -32,10 +32,7 @@ N = 20
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
-    tiny.build_causal_lm(root / "ref", seed=0)
-    tiny.build_causal_lm(root / "pol", seed=1)
-    tiny.build_reward_model(root / "rm", seed=2)
-    tiny.write_jsonl(root / "data.jsonl", tiny.preference_rows(N, seed=3))
+    tiny.build_scoring_folder(root, N)
     return root
 
 
