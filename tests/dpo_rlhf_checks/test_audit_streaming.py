@@ -320,3 +320,15 @@ def test_negative_cpo_gamma_is_one_line(sample, capsys):
         assert len(err.splitlines()) == 1 and "cpo_gamma must be a finite number >= 0" in err, err
     assert A.main([str(jsonl), "--cpo-gamma", "0", "--json"]) == 0
     capsys.readouterr()
+
+
+def test_violation_counts_on_pairs_counted_by_hand():
+    """violation_counts had no test of its own (a dropped dr or a flipped sign in beta delta_ref + dr survived the
+    mutation sample). Pairs violate the assumption where beta delta_ref + dr <= 0 (docs/theory.md §3); counted by
+    hand: beta 0.25 -> pairs 2, 3; beta 1 -> pairs 0, 3; beta 4 -> pairs 0, 1, 3 (pair 3 sits on the boundary)."""
+    from dpo_rlhf_checks.audit import violation_counts
+
+    delta_ref = np.array([-1.0, -1.0, 2.0, 0.0])
+    dr = np.array([0.5, 2.0, -1.0, 0.0])
+    counts = violation_counts(delta_ref, dr, [0.25, 1.0, 4.0])
+    assert counts.dtype == np.int64 and counts.tolist() == [2, 2, 3]
