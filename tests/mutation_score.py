@@ -141,6 +141,13 @@ def test_imports(root: Path) -> dict[str, set[str]]:
     return found
 
 
+def imports_module(names: set[str], module: str) -> bool:
+    """Whether a test importing ``names`` reaches ``module``: by name, or through a subpackage that re-exports it
+    (``from dpo_rlhf_checks.audit import violation_counts`` reaches ``dpo_rlhf_checks.audit.statistics``). A
+    top-level package name alone (``from dpo_rlhf_checks import score``) does not count for all its modules."""
+    return module in names or any("." in n and module.startswith(n + ".") for n in names)
+
+
 def _hash(paths: list[Path], root: Path) -> str:
     digest = hashlib.sha256()
     for path in paths:
@@ -226,7 +233,7 @@ def killers(m: Mutant, base: dict, imports: dict[str, set[str]], lm_all: bool) -
               and (lm_all or not cid.startswith(LM_CLAIM_PREFIX) or m.module.startswith("toy_lm"))]
     claims.sort(key=lambda cid: base["claims"][cid]["seconds"])
     tests = [t for t, names in imports.items()
-             if (m.module in names) and t in base["tests"] and not base["tests"][t]["failed"]]
+             if imports_module(names, m.module) and t in base["tests"] and not base["tests"][t]["failed"]]
     tests.sort(key=lambda t: base["tests"][t]["seconds"])
     return claims, tests
 
@@ -407,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copytree(ROOT, repo, ignore=IGNORE)
         imports = test_imports(repo)
         formula_modules = {m.module for m in everything}
-        needed = sorted(t for t, names in imports.items() if names & formula_modules)
+        needed = sorted(t for t, names in imports.items() if any(imports_module(names, f) for f in formula_modules))
         base = baseline(repo, args.out, needed, args.refresh_baseline)
         broken = {t: v["failed"] for t, v in base["tests"].items() if v["failed"]}
         if broken:

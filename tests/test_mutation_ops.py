@@ -131,6 +131,15 @@ def test_every_formula_file_pattern_names_files_and_every_restricted_def_exists(
             assert only <= defs, (pattern, sorted(only - defs))
 
 
+def test_a_test_importing_a_subpackage_reaches_its_modules():
+    """The audit's statistics are re-exported by the package dpo_rlhf_checks.audit, which is what tests import;
+    a top-level package name alone does not make a test a killer of every module."""
+    names = {"dpo_rlhf_checks.audit", "dpo_rlhf_checks.audit.violation_counts", "dpo_rlhf_checks"}
+    assert mutation_score.imports_module(names, "dpo_rlhf_checks.audit.statistics")
+    assert not mutation_score.imports_module(names, "dpo_rlhf_checks.losses")
+    assert mutation_score.imports_module({"dpo_rlhf_checks.losses"}, "dpo_rlhf_checks.losses")
+
+
 def test_wilson_interval_matches_the_published_value():
     # 8 of 10, worked by hand: centre (0.8 + 1.96^2/20) / (1 + 1.96^2/10) = 0.71671, half-width
     # 1.96 sqrt(0.8 * 0.2 / 10 + 1.96^2 / 400) / (1 + 1.96^2/10) = 0.22655
