@@ -67,6 +67,13 @@ LM_PARAMS: dict[str, dict] = {
 #: function of beta times log-ratios and gets base / beta^2 (the same step in units of beta h).
 FLAT_LR = ("ipo", "cpo_ipo", "sppo_hard", "sft")
 
+#: A loss whose LM run diverges (non-finite log-probabilities) at its step is rerun with the LM and tabular steps
+#: both halved, at most this many times; the halvings are recorded in the row. Added after the first full run:
+#: sppo_hard diverged at step 7 with lr 3e-3 (its two absolute quadratic terms have curvature 2 in each log-ratio,
+#: where IPO's one term in delta shares the prompt's gradient between y_w and y_l). The rule reads divergence only,
+#: never a fraction in U.
+MAX_LR_HALVINGS = 6
+
 
 def per_pair_losses() -> tuple[str, ...]:
     """Every loss of :data:`SPECS` a per-pair analysis applies to (kind not "batch-coupled"), in SPECS order."""
@@ -156,6 +163,8 @@ def run_atlas_lm(loss_names, *, seed: int = 0, progress: bool = True, cfg: LMCon
     runs: dict[int, SeedRun] = {}
     records: dict[str, dict] = {n: {} for n in names}
     comps: dict[str, dict] = {n: {} for n in names}
+    halvings = {n: 0 for n in names}
+    seed_lr: dict[str, dict] = {n: {} for n in names}
     seconds = {n: 0.0 for n in names}
     cpu_seconds = {n: 0.0 for n in names}
     ref_seconds = [0.0, 0.0]
@@ -187,16 +196,25 @@ def run_atlas_lm(loss_names, *, seed: int = 0, progress: bool = True, cfg: LMCon
             bar.set_postfix_str(f"seeds {[r.seed for r in chunk]} {name}")
             lens = [_lengths(r) for r in chunk]
             n_w, n_l = torch.cat([a for a, _ in lens]), torch.cat([b for _, b in lens])
-            recs = train_preference_batched(name, [r.task for r in chunk], [r.reference for r in chunk],
-                                            [r.ref_logps for r in chunk], cfg, [r.seed for r in chunk], dev,
-                                            beta=beta, optimizer=OPTIMIZER,
-                                            pair_loss=make_pair_loss(name, beta, params, n_w, n_l),
-                                            lr=lm_lr(name, cfg, beta))
+            while True:
+                factor = 0.5 ** halvings[name]
+                try:
+                    recs = train_preference_batched(name, [r.task for r in chunk], [r.reference for r in chunk],
+                                                    [r.ref_logps for r in chunk], cfg, [r.seed for r in chunk], dev,
+                                                    beta=beta, optimizer=OPTIMIZER,
+                                                    pair_loss=make_pair_loss(name, beta, params, n_w, n_l),
+                                                    lr=lm_lr(name, cfg, beta) * factor)
+                    break
+                except FloatingPointError:
+                    if halvings[name] == MAX_LR_HALVINGS:
+                        raise
+                    halvings[name] += 1
             preds = predict_cell(name, beta, OPTIMIZER, [(rec, r.ref_logps, r.task) for rec, r in zip(recs, chunk)],
                                  cfg, pair_loss=make_pair_loss(name, beta, params, n_w, n_l),
-                                 tabular_lr=tabular_lr(name, cfg, beta))
+                                 tabular_lr=tabular_lr(name, cfg, beta) * factor)
             for r, rec, c in zip(chunk, recs, preds):
                 records[name][r.seed], comps[name][r.seed] = rec, c
+                seed_lr[name][r.seed] = lm_lr(name, cfg, beta) * factor
             seconds[name] += time.perf_counter() - t0
             cpu_seconds[name] += time.process_time() - c0
             bar.update(len(chunk))
@@ -214,7 +232,8 @@ def run_atlas_lm(loss_names, *, seed: int = 0, progress: bool = True, cfg: LMCon
                     train_and_predict(name, seeds)
                 still = []
                 for name in pending:
-                    row = _row(name, seeds, look, level, tol, cfg, beta, records[name], comps[name])
+                    row = _row(name, seeds, look, level, tol, cfg, beta, records[name], comps[name],
+                               halvings[name], seed_lr[name])
                     if row["decided"] is not None or look == len(sizes):
                         out[name] = row
                     else:
@@ -230,7 +249,7 @@ def run_atlas_lm(loss_names, *, seed: int = 0, progress: bool = True, cfg: LMCon
     return {name: out[name] for name in names}
 
 
-def _row(name, seeds, look, level, tol, cfg, beta, records, comps) -> dict:
+def _row(name, seeds, look, level, tol, cfg, beta, records, comps, halvings, seed_lr) -> dict:
     cs = [comps[s] for s in seeds]
     kept = [c for c in cs if not c.clock_saturated]
     values = [c.observed_frac_in_U - c.predicted_frac_in_U for c in kept]
@@ -252,8 +271,10 @@ def _row(name, seeds, look, level, tol, cfg, beta, records, comps) -> dict:
         "decided": decided, "test": "within", "margin": tol,
         "values": {"observed": [c.observed_frac_in_U for c in cs], "predicted": [c.predicted_frac_in_U for c in cs]},
         "cell": {"beta": beta, "optimizer": OPTIMIZER, "labels": "ordered", "steps": cfg.steps,
-                 "lr": lm_lr(name, cfg, beta), "tabular_lr": tabular_lr(name, cfg, beta),
-                 "lr_rule": "base (beta-free curvature)" if name in FLAT_LR else "base / beta^2"},
+                 "lr": lm_lr(name, cfg, beta) * 0.5**halvings, "tabular_lr": tabular_lr(name, cfg, beta) * 0.5**halvings,
+                 "lr_rule": ("base (beta-free curvature)" if name in FLAT_LR else "base / beta^2")
+                 + (f", halved {halvings}x after divergence" if halvings else ""),
+                 "lr_halvings": halvings, "seed_lr": [seed_lr[s] for s in seeds]},
         "final_loss": mean([float(records[s].objective[-1]) for s in seeds]),
         "frac_misranked": mean([float(c.violated.mean()) for c in cs]),
         "agreement": desc["agreement"], "compared": desc["compared"],
