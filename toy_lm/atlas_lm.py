@@ -67,12 +67,17 @@ LM_PARAMS: dict[str, dict] = {
 #: function of beta times log-ratios and gets base / beta^2 (the same step in units of beta h).
 FLAT_LR = ("ipo", "cpo_ipo", "sppo_hard", "sft")
 
-#: A loss whose LM run diverges (non-finite log-probabilities) at its step is rerun with the LM and tabular steps
-#: both halved, at most this many times; the halvings are recorded in the row. Added after the first full run:
-#: sppo_hard diverged at step 7 with lr 3e-3 (its two absolute quadratic terms have curvature 2 in each log-ratio,
-#: where IPO's one term in delta shares the prompt's gradient between y_w and y_l). The rule reads divergence only,
-#: never a fraction in U.
+#: A loss whose LM run diverges at its step (non-finite log-probabilities, or some seed's training objective ends
+#: above where it started) is rerun with the LM and tabular steps both halved, at most this many times; the
+#: halvings are recorded in the row. Added after the first full runs: sppo_hard diverged at step 7 with lr 3e-3, and
+#: at lr 1.5e-3 its objective went from 0.08 to 313 in one step and ended at 79 (its absolute quadratic terms pull
+#: every pair's log pi(y_w) up and log pi(y_l) down at once, with curvature 2 in each log-ratio, 8x DPO's beta^2/4
+#: at DPO's step). The rule reads the objective only, never a fraction in U.
 MAX_LR_HALVINGS = 6
+
+
+def _diverged(records) -> bool:
+    return any(not np.isfinite(r.objective).all() or r.objective[-1] > r.objective[0] for r in records)
 
 
 def per_pair_losses() -> tuple[str, ...]:
@@ -204,11 +209,15 @@ def run_atlas_lm(loss_names, *, seed: int = 0, progress: bool = True, cfg: LMCon
                                                     beta=beta, optimizer=OPTIMIZER,
                                                     pair_loss=make_pair_loss(name, beta, params, n_w, n_l),
                                                     lr=lm_lr(name, cfg, beta) * factor)
-                    break
+                    if not _diverged(recs):
+                        break
+                    if halvings[name] == MAX_LR_HALVINGS:
+                        raise FloatingPointError(f"{name}: the LM objective still rises after {MAX_LR_HALVINGS} "
+                                                 "halvings of the step")
                 except FloatingPointError:
                     if halvings[name] == MAX_LR_HALVINGS:
                         raise
-                    halvings[name] += 1
+                halvings[name] += 1
             preds = predict_cell(name, beta, OPTIMIZER, [(rec, r.ref_logps, r.task) for rec, r in zip(recs, chunk)],
                                  cfg, pair_loss=make_pair_loss(name, beta, params, n_w, n_l),
                                  tabular_lr=tabular_lr(name, cfg, beta) * factor)
