@@ -112,6 +112,16 @@ def test_bad_loss_names_are_one_line_errors():
     assert "aot" not in A.per_pair_losses() and len(A.per_pair_losses()) == len(P.SPECS) - 2
 
 
+def test_divergence_rule_reads_the_objective():
+    """A run counts as diverged (step halved) when an objective is non-finite or ends above its start."""
+    from types import SimpleNamespace as R
+
+    ok = R(objective=np.array([0.08, 27.0, 0.05]))  # a transient rise that ends below the start: kept
+    assert not A._diverged([ok])
+    assert A._diverged([ok, R(objective=np.array([0.08, 313.0, 79.0]))])
+    assert A._diverged([R(objective=np.array([0.7, np.nan, 0.1]))])
+
+
 # ----------------------------------------------------------------------------------------------
 # small runs (2 seeds, short SFT)
 
