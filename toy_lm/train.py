@@ -157,17 +157,14 @@ def make_optimizer(optimizer: str, params, lr: float) -> torch.optim.Optimizer:
     raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
 
 
-def _hooked(method: str, beta: float, optimizer: str, cfg: LMConfig, pair_loss, lr):
-    """(step size, loss parameters, loss of (params, q, pc, pr, rc, rr)): ``method``'s own, or the given ``pair_loss``
-    (pc, pr, rc, rr) -> (objective per pair, ordered loss per pair) on summed log-probabilities and its ``lr``."""
+def _check_pair_loss(method: str, pair_loss, lr) -> None:
+    """A given ``pair_loss`` (summed log-probabilities) needs its ``lr`` and a method that reads sums."""
     if pair_loss is None:
-        return cfg.lr(optimizer, beta, method), cfg.loss_params(method), (
-            lambda params, q, pc, pr, rc, rr: pair_losses(method, beta, params, q, pc, pr, rc, rr))
+        return
     if lr is None:
         raise ValueError("a pair_loss needs its lr")
     if uses_mean(method):
         raise ValueError(f"a pair_loss takes summed log-probabilities; {method!r} is a per-token-mean method")
-    return lr, {}, lambda params, q, pc, pr, rc, rr: pair_loss(pc, pr, rc, rr)
 
 
 def train_preference(method: str, task: Task, reference: TinyGPT, ref_logps: SeqLogps, cfg: LMConfig, seed: int,
@@ -187,7 +184,9 @@ def train_preference(method: str, task: Task, reference: TinyGPT, ref_logps: Seq
     policy.train()
     for p in policy.parameters():
         p.requires_grad_(True)
-    lr, params, loss_of = _hooked(method, beta, optimizer, cfg, pair_loss, lr)
+    _check_pair_loss(method, pair_loss, lr)
+    lr = cfg.lr(optimizer, beta, method) if pair_loss is None else lr
+    params = cfg.loss_params(method) if pair_loss is None else {}
     opt = make_optimizer(optimizer, policy.parameters(), lr)
     q_train = torch.as_tensor(task.q_hat[task.split("train")], dtype=torch.float32, device=device)
 
@@ -218,7 +217,8 @@ def train_preference(method: str, task: Task, reference: TinyGPT, ref_logps: Seq
         total, mean = out.sum, out.mean
         inputs = mean if mean_inputs else total
         pc, pr = inputs[:p_train], inputs[p_train:]
-        objective_pairs, ordered = loss_of(params, q_train, pc, pr, rc, rr)
+        objective_pairs, ordered = (pair_losses(method, beta, params, q_train, pc, pr, rc, rr) if pair_loss is None
+                                    else pair_loss(pc, pr, rc, rr))
         objective = objective_pairs.mean()
         with torch.no_grad():
             rec["objective"].append(objective.item())
@@ -342,7 +342,9 @@ def train_preference_batched(method: str, tasks: list[Task], references: list[Ti
         for p in pol.parameters():
             p.requires_grad_(True)
     params, buffers, base = _stacked(policies)
-    lr, loss_params, loss_of = _hooked(method, beta, optimizer, cfg, pair_loss, lr)
+    _check_pair_loss(method, pair_loss, lr)
+    lr = cfg.lr(optimizer, beta, method) if pair_loss is None else lr
+    loss_params = cfg.loss_params(method) if pair_loss is None else {}
     opt = make_optimizer(optimizer, list(params.values()), lr)
     p_train = tasks[0].n_train
     q_train = torch.as_tensor(np.concatenate([t.q_hat[t.split("train")] for t in tasks]), dtype=torch.float32,
@@ -380,7 +382,8 @@ def train_preference_batched(method: str, tasks: list[Task], references: list[Ti
         total, mean = out.sum, out.mean
         inputs = mean if mean_inputs else total
         pc, pr = inputs[:, :p_train].reshape(-1), inputs[:, p_train:].reshape(-1)  # (R P,)
-        objective_pairs, ordered = loss_of(loss_params, q_train, pc, pr, rc, rr)
+        objective_pairs, ordered = (pair_losses(method, beta, loss_params, q_train, pc, pr, rc, rr) if pair_loss is None
+                                    else pair_loss(pc, pr, rc, rr))
         per_replica = objective_pairs.view(r_count, p_train).mean(dim=1)  # (R,)
         with torch.no_grad():
             rec["objective"].append(per_replica.cpu().numpy())
