@@ -14,6 +14,10 @@ run minimise the same function. DPOTrainer losses get summed log-probabilities a
 (reference-free) get sums (sigmoid, hinge) or per-token means (ipo, simpo, alphapo), as TRL passes them, and
 CPOTrainer's extra ``cpo_alpha`` NLL term is NOT added (the row is about the preference term alone).
 
+f-divergence settings ("sigmoid@js_divergence", ...; :func:`per_pair_losses` with ``f_divergences``): the same
+cell with TRL's ``f_divergence_type`` (alpha_divergence at TRL's default coefficient 0.5). Their scores s are
+increasing, so the implicit reward prefers y_w (s(r_w) > s(r_l)) exactly when delta > delta_ref: U is the same set.
+
 U: delta_ref < delta < 0 on summed log-probabilities, delta_ref the SFT reference's (for the reference-free losses
 the model training starts from). Prediction against observation: :func:`toy_lm.predict.predict_cell` (the clock of
 the two runs matched by the mean training objective; a seed whose tabular run never reaches the LM's final
@@ -36,7 +40,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dpo_rlhf_checks.pref_losses import SPECS
+from dpo_rlhf_checks.pref_losses import F_DIVERGENCES, SPECS
 from toy_lm.config import LMConfig, lm_threads
 from toy_lm.design import DESIGN, LMDesign, decide_bound, look_sizes, n_looks, seed_interval
 from toy_lm.model import resolve_device
@@ -80,24 +84,50 @@ def _diverged(records) -> bool:
     return any(not np.isfinite(r.objective).all() or r.objective[-1] > r.objective[0] for r in records)
 
 
-def per_pair_losses() -> tuple[str, ...]:
-    """Every loss of :data:`SPECS` a per-pair analysis applies to (kind not "batch-coupled"), in SPECS order."""
-    return tuple(name for name, spec in SPECS.items() if spec.kind != "batch-coupled")
+#: TRL's default f_alpha_divergence_coef (DPOConfig), for the "<loss>@alpha_divergence" settings.
+F_ALPHA_DIVERGENCE_COEF = 0.5
+
+
+def per_pair_losses(f_divergences: bool = False) -> tuple[str, ...]:
+    """Every loss of :data:`SPECS` a per-pair analysis applies to (kind not "batch-coupled"), in SPECS order; with
+    ``f_divergences`` also "<loss>@<f_divergence_type>" for each loss TRL accepts it with (other than reverse_kl,
+    the plain name)."""
+    names = [name for name, spec in SPECS.items() if spec.kind != "batch-coupled"]
+    if f_divergences:
+        names += [f"{name}@{fd}" for name in names if SPECS[name].f_divergence for fd in F_DIVERGENCES[1:]]
+    return tuple(names)
+
+
+def base_loss(name: str) -> str:
+    """The SPECS name of a loss setting ("sigmoid@js_divergence" -> "sigmoid")."""
+    return name.split("@", 1)[0]
+
+
+def loss_params(name: str) -> dict:
+    """The parameters of a loss setting in its LM cell: :data:`LM_PARAMS` of its base loss, plus f_divergence_type
+    (and TRL's default f_alpha_divergence_coef for alpha_divergence) for a "<loss>@<f_divergence_type>" setting."""
+    params = dict(LM_PARAMS.get(base_loss(name), {}))
+    if "@" in name:
+        fd = name.split("@", 1)[1]
+        params["f_divergence_type"] = fd
+        if fd == "alpha_divergence":
+            params["f_alpha_divergence_coef"] = F_ALPHA_DIVERGENCE_COEF
+    return params
 
 
 def lm_lr(name: str, cfg: LMConfig, beta: float) -> float:
     """The LM's SGD step for loss ``name``: ``cfg.sgd_lr`` for :data:`FLAT_LR`, else ``cfg.sgd_lr / beta**2``."""
-    return cfg.sgd_lr if name in FLAT_LR else cfg.sgd_lr / beta**2
+    return cfg.sgd_lr if base_loss(name) in FLAT_LR else cfg.sgd_lr / beta**2
 
 
 def tabular_lr(name: str, cfg: LMConfig, beta: float) -> float:
     """The tabular prediction's SGD step for loss ``name`` (the rule of :func:`lm_lr` on ``cfg.tabular_sgd_lr``)."""
-    return cfg.tabular_sgd_lr if name in FLAT_LR else cfg.tabular_sgd_lr / beta**2
+    return cfg.tabular_sgd_lr if base_loss(name) in FLAT_LR else cfg.tabular_sgd_lr / beta**2
 
 
 def pair_loss(name: str, beta: float, params: dict, pc, pr, rc, rr, n_w, n_l):
-    """(objective per pair, ordered-pair loss per pair) of the pref_losses loss ``name``; with ordered labels the two
-    are the same tensor.
+    """(objective per pair, ordered-pair loss per pair) of the pref_losses loss ``name`` (a SPECS name; an
+    f-divergence comes in ``params``); with ordered labels the two are the same tensor.
 
     pc, pr, rc, rr: (B,) SUMMED log-probabilities of y_w, y_l under the policy and the reference. n_w, n_l: (B,)
     token counts of y_w and y_l. DPOTrainer losses read sums (and the counts where ``SPECS[name].lengths`` names
@@ -124,12 +154,13 @@ def _check_names(loss_names) -> list[str]:
     if isinstance(loss_names, str):
         loss_names = [loss_names]
     names = list(loss_names)
-    allowed = per_pair_losses()
+    allowed = per_pair_losses(f_divergences=True)
     bad = [n for n in names if n not in allowed]
     if bad or not names:
         coupled = [n for n in bad if n in SPECS]
         why = f" ({', '.join(coupled)}: batch-coupled, no per-pair cell)" if coupled else ""
-        raise ValueError(f"LM atlas losses must be per-pair losses from {', '.join(allowed)}; got {bad or names}{why}")
+        raise ValueError(f"LM atlas losses must be per-pair losses from {', '.join(per_pair_losses())}, or "
+                         f"<loss>@<f_divergence_type> where TRL takes one; got {bad or names}{why}")
     if len(set(names)) != len(names):
         raise ValueError(f"LM atlas losses must be distinct, got {names}")
     return names
@@ -205,7 +236,7 @@ def run_atlas_lm(loss_names, *, seed: int = 0, progress: bool = True, cfg: LMCon
                 del records[name][s], comps[name][s], seed_lr[name][s]
 
     def train_chunks(name, todo):
-        params = LM_PARAMS.get(name, {})
+        params, base = loss_params(name), base_loss(name)
         for i in range(0, len(todo), cfg.batch_replicas):
             chunk = todo[i:i + cfg.batch_replicas]
             t0, c0 = time.perf_counter(), time.process_time()
@@ -218,7 +249,7 @@ def run_atlas_lm(loss_names, *, seed: int = 0, progress: bool = True, cfg: LMCon
                     recs = train_preference_batched(name, [r.task for r in chunk], [r.reference for r in chunk],
                                                     [r.ref_logps for r in chunk], cfg, [r.seed for r in chunk], dev,
                                                     beta=beta, optimizer=OPTIMIZER,
-                                                    pair_loss=make_pair_loss(name, beta, params, n_w, n_l),
+                                                    pair_loss=make_pair_loss(base, beta, params, n_w, n_l),
                                                     lr=lm_lr(name, cfg, beta) * factor)
                     if not _diverged(recs):
                         break
@@ -230,7 +261,7 @@ def run_atlas_lm(loss_names, *, seed: int = 0, progress: bool = True, cfg: LMCon
                         raise
                 halvings[name] += 1
             preds = predict_cell(name, beta, OPTIMIZER, [(rec, r.ref_logps, r.task) for rec, r in zip(recs, chunk)],
-                                 cfg, pair_loss=make_pair_loss(name, beta, params, n_w, n_l),
+                                 cfg, pair_loss=make_pair_loss(base, beta, params, n_w, n_l),
                                  tabular_lr=tabular_lr(name, cfg, beta) * factor)
             for r, rec, c in zip(chunk, recs, preds):
                 records[name][r.seed], comps[name][r.seed] = rec, c
@@ -281,7 +312,8 @@ def _row(name, seeds, look, level, tol, cfg, beta, records, comps, halvings) -> 
     desc = compare_cell(cs, tol)
     mean = (lambda xs: float(np.mean(xs)) if xs else None)
     return {
-        "loss": name, "trainer": SPECS[name].trainer, "kind": SPECS[name].kind, "params": dict(LM_PARAMS.get(name, {})),
+        "loss": name, "trainer": SPECS[base_loss(name)].trainer, "kind": SPECS[base_loss(name)].kind,
+        "params": loss_params(name),
         "predicted_frac_in_U": mean([c.predicted_frac_in_U for c in kept]),
         "observed_frac_in_U": mean([c.observed_frac_in_U for c in kept]),
         "obs_minus_pred": iv["mean"], "interval": [iv["lo"], iv["hi"]], "level": level,
@@ -292,7 +324,7 @@ def _row(name, seeds, look, level, tol, cfg, beta, records, comps, halvings) -> 
         "values": {"observed": [c.observed_frac_in_U for c in cs], "predicted": [c.predicted_frac_in_U for c in cs]},
         "cell": {"beta": beta, "optimizer": OPTIMIZER, "labels": "ordered", "steps": cfg.steps,
                  "lr": lm_lr(name, cfg, beta) * 0.5**halvings, "tabular_lr": tabular_lr(name, cfg, beta) * 0.5**halvings,
-                 "lr_rule": ("base (beta-free curvature)" if name in FLAT_LR else "base / beta^2")
+                 "lr_rule": ("base (beta-free curvature)" if base_loss(name) in FLAT_LR else "base / beta^2")
                  + (f", halved {halvings}x after divergence" if halvings else ""),
                  "lr_halvings": halvings},
         "final_loss": mean([float(records[s].objective[-1]) for s in seeds]),

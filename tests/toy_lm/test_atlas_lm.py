@@ -104,6 +104,23 @@ def test_pair_loss_adapter_passes_lengths_and_means():
         assert obj is ordered
 
 
+def test_f_divergence_settings():
+    """"<loss>@<f_divergence_type>": TRL's f_divergence_type (alpha at TRL's coefficient 0.5) through the same adapter,
+    forward_kl's score 1 - e^-r by hand; only for the losses TRL takes one with."""
+    assert A.loss_params("sigmoid@alpha_divergence") == {"f_divergence_type": "alpha_divergence",
+                                                          "f_alpha_divergence_coef": 0.5}
+    assert A.loss_params("exo_pair@js_divergence") == {"label_smoothing": 1e-3, "f_divergence_type": "js_divergence"}
+    assert len(A.per_pair_losses(f_divergences=True)) == len(A.per_pair_losses()) + 3 * 7
+    g = torch.Generator().manual_seed(2)
+    pc, pr, rc, rr = (-(torch.rand(50, generator=g, dtype=torch.float64) * 4 + 0.1) for _ in range(4))
+    n = _counts(50)
+    h = -torch.expm1(-(pc - rc)) + torch.expm1(-(pr - rr))
+    obj, _ = A.pair_loss("sigmoid", BETA, A.loss_params("sigmoid@forward_kl"), pc, pr, rc, rr, n, n)
+    torch.testing.assert_close(obj, torch.logaddexp(-BETA * h, torch.zeros_like(h)), rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="f_divergence_type"):
+        A.run_atlas_lm(["sppo_hard@forward_kl"], progress=False)
+
+
 def test_bad_loss_names_are_one_line_errors():
     with pytest.raises(ValueError, match="batch-coupled"):
         A.run_atlas_lm(["aot"], progress=False)
