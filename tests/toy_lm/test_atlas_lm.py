@@ -220,7 +220,13 @@ def test_full_column():
     out = A.run_atlas_lm(A.per_pair_losses(), progress=False)
     assert list(out) == list(A.per_pair_losses())
     for name, row in out.items():
+        assert row["cell"]["lr_halvings"] <= A.MAX_LR_HALVINGS and row["final_loss"] < math.log(2) + 1, name
+        if row["n_seeds"] == 0:  # every seed's clock saturated (DiscoPOP: the tabular run stops in f's local minimum)
+            assert row["decided"] is None and row["reason_not_compared"].startswith("clock saturated"), name
+            assert len(row["excluded_seeds"]) == len(row["seeds"]) == LMConfig().max_seeds, name
+            continue
         assert row["n_seeds"] >= 2, name
         lo, hi = row["interval"]
         assert row["decided"] == decide_bound("within", DESIGN.atlas_tol_frac_in_U, lo, hi), name
         assert 0 <= row["observed_frac_in_U"] <= 1 and 0 <= row["predicted_frac_in_U"] <= 1, name
+        assert row["obs_minus_pred"] == pytest.approx(row["observed_frac_in_U"] - row["predicted_frac_in_U"]), name
