@@ -51,6 +51,11 @@ class LMDesign:
         "fixed" cell leaves at most half of what counts as a failure.
     carriers / carriers_bt: the certificate-carrying CPO losses judged (implicit target T >= m on every pair by
         their formula, docs/theory.md §10), with ordered and with Bradley-Terry labels.
+    atlas_tol_frac_in_U: the U-atlas's LM column (toy_lm/atlas_lm.py): in each loss's slow ordered SGD cell the
+        observed fraction in U agrees with that loss's tabular prediction when the mean over seeds of (observed -
+        predicted) lies within +- this. The same bar as DPO's own ``tol_frac_in_U`` (every loss is held to what the
+        DPO cell is held to: about 3 of the default 32 train pairs, three times a fraction's 1/P step), fixed before
+        any atlas run.
     """
 
     alpha: float = 0.05
@@ -61,6 +66,7 @@ class LMDesign:
     fix_margin: float = 0.05
     carriers: tuple[str, ...] = ("cpo_clip", "cpo_smooth")
     carriers_bt: tuple[str, ...] = ("cpo_clip_bt", "cpo_smooth_bt")
+    atlas_tol_frac_in_U: float = 0.10
 
     def to_dict(self) -> dict:
         return asdict(self)
