@@ -10,7 +10,6 @@ that must match exactly once): wall-clock time differs between any two runs, int
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
