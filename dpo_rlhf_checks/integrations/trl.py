@@ -236,7 +236,13 @@ class LibraryLossDPOTrainer(DPOTrainer):
                 kw["chosen_lengths"] = n_sft.clamp(min=1)
             elif spec.lengths:
                 kw.update(chosen_lengths=n_c, rejected_lengths=n_r)
-            losses = spec.loss(pc, pr, rc, rr, **kw).losses
+            losses = spec.loss(pc, pr, rc, rr, **kw).losses  # checks the inputs and parameters; the values
+            if name == "sigmoid":
+                # The same quantity in TRL's arithmetic, -logsigmoid(beta h): under bf16 autocast the library's
+                # softplus(-beta h) gave an 8e-4 relative gradient difference from TRL on one batch (as for "dpo")
+                h = (P.score(pc - rc, self.args.f_divergence_type, self.args.f_alpha_divergence_coef)
+                     - P.score(pr - rr, self.args.f_divergence_type, self.args.f_alpha_divergence_coef))
+                losses = -torch.nn.functional.logsigmoid(self.beta * h)
             if name == "sft":  # TRL's token-weighted batch value: sum(-pc) / sum(n)
                 batch = (losses * n_sft).sum() / n_sft.sum().clamp(min=1)
             else:
