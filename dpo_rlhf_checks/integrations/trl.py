@@ -9,7 +9,8 @@ here uses or replaces it. ``cpo_clip`` (alias ``hypo``), ``-log sigma(beta (delt
 is the loss of HyPO (Yuan et al., arXiv 2602.11902), which the authors' code also ships as ``clip``.
 
 - :class:`LibraryLossDPOTrainer`: a ``trl.DPOTrainer`` whose loss is ``losses.get_loss(loss_name)`` with
-  its parameters, on summed (``logps="sum"``, TRL's and the paper's) or per-token-mean (``"mean"``, the
+  its parameters (or, for a TRL ``loss_type`` name or a list of them, ``pref_losses``' loss of that name with
+  TRL's parameters from the DPOConfig), on summed (``logps="sum"``, TRL's and the paper's) or per-token-mean (``"mean"``, the
   authors' code) completion log-probabilities; TRL's tokenization, reference handling (a reference
   model, precomputed reference log-probs, or a PEFT adapter) and metrics stay TRL's. At every logging
   step it logs, beside TRL's ``rewards/*`` and ``logps/*``:
