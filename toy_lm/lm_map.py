@@ -150,14 +150,36 @@ def _main(argv: list[str] | None) -> int:
 OUTPUTS = ("lm_map.md", "lm_map.json", "lm_map_records.npz")
 
 
+def _write(stage, cfg, staged) -> tuple[str, list[str]]:
+    """The map's files into the staging folder, then renamed into ``--out`` (figures and records first, the two
+    reports last); returns the report section and the figure paths."""
+    from figures.lm import lm_figures
+    from toy_lm.stage import save_records
+
+    work = staged.staging
+    fig_dir = work / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    figures = lm_figures(stage, fig_dir, prefix="lm_map")
+    save_records(stage, work / "lm_map_records.npz")
+    section = report_section(stage)
+    (work / "lm_map.md").write_text(section + "\nFigures: " + ", ".join(Path(f).name for f in figures
+                                                                       if f.endswith(".png")) + "\n")
+    payload = {"config": cfg.to_dict(), "seeds": stage.seeds, "seconds": stage.seconds, "regimes": stage.regimes,
+               "time_in_U_law": {o: {k: v for k, v in law.items() if k != "points"}
+                                 for o, law in stage.time_in_U_law.items()},
+               "figures": [Path(os.path.relpath(f, work)).as_posix() for f in figures]}  # relative to lm_map.json
+    (work / "lm_map.json").write_text(json.dumps(to_jsonable(payload), indent=1))
+    staged.commit(last=("lm_map.md", "lm_map.json"))
+    return section, figures
+
+
 def _run(args: argparse.Namespace, cfg, threads: int, staged) -> int:
     """Train and predict the map, write it into the staging folder, then rename it into ``args.out``."""
     import signal
 
-    from figures.lm import lm_figures
     from toy_lm.map_progress import MapProgress, ResumeMismatch, fingerprint
     from toy_lm.model import resolve_device
-    from toy_lm.stage import run_stage, save_records
+    from toy_lm.stage import run_stage
 
     start = time.perf_counter()
     fp = fingerprint(cfg, args.seed, str(resolve_device(args.device)), threads)
@@ -173,9 +195,12 @@ def _run(args: argparse.Namespace, cfg, threads: int, staged) -> int:
 
     in_main_thread = threading.current_thread() is threading.main_thread()  # signal handlers can only be set there
     old_term = signal.signal(signal.SIGTERM, on_sigterm) if in_main_thread else None
-    try:
+    try:  # the map, then its files (written into the staging folder and renamed into place)
         stage = run_stage(cfg, seed_offset=args.seed, device=args.device, threads=threads, progress=progress)
+        section, figures = _write(stage, cfg, staged)
     except KeyboardInterrupt as err:
+        if staged.committed:  # the files are in place: cli.run_in_out_folder says so
+            raise
         sig = err.args[0] if err.args and isinstance(err.args[0], int) else signal.SIGINT
         name = "SIGTERM" if sig == signal.SIGTERM else "SIGINT"
         if not progress.units:  # nothing finished: nothing to resume from
@@ -196,20 +221,6 @@ def _run(args: argparse.Namespace, cfg, threads: int, staged) -> int:
     finally:
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
-    work = staged.staging
-    fig_dir = work / "figures"
-    fig_dir.mkdir(parents=True, exist_ok=True)
-    figures = lm_figures(stage, fig_dir, prefix="lm_map")
-    save_records(stage, work / "lm_map_records.npz")
-    section = report_section(stage)
-    (work / "lm_map.md").write_text(section + "\nFigures: " + ", ".join(Path(f).name for f in figures
-                                                                       if f.endswith(".png")) + "\n")
-    payload = {"config": cfg.to_dict(), "seeds": stage.seeds, "seconds": stage.seconds, "regimes": stage.regimes,
-               "time_in_U_law": {o: {k: v for k, v in law.items() if k != "points"}
-                                 for o, law in stage.time_in_U_law.items()},
-               "figures": [Path(os.path.relpath(f, work)).as_posix() for f in figures]}  # relative to lm_map.json
-    (work / "lm_map.json").write_text(json.dumps(to_jsonable(payload), indent=1))
-    staged.commit(last=("lm_map.md", "lm_map.json"))  # figures and records first, the two reports last
     progress.finish()  # the map's files are in place; its units are no longer needed
     print(section)
     print(f"wrote {args.out / 'lm_map.md'}, {args.out / 'lm_map.json'}, {len(figures)} figure files in "
