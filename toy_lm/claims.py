@@ -26,7 +26,7 @@ from pathlib import Path
 
 from dpo_rlhf_checks.result import CheckContext, MethodResult
 from toy_lm.decide import evaluate, line
-from toy_lm.design import DESIGN, and3, cpo_fix_specs, dpo_failure_specs, look_sizes
+from toy_lm.design import DESIGN, PILOT, and3, cpo_fix_specs, dpo_failure_specs, family_power, look_sizes, rule_budget
 from toy_lm.stage import LMStage, get_stage, reference_summary, save_records
 
 BASELINES = ("dpo", "ipo", "dpop")
@@ -88,8 +88,14 @@ def _evidence_common(stage: LMStage) -> dict:
     return {
         "config": cfg.to_dict(),
         "design": DESIGN.to_dict(),
-        "looks": {"seeds_per_look": look_sizes(len(cfg.seeds), cfg.seed_step, cfg.max_seeds),
+        "looks": {"seeds_per_look": look_sizes(len(cfg.seeds), cfg.seed_step, cfg.max_seeds, cfg.look_schedule),
                   "planned_seeds": stage.planned_seeds, "extensions": stage.looks},
+        "seed_budget_rule": {"rule": "smallest look size at which a comparison half its family's margin from its bound "
+                                     "is decided with probability >= 0.9 (pilot's pooled seed-level sd), capped by the "
+                                     "stage's time limit (toy_lm/design.py)",
+                             "pilot_sd": {f: v[0] for f, v in PILOT.items()},
+                             "power_at_half_margin_at_budget": family_power(cfg.max_seeds, len(cfg.seeds)),
+                             **{k: v for k, v in rule_budget(len(cfg.seeds)).items() if k != "power"}},
         "device": stage.device,
         "torch_threads": stage.threads,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
