@@ -39,7 +39,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Iterable
 
-from dpo_rlhf_checks import __version__
+from dpo_rlhf_checks import __version__, deferred
 from dpo_rlhf_checks.registry import Claim, resolve_method
 from dpo_rlhf_checks.result import (ERROR_VERDICT, VERDICT_MEANINGS, VERDICTS, CheckContext, MethodResult,
                                     independent_methods, merge_methods, to_jsonable)
@@ -166,6 +166,11 @@ def run_claim(claim: Claim, ctx: CheckContext, log=None) -> dict[str, Any]:
                  "amended_statement": merged["amended_statement"], "inconclusive": merged["inconclusive"]}
         if merged["verdict"] == VERDICTS[1] and claim.amendment:
             entry["amended_statement"] = claim.amendment  # registry text fixed before the run
+    try:  # outputs the methods share (the LM figures and records), written once, from the last method's state
+        deferred.flush()
+    except Exception as err:
+        entry = {**entry, "verdict": ERROR_VERDICT, "literal": None, "amended": None,
+                 "summary": f"writing the methods' shared outputs crashed: {type(err).__name__}: {err}; {summary}"}
     indep = independent_methods({e["name"]: tuple(e["depends_on"]) for e in entries if e["error"] is None})
     entry.update({"methods": entries, "independent_methods": len(indep), "independent_set": indep,
                   "not_checked_reason": None, "figures": list(dict.fromkeys(figures))})

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dpo_rlhf_checks.deferred import defer
 from dpo_rlhf_checks.result import CheckContext, MethodResult
 from toy_lm.decide import evaluate, line
 from toy_lm.design import DESIGN, PILOT, and3, cpo_fix_specs, dpo_failure_specs, family_power, look_sizes, rule_budget
@@ -116,14 +117,24 @@ _FIGURES: dict[tuple, list[str]] = {}
 
 
 def _shared_figures(stage: LMStage, ctx: CheckContext) -> list[str]:
-    """The stage's figures, drawn once per stage and figure folder (with the per-pair records beside them)."""
-    key = (id(stage), str(ctx.fig_dir), len(stage.looks))
-    if key not in _FIGURES:
-        from figures.lm import lm_figures
+    """The stage's figures (with the per-pair records beside them): their paths now; drawn once per claim, by the
+    runner after the claim's last method (dpo_rlhf_checks.deferred), from the stage as that method left it. Each
+    method used to redraw them after its own look (five times a run, a quarter of the LM claims' time)."""
+    from figures.lm import lm_figure_paths, lm_figures
 
-        _FIGURES[key] = lm_figures(stage, ctx.fig_dir)
-        save_records(stage, Path(ctx.out_dir) / "lm_records.npz")
-    return _FIGURES[key]
+    key = (id(stage), str(ctx.fig_dir))
+    paths = lm_figure_paths(ctx.fig_dir)
+    fig_dir, records = ctx.fig_dir, Path(ctx.out_dir) / "lm_records.npz"
+
+    def write() -> None:
+        drawn = lm_figures(stage, fig_dir)
+        if drawn != paths:
+            raise RuntimeError(f"the LM figures drawn {drawn} are not the ones promised {paths}")
+        save_records(stage, records)
+
+    defer(("lm-figures",) + key, write)
+    _FIGURES[key] = paths
+    return paths
 
 
 def _decide(stage: LMStage, parts: dict, literal_parts: list[str], amended_parts: list[str]) -> dict:
