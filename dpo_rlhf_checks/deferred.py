@@ -1,23 +1,31 @@
-"""Outputs that methods share and the runner writes once: after the claim whose methods asked for them.
+"""Outputs that methods share and the runner writes once, from the state the last of them left.
 
-A method that promises a file several methods of a claim write alike (the LM stage's figures and records: each LM
-method used to redraw them after its own look, five times a run) registers the writer here under a key and
-returns the paths; :func:`dpo_rlhf_checks.report.run_claim` calls :func:`flush` when the claim's methods are done,
-so each key is written once per claim, from the state the last method left. A later registration under the same
-key replaces an earlier one (only the last state is written).
+A method that promises a file several methods write alike (the LM stage's figures and records: each LM method used
+to redraw them after its own look, five times a run) registers the writer here under a key and returns the paths.
+A later registration under the same key replaces an earlier one (only the last state is written). The runner marks
+what is pending with the claim whose methods registered it (:func:`own`) and writes it: after that claim when a
+claim runs alone (:func:`dpo_rlhf_checks.report.run_claim`), once after every claim of a run
+(:func:`dpo_rlhf_checks.report.run_claims`); a writer that raises makes the claims that own it errors.
 """
 
 from __future__ import annotations
 
 from typing import Callable, Hashable
 
-_PENDING: dict[Hashable, Callable[[], object]] = {}
+_PENDING: dict[Hashable, tuple[Callable[[], object], set[str]]] = {}
 
 
 def defer(key: Hashable, write: Callable[[], object]) -> None:
-    """Register ``write`` to run at the next :func:`flush`, replacing whatever was registered under ``key``."""
-    _PENDING.pop(key, None)
-    _PENDING[key] = write
+    """Register ``write`` for the next :func:`flush`, replacing whatever was registered under ``key`` (its owners
+    stay owners)."""
+    _, owners = _PENDING.pop(key, (None, set()))
+    _PENDING[key] = (write, owners)
+
+
+def own(claim_id: str) -> None:
+    """Mark every pending writer as owned by ``claim_id`` (its methods registered or re-registered it)."""
+    for _, owners in _PENDING.values():
+        owners.add(claim_id)
 
 
 def pending() -> int:
@@ -25,10 +33,16 @@ def pending() -> int:
     return len(_PENDING)
 
 
-def flush() -> None:
-    """Run every registered writer once, in registration order, and forget them (also when one raises: the rest
-    are dropped and the exception propagates)."""
+def flush() -> dict[str, str]:
+    """Run every pending writer once, in registration order, and forget them all. Returns claim id -> the error of a
+    writer it owns that raised (every writer runs; empty when none raised)."""
     writers = list(_PENDING.values())
     _PENDING.clear()
-    for write in writers:
-        write()
+    errors: dict[str, str] = {}
+    for write, owners in writers:
+        try:
+            write()
+        except Exception as err:  # reported on the owning claims by the runner
+            for owner in owners:
+                errors.setdefault(owner, f"{type(err).__name__}: {err}")
+    return errors

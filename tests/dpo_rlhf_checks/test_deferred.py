@@ -6,7 +6,7 @@ import types
 
 from dpo_rlhf_checks import deferred
 from dpo_rlhf_checks.registry import Claim
-from dpo_rlhf_checks.report import run_claim
+from dpo_rlhf_checks.report import run_claim, run_claims
 from dpo_rlhf_checks.result import ERROR_VERDICT, CheckContext, MethodResult
 
 
@@ -22,8 +22,8 @@ def test_latest_registration_under_a_key_wins_and_flush_runs_each_once():
     assert out == ["b", "a2"]
 
 
-def _module(tmp_path, writer):
-    mod = types.ModuleType("_deferred_fake_methods")
+def _module(tmp_path, writer, name="fake"):
+    mod = types.ModuleType(f"_deferred_fake_methods_{name}")
     draws = []
 
     def method(ctx):
@@ -32,7 +32,7 @@ def _module(tmp_path, writer):
 
     mod.first = mod.second = method
     sys.modules[mod.__name__] = mod
-    claim = Claim("fake", "t", "r", "s", methods={"numeric": f"{mod.__name__}:first",
+    claim = Claim(name, "t", "r", "s", methods={"numeric": f"{mod.__name__}:first",
                                                    "convex": f"{mod.__name__}:second"})
     return claim, CheckContext(seed=0, out_dir=tmp_path), draws
 
@@ -51,3 +51,21 @@ def test_a_crashing_shared_writer_makes_the_claim_an_error(tmp_path):
     entry = run_claim(claim, ctx)
     assert draws == [1] and entry["verdict"] == ERROR_VERDICT and "disk full" in entry["summary"]
     assert deferred.pending() == 0
+
+
+def test_a_run_writes_shared_outputs_once_after_every_claim_and_blames_the_owners(tmp_path):
+    import io
+
+    calls = []
+
+    def writer():
+        calls.append(1)
+        raise OSError("disk full")
+
+    claim_a, ctx, _ = _module(tmp_path, writer, "a")
+    claim_b, _, _ = _module(tmp_path, writer, "b")  # registers under the same key: one writer, two owners
+    claim_c = Claim("c", "t", "r", "s", not_checked="no methods")
+    report = run_claims([claim_a, claim_b, claim_c], ctx, log=io.StringIO())
+    assert calls == [1] and deferred.pending() == 0
+    verdicts = {e["id"]: e["verdict"] for e in report["claims"]}
+    assert verdicts == {"a": ERROR_VERDICT, "b": ERROR_VERDICT, "c": "not-checked"}
