@@ -13,6 +13,8 @@ from __future__ import annotations
 from typing import Callable, Hashable
 
 _PENDING: dict[Hashable, tuple[Callable[[], object], set[str]]] = {}
+_REGISTERED: dict[Hashable, int] = {}  # key -> the registration count when it was last registered
+_COUNT = [0]
 
 
 def defer(key: Hashable, write: Callable[[], object]) -> None:
@@ -20,12 +22,22 @@ def defer(key: Hashable, write: Callable[[], object]) -> None:
     stay owners)."""
     _, owners = _PENDING.pop(key, (None, set()))
     _PENDING[key] = (write, owners)
+    _COUNT[0] += 1
+    _REGISTERED[key] = _COUNT[0]
 
 
-def own(claim_id: str) -> None:
-    """Mark every pending writer as owned by ``claim_id`` (its methods registered or re-registered it)."""
-    for _, owners in _PENDING.values():
-        owners.add(claim_id)
+def mark() -> int:
+    """The registration count now: :func:`own` with it marks only what is registered after this call."""
+    return _COUNT[0]
+
+
+def own(claim_id: str, since: int = 0) -> None:
+    """Mark the pending writers registered (or re-registered) after ``since`` (a :func:`mark`) as owned by
+    ``claim_id``: its methods asked for them. A writer left over from a method called outside any claim is not
+    the claim's."""
+    for key, (_, owners) in _PENDING.items():
+        if _REGISTERED.get(key, 0) > since:
+            owners.add(claim_id)
 
 
 def pending() -> int:
@@ -38,6 +50,7 @@ def flush() -> dict[str, str]:
     writer it owns that raised (every writer runs; empty when none raised)."""
     writers = list(_PENDING.values())
     _PENDING.clear()
+    _REGISTERED.clear()
     errors: dict[str, str] = {}
     for write, owners in writers:
         try:

@@ -151,6 +151,7 @@ def run_claim(claim: Claim, ctx: CheckContext, log=None, flush: bool = True) -> 
         return to_jsonable({**head, **entry, "seconds": 0.0})
     results: dict[str, MethodResult] = {}
     entries = []
+    since = deferred.mark()
     for name, target in claim.methods.items():
         result, m_entry = run_method(name, target, ctx)
         if log is not None:
@@ -174,7 +175,7 @@ def run_claim(claim: Claim, ctx: CheckContext, log=None, flush: bool = True) -> 
                  "amended_statement": merged["amended_statement"], "inconclusive": merged["inconclusive"]}
         if merged["verdict"] == VERDICTS[1] and claim.amendment:
             entry["amended_statement"] = claim.amendment  # registry text fixed before the run
-    deferred.own(claim.id)  # outputs the methods share (the LM figures and records), written from the last state
+    deferred.own(claim.id, since)  # outputs the methods share (the LM figures and records), written from the last state
     if flush:
         error = deferred.flush().get(claim.id)
         if error is not None:

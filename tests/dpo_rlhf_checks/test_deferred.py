@@ -10,6 +10,16 @@ from dpo_rlhf_checks.report import run_claim, run_claims
 from dpo_rlhf_checks.result import ERROR_VERDICT, CheckContext, MethodResult
 
 
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _nothing_pending():
+    deferred.flush()  # writers other tests' direct method calls left behind
+    yield
+    deferred.flush()
+
+
 def test_latest_registration_under_a_key_wins_and_flush_runs_each_once():
     out = []
     deferred.defer("a", lambda: out.append("a1"))
@@ -69,3 +79,13 @@ def test_a_run_writes_shared_outputs_once_after_every_claim_and_blames_the_owner
     assert calls == [1] and deferred.pending() == 0
     verdicts = {e["id"]: e["verdict"] for e in report["claims"]}
     assert verdicts == {"a": ERROR_VERDICT, "b": ERROR_VERDICT, "c": "not-checked"}
+
+
+def test_a_writer_left_over_from_outside_a_claim_is_not_the_claims(tmp_path):
+    def boom():
+        raise OSError("stale")
+
+    deferred.defer("left over", boom)  # a method called directly, outside any claim
+    claim, ctx, draws = _module(tmp_path, lambda: None, "d")
+    entry = run_claim(claim, ctx)
+    assert draws == [1] and entry["verdict"] == "holds" and deferred.pending() == 0
