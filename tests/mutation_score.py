@@ -350,12 +350,13 @@ class Server:
         if not line or not json.loads(line).get("ready"):
             raise SystemExit("the mutation fork server did not start")
 
-    def run(self, claims: list[str], verdicts: Path, tests: list[str], timeout: float) -> dict:
+    def run(self, claims: list[str], verdicts: Path, tests: list[str], timeout: float, tests_first: bool = False
+            ) -> dict:
         if self.proc is None or self.proc.poll() is not None:
             self.start()
         request = {"claims": claims, "verdicts": str(verdicts), "tests": tests, "timeout": timeout,
                    "out": str(self.scratch / "result.json"), "log": str(self.scratch / "child.log"),
-                   "scratch": str(self.scratch)}
+                   "scratch": str(self.scratch), "tests_first": tests_first}
         self.proc.stdin.write(json.dumps(request) + "\n")
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()
@@ -374,6 +375,27 @@ class Server:
                 self.proc.wait()
 
 
+def canary(repo: Path, server: Server | None, base: dict, cov: dict | None, verdicts_file: Path) -> None:
+    """Run the cheapest claim and test on the unmutated copy, the way a mutant runs; anything but "survived"
+    means the runner itself is broken (a crash would otherwise count every mutant as killed): stop."""
+    claims = sorted((c for c, v in base["claims"].items() if v["verdict"] != "not-checked"
+                     and not c.startswith(LM_CLAIM_PREFIX)), key=lambda c: base["claims"][c]["seconds"])[:1]
+    if server is not None:
+        tests = sorted((t for t in cov["tests"] if not t["failed"] and not t["opaque"]),
+                       key=lambda t: t["seconds"])[:1]
+        reply = server.run(claims, verdicts_file, [t["id"] for t in tests], timeout=600)
+        ok = reply["status"] == "ok" and reply["result"]["killed_by"] is None and not reply["result"].get("error")
+        tail = reply.get("tail") or json.dumps(reply.get("result"))
+    else:
+        tests = sorted((t for t, v in base["tests"].items() if not v["failed"]), key=lambda t: base["tests"][t]["seconds"])[:1]
+        status, result, tail = _worker(repo, ["kill", "--claims", *claims, "--verdicts", str(verdicts_file),
+                                              "--tests", *tests], timeout=600)
+        ok = status == "ok" and result["killed_by"] is None
+    if not ok:
+        raise SystemExit(f"the runner fails on the unmutated copy (claim {claims}, tests {tests}); fix it first:\n"
+                         f"{tail[-2000:]}")
+
+
 def run_mutant_fast(repo: Path, server: Server, m: Mutant, claims: list[str], tests: list[str], base: dict,
                     cov_seconds: dict[str, float], verdicts_file: Path, factor: float, overhead: float,
                     kind: str = "formula") -> dict:
@@ -388,12 +410,13 @@ def run_mutant_fast(repo: Path, server: Server, m: Mutant, claims: list[str], te
     if not valid(m, pristine):
         return {**entry, "status": "invalid", "by": None, "detail": "does not parse, or parses to the original",
                 "seconds": 0.0}
-    cost = sum(base["claims"][c]["seconds"] for c in claims) + sum(cov_seconds[t] for t in tests)
-    timeout = factor * cost + overhead
+    claim_cost = sum(base["claims"][c]["seconds"] for c in claims)
+    test_cost = sum(cov_seconds[t] for t in tests)
+    timeout = factor * (claim_cost + test_cost) + overhead
     start = time.perf_counter()
     try:
         target.write_text(m.text)
-        reply = server.run(claims, verdicts_file, tests, timeout)
+        reply = server.run(claims, verdicts_file, tests, timeout, tests_first=test_cost < claim_cost)
     finally:
         target.write_text(pristine)
     seconds = round(time.perf_counter() - start, 2)
@@ -531,6 +554,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the sample (default 0)")
     parser.add_argument("--modules", nargs="+", default=None,
                         help="only files whose path starts with one of these (e.g. toy_bandits dpo_rlhf_checks/losses.py)")
+    parser.add_argument("--exclude-modules", nargs="+", default=None,
+                        help="leave out files whose path starts with one of these (e.g. the modules run in full)")
     parser.add_argument("--ops", nargs="+", default=None, choices=OPERATORS, help="only these operators")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "mutation",
                         help="output folder (default results/mutation/, ignored by git)")
@@ -559,6 +584,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.overhead is None:
         args.overhead = 90.0 if args.legacy else 30.0
     everything = all_mutants(args.modules)
+    if args.exclude_modules:
+        everything = [m for m in everything if not any(m.path.startswith(x.rstrip("/")) for x in args.exclude_modules)]
     if args.ops:
         everything = [m for m in everything if m.op in args.ops]
     if not everything:
@@ -639,6 +666,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"--reuse: {args.reuse} was run on other code ({old_report['tree']}); nothing reused")
         entries = []
         server = None if args.legacy else Server(repo, tmp)
+        canary(repo, server, base, cov, verdicts_file)
         bar = tqdm(chosen, unit="mutant", dynamic_ncols=True)
         for m in bar:
             if m.id in reused and m.id not in equivalent:

@@ -94,6 +94,24 @@ def _pytest(files: list[str], stop_first: bool, plugins: tuple = (), only: set[s
     return int(code), plugin
 
 
+def _run_claims(ids: list[str], expected: dict[str, str] | None, out_dir: Path) -> tuple[dict, str | None]:
+    from dpo_rlhf_checks.registry import get_claim
+    from dpo_rlhf_checks.report import run_claim
+    from dpo_rlhf_checks.result import CheckContext
+
+    ctx = CheckContext(seed=0, quick=True, out_dir=out_dir, lm_config="default", device="cpu")
+    found = {}
+    for cid in ids:
+        start = time.perf_counter()
+        entry = run_claim(get_claim(cid), ctx)
+        measured = sorted({f for m in entry["methods"] for f in m.get("measured", [])})
+        found[cid] = {"verdict": entry["verdict"], "measured": measured,
+                      "seconds": round(time.perf_counter() - start, 3)}
+        if expected is not None and entry["verdict"] != expected[cid]:
+            return found, f"{cid}: {expected[cid]} -> {entry['verdict']}"
+    return found, None
+
+
 _SKIP, _OPAQUE = object(), object()
 # Python code that hands work to another process, or replaces the tracer: the lines it reaches are not seen
 _OPAQUE_CODE = {("subprocess.py", "_execute_child"), ("popen_fork.py", "_launch"),
@@ -295,24 +313,34 @@ def _preload() -> None:
     _forget_toolkit()
 
 
-def _kill(claims: list[str], verdicts: Path | None, tests: list[str], scratch: Path) -> dict:
-    """The claims first (the first whose verdict differs from ``verdicts`` kills), then ``pytest -x`` on the
-    test ids ``tests`` (only those: the other tests of their files are deselected)."""
-    expected = json.loads(verdicts.read_text()) if claims else None
-    _, flipped = _run_claims(claims, expected, scratch) if claims else ({}, None)
-    if flipped is not None:
-        return {"killed_by": "claim", "detail": flipped}
-    if tests:
+def _kill(claims: list[str], verdicts: Path | None, tests: list[str], scratch: Path, tests_first: bool = False
+          ) -> dict:
+    """The claims (the first whose verdict differs from ``verdicts`` kills) and ``pytest -x`` on the test ids
+    ``tests`` (only those: the other tests of their files are deselected); the claims first unless
+    ``tests_first`` (the caller puts the cheaper group first; the order changes the time, never the fate)."""
+    def run_claims():
+        expected = json.loads(verdicts.read_text())
+        _, flipped = _run_claims(claims, expected, scratch)
+        return None if flipped is None else {"killed_by": "claim", "detail": flipped}
+
+    def run_tests():
         files = list(dict.fromkeys(t.split("::", 1)[0] for t in tests))
         selected = set(tests)
         code, times = _pytest(files, stop_first=True, only=selected)
         if code not in (0, 5):  # 5: nothing collected
             return {"killed_by": "test", "detail": times.first_failure or f"pytest exit {code}"}
-        ran = {t for t in times.ran}
-        if ran != selected:  # a selected id that was not collected would let a mutant survive untested
-            missing = sorted(selected - ran)
-            return {"killed_by": None, "detail": None, "error": f"{len(missing)} selected test ids did not run: "
-                                                                f"{missing[:3]}"}
+        if times.ran != selected:  # a selected id that was not collected would let a mutant survive untested
+            missing = sorted(selected - times.ran)
+            return {"killed_by": None, "detail": None,
+                    "error": f"{len(missing)} selected test ids did not run: {missing[:3]}"}
+        return None
+
+    steps = [(claims, run_claims), (tests, run_tests)]
+    for items, step in (steps[::-1] if tests_first else steps):
+        if items:
+            outcome = step()
+            if outcome is not None:
+                return outcome
     return {"killed_by": None, "detail": None}
 
 
@@ -371,7 +399,7 @@ def serve() -> int:
 
                 linecache.clearcache()
                 result = _kill(request["claims"], Path(request["verdicts"]) if request["verdicts"] else None,
-                               request["tests"], Path(request["scratch"]))
+                               request["tests"], Path(request["scratch"]), request.get("tests_first", False))
                 out.write_text(json.dumps(result))
                 code = 0
             except BaseException:  # noqa: BLE001  a crash of the mutant's run, reported by its exit code
