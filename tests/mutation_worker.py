@@ -368,7 +368,8 @@ def _wait(pid: int, timeout: float) -> tuple[str, int | None]:
 def serve() -> int:
     """The fork server: one JSON request per stdin line, one JSON reply per stdout line.
 
-    Request: {"claims", "verdicts", "tests", "timeout", "out", "log", "scratch"}. The caller has written the
+    Request: {"claims", "verdicts", "tests", "timeout", "out", "log", "scratch"}, or "phases" (a list of
+    {"claims", "tests"}: each phase in a child of its own, in order, stopping at the first kill). The caller has written the
     mutated file into the repository before the request and restores it after the reply. Reply: {"status":
     "ok" | "timeout" | "crash", "result": the child's {"killed_by", "detail"} or null, "tail": the end of the
     child's output for a crash}. The child runs in a session of its own (a timeout kills it and everything it
@@ -381,45 +382,58 @@ def serve() -> int:
         if not line.strip():
             continue
         request = json.loads(line)
-        out, log = Path(request["out"]), Path(request["log"])
-        out.unlink(missing_ok=True)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:  # the child: one mutant, then exit
-            code = 1
-            try:
-                os.setsid()
-                null = os.open(os.devnull, os.O_RDONLY)
-                os.dup2(null, 0)
-                fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-                os.dup2(fd, 1)
-                os.dup2(fd, 2)
-                import linecache
-
-                linecache.clearcache()
-                result = _kill(request["claims"], Path(request["verdicts"]) if request["verdicts"] else None,
-                               request["tests"], Path(request["scratch"]), request.get("tests_first", False))
-                out.write_text(json.dumps(result))
-                code = 0
-            except BaseException:  # noqa: BLE001  a crash of the mutant's run, reported by its exit code
-                traceback.print_exc()
-            finally:
-                try:
-                    sys.stdout.flush()
-                    sys.stderr.flush()
-                finally:
-                    os._exit(code)
-        status, code = _wait(pid, request["timeout"])
-        tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-        if status == "timeout":
-            reply = {"status": "timeout", "result": None, "tail": tail}
-        elif code != 0 or not out.exists():
-            reply = {"status": "crash", "result": None, "tail": tail}
-        else:
-            reply = {"status": "ok", "result": json.loads(out.read_text()), "tail": ""}
+        # phases: each {"claims", "tests", "tests_first"} runs in a child of its own, in order, until one kills;
+        # they share the request's timeout (one mutant, one budget)
+        phases = request.get("phases") or [{"claims": request["claims"], "tests": request["tests"],
+                                            "tests_first": request.get("tests_first", False)}]
+        deadline = time.monotonic() + request["timeout"]
+        reply = {"status": "ok", "result": {"killed_by": None, "detail": None}, "tail": ""}
+        for phase in phases:
+            reply = _run_child(request, phase, max(deadline - time.monotonic(), 0.01))
+            if reply["status"] != "ok" or reply["result"]["killed_by"] is not None or reply["result"].get("error"):
+                break
         print(json.dumps(reply), file=reply_to, flush=True)
     return 0
+
+
+def _run_child(request: dict, phase: dict, timeout: float) -> dict:
+    """Fork a child that imports the toolkit afresh and runs one phase; its reply (see :func:`serve`)."""
+    out, log = Path(request["out"]), Path(request["log"])
+    out.unlink(missing_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the child: one phase of one mutant, then exit
+        code = 1
+        try:
+            os.setsid()
+            null = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(null, 0)
+            fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            import linecache
+
+            linecache.clearcache()
+            result = _kill(phase["claims"], Path(request["verdicts"]) if request["verdicts"] else None,
+                           phase["tests"], Path(request["scratch"]), phase.get("tests_first", False))
+            out.write_text(json.dumps(result))
+            code = 0
+        except BaseException:  # noqa: BLE001  a crash of the mutant's run, reported by its exit code
+            traceback.print_exc()
+        finally:
+            try:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:
+                os._exit(code)
+    status, code = _wait(pid, timeout)
+    tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+    if status == "timeout":
+        return {"status": "timeout", "result": None, "tail": tail}
+    if code != 0 or not out.exists():
+        return {"status": "crash", "result": None, "tail": tail}
+    return {"status": "ok", "result": json.loads(out.read_text()), "tail": ""}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -245,6 +245,9 @@ def test_fork_server_kills_by_the_selected_tests_and_leaks_nothing(tmp_path):
         target.write_text(pristine.replace("return -x", "return x"))
         killed = server.run([], tmp_path / "none.json", ["tests/test_fake.py::test_negative"], timeout=120)
         spared = server.run([], tmp_path / "none.json", ["tests/test_fake.py::test_positive"], timeout=120)
+        phased = server.run([], tmp_path / "none.json", [], timeout=120, phases=[
+            {"claims": [], "tests": ["tests/test_fake.py::test_positive"]},
+            {"claims": [], "tests": ["tests/test_fake.py::test_negative"]}])
         target.write_text(pristine)
         clean = server.run([], tmp_path / "none.json", ["tests/test_fake.py::test_negative"], timeout=120)
         hang = server.run([], tmp_path / "none.json", ["tests/test_fake.py::test_negative"], timeout=0.01)
@@ -254,6 +257,7 @@ def test_fork_server_kills_by_the_selected_tests_and_leaks_nothing(tmp_path):
     assert killed["status"] == "ok" and killed["result"]["killed_by"] == "test"
     assert "test_negative" in killed["result"]["detail"]
     assert spared["status"] == "ok" and spared["result"]["killed_by"] is None and not spared["result"].get("error")
+    assert phased["status"] == "ok" and "test_negative" in phased["result"]["detail"]  # the second phase kills
     assert clean["status"] == "ok" and clean["result"]["killed_by"] is None
     assert hang["status"] == "timeout"
 
@@ -280,3 +284,13 @@ def test_tests_are_selected_by_line_and_by_import_where_lines_cannot_tell():
     if at_module is not None:
         cov["import_lines"] = {}
         assert "a.py::t2" in mutation_score.select_tests(at_module, cov, imports)
+
+
+def test_phases_put_the_cheap_tests_first_and_lose_no_killer():
+    seconds = {"a": 0.5, "b": 1.0, "c": 3.0, "d": 40.0}
+    got = mutation_score.phases(["claim"], ["a", "b", "c", "d"], 20.0, seconds)
+    assert got[0] == {"claims": [], "tests": ["a", "b", "c"]}  # up to max(0.1 x 20 s, 5 s)
+    assert got[1]["claims"] == ["claim"] and got[1]["tests"] == ["d"] and not got[1]["tests_first"]
+    assert mutation_score.phases([], ["a", "d"], 0.0, seconds) == [{"claims": [], "tests": ["a", "d"]}]
+    every = [t for p in mutation_score.phases(["x", "y"], list(seconds), 300.0, seconds) for t in p["tests"]]
+    assert sorted(every) == sorted(seconds)
