@@ -152,8 +152,10 @@ def test_wilson_interval_matches_the_published_value():
 @pytest.mark.slow
 def test_mutation_score_sample_runs_end_to_end(tmp_path):
     script = Path(__file__).with_name("mutation_score.py")
+    # --legacy: the default path first runs the whole suite under the line tracer (about 20 min here); its parts
+    # are tested above on a tiny repository (coverage, fork server, selection, phases)
     proc = subprocess.run([sys.executable, str(script), "--modules", "dpo_rlhf_checks/stream_stats.py",
-                           "--sample", "3", "--seed", "1", "--out", str(tmp_path)],
+                           "--sample", "3", "--seed", "1", "--legacy", "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=3600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads((tmp_path / "mutation.json").read_text())
