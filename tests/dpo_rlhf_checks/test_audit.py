@@ -607,3 +607,18 @@ def test_reward_and_reference_rates_with_ties_worked_by_hand():
         assert got["mean"] == pytest.approx(crit.mean(), rel=1e-12)
         for name, q in (("p05", 0.05), ("p25", 0.25), ("p50", 0.5), ("p75", 0.75), ("p95", 0.95)):
             assert got[name] == pytest.approx(np.quantile(crit, q), rel=1e-12), (key, name)
+
+
+@pytest.mark.parametrize("delta, bound", [
+    (0.5, np.logaddexp(0.0, -0.5) / np.log(2.0)),  # mean loss / min l_crit = 0.684: the bound itself
+    (-0.5, 1.0),  # 0.974 / 0.693 = 1.405: capped at 1
+])
+def test_uncertified_bound_from_the_mean_loss_worked_by_hand(delta, bound):
+    """delta_ref = 0 for every pair, so l_crit = log 2 everywhere (its min); the DPO loss is softplus(-beta delta),
+    beta = 1. Markov's bound on the uncertified fraction is min(1, mean loss / min l_crit): 0.684 below the cap,
+    1 above it (a cap of 0.5 or 2, or the branch for min l_crit <= 0, gives another number)."""
+    cols = {"ref_chosen_logps": np.array([-2.0, -3.0]), "ref_rejected_logps": np.array([-2.0, -3.0]),
+            "chosen_logps": np.array([-2.0, -3.0]) + delta, "rejected_logps": np.array([-2.0, -3.0])}
+    r = A.audit_arrays(cols, A.AuditConfig(betas=(1.0,)))
+    assert r["critical_loss"]["1"]["min"] == pytest.approx(np.log(2.0), rel=1e-15)
+    assert r["uncertified_bound_from_mean_dpo_loss"]["1"] == pytest.approx(bound, rel=1e-14)
