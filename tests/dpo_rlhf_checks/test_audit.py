@@ -622,3 +622,13 @@ def test_uncertified_bound_from_the_mean_loss_worked_by_hand(delta, bound):
     r = A.audit_arrays(cols, A.AuditConfig(betas=(1.0,)))
     assert r["critical_loss"]["1"]["min"] == pytest.approx(np.log(2.0), rel=1e-15)
     assert r["uncertified_bound_from_mean_dpo_loss"]["1"] == pytest.approx(bound, rel=1e-14)
+
+
+def test_uncertified_bound_when_the_least_critical_loss_underflows_to_zero():
+    """beta delta_ref = -1000: softplus(-1000) is 0 in float64, so min l_crit = 0 and Markov's bound says nothing:
+    exactly 1 (the branch for min l_crit <= 0), not a division by zero."""
+    cols = {"ref_chosen_logps": np.array([-1001.0, -2.0]), "ref_rejected_logps": np.array([-1.0, -2.0]),
+            "chosen_logps": np.array([-1.0, -1.5]), "rejected_logps": np.array([-1.0, -2.0])}
+    r = A.audit_arrays(cols, A.AuditConfig(betas=(1.0,)))
+    assert r["critical_loss"]["1"]["min"] == 0.0
+    assert r["uncertified_bound_from_mean_dpo_loss"]["1"] == 1.0
