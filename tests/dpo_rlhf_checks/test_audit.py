@@ -632,3 +632,13 @@ def test_uncertified_bound_when_the_least_critical_loss_underflows_to_zero():
     r = A.audit_arrays(cols, A.AuditConfig(betas=(1.0,)))
     assert r["critical_loss"]["1"]["min"] == 0.0
     assert r["uncertified_bound_from_mean_dpo_loss"]["1"] == 1.0
+
+
+def test_policy_ranking_accuracy_counts_a_tie_as_ranked_right():
+    """delta = 0, 1, -1: the ranking accuracy 1[delta >= 0] is 2/3 (a tie ranks right, Chen et al. 2024); the
+    in-U fraction (delta_ref < delta < 0, delta_ref = -2) is 1/3."""
+    cols = {"ref_chosen_logps": np.array([-3.0, -3.0, -3.0]), "ref_rejected_logps": np.array([-1.0, -1.0, -1.0]),
+            "chosen_logps": np.array([-2.0, -1.0, -3.0]), "rejected_logps": np.array([-2.0, -2.0, -2.0])}
+    r = A.audit_arrays(cols, A.AuditConfig(betas=(1.0,)))
+    assert r["policy_ranking_accuracy"] == 2 / 3
+    assert r["frac_in_undesirable"] == 1 / 3
