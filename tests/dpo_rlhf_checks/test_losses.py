@@ -359,3 +359,20 @@ def test_readme_example_runs(capsys):
     assert out.losses.mean().item() < 0.5 * math.log(2)
     assert ((logp[i, yw] - logp[i, yl]) > 0).all()
     assert ((ref[i, yw] - ref[i, yl]) < 0).sum() >= 8  # the reference preferred y_l on some pairs
+
+
+def test_certificate_tolerance_is_its_documented_formula_with_a_margin():
+    """tol = 4 eps (4 + beta |m| + max(0, -beta (T - m))), worked by hand at beta = 2, m = 1.5 (float64 eps):
+    T = -1: x_c = -5, tol = 4 eps (4 + 3 + 5) = 48 eps; T = 4: x_c = 5, tol = 4 eps (4 + 3) = 28 eps. Without
+    the margin in x_c the first would be 4 eps (4 + 3 + 2) = 36 eps."""
+    eps = torch.finfo(torch.float64).eps
+    tol = L.certificate_tolerance(torch.tensor([-1.0, 4.0], dtype=torch.float64), beta=2.0, margin=1.5)
+    assert tol.tolist() == [48 * eps, 28 * eps]
+
+
+@pytest.mark.parametrize("rc, rr", [(-1.0, 0.0), (0.0, -1.0)])
+def test_cpo_easy_refuses_a_zero_reference_mean_log_probability(rc, rr):
+    """cpo_easy divides by the reference's mean token log-probabilities: 0 is refused like a positive value."""
+    with pytest.raises(ValueError, match="strictly negative"):
+        L.implicit_target("cpo_easy", torch.tensor([rc], dtype=torch.float64),
+                          torch.tensor([rr], dtype=torch.float64), beta=1.0, gamma=0.5)
