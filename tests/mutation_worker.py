@@ -29,6 +29,7 @@ import importlib
 import json
 import os
 import pkgutil
+import shutil
 import signal
 import sys
 import tempfile
@@ -450,7 +451,14 @@ def main(argv: list[str] | None = None) -> int:
         return serve()
     if args.out is None:
         parser.error("--out is required")
-    scratch = Path(tempfile.mkdtemp(prefix="mutation_worker_"))
+    scratch = Path(tempfile.mkdtemp(prefix="mutation_worker_"))  # the claims' output folder, removed after
+    try:
+        return _run_mode(args, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _run_mode(args: argparse.Namespace, scratch: Path) -> int:
     if args.mode == "coverage":
         cov = LineCoverage(REPO, args.formula)
         cov.install()
