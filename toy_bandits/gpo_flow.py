@@ -1,14 +1,19 @@
 """Exact bandit gradient flow for every TRL preference loss (docs/theory.md §16): the atlas's second method.
 
 The bandit: one prompt with K = 3 responses (y_w, y_l and a third holding almost all the mass), a tabular softmax
-policy ``pi = softmax(theta)`` started at the reference, and the larger of log pi_ref(y_w), log pi_ref(y_l) at -300, their difference
-delta_ref: like an LM's sequences, the two responses are improbable, so their log-ratios move almost freely (the
-normalisation couples them through pi(y_w), pi(y_l) ~ e^-300, until a log-ratio grows by ~300). Ordered-pair training is the gradient flow d theta/dt =
--grad_theta l of the library's own loss (:mod:`dpo_rlhf_checks.pref_losses`, peer-tested against TRL), float64,
+policy ``pi = softmax(theta)`` started at the reference, the larger of log pi_ref(y_w), log pi_ref(y_l) at -300 and
+their difference delta_ref: like an LM's sequences, the two responses are improbable, so their log-ratios move almost freely (the
+normalisation couples them through pi(y_w), pi(y_l) ~ e^-300, until a log-ratio grows by ~300). Ordered-pair
+training is the gradient flow d theta/dt = -grad_theta l on the pair's two logits (the third, the rest of the model, is held still, so the pair's log-ratios
+r_w, r_l are free coordinates with the identity metric: the free log-ratio flow of the claims) of the library's
+own loss (:mod:`dpo_rlhf_checks.pref_losses`, peer-tested against TRL), float64,
 integrated by SciPy's ``solve_ivp`` (LSODA, rtol 1e-10) with an event at delta = 0. Per-token losses get summed
 log-probabilities and completion lengths n, as TRL passes them; CPOTrainer's mean losses get sums divided by n.
 Population optima: the q-weighted loss of both label orders minimised by L-BFGS-B on theta (the same bandit; a
 normalised two-response bandit for the f-divergence rows, where the normalisation decides the answer).
+
+``train_rest=True`` trains the third logit too: the flow's metric in (r_w, r_l) becomes [[2, 1], [1, 2]] and, for
+a loss that depends on r_w + r_l (f-divergence scores, absolute terms), the end point moves (the atlas reports it).
 
 Nothing here reads :mod:`theory`: the flow knows the losses only through the library's torch code.
 """
@@ -30,6 +35,11 @@ from dpo_rlhf_checks.result import CheckContext, MethodResult
 LOG_MASS = -300.0  # log pi_ref of the likelier of the pair's two responses
 RTOL, ATOL = 1e-10, 1e-12
 GRAD_STOP = 1e-13  # the flow stops when every logit's gradient is below this (a stationary point)
+MAX_NFEV = 4000  # right-hand-side evaluations before a flow is declared stuck at a kink (``chattered``)
+
+
+class _Chatter(Exception):
+    """The solver's step collapsed at a kink of the loss (hinge's flat point): the flow has arrived there."""
 
 
 def reference(delta_ref: float) -> np.ndarray:
@@ -61,17 +71,24 @@ def _loss_fn(setting: Setting):
     return loss
 
 
-def _value_grad(loss, theta: np.ndarray, ref_t: torch.Tensor, q: float | None = None):
+def _value_grad(loss, theta: np.ndarray, ref_t: torch.Tensor, q: float | None = None, train_rest: bool = True):
+    """The loss (ordered, or BT population with probability q) and its gradient in theta; with ``train_rest`` False
+    the third response's logit is held still (its gradient is set to 0)."""
     th = torch.tensor(theta, dtype=torch.float64, requires_grad=True)
     logp = torch.log_softmax(th, 0)
     val = loss(logp, ref_t) if q is None else q * loss(logp, ref_t) + (1 - q) * loss(logp, ref_t, 1, 0)
     val.backward()
-    return float(val.detach()), th.grad.numpy().copy()
+    g = th.grad.numpy().copy()
+    if not train_rest and len(g) == 3:
+        g[2] = 0.0
+    return float(val.detach()), g
 
 
-def flow(setting: Setting, delta_ref: float, t_end: float, stop_at_zero: bool = False) -> dict:
+def flow(setting: Setting, delta_ref: float, t_end: float, stop_at_zero: bool = False,
+         train_rest: bool = False) -> dict:
     """Ordered-pair gradient flow from the reference up to time t_end, until delta = 0 when ``stop_at_zero``, or
-    until the gradient falls below GRAD_STOP (a stationary point). Returns delta_end, the time of the first crossing
+    until the gradient falls below GRAD_STOP (a stationary point), or after MAX_NFEV evaluations (LSODA chattering at
+    a kink: the state reached is returned, ``chattered`` True). Returns delta_end, the time of the first crossing
     of delta = 0 (None if none), the final gradient norm, whether it stopped at a stationary point and the
     solver's number of right-hand-side evaluations."""
     ref = reference(delta_ref)
@@ -79,9 +96,15 @@ def flow(setting: Setting, delta_ref: float, t_end: float, stop_at_zero: bool = 
     loss = _loss_fn(setting)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny tensors: threads only add synchronisation
+    last = {"t": 0.0, "th": ref.copy(), "n": 0}
     try:
-        def rhs(_, th):
-            return -_value_grad(loss, th, ref_t)[1]
+        def rhs(tt, th):
+            last["n"] += 1
+            if last["n"] > MAX_NFEV:  # chattering at a kink (hinge): stop where the flow has got to
+                raise _Chatter
+            if tt >= last["t"]:
+                last["t"], last["th"] = tt, th.copy()
+            return -_value_grad(loss, th, ref_t, train_rest=train_rest)[1]
 
         def cross(_, th):
             return th[0] - th[1]
@@ -89,20 +112,28 @@ def flow(setting: Setting, delta_ref: float, t_end: float, stop_at_zero: bool = 
         cross.terminal = stop_at_zero
 
         def stopped(_, th):  # the flow has reached a stationary point (at a kink, e.g. hinge's, LSODA would chatter)
-            return float(np.abs(_value_grad(loss, th, ref_t)[1]).max()) - GRAD_STOP
+            return float(np.abs(_value_grad(loss, th, ref_t, train_rest=train_rest)[1]).max()) - GRAD_STOP
         stopped.direction = -1.0
         stopped.terminal = True
-        sol = solve_ivp(rhs, (0.0, t_end), ref.copy(), method="LSODA", rtol=RTOL, atol=ATOL, events=(cross, stopped))
-        if sol.status < 0:
+        # the crossing of delta = 0 upwards is watched only from a violated reference (delta_ref < 0)
+        events = (cross, stopped) if delta_ref < 0 else (stopped,)
+        try:
+            sol = solve_ivp(rhs, (0.0, t_end), ref.copy(), method="LSODA", rtol=RTOL, atol=ATOL, events=events)
+        except _Chatter:
+            sol = None
+        if sol is not None and sol.status < 0:
             raise RuntimeError(f"{setting.key}: solve_ivp failed: {sol.message}")
-        th = sol.y[:, -1]
-        grad = _value_grad(loss, th, ref_t)[1]
+        th = sol.y[:, -1] if sol is not None else last["th"]
+        grad = _value_grad(loss, th, ref_t, train_rest=train_rest)[1]
     finally:
         torch.set_num_threads(threads)
-    crossings = sol.t_events[0]
+    if sol is None:
+        return {"delta_end": float(th[0] - th[1]), "t_cross": None, "grad_norm": float(np.abs(grad).max()),
+                "nfev": MAX_NFEV, "t_end": last["t"], "stopped": False, "chattered": True}
+    crossings = sol.t_events[0] if delta_ref < 0 else ()
     return {"delta_end": float(th[0] - th[1]), "t_cross": float(crossings[0]) if len(crossings) else None,
             "grad_norm": float(np.abs(grad).max()), "nfev": int(sol.nfev), "t_end": float(sol.t[-1]),
-            "stopped": bool(len(sol.t_events[1]))}
+            "stopped": bool(len(sol.t_events[-1])), "chattered": False}
 
 
 def end_point(setting: Setting, delta_ref: float = -5.0) -> dict:
@@ -133,7 +164,7 @@ def population_t(setting: Setting, q: float, delta_ref: float = 0.0) -> dict:
     starts = (-4.0, 0.0, 4.0) if form is not None and not form.convex else (0.0,)
 
     def obj(th):
-        return _value_grad(loss, th, ref_t, q)
+        return _value_grad(loss, th, ref_t, q, train_rest=False)
 
     best, from_ref = None, None
     for t0 in starts:
@@ -178,7 +209,7 @@ def flow_row(setting: Setting, quick: bool = False) -> dict:
         row.update({"class": "batch-coupled", "note": "sorted across the batch: see batch_flow"})
         return row
     ep = end_point(setting)
-    D, moving = ep["D"], ep["grad_norm"] > 1e-8
+    D, moving = ep["D"], ep["grad_norm"] > 1e-8 and not ep["chattered"]
     if spec.trainer == "CPOTrainer" or setting.loss == "sft":
         row["class"] = "empty-U"
     elif moving:
@@ -189,6 +220,9 @@ def flow_row(setting: Setting, quick: bool = False) -> dict:
         row["class"] = "pinned" if spec.kind == "absolute" else "absorbing"
     row.update({"beta_D": None if moving else setting.beta * D, "grad_norm_end": ep["grad_norm"],
                 "delta_end_at_delta_ref=-5": ep["delta_end"]})
+    if not moving and row["class"] != "empty-U":  # the same flow with the rest of the model's logit trained too
+        alt = flow(setting, -5.0, 1e4 * setting.n ** 2 / setting.beta ** 2, train_rest=True)
+        row["beta_D_rest_trained"] = setting.beta * (alt["delta_end"] + 5.0)
     if row["class"] == "transient":
         grid = U0_GRID if quick else U0_GRID_FULL
         row["exit_times"] = {str(u): exit_time(setting, u) for u in grid}
