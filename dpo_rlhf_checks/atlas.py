@@ -130,7 +130,7 @@ def _run(args, rows, staged) -> int:
     work = staged.staging
     table = {}
     bar = tqdm(total=len(rows), desc="atlas", unit="row", file=sys.stderr, dynamic_ncols=True)
-    phase_x = [-6.0, -4.0, -2.0, -1.0, -0.5, 0.0, 0.5, 1.0] if args.quick else [x / 2 for x in range(-16, 5)]
+    phase_x = [-6.0, -3.0, -1.0, 0.0, 1.0] if args.quick else [x / 2 for x in range(-16, 5)]
     phases = {}
     for s in rows:
         bar.set_postfix_str(s.key)
@@ -149,6 +149,12 @@ def _run(args, rows, staged) -> int:
         bdr = [-6.0, -3.0, -1.0, 0.5, 2.0]
         batch = {loss: batch_flow(loss, 0.1, bdr, 1e7) for loss in ("aot", "aot_unpaired")
                  if any(s.loss == loss for s in rows)}
+        law = [(-x + math.expm1(-x)) / (2 * 0.1 ** 2) if x < 0 else None for x in bdr]
+        for b in batch.values():
+            b["dpo_law"] = law
+            diffs = [abs(T - L) / L for T, L in zip(b["t_exit"], law) if L is not None and T is not None]
+            missing = any(L is not None and T is None for T, L in zip(b["t_exit"], law))
+            b["max_rel_diff_to_dpo"] = math.inf if missing or not diffs else max(diffs)
         batch["beta_delta_ref"] = bdr
     lm = lm_column(sorted({s.loss for s in rows}), args.seed, args.quick)
     fig_dir = work / "figures"
@@ -199,8 +205,14 @@ def markdown(table: dict, batch, lm: dict, figures, work: Path) -> str:
                       f"decided {lmr.get('decided')}")
         else:
             lm_txt = lm.get("status", "-") if lm.get("status") != "ran" else "no row"
-        lines.append(f"| `{key}` | {cls} | {_fmt(sym.get('t_f'))} | {_fmt(sym.get('beta_D'))} / "
-                     f"{_fmt(flo.get('beta_D'))} | {sym.get('time_law', '-')} | {sym.get('population', '-')} | "
+        if sym["class"] == "empty-U":  # no reference in h: where delta itself ends
+            bd = f"beta delta_end: flow {_fmt(flo.get('beta_delta_end'))}"
+        else:
+            bd = f"{_fmt(sym.get('beta_D'))} / {_fmt(flo.get('beta_D'))}"
+            if flo.get("beta_D_rest_trained") is not None and flo.get("beta_D") is not None and abs(
+                    flo["beta_D_rest_trained"] - flo["beta_D"]) > 1e-6:
+                bd += f" (rest trained: {_fmt(flo['beta_D_rest_trained'])})"
+        lines.append(f"| `{key}` | {cls} | {_fmt(sym.get('t_f'))} | {bd} | {sym.get('time_law', '-')} | {sym.get('population', '-')} | "
                      f"{sym.get('certificate', '-')} | {sym.get('grad_factor', '-')} | {agree_txt} | {lm_txt} |")
     if batch:
         lines += ["", "## Batch-coupled losses (aot, aot_unpaired), bandit at batch level", "",
@@ -210,7 +222,9 @@ def markdown(table: dict, batch, lm: dict, figures, work: Path) -> str:
         for loss in ("aot", "aot_unpaired"):
             if loss in batch:
                 b = batch[loss]
-                lines.append(f"- `{loss}`: first exit times from U {[_fmt(x) for x in b['t_exit']]}; "
-                             f"final beta delta {[_fmt(0.1 * x) for x in b['delta_end']]}")
+                lines.append(f"- `{loss}`: first exit times from U {[_fmt(x) for x in b['t_exit']]} (DPO's per-pair "
+                             f"law (U0 + e^U0 - 1)/(2 beta^2): {[_fmt(x) for x in b['dpo_law']]}, max rel. difference "
+                             f"{_fmt(b['max_rel_diff_to_dpo'])}); final beta delta after t = 1e7: "
+                             f"{[_fmt(0.1 * x) for x in b['delta_end']]}")
     lines += ["", "Figures: " + ", ".join(Path(f).name for f in figures if f.endswith(".png")), ""]
     return "\n".join(lines)

@@ -42,7 +42,7 @@ def time_in_U_figure(table: dict, fig_dir: Path) -> list[str]:
     ax.set_yscale("log")
     ax.set_xlabel("U0 = -beta delta_ref")
     ax.set_ylabel("beta^2 x time in U (gradient flow)")
-    ax.set_title("Time-in-U laws: exponential (sigmoid), linear (robust eps > 0)")
+    ax.set_title("Time in U per TRL loss (bandit flow)")
     ax.legend(fontsize=6)
     return save(fig, fig_dir, "atlas_time_in_U")
 

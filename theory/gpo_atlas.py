@@ -349,7 +349,13 @@ def symbolic_row(setting: Setting) -> dict:
         row["class"] = "absorbing" if D > 0 else "wrong-way"
         row["time_law"] = ("stays for good when beta delta_ref < -beta D" if D > 0 else
                            "never enters U; delta ends below delta_ref")
-        fcrit = "f(U0) if U0 < t_f, else none (the minimum lies in U)" if D > 0 else "none"
+        if D <= 0:
+            fcrit = "none"
+        elif setting.f_div != "reverse_kl":
+            fcrit = "not derived (h = s(r_w) - s(r_l) is not a function of delta)"
+        else:
+            u_exit = "U0" if nn == 1 else f"U0/{nn}"
+            fcrit = f"l_crit = f({u_exit}) if {u_exit} < t_f, else none (the loss minimum lies in U)"
         row["certificate"] = fcrit
         if loss == "hinge":
             row["grad_factor"] = "1 until h = 1/beta, then 0 (inside U when U0 > 1)"
@@ -363,8 +369,14 @@ def symbolic_row(setting: Setting) -> dict:
             row["_time_law_expr"] = law
         else:
             row["time_law"] = "leaves U (no closed form derived for this score)"
-        row["certificate"] = "l < f(U0) <=> delta > 0 (l_crit = f(-beta delta_ref))"
-        row["grad_factor"] = str(sp.simplify(-sp.diff(f, t)).subs(t, U0)) + " at the exit (t = U0)"
+        u_exit = U0 / nn  # t = beta h at delta = 0: U0 on summed h, U0/n on per-token h (equal lengths n)
+        if setting.f_div != "reverse_kl":
+            row["certificate"] = "not derived (h = s(r_w) - s(r_l) is not a function of delta)"
+            row["grad_factor"] = "-f'(beta h) s'(r) per response"
+        else:
+            row["certificate"] = f"l < l_crit = f({u_exit}) <=> delta > 0 (U0 = -beta delta_ref)"
+            row["grad_factor"] = (str(sp.simplify(-sp.diff(f, t)).subs(t, u_exit))
+                                  + f" at the exit (t = {u_exit}), larger inside U")
     row["population"] = _population_text(setting)
     return row
 

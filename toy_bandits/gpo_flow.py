@@ -220,6 +220,8 @@ def flow_row(setting: Setting, quick: bool = False) -> dict:
         row["class"] = "pinned" if spec.kind == "absolute" else "absorbing"
     row.update({"beta_D": None if moving else setting.beta * D, "grad_norm_end": ep["grad_norm"],
                 "delta_end_at_delta_ref=-5": ep["delta_end"]})
+    if row["class"] == "empty-U":
+        row["beta_delta_end"] = None if moving else setting.beta * ep["delta_end"]
     if not moving and row["class"] != "empty-U":  # the same flow with the rest of the model's logit trained too
         alt = flow(setting, -5.0, 1e4 * setting.n ** 2 / setting.beta ** 2, train_rest=True)
         row["beta_D_rest_trained"] = setting.beta * (alt["delta_end"] + 5.0)
