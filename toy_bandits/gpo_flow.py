@@ -154,7 +154,7 @@ def population_t(setting: Setting, q: float, delta_ref: float = 0.0) -> dict:
     """BT population minimiser on the bandit: minimise q l(y_w > y_l) + (1 - q) l(y_l > y_w) over theta by L-BFGS-B
     from the reference and, for a loss whose f is not convex (DiscoPOP: local minima), also from theta_w shifted by
     t0/beta, t0 = -4, 4, keeping the lowest. Returns t = beta (delta - delta_ref) there (summed
-    log-ratios), whether it is finite (|t| < 40 and no runaway: extending the displacement from the reference by 1%
+    log-ratios), whether it is finite (|t| < 40 n, n the per-token length, and no runaway: extending the displacement from the reference by 1%
     and by 100% both lower the loss, as they do where the infimum is at infinity and the gradient underflowed), the
     local minimum reached from the reference itself (t0 = 0) and the optimiser's message."""
     ref = reference(delta_ref)
@@ -178,7 +178,7 @@ def population_t(setting: Setting, q: float, delta_ref: float = 0.0) -> dict:
     val, g = obj(best.x)
     tt = setting.beta * ((best.x[0] - best.x[1]) - delta_ref)
     lower = [obj(ref + k * (best.x - ref))[0] < val - 1e-15 * abs(val) for k in (1.01, 2.0)]
-    finite = bool(abs(tt) < 40 and not all(lower))
+    finite = bool(abs(tt) < 40 * setting.n and not all(lower))  # 40 in the units of f's argument t/n
     t_ref = setting.beta * ((from_ref.x[0] - from_ref.x[1]) - delta_ref) if from_ref is not None else None
     return {"t": float(tt), "finite": finite, "grad": float(np.abs(g).max()), "t_from_reference": t_ref,
             "message": str(best.message)}

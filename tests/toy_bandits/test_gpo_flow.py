@@ -75,3 +75,10 @@ def test_aot_batch_exit_times_follow_dpo_law():
     for x, T in zip([-3.0, -1.0], res["t_exit"]):
         assert T == pytest.approx((-x + math.expm1(-x)) / 0.02, rel=1e-6)
     assert res["t_exit"][2] is None
+
+
+def test_population_per_token_large_optimum_is_finite():
+    """sigmoid_norm, n = 10, q = 0.995: summed t* = n dr = 52.93 (per token 5.29), finite; the runaway cap is in
+    the units of f's argument (it read 'inf' when the cap was 40 on the summed t)."""
+    res = F.population_t(Setting("sigmoid_norm", n=10), 0.995)
+    assert res["finite"] and res["t"] == pytest.approx(10 * math.log(0.995 / 0.005), rel=1e-6)
