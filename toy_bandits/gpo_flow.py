@@ -24,7 +24,8 @@ import math
 
 import numpy as np
 import torch
-from scipy.integrate import solve_ivp
+from scipy.integrate import LSODA, solve_ivp
+from scipy.optimize import brentq
 from scipy.optimize import minimize
 
 from dpo_rlhf_checks.atlas_rows import ROWS, Setting
@@ -38,8 +39,6 @@ GRAD_STOP = 1e-13  # the flow stops when every logit's gradient is below this (a
 MAX_NFEV = 4000  # right-hand-side evaluations before a flow is declared stuck at a kink (``chattered``)
 
 
-class _Chatter(Exception):
-    """The solver's step collapsed at a kink of the loss (hinge's flat point): the flow has arrived there."""
 
 
 def reference(delta_ref: float) -> np.ndarray:
@@ -86,54 +85,50 @@ def _value_grad(loss, theta: np.ndarray, ref_t: torch.Tensor, q: float | None = 
 
 def flow(setting: Setting, delta_ref: float, t_end: float, stop_at_zero: bool = False,
          train_rest: bool = False) -> dict:
-    """Ordered-pair gradient flow from the reference up to time t_end, until delta = 0 when ``stop_at_zero``, or
-    until the gradient falls below GRAD_STOP (a stationary point), or after MAX_NFEV evaluations (LSODA chattering at
-    a kink: the state reached is returned, ``chattered`` True). Returns delta_end, the time of the first crossing
-    of delta = 0 (None if none), the final gradient norm, whether it stopped at a stationary point and the
-    solver's number of right-hand-side evaluations."""
+    """Ordered-pair gradient flow from the reference up to time t_end, stepped by SciPy's LSODA (rtol 1e-10) and
+    checked after every accepted step: it ends at delta = 0 when ``stop_at_zero``, when the gradient at an accepted
+    state falls below GRAD_STOP (a stationary point; at hinge's kink the accepted states stop there), or after
+    MAX_NFEV evaluations (``chattered``). Returns delta_end, the time of the first upward crossing of delta = 0 from
+    a violated reference (root of the solver's dense output; None if none), the final gradient norm, whether it
+    stopped at a stationary point, and the number of right-hand-side evaluations."""
     ref = reference(delta_ref)
     ref_t = torch.tensor(ref, dtype=torch.float64)
     loss = _loss_fn(setting)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny tensors: threads only add synchronisation
-    last = {"t": 0.0, "th": ref.copy(), "n": 0}
     try:
-        def rhs(tt, th):
-            last["n"] += 1
-            if last["n"] > MAX_NFEV:  # chattering at a kink (hinge): stop where the flow has got to
-                raise _Chatter
-            if tt >= last["t"]:
-                last["t"], last["th"] = tt, th.copy()
-            return -_value_grad(loss, th, ref_t, train_rest=train_rest)[1]
-
-        def cross(_, th):
-            return th[0] - th[1]
-        cross.direction = 1.0
-        cross.terminal = stop_at_zero
-
-        def stopped(_, th):  # the flow has reached a stationary point (at a kink, e.g. hinge's, LSODA would chatter)
-            return float(np.abs(_value_grad(loss, th, ref_t, train_rest=train_rest)[1]).max()) - GRAD_STOP
-        stopped.direction = -1.0
-        stopped.terminal = True
-        # the crossing of delta = 0 upwards is watched only from a violated reference (delta_ref < 0)
-        events = (cross, stopped) if delta_ref < 0 else (stopped,)
-        try:
-            sol = solve_ivp(rhs, (0.0, t_end), ref.copy(), method="LSODA", rtol=RTOL, atol=ATOL, events=events)
-        except _Chatter:
-            sol = None
-        if sol is not None and sol.status < 0:
-            raise RuntimeError(f"{setting.key}: solve_ivp failed: {sol.message}")
-        th = sol.y[:, -1] if sol is not None else last["th"]
+        solver = LSODA(lambda _, th: -_value_grad(loss, th, ref_t, train_rest=train_rest)[1], 0.0, ref.copy(), t_end,
+                       rtol=RTOL, atol=ATOL)
+        t_cross, stopped, chattered = None, False, False
+        prev_t, prev_d = 0.0, 0.0 + delta_ref
+        while solver.status == "running":
+            msg = solver.step()
+            if solver.status == "failed":
+                raise RuntimeError(f"{setting.key}: LSODA failed: {msg}")
+            d = solver.y[0] - solver.y[1]
+            if delta_ref < 0 and t_cross is None and prev_d < 0 <= d:
+                dense = solver.dense_output()
+                lo, hi = dense(prev_t), dense(solver.t)
+                if (lo[0] - lo[1]) < 0 <= (hi[0] - hi[1]):
+                    t_cross = float(brentq(lambda tt: (lambda y: y[0] - y[1])(dense(tt)), prev_t, solver.t,
+                                           xtol=1e-14, rtol=1e-14))
+                else:  # the interpolant misses the endpoints' signs by rounding: linear interpolation
+                    t_cross = prev_t + (solver.t - prev_t) * (-prev_d) / (d - prev_d)
+                if stop_at_zero:
+                    break
+            prev_t, prev_d = solver.t, d
+            if float(np.abs(_value_grad(loss, solver.y, ref_t, train_rest=train_rest)[1]).max()) < GRAD_STOP:
+                stopped = True
+                break
+            if solver.nfev > MAX_NFEV:
+                chattered = True
+                break
+        th = solver.y
         grad = _value_grad(loss, th, ref_t, train_rest=train_rest)[1]
     finally:
         torch.set_num_threads(threads)
-    if sol is None:
-        return {"delta_end": float(th[0] - th[1]), "t_cross": None, "grad_norm": float(np.abs(grad).max()),
-                "nfev": MAX_NFEV, "t_end": last["t"], "stopped": False, "chattered": True}
-    crossings = sol.t_events[0] if delta_ref < 0 else ()
-    return {"delta_end": float(th[0] - th[1]), "t_cross": float(crossings[0]) if len(crossings) else None,
-            "grad_norm": float(np.abs(grad).max()), "nfev": int(sol.nfev), "t_end": float(sol.t[-1]),
-            "stopped": bool(len(sol.t_events[-1])), "chattered": False}
+    return {"delta_end": float(th[0] - th[1]), "t_cross": t_cross, "grad_norm": float(np.abs(grad).max()),
+            "nfev": int(solver.nfev), "t_end": float(solver.t), "stopped": stopped, "chattered": chattered}
 
 
 def end_point(setting: Setting, delta_ref: float = -5.0) -> dict:
