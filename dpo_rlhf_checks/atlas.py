@@ -81,8 +81,17 @@ def _main(argv):
                              "the atlas files")
 
 
+def lm_name(setting) -> str | None:
+    """The LM column's name of an atlas row: the loss, ``loss@f_divergence_type`` for an f-divergence row; None for
+    the batch-coupled losses (no per-pair cell) and for rows whose loss parameters differ from the LM cell's."""
+    if setting.loss in ("aot", "aot_unpaired"):
+        return None
+    return setting.loss if setting.f_div == "reverse_kl" else f"{setting.loss}@{setting.f_div}"
+
+
 def lm_column(loss_names: list[str], seed: int, quick: bool) -> dict:
-    """The LM column: ``toy_lm.atlas_lm.run_atlas_lm`` when present; {"status": ...} otherwise."""
+    """The LM column: ``toy_lm.atlas_lm.run_atlas_lm(loss_names)`` when that module is present; {"status": ...}
+    otherwise. ``loss_names`` are :func:`lm_name`'s (per-pair losses only)."""
     if quick:
         return {"status": "skipped (--quick)"}
     try:
@@ -156,7 +165,8 @@ def _run(args, rows, staged) -> int:
             missing = any(L is not None and T is None for T, L in zip(b["t_exit"], law))
             b["max_rel_diff_to_dpo"] = math.inf if missing or not diffs else max(diffs)
         batch["beta_delta_ref"] = bdr
-    lm = lm_column(sorted({s.loss for s in rows}), args.seed, args.quick)
+    names = list(dict.fromkeys(n for n in (lm_name(s) for s in rows) if n is not None))
+    lm = lm_column(names, args.seed, args.quick)
     fig_dir = work / "figures"
     figures = phase_figure(phases, phase_x, fig_dir) + time_in_U_figure(table, fig_dir)
     payload = {"rows": table, "batch_coupled": batch, "lm": lm, "quick": args.quick,
@@ -193,16 +203,24 @@ def markdown(table: dict, batch, lm: dict, figures, work: Path) -> str:
              "| certificate | gradient factor in U | agree | LM |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     lm_rows = lm.get("rows") or {}
+    shown: set[str] = set()
     for key, v in table.items():
         sym, flo, agree = v["symbolic"], v["bandit"], v["agree"]
         ok = [k for k, x in agree.items() if not k.startswith("_") and x]
         bad = [k for k, x in agree.items() if not k.startswith("_") and not x]
         agree_txt = ("DISAGREE: " + ", ".join(bad)) if bad else ", ".join(ok)
         cls = sym["class"] if sym["class"] == flo["class"] else f"{sym['class']} / flow: {flo['class']}"
-        lmr = lm_rows.get(v["setting"]["loss"])
+        st = v["setting"]
+        name = st["loss"] if st["f_divergence_type"] == "reverse_kl" else f"{st['loss']}@{st['f_divergence_type']}"
+        # the LM cell has its own beta and lengths: its row is shown on the row of its loss's first setting only
+        lmr = lm_rows.get(name) if name not in shown else None
+        shown.add(name)
         if lmr is not None:
+            cell = lmr.get("cell") or {}
             lm_txt = (f"pred {_fmt(lmr.get('predicted_frac_in_U'))}, obs {_fmt(lmr.get('observed_frac_in_U'))}, "
-                      f"decided {lmr.get('decided')}")
+                      f"obs - pred in {[_fmt(x) for x in (lmr.get('interval') or [])]}, {lmr.get('n_seeds')} seeds, "
+                      f"decided {lmr.get('decided')} (beta {_fmt(cell.get('beta'))}, {cell.get('optimizer')}, "
+                      f"{cell.get('steps')} steps)")
         else:
             lm_txt = lm.get("status", "-") if lm.get("status") != "ran" else "no row"
         if sym["class"] == "empty-U":  # no reference in h: where delta itself ends

@@ -69,7 +69,15 @@ def test_lm_column_reads_run_atlas_lm(monkeypatch):
     monkeypatch.setitem(sys.modules, "toy_lm.atlas_lm", fake)
     col = atlas.lm_column(["ipo"], 7, quick=False)
     assert col["status"] == "ran" and calls == [(("ipo",), 7)]
-    table = {"ipo[beta=0.1]": {"setting": {"loss": "ipo"}, "symbolic": {"class": "absorbing", "t_f": 0.5, "beta_D": 0.5},
+    table = {"ipo[beta=0.1]": {"setting": {"loss": "ipo", "f_divergence_type": "reverse_kl"}, "symbolic": {"class": "absorbing", "t_f": 0.5, "beta_D": 0.5},
                                "bandit": {"class": "absorbing", "beta_D": 0.5}, "agree": {"class": True}}}
     md = atlas.markdown(table, None, col, [], Path("."))
-    assert "pred 0.5, obs 0.4, decided True" in md
+    assert "pred 0.5, obs 0.4, obs - pred in ['-0.2', '0'], 3 seeds, decided True (beta 0.1, sgd, 100 steps)" in md
+
+
+def test_lm_names_skip_batch_coupled_and_mark_f_divergences():
+    from dpo_rlhf_checks.atlas_rows import Setting
+
+    assert atlas.lm_name(Setting("aot")) is None
+    assert atlas.lm_name(Setting("ipo", n=10)) == "ipo"
+    assert atlas.lm_name(Setting("hinge", f_div="js_divergence")) == "hinge@js_divergence"
