@@ -82,3 +82,15 @@ def test_population_per_token_large_optimum_is_finite():
     the units of f's argument (it read 'inf' when the cap was 40 on the summed t)."""
     res = F.population_t(Setting("sigmoid_norm", n=10), 0.995)
     assert res["finite"] and res["t"] == pytest.approx(10 * math.log(0.995 / 0.005), rel=1e-6)
+
+
+def test_forward_kl_invariant_holds_and_breaks_when_the_rest_is_trained():
+    """forward_kl keeps e^r_w + e^r_l = 2 under free log-ratio flow; training the third logit too changes the
+    metric and breaks it (the end point moves: hinge beta D 0.300 -> 0.208)."""
+    s = Setting("hinge", f_div="forward_kl")
+    free = F.flow(s, -5.0, 1e6)
+    both = F.flow(s, -5.0, 1e6, train_rest=True)
+    assert math.exp(free["r_end"][0]) + math.exp(free["r_end"][1]) == pytest.approx(2.0, abs=1e-5)
+    assert abs(math.exp(both["r_end"][0]) + math.exp(both["r_end"][1]) - 2.0) > 0.05
+    assert 0.1 * (free["delta_end"] + 5.0) == pytest.approx(0.2998, abs=1e-4)
+    assert 0.1 * (both["delta_end"] + 5.0) == pytest.approx(0.2081, abs=1e-4)
