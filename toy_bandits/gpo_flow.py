@@ -167,7 +167,11 @@ def population_t(setting: Setting, q: float, delta_ref: float = 0.0) -> dict:
     for t0 in starts:
         x0 = ref.copy()
         x0[0] += t0 / setting.beta
-        res = minimize(obj, x0, jac=True, method="L-BFGS-B", options={"maxiter": 3000, "ftol": 1e-15, "gtol": 1e-11})
+        # a box of half-width 50 n/beta around the reference: a runaway (robust at q >= 1 - eps falls linearly for
+        # ever) stops at its wall, |t| up to 100 n > the finiteness cap 40 n, instead of iterating to t ~ 1e27
+        box = [(r - 50 * setting.n / setting.beta, r + 50 * setting.n / setting.beta) for r in ref]
+        res = minimize(obj, x0, jac=True, method="L-BFGS-B", bounds=box,
+                       options={"maxiter": 3000, "ftol": 1e-15, "gtol": 1e-11})
         if t0 == 0.0:
             from_ref = res
         if best is None or res.fun < best.fun:
