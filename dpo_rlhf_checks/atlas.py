@@ -141,18 +141,21 @@ def _run(args, rows, staged) -> int:
     bar = tqdm(total=len(rows), desc="atlas", unit="row", file=sys.stderr, dynamic_ncols=True)
     phase_x = [-6.0, -3.0, -1.0, 0.0, 1.0] if args.quick else [x / 2 for x in range(-16, 5)]
     phases = {}
-    for s in rows:
-        bar.set_postfix_str(s.key)
-        sym = symbolic_row(s)
-        flo = flow_row(s, quick=args.quick)
-        table[s.key] = {"setting": {"loss": s.loss, "beta": s.beta, "params": s.params, "f_divergence_type": s.f_div,
-                                    "f_alpha_divergence_coef": s.alpha_coef, "n": s.n},
-                        "symbolic": {k: v for k, v in sym.items() if not k.startswith("_")},
-                        "bandit": flo, "agree": compare(sym, flo, s)}
-        if s.f_div == "reverse_kl" and sym["class"] not in ("batch-coupled",):
-            phases[s.key] = phase_curve(s, phase_x)
-        bar.update(1)
-    bar.close()
+    try:  # the bar is closed (its line ended) before an exception or Ctrl-C's one-line message is printed
+        for s in rows:
+            bar.set_postfix_str(s.key)
+            sym = symbolic_row(s)
+            flo = flow_row(s, quick=args.quick)
+            table[s.key] = {"setting": {"loss": s.loss, "beta": s.beta, "params": s.params,
+                                        "f_divergence_type": s.f_div, "f_alpha_divergence_coef": s.alpha_coef,
+                                        "n": s.n},
+                            "symbolic": {k: v for k, v in sym.items() if not k.startswith("_")},
+                            "bandit": flo, "agree": compare(sym, flo, s)}
+            if s.f_div == "reverse_kl" and sym["class"] not in ("batch-coupled",):
+                phases[s.key] = phase_curve(s, phase_x)
+            bar.update(1)
+    finally:
+        bar.close()
     batch = None
     if any(s.loss in ("aot", "aot_unpaired") for s in rows):
         bdr = [-6.0, -3.0, -1.0, 0.5, 2.0]

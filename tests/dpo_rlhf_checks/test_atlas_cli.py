@@ -81,3 +81,31 @@ def test_lm_names_skip_batch_coupled_and_mark_f_divergences():
     assert atlas.lm_name(Setting("aot")) is None
     assert atlas.lm_name(Setting("ipo", n=10)) == "ipo"
     assert atlas.lm_name(Setting("hinge", f_div="js_divergence")) == "hinge@js_divergence"
+
+
+def test_sigint_is_one_line_and_leaves_out_as_it_was(tmp_path):
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "o"
+    err = tmp_path / "err"
+    with open(err, "w") as fh:
+        proc = subprocess.Popen([sys.executable, "paper_checks.py", "atlas", "--quick", "--out", str(out)], cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=fh, text=True, env={**os.environ})
+    try:
+        deadline = time.time() + 120
+        while "atlas:" not in err.read_text() and time.time() < deadline:
+            time.sleep(0.2)
+        time.sleep(1)
+        proc.send_signal(signal.SIGINT)
+        stdout, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = err.read_text()
+    assert proc.returncode == 130 and "Traceback" not in text and stdout == "", text[-2000:]
+    last = text.rstrip("\n").split("\n")[-1]
+    assert last.startswith("paper_checks.py atlas: interrupted; nothing written") and last.endswith("(SIGINT)"), last
+    assert not (out / "atlas.md").exists() and not (out / "atlas.json").exists()
