@@ -95,10 +95,15 @@ def lm_column(loss_names: list[str], seed: int, quick: bool) -> dict:
     if quick:
         return {"status": "skipped (--quick)"}
     try:
-        from toy_lm.atlas_lm import run_atlas_lm
+        from toy_lm import atlas_lm
     except ImportError:
         return {"status": "not built (toy_lm.atlas_lm is not in this checkout)"}
-    return {"status": "ran", "rows": run_atlas_lm(loss_names, seed=seed, progress=True)}
+    here = Path(__file__).resolve().parent.parent
+    where = Path(getattr(atlas_lm, "__file__", "") or "").resolve()
+    if here not in where.parents:  # an editable install elsewhere can serve a module this checkout lacks; it would
+        # run against this checkout's toy_lm (versions mixed)
+        return {"status": f"not built (toy_lm.atlas_lm is not in this checkout; the one found is {where})"}
+    return {"status": "ran", "rows": atlas_lm.run_atlas_lm(loss_names, seed=seed, progress=True)}
 
 
 def compare(sym: dict, flo: dict, setting) -> dict:

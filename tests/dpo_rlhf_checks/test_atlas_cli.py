@@ -57,8 +57,20 @@ def test_lm_column_not_built_without_the_module(monkeypatch):
     assert atlas.lm_column(["ipo"], 0, quick=False)["status"].startswith("not built")
 
 
+def test_lm_column_ignores_a_module_from_another_checkout(monkeypatch):
+    fake = types.ModuleType("toy_lm.atlas_lm")
+    fake.__file__ = "/elsewhere/toy_lm/atlas_lm.py"
+    fake.run_atlas_lm = lambda *a, **k: pytest.fail("must not run a module from another checkout")
+    monkeypatch.setitem(sys.modules, "toy_lm.atlas_lm", fake)
+    import toy_lm
+
+    monkeypatch.setattr(toy_lm, "atlas_lm", fake, raising=False)
+    assert atlas.lm_column(["ipo"], 0, quick=False)["status"].startswith("not built (toy_lm.atlas_lm is not in this")
+
+
 def test_lm_column_reads_run_atlas_lm(monkeypatch):
     fake = types.ModuleType("toy_lm.atlas_lm")
+    fake.__file__ = str(ROOT / "toy_lm" / "atlas_lm.py")  # as if it were in this checkout
     calls = []
 
     def run_atlas_lm(loss_names, *, seed=0, progress=True):
@@ -67,6 +79,9 @@ def test_lm_column_reads_run_atlas_lm(monkeypatch):
                         "n_seeds": 3, "decided": True, "cell": {"beta": 0.1, "optimizer": "sgd", "steps": 100}}}
     fake.run_atlas_lm = run_atlas_lm
     monkeypatch.setitem(sys.modules, "toy_lm.atlas_lm", fake)
+    import toy_lm
+
+    monkeypatch.setattr(toy_lm, "atlas_lm", fake, raising=False)
     col = atlas.lm_column(["ipo"], 7, quick=False)
     assert col["status"] == "ran" and calls == [(("ipo",), 7)]
     table = {"ipo[beta=0.1]": {"setting": {"loss": "ipo", "f_divergence_type": "reverse_kl"}, "symbolic": {"class": "absorbing", "t_f": 0.5, "beta_D": 0.5},
