@@ -5,6 +5,7 @@
     python paper_checks.py --only ID [ID ...]    run some checks
     python paper_checks.py solve --instance F    solve one bandit instance (toy_bandits)
     python paper_checks.py audit FILE            audit a preference data file
+    python paper_checks.py atlas [--quick]       the U-atlas of every TRL preference loss
 
 Exit codes: 0 when every requested check ran (whatever its verdict: a failing claim is a
 finding); 1 when a check crashed; 2 for bad arguments (or an output folder another run is writing into);
@@ -34,6 +35,7 @@ SUBCOMMANDS = {
     "audit": "dpo_rlhf_checks.audit",
     "lm-map": "toy_lm.lm_map",
     "score": "dpo_rlhf_checks.score",
+    "atlas": "dpo_rlhf_checks.atlas",
 }
 FORMATS = ("markdown", "latex")
 DEVICES = ("auto", "cpu", "cuda")
