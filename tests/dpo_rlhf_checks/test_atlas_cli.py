@@ -54,6 +54,9 @@ def test_quick_atlas_for_two_losses_agrees(tmp_path):
 
 def test_lm_column_not_built_without_the_module(monkeypatch):
     monkeypatch.setitem(sys.modules, "toy_lm.atlas_lm", None)  # import raises ImportError
+    import toy_lm
+
+    monkeypatch.delattr(toy_lm, "atlas_lm", raising=False)  # once imported, `from toy_lm import` reads the attribute
     assert atlas.lm_column(["ipo"], 0, quick=False)["status"].startswith("not built")
 
 
