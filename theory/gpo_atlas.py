@@ -27,6 +27,13 @@ from dpo_rlhf_checks.result import CheckContext, MethodResult
 
 mpmath.mp.dps = max(mpmath.mp.dps, 40)
 
+
+def _findroot(*args, **kwargs):
+    """mpmath.findroot at 40 digits, whatever precision another module left in mpmath's global context (its
+    tolerance follows the working precision: at the 120 digits of the eq10 index it could not converge)."""
+    with mpmath.workdps(40):
+        return mpmath.findroot(*args, **kwargs)
+
 t = sp.Symbol("t", real=True)  # t = beta h
 u = sp.Symbol("u", real=True)
 U0 = sp.Symbol("U0", positive=True)  # -beta delta_ref, the depth of a violated reference
@@ -105,7 +112,7 @@ def stationary_points(f: sp.Expr, lo=-20, hi=20) -> list[tuple[float, str]]:
         vals = [g(mpmath.mpf(x)) for x in grid]
         for a, b, va, vb in zip(grid, grid[1:], vals, vals[1:]):
             if va == 0 or va * vb < 0:
-                roots.append(mpmath.findroot(g, (mpmath.mpf(a), mpmath.mpf(b)), solver="anderson"))
+                roots.append(_findroot(g, (mpmath.mpf(a), mpmath.mpf(b)), solver="anderson"))
     out = []
     for x in roots:
         curv = float(fpp.subs(t, x).evalf(30))
@@ -150,7 +157,7 @@ def end_point_D(setting: Setting, t_f: float) -> float:
     eq1 = sp.lambdify((rw, rl), G + G.subs(rw, rl), "mpmath")
     eq2 = sp.lambdify((rw, rl), (s - s.subs(rw, rl)) / nn - sp.Float(t_f, 30) / sp.nsimplify(b), "mpmath")
     x0 = nn * t_f / (2 * b)  # the reverse-KL end point as the start
-    sol = mpmath.findroot(lambda a, c: [eq1(a, c), eq2(a, c)], (mpmath.mpf(x0), mpmath.mpf(-x0)))
+    sol = _findroot(lambda a, c: [eq1(a, c), eq2(a, c)], (mpmath.mpf(x0), mpmath.mpf(-x0)))
     return float(sol[0] - sol[1])
 
 
@@ -217,8 +224,8 @@ def population_t_star(loss: str, params: dict, q_value, beta_value=0.1):
         if loss == "apo_zero":  # dL/dz1 = (1 - 2q) sigma'(z1): one sign everywhere, no stationary point
             return mpmath.inf if qv > sp.Rational(1, 2) else -mpmath.inf
         # L is separable: each z solves its own equation
-        s1 = mpmath.findroot(sp.lambdify(z1, g1.subs(z2, 0), "mpmath"), 0)
-        s2 = mpmath.findroot(sp.lambdify(z2, sp.diff(L, z2).subs(z1, 0), "mpmath"), 0)
+        s1 = _findroot(sp.lambdify(z1, g1.subs(z2, 0), "mpmath"), 0)
+        s2 = _findroot(sp.lambdify(z2, sp.diff(L, z2).subs(z1, 0), "mpmath"), 0)
         return s1 - s2
     f = f_expr(loss, params, beta_value)
     if loss == "robust":
@@ -234,7 +241,7 @@ def population_t_star(loss: str, params: dict, q_value, beta_value=0.1):
         cands = []
         for x0 in [k / 4 for k in range(-40, 41)]:
             try:
-                cands.append(mpmath.findroot(eq, mpmath.mpf(x0)))
+                cands.append(_findroot(eq, mpmath.mpf(x0)))
             except (ValueError, ZeroDivisionError):
                 pass
         return min((c for c in cands if abs(c) < 50), key=L)
