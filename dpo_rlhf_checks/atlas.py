@@ -21,7 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-from dpo_rlhf_checks.cli import MAX_SEED, BadInput, OneLineParser, out_path, run_in_out_folder, seed_problem
+from dpo_rlhf_checks.cli import (MAX_SEED, OneLineParser, exit_2_on_bad_input, out_path, run_in_out_folder,
+                                 seed_problem)
 
 OUTPUTS = ("atlas.md", "atlas.json")
 TOL_D = 1e-4  # beta D: symbolic vs bandit, absolute in t units
@@ -42,12 +43,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        return _main(argv)
-    except BadInput as err:
-        prog, _, message = str(err).partition(": ")
-        print(f"{prog}: error: {message}", file=sys.stderr)
-        raise SystemExit(2) from None
+    return exit_2_on_bad_input(_main, argv)
 
 
 def select_rows(losses: str | None):

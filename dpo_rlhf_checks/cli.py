@@ -183,8 +183,14 @@ def run_main(argv: list[str]) -> int:
 
     (SystemExit(2), as argparse itself exits, without its usage block.)
     """
+    return exit_2_on_bad_input(_run_main, argv)
+
+
+def exit_2_on_bad_input(work: Callable[[Any], int], argv) -> int:
+    """``work(argv)``, with a :class:`BadInput` ("prog: message") printed as one line "prog: error: message" on
+    stderr and SystemExit(2), as argparse itself exits, without its usage block. Serves every subcommand's main."""
     try:
-        return _run_main(argv)
+        return work(argv)
     except BadInput as err:
         prog, _, message = str(err).partition(": ")
         print(f"{prog}: error: {message}", file=sys.stderr)
