@@ -278,8 +278,9 @@ CLAIMS: tuple[Claim, ...] = (
         "within +-0.10; (predicted) the tabular theory predicts a mean fraction in U >= 0.10 in every DPO cell. Each "
         "comparison is decided by a two-sided Student-t interval of the mean over seeds (level 1 - 0.05/K for K "
         "planned looks, Bonferroni; the sd of a fraction of P pairs floored at 1/(P sqrt 12)) that must clear its "
-        "bound; 3 seeds, doubled at each look while undecided (3, 6, 12), up to 12 (the budget of a power rule: "
-        "toy_lm/design.py); still undecided: inconclusive.",
+        "bound; 3 seeds, doubled at each look while undecided (3, 6, 12), up to 12 (the budget of a power rule, "
+        "capped by the default stage's 90 s limit: toy_lm/design.py; with --lm-config confirm the rule's uncapped "
+        "budget, looks 3, 6, 12, 24, 48, 96); still undecided: inconclusive.",
         methods={"training": "toy_lm.claims:lm_dpo_failure_training",
                  "simulation": "toy_lm.claims:lm_dpo_failure_tabular",
                  "training-comparison": "toy_lm.claims:lm_dpo_failure_comparison"},
@@ -302,7 +303,8 @@ CLAIMS: tuple[Claim, ...] = (
         "cpo_clip, cpo_smooth) and Bradley-Terry labels at beta 0.5 and 2.5 (SGD and Adam; cpo_clip_bt, "
         "cpo_smooth_bt). In each, the mean over seeds of the shortfall 1 - (fraction of train pairs with delta >= m) "
         "is <= 0.05 (training: the LM's records; simulation: the tabular prediction). Decided by the intervals, looks "
-        "and budget of lm-dpo-failure (t-interval over seeds at level 1 - 0.05/K; 3, 6, 12 seeds); still undecided: "
+        "and budget of lm-dpo-failure (t-interval over seeds at level 1 - 0.05/K; 3, 6, 12 seeds; 3, 6, 12, 24, 48, 96 with --lm-config "
+        "confirm); still undecided: "
         "inconclusive. Held-out ranking accuracy is reported beside DPO, IPO and DPO-Positive.",
         methods={"training": "toy_lm.claims:lm_cpo_fix_training", "simulation": "toy_lm.claims:lm_cpo_fix_tabular"},
         amendment="With ordered labels as stated (mean shortfall of 1 - fraction with delta >= m at most 0.05). With "

@@ -22,7 +22,7 @@ METHODS = ("dpo", "dpo_bt", "cpo_eq17", "cpo_clip", "cpo_smooth", "cpo_easy", "i
 # "<loss>_bt": the loss trained on Bradley-Terry-sampled labels (both orders, weighted by the label frequency).
 BT_METHODS = {"dpo_bt": "dpo", "cpo_clip_bt": "cpo_clip", "cpo_smooth_bt": "cpo_smooth"}
 OPTIMIZERS = ("sgd", "adam")
-PRESETS = ("default", "large", "map")
+PRESETS = ("default", "large", "map", "confirm")
 LOOK_SCHEDULES = ("double", "step")  # toy_lm.design.look_sizes
 # The methods the two LM claims read: DPO with both kinds of labels, and a certificate-carrying CPO loss with both.
 REQUIRED_METHODS = ("dpo", "dpo_bt", "cpo_clip", "cpo_clip_bt")
@@ -318,6 +318,18 @@ def _map() -> LMConfig:
     return LMConfig(betas=(0.1, 0.5, 1.0, 2.5), seeds=(0, 1, 2, 3, 4), max_seeds=11)
 
 
+def _confirm() -> LMConfig:
+    """The default stage with the seed budget its power rule asks for, uncapped (toy_lm.design.rule_budget): the
+    default preset caps the budget at what fits the 90 s limit of ``--all`` on a 2-core CPU, so a comparison less
+    than half a margin from its bound may be decided on one seed set and not on another; this preset trades time
+    (minutes) for verdicts that replicate across seed sets (docs/theory.md §12). Same task, cells, losses and
+    pre-registered comparisons; only ``max_seeds`` differs, and with it the number of looks K."""
+    from toy_lm.design import rule_budget
+
+    base = LMConfig()
+    return base.replace(max_seeds=rule_budget(len(base.seeds), cap=None)["budget"])
+
+
 def from_dict(data: dict, base: LMConfig | None = None) -> LMConfig:
     """A config from a dict of field values over ``base`` (default preset); unknown keys are errors."""
     if not isinstance(data, dict):
@@ -331,13 +343,15 @@ def from_dict(data: dict, base: LMConfig | None = None) -> LMConfig:
 
 
 def load_config(name_or_path: str) -> LMConfig:
-    """"default", "large", "map", or a path to a JSON file of field values (over the default preset)."""
+    """"default", "large", "map", "confirm", or a path to a JSON file of field values (over the default preset)."""
     if name_or_path == "default":
         return LMConfig()
     if name_or_path == "large":
         return _large()
     if name_or_path == "map":
         return _map()
+    if name_or_path == "confirm":
+        return _confirm()
     path = Path(name_or_path)
     if not path.is_file():
         raise ValueError(f"LM config {name_or_path!r} is neither one of {PRESETS} nor an existing JSON file")

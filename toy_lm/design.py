@@ -208,15 +208,15 @@ def power_budget(sd: float, distance: float, n_initial: int, cap: int, power: fl
     return None
 
 
-def rule_budget(n_initial: int = 3, cap: int = BUDGET_CAP, design: "LMDesign | None" = None,
+def rule_budget(n_initial: int = 3, cap: int | None = BUDGET_CAP, design: "LMDesign | None" = None,
                 pilot: dict | None = None) -> dict:
     """The budget rule of the module docstring: per family, the power-rule size without a cap (d* = half the
-    family's margin, the pilot's pooled sd, power >= POWER_TARGET); the budget is their maximum, capped at ``cap``;
-    and each family's power at that budget."""
+    family's margin, the pilot's pooled sd, power >= POWER_TARGET); the budget is their maximum, capped at ``cap``
+    (None: uncapped, the ``confirm`` preset of toy_lm/config.py); and each family's power at that budget."""
     design, pilot = design or DESIGN, pilot or PILOT
     wanted = {f: power_budget(sd, family_margin(f, design) / 2, n_initial, 10**6, alpha=design.alpha)
               for f, (sd, _, _) in pilot.items()}
-    budget = min(max(wanted.values()), cap)
+    budget = max(wanted.values()) if cap is None else min(max(wanted.values()), cap)
     return {"wanted": wanted, "budget": budget, "power": family_power(budget, n_initial, design, pilot)}
 
 

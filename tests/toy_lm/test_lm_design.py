@@ -12,10 +12,10 @@ from dpo_rlhf_checks.losses import get_loss
 from dpo_rlhf_checks.registry import get_claim
 from toy_lm import decide as decide_mod
 from toy_lm.ceiling import minimiser_reaches
-from toy_lm.config import LMConfig
+from toy_lm.config import LMConfig, load_config
 from toy_lm.design import (BUDGET_CAP, DESIGN, PILOT, POWER_TARGET, Spec, and3, cpo_fix_specs, decide_bound,
-                           decision_power, dpo_failure_specs, look_sizes, n_looks, power_budget, rule_budget,
-                           seed_interval)
+                           decision_power, dpo_failure_specs, family_power, look_sizes, n_looks, power_budget,
+                           rule_budget, seed_interval)
 from toy_lm.tabular import tabular_minimiser_reaches
 
 
@@ -122,6 +122,11 @@ def test_registry_text_states_the_designs_numbers_and_methods_report_it_verbatim
     looks = ", ".join(str(n) for n in sizes)
     assert f"up to {cfg.max_seeds}" in dpo.statement and f"{len(cfg.seeds)} seeds, doubled at each look" in dpo.statement
     assert f"({looks})" in dpo.statement and f"{looks} seeds" in cpo.statement
+    confirm = load_config("confirm")
+    looks_c = ", ".join(str(n) for n in look_sizes(len(confirm.seeds), confirm.seed_step, confirm.max_seeds,
+                                                   confirm.look_schedule))
+    assert f"confirm the rule's uncapped budget, looks {looks_c})" in dpo.statement.replace("\n", " ")
+    assert f"{looks_c} with --lm-config confirm" in cpo.statement
     for name in DESIGN.carriers + DESIGN.carriers_bt:
         assert name in cpo.statement
     # No number in the amendments comes from a run: every decimal in them is a design number.
@@ -226,3 +231,19 @@ def test_pilot_sds_pool_within_a_family():
     sds = mod.pooled_sds([report])
     # x counted once: ss 0.02 + 0.06 over df 1 + 2
     assert sds == {"amount": (pytest.approx(math.sqrt(0.08 / 3)), 3, 2)}
+
+
+def test_confirm_preset_is_the_default_stage_with_the_uncapped_rule_budget():
+    """--lm-config confirm: only max_seeds differs from the default preset, and it is the power rule's own budget
+    without the time cap (96 with the pilot's sds: the shortfall family asks the most), so every family reaches
+    POWER_TARGET at half its margin there, which the capped default budget does not."""
+    import dataclasses
+
+    default, confirm = LMConfig(), load_config("confirm")
+    diff = {f.name for f in dataclasses.fields(LMConfig) if getattr(default, f.name) != getattr(confirm, f.name)}
+    assert diff == {"max_seeds"}
+    rule = rule_budget(len(default.seeds), cap=None)
+    assert confirm.max_seeds == rule["budget"] == max(rule["wanted"].values()) == 96
+    assert min(rule["power"].values()) >= POWER_TARGET
+    assert min(family_power(default.max_seeds, len(default.seeds)).values()) < POWER_TARGET
+    assert look_sizes(3, 1, confirm.max_seeds) == [3, 6, 12, 24, 48, 96]
