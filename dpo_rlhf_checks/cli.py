@@ -163,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--lm-config",
         default="default",
-        help="language-model configuration: default, map or large, or a path to a JSON config file",
+        help="language-model configuration: default, map, large or confirm (the default stage with the seed budget "
+             "its power rule asks for, uncapped: minutes), or a path to a JSON config file",
     )
     parser.add_argument("--device", choices=DEVICES, default="auto", help="device of the LM stage (default: auto)")
     return parser

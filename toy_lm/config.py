@@ -24,6 +24,15 @@ BT_METHODS = {"dpo_bt": "dpo", "cpo_clip_bt": "cpo_clip", "cpo_smooth_bt": "cpo_
 OPTIMIZERS = ("sgd", "adam")
 PRESETS = ("default", "large", "map", "confirm")
 LOOK_SCHEDULES = ("double", "step")  # toy_lm.design.look_sizes
+# Upper bounds of the integer fields: far above any preset (the large one has 512 prompts, n_embd 128, 1500 SFT steps),
+# low enough that a typo (an extra three zeros) is a one-line error before any allocation, not an out-of-memory crash
+# or an hour of training.
+INTS_MAX = {"n_train_prompts": 100_000, "n_heldout_prompts": 100_000, "n_candidates": 1_000, "n_responses": 10_000,
+            "response_len": 1_024, "n_prompt_tokens": 100_000, "n_good_tokens": 100_000, "n_bad_tokens": 100_000,
+            "bt_n_labels": 1_000_000, "n_layer": 64, "n_head": 256, "n_embd": 8_192, "sft_steps": 10_000_000,
+            "steps": 10_000_000, "heldout_every": 10_000_000, "tabular_max_steps": 100_000_000, "seed_step": 10_000,
+            "batch_replicas": 10_000, "max_seeds": 10_000}
+MAX_BLOCK_PARAMS = 10**9
 # The methods the two LM claims read: DPO with both kinds of labels, and a certificate-carrying CPO loss with both.
 REQUIRED_METHODS = ("dpo", "dpo_bt", "cpo_clip", "cpo_clip_bt")
 # A run adds its --seed (<= 2^32 - 1) to each config seed: both <= 2^32 - 1 keep the sum within what torch.manual_seed
@@ -166,6 +175,14 @@ class LMConfig:
         for name, low in ints_min.items():
             if getattr(self, name) < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {getattr(self, name)!r}")
+        for name, high in INTS_MAX.items():
+            if getattr(self, name) > high:
+                raise ValueError(f"{name} must be an integer <= {high} (a toy LM run on one machine), got "
+                                 f"{getattr(self, name)!r}")
+        n_params = self.n_layer * 12 * self.n_embd**2
+        if n_params > MAX_BLOCK_PARAMS:
+            raise ValueError(f"n_layer x 12 n_embd^2 = {n_params:.3g} parameters in the transformer blocks exceeds "
+                             f"{MAX_BLOCK_PARAMS:.0e} (n_layer {self.n_layer}, n_embd {self.n_embd}): not a toy LM")
         for name in ("sft_lr", "sgd_lr", "adam_lr", "smooth_tau", "smooth_alpha", "reward_scale", "tabular_sgd_lr",
                      "tabular_adam_lr"):
             value = getattr(self, name)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from toy_lm.config import METHODS, LMConfig, from_dict, load_config
+from toy_lm.config import INTS_MAX, METHODS, LMConfig, from_dict, load_config
 from toy_lm.predict import Comparison, compare_cell, predict_cell
 from toy_lm.tabular import run_tabular, time_to_leave_U
 from toy_lm.task import make_task
@@ -67,6 +67,19 @@ def test_config_rejects_unknown_keys_and_bad_values(tmp_path):
     assert load_config("default") == LMConfig() and load_config("large").n_embd > LMConfig().n_embd
     assert LMConfig().methods == METHODS
     assert set(LMConfig().betas) < set(load_config("map").betas)  # the default's cells are map cells
+
+
+@pytest.mark.parametrize("field", sorted(INTS_MAX))
+def test_config_integer_fields_have_upper_bounds_naming_the_field(field):
+    """A size past its bound is a one-line error naming the field, before any allocation."""
+    with pytest.raises(ValueError, match=f"^{field} must be an integer <= {INTS_MAX[field]}"):
+        LMConfig().replace(**{field: INTS_MAX[field] + 1})
+
+
+def test_config_rejects_a_model_too_large_for_a_toy_run():
+    LMConfig().replace(n_layer=8, n_embd=2048, n_head=8)  # 4.0e8 block parameters: allowed
+    with pytest.raises(ValueError, match="n_layer x 12 n_embd\\^2 = 3.22e\\+09 parameters"):
+        LMConfig().replace(n_layer=64, n_embd=2048, n_head=8)
 
 
 @pytest.mark.parametrize("data, field", [
