@@ -39,6 +39,7 @@ FORMATS = ("jsonl", "csv")
 # rows either (a 10 KB text column, a 50 MB line). Parsing a chunk takes a few times its size in Python objects
 # (the text, its JSON array, the decoded objects): tens of MB, measured in benchmarks/bench_audit.py --text-chars.
 CHUNK_CHARS = 1 << 24
+HEAD_BLOCK_LINES = 10_000  # lines of a JSON Lines head (before its first usable row) parsed per block
 MAX_CHUNK_ROWS = 10_000_000  # --chunk-rows above this is refused: the character bound decides long before
 MAX_EXAMPLES = 5  # skipped-row messages kept for the report
 # A log-probability below this is rejected (named by row): differences of two log-probabilities and their multiples
@@ -483,32 +484,43 @@ def _read_file(path: Path, fmt: str, skip_invalid: bool, chunk_rows: int, spool:
             # The first row that is a JSON object names the optional columns in use; with --skip-invalid, the
             # first VALID row does (a bad first row must not decide the columns), and bad lines before it are
             # skipped like any other.
-            buffered, obj = [], None
+            # The head (the lines up to that row) is scanned once without being kept (a file whose first million
+            # lines are bad must not be held in memory), then read again from the start, in blocks.
+            n_head, n_rows, obj, line_chars = 0, 0, None, 0
             for text in f:
-                buffered.append(text)
+                n_head += 1
+                line_chars = max(line_chars, len(text))
                 if not text.strip():
                     continue
-                if text.lstrip().startswith("[") and not any(t.strip() for t in buffered[:-1]):
-                    raise AuditInputError(f"line {len(buffered)}: a JSON array, not JSON Lines (one object per line)")
+                n_rows += 1
+                if n_rows == 1 and text.lstrip().startswith("["):
+                    raise AuditInputError(f"line {n_head}: a JSON array, not JSON Lines (one object per line)")
                 try:
                     candidate = json.loads(text, object_pairs_hook=no_duplicate_keys)
                 except (json.JSONDecodeError, BadInput, RecursionError):
                     candidate = None
                 if isinstance(candidate, dict) and (not skip_invalid or _valid_first_row(candidate)):
-                    obj = candidate
+                    obj = tuple(candidate)  # its keys: the row itself is parsed again below (a 50 MB row, once)
                     break
                 if not skip_invalid:
                     break  # the per-row parser below names the problem
-            if not any(t.strip() for t in buffered):
+            text = candidate = None
+            if n_rows == 0:
                 raise AuditInputError("empty file: no data rows")
-            row = sum(1 for t in buffered if t.strip())
-            used = _used_columns(obj or {}, _where(row, len(buffered), None))
+            used = _used_columns(obj or {}, _where(n_rows, n_head, None))
             present = set(obj or ())
             unused = [c for c in NAMES if c not in used]
             collector = _Collector(used, skip_invalid, spool)
-            blank = _slow_jsonl(buffered, 0, collector, used, unused)
-            line_chars = max(len(t) for t in buffered)
-            blank += _read_jsonl(f, collector, used, chunk_rows, first_line=len(buffered), line_chars=line_chars)
+            f.seek(0)
+            blank, done = 0, 0
+            while done < n_head:
+                head, chars = [], 0  # a block: at most HEAD_BLOCK_LINES lines and about CHUNK_CHARS characters
+                while done + len(head) < n_head and len(head) < HEAD_BLOCK_LINES and chars < CHUNK_CHARS:
+                    head.append(next(f))
+                    chars += len(head[-1])
+                blank += _slow_jsonl(head, done, collector, used, unused)
+                done += len(head)
+            blank += _read_jsonl(f, collector, used, chunk_rows, first_line=n_head, line_chars=line_chars)
         else:
             reader = csv.reader(f)
             header, blank = None, 0

@@ -359,3 +359,43 @@ def test_a_pair_exactly_at_the_margin_is_neither_above_it_nor_certified(tmp_path
     assert r["fraction_delta_above_margin"] == 1 / 3
     assert r["certified_fraction"]["dpo"]["1"] == 1 / 3
     assert r["certificate_mismatch_fraction"]["dpo"]["1"] == 0.0
+
+
+def test_a_long_bad_head_under_skip_invalid_is_not_held_in_memory(tmp_path, monkeypatch):
+    """--skip-invalid: the first usable row names the columns, so the lines before it were once all kept in a
+    list (measured: a 200,000-line bad head of 250 characters a line peaked at 78 MB, 17 MB now). Now the head is
+    scanned, then read again in blocks: the peak does not grow with the head (30,000 bad lines against 10,000,
+    blocks of 500 lines; about 8 MB more when the head was kept), and every bad line is counted."""
+    import dpo_rlhf_checks.audit.read as R
+
+    monkeypatch.setattr(R, "HEAD_BLOCK_LINES", 500, raising=False)
+    bad = '{"ref_chosen_logps": "not a number", "ref_rejected_logps": -2.0, "note": "' + "z" * 170 + '"}\n'
+    peaks = []
+    for n_bad in (10_000, 30_000):
+        path = tmp_path / f"bad_head_{n_bad}.jsonl"
+        with open(path, "w") as f:
+            f.writelines(bad for _ in range(n_bad))
+            f.writelines(json.dumps({"ref_chosen_logps": -3.0 - i % 5, "ref_rejected_logps": -2.0}) + "\n"
+                         for i in range(1000))
+        data, peak = _peak_reading(path, skip_invalid=True)
+        try:
+            assert data.n_pairs == 1000 and data.skipped["non-numeric value"] == n_bad
+            assert float(np.sum(data.columns["ref_chosen_logps"])) == -sum(3.0 + i % 5 for i in range(1000))
+        finally:
+            data.close()
+        peaks.append(peak)
+    assert peaks[1] - peaks[0] < 2e6, f"peak grew by {(peaks[1] - peaks[0]) / 1e6:.1f} MB for 20,000 more bad lines"
+
+
+def test_a_bad_head_is_numbered_from_the_first_line_with_a_byte_order_mark(tmp_path):
+    """The head is read twice (scan, then parse from the start): the second pass skips a UTF-8 byte-order mark as
+    the first did, and the line numbers of the skipped rows are the file's own."""
+    path = tmp_path / "bom.jsonl"
+    lines = ['{"ref_chosen_logps": null, "ref_rejected_logps": -2}', "", "not json",
+             '{"ref_chosen_logps": -1, "ref_rejected_logps": -2}', '{"ref_chosen_logps": -3, "ref_rejected_logps": -2}']
+    path.write_bytes(b"\xef\xbb\xbf" + "\n".join(lines).encode() + b"\n")
+    data = A.read_pairs(path, skip_invalid=True)
+    assert data.n_pairs == 2 and data.columns["ref_chosen_logps"].tolist() == [-1.0, -3.0]
+    assert data.skipped["missing value"] == 1 and data.skipped["malformed line"] == 1
+    with pytest.raises(A.AuditInputError, match="line 1"):
+        A.read_pairs(path)
