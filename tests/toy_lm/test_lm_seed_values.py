@@ -17,12 +17,14 @@ def _stage(observed_delta_sum, predicted_delta_sum, method="cpo_clip", n_tok=4, 
     key = (1.0, "sgd", method)
     cfg = LMConfig(margin=margin)
     record = SimpleNamespace(delta_sum=np.asarray([observed_delta_sum], dtype=np.float64))
-    run = SimpleNamespace(seed=7, records={key: record}, task=SimpleNamespace(response_tokens=n_tok, split=lambda name: slice(None)))
+    task = SimpleNamespace(response_tokens=n_tok, split=lambda name: slice(None))
+    run = SimpleNamespace(seed=7, records={key: record}, task=task)
     cmp = SimpleNamespace(clock_saturated=False, pred_delta=np.asarray(predicted_delta_sum, dtype=np.float64))
     return SimpleNamespace(cfg=cfg, runs=[run], comparisons={key: {7: cmp}}), key
 
 
-@pytest.mark.parametrize("margin, expected_obs, expected_pred", [(0.0, 1 - 3 / 5, 1 - 2 / 5), (0.5, 1 - 2 / 5, 1 - 1 / 5)])
+@pytest.mark.parametrize("margin, expected_obs, expected_pred",
+                         [(0.0, 1 - 3 / 5, 1 - 2 / 5), (0.5, 1 - 2 / 5, 1 - 1 / 5)])
 def test_shortfalls_are_one_minus_the_fraction_reaching_the_margin(margin, expected_obs, expected_pred):
     # 5 pairs: observed delta >= m on 3 (m = 0) / 2 (m = 0.5), predicted on 2 / 1; a tie at m counts as reached
     stage, key = _stage([-1.0, 0.0, 0.5, 2.0, -0.2], [-3.0, -0.1, 0.25, 0.75, -1e-9], margin=margin)
