@@ -54,10 +54,12 @@ def test_seed_everything_takes_every_seed_a_run_makes():
 
 def test_planned_seeds_are_consecutive_integers_after_the_configs():
     # the LM stage and the U-atlas's LM rows extend a run by the same seeds: the config's, then max + 1, ...
-    from toy_lm.stage import planned_seeds
+    from toy_lm.stage import LMStage, planned_seeds
 
     cfg = LMConfig(seeds=(0, 1, 2), max_seeds=7)
     assert planned_seeds(cfg) == [0, 1, 2, 3, 4, 5, 6]
     assert planned_seeds(cfg, 100) == [100, 101, 102, 103, 104, 105, 106]
     assert planned_seeds(LMConfig(seeds=(4, 9), max_seeds=4), 1) == [5, 10, 11, 12]
     assert all(type(s) is int for s in planned_seeds(cfg, 2**32 - 1))
+    stage = LMStage(cfg=cfg, device="cpu", runs=[], seconds=0.0, threads=1, seed_offset=100)
+    assert stage.planned_seeds == planned_seeds(cfg, 100)
