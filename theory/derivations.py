@@ -434,7 +434,11 @@ def penalised_facts() -> dict:
     # unbounded along pi = (1/2, eps, 1/2 - eps)
     eps = sp.Symbol("eps", positive=True)
     path = {p[W]: sp.Rational(1, 2), p[L]: eps, p[O]: sp.Rational(1, 2) - eps}
-    out["J_limit_finite_as_pi_l_to_0"] = sp.limit(_J(p).subs(path), eps, 0, "+").is_finite is True
+    # the limit is J at the boundary point (1/2, 0, 1/2) (0 log 0 = 0): finite, and this value (is_finite alone
+    # held for a wrong limit too: sp.limit(eps, J, 0) returns the finite symbol eps)
+    j_lim = sp.limit(_J(p).subs(path), eps, 0, "+")
+    j_edge = (r[W] + r[O]) / 2 - beta * (sp.log(sp.Rational(1, 2)) - (sp.log(pref[W]) + sp.log(pref[O])) / 2)
+    out["J_limit_finite_as_pi_l_to_0"] = bool(j_lim.is_finite) and is_identity_log(j_lim - j_edge)
     out["F_limit_is_+inf_as_pi_l_to_0"] = sp.limit(F.subs(path), eps, 0, "+") == sp.oo
     # interior stationarity with multiplier lambda for sum pi = 1; subtracting the y_w and y_l equations
     lagr = F - lam * (sum(p) - 1)

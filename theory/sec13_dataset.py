@@ -282,8 +282,7 @@ def listwise_symbolic(ctx: CheckContext) -> MethodResult:
 
     # (5) a correctly ordered reference, a misordered policy below log 6
     bval = sp.Integer(1)
-    log_ref = [sp.log(sp.Rational(1, 2)), sp.log(sp.Rational(1, 2)) - 1, sp.log(sp.Rational(1, 2)) - 2]  # ordered
-    # normalise: pi_ref proportional to (1, e^-1, e^-2)
+    # an ordered reference, normalised: pi_ref proportional to (1, e^-1, e^-2)
     zsum = sp.log(1 + sp.exp(-1) + sp.exp(-2))
     log_ref = [sp.Integer(0) - zsum, -1 - zsum, -2 - zsum]
     u = [sp.Integer(10), sp.Integer(0), sp.Rational(11, 10)]  # s = beta u, beta = 1

@@ -45,7 +45,7 @@ from toy_lm.config import LMConfig, lm_threads
 from toy_lm.design import DESIGN, LMDesign, decide_bound, look_sizes, n_looks, seed_interval
 from toy_lm.model import resolve_device
 from toy_lm.predict import compare_cell, predict_cell
-from toy_lm.stage import SeedRun, _Threads
+from toy_lm.stage import SeedRun, _Threads, planned_seeds
 from toy_lm.task import L, W, make_task
 from toy_lm.train import all_logps, train_preference_batched, train_reference_batched
 
@@ -189,8 +189,7 @@ def run_atlas_lm(loss_names, *, seed: int = 0, progress: bool = True, cfg: LMCon
     cfg = cfg if cfg is not None else LMConfig()
     beta = design.slow_beta
     dev = resolve_device(device)
-    extra = [max(cfg.seeds) + 1 + i for i in range(cfg.max_seeds - len(cfg.seeds))]
-    planned = [seed + s for s in (*cfg.seeds, *extra)]
+    planned = planned_seeds(cfg, seed)
     sizes = look_sizes(len(cfg.seeds), cfg.seed_step, cfg.max_seeds)
     k_looks = n_looks(len(cfg.seeds), cfg.seed_step, cfg.max_seeds)
     level = 1.0 - design.alpha / k_looks

@@ -87,10 +87,8 @@ class LMStage:
 
     @property
     def planned_seeds(self) -> list[int]:
-        """Every seed the budget allows, in look order: the config's, then max(seeds) + 1, ... (plus the offset)."""
-        cfg = self.cfg
-        extra = [max(cfg.seeds) + 1 + i for i in range(cfg.max_seeds - len(cfg.seeds))]
-        return [self.seed_offset + s for s in (*cfg.seeds, *extra)]
+        """Every seed the budget allows, in look order (:func:`planned_seeds`)."""
+        return planned_seeds(self.cfg, self.seed_offset)
 
     @property
     def keys(self) -> list[Key]:
@@ -110,6 +108,13 @@ class LMStage:
             if (r["beta"], r["optimizer"], r["method"]) == (beta, optimizer, method):
                 return r
         raise KeyError((beta, optimizer, method))
+
+
+def planned_seeds(cfg: LMConfig, seed_offset: int = 0) -> list[int]:
+    """Every seed the budget allows, in look order: the config's, then max(seeds) + 1, ... up to cfg.max_seeds seeds
+    in all, each plus the offset (the run's --seed). The LM stage and the U-atlas's LM rows both draw from it."""
+    extra = [max(cfg.seeds) + 1 + i for i in range(cfg.max_seeds - len(cfg.seeds))]
+    return [seed_offset + s for s in (*cfg.seeds, *extra)]
 
 
 def quick_config(cfg: LMConfig) -> LMConfig:
