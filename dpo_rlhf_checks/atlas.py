@@ -112,8 +112,9 @@ def compare(sym: dict, flo: dict, setting) -> dict:
     law = sym.get("_time_law_expr")
     if law is not None and flo.get("exit_times"):
         f = G.sp.lambdify(G.U0, law.subs(G.beta, setting.beta), "mpmath")
-        errs = [abs(T - float(f(float(u)))) / float(f(float(u))) if T is not None else math.inf
-                for u, T in flo["exit_times"].items()]
+        with G.mpmath.workdps(G.DPS):  # the law at the symbolic module's precision, set locally
+            laws = {u: float(f(float(u))) for u in flo["exit_times"]}
+        errs = [abs(T - laws[u]) / laws[u] if T is not None else math.inf for u, T in flo["exit_times"].items()]
         out["time_law"] = max(errs) < TOL_T
         out["_time_law_max_rel_err"] = max(errs)
     if setting.f_div == "reverse_kl" and setting.loss not in G.REFERENCE_FREE and sym["class"] != "batch-coupled" \

@@ -16,7 +16,7 @@ f-divergence end points) are found with mpmath at 40 digits from the symbolic eq
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from functools import lru_cache, wraps
 
 import mpmath
 import sympy as sp
@@ -25,14 +25,25 @@ from dpo_rlhf_checks.atlas_rows import ROWS, Setting
 from dpo_rlhf_checks.registry import get_claim
 from dpo_rlhf_checks.result import CheckContext, MethodResult
 
-mpmath.mp.dps = max(mpmath.mp.dps, 40)
+DPS = 40  # mpmath digits of every evaluation here, set locally (mpmath.workdps) and never in mpmath's global context
 
 
+def _at_dps(fn):
+    """Run ``fn`` at :data:`DPS` digits inside ``mpmath.workdps``: the module's precision is its own, whatever
+    another module left in mpmath's global context, and it leaves that context as it found it (importing this
+    module once raised the global precision of every other module to 40 digits)."""
+    @wraps(fn)
+    def inner(*args, **kwargs):
+        with mpmath.workdps(DPS):
+            return fn(*args, **kwargs)
+    return inner
+
+
+@_at_dps
 def _findroot(*args, **kwargs):
-    """mpmath.findroot at 40 digits, whatever precision another module left in mpmath's global context (its
-    tolerance follows the working precision: at the 120 digits of the eq10 index it could not converge)."""
-    with mpmath.workdps(40):
-        return mpmath.findroot(*args, **kwargs)
+    """mpmath.findroot at DPS digits (its tolerance follows the working precision: at the 120 digits of the eq10
+    index it could not converge)."""
+    return mpmath.findroot(*args, **kwargs)
 
 t = sp.Symbol("t", real=True)  # t = beta h
 u = sp.Symbol("u", real=True)
@@ -97,6 +108,7 @@ def score_expr(f_div: str, alpha_coef) -> sp.Expr:
     raise ValueError(f"unknown f_divergence_type {f_div!r}")
 
 
+@_at_dps
 def stationary_points(f: sp.Expr, lo=-20, hi=20) -> list[tuple[float, str]]:
     """Real zeros of f' in [lo, hi] with their kind ("min"/"max"): SymPy's solveset where it gives a finite set,
     else mpmath roots of f' from a grid of starting points (sign changes of f' at step 0.05)."""
@@ -145,6 +157,7 @@ def per_token_end_point() -> dict:
             "equal_lengths": sp.simplify(D.subs(n_l, n_w) - n_w * t_f_sym / beta) == 0}
 
 
+@_at_dps
 def end_point_D(setting: Setting, t_f: float) -> float:
     """D = delta_end - delta_ref for a GPO loss with stationary point t_f (reverse-KL: closed form; f-divergence:
     the two symbolic equations n G(r_w) + n G(r_l) = 0, (s(r_w) - s(r_l))/n = t_f/beta solved with mpmath)."""
@@ -200,6 +213,7 @@ def amended_time_laws() -> dict[str, sp.Expr]:
 
 # --- population optimum under Bradley-Terry labels ---------------------------------------------------------------
 
+@_at_dps
 def population_t_star(loss: str, params: dict, q_value, beta_value=0.1):
     """t* = beta h* minimising q l(y_w > y_l) + (1 - q) l(y_l > y_w), at a number q in (0, 1): GPO losses from q f'(t)
     = (1 - q) f'(-t) (the unique real root, mpmath); absolute losses from their separable stationarity in z = beta r;
@@ -248,6 +262,7 @@ def population_t_star(loss: str, params: dict, q_value, beta_value=0.1):
     return _bisect(eq, -60, 60)
 
 
+@_at_dps
 def _bisect(g, lo, hi, steps=200):
     """The root of an increasing function g on [lo, hi] (a convex loss's population derivative), by bisection at
     mpmath precision (a root-polisher from t = 0 fails where g is flat, e.g. exo_pair with eps = 1e-3)."""
@@ -282,6 +297,7 @@ def amended_t_star(loss: str, params: dict, q_value: float):
     return table.get(loss)
 
 
+@_at_dps
 def fdiv_population_delta(f_div: str, alpha_coef, beta_value: float, log_ref_w: float, log_ref_l: float,
                           dr_value: float) -> float:
     """The sigmoid loss under an f-divergence score, BT labels, normalised two-response bandit: its population
@@ -304,6 +320,7 @@ PER_TOKEN = ("ipo", "sigmoid_norm")
 REFERENCE_FREE = ("cpo_sigmoid", "cpo_hinge", "cpo_ipo", "cpo_simpo", "cpo_alphapo", "sft")
 
 
+@_at_dps
 def symbolic_row(setting: Setting) -> dict:
     """The atlas row of ``setting`` derived here: class, t_f, beta D (the U threshold: the pair ends in U iff
     beta delta_ref < -beta D, when beta D > 0), time-in-U law, population optimum, certificate, gradient factor."""
@@ -424,6 +441,7 @@ def _absolute_row(setting: Setting, row: dict) -> dict:
     return row
 
 
+@_at_dps
 def atlas_symbolic(settings=ROWS, progress=None) -> dict[str, dict]:
     """Every row of ``settings`` derived here (``progress``: a callback called once per row)."""
     out = {}
@@ -454,6 +472,7 @@ def _general_convex_facts() -> dict:
     return out
 
 
+@_at_dps
 def absorbing_symbolic(ctx: CheckContext) -> MethodResult:
     """SymPy: the end point D of ordered-pair flow for every absorbing atlas row (t_f from f' = 0, D from the flow's
     invariant), the literal's 'ends in U iff beta delta_ref < -t_f' against 'iff D > 0 and beta delta_ref < -beta D'
@@ -511,6 +530,7 @@ def absorbing_symbolic(ctx: CheckContext) -> MethodResult:
         amended_statement=get_claim("gpo-absorbing-U").amendment if amended else None)
 
 
+@_at_dps
 def transient_symbolic(ctx: CheckContext) -> MethodResult:
     """SymPy: T(U0) = (1/(2 beta^2)) int_0^U0 dt/(-f'(t)) integrated in closed form for each transient f (logistic,
     robust eps = 1/10 and general eps, e^-t, per-token logistic) and for bco_pair / apo_zero's free flow; compared with
@@ -575,6 +595,7 @@ _POP_LOSSES = (("sigmoid", "sigmoid", {}, 1), ("sigmoid_norm", "sigmoid_norm", {
 _POP_Q = (0.05, 0.3, 0.6, 0.88, 0.95, 0.995)
 
 
+@_at_dps
 def population_symbolic(ctx: CheckContext) -> MethodResult:
     """SymPy/mpmath: t* from the stationarity of each loss's own symbolic population loss at six q, against dr
     (the literal) and against the amendment's t*(q); f-divergence sigmoid in a normalised two-response bandit

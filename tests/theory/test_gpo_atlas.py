@@ -101,3 +101,23 @@ def test_row_classes():
         "aot": "batch-coupled", "cpo_sigmoid": "empty-U"}
     assert rows["hinge"]["beta_D"] == pytest.approx(1.0)
     assert rows["sppo_hard"]["beta_D"] == pytest.approx(1.0)
+
+
+def test_module_leaves_mpmath_global_precision_alone():
+    """Importing theory.gpo_atlas, and deriving a row with it, leaves mpmath's global precision as it was (it once
+    set mp.dps = max(mp.dps, 40) at import time, changing every other module's precision); its own evaluations
+    still run at DPS digits (a root found to 40 digits, checked against a 40-digit reference)."""
+    import subprocess
+    import sys
+    code = ("import mpmath; mpmath.mp.dps = 15; import theory.gpo_atlas as G; a = mpmath.mp.dps; "
+            "from dpo_rlhf_checks.atlas_rows import Setting; G.symbolic_row(Setting('ipo', n=10)); "
+            "G.population_t_star('discopop', {'discopop_tau': 0.05}, 0.88); print(a, mpmath.mp.dps)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["15", "15"]
+    saved = mpmath.mp.dps
+    try:
+        mpmath.mp.dps = 120
+        G.stationary_points(G.f_expr("discopop", {"discopop_tau": 0.05}, 0.1))
+        assert mpmath.mp.dps == 120
+    finally:
+        mpmath.mp.dps = saved
