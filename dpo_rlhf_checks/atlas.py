@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
 def select_rows(losses: str | None):
     """The atlas rows whose loss is in the comma-separated ``losses`` (all when None); an unknown name is a
     ValueError listing the valid ones."""
-    from dpo_rlhf_checks.atlas_rows import ROWS
+    from dpo_rlhf_checks.atlas_rows import PAPER_CPO, ROWS
     from dpo_rlhf_checks.pref_losses import SPECS
 
     if losses is None:
@@ -57,9 +57,10 @@ def select_rows(losses: str | None):
     names = [x.strip() for x in losses.split(",") if x.strip()]
     if not names:
         raise ValueError("--losses names no loss")
-    unknown = [x for x in names if x not in SPECS]
+    valid = [*SPECS, *PAPER_CPO]
+    unknown = [x for x in names if x not in valid]
     if unknown:
-        raise ValueError(f"unknown loss(es) {', '.join(unknown)}; valid: {', '.join(SPECS)}")
+        raise ValueError(f"unknown loss(es) {', '.join(unknown)}; valid: {', '.join(valid)}")
     return [r for r in ROWS if r.loss in names]
 
 
@@ -117,7 +118,9 @@ def compare(sym: dict, flo: dict, setting) -> dict:
         errs = [abs(T - laws[u]) / laws[u] if T is not None else math.inf for u, T in flo["exit_times"].items()]
         out["time_law"] = max(errs) < TOL_T
         out["_time_law_max_rel_err"] = max(errs)
-    if setting.f_div == "reverse_kl" and setting.loss not in G.REFERENCE_FREE and sym["class"] != "batch-coupled" \
+    if setting.loss in G.PAPER_CPO:
+        out.update(_compare_target(sym, flo, setting))
+    elif setting.f_div == "reverse_kl" and setting.loss not in G.REFERENCE_FREE and sym["class"] != "batch-coupled" \
             and setting.loss != "apo_down":
         ts = G.population_t_star(setting.loss, setting.params, Q_POP, setting.beta)
         nn = setting.n if setting.loss in G.PER_TOKEN else 1
@@ -126,6 +129,32 @@ def compare(sym: dict, flo: dict, setting) -> dict:
         out["population"] = (math.isinf(ts) and fb is not None and math.isinf(fb) and (ts > 0) == (fb > 0)) or (
             fb is not None and math.isfinite(ts) and math.isfinite(fb) and abs(ts - fb) < TOL_POP * max(1, abs(ts)))
         out["_population_symbolic"] = ts
+    return out
+
+
+def _compare_target(sym: dict, flo: dict, setting) -> dict:
+    """A paper CPO row's extra columns: the BT population t at q = 0.88 from delta_ref = 0 and beta delta_ref = -2
+    (TOL_POP; a symbolic t beyond the bandit's finiteness cap 40 n counts as the flow's runaway on the same side), the
+    loss at each exit against l_crit and the gradient factor at the reference and at the exit against sigma(m) and
+    sigma(m - U0/n) (relative TOL_T)."""
+    out = {}
+    pops = []
+    for x, key in ((0.0, "population_t_at_q=0.88"), (-2.0, "population_t_at_q=0.88,beta_delta_ref=-2")):
+        ts, fb = sym["_population_t"][x], flo.get(key)
+        beyond = abs(ts) >= 40 * setting.n
+        pops.append(fb is not None and ((beyond and math.isinf(fb) and (fb > 0) == (ts > 0)) or (
+            not beyond and math.isfinite(fb) and abs(ts - fb) < TOL_POP * max(1, abs(ts)))))
+    out["population"] = all(pops)
+
+    def close(a, b):
+        return a is not None and (a == b or abs(a - b) <= TOL_T * abs(b))
+    cert, grad = [], []
+    for u in flo["exit_times"]:
+        l_crit, g_ref, g_exit = sym["_certificate_at"](float(u))
+        cert.append(close(flo["loss_at_exit"][u], l_crit))
+        grad.append(close(flo["grad_factor_reference"][u], g_ref) and close(flo["grad_factor_exit"][u], g_exit))
+    out["certificate"] = all(cert)
+    out["grad_factor"] = all(grad)
     return out
 
 

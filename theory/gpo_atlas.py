@@ -21,7 +21,7 @@ from functools import lru_cache, wraps
 import mpmath
 import sympy as sp
 
-from dpo_rlhf_checks.atlas_rows import ROWS, Setting
+from dpo_rlhf_checks.atlas_rows import LOG_REF, PAPER_CPO, ROWS, Setting
 from dpo_rlhf_checks.registry import get_claim
 from dpo_rlhf_checks.result import CheckContext, MethodResult
 
@@ -317,6 +317,7 @@ def fdiv_population_delta(f_div: str, alpha_coef, beta_value: float, log_ref_w: 
 # --- one atlas row -----------------------------------------------------------------------------------------------
 
 PER_TOKEN = ("ipo", "sigmoid_norm")
+PAPER_CPO = PAPER_CPO  # re-exported for the atlas's comparison
 REFERENCE_FREE = ("cpo_sigmoid", "cpo_hinge", "cpo_ipo", "cpo_simpo", "cpo_alphapo", "sft")
 
 
@@ -331,6 +332,8 @@ def symbolic_row(setting: Setting) -> dict:
                     "population": "not per pair", "certificate": "none per pair",
                     "grad_factor": "that of the pair's sorted rank"})
         return row
+    if loss in PAPER_CPO:
+        return _target_row(setting, row)
     if loss in REFERENCE_FREE:
         f = f_expr(loss, setting.params, b) if loss not in ("cpo_hinge", "sft") else None
         tf = 1.0 if loss == "cpo_hinge" else None
@@ -438,6 +441,129 @@ def _absolute_row(setting: Setting, row: dict) -> dict:
         row["_time_law_expr"] = law
     else:
         row["time_law"] = "leaves U (no closed form derived)"
+    return row
+
+
+# --- the paper's CPO variants: target form softplus(beta (T - delta)) ------------------------------------------------
+
+x_sym = sp.Symbol("x", real=True)  # beta (delta - delta_ref)/n: the pair's progress from the reference
+m_sym = sp.Symbol("m", real=True)  # the margin beta (T - delta_ref) (per-token units for cpo_easy)
+y_sym = sp.Symbol("y", positive=True)  # e^x
+lw_sym, ll_sym = sp.symbols("lw ll", negative=True)  # summed log pi_ref of the chosen and the rejected response
+
+
+def target_margin(setting: Setting, log_w, log_l) -> sp.Expr:
+    """m = beta (T - delta_ref) of a paper CPO loss for the pair (chosen, rejected) with summed reference
+    log-probabilities log_w, log_l, written from docs/theory.md §10 (Paper Eq. 17 and the authors' code options):
+    eq17 m_ref = gamma (1/pi_ref(y_w) + 1/pi_ref(y_l)); clip beta (max(delta_ref, margin) - delta_ref); smooth
+    (beta/alpha) m_tau, m_tau = log(1 + e^(tau (gamma - delta_ref)))/tau; easy gamma (1/lbar_w + 1/lbar_l) with
+    lbar = log/n the per-token mean (per-token units)."""
+    b = sp.nsimplify(setting.beta)
+    p = {k: sp.nsimplify(v) for k, v in setting.params.items()}
+    d_ref = log_w - log_l
+    if setting.loss == "cpo_eq17":
+        return p["gamma"] * (sp.exp(-log_w) + sp.exp(-log_l))
+    if setting.loss == "cpo_clip":
+        return b * (sp.Max(d_ref, p.get("margin", 0)) - d_ref)
+    if setting.loss == "cpo_smooth":
+        return b / p["alpha"] * sp.log(1 + sp.exp(p["tau"] * (p["gamma"] - d_ref))) / p["tau"]
+    if setting.loss == "cpo_easy":
+        nn = sp.Integer(setting.n)
+        return p["gamma"] * (nn / log_w + nn / log_l)
+    raise ValueError(f"{setting.loss!r} is not one of the paper's CPO losses {PAPER_CPO}")
+
+
+@lru_cache(maxsize=None)
+def target_flow_law() -> dict:
+    """The target-form flow derived: l = softplus(m - beta (r_w - r_l)/n) on free log-ratios, x = beta (r_w - r_l)/n;
+    dx/dt = (beta/n)(-dl/dr_w + dl/dr_l) = (2 beta^2/n^2) sigma(m - x); time to x = U0/n, its closed form, and the
+    population stationarity q sigma(M - x) = (1 - q) sigma(M + x) solved as a quadratic in y = e^x (positive root)."""
+    loss = _sp(m_sym - beta * (rw - rl) / n)
+    xdot = sp.simplify((beta / n) * (-sp.diff(loss, rw) + sp.diff(loss, rl)))
+    xdot_x = sp.simplify(xdot.subs(rw, n * x_sym / beta + rl))
+    claimed_rate = 2 * beta ** 2 / n ** 2 * _sig(m_sym - x_sym)
+    rate_ok = sp.simplify(xdot_x - claimed_rate) == 0
+    T = sp.simplify(sp.integrate(sp.simplify(1 / xdot_x), (x_sym, 0, U0 / n)))
+    closed = n ** 2 / (2 * beta ** 2) * (U0 / n + sp.exp(-m_sym) * (sp.exp(U0 / n) - 1))
+    law_ok = sp.simplify(T - closed) == 0
+    M = sp.Symbol("M", real=True)
+    stat = q * _sig(M - x_sym) - (1 - q) * _sig(M + x_sym)
+    poly = sp.numer(sp.together(stat.subs(x_sym, sp.log(y_sym))))
+    roots = [r for r in sp.solve(sp.expand(poly), y_sym)]
+    return {"xdot": xdot_x, "rate_ok": rate_ok, "T": T, "closed": closed, "law_ok": law_ok, "M": M,
+            "population_roots": roots}
+
+
+def _population_y(M_value, q_value):
+    """e^x* at (M, q): the root of the population quadratic that is positive (the other root's product with it is
+    -q/(1 - q) < 0), chosen symbolically at M = 0, q = 0.88 (where it must be q/(1 - q), DPO) and evaluated at mpmath
+    precision (the negative root cancels catastrophically for large M, so it is never evaluated)."""
+    d = target_flow_law()
+    at0 = {d["M"]: 0, q: sp.Rational(88, 100)}
+    pos = [r for r in d["population_roots"] if sp.N(r.subs(at0), 30) > 0]
+    if len(pos) != 1 or sp.simplify(pos[0].subs(at0) - sp.Rational(88, 12)) != 0:
+        raise ArithmeticError(f"expected one positive population root, q/(1 - q) at M = 0; got {pos}")
+    return sp.lambdify((d["M"], q), pos[0], "mpmath")(mpmath.mpf(M_value), mpmath.mpf(q_value))
+
+
+def _target_row(setting: Setting, row: dict) -> dict:
+    """Atlas row of a paper CPO loss (docs/theory.md §16): transient; the time law with the margin at the rows'
+    reference (log pi_ref(y_l) = LOG_REF, log pi_ref(y_w) = LOG_REF - U0/beta); certificate l_crit = softplus(m -
+    U0/n); gradient factor sigma(m - x); BT population optimum n (m - M + x*(M)) at delta_ref = 0 and beta delta_ref
+    = -2 (q = 0.88)."""
+    d = target_flow_law()
+    if not (d["rate_ok"] and d["law_ok"]):
+        raise AssertionError(f"{setting.key}: the target-form flow or its time law did not derive as stated")
+    b, nn = setting.beta, setting.n
+    bs = sp.nsimplify(b)
+    lam_v = sp.nsimplify(LOG_REF)
+    m_U = target_margin(setting, lam_v - U0 / bs, lam_v)  # margin of the pair at beta delta_ref = -U0
+    law = d["closed"].subs({n: nn, m_sym: m_U})  # beta stays a symbol (the atlas substitutes it)
+    f_m = sp.lambdify(U0, m_U, "mpmath")
+
+    @_at_dps
+    def certificate_at(u0):
+        """(l_crit, sigma(m), sigma(m - U0/n)) at beta delta_ref = -u0."""
+        m = f_m(mpmath.mpf(u0))
+        return (float(mpmath.log1p(mpmath.exp(m - mpmath.mpf(u0) / nn))), float(1 / (1 + mpmath.exp(-m))),
+                float(1 / (1 + mpmath.exp(-(m - mpmath.mpf(u0) / nn)))))
+
+    # loss < log 2 certifies delta > 0 at every violated reference iff m(U0) >= U0/n for every U0 > 0: checked on a
+    # log grid U0 in [1e-3, 1e2] and by the limit U0 -> oo (a check, not a proof; clip's m - U0 is 0 identically)
+    grid = [mpmath.mpf(10) ** (-3 + 5 * k / 400) for k in range(401)]
+    gaps = [f_m(u) - u / nn for u in grid]
+    lim = sp.limit(m_U - U0 / nn, U0, sp.oo)
+    certifies = bool(min(gaps) >= -mpmath.mpf(10) ** -30 and (lim == sp.oo or (lim.is_real and lim >= 0)))
+    pops = {}
+    for x in (0.0, -2.0):
+        dref = sp.nsimplify(x) / bs
+        lw_, ll_ = lam_v + sp.Min(dref, 0), lam_v - sp.Max(dref, 0)
+        m1 = mpmath.mpf(sp.N(target_margin(setting, lw_, ll_), DPS))
+        m2 = mpmath.mpf(sp.N(target_margin(setting, ll_, lw_), DPS))
+        M = (m1 + m2) / 2
+        pops[x] = float(nn * (m1 - M + mpmath.log(_population_y(M, 0.88))))
+    u_exit = "U0" if nn == 1 else f"U0/{nn}"
+    c2 = certificate_at(2.0)
+    t2 = float(sp.N(law.subs({U0: 2, beta: bs}), DPS))
+    m_txt = {"cpo_eq17": "m = gamma (1/pi_ref(y_w) + 1/pi_ref(y_l)) >= gamma e^300",
+             "cpo_clip": "m = beta (max(delta_ref, margin) - delta_ref) = U0",
+             "cpo_smooth": "m = (beta/alpha) softplus(tau (gamma + U0/beta))/tau",
+             "cpo_easy": "m = gamma n (1/log pi_ref(y_w) + 1/log pi_ref(y_l)) < 0"}[setting.loss]
+    row.update({
+        "class": "transient", "t_f": None, "beta_D": math.inf,
+        "time_law": f"(n^2/(2 beta^2)) [{u_exit} + e^-m (e^({u_exit}) - 1)], n = {nn}, {m_txt}",
+        "_time_law_expr": law,
+        "population": (f"t* = n (m - M + x*(M)), M = (m + m_rev)/2: {pops[0.0]:.6g} at delta_ref = 0, "
+                       f"{pops[-2.0]:.6g} at beta delta_ref = -2 (q = 0.88, dr = 1.992)"),
+        "_population_t": pops,
+        "certificate": (f"l < l_crit = softplus(m - {u_exit}) <=> delta > 0; log 2 certifies at every violated "
+                        f"reference: {'yes' if certifies else 'no'}"),
+        "log2_certifies": certifies,
+        "_certificate_at": certificate_at,
+        "grad_factor": (f"sigma(m - x): sigma(m) at the reference, sigma(m - {u_exit}) at the exit "
+                        f"(U0 = 2: {c2[1]:.4g} -> {c2[2]:.4g}; DPO with the same n: 0.5 -> {1 / (1 + math.exp(2 / nn)):.4g})"),
+    })
+    row["time_law"] += f"; T(2) = {t2:.6g} (DPO {float(d['closed'].subs({n: nn, m_sym: 0, U0: 2, beta: bs})):.6g})"
     return row
 
 
