@@ -249,7 +249,13 @@ def markdown(table: dict, batch, lm: dict, figures, work: Path) -> str:
         # the LM cell has its own beta and lengths: its row is shown on the row of its loss's first setting only
         lmr = lm_rows.get(name) if name not in shown else None
         shown.add(name)
-        if lmr is not None:
+        if lmr is not None and not lmr.get("compared", True):
+            cell = lmr.get("cell") or {}
+            lm_txt = (f"not compared: {lmr.get('reason_not_compared')}; observed fraction in U (all "
+                      f"{len(lmr.get('seeds') or [])} seeds) {_fmt(lmr.get('observed_frac_in_U_all_seeds'))}, max over "
+                      f"steps {_fmt(lmr.get('obs_in_U_max'))} (beta {_fmt(cell.get('beta'))}, {cell.get('optimizer')}, "
+                      f"{cell.get('steps')} steps)")
+        elif lmr is not None:
             cell = lmr.get("cell") or {}
             lm_txt = (f"pred {_fmt(lmr.get('predicted_frac_in_U'))}, obs {_fmt(lmr.get('observed_frac_in_U'))}, "
                       f"obs - pred in {[_fmt(x) for x in (lmr.get('interval') or [])]}, {lmr.get('n_seeds')} seeds, "
