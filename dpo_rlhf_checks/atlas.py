@@ -28,6 +28,8 @@ OUTPUTS = ("atlas.md", "atlas.json")
 TOL_D = 1e-4  # beta D: symbolic vs bandit, absolute in t units
 TOL_T = 1e-4  # time in U: symbolic law vs bandit exit time, relative
 TOL_POP = 1e-5  # population t* at q = 0.88: symbolic vs bandit, absolute (summed units)
+TOL_CERT = 1e-6  # certificate level of an absolute-term loss: symbolic l_crit vs the bandit's constrained minimum,
+# relative (absolute where l_crit = 0)
 Q_POP = 0.88
 
 
@@ -118,6 +120,24 @@ def compare(sym: dict, flo: dict, setting) -> dict:
         errs = [abs(T - laws[u]) / laws[u] if T is not None else math.inf for u, T in flo["exit_times"].items()]
         out["time_law"] = max(errs) < TOL_T
         out["_time_law_max_rel_err"] = max(errs)
+    if sym.get("_time_law_fn") is not None and flo.get("exit_times"):  # a law with no closed-form T (nca_pair)
+        errs = [abs(T - sym["_time_law_fn"](float(u))) / sym["_time_law_fn"](float(u)) if T is not None else math.inf
+                for u, T in flo["exit_times"].items()]
+        out["time_law"] = max(errs) < TOL_T
+        out["_time_law_max_rel_err"] = max(errs)
+    if sym.get("_time_asymptote") is not None and flo.get("exit_times") and "8.0" in flo["exit_times"]:
+        # a numeric law (apo_down): its derived asymptote, compared only on the full grid (criterion fixed before the
+        # run: within 5% at U0 = 8 and closer there than at U0 = 5)
+        rel = {u: abs(flo["exit_times"][u] / sym["_time_asymptote"](float(u)) - 1) for u in ("5.0", "8.0")}
+        out["time_asymptote"] = rel["8.0"] < 0.05 and rel["8.0"] < rel["5.0"]
+        out["_time_asymptote_rel"] = rel
+    if sym.get("_l_crit_expr") is not None and flo.get("certificate_level"):
+        f = G.sp.lambdify(G.U0, sym["_l_crit_expr"], "mpmath")
+        with G.mpmath.workdps(G.DPS):
+            errs = [abs(v - float(f(float(u)))) / max(float(f(float(u))), 1e-300)
+                    if float(f(float(u))) > 0 else abs(v) for u, v in flo["certificate_level"].items()]
+        out["certificate"] = max(errs) < TOL_CERT
+        out["_certificate_max_err"] = max(errs)
     if setting.loss in G.PAPER_CPO:
         out.update(_compare_target(sym, flo, setting))
     elif setting.f_div == "reverse_kl" and setting.loss not in G.REFERENCE_FREE and sym["class"] != "batch-coupled" \

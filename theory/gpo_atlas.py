@@ -419,13 +419,141 @@ def _population_text(setting: Setting) -> str:
     return texts.get(loss, "see population_t_star")
 
 
+Dz = sp.Symbol("D", real=True)  # z_w - z_l = beta (delta - delta_ref): delta <= 0 iff D <= U0
+
+
+@lru_cache(maxsize=None)
+def absolute_certificate(loss: str) -> dict:
+    """The exact certificate of an absolute-term loss l(z_w, z_l), z = beta r: l_crit(U0) = inf {l : z_w - z_l <= U0}
+    (delta <= 0), so l < l_crit => delta > 0. Derived on the line z_w - z_l = D (its minimum over z_w: stationarity,
+    with convexity or the limits at +-inf), then over D <= U0 (l_min decreasing in D). Returns {"l_crit": SymPy in U0
+    (and beta for sppo_hard), "attained": whether the infimum is a minimum, "checks": the derivation's steps, each
+    True or False, "how": one line}."""
+    z = sp.Symbol("z", real=True)
+    checks = {}
+    sig_p = lambda a: _sig(a) * _sig(-a)  # sigma'
+    if loss == "bco_pair":
+        g = _sp(-z) + _sp(z - Dz)
+        zs = Dz / 2
+        checks["dg/dz = 0 at z = D/2"] = sp.simplify(sp.diff(g, z).subs(z, zs)) == 0
+        checks["convex on the line"] = sp.simplify(sp.diff(g, z, 2) - (sig_p(z) + sig_p(z - Dz))) == 0
+        lmin = sp.simplify(g.subs(z, zs))
+        how, attained = "z_w = -z_l = U0/2", True
+    elif loss == "apo_zero":
+        g = _sig(-z) + _sig(z - Dz)
+        zs = Dz / 2
+        # dg/dz = sigma'(z - D) - sigma'(z): sigma' is even and strictly decreasing in |x|, so 0 iff z = D/2 only
+        checks["dg/dz = sigma'(z - D) - sigma'(z)"] = sp.simplify(sp.diff(g, z) - (sig_p(z - Dz) - sig_p(z))) == 0
+        checks["dg/dz = 0 at z = D/2"] = sp.simplify(sp.diff(g, z).subs(z, zs)) == 0
+        checks["limits at +-inf are 1"] = (sp.limit(g.subs(Dz, 2), z, sp.oo) == 1
+                                          and sp.limit(g.subs(Dz, 2), z, -sp.oo) == 1)
+        lmin = sp.simplify(g.subs(z, zs))  # 2 sigma(-D/2) < 1 for D > 0: the global minimum on the line
+        how, attained = "z_w = -z_l = U0/2 (2 sigma(-U0/2) < 1, the limits at +-inf)", True
+    elif loss == "apo_down":
+        g = _sig(z) + _sig(-Dz)  # z = z_w; the line fixes D
+        checks["dg/dz > 0 (inf at z_w -> -inf)"] = sp.simplify(sp.diff(g, z) - sig_p(z)) == 0
+        lmin = sp.limit(g, z, -sp.oo)
+        how, attained = "z_w -> -inf (not attained)", False
+    elif loss == "nca_pair":
+        g = _sp(-z) + _sp(z) / 2 + _sp(z - Dz) / 2
+        uu, a = sp.symbols("u a", positive=True)  # u = e^z, a = e^-D
+        poly = sp.numer(sp.together(sp.diff(g, z).subs(z, sp.log(uu)).subs(Dz, -sp.log(a))))
+        checks["stationarity is 2 a u^2 + (1 - a) u - 2 = 0"] = sp.simplify(
+            sp.expand(poly) / (2 * a * uu ** 2 + (1 - a) * uu - 2)).is_constant()
+        root = (-(1 - a) + sp.sqrt((1 - a) ** 2 + 16 * a)) / (4 * a)
+        checks["positive root solves it"] = sp.simplify((2 * a * uu ** 2 + (1 - a) * uu - 2).subs(uu, root)) == 0
+        checks["convex on the line"] = sp.simplify(
+            sp.diff(g, z, 2) - (sig_p(z) + sig_p(z) / 2 + sig_p(z - Dz) / 2)) == 0
+        lmin = g.subs(z, sp.log(root.subs(a, sp.exp(-Dz))))
+        how, attained = "z_w = log u*, 2 e^-U0 u^2 + (1 - e^-U0) u - 2 = 0", True
+    elif loss == "sppo_hard":  # in r units: (r_w - c)^2 + (r_l + c)^2, c = 1/(2 beta), r_w - r_l = D/beta
+        r = sp.Symbol("r", real=True)
+        c = 1 / (2 * beta)
+        g = (r - c) ** 2 + (r - Dz / beta + c) ** 2
+        rs = sp.solve(sp.diff(g, r), r)[0]
+        lmin = sp.simplify(g.subs(r, rs))
+        checks["l_min = (D - 1)^2/(2 beta^2)"] = sp.simplify(lmin - (Dz - 1) ** 2 / (2 * beta ** 2)) == 0
+        # decreasing in D only up to D = 1: over D <= U0 the infimum is l_min(min(U0, 1))
+        return {"l_crit": sp.Piecewise(((U0 - 1) ** 2 / (2 * beta ** 2), U0 < 1), (0, True)), "attained": True,
+                "checks": checks, "how": "r_w - 1/(2 beta) = -(r_l + 1/(2 beta)); none (0) for U0 >= 1"}
+    else:
+        return {}
+    checks["l_min decreasing in D"] = bool(all(
+        sp.N(sp.diff(lmin, Dz).subs(Dz, d0), 30) < 0 for d0 in (sp.Rational(1, 100), 1, 5, 20)))
+    return {"l_crit": lmin.subs(Dz, U0), "attained": attained, "checks": checks, "how": how}
+
+
+@lru_cache(maxsize=None)
+def nca_coordinate_times() -> dict:
+    """nca_pair's free flow, z = beta r: dz_w/dt = beta^2 (sigma(-z_w) - sigma(z_w)/2), dz_l/dt = -beta^2 sigma(z_l)/2,
+    uncoupled. Their times by integration: t_w(z) = (z - 3 log(2 - e^z))/beta^2 (z < log 2, z_w -> log 2), t_l(z) =
+    2 (e^-z - z - 1)/beta^2 (z <= 0), whose inverse is z_l(t) = W(e^c) - c, c = beta^2 t/2 + 1 (Lambert W)."""
+    zz = sp.Symbol("z", real=True)
+    loss = _sp(-zz) + _sp(zz) / 2  # the z_w terms; z_l's is softplus(z_l)/2
+    rate_w = sp.simplify(-sp.diff(loss, zz))
+    rate_l = sp.simplify(-sp.diff(_sp(zz) / 2, zz))
+    tw = sp.integrate(sp.simplify(1 / rate_w), (zz, 0, zz))
+    tl = sp.integrate(sp.simplify(1 / rate_l), (zz, 0, zz))
+    tw_claim = zz - 3 * sp.log(2 - sp.exp(zz))
+    tl_claim = 2 * (sp.exp(-zz) - zz - 1)
+    ok_w = all(abs(sp.N((tw - tw_claim).subs(zz, v), 30)) < 1e-25 for v in (sp.Rational(-3), sp.Rational(1, 3),
+                                                                            sp.Rational(3, 5)))
+    ok_l = all(abs(sp.N((tl - tl_claim).subs(zz, v), 30)) < 1e-25 for v in (-5, -1, sp.Rational(-1, 10)))
+    c = sp.Symbol("c", positive=True)
+    zl_of_c = sp.LambertW(sp.exp(c)) - c
+    ok_w_inv = all(abs(sp.N((sp.exp(-zl_of_c) - zl_of_c - c).subs(c, v), 30)) < 1e-25 for v in (1, 3, 40))
+    return {"t_w": tw_claim, "t_l": tl_claim, "z": zz, "checks": {
+        "t_w by integration": ok_w, "t_l by integration": ok_l, "z_l(t) = W(e^c) - c": ok_w_inv}}
+
+
+@_at_dps
+def nca_exit_time(u0: float, beta_value: float):
+    """nca_pair's time in U from beta delta_ref = -u0: the root T of z_w(T) - z_l(T) = u0 (increasing in T), z_l from
+    Lambert W and z_w by inverting t_w (increasing on [0, log 2)), both by bisection at DPS digits."""
+    d = nca_coordinate_times()
+    b2 = mpmath.mpf(beta_value) ** 2
+    tw = sp.lambdify(d["z"], d["t_w"], "mpmath")
+
+    def z_w(T):
+        lo, hi = mpmath.mpf(0), mpmath.log(2)
+        for _ in range(140):
+            mid = (lo + hi) / 2
+            if tw(mid) / b2 < T:
+                lo = mid
+            else:
+                hi = mid
+        return (lo + hi) / 2
+
+    def z_l(T):
+        c = b2 * T / 2 + 1
+        return mpmath.lambertw(mpmath.exp(c)).real - c
+
+    u = mpmath.mpf(u0)
+    lo, hi = mpmath.mpf(0), mpmath.mpf(1)
+    while z_w(hi) - z_l(hi) < u:
+        hi *= 2
+    for _ in range(140):
+        mid = (lo + hi) / 2
+        if z_w(mid) - z_l(mid) < u:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
 def _absolute_row(setting: Setting, row: dict) -> dict:
     loss, b = setting.loss, setting.beta
     pop = {"nca_pair": "t* = dr (pi*); beta r_w = log(2q)", "bco_pair": "t* = 2 dr",
            "sppo_hard": "t* = 2q - 1", "apo_zero": "none finite: t -> sign(dr) inf",
            "apo_down": "none finite: t -> sign(dr) inf, r -> -inf"}[loss]
+    cert = absolute_certificate(loss)
+    if not all(cert["checks"].values()):
+        raise AssertionError(f"{loss}: the certificate's derivation failed: {cert['checks']}")
+    l_crit = cert["l_crit"]
     row.update({"class": "pinned" if loss == "sppo_hard" else "transient", "t_f": None, "population": pop,
-                "certificate": "not derived (the loss depends on r_w and r_l separately)",
+                "certificate": (f"l < l_crit = {sp.sstr(l_crit)} => delta > 0 (the infimum of l over delta <= 0, "
+                                f"{cert['how']}; sufficient, not necessary: l depends on r_w and r_l apart)"),
+                "_l_crit_expr": l_crit.subs(beta, sp.nsimplify(b)),
                 "grad_factor": "per response"})
     if loss == "sppo_hard":
         sol = sp.solve([sp.diff((rw - 1 / (2 * beta)) ** 2 + (rl + 1 / (2 * beta)) ** 2, v) for v in (rw, rl)],
@@ -439,8 +567,19 @@ def _absolute_row(setting: Setting, row: dict) -> dict:
     if law is not None:
         row["time_law"] = str(law)
         row["_time_law_expr"] = law
-    else:
-        row["time_law"] = "leaves U (no closed form derived)"
+    elif loss == "nca_pair":
+        d = nca_coordinate_times()
+        if not all(d["checks"].values()):
+            raise AssertionError(f"nca_pair: the coordinate times did not derive: {d['checks']}")
+        row["time_law"] = ("T solves z_w(T) - z_l(T) = U0 with t_w(z) = (z - 3 log(2 - e^z))/beta^2 (z_w -> log 2) "
+                           "and z_l(t) = W(e^c) - c, c = beta^2 t/2 + 1 (closed-form coordinates, no closed-form T); "
+                           "T ~ e^U0/beta^2")
+        row["_time_law_fn"] = lambda u0: float(nca_exit_time(u0, b))
+    else:  # apo_down
+        row["time_law"] = ("numeric (bandit flow): no closed form; the flow dD/dt = beta^2 (2 sigma'(D) - sigma'(z_w)), "
+                           "dz_w/dt = beta^2 (sigma'(D) - sigma'(z_w)) (D = z_w - z_l) does not separate; dominant "
+                           "balance z_w ~ log(3/2) - D gives T ~ 2 e^U0/beta^2")
+        row["_time_asymptote"] = lambda u0: 2 * math.exp(u0) / b ** 2
     return row
 
 

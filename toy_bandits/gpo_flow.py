@@ -180,6 +180,37 @@ def exit_state(setting: Setting, u0: float) -> dict:
     return {"t_cross": res["t_cross"], "loss": val, "grad_factor_reference": g_ref, "grad_factor_exit": g_exit}
 
 
+def certificate_level(setting: Setting, u0: float) -> dict:
+    """The lowest value of the library's ordered-pair loss over the pairs not ranked right (delta <= 0) from beta
+    delta_ref = -u0: L-BFGS-B over (a, s), theta = theta_ref + (a, a - s, 0), with s = r_w - r_l <= u0/beta (delta
+    <= 0) and |a| <= 60/beta (z_w within +-60: sigma(-60) ~ 1e-26 stands for an infimum at -inf), started at the
+    reference and at the constraint's edge (a = 0 and a = +-u0/(2 beta), s = u0/beta); the lowest of the runs.
+    Returns {"l_min", "a_beta" (beta a at the minimiser), "s_beta" (beta s)}."""
+    d_ref = -u0 / setting.beta
+    ref = reference(d_ref)
+    ref_t = torch.tensor(ref, dtype=torch.float64)
+    loss = _loss_fn(setting)
+
+    def obj(x):
+        th = ref.copy()
+        th[0] += x[0]
+        th[1] += x[0] - x[1]
+        val, g = _value_grad(loss, th, ref_t, train_rest=False)
+        return val, np.array([g[0] + g[1], -g[1]])
+
+    bound = 60.0 / setting.beta
+    best = None
+    for x0 in ((0.0, 0.0), (0.0, u0 / setting.beta), (u0 / (2 * setting.beta), u0 / setting.beta),
+               (-u0 / (2 * setting.beta), u0 / setting.beta)):
+        res = minimize(obj, np.array(x0), jac=True, method="L-BFGS-B",
+                       bounds=[(-bound, bound), (-2 * bound, u0 / setting.beta)],
+                       options={"maxiter": 5000, "ftol": 1e-16, "gtol": 1e-13})
+        if best is None or res.fun < best.fun:
+            best = res
+    return {"l_min": float(best.fun), "a_beta": float(setting.beta * best.x[0]),
+            "s_beta": float(setting.beta * best.x[1])}
+
+
 def population_t(setting: Setting, q: float, delta_ref: float = 0.0) -> dict:
     """BT population minimiser on the bandit: minimise q l(y_w > y_l) + (1 - q) l(y_l > y_w) over theta by L-BFGS-B
     from the reference and, for a loss whose f is not convex (DiscoPOP: local minima), also from theta_w shifted by
@@ -274,6 +305,8 @@ def flow_row(setting: Setting, quick: bool = False) -> dict:
     if row["class"] == "transient":
         grid = U0_GRID if quick else U0_GRID_FULL
         row["exit_times"] = {str(u): exit_time(setting, u) for u in grid}
+    if spec.kind == "absolute" and setting.loss != "sft":  # the certificate level: min of l over delta <= 0
+        row["certificate_level"] = {str(u): certificate_level(setting, u)["l_min"] for u in (0.5, 2.0, 5.0)}
     q = 0.88
     pop = population_t(setting, q)
     row["population_t_at_q=0.88"] = pop["t"] if pop["finite"] else math.copysign(math.inf, pop["t"])
