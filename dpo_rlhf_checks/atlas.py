@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 def select_rows(losses: str | None):
     """The atlas rows whose loss is in the comma-separated ``losses`` (all when None); an unknown name is a
     ValueError listing the valid ones."""
-    from dpo_rlhf_checks.atlas_rows import PAPER_CPO, ROWS
+    from dpo_rlhf_checks.atlas_rows import MIXES, PAPER_CPO, ROWS
     from dpo_rlhf_checks.pref_losses import SPECS
 
     if losses is None:
@@ -59,7 +59,7 @@ def select_rows(losses: str | None):
     names = [x.strip() for x in losses.split(",") if x.strip()]
     if not names:
         raise ValueError("--losses names no loss")
-    valid = [*SPECS, *PAPER_CPO]
+    valid = [*SPECS, *PAPER_CPO, *MIXES]
     unknown = [x for x in names if x not in valid]
     if unknown:
         raise ValueError(f"unknown loss(es) {', '.join(unknown)}; valid: {', '.join(valid)}")
@@ -141,7 +141,7 @@ def compare(sym: dict, flo: dict, setting) -> dict:
     if setting.loss in G.PAPER_CPO:
         out.update(_compare_target(sym, flo, setting))
     elif setting.f_div == "reverse_kl" and setting.loss not in G.REFERENCE_FREE and sym["class"] != "batch-coupled" \
-            and setting.loss != "apo_down":
+            and setting.loss != "apo_down" and setting.loss not in G.MIXES:
         ts = G.population_t_star(setting.loss, setting.params, Q_POP, setting.beta)
         nn = setting.n if setting.loss in G.PER_TOKEN else 1
         ts = float(nn * ts) if G.mpmath.isfinite(ts) else float(ts)

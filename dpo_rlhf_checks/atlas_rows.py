@@ -80,7 +80,11 @@ PAPER_CPO_ROWS: tuple[Setting, ...] = (
     Setting("cpo_smooth", beta=2.5, params={"gamma": 0.5, "tau": 2.0, "alpha": 0.25}),
     Setting("cpo_easy", params={"gamma": 0.5}, n=10),
 )
-ROWS = ROWS + PAPER_CPO_ROWS
+#: Weighted combinations TRL takes as loss_type=[...] with loss_weights=[...]: name -> its parts. "sigmoid+sft" is
+#: loss_type=["sigmoid", "sft"], loss_weights=[1, sft_weight] (DPO with an SFT term on y_w, per token, as RPO).
+MIXES = {"sigmoid+sft": ("sigmoid", "sft")}
+MIX_ROWS: tuple[Setting, ...] = (Setting("sigmoid+sft", params={"sft_weight": 1.0}, n=10),)
+ROWS = ROWS + PAPER_CPO_ROWS + MIX_ROWS
 
 #: log pi_ref of the likelier of a row's two responses (summed over tokens): the rows whose loss reads absolute
 #: reference log-probabilities (cpo_eq17, cpo_easy) are derived and measured there (toy_bandits.gpo_flow.LOG_MASS).

@@ -21,7 +21,7 @@ from functools import lru_cache, wraps
 import mpmath
 import sympy as sp
 
-from dpo_rlhf_checks.atlas_rows import LOG_REF, PAPER_CPO, ROWS, Setting
+from dpo_rlhf_checks.atlas_rows import LOG_REF, MIXES, PAPER_CPO, ROWS, Setting
 from dpo_rlhf_checks.registry import get_claim
 from dpo_rlhf_checks.result import CheckContext, MethodResult
 
@@ -317,7 +317,7 @@ def fdiv_population_delta(f_div: str, alpha_coef, beta_value: float, log_ref_w: 
 # --- one atlas row -----------------------------------------------------------------------------------------------
 
 PER_TOKEN = ("ipo", "sigmoid_norm")
-PAPER_CPO = PAPER_CPO  # re-exported for the atlas's comparison
+PAPER_CPO, MIXES = PAPER_CPO, MIXES  # re-exported for the atlas's comparison
 REFERENCE_FREE = ("cpo_sigmoid", "cpo_hinge", "cpo_ipo", "cpo_simpo", "cpo_alphapo", "sft")
 
 
@@ -334,6 +334,8 @@ def symbolic_row(setting: Setting) -> dict:
         return row
     if loss in PAPER_CPO:
         return _target_row(setting, row)
+    if loss in MIXES:
+        return _mix_row(setting, row)
     if loss in REFERENCE_FREE:
         f = f_expr(loss, setting.params, b) if loss not in ("cpo_hinge", "sft") else None
         tf = 1.0 if loss == "cpo_hinge" else None
@@ -355,7 +357,10 @@ def symbolic_row(setting: Setting) -> dict:
             "grad_factor": "-f'(beta delta)",
         })
         if loss == "sft":
-            row["certificate"] = "none (no pairwise term)"
+            # -log pi(y_w)/n < log(2)/n => pi(y_w) > 1/2 > pi(y_l) (the two share at most mass 1); at l = log(2)/n the
+            # pair can tie (pi(y_w) = pi(y_l) = 1/2): the exact level, a normalisation bound, not a pairwise one
+            row["certificate"] = "l < log(2)/n => pi(y_w) > 1/2 > pi(y_l), delta > 0 (from the normalisation)"
+            row["_l_crit_expr"] = sp.log(2) / setting.n
             row["grad_factor"] = "1/n per token of y_w"
         return row
     if loss == "hinge":
@@ -466,6 +471,8 @@ def absolute_certificate(loss: str) -> dict:
             sp.diff(g, z, 2) - (sig_p(z) + sig_p(z) / 2 + sig_p(z - Dz) / 2)) == 0
         lmin = g.subs(z, sp.log(root.subs(a, sp.exp(-Dz))))
         how, attained = "z_w = log u*, 2 e^-U0 u^2 + (1 - e^-U0) u - 2 = 0", True
+        text = ("g(log u*), g(z) = softplus(-z) + softplus(z)/2 + softplus(z - U0)/2, u* > 0 the root of 2 e^-U0 u^2 + "
+                "(1 - e^-U0) u - 2 (2 log 2 at U0 = 0, down to log(3/2) + log(3)/2 = 0.955 as U0 -> oo)")
     elif loss == "sppo_hard":  # in r units: (r_w - c)^2 + (r_l + c)^2, c = 1/(2 beta), r_w - r_l = D/beta
         r = sp.Symbol("r", real=True)
         c = 1 / (2 * beta)
@@ -475,12 +482,16 @@ def absolute_certificate(loss: str) -> dict:
         checks["l_min = (D - 1)^2/(2 beta^2)"] = sp.simplify(lmin - (Dz - 1) ** 2 / (2 * beta ** 2)) == 0
         # decreasing in D only up to D = 1: over D <= U0 the infimum is l_min(min(U0, 1))
         return {"l_crit": sp.Piecewise(((U0 - 1) ** 2 / (2 * beta ** 2), U0 < 1), (0, True)), "attained": True,
+                "text": "(1 - U0)^2/(2 beta^2) for U0 < 1, none (0) for U0 >= 1",
                 "checks": checks, "how": "r_w - 1/(2 beta) = -(r_l + 1/(2 beta)); none (0) for U0 >= 1"}
     else:
         return {}
     checks["l_min decreasing in D"] = bool(all(
         sp.N(sp.diff(lmin, Dz).subs(Dz, d0), 30) < 0 for d0 in (sp.Rational(1, 100), 1, 5, 20)))
-    return {"l_crit": lmin.subs(Dz, U0), "attained": attained, "checks": checks, "how": how}
+    out = {"l_crit": lmin.subs(Dz, U0), "attained": attained, "checks": checks, "how": how}
+    if loss == "nca_pair":
+        out["text"] = text
+    return out
 
 
 @lru_cache(maxsize=None)
@@ -551,7 +562,8 @@ def _absolute_row(setting: Setting, row: dict) -> dict:
         raise AssertionError(f"{loss}: the certificate's derivation failed: {cert['checks']}")
     l_crit = cert["l_crit"]
     row.update({"class": "pinned" if loss == "sppo_hard" else "transient", "t_f": None, "population": pop,
-                "certificate": (f"l < l_crit = {sp.sstr(l_crit)} => delta > 0 (the infimum of l over delta <= 0, "
+                "certificate": (f"l < l_crit = {cert.get('text') or sp.sstr(l_crit)} => delta > 0 (the infimum of l "
+                                f"over delta <= 0, "
                                 f"{cert['how']}; sufficient, not necessary: l depends on r_w and r_l apart)"),
                 "_l_crit_expr": l_crit.subs(beta, sp.nsimplify(b)),
                 "grad_factor": "per response"})
@@ -580,6 +592,39 @@ def _absolute_row(setting: Setting, row: dict) -> dict:
                            "dz_w/dt = beta^2 (sigma'(D) - sigma'(z_w)) (D = z_w - z_l) does not separate; dominant "
                            "balance z_w ~ log(3/2) - D gives T ~ 2 e^U0/beta^2")
         row["_time_asymptote"] = lambda u0: 2 * math.exp(u0) / b ** 2
+    return row
+
+
+def _mix_row(setting: Setting, row: dict) -> dict:
+    """sigmoid + w sft (TRL loss_type=["sigmoid", "sft"], loss_weights=[1, w]; sft per token of n): free flow x =
+    beta (r_w - r_l), dx/dt = 2 beta^2 sigma(-x) + beta w/n (the SFT term adds w/n to dr_w/dt), derived from the loss
+    and integrated; certificate: on delta <= 0 the pair shares mass <= 1, so pi(y_w) <= 1/2 and the SFT term is >=
+    (w/n) log 2, both bounds met at delta = 0, pi(y_w) = pi(y_l) = 1/2: l_crit = softplus(-U0) + (w/n) log 2."""
+    w = sp.nsimplify(setting.params["sft_weight"])
+    nn = sp.Integer(setting.n)
+    lw0 = sp.Symbol("l_w0", negative=True)  # log pi_ref(y_w)
+    loss = _sp(-beta * (rw - rl)) + w * (-(lw0 + rw)) / nn
+    xdot = sp.simplify(beta * (-sp.diff(loss, rw) + sp.diff(loss, rl)))
+    xdot_x = sp.simplify(xdot.subs(rw, x_sym / beta + rl))
+    claimed = 2 * beta ** 2 * _sig(-x_sym) + beta * w / nn
+    if sp.simplify(xdot_x - claimed) != 0:
+        raise AssertionError(f"{setting.key}: the mixed flow did not derive as stated: {xdot_x}")
+    A, c = 2 * beta ** 2 + beta * w / nn, beta * w / nn
+    T = sp.integrate(sp.simplify(1 / claimed), (x_sym, 0, U0))
+    closed = U0 / A + (2 * beta ** 2 / (A * c)) * sp.log((A + c * sp.exp(U0)) / (A + c))
+    pts = [(sp.Rational(1, 2), sp.Rational(1, 10)), (3, sp.Rational(1, 10)), (8, 2)]
+    if not all(abs(sp.N((T - closed).subs({U0: u, beta: bb}), 30)) < 1e-20 for u, bb in pts):
+        raise AssertionError(f"{setting.key}: the mixed time law did not integrate to its closed form")
+    slope = sp.limit(closed / U0, U0, sp.oo)
+    row.update({"class": "transient", "t_f": None, "beta_D": math.inf,
+                "time_law": (f"U0/A + (2 beta^2/(A c)) log((A + c e^U0)/(A + c)), c = beta w/n, A = 2 beta^2 + c: "
+                             f"linear, slope {sp.sstr(sp.simplify(slope))} (DPO: e^U0/(2 beta^2))"),
+                "_time_law_expr": closed,
+                "population": "not derived (the SFT term's optimum is set by the normalisation, not by the pair)",
+                "certificate": (f"l < l_crit = softplus(-U0) + (w/n) log 2 => delta > 0 (normalisation: pi(y_w) <= 1/2 "
+                                f"on delta <= 0; met at a tie)"),
+                "_l_crit_expr": (_sp(-U0) + w / nn * sp.log(2)),
+                "grad_factor": "sigma(-x) (DPO's) plus w/(n beta) on y_w, constant"})
     return row
 
 

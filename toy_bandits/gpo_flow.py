@@ -28,7 +28,7 @@ from scipy.integrate import LSODA, solve_ivp
 from scipy.optimize import brentq
 from scipy.optimize import minimize
 
-from dpo_rlhf_checks.atlas_rows import PAPER_CPO, ROWS, Setting
+from dpo_rlhf_checks.atlas_rows import MIXES, PAPER_CPO, ROWS, Setting
 from dpo_rlhf_checks.losses import get_loss
 from dpo_rlhf_checks.pref_losses import SPECS, gpo_form
 from dpo_rlhf_checks.registry import get_claim
@@ -61,6 +61,10 @@ def _loss_fn(setting: Setting):
             return fn(logp[w:w + 1] / div, logp[l:l + 1] / div, ref[w:w + 1] / div, ref[l:l + 1] / div,
                       beta=setting.beta, **setting.params).losses.sum()
         return cpo_loss
+    if setting.loss in MIXES:  # sigmoid + sft_weight * sft, each the library's own
+        main, extra = (_loss_fn(Setting(part, beta=setting.beta, n=setting.n)) for part in MIXES[setting.loss])
+        w = setting.params["sft_weight"]
+        return lambda logp, ref, w_=0, l_=1: main(logp, ref, w_, l_) + w * extra(logp, ref, w_, l_)
     spec = SPECS[setting.loss]
     kw = dict(setting.params)
     if spec.f_divergence:
@@ -280,6 +284,16 @@ def flow_row(setting: Setting, quick: bool = False) -> dict:
     (transient), population t* at q = 0.88 (dr = log(0.88/0.12))."""
     if setting.loss in PAPER_CPO:
         return _target_flow_row(setting, quick)
+    if setting.loss in MIXES:
+        ep = end_point(setting)
+        moving = ep["grad_norm"] > 1e-8 and not ep["chattered"]
+        grid = U0_GRID if quick else U0_GRID_FULL
+        pop = population_t(setting, 0.88)
+        return {"key": setting.key, "class": "transient" if moving else "absorbing",
+                "beta_D": None if moving else setting.beta * ep["D"], "grad_norm_end": ep["grad_norm"],
+                "exit_times": {str(u): exit_time(setting, u) for u in grid},
+                "certificate_level": {str(u): certificate_level(setting, u)["l_min"] for u in (0.5, 2.0, 5.0)},
+                "population_t_at_q=0.88": pop["t"] if pop["finite"] else math.copysign(math.inf, pop["t"])}
     spec = SPECS[setting.loss]
     row: dict = {"key": setting.key}
     if spec.kind == "batch-coupled":
@@ -305,7 +319,7 @@ def flow_row(setting: Setting, quick: bool = False) -> dict:
     if row["class"] == "transient":
         grid = U0_GRID if quick else U0_GRID_FULL
         row["exit_times"] = {str(u): exit_time(setting, u) for u in grid}
-    if spec.kind == "absolute" and setting.loss != "sft":  # the certificate level: min of l over delta <= 0
+    if spec.kind == "absolute":  # the certificate level: min of l over delta <= 0
         row["certificate_level"] = {str(u): certificate_level(setting, u)["l_min"] for u in (0.5, 2.0, 5.0)}
     q = 0.88
     pop = population_t(setting, q)

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dpo_rlhf_checks.atlas_rows import PAPER_CPO
+from dpo_rlhf_checks.atlas_rows import MIXES, PAPER_CPO
 from dpo_rlhf_checks.losses import get_loss
 from dpo_rlhf_checks.pref_losses import F_DIVERGENCES, SPECS
 from toy_lm.config import LMConfig, lm_threads
@@ -71,6 +71,7 @@ LM_PARAMS: dict[str, dict] = {
     "cpo_clip": {"margin": 0.0},
     "cpo_smooth": {"gamma": 0.5, "tau": 2.0, "alpha": 1.0},
     "cpo_easy": {"gamma": 0.5},
+    "sigmoid+sft": {"sft_weight": 1.0},  # loss_type=["sigmoid", "sft"], loss_weights=[1, 1]
 }
 
 #: Losses whose curvature in delta does not grow with beta (quadratic in log-ratios, or no beta at all): they keep
@@ -148,6 +149,12 @@ def pair_loss(name: str, beta: float, params: dict, pc, pr, rc, rr, n_w, n_l):
     them); CPOTrainer losses read the policy's sums or per-token means (``SPECS[name].logps``), no reference.
     The loss function is looked up at each call, so the LM and the prediction always call the same one.
     """
+    if name in MIXES:  # TRL's weighted list: sigmoid + sft_weight * sft, each through this adapter
+        main, extra = MIXES[name]
+        a, _ = pair_loss(main, beta, {}, pc, pr, rc, rr, n_w, n_l)
+        b, _ = pair_loss(extra, beta, {}, pc, pr, rc, rr, n_w, n_l)
+        out = a + params["sft_weight"] * b
+        return out, out
     if name in PAPER_CPO:  # dpo_rlhf_checks.losses: cpo_easy reads per-token means of all four, as the code does
         fn = get_loss(name)
         if name == "cpo_easy":
@@ -175,7 +182,7 @@ def _check_names(loss_names) -> list[str]:
     if isinstance(loss_names, str):
         loss_names = [loss_names]
     names = list(loss_names)
-    allowed = (*per_pair_losses(f_divergences=True), *PAPER_CPO)
+    allowed = (*per_pair_losses(f_divergences=True), *PAPER_CPO, *MIXES)
     bad = [n for n in names if n not in allowed]
     if bad or not names:
         coupled = [n for n in bad if n in SPECS]
@@ -335,8 +342,9 @@ def _row(name, seeds, look, level, tol, cfg, beta, records, comps, halvings) -> 
     mean = (lambda xs: float(np.mean(xs)) if xs else None)
     return {
         "loss": name,
-        "trainer": "paper CPO (dpo_rlhf_checks.losses)" if name in PAPER_CPO else SPECS[base_loss(name)].trainer,
-        "kind": "target-form" if name in PAPER_CPO else SPECS[base_loss(name)].kind,
+        "trainer": ("paper CPO (dpo_rlhf_checks.losses)" if name in PAPER_CPO else
+                    "DPOTrainer (loss_type list)" if name in MIXES else SPECS[base_loss(name)].trainer),
+        "kind": "target-form" if name in PAPER_CPO else "mix" if name in MIXES else SPECS[base_loss(name)].kind,
         "params": loss_params(name),
         "predicted_frac_in_U": mean([c.predicted_frac_in_U for c in kept]),
         "observed_frac_in_U": mean([c.observed_frac_in_U for c in kept]),

@@ -146,3 +146,15 @@ def test_nca_exit_time_limits():
     grows at beta^2/2 and T ~ 2 U0/beta^2 for small U0."""
     assert float(G.nca_exit_time(12.0, 0.1)) / (math.exp(12.0) / 0.01) == pytest.approx(1.0, abs=2e-4)
     assert float(G.nca_exit_time(1e-4, 0.1)) == pytest.approx(2e-4 / 0.01, rel=1e-3)
+
+
+def test_sigmoid_sft_mix_row_by_hand():
+    """sigmoid + w sft (n = 10, w = 1, beta = 0.1): dx/dt = 0.02 sigma(-x) + 0.01; T(2) = 2/0.03 + (0.02/(0.03 *
+    0.01)) log((0.03 + 0.01 e^2)/0.04) = 130.30...; l_crit(2) = softplus(-2) + log(2)/10; linear slope n/(beta w) = 100."""
+    row = G.symbolic_row(Setting("sigmoid+sft", params={"sft_weight": 1.0}, n=10))
+    law = row["_time_law_expr"].subs({G.beta: sp.Rational(1, 10), G.U0: 2})
+    assert float(law) == pytest.approx(2 / 0.03 + (0.02 / 0.0003) * math.log((0.03 + 0.01 * math.exp(2)) / 0.04),
+                                       rel=1e-12)
+    assert float(row["_l_crit_expr"].subs(G.U0, 2)) == pytest.approx(math.log1p(math.exp(-2)) + math.log(2) / 10,
+                                                                    rel=1e-12)
+    assert "slope 10/beta" in row["time_law"]

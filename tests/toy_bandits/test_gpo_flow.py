@@ -112,3 +112,13 @@ def test_nca_exit_time_matches_the_closed_form_coordinates():
     (theory.gpo_atlas.nca_exit_time) against the flow, at U0 = 2."""
     from theory.gpo_atlas import nca_exit_time
     assert F.exit_time(Setting("nca_pair"), 2.0) == pytest.approx(float(nca_exit_time(2.0, 0.1)), rel=1e-6)
+
+
+def test_sigmoid_sft_mix_by_hand():
+    """loss_type=["sigmoid", "sft"], weights [1, 1], n = 10, beta = 0.1: exit time 2/0.03 + (0.02/0.0003) log((0.03 +
+    0.01 e^2)/0.04) at U0 = 2 (linear in U0, not DPO's e^U0), and the lowest loss over delta <= 0 is softplus(-2) +
+    log(2)/10 (at a tie with pi(y_w) = pi(y_l) -> 1/2, the rest's logit held still)."""
+    s = Setting("sigmoid+sft", params={"sft_weight": 1.0}, n=10)
+    law = 2 / 0.03 + (0.02 / 0.0003) * math.log((0.03 + 0.01 * math.exp(2)) / 0.04)
+    assert F.exit_time(s, 2.0) == pytest.approx(law, rel=1e-6)
+    assert F.certificate_level(s, 2.0)["l_min"] == pytest.approx(math.log1p(math.exp(-2)) + math.log(2) / 10, rel=1e-9)

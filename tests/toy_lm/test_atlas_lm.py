@@ -253,3 +253,13 @@ def test_paper_cpo_adapter_is_the_library_loss(name):
     torch.testing.assert_close(obj, want, rtol=0, atol=0)
     assert obj is ordered
     assert A.trained_label(name) == f"{name}[losses.py]" and A.trained_label("sigmoid") == "sigmoid"
+
+
+def test_sft_mix_adapter_is_the_weighted_sum():
+    """loss_type=["sigmoid", "sft"], loss_weights=[1, w]: the adapter's objective is sigmoid + w sft, per pair."""
+    g = torch.Generator().manual_seed(2)
+    pc, pr, rc, rr = (-(torch.rand(5, generator=g, dtype=torch.float64) * 20 + 1) for _ in range(4))
+    n = torch.tensor([3, 4, 5, 6, 7])
+    obj, _ = A.pair_loss("sigmoid+sft", BETA, {"sft_weight": 0.3}, pc, pr, rc, rr, n, n)
+    want = P.sigmoid_loss(pc, pr, rc, rr, beta=BETA).losses + 0.3 * (-pc / n)
+    torch.testing.assert_close(obj, want, rtol=1e-15, atol=0)
