@@ -239,6 +239,25 @@ def _run(args, rows, staged) -> int:
     return 0
 
 
+def _stall_note(sym: dict, lmr: dict) -> str:
+    """Why a saturated LM cell cannot be compared, where the data say so: the tabular run's floor is f at a local
+    minimum of the loss (within 1%; the tabular objective is a mean over pairs starting at t = 0, so per-pair
+    descent stalls there), while the LM went below it (its pairs share parameters and pass f's local maximum)."""
+    floor = lmr.get("tabular_final_objective")
+    pts, vals = sym.get("stationary_points") or [], sym.get("f_at_stationary") or []
+    mins = [(x, v) for (x, k), v in zip(pts, vals) if k == "min"]
+    maxs = [x for x, k in pts if k == "max"]
+    if floor is None or not mins or lmr.get("lm_final_objective") is None:
+        return ""
+    x, v = mins[0]
+    if abs(floor - v) > 0.01 * abs(v) or lmr["lm_final_objective"] >= floor:
+        return ""
+    return (f". The tabular prediction stalls at f's local minimum t = {x:.4g} (f = {v:.4g}, its floor "
+            f"{floor:.4g}); the LM ends at {lmr['lm_final_objective']:.3g}, past f's local maximum"
+            + (f" t = {maxs[0]:.3g}" if maxs else "") + ": per-pair descent from the reference (the prediction) stops "
+            "where the LM's coupled pairs do not, so no time of the prediction matches the LM")
+
+
 def _fmt(x) -> str:
     if x is None:
         return "-"
@@ -275,6 +294,7 @@ def markdown(table: dict, batch, lm: dict, figures, work: Path) -> str:
                       f"{len(lmr.get('seeds') or [])} seeds) {_fmt(lmr.get('observed_frac_in_U_all_seeds'))}, max over "
                       f"steps {_fmt(lmr.get('obs_in_U_max'))} (beta {_fmt(cell.get('beta'))}, {cell.get('optimizer')}, "
                       f"{cell.get('steps')} steps)")
+            lm_txt += _stall_note(sym, lmr)
         elif lmr is not None:
             cell = lmr.get("cell") or {}
             lm_txt = (f"pred {_fmt(lmr.get('predicted_frac_in_U'))}, obs {_fmt(lmr.get('observed_frac_in_U'))}, "

@@ -374,6 +374,7 @@ def symbolic_row(setting: Setting) -> dict:
         mins = [x for x, k in pts if k == "min"]
         tf = mins[0] if mins else None
         row["stationary_points"] = pts
+        row["f_at_stationary"] = [float(sp.N(f.subs(t, sp.Float(x, 30)), 30)) for x, _ in pts]
     nn = setting.n if loss in PER_TOKEN else 1
     if tf is not None:
         D = end_point_D(setting, tf)
