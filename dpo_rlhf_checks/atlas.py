@@ -121,8 +121,8 @@ def compare(sym: dict, flo: dict, setting) -> dict:
         out["time_law"] = max(errs) < TOL_T
         out["_time_law_max_rel_err"] = max(errs)
     if sym.get("_time_law_fn") is not None and flo.get("exit_times"):  # a law with no closed-form T (nca_pair)
-        errs = [abs(T - sym["_time_law_fn"](float(u))) / sym["_time_law_fn"](float(u)) if T is not None else math.inf
-                for u, T in flo["exit_times"].items()]
+        laws = {u: sym["_time_law_fn"](float(u)) for u in flo["exit_times"]}
+        errs = [abs(T - laws[u]) / laws[u] if T is not None else math.inf for u, T in flo["exit_times"].items()]
         out["time_law"] = max(errs) < TOL_T
         out["_time_law_max_rel_err"] = max(errs)
     if sym.get("_time_asymptote") is not None and flo.get("exit_times") and "8.0" in flo["exit_times"]:

@@ -521,36 +521,36 @@ def nca_coordinate_times() -> dict:
 @_at_dps
 def nca_exit_time(u0: float, beta_value: float):
     """nca_pair's time in U from beta delta_ref = -u0: the root T of z_w(T) - z_l(T) = u0 (increasing in T), z_l from
-    Lambert W and z_w by inverting t_w (increasing on [0, log 2)), both by bisection at DPS digits."""
-    d = nca_coordinate_times()
+    Lambert W and z_w = log(2 - v) from t_w: (2 - v)/v^3 = e^(beta^2 T), a cubic in v (t_w's closed form, whose log
+    is checked at the root); T by mpmath's Anderson-Bjorck on a bracket found by doubling."""
+    if not all(nca_coordinate_times()["checks"].values()):  # t_w, t_l and z_l's Lambert form, derived
+        raise AssertionError("nca_pair: the coordinate times did not derive")
     b2 = mpmath.mpf(beta_value) ** 2
-    tw = sp.lambdify(d["z"], d["t_w"], "mpmath")
 
     def z_w(T):
-        lo, hi = mpmath.mpf(0), mpmath.log(2)
-        for _ in range(140):
-            mid = (lo + hi) / 2
-            if tw(mid) / b2 < T:
-                lo = mid
-            else:
-                hi = mid
-        return (lo + hi) / 2
+        # v = 2 - e^z_w solves v^3 = (2 - v) e^-(beta^2 T); with v = k w, k = e^-(beta^2 T)/3: w^3 + k w - 2 = 0,
+        # increasing in w, one real root, no cancellation however close z_w is to log 2
+        k = mpmath.exp(-b2 * T / 3)
+        roots = mpmath.polyroots([1, 0, k, -2], maxsteps=200, extraprec=60)
+        real = [r.real for r in roots if abs(mpmath.im(r)) < mpmath.mpf(10) ** -30]
+        if len(real) != 1:
+            raise ArithmeticError(f"nca_pair: expected one real root of the z_w cubic, got {roots}")
+        v = k * real[0]
+        z = mpmath.log(2 - v)
+        if abs(z - 3 * mpmath.log(v) - b2 * T) > mpmath.mpf(10) ** -25 * max(1, b2 * T):  # it inverts t_w
+            raise ArithmeticError(f"nca_pair: the cubic's root does not invert t_w at T = {T}")
+        return z
 
     def z_l(T):
         c = b2 * T / 2 + 1
         return mpmath.lambertw(mpmath.exp(c)).real - c
 
     u = mpmath.mpf(u0)
+    F = lambda T: z_w(T) - z_l(T) - u
     lo, hi = mpmath.mpf(0), mpmath.mpf(1)
-    while z_w(hi) - z_l(hi) < u:
-        hi *= 2
-    for _ in range(140):
-        mid = (lo + hi) / 2
-        if z_w(mid) - z_l(mid) < u:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2
+    while F(hi) < 0:
+        lo, hi = hi, 2 * hi
+    return mpmath.findroot(F, (lo, hi), solver="anderson")
 
 
 def _absolute_row(setting: Setting, row: dict) -> dict:
