@@ -239,6 +239,38 @@ def _run(args, rows, staged) -> int:
     return 0
 
 
+def closing_note(table: dict, lm: dict) -> list[str]:
+    """The closing note, computed from this run's rows: where the two methods disagree, rows whose BT optimum at q =
+    0.88 is not pi*'s (summed t* != dr, symbolic), rows with a numeric time law, and the LM cells that were decided
+    outside the margin, left inconclusive or not compared (with the reason). What each loss's paper implies is
+    discussed in README "Which loss avoids the failure?" and docs/theory.md §16."""
+    dr = math.log(Q_POP / (1 - Q_POP))
+    disagree = [k for k, v in table.items() if any(not x for kk, x in v["agree"].items() if not kk.startswith("_"))]
+    not_pi = []
+    for k, v in table.items():
+        ts = v["agree"].get("_population_symbolic")
+        ts = None if ts is None else float(ts)  # "inf" as written to JSON
+        if ts is not None and not (math.isfinite(ts) and abs(ts - dr) < TOL_POP * max(1, abs(dr))):
+            not_pi.append(f"`{k}` ({_fmt(ts)})")
+        pop = v["symbolic"].get("population_t_at_q=0.88")
+        if isinstance(pop, dict):
+            not_pi.append(f"`{k}` ({', '.join(_fmt(float(x)) for x in pop.values())} at beta delta_ref 0, -2)")
+    numeric = [k for k, v in table.items() if str(v["symbolic"].get("time_law", "")).startswith("numeric")]
+    rows = lm.get("rows") or {}
+    out_m = [f"`{n}` (obs - pred in {[_fmt(x) for x in r['interval']]})" for n, r in rows.items()
+             if r.get("decided") is False]
+    inconc = [f"`{n}`" for n, r in rows.items() if r.get("decided") is None and r.get("compared", True)]
+    not_cmp = [f"`{n}`: {r.get('reason_not_compared')}" for n, r in rows.items() if not r.get("compared", True)]
+    lines = ["", "## Closing note (computed from this run)", "",
+             f"- Symbolic and bandit disagree: {', '.join(f'`{k}`' for k in disagree) or 'nowhere'}.",
+             f"- BT optimum at q = {Q_POP} not pi*'s (summed t* != dr = {dr:.4g}): {', '.join(not_pi) or 'none'}.",
+             f"- Time in U numeric only (no closed form derived): {', '.join(f'`{k}`' for k in numeric) or 'none'}."]
+    if rows:
+        lines += [f"- LM cells decided outside the margin: {', '.join(out_m) or 'none'}; inconclusive: "
+                  f"{', '.join(inconc) or 'none'}; not compared: {'; '.join(not_cmp) or 'none'}."]
+    return lines
+
+
 def _stall_note(sym: dict, lmr: dict) -> str:
     """Why a saturated LM cell cannot be compared, where the data say so: the tabular run's floor is f at a local
     minimum of the loss (within 1%; the tabular objective is a mean over pairs starting at t = 0, so per-pair
@@ -324,5 +356,6 @@ def markdown(table: dict, batch, lm: dict, figures, work: Path) -> str:
                              f"law (U0 + e^U0 - 1)/(2 beta^2): {[_fmt(x) for x in b['dpo_law']]}, max rel. difference "
                              f"{_fmt(b['max_rel_diff_to_dpo'])}); final beta delta after t = 1e7: "
                              f"{[_fmt(0.1 * x) for x in b['delta_end']]}")
+    lines += closing_note(table, lm)
     lines += ["", "Figures: " + ", ".join(Path(f).name for f in figures if f.endswith(".png")), ""]
     return "\n".join(lines)

@@ -741,6 +741,7 @@ def _target_row(setting: Setting, row: dict) -> dict:
         "population": (f"t* = n (m - M + x*(M)), M = (m + m_rev)/2: {pops[0.0]:.6g} at delta_ref = 0, "
                        f"{pops[-2.0]:.6g} at beta delta_ref = -2 (q = 0.88, dr = 1.992)"),
         "_population_t": pops,
+        "population_t_at_q=0.88": {"beta_delta_ref=0": pops[0.0], "beta_delta_ref=-2": pops[-2.0]},
         "certificate": (f"l < l_crit = softplus(m - {u_exit}) <=> delta > 0; log 2 certifies at every violated "
                         f"reference: {'yes' if certifies else 'no'}"),
         "log2_certifies": certifies,
