@@ -69,5 +69,26 @@ ROWS: tuple[Setting, ...] = (
     Setting("cpo_alphapo", beta=2.0, params={"simpo_gamma": 0.5, "alpha": 0.25}, n=10),
 )
 
+#: The paper's four CPO variants (docs/theory.md §10: dpo_rlhf_checks.losses' target-form losses, not TRL options),
+#: at the authors' code defaults (beta 0.1, gamma 0.5, tau 2, alpha 1, clip margin 0) and the released checkpoint's
+#: cpo_smooth (beta 2.5, alpha 0.25); cpo_easy on per-token means of n = 10 tokens, as the code passes them.
+PAPER_CPO = ("cpo_eq17", "cpo_clip", "cpo_smooth", "cpo_easy")
+PAPER_CPO_ROWS: tuple[Setting, ...] = (
+    Setting("cpo_eq17", params={"gamma": 0.5}),
+    Setting("cpo_clip"),
+    Setting("cpo_smooth", params={"gamma": 0.5, "tau": 2.0, "alpha": 1.0}),
+    Setting("cpo_smooth", beta=2.5, params={"gamma": 0.5, "tau": 2.0, "alpha": 0.25}),
+    Setting("cpo_easy", params={"gamma": 0.5}, n=10),
+)
+#: Weighted combinations TRL takes as loss_type=[...] with loss_weights=[...]: name -> its parts. "sigmoid+sft" is
+#: loss_type=["sigmoid", "sft"], loss_weights=[1, sft_weight] (DPO with an SFT term on y_w, per token, as RPO).
+MIXES = {"sigmoid+sft": ("sigmoid", "sft")}
+MIX_ROWS: tuple[Setting, ...] = (Setting("sigmoid+sft", params={"sft_weight": 1.0}, n=10),)
+ROWS = ROWS + PAPER_CPO_ROWS + MIX_ROWS
+
+#: log pi_ref of the likelier of a row's two responses (summed over tokens): the rows whose loss reads absolute
+#: reference log-probabilities (cpo_eq17, cpo_easy) are derived and measured there (toy_bandits.gpo_flow.LOG_MASS).
+LOG_REF = -300.0
+
 # Rows' classes as the symbolic derivation names them (the bandit measures its own).
 CLASSES = ("absorbing", "transient", "pinned", "batch-coupled", "empty-U", "wrong-way")

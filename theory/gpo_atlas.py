@@ -16,23 +16,34 @@ f-divergence end points) are found with mpmath at 40 digits from the symbolic eq
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from functools import lru_cache, wraps
 
 import mpmath
 import sympy as sp
 
-from dpo_rlhf_checks.atlas_rows import ROWS, Setting
+from dpo_rlhf_checks.atlas_rows import LOG_REF, MIXES, PAPER_CPO, ROWS, Setting
 from dpo_rlhf_checks.registry import get_claim
 from dpo_rlhf_checks.result import CheckContext, MethodResult
 
-mpmath.mp.dps = max(mpmath.mp.dps, 40)
+DPS = 40  # mpmath digits of every evaluation here, set locally (mpmath.workdps) and never in mpmath's global context
 
 
+def _at_dps(fn):
+    """Run ``fn`` at :data:`DPS` digits inside ``mpmath.workdps``: the module's precision is its own, whatever
+    another module left in mpmath's global context, and it leaves that context as it found it (importing this
+    module once raised the global precision of every other module to 40 digits)."""
+    @wraps(fn)
+    def inner(*args, **kwargs):
+        with mpmath.workdps(DPS):
+            return fn(*args, **kwargs)
+    return inner
+
+
+@_at_dps
 def _findroot(*args, **kwargs):
-    """mpmath.findroot at 40 digits, whatever precision another module left in mpmath's global context (its
-    tolerance follows the working precision: at the 120 digits of the eq10 index it could not converge)."""
-    with mpmath.workdps(40):
-        return mpmath.findroot(*args, **kwargs)
+    """mpmath.findroot at DPS digits (its tolerance follows the working precision: at the 120 digits of the eq10
+    index it could not converge)."""
+    return mpmath.findroot(*args, **kwargs)
 
 t = sp.Symbol("t", real=True)  # t = beta h
 u = sp.Symbol("u", real=True)
@@ -97,6 +108,7 @@ def score_expr(f_div: str, alpha_coef) -> sp.Expr:
     raise ValueError(f"unknown f_divergence_type {f_div!r}")
 
 
+@_at_dps
 def stationary_points(f: sp.Expr, lo=-20, hi=20) -> list[tuple[float, str]]:
     """Real zeros of f' in [lo, hi] with their kind ("min"/"max"): SymPy's solveset where it gives a finite set,
     else mpmath roots of f' from a grid of starting points (sign changes of f' at step 0.05)."""
@@ -145,6 +157,7 @@ def per_token_end_point() -> dict:
             "equal_lengths": sp.simplify(D.subs(n_l, n_w) - n_w * t_f_sym / beta) == 0}
 
 
+@_at_dps
 def end_point_D(setting: Setting, t_f: float) -> float:
     """D = delta_end - delta_ref for a GPO loss with stationary point t_f (reverse-KL: closed form; f-divergence:
     the two symbolic equations n G(r_w) + n G(r_l) = 0, (s(r_w) - s(r_l))/n = t_f/beta solved with mpmath)."""
@@ -200,6 +213,7 @@ def amended_time_laws() -> dict[str, sp.Expr]:
 
 # --- population optimum under Bradley-Terry labels ---------------------------------------------------------------
 
+@_at_dps
 def population_t_star(loss: str, params: dict, q_value, beta_value=0.1):
     """t* = beta h* minimising q l(y_w > y_l) + (1 - q) l(y_l > y_w), at a number q in (0, 1): GPO losses from q f'(t)
     = (1 - q) f'(-t) (the unique real root, mpmath); absolute losses from their separable stationarity in z = beta r;
@@ -248,6 +262,7 @@ def population_t_star(loss: str, params: dict, q_value, beta_value=0.1):
     return _bisect(eq, -60, 60)
 
 
+@_at_dps
 def _bisect(g, lo, hi, steps=200):
     """The root of an increasing function g on [lo, hi] (a convex loss's population derivative), by bisection at
     mpmath precision (a root-polisher from t = 0 fails where g is flat, e.g. exo_pair with eps = 1e-3)."""
@@ -282,6 +297,7 @@ def amended_t_star(loss: str, params: dict, q_value: float):
     return table.get(loss)
 
 
+@_at_dps
 def fdiv_population_delta(f_div: str, alpha_coef, beta_value: float, log_ref_w: float, log_ref_l: float,
                           dr_value: float) -> float:
     """The sigmoid loss under an f-divergence score, BT labels, normalised two-response bandit: its population
@@ -301,9 +317,11 @@ def fdiv_population_delta(f_div: str, alpha_coef, beta_value: float, log_ref_w: 
 # --- one atlas row -----------------------------------------------------------------------------------------------
 
 PER_TOKEN = ("ipo", "sigmoid_norm")
+PAPER_CPO, MIXES = PAPER_CPO, MIXES  # re-exported for the atlas's comparison
 REFERENCE_FREE = ("cpo_sigmoid", "cpo_hinge", "cpo_ipo", "cpo_simpo", "cpo_alphapo", "sft")
 
 
+@_at_dps
 def symbolic_row(setting: Setting) -> dict:
     """The atlas row of ``setting`` derived here: class, t_f, beta D (the U threshold: the pair ends in U iff
     beta delta_ref < -beta D, when beta D > 0), time-in-U law, population optimum, certificate, gradient factor."""
@@ -314,6 +332,10 @@ def symbolic_row(setting: Setting) -> dict:
                     "population": "not per pair", "certificate": "none per pair",
                     "grad_factor": "that of the pair's sorted rank"})
         return row
+    if loss in PAPER_CPO:
+        return _target_row(setting, row)
+    if loss in MIXES:
+        return _mix_row(setting, row)
     if loss in REFERENCE_FREE:
         f = f_expr(loss, setting.params, b) if loss not in ("cpo_hinge", "sft") else None
         tf = 1.0 if loss == "cpo_hinge" else None
@@ -335,7 +357,10 @@ def symbolic_row(setting: Setting) -> dict:
             "grad_factor": "-f'(beta delta)",
         })
         if loss == "sft":
-            row["certificate"] = "none (no pairwise term)"
+            # -log pi(y_w)/n < log(2)/n => pi(y_w) > 1/2 > pi(y_l) (the two share at most mass 1); at l = log(2)/n the
+            # pair can tie (pi(y_w) = pi(y_l) = 1/2): the exact level, a normalisation bound, not a pairwise one
+            row["certificate"] = "l < log(2)/n => pi(y_w) > 1/2 > pi(y_l), delta > 0 (from the normalisation)"
+            row["_l_crit_expr"] = sp.log(2) / setting.n
             row["grad_factor"] = "1/n per token of y_w"
         return row
     if loss == "hinge":
@@ -349,6 +374,7 @@ def symbolic_row(setting: Setting) -> dict:
         mins = [x for x, k in pts if k == "min"]
         tf = mins[0] if mins else None
         row["stationary_points"] = pts
+        row["f_at_stationary"] = [float(sp.N(f.subs(t, sp.Float(x, 30)), 30)) for x, _ in pts]
     nn = setting.n if loss in PER_TOKEN else 1
     if tf is not None:
         D = end_point_D(setting, tf)
@@ -399,13 +425,148 @@ def _population_text(setting: Setting) -> str:
     return texts.get(loss, "see population_t_star")
 
 
+Dz = sp.Symbol("D", real=True)  # z_w - z_l = beta (delta - delta_ref): delta <= 0 iff D <= U0
+
+
+@lru_cache(maxsize=None)
+def absolute_certificate(loss: str) -> dict:
+    """The exact certificate of an absolute-term loss l(z_w, z_l), z = beta r: l_crit(U0) = inf {l : z_w - z_l <= U0}
+    (delta <= 0), so l < l_crit => delta > 0. Derived on the line z_w - z_l = D (its minimum over z_w: stationarity,
+    with convexity or the limits at +-inf), then over D <= U0 (l_min decreasing in D). Returns {"l_crit": SymPy in U0
+    (and beta for sppo_hard), "attained": whether the infimum is a minimum, "checks": the derivation's steps, each
+    True or False, "how": one line}."""
+    z = sp.Symbol("z", real=True)
+    checks = {}
+    sig_p = lambda a: _sig(a) * _sig(-a)  # sigma'
+    if loss == "bco_pair":
+        g = _sp(-z) + _sp(z - Dz)
+        zs = Dz / 2
+        checks["dg/dz = 0 at z = D/2"] = sp.simplify(sp.diff(g, z).subs(z, zs)) == 0
+        checks["convex on the line"] = sp.simplify(sp.diff(g, z, 2) - (sig_p(z) + sig_p(z - Dz))) == 0
+        lmin = sp.simplify(g.subs(z, zs))
+        how, attained = "z_w = -z_l = U0/2", True
+    elif loss == "apo_zero":
+        g = _sig(-z) + _sig(z - Dz)
+        zs = Dz / 2
+        # dg/dz = sigma'(z - D) - sigma'(z): sigma' is even and strictly decreasing in |x|, so 0 iff z = D/2 only
+        checks["dg/dz = sigma'(z - D) - sigma'(z)"] = sp.simplify(sp.diff(g, z) - (sig_p(z - Dz) - sig_p(z))) == 0
+        checks["dg/dz = 0 at z = D/2"] = sp.simplify(sp.diff(g, z).subs(z, zs)) == 0
+        checks["limits at +-inf are 1"] = (sp.limit(g.subs(Dz, 2), z, sp.oo) == 1
+                                          and sp.limit(g.subs(Dz, 2), z, -sp.oo) == 1)
+        lmin = sp.simplify(g.subs(z, zs))  # 2 sigma(-D/2) < 1 for D > 0: the global minimum on the line
+        how, attained = "z_w = -z_l = U0/2 (2 sigma(-U0/2) < 1, the limits at +-inf)", True
+    elif loss == "apo_down":
+        g = _sig(z) + _sig(-Dz)  # z = z_w; the line fixes D
+        checks["dg/dz > 0 (inf at z_w -> -inf)"] = sp.simplify(sp.diff(g, z) - sig_p(z)) == 0
+        lmin = sp.limit(g, z, -sp.oo)
+        how, attained = "z_w -> -inf (not attained)", False
+    elif loss == "nca_pair":
+        g = _sp(-z) + _sp(z) / 2 + _sp(z - Dz) / 2
+        uu, a = sp.symbols("u a", positive=True)  # u = e^z, a = e^-D
+        poly = sp.numer(sp.together(sp.diff(g, z).subs(z, sp.log(uu)).subs(Dz, -sp.log(a))))
+        checks["stationarity is 2 a u^2 + (1 - a) u - 2 = 0"] = sp.simplify(
+            sp.expand(poly) / (2 * a * uu ** 2 + (1 - a) * uu - 2)).is_constant()
+        root = (-(1 - a) + sp.sqrt((1 - a) ** 2 + 16 * a)) / (4 * a)
+        checks["positive root solves it"] = sp.simplify((2 * a * uu ** 2 + (1 - a) * uu - 2).subs(uu, root)) == 0
+        checks["convex on the line"] = sp.simplify(
+            sp.diff(g, z, 2) - (sig_p(z) + sig_p(z) / 2 + sig_p(z - Dz) / 2)) == 0
+        lmin = g.subs(z, sp.log(root.subs(a, sp.exp(-Dz))))
+        how, attained = "z_w = log u*, 2 e^-U0 u^2 + (1 - e^-U0) u - 2 = 0", True
+        text = ("g(log u*), g(z) = softplus(-z) + softplus(z)/2 + softplus(z - U0)/2, u* > 0 the root of 2 e^-U0 u^2 + "
+                "(1 - e^-U0) u - 2 (2 log 2 at U0 = 0, down to log(3/2) + log(3)/2 = 0.955 as U0 -> oo)")
+    elif loss == "sppo_hard":  # in r units: (r_w - c)^2 + (r_l + c)^2, c = 1/(2 beta), r_w - r_l = D/beta
+        r = sp.Symbol("r", real=True)
+        c = 1 / (2 * beta)
+        g = (r - c) ** 2 + (r - Dz / beta + c) ** 2
+        rs = sp.solve(sp.diff(g, r), r)[0]
+        lmin = sp.simplify(g.subs(r, rs))
+        checks["l_min = (D - 1)^2/(2 beta^2)"] = sp.simplify(lmin - (Dz - 1) ** 2 / (2 * beta ** 2)) == 0
+        # decreasing in D only up to D = 1: over D <= U0 the infimum is l_min(min(U0, 1))
+        return {"l_crit": sp.Piecewise(((U0 - 1) ** 2 / (2 * beta ** 2), U0 < 1), (0, True)), "attained": True,
+                "text": "(1 - U0)^2/(2 beta^2) for U0 < 1, none (0) for U0 >= 1",
+                "checks": checks, "how": "r_w - 1/(2 beta) = -(r_l + 1/(2 beta)); none (0) for U0 >= 1"}
+    else:
+        return {}
+    checks["l_min decreasing in D"] = bool(all(
+        sp.N(sp.diff(lmin, Dz).subs(Dz, d0), 30) < 0 for d0 in (sp.Rational(1, 100), 1, 5, 20)))
+    out = {"l_crit": lmin.subs(Dz, U0), "attained": attained, "checks": checks, "how": how}
+    if loss == "nca_pair":
+        out["text"] = text
+    return out
+
+
+@lru_cache(maxsize=None)
+def nca_coordinate_times() -> dict:
+    """nca_pair's free flow, z = beta r: dz_w/dt = beta^2 (sigma(-z_w) - sigma(z_w)/2), dz_l/dt = -beta^2 sigma(z_l)/2,
+    uncoupled. Their times by integration: t_w(z) = (z - 3 log(2 - e^z))/beta^2 (z < log 2, z_w -> log 2), t_l(z) =
+    2 (e^-z - z - 1)/beta^2 (z <= 0), whose inverse is z_l(t) = W(e^c) - c, c = beta^2 t/2 + 1 (Lambert W)."""
+    zz = sp.Symbol("z", real=True)
+    loss = _sp(-zz) + _sp(zz) / 2  # the z_w terms; z_l's is softplus(z_l)/2
+    rate_w = sp.simplify(-sp.diff(loss, zz))
+    rate_l = sp.simplify(-sp.diff(_sp(zz) / 2, zz))
+    tw = sp.integrate(sp.simplify(1 / rate_w), (zz, 0, zz))
+    tl = sp.integrate(sp.simplify(1 / rate_l), (zz, 0, zz))
+    tw_claim = zz - 3 * sp.log(2 - sp.exp(zz))
+    tl_claim = 2 * (sp.exp(-zz) - zz - 1)
+    ok_w = all(abs(sp.N((tw - tw_claim).subs(zz, v), 30)) < 1e-25 for v in (sp.Rational(-3), sp.Rational(1, 3),
+                                                                            sp.Rational(3, 5)))
+    ok_l = all(abs(sp.N((tl - tl_claim).subs(zz, v), 30)) < 1e-25 for v in (-5, -1, sp.Rational(-1, 10)))
+    c = sp.Symbol("c", positive=True)
+    zl_of_c = sp.LambertW(sp.exp(c)) - c
+    ok_w_inv = all(abs(sp.N((sp.exp(-zl_of_c) - zl_of_c - c).subs(c, v), 30)) < 1e-25 for v in (1, 3, 40))
+    return {"t_w": tw_claim, "t_l": tl_claim, "z": zz, "checks": {
+        "t_w by integration": ok_w, "t_l by integration": ok_l, "z_l(t) = W(e^c) - c": ok_w_inv}}
+
+
+@_at_dps
+def nca_exit_time(u0: float, beta_value: float):
+    """nca_pair's time in U from beta delta_ref = -u0: the root T of z_w(T) - z_l(T) = u0 (increasing in T), z_l from
+    Lambert W and z_w = log(2 - v) from t_w: (2 - v)/v^3 = e^(beta^2 T), a cubic in v (t_w's closed form, whose log
+    is checked at the root); T by mpmath's Anderson-Bjorck on a bracket found by doubling."""
+    if not all(nca_coordinate_times()["checks"].values()):  # t_w, t_l and z_l's Lambert form, derived
+        raise AssertionError("nca_pair: the coordinate times did not derive")
+    b2 = mpmath.mpf(beta_value) ** 2
+
+    def z_w(T):
+        # v = 2 - e^z_w solves v^3 = (2 - v) e^-(beta^2 T); with v = k w, k = e^-(beta^2 T)/3: w^3 + k w - 2 = 0,
+        # increasing in w, one real root, no cancellation however close z_w is to log 2
+        k = mpmath.exp(-b2 * T / 3)
+        roots = mpmath.polyroots([1, 0, k, -2], maxsteps=200, extraprec=60)
+        real = [r.real for r in roots if abs(mpmath.im(r)) < mpmath.mpf(10) ** -30]
+        if len(real) != 1:
+            raise ArithmeticError(f"nca_pair: expected one real root of the z_w cubic, got {roots}")
+        v = k * real[0]
+        z = mpmath.log(2 - v)
+        if abs(z - 3 * mpmath.log(v) - b2 * T) > mpmath.mpf(10) ** -25 * max(1, b2 * T):  # it inverts t_w
+            raise ArithmeticError(f"nca_pair: the cubic's root does not invert t_w at T = {T}")
+        return z
+
+    def z_l(T):
+        c = b2 * T / 2 + 1
+        return mpmath.lambertw(mpmath.exp(c)).real - c
+
+    u = mpmath.mpf(u0)
+    F = lambda T: z_w(T) - z_l(T) - u
+    lo, hi = mpmath.mpf(0), mpmath.mpf(1)
+    while F(hi) < 0:
+        lo, hi = hi, 2 * hi
+    return mpmath.findroot(F, (lo, hi), solver="anderson")
+
+
 def _absolute_row(setting: Setting, row: dict) -> dict:
     loss, b = setting.loss, setting.beta
     pop = {"nca_pair": "t* = dr (pi*); beta r_w = log(2q)", "bco_pair": "t* = 2 dr",
            "sppo_hard": "t* = 2q - 1", "apo_zero": "none finite: t -> sign(dr) inf",
            "apo_down": "none finite: t -> sign(dr) inf, r -> -inf"}[loss]
+    cert = absolute_certificate(loss)
+    if not all(cert["checks"].values()):
+        raise AssertionError(f"{loss}: the certificate's derivation failed: {cert['checks']}")
+    l_crit = cert["l_crit"]
     row.update({"class": "pinned" if loss == "sppo_hard" else "transient", "t_f": None, "population": pop,
-                "certificate": "not derived (the loss depends on r_w and r_l separately)",
+                "certificate": (f"l < l_crit = {cert.get('text') or sp.sstr(l_crit)} => delta > 0 (the infimum of l "
+                                f"over delta <= 0, "
+                                f"{cert['how']}; sufficient, not necessary: l depends on r_w and r_l apart)"),
+                "_l_crit_expr": l_crit.subs(beta, sp.nsimplify(b)),
                 "grad_factor": "per response"})
     if loss == "sppo_hard":
         sol = sp.solve([sp.diff((rw - 1 / (2 * beta)) ** 2 + (rl + 1 / (2 * beta)) ** 2, v) for v in (rw, rl)],
@@ -419,11 +580,180 @@ def _absolute_row(setting: Setting, row: dict) -> dict:
     if law is not None:
         row["time_law"] = str(law)
         row["_time_law_expr"] = law
-    else:
-        row["time_law"] = "leaves U (no closed form derived)"
+    elif loss == "nca_pair":
+        d = nca_coordinate_times()
+        if not all(d["checks"].values()):
+            raise AssertionError(f"nca_pair: the coordinate times did not derive: {d['checks']}")
+        row["time_law"] = ("T solves z_w(T) - z_l(T) = U0 with t_w(z) = (z - 3 log(2 - e^z))/beta^2 (z_w -> log 2) "
+                           "and z_l(t) = W(e^c) - c, c = beta^2 t/2 + 1 (closed-form coordinates, no closed-form T); "
+                           "T ~ e^U0/beta^2")
+        row["_time_law_fn"] = lambda u0: float(nca_exit_time(u0, b))
+    else:  # apo_down
+        row["time_law"] = ("numeric (bandit flow): no closed form; the flow dD/dt = beta^2 (2 sigma'(D) - sigma'(z_w)), "
+                           "dz_w/dt = beta^2 (sigma'(D) - sigma'(z_w)) (D = z_w - z_l) does not separate; dominant "
+                           "balance z_w ~ log(3/2) - D gives T ~ 2 e^U0/beta^2")
+        row["_time_asymptote"] = lambda u0: 2 * math.exp(u0) / b ** 2
     return row
 
 
+def _mix_row(setting: Setting, row: dict) -> dict:
+    """sigmoid + w sft (TRL loss_type=["sigmoid", "sft"], loss_weights=[1, w]; sft per token of n): free flow x =
+    beta (r_w - r_l), dx/dt = 2 beta^2 sigma(-x) + beta w/n (the SFT term adds w/n to dr_w/dt), derived from the loss
+    and integrated; certificate: on delta <= 0 the pair shares mass <= 1, so pi(y_w) <= 1/2 and the SFT term is >=
+    (w/n) log 2, both bounds met at delta = 0, pi(y_w) = pi(y_l) = 1/2: l_crit = softplus(-U0) + (w/n) log 2."""
+    w = sp.nsimplify(setting.params["sft_weight"])
+    nn = sp.Integer(setting.n)
+    lw0 = sp.Symbol("l_w0", negative=True)  # log pi_ref(y_w)
+    loss = _sp(-beta * (rw - rl)) + w * (-(lw0 + rw)) / nn
+    xdot = sp.simplify(beta * (-sp.diff(loss, rw) + sp.diff(loss, rl)))
+    xdot_x = sp.simplify(xdot.subs(rw, x_sym / beta + rl))
+    claimed = 2 * beta ** 2 * _sig(-x_sym) + beta * w / nn
+    if sp.simplify(xdot_x - claimed) != 0:
+        raise AssertionError(f"{setting.key}: the mixed flow did not derive as stated: {xdot_x}")
+    A, c = 2 * beta ** 2 + beta * w / nn, beta * w / nn
+    T = sp.integrate(sp.simplify(1 / claimed), (x_sym, 0, U0))
+    closed = U0 / A + (2 * beta ** 2 / (A * c)) * sp.log((A + c * sp.exp(U0)) / (A + c))
+    pts = [(sp.Rational(1, 2), sp.Rational(1, 10)), (3, sp.Rational(1, 10)), (8, 2)]
+    if not all(abs(sp.N((T - closed).subs({U0: u, beta: bb}), 30)) < 1e-20 for u, bb in pts):
+        raise AssertionError(f"{setting.key}: the mixed time law did not integrate to its closed form")
+    slope = sp.limit(closed / U0, U0, sp.oo)
+    row.update({"class": "transient", "t_f": None, "beta_D": math.inf,
+                "time_law": (f"U0/A + (2 beta^2/(A c)) log((A + c e^U0)/(A + c)), c = beta w/n, A = 2 beta^2 + c: "
+                             f"linear, slope {sp.sstr(sp.simplify(slope))} (DPO: e^U0/(2 beta^2))"),
+                "_time_law_expr": closed,
+                "population": "not derived (the SFT term's optimum is set by the normalisation, not by the pair)",
+                "certificate": (f"l < l_crit = softplus(-U0) + (w/n) log 2 => delta > 0 (normalisation: pi(y_w) <= 1/2 "
+                                f"on delta <= 0; met at a tie)"),
+                "_l_crit_expr": (_sp(-U0) + w / nn * sp.log(2)),
+                "grad_factor": "sigma(-x) (DPO's) plus w/(n beta) on y_w, constant"})
+    return row
+
+
+# --- the paper's CPO variants: target form softplus(beta (T - delta)) ------------------------------------------------
+
+x_sym = sp.Symbol("x", real=True)  # beta (delta - delta_ref)/n: the pair's progress from the reference
+m_sym = sp.Symbol("m", real=True)  # the margin beta (T - delta_ref) (per-token units for cpo_easy)
+y_sym = sp.Symbol("y", positive=True)  # e^x
+lw_sym, ll_sym = sp.symbols("lw ll", negative=True)  # summed log pi_ref of the chosen and the rejected response
+
+
+def target_margin(setting: Setting, log_w, log_l) -> sp.Expr:
+    """m = beta (T - delta_ref) of a paper CPO loss for the pair (chosen, rejected) with summed reference
+    log-probabilities log_w, log_l, written from docs/theory.md §10 (Paper Eq. 17 and the authors' code options):
+    eq17 m_ref = gamma (1/pi_ref(y_w) + 1/pi_ref(y_l)); clip beta (max(delta_ref, margin) - delta_ref); smooth
+    (beta/alpha) m_tau, m_tau = log(1 + e^(tau (gamma - delta_ref)))/tau; easy gamma (1/lbar_w + 1/lbar_l) with
+    lbar = log/n the per-token mean (per-token units)."""
+    b = sp.nsimplify(setting.beta)
+    p = {k: sp.nsimplify(v) for k, v in setting.params.items()}
+    d_ref = log_w - log_l
+    if setting.loss == "cpo_eq17":
+        return p["gamma"] * (sp.exp(-log_w) + sp.exp(-log_l))
+    if setting.loss == "cpo_clip":
+        return b * (sp.Max(d_ref, p.get("margin", 0)) - d_ref)
+    if setting.loss == "cpo_smooth":
+        return b / p["alpha"] * sp.log(1 + sp.exp(p["tau"] * (p["gamma"] - d_ref))) / p["tau"]
+    if setting.loss == "cpo_easy":
+        nn = sp.Integer(setting.n)
+        return p["gamma"] * (nn / log_w + nn / log_l)
+    raise ValueError(f"{setting.loss!r} is not one of the paper's CPO losses {PAPER_CPO}")
+
+
+@lru_cache(maxsize=None)
+def target_flow_law() -> dict:
+    """The target-form flow derived: l = softplus(m - beta (r_w - r_l)/n) on free log-ratios, x = beta (r_w - r_l)/n;
+    dx/dt = (beta/n)(-dl/dr_w + dl/dr_l) = (2 beta^2/n^2) sigma(m - x); time to x = U0/n, its closed form, and the
+    population stationarity q sigma(M - x) = (1 - q) sigma(M + x) solved as a quadratic in y = e^x (positive root)."""
+    loss = _sp(m_sym - beta * (rw - rl) / n)
+    xdot = sp.simplify((beta / n) * (-sp.diff(loss, rw) + sp.diff(loss, rl)))
+    xdot_x = sp.simplify(xdot.subs(rw, n * x_sym / beta + rl))
+    claimed_rate = 2 * beta ** 2 / n ** 2 * _sig(m_sym - x_sym)
+    rate_ok = sp.simplify(xdot_x - claimed_rate) == 0
+    T = sp.simplify(sp.integrate(sp.simplify(1 / xdot_x), (x_sym, 0, U0 / n)))
+    closed = n ** 2 / (2 * beta ** 2) * (U0 / n + sp.exp(-m_sym) * (sp.exp(U0 / n) - 1))
+    law_ok = sp.simplify(T - closed) == 0
+    M = sp.Symbol("M", real=True)
+    stat = q * _sig(M - x_sym) - (1 - q) * _sig(M + x_sym)
+    poly = sp.numer(sp.together(stat.subs(x_sym, sp.log(y_sym))))
+    roots = [r for r in sp.solve(sp.expand(poly), y_sym)]
+    return {"xdot": xdot_x, "rate_ok": rate_ok, "T": T, "closed": closed, "law_ok": law_ok, "M": M,
+            "population_roots": roots}
+
+
+def _population_y(M_value, q_value):
+    """e^x* at (M, q): the root of the population quadratic that is positive (the other root's product with it is
+    -q/(1 - q) < 0), chosen symbolically at M = 0, q = 0.88 (where it must be q/(1 - q), DPO) and evaluated at mpmath
+    precision (the negative root cancels catastrophically for large M, so it is never evaluated)."""
+    d = target_flow_law()
+    at0 = {d["M"]: 0, q: sp.Rational(88, 100)}
+    pos = [r for r in d["population_roots"] if sp.N(r.subs(at0), 30) > 0]
+    if len(pos) != 1 or sp.simplify(pos[0].subs(at0) - sp.Rational(88, 12)) != 0:
+        raise ArithmeticError(f"expected one positive population root, q/(1 - q) at M = 0; got {pos}")
+    return sp.lambdify((d["M"], q), pos[0], "mpmath")(mpmath.mpf(M_value), mpmath.mpf(q_value))
+
+
+def _target_row(setting: Setting, row: dict) -> dict:
+    """Atlas row of a paper CPO loss (docs/theory.md §16): transient; the time law with the margin at the rows'
+    reference (log pi_ref(y_l) = LOG_REF, log pi_ref(y_w) = LOG_REF - U0/beta); certificate l_crit = softplus(m -
+    U0/n); gradient factor sigma(m - x); BT population optimum n (m - M + x*(M)) at delta_ref = 0 and beta delta_ref
+    = -2 (q = 0.88)."""
+    d = target_flow_law()
+    if not (d["rate_ok"] and d["law_ok"]):
+        raise AssertionError(f"{setting.key}: the target-form flow or its time law did not derive as stated")
+    b, nn = setting.beta, setting.n
+    bs = sp.nsimplify(b)
+    lam_v = sp.nsimplify(LOG_REF)
+    m_U = target_margin(setting, lam_v - U0 / bs, lam_v)  # margin of the pair at beta delta_ref = -U0
+    law = d["closed"].subs({n: nn, m_sym: m_U})  # beta stays a symbol (the atlas substitutes it)
+    f_m = sp.lambdify(U0, m_U, "mpmath")
+
+    @_at_dps
+    def certificate_at(u0):
+        """(l_crit, sigma(m), sigma(m - U0/n)) at beta delta_ref = -u0."""
+        m = f_m(mpmath.mpf(u0))
+        return (float(mpmath.log1p(mpmath.exp(m - mpmath.mpf(u0) / nn))), float(1 / (1 + mpmath.exp(-m))),
+                float(1 / (1 + mpmath.exp(-(m - mpmath.mpf(u0) / nn)))))
+
+    # loss < log 2 certifies delta > 0 at every violated reference iff m(U0) >= U0/n for every U0 > 0: checked on a
+    # log grid U0 in [1e-3, 1e2] and by the limit U0 -> oo (a check, not a proof; clip's m - U0 is 0 identically)
+    grid = [mpmath.mpf(10) ** (-3 + 5 * k / 400) for k in range(401)]
+    gaps = [f_m(u) - u / nn for u in grid]
+    lim = sp.limit(m_U - U0 / nn, U0, sp.oo)
+    certifies = bool(min(gaps) >= -mpmath.mpf(10) ** -30 and (lim == sp.oo or (lim.is_real and lim >= 0)))
+    pops = {}
+    for x in (0.0, -2.0):
+        dref = sp.nsimplify(x) / bs
+        lw_, ll_ = lam_v + sp.Min(dref, 0), lam_v - sp.Max(dref, 0)
+        m1 = mpmath.mpf(sp.N(target_margin(setting, lw_, ll_), DPS))
+        m2 = mpmath.mpf(sp.N(target_margin(setting, ll_, lw_), DPS))
+        M = (m1 + m2) / 2
+        pops[x] = float(nn * (m1 - M + mpmath.log(_population_y(M, 0.88))))
+    u_exit = "U0" if nn == 1 else f"U0/{nn}"
+    c2 = certificate_at(2.0)
+    t2 = float(sp.N(law.subs({U0: 2, beta: bs}), DPS))
+    m_txt = {"cpo_eq17": "m = gamma (1/pi_ref(y_w) + 1/pi_ref(y_l)) >= gamma e^300",
+             "cpo_clip": "m = beta (max(delta_ref, margin) - delta_ref) = U0",
+             "cpo_smooth": "m = (beta/alpha) softplus(tau (gamma + U0/beta))/tau",
+             "cpo_easy": "m = gamma n (1/log pi_ref(y_w) + 1/log pi_ref(y_l)) < 0"}[setting.loss]
+    row.update({
+        "class": "transient", "t_f": None, "beta_D": math.inf,
+        "time_law": f"(n^2/(2 beta^2)) [{u_exit} + e^-m (e^({u_exit}) - 1)], n = {nn}, {m_txt}",
+        "_time_law_expr": law,
+        "population": (f"t* = n (m - M + x*(M)), M = (m + m_rev)/2: {pops[0.0]:.6g} at delta_ref = 0, "
+                       f"{pops[-2.0]:.6g} at beta delta_ref = -2 (q = 0.88, dr = 1.992)"),
+        "_population_t": pops,
+        "population_t_at_q=0.88": {"beta_delta_ref=0": pops[0.0], "beta_delta_ref=-2": pops[-2.0]},
+        "certificate": (f"l < l_crit = softplus(m - {u_exit}) <=> delta > 0; log 2 certifies at every violated "
+                        f"reference: {'yes' if certifies else 'no'}"),
+        "log2_certifies": certifies,
+        "_certificate_at": certificate_at,
+        "grad_factor": (f"sigma(m - x): sigma(m) at the reference, sigma(m - {u_exit}) at the exit "
+                        f"(U0 = 2: {c2[1]:.4g} -> {c2[2]:.4g}; DPO with the same n: 0.5 -> {1 / (1 + math.exp(2 / nn)):.4g})"),
+    })
+    row["time_law"] += f"; T(2) = {t2:.6g} (DPO {float(d['closed'].subs({n: nn, m_sym: 0, U0: 2, beta: bs})):.6g})"
+    return row
+
+
+@_at_dps
 def atlas_symbolic(settings=ROWS, progress=None) -> dict[str, dict]:
     """Every row of ``settings`` derived here (``progress``: a callback called once per row)."""
     out = {}
@@ -454,6 +784,7 @@ def _general_convex_facts() -> dict:
     return out
 
 
+@_at_dps
 def absorbing_symbolic(ctx: CheckContext) -> MethodResult:
     """SymPy: the end point D of ordered-pair flow for every absorbing atlas row (t_f from f' = 0, D from the flow's
     invariant), the literal's 'ends in U iff beta delta_ref < -t_f' against 'iff D > 0 and beta delta_ref < -beta D'
@@ -511,6 +842,7 @@ def absorbing_symbolic(ctx: CheckContext) -> MethodResult:
         amended_statement=get_claim("gpo-absorbing-U").amendment if amended else None)
 
 
+@_at_dps
 def transient_symbolic(ctx: CheckContext) -> MethodResult:
     """SymPy: T(U0) = (1/(2 beta^2)) int_0^U0 dt/(-f'(t)) integrated in closed form for each transient f (logistic,
     robust eps = 1/10 and general eps, e^-t, per-token logistic) and for bco_pair / apo_zero's free flow; compared with
@@ -575,6 +907,7 @@ _POP_LOSSES = (("sigmoid", "sigmoid", {}, 1), ("sigmoid_norm", "sigmoid_norm", {
 _POP_Q = (0.05, 0.3, 0.6, 0.88, 0.95, 0.995)
 
 
+@_at_dps
 def population_symbolic(ctx: CheckContext) -> MethodResult:
     """SymPy/mpmath: t* from the stationarity of each loss's own symbolic population loss at six q, against dr
     (the literal) and against the amendment's t*(q); f-divergence sigmoid in a normalised two-response bandit

@@ -28,7 +28,8 @@ from scipy.integrate import LSODA, solve_ivp
 from scipy.optimize import brentq
 from scipy.optimize import minimize
 
-from dpo_rlhf_checks.atlas_rows import ROWS, Setting
+from dpo_rlhf_checks.atlas_rows import MIXES, PAPER_CPO, ROWS, Setting
+from dpo_rlhf_checks.losses import get_loss
 from dpo_rlhf_checks.pref_losses import SPECS, gpo_form
 from dpo_rlhf_checks.registry import get_claim
 from dpo_rlhf_checks.result import CheckContext, MethodResult
@@ -49,7 +50,21 @@ def reference(delta_ref: float) -> np.ndarray:
 
 
 def _loss_fn(setting: Setting):
-    """l(logp (3,), ref (3,)) -> scalar tensor: the library's loss of the ordered pair (y_w = 0, y_l = 1)."""
+    """l(logp (3,), ref (3,)) -> scalar tensor: the library's loss of the ordered pair (y_w = 0, y_l = 1). The paper's
+    CPO variants come from :mod:`dpo_rlhf_checks.losses` (cpo_easy on per-token means, sums / n, as the code passes
+    them)."""
+    if setting.loss in PAPER_CPO:
+        fn = get_loss(setting.loss)
+        div = float(setting.n) if setting.loss == "cpo_easy" else 1.0
+
+        def cpo_loss(logp, ref, w=0, l=1):
+            return fn(logp[w:w + 1] / div, logp[l:l + 1] / div, ref[w:w + 1] / div, ref[l:l + 1] / div,
+                      beta=setting.beta, **setting.params).losses.sum()
+        return cpo_loss
+    if setting.loss in MIXES:  # sigmoid + sft_weight * sft, each the library's own
+        main, extra = (_loss_fn(Setting(part, beta=setting.beta, n=setting.n)) for part in MIXES[setting.loss])
+        w = setting.params["sft_weight"]
+        return lambda logp, ref, w_=0, l_=1: main(logp, ref, w_, l_) + w * extra(logp, ref, w_, l_)
     spec = SPECS[setting.loss]
     kw = dict(setting.params)
     if spec.f_divergence:
@@ -99,7 +114,7 @@ def flow(setting: Setting, delta_ref: float, t_end: float, stop_at_zero: bool = 
     try:
         solver = LSODA(lambda _, th: -_value_grad(loss, th, ref_t, train_rest=train_rest)[1], 0.0, ref.copy(), t_end,
                        rtol=RTOL, atol=ATOL)
-        t_cross, stopped, chattered = None, False, False
+        t_cross, th_cross, stopped, chattered = None, None, False, False
         prev_t, prev_d = 0.0, 0.0 + delta_ref
         while solver.status == "running":
             msg = solver.step()
@@ -114,6 +129,7 @@ def flow(setting: Setting, delta_ref: float, t_end: float, stop_at_zero: bool = 
                                            xtol=1e-14, rtol=1e-14))
                 else:  # the interpolant misses the endpoints' signs by rounding: linear interpolation
                     t_cross = prev_t + (solver.t - prev_t) * (-prev_d) / (d - prev_d)
+                th_cross = dense(t_cross)
                 if stop_at_zero:
                     break
             prev_t, prev_d = solver.t, d
@@ -129,7 +145,7 @@ def flow(setting: Setting, delta_ref: float, t_end: float, stop_at_zero: bool = 
         torch.set_num_threads(threads)
     logp = th - np.logaddexp.reduce(th)
     return {"delta_end": float(th[0] - th[1]), "r_end": (float(logp[0] - ref[0]), float(logp[1] - ref[1])),
-            "t_cross": t_cross, "grad_norm": float(np.abs(grad).max()),
+            "t_cross": t_cross, "theta_cross": th_cross, "grad_norm": float(np.abs(grad).max()),
             "nfev": int(solver.nfev), "t_end": float(solver.t), "stopped": stopped, "chattered": chattered}
 
 
@@ -147,17 +163,71 @@ def exit_time(setting: Setting, u0: float) -> float | None:
     return res["t_cross"]
 
 
+def exit_state(setting: Setting, u0: float) -> dict:
+    """The flow from beta delta_ref = -u0 at its exit from U (delta = 0): the time, the library's loss there, and the
+    gradient factor -dl/dlog pi(y_w) / (beta/n) at the reference and at the exit (sigma(m) and sigma(m - U0/n) for a
+    target-form loss). Returns {"t_cross", "loss", "grad_factor_reference", "grad_factor_exit"}."""
+    res = flow(setting, -u0 / setting.beta, 1e9 * setting.n ** 2 / setting.beta ** 2, stop_at_zero=True)
+    ref = reference(-u0 / setting.beta)
+    ref_t = torch.tensor(ref, dtype=torch.float64)
+    loss = _loss_fn(setting)
+    scale = setting.beta / setting.n
+
+    def at(theta):
+        val, g = _value_grad(loss, theta, ref_t, train_rest=False)
+        return val, -g[0] / scale
+
+    _, g_ref = at(ref)
+    if res["t_cross"] is None:
+        return {"t_cross": None, "loss": None, "grad_factor_reference": g_ref, "grad_factor_exit": None}
+    val, g_exit = at(res["theta_cross"])
+    return {"t_cross": res["t_cross"], "loss": val, "grad_factor_reference": g_ref, "grad_factor_exit": g_exit}
+
+
+def certificate_level(setting: Setting, u0: float) -> dict:
+    """The lowest value of the library's ordered-pair loss over the pairs not ranked right (delta <= 0) from beta
+    delta_ref = -u0: L-BFGS-B over (a, s), theta = theta_ref + (a, a - s, 0), with s = r_w - r_l <= u0/beta (delta
+    <= 0) and |a| <= 60/beta (z_w within +-60: sigma(-60) ~ 1e-26 stands for an infimum at -inf), started at the
+    reference and at the constraint's edge (a = 0 and a = +-u0/(2 beta), s = u0/beta); the lowest of the runs.
+    Returns {"l_min", "a_beta" (beta a at the minimiser), "s_beta" (beta s)}."""
+    d_ref = -u0 / setting.beta
+    ref = reference(d_ref)
+    ref_t = torch.tensor(ref, dtype=torch.float64)
+    loss = _loss_fn(setting)
+
+    def obj(x):
+        th = ref.copy()
+        th[0] += x[0]
+        th[1] += x[0] - x[1]
+        val, g = _value_grad(loss, th, ref_t, train_rest=False)
+        return val, np.array([g[0] + g[1], -g[1]])
+
+    bound = 60.0 / setting.beta
+    best = None
+    for x0 in ((0.0, 0.0), (0.0, u0 / setting.beta), (u0 / (2 * setting.beta), u0 / setting.beta),
+               (-u0 / (2 * setting.beta), u0 / setting.beta)):
+        res = minimize(obj, np.array(x0), jac=True, method="L-BFGS-B",
+                       bounds=[(-bound, bound), (-2 * bound, u0 / setting.beta)],
+                       options={"maxiter": 5000, "ftol": 1e-16, "gtol": 1e-13})
+        if best is None or res.fun < best.fun:
+            best = res
+    return {"l_min": float(best.fun), "a_beta": float(setting.beta * best.x[0]),
+            "s_beta": float(setting.beta * best.x[1])}
+
+
 def population_t(setting: Setting, q: float, delta_ref: float = 0.0) -> dict:
     """BT population minimiser on the bandit: minimise q l(y_w > y_l) + (1 - q) l(y_l > y_w) over theta by L-BFGS-B
     from the reference and, for a loss whose f is not convex (DiscoPOP: local minima), also from theta_w shifted by
     t0/beta, t0 = -4, 4, keeping the lowest. Returns t = beta (delta - delta_ref) there (summed
     log-ratios), whether it is finite (|t| < 40 n, n the per-token length, and no runaway: extending the displacement from the reference by 1%
-    and by 100% both lower the loss, as they do where the infimum is at infinity and the gradient underflowed), the
+    and by 100% both lower the loss, or both meet a negative slope along that ray, as they do where the infimum is at
+    infinity and the gradient underflowed, or the loss is too large for float64 to show its fall), the
     local minimum reached from the reference itself (t0 = 0) and the optimiser's message."""
     ref = reference(delta_ref)
     ref_t = torch.tensor(ref, dtype=torch.float64)
     loss = _loss_fn(setting)
-    form = gpo_form(setting.loss, beta=setting.beta, **setting.params) if SPECS[setting.loss].kind == "gpo" else None
+    form = (gpo_form(setting.loss, beta=setting.beta, **setting.params)
+            if setting.loss in SPECS and SPECS[setting.loss].kind == "gpo" else None)
     starts = (-4.0, 0.0, 4.0) if form is not None and not form.convex else (0.0,)
 
     def obj(th):
@@ -178,7 +248,15 @@ def population_t(setting: Setting, q: float, delta_ref: float = 0.0) -> dict:
             best = res
     val, g = obj(best.x)
     tt = setting.beta * ((best.x[0] - best.x[1]) - delta_ref)
-    lower = [obj(ref + k * (best.x - ref))[0] < val - 1e-15 * abs(val) for k in (1.01, 2.0)]
+    # the loss keeps falling along the ray from the reference through the point (k = 1.01 and 2): lower in value, or,
+    # where values cannot show it, a negative slope along the ray (cpo_eq17 on sequences: loss ~1e130, linear in
+    # delta, so no change is visible in float64 and L-BFGS-B "converges" after one step with the gradient still beta
+    # (2q - 1)); the slope catches that, the value catches a gradient that underflowed (apo_zero)
+    ray = best.x - ref
+    lower = []
+    for k in (1.01, 2.0):
+        v_k, g_k = obj(ref + k * ray)
+        lower.append(bool(v_k < val - 1e-15 * abs(val) or float(np.dot(g_k, ray)) < 0.0))
     finite = bool(abs(tt) < 40 * setting.n and not all(lower))  # 40 in the units of f's argument t/n
     t_ref = setting.beta * ((from_ref.x[0] - from_ref.x[1]) - delta_ref) if from_ref is not None else None
     return {"t": float(tt), "finite": finite, "grad": float(np.abs(g).max()), "t_from_reference": t_ref,
@@ -204,6 +282,18 @@ U0_GRID_FULL = (0.5, 2.0, 5.0, 8.0)
 def flow_row(setting: Setting, quick: bool = False) -> dict:
     """The atlas row of ``setting`` measured on the bandit: class, beta D (absorbing), exit times over U0
     (transient), population t* at q = 0.88 (dr = log(0.88/0.12))."""
+    if setting.loss in PAPER_CPO:
+        return _target_flow_row(setting, quick)
+    if setting.loss in MIXES:
+        ep = end_point(setting)
+        moving = ep["grad_norm"] > 1e-8 and not ep["chattered"]
+        grid = U0_GRID if quick else U0_GRID_FULL
+        pop = population_t(setting, 0.88)
+        return {"key": setting.key, "class": "transient" if moving else "absorbing",
+                "beta_D": None if moving else setting.beta * ep["D"], "grad_norm_end": ep["grad_norm"],
+                "exit_times": {str(u): exit_time(setting, u) for u in grid},
+                "certificate_level": {str(u): certificate_level(setting, u)["l_min"] for u in (0.5, 2.0, 5.0)},
+                "population_t_at_q=0.88": pop["t"] if pop["finite"] else math.copysign(math.inf, pop["t"])}
     spec = SPECS[setting.loss]
     row: dict = {"key": setting.key}
     if spec.kind == "batch-coupled":
@@ -229,9 +319,33 @@ def flow_row(setting: Setting, quick: bool = False) -> dict:
     if row["class"] == "transient":
         grid = U0_GRID if quick else U0_GRID_FULL
         row["exit_times"] = {str(u): exit_time(setting, u) for u in grid}
+    if spec.kind == "absolute":  # the certificate level: min of l over delta <= 0
+        row["certificate_level"] = {str(u): certificate_level(setting, u)["l_min"] for u in (0.5, 2.0, 5.0)}
     q = 0.88
     pop = population_t(setting, q)
     row["population_t_at_q=0.88"] = pop["t"] if pop["finite"] else math.copysign(math.inf, pop["t"])
+    return row
+
+
+def _target_flow_row(setting: Setting, quick: bool) -> dict:
+    """A paper CPO row on the bandit: class (still moving at the long horizon: transient), exit times over U0 with the
+    loss and the gradient factor at each exit (the certificate's l_crit and sigma(m - U0/n)) and at the reference,
+    and the BT population t at q = 0.88 from delta_ref = 0 and from beta delta_ref = -2."""
+    ep = end_point(setting)
+    moving = ep["grad_norm"] > 1e-8 and not ep["chattered"]
+    row: dict = {"key": setting.key, "class": "transient" if moving else ("wrong-way" if ep["D"] < 0 else "absorbing"),
+                 "beta_D": None if moving else setting.beta * ep["D"], "grad_norm_end": ep["grad_norm"],
+                 "delta_end_at_delta_ref=-5": ep["delta_end"]}
+    grid = U0_GRID if quick else U0_GRID_FULL
+    states = {str(u): exit_state(setting, u) for u in grid}
+    row["exit_times"] = {u: st["t_cross"] for u, st in states.items()}
+    row["loss_at_exit"] = {u: st["loss"] for u, st in states.items()}
+    row["grad_factor_reference"] = {u: st["grad_factor_reference"] for u, st in states.items()}
+    row["grad_factor_exit"] = {u: st["grad_factor_exit"] for u, st in states.items()}
+    for x in (0.0, -2.0):
+        pop = population_t(setting, 0.88, delta_ref=x / setting.beta)
+        key = "population_t_at_q=0.88" + ("" if x == 0.0 else f",beta_delta_ref={x:g}")
+        row[key] = pop["t"] if pop["finite"] else math.copysign(math.inf, pop["t"])
     return row
 
 

@@ -40,6 +40,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from dpo_rlhf_checks.atlas_rows import MIXES, PAPER_CPO
+from dpo_rlhf_checks.losses import get_loss
 from dpo_rlhf_checks.pref_losses import F_DIVERGENCES, SPECS
 from toy_lm.config import LMConfig, lm_threads
 from toy_lm.design import DESIGN, LMDesign, decide_bound, look_sizes, n_looks, seed_interval
@@ -64,6 +66,12 @@ LM_PARAMS: dict[str, dict] = {
     "cpo_ipo": {"alpha": 0.0},
     "cpo_simpo": {"simpo_gamma": 0.5, "label_smoothing": 0.0, "alpha": 0.0},
     "cpo_alphapo": {"simpo_gamma": 0.5, "alpha": 0.25, "label_smoothing": 0.0},
+    # the paper's CPO variants (dpo_rlhf_checks.losses), at their first atlas row's parameters
+    "cpo_eq17": {"gamma": 0.5},
+    "cpo_clip": {"margin": 0.0},
+    "cpo_smooth": {"gamma": 0.5, "tau": 2.0, "alpha": 1.0},
+    "cpo_easy": {"gamma": 0.5},
+    "sigmoid+sft": {"sft_weight": 1.0},  # loss_type=["sigmoid", "sft"], loss_weights=[1, 1]
 }
 
 #: Losses whose curvature in delta does not grow with beta (quadratic in log-ratios, or no beta at all): they keep
@@ -96,6 +104,13 @@ def per_pair_losses(f_divergences: bool = False) -> tuple[str, ...]:
     if f_divergences:
         names += [f"{name}@{fd}" for name in names if SPECS[name].f_divergence for fd in F_DIVERGENCES[1:]]
     return tuple(names)
+
+
+def trained_label(name: str) -> str:
+    """The method label the LM and tabular runs of ``name`` carry: the paper's CPO names are also the LM stage's own
+    methods (toy_lm.config.METHODS, whose formulas live in toy_lm.train), so the atlas's cells, which train the
+    library's functions through :func:`pair_loss`, are labelled apart ("cpo_easy[losses.py]")."""
+    return f"{name}[losses.py]" if name in PAPER_CPO else name
 
 
 def base_loss(name: str) -> str:
@@ -134,6 +149,19 @@ def pair_loss(name: str, beta: float, params: dict, pc, pr, rc, rr, n_w, n_l):
     them); CPOTrainer losses read the policy's sums or per-token means (``SPECS[name].logps``), no reference.
     The loss function is looked up at each call, so the LM and the prediction always call the same one.
     """
+    if name in MIXES:  # TRL's weighted list: sigmoid + sft_weight * sft, each through this adapter
+        main, extra = MIXES[name]
+        a, _ = pair_loss(main, beta, {}, pc, pr, rc, rr, n_w, n_l)
+        b, _ = pair_loss(extra, beta, {}, pc, pr, rc, rr, n_w, n_l)
+        out = a + params["sft_weight"] * b
+        return out, out
+    if name in PAPER_CPO:  # dpo_rlhf_checks.losses: cpo_easy reads per-token means of all four, as the code does
+        fn = get_loss(name)
+        if name == "cpo_easy":
+            nw, nl = n_w.to(pc.dtype), n_l.to(pr.dtype)
+            pc, pr, rc, rr = pc / nw, pr / nl, rc / nw, rr / nl
+        out = fn(pc, pr, rc, rr, beta=beta, **params)
+        return out.losses, out.losses
     spec = SPECS[name]
     if spec.trainer == "CPOTrainer":
         if spec.logps == "means":
@@ -154,13 +182,14 @@ def _check_names(loss_names) -> list[str]:
     if isinstance(loss_names, str):
         loss_names = [loss_names]
     names = list(loss_names)
-    allowed = per_pair_losses(f_divergences=True)
+    allowed = (*per_pair_losses(f_divergences=True), *PAPER_CPO, *MIXES)
     bad = [n for n in names if n not in allowed]
     if bad or not names:
         coupled = [n for n in bad if n in SPECS]
         why = f" ({', '.join(coupled)}: batch-coupled, no per-pair cell)" if coupled else ""
-        raise ValueError(f"LM atlas losses must be per-pair losses from {', '.join(per_pair_losses())}, or "
-                         f"<loss>@<f_divergence_type> where TRL takes one; got {bad or names}{why}")
+        raise ValueError(f"LM atlas losses must be per-pair losses from {', '.join(per_pair_losses())}, the paper's "
+                         f"CPO losses {', '.join(PAPER_CPO)}, or <loss>@<f_divergence_type> where TRL takes one; got "
+                         f"{bad or names}{why}")
     if len(set(names)) != len(names):
         raise ValueError(f"LM atlas losses must be distinct, got {names}")
     return names
@@ -245,7 +274,7 @@ def run_atlas_lm(loss_names, *, seed: int = 0, progress: bool = True, cfg: LMCon
             while True:
                 factor = 0.5 ** halvings[name]
                 try:
-                    recs = train_preference_batched(name, [r.task for r in chunk], [r.reference for r in chunk],
+                    recs = train_preference_batched(trained_label(name), [r.task for r in chunk], [r.reference for r in chunk],
                                                     [r.ref_logps for r in chunk], cfg, [r.seed for r in chunk], dev,
                                                     beta=beta, optimizer=OPTIMIZER,
                                                     pair_loss=make_pair_loss(base, beta, params, n_w, n_l),
@@ -259,7 +288,7 @@ def run_atlas_lm(loss_names, *, seed: int = 0, progress: bool = True, cfg: LMCon
                     if halvings[name] == MAX_LR_HALVINGS:
                         raise
                 halvings[name] += 1
-            preds = predict_cell(name, beta, OPTIMIZER, [(rec, r.ref_logps, r.task) for rec, r in zip(recs, chunk)],
+            preds = predict_cell(trained_label(name), beta, OPTIMIZER, [(rec, r.ref_logps, r.task) for rec, r in zip(recs, chunk)],
                                  cfg, pair_loss=make_pair_loss(base, beta, params, n_w, n_l),
                                  tabular_lr=tabular_lr(name, cfg, beta) * factor)
             for r, rec, c in zip(chunk, recs, preds):
@@ -311,7 +340,10 @@ def _row(name, seeds, look, level, tol, cfg, beta, records, comps, halvings) -> 
     desc = compare_cell(cs, tol)
     mean = (lambda xs: float(np.mean(xs)) if xs else None)
     return {
-        "loss": name, "trainer": SPECS[base_loss(name)].trainer, "kind": SPECS[base_loss(name)].kind,
+        "loss": name,
+        "trainer": ("paper CPO (dpo_rlhf_checks.losses)" if name in PAPER_CPO else
+                    "DPOTrainer (loss_type list)" if name in MIXES else SPECS[base_loss(name)].trainer),
+        "kind": "target-form" if name in PAPER_CPO else "mix" if name in MIXES else SPECS[base_loss(name)].kind,
         "params": loss_params(name),
         "predicted_frac_in_U": mean([c.predicted_frac_in_U for c in kept]),
         "observed_frac_in_U": mean([c.observed_frac_in_U for c in kept]),
@@ -331,4 +363,8 @@ def _row(name, seeds, look, level, tol, cfg, beta, records, comps, halvings) -> 
         "agreement": desc["agreement"], "compared": desc["compared"],
         "reason_not_compared": desc["reason_not_compared"],
         "pred_in_U_max": mean([c.pred_in_U_max for c in cs]), "obs_in_U_max": mean([c.obs_in_U_max for c in cs]),
+        # every seed, saturated or not: what the LM did where no prediction could be matched to it (not a comparison)
+        "observed_frac_in_U_all_seeds": mean([c.observed_frac_in_U for c in cs]),
+        "lm_final_objective": mean([c.lm_final_objective for c in cs]),
+        "tabular_final_objective": mean([c.tab_final_objective for c in cs]),
     }

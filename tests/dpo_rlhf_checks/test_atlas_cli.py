@@ -127,3 +127,36 @@ def test_sigint_is_one_line_and_leaves_out_as_it_was(tmp_path):
     last = text.rstrip("\n").split("\n")[-1]
     assert last.startswith("paper_checks.py atlas: interrupted; nothing written") and last.endswith("(SIGINT)"), last
     assert not (out / "atlas.md").exists() and not (out / "atlas.json").exists()
+
+
+def test_stall_note_names_the_local_minimum_only_where_the_floor_is_there():
+    """A saturated LM cell of DiscoPOP: the note names f's local minimum when the tabular floor is f there (within 1%)
+    and the LM went below it; a floor elsewhere (a planted 0.70) or an LM above the floor gives no note."""
+    from dpo_rlhf_checks.atlas import _stall_note
+    from dpo_rlhf_checks.atlas_rows import Setting
+    from theory.gpo_atlas import symbolic_row
+    sym = symbolic_row(Setting("discopop", params={"discopop_tau": 0.05}))
+    lmr = {"tabular_final_objective": 0.7864, "lm_final_objective": 0.0257}
+    note = _stall_note(sym, lmr)
+    assert "t = -0.1186" in note and "f = 0.7859" in note and "t = 0.072" in note
+    assert _stall_note(sym, dict(lmr, tabular_final_objective=0.70)) == ""
+    assert _stall_note(sym, dict(lmr, lm_final_objective=0.9)) == ""
+
+
+def test_closing_note_lists_what_the_run_found():
+    """The closing note is computed: a disagreeing column, a non-pi* optimum, a numeric law and each LM outcome
+    appear; a row that agrees and recovers pi* (dr = log(0.88/0.12)) does not."""
+    import math
+    from dpo_rlhf_checks.atlas import closing_note
+    dr = math.log(0.88 / 0.12)
+    table = {
+        "a": {"agree": {"class": True, "_population_symbolic": dr}, "symbolic": {"time_law": "closed"}},
+        "b": {"agree": {"class": False, "_population_symbolic": 0.38}, "symbolic": {"time_law": "numeric (flow)"}},
+    }
+    lm = {"rows": {"x": {"decided": False, "interval": [-0.2, -0.15], "compared": True},
+                   "y": {"decided": None, "interval": [-0.1, 0.0], "compared": True},
+                   "z": {"decided": None, "interval": [0, 0], "compared": False, "reason_not_compared": "clock"}}}
+    text = "\n".join(closing_note(table, lm))
+    assert "disagree: `b`" in text and "`b` (0.38)" in text and "`a` (" not in text
+    assert "numeric only (no closed form derived): `b`" in text
+    assert "`x` (obs - pred in ['-0.2', '-0.15'])" in text and "inconclusive: `y`" in text and "`z`: clock" in text

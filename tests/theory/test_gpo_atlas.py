@@ -101,3 +101,60 @@ def test_row_classes():
         "aot": "batch-coupled", "cpo_sigmoid": "empty-U"}
     assert rows["hinge"]["beta_D"] == pytest.approx(1.0)
     assert rows["sppo_hard"]["beta_D"] == pytest.approx(1.0)
+
+
+def test_module_leaves_mpmath_global_precision_alone():
+    """Importing theory.gpo_atlas, and deriving a row with it, leaves mpmath's global precision as it was (it once
+    set mp.dps = max(mp.dps, 40) at import time, changing every other module's precision); its own evaluations
+    still run at DPS digits (a root found to 40 digits, checked against a 40-digit reference)."""
+    import subprocess
+    import sys
+    code = ("import mpmath; mpmath.mp.dps = 15; import theory.gpo_atlas as G; a = mpmath.mp.dps; "
+            "from dpo_rlhf_checks.atlas_rows import Setting; G.symbolic_row(Setting('ipo', n=10)); "
+            "G.population_t_star('discopop', {'discopop_tau': 0.05}, 0.88); print(a, mpmath.mp.dps)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["15", "15"]
+    saved = mpmath.mp.dps
+    try:
+        mpmath.mp.dps = 120
+        G.stationary_points(G.f_expr("discopop", {"discopop_tau": 0.05}, 0.1))
+        assert mpmath.mp.dps == 120
+    finally:
+        mpmath.mp.dps = saved
+
+
+@pytest.mark.parametrize("loss, u0, expected", [
+    ("bco_pair", 2.0, 2 * math.log1p(math.exp(-1.0))),  # 2 softplus(-U0/2), z_w = -z_l = U0/2
+    ("apo_zero", 2.0, 2 / (1 + math.e)),  # 2 sigma(-U0/2)
+    ("apo_down", 2.0, 1 / (1 + math.exp(2.0))),  # sigma(-U0), z_w -> -inf
+    ("nca_pair", 0.0, 2 * math.log(2)),  # a = 1: u = 1, z_w = z_l = 0
+    ("nca_pair", 60.0, math.log(1.5) + 0.5 * math.log(3)),  # the floor: z_w = log 2, z_l -> -inf
+    ("sppo_hard", 0.5, 0.25 / (2 * 0.01)),  # (1 - U0)^2/(2 beta^2), beta = 0.1
+    ("sppo_hard", 2.0, 0.0),  # the minimum lies in delta <= 0: no certificate
+])
+def test_absolute_certificate_by_hand(loss, u0, expected):
+    """l_crit = inf {l : delta <= 0} of the absolute-term losses, at points worked by hand."""
+    c = G.absolute_certificate(loss)
+    assert all(c["checks"].values())
+    val = float(c["l_crit"].subs({G.beta: sp.Rational(1, 10), G.U0: sp.nsimplify(u0)}))
+    assert val == pytest.approx(expected, rel=1e-10, abs=1e-300)
+
+
+def test_nca_exit_time_limits():
+    """nca_pair: z_w -> log 2, so for large U0 the rejected side does the work: T ~ (2/beta^2) e^(U0 - log 2) =
+    e^U0/beta^2 (ratio -> 1); at the reference dz_w/dt = beta^2 (1/2 - 1/4) and dz_l/dt = -beta^2/4, so D = z_w - z_l
+    grows at beta^2/2 and T ~ 2 U0/beta^2 for small U0."""
+    assert float(G.nca_exit_time(12.0, 0.1)) / (math.exp(12.0) / 0.01) == pytest.approx(1.0, abs=2e-4)
+    assert float(G.nca_exit_time(1e-4, 0.1)) == pytest.approx(2e-4 / 0.01, rel=1e-3)
+
+
+def test_sigmoid_sft_mix_row_by_hand():
+    """sigmoid + w sft (n = 10, w = 1, beta = 0.1): dx/dt = 0.02 sigma(-x) + 0.01; T(2) = 2/0.03 + (0.02/(0.03 *
+    0.01)) log((0.03 + 0.01 e^2)/0.04) = 130.30...; l_crit(2) = softplus(-2) + log(2)/10; linear slope n/(beta w) = 100."""
+    row = G.symbolic_row(Setting("sigmoid+sft", params={"sft_weight": 1.0}, n=10))
+    law = row["_time_law_expr"].subs({G.beta: sp.Rational(1, 10), G.U0: 2})
+    assert float(law) == pytest.approx(2 / 0.03 + (0.02 / 0.0003) * math.log((0.03 + 0.01 * math.exp(2)) / 0.04),
+                                       rel=1e-12)
+    assert float(row["_l_crit_expr"].subs(G.U0, 2)) == pytest.approx(math.log1p(math.exp(-2)) + math.log(2) / 10,
+                                                                    rel=1e-12)
+    assert "slope 10/beta" in row["time_law"]

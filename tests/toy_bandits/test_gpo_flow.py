@@ -94,3 +94,31 @@ def test_forward_kl_invariant_holds_and_breaks_when_the_rest_is_trained():
     assert abs(math.exp(both["r_end"][0]) + math.exp(both["r_end"][1]) - 2.0) > 0.05
     assert 0.1 * (free["delta_end"] + 5.0) == pytest.approx(0.2998, abs=1e-4)
     assert 0.1 * (both["delta_end"] + 5.0) == pytest.approx(0.2081, abs=1e-4)
+
+
+@pytest.mark.parametrize("loss, u0, expected", [
+    ("bco_pair", 2.0, 2 * math.log1p(math.exp(-1.0))),
+    ("apo_zero", 2.0, 2 / (1 + math.e)),
+    ("apo_down", 2.0, 1 / (1 + math.exp(2.0))),
+    ("sppo_hard", 0.5, 12.5),
+])
+def test_certificate_level_by_hand(loss, u0, expected):
+    """The bandit's minimum of the library loss over delta <= 0 (beta delta_ref = -u0) is the hand-worked l_crit."""
+    assert F.certificate_level(Setting(loss), u0)["l_min"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_nca_exit_time_matches_the_closed_form_coordinates():
+    """nca_pair's flow leaves U when z_w - z_l = U0; the symbolic module's root from the closed-form coordinate times
+    (theory.gpo_atlas.nca_exit_time) against the flow, at U0 = 2."""
+    from theory.gpo_atlas import nca_exit_time
+    assert F.exit_time(Setting("nca_pair"), 2.0) == pytest.approx(float(nca_exit_time(2.0, 0.1)), rel=1e-6)
+
+
+def test_sigmoid_sft_mix_by_hand():
+    """loss_type=["sigmoid", "sft"], weights [1, 1], n = 10, beta = 0.1: exit time 2/0.03 + (0.02/0.0003) log((0.03 +
+    0.01 e^2)/0.04) at U0 = 2 (linear in U0, not DPO's e^U0), and the lowest loss over delta <= 0 is softplus(-2) +
+    log(2)/10 (at a tie with pi(y_w) = pi(y_l) -> 1/2, the rest's logit held still)."""
+    s = Setting("sigmoid+sft", params={"sft_weight": 1.0}, n=10)
+    law = 2 / 0.03 + (0.02 / 0.0003) * math.log((0.03 + 0.01 * math.exp(2)) / 0.04)
+    assert F.exit_time(s, 2.0) == pytest.approx(law, rel=1e-6)
+    assert F.certificate_level(s, 2.0)["l_min"] == pytest.approx(math.log1p(math.exp(-2)) + math.log(2) / 10, rel=1e-9)

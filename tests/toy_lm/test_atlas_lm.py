@@ -230,3 +230,36 @@ def test_full_column():
         assert row["decided"] == decide_bound("within", DESIGN.atlas_tol_frac_in_U, lo, hi), name
         assert 0 <= row["observed_frac_in_U"] <= 1 and 0 <= row["predicted_frac_in_U"] <= 1, name
         assert row["obs_minus_pred"] == pytest.approx(row["observed_frac_in_U"] - row["predicted_frac_in_U"]), name
+
+
+@pytest.mark.parametrize("name", ["cpo_eq17", "cpo_clip", "cpo_smooth", "cpo_easy"])
+def test_paper_cpo_adapter_is_the_library_loss(name):
+    """The paper's CPO losses in the LM column: the adapter calls dpo_rlhf_checks.losses on summed log-probabilities,
+    cpo_easy on per-token means of all four (its own lengths per response), as the authors' code passes them; the
+    runs carry a label of their own (the LM stage trains its own formulas under these names)."""
+    from dpo_rlhf_checks.losses import get_loss
+    g = torch.Generator().manual_seed(1)
+    pc, pr, rc, rr = (-(torch.rand(6, generator=g, dtype=torch.float64) * 20 + 1) for _ in range(4))
+    n_w = torch.tensor([3, 4, 5, 6, 7, 8])
+    n_l = torch.tensor([8, 7, 6, 5, 4, 3])
+    params = A.loss_params(name)
+    obj, ordered = A.pair_loss(name, BETA, params, pc, pr, rc, rr, n_w, n_l)
+    if name == "cpo_easy":
+        want = get_loss(name)(pc / n_w, pr / n_l, rc / n_w, rr / n_l, beta=BETA, **params).losses
+        summed = get_loss(name)(pc, pr, rc, rr, beta=BETA, **params).losses  # the planted bug: sums, not means
+        assert (summed - want).abs().max() > 1e-3
+    else:
+        want = get_loss(name)(pc, pr, rc, rr, beta=BETA, **params).losses
+    torch.testing.assert_close(obj, want, rtol=0, atol=0)
+    assert obj is ordered
+    assert A.trained_label(name) == f"{name}[losses.py]" and A.trained_label("sigmoid") == "sigmoid"
+
+
+def test_sft_mix_adapter_is_the_weighted_sum():
+    """loss_type=["sigmoid", "sft"], loss_weights=[1, w]: the adapter's objective is sigmoid + w sft, per pair."""
+    g = torch.Generator().manual_seed(2)
+    pc, pr, rc, rr = (-(torch.rand(5, generator=g, dtype=torch.float64) * 20 + 1) for _ in range(4))
+    n = torch.tensor([3, 4, 5, 6, 7])
+    obj, _ = A.pair_loss("sigmoid+sft", BETA, {"sft_weight": 0.3}, pc, pr, rc, rr, n, n)
+    want = P.sigmoid_loss(pc, pr, rc, rr, beta=BETA).losses + 0.3 * (-pc / n)
+    torch.testing.assert_close(obj, want, rtol=1e-15, atol=0)

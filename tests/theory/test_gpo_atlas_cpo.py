@@ -1,0 +1,137 @@
+"""The paper's four CPO variants as U-atlas rows: what each row must say, written from the closed forms before the
+symbolic derivation (theory/gpo_atlas.py) and the bandit flow (toy_bandits/gpo_flow.py) were run on them
+(docs/theory.md §16, "The paper's CPO variants").
+
+Every variant is of target form l = softplus(beta (T - delta)) (per-token means for cpo_easy, length n), so with the
+margin m = beta (T - delta_ref) (per-token units for cpo_easy) and x = beta (delta - delta_ref)/n:
+  dx/dt = (2 beta^2/n^2) sigma(m - x)  (free log-ratio flow from the reference),
+  class: transient (logistic f, infimum at +inf): delta rises for ever;
+  time in U (delta = 0 at x = U0/n, U0 = -beta delta_ref): T(U0) = (n^2/(2 beta^2)) [U0/n + e^-m (e^(U0/n) - 1)];
+  certificate: l < l_crit = softplus(m - U0/n) <=> delta > 0; loss < log 2 certifies iff m >= U0/n;
+  gradient factor sigma(m - x): sigma(m) at the reference, sigma(m - U0/n) at the exit;
+  BT population optimum at q: with M = (m + m_rev)/2 (m_rev: the margin of the reversed pair),
+  t* = beta (delta* - delta_ref) = n (m - M + x*(M)), e^x* = [(2q - 1) + sqrt((2q - 1)^2 + 4 q (1 - q) e^-2M)] /
+  (2 (1 - q) e^-M); t* = dr (pi*) iff M = 0.
+The rows' reference: log pi_ref(y_l) = -300 and log pi_ref(y_w) = -300 + delta_ref at a violated reference (the
+bandit's). The margins there: eq17 m = gamma (e^(300 + U0/beta) + e^300) (astronomical: e^-m = 0), clip (margin 0)
+m = U0, smooth m = (beta/alpha) softplus(tau (gamma + U0/beta))/tau, easy m = gamma n (1/(-300 - U0/beta) + 1/(-300)).
+"""
+
+import math
+
+import pytest
+import sympy as sp
+
+from dpo_rlhf_checks.atlas_rows import PAPER_CPO_ROWS, Setting
+from theory import gpo_atlas as G
+from toy_bandits import gpo_flow as F
+
+LAM = -300.0
+Q = 0.88
+DR = math.log(Q / (1 - Q))
+
+EQ17 = Setting("cpo_eq17", params={"gamma": 0.5})
+CLIP = Setting("cpo_clip")
+SMOOTH = Setting("cpo_smooth", params={"gamma": 0.5, "tau": 2.0, "alpha": 1.0})
+SMOOTH_RELEASED = Setting("cpo_smooth", beta=2.5, params={"gamma": 0.5, "tau": 2.0, "alpha": 0.25})
+EASY = Setting("cpo_easy", params={"gamma": 0.5}, n=10)
+ALL = (EQ17, CLIP, SMOOTH, SMOOTH_RELEASED, EASY)
+
+
+def _softplus(x):
+    return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def _margin(s: Setting, log_w: float, log_l: float) -> float:
+    """m = beta (T - delta_ref) of the pair (chosen log_w, rejected log_l), written from docs/theory.md §10."""
+    d_ref = log_w - log_l
+    p, b = s.params, s.beta
+    if s.loss == "cpo_eq17":
+        return math.inf  # gamma (e^-log_w + e^-log_l) >= gamma e^300: e^-m is 0 in any float
+    if s.loss == "cpo_clip":
+        return b * (max(d_ref, p.get("margin", 0.0)) - d_ref)
+    if s.loss == "cpo_smooth":
+        return b * _softplus(p["tau"] * (p["gamma"] - d_ref)) / p["tau"] / p["alpha"]
+    if s.loss == "cpo_easy":
+        return p["gamma"] * (s.n / log_w + s.n / log_l)
+    raise AssertionError(s.loss)
+
+
+def _law(s: Setting, u0: float) -> float:
+    m, n, b = _margin(s, LAM - u0 / s.beta, LAM), s.n, s.beta
+    return n * n / (2 * b * b) * (u0 / n + (0.0 if math.isinf(m) else math.exp(-m) * math.expm1(u0 / n)))
+
+
+def _pop(s: Setting, beta_delta_ref: float) -> float:
+    d = beta_delta_ref / s.beta
+    lw, ll = LAM + min(d, 0.0), LAM - max(d, 0.0)
+    m, m_rev = _margin(s, lw, ll), _margin(s, ll, lw)
+    if math.isinf(m):
+        return math.inf  # x*(M) = M + log((2q - 1)/(1 - q)) + o(1) -> +inf for q > 1/2
+    M = (m + m_rev) / 2
+    y = ((2 * Q - 1) + math.sqrt((2 * Q - 1) ** 2 + 4 * Q * (1 - Q) * math.exp(-2 * M))) / (2 * (1 - Q) * math.exp(-M))
+    return s.n * (m - M + math.log(y))
+
+
+def test_the_rows_are_in_the_atlas():
+    assert [s.key for s in PAPER_CPO_ROWS] == [s.key for s in ALL]
+
+
+def test_expected_numbers_by_hand():
+    """Spot values of the formulas above (computed once by hand, so the helpers here are checked too)."""
+    assert _law(CLIP, 2.0) == pytest.approx((3 - math.exp(-2)) / 0.02, rel=1e-12)  # 143.233
+    assert _law(EQ17, 2.0) == pytest.approx(100.0, rel=1e-12)  # U0/(2 beta^2)
+    assert _law(EASY, 2.0) == pytest.approx(2143.3445, rel=1e-6)
+    assert _pop(CLIP, 0.0) == pytest.approx(DR, rel=1e-12)  # at delta_ref = 0 clip is DPO
+    assert _pop(CLIP, -2.0) == pytest.approx(3.86970, abs=1e-5)  # far above pi*'s dr = 1.992
+    assert _pop(SMOOTH, 0.0) == pytest.approx(2.04301, abs=1e-5)
+
+
+@pytest.mark.parametrize("s", ALL, ids=lambda s: s.key)
+def test_symbolic_row(s):
+    row = G.symbolic_row(s)
+    assert row["class"] == "transient" and row["beta_D"] == math.inf
+    law = row["_time_law_expr"].subs(G.beta, sp.nsimplify(s.beta))
+    for u0 in (0.5, 2.0, 5.0, 8.0):
+        assert float(law.subs(G.U0, u0)) == pytest.approx(_law(s, u0), rel=1e-10)
+    for x in (0.0, -2.0):
+        got = row["_population_t"][x]
+        # eq17: x*(M) = M + log((2q - 1)/(1 - q)) + o(1) with M = m_ref ~ 1e130, finite in mpmath, runaway in any float
+        assert got == pytest.approx(_pop(s, x), abs=1e-8) if math.isfinite(_pop(s, x)) else got > 1e100
+    for u0 in (0.5, 2.0, 5.0):
+        m = _margin(s, LAM - u0 / s.beta, LAM)
+        l_crit, g_ref, g_exit = row["_certificate_at"](u0)
+        if math.isinf(m):
+            assert l_crit > 1e100 and g_ref == 1.0 and g_exit == 1.0
+        else:
+            assert l_crit == pytest.approx(_softplus(m - u0 / s.n), rel=1e-10)
+            assert g_ref == pytest.approx(_sigmoid(m), rel=1e-10)
+            assert g_exit == pytest.approx(_sigmoid(m - u0 / s.n), rel=1e-10)
+    # log 2 certifies delta > 0 on every violated pair iff m >= U0/n for every U0: yes for eq17 (sequences), clip,
+    # smooth (alpha = 1 and the released alpha = 0.25); no for easy (its margin is negative)
+    assert row["log2_certifies"] is (s.loss != "cpo_easy")
+
+
+@pytest.mark.parametrize("s", ALL, ids=lambda s: s.key)
+def test_flow(s):
+    for u0 in (0.5, 2.0, 5.0):
+        st = F.exit_state(s, u0)
+        assert st["t_cross"] == pytest.approx(_law(s, u0), rel=1e-5)
+        m = _margin(s, LAM - u0 / s.beta, LAM)
+        if math.isinf(m):
+            assert st["loss"] > 1e100 and st["grad_factor_reference"] == 1.0 and st["grad_factor_exit"] == 1.0
+        else:
+            assert st["loss"] == pytest.approx(_softplus(m - u0 / s.n), rel=1e-5)
+            assert st["grad_factor_reference"] == pytest.approx(_sigmoid(m), rel=1e-9)
+            assert st["grad_factor_exit"] == pytest.approx(_sigmoid(m - u0 / s.n), rel=1e-5)
+    for x in (0.0, -2.0):
+        res = F.population_t(s, Q, delta_ref=x / s.beta)
+        want = _pop(s, x)
+        if math.isinf(want):
+            assert not res["finite"] and res["t"] > 0
+        else:
+            assert res["finite"] and res["t"] == pytest.approx(want, abs=1e-5)
