@@ -158,12 +158,14 @@ def make_optimizer(optimizer: str, params, lr: float) -> torch.optim.Optimizer:
 
 
 def train_preference(method: str, task: Task, reference: TinyGPT, ref_logps: SeqLogps, cfg: LMConfig, seed: int,
-                     device: torch.device, beta: float, optimizer: str, progress=None) -> RunRecord:
+                     device: torch.device, beta: float, optimizer: str, progress=None, on_step=None) -> RunRecord:
     """Train a copy of ``reference`` with ``method``'s loss on the train pairs; record every step.
 
     ref_logps: the reference's log-probabilities of every candidate (from :func:`all_logps`).
     beta: the loss's beta (> 0); optimizer: "sgd" or "adam" (step size ``cfg.lr(optimizer, beta, method)``).
     progress: optional callable(step) called after each step.
+    on_step: optional callable(step, policy) called at each recorded step before its update (the re-linearised kernel
+        prediction reads the LM's parameters there, toy_lm/kernel.py); it must not change the policy.
     """
     seed_everything(seed)
     policy = copy.deepcopy(reference)
@@ -220,6 +222,8 @@ def train_preference(method: str, task: Task, reference: TinyGPT, ref_logps: Seq
                 rec["ho_steps"].append(step)
                 rec["ho_sum"].append((ho.sum[:q] - ho.sum[q:]).cpu().numpy())
                 rec["ho_mean"].append((ho.mean[:q] - ho.mean[q:]).cpu().numpy())
+        if on_step is not None:
+            on_step(step, policy)
         if step == cfg.steps:
             break
         opt.zero_grad(set_to_none=True)
