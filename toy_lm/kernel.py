@@ -73,6 +73,11 @@ class Responses:
     def n(self) -> int:
         return int(self.tokens.shape[0])
 
+    def train_only(self) -> "Responses":
+        """The first 2P rows (the train pairs' chosen and rejected responses), the ones the loss reads."""
+        m = 2 * self.n_pairs
+        return Responses(self.tokens[:m], self.mask[:m], self.n_pairs, self.kinds[:m], self.prompt[:m])
+
 
 def task_responses(task: Task, others: bool = True, heldout: bool = True) -> Responses:
     """The train pairs (chosen then rejected), then (``others``) each train prompt's other candidates, then
@@ -312,12 +317,13 @@ def linearise_seed(reference: TinyGPT, task: Task, device: str | torch.device = 
 
 
 def lm_trajectory(method: str, task: Task, reference: TinyGPT, ref_logps, cfg, seed: int, device, beta: float,
-                  optimizer: str, resp: Responses, every: int | None):
+                  optimizer: str, resp: Responses, every: int | None, rows: int | None = None):
     """A lone-replica LM run of the cell (toy_lm.train.train_preference, the stage's rule; it agrees with the
     stage's batched replica to float tolerance), reading J at its actual parameters every ``every`` steps (steps
     k, 2k, ... < steps) and every tracked response's log-probability at the end.
 
-    Returns ({step: J (B, n_params)}, z_end (B,), the run's RunRecord).
+    rows: take J of the first ``rows`` tracked responses only (None: all B).
+    Returns ({step: J (rows, n_params)}, z_end (B,), the run's RunRecord).
     """
     from toy_lm.train import train_preference
 
@@ -326,7 +332,9 @@ def lm_trajectory(method: str, task: Task, reference: TinyGPT, ref_logps, cfg, s
 
     def on_step(step, policy):
         if every is not None and 0 < step < cfg.steps and step % every == 0:
-            jacs[step] = logp_jacobian(policy, resp, device)[1].cpu()
+            sub = resp if rows is None else Responses(resp.tokens[:rows], resp.mask[:rows], resp.n_pairs,
+                                                      resp.kinds[:rows], resp.prompt[:rows])
+            jacs[step] = logp_jacobian(policy, sub, device)[1].cpu()
         if step == cfg.steps:
             with torch.no_grad():
                 end["z"] = sequence_logps(policy, resp.tokens.to(device), resp.mask.to(device)).sum.double().cpu().numpy()
@@ -386,9 +394,13 @@ def predict_seed(method: str, beta: float, optimizer: str, rec, task: Task, refe
     plain = run_linearised(method, jacobian=lin.jacobian, **common)
     relin_run = relin = z_end = None
     if relinearise_every is not None:
+        # Re-linearised on the train rows only (the loss reads only them; J's cost is per row): the other tracked
+        # rows' end state comes from the LM run itself (z_end), not from the re-linearised model.
+        m = 2 * p
         jacs, z_end, _ = lm_trajectory(method, task, reference, ref_logps, cfg, seed, device, beta, optimizer,
-                                       lin.responses, relinearise_every)
-        relin_run = run_linearised(method, jacobian=lin.jacobian, relinearise=lambda t: jacs[t],
+                                       lin.responses, relinearise_every, rows=m)
+        common["z0"] = lin.z0[:m]
+        relin_run = run_linearised(method, jacobian=lin.jacobian[:m], relinearise=lambda t: jacs[t],
                                    relinearise_every=relinearise_every, **common)
         relin = comparison(relin_run, rec, delta_ref)
     return KernelPrediction(plain, comparison(plain, rec, delta_ref), relin_run, relin, z_end, lin.z0,

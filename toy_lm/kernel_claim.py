@@ -17,6 +17,7 @@ checks that they agree).
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass
 
@@ -126,6 +127,8 @@ def evaluate_fraction(stage, variant: str) -> dict[str, dict]:
             else:
                 still.append(key)
         pending = still
+        print(f"[lm-kernel] {variant}: look {look} ({n} seeds), {len(pending)} cell(s) undecided", file=sys.stderr,
+              flush=True)
     return {_cell(key): _DECISIONS[(id(stage), variant, _cell(key))] for key in keys}
 
 
@@ -179,9 +182,11 @@ def describe(stage, variant: str = "linear") -> dict:
             kr = pred.linear_run if variant == "linear" else pred.relin_run
             cmp = pred.linear if variant == "linear" else pred.relin
             p = run.task.n_train
+            b = kr.z.shape[1]  # the re-linearised run tracks the train rows only
             row = {"decomposition": decomposition(kr, cmp.delta_ref, cmp.obs_delta),
-                   "squeezing": squeezing(kr, pred.kinds, p),
-                   "mass_linear": mass_changes(pred.z0, kr.z[-1], pred.kinds, p)}
+                   "squeezing": squeezing(kr, pred.kinds[:b], p)}
+            if b == len(pred.kinds):
+                row["mass_linear"] = mass_changes(pred.z0, kr.z[-1], pred.kinds, p)
             if pred.lm_z_end is not None:
                 row["mass_lm"] = mass_changes(pred.z0, pred.lm_z_end, pred.kinds, p)
             rows.append(row)
@@ -378,3 +383,36 @@ def _jacobian_sizes(stage) -> dict:
 
 _DEPS = ("toy_lm.kernel", "toy_lm.stage", "toy_lm.train", "toy_lm.model", "toy_lm.task", "toy_lm.tabular",
          "toy_lm.predict", "dpo_rlhf_checks.losses", "toy_lm.design", "toy_lm.claims", "toy_lm.decide")
+
+
+def map_section(stage, variants=VARIANTS) -> tuple[str, dict]:
+    """The lm-map report's section on the linearised LM (Markdown, and its JSON): per compared cell the LM against the
+    tabular, linearised and re-linearised predictions (means over every seed the cell has), the time-in-U slopes, and
+    the own/cross decomposition. Descriptive here: the verdict is lm-kernel-prediction's, in ``--all``."""
+    rows = cell_table(stage, variants)
+    slopes = {v: {o: time_in_U_slopes(stage, o, v) for o in stage.cfg.optimizers} for v in variants}
+    desc = describe(stage, "linear")
+    lines = ["## Linearised LM (empirical NTK) against the LM", "",
+             "Fraction of train pairs in U at the end, mean over seeds: the LM, the tabular prediction (loss-matched "
+             "clock), the linearised LM (J at the reference; the run's loss, optimizer, step size and steps) and the "
+             f"re-linearised one (J again every {KERNEL.relinearise_every} steps at the LM's parameters); agreement = "
+             "per-pair agreement of U membership, rmse = root mean square of predicted - observed delta at the end "
+             "(docs/theory.md §16).", "", table_markdown(rows, variants), "",
+             "| optimizer | variant | LM slope (se) | predicted slope (se) | within 2 LM se | pairs |", "|---|---|---|---|---|---|"]
+    for v, by_opt in slopes.items():
+        for o, s in by_opt.items():
+            lines.append(f"| {o} | {v} | {_f(s['lm_slope'])} ({_f(s['lm_stderr'])}) | {_f(s['pred_slope'])} "
+                         f"({_f(s['pred_stderr'])}) | {s.get('decided')} | {s['n_pairs']} |")
+    lines += ["", "Own/cross decomposition of the misranked pairs' change of delta (linearised, mean over seeds): "
+              "own = the pair's own gradient's share, cross = the other pairs'; out_by_cross / kept_in_by_cross = "
+              "fraction of misranked pairs carried out of U / kept in U by the cross share (the own share alone "
+              "would have ended the other way).", "",
+              "| cell | own | cross | out_by_own | out_by_cross | kept_in_by_cross | in_both | pushdown on chosen | "
+              "pushdown on other |", "|---|---|---|---|---|---|---|---|---|"]
+    for cell, d in desc.items():
+        dec, sq = d["decomposition"], d["squeezing"]
+        lines.append(f"| {cell} | {_f(dec['own_mean'])} | {_f(dec['cross_mean'])} | {_f(dec['out_by_own'])} | "
+                     f"{_f(dec['out_by_cross'])} | {_f(dec['kept_in_by_cross'])} | {_f(dec['in_both'])} | "
+                     f"{_f(sq['pushdown_on_chosen'])} | {_f(sq['pushdown_on_other'])} |")
+    return "\n".join(lines) + "\n", {"table": rows, "time_in_U_slopes": slopes, "decomposition_and_squeezing": desc,
+                                     "design": KERNEL.to_dict()}

@@ -138,11 +138,16 @@ def _run(args: argparse.Namespace, cfg, threads: int, staged) -> int:
     figures = lm_figures(stage, fig_dir, prefix="lm_map")
     save_records(stage, work / "lm_map_records.npz")
     section = report_section(stage)
+    from toy_lm.kernel_claim import map_section  # the linearised-LM table (issue 18)
+
+    kernel_md, kernel_json = map_section(stage)
+    section += "\n" + kernel_md
     (work / "lm_map.md").write_text(section + "\nFigures: " + ", ".join(Path(f).name for f in figures
                                                                        if f.endswith(".png")) + "\n")
     payload = {"config": cfg.to_dict(), "seeds": stage.seeds, "seconds": stage.seconds, "regimes": stage.regimes,
                "time_in_U_law": {o: {k: v for k, v in law.items() if k != "points"}
                                  for o, law in stage.time_in_U_law.items()},
+               "kernel": kernel_json,
                "figures": [Path(os.path.relpath(f, work)).as_posix() for f in figures]}  # relative to lm_map.json
     (work / "lm_map.json").write_text(json.dumps(to_jsonable(payload), indent=1))
     staged.commit(last=("lm_map.md", "lm_map.json"))  # figures and records first, the two reports last
