@@ -66,17 +66,24 @@ def _run_of(stage, seed):
     return next(r for r in stage.runs if r.seed == seed)
 
 
+def seed_lin(stage, seed: int):
+    """The seed's linearisation at its reference (J of every tracked response), cached per stage."""
+    lk = (id(stage), seed)
+    if lk not in _LIN:
+        run = _run_of(stage, seed)
+        _LIN[lk] = linearise_seed(run.reference, run.task, stage.device)
+    return _LIN[lk]
+
+
 def prediction(stage, key: Key, seed: int, relin: bool) -> KernelPrediction:
     """The linearised (and, with ``relin``, re-linearised) prediction of one seed's run of a cell, cached per stage."""
     ck = (id(stage), key, seed, relin)
     if ck not in _PRED:
         run = _run_of(stage, seed)
-        lk = (id(stage), seed)
-        if lk not in _LIN:
-            _LIN[lk] = linearise_seed(run.reference, run.task, stage.device)
+        lin = seed_lin(stage, seed)
         beta, opt, method = key
         _PRED[ck] = predict_seed(method, beta, opt, run.records[key], run.task, run.reference, run.ref_logps,
-                                 stage.cfg, seed, _LIN[lk], device=stage.device,
+                                 stage.cfg, seed, lin, device=stage.device,
                                  relinearise_every=KERNEL.relinearise_every if relin else None)
     return _PRED[ck]
 
@@ -336,6 +343,11 @@ def lm_kernel_training(ctx: CheckContext) -> MethodResult:
         slopes["relin"] = {o: time_in_U_slopes(stage, o, "relin") for o in stage.cfg.optimizers}
         amended = and3([o["decided"] for o in frac["relin"].values()] + [s["decided"] for s in slopes["relin"].values()])
         variants = VARIANTS
+    from figures.kernel import kernel_figures
+    from toy_lm.kernel_forecast import forecast
+
+    fc = forecast(stage, lambda seed: seed_lin(stage, seed).jacobian)
+    figures = kernel_figures(stage, ctx.fig_dir, variants=variants)
     seconds = time.perf_counter() - t0
     needed = "linear" if literal is None or literal is True else "relin"
     inconclusive = None
@@ -353,6 +365,8 @@ def lm_kernel_training(ctx: CheckContext) -> MethodResult:
                "time_in_U_slopes": slopes, "table": rows, "table_markdown": table_markdown(rows, variants),
                "decomposition_and_squeezing": describe(stage, "linear"),
                "kernel_seconds": round(seconds, 2),
+               "forecast": fc, "forecast_role": "descriptive: decides no verdict (pre-registered in "
+                                                   "toy_lm/kernel_forecast.py; gates score's forecast column)",
                "jacobian": _jacobian_sizes(stage)})
     n_dec = sum(o["decided"] is not None for v in frac.values() for o in v.values())
     n_all = sum(len(v) for v in frac.values())
@@ -364,7 +378,7 @@ def lm_kernel_training(ctx: CheckContext) -> MethodResult:
     return MethodResult(literal=literal, amended=amended, summary=summary, evidence=ev,
                         depends_on=_DEPS, counterexample=counterexample,
                         amended_statement=get_claim("lm-kernel-prediction").amendment if (literal is False and amended)
-                        else None, inconclusive=inconclusive)
+                        else None, inconclusive=inconclusive, figures=figures)
 
 
 def _f(x):
