@@ -315,8 +315,9 @@ def lm_kernel_numeric(ctx: CheckContext) -> MethodResult:
                f"closed form {red['rank1_ipo_closed_form']['max_abs_diff']:.1e}; rank-1 DPO flow time rel. error "
                f"{red['rank1_dpo_flow_time']['max_abs_diff']:.2e}")
     return MethodResult(literal=literal, amended=literal, summary=summary, evidence={"reductions": red},
-                        depends_on=("toy_lm.kernel.run_linearised", "toy_lm.tabular.run_tabular",
-                                    "toy_bandits.dynamics.ordered_pair_flow_time"),
+                        depends_on=("toy_lm.kernel", "toy_lm.kernel_claim._reductions", "toy_lm.tabular",
+                                    "toy_lm.train.make_optimizer",
+                                    "toy_lm.train.uses_mean", "toy_bandits.dynamics.ordered_pair_flow_time"),
                         counterexample=None if literal else {"reductions_that_fail": failed})
 
 
@@ -395,8 +396,9 @@ def _jacobian_sizes(stage) -> dict:
             "device": stage.device}
 
 
-_DEPS = ("toy_lm.kernel", "toy_lm.stage", "toy_lm.train", "toy_lm.model", "toy_lm.task", "toy_lm.tabular",
-         "toy_lm.predict", "dpo_rlhf_checks.losses", "toy_lm.design", "toy_lm.claims", "toy_lm.decide")
+_DEPS = ("toy_lm.kernel", "toy_lm.kernel_claim", "toy_lm.kernel_forecast", "toy_lm.stage", "toy_lm.train",
+         "toy_lm.model", "toy_lm.task", "toy_lm.tabular", "toy_lm.predict", "dpo_rlhf_checks.losses", "toy_lm.design",
+         "toy_lm.claims", "toy_lm.decide", "toy_lm.ceiling", "figures", "toy_bandits.dynamics")
 
 
 def map_section(stage, variants=VARIANTS) -> tuple[str, dict]:
