@@ -382,16 +382,18 @@ class KernelPrediction:
 
 
 def predict_seed(method: str, beta: float, optimizer: str, rec, task: Task, reference: TinyGPT, ref_logps, cfg,
-                 seed: int, lin: SeedLinearisation, device="cpu", relinearise_every: int | None = None
-                 ) -> KernelPrediction:
-    """The linearised prediction of one seed's run of a cell (the run's loss, labels, optimizer, step size, steps)."""
+                 seed: int, lin: SeedLinearisation, device="cpu", relinearise_every: int | None = None,
+                 plain: KernelRun | None = None) -> KernelPrediction:
+    """The linearised prediction of one seed's run of a cell (the run's loss, labels, optimizer, step size, steps).
+    plain: the plain linearised run of this very cell and seed when already computed (it is not run again)."""
     tr = task.split("train")
     p = task.n_train
     delta_ref = (ref_logps.sum[tr, W] - ref_logps.sum[tr, L]).double().numpy()
     common = dict(beta=beta, params=cfg.loss_params(method), q=task.q_hat[tr], ref_logp_w=lin.z0[:p],
                   ref_logp_l=lin.z0[p:2 * p], z0=lin.z0, optimizer=optimizer, lr=cfg.lr(optimizer, beta, method),
                   steps=cfg.steps, n_tokens=task.response_tokens)
-    plain = run_linearised(method, jacobian=lin.jacobian, **common)
+    if plain is None:
+        plain = run_linearised(method, jacobian=lin.jacobian, **common)
     relin_run = relin = z_end = None
     if relinearise_every is not None:
         # Re-linearised on the train rows only (the loss reads only them; J's cost is per row): the other tracked

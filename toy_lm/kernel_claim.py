@@ -82,9 +82,10 @@ def prediction(stage, key: Key, seed: int, relin: bool) -> KernelPrediction:
         run = _run_of(stage, seed)
         lin = seed_lin(stage, seed)
         beta, opt, method = key
+        plain = prediction(stage, key, seed, relin=False).linear_run if relin else None
         _PRED[ck] = predict_seed(method, beta, opt, run.records[key], run.task, run.reference, run.ref_logps,
                                  stage.cfg, seed, lin, device=stage.device,
-                                 relinearise_every=KERNEL.relinearise_every if relin else None)
+                                 relinearise_every=KERNEL.relinearise_every if relin else None, plain=plain)
     return _PRED[ck]
 
 
