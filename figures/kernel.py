@@ -22,7 +22,7 @@ def kernel_figures(stage, fig_dir: Path, prefix: str = "lm_kernel", variants=("l
 
     # 1. predicted vs observed delta at the end, per pair
     fig, axes = new_figure(ncols=len(cfg.optimizers), width=4.0, height=3.6)
-    axes = np.atleast_1d(axes)
+    axes = np.atleast_1d(axes).ravel()
     for ax, opt in zip(axes, cfg.optimizers):
         key = (beta, opt, "dpo")
         runs = stage.runs_with(key)
@@ -69,7 +69,7 @@ def kernel_figures(stage, fig_dir: Path, prefix: str = "lm_kernel", variants=("l
 
     # 3. time in U against beta |delta_ref|: LM and the predictions (censored at steps + 1)
     fig, axes = new_figure(ncols=len(cfg.optimizers), width=4.0, height=3.2)
-    axes = np.atleast_1d(axes)
+    axes = np.atleast_1d(axes).ravel()
     horizon = cfg.steps + 1
     for ax, opt in zip(axes, cfg.optimizers):
         series = {"LM": ([], []), "tabular": ([], [])}
