@@ -5,6 +5,7 @@
     python paper_checks.py --only ID [ID ...]    run some checks
     python paper_checks.py solve --instance F    solve one bandit instance (toy_bandits)
     python paper_checks.py audit FILE            audit a preference data file
+    python paper_checks.py atlas [--quick]       the U-atlas of every TRL preference loss
 
 Exit codes: 0 when every requested check ran (whatever its verdict: a failing claim is a
 finding); 1 when a check crashed; 2 for bad arguments (or an output folder another run is writing into);
@@ -34,6 +35,7 @@ SUBCOMMANDS = {
     "audit": "dpo_rlhf_checks.audit",
     "lm-map": "toy_lm.lm_map",
     "score": "dpo_rlhf_checks.score",
+    "atlas": "dpo_rlhf_checks.atlas",
 }
 FORMATS = ("markdown", "latex")
 DEVICES = ("auto", "cpu", "cuda")
@@ -181,8 +183,14 @@ def run_main(argv: list[str]) -> int:
 
     (SystemExit(2), as argparse itself exits, without its usage block.)
     """
+    return exit_2_on_bad_input(_run_main, argv)
+
+
+def exit_2_on_bad_input(work: Callable[[Any], int], argv) -> int:
+    """``work(argv)``, with a :class:`BadInput` ("prog: message") printed as one line "prog: error: message" on
+    stderr and SystemExit(2), as argparse itself exits, without its usage block. Serves every subcommand's main."""
     try:
-        return _run_main(argv)
+        return work(argv)
     except BadInput as err:
         prog, _, message = str(err).partition(": ")
         print(f"{prog}: error: {message}", file=sys.stderr)

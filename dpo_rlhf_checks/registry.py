@@ -278,7 +278,8 @@ CLAIMS: tuple[Claim, ...] = (
         "within +-0.10; (predicted) the tabular theory predicts a mean fraction in U >= 0.10 in every DPO cell. Each "
         "comparison is decided by a two-sided Student-t interval of the mean over seeds (level 1 - 0.05/K for K "
         "planned looks, Bonferroni; the sd of a fraction of P pairs floored at 1/(P sqrt 12)) that must clear its "
-        "bound; 3 seeds, then 3 more per look while undecided, up to 9; still undecided: inconclusive.",
+        "bound; 3 seeds, doubled at each look while undecided (3, 6, 12), up to 12 (the budget of a power rule: "
+        "toy_lm/design.py); still undecided: inconclusive.",
         methods={"training": "toy_lm.claims:lm_dpo_failure_training",
                  "simulation": "toy_lm.claims:lm_dpo_failure_tabular",
                  "training-comparison": "toy_lm.claims:lm_dpo_failure_comparison"},
@@ -301,7 +302,7 @@ CLAIMS: tuple[Claim, ...] = (
         "cpo_clip, cpo_smooth) and Bradley-Terry labels at beta 0.5 and 2.5 (SGD and Adam; cpo_clip_bt, "
         "cpo_smooth_bt). In each, the mean over seeds of the shortfall 1 - (fraction of train pairs with delta >= m) "
         "is <= 0.05 (training: the LM's records; simulation: the tabular prediction). Decided by the intervals, looks "
-        "and budget of lm-dpo-failure (t-interval over seeds at level 1 - 0.05/K; 3, 6, 9 seeds); still undecided: "
+        "and budget of lm-dpo-failure (t-interval over seeds at level 1 - 0.05/K; 3, 6, 12 seeds); still undecided: "
         "inconclusive. Held-out ranking accuracy is reported beside DPO, IPO and DPO-Positive.",
         methods={"training": "toy_lm.claims:lm_cpo_fix_training", "simulation": "toy_lm.claims:lm_cpo_fix_tabular"},
         amendment="With ordered labels as stated (mean shortfall of 1 - fraction with delta >= m at most 0.05). With "
@@ -457,11 +458,79 @@ CLAIMS: tuple[Claim, ...] = (
             "0.05) ranks y_w first on all of dr > 0: each has a beta delta_ref in [-6, 3] where its threshold in dr "
             "is positive."),
     ),
-    # --- Beyond the paper: shared parameters in the LM (docs/theory.md §16; issue 18) ---
+    Claim(
+        "gpo-absorbing-U",
+        "Preference losses with a finite minimiser: U is absorbing",
+        "Beyond the paper (GPO, Tang et al. 2024, arXiv 2402.05749); docs/theory.md §16",
+        "Ordered-pair training (every label y_w > y_l; free log-ratio gradient flow dr/dt = -grad_r l of the two "
+        "summed log-ratios r_w, r_l, started at the reference r = 0) with l = f(beta h), f convex with a finite "
+        "minimiser t_f (or flat from t_f on), ends at h = t_f/beta, so it ends in U = {delta_ref < delta < 0} iff "
+        "beta delta_ref < -t_f. Checked for every TRL 1.16 DPOTrainer loss whose f has a finite minimiser or flat "
+        "point (hinge, ipo, exo_pair; sppo_hard, whose absolute terms pin h), at TRL's settings and with TRL's own h "
+        "(per-token for ipo, f-divergence scores for f_divergence_type != reverse_kl), and for convex f in general.",
+        methods={"symbolic": "theory.gpo_atlas:absorbing_symbolic",
+                 "simulation": "toy_bandits.gpo_flow:absorbing_flow"},
+        amendment=(
+            "Let D = delta_end - delta_ref be where free log-ratio flow from the reference stops; the pair ends in U "
+            "iff D > 0 and beta delta_ref < -beta D. For convex f with minimiser t_f on summed reverse-KL h, D = "
+            "t_f/beta (the literal when t_f > 0); t_f <= 0 never ends in U (delta ends at or below delta_ref). With "
+            "TRL's per-token h = r_w/n_w - r_l/n_l (loss_type='ipo'), D = (t_f/beta)(1/n_w + 1/n_l)/(1/n_w^2 + "
+            "1/n_l^2), n t_f/beta for equal lengths n: IPO (t_f = 1/2) ends in U iff beta delta_ref < -n/2, i.e. "
+            "per-token beta delta_ref/n < -1/2. With an f-divergence score s the flow keeps G(r_w) + G(r_l) = 0, G(r) = "
+            "int_0^r du/s'(u), and stops where s(r_w) - s(r_l) = t_f/beta; D = r_w - r_l there, not t_f/beta. "
+            "exo_pair (unimodal, not convex) ends at t_f = log((1 - eps)/eps) as convex f does; sppo_hard ends at r_w = "
+            "1/(2 beta), r_l = -1/(2 beta), D = 1/beta. DiscoPOP at TRL's tau = 0.05 (not convex, not monotone) "
+            "stops at its local minimum t ~ -0.119: D < 0, so delta ends below delta_ref (never in U) and a pair with "
+            "0 < beta delta_ref < 0.119 ends ranked the wrong way."),
+    ),
+    Claim(
+        "gpo-transient-U",
+        "Preference losses that decrease to +inf: the time spent in U",
+        "Beyond the paper (GPO, Tang et al. 2024, arXiv 2402.05749); docs/theory.md §16",
+        "Ordered-pair training (free log-ratio gradient flow from the reference, as in gpo-absorbing-U) with l = "
+        "f(beta (delta - delta_ref)), f strictly decreasing with infimum at t = +inf, leaves U in finite time, at "
+        "T(U0) = (1/(2 beta^2)) int_0^U0 dt/(-f'(t)), U0 = -beta delta_ref > 0; for every such TRL loss this time "
+        "grows like DPO's, exponentially in beta |delta_ref|: for the logistic f (loss_type='sigmoid') T = (U0 + "
+        "e^U0 - 1)/(2 beta^2).",
+        methods={"symbolic": "theory.gpo_atlas:transient_symbolic",
+                 "simulation": "toy_bandits.gpo_flow:transient_flow"},
+        amendment=(
+            "T(U0) = (1/(2 beta^2)) int_0^U0 dt/(-f'(t)) holds for every strictly decreasing f on summed reverse-KL "
+            "h (per-token h with equal lengths n, loss_type='sigmoid_norm': (n^2/(2 beta^2)) int_0^(U0/n)); its "
+            "growth in U0 follows the tail of -f'. Exponential for the logistic f (sigmoid; robust with eps = 0): "
+            "(U0 + e^U0 - 1)/(2 beta^2). Linear for loss_type='robust' with eps = label_smoothing in (0, 1/2), "
+            "because -f' -> eps/(1 - 2 eps) > 0: T = ((1 - 2 eps)/(2 beta^2)) [U0/(1 - eps) + ((1 - 2 eps)/(eps (1 - "
+            "eps))) log(1 - eps + eps e^U0)] ~ (1 - 2 eps) U0/(2 eps beta^2). The exponential f = e^-t (not a TRL "
+            "option): (e^U0 - 1)/(2 beta^2). The absolute-term losses leave U with laws of their own under the same "
+            "flow: bco_pair T = (U0/2 + e^(U0/2) - 1)/beta^2 (half DPO's exponent), apo_zero T = (U0 + 2 "
+            "sinh(U0/2))/beta^2."),
+    ),
+    Claim(
+        "loss-population-optimum",
+        "Which preference loss recovers pi* under Bradley-Terry labels",
+        "Beyond the paper; docs/theory.md §16, §4(a)",
+        "Under Bradley-Terry labels (y_w preferred with probability q = sigma(dr)), the population minimiser of every "
+        "TRL 1.16 per-pair preference loss is the RLHF optimum pi*: beta (delta - delta_ref) = dr.",
+        methods={"symbolic": "theory.gpo_atlas:population_symbolic",
+                 "numeric": "toy_bandits.gpo_flow:population_numeric"},
+        amendment=(
+            "With t = beta h, the population loss q f(t) + (1 - q) f(-t) (or its per-response analogue with free "
+            "log-ratios) is minimised at: t* = dr (pi*) for sigmoid, robust with eps = 0 and nca_pair (which also pins "
+            "beta r_w = log(2 q)); t* = dr on per-token h for sigmoid_norm (pi* of beta/n for equal lengths n); t* = "
+            "q - 1/2 for ipo (per-token h); t* = sign(dr) for hinge (q != 1/2); t* = (2 q - 1) log((1 - eps)/eps) for "
+            "exo_pair; t* = log((q - eps)/(1 - q - eps)) for robust with eps in (0, 1/2) and eps < q < 1 - eps (t* -> "
+            "+inf for q >= 1 - eps, -inf for q <= eps); t* = 2 dr for bco_pair; t* = 2 q - 1 for sppo_hard; no finite "
+            "minimiser for apo_zero and apo_down (t -> sign(dr) inf); t* != dr for discopop (tau = 0.05). Under "
+            "f_divergence_type != reverse_kl, in a normalised two-response bandit, the sigmoid loss's minimiser "
+            "satisfies s(r_w) - s(r_l) = dr/beta (the f-regularised optimum), not pi*'s r_w - r_l = dr/beta. So only "
+            "sigmoid (reverse_kl), robust with eps = 0 and nca_pair recover pi*; aot and aot_unpaired (batch-coupled) "
+            "and sft (reference-free) are outside the per-pair reading."),
+    ),
+    # --- Beyond the paper: shared parameters in the LM (docs/theory.md §17; issue 18) ---
     Claim(
         "lm-kernel-prediction",
         "The linearised LM (empirical NTK) predicts which pairs stay in U",
-        "Beyond the paper; docs/theory.md §16, §12, §14",
+        "Beyond the paper; docs/theory.md §17, §12, §14",
         "The LM linearised at its reference, z(theta) = z_0 + J (theta - theta_0) with J the Jacobian of every "
         "response's summed log-probability (empirical NTK K = J J^T), trained with the run's own loss, labels, "
         "optimizer (SGD in kernel form z' = z - eta K dL/dz; Adam on theta), step size and steps (toy_lm/kernel.py), "

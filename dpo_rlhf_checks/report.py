@@ -39,7 +39,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Iterable
 
-from dpo_rlhf_checks import __version__
+from dpo_rlhf_checks import __version__, deferred
 from dpo_rlhf_checks.registry import Claim, resolve_method
 from dpo_rlhf_checks.result import (ERROR_VERDICT, VERDICT_MEANINGS, VERDICTS, CheckContext, MethodResult,
                                     independent_methods, merge_methods, to_jsonable)
@@ -131,8 +131,16 @@ def run_method(name: str, target: str, ctx: CheckContext) -> tuple[MethodResult 
     return result, entry
 
 
-def run_claim(claim: Claim, ctx: CheckContext, log=None) -> dict[str, Any]:
-    """Run every method of one claim and merge them (never raises for a crashing method)."""
+def _shared_output_error(entry: dict, error: str) -> dict:
+    return {**entry, "verdict": ERROR_VERDICT, "literal": None, "amended": None,
+            "summary": f"writing the methods' shared outputs crashed: {error}; {entry['summary']}"}
+
+
+def run_claim(claim: Claim, ctx: CheckContext, log=None, flush: bool = True) -> dict[str, Any]:
+    """Run every method of one claim and merge them (never raises for a crashing method).
+
+    flush: write the outputs its methods share (dpo_rlhf_checks.deferred) before returning; run_claims writes them
+    once after every claim instead (the LM claims share one stage's figures)."""
     start = time.perf_counter()
     head = {"id": claim.id, "title": claim.title, "paper_ref": claim.paper_ref, "statement": claim.statement}
     if claim.not_checked:
@@ -143,6 +151,7 @@ def run_claim(claim: Claim, ctx: CheckContext, log=None) -> dict[str, Any]:
         return to_jsonable({**head, **entry, "seconds": 0.0})
     results: dict[str, MethodResult] = {}
     entries = []
+    since = deferred.mark()
     for name, target in claim.methods.items():
         result, m_entry = run_method(name, target, ctx)
         if log is not None:
@@ -166,6 +175,11 @@ def run_claim(claim: Claim, ctx: CheckContext, log=None) -> dict[str, Any]:
                  "amended_statement": merged["amended_statement"], "inconclusive": merged["inconclusive"]}
         if merged["verdict"] == VERDICTS[1] and claim.amendment:
             entry["amended_statement"] = claim.amendment  # registry text fixed before the run
+    deferred.own(claim.id, since)  # outputs the methods share (the LM figures and records), written from the last state
+    if flush:
+        error = deferred.flush().get(claim.id)
+        if error is not None:
+            entry = _shared_output_error(entry, error)
     indep = independent_methods({e["name"]: tuple(e["depends_on"]) for e in entries if e["error"] is None})
     entry.update({"methods": entries, "independent_methods": len(indep), "independent_set": indep,
                   "not_checked_reason": None, "figures": list(dict.fromkeys(figures))})
@@ -178,9 +192,14 @@ def run_claims(claims: Iterable[Claim], ctx: CheckContext, log=sys.stderr) -> di
     entries = []
     for i, claim in enumerate(claims, 1):
         print(f"[{i}/{len(claims)}] {claim.id} ...", file=log, flush=True)
-        entry = run_claim(claim, ctx, log=log)
+        entry = run_claim(claim, ctx, log=log, flush=False)
         print(f"[{i}/{len(claims)}] {claim.id}: {entry['verdict']} ({entry['seconds']:.1f} s)", file=log, flush=True)
         entries.append(entry)
+    if deferred.pending():
+        start = time.perf_counter()
+        errors = deferred.flush()
+        print(f"shared outputs written ({time.perf_counter() - start:.1f} s)", file=log, flush=True)
+        entries = [to_jsonable(_shared_output_error(e, errors[e["id"]])) if e["id"] in errors else e for e in entries]
     return {
         "schema": SCHEMA_VERSION,
         "toolkit_version": __version__,

@@ -230,6 +230,8 @@ def load_rows(path, *, split: str | None = None) -> tuple[list[dict], list[str]]
             rows.append(row)
             where.append(f"row {i + 1}")
     else:
+        if split is not None:  # a JSON Lines file has no splits; ignoring the flag would score what was not asked
+            raise ScoreInputError(f"--split {split!r} given, but this is a JSON Lines file, which has no splits")
         with open(path, "rb") as f:
             for line_no, raw in enumerate(f, 1):
                 w = f"row {len(rows) + 1} (line {line_no})"

@@ -88,6 +88,7 @@ SHARED_PRIMITIVES: dict[str, str] = {
     "toy_bandits.map_claims._reference_grid": "the grid of reference log-probabilities",
     "toy_bandits.map_claims._easy_grid": "the grid of per-token mean log-probabilities",
     "toy_bandits.map_claims._figures": "calls a figure function by name",
+    "dpo_rlhf_checks.atlas_rows.Setting.key": "formats an atlas row's name from its settings",
     # input validation and array conversion (raise on bad input, else return the input unchanged)
     "dpo_rlhf_checks.losses._check_logps": "input validation",
     "dpo_rlhf_checks.losses._check_positive": "input validation",

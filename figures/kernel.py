@@ -1,4 +1,4 @@
-"""Figures of the linearised-LM prediction (toy_lm/kernel.py, docs/theory.md §16)."""
+"""Figures of the linearised-LM prediction (toy_lm/kernel.py, docs/theory.md §17)."""
 
 from __future__ import annotations
 

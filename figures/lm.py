@@ -40,6 +40,14 @@ def best_cpo(stage) -> str | None:
     return min(names, key=lambda m: np.mean([r["observed_frac_in_U"] for r in stage.regimes if r["method"] == m]))
 
 
+FIGURE_NAMES = ("regime_map", "time_in_U_law", "loss_vs_frac_in_U", "delta_trajectories")
+
+
+def lm_figure_paths(fig_dir: Path, prefix: str = "lm") -> list[str]:
+    """The paths :func:`lm_figures` writes, in its order (each figure as pdf and png)."""
+    return [str(Path(fig_dir) / f"{prefix}_{name}.{ext}") for name in FIGURE_NAMES for ext in ("pdf", "png")]
+
+
 def lm_figures(stage, fig_dir: Path, prefix: str = "lm") -> list[str]:
     """Draw the stage's figures into ``fig_dir`` (names start with ``prefix``); return the written paths."""
     paths: list[str] = []

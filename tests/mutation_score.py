@@ -6,6 +6,9 @@
     python tests/mutation_score.py --modules toy_bandits/dataset.py dpo_rlhf_checks/losses.py --sample 50
     python tests/mutation_score.py --rerun-survivors results/mutation/mutation.json   only the survivors again
     python tests/mutation_score.py --list                  count the mutants per module and operator, run nothing
+    python tests/mutation_score.py --run-reviewed          run the reviewed (equivalent-listed) mutants: any killed
+                                                           one is a wrong review (exit 1)
+    python tests/mutation_score.py --legacy --sample 20    the old runner (a process per mutant), for comparison
 
 The mutants come from tests/mutation_ops.py (comparison boundary and direction, sign, x2 and /2 on constants,
 min <-> max, a dropped term, swapped arguments) over :data:`FORMULA_FILES`. Everything runs in a temporary copy of
@@ -16,13 +19,25 @@ A mutant is killed when
 
 - a claim's verdict (``--quick``, seed 0) differs from the unmutated baseline (a crash gives ``error``, which
   differs), or
-- a test fails (``pytest -x`` on the test files that import the mutated module), or
+- a test fails (``pytest -x`` on the tests chosen for it, below), or
 - its killer process runs past its timeout (a hang; recorded as ``timeout``) or dies (recorded as ``crash``).
 
 Only the claims whose measured function sets (``measured`` in report.json, from
 :func:`dpo_rlhf_checks.tracing.measure_calls`) contain the mutated function are run, cheapest first; the LM claims
-(``lm-*``, which train a model) only for mutants in toy_lm/ unless ``--lm-all``. The baseline (every claim once,
-every test file once) is cached in the output folder, keyed by a hash of the repository's Python files.
+(``lm-*``, which train a model) only for mutants in toy_lm/ unless ``--lm-all``.
+
+Tests, by line coverage (the default): the test files run once under a line tracer (``coverage.json``: per test
+id the formula lines it executed, see ``mutation_worker.LineCoverage``), and a mutant runs only the test ids that
+executed one of its lines; plus, in the test files that import its module, the tests the tracer cannot see into
+(they start a process or run a claim) and, when the mutated line runs at import time, every test. A mutated line
+that no claim's function set and no test reaches survives without running anything. The claims and tests run in a
+child forked from a server that imported torch, SymPy, CVXPY, pytest and the rest once; the child imports the
+toolkit afresh from the mutated file and exits after the mutant, so nothing leaks into the next one.
+``--legacy`` is the old path, kept for comparison: a fresh process per mutant and every test file that imports the
+mutated module, whole.
+
+The baselines (every claim once; every test under the tracer) are cached in the output folder, keyed by hashes of
+the toolkit's code and of each test file, so a new test file costs only its own run.
 
 Reviewed mutants are listed in tests/mutation_equivalent.json, keyed by mutant id, each with a class and a reason:
 ``equivalent`` (no input can tell it from the original), ``input`` (it changes only the points or draws a check
@@ -86,10 +101,10 @@ NOT_FORMULA = {"toy_bandits/cli.py", "toy_lm/config.py", "theory/__init__.py", "
 LM_CLAIM_PREFIX = "lm-"
 
 
-def formula_files() -> list[Path]:
+def formula_files(root: Path = ROOT) -> list[Path]:
     files = []
     for pattern in FORMULA_FILES:
-        files += [p for p in sorted(ROOT.glob(pattern)) if str(p.relative_to(ROOT)) not in NOT_FORMULA]
+        files += [p for p in sorted(root.glob(pattern)) if str(p.relative_to(root)) not in NOT_FORMULA]
     return files
 
 
@@ -238,6 +253,209 @@ def killers(m: Mutant, base: dict, imports: dict[str, set[str]], lm_all: bool) -
     return claims, tests
 
 
+def coverage_baseline(repo: Path, out_dir: Path, test_files: list[str], base: dict, refresh: bool) -> dict:
+    """The needed test files under the line tracer (tests/mutation_worker.py ``coverage``): per test id its
+    outcome, seconds and the formula lines it executed.
+
+    Cached in ``out_dir/coverage.json``: each test file under the hash of the toolkit's code and of that file (a
+    new or changed test file costs only its own run), the import-time and collection lines as the union over the
+    runs. Also fills the per-file test baseline (seconds, failures) that the ``--legacy`` path reads, so the suite
+    runs once, not twice. Returns the index :func:`select_tests` reads."""
+    code = base["code"]
+    cache = out_dir / "coverage.json"
+    data = json.loads(cache.read_text()) if cache.exists() and not refresh else {}
+    if data.get("code") != code:
+        data = {"code": code, "files": {}, "import_lines": {}, "collection_lines": {}, "seconds": 0.0}
+    keys = {t: _hash([repo / t], repo) for t in test_files}
+    todo = [t for t in test_files if data["files"].get(t, {}).get("key") != keys[t]]
+    if todo:
+        print(f"coverage baseline: {len(todo)} test files under a line tracer, once ...", flush=True)
+        start = time.perf_counter()
+        formula = [str(p.relative_to(repo)) for p in formula_files(repo)]
+        status, new, tail = _worker(repo, ["coverage", "--tests", *todo, "--formula", *formula], timeout=6 * 3600)
+        if status != "ok":
+            raise SystemExit(f"coverage baseline failed ({status}):\n{tail}")
+        for t in todo:
+            data["files"][t] = {"key": keys[t], **new["files"][t],
+                                "tests": [e for e in new["tests"] if e["file"] == t]}
+        for field in ("import_lines", "collection_lines"):
+            for rel, lines in new[field].items():
+                data[field][rel] = sorted(set(data[field].get(rel, [])) | set(lines))
+        data["seconds"] = round(data["seconds"] + time.perf_counter() - start, 1)
+        cache.write_text(json.dumps(data))
+    for t in test_files:  # the legacy path's per-file baseline, from the same run
+        v = data["files"][t]
+        base["tests"].setdefault(t, {"seconds": v["seconds"], "failed": v["failed"], "key": f"{code}:{keys[t]}"})
+    tests = [e for t in test_files for e in data["files"][t]["tests"]]
+    lines: dict[str, dict[int, list[int]]] = defaultdict(lambda: defaultdict(list))
+    by_file: dict[str, list[int]] = defaultdict(list)
+    for i, e in enumerate(tests):
+        by_file[e["file"]].append(i)
+        for rel, numbers in e["lines"].items():
+            for n in numbers:
+                lines[rel][n].append(i)
+    return {"tests": tests, "lines": lines, "by_file": by_file, "seconds": data["seconds"],
+            "import_lines": {rel: set(v) for rel, v in data["import_lines"].items()},
+            "collection_lines": {rel: set(v) for rel, v in data["collection_lines"].items()}}
+
+
+def import_time(m: Mutant, cov: dict) -> bool:
+    """Whether the mutated lines run when a module is imported or a test file is collected (a module-level
+    line, a class body, a default value, or a function a module body calls): which test first imported the module
+    is an accident of order, so such a mutant's tests are chosen by the import rule."""
+    if m.function.endswith(".<module>"):
+        return True
+    span = set(range(m.line, m.line + m.old.count("\n") + 1))
+    return bool(span & cov["import_lines"].get(m.path, set()) or span & cov["collection_lines"].get(m.path, set()))
+
+
+def select_tests(m: Mutant, cov: dict, imports: dict[str, set[str]]) -> list[str]:
+    """The test ids a mutant runs, cheapest first (none of them failed on the unmutated copy):
+
+    - every test that executed one of the mutated expression's lines in the coverage baseline;
+    - in the test files that import the mutated module (the rule of ``--legacy``, which runs those files whole):
+      every opaque test (one that started a process or ran a claim under ``measure_calls``, whose lines the tracer
+      cannot see), and every test when the mutated lines run at import time (:func:`import_time`).
+
+    A test of an importing file that is not opaque and never executed the mutated lines cannot be changed by the
+    mutant, so leaving it out does not weaken what "killed" means.
+    """
+    tests = cov["tests"]
+    chosen: set[int] = set()
+    by_line = cov["lines"].get(m.path, {})
+    for line in range(m.line, m.line + m.old.count("\n") + 1):
+        chosen.update(by_line.get(line, ()))
+    whole = import_time(m, cov)
+    for t, names in imports.items():
+        if imports_module(names, m.module):
+            chosen.update(i for i in cov["by_file"].get(t, ()) if whole or tests[i]["opaque"])
+    ids = [i for i in chosen if not tests[i]["failed"]]
+    ids.sort(key=lambda i: (tests[i]["seconds"], tests[i]["id"]))
+    return [tests[i]["id"] for i in ids]
+
+
+class Server:
+    """The fork server (tests/mutation_worker.py ``serve``) in the repository copy: started once, restarted if it
+    dies; :meth:`run` sends one mutant's claims and test ids and waits for the verdict."""
+
+    def __init__(self, repo: Path, scratch: Path):
+        self.repo, self.scratch, self.proc = repo, scratch, None
+
+    def start(self) -> None:
+        cmd = [sys.executable, str(self.repo / "tests" / "mutation_worker.py"), "serve"]
+        self.proc = subprocess.Popen(cmd, cwd=self.repo, env=_env(self.repo), stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                     start_new_session=True)
+        line = self.proc.stdout.readline()
+        if not line or not json.loads(line).get("ready"):
+            raise SystemExit("the mutation fork server did not start")
+
+    def run(self, claims: list[str], verdicts: Path, tests: list[str], timeout: float,
+            phases: list[dict] | None = None) -> dict:
+        """One mutant: its claims, then its tests, in one child; or ``phases`` (each {"claims", "tests"} in a
+        child of its own, in order, until one kills: cheap tests first, say)."""
+        if self.proc is None or self.proc.poll() is not None:
+            self.start()
+        request = {"claims": claims, "verdicts": str(verdicts), "tests": tests, "timeout": timeout,
+                   "out": str(self.scratch / "result.json"), "log": str(self.scratch / "child.log"),
+                   "scratch": str(self.scratch), "phases": phases}
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc = None
+            return {"status": "crash", "result": None, "tail": "the fork server died"}
+        return json.loads(line)
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+def canary(repo: Path, server: Server | None, base: dict, cov: dict | None, verdicts_file: Path) -> None:
+    """Run the cheapest claim and test on the unmutated copy, the way a mutant runs; anything but "survived"
+    means the runner itself is broken (a crash would otherwise count every mutant as killed): stop."""
+    claims = sorted((c for c, v in base["claims"].items() if v["verdict"] != "not-checked"
+                     and not c.startswith(LM_CLAIM_PREFIX)), key=lambda c: base["claims"][c]["seconds"])[:1]
+    if server is not None:
+        tests = sorted((t for t in cov["tests"] if not t["failed"] and not t["opaque"]),
+                       key=lambda t: t["seconds"])[:1]
+        ids = [t["id"] for t in tests]
+        seconds = {t["id"]: t["seconds"] for t in tests}
+        cost = sum(base["claims"][c]["seconds"] for c in claims)
+        reply = server.run(claims, verdicts_file, ids, timeout=600, phases=phases(claims, ids, cost, seconds))
+        ok = reply["status"] == "ok" and reply["result"]["killed_by"] is None and not reply["result"].get("error")
+        tail = reply.get("tail") or json.dumps(reply.get("result"))
+    else:
+        tests = sorted((t for t, v in base["tests"].items() if not v["failed"]), key=lambda t: base["tests"][t]["seconds"])[:1]
+        status, result, tail = _worker(repo, ["kill", "--claims", *claims, "--verdicts", str(verdicts_file),
+                                              "--tests", *tests], timeout=600)
+        ok = status == "ok" and result["killed_by"] is None
+    if not ok:
+        raise SystemExit(f"the runner fails on the unmutated copy (claim {claims}, tests {tests}); fix it first:\n"
+                         f"{tail[-2000:]}")
+
+
+def phases(claims: list[str], tests: list[str], claim_cost: float, cov_seconds: dict[str, float]) -> list[dict]:
+    """The order a mutant's killers run in (it changes the time, never the fate: a mutant is killed when any of
+    them fails): the cheapest tests up to a tenth of the claims' cost (at least 5 s) in a first child; then the
+    claims and the remaining tests, the cheaper group first. ``tests`` is sorted cheapest first."""
+    budget, spent, cut = max(0.1 * claim_cost, 5.0), 0.0, 0
+    for t in tests:
+        if spent + cov_seconds[t] > budget:
+            break
+        spent += cov_seconds[t]
+        cut += 1
+    first, rest = tests[:cut], tests[cut:]
+    rest_cost = sum(cov_seconds[t] for t in rest)
+    out = [{"claims": [], "tests": first}] if first and claims else []
+    if not claims:
+        return [{"claims": [], "tests": tests}]
+    return out + [{"claims": claims, "tests": rest if first else tests,
+                   "tests_first": (rest_cost if first else spent + rest_cost) < claim_cost}]
+
+
+def run_mutant_fast(repo: Path, server: Server, m: Mutant, claims: list[str], tests: list[str], base: dict,
+                    cov_seconds: dict[str, float], verdicts_file: Path, factor: float, overhead: float,
+                    kind: str = "formula") -> dict:
+    """One mutant through the fork server: its claims, then its selected test ids (see :func:`select_tests`)."""
+    entry = {"id": m.id, "path": m.path, "line": m.line, "function": m.function, "op": m.op,
+             "mutation": m.description, "kind": kind, "claims": claims, "tests": tests}
+    if not claims and not tests:
+        return {**entry, "status": "survived", "by": None,
+                "detail": "no claim executes its function, no test executes its line", "seconds": 0.0}
+    target = repo / m.path
+    pristine = target.read_text()
+    if not valid(m, pristine):
+        return {**entry, "status": "invalid", "by": None, "detail": "does not parse, or parses to the original",
+                "seconds": 0.0}
+    claim_cost = sum(base["claims"][c]["seconds"] for c in claims)
+    test_cost = sum(cov_seconds[t] for t in tests)
+    timeout = factor * (claim_cost + test_cost) + overhead
+    start = time.perf_counter()
+    try:
+        target.write_text(m.text)
+        reply = server.run(claims, verdicts_file, tests, timeout, phases=phases(claims, tests, claim_cost, cov_seconds))
+    finally:
+        target.write_text(pristine)
+    seconds = round(time.perf_counter() - start, 2)
+    if reply["status"] == "timeout":
+        return {**entry, "status": "killed", "by": "timeout", "detail": f"over {timeout:.0f} s", "seconds": seconds}
+    if reply["status"] == "crash":
+        return {**entry, "status": "killed", "by": "crash", "detail": reply["tail"][-300:], "seconds": seconds}
+    result = reply["result"]
+    if result.get("error"):
+        raise SystemExit(f"{m.id}: {result['error']}")
+    killed = result["killed_by"] is not None
+    return {**entry, "status": "killed" if killed else "survived", "by": result["killed_by"],
+            "detail": result["detail"], "seconds": seconds}
+
+
 def run_mutant(repo: Path, m: Mutant, claims: list[str], tests: list[str], base: dict, verdicts_file: Path,
                factor: float, overhead: float, kind: str = "formula") -> dict:
     entry = {"id": m.id, "path": m.path, "line": m.line, "function": m.function, "op": m.op,
@@ -319,8 +537,9 @@ def markdown(report: dict) -> str:
     lines = ["# Mutation score", "",
              f"Command: `{report['command']}`; {report['mutants_run']} of {report['mutants_total']} mutants "
              f"({'a sample, seed ' + str(report['seed']) if s['sampled'] else 'all'}); "
-             f"{report['seconds'] / 60:.1f} min ({report['mutants_per_minute']:.2f} mutants/min); "
-             f"tree {report['tree']}.", "",
+             f"{report['seconds'] / 60:.1f} min ({report['mutants_per_minute']:.2f} mutants/min; "
+             f"{report.get('seconds_per_mutant_run')} s per mutant run, baselines not counted); "
+             f"runner: {report.get('runner', 'legacy')}; tree {report['tree']}.", "",
              f"**Score: {s['killed']}/{s['non_equivalent']} = "
              f"{(s['score'] or 0) * 100:.1f} %** of non-equivalent mutants killed "
              f"(95 % Wilson interval {s['wilson95'][0] * 100:.1f} - {s['wilson95'][1] * 100:.1f} %); "
@@ -359,12 +578,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the sample (default 0)")
     parser.add_argument("--modules", nargs="+", default=None,
                         help="only files whose path starts with one of these (e.g. toy_bandits dpo_rlhf_checks/losses.py)")
+    parser.add_argument("--exclude-modules", nargs="+", default=None,
+                        help="leave out files whose path starts with one of these (e.g. the modules run in full)")
     parser.add_argument("--ops", nargs="+", default=None, choices=OPERATORS, help="only these operators")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "mutation",
                         help="output folder (default results/mutation/, ignored by git)")
     parser.add_argument("--timeout-factor", type=float, default=3.0,
                         help="a mutant's timeout: this times its killers' baseline seconds, plus --overhead")
-    parser.add_argument("--overhead", type=float, default=90.0, help="seconds added to every timeout (imports)")
+    parser.add_argument("--overhead", type=float, default=None,
+                        help="seconds added to every timeout (default 30; 90 with --legacy, which imports everything "
+                             "per mutant)")
+    parser.add_argument("--legacy", action="store_true",
+                        help="the old path: a fresh process per mutant, whole test files chosen by import only "
+                             "(no line coverage, no fork server); for comparison")
     parser.add_argument("--lm-all", action="store_true", help="run the LM claims for every mutant they measure")
     parser.add_argument("--refresh-baseline", action="store_true", help="recompute the cached baseline")
     parser.add_argument("--rerun-survivors", type=Path, default=None,
@@ -372,11 +598,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reuse", type=Path, default=None,
                         help="a previous mutation.json: take the fates of its mutants when the code and the test "
                              "files are unchanged (same tree), run the others")
+    parser.add_argument("--run-reviewed", action="store_true",
+                        help="run only the reviewed mutants of mutation_equivalent.json (in the chosen modules), as "
+                             "ordinary mutants: a killed one is a wrong review (listed, exit 1)")
     parser.add_argument("--list", action="store_true", help="count the mutants per module and operator and exit")
     args = parser.parse_args(argv)
     if args.sample is not None and args.sample < 1:
         parser.error("--sample: must be a positive integer")
+    if args.overhead is None:
+        args.overhead = 90.0 if args.legacy else 30.0
     everything = all_mutants(args.modules)
+    if args.exclude_modules:
+        everything = [m for m in everything if not any(m.path.startswith(x.rstrip("/")) for x in args.exclude_modules)]
     if args.ops:
         everything = [m for m in everything if m.op in args.ops]
     if not everything:
@@ -403,11 +636,19 @@ def main(argv: list[str] | None = None) -> int:
     for key, value in equivalent.items():
         if value.get("class") not in REVIEW_CLASSES or not value.get("reason", "").strip():
             parser.error(f"{EQUIVALENT_FILE.name}: {key}: needs a class {REVIEW_CLASSES} and a reason")
+    reviewed = {}
+    if args.run_reviewed:  # the second reader's check: a reviewed mutant that a claim or test kills is no survivor
+        stale = sorted(set(equivalent) - set(by_id))
+        if stale:
+            print(f"warning: {len(stale)} reviewed ids name no mutant (their code changed): {stale}")
+        chosen = [by_id[k] for k in sorted(equivalent) if k in by_id]
+        reviewed, equivalent = equivalent, {}
     args.out.mkdir(parents=True, exist_ok=True)
 
     from tqdm import tqdm
 
     start = time.perf_counter()
+    server = None
     tmp = Path(tempfile.mkdtemp(prefix="mutation_score_"))
     repo = tmp / "repo"
     try:
@@ -415,7 +656,20 @@ def main(argv: list[str] | None = None) -> int:
         imports = test_imports(repo)
         formula_modules = {m.module for m in everything}
         needed = sorted(t for t, names in imports.items() if any(imports_module(names, f) for f in formula_modules))
-        base = baseline(repo, args.out, needed, args.refresh_baseline)
+        base = baseline(repo, args.out, needed if args.legacy else [], args.refresh_baseline)
+        cov = None
+        if not args.legacy:
+            # every test file (not only those importing a formula module): a test that reaches a formula through
+            # another module is a killer too, found by its lines
+            needed = sorted(imports)
+            cov = coverage_baseline(repo, args.out, needed, base, args.refresh_baseline)
+            base["tree"] = _hash([repo / t for t in needed], repo) + "-" + base["code"]
+            cache = {k: v for k, v in base.items() if k != "tree"}
+            (args.out / "baseline.json").write_text(json.dumps(cache, indent=1))
+            cov_seconds = {t["id"]: t["seconds"] for t in cov["tests"]}
+            opaque = sum(t["opaque"] for t in cov["tests"])
+            print(f"coverage baseline: {len(cov['tests'])} tests ({opaque} opaque: started a process or ran a "
+                  f"claim), {cov['seconds']:.0f} s when computed", flush=True)
         broken = {t: v["failed"] for t, v in base["tests"].items() if v["failed"]}
         if broken:
             print(f"warning: {len(broken)} test files fail on the unmutated copy and kill nothing: {sorted(broken)}")
@@ -435,6 +689,8 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print(f"--reuse: {args.reuse} was run on other code ({old_report['tree']}); nothing reused")
         entries = []
+        server = None if args.legacy else Server(repo, tmp)
+        canary(repo, server, base, cov, verdicts_file)
         bar = tqdm(chosen, unit="mutant", dynamic_ncols=True)
         for m in bar:
             if m.id in reused and m.id not in equivalent:
@@ -447,13 +703,20 @@ def main(argv: list[str] | None = None) -> int:
                                 "by": None, "detail": equivalent[m.id]["reason"], "seconds": 0.0})
                 continue
             claims, tests = killers(m, base, imports, args.lm_all)
-            entries.append(run_mutant(repo, m, claims, tests, base, verdicts_file, args.timeout_factor,
-                                      args.overhead, kind_of(m.function, methods)))
+            if args.legacy:
+                entries.append(run_mutant(repo, m, claims, tests, base, verdicts_file, args.timeout_factor,
+                                          args.overhead, kind_of(m.function, methods)))
+            else:
+                tests = select_tests(m, cov, imports)
+                entries.append(run_mutant_fast(repo, server, m, claims, tests, base, cov_seconds, verdicts_file,
+                                               args.timeout_factor, args.overhead, kind_of(m.function, methods)))
             killed = sum(e["status"] == "killed" for e in entries)
             bar.set_postfix(killed=f"{killed}/{sum(e['status'] != 'equivalent' for e in entries)}")
             if len(entries) % 10 == 0:  # a partial report survives an interrupted run
                 (args.out / "mutation.partial.json").write_text(json.dumps(entries, indent=1))
     finally:
+        if server is not None:
+            server.close()
         shutil.rmtree(tmp, ignore_errors=True)
     seconds = time.perf_counter() - start
     ran = [e for e in entries if e["seconds"] > 0 and e["id"] not in reused]
@@ -467,6 +730,10 @@ def main(argv: list[str] | None = None) -> int:
         "tree": base["tree"], "seed": args.seed, "mutants_total": sum(total_by_module.values()),
         "mutants_run": len(entries), "mutants_per_module": dict(total_by_module), "seconds": round(seconds, 1),
         "mutants_per_minute": round(len(ran) / (seconds / 60), 3) if ran else 0.0,
+        "runner": "legacy (a process per mutant, test files by import)" if args.legacy
+        else "fork server, tests by line coverage",
+        "seconds_per_mutant_run": round(sum(e["seconds"] for e in ran) / len(ran), 2) if ran else None,
+        "coverage_seconds": None if cov is None else cov.get("seconds"),
         "baseline_seconds": base.get("seconds"), "summary": summarise(entries, total_by_module, sampled),
         "mutants": entries,
     }
@@ -478,6 +745,14 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "mutation.partial.json").unlink(missing_ok=True)
     print(text.split("## Survivors")[0])
     print(f"wrote {args.out / 'mutation.json'}, {args.out / 'mutation.md'}")
+    if reviewed:
+        wrong = [e for e in entries if e["status"] == "killed"]
+        for e in entries:
+            print(f"reviewed {reviewed[e['id']]['class']}: {e['path']}:{e['line']} {e['mutation']}: {e['status']}"
+                  + (f" by {e['by']} ({e['detail']})" if e["status"] == "killed" else ""))
+        if wrong:
+            print(f"{len(wrong)} reviewed mutants are killed: their review is wrong")
+            return 1
     return 0
 
 

@@ -152,8 +152,10 @@ def test_wilson_interval_matches_the_published_value():
 @pytest.mark.slow
 def test_mutation_score_sample_runs_end_to_end(tmp_path):
     script = Path(__file__).with_name("mutation_score.py")
+    # --legacy: the default path first runs the whole suite under the line tracer (about 20 min here); its parts
+    # are tested above on a tiny repository (coverage, fork server, selection, phases)
     proc = subprocess.run([sys.executable, str(script), "--modules", "dpo_rlhf_checks/stream_stats.py",
-                           "--sample", "3", "--seed", "1", "--out", str(tmp_path)],
+                           "--sample", "3", "--seed", "1", "--legacy", "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=3600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads((tmp_path / "mutation.json").read_text())
@@ -168,3 +170,129 @@ def test_mutation_score_sample_runs_end_to_end(tmp_path):
                           cwd=script.parents[1], capture_output=True, text=True)
     assert diff.stdout == ""
     assert math.isfinite(report["seconds"])
+
+
+def _fake_repo(tmp_path: Path) -> Path:
+    """A tiny repository: one formula module (toy_bandits/mod.py), tests that reach its lines in the ways the
+    tracer must tell apart, and a copy of the worker (it finds the repository from its own path)."""
+    repo = tmp_path / "repo"
+    (repo / "toy_bandits").mkdir(parents=True)
+    (repo / "tests").mkdir()
+    (repo / "toy_bandits" / "__init__.py").write_text("")
+    (repo / "toy_bandits" / "mod.py").write_text(
+        "import functools\n"
+        "SCALE = 2.0\n"
+        "\n"
+        "\n"
+        "def f(x):\n"
+        "    if x > 0:\n"
+        "        return SCALE * x\n"
+        "    return -x\n"
+        "\n"
+        "\n"
+        "@functools.lru_cache(maxsize=None)\n"
+        "def cached(n):\n"
+        "    return n + 1\n")
+    (repo / "tests" / "test_fake.py").write_text(
+        "import subprocess\nimport sys\n\nimport pytest\n\nfrom toy_bandits import mod\n\n\n"
+        "@pytest.fixture(scope='module')\n"
+        "def shared():\n"
+        "    return mod.f(-1.0)\n\n\n"
+        "def test_positive():\n    assert mod.f(1.0) == 2.0\n\n\n"
+        "def test_negative():\n    assert mod.f(-3.0) == 3.0\n\n\n"
+        "def test_uses_fixture_first(shared):\n    assert shared == 1.0\n\n\n"
+        "def test_uses_fixture_again(shared):\n    assert shared == 1.0\n\n\n"
+        "def test_cached_first():\n    assert mod.cached(1) == 2\n\n\n"
+        "def test_cached_again():\n    assert mod.cached(1) == 2\n\n\n"
+        "def test_in_a_process():\n"
+        "    out = subprocess.run([sys.executable, '-c', 'from toy_bandits import mod; print(mod.f(1.0))'],\n"
+        "                         capture_output=True, text=True, check=True)\n"
+        "    assert out.stdout.strip() == '2.0'\n")
+    (repo / "tests" / "conftest.py").write_text("")
+    worker = Path(mutation_score.__file__).with_name("mutation_worker.py")
+    (repo / "tests" / "mutation_worker.py").write_text(worker.read_text())
+    return repo
+
+
+def test_line_coverage_per_test_with_fixtures_caches_and_processes(tmp_path):
+    """The coverage baseline: each test gets the lines it executed; a module-scoped fixture's lines go to every
+    test that uses it (not only the first); an lru_cache is cleared before each test, so the second caller
+    executes the cached function too; a test that starts a process is opaque; the module body's lines are import
+    lines."""
+    repo = _fake_repo(tmp_path)
+    out = tmp_path / "cov.json"
+    env = {**mutation_score._env(repo), "PYTHONPATH": str(repo)}
+    subprocess.run([sys.executable, "tests/mutation_worker.py", "coverage", "--tests", "tests/test_fake.py",
+                    "--formula", "toy_bandits/mod.py", "--out", str(out)], cwd=repo, env=env, check=True,
+                   capture_output=True, timeout=300)
+    result = json.loads(out.read_text())
+    lines = {t["id"].split("::")[1]: set(t["lines"].get("toy_bandits/mod.py", [])) for t in result["tests"]}
+    opaque = {t["id"].split("::")[1] for t in result["tests"] if t["opaque"]}
+    assert lines["test_positive"] == {6, 7} and lines["test_negative"] == {6, 8}
+    assert lines["test_uses_fixture_first"] == lines["test_uses_fixture_again"] == {6, 8}
+    assert lines["test_cached_first"] == lines["test_cached_again"] == {13}
+    assert opaque == {"test_in_a_process"}
+    assert {2, 5, 11, 12} <= set(result["import_lines"]["toy_bandits/mod.py"])
+    assert not any(t["failed"] for t in result["tests"])
+
+
+def test_fork_server_kills_by_the_selected_tests_and_leaks_nothing(tmp_path):
+    """The fork server: a mutant written into the file is seen by the child (fresh import), only the selected
+    test ids run, and the next request, with the file restored, sees the original again."""
+    repo = _fake_repo(tmp_path)
+    server = mutation_score.Server(repo, tmp_path)
+    target = repo / "toy_bandits" / "mod.py"
+    pristine = target.read_text()
+    try:
+        target.write_text(pristine.replace("return -x", "return x"))
+        killed = server.run([], tmp_path / "none.json", ["tests/test_fake.py::test_negative"], timeout=120)
+        spared = server.run([], tmp_path / "none.json", ["tests/test_fake.py::test_positive"], timeout=120)
+        phased = server.run([], tmp_path / "none.json", [], timeout=120, phases=[
+            {"claims": [], "tests": ["tests/test_fake.py::test_positive"]},
+            {"claims": [], "tests": ["tests/test_fake.py::test_negative"]}])
+        target.write_text(pristine)
+        clean = server.run([], tmp_path / "none.json", ["tests/test_fake.py::test_negative"], timeout=120)
+        hang = server.run([], tmp_path / "none.json", ["tests/test_fake.py::test_negative"], timeout=0.01)
+    finally:
+        target.write_text(pristine)
+        server.close()
+    assert killed["status"] == "ok" and killed["result"]["killed_by"] == "test"
+    assert "test_negative" in killed["result"]["detail"]
+    assert spared["status"] == "ok" and spared["result"]["killed_by"] is None and not spared["result"].get("error")
+    assert phased["status"] == "ok" and "test_negative" in phased["result"]["detail"]  # the second phase kills
+    assert clean["status"] == "ok" and clean["result"]["killed_by"] is None
+    assert hang["status"] == "timeout"
+
+
+def test_tests_are_selected_by_line_and_by_import_where_lines_cannot_tell():
+    found = mutants((Path(mutation_score.ROOT) / "toy_bandits" / "finite_labels.py").read_text(),
+                    "toy_bandits/finite_labels.py", "toy_bandits.finite_labels")
+    in_def = next(m for m in found if m.function.endswith(".p_wrong"))
+    at_module = next((m for m in found if m.function.endswith(".<module>")), None)
+    tests = [{"id": "a.py::t1", "file": "a.py", "seconds": 2.0, "failed": False, "opaque": False},
+             {"id": "a.py::t2", "file": "a.py", "seconds": 1.0, "failed": False, "opaque": False},
+             {"id": "a.py::t3", "file": "a.py", "seconds": 1.0, "failed": False, "opaque": True},
+             {"id": "b.py::t4", "file": "b.py", "seconds": 1.0, "failed": False, "opaque": False},
+             {"id": "b.py::t5", "file": "b.py", "seconds": 1.0, "failed": True, "opaque": False},
+             {"id": "c.py::t6", "file": "c.py", "seconds": 1.0, "failed": False, "opaque": True}]
+    cov = {"tests": tests, "lines": {"toy_bandits/finite_labels.py": {in_def.line: [0, 3, 4]}},
+           "by_file": {"a.py": [0, 1, 2], "b.py": [3, 4], "c.py": [5]}, "import_lines": {}, "collection_lines": {}}
+    imports = {"a.py": {"toy_bandits.finite_labels"}, "b.py": {"toy_bandits"}, "c.py": {"theory.symbols"}}
+    # its line's tests (any file; not the one that failed on the unmutated copy), and the opaque test of a file
+    # that imports the module; not the opaque test of a file that does not
+    assert mutation_score.select_tests(in_def, cov, imports) == ["a.py::t3", "b.py::t4", "a.py::t1"]
+    cov["import_lines"] = {"toy_bandits/finite_labels.py": {in_def.line}}  # the line runs at import: every test
+    assert mutation_score.select_tests(in_def, cov, imports) == ["a.py::t2", "a.py::t3", "b.py::t4", "a.py::t1"]
+    if at_module is not None:
+        cov["import_lines"] = {}
+        assert "a.py::t2" in mutation_score.select_tests(at_module, cov, imports)
+
+
+def test_phases_put_the_cheap_tests_first_and_lose_no_killer():
+    seconds = {"a": 0.5, "b": 1.0, "c": 3.0, "d": 40.0}
+    got = mutation_score.phases(["claim"], ["a", "b", "c", "d"], 20.0, seconds)
+    assert got[0] == {"claims": [], "tests": ["a", "b", "c"]}  # up to max(0.1 x 20 s, 5 s)
+    assert got[1]["claims"] == ["claim"] and got[1]["tests"] == ["d"] and not got[1]["tests_first"]
+    assert mutation_score.phases([], ["a", "d"], 0.0, seconds) == [{"claims": [], "tests": ["a", "d"]}]
+    every = [t for p in mutation_score.phases(["x", "y"], list(seconds), 300.0, seconds) for t in p["tests"]]
+    assert sorted(every) == sorted(seconds)

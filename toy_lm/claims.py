@@ -24,9 +24,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dpo_rlhf_checks.deferred import defer
 from dpo_rlhf_checks.result import CheckContext, MethodResult
 from toy_lm.decide import evaluate, line
-from toy_lm.design import DESIGN, and3, cpo_fix_specs, dpo_failure_specs, look_sizes
+from toy_lm.design import DESIGN, PILOT, and3, cpo_fix_specs, dpo_failure_specs, family_power, look_sizes, rule_budget
 from toy_lm.stage import LMStage, get_stage, reference_summary, save_records
 
 BASELINES = ("dpo", "ipo", "dpop")
@@ -88,8 +89,14 @@ def _evidence_common(stage: LMStage) -> dict:
     return {
         "config": cfg.to_dict(),
         "design": DESIGN.to_dict(),
-        "looks": {"seeds_per_look": look_sizes(len(cfg.seeds), cfg.seed_step, cfg.max_seeds),
+        "looks": {"seeds_per_look": look_sizes(len(cfg.seeds), cfg.seed_step, cfg.max_seeds, cfg.look_schedule),
                   "planned_seeds": stage.planned_seeds, "extensions": stage.looks},
+        "seed_budget_rule": {"rule": "smallest look size at which a comparison half its family's margin from its bound "
+                                     "is decided with probability >= 0.9 (pilot's pooled seed-level sd), capped by the "
+                                     "stage's time limit (toy_lm/design.py)",
+                             "pilot_sd": {f: v[0] for f, v in PILOT.items()},
+                             "power_at_half_margin_at_budget": family_power(cfg.max_seeds, len(cfg.seeds)),
+                             **{k: v for k, v in rule_budget(len(cfg.seeds)).items() if k != "power"}},
         "device": stage.device,
         "torch_threads": stage.threads,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
@@ -110,14 +117,24 @@ _FIGURES: dict[tuple, list[str]] = {}
 
 
 def _shared_figures(stage: LMStage, ctx: CheckContext) -> list[str]:
-    """The stage's figures, drawn once per stage and figure folder (with the per-pair records beside them)."""
-    key = (id(stage), str(ctx.fig_dir), len(stage.looks))
-    if key not in _FIGURES:
-        from figures.lm import lm_figures
+    """The stage's figures (with the per-pair records beside them): their paths now; drawn once per claim, by the
+    runner after the claim's last method (dpo_rlhf_checks.deferred), from the stage as that method left it. Each
+    method used to redraw them after its own look (five times a run, a quarter of the LM claims' time)."""
+    from figures.lm import lm_figure_paths, lm_figures
 
-        _FIGURES[key] = lm_figures(stage, ctx.fig_dir)
-        save_records(stage, Path(ctx.out_dir) / "lm_records.npz")
-    return _FIGURES[key]
+    key = (id(stage), str(ctx.fig_dir))
+    paths = lm_figure_paths(ctx.fig_dir)
+    fig_dir, records = ctx.fig_dir, Path(ctx.out_dir) / "lm_records.npz"
+
+    def write() -> None:
+        drawn = lm_figures(stage, fig_dir)
+        if drawn != paths:
+            raise RuntimeError(f"the LM figures drawn {drawn} are not the ones promised {paths}")
+        save_records(stage, records)
+
+    defer(("lm-figures",) + key, write)
+    _FIGURES[key] = paths
+    return paths
 
 
 def _decide(stage: LMStage, parts: dict, literal_parts: list[str], amended_parts: list[str]) -> dict:

@@ -23,6 +23,7 @@ METHODS = ("dpo", "dpo_bt", "cpo_eq17", "cpo_clip", "cpo_smooth", "cpo_easy", "i
 BT_METHODS = {"dpo_bt": "dpo", "cpo_clip_bt": "cpo_clip", "cpo_smooth_bt": "cpo_smooth"}
 OPTIMIZERS = ("sgd", "adam")
 PRESETS = ("default", "large", "map")
+LOOK_SCHEDULES = ("double", "step")  # toy_lm.design.look_sizes
 # The methods the two LM claims read: DPO with both kinds of labels, and a certificate-carrying CPO loss with both.
 REQUIRED_METHODS = ("dpo", "dpo_bt", "cpo_clip", "cpo_clip_bt")
 # A run adds its --seed (<= 2^32 - 1) to each config seed: both <= 2^32 - 1 keep the sum within what torch.manual_seed
@@ -96,9 +97,12 @@ class LMConfig:
       the cell is not compared).
     seeds: distinct non-negative integers (each seed draws the task, the model init and the BT labels): the first
       look of the LM claims' sequential comparisons (toy_lm/design.py).
-    seed_step: seeds added per further look while a pre-registered comparison is undecided (>= 1).
+    look_schedule: how the seeds grow from look to look while a pre-registered comparison is undecided: "double"
+      (n, 2n, 4n, ...; default) or "step" (n, n + seed_step, ...); the last look at max_seeds (toy_lm/design.py).
+    seed_step: seeds added per further look under the "step" schedule (>= 1).
     max_seeds: the seed budget, >= len(seeds): the extra seeds are max(seeds) + 1, max(seeds) + 2, ... (plus the run's
-      seed offset), trained only in the cells an undecided comparison reads.
+      seed offset), trained only in the cells an undecided comparison reads. The default, 12, is the power rule's
+      budget (toy_lm.design.rule_budget: the pilot's sd, capped by the stage's time limit).
     batch_replicas: at most this many seed replicas are trained as one batched model (>= 1; 1 trains each seed
       alone with toy_lm.train.train_preference / train_reference). Batched replicas agree with lone ones to float
       tolerance over a run; Adam's reference SFT amplifies that rounding over its 300 steps, like any change of
@@ -148,8 +152,9 @@ class LMConfig:
     tabular_max_steps: int = 3000
     # seeds
     seeds: tuple[int, ...] = (0, 1, 2)
+    look_schedule: str = "double"
     seed_step: int = 3
-    max_seeds: int = 9
+    max_seeds: int = 12
     batch_replicas: int = 9
 
     def __post_init__(self) -> None:
@@ -207,6 +212,8 @@ class LMConfig:
         if (not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0
                 or max(self.seeds) > MAX_CONFIG_SEED):
             raise ValueError(f"seeds must be distinct integers in [0, {MAX_CONFIG_SEED}], got {self.seeds}")
+        if self.look_schedule not in LOOK_SCHEDULES:
+            raise ValueError(f"look_schedule must be one of {LOOK_SCHEDULES}, got {self.look_schedule!r}")
         if self.max_seeds < len(self.seeds):
             raise ValueError(f"max_seeds ({self.max_seeds}) must be >= the number of seeds ({len(self.seeds)})")
         n_prompts = self.n_train_prompts + self.n_heldout_prompts

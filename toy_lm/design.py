@@ -18,11 +18,32 @@ look decides wrongly is at most alpha). A fraction of P pairs moves in steps of 
 deviation is floored at the rounding's, 1 / (P sqrt(12)) (Sheppard): three seeds that agree to the last pair
 are not read as a zero-variance measurement. One seed gives no interval.
 
-Sequential looks: the first look uses the config's ``seeds``; while a comparison is undecided, ``seed_step`` more
-seeds are trained (only the cells the undecided comparisons read), up to ``max_seeds`` in all. A comparison is
-decided at the first look whose interval clears its bound, and stays so. Undecided after the last look: the
-method that needs it is ``inconclusive``. Every comparison of a method walks the same looks, so the outcome
-does not depend on the order in which methods run.
+Sequential looks: the first look uses the config's ``seeds``; while a comparison is undecided, more seeds are
+trained (only the cells the undecided comparisons read), up to ``max_seeds`` in all. The default schedule doubles
+the seeds at each look (3, 6, 12: ``look_schedule = "double"``; ``"step"`` adds ``seed_step`` per look). A comparison
+is decided at the first look whose interval clears its bound, and stays so. Undecided after the last look: the
+method that needs it is ``inconclusive``. Every comparison of a method walks the same looks, so the outcome does
+not depend on the order in which methods run.
+
+Seed budget, by a power rule (fixed before the confirming runs; :func:`power_budget`, tests/toy_lm/test_lm_design.py).
+A comparison whose true mean lies a distance d from its bound is decided by the last look (n seeds, K looks) with
+probability P(T > t_{n-1, 1 - alpha/(2K)}), T noncentral t with n - 1 degrees of freedom and noncentrality
+sqrt(n) d / sd (exact for normal seed-level values; a decision at an earlier look only adds to it):
+:func:`decision_power`. The rule: the
+budget is the smallest size on the look schedule at which a comparison d* = half its family's margin from its
+bound is decided with probability >= 0.9, using the family's pooled seed-level sd from a pilot (:data:`PILOT`),
+taken over every family and capped at :data:`BUDGET_CAP` seeds, the most whose stage fits the 90 s limit on this
+CPU (each seed beyond the first look costs a 300-step reference SFT, about 2.3 CPU s, before any cell). Families and
+margins: the fractions in U (``min_fail_frac`` = 0.10), the amounts (``tol_frac_in_U`` = 0.10), the shortfalls
+(``fix_margin`` = 0.05). With the pilot's sds the rule asks 12, 24 and 96 seeds; the cap makes it 12. So at 12 seeds
+an amount 0.05 from +-0.10 is decided with probability 0.96, a fraction in U 0.05 from 0.10 with 0.72, and a
+shortfall 0.025 from 0.05 with 0.19 (:func:`family_power`): a shortfall that close to its bound is expected to
+stay undecided (inconclusive), on any seed set; one a whole margin (0.05) away is decided with probability 0.74.
+
+The pilot (:data:`PILOT`): the default stage of commit 9d50b89 (budget 9, looks 3, 6, 9) on seed sets 0-8 and
+1000-1008 (``--seed 0`` and ``--seed 1000``), every comparison with at least two seeds, the sd pooled within each
+family (sum of squared deviations over the sum of degrees of freedom). The confirming runs use seed sets never used
+before (``--seed 2000``, ``--seed 3000``) and the pilot's own seed sets again under this design.
 """
 
 from __future__ import annotations
@@ -51,6 +72,11 @@ class LMDesign:
         "fixed" cell leaves at most half of what counts as a failure.
     carriers / carriers_bt: the certificate-carrying CPO losses judged (implicit target T >= m on every pair by
         their formula, docs/theory.md §10), with ordered and with Bradley-Terry labels.
+    atlas_tol_frac_in_U: the U-atlas's LM column (toy_lm/atlas_lm.py): in each loss's slow ordered SGD cell the
+        observed fraction in U agrees with that loss's tabular prediction when the mean over seeds of (observed -
+        predicted) lies within +- this. The same bar as DPO's own ``tol_frac_in_U`` (every loss is held to what the
+        DPO cell is held to: about 3 of the default 32 train pairs, three times a fraction's 1/P step), fixed before
+        any atlas run.
     """
 
     alpha: float = 0.05
@@ -61,6 +87,7 @@ class LMDesign:
     fix_margin: float = 0.05
     carriers: tuple[str, ...] = ("cpo_clip", "cpo_smooth")
     carriers_bt: tuple[str, ...] = ("cpo_clip_bt", "cpo_smooth_bt")
+    atlas_tol_frac_in_U: float = 0.10
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -105,17 +132,102 @@ QUANTITIES = {
 }
 
 
-def n_looks(n_initial: int, seed_step: int, max_seeds: int) -> int:
-    """Planned looks: at n_initial, n_initial + seed_step, ... seeds, the last at max_seeds (>= 1)."""
-    if n_initial >= max_seeds or seed_step < 1:
-        return 1
-    return 1 + math.ceil((max_seeds - n_initial) / seed_step)
+LOOK_SCHEDULES = ("double", "step")
 
 
-def look_sizes(n_initial: int, seed_step: int, max_seeds: int) -> list[int]:
-    """The number of seeds at each look."""
-    k = n_looks(n_initial, seed_step, max_seeds)
-    return [min(n_initial + i * seed_step, max(max_seeds, n_initial)) for i in range(k)]
+def look_sizes(n_initial: int, seed_step: int, max_seeds: int, schedule: str = "double") -> list[int]:
+    """The number of seeds at each planned look: ``"double"``: n_initial, 2 n_initial, 4 n_initial, ...;
+    ``"step"``: n_initial, n_initial + seed_step, ...; the last look at max_seeds (one look when n_initial >=
+    max_seeds)."""
+    if schedule not in LOOK_SCHEDULES:
+        raise ValueError(f"look schedule must be one of {LOOK_SCHEDULES}, got {schedule!r}")
+    if n_initial < 1:
+        raise ValueError(f"the first look needs at least one seed, got {n_initial}")
+    sizes = [n_initial]
+    while sizes[-1] < max_seeds:
+        grown = 2 * sizes[-1] if schedule == "double" else sizes[-1] + max(seed_step, 1)
+        sizes.append(min(grown, max_seeds))
+    return sizes
+
+
+def n_looks(n_initial: int, seed_step: int, max_seeds: int, schedule: str = "double") -> int:
+    """Planned looks (>= 1): the length of :func:`look_sizes`."""
+    return len(look_sizes(n_initial, seed_step, max_seeds, schedule))
+
+
+# ----------------------------------------------------------------------------------------------
+# The seed budget by a power rule (module docstring)
+
+# Pooled seed-level sd of each family of comparisons in the pilot (seed sets 0-8 and 1000-1008, commit 9d50b89's
+# default stage; benchmarks/pilot_sd.py recomputes them from the two report.json files): (sd, degrees of freedom,
+# comparisons). Fixed before the confirming runs.
+PILOT = {
+    "fraction_in_U": (0.0506, 73, 20),   # obs_frac_in_U, pred_frac_in_U (bound min_fail_frac)
+    "amount": (0.0357, 83, 16),          # obs_minus_pred_frac_in_U (bound +-tol_frac_in_U)
+    "shortfall": (0.0494, 442, 80),      # shortfall_vs_one/_vs_ceiling and their predictions (bound fix_margin)
+}
+FAMILY_OF = {"obs_frac_in_U": "fraction_in_U", "pred_frac_in_U": "fraction_in_U", "obs_minus_pred_frac_in_U": "amount",
+             "shortfall_vs_one": "shortfall", "shortfall_vs_ceiling": "shortfall", "pred_shortfall_vs_one": "shortfall",
+             "pred_shortfall_vs_ceiling": "shortfall"}  # final_loss: decided at the first look in every pilot run
+POWER_TARGET = 0.9
+BUDGET_CAP = 12  # seeds: the most whose default stage fits the 90 s limit here (module docstring)
+
+
+def family_margin(family: str, design: "LMDesign | None" = None) -> float:
+    """The margin a family's bound is stated in: min_fail_frac, tol_frac_in_U or fix_margin."""
+    design = design or DESIGN
+    return {"fraction_in_U": design.min_fail_frac, "amount": design.tol_frac_in_U,
+            "shortfall": design.fix_margin}[family]
+
+
+def decision_power(sd: float, distance: float, n: int, k: int, alpha: float = 0.05) -> float:
+    """Probability that the interval over ``n`` seeds (level 1 - alpha/k) clears a bound ``distance`` away from the
+    true mean, for normal seed-level values with sd ``sd``: the interval's near end is past the bound when
+    sqrt(n) (mean - bound) / s > t_{n-1, 1 - alpha/(2k)}, and that statistic is noncentral t with n - 1 degrees of
+    freedom and noncentrality sqrt(n) distance / sd (exact for normal values; 0 for n < 2)."""
+    from scipy.stats import nct
+    from scipy.stats import t as student_t
+
+    if n < 2:
+        return 0.0
+    crit = float(student_t.ppf(1 - alpha / (2 * k), n - 1))
+    return float(nct.sf(crit, n - 1, math.sqrt(n) * abs(distance) / sd))
+
+
+def power_budget(sd: float, distance: float, n_initial: int, cap: int, power: float = POWER_TARGET,
+                 alpha: float = 0.05, schedule: str = "double") -> int | None:
+    """The smallest look size n <= cap of the schedule (its looks up to n: K of them) at which a comparison
+    ``distance`` from its bound is decided with probability >= ``power``; None when even ``cap`` seeds do not reach
+    it. The schedule is the doubling one from n_initial, cut at each candidate n."""
+    for n in look_sizes(n_initial, 1, 10**6 if schedule == "double" else cap, schedule):
+        if n > cap:
+            break
+        k = n_looks(n_initial, 1, n, schedule)
+        if decision_power(sd, distance, n, k, alpha) >= power:
+            return n
+    return None
+
+
+def rule_budget(n_initial: int = 3, cap: int = BUDGET_CAP, design: "LMDesign | None" = None,
+                pilot: dict | None = None) -> dict:
+    """The budget rule of the module docstring: per family, the power-rule size without a cap (d* = half the
+    family's margin, the pilot's pooled sd, power >= POWER_TARGET); the budget is their maximum, capped at ``cap``;
+    and each family's power at that budget."""
+    design, pilot = design or DESIGN, pilot or PILOT
+    wanted = {f: power_budget(sd, family_margin(f, design) / 2, n_initial, 10**6, alpha=design.alpha)
+              for f, (sd, _, _) in pilot.items()}
+    budget = min(max(wanted.values()), cap)
+    return {"wanted": wanted, "budget": budget, "power": family_power(budget, n_initial, design, pilot)}
+
+
+def family_power(n: int, n_initial: int = 3, design: "LMDesign | None" = None, pilot: dict | None = None,
+                 fraction_of_margin: float = 0.5) -> dict[str, float]:
+    """Each family's probability of deciding, by ``n`` seeds, a comparison ``fraction_of_margin`` x margin from its
+    bound (the pilot's pooled sd; looks of the doubling schedule up to n)."""
+    design, pilot = design or DESIGN, pilot or PILOT
+    k = n_looks(n_initial, 1, n)
+    return {f: decision_power(sd, fraction_of_margin * family_margin(f, design), n, k, design.alpha)
+            for f, (sd, _, _) in pilot.items()}
 
 
 def seed_interval(values, level: float, resolution: float | None = None) -> dict:

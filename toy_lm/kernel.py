@@ -1,4 +1,4 @@
-"""The linearised LM (empirical NTK) prediction of a cell, and its own/cross-pair decomposition (docs/theory.md §16).
+"""The linearised LM (empirical NTK) prediction of a cell, and its own/cross-pair decomposition (docs/theory.md §17).
 
 The tabular prediction (toy_lm/tabular.py) gives every response its own free log-probability. The LM does not:
 one parameter vector theta moves every response at once. Linearise the LM at the reference theta_0:

@@ -1,4 +1,4 @@
-"""The claim ``lm-kernel-prediction`` (beyond the paper; docs/theory.md §16): the linearised LM against the LM.
+"""The claim ``lm-kernel-prediction`` (beyond the paper; docs/theory.md §17): the linearised LM against the LM.
 
 numeric:   the analytic reductions of toy_lm/kernel.py's dynamics, with no LM: K = P I on each pair is the tabular
            prediction (toy_lm.tabular.run_tabular, SGD and Adam), and a rank-1 shared component follows its closed
@@ -414,7 +414,7 @@ def map_section(stage, variants=VARIANTS) -> tuple[str, dict]:
              "clock), the linearised LM (J at the reference; the run's loss, optimizer, step size and steps) and the "
              f"re-linearised one (J again every {KERNEL.relinearise_every} steps at the LM's parameters); agreement = "
              "per-pair agreement of U membership, rmse = root mean square of predicted - observed delta at the end "
-             "(docs/theory.md §16).", "", table_markdown(rows, variants), "",
+             "(docs/theory.md §17).", "", table_markdown(rows, variants), "",
              "| optimizer | variant | LM slope (se) | predicted slope (se) | within 2 LM se | pairs |", "|---|---|---|---|---|---|"]
     for v, by_opt in slopes.items():
         for o, s in by_opt.items():

@@ -1,4 +1,4 @@
-"""A pre-training forecast of which misranked pairs stay in U, from the reference alone (docs/theory.md §16).
+"""A pre-training forecast of which misranked pairs stay in U, from the reference alone (docs/theory.md §17).
 
 Pre-registered (fixed before any run of it):
 

@@ -1,14 +1,21 @@
 """``paper_checks.py lm-map``: the full regime map of the LM stage, with its own report section and figures.
 
     python paper_checks.py lm-map [--lm-config map|default|large|FILE.json] [--out results/] [--seed N]
-                                  [--device auto|cpu|cuda]
+                                  [--device auto|cpu|cuda] [--resume]
 
 Trains every cell (beta x optimizer x labels) and method of the config (default: the "map" preset, four beta
 levels, five seeds), predicts each with the tabular theory, and writes ``OUT/lm_map.md`` (the cells x methods
 table of predicted / observed fraction in U, the time-in-U law under each optimizer), ``OUT/lm_map.json`` and
 ``OUT/figures/lm_map_*.png|pdf``. Every argument, ``TOY_LM_THREADS`` and the output folder are checked before any
 training: a problem is one line on stderr and exit 2. The files are written into a staging folder and renamed into
-place at the end, under a lock on ``--out`` (dpo_rlhf_checks.outdir); Ctrl-C leaves ``--out`` as it was (exit 130).
+place at the end, under a lock on ``--out`` (dpo_rlhf_checks.outdir); Ctrl-C leaves ``--out``'s files as they were.
+
+Long maps lose nothing (toy_lm/map_progress.py): each finished unit (a chunk's reference SFT, a cell's training, a
+cell's prediction) is kept in ``OUT/.lm_map-progress/`` as it finishes. SIGINT (exit 130), SIGTERM (exit 143) or a
+crash leaves it there with one line naming ``--resume``; ``lm-map ... --resume`` (the same arguments) loads those
+units and computes the rest, and writes the files an uninterrupted run writes, byte for byte, except the measured
+seconds. It refuses a record from other settings (config, seed, device, threads, code, versions). A finished run
+removes the folder; a run without ``--resume`` starts afresh.
 """
 
 from __future__ import annotations
@@ -17,12 +24,22 @@ import argparse
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
 from dpo_rlhf_checks.cli import MAX_SEED, BadInput, OneLineParser, out_path, run_in_out_folder, seed_problem
 from dpo_rlhf_checks.result import to_jsonable
 from toy_lm.config import lm_threads, load_config
+from toy_lm.map_progress import PROGRESS_DIR, progress_dir, read_record
+
+
+class MapInterrupted(Exception):
+    """SIGINT or SIGTERM during the map; the message says what was kept and how to resume."""
+
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.code = code
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=out_path, default=Path("results"), help="output folder (default: results/)")
     p.add_argument("--seed", type=int, default=0, help=f"seed offset, 0..{MAX_SEED} (default 0)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--resume", action="store_true",
+                   help=f"continue an interrupted map into the same --out from its finished units (OUT/{PROGRESS_DIR})")
     return p
 
 
@@ -97,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     is checked before any training; a problem is one line on stderr and SystemExit(2), as in ``--all``."""
     try:
         return _main(argv)
+    except MapInterrupted as err:  # as cli.main words a Ctrl-C: "<prog>: interrupted... (SIGINT)"
+        print(f"paper_checks.py lm-map: {err}", file=sys.stderr, flush=True)
+        return err.code
     except BadInput as err:  # from OneLineParser.error: "paper_checks.py lm-map: <message>", already one line
         prog, _, message = str(err).partition(": ")
         print(f"{prog}: error: {message}", file=sys.stderr)
@@ -117,6 +139,9 @@ def _main(argv: list[str] | None) -> int:
         threads = lm_threads()
     except ValueError as err:
         parser.error(str(err))
+    if args.resume and read_record(args.out) is None:
+        parser.error(f"--resume: no progress record in {progress_dir(args.out)}: the map into {args.out} finished, or "
+                     "never finished a unit; rerun without --resume")
     # before any training: a bad --device or --out must not cost the map
     return run_in_out_folder(parser, args.out, args.device, OUTPUTS, lambda staged: _run(args, cfg, threads, staged),
                              "the map files")
@@ -125,13 +150,12 @@ def _main(argv: list[str] | None) -> int:
 OUTPUTS = ("lm_map.md", "lm_map.json", "lm_map_records.npz")
 
 
-def _run(args: argparse.Namespace, cfg, threads: int, staged) -> int:
-    """Train and predict the map, write it into the staging folder, then rename it into ``args.out``."""
+def _write(stage, cfg, staged) -> tuple[str, list[str]]:
+    """The map's files into the staging folder, then renamed into ``--out`` (figures and records first, the two
+    reports last); returns the report section and the figure paths."""
     from figures.lm import lm_figures
-    from toy_lm.stage import run_stage, save_records
+    from toy_lm.stage import save_records
 
-    start = time.perf_counter()
-    stage = run_stage(cfg, seed_offset=args.seed, device=args.device, threads=threads)
     work = staged.staging
     fig_dir = work / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
@@ -150,7 +174,59 @@ def _run(args: argparse.Namespace, cfg, threads: int, staged) -> int:
                "kernel": kernel_json,
                "figures": [Path(os.path.relpath(f, work)).as_posix() for f in figures]}  # relative to lm_map.json
     (work / "lm_map.json").write_text(json.dumps(to_jsonable(payload), indent=1))
-    staged.commit(last=("lm_map.md", "lm_map.json"))  # figures and records first, the two reports last
+    staged.commit(last=("lm_map.md", "lm_map.json"))
+    return section, figures
+
+
+def _run(args: argparse.Namespace, cfg, threads: int, staged) -> int:
+    """Train and predict the map, write it into the staging folder, then rename it into ``args.out``."""
+    import signal
+
+    from toy_lm.map_progress import MapProgress, ResumeMismatch, fingerprint
+    from toy_lm.model import resolve_device
+    from toy_lm.stage import run_stage
+
+    start = time.perf_counter()
+    fp = fingerprint(cfg, args.seed, str(resolve_device(args.device)), threads)
+    try:
+        progress = MapProgress(args.out, fp, resume=args.resume)  # under the lock on --out
+    except ResumeMismatch as err:
+        raise BadInput(f"paper_checks.py lm-map: --resume: {err}") from None
+    if args.resume:
+        print(f"[lm-map] resuming: {progress.n_at_start} finished units in {progress.dir}", file=sys.stderr, flush=True)
+
+    def on_sigterm(signum, frame):  # SIGTERM stops the map as SIGINT does: between two saved units
+        raise KeyboardInterrupt(signum)
+
+    in_main_thread = threading.current_thread() is threading.main_thread()  # signal handlers can only be set there
+    old_term = signal.signal(signal.SIGTERM, on_sigterm) if in_main_thread else None
+    try:  # the map, then its files (written into the staging folder and renamed into place)
+        stage = run_stage(cfg, seed_offset=args.seed, device=args.device, threads=threads, progress=progress)
+        section, figures = _write(stage, cfg, staged)
+    except KeyboardInterrupt as err:
+        if staged.committed:  # the files are in place: cli.run_in_out_folder says so
+            raise
+        sig = err.args[0] if err.args and isinstance(err.args[0], int) else signal.SIGINT
+        name = "SIGTERM" if sig == signal.SIGTERM else "SIGINT"
+        if not progress.units:  # nothing finished: nothing to resume from
+            progress.finish()
+            raise MapInterrupted(f"interrupted; nothing written: {args.out} is as it was before this run ({name})",
+                                 128 + int(sig)) from None
+        raise MapInterrupted(f"interrupted; {args.out}'s files are as they were, and {len(progress.units)} finished "
+                             f"units of the map are kept in {progress.dir}: rerun the same command with --resume to "
+                             f"continue from them ({name})", 128 + int(sig)) from None
+    except Exception as err:  # a crash: say what is kept, then the traceback as before
+        if progress.units:
+            print(f"paper_checks.py lm-map: error: {type(err).__name__} during the map; {len(progress.units)} "
+                  f"finished units are kept in {progress.dir}: rerun the same command with --resume to continue "
+                  "from them", file=sys.stderr, flush=True)
+        else:
+            progress.finish()
+        raise
+    finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+    progress.finish()  # the map's files are in place; its units are no longer needed
     print(section)
     print(f"wrote {args.out / 'lm_map.md'}, {args.out / 'lm_map.json'}, {len(figures)} figure files in "
           f"{args.out / 'figures'} ({time.perf_counter() - start:.0f} s)")

@@ -92,8 +92,12 @@ def _first_crossing(delta: np.ndarray, censor: int) -> np.ndarray:
 
 
 def predict_cell(method: str, beta: float, optimizer: str, runs: list[tuple[RunRecord, SeqLogps, Task]],
-                 cfg: LMConfig) -> list[Comparison]:
-    """The tabular prediction of ``method`` in one cell, one :class:`Comparison` per seed run (record, ref, task)."""
+                 cfg: LMConfig, pair_loss=None, tabular_lr: float | None = None) -> list[Comparison]:
+    """The tabular prediction of ``method`` in one cell, one :class:`Comparison` per seed run (record, ref, task).
+
+    pair_loss, tabular_lr: None (``method``'s loss and ``cfg.tabular_lr``), or a loss callable for
+    :func:`toy_lm.tabular.run_tabular` over the runs' train pairs in order and its step size (the U-atlas,
+    toy_lm/atlas_lm.py)."""
     refs, qs, groups, stops = [], [], [], []
     for g, (rec, lp, task) in enumerate(runs):
         tr = task.split("train")
@@ -102,10 +106,14 @@ def predict_cell(method: str, beta: float, optimizer: str, runs: list[tuple[RunR
         groups.append(np.full(task.n_train, g))
         stops.append(np.min(rec.objective))
     n_tokens = runs[0][2].response_tokens
-    tab = run_tabular(method, np.concatenate(refs), n_tokens=n_tokens, beta=beta, params=cfg.loss_params(method),
-                      q=np.concatenate(qs), optimizer=optimizer, lr=cfg.tabular_lr(optimizer, beta, method),
+    own = pair_loss is None
+    if not own and tabular_lr is None:
+        raise ValueError("predict_cell with a pair_loss needs its tabular_lr")
+    tab = run_tabular(method, np.concatenate(refs), n_tokens=n_tokens, beta=beta,
+                      params=cfg.loss_params(method) if own else {}, q=np.concatenate(qs), optimizer=optimizer,
+                      lr=cfg.tabular_lr(optimizer, beta, method) if own else tabular_lr,
                       groups=np.concatenate(groups), stop_objective=np.asarray(stops),
-                      max_steps=cfg.tabular_max_steps)
+                      max_steps=cfg.tabular_max_steps, pair_loss=pair_loss)
     out, start = [], 0
     for g, (rec, lp, task) in enumerate(runs):
         p = task.n_train

@@ -22,11 +22,11 @@ import torch
 from tqdm import tqdm
 
 from toy_lm.config import BT_METHODS, PRESETS, LMConfig, labels_of, lm_threads, load_config
-from toy_lm.design import DESIGN
+from toy_lm.design import DESIGN, look_sizes
 from toy_lm.model import SeqLogps, TinyGPT, resolve_device
 from toy_lm.predict import Comparison, compare_cell, own_delta, predict_cell
 from toy_lm.task import L, W, Task, make_task
-from toy_lm.train import RunRecord, all_logps, train_preference_batched, train_reference_batched
+from toy_lm.train import RunRecord, all_logps, build_model, train_preference_batched, train_reference_batched
 
 # A cell is in the slow regime when the median beta |delta_ref| of its misranked train pairs is at least this
 # (docs/theory.md §14: the flow needs time ~ e^H / (2 beta^2) to leave U; at H = 5 that is ~150 / (2 beta^2)).
@@ -144,11 +144,14 @@ class _Threads:
             torch.set_num_threads(self.old)
 
 
-def _train_seeds(stage: LMStage, seeds: list[int], keys: list[Key], dev: torch.device, bar=None) -> None:
+def _train_seeds(stage: LMStage, seeds: list[int], keys: list[Key], dev: torch.device, bar=None,
+                 progress=None) -> None:
     """Make every seed of ``seeds`` have every cell of ``keys`` trained. A new seed is drawn and its reference trained
     first; the references of all new seeds are trained as one batched model, and so is each cell over the seeds
     that lack it (seed replicas, :func:`toy_lm.train.train_preference_batched`; ``cfg.batch_replicas`` caps the
-    replicas per batch)."""
+    replicas per batch). ``progress`` (a :class:`toy_lm.map_progress.MapProgress`, lm-map's ``--resume``): each
+    finished unit (a chunk's references, a cell's chunk of records) is saved there, and one saved earlier is loaded
+    instead of trained."""
     cfg = stage.cfg
     have = {r.seed for r in stage.runs}
     new = [s for s in seeds if s not in have]
@@ -158,7 +161,15 @@ def _train_seeds(stage: LMStage, seeds: list[int], keys: list[Key], dev: torch.d
         tasks = [make_task(cfg, seed) for seed in chunk]
         if bar is not None:
             bar.set_postfix_str(f"seeds {chunk} reference SFT")
-        references = train_reference_batched(tasks, cfg, chunk, dev)
+        references = None
+        if progress is not None:  # a resumed map: the finished unit's weights, in fresh models of the same shape
+            references = [build_model(task, cfg, seed, dev) for task, seed in zip(tasks, chunk)]
+            if not progress.load_references(chunk, references):
+                references = None
+        if references is None:
+            references = train_reference_batched(tasks, cfg, chunk, dev)
+            if progress is not None:
+                progress.save_references(chunk, references, time.perf_counter() - t0)
         seconds = (time.perf_counter() - t0) / len(chunk)
         for seed, task, reference in zip(chunk, tasks, references):
             run = SeedRun(seed=seed, task=task, ref_logps=all_logps(reference, task, dev), reference=reference)
@@ -174,19 +185,25 @@ def _train_seeds(stage: LMStage, seeds: list[int], keys: list[Key], dev: torch.d
             chunk = todo[i:i + cfg.batch_replicas]
             if bar is not None:
                 bar.set_postfix_str(f"seeds {[r.seed for r in chunk]} beta {beta:g} {opt} {method}")
-            recs = train_preference_batched(method, [r.task for r in chunk], [r.reference for r in chunk],
-                                            [r.ref_logps for r in chunk], cfg, [r.seed for r in chunk], dev, beta=beta,
-                                            optimizer=opt)
+            chunk_seeds = [r.seed for r in chunk]
+            recs = progress.load_records(key, chunk_seeds) if progress is not None else None
+            if recs is None:
+                t0 = time.perf_counter()
+                recs = train_preference_batched(method, [r.task for r in chunk], [r.reference for r in chunk],
+                                                [r.ref_logps for r in chunk], cfg, chunk_seeds, dev, beta=beta,
+                                                optimizer=opt)
+                if progress is not None:
+                    progress.save_records(key, chunk_seeds, recs, time.perf_counter() - t0)
             for r, rec in zip(chunk, recs):
                 r.records[key] = rec
             if bar is not None:
                 bar.update(len(chunk))
 
 
-def _predict(stage: LMStage, keys: list[Key], seeds: list[int], bar=None) -> None:
+def _predict(stage: LMStage, keys: list[Key], seeds: list[int], bar=None, progress=None) -> None:
     """The tabular prediction of every cell of ``keys`` for the runs of ``seeds`` that have it and lack one (all
     seeds of a cell in one batch: the instances are independent, so a seed's prediction does not depend on the
-    batch it is in)."""
+    batch it is in). ``progress``: as in :func:`_train_seeds`, one unit per cell."""
     for key in keys:
         by_seed = stage.comparisons.setdefault(key, {})
         todo = [r for r in stage.runs_with(key) if r.seed in seeds and r.seed not in by_seed]
@@ -195,7 +212,13 @@ def _predict(stage: LMStage, keys: list[Key], seeds: list[int], bar=None) -> Non
         beta, opt, method = key
         if bar is not None:
             bar.set_postfix_str(f"tabular prediction beta {beta:g} {opt} {method}")
-        preds = predict_cell(method, beta, opt, [(r.records[key], r.ref_logps, r.task) for r in todo], stage.cfg)
+        todo_seeds = [r.seed for r in todo]
+        preds = progress.load_predictions(key, todo_seeds) if progress is not None else None
+        if preds is None:
+            t0 = time.perf_counter()
+            preds = predict_cell(method, beta, opt, [(r.records[key], r.ref_logps, r.task) for r in todo], stage.cfg)
+            if progress is not None:
+                progress.save_predictions(key, todo_seeds, preds, time.perf_counter() - t0)
         for r, c in zip(todo, preds):
             by_seed[r.seed] = c
         if bar is not None:
@@ -209,13 +232,15 @@ def refresh_summaries(stage: LMStage) -> None:
 
 
 def run_stage(cfg: LMConfig, seed_offset: int = 0, device: str = "auto", threads: int | None = 1,
-              stream=None) -> LMStage:
+              stream=None, progress=None) -> LMStage:
     """The first look: train the reference and every (beta, optimizer, method) for each seed ``seed_offset + s`` of
     ``cfg.seeds``; predict; summarise. Later looks (:func:`extend`) add seeds up to ``cfg.max_seeds``.
 
     threads: torch CPU threads during the stage (1 by default: at this model size extra threads add
     synchronisation, not speed); the previous setting is restored afterwards. None leaves it alone.
     stream: where the header line and the tqdm progress bar go (default stderr).
+    progress: a :class:`toy_lm.map_progress.MapProgress` (lm-map): every finished unit is saved in it, and the units
+    it already holds are loaded, not computed (their seconds, as recorded, are counted in the stage's).
     """
     stream = stream if stream is not None else sys.stderr
     dev = resolve_device(device)
@@ -229,20 +254,24 @@ def run_stage(cfg: LMConfig, seed_offset: int = 0, device: str = "auto", threads
         print(f"[lm] {n_params:,} parameters, {cfg.n_train_prompts} train pairs ({2 * cfg.n_train_prompts * first.block_size} "
               f"tokens/step), {cfg.n_heldout_prompts} held-out; cells: beta {list(cfg.betas)} x {list(cfg.optimizers)} x "
               f"{len(cfg.methods)} methods, {cfg.steps} steps each; device {dev}, threads {torch.get_num_threads()}, "
-              f"seeds {seeds} (budget {cfg.max_seeds} seeds, {cfg.seed_step} per further look)", file=stream, flush=True)
+              f"seeds {seeds} (budget {cfg.max_seeds} seeds, looks at {look_sizes(len(seeds), cfg.seed_step, cfg.max_seeds, cfg.look_schedule)} seeds)", file=stream, flush=True)
         stage.threads = torch.get_num_threads()
         bar = tqdm(total=len(seeds) * (1 + n_cells) + n_cells, desc="[lm] stage", unit="run", file=stream,
                    dynamic_ncols=True, mininterval=0.5 if getattr(stream, "isatty", lambda: False)() else 10.0)
         try:
-            _train_seeds(stage, seeds, stage.keys, dev, bar)
+            _train_seeds(stage, seeds, stage.keys, dev, bar, progress=progress)
             stage.seconds_training = time.perf_counter() - start
             t1 = time.perf_counter()
-            _predict(stage, stage.keys, seeds, bar)
+            _predict(stage, stage.keys, seeds, bar, progress=progress)
             refresh_summaries(stage)
             stage.seconds_prediction = time.perf_counter() - t1
         finally:
             bar.close()
     stage.seconds = time.perf_counter() - start
+    if progress is not None:  # the loaded units' time, as spent by the run that computed them
+        stage.seconds_training += progress.loaded["ref"] + progress.loaded["train"]
+        stage.seconds_prediction += progress.loaded["predict"]
+        stage.seconds += sum(progress.loaded.values())
     return stage
 
 

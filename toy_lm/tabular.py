@@ -99,16 +99,20 @@ def tabular_pair_losses(method: str, beta: float, params: dict, q, pc, pr, rc, r
 
 def run_tabular(method: str, ref_logp: np.ndarray, *, n_tokens: int, beta: float, params: dict, q: np.ndarray,
                 optimizer: str, lr: float, groups: np.ndarray, stop_objective: np.ndarray, max_steps: int,
-                chunk: int = 100) -> TabularRun:
+                chunk: int = 100, pair_loss=None) -> TabularRun:
     """Train the tabular instances with ``method`` until each group's running-min objective is <= ``stop_objective``.
 
     ref_logp: (N, K) reference log-probabilities (candidate 0 = y_w, 1 = y_l). n_tokens: response length (EOS
     included): cpo_easy reads per-token means, log pi / n_tokens. q: (N,) BT label frequency of y_w.
     groups: (N,) group index 0..G-1 of each instance; stop_objective: (G,) the objective each group must reach.
     The run stops at the first multiple of ``chunk`` where every group has, or at ``max_steps``.
+    pair_loss: None (the loss of ``method`` from :func:`tabular_pair_losses`), or a callable (pc, pr, rc, rr) ->
+        (objective per pair, ordered-pair loss per pair) on SUMMED log-probabilities (N,), used instead (``method``
+        and ``params`` are then only labels): the U-atlas (toy_lm/atlas_lm.py) passes the same
+        :mod:`dpo_rlhf_checks.pref_losses` loss the LM run trains with.
     """
     theta = initial_logits(ref_logp).requires_grad_(True)
-    scale = 1.0 / n_tokens if uses_mean(method) else 1.0
+    scale = 1.0 / n_tokens if (pair_loss is None and uses_mean(method)) else 1.0
     ref = initial_logits(ref_logp)
     rc, rr = ref[:, 0] * scale, ref[:, 1] * scale
     qt = torch.as_tensor(np.asarray(q, dtype=np.float64))
@@ -123,7 +127,11 @@ def run_tabular(method: str, ref_logp: np.ndarray, *, n_tokens: int, beta: float
         step = 0
         while True:
             logp = torch.log_softmax(theta, dim=1)  # (N, K + 1), log space throughout
-            obj_pairs, ordered = tabular_pair_losses(method, beta, params, qt, logp[:, 0] * scale, logp[:, 1] * scale, rc, rr)
+            if pair_loss is None:
+                obj_pairs, ordered = tabular_pair_losses(method, beta, params, qt, logp[:, 0] * scale, logp[:, 1] * scale,
+                                                         rc, rr)
+            else:
+                obj_pairs, ordered = pair_loss(logp[:, 0], logp[:, 1], rc, rr)
             with torch.no_grad():
                 objective.append(np.bincount(groups, weights=obj_pairs.numpy(), minlength=n_groups) / counts)
                 delta.append((logp[:, 0] - logp[:, 1]).numpy().copy())

@@ -157,13 +157,27 @@ def make_optimizer(optimizer: str, params, lr: float) -> torch.optim.Optimizer:
     raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
 
 
+def _check_pair_loss(method: str, pair_loss, lr) -> None:
+    """A given ``pair_loss`` (summed log-probabilities) needs its ``lr`` and a method that reads sums."""
+    if pair_loss is None:
+        return
+    if lr is None:
+        raise ValueError("a pair_loss needs its lr")
+    if uses_mean(method):
+        raise ValueError(f"a pair_loss takes summed log-probabilities; {method!r} is a per-token-mean method")
+
+
 def train_preference(method: str, task: Task, reference: TinyGPT, ref_logps: SeqLogps, cfg: LMConfig, seed: int,
-                     device: torch.device, beta: float, optimizer: str, progress=None, on_step=None) -> RunRecord:
+                     device: torch.device, beta: float, optimizer: str, progress=None, pair_loss=None,
+                     lr: float | None = None, on_step=None) -> RunRecord:
     """Train a copy of ``reference`` with ``method``'s loss on the train pairs; record every step.
 
     ref_logps: the reference's log-probabilities of every candidate (from :func:`all_logps`).
     beta: the loss's beta (> 0); optimizer: "sgd" or "adam" (step size ``cfg.lr(optimizer, beta, method)``).
     progress: optional callable(step) called after each step.
+    pair_loss, lr: None (``method``'s loss and step size), or a callable (pc, pr, rc, rr) -> (objective per pair,
+        ordered loss per pair) on summed log-probabilities (P,) and its step size, trained instead (``method`` is
+        then a label; the U-atlas, toy_lm/atlas_lm.py). ``target`` / ``certified`` are then nan / False.
     on_step: optional callable(step, policy) called at each recorded step before its update (the re-linearised kernel
         prediction reads the LM's parameters there, toy_lm/kernel.py); it must not change the policy.
     """
@@ -172,8 +186,10 @@ def train_preference(method: str, task: Task, reference: TinyGPT, ref_logps: Seq
     policy.train()
     for p in policy.parameters():
         p.requires_grad_(True)
-    opt = make_optimizer(optimizer, policy.parameters(), cfg.lr(optimizer, beta, method))
-    params = cfg.loss_params(method)
+    _check_pair_loss(method, pair_loss, lr)
+    lr = cfg.lr(optimizer, beta, method) if pair_loss is None else lr
+    params = cfg.loss_params(method) if pair_loss is None else {}
+    opt = make_optimizer(optimizer, policy.parameters(), lr)
     q_train = torch.as_tensor(task.q_hat[task.split("train")], dtype=torch.float32, device=device)
 
     tr, ho = task.split("train"), task.split("heldout")
@@ -188,7 +204,8 @@ def train_preference(method: str, task: Task, reference: TinyGPT, ref_logps: Seq
     ref_field = ref_logps.mean if mean_inputs else ref_logps.sum
     rc, rr = ref_field[tr, W].to(device), ref_field[tr, L].to(device)
     ref_delta_sum = (ref_logps.sum[tr, W] - ref_logps.sum[tr, L]).numpy()
-    target = method_target(method, beta, params, rc, rr)
+    target = (method_target(method, beta, params, rc, rr) if pair_loss is None
+              else torch.full_like(rc, math.nan))
     margin = cfg.margin
 
     rec = {k: [] for k in ("objective", "objective_pairs", "loss", "delta_sum", "delta_mean", "chosen_logp",
@@ -196,13 +213,14 @@ def train_preference(method: str, task: Task, reference: TinyGPT, ref_logps: Seq
     for step in range(cfg.steps + 1):
         out = sequence_logps(policy, train_tokens, train_mask)
         if not torch.isfinite(out.sum).all():
-            raise FloatingPointError(f"{method} (beta {beta:g}, {optimizer}, lr {cfg.lr(optimizer, beta, method):g}, "
+            raise FloatingPointError(f"{method} (beta {beta:g}, {optimizer}, lr {lr:g}, "
                                      f"seed {seed}) diverged at step {step}: non-finite log-probabilities; lower the "
                                      "step size")
         total, mean = out.sum, out.mean
         inputs = mean if mean_inputs else total
         pc, pr = inputs[:p_train], inputs[p_train:]
-        objective_pairs, ordered = pair_losses(method, beta, params, q_train, pc, pr, rc, rr)
+        objective_pairs, ordered = (pair_losses(method, beta, params, q_train, pc, pr, rc, rr) if pair_loss is None
+                                    else pair_loss(pc, pr, rc, rr))
         objective = objective_pairs.mean()
         with torch.no_grad():
             rec["objective"].append(objective.item())
@@ -309,26 +327,29 @@ def train_reference_batched(tasks: list[Task], cfg: LMConfig, seeds: list[int], 
 
 def train_preference_batched(method: str, tasks: list[Task], references: list[TinyGPT], ref_logps: list[SeqLogps],
                              cfg: LMConfig, seeds: list[int], device: torch.device, beta: float,
-                             optimizer: str) -> list[RunRecord]:
+                             optimizer: str, pair_loss=None, lr: float | None = None) -> list[RunRecord]:
     """:func:`train_preference` for R seed replicas of one cell at once, as one batched model.
 
     Each replica has its own parameters (stacked leaves), its own task and reference; the loss is the sum over
     replicas of each one's mean loss, so each replica's gradient is its own. SGD and Adam act per coordinate,
     so the update of a replica is the one it would get alone; the batched forward sums in another order, so
     the numbers agree with :func:`train_preference` to float tolerance, not bitwise
-    (tests/toy_lm/test_lm_batched.py).
+    (tests/toy_lm/test_lm_batched.py). pair_loss, lr: as in :func:`train_preference`, on the (R P,) pairs of all
+    replicas in order.
     """
     r_count = len(tasks)
     if r_count == 1:
         return [train_preference(method, tasks[0], references[0], ref_logps[0], cfg, seeds[0], device, beta=beta,
-                                 optimizer=optimizer)]
+                                 optimizer=optimizer, pair_loss=pair_loss, lr=lr)]
     policies = [copy.deepcopy(ref) for ref in references]
     for pol in policies:
         for p in pol.parameters():
             p.requires_grad_(True)
     params, buffers, base = _stacked(policies)
-    opt = make_optimizer(optimizer, list(params.values()), cfg.lr(optimizer, beta, method))
-    loss_params = cfg.loss_params(method)
+    _check_pair_loss(method, pair_loss, lr)
+    lr = cfg.lr(optimizer, beta, method) if pair_loss is None else lr
+    loss_params = cfg.loss_params(method) if pair_loss is None else {}
+    opt = make_optimizer(optimizer, list(params.values()), lr)
     p_train = tasks[0].n_train
     q_train = torch.as_tensor(np.concatenate([t.q_hat[t.split("train")] for t in tasks]), dtype=torch.float32,
                               device=device)  # (R P,)
@@ -350,7 +371,8 @@ def train_preference_batched(method: str, tasks: list[Task], references: list[Ti
     rc = torch.cat([f[tr, W] for f in ref_fields]).to(device)  # (R P,)
     rr = torch.cat([f[tr, L] for f in ref_fields]).to(device)
     ref_delta_sum = np.stack([(lp.sum[tr, W] - lp.sum[tr, L]).numpy() for lp in ref_logps])  # (R, P)
-    target = method_target(method, beta, loss_params, rc, rr)
+    target = (method_target(method, beta, loss_params, rc, rr) if pair_loss is None
+              else torch.full_like(rc, math.nan))
     margin = cfg.margin
 
     rec = {k: [] for k in ("objective", "objective_pairs", "loss", "delta_sum", "delta_mean", "chosen_logp",
@@ -358,13 +380,14 @@ def train_preference_batched(method: str, tasks: list[Task], references: list[Ti
     for step in range(cfg.steps + 1):
         out = _stacked_logps(base, params, buffers, train_tokens, train_mask)  # fields (R, 2P)
         if not torch.isfinite(out.sum).all():
-            raise FloatingPointError(f"{method} (beta {beta:g}, {optimizer}, lr {cfg.lr(optimizer, beta, method):g}, "
+            raise FloatingPointError(f"{method} (beta {beta:g}, {optimizer}, lr {lr:g}, "
                                      f"seeds {seeds}) diverged at step {step}: non-finite log-probabilities; lower the "
                                      "step size")
         total, mean = out.sum, out.mean
         inputs = mean if mean_inputs else total
         pc, pr = inputs[:, :p_train].reshape(-1), inputs[:, p_train:].reshape(-1)  # (R P,)
-        objective_pairs, ordered = pair_losses(method, beta, loss_params, q_train, pc, pr, rc, rr)
+        objective_pairs, ordered = (pair_losses(method, beta, loss_params, q_train, pc, pr, rc, rr) if pair_loss is None
+                                    else pair_loss(pc, pr, rc, rr))
         per_replica = objective_pairs.view(r_count, p_train).mean(dim=1)  # (R,)
         with torch.no_grad():
             rec["objective"].append(per_replica.cpu().numpy())

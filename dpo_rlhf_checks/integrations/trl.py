@@ -9,7 +9,8 @@ here uses or replaces it. ``cpo_clip`` (alias ``hypo``), ``-log sigma(beta (delt
 is the loss of HyPO (Yuan et al., arXiv 2602.11902), which the authors' code also ships as ``clip``.
 
 - :class:`LibraryLossDPOTrainer`: a ``trl.DPOTrainer`` whose loss is ``losses.get_loss(loss_name)`` with
-  its parameters, on summed (``logps="sum"``, TRL's and the paper's) or per-token-mean (``"mean"``, the
+  its parameters (or, for a TRL ``loss_type`` name or a list of them, ``pref_losses``' loss of that name with
+  TRL's parameters from the DPOConfig), on summed (``logps="sum"``, TRL's and the paper's) or per-token-mean (``"mean"``, the
   authors' code) completion log-probabilities; TRL's tokenization, reference handling (a reference
   model, precomputed reference log-probs, or a PEFT adapter) and metrics stay TRL's. At every logging
   step it logs, beside TRL's ``rewards/*`` and ``logps/*``:
@@ -48,6 +49,7 @@ except ImportError as err:  # pragma: no cover - exercised only without TRL
     raise ImportError("dpo_rlhf_checks.integrations.trl needs TRL and transformers: pip install "
                       "'dpo-rlhf-checks[hf]' (tested with the TRL versions that extra pins)") from err
 
+import copy
 import json
 import math
 import warnings
@@ -59,10 +61,17 @@ import torch
 
 from dpo_rlhf_checks import losses as L
 
-__all__ = ["ALIASES", "LibraryLossDPOTrainer", "ScoreAuditCallback", "batch_diagnostics", "resolve_loss"]
+__all__ = ["ALIASES", "LIBRARY_ALIASES", "TRL_LOSS_TYPES", "LibraryLossDPOTrainer", "ScoreAuditCallback",
+           "batch_diagnostics", "resolve_loss"]
 
 #: Other names for the library's losses. ``hypo``: HyPO (arXiv 2602.11902) is cpo_clip.
 ALIASES = {"hypo": "cpo_clip", "sigmoid": "dpo"}
+#: TRL 1.16's DPOConfig.loss_type names: in :class:`LibraryLossDPOTrainer` these are TRL's losses
+#: (:mod:`dpo_rlhf_checks.pref_losses`), before any library name.
+TRL_LOSS_TYPES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+                  "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
+#: The trainer's names for the library losses a TRL name shadows: ``ipo_sum`` is losses.ipo (summed log-ratios).
+LIBRARY_ALIASES = {"ipo_sum": "ipo"}
 LOGPS = ("sum", "mean")
 TESTED_TRL = ("1.16.",)
 if not trl.__version__.startswith(TESTED_TRL):  # it subclasses DPOTrainer internals that change between releases
@@ -113,21 +122,57 @@ class LibraryLossDPOTrainer(DPOTrainer):
     """``trl.DPOTrainer`` with a loss of :mod:`dpo_rlhf_checks.losses` and the paper's diagnostics logged.
 
     Args (besides DPOTrainer's; ``args.beta`` is the loss's beta):
-        loss_name: a key of ``losses.LOSSES`` ("dpo", "cpo_clip", "cpo_smooth", "cpo_eq17", "cpo_easy",
-            "ipo", "dpop", "dpo_bt") or an alias ("hypo" = cpo_clip, "sigmoid" = dpo).
-        loss_params: the loss's own parameters, e.g. ``{"gamma": 0.5, "tau": 2.0, "alpha": 1.0}`` for
-            cpo_smooth, ``{"margin": 0.0}`` for cpo_clip.
+        loss_name: one of
+            - a TRL 1.16 ``DPOConfig.loss_type`` name (:data:`TRL_LOSS_TYPES`: sigmoid, hinge, ipo, exo_pair,
+              nca_pair, robust, bco_pair, sppo_hard, aot, aot_unpaired, apo_zero, apo_down, discopop, sft,
+              sigmoid_norm), or a list of them: the loss of :mod:`dpo_rlhf_checks.pref_losses` of that name, with
+              its parameters read from ``args`` as TRL reads them (``label_smoothing``, ``discopop_tau``,
+              ``f_divergence_type`` and ``f_alpha_divergence_coef`` where TRL allows them, ``loss_weights`` for a
+              list: ``sum_k w_k mean(loss_k)``), on summed log-probabilities, the completion lengths TRL uses
+              (ipo, sigmoid_norm: the completion mask's counts; sft: the token-weighted mean over the chosen
+              tokens, TRL's batch value). A TRL name wins over a library name: ``"ipo"`` is TRL's per-token IPO
+              (the library's summed IPO is ``"ipo_sum"``), ``"sigmoid"`` is TRL's (DPO in TRL's order of
+              arithmetic; under reverse_kl its certificate is dpo's);
+            - a key of ``losses.LOSSES`` ("dpo", "cpo_clip", "cpo_smooth", "cpo_eq17", "cpo_easy", "dpop",
+              "dpo_bt") or an alias ("hypo" = cpo_clip, "ipo_sum" = the library's ipo).
+        loss_params: a library loss's own parameters, e.g. ``{"gamma": 0.5, "tau": 2.0, "alpha": 1.0}`` for
+            cpo_smooth, ``{"margin": 0.0}`` for cpo_clip (a TRL name takes its parameters from ``args``).
         logps: "sum" (TRL's, the paper's theory) or "mean" (per-token means, as the authors' code; cpo_easy
-            requires it).
+            requires it; library losses only).
         certificate_margin: the m of ``diagnostics/certified_fraction`` (delta > m certified).
 
-    TRL options this trainer does not reproduce are rejected: loss_type other than ["sigmoid"],
-    ld_alpha, a non-default f_divergence_type, use_weighting.
+    ``args.loss_type`` is left at its default ``["sigmoid"]`` (the loss is ``loss_name``) or equals ``loss_name``'s
+    list; the trainer sets it to the TRL names so that TRL's own checks of the options run (f_divergence_type only
+    with the losses TRL allows it for, exo_pair's label_smoothing > 0, ...). Rejected: ld_alpha, use_weighting,
+    a non-default f_divergence_type or loss_weights with a library loss.
     """
 
-    def __init__(self, *args, loss_name: str = "dpo", loss_params: dict[str, Any] | None = None,
+    def __init__(self, *args, loss_name: str | list[str] = "dpo", loss_params: dict[str, Any] | None = None,
                  logps: str = "sum", certificate_margin: float = 0.0, **kwargs):
-        self.loss_name, self.loss_params = resolve_loss(loss_name, loss_params)
+        names = [loss_name] if isinstance(loss_name, str) else list(loss_name)
+        if not names or not all(isinstance(n, str) for n in names):
+            raise ValueError(f"loss_name must be a loss name or a non-empty list of TRL loss_type names, got "
+                             f"{loss_name!r}")
+        self.trl_loss_types = names if all(n in TRL_LOSS_TYPES for n in names) else None
+        if self.trl_loss_types is None and len(names) > 1:
+            unknown = [n for n in names if n not in TRL_LOSS_TYPES]
+            raise ValueError(f"a list of losses takes TRL loss_type names only ({', '.join(TRL_LOSS_TYPES)}); got "
+                             f"{', '.join(map(repr, unknown))}")
+        if self.trl_loss_types is not None:
+            if loss_params:
+                raise ValueError(f"loss {names[0]!r} is TRL's: its parameters come from the DPOConfig "
+                                 "(label_smoothing, discopop_tau, f_divergence_type, ...), not loss_params")
+            if logps != "sum":
+                raise ValueError("TRL's losses take summed log-probabilities (ipo, sigmoid_norm and sft divide by the "
+                                 "lengths inside, as TRL does): logps must be 'sum'")
+            self.loss_name, self.loss_params = "+".join(names), {}
+        else:
+            name = LIBRARY_ALIASES.get(names[0], names[0])
+            if ALIASES.get(name, name) not in L.LOSSES:
+                library = [n for n in [*L.LOSSES, *ALIASES, *LIBRARY_ALIASES] if n not in TRL_LOSS_TYPES]
+                raise ValueError(f"unknown loss {names[0]!r}; valid: TRL's {', '.join(TRL_LOSS_TYPES)}; the library's "
+                                 f"{', '.join(library)}")
+            self.loss_name, self.loss_params = resolve_loss(name, loss_params)
         if logps not in LOGPS:
             raise ValueError(f"logps must be one of {', '.join(LOGPS)}, got {logps!r}")
         if self.loss_name == "cpo_easy" and logps != "mean":
@@ -135,20 +180,77 @@ class LibraryLossDPOTrainer(DPOTrainer):
         if not math.isfinite(certificate_margin):
             raise ValueError(f"certificate_margin must be finite, got {certificate_margin!r}")
         self.logps_mode, self.certificate_margin = logps, float(certificate_margin)
-        config = kwargs.get("args") if "args" in kwargs else (args[2] if len(args) > 2 else None)
+        in_kwargs = "args" in kwargs
+        config = kwargs.get("args") if in_kwargs else (args[2] if len(args) > 2 else None)
         if config is not None:
             bad = []
-            if list(config.loss_type) != ["sigmoid"]:
+            wanted = self.trl_loss_types or ["sigmoid"]
+            if list(config.loss_type) not in (["sigmoid"], wanted):
                 bad.append(f"loss_type={config.loss_type} (the loss is loss_name)")
             if config.ld_alpha is not None:
                 bad.append("ld_alpha")
-            if config.f_divergence_type != "reverse_kl":
-                bad.append(f"f_divergence_type={config.f_divergence_type!r}")
+            if config.f_divergence_type != "reverse_kl" and self.trl_loss_types is None:
+                bad.append(f"f_divergence_type={config.f_divergence_type!r} (with TRL's loss names only)")
+            if config.loss_weights is not None and self.trl_loss_types is None:
+                bad.append("loss_weights (with TRL's loss names only)")
             if config.use_weighting:
                 bad.append("use_weighting")
             if bad:
                 raise ValueError("LibraryLossDPOTrainer does not support the DPOConfig options " + ", ".join(bad))
+            if self.trl_loss_types is not None:
+                # TRL reads the loss from args.loss_type: set it (on a copy) so that TRL's own checks of the
+                # options run in __init__ (f-divergence losses, exo_pair's label_smoothing, loss_weights' length)
+                config = copy.copy(config)
+                config.loss_type = list(self.trl_loss_types)
+                if config.loss_weights is not None and len(config.loss_weights) != len(config.loss_type):
+                    raise ValueError(f"loss_weights has {len(config.loss_weights)} weights for "
+                                     f"{len(config.loss_type)} losses {config.loss_type}")
+                if in_kwargs:
+                    kwargs["args"] = config
+                else:
+                    args = (*args[:2], config, *args[3:])
+        elif self.trl_loss_types is not None:
+            raise ValueError("TRL's loss names need a DPOConfig (args=...): their parameters are read from it")
         super().__init__(*args, **kwargs)
+
+    def _trl_named_loss(self, pc, pr, rc, rr, completion_mask, shift_mask):
+        """``sum_k w_k batch_loss_k`` for TRL's loss names (pref_losses), with TRL's parameters and lengths; and the
+        per-pair losses of the combination (for the diagnostics; aot's are per sorted rank).
+
+        Lengths as TRL 1.16's ``_compute_loss`` takes them: ipo and sigmoid_norm divide each score by the count
+        of its completion mask (clamped at 1); sft is the mean of -log p over every chosen completion token of
+        the batch, ``sum_i(-pc_i) / sum_i(n_i)`` with n the shifted mask's counts (token-weighted, one value).
+        """
+        from dpo_rlhf_checks import pref_losses as P
+
+        n_c, n_r = (m.sum(dim=1).clamp(min=1).to(pc.dtype) for m in completion_mask.chunk(2, dim=0))
+        n_sft = shift_mask.chunk(2, dim=0)[0].sum(dim=1).to(pc.dtype)  # (B,) chosen completion tokens
+        weights = self.args.loss_weights or [1.0] * len(self.trl_loss_types)
+        total, per_pair = 0.0, torch.zeros_like(pc)
+        for name, weight in zip(self.trl_loss_types, weights, strict=True):
+            spec = P.SPECS[name]
+            kw: dict[str, Any] = {"beta": self.beta, **{p: getattr(self.args, p) for p in spec.params}}
+            if spec.f_divergence:
+                kw.update(f_divergence_type=self.args.f_divergence_type,
+                          f_alpha_divergence_coef=self.args.f_alpha_divergence_coef)
+            if name == "sft":
+                kw["chosen_lengths"] = n_sft.clamp(min=1)
+            elif spec.lengths:
+                kw.update(chosen_lengths=n_c, rejected_lengths=n_r)
+            losses = spec.loss(pc, pr, rc, rr, **kw).losses  # checks the inputs and parameters; the values
+            if name == "sigmoid":
+                # The same quantity in TRL's arithmetic, -logsigmoid(beta h): under bf16 autocast the library's
+                # softplus(-beta h) gave an 8e-4 relative gradient difference from TRL on one batch (as for "dpo")
+                h = (P.score(pc - rc, self.args.f_divergence_type, self.args.f_alpha_divergence_coef)
+                     - P.score(pr - rr, self.args.f_divergence_type, self.args.f_alpha_divergence_coef))
+                losses = -torch.nn.functional.logsigmoid(self.beta * h)
+            if name == "sft":  # TRL's token-weighted batch value: sum(-pc) / sum(n)
+                batch = (losses * n_sft).sum() / n_sft.sum().clamp(min=1)
+            else:
+                batch = losses.mean()
+            total = total + batch * weight
+            per_pair = per_pair + losses * weight
+        return total, per_pair
 
     def _reference_logps(self, model_kwargs, labels, inputs, seq_len):
         """Summed reference log-probabilities (B,), (B,), exactly as TRL's ``_compute_loss`` gets them.
@@ -192,14 +294,17 @@ class LibraryLossDPOTrainer(DPOTrainer):
         # library's domain check rejects. Clamping changes nothing else (and no gradient below 0).
         pc, pr = logps.clamp(max=0.0).chunk(2, dim=0)
         rc, rr = ref.clamp(max=0.0).chunk(2, dim=0)
-        out = L.get_loss(self.loss_name)(pc, pr, rc, rr, beta=self.beta, **self.loss_params)
-        losses = out.losses
-        if self.loss_name == "dpo":
-            # The same quantity in TRL's order of arithmetic, -log sigma(beta ((pc - rc) - (pr - rr))): under bf16
-            # autocast the library's order, softplus(-beta ((pc - pr) - (rc - rr))), rounds differently (a 7e-4
-            # relative gradient difference at step 1); with TRL's order the gradients are TRL's.
-            losses = -torch.nn.functional.logsigmoid(self.beta * ((pc - rc) - (pr - rr)))
-        loss = losses.mean()
+        if self.trl_loss_types is not None:
+            loss, losses = self._trl_named_loss(pc, pr, rc, rr, completion_mask, shift_mask)
+        else:
+            out = L.get_loss(self.loss_name)(pc, pr, rc, rr, beta=self.beta, **self.loss_params)
+            losses = out.losses
+            if self.loss_name == "dpo":
+                # The same quantity in TRL's order of arithmetic, -log sigma(beta ((pc - rc) - (pr - rr))): under bf16
+                # autocast the library's order, softplus(-beta ((pc - pr) - (rc - rr))), rounds differently (a 7e-4
+                # relative gradient difference at step 1); with TRL's order the gradients are TRL's.
+                losses = -torch.nn.functional.logsigmoid(self.beta * ((pc - rc) - (pr - rr)))
+            loss = losses.mean()
         gather = self.accelerator.gather_for_metrics
         m = self._metrics[mode]
         if self.aux_loss_enabled:
@@ -219,8 +324,11 @@ class LibraryLossDPOTrainer(DPOTrainer):
             m["rewards_per_token/margins"].append(gather(cr - rj).mean().item())
             m["logps_per_token/chosen"].append(gather(pc.detach()).mean().item())
             m["logps_per_token/rejected"].append(gather(pr.detach()).mean().item())
+        # TRL's sigmoid under reverse_kl is dpo, and carries dpo's certificate; other TRL names have none
+        diag_name = ("dpo" if self.trl_loss_types == ["sigmoid"] and self.args.f_divergence_type == "reverse_kl"
+                     else self.loss_name)
         diag = batch_diagnostics(gather(pc.detach()), gather(pr.detach()), gather(rc.detach()), gather(rr.detach()),
-                                 gather(losses.detach()), loss_name=self.loss_name, params=self.loss_params,
+                                 gather(losses.detach()), loss_name=diag_name, params=self.loss_params,
                                  beta=self.beta, margin=self.certificate_margin)
         for k, v in diag.items():
             m[k].append(v)

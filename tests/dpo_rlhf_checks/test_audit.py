@@ -580,3 +580,65 @@ def test_tunable_constants_set_on_the_package_reach_their_module(sample, monkeyp
     from dpo_rlhf_checks.audit import read
 
     assert read.CHUNK_CHARS == 1000
+
+
+def test_reward_and_reference_rates_with_ties_worked_by_hand():
+    """Six pairs without a policy, ties on every boundary, each rate counted by hand: delta_ref = 0 ranks right
+    (>= 0); dr = 0 does not agree with the reward (> 0); beta delta_ref + dr = 0 both violates the assumption
+    (<= 0) and ranks right under the idealised policy (>= 0). The critical-loss quantiles equal np.quantile of
+    softplus(beta delta_ref) computed here (a reference-only audit feeds the critical losses alone)."""
+    rc = np.array([-1.0, -2.0, -1.0, -3.0, -1.0, -2.0])
+    rr = np.array([-2.0, -1.0, -1.0, -1.0, -4.0, -1.0])  # delta_ref = 1, -1, 0, -2, 3, -1
+    cw = np.array([1.0, 0.0, 2.0, 0.5, 1.0, 1.0])
+    cl = np.array([0.0, 0.0, 1.0, 0.5, 3.0, 0.0])  # dr = 1, 0, 1, 0, -2, 1
+    r = A.audit_arrays({"ref_chosen_logps": rc, "ref_rejected_logps": rr, "chosen_reward": cw,
+                        "rejected_reward": cl}, A.AuditConfig(betas=(0.5, 1.0)))
+    assert r["n_pairs"] == 6
+    assert r["reference_ranking_accuracy"] == 3 / 6  # delta_ref >= 0: pairs 1, 3, 5
+    assert r["reward_agreement_rate"] == 3 / 6  # dr > 0: pairs 1, 3, 6 (not the ties 2 and 4)
+    # beta = 1: beta delta_ref + dr = 2, -1, 1, -2, 1, 0; beta = 0.5: 1.5, -0.5, 1, -1, -0.5, 0.5
+    assert r["assumption_violation_rate"] == {"0.5": 3 / 6, "1": 3 / 6}
+    assert r["idealized_ranking_accuracy"] == {"0.5": 3 / 6, "1": 4 / 6}
+    delta_ref = rc - rr
+    for key, beta in (("0.5", 0.5), ("1", 1.0)):
+        crit = np.logaddexp(0.0, beta * delta_ref)
+        got = r["critical_loss"][key]
+        assert got["min"] == pytest.approx(crit.min(), rel=1e-12) and got["max"] == pytest.approx(crit.max(), rel=1e-12)
+        assert got["mean"] == pytest.approx(crit.mean(), rel=1e-12)
+        for name, q in (("p05", 0.05), ("p25", 0.25), ("p50", 0.5), ("p75", 0.75), ("p95", 0.95)):
+            assert got[name] == pytest.approx(np.quantile(crit, q), rel=1e-12), (key, name)
+
+
+@pytest.mark.parametrize("delta, bound", [
+    (0.5, np.logaddexp(0.0, -0.5) / np.log(2.0)),  # mean loss / min l_crit = 0.684: the bound itself
+    (-0.5, 1.0),  # 0.974 / 0.693 = 1.405: capped at 1
+])
+def test_uncertified_bound_from_the_mean_loss_worked_by_hand(delta, bound):
+    """delta_ref = 0 for every pair, so l_crit = log 2 everywhere (its min); the DPO loss is softplus(-beta delta),
+    beta = 1. Markov's bound on the uncertified fraction is min(1, mean loss / min l_crit): 0.684 below the cap,
+    1 above it (a cap of 0.5 or 2, or the branch for min l_crit <= 0, gives another number)."""
+    cols = {"ref_chosen_logps": np.array([-2.0, -3.0]), "ref_rejected_logps": np.array([-2.0, -3.0]),
+            "chosen_logps": np.array([-2.0, -3.0]) + delta, "rejected_logps": np.array([-2.0, -3.0])}
+    r = A.audit_arrays(cols, A.AuditConfig(betas=(1.0,)))
+    assert r["critical_loss"]["1"]["min"] == pytest.approx(np.log(2.0), rel=1e-15)
+    assert r["uncertified_bound_from_mean_dpo_loss"]["1"] == pytest.approx(bound, rel=1e-14)
+
+
+def test_uncertified_bound_when_the_least_critical_loss_underflows_to_zero():
+    """beta delta_ref = -1000: softplus(-1000) is 0 in float64, so min l_crit = 0 and Markov's bound says nothing:
+    exactly 1 (the branch for min l_crit <= 0), not a division by zero."""
+    cols = {"ref_chosen_logps": np.array([-1001.0, -2.0]), "ref_rejected_logps": np.array([-1.0, -2.0]),
+            "chosen_logps": np.array([-1.0, -1.5]), "rejected_logps": np.array([-1.0, -2.0])}
+    r = A.audit_arrays(cols, A.AuditConfig(betas=(1.0,)))
+    assert r["critical_loss"]["1"]["min"] == 0.0
+    assert r["uncertified_bound_from_mean_dpo_loss"]["1"] == 1.0
+
+
+def test_policy_ranking_accuracy_counts_a_tie_as_ranked_right():
+    """delta = 0, 1, -1: the ranking accuracy 1[delta >= 0] is 2/3 (a tie ranks right, Chen et al. 2024); the
+    in-U fraction (delta_ref < delta < 0, delta_ref = -2) is 1/3."""
+    cols = {"ref_chosen_logps": np.array([-3.0, -3.0, -3.0]), "ref_rejected_logps": np.array([-1.0, -1.0, -1.0]),
+            "chosen_logps": np.array([-2.0, -1.0, -3.0]), "rejected_logps": np.array([-2.0, -2.0, -2.0])}
+    r = A.audit_arrays(cols, A.AuditConfig(betas=(1.0,)))
+    assert r["policy_ranking_accuracy"] == 2 / 3
+    assert r["frac_in_undesirable"] == 1 / 3

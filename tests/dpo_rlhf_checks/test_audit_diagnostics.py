@@ -134,3 +134,40 @@ def test_bad_pairs_out_is_an_argument_error_before_any_work(tmp_path, capsys, mo
         assert A.main(["examples/sample_pairs.jsonl", "--pairs-out", str(bad)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "--pairs-out" in err[0] and why in err[0], err
+
+
+def test_flags_and_counts_of_pairs_worked_by_hand():
+    """Seven pairs whose deltas are exact in binary, every flag and count worked out by hand, ties on both sides:
+    delta_ref = 0 counts as the reference ranking right, delta = 0 as the policy ranking right (a flipped ranking
+    flag of the other direction, or a mean in place of a count, changes one of these numbers)."""
+    rows = [  # (rc, rr, pc, pr)
+        (-1.0, -2.0, -2.0, -1.0),  # A: delta_ref +1, delta -1: flipped to wrong
+        (-2.0, -1.0, -1.0, -2.0),  # B: delta_ref -1, delta +1: flipped to right, h > 0
+        (-1.0, -1.0, -1.5, -1.0),  # C: delta_ref 0 (right), delta -0.5: flipped to wrong
+        (-2.0, -1.0, -3.0, -3.0),  # D: delta_ref -1, delta 0 (right): flipped to right, h > 0
+        (-1.0, -3.0, -0.5, -3.5),  # E: delta_ref 2, delta 3: not flipped, h > 0
+        (-3.0, -1.0, -2.5, -1.5),  # F: delta_ref -2, delta -1: in U, h > 0
+        (-1.0, -3.0, -1.5, -2.5),  # G: delta_ref 2, delta 1: right below the reference
+    ]
+    rc, rr, pc, pr = (np.array(col) for col in zip(*rows))
+    flags = D.pair_flags(rc, rr, pc, pr)
+    expected = {
+        "ranking_flipped": [1, 1, 1, 1, 0, 0, 0],
+        "in_U": [0, 0, 0, 0, 0, 1, 0],
+        "h_positive": [0, 1, 0, 1, 1, 1, 0],
+        "right_below_reference": [0, 0, 0, 0, 0, 0, 1],
+        "chosen_logp_fell": [1, 0, 1, 1, 0, 0, 1],  # pc < rc
+        "rejected_logp_fell": [0, 1, 0, 1, 1, 1, 0],  # pr < rr
+    }
+    for name, values in expected.items():
+        assert flags[name].tolist() == [bool(v) for v in values], name
+    counts = D.diagnostic_counts(rc, rr, pc, pr)
+    assert counts == {"implicit_reward_accurate": 4, "policy_ranked_right": 4, "in_U": 1, "right_below_reference": 1,
+                      "chosen_logp_fell": 4, "rejected_logp_fell": 4, "both_logps_fell": 1, "flipped_to_right": 2,
+                      "flipped_to_wrong": 2}
+    diag = D.diagnostics(rc, rr, pc, pr)
+    assert diag["frac_ranking_flipped_to_right"] == 2 / 7 and diag["frac_ranking_flipped_to_wrong"] == 2 / 7
+    assert diag["implicit_reward_accuracy"] == 4 / 7 and diag["policy_ranking_accuracy"] == 4 / 7
+    assert diag["accuracy_overstatement"] == 0.0 and diag["accuracy_split"]["holds_in_counts"]
+    assert diag["frac_both_logps_fell"] == 1 / 7 and diag["frac_chosen_logp_fell"] == 4 / 7
+    assert diag["frac_rejected_logp_fell"] == 4 / 7

@@ -332,3 +332,30 @@ def test_violation_counts_on_pairs_counted_by_hand():
     dr = np.array([0.5, 2.0, -1.0, 0.0])
     counts = violation_counts(delta_ref, dr, [0.25, 1.0, 4.0])
     assert counts.dtype == np.int64 and counts.tolist() == [2, 2, 3]
+
+
+def test_reference_only_streamed_quantiles_are_numpys(sample, tiny_chunks, tmp_path):
+    """Without a policy only the critical losses have quantiles, and they need further passes on their own (no
+    DPO-loss accumulator pending beside them): still np.quantile of softplus(beta delta_ref), computed here."""
+    cols, _ = sample
+    ref = {k: cols[k] for k in ("ref_chosen_logps", "ref_rejected_logps")}
+    path = A.write_pairs(tmp_path / "ref.jsonl", ref)
+    r = A.audit(A.read_pairs(path, spool=True), A.AuditConfig(betas=(0.1, 1.0)))
+    assert r["dpo_loss"] is None
+    d_ref = ref["ref_chosen_logps"] - ref["ref_rejected_logps"]
+    for key, beta in (("0.1", 0.1), ("1", 1.0)):
+        lcrit = np.logaddexp(0.0, beta * d_ref)
+        for k, q in S.QUANTILES.items():
+            assert r["critical_loss"][key][k] == pytest.approx(np.quantile(lcrit, q), rel=1e-14), (key, k)
+
+
+def test_a_pair_exactly_at_the_margin_is_neither_above_it_nor_certified(tmp_path):
+    """delta = m exactly (binary-exact numbers): not above the margin (delta > m is strict) and not certified (the
+    loss equals the critical loss, not below it), so the certificate and the margin count agree: mismatch 0."""
+    # margin 0.5; deltas 0.5 (at the margin), 1.5 (above), -1 (below); delta_ref = 0 for all
+    cols = {"ref_chosen_logps": np.array([-2.0, -2.0, -2.0]), "ref_rejected_logps": np.array([-2.0, -2.0, -2.0]),
+            "chosen_logps": np.array([-1.5, -1.0, -3.0]), "rejected_logps": np.array([-2.0, -2.5, -2.0])}
+    r = A.audit_arrays(cols, A.AuditConfig(betas=(1.0,), margin=0.5))
+    assert r["fraction_delta_above_margin"] == 1 / 3
+    assert r["certified_fraction"]["dpo"]["1"] == 1 / 3
+    assert r["certificate_mismatch_fraction"]["dpo"]["1"] == 0.0

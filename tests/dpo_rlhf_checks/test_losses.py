@@ -359,3 +359,34 @@ def test_readme_example_runs(capsys):
     assert out.losses.mean().item() < 0.5 * math.log(2)
     assert ((logp[i, yw] - logp[i, yl]) > 0).all()
     assert ((ref[i, yw] - ref[i, yl]) < 0).sum() >= 8  # the reference preferred y_l on some pairs
+
+
+def test_certificate_tolerance_is_its_documented_formula_with_a_margin():
+    """tol = 4 eps (4 + beta |m| + max(0, -beta (T - m))), worked by hand at beta = 2, m = 1.5 (float64 eps):
+    T = -1: x_c = -5, tol = 4 eps (4 + 3 + 5) = 48 eps; T = 4: x_c = 5, tol = 4 eps (4 + 3) = 28 eps. Without
+    the margin in x_c the first would be 4 eps (4 + 3 + 2) = 36 eps."""
+    eps = torch.finfo(torch.float64).eps
+    tol = L.certificate_tolerance(torch.tensor([-1.0, 4.0], dtype=torch.float64), beta=2.0, margin=1.5)
+    assert tol.tolist() == [48 * eps, 28 * eps]
+
+
+@pytest.mark.parametrize("rc, rr", [(-1.0, 0.0), (0.0, -1.0)])
+def test_cpo_easy_refuses_a_zero_reference_mean_log_probability(rc, rr):
+    """cpo_easy divides by the reference's mean token log-probabilities: 0 is refused like a positive value."""
+    with pytest.raises(ValueError, match="strictly negative"):
+        L.implicit_target("cpo_easy", torch.tensor([rc], dtype=torch.float64),
+                          torch.tensor([rr], dtype=torch.float64), beta=1.0, gamma=0.5)
+
+
+def test_delta_from_loss_above_its_branch_point_against_mpmath():
+    """delta = T - log(expm1(loss)) / beta; above loss = 20 the code uses loss + log(-expm1(-loss)), whose second
+    term is about -e^-loss (-7.6e-10 at 21): checked against 50-digit mpmath to 1e-14 relative."""
+    import mpmath
+
+    losses = torch.tensor([20.5, 21.0, 22.0, 25.0], dtype=torch.float64)
+    target = torch.tensor([0.0, 1.0, -2.0, 3.0], dtype=torch.float64)
+    got = L.delta_from_loss(losses, target, beta=0.5)
+    for g, x, t in zip(got.tolist(), losses.tolist(), target.tolist()):
+        with mpmath.workdps(50):
+            exact = float(mpmath.mpf(t) - mpmath.log(mpmath.expm1(mpmath.mpf(x))) / mpmath.mpf(0.5))
+        assert abs(g - exact) <= 1e-14 * abs(exact), (x, g, exact)

@@ -118,6 +118,11 @@ def test_every_module_level_memo_dict_is_registered():
                 if re.search(rf"^\s+{name}\[[^\]]+\] = ", text, re.M):
                     caches.add(f"{module}.{name}")
     assert caches, "the scan found no cache at all: it is broken"
+    # module-level dicts a function fills that are not caches, each with why no method reads a value from it
+    not_caches = {"dpo_rlhf_checks.deferred._PENDING": "output writers queued by methods and run by the runner "
+                                                       "after the claims; a method never reads a result from it"}
+    assert set(not_caches) <= caches, set(not_caches) - caches  # a stale exemption is an error too
+    caches -= set(not_caches)
     assert caches <= set(tracing.MEMOISED.values()), caches - set(tracing.MEMOISED.values())
     for func, cache in tracing.MEMOISED.items():
         for dotted, kind in ((func, callable), (cache, lambda v: isinstance(v, dict))):

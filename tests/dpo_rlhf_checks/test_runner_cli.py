@@ -22,7 +22,8 @@ REQUIRED_IDS = [
     "cpo-constrained-kkt", "cpo-penalized-eq10", "cpo-stationary-margin", "cpo-loss-certificates",
     "price-of-alignment", "lm-dpo-failure", "lm-cpo-fix", "benchmark-table", "benchmark-8b-results", "e-cpoc",
     "dataset-ordered-minimiser", "finite-label-sign", "listwise-equivalence", "length-normalised",
-    "cpo-population-alignment", "lm-kernel-prediction",
+    "cpo-population-alignment", "gpo-absorbing-U", "gpo-transient-U", "loss-population-optimum",
+    "lm-kernel-prediction",
 ]
 CLAIM_KEYS = {"id", "title", "paper_ref", "statement", "verdict", "summary", "literal", "amended", "methods",
               "independent_methods", "independent_set", "counterexample", "amended_statement", "not_checked_reason",

@@ -311,3 +311,12 @@ def test_implicit_prompt_format_is_extracted_like_trl(models, tmp_path):
     assert cli_main(args) == 0
     b = _read(tmp_path / "imp.jsonl")
     assert [r["ref_chosen_logps"] for r in a] == pytest.approx([r["ref_chosen_logps"] for r in b], abs=1e-6)
+
+
+def test_split_with_a_jsonl_file_is_refused_not_ignored(tmp_path):
+    """A JSON Lines file has no splits: --split with one was silently ignored (every row scored)."""
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps({"prompt": "a", "chosen": " b", "rejected": " c"}) + "\n")
+    assert len(S.load_rows(path)[0]) == 1
+    with pytest.raises(S.ScoreInputError, match=r"--split 'test' given, but this is a JSON Lines file"):
+        S.load_rows(path, split="test")

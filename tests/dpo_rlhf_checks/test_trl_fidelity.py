@@ -105,11 +105,13 @@ def test_moe_router_aux_loss_is_added_and_logged_as_trl_does(tmp_path):
     assert 0.02 * aux > 1e-3  # the term is not negligible: dropping it would fail the equality above
 
 
-def test_bf16_autocast_gradients_equal_trls(tmp_path):
+@pytest.mark.parametrize("loss_name", ["dpo", "sigmoid"])
+def test_bf16_autocast_gradients_equal_trls(tmp_path, loss_name):
     """Under TRL's default bf16 autocast, one backward pass of ours and of TRL's on one batch: the same gradients.
 
     Long sequences (sums of ~100-300 token log-probs) and a policy near the reference, where the order of the
-    subtractions decides the rounding: the library's order gave a 2.5e-3 relative gradient difference here.
+    subtractions decides the rounding: the library's order gave a 2.5e-3 relative gradient difference here ("dpo"),
+    and pref_losses' softplus(-beta h) 8.4e-4 ("sigmoid" by TRL's name, now computed as TRL's -logsigmoid(beta h)).
     """
     model, tok = tiny.build_causal_lm(seed=5)
     ref, _ = tiny.build_causal_lm(seed=0)
@@ -120,7 +122,7 @@ def test_bf16_autocast_gradients_equal_trls(tmp_path):
     ds = datasets.Dataset.from_list(tiny.preference_rows(8, seed=3, prompt_words=(20, 60), completion_words=(20, 120)))
     cfg = dict(per_device_train_batch_size=8, max_length=512, beta=0.1)
     ours = LibraryLossDPOTrainer(model=model, ref_model=ref, args=_config(tmp_path, **cfg), train_dataset=ds,
-                                 processing_class=tok, loss_name="dpo")
+                                 processing_class=tok, loss_name=loss_name)
     theirs = trl.DPOTrainer(model=ours.model, ref_model=ours.ref_model, args=_config(tmp_path, **cfg),
                             train_dataset=ds, processing_class=tok)
     batch = next(iter(theirs.get_train_dataloader()))

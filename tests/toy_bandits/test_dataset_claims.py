@@ -105,3 +105,28 @@ def test_length_numeric_takes_the_length_rule_from_length_norm(ctx, monkeypatch)
     monkeypatch.setattr(ln, "mean_implies_summed", lambda lw, ll: lw >= ll)
     r = _run("length-normalised", "numeric", ctx)
     assert r.amended is False and r.evidence["violations_short_w"] > 0
+
+
+def test_cpo_population_counterexample_is_a_misranked_pair_recomputed_here(ctx):
+    """The literal of cpo-population-alignment fails with a counterexample: a CPO loss whose population minimiser
+    is negative although dr > 0. Recompute it independently for CPO clip (m = 0): with T = max(delta_ref, 0) for
+    the pair and max(-delta_ref, 0) for the swapped pair, the expected loss is
+    q softplus(beta (T - delta)) + (1 - q) softplus(beta (T' + delta)), q = sigma(dr); numpy on a fine grid."""
+    import numpy as np
+
+    from toy_bandits.dataset_claims import cpo_population_torch
+
+    res = cpo_population_torch(ctx)
+    assert res.literal is False
+    cex = res.counterexample["cpo_misranks_with_dr_positive"]
+    assert cex["dr"] > 0 and cex["minimiser_delta"] < 0, cex
+    assert cex["dpo_minimiser_delta"] == pytest.approx((cex["beta_delta_ref"] + cex["dr"]) / cex["beta"], rel=1e-12)
+    if cex["loss"].startswith("CPO clip") and cex["margin"] == 0.0:
+        beta, dr = cex["beta"], cex["dr"]
+        d_ref = cex["beta_delta_ref"] / beta
+        q = 1.0 / (1.0 + np.exp(-dr))
+        grid = np.linspace(-60.0, 60.0, 1_200_001)
+        expected = (q * np.logaddexp(0.0, beta * (max(d_ref, 0.0) - grid))
+                    + (1 - q) * np.logaddexp(0.0, beta * (max(-d_ref, 0.0) + grid)))
+        x = grid[np.argmin(expected)]
+        assert x < 0 and x == pytest.approx(cex["minimiser_delta"], abs=0.05)

@@ -137,3 +137,14 @@ def test_a_tiny_reference_gap_breaks_the_tie_in_every_implementation(n):
     assert p_wrong(n, bdr, dr) == pytest.approx(wrong, rel=1e-12)
     assert float(p_wrong_mpmath(n, bdr, dr)) == pytest.approx(wrong, rel=1e-12)
     assert float(p_wrong_many(np.array([n]), bdr, dr)[0]) == pytest.approx(wrong, rel=1e-10)
+
+
+def test_p_wrong_at_an_exact_tie_of_pi_star_and_of_the_counts():
+    """beta delta_ref = dr = 0: pi* ties the pair, so every count is wrong except the tie k = n/2 (even n), whose
+    empirical optimum ties too. Worked by hand: P = 1 - C(n, n/2) / 2^n for even n, 1 for odd n; the vectorised
+    p_wrong_many and the scalar p_wrong both give it (a swapped binomial argument in the tie branch gave 1)."""
+    ns = np.array([1, 2, 3, 4, 10, 11])
+    expected = np.array([1.0 if n % 2 else 1.0 - math.comb(n, n // 2) / 2.0 ** n for n in ns])
+    assert expected[1] == 0.5 and expected[3] == 0.625  # n = 2: 1 - 2/4; n = 4: 1 - 6/16
+    np.testing.assert_allclose(p_wrong_many(ns, 0.0, 0.0), expected, rtol=1e-12, atol=0)
+    np.testing.assert_allclose([p_wrong(int(n), 0.0, 0.0) for n in ns], expected, rtol=1e-12, atol=0)

@@ -40,7 +40,8 @@ def test_batched_preference_training_matches_lone_runs(lone, method, optimizer):
     many = train_preference_batched(method, tasks, refs, lps, CFG, SEEDS, dev, beta=2.5, optimizer=optimizer)
     for a, b in zip(one, many):
         assert a.seed == b.seed and a.method == b.method
-        for field in ("objective", "loss", "delta_sum", "delta_mean", "chosen_logp", "heldout_delta_sum"):
+        for field in ("objective", "loss", "delta_sum", "delta_mean", "chosen_logp", "heldout_delta_sum",
+                      "heldout_delta_mean"):
             np.testing.assert_allclose(getattr(b, field), getattr(a, field), atol=2e-4, rtol=1e-4, err_msg=field)
         np.testing.assert_array_equal(b.heldout_steps, a.heldout_steps)
         np.testing.assert_allclose(b.target, a.target, atol=1e-6)

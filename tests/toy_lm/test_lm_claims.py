@@ -37,12 +37,30 @@ def results(tmp_path_factory):
         calls.append(1)
         return original(*args, **kwargs)
 
+    import figures.lm as figures_lm
+    from dpo_rlhf_checks import deferred
+
+    draws = []
+    original_figures = figures_lm.lm_figures
+
+    def counting_figures(*args, **kwargs):
+        draws.append(1)
+        return original_figures(*args, **kwargs)
+
     stage_mod.run_stage = counting
+    figures_lm.lm_figures = counting_figures
     try:
         out = [f(ctx) for f in METHOD_FUNCS]
+        assert not draws and deferred.pending() == 1  # promised by every method, drawn by none of them
+        deferred.flush()  # what the runner does after a claim's last method
+        FIGURE_DRAWS.append(len(draws))
     finally:
         stage_mod.run_stage = original
+        figures_lm.lm_figures = original_figures
     return out, calls, ctx, stage_mod.get_stage(ctx)
+
+
+FIGURE_DRAWS = []
 
 
 def test_the_stage_trains_once_for_all_four_methods(results):
@@ -142,6 +160,8 @@ def test_the_time_in_U_law_decides_nothing(results):
 
 def test_figures_and_records_are_written(results):
     out, _, ctx, _ = results
+    assert FIGURE_DRAWS == [1]  # five methods, one drawing (it used to be one per method and look)
+    assert all(r.figures == out[0].figures for r in out)
     names = {Path(p).name for p in out[0].figures}
     for stem in ("lm_regime_map", "lm_time_in_U_law", "lm_loss_vs_frac_in_U", "lm_delta_trajectories"):
         assert {f"{stem}.pdf", f"{stem}.png"} <= names

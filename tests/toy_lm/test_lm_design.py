@@ -13,7 +13,8 @@ from dpo_rlhf_checks.registry import get_claim
 from toy_lm import decide as decide_mod
 from toy_lm.ceiling import minimiser_reaches
 from toy_lm.config import LMConfig
-from toy_lm.design import (DESIGN, Spec, and3, cpo_fix_specs, decide_bound, dpo_failure_specs, look_sizes, n_looks,
+from toy_lm.design import (BUDGET_CAP, DESIGN, PILOT, POWER_TARGET, Spec, and3, cpo_fix_specs, decide_bound,
+                           decision_power, dpo_failure_specs, look_sizes, n_looks, power_budget, rule_budget,
                            seed_interval)
 from toy_lm.tabular import tabular_minimiser_reaches
 
@@ -86,10 +87,11 @@ def test_sequential_evaluation_decides_at_the_first_clearing_look_with_bonferron
 def test_an_undecided_comparison_makes_the_method_inconclusive(monkeypatch):
     from toy_lm import claims
 
-    values = {s.name: [0.10] * 9 for p in dpo_failure_specs(LMConfig()).values() for s in p}
+    n = LMConfig().max_seeds
+    values = {s.name: [0.10] * n for p in dpo_failure_specs(LMConfig()).values() for s in p}
     _planted(monkeypatch, values)
     d = claims._decide(_FakeStage(LMConfig()), dpo_failure_specs(LMConfig()), ["fail"], ["fail"])
-    assert d["literal"] is None and "undecided after the seed budget (9 seeds)" in d["inconclusive"]
+    assert d["literal"] is None and f"undecided after the seed budget ({n} seeds)" in d["inconclusive"]
 
 
 def test_judged_cells_are_fixed_by_the_design_alone():
@@ -116,8 +118,10 @@ def test_registry_text_states_the_designs_numbers_and_methods_report_it_verbatim
     cpo = get_claim("lm-cpo-fix")
     assert f"<= {DESIGN.fix_margin:.2f}" in cpo.statement and f"at most {DESIGN.fix_margin:.2f}" in cpo.amendment
     cfg = LMConfig()
-    assert f"up to {cfg.max_seeds}" in dpo.statement and f"{len(cfg.seeds)} seeds, then {cfg.seed_step} more" \
-        in dpo.statement
+    sizes = look_sizes(len(cfg.seeds), cfg.seed_step, cfg.max_seeds, cfg.look_schedule)
+    looks = ", ".join(str(n) for n in sizes)
+    assert f"up to {cfg.max_seeds}" in dpo.statement and f"{len(cfg.seeds)} seeds, doubled at each look" in dpo.statement
+    assert f"({looks})" in dpo.statement and f"{looks} seeds" in cpo.statement
     for name in DESIGN.carriers + DESIGN.carriers_bt:
         assert name in cpo.statement
     # No number in the amendments comes from a run: every decimal in them is a design number.
@@ -165,3 +169,60 @@ def test_bt_ceiling_of_clip_follows_the_condition_of_section_13():
         q = 1 / (1 + np.exp(-(line + eps)))
         got = minimiser_reaches("cpo_clip_bt", beta, {"margin": 0.0}, q, dref, 0.0)
         assert (got == expected).all(), (eps, got)
+
+
+# ----------------------------------------------------------------------------------------------
+# The seed budget's power rule
+
+
+def test_look_schedules_double_or_step_and_reject_anything_else():
+    assert look_sizes(3, 3, 12) == [3, 6, 12] and n_looks(3, 3, 12) == 3
+    assert look_sizes(3, 3, 12, "step") == [3, 6, 9, 12] and look_sizes(3, 3, 10) == [3, 6, 10]
+    assert look_sizes(5, 3, 11) == [5, 10, 11] and look_sizes(2, 2, 6) == [2, 4, 6]
+    with pytest.raises(ValueError, match="look schedule"):
+        look_sizes(3, 3, 12, "triple")
+    with pytest.raises(ValueError, match="look_schedule"):
+        LMConfig(look_schedule="triple")
+
+
+def test_decision_power_matches_a_simulation_of_the_final_look():
+    # Normal seed-level values, sd 0.05, true mean 0.03 above a bound: the fraction of draws whose interval over
+    # 12 seeds (level 1 - 0.05/3) clears the bound against decision_power.
+    rng = np.random.default_rng(0)
+    sd, distance, n, k = 0.05, 0.03, 12, 3
+    x = rng.normal(distance, sd, size=(20000, n))
+    half = student_t.ppf(1 - 0.05 / (2 * k), n - 1) * x.std(axis=1, ddof=1) / math.sqrt(n)
+    simulated = float(np.mean(x.mean(axis=1) - half > 0))
+    assert decision_power(sd, distance, n, k) == pytest.approx(simulated, abs=0.03)
+    assert decision_power(sd, 0.0, n, k) < 0.01 and decision_power(sd, 1.0, n, k) > 0.999
+    assert decision_power(sd, distance, 1, 1) == 0.0
+
+
+def test_the_default_budget_is_the_power_rule_on_the_pilot_capped_by_time():
+    rule = rule_budget()
+    assert rule["wanted"] == {"fraction_in_U": 24, "amount": 12, "shortfall": 96}
+    assert LMConfig().max_seeds == rule["budget"] == BUDGET_CAP == 12 and LMConfig().look_schedule == "double"
+    # at the budget: the amounts reach the power target at half their margin, the other families do not
+    assert rule["power"]["amount"] >= POWER_TARGET > rule["power"]["fraction_in_U"] > rule["power"]["shortfall"]
+    # the rule is the smallest schedule size that reaches the target: one look less does not
+    sd = PILOT["amount"][0]
+    assert decision_power(sd, DESIGN.tol_frac_in_U / 2, 6, 2) < POWER_TARGET
+    assert power_budget(sd, DESIGN.tol_frac_in_U / 2, 3, cap=6) is None
+
+
+def test_pilot_sds_pool_within_a_family():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "pilot_sd.py"
+    spec = importlib.util.spec_from_file_location("pilot_sd", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    comp = (lambda name, q, v: {"name": name, "quantity": q, "values": v})
+    report = {"claims": [{"methods": [{"evidence": {"comparisons": {"a": [
+        comp("x", "obs_minus_pred_frac_in_U", [0.0, 0.2]), comp("y", "obs_minus_pred_frac_in_U", [1.0, 1.0, 1.3]),
+        comp("z", "final_loss", [0.1, 0.9]), comp("w", "shortfall_vs_one", [0.5])]}}},
+        {"evidence": {"comparisons": {"b": [comp("x", "obs_minus_pred_frac_in_U", [0.0, 0.2])]}}}]}]}
+    sds = mod.pooled_sds([report])
+    # x counted once: ss 0.02 + 0.06 over df 1 + 2
+    assert sds == {"amount": (pytest.approx(math.sqrt(0.08 / 3)), 3, 2)}

@@ -1,0 +1,96 @@
+"""toy_bandits.gpo_flow against numbers derived by hand (docs/theory.md §16): end points, exit times, BT optima."""
+
+import math
+
+import pytest
+
+from dpo_rlhf_checks.atlas_rows import Setting
+from toy_bandits import gpo_flow as F
+
+
+def test_reference_puts_the_pair_near_zero_mass():
+    ref = F.reference(-20.0)
+    assert ref[0] - ref[1] == pytest.approx(-20.0, abs=1e-12)
+    assert max(ref[0], ref[1]) == F.LOG_MASS and ref[2] == pytest.approx(0.0, abs=1e-100)
+
+
+@pytest.mark.parametrize("setting, beta_D", [
+    (Setting("ipo"), 0.5),  # t_f = 1/2
+    (Setting("ipo", n=10), 5.0),  # per token, equal lengths: n t_f
+    (Setting("hinge"), 1.0),  # flat from t_f = 1
+    (Setting("sppo_hard"), 1.0),  # r_w = 1/(2 beta), r_l = -1/(2 beta)
+])
+def test_end_point_by_hand(setting, beta_D):
+    ep = F.end_point(setting, delta_ref=-30.0)
+    assert setting.beta * ep["D"] == pytest.approx(beta_D, abs=1e-6)
+    # beta delta_ref = -3: the pair ends in U iff -3 < -beta D (all but the per-token ipo, beta D = 5)
+    assert (-30.0 < ep["delta_end"] < 0) == (-3.0 < -beta_D)
+
+
+def test_ipo_per_token_pair_leaves_U_where_the_summed_threshold_says_it_stays():
+    """loss_type='ipo' (TRL, per token, n = 10) at beta = 0.1: beta delta_ref = -2 < -1/2, yet the flow ends at
+    beta delta = -2 + 5 = 3 > 0: the summed threshold -t_f is wrong by the factor n."""
+    res = F.flow(Setting("ipo", n=10), -20.0, 1e6)
+    assert 0.1 * res["delta_end"] == pytest.approx(3.0, abs=1e-6)
+
+
+def test_logistic_exit_time_by_hand():
+    """DPO: T = (U0 + e^U0 - 1)/(2 beta^2); U0 = 3, beta = 0.1: 1104.2768..."""
+    assert F.exit_time(Setting("sigmoid"), 3.0) == pytest.approx((3 + math.expm1(3)) / 0.02, rel=1e-6)
+
+
+def test_robust_exit_time_is_linear_by_hand():
+    """robust eps = 0.1, beta = 0.1, U0 = 12: T = 0.8/0.02 (12/0.9 + (0.8/0.09) log(0.9 + 0.1 e^12))."""
+    e, u = 0.1, 12.0
+    law = (1 - 2 * e) / 0.02 * (u / (1 - e) + (1 - 2 * e) / (e * (1 - e)) * math.log(1 - e + e * math.exp(u)))
+    assert F.exit_time(Setting("robust", params={"label_smoothing": e}), u) == pytest.approx(law, rel=1e-6)
+
+
+@pytest.mark.parametrize("setting, q, t_star", [
+    (Setting("sigmoid"), 0.8, math.log(4)),  # dr
+    (Setting("ipo", n=10), 0.8, 10 * 0.3),  # n (q - 1/2), summed units
+    (Setting("bco_pair"), 0.8, 2 * math.log(4)),  # 2 dr
+    (Setting("hinge"), 0.8, 1.0),  # sign(dr)
+])
+def test_population_by_hand(setting, q, t_star):
+    res = F.population_t(setting, q)
+    assert res["finite"] and res["t"] == pytest.approx(t_star, abs=1e-6)
+
+
+def test_population_runaway_is_detected():
+    res = F.population_t(Setting("apo_zero"), 0.8)
+    assert not res["finite"] and res["t"] > 0
+
+
+def test_discopop_from_the_reference_moves_the_wrong_way():
+    """DiscoPOP, tau = 0.05: descent from the reference stops at t ~ -0.119 (beta D < 0)."""
+    ep = F.end_point(Setting("discopop", params={"discopop_tau": 0.05}), delta_ref=1.0)
+    assert 0.1 * ep["D"] == pytest.approx(-0.1186, abs=5e-4)
+    assert ep["delta_end"] < 0  # beta delta_ref = 0.1 < 0.119: a correctly ranked reference ends ranked wrong
+
+
+def test_aot_batch_exit_times_follow_dpo_law():
+    """aot on a batch whose pairs keep their order: each pair leaves U at DPO's per-pair time."""
+    res = F.batch_flow("aot", 0.1, [-3.0, -1.0, 1.0], 1e5)
+    for x, T in zip([-3.0, -1.0], res["t_exit"]):
+        assert T == pytest.approx((-x + math.expm1(-x)) / 0.02, rel=1e-6)
+    assert res["t_exit"][2] is None
+
+
+def test_population_per_token_large_optimum_is_finite():
+    """sigmoid_norm, n = 10, q = 0.995: summed t* = n dr = 52.93 (per token 5.29), finite; the runaway cap is in
+    the units of f's argument (it read 'inf' when the cap was 40 on the summed t)."""
+    res = F.population_t(Setting("sigmoid_norm", n=10), 0.995)
+    assert res["finite"] and res["t"] == pytest.approx(10 * math.log(0.995 / 0.005), rel=1e-6)
+
+
+def test_forward_kl_invariant_holds_and_breaks_when_the_rest_is_trained():
+    """forward_kl keeps e^r_w + e^r_l = 2 under free log-ratio flow; training the third logit too changes the
+    metric and breaks it (the end point moves: hinge beta D 0.300 -> 0.208)."""
+    s = Setting("hinge", f_div="forward_kl")
+    free = F.flow(s, -5.0, 1e6)
+    both = F.flow(s, -5.0, 1e6, train_rest=True)
+    assert math.exp(free["r_end"][0]) + math.exp(free["r_end"][1]) == pytest.approx(2.0, abs=1e-5)
+    assert abs(math.exp(both["r_end"][0]) + math.exp(both["r_end"][1]) - 2.0) > 0.05
+    assert 0.1 * (free["delta_end"] + 5.0) == pytest.approx(0.2998, abs=1e-4)
+    assert 0.1 * (both["delta_end"] + 5.0) == pytest.approx(0.2081, abs=1e-4)
