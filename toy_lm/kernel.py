@@ -111,44 +111,40 @@ def flat_params(model: TinyGPT) -> torch.Tensor:
 def logp_jacobian(model: TinyGPT, resp: Responses, device: str | torch.device = "cpu",
                   chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(z, J): z (B,) the summed response log-probabilities at the model's parameters and J (B, n_params) their
-    Jacobian, both float64 (a float64 copy of the model), via torch.func.jacrev of a functional_call.
+    Jacobian, both float64 (a float64 copy of the model).
 
-    Columns in ``named_parameters`` order (that of :func:`flat_params`). chunk: responses per jacrev call (None: all
+    Row i of J is the gradient of z_i alone, and z_i reads only sequence i, so J is the per-sequence gradient:
+    torch.func.vmap of torch.func.grad over the rows (one batched forward and backward), not jacrev of the whole
+    batch, which back-propagates every row's basis vector through all B sequences (B times the work).
+    Columns in ``named_parameters`` order (that of :func:`flat_params`). chunk: responses per vmap call (None: all
     at once); the rows do not depend on it beyond rounding.
     """
-    from torch.func import functional_call, jacrev
+    from torch.func import functional_call, grad, vmap
+
+    from toy_lm.model import response_logp_sum
 
     dev = torch.device(device)
     base = copy.deepcopy(model).double().to(dev)
     for block in base.blocks:
-        block.fused_attention = False  # the written-out attention: vmap (inside jacrev) has its batching rules
+        block.fused_attention = False  # the written-out attention: vmap has its batching rules
     params = {k: v.detach() for k, v in base.named_parameters()}
     names = list(params)
     tokens, mask = resp.tokens.to(dev), resp.mask.to(dev)
+    with torch.no_grad():
+        z = sequence_logps(base, tokens, mask).sum  # (B,); also validates tokens and mask (vmap cannot branch)
 
-    def z_of(p, tok, msk):
-        return sequence_logps(_Functional(base, p, functional_call), tok, msk).sum
+    def z_row(p, tok, msk):  # tok, msk: (S,) one sequence -> its summed response log-probability
+        logits = functional_call(base, p, (tok[None, :-1],))  # (1, S-1, V)
+        return response_logp_sum(logits, tok[None], msk[None])[0]
 
-    zs, js = [], []
+    per_row = vmap(grad(z_row), in_dims=(None, 0, 0))
+    js = []
     step = chunk or resp.n
     for start in range(0, resp.n, step):
         tok, msk = tokens[start:start + step], mask[start:start + step]
-        jac = jacrev(z_of)(params, tok, msk)  # name -> (b, *shape)
-        js.append(torch.cat([jac[k].reshape(tok.shape[0], -1) for k in names], dim=1))
-        with torch.no_grad():
-            zs.append(z_of(params, tok, msk))
-    return torch.cat(zs).detach(), torch.cat(js).detach()
-
-
-class _Functional(torch.nn.Module):
-    """The model called with the given parameters (torch.func.functional_call), as a module for sequence_logps."""
-
-    def __init__(self, base, params, functional_call):
-        super().__init__()
-        self._call = lambda x: functional_call(base, params, (x,))
-
-    def forward(self, x):
-        return self._call(x)
+        g = per_row(params, tok, msk)  # name -> (b, *shape)
+        js.append(torch.cat([g[k].reshape(tok.shape[0], -1) for k in names], dim=1))
+    return z.detach(), torch.cat(js).detach()
 
 
 # ----------------------------------------------------------------------------------------------

@@ -294,6 +294,33 @@ def test_jacobian_matches_rowwise_autograd_and_finite_differences(small_model_an
     np.testing.assert_allclose(jac2.numpy(), jac.numpy(), rtol=0, atol=1e-12)
 
 
+def test_per_row_jacobian_is_jacrev_of_the_batch(small_model_and_task):
+    """J by vmap of per-row gradients is the Jacobian torch.func.jacrev takes of the whole batch (the former method,
+    B times the work) to float64 rounding, and z is sequence_logps' own."""
+    import copy
+
+    from torch.func import functional_call, jacrev
+
+    from toy_lm.model import sequence_logps
+
+    model, task = small_model_and_task
+    resp = task_responses(task)
+    z, jac = logp_jacobian(model, resp)
+    m64 = copy.deepcopy(model).double()
+    for block in m64.blocks:
+        block.fused_attention = False
+    params = {k: v.detach() for k, v in m64.named_parameters()}
+
+    def z_of(p):
+        return sequence_logps(lambda x: functional_call(m64, p, (x,)), resp.tokens, resp.mask).sum
+
+    full = jacrev(z_of)(params)
+    ref = torch.cat([full[k].reshape(resp.n, -1) for k in params], dim=1)
+    assert (jac - ref).abs().max().item() <= 1e-12 * ref.abs().max().item()
+    with torch.no_grad():
+        np.testing.assert_array_equal(z.numpy(), z_of(params).numpy())
+
+
 def test_bad_input_is_one_clear_error():
     ref, q = _instances(p=2)
     with pytest.raises(ValueError, match="optimizer"):
