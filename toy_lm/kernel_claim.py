@@ -71,8 +71,20 @@ def seed_lin(stage, seed: int):
     lk = (id(stage), seed)
     if lk not in _LIN:
         run = _run_of(stage, seed)
-        _LIN[lk] = linearise_seed(run.reference, run.task, stage.device)
+        with _stage_threads(stage):
+            _LIN[lk] = linearise_seed(run.reference, run.task, stage.device)
     return _LIN[lk]
+
+
+def _stage_threads(stage):
+    """torch's CPU threads set to the stage's (TOY_LM_THREADS, default 1) while the kernel work runs, as the stage's
+    own training runs. Measured on this 2-core machine under load: a lone LM run of the default cell took 2.8-9.9 CPU
+    s at torch's default 2 threads and 0.14-0.16 at 1 thread; the plain Adam prediction 1.6-3.3 against 0.63."""
+    import torch
+
+    from toy_lm.stage import _Threads
+
+    return _Threads(stage.threads, torch.device(stage.device))
 
 
 def prediction(stage, key: Key, seed: int, relin: bool) -> KernelPrediction:
@@ -83,9 +95,10 @@ def prediction(stage, key: Key, seed: int, relin: bool) -> KernelPrediction:
         lin = seed_lin(stage, seed)
         beta, opt, method = key
         plain = prediction(stage, key, seed, relin=False).linear_run if relin else None
-        _PRED[ck] = predict_seed(method, beta, opt, run.records[key], run.task, run.reference, run.ref_logps,
-                                 stage.cfg, seed, lin, device=stage.device,
-                                 relinearise_every=KERNEL.relinearise_every if relin else None, plain=plain)
+        with _stage_threads(stage):
+            _PRED[ck] = predict_seed(method, beta, opt, run.records[key], run.task, run.reference, run.ref_logps,
+                                     stage.cfg, seed, lin, device=stage.device,
+                                     relinearise_every=KERNEL.relinearise_every if relin else None, plain=plain)
     return _PRED[ck]
 
 
@@ -99,6 +112,12 @@ def _cell(key) -> str:
     return f"beta {beta:g} {opt} {method}"
 
 
+def kernel_looks(cfg) -> tuple[list[int], int]:
+    """The seeds at each look and the number of planned looks K: lm-dpo-failure's (the config's look schedule)."""
+    return (look_sizes(len(cfg.seeds), cfg.seed_step, cfg.max_seeds, cfg.look_schedule),
+            n_looks(len(cfg.seeds), cfg.seed_step, cfg.max_seeds, cfg.look_schedule))
+
+
 def evaluate_fraction(stage, variant: str) -> dict[str, dict]:
     """Each compared cell's outcome for ``variant``: mean over seeds of observed - predicted fraction in U, decided
     within +- KERNEL.margin at the first look whose interval clears it (toy_lm/design.py's looks, level 1 - alpha/K),
@@ -108,8 +127,7 @@ def evaluate_fraction(stage, variant: str) -> dict[str, dict]:
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     cfg = stage.cfg
-    sizes = look_sizes(len(cfg.seeds), cfg.seed_step, cfg.max_seeds)
-    k = n_looks(len(cfg.seeds), cfg.seed_step, cfg.max_seeds)
+    sizes, k = kernel_looks(cfg)
     level = 1.0 - DESIGN.alpha / k
     keys = kernel_keys(cfg)
     pending = [key for key in keys if (id(stage), variant, _cell(key)) not in _DECISIONS]
