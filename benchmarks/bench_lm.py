@@ -47,17 +47,19 @@ def _sync(dev: torch.device) -> None:
 
 
 def _kernel(cfg, task, ref, lp, args, dev) -> None:
-    """J of every tracked response at the reference (toy_lm.kernel.linearise_seed, float64, torch.func.jacrev), the
-    kernel K = J J^T, and one plain and one re-linearised prediction of a DPO run (SGD and Adam)."""
+    """J of every tracked response at the reference (toy_lm.kernel.linearise_seed, float64, vmap of per-row
+    gradients), the kernel K = J J^T, and one plain and one re-linearised prediction of a DPO run (SGD and Adam);
+    wall and CPU seconds (the process's, so a loaded machine shows as wall >> CPU)."""
     from toy_lm.kernel import linearise_seed, predict_seed
 
     _sync(dev)
+    c0 = time.process_time()
     lin = linearise_seed(ref, task, dev)
     _sync(dev)
     j = lin.jacobian
     print(f"kernel: J {tuple(j.shape)} (responses x parameters: {task.n_train} train pairs x 2, "
           f"{j.shape[0] - 2 * task.n_train} other tracked responses), float64 {j.numel() * 8 / 2**20:.1f} MiB, "
-          f"{lin.seconds:.2f} s on {dev}")
+          f"{lin.seconds:.2f} s wall, {time.process_time() - c0:.2f} s CPU on {dev}")
     t0 = time.perf_counter()
     k = j @ j.T
     print(f"kernel: K = J J^T {tuple(k.shape)} in {time.perf_counter() - t0:.3f} s")
@@ -65,10 +67,11 @@ def _kernel(cfg, task, ref, lp, args, dev) -> None:
     for opt in cfg.optimizers:
         rec = train_preference("dpo", task, ref, lp, cfg, args.seed, dev, beta=beta, optimizer=opt)
         for every in (None, 10):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             predict_seed("dpo", beta, opt, rec, task, ref, lp, cfg, args.seed, lin, device=dev, relinearise_every=every)
             print(f"kernel: {'re-linearised every 10 steps (incl. a lone LM run)' if every else 'linearised'} "
-                  f"prediction, dpo beta {beta:g} {opt}, {cfg.steps} steps: {time.perf_counter() - t0:.2f} s")
+                  f"prediction, dpo beta {beta:g} {opt}, {cfg.steps} steps: {time.perf_counter() - t0:.2f} s wall, "
+                  f"{time.process_time() - c0:.2f} s CPU")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -584,8 +584,9 @@ CLAIMS: tuple[Claim, ...] = (
                   "DPO under each optimizer its time-in-U slope lies within two standard errors of the LM's. The "
                   "numeric reductions as stated.",
         slow=("its looks train up to 12 seeds of the 8 DPO cells and predict each seed twice, linearised and "
-              "re-linearised (J again at steps 10, 20, 30 from a lone LM run): 205 s wall, 83 CPU s after the stage "
-              "on this 2-core machine under load (docs/theory.md §17), beyond --all's 90 s LM budget"),
+              "re-linearised (J again at steps 10, 20, 30 from a lone LM run): 175 s wall after the stage's first look "
+              "(61 s of it training the extra seeds), 230 s with it, 132 CPU s for the whole command, on this "
+              "2-core machine under load (docs/theory.md §17); beyond --all's 90 s LM budget"),
     ),
 )
 
