@@ -104,3 +104,31 @@ def test_lm_map_computes_the_slow_claims_verdict_on_its_stage(tmp_path, monkeypa
     md = (out / "lm_map.md").read_text()
     assert "## Claims computed on the map's stage" in md and f"`lm-kernel-prediction`: **{c['verdict']}**" in md
     assert any("lm_kernel" in f for f in payload["figures"])
+
+
+def test_kernel_work_runs_at_the_stages_threads(monkeypatch):
+    """J and the predictions run at the stage's torch threads (TOY_LM_THREADS, default 1), as its training does, and
+    the caller's setting is restored: at torch's default threads a lone LM run of the default cell took 2.8-9.9 CPU s
+    on this loaded 2-core machine instead of 0.15 (docs/theory.md §17)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    seen = []
+    key = (2.5, "adam", "dpo")
+    run = SimpleNamespace(seed=0, records={key: None}, task=None, reference=None, ref_logps=None)
+    stage = SimpleNamespace(runs=[run], cfg=SimpleNamespace(), device="cpu", threads=1)
+    monkeypatch.setattr(kernel_claim, "linearise_seed",
+                        lambda *a, **k: seen.append(("J", torch.get_num_threads())) or "lin")
+    monkeypatch.setattr(kernel_claim, "predict_seed",
+                        lambda *a, **k: seen.append(("predict", torch.get_num_threads())) or "pred")
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert kernel_claim.prediction(stage, key, 0, relin=False) == "pred"
+        assert torch.get_num_threads() == 2  # restored
+    finally:
+        torch.set_num_threads(old)
+        kernel_claim._LIN.pop((id(stage), 0), None)
+        kernel_claim._PRED.pop((id(stage), key, 0, False), None)
+    assert seen == [("J", 1), ("predict", 1)]
