@@ -6,7 +6,9 @@
 Trains every cell (beta x optimizer x labels) and method of the config (default: the "map" preset, four beta
 levels, five seeds), predicts each with the tabular theory, and writes ``OUT/lm_map.md`` (the cells x methods
 table of predicted / observed fraction in U, the time-in-U law under each optimizer), ``OUT/lm_map.json`` and
-``OUT/figures/lm_map_*.png|pdf``. Every argument, ``TOY_LM_THREADS`` and the output folder are checked before any
+``OUT/figures/lm_map_*.png|pdf``; then it computes the verdict of every slow claim of the LM stage
+(dpo_rlhf_checks.registry.runs_in_lm_map: lm-kernel-prediction) on the map's own stage, as a section of lm_map.md,
+``"claims"`` in lm_map.json and the claims' figures. Every argument, ``TOY_LM_THREADS`` and the output folder are checked before any
 training: a problem is one line on stderr and exit 2. The files are written into a staging folder and renamed into
 place at the end, under a lock on ``--out`` (dpo_rlhf_checks.outdir); Ctrl-C leaves ``--out``'s files as they were.
 
