@@ -8,9 +8,10 @@ levels, five seeds), predicts each with the tabular theory, and writes ``OUT/lm_
 table of predicted / observed fraction in U, the time-in-U law under each optimizer), ``OUT/lm_map.json`` and
 ``OUT/figures/lm_map_*.png|pdf``; then it computes the verdict of every slow claim of the LM stage
 (dpo_rlhf_checks.registry.runs_in_lm_map: lm-kernel-prediction) on the map's own stage, as a section of lm_map.md,
-``"claims"`` in lm_map.json and the claims' figures. Every argument, ``TOY_LM_THREADS`` and the output folder are checked before any
-training: a problem is one line on stderr and exit 2. The files are written into a staging folder and renamed into
-place at the end, under a lock on ``--out`` (dpo_rlhf_checks.outdir); Ctrl-C leaves ``--out``'s files as they were.
+``"claims"`` in lm_map.json and the claims' figures. Every argument, ``TOY_LM_THREADS`` and the output folder are
+checked before any training: a problem is one line on stderr and exit 2. The files are written into a staging
+folder and renamed into place at the end, under a lock on ``--out`` (dpo_rlhf_checks.outdir); Ctrl-C leaves
+``--out``'s files as they were.
 
 Long maps lose nothing (toy_lm/map_progress.py): each finished unit (a chunk's reference SFT, a cell's training, a
 cell's prediction) is kept in ``OUT/.lm_map-progress/`` as it finishes. SIGINT (exit 130), SIGTERM (exit 143) or a

@@ -62,7 +62,8 @@ def test_numeric_method_fails_on_a_planted_error(tmp_path, monkeypatch, plant):
 # default config lists it as not-checked (tests/dpo_rlhf_checks/test_runner_cli.py), lm-map computes it on its stage
 
 TINY = {"n_train_prompts": 6, "n_heldout_prompts": 2, "n_embd": 16, "sft_steps": 20, "steps": 12,
-        "seeds": [0, 1, 2], "max_seeds": 3, "methods": ["dpo", "dpo_bt", "cpo_clip", "cpo_clip_bt"], "betas": [0.5, 2.5],
+        "seeds": [0, 1, 2], "max_seeds": 3, "methods": ["dpo", "dpo_bt", "cpo_clip", "cpo_clip_bt"],
+        "betas": [0.5, 2.5],
         "tabular_max_steps": 200}
 
 
