@@ -7,6 +7,7 @@
     python benchmarks/bench_lm.py --config large --device cpu --steps 2 --sft-steps 2   # proves the large path runs
     python benchmarks/bench_lm.py --no-map               # tokens/s of one run only
     python benchmarks/bench_lm.py --replicas --no-map    # seed-cells/s: lone seeds (before) vs batched replicas (after)
+    python benchmarks/bench_lm.py --kernel --no-map      # J of the linearised LM (toy_lm/kernel.py): size and time
 
 Map cells: one cell-method is (beta, optimizer, method) over all seeds of the config, trained and predicted
 (toy_lm.stage.run_stage); cells/s = cell-methods / stage wall time (SFT and tabular prediction included), and
@@ -45,6 +46,34 @@ def _sync(dev: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def _kernel(cfg, task, ref, lp, args, dev) -> None:
+    """J of every tracked response at the reference (toy_lm.kernel.linearise_seed, float64, vmap of per-row
+    gradients), the kernel K = J J^T, and one plain and one re-linearised prediction of a DPO run (SGD and Adam);
+    wall and CPU seconds (the process's, so a loaded machine shows as wall >> CPU)."""
+    from toy_lm.kernel import linearise_seed, predict_seed
+
+    _sync(dev)
+    c0 = time.process_time()
+    lin = linearise_seed(ref, task, dev)
+    _sync(dev)
+    j = lin.jacobian
+    print(f"kernel: J {tuple(j.shape)} (responses x parameters: {task.n_train} train pairs x 2, "
+          f"{j.shape[0] - 2 * task.n_train} other tracked responses), float64 {j.numel() * 8 / 2**20:.1f} MiB, "
+          f"{lin.seconds:.2f} s wall, {time.process_time() - c0:.2f} s CPU on {dev}")
+    t0 = time.perf_counter()
+    k = j @ j.T
+    print(f"kernel: K = J J^T {tuple(k.shape)} in {time.perf_counter() - t0:.3f} s")
+    beta = max(cfg.betas)
+    for opt in cfg.optimizers:
+        rec = train_preference("dpo", task, ref, lp, cfg, args.seed, dev, beta=beta, optimizer=opt)
+        for every in (None, 10):
+            t0, c0 = time.perf_counter(), time.process_time()
+            predict_seed("dpo", beta, opt, rec, task, ref, lp, cfg, args.seed, lin, device=dev, relinearise_every=every)
+            print(f"kernel: {'re-linearised every 10 steps (incl. a lone LM run)' if every else 'linearised'} "
+                  f"prediction, dpo beta {beta:g} {opt}, {cfg.steps} steps: {time.perf_counter() - t0:.2f} s wall, "
+                  f"{time.process_time() - c0:.2f} s CPU")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="default", help="default, large, or a JSON config file")
@@ -56,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-map", action="store_true", help="skip the map timing (tokens/s of one run only)")
     parser.add_argument("--replicas", action="store_true", help="seed-cells/s with lone seeds vs batched replicas")
+    parser.add_argument("--kernel", action="store_true", help="J (responses x parameters) of the linearised LM: size, "
+                                                              "time, and one linearised run's time")
     args = parser.parse_args(argv)
 
     cfg = load_config(args.config)
@@ -116,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{n_cells / stage.seconds:.3f} cells/s, {n_cells * len(cfg.seeds) / stage.seconds_training:.2f} runs/s")
     if args.replicas:
         _replicas(cfg, args, dev)
+    if args.kernel:
+        _kernel(cfg, task, ref, lp, args, dev)
     if dev.type == "cuda":
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated(dev) / 2**20:.1f} MiB")
     return 0

@@ -1,6 +1,8 @@
 """Command line of ``paper_checks.py``.
 
-    python paper_checks.py --all                 run every check, print the table, write results/
+    python paper_checks.py --all                 run every check, print the table, write results/ (at the
+                                                 default LM config a slow claim is listed as not-checked,
+                                                 with the command that runs it: registry.slow_reason)
     python paper_checks.py --list                list the claims
     python paper_checks.py --only ID [ID ...]    run some checks
     python paper_checks.py solve --instance F    solve one bandit instance (toy_bandits)
@@ -148,7 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
         f"Subcommands: {', '.join(SUBCOMMANDS)} (run 'paper_checks.py SUBCOMMAND --help').",
     )
     what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument("--all", action="store_true", help="run every registered check")
+    what.add_argument("--all", action="store_true",
+                      help="run every registered check (at the default LM config, a claim the registry marks slow is "
+                           "listed as not-checked, with the commands that run it)")
     what.add_argument("--only", nargs="+", metavar="ID", help="run only these claim ids")
     what.add_argument("--list", action="store_true", help="list the claims and exit")
     parser.add_argument("--out", type=out_path, default=Path("results"), help="output folder (default: results/)")
@@ -174,7 +178,8 @@ def _list_claims() -> str:
     width = max(len(c.id) for c in CLAIMS)
     lines = []
     for c in CLAIMS:
-        lines.append(f"{c.id.ljust(width)}  {c.paper_ref}")
+        lines.append(f"{c.id.ljust(width)}  {c.paper_ref}" + ("  [slow: not in --all at the default LM config]"
+                                                             if c.slow else ""))
         lines.append(f"{' ' * width}  {c.title}: {c.statement}")
     return "\n".join(lines)
 
@@ -257,13 +262,20 @@ def _run_main(argv: list[str]) -> int:
                              lambda staged: _run_staged(args, claims, staged), "the results")
 
 
+def skips_slow(args: argparse.Namespace) -> bool:
+    """Whether this run lists the registry's slow claims as not-checked instead of running them: ``--all`` at the
+    default LM config (the run kept within its time budget). ``--only ID`` runs what it names, and ``--all`` with
+    another ``--lm-config`` (map, large, a file: a long LM run already) runs every claim."""
+    return bool(args.all) and args.lm_config == "default"
+
+
 def _run_staged(args: argparse.Namespace, claims: list, staged) -> int:
     """Run ``claims`` with every file going to ``staged.staging``, then rename them into ``args.out``."""
     from dpo_rlhf_checks.report import ERROR_VERDICT, format_table, run_claims, write_report
 
     ctx = CheckContext(seed=args.seed, quick=args.quick, out_dir=staged.staging, lm_config=args.lm_config,
                        device=args.device)
-    report = run_claims(claims, ctx)
+    report = run_claims(claims, ctx, skip_slow=skips_slow(args))
     reports = list(write_report(report, staged.staging))
     if args.format == "latex":
         from dpo_rlhf_checks.report_tex import write_latex

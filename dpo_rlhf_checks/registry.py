@@ -16,6 +16,11 @@ How to add a claim (append it at the end of ``CLAIMS``)::
 or, for a claim this toolkit does not check, ``Claim(id, title, paper_ref, statement,
 not_checked="the reason")`` (no methods).
 
+A claim whose methods are too slow for ``--all``'s budget at the default LM config gets ``slow="why, and its
+measured cost"``: it keeps its methods, ``--all`` at the default LM config lists it as not-checked with the reason
+:func:`slow_reason` builds from that field (naming the commands that run it), and ``--only ID``, ``--all`` with
+another ``--lm-config`` and, for a claim of the LM stage (:func:`runs_in_lm_map`), ``lm-map`` compute its verdict.
+
 - ``methods`` maps a method name to a ``"module:function"`` string. The name is one of
   :data:`dpo_rlhf_checks.result.METHODS` (symbolic, numeric, convex, simulation, training), optionally
   with a suffix after a dash (``"numeric-search"``). The runner imports the module and looks up the
@@ -47,6 +52,8 @@ class Claim:
     amendment: the amended statement, registry text written before any run: a testable hypothesis with its
         numbers, which the methods' ``amended`` tests test. A ``holds-amended`` claim reports this text,
         never one assembled from the run's results (None: the claim tests no amendment).
+    slow: why ``--all`` at the default LM config leaves this claim out, with its measured cost (None: it runs in
+        ``--all``). Only a claim with methods can be slow; see :func:`slow_reason` for where it runs.
     """
 
     id: str
@@ -56,16 +63,37 @@ class Claim:
     methods: dict[str, str] = field(default_factory=dict)
     not_checked: str | None = None
     amendment: str | None = None
+    slow: str | None = None
 
     def __post_init__(self) -> None:
         if bool(self.methods) == bool(self.not_checked):
             raise ValueError(f"claim {self.id!r}: give methods or a not_checked reason (exactly one of them)")
+        if self.slow is not None and (not isinstance(self.slow, str) or not self.slow.strip() or not self.methods):
+            raise ValueError(f"claim {self.id!r}: slow must be a non-empty reason, on a claim with methods")
         for name, target in self.methods.items():
             if name.split("-", 1)[0] not in METHODS:
                 raise ValueError(f"claim {self.id!r}: method name {name!r} must start with one of {METHODS}")
             module_name, sep, func_name = target.partition(":")
             if not (sep and module_name and func_name):
                 raise ValueError(f"claim {self.id!r}: method {name!r} target {target!r} is not 'module:function'")
+
+
+def runs_in_lm_map(claim: Claim) -> bool:
+    """Whether ``paper_checks.py lm-map`` computes this claim's verdict: a slow claim every method of which reads
+    the LM stage (a ``toy_lm`` module), run there on the map's own stage."""
+    return bool(claim.slow) and all(t.startswith("toy_lm.") for t in claim.methods.values())
+
+
+def slow_reason(claim: Claim) -> str:
+    """The not-checked reason ``--all`` gives a slow claim at the default LM config, from its ``slow`` field: why,
+    and the commands that compute its verdict."""
+    if not claim.slow:
+        raise ValueError(f"claim {claim.id!r} is not slow")
+    runs = [f"`python paper_checks.py --only {claim.id}`", "`python paper_checks.py --all --lm-config map`"]
+    if runs_in_lm_map(claim):
+        runs.append("`python paper_checks.py lm-map`")
+    return (f"not run by --all at the default LM config: {claim.slow.rstrip('.')}. Its verdict is computed by "
+            + ", ".join(runs[:-1]) + " and " + runs[-1])
 
 
 def resolve_method(target: str):
@@ -527,6 +555,40 @@ CLAIMS: tuple[Claim, ...] = (
             "satisfies s(r_w) - s(r_l) = dr/beta (the f-regularised optimum), not pi*'s r_w - r_l = dr/beta. So only "
             "sigmoid (reverse_kl), robust with eps = 0 and nca_pair recover pi*; aot and aot_unpaired (batch-coupled) "
             "and sft (reference-free) are outside the per-pair reading."),
+    ),
+    # --- Beyond the paper: shared parameters in the LM (docs/theory.md §17; issue 18) ---
+    Claim(
+        "lm-kernel-prediction",
+        "The linearised LM (empirical NTK) predicts which pairs stay in U",
+        "Beyond the paper; docs/theory.md §17, §12, §14",
+        "The LM linearised at its reference, z(theta) = z_0 + J (theta - theta_0) with J the Jacobian of every "
+        "response's summed log-probability (empirical NTK K = J J^T), trained with the run's own loss, labels, "
+        "optimizer (SGD in kernel form z' = z - eta K dL/dz; Adam on theta), step size and steps (toy_lm/kernel.py), "
+        "predicts the LM: (fraction) in every DPO cell of the config (ordered and Bradley-Terry labels, every beta "
+        "and optimizer) the mean over seeds of observed minus linearised fraction of train pairs in U at the end "
+        "lies within +-0.05, each decided by the two-sided Student-t interval of the mean over seeds at level "
+        "1 - 0.05/K (K planned looks; the sd of a fraction of P pairs floored at 1/(P sqrt 12)) with the looks and "
+        "seed budget of lm-dpo-failure (the config's look schedule; at the default 3 seeds, doubled at each look "
+        "while undecided up to the budget of 12: looks at 3, 6, 12 seeds; still undecided: inconclusive); (time) for ordered-pair DPO under each optimizer, the slope of log(time in U) against "
+        "beta |delta_ref| of the linearised prediction (first step with delta > 0, censored at the run's end, "
+        "one intercept per beta level, Tobit maximum likelihood: the estimator of the time-in-U law) lies within "
+        "two standard errors (the LM fit's) of the LM's slope on the same pairs and seeds. Checked numerically "
+        "besides: with K = P I on each pair (no shared parameters) the predictor is the tabular prediction "
+        "exactly, and with a rank-1 shared component K = a I + b u u^T it follows its closed forms (IPO's linear "
+        "recurrence; ordered DPO's flow time for identical pairs).",
+        methods={"numeric": "toy_lm.kernel_claim:lm_kernel_numeric",
+                 "training": "toy_lm.kernel_claim:lm_kernel_training"},
+        amendment="Feature learning explains what the fixed linearisation misses: re-linearised every 10 steps at "
+                  "the LM's actual parameters (J taken again every 10 steps, at 10, 20, 30 of a 40-step run, from a lone-replica LM run of the "
+                  "cell; the predicted log-probabilities and the optimizer state carried on), the predictor meets "
+                  "both tests as stated: in every DPO cell the mean over seeds of observed minus re-linearised "
+                  "fraction in U lies within +-0.05 (the same intervals, looks and budget), and for ordered-pair "
+                  "DPO under each optimizer its time-in-U slope lies within two standard errors of the LM's. The "
+                  "numeric reductions as stated.",
+        slow=("its looks train up to 12 seeds of the 8 DPO cells and predict each seed twice, linearised and "
+              "re-linearised (J again at steps 10, 20, 30 from a lone LM run): 175 s wall after the stage's first look "
+              "(61 s of it training the extra seeds), 230 s with it, 132 CPU s for the whole command, on this "
+              "2-core machine under load (docs/theory.md §17); beyond --all's 90 s LM budget"),
     ),
 )
 

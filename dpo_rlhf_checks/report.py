@@ -136,19 +136,30 @@ def _shared_output_error(entry: dict, error: str) -> dict:
             "summary": f"writing the methods' shared outputs crashed: {error}; {entry['summary']}"}
 
 
-def run_claim(claim: Claim, ctx: CheckContext, log=None, flush: bool = True) -> dict[str, Any]:
+def _not_checked_entry(claim: Claim, reason: str) -> dict[str, Any]:
+    head = {"id": claim.id, "title": claim.title, "paper_ref": claim.paper_ref, "statement": claim.statement}
+    entry = {"verdict": VERDICTS[3], "summary": f"not checked: {reason}", "literal": None,
+             "amended": None, "methods": [], "independent_methods": 0, "independent_set": [],
+             "counterexample": None, "amended_statement": None, "not_checked_reason": reason,
+             "inconclusive": None, "figures": []}
+    return to_jsonable({**head, **entry, "seconds": 0.0})
+
+
+def run_claim(claim: Claim, ctx: CheckContext, log=None, flush: bool = True, skip_slow: bool = False) -> dict[str, Any]:
     """Run every method of one claim and merge them (never raises for a crashing method).
 
     flush: write the outputs its methods share (dpo_rlhf_checks.deferred) before returning; run_claims writes them
-    once after every claim instead (the LM claims share one stage's figures)."""
+    once after every claim instead (the LM claims share one stage's figures).
+    skip_slow: a claim with a ``slow`` field runs nothing and is not-checked, with the reason
+    :func:`dpo_rlhf_checks.registry.slow_reason` builds from that field (``--all`` at the default LM config)."""
+    from dpo_rlhf_checks.registry import slow_reason
+
     start = time.perf_counter()
     head = {"id": claim.id, "title": claim.title, "paper_ref": claim.paper_ref, "statement": claim.statement}
     if claim.not_checked:
-        entry = {"verdict": VERDICTS[3], "summary": f"not checked: {claim.not_checked}", "literal": None,
-                 "amended": None, "methods": [], "independent_methods": 0, "independent_set": [],
-                 "counterexample": None, "amended_statement": None, "not_checked_reason": claim.not_checked,
-                 "inconclusive": None, "figures": []}
-        return to_jsonable({**head, **entry, "seconds": 0.0})
+        return _not_checked_entry(claim, claim.not_checked)
+    if skip_slow and claim.slow:
+        return _not_checked_entry(claim, slow_reason(claim))
     results: dict[str, MethodResult] = {}
     entries = []
     since = deferred.mark()
@@ -186,13 +197,14 @@ def run_claim(claim: Claim, ctx: CheckContext, log=None, flush: bool = True) -> 
     return to_jsonable({**head, **entry, "seconds": round(time.perf_counter() - start, 3)})
 
 
-def run_claims(claims: Iterable[Claim], ctx: CheckContext, log=sys.stderr) -> dict[str, Any]:
-    """Run the claims in order, printing one progress line per claim to ``log``."""
+def run_claims(claims: Iterable[Claim], ctx: CheckContext, log=sys.stderr, skip_slow: bool = False) -> dict[str, Any]:
+    """Run the claims in order, printing one progress line per claim to ``log``. skip_slow: as in :func:`run_claim`
+    (the slow claims are listed as not-checked, with the reason and the commands that run them)."""
     claims = list(claims)
     entries = []
     for i, claim in enumerate(claims, 1):
         print(f"[{i}/{len(claims)}] {claim.id} ...", file=log, flush=True)
-        entry = run_claim(claim, ctx, log=log, flush=False)
+        entry = run_claim(claim, ctx, log=log, flush=False, skip_slow=skip_slow)
         print(f"[{i}/{len(claims)}] {claim.id}: {entry['verdict']} ({entry['seconds']:.1f} s)", file=log, flush=True)
         entries.append(entry)
     if deferred.pending():

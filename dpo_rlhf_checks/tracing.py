@@ -45,6 +45,9 @@ MEMOISED = {
     "toy_lm.stage.get_stage": "toy_lm.stage._CACHE",  # the LM stage (training and tabular prediction), once per run
     "toy_lm.claims._shared_figures": "toy_lm.claims._FIGURES",  # the stage's figures and records, drawn once
     "toy_bandits.constrained.compiled_problem": "toy_bandits.constrained._COMPILED",  # the CVXPY program per shape
+    "toy_lm.kernel_claim.seed_lin": "toy_lm.kernel_claim._LIN",  # J at each seed's reference, once per stage
+    "toy_lm.kernel_claim.prediction": "toy_lm.kernel_claim._PRED",  # the linearised predictions per cell and seed
+    "toy_lm.kernel_claim.evaluate_fraction": "toy_lm.kernel_claim._DECISIONS",  # decided comparisons per stage
 }
 
 # Shared primitives: toolkit functions that do not count as formulas. A function that computes a quantity a

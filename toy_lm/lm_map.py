@@ -6,9 +6,12 @@
 Trains every cell (beta x optimizer x labels) and method of the config (default: the "map" preset, four beta
 levels, five seeds), predicts each with the tabular theory, and writes ``OUT/lm_map.md`` (the cells x methods
 table of predicted / observed fraction in U, the time-in-U law under each optimizer), ``OUT/lm_map.json`` and
-``OUT/figures/lm_map_*.png|pdf``. Every argument, ``TOY_LM_THREADS`` and the output folder are checked before any
-training: a problem is one line on stderr and exit 2. The files are written into a staging folder and renamed into
-place at the end, under a lock on ``--out`` (dpo_rlhf_checks.outdir); Ctrl-C leaves ``--out``'s files as they were.
+``OUT/figures/lm_map_*.png|pdf``; then it computes the verdict of every slow claim of the LM stage
+(dpo_rlhf_checks.registry.runs_in_lm_map: lm-kernel-prediction) on the map's own stage, as a section of lm_map.md,
+``"claims"`` in lm_map.json and the claims' figures. Every argument, ``TOY_LM_THREADS`` and the output folder are
+checked before any training: a problem is one line on stderr and exit 2. The files are written into a staging
+folder and renamed into place at the end, under a lock on ``--out`` (dpo_rlhf_checks.outdir); Ctrl-C leaves
+``--out``'s files as they were.
 
 Long maps lose nothing (toy_lm/map_progress.py): each finished unit (a chunk's reference SFT, a cell's training, a
 cell's prediction) is kept in ``OUT/.lm_map-progress/`` as it finishes. SIGINT (exit 130), SIGTERM (exit 143) or a
@@ -150,7 +153,41 @@ def _main(argv: list[str] | None) -> int:
 OUTPUTS = ("lm_map.md", "lm_map.json", "lm_map_records.npz")
 
 
-def _write(stage, cfg, staged) -> tuple[str, list[str]]:
+def map_claims(stage, args: argparse.Namespace, work: Path) -> tuple[str, list[dict], list[str]]:
+    """Run every slow claim of the LM stage (dpo_rlhf_checks.registry.runs_in_lm_map: the claims ``--all`` leaves out
+    at the default LM config) on the map's own stage, as ``--only ID --lm-config CONFIG`` would on a fresh one.
+    Returns the report section (Markdown), one entry per claim for lm_map.json (the report's verdict fields, without
+    the measured seconds, so a resumed map's files stay those of an uninterrupted one) and the claims' figures."""
+    from dpo_rlhf_checks.registry import CLAIMS, runs_in_lm_map
+    from dpo_rlhf_checks.report import run_claim
+    from dpo_rlhf_checks.result import CheckContext
+    from toy_lm.stage import _CACHE, _cache_key
+
+    claims = [c for c in CLAIMS if runs_in_lm_map(c)]
+    if not claims:
+        return "", [], []
+    ctx = CheckContext(seed=args.seed, quick=False, out_dir=work, lm_config=args.lm_config, device=args.device)
+    key = _cache_key(ctx)
+    _CACHE[key] = stage  # the claims' methods read this stage (toy_lm.stage.get_stage), not a fresh one
+    try:
+        entries = [run_claim(c, ctx, log=sys.stderr) for c in claims]
+    finally:
+        _CACHE.pop(key, None)
+    keep = ("id", "title", "verdict", "literal", "amended", "summary", "inconclusive", "counterexample",
+            "amended_statement", "independent_methods")
+    compact = [{k: e[k] for k in keep} for e in entries]
+    lines = ["## Claims computed on the map's stage", "",
+             "The claims too slow for `--all` at the default LM config (dpo_rlhf_checks/registry.py, `slow`), run here "
+             "on this map's stage with their pre-registered rules (their looks may add seeds to the cells they read, "
+             "after the tables above).", ""]
+    for e in entries:
+        lines.append(f"- `{e['id']}`: **{e['verdict']}** (literal {e['literal']}, amended {e['amended']}). "
+                     f"{e['summary']}" + (f" Undecided: {e['inconclusive']}" if e["inconclusive"] else ""))
+    figures = [str(work / f) if not Path(f).is_absolute() else f for e in entries for f in e["figures"]]
+    return "\n".join(lines) + "\n", compact, figures
+
+
+def _write(stage, cfg, staged, args: argparse.Namespace) -> tuple[str, list[str]]:
     """The map's files into the staging folder, then renamed into ``--out`` (figures and records first, the two
     reports last); returns the report section and the figure paths."""
     from figures.lm import lm_figures
@@ -162,12 +199,22 @@ def _write(stage, cfg, staged) -> tuple[str, list[str]]:
     figures = lm_figures(stage, fig_dir, prefix="lm_map")
     save_records(stage, work / "lm_map_records.npz")
     section = report_section(stage)
-    (work / "lm_map.md").write_text(section + "\nFigures: " + ", ".join(Path(f).name for f in figures
-                                                                       if f.endswith(".png")) + "\n")
+    from toy_lm.kernel_claim import map_section  # the linearised-LM table (issue 18)
+
+    kernel_md, kernel_json = map_section(stage)
+    section += "\n" + kernel_md
     payload = {"config": cfg.to_dict(), "seeds": stage.seeds, "seconds": stage.seconds, "regimes": stage.regimes,
                "time_in_U_law": {o: {k: v for k, v in law.items() if k != "points"}
                                  for o, law in stage.time_in_U_law.items()},
-               "figures": [Path(os.path.relpath(f, work)).as_posix() for f in figures]}  # relative to lm_map.json
+               "kernel": kernel_json}
+    # The slow claims of the LM stage, computed on the map's stage after its own tables (their looks may add seeds)
+    claims_md, claims_json, claim_figures = map_claims(stage, args, work)
+    section += "\n" + claims_md
+    figures = figures + claim_figures
+    payload["claims"] = claims_json
+    payload["figures"] = [Path(os.path.relpath(f, work)).as_posix() for f in figures]  # relative to lm_map.json
+    (work / "lm_map.md").write_text(section + "\nFigures: " + ", ".join(Path(f).name for f in figures
+                                                                       if f.endswith(".png")) + "\n")
     (work / "lm_map.json").write_text(json.dumps(to_jsonable(payload), indent=1))
     staged.commit(last=("lm_map.md", "lm_map.json"))
     return section, figures
@@ -197,7 +244,7 @@ def _run(args: argparse.Namespace, cfg, threads: int, staged) -> int:
     old_term = signal.signal(signal.SIGTERM, on_sigterm) if in_main_thread else None
     try:  # the map, then its files (written into the staging folder and renamed into place)
         stage = run_stage(cfg, seed_offset=args.seed, device=args.device, threads=threads, progress=progress)
-        section, figures = _write(stage, cfg, staged)
+        section, figures = _write(stage, cfg, staged, args)
     except KeyboardInterrupt as err:
         if staged.committed:  # the files are in place: cli.run_in_out_folder says so
             raise

@@ -125,10 +125,17 @@ def sequence_logps(model: nn.Module, tokens: Tensor, response_mask: Tensor) -> S
     if (length == 0).any():
         raise ValueError("every sequence needs at least one response token")
     logits = model(tokens[:, :-1])  # (B, T-1, V): position t predicts token t + 1
+    total = response_logp_sum(logits, tokens, response_mask)
+    return SeqLogps(total, total / length.to(total.dtype), length)
+
+
+def response_logp_sum(logits: Tensor, tokens: Tensor, response_mask: Tensor) -> Tensor:
+    """(B,) summed log-probability of each sequence's response from the model's logits (B, T-1, V) of
+    ``tokens[:, :-1]``; the computation of :func:`sequence_logps`, without its input checks (which branch on
+    values), so that torch.func.vmap can batch it (the per-row Jacobian, toy_lm/kernel.py). Callers validate."""
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()  # half-precision logits lose the small differences delta is made of
     # log_softmax + gather, never log(softmax): stable for any logit scale.
     token_logps = torch.log_softmax(logits, dim=-1).gather(-1, tokens[:, 1:, None]).squeeze(-1)  # (B, T-1)
     mask = response_mask[:, 1:].to(token_logps.dtype)
-    total = (token_logps * mask).sum(dim=1)  # padding and prompt contribute exactly 0
-    return SeqLogps(total, total / length.to(total.dtype), length)
+    return (token_logps * mask).sum(dim=1)  # padding and prompt contribute exactly 0

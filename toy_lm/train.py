@@ -169,7 +169,7 @@ def _check_pair_loss(method: str, pair_loss, lr) -> None:
 
 def train_preference(method: str, task: Task, reference: TinyGPT, ref_logps: SeqLogps, cfg: LMConfig, seed: int,
                      device: torch.device, beta: float, optimizer: str, progress=None, pair_loss=None,
-                     lr: float | None = None) -> RunRecord:
+                     lr: float | None = None, on_step=None) -> RunRecord:
     """Train a copy of ``reference`` with ``method``'s loss on the train pairs; record every step.
 
     ref_logps: the reference's log-probabilities of every candidate (from :func:`all_logps`).
@@ -178,6 +178,8 @@ def train_preference(method: str, task: Task, reference: TinyGPT, ref_logps: Seq
     pair_loss, lr: None (``method``'s loss and step size), or a callable (pc, pr, rc, rr) -> (objective per pair,
         ordered loss per pair) on summed log-probabilities (P,) and its step size, trained instead (``method`` is
         then a label; the U-atlas, toy_lm/atlas_lm.py). ``target`` / ``certified`` are then nan / False.
+    on_step: optional callable(step, policy) called at each recorded step before its update (the re-linearised kernel
+        prediction reads the LM's parameters there, toy_lm/kernel.py); it must not change the policy.
     """
     seed_everything(seed)
     policy = copy.deepcopy(reference)
@@ -238,6 +240,8 @@ def train_preference(method: str, task: Task, reference: TinyGPT, ref_logps: Seq
                 rec["ho_steps"].append(step)
                 rec["ho_sum"].append((ho.sum[:q] - ho.sum[q:]).cpu().numpy())
                 rec["ho_mean"].append((ho.mean[:q] - ho.mean[q:]).cpu().numpy())
+        if on_step is not None:
+            on_step(step, policy)
         if step == cfg.steps:
             break
         opt.zero_grad(set_to_none=True)

@@ -25,6 +25,7 @@ BELOW_TWO = {
     "cpo-population-alignment": "both methods take the BT-population minimiser from toy_bandits.cpo_population",
     "lm-dpo-failure": "every method reads the one LM stage (training with the loss library and the model)",
     "lm-cpo-fix": "every method reads the one LM stage (training with the loss library and the model)",
+    "lm-kernel-prediction": "both methods run the kernel dynamics (toy_lm.kernel.run_linearised) they test",
 }
 
 FAST_METHODS = [

@@ -23,6 +23,7 @@ REQUIRED_IDS = [
     "price-of-alignment", "lm-dpo-failure", "lm-cpo-fix", "benchmark-table", "benchmark-8b-results", "e-cpoc",
     "dataset-ordered-minimiser", "finite-label-sign", "listwise-equivalence", "length-normalised",
     "cpo-population-alignment", "gpo-absorbing-U", "gpo-transient-U", "loss-population-optimum",
+    "lm-kernel-prediction",
 ]
 CLAIM_KEYS = {"id", "title", "paper_ref", "statement", "verdict", "summary", "literal", "amended", "methods",
               "independent_methods", "independent_set", "counterexample", "amended_statement", "not_checked_reason",
@@ -538,3 +539,84 @@ def test_sigint_ends_score_with_one_line_and_exit_130(tmp_path):
     # score's own line: what was kept (before scoring started, nothing; later, the pairs written and --resume)
     assert last == "error: interrupted (SIGINT) before any pair was written" or (
         last.startswith("error: interrupted (SIGINT): ") and "--resume" in last), text[-1000:]
+
+
+# ----------------------------------------------------------------------------------------------
+# Slow claims: not run by --all at the default LM config, run by --only and by --all with another config
+
+
+def _fake_slow_registry(monkeypatch, calls):
+    """A fast and a slow fake claim as the whole registry; each method appends its name to ``calls`` when run."""
+    from dpo_rlhf_checks import cli, registry
+
+    mod = type(sys)("fake_slow")
+    mod.slow_method = lambda ctx: (calls.append("slow"), _m(True))[1]
+    mod.fast_method = lambda ctx: (calls.append("fast"), _m(True))[1]
+    monkeypatch.setitem(sys.modules, "fake_slow", mod)
+    slow = Claim("fake-slow", "t", "r", "s", methods={"numeric": "fake_slow:slow_method"},
+                 slow="its training method takes 30 minutes here (measured)")
+    fast = Claim("fake-fast", "t", "r", "s", methods={"numeric": "fake_slow:fast_method"})
+    monkeypatch.setattr(cli, "CLAIMS", (fast, slow))
+    monkeypatch.setattr(registry, "_BY_ID", {**registry._BY_ID, slow.id: slow, fast.id: fast})
+    monkeypatch.setattr(cli, "get_claim", registry.get_claim)
+    return slow
+
+
+def test_all_lists_a_slow_claim_as_not_checked_with_the_command_that_runs_it(tmp_path, monkeypatch, capsys):
+    from dpo_rlhf_checks.registry import slow_reason
+
+    calls = []
+    slow = _fake_slow_registry(monkeypatch, calls)
+    assert main(["--all", "--out", str(tmp_path)]) == 0
+    assert calls == ["fast"]  # the slow claim's method never ran
+    by_id = {c["id"]: c for c in json.loads((tmp_path / "report.json").read_text())["claims"]}
+    c = by_id["fake-slow"]
+    assert by_id["fake-fast"]["verdict"] == "holds"
+    assert c["verdict"] == "not-checked" and c["methods"] == [] and c["literal"] is None
+    assert c["not_checked_reason"] == slow_reason(slow)  # built from the registry field
+    assert "takes 30 minutes here (measured)" in c["not_checked_reason"]
+    assert "python paper_checks.py --only fake-slow" in c["not_checked_reason"]
+    assert "lm-map" not in c["not_checked_reason"]  # its methods do not read the LM stage
+    assert "takes 30 minutes" in (tmp_path / "report.md").read_text()
+
+
+@pytest.mark.parametrize("argv", [["--only", "fake-slow"], ["--all", "--lm-config", "map"]])
+def test_only_and_all_with_another_lm_config_compute_a_slow_claims_verdict(tmp_path, monkeypatch, argv):
+    calls = []
+    _fake_slow_registry(monkeypatch, calls)
+    assert main([*argv, "--out", str(tmp_path)]) == 0
+    assert "slow" in calls
+    by_id = {c["id"]: c for c in json.loads((tmp_path / "report.json").read_text())["claims"]}
+    assert by_id["fake-slow"]["verdict"] == "holds" and by_id["fake-slow"]["not_checked_reason"] is None
+
+
+def test_the_registry_marks_the_kernel_claim_slow_and_its_reason_names_only_and_lm_map(monkeypatch):
+    from dpo_rlhf_checks import report
+    from dpo_rlhf_checks.registry import runs_in_lm_map, slow_reason
+
+    def no_run(*args, **kwargs):  # a route that ignored the field would start the 30-minute claim: fail at once
+        raise AssertionError("a skipped slow claim ran a method")
+
+    monkeypatch.setattr(report, "run_method", no_run)
+
+    claim = get_claim("lm-kernel-prediction")
+    assert claim.slow and runs_in_lm_map(claim)
+    reason = slow_reason(claim)
+    assert claim.slow.rstrip(".") in reason
+    assert "`python paper_checks.py --only lm-kernel-prediction`" in reason
+    assert "`python paper_checks.py lm-map`" in reason and "--lm-config map" in reason
+    slow_ids = [c.id for c in CLAIMS if c.slow]
+    assert slow_ids == ["lm-kernel-prediction"]
+    entry = run_claim(claim, CheckContext(), skip_slow=True)
+    assert entry["verdict"] == "not-checked" and entry["not_checked_reason"] == reason and entry["seconds"] == 0.0
+
+
+def test_a_slow_field_needs_a_reason_and_methods():
+    with pytest.raises(ValueError, match="slow"):
+        Claim("x", "t", "r", "s", methods={"numeric": "m:f"}, slow="  ")
+    with pytest.raises(ValueError, match="slow"):
+        Claim("x", "t", "r", "s", not_checked="why", slow="30 minutes")
+    with pytest.raises(ValueError, match="not slow"):
+        from dpo_rlhf_checks.registry import slow_reason
+
+        slow_reason(get_claim("dpo-reparam"))

@@ -1,0 +1,135 @@
+"""lm-kernel-prediction: the design's numbers are the registry's text, the numeric method decides from the dynamics
+(and fails on a planted error), and the decision rules of the training method."""
+
+import numpy as np
+import pytest
+
+from dpo_rlhf_checks.registry import get_claim
+from dpo_rlhf_checks.result import CheckContext
+from toy_lm import kernel_claim
+from toy_lm.kernel_claim import KERNEL, lm_kernel_numeric
+
+
+def test_design_numbers_are_the_registry_text():
+    claim = get_claim("lm-kernel-prediction")
+    assert f"+-{KERNEL.margin:g}" in claim.statement and f"+-{KERNEL.margin:g}" in claim.amendment
+    assert "two standard errors" in claim.statement and KERNEL.slope_se == 2.0
+    assert f"every {KERNEL.relinearise_every} steps" in claim.amendment
+    assert KERNEL.methods == ("dpo", "dpo_bt") and "ordered and Bradley-Terry labels" in claim.statement
+    assert "1 - 0.05/K" in claim.statement
+    from toy_lm.design import DESIGN
+
+    assert DESIGN.alpha == 0.05
+
+
+def test_looks_are_lm_dpo_failures_under_either_schedule():
+    """The claim's looks follow the config's look schedule, as lm-dpo-failure's do (toy_lm/decide.py); after the merge
+    of the budget-12 design the claim had read the default "double" schedule whatever the config said."""
+    from toy_lm.config import LMConfig
+    from toy_lm.design import look_sizes
+
+    for schedule, expected in (("double", [3, 6, 12]), ("step", [3, 6, 9, 12])):
+        cfg = LMConfig(look_schedule=schedule, seed_step=3, max_seeds=12)
+        sizes, k = kernel_claim.kernel_looks(cfg)
+        assert sizes == expected == look_sizes(3, 3, 12, schedule) and k == len(expected)
+
+
+def test_numeric_method_holds_on_the_dynamics(tmp_path):
+    r = lm_kernel_numeric(CheckContext(out_dir=tmp_path))
+    assert r.literal is True and r.amended is True
+    red = r.evidence["reductions"]
+    assert len(red) == 10 and all(v["max_abs_diff"] <= v["tol"] for v in red.values())
+
+
+@pytest.mark.parametrize("plant", ["double_lr", "diagonal_kernel"])
+def test_numeric_method_fails_on_a_planted_error(tmp_path, monkeypatch, plant):
+    real = kernel_claim.run_linearised
+
+    def planted(method, **kw):
+        if plant == "double_lr":
+            kw["lr"] = 2 * kw["lr"]
+        elif kw.get("kernel") is not None:
+            kw["kernel"] = np.diag(np.diag(np.asarray(kw["kernel"])))
+        return real(method, **kw)
+
+    monkeypatch.setattr(kernel_claim, "run_linearised", planted)
+    r = lm_kernel_numeric(CheckContext(out_dir=tmp_path))
+    assert r.literal is False and r.counterexample["reductions_that_fail"]
+
+
+# ----------------------------------------------------------------------------------------------
+# The slow claim's routes: --only computes its verdict (a tiny config here, not the 30-minute default), --all at the
+# default config lists it as not-checked (tests/dpo_rlhf_checks/test_runner_cli.py), lm-map computes it on its stage
+
+TINY = {"n_train_prompts": 6, "n_heldout_prompts": 2, "n_embd": 16, "sft_steps": 20, "steps": 12,
+        "seeds": [0, 1, 2], "max_seeds": 3, "methods": ["dpo", "dpo_bt", "cpo_clip", "cpo_clip_bt"],
+        "betas": [0.5, 2.5],
+        "tabular_max_steps": 200}
+
+
+def test_only_computes_the_slow_claims_verdict_on_a_tiny_config(tmp_path, monkeypatch):
+    import json
+
+    from dpo_rlhf_checks.cli import main
+
+    monkeypatch.setenv("TOY_LM_THREADS", "1")
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(json.dumps(TINY))
+    assert main(["--only", "lm-kernel-prediction", "--lm-config", str(cfg), "--out", str(tmp_path / "out"),
+                 "--device", "cpu"]) == 0
+    (c,) = json.loads((tmp_path / "out" / "report.json").read_text())["claims"]
+    assert c["not_checked_reason"] is None and [m["name"] for m in c["methods"]] == ["numeric", "training"]
+    assert all(m["error"] is None for m in c["methods"])
+    assert c["verdict"] in ("holds", "holds-amended", "fails", "inconclusive")
+    training = c["methods"][1]
+    comps = training["evidence"]["fraction_comparisons"]["linear"]
+    assert len(comps) == 8 and all(o["n_seeds"] == 3 for o in comps)  # 2 betas x 2 optimizers x 2 label kinds
+    if any(o["decided"] is False for o in comps):  # one cell outside the margin: the literal fails
+        assert training["literal"] is False and c["verdict"] in ("fails", "holds-amended")
+
+
+def test_lm_map_computes_the_slow_claims_verdict_on_its_stage(tmp_path, monkeypatch):
+    import json
+
+    from dpo_rlhf_checks.cli import main
+
+    monkeypatch.setenv("TOY_LM_THREADS", "1")
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(json.dumps(TINY))
+    out = tmp_path / "map"
+    assert main(["lm-map", "--lm-config", str(cfg), "--out", str(out), "--device", "cpu"]) == 0
+    payload = json.loads((out / "lm_map.json").read_text())
+    (c,) = payload["claims"]
+    assert c["id"] == "lm-kernel-prediction" and c["verdict"] in ("holds", "holds-amended", "fails", "inconclusive")
+    assert "seconds" not in c
+    md = (out / "lm_map.md").read_text()
+    assert "## Claims computed on the map's stage" in md and f"`lm-kernel-prediction`: **{c['verdict']}**" in md
+    assert any("lm_kernel" in f for f in payload["figures"])
+
+
+def test_kernel_work_runs_at_the_stages_threads(monkeypatch):
+    """J and the predictions run at the stage's torch threads (TOY_LM_THREADS, default 1), as its training does, and
+    the caller's setting is restored: at torch's default threads a lone LM run of the default cell took 2.8-9.9 CPU s
+    on this loaded 2-core machine instead of 0.15 (docs/theory.md §17)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    seen = []
+    key = (2.5, "adam", "dpo")
+    run = SimpleNamespace(seed=0, records={key: None}, task=None, reference=None, ref_logps=None)
+    stage = SimpleNamespace(runs=[run], cfg=SimpleNamespace(), device="cpu", threads=1)
+    monkeypatch.setattr(kernel_claim, "linearise_seed",
+                        lambda *a, **k: seen.append(("J", torch.get_num_threads())) or "lin")
+    monkeypatch.setattr(kernel_claim, "predict_seed",
+                        lambda *a, **k: seen.append(("predict", torch.get_num_threads())) or "pred")
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert kernel_claim.prediction(stage, key, 0, relin=False) == "pred"
+        assert torch.get_num_threads() == 2  # restored
+    finally:
+        torch.set_num_threads(old)
+        kernel_claim._LIN.pop((id(stage), 0), None)
+        kernel_claim._PRED.pop((id(stage), key, 0, False), None)
+    assert seen == [("J", 1), ("predict", 1)]
