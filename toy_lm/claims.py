@@ -49,7 +49,8 @@ _DEPS_STAGE = (
     "dpo_rlhf_checks.losses._eq17_target", "dpo_rlhf_checks.losses._easy_target", "dpo_rlhf_checks.losses._softplus",
     "dpo_rlhf_checks.losses._rewards",
     # the model, the task, the training
-    "toy_lm.model.sequence_logps", "toy_lm.model.TinyGPT.__init__", "toy_lm.model.TinyGPT.forward",
+    "toy_lm.model.sequence_logps", "toy_lm.model.response_logp_sum", "toy_lm.model.TinyGPT.__init__",
+    "toy_lm.model.TinyGPT.forward",
     "toy_lm.model.TinyGPT._init_weights", "toy_lm.model.TinyGPT.n_params", "toy_lm.model.Block.__init__",
     "toy_lm.model.Block.forward", "toy_lm.model.resolve_device",
     "toy_lm.task.make_task", "toy_lm.task._draw_pool", "toy_lm.task._draw_prompts", "toy_lm.task.Task.split",
