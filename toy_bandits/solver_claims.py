@@ -24,15 +24,11 @@ from scipy.special import logsumexp, softmax
 from dpo_rlhf_checks.registry import get_claim
 from dpo_rlhf_checks.result import CheckContext, MethodResult
 from toy_bandits.constrained import (
-    ConstrainedRLHF, ConstrainedSolution, InfeasiblePreferencesError, closed_form_pairs, solve,
+    ConstrainedRLHF, ConstrainedSolution, InfeasiblePreferencesError, closed_form_pairs, constraint_matrix, solve,
 )
 from toy_bandits.instance import BanditInstance, PairBatch
 from toy_bandits.rlhf import log_gibbs_policy, rlhf_objective, suboptimality
 
-# Absolute tolerances on probabilities (see toy_bandits.constrained: CVXPY's error in pi is of the
-# order of sqrt(its gap tolerance); SCS is a first-order method and is given a looser one).
-TOL_PI_CLARABEL = 1e-5
-TOL_PI_SCS = 1e-3
 TOL_PI_DUAL = 1e-8  # closed form vs the L-BFGS-B + Newton dual: both in log space
 TOL_KKT = {"closed-form": 1e-9, "dual": 1e-7, "cvxpy:CLARABEL": 1e-5, "cvxpy:SCS": 1e-3}
 # Multipliers are compared only where identifiable: min(pi_c(w), pi_c(l)) >= 1e-2; then an error
@@ -40,6 +36,14 @@ TOL_KKT = {"closed-form": 1e-9, "dual": 1e-7, "cvxpy:CLARABEL": 1e-5, "cvxpy:SCS
 MU_IDENTIFIABLE = 1e-2
 TOL_MU_REL = {"dual": 1e-6, "cvxpy:CLARABEL": 1e-2}
 TOL_LOG = 1e-9  # log-space identities (delta_c = m at an active constraint)
+# The dual certificate (``dual_certificate``): the formula's objective minus the lower bound that a CVXPY solver's
+# own duals give, relative to max(1, |objective|). Fixed (2026-12-03) before any run on the claim's draws, at about
+# 100x the largest gap measured on 840 instances of another draw family (np.random.default_rng([seed, 777]), seeds
+# 0-59, the claim's instance shapes): CLARABEL 1.2e-9 (its raw answers were up to 2.1e-6 off in pi there, and 1.27e-5
+# off at the claim's seed 7000, status optimal_inaccurate), SCS 5.9e-5. Below it, weak duality allows only rounding:
+# -GAP_ROUNDING, relative (measured down to -6.3e-13 at beta = 1e-3, objective 2.5e3).
+TOL_GAP = {"cvxpy:CLARABEL": 1e-7, "cvxpy:SCS": 1e-2}
+GAP_ROUNDING = 1e-11
 
 
 def _cvxpy_raw_and_polished(inst: BanditInstance,
@@ -53,6 +57,52 @@ def _cvxpy_raw_and_polished(inst: BanditInstance,
 # ---------------------------------------------------------------------------------------------
 # shared helpers
 # ---------------------------------------------------------------------------------------------
+
+def dual_certificate(inst: BanditInstance, ref: ConstrainedSolution, sol: ConstrainedSolution) -> dict:
+    """How far ``ref`` (the closed form's or the dual's pi_c) is from optimal, certified by ``sol``'s duals alone.
+
+    The program is min KL(pi || pi*) over the simplex with A pi >= 0 (docs/theory.md §9). For every nu >= 0 the
+    Lagrangian's minimum g(nu) = -log sum_y pi*(y) exp((A^T nu)(y)) is a lower bound on the optimum F(pi_c) (weak
+    duality), so for a feasible ``ref`` gap = F(ref) - g(nu) >= F(ref) - F(pi_c) >= KL(ref || pi_c) (the
+    Pythagorean inequality of an I-projection onto a convex set), and by Pinsker ||ref - pi_c||_1 <= sqrt(2 gap).
+    nu = sol.multipliers / beta (the solver's duals, in the program's units). A wrong ``ref`` has a large gap
+    whatever the solver's accuracy; an inaccurate solver's duals only loosen the bound. Computed in log space.
+    ok: -GAP_ROUNDING <= gap / max(1, |F(ref)|) <= TOL_GAP[sol.method]; ``ref`` must be feasible to its own KKT
+    tolerance (checked by the caller).
+    """
+    log_star = log_gibbs_policy(inst.pi_ref, inst.reward, inst.beta)
+    a = constraint_matrix(inst.preferences, inst.K, inst.margin)
+    lower = -float(logsumexp(log_star + a.T @ (sol.multipliers / inst.beta)))
+    objective = float(np.sum(np.where(ref.pi > 0, ref.pi * (ref.log_pi - log_star), 0.0)))
+    scale = max(1.0, abs(objective))
+    gap = objective - lower
+    rel = gap / scale
+    return {"gap": gap, "relative_gap": rel, "certified_l1": math.sqrt(2.0 * max(gap, 0.0)),
+            "ok": -GAP_ROUNDING <= rel <= TOL_GAP[sol.method]}
+
+
+# What decides and what is reported: a CVXPY solver's raw answer (pi, price, KKT residuals) measures where the solver
+# stopped, which varies by instance (CLARABEL 1.27e-5 off in pi at seed 7000, "optimal_inaccurate"; docs/theory.md
+# §12), so the verdict reads the formulas' dual certificates by each solver's duals and the formulas' own KKT residuals.
+DECIDED_KKT = ("closed-form", "dual")
+RAW_REPORTED = ("the CVXPY solvers' raw answers (max |pi - formula|, price, KKT residuals) are reported, not decided: "
+                "they measure the solver's stopping point; the verdict reads dual_certificate_* (weak duality, exact "
+                "for any duals), the formulas' KKT residuals, the closed form vs the dual, and CLARABEL's multipliers")
+
+
+def _certificate_summary() -> dict:
+    return {m: {"max_relative_gap": -math.inf, "min_relative_gap": math.inf, "max_certified_l1": 0.0,
+                "tolerance": TOL_GAP[m], "n": 0, "ok": True} for m in TOL_GAP}
+
+
+def _add_certificate(summary: dict, cert: dict, method: str) -> None:
+    s = summary[method]
+    s["max_relative_gap"] = max(s["max_relative_gap"], cert["relative_gap"])
+    s["min_relative_gap"] = min(s["min_relative_gap"], cert["relative_gap"])
+    s["max_certified_l1"] = max(s["max_certified_l1"], cert["certified_l1"])
+    s["n"] += 1
+    s["ok"] = s["ok"] and cert["ok"]
+
 
 def _random_instances(rng: np.random.Generator, n: int, K: int | None = None) -> list[BanditInstance]:  # noqa: N803
     """n single-pair instances drawn as the module docstring states."""
@@ -96,6 +146,7 @@ def _single_pair_agreement(ctx: CheckContext, rng: np.random.Generator) -> dict:
              "clarabel_price": 0.0, "dual_price": 0.0}
     polished = {"clarabel_pi": 0.0, "scs_pi": 0.0, "n_not_settled": 0}  # reported, not part of the verdict
     kkt_worst = {m: 0.0 for m in TOL_KKT}
+    cert = _certificate_summary()
     n_active = n_mu_compared = 0
     worst_case: dict = {}
     for inst in insts:
@@ -103,6 +154,8 @@ def _single_pair_agreement(ctx: CheckContext, rng: np.random.Generator) -> dict:
         cl, cl_pol = _cvxpy_raw_and_polished(inst, "CLARABEL")
         sc, sc_pol = _cvxpy_raw_and_polished(inst, "SCS")
         du = solve(inst, "dual")
+        for sol in (cl, sc):
+            _add_certificate(cert, dual_certificate(inst, cf, sol), sol.method)
         for key, pol in (("clarabel_pi", cl_pol), ("scs_pi", sc_pol)):
             if pol is None:
                 polished["n_not_settled"] += 1
@@ -125,12 +178,13 @@ def _single_pair_agreement(ctx: CheckContext, rng: np.random.Generator) -> dict:
             worst["dual_mu_rel"] = max(worst["dual_mu_rel"], abs(mu - du.multipliers[0]) / (inst.beta + mu))
         for sol in (cf, cl, sc, du):
             kkt_worst[sol.method] = max(kkt_worst[sol.method], max(sol.kkt.values()))
-    ok = (worst["clarabel_pi"] <= TOL_PI_CLARABEL and worst["scs_pi"] <= TOL_PI_SCS and worst["dual_pi"] <= TOL_PI_DUAL
+    ok = (worst["dual_pi"] <= TOL_PI_DUAL and all(c["ok"] for c in cert.values())
           and worst["clarabel_mu_rel"] <= TOL_MU_REL["cvxpy:CLARABEL"] and worst["dual_mu_rel"] <= TOL_MU_REL["dual"]
-          and worst["clarabel_price"] <= TOL_PI_CLARABEL and worst["dual_price"] <= TOL_PI_DUAL
-          and all(kkt_worst[m] <= TOL_KKT[m] for m in TOL_KKT) and 0 < n_active < n)
+          and worst["dual_price"] <= TOL_PI_DUAL
+          and all(kkt_worst[m] <= TOL_KKT[m] for m in DECIDED_KKT) and 0 < n_active < n)
     return {"ok": ok, "n_instances": n, "n_active": n_active, "n_mu_compared": n_mu_compared,
-            "max_abs_diff_vs_closed_form": worst, "max_kkt_residual": kkt_worst, "worst_clarabel_instance": worst_case,
+            "dual_certificate_of_closed_form": cert, "max_abs_diff_vs_closed_form": worst,
+            "raw_cvxpy_reported_only": RAW_REPORTED, "max_kkt_residual": kkt_worst, "worst_clarabel_instance": worst_case,
             "cvxpy_polished_max_abs_diff_vs_closed_form": polished,
             "beta_range": [min(x.beta for x in insts), max(x.beta for x in insts)]}
 
@@ -170,6 +224,7 @@ def _multi_pair(ctx: CheckContext, rng: np.random.Generator) -> dict:
         worst = {"clarabel_vs_dual_pi": 0.0, "scs_vs_dual_pi": 0.0}
         polished = {"clarabel_vs_dual_pi": 0.0, "scs_vs_dual_pi": 0.0, "n_not_settled": 0}  # reported only
         kkt = {"dual": 0.0, "cvxpy:CLARABEL": 0.0, "cvxpy:SCS": 0.0}
+        cert = _certificate_summary()
         n_active, tie_err = 0, 0.0
         for i in range(n):
             K = 6  # noqa: N806
@@ -179,6 +234,8 @@ def _multi_pair(ctx: CheckContext, rng: np.random.Generator) -> dict:
             inst = BanditInstance(pi_ref, rng.normal(scale=2.0, size=K), beta, prefs, margin)
             du = solve(inst, "dual")
             (cl, cl_pol), (sc, sc_pol) = _cvxpy_raw_and_polished(inst, "CLARABEL"), _cvxpy_raw_and_polished(inst, "SCS")
+            for sol in (cl, sc):
+                _add_certificate(cert, dual_certificate(inst, du, sol), sol.method)
             for key, pol in (("clarabel_vs_dual_pi", cl_pol), ("scs_vs_dual_pi", sc_pol)):
                 if pol is None:
                     polished["n_not_settled"] += 1
@@ -191,12 +248,12 @@ def _multi_pair(ctx: CheckContext, rng: np.random.Generator) -> dict:
             n_active += int(np.sum(du.multipliers > 0))
             if name == "cycle_m0":
                 tie_err = max(tie_err, float(np.ptp(du.pi[:3])), float(np.ptp(cl.pi[:3])) / 1e3)
-        g_ok = (worst["clarabel_vs_dual_pi"] <= TOL_PI_CLARABEL and worst["scs_vs_dual_pi"] <= TOL_PI_SCS
-                and all(kkt[m] <= TOL_KKT[m] for m in kkt) and n_active > 0
+        g_ok = (all(c["ok"] for c in cert.values()) and kkt["dual"] <= TOL_KKT["dual"] and n_active > 0
                 and (name != "cycle_m0" or tie_err <= TOL_PI_DUAL))
         ok = ok and g_ok
         out[name] = {"pairs": prefs, "n": n, "ok": g_ok, "n_active_constraints": n_active,
-                     "max_abs_diff": worst, "cvxpy_polished_max_abs_diff": polished, "max_kkt_residual": kkt,
+                     "dual_certificate_of_dual": cert, "max_abs_diff": worst,
+                     "cvxpy_polished_max_abs_diff": polished, "max_kkt_residual": kkt,
                      **({"max_tie_spread_on_cycle": tie_err} if name == "cycle_m0" else {})}
     # a cycle with m > 0: typed error naming a real cycle
     prefs = [(3, 0), (0, 1), (1, 2), (2, 0), (4, 5)]
@@ -233,7 +290,8 @@ def cpo_constrained_kkt_convex(ctx: CheckContext) -> MethodResult:
     literal = single["ok"] and batch["ok"] and multi["ok"]
     evidence = {
         "single_pair": single, "closed_form_batch_kkt": batch, "multi_pair": multi,
-        "tolerances": {"pi_clarabel": TOL_PI_CLARABEL, "pi_scs": TOL_PI_SCS, "pi_dual": TOL_PI_DUAL, "kkt": TOL_KKT,
+        "tolerances": {"relative_dual_gap": TOL_GAP, "gap_rounding": GAP_ROUNDING, "pi_dual": TOL_PI_DUAL,
+                       "kkt_decided": {m: TOL_KKT[m] for m in DECIDED_KKT}, "kkt_reported": TOL_KKT,
                        "mu_relative": TOL_MU_REL, "mu_compared_if_min_pi_c_pair_at_least": MU_IDENTIFIABLE},
         "cvxpy_answers": "the comparisons and KKT residuals use each solver's own answer (independent of the "
                          "dual); its answer polished from the solver's active set (toy_bandits.constrained."
