@@ -316,9 +316,11 @@ def cpo_constrained_kkt_convex(ctx: CheckContext) -> MethodResult:
                             "toy_bandits.constrained.ConstrainedRLHF", "toy_bandits.constrained.closed_form_pairs",
                             "toy_bandits.constrained", "toy_bandits.instance", "toy_bandits.rlhf._shifted_logits",
                             "toy_bandits.rlhf.log_gibbs_policy", "toy_bandits.rlhf.suboptimality",
+                            "toy_bandits.solver_claims._add_certificate",
+                            "toy_bandits.solver_claims._certificate_summary",
                             "toy_bandits.solver_claims._closed_form_batch_kkt",
                             "toy_bandits.solver_claims._cvxpy_raw_and_polished",
-                            "toy_bandits.solver_claims._multi_pair",
+                            "toy_bandits.solver_claims._multi_pair", "toy_bandits.solver_claims.dual_certificate",
                             "toy_bandits.solver_claims._single_pair_agreement",
                         ),
                         counterexample=counterexample)
