@@ -22,7 +22,6 @@ METHODS = ("dpo", "dpo_bt", "cpo_eq17", "cpo_clip", "cpo_smooth", "cpo_easy", "i
 # "<loss>_bt": the loss trained on Bradley-Terry-sampled labels (both orders, weighted by the label frequency).
 BT_METHODS = {"dpo_bt": "dpo", "cpo_clip_bt": "cpo_clip", "cpo_smooth_bt": "cpo_smooth"}
 OPTIMIZERS = ("sgd", "adam")
-PRESETS = ("default", "large", "map", "confirm")
 LOOK_SCHEDULES = ("double", "step")  # toy_lm.design.look_sizes
 # Upper bounds of the integer fields: far above any preset (the large one has 512 prompts, n_embd 128, 1500 SFT steps),
 # low enough that a typo (an extra three zeros) is a one-line error before any allocation, not an out-of-memory crash
@@ -359,16 +358,14 @@ def from_dict(data: dict, base: LMConfig | None = None) -> LMConfig:
     return dataclasses.replace(base or LMConfig(), **values)
 
 
+_PRESET_BUILDERS = {"default": LMConfig, "large": _large, "map": _map, "confirm": _confirm}
+PRESETS = tuple(_PRESET_BUILDERS)
+
+
 def load_config(name_or_path: str) -> LMConfig:
-    """"default", "large", "map", "confirm", or a path to a JSON file of field values (over the default preset)."""
-    if name_or_path == "default":
-        return LMConfig()
-    if name_or_path == "large":
-        return _large()
-    if name_or_path == "map":
-        return _map()
-    if name_or_path == "confirm":
-        return _confirm()
+    """A preset's name (``PRESETS``) or a path to a JSON file of field values (over the default preset)."""
+    if name_or_path in _PRESET_BUILDERS:
+        return _PRESET_BUILDERS[name_or_path]()
     path = Path(name_or_path)
     if not path.is_file():
         raise ValueError(f"LM config {name_or_path!r} is neither one of {PRESETS} nor an existing JSON file")
