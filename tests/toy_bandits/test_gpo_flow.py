@@ -122,3 +122,52 @@ def test_sigmoid_sft_mix_by_hand():
     law = 2 / 0.03 + (0.02 / 0.0003) * math.log((0.03 + 0.01 * math.exp(2)) / 0.04)
     assert F.exit_time(s, 2.0) == pytest.approx(law, rel=1e-6)
     assert F.certificate_level(s, 2.0)["l_min"] == pytest.approx(math.log1p(math.exp(-2)) + math.log(2) / 10, rel=1e-9)
+
+
+def _sigmoid(x: float) -> float:
+    return 0.5 * (1.0 + math.tanh(0.5 * x))  # no overflow for |x| large
+
+
+@pytest.mark.parametrize("loss, eps, n", [
+    ("sigmoid", 0.0, 1), ("sigmoid_norm", 0.0, 10), ("robust", 0.1, 1), ("robust", 0.25, 1), ("robust", 0.4, 1),
+])
+@pytest.mark.parametrize("u0", [0.5, 3.0, 8.0])
+def test_amended_laws_equal_the_exit_time_integral(loss, eps, n, u0):
+    """The gpo-transient-U closed forms (gpo_flow._amended_laws) against the statement's own integral, by quadrature:
+    T(U0) = (1/(2 beta^2)) int_0^U0 dt / (-f'(t)) (per token, n: (n^2/(2 beta^2)) int_0^(U0/n)), with -f' written by
+    hand: logistic sigma(-t); TRL robust ((1 - eps) sigma(-t) + eps sigma(t)) / (1 - 2 eps). Several eps, so a slip
+    in one of the law's (1 - 2 eps) factors cannot cancel at one eps."""
+    from scipy.integrate import quad
+    beta = 0.1
+    if loss == "robust":
+        def minus_fprime(t):
+            return ((1 - eps) * _sigmoid(-t) + eps * _sigmoid(t)) / (1 - 2 * eps)
+    else:
+        def minus_fprime(t):
+            return _sigmoid(-t)
+    upper = u0 / n
+    integral, err = quad(lambda t: 1.0 / minus_fprime(t), 0.0, upper, epsabs=0.0, epsrel=1e-12, limit=200)
+    expected = n * n * integral / (2 * beta * beta)
+    law = F._amended_laws(eps, beta, n)[loss](u0)
+    assert law == pytest.approx(expected, rel=1e-9)
+
+
+def test_transient_flow_fails_when_a_law_comes_out_negative(monkeypatch):
+    """The simulation compares exit times with the laws by relative error; a law with the wrong sign (here the robust
+    law negated: T and the law then differ by more than 2 T) must count as a miss. It passed (relative error 0.0)
+    when the error was divided by the signed law."""
+    from pathlib import Path
+
+    from dpo_rlhf_checks.result import CheckContext
+    original = F._amended_laws
+
+    def negated_robust(eps, beta, n=1):
+        laws = dict(original(eps, beta, n))
+        good = laws["robust"]
+        laws["robust"] = lambda u: -good(u)
+        return laws
+
+    monkeypatch.setattr(F, "_amended_laws", negated_robust)
+    res = F.transient_flow(CheckContext(seed=0, quick=True, out_dir=Path("unused")))
+    assert res.evidence["max_rel_err"]["robust[beta=0.1,label_smoothing=0.1]"] == pytest.approx(2.0, abs=1e-5)
+    assert res.amended is False
