@@ -530,10 +530,12 @@ def _train_variants(lr: float, steps: int, c_star: float) -> tuple[dict, dict]:
 def predicted_certifies(name: str, beta: float, params: dict, nll_max: float | None = None) -> bool:
     """Whether loss < log 2 certifies delta > 0 for every reference, by the conditions derived in docs/theory.md §10
     (inf over references of the target T >= 0; T = delta_ref for DPO). nll_max: a bound on the mean NLLs (cpo_easy)."""
+    if not beta > 0:
+        raise ValueError(f"beta must be > 0, got {beta!r}")
     if name == "dpo":
         return False  # T = delta_ref is unbounded below
     if name == "cpo_eq17":
-        return params["gamma"] >= 0 and params["gamma"] / beta >= eq17_critical_ratio()["c_star_brent"]
+        return params["gamma"] / beta >= eq17_critical_ratio()["c_star_brent"]  # c* > 0, beta > 0: gamma > 0
     if name == "cpo_clip":
         return params.get("margin", 0.0) >= 0
     if name == "cpo_smooth":

@@ -80,3 +80,58 @@ def test_certificate_predictions_are_computed_not_typed(ctx):
 def test_no_hand_merge_is_left():
     src = open(mc.__file__).read()
     assert "def _merge" not in src and "theory.claims" not in src and "decide(" not in src
+
+
+def test_predicted_certifies_refuses_a_nonpositive_beta():
+    # d73abc3 guarded cpo_eq17 by gamma >= 0, a clause that decides nothing at beta > 0 (gamma / beta >= c* > 0
+    # already needs gamma > 0); at beta < 0 (gamma = beta = -1: gamma / beta = 1 >= c*) only that clause said False.
+    # beta <= 0 is not a DPO temperature: a one-line error for every variant.
+    c_star = mc.eq17_critical_ratio()["c_star_brent"]
+    for name, params in (("cpo_eq17", {"gamma": -1.0}), ("cpo_clip", {}), ("dpo", {})):
+        for beta in (-1.0, 0.0, float("nan")):
+            with pytest.raises(ValueError, match="beta must be > 0"):
+                mc.predicted_certifies(name, beta, params)
+    # eq17 at beta > 0: gamma = 0 and gamma < 0 never certify (c* = 0.2239 > 0); the boundary gamma = c* beta does
+    assert mc.predicted_certifies("cpo_eq17", 1.0, {"gamma": 0.0}) is False
+    assert mc.predicted_certifies("cpo_eq17", 2.0, {"gamma": -0.1}) is False
+    assert mc.predicted_certifies("cpo_eq17", 2.0, {"gamma": 2.0 * c_star}) is True
+
+
+def _derived_condition(name, beta, params, nll_max):
+    """The conditions of docs/theory.md §10, written out here (c* by a dense grid of p(1-p) log((1-p)/p))."""
+    if name == "dpo":
+        return False
+    if name == "cpo_eq17":
+        p = np.linspace(1e-6, 0.5, 2_000_001)
+        return params["gamma"] / beta >= float(np.max(p * (1 - p) * np.log((1 - p) / p)))
+    if name == "cpo_clip":
+        return params.get("margin", 0.0) >= 0
+    if name == "cpo_smooth":
+        g, tau, a = params["gamma"], params["tau"], params["alpha"]
+        if a > 1:
+            return False
+        if a == 1:
+            return g >= 0
+        return g >= (a * math.log(a) + (1 - a) * math.log1p(-a)) / (a * tau)
+    assert name == "cpo_easy"
+    bound = (math.sqrt(2) - 1) ** 2 * nll_max ** 2 if nll_max is not None else math.inf
+    return params["gamma"] < 0 and -params["gamma"] / beta >= bound
+
+
+def test_regimes_sit_on_both_sides_of_each_derived_condition():
+    # _regimes() is the set of test points of cpo-loss-certificates' derived and search methods: the search can only
+    # catch a wrong condition on a side of it that some regime visits. Each condition that can go either way (eq17;
+    # clip; smooth with alpha = 1; smooth with alpha < 1; easy with bounded NLLs) must have regimes on both sides,
+    # by the conditions written out here, and predicted_certifies must agree with them at every regime.
+    sides: dict[str, set] = {}
+    for name, beta, params, nll_max, _note in mc._regimes():
+        want = _derived_condition(name, beta, params, nll_max)
+        assert mc.predicted_certifies(name, beta, params, nll_max) is want, (name, beta, params, nll_max)
+        if name == "cpo_smooth":
+            group = "cpo_smooth alpha " + ("= 1" if params["alpha"] == 1 else "< 1" if params["alpha"] < 1 else "> 1")
+        else:
+            group = name + (" bounded NLL" if nll_max is not None else "")
+        sides.setdefault(group, set()).add(want)
+    for group in ("cpo_eq17", "cpo_clip", "cpo_smooth alpha = 1", "cpo_smooth alpha < 1", "cpo_easy bounded NLL"):
+        assert sides[group] == {True, False}, group
+    assert sides["dpo"] == sides["cpo_smooth alpha > 1"] == sides["cpo_easy"] == {False}
