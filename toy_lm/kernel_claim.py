@@ -162,7 +162,7 @@ def time_in_U_slopes(stage, optimizer: str, variant: str) -> dict:
     """The time-in-U slope of the LM and of ``variant``'s prediction for ordered DPO under ``optimizer``, over every
     seed each beta level's cell has, on the same misranked pairs, by the time-in-U law's estimator (Tobit, one
     intercept per beta level, censored at steps + 1; toy_lm.stage._censored_slope)."""
-    from toy_lm.stage import _censored_slope
+    from toy_lm.stage import censored_fit
 
     cfg = stage.cfg
     horizon = cfg.steps + 1
@@ -179,14 +179,18 @@ def time_in_U_slopes(stage, optimizer: str, variant: str) -> dict:
             t_k.append(np.minimum(c.pred_cross[v], horizon).astype(float))
             grp.append(np.full(int(v.sum()), gi))
     if not h:
-        return {"lm_slope": None, "lm_stderr": None, "pred_slope": None, "pred_stderr": None, "n_pairs": 0}
+        return {"lm_slope": None, "lm_stderr": None, "pred_slope": None, "pred_stderr": None, "n_pairs": 0,
+                "decided": None}
     h, t_lm, t_k, grp = (np.concatenate(a) for a in (h, t_lm, t_k, grp))
     use = (t_lm > 0) & (t_k > 0)
     limit = math.log(horizon)
-    s_lm, se_lm = _censored_slope(h[use], np.log(t_lm[use]), grp[use], t_lm[use] >= horizon, limit)
-    s_k, se_k = _censored_slope(h[use], np.log(t_k[use]), grp[use], t_k[use] >= horizon, limit)
-    fin = (lambda x: x if x is not None and math.isfinite(x) else None)
-    out = {"lm_slope": fin(s_lm), "lm_stderr": fin(se_lm), "pred_slope": fin(s_k), "pred_stderr": fin(se_k),
+    fits = {"lm": censored_fit(h[use], np.log(t_lm[use]), grp[use], t_lm[use] >= horizon, limit),
+            "pred": censored_fit(h[use], np.log(t_k[use]), grp[use], t_k[use] >= horizon, limit)}
+    # a fit that did not converge gives no number, so it cannot decide the comparison (decided None below)
+    fin = (lambda f, k: f[k] if f["converged"] and math.isfinite(f[k]) else None)
+    out = {"lm_slope": fin(fits["lm"], "slope"), "lm_stderr": fin(fits["lm"], "stderr"),
+           "pred_slope": fin(fits["pred"], "slope"), "pred_stderr": fin(fits["pred"], "stderr"),
+           "fits": {k: {n: f[n] for n in ("converged", "reason", "iterations", "dropped")} for k, f in fits.items()},
            "n_pairs": int(use.sum()), "n_lm_censored": int((t_lm[use] >= horizon).sum()),
            "n_pred_censored": int((t_k[use] >= horizon).sum()), "seeds": sorted({r.seed for b in cfg.betas
                                                                                   for r in stage.runs_with((b, optimizer, "dpo"))})}
@@ -373,7 +377,7 @@ def lm_kernel_training(ctx: CheckContext) -> MethodResult:
     inconclusive = None
     if literal is None or (literal is False and amended is None):
         undecided = [line(o) for o in frac[needed].values() if o["decided"] is None]
-        undecided += [f"time-in-U slope {o} ({needed}): fit did not converge" for o, s in slopes[needed].items()
+        undecided += [f"time-in-U slope {o} ({needed}): {_no_fit(s)}" for o, s in slopes[needed].items()
                       if s["decided"] is None]
         inconclusive = f"still undecided after the seed budget ({stage.cfg.max_seeds} seeds): " + "; ".join(undecided)
     failed = [line(o) for o in frac["linear"].values() if o["decided"] is False]
@@ -399,6 +403,15 @@ def lm_kernel_training(ctx: CheckContext) -> MethodResult:
                         depends_on=_DEPS, counterexample=counterexample,
                         amended_statement=get_claim("lm-kernel-prediction").amendment if (literal is False and amended)
                         else None, inconclusive=inconclusive, figures=figures)
+
+
+def _no_fit(s: dict) -> str:
+    """Why a time-in-U slope comparison has no decision: which Tobit fit did not converge, and what it reported."""
+    if not s.get("n_pairs"):
+        return "no misranked pair in these cells"
+    bad = [f"the {'LM' if k == 'lm' else 'predicted'} times' fit did not converge ({f['reason']})"
+           for k, f in s.get("fits", {}).items() if not f["converged"]]
+    return "; ".join(bad) or "no slope"
 
 
 def _f(x):

@@ -133,3 +133,99 @@ def test_kernel_work_runs_at_the_stages_threads(monkeypatch):
         kernel_claim._LIN.pop((id(stage), 0), None)
         kernel_claim._PRED.pop((id(stage), key, 0, False), None)
     assert seen == [("J", 1), ("predict", 1)]
+
+
+# ----------------------------------------------------------------------------------------------
+# The time-in-U slope comparison: a Tobit fit that does not converge decides nothing
+
+
+def _slope_stage(monkeypatch, scale_pred=1.0, violated=True):
+    """A stage of two beta levels x 8 seeds of ordered-DPO records whose LM times in U follow a planted law (slope 0.4
+    in beta |delta_ref|, censored at steps + 1), the prediction's times the LM's scaled by ``scale_pred``."""
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(3)
+    cfg = SimpleNamespace(steps=40, betas=[0.5, 2.5], optimizers=["sgd"])
+    runs, cmps = {}, {}
+    for beta in cfg.betas:
+        key = (beta, "sgd", "dpo")
+        runs[key] = []
+        for seed in range(8):
+            dref = -rng.uniform(0.5, 4.0, 20)
+            t = np.exp(0.5 + 0.4 * beta * -dref + rng.normal(0, 0.5, 20))
+            cmps[(key, seed)] = SimpleNamespace(
+                violated=np.full(20, violated), delta_ref=dref, obs_cross=np.ceil(t).astype(int),
+                pred_cross=np.ceil(t * np.exp(scale_pred * beta * -dref - beta * -dref)).astype(int))
+            runs[key].append(SimpleNamespace(seed=seed))
+    stage = SimpleNamespace(cfg=cfg, runs_with=lambda key: runs[key])
+    monkeypatch.setattr(kernel_claim, "_cmp", lambda st, key, seed, variant: cmps[(key, seed)])
+    return stage
+
+
+def test_slope_comparison_decides_from_converged_fits_only(monkeypatch):
+    same = kernel_claim.time_in_U_slopes(_slope_stage(monkeypatch), "sgd", "linear")
+    assert same["fits"]["lm"]["converged"] and same["fits"]["pred"]["converged"]
+    assert same["lm_slope"] == pytest.approx(0.4, abs=0.1) and same["decided"] is True
+    steeper = kernel_claim.time_in_U_slopes(_slope_stage(monkeypatch, scale_pred=2.0), "sgd", "linear")
+    assert steeper["pred_slope"] > steeper["lm_slope"] + 3 * steeper["lm_stderr"] and steeper["decided"] is False
+
+    from toy_lm import stage as stage_mod
+
+    real = stage_mod.censored_fit
+    calls = []
+
+    def planted(*a, **k):  # the predicted times' fit (the second call) does not converge
+        calls.append(1)
+        fit = real(*a, **k)
+        return fit if len(calls) % 2 else {**fit, "converged": False, "reason": "planted"}
+
+    monkeypatch.setattr(stage_mod, "censored_fit", planted)
+    s = kernel_claim.time_in_U_slopes(_slope_stage(monkeypatch, scale_pred=2.0), "sgd", "linear")
+    assert s["decided"] is None and s["pred_slope"] is None and s["lm_slope"] is not None
+    assert "predicted times' fit did not converge (planted)" in kernel_claim._no_fit(s)
+
+
+def test_slope_comparison_without_misranked_pairs_is_undecided_not_a_crash(monkeypatch):
+    # d73abc3 returned no "decided" key here, and the training method's and3 over the slopes raised KeyError
+    s = kernel_claim.time_in_U_slopes(_slope_stage(monkeypatch, violated=False), "sgd", "linear")
+    assert s["decided"] is None and s["n_pairs"] == 0
+
+
+@pytest.mark.parametrize("slope_decided", [True, None])
+def test_training_method_is_inconclusive_when_a_slope_fit_did_not_converge(tmp_path, monkeypatch, slope_decided):
+    """Every fraction comparison holds; the slope comparison is True (the literal holds) or None because its fit did
+    not converge: then the method must say inconclusive, naming the fit, and the merged verdict is inconclusive."""
+    from types import SimpleNamespace
+
+    import figures.kernel
+    import toy_lm.claims
+    import toy_lm.kernel_forecast
+    import toy_lm.stage
+    from dpo_rlhf_checks.result import merge_methods
+
+    cfg = SimpleNamespace(optimizers=["sgd"], max_seeds=12)
+    stage = SimpleNamespace(cfg=cfg)
+    frac = {"beta 0.5 sgd dpo": {"name": "linear beta 0.5 sgd dpo", "decided": True, "mean": 0.0,
+                                 "interval": [-0.01, 0.01], "n_seeds": 3, "test": "within", "bound": 0.05}}
+    slope = {"lm_slope": 0.3, "lm_stderr": 0.03, "pred_slope": None if slope_decided is None else 0.31,
+             "pred_stderr": None, "n_pairs": 50, "decided": slope_decided,
+             "fits": {"lm": {"converged": True, "reason": None, "iterations": 6, "dropped": 0},
+                      "pred": {"converged": slope_decided is not None,
+                               "reason": None if slope_decided else "no maximum within 200 Newton steps",
+                               "iterations": 200, "dropped": 0}}}
+    monkeypatch.setattr(toy_lm.stage, "get_stage", lambda ctx: stage)
+    monkeypatch.setattr(kernel_claim, "evaluate_fraction", lambda st, v: frac)
+    monkeypatch.setattr(kernel_claim, "time_in_U_slopes", lambda st, o, v: slope)
+    monkeypatch.setattr(toy_lm.kernel_forecast, "forecast", lambda st, jac: {})
+    monkeypatch.setattr(figures.kernel, "kernel_figures", lambda *a, **k: [])
+    monkeypatch.setattr(kernel_claim, "cell_table", lambda st, v: [])
+    monkeypatch.setattr(kernel_claim, "describe", lambda st, v: {})
+    monkeypatch.setattr(toy_lm.claims, "_evidence_common", lambda st: {})
+    r = kernel_claim.lm_kernel_training(CheckContext(out_dir=tmp_path))
+    if slope_decided:
+        assert r.literal is True and r.inconclusive is None
+        assert merge_methods({"training": r})["verdict"] == "holds"
+    else:
+        assert r.literal is None and "time-in-U slope sgd (linear): the predicted times' fit did not converge " \
+            "(no maximum within 200 Newton steps)" in r.inconclusive
+        assert merge_methods({"training": r})["verdict"] == "inconclusive"
