@@ -430,7 +430,8 @@ def _jacobian_sizes(stage) -> dict:
 
 _DEPS = ("toy_lm.kernel", "toy_lm.kernel_claim", "toy_lm.kernel_forecast", "toy_lm.stage", "toy_lm.train",
          "toy_lm.config", "toy_lm.model", "toy_lm.task", "toy_lm.tabular", "toy_lm.predict", "dpo_rlhf_checks.losses", "toy_lm.design",
-         "toy_lm.claims", "toy_lm.decide", "toy_lm.ceiling", "figures", "toy_bandits.dynamics")
+         "toy_lm.claims", "toy_lm.decide", "toy_lm.ceiling", "figures", "toy_bandits.dynamics",
+         "toy_lm.map_progress")  # in lm-map the stage's records are saved (and on --resume read back) through it
 
 
 def map_section(stage, variants=VARIANTS) -> tuple[str, dict]:

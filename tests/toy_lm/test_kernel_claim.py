@@ -89,10 +89,19 @@ def test_only_computes_the_slow_claims_verdict_on_a_tiny_config(tmp_path, monkey
 
 
 def test_lm_map_computes_the_slow_claims_verdict_on_its_stage(tmp_path, monkeypatch):
+    """... on its own stage: trained once. On d73abc3 the runner cleared the stage lm-map had put in the cache (it
+    was not computed under the dependency profiler) and the claim trained a second, identical stage."""
     import json
 
     from dpo_rlhf_checks.cli import main
+    from toy_lm import stage as stage_mod
 
+    from dpo_rlhf_checks import report
+
+    trained, entries = [], []
+    real_run_stage, real_run_claim = stage_mod.run_stage, report.run_claim
+    monkeypatch.setattr(stage_mod, "run_stage", lambda *a, **k: trained.append(1) or real_run_stage(*a, **k))
+    monkeypatch.setattr(report, "run_claim", lambda *a, **k: entries.append(real_run_claim(*a, **k)) or entries[-1])
     monkeypatch.setenv("TOY_LM_THREADS", "1")
     cfg = tmp_path / "tiny.json"
     cfg.write_text(json.dumps(TINY))
@@ -105,6 +114,11 @@ def test_lm_map_computes_the_slow_claims_verdict_on_its_stage(tmp_path, monkeypa
     md = (out / "lm_map.md").read_text()
     assert "## Claims computed on the map's stage" in md and f"`lm-kernel-prediction`: **{c['verdict']}**" in md
     assert any("lm_kernel" in f for f in payload["figures"])
+    assert len(trained) == 1
+    # what computing the map's stage entered counts for the claim (its measured closure), and is declared
+    (entry,) = entries
+    assert all(m["undeclared"] == [] for m in entry["methods"])
+    assert "toy_lm.train.train_preference_batched" in entry["methods"][1]["depends_on"]
 
 
 def test_kernel_work_runs_at_the_stages_threads(monkeypatch):
