@@ -405,6 +405,38 @@ def lm_kernel_training(ctx: CheckContext) -> MethodResult:
                         else None, inconclusive=inconclusive, figures=figures)
 
 
+def evidence_markdown(ev: dict) -> str:
+    """The training method's deciding slope comparisons and the forecast's validation, as Markdown (lm-map's report
+    prints them under the claim's verdict; the fraction comparisons are in the summary line)."""
+    lines = ["Time-in-U slopes (ordered DPO, misranked train pairs, every seed the claim's looks trained; Tobit, "
+             f"decided when |predicted - LM| <= {KERNEL.slope_se:g} LM standard errors, undecided when a fit did not "
+             "converge):", "", "| variant | optimizer | LM slope (se) | predicted slope (se) | abs. difference | "
+             f"{KERNEL.slope_se:g} LM se | decided | pairs (LM / predicted censored) |", "|---|---|---|---|---|---|---|---|"]
+    for v, by_opt in ev.get("time_in_U_slopes", {}).items():
+        for o, s in by_opt.items():
+            diff = (abs(s["pred_slope"] - s["lm_slope"]) if None not in (s["pred_slope"], s["lm_slope"]) else None)
+            bound = KERNEL.slope_se * s["lm_stderr"] if s["lm_stderr"] is not None else None
+            lines.append(f"| {v} | {o} | {_f(s['lm_slope'])} ({_f(s['lm_stderr'])}) | {_f(s['pred_slope'])} "
+                         f"({_f(s['pred_stderr'])}) | {_f(diff)} | {_f(bound)} | "
+                         f"{s['decided'] if s['decided'] is not None else 'undecided: ' + _no_fit(s)} | "
+                         f"{s['n_pairs']} ({s.get('n_lm_censored', 0)} / {s.get('n_pred_censored', 0)}) |")
+    fc = ev.get("forecast") or {}
+    if fc.get("gain_kernel"):
+        g, g2 = fc["gain_kernel"], fc["gain_secondary"]
+        auc = (lambda k: f"{np.mean(fc[k]):.3f} (per seed {min(fc[k]):.3f}-{max(fc[k]):.3f})")
+        lines += ["", f"Pre-training forecast (toy_lm/kernel_forecast.py, pre-registered; {len(fc['seeds'])} seeds): "
+                  f"AUC for 'in U at the end' of the misranked train pairs, mean over the DPO cells per seed, then over "
+                  f"seeds: beta |delta_ref| alone {auc('per_seed_auc_baseline')}, with the own-kernel term "
+                  f"{auc('per_seed_auc_kernel')}. Gain of the kernel score {g['mean']:+.3f}, "
+                  f"{100 * g['level']:.0f}% interval [{g['lo']:+.3f}, {g['hi']:+.3f}]; secondary (own + cross drift, "
+                  f"descriptive) {g2['mean']:+.3f} [{g2['lo']:+.3f}, {g2['hi']:+.3f}]. "
+                  + ("A gain (interval above 0): `score`'s forecast column is earned." if fc["gain"] else
+                     "No gain (the interval reaches 0): `score` keeps its columns.")]
+    elif fc:
+        lines += ["", f"Pre-training forecast: not evaluated ({fc.get('reason', 'no seeds')})."]
+    return "\n".join(lines) + "\n"
+
+
 def _no_fit(s: dict) -> str:
     """Why a time-in-U slope comparison has no decision: which Tobit fit did not converge, and what it reported."""
     if not s.get("n_pairs"):

@@ -186,9 +186,15 @@ def map_claims(stage, args: argparse.Namespace, work: Path, entered) -> tuple[st
              "The claims too slow for `--all` at the default LM config (dpo_rlhf_checks/registry.py, `slow`), run here "
              "on this map's stage with their pre-registered rules (their looks may add seeds to the cells they read, "
              "after the tables above).", ""]
+    from toy_lm.kernel_claim import evidence_markdown
+
     for e in entries:
         lines.append(f"- `{e['id']}`: **{e['verdict']}** (literal {e['literal']}, amended {e['amended']}). "
                      f"{e['summary']}" + (f" Undecided: {e['inconclusive']}" if e["inconclusive"] else ""))
+        if e["id"] == "lm-kernel-prediction":  # its slope comparisons and the forecast's AUC with intervals
+            training = next((m for m in e["methods"] if m["name"] == "training" and m["error"] is None), None)
+            if training is not None:
+                lines += ["", evidence_markdown(training["evidence"])]
     figures = [str(work / f) if not Path(f).is_absolute() else f for e in entries for f in e["figures"]]
     return "\n".join(lines) + "\n", compact, figures
 

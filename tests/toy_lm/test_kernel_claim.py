@@ -115,6 +115,7 @@ def test_lm_map_computes_the_slow_claims_verdict_on_its_stage(tmp_path, monkeypa
     assert "## Claims computed on the map's stage" in md and f"`lm-kernel-prediction`: **{c['verdict']}**" in md
     assert any("lm_kernel" in f for f in payload["figures"])
     assert len(trained) == 1
+    assert "| linear | sgd |" in md and "Pre-training forecast" in md  # slopes and the forecast's AUC, under the verdict
     # what computing the map's stage entered counts for the claim (its measured closure), and is declared
     (entry,) = entries
     assert all(m["undeclared"] == [] for m in entry["methods"])
@@ -243,3 +244,20 @@ def test_training_method_is_inconclusive_when_a_slope_fit_did_not_converge(tmp_p
         assert r.literal is None and "time-in-U slope sgd (linear): the predicted times' fit did not converge " \
             "(no maximum within 200 Newton steps)" in r.inconclusive
         assert merge_methods({"training": r})["verdict"] == "inconclusive"
+
+
+def test_evidence_markdown_prints_the_slopes_and_the_forecasts_auc_with_its_interval():
+    fit = {"converged": True, "reason": None, "iterations": 6, "dropped": 0}
+    ev = {"time_in_U_slopes": {"linear": {
+              "sgd": {"lm_slope": 0.4, "lm_stderr": 0.039, "pred_slope": 0.605, "pred_stderr": 0.054, "n_pairs": 316,
+                      "n_lm_censored": 80, "n_pred_censored": 95, "decided": False, "fits": {"lm": fit, "pred": fit}},
+              "adam": {"lm_slope": 0.311, "lm_stderr": 0.022, "pred_slope": None, "pred_stderr": None, "n_pairs": 316,
+                       "decided": None, "fits": {"lm": fit, "pred": {**fit, "converged": False, "reason": "planted"}}}}},
+          "forecast": {"seeds": [0, 1, 2], "per_seed_auc_baseline": [0.7, 0.8, 0.9], "per_seed_auc_kernel": [0.71, 0.8, 0.88],
+                       "gain_kernel": {"mean": -0.003, "lo": -0.021, "hi": 0.015, "level": 0.95},
+                       "gain_secondary": {"mean": -0.06, "lo": -0.12, "hi": 0.001, "level": 0.95}, "gain": False}}
+    md = kernel_claim.evidence_markdown(ev)
+    assert "| linear | sgd | 0.400 (0.039) | 0.605 (0.054) | 0.205 | 0.078 | False | 316 (80 / 95) |" in md
+    assert "undecided: the predicted times' fit did not converge (planted)" in md
+    assert "beta |delta_ref| alone 0.800 (per seed 0.700-0.900)" in md and "0.797 (per seed 0.710-0.880)" in md
+    assert "-0.003, 95% interval [-0.021, +0.015]" in md and "No gain" in md
