@@ -261,3 +261,10 @@ def test_evidence_markdown_prints_the_slopes_and_the_forecasts_auc_with_its_inte
     assert "undecided: the predicted times' fit did not converge (planted)" in md
     assert "beta |delta_ref| alone 0.800 (per seed 0.700-0.900)" in md and "0.797 (per seed 0.710-0.880)" in md
     assert "-0.003, 95% interval [-0.021, +0.015]" in md and "No gain" in md
+
+
+def test_figure_titles_name_a_seed_range_not_the_whole_list():
+    from figures.kernel import seed_label
+
+    assert seed_label(range(11)) == "seeds 0-10" and seed_label([3, 1, 2]) == "seeds 1-3"
+    assert seed_label([0, 2, 5]) == "seeds 0, 2, 5" and seed_label([4]) == "seeds 4"
