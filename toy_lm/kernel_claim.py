@@ -408,7 +408,17 @@ def lm_kernel_training(ctx: CheckContext) -> MethodResult:
 def evidence_markdown(ev: dict) -> str:
     """The training method's deciding slope comparisons and the forecast's validation, as Markdown (lm-map's report
     prints them under the claim's verdict; the fraction comparisons are in the summary line)."""
-    lines = ["Time-in-U slopes (ordered DPO, misranked train pairs, every seed the claim's looks trained; Tobit, "
+    lines = [f"Fraction in U, per compared cell: mean over seeds of observed - predicted, its interval (level "
+             f"1 - alpha/K) and the decision within +-{KERNEL.margin:g} at the first look that decides (re-linearised: "
+             "evaluated because the literal did not hold):", "",
+             "| variant | cell | seeds | mean | interval | decided |", "|---|---|---|---|---|---|"]
+    for v, outs in ev.get("fraction_comparisons", {}).items():
+        for o in outs:
+            lo, hi = o["interval"]
+            dec = {True: "within", False: "outside", None: "undecided"}[o["decided"]]
+            lines.append(f"| {v} | {_cell(tuple(o['cell']))} | {o['n_seeds']} | {_f(o['mean'])} | "
+                         f"[{lo:.3f}, {hi:.3f}] | {dec} |")
+    lines += ["", "Time-in-U slopes (ordered DPO, misranked train pairs, every seed the claim's looks trained; Tobit, "
              f"decided when |predicted - LM| <= {KERNEL.slope_se:g} LM standard errors, undecided when a fit did not "
              "converge):", "", "| variant | optimizer | LM slope (se) | predicted slope (se) | abs. difference | "
              f"{KERNEL.slope_se:g} LM se | decided | pairs (LM / predicted censored) |", "|---|---|---|---|---|---|---|---|"]

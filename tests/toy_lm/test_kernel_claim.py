@@ -248,7 +248,10 @@ def test_training_method_is_inconclusive_when_a_slope_fit_did_not_converge(tmp_p
 
 def test_evidence_markdown_prints_the_slopes_and_the_forecasts_auc_with_its_interval():
     fit = {"converged": True, "reason": None, "iterations": 6, "dropped": 0}
-    ev = {"time_in_U_slopes": {"linear": {
+    ev = {"fraction_comparisons": {"linear": [
+              {"cell": [0.5, "sgd", "dpo_bt"], "n_seeds": 5, "mean": 0.194, "interval": [0.068, 0.320], "decided": False},
+              {"cell": [1.0, "sgd", "dpo"], "n_seeds": 11, "mean": -0.034, "interval": [-0.099, 0.030], "decided": None}]},
+          "time_in_U_slopes": {"linear": {
               "sgd": {"lm_slope": 0.4, "lm_stderr": 0.039, "pred_slope": 0.605, "pred_stderr": 0.054, "n_pairs": 316,
                       "n_lm_censored": 80, "n_pred_censored": 95, "decided": False, "fits": {"lm": fit, "pred": fit}},
               "adam": {"lm_slope": 0.311, "lm_stderr": 0.022, "pred_slope": None, "pred_stderr": None, "n_pairs": 316,
@@ -259,6 +262,8 @@ def test_evidence_markdown_prints_the_slopes_and_the_forecasts_auc_with_its_inte
     md = kernel_claim.evidence_markdown(ev)
     assert "| linear | sgd | 0.400 (0.039) | 0.605 (0.054) | 0.205 | 0.078 | False | 316 (80 / 95) |" in md
     assert "undecided: the predicted times' fit did not converge (planted)" in md
+    assert "| linear | beta 0.5 sgd dpo_bt | 5 | 0.194 | [0.068, 0.320] | outside |" in md
+    assert "| linear | beta 1 sgd dpo | 11 | -0.034 | [-0.099, 0.030] | undecided |" in md
     assert "beta |delta_ref| alone 0.800 (per seed 0.700-0.900)" in md and "0.797 (per seed 0.710-0.880)" in md
     assert "-0.003, 95% interval [-0.021, +0.015]" in md and "No gain" in md
 
