@@ -178,6 +178,17 @@ def _clear_unmeasured_caches(wrappers: dict[str, Any]) -> None:
             cache.clear()
 
 
+def record_closure(name: str, entered: Iterable[str]) -> None:
+    """Record that the value held in the cache of ``name`` (a :data:`MEMOISED` function) was computed under the
+    profiler, by code that entered ``entered`` (the set :func:`measure_calls` returned), though not through ``name``
+    itself: a method that reads it counts that closure, and the cache is no longer cleared before a method runs.
+    ``lm-map`` hands its stage to the slow claims this way (toy_lm/lm_map.py); before, the stage it put in
+    ``toy_lm.stage._CACHE`` had no closure, so the cache was cleared and the claims trained a second stage."""
+    if name not in MEMOISED:
+        raise ValueError(f"{name!r} is not a memoised function; the valid ones: {sorted(MEMOISED)}")
+    _CLOSURES.setdefault(name, set()).update(entered)
+
+
 def measure_calls(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, frozenset[str]]:
     """Run ``fn(*args, **kwargs)`` and return (its result, the toolkit functions it entered).
 

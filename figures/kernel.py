@@ -9,6 +9,14 @@ import numpy as np
 from figures.style import COLORS, MARKERS, new_figure, save
 
 
+def seed_label(seeds) -> str:
+    """'seeds 0-10' for a run of consecutive seeds, else 'seeds 0, 2, 5' (the full list overran the panel titles)."""
+    seeds = sorted(seeds)
+    if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"seeds {seeds[0]}-{seeds[-1]}"
+    return "seeds " + ", ".join(str(s) for s in seeds)
+
+
 def kernel_figures(stage, fig_dir: Path, prefix: str = "lm_kernel", variants=("linear",)) -> list[str]:
     """Predicted vs observed delta at the end per pair (tabular, linearised, re-linearised when computed) in the slow
     ordered DPO cells; the cross-pair influence matrix of one cell (first seed); time in U against beta |delta_ref|
@@ -45,7 +53,7 @@ def kernel_figures(stage, fig_dir: Path, prefix: str = "lm_kernel", variants=("l
         ax.axvline(0, color="grey", lw=0.5)
         ax.set_xlabel(r"LM $\delta$ at the end")
         ax.set_ylabel(r"predicted $\delta$ at the end")
-        ax.set_title(f"DPO, beta {beta:g}, {opt}, seeds {[r.seed for r in runs]}")
+        ax.set_title(f"DPO, beta {beta:g}, {opt}, {seed_label([r.seed for r in runs])}")
         ax.legend(fontsize=6)
     paths += save(fig, fig_dir, f"{prefix}_pred_vs_obs")
 

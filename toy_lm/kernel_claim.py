@@ -162,7 +162,7 @@ def time_in_U_slopes(stage, optimizer: str, variant: str) -> dict:
     """The time-in-U slope of the LM and of ``variant``'s prediction for ordered DPO under ``optimizer``, over every
     seed each beta level's cell has, on the same misranked pairs, by the time-in-U law's estimator (Tobit, one
     intercept per beta level, censored at steps + 1; toy_lm.stage._censored_slope)."""
-    from toy_lm.stage import _censored_slope
+    from toy_lm.stage import censored_fit
 
     cfg = stage.cfg
     horizon = cfg.steps + 1
@@ -179,14 +179,18 @@ def time_in_U_slopes(stage, optimizer: str, variant: str) -> dict:
             t_k.append(np.minimum(c.pred_cross[v], horizon).astype(float))
             grp.append(np.full(int(v.sum()), gi))
     if not h:
-        return {"lm_slope": None, "lm_stderr": None, "pred_slope": None, "pred_stderr": None, "n_pairs": 0}
+        return {"lm_slope": None, "lm_stderr": None, "pred_slope": None, "pred_stderr": None, "n_pairs": 0,
+                "decided": None}
     h, t_lm, t_k, grp = (np.concatenate(a) for a in (h, t_lm, t_k, grp))
     use = (t_lm > 0) & (t_k > 0)
     limit = math.log(horizon)
-    s_lm, se_lm = _censored_slope(h[use], np.log(t_lm[use]), grp[use], t_lm[use] >= horizon, limit)
-    s_k, se_k = _censored_slope(h[use], np.log(t_k[use]), grp[use], t_k[use] >= horizon, limit)
-    fin = (lambda x: x if x is not None and math.isfinite(x) else None)
-    out = {"lm_slope": fin(s_lm), "lm_stderr": fin(se_lm), "pred_slope": fin(s_k), "pred_stderr": fin(se_k),
+    fits = {"lm": censored_fit(h[use], np.log(t_lm[use]), grp[use], t_lm[use] >= horizon, limit),
+            "pred": censored_fit(h[use], np.log(t_k[use]), grp[use], t_k[use] >= horizon, limit)}
+    # a fit that did not converge gives no number, so it cannot decide the comparison (decided None below)
+    fin = (lambda f, k: f[k] if f["converged"] and math.isfinite(f[k]) else None)
+    out = {"lm_slope": fin(fits["lm"], "slope"), "lm_stderr": fin(fits["lm"], "stderr"),
+           "pred_slope": fin(fits["pred"], "slope"), "pred_stderr": fin(fits["pred"], "stderr"),
+           "fits": {k: {n: f[n] for n in ("converged", "reason", "iterations", "dropped")} for k, f in fits.items()},
            "n_pairs": int(use.sum()), "n_lm_censored": int((t_lm[use] >= horizon).sum()),
            "n_pred_censored": int((t_k[use] >= horizon).sum()), "seeds": sorted({r.seed for b in cfg.betas
                                                                                   for r in stage.runs_with((b, optimizer, "dpo"))})}
@@ -373,7 +377,7 @@ def lm_kernel_training(ctx: CheckContext) -> MethodResult:
     inconclusive = None
     if literal is None or (literal is False and amended is None):
         undecided = [line(o) for o in frac[needed].values() if o["decided"] is None]
-        undecided += [f"time-in-U slope {o} ({needed}): fit did not converge" for o, s in slopes[needed].items()
+        undecided += [f"time-in-U slope {o} ({needed}): {_no_fit(s)}" for o, s in slopes[needed].items()
                       if s["decided"] is None]
         inconclusive = f"still undecided after the seed budget ({stage.cfg.max_seeds} seeds): " + "; ".join(undecided)
     failed = [line(o) for o in frac["linear"].values() if o["decided"] is False]
@@ -401,6 +405,57 @@ def lm_kernel_training(ctx: CheckContext) -> MethodResult:
                         else None, inconclusive=inconclusive, figures=figures)
 
 
+def evidence_markdown(ev: dict) -> str:
+    """The training method's deciding slope comparisons and the forecast's validation, as Markdown (lm-map's report
+    prints them under the claim's verdict; the fraction comparisons are in the summary line)."""
+    lines = [f"Fraction in U, per compared cell: mean over seeds of observed - predicted, its interval (level "
+             f"1 - alpha/K) and the decision within +-{KERNEL.margin:g} at the first look that decides (re-linearised: "
+             "evaluated because the literal did not hold):", "",
+             "| variant | cell | seeds | mean | interval | decided |", "|---|---|---|---|---|---|"]
+    for v, outs in ev.get("fraction_comparisons", {}).items():
+        for o in outs:
+            lo, hi = o["interval"]
+            dec = {True: "within", False: "outside", None: "undecided"}[o["decided"]]
+            lines.append(f"| {v} | {_cell(tuple(o['cell']))} | {o['n_seeds']} | {_f(o['mean'])} | "
+                         f"[{lo:.3f}, {hi:.3f}] | {dec} |")
+    lines += ["", "Time-in-U slopes (ordered DPO, misranked train pairs, every seed the claim's looks trained; Tobit, "
+             f"decided when |predicted - LM| <= {KERNEL.slope_se:g} LM standard errors, undecided when a fit did not "
+             "converge):", "", "| variant | optimizer | LM slope (se) | predicted slope (se) | abs. difference | "
+             f"{KERNEL.slope_se:g} LM se | decided | pairs (LM / predicted censored) |", "|---|---|---|---|---|---|---|---|"]
+    for v, by_opt in ev.get("time_in_U_slopes", {}).items():
+        for o, s in by_opt.items():
+            diff = (abs(s["pred_slope"] - s["lm_slope"]) if None not in (s["pred_slope"], s["lm_slope"]) else None)
+            bound = KERNEL.slope_se * s["lm_stderr"] if s["lm_stderr"] is not None else None
+            lines.append(f"| {v} | {o} | {_f(s['lm_slope'])} ({_f(s['lm_stderr'])}) | {_f(s['pred_slope'])} "
+                         f"({_f(s['pred_stderr'])}) | {_f(diff)} | {_f(bound)} | "
+                         f"{s['decided'] if s['decided'] is not None else 'undecided: ' + _no_fit(s)} | "
+                         f"{s['n_pairs']} ({s.get('n_lm_censored', 0)} / {s.get('n_pred_censored', 0)}) |")
+    fc = ev.get("forecast") or {}
+    if fc.get("gain_kernel"):
+        g, g2 = fc["gain_kernel"], fc["gain_secondary"]
+        auc = (lambda k: f"{np.mean(fc[k]):.3f} (per seed {min(fc[k]):.3f}-{max(fc[k]):.3f})")
+        lines += ["", f"Pre-training forecast (toy_lm/kernel_forecast.py, pre-registered; {len(fc['seeds'])} seeds): "
+                  f"AUC for 'in U at the end' of the misranked train pairs, mean over the DPO cells per seed, then over "
+                  f"seeds: beta |delta_ref| alone {auc('per_seed_auc_baseline')}, with the own-kernel term "
+                  f"{auc('per_seed_auc_kernel')}. Gain of the kernel score {g['mean']:+.3f}, "
+                  f"{100 * g['level']:.0f}% interval [{g['lo']:+.3f}, {g['hi']:+.3f}]; secondary (own + cross drift, "
+                  f"descriptive) {g2['mean']:+.3f} [{g2['lo']:+.3f}, {g2['hi']:+.3f}]. "
+                  + ("A gain (interval above 0): `score`'s forecast column is earned." if fc["gain"] else
+                     "No gain (the interval reaches 0): `score` keeps its columns.")]
+    elif fc:
+        lines += ["", f"Pre-training forecast: not evaluated ({fc.get('reason', 'no seeds')})."]
+    return "\n".join(lines) + "\n"
+
+
+def _no_fit(s: dict) -> str:
+    """Why a time-in-U slope comparison has no decision: which Tobit fit did not converge, and what it reported."""
+    if not s.get("n_pairs"):
+        return "no misranked pair in these cells"
+    bad = [f"the {'LM' if k == 'lm' else 'predicted'} times' fit did not converge ({f['reason']})"
+           for k, f in s.get("fits", {}).items() if not f["converged"]]
+    return "; ".join(bad) or "no slope"
+
+
 def _f(x):
     return "n/a" if x is None else f"{x:.3f}"
 
@@ -417,7 +472,8 @@ def _jacobian_sizes(stage) -> dict:
 
 _DEPS = ("toy_lm.kernel", "toy_lm.kernel_claim", "toy_lm.kernel_forecast", "toy_lm.stage", "toy_lm.train",
          "toy_lm.config", "toy_lm.model", "toy_lm.task", "toy_lm.tabular", "toy_lm.predict", "dpo_rlhf_checks.losses", "toy_lm.design",
-         "toy_lm.claims", "toy_lm.decide", "toy_lm.ceiling", "figures", "toy_bandits.dynamics")
+         "toy_lm.claims", "toy_lm.decide", "toy_lm.ceiling", "figures", "toy_bandits.dynamics",
+         "toy_lm.map_progress")  # in lm-map the stage's records are saved (and on --resume read back) through it
 
 
 def map_section(stage, variants=VARIANTS) -> tuple[str, dict]:

@@ -153,11 +153,14 @@ def _main(argv: list[str] | None) -> int:
 OUTPUTS = ("lm_map.md", "lm_map.json", "lm_map_records.npz")
 
 
-def map_claims(stage, args: argparse.Namespace, work: Path) -> tuple[str, list[dict], list[str]]:
+def map_claims(stage, args: argparse.Namespace, work: Path, entered) -> tuple[str, list[dict], list[str]]:
     """Run every slow claim of the LM stage (dpo_rlhf_checks.registry.runs_in_lm_map: the claims ``--all`` leaves out
     at the default LM config) on the map's own stage, as ``--only ID --lm-config CONFIG`` would on a fresh one.
     Returns the report section (Markdown), one entry per claim for lm_map.json (the report's verdict fields, without
-    the measured seconds, so a resumed map's files stay those of an uninterrupted one) and the claims' figures."""
+    the measured seconds, so a resumed map's files stay those of an uninterrupted one) and the claims' figures.
+    entered: the toolkit functions computing ``stage`` entered (dpo_rlhf_checks.tracing.measure_calls), recorded as
+    the closure of toy_lm.stage.get_stage, so the claims read this stage (and count what it took) instead of the
+    runner clearing an unmeasured cache and training a second stage."""
     from dpo_rlhf_checks.registry import CLAIMS, runs_in_lm_map
     from dpo_rlhf_checks.report import run_claim
     from dpo_rlhf_checks.result import CheckContext
@@ -167,8 +170,11 @@ def map_claims(stage, args: argparse.Namespace, work: Path) -> tuple[str, list[d
     if not claims:
         return "", [], []
     ctx = CheckContext(seed=args.seed, quick=False, out_dir=work, lm_config=args.lm_config, device=args.device)
+    from dpo_rlhf_checks.tracing import record_closure
+
     key = _cache_key(ctx)
     _CACHE[key] = stage  # the claims' methods read this stage (toy_lm.stage.get_stage), not a fresh one
+    record_closure("toy_lm.stage.get_stage", entered)
     try:
         entries = [run_claim(c, ctx, log=sys.stderr) for c in claims]
     finally:
@@ -180,14 +186,20 @@ def map_claims(stage, args: argparse.Namespace, work: Path) -> tuple[str, list[d
              "The claims too slow for `--all` at the default LM config (dpo_rlhf_checks/registry.py, `slow`), run here "
              "on this map's stage with their pre-registered rules (their looks may add seeds to the cells they read, "
              "after the tables above).", ""]
+    from toy_lm.kernel_claim import evidence_markdown
+
     for e in entries:
         lines.append(f"- `{e['id']}`: **{e['verdict']}** (literal {e['literal']}, amended {e['amended']}). "
                      f"{e['summary']}" + (f" Undecided: {e['inconclusive']}" if e["inconclusive"] else ""))
+        if e["id"] == "lm-kernel-prediction":  # its slope comparisons and the forecast's AUC with intervals
+            training = next((m for m in e["methods"] if m["name"] == "training" and m["error"] is None), None)
+            if training is not None:
+                lines += ["", evidence_markdown(training["evidence"])]
     figures = [str(work / f) if not Path(f).is_absolute() else f for e in entries for f in e["figures"]]
     return "\n".join(lines) + "\n", compact, figures
 
 
-def _write(stage, cfg, staged, args: argparse.Namespace) -> tuple[str, list[str]]:
+def _write(stage, cfg, staged, args: argparse.Namespace, entered) -> tuple[str, list[str]]:
     """The map's files into the staging folder, then renamed into ``--out`` (figures and records first, the two
     reports last); returns the report section and the figure paths."""
     from figures.lm import lm_figures
@@ -199,16 +211,18 @@ def _write(stage, cfg, staged, args: argparse.Namespace) -> tuple[str, list[str]
     figures = lm_figures(stage, fig_dir, prefix="lm_map")
     save_records(stage, work / "lm_map_records.npz")
     section = report_section(stage)
+    from dpo_rlhf_checks.tracing import measure_calls
     from toy_lm.kernel_claim import map_section  # the linearised-LM table (issue 18)
 
-    kernel_md, kernel_json = map_section(stage)
+    # under the profiler: J and the predictions it computes are then measured cache entries the claims reuse
+    (kernel_md, kernel_json), _ = measure_calls(map_section, stage)
     section += "\n" + kernel_md
     payload = {"config": cfg.to_dict(), "seeds": stage.seeds, "seconds": stage.seconds, "regimes": stage.regimes,
                "time_in_U_law": {o: {k: v for k, v in law.items() if k != "points"}
                                  for o, law in stage.time_in_U_law.items()},
                "kernel": kernel_json}
     # The slow claims of the LM stage, computed on the map's stage after its own tables (their looks may add seeds)
-    claims_md, claims_json, claim_figures = map_claims(stage, args, work)
+    claims_md, claims_json, claim_figures = map_claims(stage, args, work, entered)
     section += "\n" + claims_md
     figures = figures + claim_figures
     payload["claims"] = claims_json
@@ -226,6 +240,7 @@ def _run(args: argparse.Namespace, cfg, threads: int, staged) -> int:
 
     from toy_lm.map_progress import MapProgress, ResumeMismatch, fingerprint
     from toy_lm.model import resolve_device
+    from dpo_rlhf_checks.tracing import measure_calls
     from toy_lm.stage import run_stage
 
     start = time.perf_counter()
@@ -243,8 +258,10 @@ def _run(args: argparse.Namespace, cfg, threads: int, staged) -> int:
     in_main_thread = threading.current_thread() is threading.main_thread()  # signal handlers can only be set there
     old_term = signal.signal(signal.SIGTERM, on_sigterm) if in_main_thread else None
     try:  # the map, then its files (written into the staging folder and renamed into place)
-        stage = run_stage(cfg, seed_offset=args.seed, device=args.device, threads=threads, progress=progress)
-        section, figures = _write(stage, cfg, staged, args)
+        # under the dependency profiler, so the slow claims can read this stage as a measured cache entry (map_claims)
+        stage, entered = measure_calls(run_stage, cfg, seed_offset=args.seed, device=args.device, threads=threads,
+                                       progress=progress)
+        section, figures = _write(stage, cfg, staged, args, entered)
     except KeyboardInterrupt as err:
         if staged.committed:  # the files are in place: cli.run_in_out_folder says so
             raise

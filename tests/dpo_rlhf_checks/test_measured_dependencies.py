@@ -239,3 +239,25 @@ def test_independence_comes_from_the_measured_sets(tmp_path):
     shared = set(entry["methods"][0]["depends_on"]) & set(entry["methods"][1]["depends_on"])
     assert "toy_bandits.finite_labels.p_wrong" in shared  # the repaired simulation reads ties itself (no ranks_first)
     assert entry["independent_methods"] == 1
+
+
+def test_record_closure_keeps_a_cache_computed_outside_a_method_and_counts_its_closure(monkeypatch):
+    """lm-map computes its stage outside any method and hands it to the slow claims through toy_lm.stage._CACHE:
+    without a recorded closure the runner clears it (and the claim trains a second stage); with it, a reader
+    counts what computing it entered."""
+    from dpo_rlhf_checks import tracing
+    from toy_lm import stage as stage_mod
+
+    monkeypatch.setattr(tracing, "_CLOSURES", {})
+    monkeypatch.setattr(stage_mod, "_CACHE", {"k": "stage"})
+    tracing._clear_unmeasured_caches({})
+    assert stage_mod._CACHE == {}  # unmeasured: cleared
+    stage_mod._CACHE["k"] = "stage"
+    tracing.record_closure("toy_lm.stage.get_stage", {"toy_lm.train.train_preference_batched"})
+    tracing._clear_unmeasured_caches({})
+    assert stage_mod._CACHE == {"k": "stage"}
+    monkeypatch.setattr(stage_mod, "_cache_key", lambda ctx: "k")
+    _, seen = tracing.measure_calls(stage_mod.get_stage, object())
+    assert "toy_lm.train.train_preference_batched" in seen
+    with pytest.raises(ValueError, match="not a memoised function"):
+        tracing.record_closure("toy_lm.stage.run_stage", set())

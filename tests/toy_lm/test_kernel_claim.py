@@ -89,10 +89,19 @@ def test_only_computes_the_slow_claims_verdict_on_a_tiny_config(tmp_path, monkey
 
 
 def test_lm_map_computes_the_slow_claims_verdict_on_its_stage(tmp_path, monkeypatch):
+    """... on its own stage: trained once. On d73abc3 the runner cleared the stage lm-map had put in the cache (it
+    was not computed under the dependency profiler) and the claim trained a second, identical stage."""
     import json
 
     from dpo_rlhf_checks.cli import main
+    from toy_lm import stage as stage_mod
 
+    from dpo_rlhf_checks import report
+
+    trained, entries = [], []
+    real_run_stage, real_run_claim = stage_mod.run_stage, report.run_claim
+    monkeypatch.setattr(stage_mod, "run_stage", lambda *a, **k: trained.append(1) or real_run_stage(*a, **k))
+    monkeypatch.setattr(report, "run_claim", lambda *a, **k: entries.append(real_run_claim(*a, **k)) or entries[-1])
     monkeypatch.setenv("TOY_LM_THREADS", "1")
     cfg = tmp_path / "tiny.json"
     cfg.write_text(json.dumps(TINY))
@@ -105,6 +114,12 @@ def test_lm_map_computes_the_slow_claims_verdict_on_its_stage(tmp_path, monkeypa
     md = (out / "lm_map.md").read_text()
     assert "## Claims computed on the map's stage" in md and f"`lm-kernel-prediction`: **{c['verdict']}**" in md
     assert any("lm_kernel" in f for f in payload["figures"])
+    assert len(trained) == 1
+    assert "| linear | sgd |" in md and "Pre-training forecast" in md  # slopes and the forecast's AUC, under the verdict
+    # what computing the map's stage entered counts for the claim (its measured closure), and is declared
+    (entry,) = entries
+    assert all(m["undeclared"] == [] for m in entry["methods"])
+    assert "toy_lm.train.train_preference_batched" in entry["methods"][1]["depends_on"]
 
 
 def test_kernel_work_runs_at_the_stages_threads(monkeypatch):
@@ -133,3 +148,128 @@ def test_kernel_work_runs_at_the_stages_threads(monkeypatch):
         kernel_claim._LIN.pop((id(stage), 0), None)
         kernel_claim._PRED.pop((id(stage), key, 0, False), None)
     assert seen == [("J", 1), ("predict", 1)]
+
+
+# ----------------------------------------------------------------------------------------------
+# The time-in-U slope comparison: a Tobit fit that does not converge decides nothing
+
+
+def _slope_stage(monkeypatch, scale_pred=1.0, violated=True):
+    """A stage of two beta levels x 8 seeds of ordered-DPO records whose LM times in U follow a planted law (slope 0.4
+    in beta |delta_ref|, censored at steps + 1), the prediction's times the LM's scaled by ``scale_pred``."""
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(3)
+    cfg = SimpleNamespace(steps=40, betas=[0.5, 2.5], optimizers=["sgd"])
+    runs, cmps = {}, {}
+    for beta in cfg.betas:
+        key = (beta, "sgd", "dpo")
+        runs[key] = []
+        for seed in range(8):
+            dref = -rng.uniform(0.5, 4.0, 20)
+            t = np.exp(0.5 + 0.4 * beta * -dref + rng.normal(0, 0.5, 20))
+            cmps[(key, seed)] = SimpleNamespace(
+                violated=np.full(20, violated), delta_ref=dref, obs_cross=np.ceil(t).astype(int),
+                pred_cross=np.ceil(t * np.exp(scale_pred * beta * -dref - beta * -dref)).astype(int))
+            runs[key].append(SimpleNamespace(seed=seed))
+    stage = SimpleNamespace(cfg=cfg, runs_with=lambda key: runs[key])
+    monkeypatch.setattr(kernel_claim, "_cmp", lambda st, key, seed, variant: cmps[(key, seed)])
+    return stage
+
+
+def test_slope_comparison_decides_from_converged_fits_only(monkeypatch):
+    same = kernel_claim.time_in_U_slopes(_slope_stage(monkeypatch), "sgd", "linear")
+    assert same["fits"]["lm"]["converged"] and same["fits"]["pred"]["converged"]
+    assert same["lm_slope"] == pytest.approx(0.4, abs=0.1) and same["decided"] is True
+    steeper = kernel_claim.time_in_U_slopes(_slope_stage(monkeypatch, scale_pred=2.0), "sgd", "linear")
+    assert steeper["pred_slope"] > steeper["lm_slope"] + 3 * steeper["lm_stderr"] and steeper["decided"] is False
+
+    from toy_lm import stage as stage_mod
+
+    real = stage_mod.censored_fit
+    calls = []
+
+    def planted(*a, **k):  # the predicted times' fit (the second call) does not converge
+        calls.append(1)
+        fit = real(*a, **k)
+        return fit if len(calls) % 2 else {**fit, "converged": False, "reason": "planted"}
+
+    monkeypatch.setattr(stage_mod, "censored_fit", planted)
+    s = kernel_claim.time_in_U_slopes(_slope_stage(monkeypatch, scale_pred=2.0), "sgd", "linear")
+    assert s["decided"] is None and s["pred_slope"] is None and s["lm_slope"] is not None
+    assert "predicted times' fit did not converge (planted)" in kernel_claim._no_fit(s)
+
+
+def test_slope_comparison_without_misranked_pairs_is_undecided_not_a_crash(monkeypatch):
+    # d73abc3 returned no "decided" key here, and the training method's and3 over the slopes raised KeyError
+    s = kernel_claim.time_in_U_slopes(_slope_stage(monkeypatch, violated=False), "sgd", "linear")
+    assert s["decided"] is None and s["n_pairs"] == 0
+
+
+@pytest.mark.parametrize("slope_decided", [True, None])
+def test_training_method_is_inconclusive_when_a_slope_fit_did_not_converge(tmp_path, monkeypatch, slope_decided):
+    """Every fraction comparison holds; the slope comparison is True (the literal holds) or None because its fit did
+    not converge: then the method must say inconclusive, naming the fit, and the merged verdict is inconclusive."""
+    from types import SimpleNamespace
+
+    import figures.kernel
+    import toy_lm.claims
+    import toy_lm.kernel_forecast
+    import toy_lm.stage
+    from dpo_rlhf_checks.result import merge_methods
+
+    cfg = SimpleNamespace(optimizers=["sgd"], max_seeds=12)
+    stage = SimpleNamespace(cfg=cfg)
+    frac = {"beta 0.5 sgd dpo": {"name": "linear beta 0.5 sgd dpo", "decided": True, "mean": 0.0,
+                                 "interval": [-0.01, 0.01], "n_seeds": 3, "test": "within", "bound": 0.05}}
+    slope = {"lm_slope": 0.3, "lm_stderr": 0.03, "pred_slope": None if slope_decided is None else 0.31,
+             "pred_stderr": None, "n_pairs": 50, "decided": slope_decided,
+             "fits": {"lm": {"converged": True, "reason": None, "iterations": 6, "dropped": 0},
+                      "pred": {"converged": slope_decided is not None,
+                               "reason": None if slope_decided else "no maximum within 200 Newton steps",
+                               "iterations": 200, "dropped": 0}}}
+    monkeypatch.setattr(toy_lm.stage, "get_stage", lambda ctx: stage)
+    monkeypatch.setattr(kernel_claim, "evaluate_fraction", lambda st, v: frac)
+    monkeypatch.setattr(kernel_claim, "time_in_U_slopes", lambda st, o, v: slope)
+    monkeypatch.setattr(toy_lm.kernel_forecast, "forecast", lambda st, jac: {})
+    monkeypatch.setattr(figures.kernel, "kernel_figures", lambda *a, **k: [])
+    monkeypatch.setattr(kernel_claim, "cell_table", lambda st, v: [])
+    monkeypatch.setattr(kernel_claim, "describe", lambda st, v: {})
+    monkeypatch.setattr(toy_lm.claims, "_evidence_common", lambda st: {})
+    r = kernel_claim.lm_kernel_training(CheckContext(out_dir=tmp_path))
+    if slope_decided:
+        assert r.literal is True and r.inconclusive is None
+        assert merge_methods({"training": r})["verdict"] == "holds"
+    else:
+        assert r.literal is None and "time-in-U slope sgd (linear): the predicted times' fit did not converge " \
+            "(no maximum within 200 Newton steps)" in r.inconclusive
+        assert merge_methods({"training": r})["verdict"] == "inconclusive"
+
+
+def test_evidence_markdown_prints_the_slopes_and_the_forecasts_auc_with_its_interval():
+    fit = {"converged": True, "reason": None, "iterations": 6, "dropped": 0}
+    ev = {"fraction_comparisons": {"linear": [
+              {"cell": [0.5, "sgd", "dpo_bt"], "n_seeds": 5, "mean": 0.194, "interval": [0.068, 0.320], "decided": False},
+              {"cell": [1.0, "sgd", "dpo"], "n_seeds": 11, "mean": -0.034, "interval": [-0.099, 0.030], "decided": None}]},
+          "time_in_U_slopes": {"linear": {
+              "sgd": {"lm_slope": 0.4, "lm_stderr": 0.039, "pred_slope": 0.605, "pred_stderr": 0.054, "n_pairs": 316,
+                      "n_lm_censored": 80, "n_pred_censored": 95, "decided": False, "fits": {"lm": fit, "pred": fit}},
+              "adam": {"lm_slope": 0.311, "lm_stderr": 0.022, "pred_slope": None, "pred_stderr": None, "n_pairs": 316,
+                       "decided": None, "fits": {"lm": fit, "pred": {**fit, "converged": False, "reason": "planted"}}}}},
+          "forecast": {"seeds": [0, 1, 2], "per_seed_auc_baseline": [0.7, 0.8, 0.9], "per_seed_auc_kernel": [0.71, 0.8, 0.88],
+                       "gain_kernel": {"mean": -0.003, "lo": -0.021, "hi": 0.015, "level": 0.95},
+                       "gain_secondary": {"mean": -0.06, "lo": -0.12, "hi": 0.001, "level": 0.95}, "gain": False}}
+    md = kernel_claim.evidence_markdown(ev)
+    assert "| linear | sgd | 0.400 (0.039) | 0.605 (0.054) | 0.205 | 0.078 | False | 316 (80 / 95) |" in md
+    assert "undecided: the predicted times' fit did not converge (planted)" in md
+    assert "| linear | beta 0.5 sgd dpo_bt | 5 | 0.194 | [0.068, 0.320] | outside |" in md
+    assert "| linear | beta 1 sgd dpo | 11 | -0.034 | [-0.099, 0.030] | undecided |" in md
+    assert "beta |delta_ref| alone 0.800 (per seed 0.700-0.900)" in md and "0.797 (per seed 0.710-0.880)" in md
+    assert "-0.003, 95% interval [-0.021, +0.015]" in md and "No gain" in md
+
+
+def test_figure_titles_name_a_seed_range_not_the_whole_list():
+    from figures.kernel import seed_label
+
+    assert seed_label(range(11)) == "seeds 0-10" and seed_label([3, 1, 2]) == "seeds 1-3"
+    assert seed_label([0, 2, 5]) == "seeds 0, 2, 5" and seed_label([4]) == "seeds 4"
