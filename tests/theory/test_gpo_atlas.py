@@ -79,6 +79,47 @@ def test_population_optimum_by_hand(loss, params, q, expected):
     assert float(G.population_t_star(loss, params, q)) == pytest.approx(expected, rel=1e-10, abs=1e-12)
 
 
+def _discopop_f(t: "torch.Tensor") -> "torch.Tensor":
+    """f(t) of DiscoPOP (tau = 0.05) from the toolkit's torch loss (pref_losses.discopop_loss) at beta = 1, h = t: an
+    implementation independent of the SymPy f_expr that population_t_star reads (log-probabilities shifted by -30)."""
+    import torch
+
+    from dpo_rlhf_checks.pref_losses import discopop_loss
+    base = torch.full_like(t, -30.0)
+    return discopop_loss(base + t, base, base, base, beta=1.0, discopop_tau=0.05).losses
+
+
+@pytest.mark.parametrize("q", [0.05, 0.3, 0.6, 0.88, 0.995])
+def test_discopop_population_optimum_is_the_global_minimiser_on_a_grid(q):
+    """DiscoPOP is not convex, so t* must be the global minimiser of L(t) = q f(t) + (1 - q) f(-t), not just a root
+    of its derivative: against the argmin of L on a grid of step 1e-3 over [-20, 20] (L grows like |t| outside),
+    t* within one grid step. (Measured: t* = -2.99334, -1.12777, 0.78214, 2.10717, 5.29829.)"""
+    import torch
+    ts = torch.linspace(-20.0, 20.0, 40001, dtype=torch.float64)
+    L = q * _discopop_f(ts) + (1 - q) * _discopop_f(-ts)
+    t_grid = float(ts[int(torch.argmin(L))])
+    t_star = float(G.population_t_star("discopop", {"discopop_tau": 0.05}, q))
+    assert abs(t_star - t_grid) <= 1e-3
+    # and L at t* is no higher than anywhere on the grid (to rounding)
+    at = torch.tensor([t_star], dtype=torch.float64)
+    assert float(q * _discopop_f(at) + (1 - q) * _discopop_f(-at)) <= float(L.min()) + 1e-12
+
+
+def test_cpo_hinge_row_t_f_is_where_the_loss_turns_flat():
+    """cpo_hinge, f(t) = max(0, 1 - t): the row's t_f is the point from which the toolkit's loss
+    (pref_losses.cpo_hinge_loss, t = beta (log pi(y_w) - log pi(y_l))) is exactly 0, and below it the loss is
+    positive (f(t_f - d) = d)."""
+    import torch
+
+    from dpo_rlhf_checks.pref_losses import cpo_hinge_loss
+    tf = G.symbolic_row(Setting("cpo_hinge"))["t_f"]
+    d = 1e-3
+    t_vals = torch.tensor([tf - d, tf, tf + d, tf + 5.0], dtype=torch.float64)
+    loss = cpo_hinge_loss(t_vals - 10.0, torch.full_like(t_vals, -10.0), beta=1.0).losses
+    assert float(loss[0]) == pytest.approx(d, rel=1e-9)
+    assert loss[1:].tolist() == [0.0, 0.0, 0.0]
+
+
 def test_population_no_finite_minimiser():
     assert G.population_t_star("apo_zero", {}, 0.7) == mpmath.inf
     assert G.population_t_star("robust", {"label_smoothing": 0.1}, 0.95) == mpmath.inf

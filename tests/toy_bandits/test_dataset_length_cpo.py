@@ -98,3 +98,15 @@ def test_dpop_with_lam_zero_is_dpo():
 def test_unknown_loss_name_is_an_error():
     with pytest.raises(ValueError, match="name: no target form"):
         target("cpo_easy", 0.0, beta=0.1)
+
+
+def test_cpo_smooth_settings_are_the_atlas_paper_rows():
+    """The phase figure's two cpo_smooth settings (code defaults; the released checkpoint's beta 2.5, alpha 0.25, its
+    gamma and tau at the code defaults) are the ones the atlas lists on its own (atlas_rows.PAPER_CPO_ROWS, from the
+    authors' code, docs/theory.md §10): the same beta and every parameter equal, so the two modules describe the
+    same losses (a changed gamma or tau in either, e.g. the released gamma 0.5 -> 1.0, moves the released setting's
+    largest threshold in dr from 0.0171 to 0.0038)."""
+    from dpo_rlhf_checks.atlas_rows import PAPER_CPO_ROWS
+    atlas = sorted((s.beta, sorted(s.params.items())) for s in PAPER_CPO_ROWS if s.loss == "cpo_smooth")
+    here = sorted((beta, sorted(params.items())) for name, beta, params in SETTINGS.values() if name == "cpo_smooth")
+    assert len(here) == 2 and here == atlas
