@@ -7,6 +7,7 @@ thorough profile cannot reach.
 """
 
 import os
+import signal
 
 from hypothesis import HealthCheck, settings
 
@@ -16,3 +17,12 @@ settings.register_profile(
 )
 settings.register_profile("thorough", max_examples=2000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def pytest_configure(config):
+    """Started from a shell without job control (``nohup pytest &``, a background CI step), Python inherits SIGINT
+    ignored, and so does every process a test starts: the interrupt tests (an in-process SIGINT, a SIGINT sent to a
+    child) would then fail for a reason that is not the toolkit's. Restore Python's own handler for the session (a
+    child started by exec then gets the default action, as from a terminal)."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
