@@ -110,3 +110,47 @@ def test_cpo_smooth_settings_are_the_atlas_paper_rows():
     atlas = sorted((s.beta, sorted(s.params.items())) for s in PAPER_CPO_ROWS if s.loss == "cpo_smooth")
     here = sorted((beta, sorted(params.items())) for name, beta, params in SETTINGS.values() if name == "cpo_smooth")
     assert len(here) == 2 and here == atlas
+
+
+def test_settings_labels_state_their_parameters():
+    """Each SETTINGS label's stated parameters ("lam=50", "m=0", "beta=2.5, alpha=0.25", "gamma=0.05") are the ones
+    the setting runs (m is the margin, beta the setting's beta): a label and its numbers cannot drift apart."""
+    import re
+    alias = {"m": "margin"}
+    stated = 0
+    for label, (_name, beta, params) in SETTINGS.items():
+        for key, value in re.findall(r"(\w+)=(-?[\d.]+)", label):
+            ran = beta if key == "beta" else params[alias.get(key, key)]
+            assert ran == float(value), f"{label}: {key} is {ran}"
+            stated += 1
+    assert stated == 5  # lam, m, beta, alpha, gamma: the parse found every stated parameter
+
+
+def test_eq17_largest_threshold_by_an_independent_root():
+    """The Eq. 17 setting's largest threshold in dr (docs/theory.md §13: 0.165 at beta delta_ref = -0.25), from the
+    population loss itself: E(delta) = q l(delta; d) + (1 - q) l(-delta; -d) with the paper's Eq. 17 loss
+    l(delta; d) = -log sigma(beta (delta - d) - m), m = gamma (1/sigma(d) + 1/sigma(-d)) written here, dE/d delta at 0
+    by central differences, its root in dr by brentq, maximised over beta delta_ref by a bounded scalar search (the
+    threshold is a narrow peak: 0 at 0, 6e-4 at -0.5). Then the toolkit's ranks_first with the SETTINGS parameters
+    must flip there (gamma 0.05 -> 0.025 moves the peak to 0.2197 at -0.304)."""
+    from scipy.optimize import brentq, minimize_scalar
+    name, beta, params = SETTINGS["CPO Eq. 17 (gamma=0.05)"]
+    gamma = 0.05
+
+    def loss(delta, d):
+        m = gamma * (2.0 + math.exp(-d) + math.exp(d))
+        return float(np.logaddexp(0.0, -(beta * (delta - d) - m)))
+
+    def slope_at_zero(dr, d, h=1e-4):
+        q = 1.0 / (1.0 + math.exp(-dr))
+        e = lambda x: q * loss(x, d) + (1 - q) * loss(-x, -d)  # noqa: E731
+        return (e(h) - e(-h)) / (2 * h)
+
+    def threshold(bdr):
+        return brentq(lambda dr: slope_at_zero(dr, bdr / beta), -2.0, 2.0, xtol=1e-13)
+
+    best = minimize_scalar(lambda b: -threshold(b), bounds=(-0.6, 0.0), method="bounded", options={"xatol": 1e-8})
+    b_star, thr = float(best.x), -float(best.fun)
+    assert thr == pytest.approx(0.1648, abs=1e-3) and b_star == pytest.approx(-0.25, abs=5e-3)
+    assert bool(ranks_first(name, b_star, thr * 1.002, beta=beta, **params))
+    assert not bool(ranks_first(name, b_star, thr * 0.998, beta=beta, **params))

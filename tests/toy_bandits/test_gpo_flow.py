@@ -171,3 +171,41 @@ def test_transient_flow_fails_when_a_law_comes_out_negative(monkeypatch):
     res = F.transient_flow(CheckContext(seed=0, quick=True, out_dir=Path("unused")))
     assert res.evidence["max_rel_err"]["robust[beta=0.1,label_smoothing=0.1]"] == pytest.approx(2.0, abs=1e-5)
     assert res.amended is False
+
+
+def test_transient_flow_growth_is_log_T12_minus_log_T6_by_quadrature():
+    """The literal's growth test reports log T(12 n) - log T(6 n) (its counterexample says so, next to "exponential
+    would give 6"). Expected values from the exit-time integral T(U0) = (n^2/(2 beta^2)) int_0^(U0/n) dt / (-f'(t)),
+    by quadrature with -f' written by hand (as in test_amended_laws_equal_the_exit_time_integral): robust eps 0.1
+    about 0.918 (linear growth, ~log 2 plus), sigmoid about 5.99, sigmoid_norm n = 10 the same in U0/n. A test point
+    moved (6 n -> 3 n gave robust 2.049) must show."""
+    from pathlib import Path
+
+    from scipy.integrate import quad
+
+    from dpo_rlhf_checks.result import CheckContext
+
+    def t_of(minus_fprime, u0, n=1):
+        integral, _ = quad(lambda t: 1.0 / minus_fprime(t), 0.0, u0 / n, epsabs=0.0, epsrel=1e-12, limit=200)
+        return n * n * integral / (2 * 0.1 * 0.1)
+
+    eps = 0.1
+
+    def robust(t):
+        return ((1 - eps) * _sigmoid(-t) + eps * _sigmoid(t)) / (1 - 2 * eps)
+
+    def logistic(t):
+        return _sigmoid(-t)
+
+    exp_robust = math.log(t_of(robust, 12.0) / t_of(robust, 6.0))
+    exp_sigmoid = math.log(t_of(logistic, 12.0) / t_of(logistic, 6.0))
+    exp_norm = math.log(t_of(logistic, 120.0, 10) / t_of(logistic, 60.0, 10))
+    assert exp_robust == pytest.approx(0.918, abs=2e-3) and exp_sigmoid == pytest.approx(5.99, abs=1e-2)
+    res = F.transient_flow(CheckContext(seed=0, quick=True, out_dir=Path("unused")))
+    growth = res.evidence["log_T12_minus_log_T6"]
+    assert growth["robust[beta=0.1,label_smoothing=0.1]"] == pytest.approx(exp_robust, rel=1e-4)
+    assert res.counterexample["log_T12_minus_log_T6"] == pytest.approx(exp_robust, rel=1e-4)
+    by_loss = {k.split("[")[0]: v for k, v in growth.items()}
+    assert by_loss["sigmoid"] == pytest.approx(exp_sigmoid, rel=1e-4)
+    assert by_loss["sigmoid_norm"] == pytest.approx(exp_norm, rel=1e-4)
+    assert res.literal is False

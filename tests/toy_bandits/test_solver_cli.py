@@ -303,3 +303,15 @@ def test_four_response_chain_below_the_float_range_is_not_computed(tmp_path, cap
     ref = solve(BanditInstance.from_json(data), "dual")
     np.testing.assert_allclose(ref.delta_c, margin, rtol=1e-9)
     assert ref.log_pi[3] < -708.4
+
+
+def test_solve_note_names_the_method_asked_for():
+    """solve()'s note says which method ran: `cvxpy` asked for by name is "cvxpy (CLARABEL)", `auto` on three pairs
+    gives its reason ("auto: 3 pairs have no closed form, ..."). The two were swapped by a flipped comparison
+    (`method != "auto"`) that no test caught: the CLI's method "why" is this note, but the one CLI test that reads
+    it (large margins) takes the dual-fallback note, not the CLARABEL-success line."""
+    data = {"pi_ref": [0.25, 0.25, 0.25, 0.25], "reward": [0.0, 0.5, 1.0, 2.0], "beta": 1.0,
+            "preferences": [[0, 1], [1, 2], [2, 3]], "margin": 0.5}
+    inst = BanditInstance.from_json(data)
+    assert solve(inst, "cvxpy").note == "cvxpy (CLARABEL)"
+    assert solve(inst, "auto").note.startswith("auto: 3 pairs have no closed form, so CVXPY (CLARABEL)")
