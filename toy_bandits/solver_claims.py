@@ -611,8 +611,8 @@ def cpo_penalized_eq10_general_k(ctx: CheckContext) -> MethodResult:
                      "F_at_best_stationary_point": f_best_stationary, "F_on_path_s_200": path_f[-1],
                      "path_slope_over_gamma": slope / gamma})
     # (3) gamma = log-form KKT multiplier nu* = mu pi_c(w): pi_c is a stationary point of Eq. 10; its kind
-    kkt_rows, kkt_ok, crit_ok = [], True, True
-    for i in range(6 if ctx.quick else 12):
+    kkt_rows, kkt_ok, crit_ok, n_part3 = [], True, True, 6 if ctx.quick else 12
+    for i in range(n_part3):
         k = 3 + i % 3
         pi_ref = rng.dirichlet(np.ones(k))
         reward = rng.normal(size=k)
@@ -645,12 +645,21 @@ def cpo_penalized_eq10_general_k(ctx: CheckContext) -> MethodResult:
     literal = not unbounded_all  # 'maximise Eq. 10' is well posed only if F is bounded above
     amended = (unbounded_all and sets_agree and kinds_agree and eq1316_max < 1e-8 and kkt_ok and crit_ok
                and only_max_and_index1)
+    # part (3) with no case checked (every mu <= 0) is no evidence for the amendment's gamma = nu* statement: it
+    # cannot support it (the all() above would pass vacuously); the amendment is then undecided, unless another
+    # part already decided it false
+    inconclusive = None
+    if not kkt_rows and amended:
+        amended = None
+        inconclusive = (f"part (3) checked 0 of {n_part3} cases (mu <= 0 on every one): gamma = nu* making pi_c "
+                        "stationary, and its kind, untested")
     evidence = {
         "instances": rows, "stationary_point_patterns": patterns,
         "unbounded_on_every_instance": unbounded_all, "enumeration_and_root_search_agree": sets_agree,
         "tangent_and_logit_hessian_kinds_agree": kinds_agree, "max_rel_residual_eq13_16": eq1316_max,
         "gamma_equals_log_form_multiplier": kkt_rows,
         "pi_c_stationary_for_gamma_nu_star": kkt_ok, "kind_of_pi_c_predicted_by_criterion": crit_ok,
+        "part3_cases_checked": len(kkt_rows), "part3_cases_drawn": n_part3,
         "tolerances": {"slope_over_gamma": 1e-6, "same_point": 1e-6, "eq13_16_relative": 1e-8,
                        "stationarity_relative": 1e-9},
         "seconds": time.perf_counter() - t0,
@@ -662,7 +671,8 @@ def cpo_penalized_eq10_general_k(ctx: CheckContext) -> MethodResult:
     summary = (f"unbounded above on all {n_inst} instances (slope -> gamma along pi(y_l) -> 0); stationary points "
                f"(1-d enumeration = K-dim root search: {sets_agree}; kinds by 2 Hessians agree: {kinds_agree}): {pat}; "
                f"Eq. 13-16 residual {eq1316_max:.1e}; gamma = mu pi_c(w) makes pi_c stationary ({len(kkt_rows)} cases)")
-    return MethodResult(literal=bool(literal), amended=bool(amended), summary=summary, evidence=evidence,
+    return MethodResult(literal=bool(literal), amended=None if amended is None else bool(amended), summary=summary,
+                        evidence=evidence, inconclusive=inconclusive,
                         depends_on=(
                             "toy_bandits.rlhf.rlhf_objective", "toy_bandits.constrained.solve",
                             "toy_bandits.constrained", "toy_bandits.instance", "toy_bandits.rlhf._shifted_logits",

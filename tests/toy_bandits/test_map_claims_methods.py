@@ -135,3 +135,29 @@ def test_regimes_sit_on_both_sides_of_each_derived_condition():
     for group in ("cpo_eq17", "cpo_clip", "cpo_smooth alpha = 1", "cpo_smooth alpha < 1", "cpo_easy bounded NLL"):
         assert sides[group] == {True, False}, group
     assert sides["dpo"] == sides["cpo_smooth alpha > 1"] == sides["cpo_easy"] == {False}
+
+
+def test_random_method_evaluates_points_of_U_and_needs_the_reference_terms(ctx, monkeypatch):
+    """Gap 4e48bf6482 (map_claims.py:285, `base + d_u` -> `d_u`): the points handed to dpo_loss must lie in U
+    (delta_ref < pc - pr < 0, checked here on the tensors themselves), and a dpo_loss without its reference terms
+    must turn the literal False: on U, softplus(-(pc - pr)) > log 2 since pc - pr < 0 (docs/theory.md §2)."""
+    import dpo_rlhf_checks.losses as losses
+
+    seen = []
+
+    def no_reference(pc, pr, rc, rr, *, beta):
+        seen.append(((pc - pr).numpy().copy(), (rc - rr).numpy().copy()))
+        return losses.LossOutput(losses._softplus(-beta * (pc - pr)), *losses._rewards(beta, pc, pr, rc, rr))
+
+    monkeypatch.setattr(losses, "dpo_loss", no_reference)
+    bad = mc.undesirable_space_random(ctx)
+    assert len(seen) == 1
+    delta, delta_ref = seen[0]
+    assert delta.size == bad.evidence["points_of_U_checked"] > 1000
+    assert np.all(delta_ref < delta) and np.all(delta < 0.0)  # every evaluated point is in U
+    assert bad.literal is False and bad.evidence["all_have_loss_below_log2"] is False
+    assert bad.counterexample["loss_below_log2_on_U"] is False
+    # by hand: without the reference terms the loss on U is softplus(-delta) > log 2 by log(1 + e^{-delta}) - log 2
+    assert bad.evidence["max_loss_on_U_minus_log2"] == pytest.approx(
+        float(np.max(np.logaddexp(0.0, -delta)) - math.log(2.0)), rel=1e-9)
+    assert bad.evidence["max_loss_on_U_minus_log2"] > 0.0

@@ -49,6 +49,30 @@ def test_penalized_eq10_check(ctx):
     assert all(row["K"] >= 3 for row in ev["gamma_equals_log_form_multiplier"])  # no K = 2 claim from this method
     for row in ev["instances"]:
         assert abs(row["path_slope_over_gamma"] - 1) < 1e-6
+    # part (3) is not vacuous (gap 03fa093c7e, solver_claims.py:624 `mu <= 0` -> `mu >= 0` skipped every case): at
+    # seed 0 all 6 drawn cases bind (mu > 0) and pi_c is found of both kinds (measured: 2 local max, 4 index-1 saddles)
+    part3 = ev["gamma_equals_log_form_multiplier"]
+    assert ev["part3_cases_checked"] == ev["part3_cases_drawn"] == len(part3) == 6
+    assert all(row["mu"] > 0 and row["nu_star"] > 0 for row in part3)
+    assert {row["kind_of_pi_c"] for row in part3} == {"local max", "saddle (index 1)"}
+    assert res.inconclusive is None
+
+
+def test_penalized_eq10_part3_with_no_case_cannot_support_the_amendment(ctx, monkeypatch):
+    """Every part (3) case made non-binding (mu = 0, as a `mu >= 0` skip would leave it): the amendment's
+    gamma = nu* statement is untested, so the method says it could not decide instead of `amended` True."""
+    real = sc.solve
+
+    def unbound(inst, *args, **kwargs):
+        sol = real(inst, *args, **kwargs)
+        sol.multipliers = np.zeros_like(sol.multipliers)
+        return sol
+
+    monkeypatch.setattr(sc, "solve", unbound)
+    res = sc.cpo_penalized_eq10_general_k(ctx)
+    assert res.literal is False and res.amended is None and res.amended_statement is None
+    assert res.evidence["part3_cases_checked"] == 0 and "(0 cases)" in res.summary
+    assert "part (3) checked 0 of 6" in res.inconclusive
 
 
 def test_price_of_alignment_methods_and_figure(ctx):

@@ -356,3 +356,24 @@ def test_no_preferences_returns_the_gibbs_policy():
         assert sol.multipliers.size == 0 and abs(sol.price_of_alignment) <= 1e-8
     with pytest.raises(ValueError, match="exactly one pair"):
         solve(inst, "closed-form")
+
+
+def test_resolution_limit_is_inclusive_at_1e8():
+    """Gap fec3bd6fad (constrained.py:335, `worst <= LOG_RESOLUTION` -> `<`): the README says solve refuses
+    |log pi*| beyond 1e8, so exactly 1e8 is solved. pi_ref [.5, .5], r [-1e8, 0], beta 1, pair (0, 1), m 1:
+    log pi*(0) = -1e8 - log(1 + e^-1e8) = -1e8 and delta* = -1e8, exactly at the limit. By hand (docs/theory.md
+    §9a, one active pair, constraint pi(w) - e^m pi(l) >= 0): pi_c ∝ pi* exp(nu (e_w - e^m e_l)), so
+    delta_c = delta* + nu (1 + e^m) = m gives mu = beta nu = (m - delta*) / (1 + e) = (1 + 1e8) / (1 + e)."""
+    from toy_bandits.constrained import UnresolvedInstanceError
+
+    inst = BanditInstance(np.array([0.5, 0.5]), np.array([-1e8, 0.0]), 1.0, ((0, 1),), 1.0)
+    sol = solve(inst)
+    assert sol.status == "optimal"
+    assert sol.delta_c[0] == pytest.approx(1.0, abs=1e-7)
+    assert sol.multipliers[0] == pytest.approx((1.0 + 1e8) / (1.0 + math.e), rel=1e-7)  # 2.6894e7
+    # one ulp of 1e8 is 1.5e-8 (constrained.py, LOG_RESOLUTION): delta_c keeps ~8 digits, pi = sigma(delta_c) 1e-8
+    assert sol.pi == pytest.approx([math.e / (1.0 + math.e), 1.0 / (1.0 + math.e)], abs=1e-8)
+    beyond = BanditInstance(np.array([0.5, 0.5]), np.array([-np.nextafter(1e8, np.inf), 0.0]), 1.0, ((0, 1),), 1.0)
+    with pytest.raises(UnresolvedInstanceError) as err:
+        solve(beyond)
+    assert "\n" not in str(err.value) and "beyond 1e+08" in str(err.value)
