@@ -2,7 +2,8 @@
 
 The method (toy_bandits.solver_claims.dual_certificate) decides by gap = KL(pi || pi*) - g(nu_solver), whose
 tolerance per solver (TOL_GAP) was fixed from this script's output: the same instance shapes as the method (single
-pairs as ``_random_instances`` draws them; the four multi-pair graphs as ``_multi_pair`` draws them), drawn from
+pairs as ``_random_instances`` draws them; the four multi-pair graphs by ``_graph_instance``, as ``_multi_pair``
+draws them), drawn from
 ``np.random.default_rng([seed, 777])`` (the claim draws from ``[seed, 9001]``), seeds 0-59 by default.
 
     python benchmarks/kkt_certificate_gaps.py [--seeds 60]
@@ -21,7 +22,6 @@ import numpy as np
 
 from toy_bandits import solver_claims as sc
 from toy_bandits.constrained import solve
-from toy_bandits.instance import BanditInstance
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -37,11 +37,8 @@ def main(argv: list[str] | None = None) -> None:
                 raw, _ = sc._cvxpy_raw_and_polished(inst, solver)
                 rows[("single pair", raw.method)].append(
                     (sc.dual_certificate(inst, ref, raw)["gap"], float(np.max(np.abs(raw.pi - ref.pi)))))
-        for name, prefs in sc.GRAPHS.items():
-            pi_ref = rng.dirichlet(np.ones(6))
-            beta = float(10 ** rng.uniform(-2, 2))
-            margin = 0.0 if name == "cycle_m0" else float(rng.uniform(0, 2))
-            inst = BanditInstance(pi_ref, rng.normal(scale=2.0, size=6), beta, prefs, margin)
+        for name in sc.GRAPHS:
+            inst = sc._graph_instance(rng, name)
             ref = solve(inst, "dual")
             for solver in ("CLARABEL", "SCS"):
                 raw, _ = sc._cvxpy_raw_and_polished(inst, solver)

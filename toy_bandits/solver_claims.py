@@ -81,7 +81,8 @@ def dual_certificate(inst: BanditInstance, ref: ConstrainedSolution, sol: Constr
 
 # What decides and what is reported: a CVXPY solver's raw answer (pi, price, KKT residuals) measures where the solver
 # stopped, which varies by instance (CLARABEL 1.27e-5 off in pi at seed 7000, "optimal_inaccurate"; docs/theory.md
-# §12), so the verdict reads the formulas' dual certificates by each solver's duals and the formulas' own KKT residuals.
+# §12), so the verdict reads the formulas' dual certificates by each solver's duals and the formulas' own KKT
+# residuals.
 DECIDED_KKT = ("closed-form", "dual")
 RAW_REPORTED = ("the CVXPY solvers' raw answers (max |pi - formula|, price, KKT residuals) are reported, not decided: "
                 "they measure the solver's stopping point; the verdict reads dual_certificate_* (weak duality, exact "
@@ -182,7 +183,8 @@ def _single_pair_agreement(ctx: CheckContext, rng: np.random.Generator) -> dict:
           and all(kkt_worst[m] <= TOL_KKT[m] for m in DECIDED_KKT) and 0 < n_active < n)
     return {"ok": ok, "n_instances": n, "n_active": n_active, "n_mu_compared": n_mu_compared,
             "dual_certificate_of_closed_form": cert, "max_abs_diff_vs_closed_form": worst,
-            "raw_cvxpy_reported_only": RAW_REPORTED, "max_kkt_residual": kkt_worst, "worst_clarabel_instance": worst_case,
+            "raw_cvxpy_reported_only": RAW_REPORTED, "max_kkt_residual": kkt_worst,
+            "worst_clarabel_instance": worst_case,
             "cvxpy_polished_max_abs_diff_vs_closed_form": polished,
             "beta_range": [min(x.beta for x in insts), max(x.beta for x in insts)]}
 
@@ -214,6 +216,15 @@ def _closed_form_batch_kkt(ctx: CheckContext, rng: np.random.Generator) -> dict:
     return {"ok": ok, **counts, "max_residuals": worst, "tolerance": TOL_LOG * 10}
 
 
+def _graph_instance(rng: np.random.Generator, name: str) -> BanditInstance:
+    """One random instance on the graph ``GRAPHS[name]``: K = 6, pi_ref ~ Dirichlet(1), beta = 10^U(-2, 2), margin
+    U(0, 2) (0 on the cycle), rewards N(0, 2^2)."""
+    pi_ref = rng.dirichlet(np.ones(6))
+    beta = float(10 ** rng.uniform(-2, 2))
+    margin = 0.0 if name == "cycle_m0" else float(rng.uniform(0, 2))
+    return BanditInstance(pi_ref, rng.normal(scale=2.0, size=6), beta, GRAPHS[name], margin)
+
+
 def _multi_pair(ctx: CheckContext, rng: np.random.Generator) -> dict:
     n = 3 if ctx.quick else 6
     out: dict[str, Any] = {}
@@ -225,11 +236,7 @@ def _multi_pair(ctx: CheckContext, rng: np.random.Generator) -> dict:
         cert = _certificate_summary()
         n_active, tie_err = 0, 0.0
         for i in range(n):
-            K = 6  # noqa: N806
-            pi_ref = rng.dirichlet(np.ones(K))
-            beta = float(10 ** rng.uniform(-2, 2))
-            margin = 0.0 if name == "cycle_m0" else float(rng.uniform(0, 2))
-            inst = BanditInstance(pi_ref, rng.normal(scale=2.0, size=K), beta, prefs, margin)
+            inst = _graph_instance(rng, name)
             du = solve(inst, "dual")
             (cl, cl_pol), (sc, sc_pol) = _cvxpy_raw_and_polished(inst, "CLARABEL"), _cvxpy_raw_and_polished(inst, "SCS")
             for sol in (cl, sc):
@@ -325,7 +332,8 @@ def cpo_constrained_kkt_convex(ctx: CheckContext) -> MethodResult:
                             "toy_bandits.solver_claims._certificate_summary",
                             "toy_bandits.solver_claims._closed_form_batch_kkt",
                             "toy_bandits.solver_claims._cvxpy_raw_and_polished",
-                            "toy_bandits.solver_claims._multi_pair", "toy_bandits.solver_claims.dual_certificate",
+                            "toy_bandits.solver_claims._graph_instance", "toy_bandits.solver_claims._multi_pair",
+                            "toy_bandits.solver_claims.dual_certificate",
                             "toy_bandits.solver_claims._single_pair_agreement",
                         ),
                         counterexample=counterexample)
