@@ -69,6 +69,7 @@ SHARED_PRIMITIVES: dict[str, str] = {
     "theory.symbols.is_identity_log": "is_identity after expanding logs",
     "theory.symbols.max_identity_error": "largest mpmath difference of two expressions the method built",
     "theory.symbols.rel_err": "relative error of two numbers",
+    "theory.symbols.ref_precision": "sets mpmath's working precision for a block; computes nothing",
     "theory.common.cond_tol": "float64 tolerance from the conditioning bound",
     # test inputs: draw or list instances (random or fixed numbers); none plants an answer a method compares with
     "theory.common.pair_instances": "draws (beta, pi_ref pair, dr) test instances",

@@ -11,14 +11,11 @@ from __future__ import annotations
 import itertools
 import math
 
-import mpmath
 import numpy as np
 import sympy as sp
 
 from dpo_rlhf_checks.registry import get_claim
 from dpo_rlhf_checks.result import CheckContext, MethodResult
-
-mpmath.mp.dps = max(mpmath.mp.dps, 50)
 
 beta = sp.Symbol("beta", positive=True)
 

@@ -168,7 +168,8 @@ def equiv_ordered_pair_numeric(ctx: CheckContext) -> MethodResult:
     for b, dref, dr in zip(inst["beta"], inst["delta_ref"], inst["dr"]):
         d_star = dref + dr / b
         loss, g = dpo_value_and_grad([d_star, d_star + 1.0 / b, d_star + 10.0 / b], [dref] * 3, b)
-        exact = -b * mpmath.mpf(1) / (1 + mpmath.exp(b * (mpmath.mpf(float(d_star)) - mpmath.mpf(float(dref)))))
+        with S.ref_precision():
+            exact = -b * mpmath.mpf(1) / (1 + mpmath.exp(b * (mpmath.mpf(float(d_star)) - mpmath.mpf(float(dref)))))
         grad_rel.append(S.rel_err(g[0], exact))
         grad_cond.append(grad_rel[-1] / cond_tol(b, d_star, dref))
         stationary.append(bool(g[0] == 0.0))

@@ -43,7 +43,8 @@ def relative_advantage_numeric(ctx: CheckContext) -> MethodResult:
             tol = cond_tol(float(b), dv + uv, dv) + cond_tol(float(b), dv + sv + uv, dv + sv)
             shift_err = wmax(shift_err, abs(v1 - v2) / max(1e-300, abs(v1)) / tol)
             d_in = float(dv + uv)
-            exact = -b * mpmath.mpf(1) / (1 + mpmath.exp(b * (mpmath.mpf(d_in) - mpmath.mpf(float(dv)))))
+            with S.ref_precision():
+                exact = -b * mpmath.mpf(1) / (1 + mpmath.exp(b * (mpmath.mpf(d_in) - mpmath.mpf(float(dv)))))
             if abs(exact) > 1e-290:  # below that the float gradient underflows to 0 (the sign is still exact)
                 e = S.rel_err(gv, exact)
                 grad_err = wmax(grad_err, e)

@@ -129,7 +129,8 @@ def gradient_weakening_numeric(ctx: CheckContext) -> MethodResult:
         for dref in np.concatenate([[-1e-6, -0.5, -5.0], -10 ** rng.uniform(-3, 1.5, 4)]):
             _, g = dpo_value_and_grad([0.0], [dref], float(b))
             factor = -g[0] / b
-            exact = 1 / (1 + mpmath.exp(-mpmath.mpf(float(b * dref))))  # sigma(beta delta_ref)
+            with S.ref_precision():
+                exact = 1 / (1 + mpmath.exp(-mpmath.mpf(float(b * dref))))  # sigma(beta delta_ref)
             if exact > 1e-300:
                 boundary_err = wmax(boundary_err, S.rel_err(factor, exact))
                 boundary_cond = wmax(boundary_cond, S.rel_err(factor, exact) / cond_tol(float(b), dref))

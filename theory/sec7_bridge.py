@@ -46,7 +46,8 @@ def loss_delta_bridge_numeric(ctx: CheckContext) -> MethodResult:
         disagree += int(np.sum(((deltas > 0) != (loss < lcrit))[ok]))
         n_cmp += int(np.sum(ok))
         for aw, al in [(1e-12, 0.5), (0.5, 1e-12), (0.2, 0.7)]:
-            exact = mpmath.log1p((mpmath.mpf(aw) / mpmath.mpf(al)) ** mpmath.mpf(b))
+            with S.ref_precision():
+                exact = mpmath.log1p((mpmath.mpf(aw) / mpmath.mpf(al)) ** mpmath.mpf(b))
             val = float(L.critical_loss(torch.tensor([math.log(aw) - math.log(al)], dtype=torch.float64), beta=b)[0])
             crit_err = wmax(crit_err, S.rel_err(val, exact))
             if aw < al:

@@ -150,7 +150,19 @@ def max_identity_error(lhs: sp.Expr, rhs: sp.Expr, symbols: Sequence[sp.Symbol],
     return float(worst)
 
 
+#: Digits of every mpmath reference of the numeric methods, set locally (:func:`ref_precision`), never globally: a
+#: reference at mpmath's global precision would depend on what else was imported or set (15 digits by default).
+REF_DPS = 50
+
+
+def ref_precision():
+    """``with ref_precision(): exact = ...``: mpmath at :data:`REF_DPS` digits inside the block only."""
+    return mpmath.workdps(REF_DPS)
+
+
 def rel_err(value: float, reference) -> float:
-    """``|value - reference| / max(1e-300, |reference|)`` with the reference as mpmath or float."""
-    ref = mpmath.mpf(reference) if not isinstance(reference, mpmath.mpf) else reference
-    return float(abs(mpmath.mpf(float(value)) - ref) / max(mpmath.mpf("1e-300"), abs(ref)))
+    """``|value - reference| / max(1e-300, |reference|)`` with the reference as mpmath or float, at :data:`REF_DPS`
+    digits."""
+    with ref_precision():
+        ref = mpmath.mpf(reference) if not isinstance(reference, mpmath.mpf) else reference
+        return float(abs(mpmath.mpf(float(value)) - ref) / max(mpmath.mpf("1e-300"), abs(ref)))
