@@ -846,8 +846,8 @@ def absorbing_symbolic(ctx: CheckContext) -> MethodResult:
 def transient_symbolic(ctx: CheckContext) -> MethodResult:
     """SymPy: T(U0) = (1/(2 beta^2)) int_0^U0 dt/(-f'(t)) integrated in closed form for each transient f (logistic,
     robust eps = 1/10 and general eps, e^-t, per-token logistic) and for bco_pair / apo_zero's free flow; compared with
-    the amendment's closed forms (simplify and mpmath), and the literal's 'exponential for every such TRL loss' tested
-    by the limit T/U0 as U0 -> inf."""
+    the amendment's closed forms (simplify and mpmath, both required), and the literal's 'exponential for every such
+    TRL loss' tested by the limit T/U0 as U0 -> inf."""
     laws = amended_time_laws()
     derived = {
         "logistic": time_law(_sp(-t)),
@@ -857,7 +857,7 @@ def transient_symbolic(ctx: CheckContext) -> MethodResult:
         "bco_pair": absolute_time_law("bco_pair"),
         "apo_zero": absolute_time_law("apo_zero"),
     }
-    checks, errs = {}, {}
+    checks, errs, proved = {}, {}, {}
     pts = [(mpmath.mpf(u0), mpmath.mpf(b), mpmath.mpf(e)) for u0 in ("0.5", "3", "12") for b in ("0.1", "2")
            for e in ("0.1", "0.3")]
     for name, expr in derived.items():
@@ -869,8 +869,11 @@ def transient_symbolic(ctx: CheckContext) -> MethodResult:
             a = sp.N(expr.subs(sub), 35)
             c = sp.N(claimed.subs(sub), 35)
             worst = max(worst, float(abs(a - c) / abs(c)))
-        errs[name] = worst
-        checks[name] = bool(sym_ok or worst < 1e-25)
+        errs[name], proved[name] = worst, bool(sym_ok)
+        # both required: simplify proves the identity and the 35-digit evaluation backs it (1e-25: 10 digits above its
+        # rounding). With 'or' the evaluation could never fail a law simplify proved, and numbers alone would pass a
+        # law off by e^(-200 U0)/beta^2 (tests/theory/test_gpo_atlas.py)
+        checks[name] = bool(sym_ok and worst < 1e-25)
     # per-token logistic: (n^2/(2 beta^2)) (U0/n + e^(U0/n) - 1)
     tok = time_law(_sp(-t), per_token_n=10)
     checks["sigmoid_norm n=10"] = sp.simplify(tok - 100 / (2 * beta ** 2) * (U0 / 10 + sp.exp(U0 / 10) - 1)) == 0
@@ -889,7 +892,8 @@ def transient_symbolic(ctx: CheckContext) -> MethodResult:
         literal=literal, amended=amended,
         summary=(f"closed forms {sum(checks.values())}/{len(checks)} match the amendment; T/U0 as U0 -> inf: "
                  + ", ".join(f"{k} {v}" for k, v in growth.items())),
-        evidence={"derived": {k: str(v) for k, v in derived.items()}, "max_rel_err_mpmath": errs, "checks": checks,
+        evidence={"derived": {k: str(v) for k, v in derived.items()}, "simplify_proves": proved,
+                  "max_rel_err_mpmath": errs, "checks": checks,
                   "T_over_U0_limit": growth},
         depends_on=("theory.gpo_atlas",),
         counterexample=None if literal else {"loss": "robust", "label_smoothing": "eps in (0, 1/2)",

@@ -7,6 +7,7 @@ import pytest
 import sympy as sp
 
 from dpo_rlhf_checks.atlas_rows import Setting
+from dpo_rlhf_checks.result import CheckContext
 from theory import gpo_atlas as G
 
 
@@ -199,3 +200,26 @@ def test_sigmoid_sft_mix_row_by_hand():
     assert float(row["_l_crit_expr"].subs(G.U0, 2)) == pytest.approx(math.log1p(math.exp(-2)) + math.log(2) / 10,
                                                                     rel=1e-12)
     assert "slope 10/beta" in row["time_law"]
+
+
+def test_transient_symbolic_proves_and_backs_each_law(tmp_path):
+    """gpo-transient-U's symbolic method: every derived time law equals the amendment's by simplify AND by mpmath at
+    35 digits on 12 points (rounding there is ~1e-35, so agreement to 1e-25 is required of each); the robust slope
+    T/U0 -> (1 - 2 eps)/(2 eps beta^2) = 4 at eps = 1/10, beta = 1 (by hand)."""
+    r = G.transient_symbolic(CheckContext(seed=0, quick=True, out_dir=tmp_path))
+    assert r.literal is False and r.amended is True
+    ev = r.evidence
+    for name in ("logistic", "robust", "exponential", "bco_pair", "apo_zero"):
+        assert ev["simplify_proves"][name] is True and ev["max_rel_err_mpmath"][name] < 1e-25, name
+    assert ev["T_over_U0_limit"] == {"logistic": "oo", "robust": "4", "bco_pair": "oo", "apo_zero": "oo"}
+
+
+def test_transient_symbolic_rejects_a_law_the_numbers_cannot_tell_apart(tmp_path, monkeypatch):
+    """A claimed logistic law off by e^(-200 U0)/beta^2 (a different function) differs by < 1e-40 relative at the
+    check's points, so mpmath alone accepts it; simplify does not, and the check needs both (before, either one)."""
+    laws = G.amended_time_laws()
+    wrong = {**laws, "logistic": laws["logistic"] + sp.exp(-200 * G.U0) / G.beta ** 2}
+    monkeypatch.setattr(G, "amended_time_laws", lambda: wrong)
+    r = G.transient_symbolic(CheckContext(seed=0, quick=True, out_dir=tmp_path))
+    assert r.evidence["max_rel_err_mpmath"]["logistic"] < 1e-40  # the numbers cannot tell the two laws apart
+    assert r.evidence["checks"]["logistic"] is False and r.amended is False

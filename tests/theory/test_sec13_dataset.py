@@ -3,6 +3,7 @@
 import math
 
 import pytest
+import sympy as sp
 
 from dpo_rlhf_checks.result import CheckContext, MethodResult
 from theory.sec13_dataset import dataset_minimiser_symbolic, length_symbolic, listwise_symbolic
@@ -109,3 +110,24 @@ def test_listwise_symbolic_numeric_fallback_does_not_crash(ctx, monkeypatch):
     monkeypatch.setattr(m, "_zero", planted)
     r = m.listwise_symbolic(ctx)
     assert r.evidence["relabelling_symmetry"] is True  # decided by the numeric fallback at 50 digits
+
+
+def test_listwise_example_and_one_ranking_reproduce_by_hand(ctx):
+    """The counterexample reproduces from its own reported numbers: pi_ref ~ (1, e^-1, e^-2), scores s = beta u, the
+    PL loss -[s_1 - log(e^s_1 + e^s_2 + e^s_3)] - [s_2 - log(e^s_2 + e^s_3)] below log 6 = 1.7918 and log pi(y_3) -
+    log pi(y_2) = (-2 + u_3) - (-1 + u_2) = 0.1 > 0 (misordered). One ranking, s = T (2, 1, 0): by hand dL/dT = -3 +
+    (2 e^2T + e^T)/(e^2T + e^T + 1) + e^T/(e^T + 1) < 0, and the method proves it negative (no grid)."""
+    ev = listwise_symbolic(ctx).evidence
+    ex = ev["example"]
+    s = [ex["beta"] * x for x in ex["u = log pi - log pi_ref"]]
+    lse = lambda v: max(v) + math.log(sum(math.exp(x - max(v)) for x in v))  # noqa: E731
+    loss = -(s[0] - lse(s)) - (s[1] - lse(s[1:]))
+    assert ex["loss"] == pytest.approx(loss, rel=1e-12) and loss < math.log(6)
+    u = ex["u = log pi - log pi_ref"]
+    assert ex["log pi(y_3) - log pi(y_2)"] == pytest.approx((-2 + u[2]) - (-1 + u[1]), abs=1e-12)
+    assert ev["one_ranking_no_minimiser"] is True
+    d = sp.sympify(ev["one_ranking_derivative"])
+    for t in (-30.0, -1.0, 0.0, 0.7, 10.0):  # 10, not more: the hand form cancels to ~2 e^-T
+        e1, e2 = math.exp(t), math.exp(2 * t)
+        want = -3 + (2 * e2 + e1) / (e2 + e1 + 1) + e1 / (e1 + 1)
+        assert float(d.subs("T", t)) == pytest.approx(want, rel=1e-9, abs=1e-300) and want < 0
