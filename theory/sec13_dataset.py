@@ -346,7 +346,8 @@ def length_symbolic(ctx: CheckContext) -> MethodResult:
     (e >= 0): a - b = L_w (a/L_w - b/L_l) + (-b) e / L_l... i.e. delta = L_w delta_mean + b (L_w/L_l - 1), the second
     term >= 0: delta_mean > 0 => delta > 0; symmetrically delta > 0 => delta_mean > 0 when L_w >= L_l; with equal
     lengths delta_mean = delta / L (so the mean condition is the summed one at beta / L). (3) On the
-    minimiser set delta_mean = c: delta(b) = L_w c + b (L_w/L_l - 1) -> -inf as b -> -inf when L_w > L_l. (4) Exact
+    minimiser set delta_mean = c: delta(b) = L_w c + b (L_w/L_l - 1) -> -inf as b -> -inf for every L_w > L_l (+inf
+    for every L_w < L_l). (4) Exact
     counterexamples: (a, L_w, b, L_l) = (-60, 100, -20, 20): delta_mean = 2/5 > 0, delta = -40; and (-10, 5, -20, 40):
     delta = 10 > 0, delta_mean = -3/2.
     Literal (the mean condition and certificate say the same as the summed ones) fails on (4); amended holds if (1)-(3) hold.
@@ -375,8 +376,10 @@ def length_symbolic(ctx: CheckContext) -> MethodResult:
 
     c, bb = sp.Symbol("c", real=True), sp.Symbol("bb", real=True)
     delta_on_set = lw * c + bb * (lw / ll - 1)
-    lim_long = sp.limit(delta_on_set.subs({lw: 100, ll: 20}), bb, -sp.oo)
-    lim_short = sp.limit(delta_on_set.subs({lw: 20, ll: 100}), bb, -sp.oo)
+    # for every pair of lengths, not one: L_w = L_l + g and L_l = L_w + g with g > 0 (the sign of L_w/L_l - 1 decides)
+    g = sp.Symbol("g", positive=True)
+    lim_long = sp.limit(delta_on_set.subs(lw, ll + g), bb, -sp.oo)
+    lim_short = sp.limit(delta_on_set.subs(ll, lw + g), bb, -sp.oo)
     set_ok = lim_long == -sp.oo and lim_short == sp.oo
 
     # (4) the literal's test on concrete policies built from the derivation: ex1 a point of the mean loss's minimiser
@@ -396,7 +399,7 @@ def length_symbolic(ctx: CheckContext) -> MethodResult:
                 "delta = L_w delta_mean + b (L_w/L_l - 1)": decomposition, "extra_term_nonneg_if_Lw<=Ll": short_w_nonneg,
                 "delta_mean = delta/L_w + b (1/L_w - 1/L_l)": decomposition2, "extra_term_nonneg_if_Lw>=Ll": long_w_nonneg,
                 "equal_lengths_delta_mean_is_delta_over_L": equal_lengths_scale,
-                "minimiser_set_delta_limit_Lw100_Ll20": str(lim_long), "minimiser_set_delta_limit_Lw20_Ll100": str(lim_short),
+                "minimiser_set_delta_limit_Lw>Ll": str(lim_long), "minimiser_set_delta_limit_Lw<Ll": str(lim_short),
                 "example_on_minimiser_set_formula": on_set,
                 "example_mean_yes_sum_no": rows[0], "example_sum_yes_mean_no": rows[1]}
     cex = None if literal else {"mean_certifies_sum_does_not": evidence["example_mean_yes_sum_no"],

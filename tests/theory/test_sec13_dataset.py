@@ -41,6 +41,10 @@ def test_length_symbolic(ctx):
     assert r.literal is False and r.amended is True
     assert r.evidence["stationary_point"] == "[dr/beta]"
     assert r.counterexample["mean_certifies_sum_does_not"]["delta"] == "-40"
+    # (3) for every pair of lengths, not at one pair: on the set delta_mean = c, delta = L_w c + b (L_w/L_l - 1), whose
+    # slope in b is g/L_l > 0 for L_w = L_l + g (delta -> -oo as b -> -oo) and -g/(L_w + g) < 0 for L_l = L_w + g
+    assert r.evidence["minimiser_set_delta_limit_Lw>Ll"] == "-oo"
+    assert r.evidence["minimiser_set_delta_limit_Lw<Ll"] == "oo"
 
 
 # --- issue 16 repairs: literals that can come out either way, and no use of rng before it exists ---------------

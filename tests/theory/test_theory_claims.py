@@ -170,6 +170,26 @@ def test_eq10_pi_c_with_two_responses_is_a_local_minimiser_not_a_saddle(results)
     assert "where it is a saddle" not in text and "for K = 2" not in text and "there is no saddle" in text
 
 
+def test_eq10_path_values_are_j_and_f_of_the_stated_policies(results):
+    """The counterexample path pi = (1/2, eps, 1/2 - eps) with r = (1, 0, 1/2), pi_ref = (0.2, 0.5, 0.3), beta = 1,
+    gamma = 0.1: J and F are written out by hand here (J = E_pi[r] - KL(pi || pi_ref), F = J + gamma (log pi(y_w) -
+    log pi(y_l))), and the bounds of J on the simplex are [min r - log(1/min pi_ref), log sum pi_ref e^r]. The verdict
+    reads J_path against those bounds, so J_path must be J of a policy on the path, not of a point off the simplex."""
+    ev = results[("cpo-penalized-eq10", "numeric")].evidence
+    epss = [1e-1, 1e-10, 1e-50, 1e-100, 1e-300]
+    for e, j, f in zip(epss, ev["J_path"], ev["F_path"], strict=True):
+        j_hand = (0.5 * 1.0 + (0.5 - e) * 0.5
+                  - (0.5 * math.log(0.5 / 0.2) + e * math.log(e / 0.5) + (0.5 - e) * math.log((0.5 - e) / 0.3)))
+        assert j == pytest.approx(j_hand, rel=1e-12, abs=1e-15), e
+        assert f == pytest.approx(j_hand + 0.1 * (math.log(0.5) - math.log(e)), rel=1e-12), e
+    # the limit eps -> 0: J(1/2, 0, 1/2) = 3/4 - log(25/6)/2, finite and inside the bounds
+    assert ev["J_path"][-1] == pytest.approx(0.75 - 0.5 * math.log(25 / 6), rel=1e-12)
+    lo, hi = ev["J_bounds_on_simplex"]
+    assert lo == pytest.approx(-math.log(5.0), rel=1e-14)
+    assert hi == pytest.approx(math.log(0.2 * math.e + 0.5 + 0.3 * math.exp(0.5)), rel=1e-14)
+    assert ev["F_path"][-1] > 60 and all(lo < j < hi for j in ev["J_path"])
+
+
 def test_cpo_stationary_margin_numbers(results):
     ev = results[("cpo-stationary-margin", "numeric")].evidence
     assert ev["max_rel_err_eq13_16"] < 1e-10 and ev["two_response_stationary_points"] > 0
