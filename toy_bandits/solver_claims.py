@@ -340,7 +340,7 @@ def cpo_constrained_kkt_convex(ctx: CheckContext) -> MethodResult:
                             "toy_bandits.solver_claims._closed_form_batch_kkt",
                             "toy_bandits.solver_claims._cvxpy_raw_and_polished",
                             "toy_bandits.solver_claims._graph_instance", "toy_bandits.solver_claims._multi_pair",
-                            "toy_bandits.solver_claims.dual_certificate",
+                            "toy_bandits.solver_claims._is_cycle_of", "toy_bandits.solver_claims.dual_certificate",
                             "toy_bandits.solver_claims._single_pair_agreement",
                         ),
                         counterexample=counterexample)
