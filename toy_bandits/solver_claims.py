@@ -225,6 +225,13 @@ def _graph_instance(rng: np.random.Generator, name: str) -> BanditInstance:
     return BanditInstance(pi_ref, rng.normal(scale=2.0, size=6), beta, GRAPHS[name], margin)
 
 
+def _is_cycle_of(cycle: list[int] | None, prefs: list[tuple[int, int]]) -> bool:
+    """Whether ``cycle`` (y_0, y_1, ..., y_0) is a closed walk along the preference pairs: it starts where it ends and
+    each step (y_i, y_{i+1}) is one of ``prefs``, in that direction."""
+    return (cycle is not None and len(cycle) >= 2 and cycle[0] == cycle[-1]
+            and all((cycle[i], cycle[i + 1]) in prefs for i in range(len(cycle) - 1)))
+
+
 def _multi_pair(ctx: CheckContext, rng: np.random.Generator) -> dict:
     n = 3 if ctx.quick else 6
     out: dict[str, Any] = {}
@@ -268,15 +275,15 @@ def _multi_pair(ctx: CheckContext, rng: np.random.Generator) -> dict:
         named, cyc = False, None
     except InfeasiblePreferencesError as err:
         cyc = err.cycle
-        named = cyc[0] == cyc[-1] and all((cyc[i], cyc[i + 1]) in prefs for i in range(len(cyc) - 1))
+        named = _is_cycle_of(cyc, prefs)
     # the linear relaxation of the same cycle is feasible with zero mass on it (see check_feasible)
     prob = ConstrainedRLHF(6, prefs)
     prob.log_pi_star.value = np.log(np.full(6, 1 / 6))
-    prob.exp_margin.value = np.full(len(prefs), math.exp(0.5))
+    prob.exp_margin.value = np.full(len(prefs), math.exp(inst.margin))
     prob.problem.solve(solver="CLARABEL")
     mass_on_cycle = float(np.sum(np.clip(prob.pi.value[[0, 1, 2]], 0, None)))  # the cycle 0 > 1 > 2 > 0
     ok = ok and named
-    out["cycle_m_positive"] = {"pairs": prefs, "margin": 0.5, "raised_with_cycle": cyc, "cycle_is_real": named,
+    out["cycle_m_positive"] = {"pairs": prefs, "margin": inst.margin, "raised_with_cycle": cyc, "cycle_is_real": named,
                                "linear_relaxation_status": prob.problem.status,
                                "linear_relaxation_mass_on_cycle": mass_on_cycle,
                                "linear_relaxation_pi": prob.pi.value}
@@ -333,7 +340,7 @@ def cpo_constrained_kkt_convex(ctx: CheckContext) -> MethodResult:
                             "toy_bandits.solver_claims._closed_form_batch_kkt",
                             "toy_bandits.solver_claims._cvxpy_raw_and_polished",
                             "toy_bandits.solver_claims._graph_instance", "toy_bandits.solver_claims._multi_pair",
-                            "toy_bandits.solver_claims.dual_certificate",
+                            "toy_bandits.solver_claims._is_cycle_of", "toy_bandits.solver_claims.dual_certificate",
                             "toy_bandits.solver_claims._single_pair_agreement",
                         ),
                         counterexample=counterexample)

@@ -280,3 +280,23 @@ def test_constrained_kkt_convex_holds_at_seed_7000(tmp_path):
     ov = res.evidence["multi_pair"]["graphs"]["overlapping"]
     assert ov["dual_certificate_of_dual"]["cvxpy:CLARABEL"]["max_gap"] < sc.TOL_GAP["cvxpy:CLARABEL"] / 10
     assert res.literal is True
+
+
+def test_is_cycle_of_accepts_only_a_closed_walk_along_the_pairs():
+    """cpo-constrained-kkt decides 'the error names a real cycle' with _is_cycle_of: each case below is decided by hand
+    on the claim's own graph (3 > 0 > 1 > 2 > 0 and 4 > 5). Inline in _multi_pair, the step check over
+    range(len(cyc) - 1) shrunk to range(-1) (a dropped term) passed any closed list: the check could not fail on a
+    named cycle that is not one."""
+    prefs = [(3, 0), (0, 1), (1, 2), (2, 0), (4, 5)]
+    for real in ([0, 1, 2, 0], [1, 2, 0, 1], [0, 1, 2, 0, 1, 2, 0]):
+        assert sc._is_cycle_of(real, prefs), real
+    for fake in ([0, 2, 1, 0],  # the real cycle reversed: every step against a pair
+                 [3, 0, 1, 2, 3],  # closed, only the last step (2, 3) is no pair
+                 [1, 0, 1, 2, 0, 1],  # closed, only the first step (1, 0) is no pair
+                 [0, 1, 2],  # the steps are pairs, but it does not close
+                 [0, 0], [4, 5, 4], [0], [], None):
+        assert not sc._is_cycle_of(fake, prefs), fake
+    # the shortest cycles: two responses each preferred to the other, and a self-pair (one step; BanditInstance
+    # rejects self-pairs, but the rule is the graph's)
+    assert sc._is_cycle_of([0, 1, 0], [(0, 1), (1, 0)]) and sc._is_cycle_of([0, 0], [(0, 0)])
+    assert not sc._is_cycle_of([0, 1, 0], [(0, 1)])

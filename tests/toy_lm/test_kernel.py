@@ -229,6 +229,54 @@ def test_decomposition_counts():
     assert d["own_mean"] == pytest.approx(1.25) and d["cross_mean"] == pytest.approx(-0.25)
 
 
+def test_decomposition_splits_the_misranked_pairs_at_ties():
+    """The docstring's split at its boundaries, by hand: a pair whose own share lands exactly on 0 (delta_ref + own = 0)
+    counts as taken out by its own gradient, one that ends exactly on 0 as out of U, a cross share of exactly 0 is not
+    negative; a pair at delta_ref = 0 is not misranked. So the four classes partition the misranked pairs (they add
+    up to 1), and the end is the run's last step, not an earlier one."""
+    from toy_lm.kernel import KernelRun
+
+    infl = np.array([[1.0, 0.5, 0.0, 0.0, 0.0, 0.0],     # A: alone = 0, cross +0.5 -> end 0.5: out by own
+                     [0.0, 1.0, -0.5, 0.0, 0.0, 0.0],    # B: alone = 0, cross -0.5 -> end -0.5: kept in by cross
+                     [0.0, 0.0, 0.5, 1.0, 0.5, 0.0],     # C: alone = -1.5, cross 1.5 -> end = 0: out by cross
+                     [0.25, 0.0, 0.0, 0.25, 0.0, 0.0],   # D: alone = -1.75, cross 0.25 -> end -1.5: in both
+                     [0.0, 0.0, 0.0, 0.0, 1.0, 0.0],     # F: alone = 0, cross 0 -> end = 0: out by own
+                     [0.0, 0.0, 0.0, 0.0, 0.0, 0.1]])    # E: delta_ref = 0, not misranked
+    delta_ref = np.array([-1.0, -1.0, -2.0, -2.0, -1.0, 0.0])
+    end = np.array([0.5, -0.5, 0.0, -1.5, 0.0, 0.1])
+    np.testing.assert_array_equal(delta_ref + infl.sum(1), end)  # exact in binary: the ties are ties
+    mid = -end - 1.0  # an earlier step, every class different
+    kr = KernelRun(z=np.zeros((3, 12)), delta=np.stack([delta_ref, mid, end]), objective=np.zeros(3),
+                   own=np.diag(infl)[None], cross=(infl.sum(1) - np.diag(infl))[None], influence=infl,
+                   change_by_row=np.zeros((12, 12)), relinearised_at=[0])
+    obs = np.array([0.0, -1.0, 3.0, -2.0, -4.0, 5.0])  # the LM's end: A (exactly 0) and C left U, B, D and F stayed
+    d = decomposition(kr, delta_ref, obs)
+    assert d["misranked"] == 5
+    assert (d["out_by_own"], d["kept_in_by_cross"], d["out_by_cross"], d["in_both"]) == (0.4, 0.2, 0.2, 0.2)
+    assert d["cross_negative"] == 0.2
+    assert d["own_mean"] == pytest.approx((1 + 1 + 0.5 + 0.25 + 1) / 5, rel=1e-15)
+    assert d["cross_mean"] == pytest.approx((0.5 - 0.5 + 1.5 + 0.25 + 0) / 5, rel=1e-15)
+    assert d["abs_cross_over_abs_own_median"] == 0.5  # median of 0.5, 0.5, 3, 1, 0
+    assert (d["lm_left_own_mean"], d["lm_left_cross_mean"]) == (0.75, 1.0)  # A and C
+    assert d["lm_in_U_own_mean"] == pytest.approx(2.25 / 3, rel=1e-15)  # B, D, F
+    assert d["lm_in_U_cross_mean"] == pytest.approx(-0.25 / 3, rel=1e-15)
+
+
+def test_mass_changes_counts_an_unchanged_chosen_as_not_fallen():
+    """frac_chosen_fell is the share of prompts whose log pi(y_w) went down strictly: of five prompts, one unchanged
+    (the same float), one up and three down make 3/5 (an unchanged one counted as fallen would make 4/5)."""
+    p = 5
+    kinds = ("w",) * p + ("l",) * p + ("other",) * p
+    z0 = np.log(np.r_[np.full(p, 0.3), np.full(p, 0.2), np.full(p, 0.1)])
+    z1 = np.log(np.r_[[0.3, 0.4, 0.2, 0.1, 0.25], np.full(p, 0.2), np.full(p, 0.1)])
+    m = mass_changes(z0, z1, kinds, p)
+    assert m["frac_chosen_fell"] == 0.6
+    assert m["d_log_chosen"] == pytest.approx(np.mean(np.log([1.0, 4 / 3, 2 / 3, 1 / 3, 0.25 / 0.3])), rel=1e-12)
+    assert m["d_log_rejected"] == 0.0 and m["d_log_other_candidates"] == 0.0
+    rest0, rest1 = 1 - 0.6, 1 - np.array([0.6, 0.7, 0.5, 0.4, 0.55])
+    assert m["d_log_rest"] == pytest.approx(np.mean(np.log(rest1 / rest0)), rel=1e-12)
+
+
 def test_mass_changes_and_squeezing_on_a_known_case():
     kinds = ("w", "w", "l", "l", "other", "other")
     z0 = np.log([0.5, 0.4, 0.2, 0.3, 0.1, 0.1])
