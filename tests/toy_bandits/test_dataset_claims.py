@@ -4,7 +4,9 @@ The fast methods run in the default suite; the rest are marked slow (each takes 
 run_dataset_claims.py times them)."""
 
 import importlib
+import math
 
+import numpy as np
 import pytest
 
 from dpo_rlhf_checks.registry import get_claim
@@ -173,3 +175,46 @@ def test_listwise_numeric_counterexample_compares_with_log_k_factorial(ctx):
     cex = r.counterexample["ordered_reference_with_listwise_U"]
     assert cex["log_k!"] == pytest.approx(math.log(math.factorial(cex["k"])), rel=1e-12)
     assert cex["loss"] < cex["log_k!"]
+
+
+def test_cpo_population_counterexample_is_a_misranked_point_with_dr_positive(monkeypatch):
+    """The literal is about dr > 0, so its counterexample must have dr > 0 and the closed form must misrank there. The
+    claim's full grid holds dr = 0 exactly (the quick one does not); a grid holding it is patched in, so a counterexample
+    picked on dr >= 0 (seed-303 mutant of dataset_claims.py:737) shows up here, not only in the full run."""
+    import toy_bandits.dataset_claims as dc
+    from toy_bandits.cpo_population import SETTINGS, ranks_first
+
+    def grid(quick):
+        b = np.linspace(-6.0, 3.0, 31)
+        d = np.linspace(-1.0, 5.0, 25)  # step 0.25: 0.0 is a grid point
+        assert 0.0 in d
+        return b, d, *np.meshgrid(b, d, indexing="ij")
+
+    monkeypatch.setattr(dc, "_cpo_grid", grid)
+    r = dc.cpo_population_numeric(CheckContext(seed=0, quick=True))
+    assert r.literal is False and r.counterexample is not None
+    cex = r.counterexample["cpo_misranks_with_dr_positive"]
+    assert cex["dr"] > 0
+    name, beta, params = SETTINGS[cex["loss"]]
+    assert not bool(ranks_first(name, np.array(cex["beta_delta_ref"]), np.array(cex["dr"]), beta=beta, **params))
+
+
+def test_finite_label_simulation_counts_the_rises_its_cells_show():
+    """The summary's 'significant rises with n' recounted from the reported cells: consecutive n at one point whose
+    frequency rises by more than 4.5 combined standard errors. At seed 0 there are rises (the literal fails), so the
+    count says something; counting any large frequency as a rise (seed-303 mutant of dataset_claims.py:394) gives 11."""
+    import re
+
+    from toy_bandits.dataset_claims import finite_label_simulation
+
+    r = finite_label_simulation(CheckContext(seed=0, quick=True))
+    cells = r.evidence["cells"]
+    rises = 0
+    for a, b in zip(cells, cells[1:]):
+        same_point = (a["beta_delta_ref"], a["dr"]) == (b["beta_delta_ref"], b["dr"])
+        if same_point and b["n"] == a["n"] + 1 and b["freq"] - a["freq"] > 4.5 * math.hypot(a["se"], b["se"]):
+            rises += 1
+    reported = int(re.search(r"significant rises with n: (\d+)", r.summary).group(1))
+    assert rises >= 1
+    assert reported == rises
+    assert r.literal is False

@@ -148,3 +148,14 @@ def test_p_wrong_at_an_exact_tie_of_pi_star_and_of_the_counts():
     assert expected[1] == 0.5 and expected[3] == 0.625  # n = 2: 1 - 2/4; n = 4: 1 - 6/16
     np.testing.assert_allclose(p_wrong_many(ns, 0.0, 0.0), expected, rtol=1e-12, atol=0)
     np.testing.assert_allclose([p_wrong(int(n), 0.0, 0.0) for n in ns], expected, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("bdr", [-699.0, -700.0, -800.0, -1e6])
+def test_min_winning_count_at_a_billion_labels_and_a_far_reference(bdr):
+    """At beta delta_ref <= -700, sigma(-bdr) is 1 in float64 and only k = n ranks y_w first (log(n-1) - log 1 =
+    20.7 < 700): the threshold is n, found from the closed form's start, not by walking k up from n/2 (a seed-303 mutant
+    of finite_labels.py:62 started there: the same answer after 5e8 predicate calls). Checked against the predicate."""
+    n = 10**9
+    k = min_winning_count(n, bdr)
+    assert k == n
+    assert ranks_first(n, n, bdr) and not ranks_first(n - 1, n, bdr)
