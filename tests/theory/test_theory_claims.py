@@ -246,6 +246,21 @@ def test_other_numbers(results):
     assert results[("dpo-reparam", "numeric")].evidence["max_abs_err_loss_at_reference_minus_log2"] < 1e-15
 
 
+def test_rlhf_lbfgs_cross_check_sees_a_wrong_temperature(monkeypatch, tmp_path):
+    """The L-BFGS maximiser of J is the independent check of the Gibbs closed form; it must run where the temperature
+    shows (beta in [10^-0.5, 10^0.5]: at beta -> 0 pi* is the reward argmax at any temperature). A closed form at
+    2 beta differs from the true maximiser there by ~1e-1 (e.g. K = 2, dr = 1, beta = 1: sigmoid(1) - sigmoid(1/2) =
+    0.10), so the cross-check's own error must exceed 1e-2 and the literal verdict must be False."""
+    from theory import sec1_rlhf
+    from theory import symbols as S_mod
+
+    true_gibbs = S_mod.gibbs_log_policy
+    monkeypatch.setattr(S_mod, "gibbs_log_policy", lambda log_ref, rew, b: true_gibbs(log_ref, rew, 2 * b))
+    for quick in (True, False):
+        res = sec1_rlhf.rlhf_closed_form_numeric(CheckContext(seed=0, quick=quick, out_dir=tmp_path))
+        assert res.evidence["lbfgs_vs_closed_form_max_abs_err"] > 1e-2 and res.literal is False
+
+
 @pytest.mark.parametrize("cid", ["equiv-population", "equiv-ordered-pair", "cpo-penalized-eq10"])
 def test_amended_results_do_not_depend_on_the_seed(cid):
     ctx = CheckContext(seed=7, quick=True)
