@@ -170,6 +170,30 @@ def test_eq10_pi_c_with_two_responses_is_a_local_minimiser_not_a_saddle(results)
     assert "where it is a saddle" not in text and "for K = 2" not in text and "there is no saddle" in text
 
 
+@pytest.mark.parametrize("scale", [0.5, 1.02, 1.5])
+def test_eq10_pi_c_kind_by_f_values_says_neither_off_the_stationary_point(monkeypatch, tmp_path, scale):
+    """The kind of pi_c (K = 2) is read from F's values on both sides of it. With gamma off nu* by a factor (0.5,
+    1.02, 1.5), pi_c is no longer stationary: dF/dp = (scale - 1) nu* (1/p + 1/(1 - p)) != 0, so F rises on one side
+    and falls on the other and every row must say "neither" (a check that compares one side twice cannot say it).
+    At gamma = nu* the kinds match mu (e^m - 1) vs beta and both kinds occur."""
+    ctx = CheckContext(seed=0, quick=True, out_dir=tmp_path)
+    ev = sec9_cpo.cpo_penalized_eq10_numeric(ctx).evidence
+    rows = ev["pi_c_kind_two_responses"]
+    assert ev["pi_c_kind_matches_mu(e^m-1)_vs_beta"] is True
+    assert {r["kind_by_F_values"] for r in rows} == {"local max", "local min"}
+    assert all(r["kind_by_F_values"] == r["predicted"] for r in rows)
+    true_F = sec9_cpo.penalised_objective
+
+    def off_F(pi, rewards, pi_ref, beta, gamma, *a, **k):
+        return true_F(pi, rewards, pi_ref, beta, scale * gamma, *a, **k)
+
+    monkeypatch.setattr(sec9_cpo, "penalised_objective", off_F)
+    ev = sec9_cpo.cpo_penalized_eq10_numeric(ctx).evidence
+    rows = ev["pi_c_kind_two_responses"]
+    assert len(rows) >= 5 and all(r["kind_by_F_values"] == "neither" for r in rows)
+    assert ev["pi_c_kind_matches_mu(e^m-1)_vs_beta"] is False
+
+
 def test_eq10_path_values_are_j_and_f_of_the_stated_policies(results):
     """The counterexample path pi = (1/2, eps, 1/2 - eps) with r = (1, 0, 1/2), pi_ref = (0.2, 0.5, 0.3), beta = 1,
     gamma = 0.1: J and F are written out by hand here (J = E_pi[r] - KL(pi || pi_ref), F = J + gamma (log pi(y_w) -
@@ -220,6 +244,21 @@ def test_other_numbers(results):
     sm = results[("soft-margin-ranking", "numeric")].evidence
     assert sm["max_gap_over_log2_div_beta"] == pytest.approx(1.0, abs=1e-9)
     assert results[("dpo-reparam", "numeric")].evidence["max_abs_err_loss_at_reference_minus_log2"] < 1e-15
+
+
+def test_rlhf_lbfgs_cross_check_sees_a_wrong_temperature(monkeypatch, tmp_path):
+    """The L-BFGS maximiser of J is the independent check of the Gibbs closed form; it must run where the temperature
+    shows (beta in [10^-0.5, 10^0.5]: at beta -> 0 pi* is the reward argmax at any temperature). A closed form at
+    2 beta differs from the true maximiser there by ~1e-1 (e.g. K = 2, dr = 1, beta = 1: sigmoid(1) - sigmoid(1/2) =
+    0.10), so the cross-check's own error must exceed 1e-2 and the literal verdict must be False."""
+    from theory import sec1_rlhf
+    from theory import symbols as S_mod
+
+    true_gibbs = S_mod.gibbs_log_policy
+    monkeypatch.setattr(S_mod, "gibbs_log_policy", lambda log_ref, rew, b: true_gibbs(log_ref, rew, 2 * b))
+    for quick in (True, False):
+        res = sec1_rlhf.rlhf_closed_form_numeric(CheckContext(seed=0, quick=quick, out_dir=tmp_path))
+        assert res.evidence["lbfgs_vs_closed_form_max_abs_err"] > 1e-2 and res.literal is False
 
 
 @pytest.mark.parametrize("cid", ["equiv-population", "equiv-ordered-pair", "cpo-penalized-eq10"])

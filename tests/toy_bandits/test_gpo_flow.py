@@ -57,6 +57,21 @@ def test_population_by_hand(setting, q, t_star):
     assert res["finite"] and res["t"] == pytest.approx(t_star, abs=1e-6)
 
 
+@pytest.mark.parametrize("delta_ref", [-20.0, 5.0])
+@pytest.mark.parametrize("setting, t_star", [
+    (Setting("sigmoid"), math.log(0.88 / 0.12)),  # dr
+    (Setting("ipo", n=10), 10 * 0.38),  # n (q - 1/2)
+])
+def test_population_t_from_reference_is_measured_from_delta_ref(setting, t_star, delta_ref):
+    """t = beta (delta - delta_ref) at the BT minimiser does not depend on delta_ref; for a convex loss the descent
+    from the reference is the one start, so t_from_reference is that same t (by hand: DPO dr = log(0.88/0.12) =
+    1.992; IPO n (q - 1/2) = 3.8), also where delta_ref != 0 and beta delta alone (t - 2 at delta_ref = -20, t + 0.5
+    at 5, beta = 0.1) is not t."""
+    res = F.population_t(setting, 0.88, delta_ref=delta_ref)
+    assert res["finite"] and res["t"] == pytest.approx(t_star, abs=1e-6)
+    assert res["t_from_reference"] == pytest.approx(t_star, abs=1e-6)
+
+
 def test_population_runaway_is_detected():
     res = F.population_t(Setting("apo_zero"), 0.8)
     assert not res["finite"] and res["t"] > 0

@@ -77,6 +77,38 @@ def test_certificate_predictions_are_computed_not_typed(ctx):
     assert "toy_bandits.map_claims.predicted_certifies" in set(derived.depends_on) & set(search.depends_on)
 
 
+def test_code_default_regimes_are_the_code_defaults_and_certify_in_both_methods(ctx):
+    """The regimes labelled "code default(s)" and "released checkpoint" are the settings the amended statement says
+    qualify (registry: "the code defaults gamma=0.5, tau=2, alpha=1 and the released alpha=0.25 qualify"). Their
+    parameters are read here from where the toolkit keeps them (atlas_rows.PAPER_CPO_ROWS, the authors' code
+    defaults at the Setting default beta, and the one released row; the clip margin from the target's signature),
+    not retyped, and each of them certifies by the derived condition and on the search grid."""
+    import inspect
+
+    from dpo_rlhf_checks.atlas_rows import PAPER_CPO_ROWS, Setting
+    from dpo_rlhf_checks.losses import _clip_target
+
+    default_beta = Setting("cpo_clip").beta
+    code = {s.loss: s for s in PAPER_CPO_ROWS if s.beta == default_beta}
+    released = [s for s in PAPER_CPO_ROWS if s.beta != default_beta]
+    assert sorted(code) == ["cpo_clip", "cpo_easy", "cpo_eq17", "cpo_smooth"] and len(released) == 1
+    clip_margin = inspect.signature(_clip_target).parameters["margin"].default
+    labelled = {note: (name, beta, params) for name, beta, params, _nll, note in mc._regimes()
+                if "code default" in note or "released" in note}
+    assert len(labelled) == 4
+    for note, (name, beta, params) in labelled.items():
+        if name == "cpo_clip":  # only the margin is the code's: the regime's beta is 1
+            assert params.get("margin", clip_margin) == code[name].params.get("margin", clip_margin) == 0.0, note
+        elif "released" in note:
+            assert (name, beta, params) == (released[0].loss, released[0].beta, released[0].params), note
+        else:
+            assert (beta, params) == (code[name].beta, code[name].params), note
+    for method, key in ((mc.cpo_loss_certificates_derived, "predicted_certifies"),
+                        (mc.cpo_loss_certificates_search, "certifies_on_grid")):
+        rows = [r for r in method(ctx).evidence["regimes"] if r["regime"] in labelled]
+        assert len(rows) == 4 and all(r[key] is True for r in rows), (method.__name__, rows)
+
+
 def test_no_hand_merge_is_left():
     src = open(mc.__file__).read()
     assert "def _merge" not in src and "theory.claims" not in src and "decide(" not in src

@@ -95,6 +95,23 @@ def test_cpo_clip_uses_the_margin():
     assert np.array_equal(tr.certified[:, 0, 0], tr.delta[:, 0, 0] > 1.0)
 
 
+@pytest.mark.parametrize("labels", ["ordered", "bt"])
+def test_zero_steps_returns_the_step_0_record(labels):
+    """steps = 0 is valid (docstring: steps >= 0): one record at step 0, at the reference, with nothing trained.
+    By hand: delta = log(pi_ref(y_w) / pi_ref(y_l)) = delta_ref, the DPO loss there is log 2, and the final policy
+    is pi_ref. (in_U is not asserted: delta sits on U's edge delta_ref, and log_softmax rounding decides the side.)"""
+    pi_ref = np.array([[0.2, 0.5, 0.3], [0.6, 0.1, 0.3]])
+    tr = train_tabular(pi_ref, [[[0, 1], [2, 1]], [[0, 1], [2, 0]]], "dpo", beta=0.7, steps=0, lr=0.1,
+                       labels=labels, q=0.8)
+    d_ref = np.log([[0.2 / 0.5, 0.3 / 0.5], [0.6 / 0.1, 0.3 / 0.6]])
+    assert tr.steps.tolist() == [0]
+    assert tr.delta.shape == tr.loss.shape == tr.in_U.shape == (1, 2, 2)
+    np.testing.assert_allclose(tr.delta[0], d_ref, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(tr.delta_ref, d_ref, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(tr.loss[0], math.log(2.0), rtol=1e-12)
+    np.testing.assert_allclose(tr.policy, pi_ref, rtol=1e-12)
+
+
 GOOD = dict(pi_ref=[0.2, 0.5, 0.3], pairs=[[0, 1]], loss_name="dpo")
 
 

@@ -91,4 +91,19 @@ def test_rounding_bounds():
     # the bound grows with the magnitude of the logs: 1e-13 is round-off next to log-probabilities of -1e3
     assert S._rounding_zero(1e-13, S._delta_bound(-1e3, -1e3)) == 0.0
     pi = np.array([0.5, 0.5])
-    assert S._price_bound(pi, np.log(pi), np.log(pi), beta=1.0) == pytest.approx(16 * EPS * 2 * (1 + np.log(2)))
+    assert S._price_bound(pi, np.log(pi), np.log(pi), beta=1.0) == pytest.approx(16 * EPS * 2 * (1 + 2 * np.log(2)),
+                                                                   rel=1e-12, abs=0)
+
+
+def test_price_bound_skips_a_zero_probability_entry():
+    """A response with pi(y) = 0 (log pi(y) = -inf) adds nothing to beta sum_y pi(y) (log pi - log pi*), so nothing to
+    its rounding bound: the bound is the finite sum over the other entries (K = 3 still counts the terms), and a
+    price of -8e-17 there is round-off, printed as 0."""
+    pi = np.array([0.25, 0.75, 0.0])
+    log_star = np.log([0.2, 0.7, 0.1])
+    with np.errstate(divide="ignore"):
+        log_pi = np.log(pi)
+    by_hand = 16 * EPS * 3 * 0.5 * (0.25 * (1 + np.log(4) - np.log(0.2)) + 0.75 * (1 - np.log(0.75) - np.log(0.7)))
+    bound = S._price_bound(pi, log_pi, log_star, beta=0.5)
+    assert bound == pytest.approx(by_hand, rel=1e-12, abs=0)  # abs=0: the default abs 1e-12 would swallow 1e-14
+    assert S._rounding_zero(-8e-17, bound) == 0.0
