@@ -225,3 +225,26 @@ def test_a_crash_keeps_the_finished_units_and_says_resume(whole, tmp_path, monke
     monkeypatch.setattr(S, "train_preference_batched", real)
     assert cli_main([*argv, "--resume"]) == 0
     assert_same_outputs(ref_out, out)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_an_interrupt_names_its_signal_and_exits_128_plus_it(whole, tmp_path, monkeypatch, capsys, sig):
+    """In-process and fast (the SIGTERM subprocess test above is slow-marked, so the default run and the mutation
+    runner never ran it): the handler's KeyboardInterrupt(SIGTERM) during training (after the 2 reference units) is
+    reported as SIGTERM with exit code 143, a Ctrl-C (KeyboardInterrupt with no signal number) as SIGINT with 130."""
+    import toy_lm.stage as S
+
+    cfg, _, _ = whole
+    monkeypatch.setenv("TOY_LM_THREADS", "1")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt(sig) if sig == signal.SIGTERM else KeyboardInterrupt()
+
+    monkeypatch.setattr(S, "train_preference_batched", interrupted)
+    out = tmp_path / "o"
+    code = cli_main(["lm-map", "--lm-config", str(cfg), "--out", str(out), "--device", "cpu"])
+    name = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "SIGINT"}[sig]
+    assert code == 128 + int(sig)
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("paper_checks.py lm-map: interrupted; ") and last.endswith(f"({name})")
+    assert _units(out) == 2
