@@ -28,7 +28,7 @@ def test_delta_kernel_and_scores():
     np.testing.assert_allclose(s["secondary"][1], np.log(1.0 + math.e - 1) - np.log(2.0))
 
 
-def _forecast_stage():
+def _forecast_stage(seeds=(0, 1, 2)):
     """A stub stage: one optimizer, beta 1 and 2 (two ordered-DPO cells), seeds 0, 1, 2 on one Jacobian.
 
     Train pairs 1..5, delta_ref = -1, -2, -3, -4, +5 (pair 5 is ranked right: the forecast must leave it out; it ends
@@ -45,9 +45,11 @@ def _forecast_stage():
     cfg = SimpleNamespace(betas=[1.0, 2.0], optimizers=["sgd"], methods=("dpo",))
     end = {0: [True, False, True, False, True], 1: [True, True, False, False, True], 2: [True] * 5}
     keys = [(1.0, "sgd", "dpo"), (2.0, "sgd", "dpo")]
+    # in_U (steps, P): the outcome is the last row's (the middle row is another seed's, to tell them apart)
     runs = [SimpleNamespace(seed=s, delta_ref=np.array([-1.0, -2.0, -3.0, -4.0, 5.0]), task=SimpleNamespace(n_train=5),
-                            records={k: SimpleNamespace(in_U=np.array([[True] * 5, end[s]])) for k in keys})
-            for s in (0, 1, 2)]
+                            records={k: SimpleNamespace(in_U=np.array([[True] * 5, end[1 - s % 2], end[s]]))
+                                     for k in keys})
+            for s in seeds]
     return SimpleNamespace(cfg=cfg, runs_with=lambda key: [r for r in runs if key in r.records]), jac
 
 
@@ -87,3 +89,7 @@ def test_forecast_per_seed_aucs_and_gains_against_hand_counts():
         assert iv["lo"] == pytest.approx((a + b) / 2 - half, rel=1e-8)
         assert iv["hi"] == pytest.approx((a + b) / 2 + half, rel=1e-8)
     assert fc["gain"] is False and fc["null_result"] is True  # lo = 0.375 - 3.177 < 0
+    # one seed with both outcomes (seed 0; seed 2 has one class): no interval, and it says why
+    one = forecast(_forecast_stage(seeds=(0, 2))[0], lambda seed: jac)
+    assert one["seeds"] == [0] and one["gain"] is None and one["null_result"] is None and "gain_kernel" not in one
+    assert one["reason"] == "fewer than two seeds with both outcomes"
