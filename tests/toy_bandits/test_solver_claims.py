@@ -1,5 +1,6 @@
 """The solver methods (toy_bandits.solver_claims): measured booleans and evidence numbers; no hand merges."""
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -308,8 +309,9 @@ def test_multi_pair_reported_solver_differences_are_recomputed_from_the_policies
     policies (max over instances and responses of the absolute difference) and must match. Independently, a
     difference of two policies on the simplex is at most 1, and CLARABEL's raw answer sits within 1e-3 of the dual on
     these K = 6 instances (measured here 8.6e-12 (overlapping) .. 3.9e-6 (cycle_m0)), while a difference that loses
-    the dual's term reads max pi >= 1/6. (The polished answers equal the dual's here: their reported 0 is recomputed
-    too.)"""
+    the dual's term reads max pi >= 1/6. The polished answers equal the dual's exactly here (and always settle), so
+    the spy hands _multi_pair perturbed ones (CLARABEL's moved by 1e-7 x the instance's index on one response) and
+    drops SCS's on the second instance (not settled), to check the report's aggregation of what it was given."""
     real_solve, real_raw = sc.solve, sc._cvxpy_raw_and_polished
     seen = {}  # graph name -> list of {"dual": pi, "clarabel_vs_dual_pi": (raw pi, polished pi or None), ...}
     names = {tuple(p): n for n, p in sc.GRAPHS.items()}
@@ -323,6 +325,13 @@ def test_multi_pair_reported_solver_differences_are_recomputed_from_the_policies
     def spy_raw(inst, solver):
         raw, pol = real_raw(inst, solver)
         key = {"CLARABEL": "clarabel_vs_dual_pi", "SCS": "scs_vs_dual_pi"}[solver]
+        i = len(seen[names[tuple(inst.preferences)]]) - 1  # the instance's index in its graph
+        if pol is not None and solver == "CLARABEL":
+            pi = pol.pi.copy()
+            pi[i % 6] += 1e-7 * (i + 1)
+            pol = dataclasses.replace(pol, pi=pi)
+        if solver == "SCS" and i == 1:
+            pol = None
         seen[names[tuple(inst.preferences)]][-1][key] = (raw.pi.copy(), None if pol is None else pol.pi.copy())
         return raw, pol
 
@@ -342,3 +351,5 @@ def test_multi_pair_reported_solver_differences_are_recomputed_from_the_policies
         assert g["cvxpy_polished_max_abs_diff"]["n_not_settled"] == sum(
             r[k][1] is None for r in rows for k in ("clarabel_vs_dual_pi", "scs_vs_dual_pi"))
         assert 0 < g["max_abs_diff"]["clarabel_vs_dual_pi"] < 1e-3, name
+        assert g["cvxpy_polished_max_abs_diff"]["n_not_settled"] >= 1
+        assert g["cvxpy_polished_max_abs_diff"]["clarabel_vs_dual_pi"] == pytest.approx(3e-7, abs=1e-10)  # instance 3
