@@ -1,5 +1,6 @@
 """The solver methods (toy_bandits.solver_claims): measured booleans and evidence numbers; no hand merges."""
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -300,3 +301,55 @@ def test_is_cycle_of_accepts_only_a_closed_walk_along_the_pairs():
     # rejects self-pairs, but the rule is the graph's)
     assert sc._is_cycle_of([0, 1, 0], [(0, 1), (1, 0)]) and sc._is_cycle_of([0, 0], [(0, 0)])
     assert not sc._is_cycle_of([0, 1, 0], [(0, 1)])
+
+
+def test_multi_pair_reported_solver_differences_are_recomputed_from_the_policies(monkeypatch, tmp_path):
+    """_multi_pair reports, per graph, the largest |pi_solver - pi_dual| over its instances (raw CVXPY answers and the
+    polished ones). Spies record every policy the check compares; the reported numbers are recomputed here from those
+    policies (max over instances and responses of the absolute difference) and must match. Independently, a
+    difference of two policies on the simplex is at most 1, and CLARABEL's raw answer sits within 1e-3 of the dual on
+    these K = 6 instances (measured here 8.6e-12 (overlapping) .. 3.9e-6 (cycle_m0)), while a difference that loses
+    the dual's term reads max pi >= 1/6. The polished answers equal the dual's exactly here (and always settle), so
+    the spy hands _multi_pair perturbed ones (CLARABEL's moved by 1e-7 x the instance's index on one response) and
+    drops SCS's on the second instance (not settled), to check the report's aggregation of what it was given."""
+    real_solve, real_raw = sc.solve, sc._cvxpy_raw_and_polished
+    seen = {}  # graph name -> list of {"dual": pi, "clarabel_vs_dual_pi": (raw pi, polished pi or None), ...}
+    names = {tuple(p): n for n, p in sc.GRAPHS.items()}
+
+    def spy_solve(inst, method, *a, **k):
+        sol = real_solve(inst, method, *a, **k)
+        if method == "dual" and tuple(inst.preferences) in names:
+            seen.setdefault(names[tuple(inst.preferences)], []).append({"dual": sol.pi.copy()})
+        return sol
+
+    def spy_raw(inst, solver):
+        raw, pol = real_raw(inst, solver)
+        key = {"CLARABEL": "clarabel_vs_dual_pi", "SCS": "scs_vs_dual_pi"}[solver]
+        i = len(seen[names[tuple(inst.preferences)]]) - 1  # the instance's index in its graph
+        if pol is not None and solver == "CLARABEL":
+            pi = pol.pi.copy()
+            pi[i % 6] += 1e-7 * (i + 1)
+            pol = dataclasses.replace(pol, pi=pi)
+        if solver == "SCS" and i == 1:
+            pol = None
+        seen[names[tuple(inst.preferences)]][-1][key] = (raw.pi.copy(), None if pol is None else pol.pi.copy())
+        return raw, pol
+
+    monkeypatch.setattr(sc, "solve", spy_solve)
+    monkeypatch.setattr(sc, "_cvxpy_raw_and_polished", spy_raw)
+    out = sc._multi_pair(CheckContext(seed=0, quick=True, out_dir=tmp_path), np.random.default_rng([0, 9001]))
+    assert sorted(seen) == sorted(sc.GRAPHS)
+    for name, rows in seen.items():
+        g = out["graphs"][name]
+        assert len(rows) == g["n"] == 3
+        for key in ("clarabel_vs_dual_pi", "scs_vs_dual_pi"):
+            raw = max(float(np.max(np.abs(r[key][0] - r["dual"]))) for r in rows)
+            pol = [float(np.max(np.abs(r[key][1] - r["dual"]))) for r in rows if r[key][1] is not None]
+            assert g["max_abs_diff"][key] == pytest.approx(raw, rel=1e-12, abs=0), (name, key)
+            assert g["cvxpy_polished_max_abs_diff"][key] == pytest.approx(max(pol, default=0.0), rel=1e-12, abs=0)
+            assert 0 <= g["max_abs_diff"][key] <= 1
+        assert g["cvxpy_polished_max_abs_diff"]["n_not_settled"] == sum(
+            r[k][1] is None for r in rows for k in ("clarabel_vs_dual_pi", "scs_vs_dual_pi"))
+        assert 0 < g["max_abs_diff"]["clarabel_vs_dual_pi"] < 1e-3, name
+        assert g["cvxpy_polished_max_abs_diff"]["n_not_settled"] >= 1
+        assert g["cvxpy_polished_max_abs_diff"]["clarabel_vs_dual_pi"] == pytest.approx(3e-7, abs=1e-10)  # instance 3

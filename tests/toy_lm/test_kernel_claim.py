@@ -273,3 +273,39 @@ def test_figure_titles_name_a_seed_range_not_the_whole_list():
 
     assert seed_label(range(11)) == "seeds 0-10" and seed_label([3, 1, 2]) == "seeds 1-3"
     assert seed_label([0, 2, 5]) == "seeds 0, 2, 5" and seed_label([4]) == "seeds 4"
+
+
+def test_cell_table_numbers_against_hand_computation(monkeypatch):
+    """cell_table on a stub stage: one cell (beta 1, sgd, dpo), seeds 0 and 1, with known LM outcomes, tabular and
+    linearised predictions. By hand: observed = mean(2/4, 1/4) = 0.375; tabular = seed 1's 0.5 (seed 0's clock
+    saturated, left out); linear = mean(0.25, 0.75) = 0.5, agreement mean(1, 0.5) = 0.75; rmse of delta at the end
+    over the seeds' pairs: pred - obs = (0.3, -0.4) and (0.5, -sqrt(0.5)), squares 0.09 + 0.16 + 0.25 + 0.5 = 1 over
+    4 pairs -> sqrt(0.25) = 0.5."""
+    from types import SimpleNamespace
+
+    key = (1.0, "sgd", "dpo")
+    cfg = SimpleNamespace(betas=[1.0], optimizers=["sgd"], methods=("dpo",))
+    ends = {0: [True, True, False, False], 1: [False, True, False, False]}
+    # in_U (steps, P): the outcome is the last row's (the rows before it differ, to tell them apart)
+    runs = [SimpleNamespace(seed=s, records={key: SimpleNamespace(in_U=np.array([[True] * 4] + [[False] * 4] * 2
+                                                                               + [ends[s]]))})
+            for s in (0, 1)]
+    tab = {0: SimpleNamespace(clock_saturated=True, predicted_frac_in_U=0.9),
+           1: SimpleNamespace(clock_saturated=False, predicted_frac_in_U=0.5)}
+    obs = {0: np.array([-1.0, 2.0]), 1: np.array([0.5, -3.0])}
+    cmps = {0: SimpleNamespace(predicted_frac_in_U=0.25, agreement=1.0, obs_delta=obs[0],
+                               pred_delta=obs[0] + np.array([0.3, -0.4])),
+            1: SimpleNamespace(predicted_frac_in_U=0.75, agreement=0.5, obs_delta=obs[1],
+                               pred_delta=obs[1] + np.array([0.5, -np.sqrt(0.5)]))}
+    stage = SimpleNamespace(cfg=cfg, runs_with=lambda k: runs if k == key else [], comparisons={key: tab})
+    monkeypatch.setattr(kernel_claim, "_cmp", lambda st, k, seed, variant: cmps[seed] if (st, k, variant) == (
+        stage, key, "linear") else pytest.fail(f"_cmp called with {(st, k, variant)}"))
+    (row,) = kernel_claim.cell_table(stage)
+    assert row["cell"] == "beta 1 sgd dpo" and row["seeds"] == [0, 1]
+    assert row["observed"] == pytest.approx(0.375, abs=1e-12)
+    assert row["tabular"] == pytest.approx(0.5, abs=1e-12)
+    assert row["linear"] == pytest.approx(0.5, abs=1e-12) and row["linear_agreement"] == pytest.approx(0.75, abs=1e-12)
+    assert row["linear_rmse_delta_end"] == pytest.approx(0.5, abs=1e-12)
+    # every seed's tabular clock saturated: no tabular number
+    tab[1] = SimpleNamespace(clock_saturated=True, predicted_frac_in_U=0.5)
+    assert kernel_claim.cell_table(stage)[0]["tabular"] is None
