@@ -38,7 +38,7 @@ def test_the_implications_fail_the_other_way_round():
 def test_minimiser_delta_range_contains_the_boundary_policy_and_has_the_predicted_open_end(c, lw, ll):
     lo, hi = minimiser_delta_range(c, lw, ll)
     if lw == ll:
-        assert lo == hi == pytest.approx(lw * c)
+        assert lo == hi == pytest.approx(lw * c, abs=0)
     elif lw > ll:
         assert lo == -math.inf and math.isfinite(hi)
     else:

@@ -181,7 +181,7 @@ def test_huge_beta_keeps_the_assumption_sign(tmp_path, capsys):
     # dr / beta = 1e-300 vanishes in log(0.5) + 1e-300: delta* must still be > 0, and in_U exact
     data = {"pi_ref": [0.5, 0.5], "reward": [0.0, 1.0], "beta": 1e300, "preferences": [[1, 0]], "margin": 0}
     code, res, _ = _solve_json(tmp_path, capsys, data)
-    assert code == 0 and res["pairs"][0]["delta_star"] == pytest.approx(1e-300, rel=1e-12)
+    assert code == 0 and res["pairs"][0]["delta_star"] == pytest.approx(1e-300, rel=1e-12, abs=0)
     assert res["pairs"][0]["assumption_holds"] is True and res["pairs"][0]["in_U"] is False
     # reference favours y_l by 1e-10, reward favours y_w by 1: delta* = -1e-10 + 1e-300 < 0 and > delta_ref: in U
     p = 0.5 - 2.5e-11
@@ -287,7 +287,7 @@ def test_constrained_optimum_just_inside_the_float_range_is_solved(tmp_path, cap
             "margin": 354}
     code, res, _ = _solve_json(tmp_path, capsys, data)
     assert code == 0 and res["status"] == "optimal"
-    assert res["cpo_optimum"][2] == pytest.approx(math.exp(-708), rel=1e-9)
+    assert res["cpo_optimum"][2] == pytest.approx(math.exp(-708), rel=1e-9, abs=0)
     assert [p["delta_cpo"] for p in res["pairs"]] == [pytest.approx(354, abs=1e-9)] * 2
 
 
