@@ -161,7 +161,7 @@ def evaluate_fraction(stage, variant: str) -> dict[str, dict]:
 def time_in_U_slopes(stage, optimizer: str, variant: str) -> dict:
     """The time-in-U slope of the LM and of ``variant``'s prediction for ordered DPO under ``optimizer``, over every
     seed each beta level's cell has, on the same misranked pairs, by the time-in-U law's estimator (Tobit, one
-    intercept per beta level, censored at steps + 1; toy_lm.stage._censored_slope)."""
+    intercept per beta level, censored at steps + 1; toy_lm.stage.censored_fit)."""
     from toy_lm.stage import censored_fit
 
     cfg = stage.cfg

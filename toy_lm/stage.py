@@ -431,6 +431,7 @@ def censored_fit(x: np.ndarray, y: np.ndarray, group: np.ndarray, censored: np.n
     Returns {"slope", "stderr", "converged", "reason", "iterations", "decrement", "dropped", "n", "n_censored"}.
     """
     from scipy.special import log_ndtr
+    from scipy.stats import norm
 
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     group, censored = np.asarray(group), np.asarray(censored, dtype=bool)
@@ -467,7 +468,7 @@ def censored_fit(x: np.ndarray, y: np.ndarray, group: np.ndarray, censored: np.n
     def grad_hess(theta, tau):
         r = tau * yo - xo @ theta
         u = xc @ theta - tau * limit
-        lam = np.exp(_norm_logpdf(u) - log_ndtr(u))  # phi / Phi, in logs: u may be far below 0
+        lam = np.exp(norm.logpdf(u) - log_ndtr(u))  # phi / Phi, in logs: u may be far below 0
         wc = np.hstack([xc, -limit * np.ones((xc.shape[0], 1))])  # d u / d (theta, tau)
         g = np.concatenate([xo.T @ r, [yo.size / tau - r @ yo]]) + wc.T @ lam
         h = np.zeros((k + 1, k + 1))
@@ -524,10 +525,6 @@ def _censored_slope(x: np.ndarray, y: np.ndarray, group: np.ndarray, censored: n
     """The slope of :func:`censored_fit` and its standard error; NaN, NaN when the fit did not converge."""
     fit = censored_fit(x, y, group, censored, limit)
     return (fit["slope"], fit["stderr"]) if fit["converged"] else (math.nan, math.nan)
-
-
-def _norm_logpdf(u: np.ndarray) -> np.ndarray:
-    return -0.5 * u * u - 0.5 * math.log(2 * math.pi)
 
 
 def time_in_U_law(stage: LMStage, optimizer: str) -> dict:
