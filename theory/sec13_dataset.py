@@ -102,9 +102,12 @@ def dataset_minimiser_symbolic(ctx: CheckContext) -> MethodResult:
     u0, u1 = sp.symbols("u0 u1", real=True)
     dpo = n01 * _softplus(-beta * (u0 - u1))
     bt = -n01 * sp.log(sp.exp(beta * u0) / (sp.exp(beta * u0) + sp.exp(beta * u1)))
-    identity = _zero(sp.expand_log(sp.simplify(dpo - bt), force=True)) or \
-        _num_zero(dpo - bt, [n01, beta], rng) < 1e-40
-    identity_num = _num_zero((dpo - bt).subs({u0: 0.7, u1: -1.3}), [n01, beta], rng)
+    # proved by simplify AND evaluated at 50 digits (random n01, beta and utilities, |u0 - u1| up to 60): the numbers
+    # can fail an identity that a wrong simplification "proved", and neither alone passes it
+    identity_proved = _zero(sp.expand_log(sp.simplify(dpo - bt), force=True))
+    u_pts = [{u0: sp.Float(float(x), 50), u1: sp.Float(float(y), 50)} for x, y in rng.uniform(-30, 30, size=(3, 2))]
+    identity_num = max(_num_zero((dpo - bt).subs(pt), [n01, beta], rng, n=2) for pt in u_pts)
+    identity = identity_proved and identity_num < 1e-40
 
     # (2) contradictory repeats a:b on one pair
     a, b = sp.symbols("a b", positive=True)
@@ -114,7 +117,9 @@ def dataset_minimiser_symbolic(ctx: CheckContext) -> MethodResult:
     h_star = sp.log(a / b) / beta
     crit_ok = len(crit) == 1 and _zero(sp.expand_log(crit[0] - h_star, force=True))
     curv = sp.simplify(sp.diff(loss2, h, 2).subs(h, h_star))
-    curv_pos = bool(curv.is_positive) or _num_zero(sp.Min(curv, 0), [a, b, beta], rng) == 0.0
+    curv_pos_proved = bool(curv.is_positive)
+    curv_min_num = _num_zero(sp.Min(curv, 0), [a, b, beta], rng)  # 0 exactly where the curvature is positive
+    curv_pos = curv_pos_proved and curv_min_num == 0.0
 
     # (3) single pair and chain: a strictly negative directional derivative everywhere
     single = sp.diff(n01 * _softplus(-beta * h01), h01)  # along d = (1, 0): dh01/dt = 1
@@ -177,9 +182,10 @@ def dataset_minimiser_symbolic(ctx: CheckContext) -> MethodResult:
     amended = bool(identity and crit_ok and curv_pos and single_neg and chain_neg and chain_neg_num and cycle_finite
                    and pooled_ok)
     evidence = {
-        "bt_identity_proved": identity, "bt_identity_numeric_max_err": identity_num,
+        "bt_identity_proved": identity_proved, "bt_identity_numeric_max_err": identity_num,
         "contradictory_h_star": str(h_star), "contradictory_stationary_point_proved": crit_ok,
-        "contradictory_curvature_positive": curv_pos,
+        "contradictory_curvature_positive_proved": curv_pos_proved,
+        "contradictory_curvature_min_numeric": curv_min_num, "contradictory_curvature_positive": curv_pos,
         "single_pair_directional_derivative": str(sp.simplify(single)), "single_pair_always_negative": single_neg,
         "chain_directional_derivative_negative": chain_neg, "chain_negative_at_random_points": chain_neg_num,
         "cycle_k": str(roots[0]) if roots else None, "cycle_k_float": float(sp.N(roots[0])) if roots else None,
@@ -242,11 +248,12 @@ def listwise_symbolic(ctx: CheckContext) -> MethodResult:
     grads = [sp.diff(pop, v).subs(at_r) for v in sv]
     # component 0 by simplify; components 1 and 2 are component 0 with the responses relabelled (E_PL(r)[L(s)] is
     # symmetric under permuting (r, s) together), and all three are checked numerically at 50 digits below
-    rng = np.random.default_rng(ctx.seed + 1350)  # before its first use (the numeric fallback of the symmetry)
+    rng = np.random.default_rng(ctx.seed + 1350)  # before its first use (the 50-digit check of the symmetry)
     grad_zero = _zero(grads[0])
     relabel = {r1: r2, r2: r1, s1: s2, s2: s1}
-    symmetric = _zero(sp.expand(pop.subs(relabel, simultaneous=True) - pop)) or \
-        _num_zero(pop.subs(relabel, simultaneous=True) - pop, [r1, r2, r3, s1, s2, s3], rng) < 1e-40
+    symmetric_proved = _zero(sp.expand(pop.subs(relabel, simultaneous=True) - pop))
+    symmetric_num = _num_zero(pop.subs(relabel, simultaneous=True) - pop, [r1, r2, r3, s1, s2, s3], rng)
+    symmetric = symmetric_proved and symmetric_num < 1e-40  # proved AND at 50 digits: either can fail it
     pts = [{r1: sp.Float(repr(float(a)), 40), r2: sp.Float(repr(float(b)), 40), r3: sp.Float(repr(float(c)), 40)}
            for a, b, c in rng.normal(0, 1.5, size=(4, 3))]
     grad_num = max(abs(float(sp.N(g.subs(pt), 40))) for g in grads for pt in pts)
@@ -297,6 +304,7 @@ def listwise_symbolic(ctx: CheckContext) -> MethodResult:
     amended = bool(grad_zero and symmetric and grad_num < 1e-30 and psd_one_null and adjacent_ok and one_neg and lim_ok
                    and term2_bound and ref_ordered and misordered and below)
     evidence = {"population_gradient_zero_at_r": grad_zero, "relabelling_symmetry": symmetric,
+                "relabelling_symmetry_proved": symmetric_proved, "relabelling_symmetry_numeric_max": symmetric_num,
                 "gradient_numeric_max": grad_num,
                 "hessian_eigenvalues": hess_eigs, "hessian_psd_one_null_direction": psd_one_null,
                 "adjacent_pairs_decide_pi_star_order": adjacent_ok, "one_ranking_derivative": str(d_one),
@@ -359,8 +367,9 @@ def length_symbolic(ctx: CheckContext) -> MethodResult:
     sols = sp.solve(sp.Eq(sp.diff(pop, x), 0), x)
     stat_ok = len(sols) == 1 and _zero(sp.simplify(beta * sols[0] - drs))
     curv = sp.diff(pop, x, 2)
-    curv_pos = bool(sp.simplify(curv).is_positive) or all(
-        float(curv.subs({x: xv, drs: dv, beta: 1.3})) > 0 for xv in (-20, -1, 0, 2, 20) for dv in (-3, 0, 4))
+    curv_pos_proved = bool(sp.simplify(curv).is_positive)
+    curv_vals = [float(sp.N(curv.subs({x: xv, drs: dv, beta: 1.3}), 30)) for xv in (-20, -1, 0, 2, 20) for dv in (-3, 0, 4)]
+    curv_pos = curv_pos_proved and min(curv_vals) > 0  # proved AND positive at the points: either can fail it
 
     a, b = sp.symbols("a b", nonpositive=True)
     lw, ll, e = sp.Symbol("L_w", positive=True), sp.Symbol("L_l", positive=True), sp.Symbol("e", nonnegative=True)
@@ -396,6 +405,7 @@ def length_symbolic(ctx: CheckContext) -> MethodResult:
     amended = bool(stat_ok and curv_pos and decomposition and short_w_nonneg and decomposition2 and long_w_nonneg
                    and set_ok and equal_lengths_scale and on_set)
     evidence = {"stationary_point": str(sols), "beta_x_equals_dr": stat_ok, "strictly_convex": curv_pos,
+                "strictly_convex_proved": curv_pos_proved, "curvature_min_at_points": min(curv_vals),
                 "delta = L_w delta_mean + b (L_w/L_l - 1)": decomposition, "extra_term_nonneg_if_Lw<=Ll": short_w_nonneg,
                 "delta_mean = delta/L_w + b (1/L_w - 1/L_l)": decomposition2, "extra_term_nonneg_if_Lw>=Ll": long_w_nonneg,
                 "equal_lengths_delta_mean_is_delta_over_L": equal_lengths_scale,

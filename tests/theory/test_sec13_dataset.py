@@ -113,7 +113,10 @@ def test_listwise_symbolic_numeric_fallback_does_not_crash(ctx, monkeypatch):
 
     monkeypatch.setattr(m, "_zero", planted)
     r = m.listwise_symbolic(ctx)
-    assert r.evidence["relabelling_symmetry"] is True  # decided by the numeric fallback at 50 digits
+    # the 50-digit check still runs (no crash), but numbers alone no longer pass an identity simplify did not prove
+    assert r.evidence["relabelling_symmetry_numeric_max"] < 1e-40
+    assert r.evidence["relabelling_symmetry_proved"] is False and r.evidence["relabelling_symmetry"] is False
+    assert r.amended is False
 
 
 def test_listwise_example_and_one_ranking_reproduce_by_hand(ctx):
@@ -135,3 +138,27 @@ def test_listwise_example_and_one_ranking_reproduce_by_hand(ctx):
         e1, e2 = math.exp(t), math.exp(2 * t)
         want = -3 + (2 * e2 + e1) / (e2 + e1 + 1) + e1 / (e1 + 1)
         assert float(d.subs("T", t)) == pytest.approx(want, rel=1e-9, abs=1e-300) and want < 0
+
+
+# --- proof AND numbers: a 50-digit evaluation that disagrees fails an identity that simplify proved ---------------
+
+def test_numbers_can_fail_a_proved_identity(ctx, monkeypatch):
+    """The BT identity, the a:b curvature and the relabelling symmetry were `proved or numbers agree`, so the numbers
+    could never fail a proved identity (a mutant that broke them survived). Now both must hold: with every 50-digit
+    evaluation reporting a disagreement of 1, the methods that rest on them no longer prove their amendment."""
+    from theory import sec13_dataset as m
+
+    ok = m.dataset_minimiser_symbolic(ctx)
+    assert ok.evidence["bt_identity_proved"] is True and ok.evidence["bt_identity_numeric_max_err"] < 1e-40
+    assert ok.evidence["contradictory_curvature_positive_proved"] is True
+    assert ok.evidence["contradictory_curvature_min_numeric"] == 0.0
+    lw = m.listwise_symbolic(ctx)
+    assert lw.evidence["relabelling_symmetry_proved"] is True and lw.evidence["relabelling_symmetry_numeric_max"] < 1e-40
+    ln = m.length_symbolic(ctx)
+    assert ln.evidence["strictly_convex_proved"] is True and ln.evidence["curvature_min_at_points"] > 0
+
+    monkeypatch.setattr(m, "_num_zero", lambda *a, **k: 1.0)
+    bad = m.dataset_minimiser_symbolic(ctx)
+    assert bad.amended is False
+    assert bad.evidence["bt_identity_proved"] is True and bad.evidence["contradictory_curvature_positive"] is False
+    assert m.listwise_symbolic(ctx).amended is False
