@@ -17,6 +17,21 @@ def seed_label(seeds) -> str:
     return "seeds " + ", ".join(str(s) for s in seeds)
 
 
+def _slope_line(stage, optimizer: str, variants, names: dict) -> str:
+    """The slopes the claim compares, for the panel's title: the Tobit slope of log time in U on beta |delta_ref| of
+    the LM (with its standard error) and of each prediction (toy_lm.kernel_claim.time_in_U_slopes)."""
+    from toy_lm.kernel_claim import time_in_U_slopes
+
+    fmt = (lambda v: "n/a" if v is None else f"{v:.2f}")
+    parts = []
+    for k, v in enumerate(variants):
+        s = time_in_U_slopes(stage, optimizer, v)
+        if k == 0:
+            parts.append(f"slope LM {fmt(s['lm_slope'])} (se {fmt(s['lm_stderr'])})")
+        parts.append(f"{names[v]} {fmt(s['pred_slope'])}")
+    return ", ".join(parts)
+
+
 def kernel_figures(stage, fig_dir: Path, prefix: str = "lm_kernel", variants=("linear",)) -> list[str]:
     """Predicted vs observed delta at the end per pair (tabular, linearised, re-linearised when computed) in the slow
     ordered DPO cells; the cross-pair influence matrix of one cell (first seed); time in U against beta |delta_ref|
@@ -107,7 +122,7 @@ def kernel_figures(stage, fig_dir: Path, prefix: str = "lm_kernel", variants=("l
         ax.set_yscale("log")
         ax.set_xlabel(r"$\beta|\delta_{ref}|$ (misranked train pairs)")
         ax.set_ylabel("time in U (steps)")
-        ax.set_title(f"ordered DPO, {opt}")
+        ax.set_title(f"ordered DPO, {opt}\n{_slope_line(stage, opt, variants, names)}", fontsize=8)
         ax.legend(fontsize=6)
     paths += save(fig, fig_dir, f"{prefix}_time_in_U")
     return paths

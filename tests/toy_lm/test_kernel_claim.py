@@ -309,3 +309,17 @@ def test_cell_table_numbers_against_hand_computation(monkeypatch):
     # every seed's tabular clock saturated: no tabular number
     tab[1] = SimpleNamespace(clock_saturated=True, predicted_frac_in_U=0.5)
     assert kernel_claim.cell_table(stage)[0]["tabular"] is None
+
+
+def test_time_in_U_figure_title_states_the_slopes_the_claim_compares(monkeypatch):
+    """The time-in-U panel's title gives the Tobit slopes the claim decides on: the LM's with its standard error and
+    each prediction's, each from time_in_U_slopes for that optimizer and variant; a fit with no number says n/a."""
+    import figures.kernel
+    from toy_lm import kernel_claim
+
+    got = {("sgd", "linear"): {"lm_slope": 0.572, "lm_stderr": 0.038, "pred_slope": 0.856},
+           ("sgd", "relin"): {"lm_slope": 0.572, "lm_stderr": 0.038, "pred_slope": None}}
+    monkeypatch.setattr(kernel_claim, "time_in_U_slopes", lambda st, o, v: got[(o, v)])
+    names = {"linear": "linearised", "relin": "re-linearised"}
+    assert figures.kernel._slope_line(None, "sgd", ("linear", "relin"), names) == \
+        "slope LM 0.57 (se 0.04), linearised 0.86, re-linearised n/a"
