@@ -268,3 +268,24 @@ def test_amended_results_do_not_depend_on_the_seed(cid):
         if target.startswith("theory."):
             res = resolve_method(target)(ctx)
             assert (res.literal, res.amended) == EXPECTED[cid]
+
+
+def test_rlhf_negative_beta_example_by_hand(tmp_path):
+    """beta = -1, r = (1, 0), pi_ref uniform: the Gibbs formula gives pi = (1, e)/(1 + e), and by hand
+    J = E_pi r - beta KL(pi || pi_ref) = 1/(1+e) + log 2 + sum pi log pi = 1/(1+e) + log 2 + e/(1+e) - log(1+e)
+    = 1 + log(2/(1+e)) = 0.379885; J(pi_ref) = 1/2. The condition compares the two (margin 0.120); E_pi r alone
+    (0.2689) or the KL term's sign flipped (0.1580) would make it pass with a wider margin than the true one."""
+    from theory import sec1_rlhf
+
+    res = sec1_rlhf.rlhf_closed_form_numeric(CheckContext(seed=0, quick=True, out_dir=tmp_path))
+    ex = res.evidence["negative_beta_example"]
+    j_gibbs = 1 + math.log(2 / (1 + math.e))
+    assert ex["beta"] == -1.0
+    assert j_gibbs == pytest.approx(0.379885, abs=1e-6)
+    assert ex["J_at_gibbs"] == pytest.approx(j_gibbs, abs=1e-12)
+    assert ex["J_at_pi_ref"] == pytest.approx(0.5, abs=1e-15)
+    # and against the objective as a function (rel_entr), at the hand-written policy
+    pi = np.array([1.0, math.e]) / (1 + math.e)
+    assert ex["J_at_gibbs"] == pytest.approx(S.objective_J(pi, np.array([1.0, 0.0]), np.array([0.5, 0.5]), -1.0),
+                                             abs=1e-12)
+    assert res.evidence["conditions"]["beta_negative_breaks_it"] is (0.5 > j_gibbs) is True

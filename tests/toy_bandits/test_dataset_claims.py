@@ -85,6 +85,28 @@ def test_finite_label_numeric_checks_the_bounds_from_both_sides(ctx, monkeypatch
     assert miss["P_n"] < miss["lower"]
 
 
+def test_finite_label_numeric_counterexample_above_one_half_by_hand(ctx):
+    """The first point (beta delta_ref, dr) = (-0.1, 0.5): pi* ranks y_w first (-0.1 + 0.5 > 0); each label names y_w
+    with q = sigma(0.5). By hand (the minimiser ranks y_w first iff -0.1 + log(k/(n-k)) > 0, all-y_w labels
+    included, a tie counted wrong): P_1 = 1 - q = 0.3775; P_2 = 1 - q^2 = 0.6125 (the 1:1 split ranks y_l first);
+    P_3 = (1-q)^2 (1+2q) = 0.3200; P_4 = 1 - q^4 - 4 q^3 (1-q) = 0.4857. So the 'P_n <= 1/2' half of the literal
+    fails there, first at its maximum n = 2, and the 'non-increasing' half at n = 1 -> 2 (gap 265fd4aa91:
+    p.min() > 1/2 left above_one_half None)."""
+    q = 1 / (1 + math.exp(-0.5))
+    r = _run("finite-label-sign", "numeric", ctx)
+    assert r.literal is False
+    half = r.counterexample["above_one_half"]
+    assert half is not None
+    assert (half["beta_delta_ref"], half["dr"], half["n"]) == (-0.1, 0.5, 2)
+    assert half["P_n"] == pytest.approx(1 - q ** 2, rel=1e-12) and 1 - q ** 2 == pytest.approx(0.612544, abs=1e-6)
+    mono = r.counterexample["not_monotone"]
+    assert (mono["beta_delta_ref"], mono["dr"], mono["n"], mono["n+1"]) == (-0.1, 0.5, 1, 2)
+    assert mono["P_n"] == pytest.approx(1 - q, rel=1e-12) and mono["P_n+1"] == pytest.approx(1 - q ** 2, rel=1e-12)
+    row = r.evidence["points"][0]
+    assert (row["beta_delta_ref"], row["dr"]) == (-0.1, 0.5) and row["max_P"] == pytest.approx(1 - q ** 2, rel=1e-12)
+    assert max(1 - q, (1 - q) ** 2 * (1 + 2 * q), 1 - q ** 4 - 4 * q ** 3 * (1 - q)) < 0.5 < 1 - q ** 2
+
+
 def test_finite_label_simulation_agrees_with_the_exact_tie_rule_at_ties(ctx, monkeypatch):
     # beta delta_ref = 0: two labels split 1:1 give delta = 0, a tie. The Monte Carlo minimises the loss itself and
     # reads the sign of delta; the exact P_n must count the tie as an error on both sides (0.6125 at n = 2).

@@ -5,6 +5,7 @@ import math
 import pytest
 
 from dpo_rlhf_checks.atlas_rows import Setting
+from dpo_rlhf_checks.result import CheckContext
 from toy_bandits import gpo_flow as F
 
 
@@ -224,3 +225,29 @@ def test_transient_flow_growth_is_log_T12_minus_log_T6_by_quadrature():
     assert by_loss["sigmoid"] == pytest.approx(exp_sigmoid, rel=1e-4)
     assert by_loss["sigmoid_norm"] == pytest.approx(exp_norm, rel=1e-4)
     assert res.literal is False
+
+
+def test_population_numeric_f_divergence_rows_by_hand():
+    """The f-divergence sigmoid rows of population_numeric: normalised two-response bandit, pi_ref = (0.3, 0.7),
+    beta 0.1, q = sigma(1) (dr = 1). The BT population loss is minimised where beta (s(r_w) - s(r_l)) = logit q = 1,
+    r_y = log(pi(y)/pi_ref(y)), pi(w) = sigma(delta); solved here by bisection with the f-DPO scores written out
+    (forward KL s = -e^-r, JS s = log sigma(r), alpha a = 1/2 s = -2 e^(-r/2); constants cancel): delta_f = 2.6207,
+    10.6190, 3.7628, none the pi* value log(3/7) + 1/beta = 9.1527 (gap fde3b60075: q = 0.5 sigma(1) = 0.366 was
+    compared with the dr = 1 pi*; measured planted, forward KL's delta_f -2.987)."""
+    from scipy.optimize import brentq
+
+    scores = {"forward_kl": lambda r: -math.exp(-r), "js_divergence": lambda r: -math.log1p(math.exp(-r)),
+              "alpha_divergence": lambda r: -2.0 * math.exp(-r / 2)}
+    res = F.population_numeric(CheckContext(seed=0, quick=True))
+    rows = res.evidence["f_divergence_sigmoid"]
+    assert set(rows) == set(scores)
+    d_star = math.log(0.3 / 0.7) + 1 / 0.1
+    for f_div, s in scores.items():
+        def t_minus_logit_q(d, s=s):
+            log_pw, log_pl = -math.log1p(math.exp(-d)), -math.log1p(math.exp(d))
+            return 0.1 * (s(log_pw - math.log(0.3)) - s(log_pl - math.log(0.7))) - 1.0
+
+        d_f = brentq(t_minus_logit_q, -50.0, 50.0, xtol=1e-14)
+        assert rows[f_div]["delta_f"] == pytest.approx(d_f, abs=1e-6)
+        assert rows[f_div]["delta_pi_star"] == pytest.approx(d_star, abs=1e-12)
+        assert abs(d_f - d_star) > 1.0 and f"sigmoid/{f_div}" in res.counterexample["others_not_pi_star"]

@@ -59,6 +59,22 @@ def test_penalized_eq10_check(ctx):
     assert res.inconclusive is None
 
 
+def test_penalized_eq10_best_stationary_value_is_minus_inf_without_a_stationary_point(ctx):
+    """An instance with no interior stationary point (by both the 1-d enumeration and the K-dim root search) has no
+    stationary value: the best one is the empty max, -inf, below F on the path at s = 200; with a stationary point it
+    is finite and still below F on the path (F grows like gamma s). Instance 0, report.md's counterexample, is one
+    with none (gap f19c477ca8: +inf was shown there)."""
+    rows = sc.cpo_penalized_eq10_general_k(ctx).evidence["instances"]
+    none = [r for r in rows if r["n_stationary_enumerated"] == 0]
+    assert rows[0] in none
+    for r in rows:
+        assert r["F_at_best_stationary_point"] < r["F_on_path_s_200"] < math.inf
+        if r["n_stationary_enumerated"] == 0:
+            assert r["n_stationary_root_search"] == 0 and r["F_at_best_stationary_point"] == -math.inf
+        else:
+            assert math.isfinite(r["F_at_best_stationary_point"])
+
+
 def test_penalized_eq10_part3_with_no_case_cannot_support_the_amendment(ctx, monkeypatch):
     """Every part (3) case made non-binding (mu = 0, as a `mu >= 0` skip would leave it): the amendment's
     gamma = nu* statement is untested, so the method says it could not decide instead of `amended` True."""

@@ -323,3 +323,37 @@ def test_time_in_U_figure_title_states_the_slopes_the_claim_compares(monkeypatch
     names = {"linear": "linearised", "relin": "re-linearised"}
     assert figures.kernel._slope_line(None, "sgd", ("linear", "relin"), names) == \
         "slope LM 0.57 (se 0.04), linearised 0.86, re-linearised n/a"
+
+
+def test_evaluate_fraction_decides_on_observed_minus_predicted(monkeypatch):
+    """evaluate_fraction on a stub stage (one cell, beta 1 sgd dpo, 3 seeds, one look: max_seeds 3, K = 1, level 0.95,
+    100 train prompts). Observed fractions in U (0.61, 0.50, 0.70), predicted (0.60, 0.50, 0.70): by hand the seed
+    values are observed - predicted = (0.01, 0, 0), mean 1/300, sd 0.01/sqrt(3) (above the 0.01/sqrt(12) floor),
+    half-width t_{0.975, 2} sd / sqrt(3) = 4.302653 x 0.01 / 3 = 0.014342: interval [-0.011009, 0.017676], inside
+    +-0.05: within (True). The observed fractions alone (mean 0.603) would be outside; predicted - observed flips the
+    values' signs."""
+    from types import SimpleNamespace
+
+    from toy_lm import stage as stage_mod
+
+    key = (1.0, "sgd", "dpo")
+    cfg = SimpleNamespace(seeds=[0, 1, 2], seed_step=3, max_seeds=3, look_schedule="double", betas=[1.0],
+                          optimizers=["sgd"], methods=("dpo",), n_train_prompts=100)
+    stage = SimpleNamespace(cfg=cfg, planned_seeds=[0, 1, 2])
+    observed, predicted = {0: 0.61, 1: 0.50, 2: 0.70}, {0: 0.60, 1: 0.50, 2: 0.70}
+    extended = []
+    monkeypatch.setattr(stage_mod, "extend", lambda st, keys, n, predict: extended.append((list(keys), n, predict)))
+    monkeypatch.setattr(kernel_claim, "_DECISIONS", {})
+    monkeypatch.setattr(kernel_claim, "_cmp", lambda st, k, seed, variant: SimpleNamespace(
+        observed_frac_in_U=observed[seed], predicted_frac_in_U=predicted[seed]) if (st, k, variant) == (
+        stage, key, "linear") else pytest.fail(f"_cmp called with {(st, k, variant)}"))
+    out = kernel_claim.evaluate_fraction(stage, "linear")
+    assert extended == [([key], 3, False)] and list(out) == ["beta 1 sgd dpo"]
+    row = out["beta 1 sgd dpo"]
+    assert row["seeds"] == [0, 1, 2] and row["n_seeds"] == 3 and row["look"] == 1
+    assert row["values"] == pytest.approx([0.01, 0.0, 0.0], abs=1e-12)
+    assert row["mean"] == pytest.approx(1 / 300, abs=1e-12)
+    assert row["level"] == pytest.approx(0.95, abs=1e-15)
+    half = 4.302652729911275 * 0.01 / 3  # Student t 0.975 quantile at 2 degrees of freedom (table value)
+    assert row["interval"] == pytest.approx([1 / 300 - half, 1 / 300 + half], abs=1e-9)
+    assert row["decided"] is True and row["bound"] == KERNEL.margin == 0.05
