@@ -110,25 +110,34 @@ def score_expr(f_div: str, alpha_coef) -> sp.Expr:
 
 @_at_dps
 def stationary_points(f: sp.Expr, lo=-20, hi=20) -> list[tuple[float, str]]:
-    """Real zeros of f' in [lo, hi] with their kind ("min"/"max"): SymPy's solveset where it gives a finite set,
-    else mpmath roots of f' from a grid of starting points (sign changes of f' at step 0.05)."""
+    """Real zeros of f' in [lo, hi] with their kind ("min", "max", or "neither" where f' keeps its sign: an
+    inflection): SymPy's solveset where it gives a finite set, else mpmath roots of f' from a grid of starting points
+    (sign changes of f' at step 0.05). The kind is the first-derivative test, the sign of f' on each side of the root
+    (closer than any other root), so a degenerate point (f'' = 0: t^4, -t^4, t^3) is classified too; f'' alone once
+    called all three a max."""
     fp = sp.diff(f, t)
-    fpp = sp.diff(f, t, 2)
+    g = sp.lambdify(t, fp, "mpmath")
     sols = sp.solveset(sp.simplify(fp), t, domain=sp.Interval(lo, hi))
     roots = []
     if isinstance(sols, sp.FiniteSet):
         roots = [sp.N(x, 30) for x in sols]
     else:
-        g = sp.lambdify(t, fp, "mpmath")
         grid = [lo + 0.05 * k for k in range(int((hi - lo) / 0.05) + 1)]
         vals = [g(mpmath.mpf(x)) for x in grid]
         for a, b, va, vb in zip(grid, grid[1:], vals, vals[1:]):
             if va == 0 or va * vb < 0:
                 roots.append(_findroot(g, (mpmath.mpf(a), mpmath.mpf(b)), solver="anderson"))
+    xs = [mpmath.mpf(x) for x in roots]
     out = []
-    for x in roots:
-        curv = float(fpp.subs(t, x).evalf(30))
-        out.append((float(x), "min" if curv > 0 else "max"))
+    for x in xs:
+        # a side step below half the distance to the nearest other root (1e-20: the same root found twice)
+        gaps = [abs(y - x) / 2 for y in xs if abs(y - x) > mpmath.mpf(10) ** -20]
+        h = min([mpmath.mpf(10) ** -3] + gaps)
+        left, right = g(x - h), g(x + h)
+        if left == 0 or right == 0:
+            raise ValueError(f"f' vanishes next to its zero at t = {float(x):.6g}: not an isolated stationary point")
+        kind = "min" if left < 0 < right else "max" if left > 0 > right else "neither"
+        out.append((float(x), kind))
     return out
 
 

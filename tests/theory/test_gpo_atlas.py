@@ -41,6 +41,28 @@ def test_exo_minimiser_is_logit_of_one_minus_eps():
     assert kind == "min" and x == pytest.approx(math.log(0.999 / 0.001), rel=1e-10)
 
 
+@pytest.mark.parametrize("f, expected", [
+    (G.t ** 4, [(0.0, "min")]), (-G.t ** 4, [(0.0, "max")]), (G.t ** 3, [(0.0, "neither")]),
+    (-G.t ** 6, [(0.0, "max")]), (G.t ** 5, [(0.0, "neither")]),
+    # f' = (t - 1)^2 (t + 1) (5t + 1): sign + | - | + | + across -1, -1/5, 1, so max, min, and an inflection at 1
+    ((G.t - 1) ** 3 * (G.t + 1) ** 2, [(-1.0, "max"), (-0.2, "min"), (1.0, "neither")]),
+])
+def test_stationary_points_degenerate_kinds(f, expected):
+    """A stationary point with f'' = 0 is classified by the sign of f' on its two sides (worked by hand above): t^4
+    has its minimum at 0, -t^4 its maximum, t^3 an inflection. The f''-only test called all three 'max'."""
+    got = sorted(G.stationary_points(f, -4, 4))
+    assert [k for _, k in got] == [k for _, k in expected]
+    assert [x for x, _ in got] == pytest.approx([x for x, _ in expected], abs=1e-12)
+
+
+def test_stationary_points_degenerate_kind_on_the_grid_path():
+    """(t - 1)^4 (2 + sin t) >= 0 = f(1): a degenerate minimum at 1 (f'' = 0 there) that solveset does not give as a
+    finite set, so the grid of sign changes finds it; its negative has a maximum there."""
+    f = (G.t - 1) ** 4 * (2 + sp.sin(G.t))
+    assert G.stationary_points(f, -4, 4) == [(pytest.approx(1.0, abs=1e-9), "min")]
+    assert G.stationary_points(-f, -4, 4) == [(pytest.approx(1.0, abs=1e-9), "max")]
+
+
 def test_discopop_local_minimum_below_zero():
     """TRL's tau = 0.05: f'(0) = 1/(4 tau) - 3/4 - log(2)/(4 tau) > 0 and a local minimum at t ~ -0.119."""
     f = G.f_expr("discopop", {"discopop_tau": 0.05}, 0.1)
