@@ -222,12 +222,28 @@ def amended_time_laws() -> dict[str, sp.Expr]:
 
 # --- population optimum under Bradley-Terry labels ---------------------------------------------------------------
 
+def _exact_q(q_value) -> sp.Rational:
+    """q as an exact rational in (0, 1): a float or string by its decimal (0.88 -> 22/25, 0.99999999 -> 99999999/10^8),
+    an int, Fraction, SymPy or mpmath number exactly. sp.nsimplify, used before, rounds near-simple values: it made
+    0.99999999 and even the exact 999999999/10^9 into 1, where the population derivative has no root."""
+    try:
+        if isinstance(q_value, (float, str)):
+            qv = sp.Rational(str(float(q_value)) if isinstance(q_value, float) else q_value)
+        else:
+            qv = sp.Rational(sp.sympify(q_value))
+    except (TypeError, ValueError, sp.SympifyError):
+        raise ValueError(f"q must be a number in (0, 1), got {q_value!r}") from None
+    if not 0 < qv < 1:
+        raise ValueError(f"q must lie in (0, 1), got {q_value!r}")
+    return qv
+
+
 @_at_dps
 def population_t_star(loss: str, params: dict, q_value, beta_value=0.1):
     """t* = beta h* minimising q l(y_w > y_l) + (1 - q) l(y_l > y_w), at a number q in (0, 1): GPO losses from q f'(t)
     = (1 - q) f'(-t) (the unique real root, mpmath); absolute losses from their separable stationarity in z = beta r;
     +-inf where there is no finite minimiser. Returns an mpmath number (or +-inf)."""
-    qv = sp.nsimplify(q_value)
+    qv = _exact_q(q_value)
     if loss == "hinge":
         # q max(0, 1 - t) + (1 - q) max(0, 1 + t): slope -1 (t < -1), 1 - 2q (|t| < 1), +1 (t > 1)
         return mpmath.mpf(1) if qv > sp.Rational(1, 2) else mpmath.mpf(-1)
