@@ -110,25 +110,34 @@ def score_expr(f_div: str, alpha_coef) -> sp.Expr:
 
 @_at_dps
 def stationary_points(f: sp.Expr, lo=-20, hi=20) -> list[tuple[float, str]]:
-    """Real zeros of f' in [lo, hi] with their kind ("min"/"max"): SymPy's solveset where it gives a finite set,
-    else mpmath roots of f' from a grid of starting points (sign changes of f' at step 0.05)."""
+    """Real zeros of f' in [lo, hi] with their kind ("min", "max", or "neither" where f' keeps its sign: an
+    inflection): SymPy's solveset where it gives a finite set, else mpmath roots of f' from a grid of starting points
+    (sign changes of f' at step 0.05). The kind is the first-derivative test, the sign of f' on each side of the root
+    (closer than any other root), so a degenerate point (f'' = 0: t^4, -t^4, t^3) is classified too; f'' alone once
+    called all three a max."""
     fp = sp.diff(f, t)
-    fpp = sp.diff(f, t, 2)
+    g = sp.lambdify(t, fp, "mpmath")
     sols = sp.solveset(sp.simplify(fp), t, domain=sp.Interval(lo, hi))
     roots = []
     if isinstance(sols, sp.FiniteSet):
         roots = [sp.N(x, 30) for x in sols]
     else:
-        g = sp.lambdify(t, fp, "mpmath")
         grid = [lo + 0.05 * k for k in range(int((hi - lo) / 0.05) + 1)]
         vals = [g(mpmath.mpf(x)) for x in grid]
         for a, b, va, vb in zip(grid, grid[1:], vals, vals[1:]):
             if va == 0 or va * vb < 0:
                 roots.append(_findroot(g, (mpmath.mpf(a), mpmath.mpf(b)), solver="anderson"))
+    xs = [mpmath.mpf(x) for x in roots]
     out = []
-    for x in roots:
-        curv = float(fpp.subs(t, x).evalf(30))
-        out.append((float(x), "min" if curv > 0 else "max"))
+    for x in xs:
+        # a side step below half the distance to the nearest other root (1e-20: the same root found twice)
+        gaps = [abs(y - x) / 2 for y in xs if abs(y - x) > mpmath.mpf(10) ** -20]
+        h = min([mpmath.mpf(10) ** -3] + gaps)
+        left, right = g(x - h), g(x + h)
+        if left == 0 or right == 0:
+            raise ValueError(f"f' vanishes next to its zero at t = {float(x):.6g}: not an isolated stationary point")
+        kind = "min" if left < 0 < right else "max" if left > 0 > right else "neither"
+        out.append((float(x), kind))
     return out
 
 
@@ -213,12 +222,28 @@ def amended_time_laws() -> dict[str, sp.Expr]:
 
 # --- population optimum under Bradley-Terry labels ---------------------------------------------------------------
 
+def _exact_q(q_value) -> sp.Rational:
+    """q as an exact rational in (0, 1): a float or string by its decimal (0.88 -> 22/25, 0.99999999 -> 99999999/10^8),
+    an int, Fraction, SymPy or mpmath number exactly. sp.nsimplify, used before, rounds near-simple values: it made
+    0.99999999 and even the exact 999999999/10^9 into 1, where the population derivative has no root."""
+    try:
+        if isinstance(q_value, (float, str)):
+            qv = sp.Rational(str(float(q_value)) if isinstance(q_value, float) else q_value)
+        else:
+            qv = sp.Rational(sp.sympify(q_value))
+    except (TypeError, ValueError, sp.SympifyError):
+        raise ValueError(f"q must be a number in (0, 1), got {q_value!r}") from None
+    if not 0 < qv < 1:
+        raise ValueError(f"q must lie in (0, 1), got {q_value!r}")
+    return qv
+
+
 @_at_dps
 def population_t_star(loss: str, params: dict, q_value, beta_value=0.1):
     """t* = beta h* minimising q l(y_w > y_l) + (1 - q) l(y_l > y_w), at a number q in (0, 1): GPO losses from q f'(t)
     = (1 - q) f'(-t) (the unique real root, mpmath); absolute losses from their separable stationarity in z = beta r;
     +-inf where there is no finite minimiser. Returns an mpmath number (or +-inf)."""
-    qv = sp.nsimplify(q_value)
+    qv = _exact_q(q_value)
     if loss == "hinge":
         # q max(0, 1 - t) + (1 - q) max(0, 1 + t): slope -1 (t < -1), 1 - 2q (|t| < 1), +1 (t > 1)
         return mpmath.mpf(1) if qv > sp.Rational(1, 2) else mpmath.mpf(-1)

@@ -1,6 +1,7 @@
 """theory.gpo_atlas against numbers derived by hand (docs/theory.md §16)."""
 
 import math
+from fractions import Fraction
 
 import mpmath
 import pytest
@@ -41,6 +42,28 @@ def test_exo_minimiser_is_logit_of_one_minus_eps():
     assert kind == "min" and x == pytest.approx(math.log(0.999 / 0.001), rel=1e-10)
 
 
+@pytest.mark.parametrize("f, expected", [
+    (G.t ** 4, [(0.0, "min")]), (-G.t ** 4, [(0.0, "max")]), (G.t ** 3, [(0.0, "neither")]),
+    (-G.t ** 6, [(0.0, "max")]), (G.t ** 5, [(0.0, "neither")]),
+    # f' = (t - 1)^2 (t + 1) (5t + 1): sign + | - | + | + across -1, -1/5, 1, so max, min, and an inflection at 1
+    ((G.t - 1) ** 3 * (G.t + 1) ** 2, [(-1.0, "max"), (-0.2, "min"), (1.0, "neither")]),
+])
+def test_stationary_points_degenerate_kinds(f, expected):
+    """A stationary point with f'' = 0 is classified by the sign of f' on its two sides (worked by hand above): t^4
+    has its minimum at 0, -t^4 its maximum, t^3 an inflection. The f''-only test called all three 'max'."""
+    got = sorted(G.stationary_points(f, -4, 4))
+    assert [k for _, k in got] == [k for _, k in expected]
+    assert [x for x, _ in got] == pytest.approx([x for x, _ in expected], abs=1e-12)
+
+
+def test_stationary_points_degenerate_kind_on_the_grid_path():
+    """(t - 1)^4 (2 + sin t) >= 0 = f(1): a degenerate minimum at 1 (f'' = 0 there) that solveset does not give as a
+    finite set, so the grid of sign changes finds it; its negative has a maximum there."""
+    f = (G.t - 1) ** 4 * (2 + sp.sin(G.t))
+    assert G.stationary_points(f, -4, 4) == [(pytest.approx(1.0, abs=1e-9), "min")]
+    assert G.stationary_points(-f, -4, 4) == [(pytest.approx(1.0, abs=1e-9), "max")]
+
+
 def test_discopop_local_minimum_below_zero():
     """TRL's tau = 0.05: f'(0) = 1/(4 tau) - 3/4 - log(2)/(4 tau) > 0 and a local minimum at t ~ -0.119."""
     f = G.f_expr("discopop", {"discopop_tau": 0.05}, 0.1)
@@ -78,6 +101,40 @@ def test_robust_time_in_U_grows_linearly():
 ])
 def test_population_optimum_by_hand(loss, params, q, expected):
     assert float(G.population_t_star(loss, params, q)) == pytest.approx(expected, rel=1e-10, abs=1e-12)
+
+
+def test_population_optimum_far_out_by_hand():
+    """t* beyond 30 (the bisection bracket is [-60, 60]). exo_pair: f = KL(Bern(sigma(t)) || Bern(1 - eps)) has
+    f'(t) = sigma'(t) (t - L), L = log((1 - eps)/eps), so the population derivative is sigma'(t) (t - (2q - 1) L) and
+    t* = (2q - 1) L: 0.9999998 * 46.0517 = 46.0517 at eps = 1e-20, q = 0.9999999. sigmoid: t* = log(q/(1 - q)) =
+    log(10^25 - 1) = 57.56 at q = 1 - 10^-25 (exact)."""
+    e, q = 1e-20, 0.9999999
+    ts = float(G.population_t_star("exo_pair", {"label_smoothing": e}, q))
+    assert ts == pytest.approx((2 * q - 1) * (math.log1p(-e) - math.log(e)), rel=1e-12)
+    ts = float(G.population_t_star("sigmoid", {}, Fraction(10 ** 25 - 1, 10 ** 25)))
+    assert ts == pytest.approx(25 * math.log(10) + math.log1p(-1e-25), rel=1e-12)
+
+
+@pytest.mark.parametrize("loss, q, expected", [
+    ("sigmoid", 0.99999999, math.log(99999999)),  # q/(1 - q) = 0.99999999/0.00000001
+    ("sigmoid", 1e-8, -math.log(99999999)),
+    ("sigmoid", Fraction(999999999, 10 ** 9), math.log(999999999)),
+    ("sigmoid", sp.Rational(999999999, 10 ** 9), math.log(999999999)),
+    ("ipo", 0.99999999, 0.49999999),  # q - 1/2
+])
+def test_population_optimum_q_near_one_is_not_rounded(loss, q, expected):
+    """q is taken exactly (a float by its decimal): sp.nsimplify, used before, rounded 0.99999999 and even the exact
+    999999999/10^9 to 1, so sigmoid raised 'no sign change' and ipo returned 1/2 instead of q - 1/2."""
+    assert float(G.population_t_star(loss, {}, q)) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("q", [0, 1, 1.0, 1 - 1e-17, 1.5, -0.1])
+def test_population_optimum_rejects_q_outside_the_open_interval(q):
+    """1 - 1e-17 is the float 1.0: one clear error, not 'no sign change' from the root finder (or, for hinge, an
+    answer)."""
+    for loss in ("sigmoid", "hinge"):
+        with pytest.raises(ValueError, match=r"q must lie in \(0, 1\)"):
+            G.population_t_star(loss, {}, q)
 
 
 def _discopop_f(t: "torch.Tensor") -> "torch.Tensor":
