@@ -377,8 +377,26 @@ def test_bad_input_is_one_clear_error():
         _linear("dpo", ref, q, "sgd", 0.1, 3, kernel=np.eye(3))
     with pytest.raises(ValueError, match="Jacobian"):
         _linear("dpo", ref, q, "adam", 0.1, 3, kernel=np.eye(4))
-    with pytest.raises(ValueError, match="lr"):
-        _linear("dpo", ref, q, "sgd", -1.0, 3, kernel=np.eye(4))
+    for bad_lr in (0.0, -1.0, float("nan"), float("inf")):  # lr must be finite and > 0; 0 would never move
+        with pytest.raises(ValueError, match="lr must be a finite number > 0"):
+            _linear("dpo", ref, q, "sgd", bad_lr, 3, kernel=np.eye(4))
+    with pytest.raises(ValueError, match="steps >= 0"):
+        _linear("dpo", ref, q, "sgd", 0.1, -1, kernel=np.eye(4))
+    with pytest.raises(ValueError, match="kernel or the Jacobian"):
+        _linear("dpo", ref, q, "sgd", 0.1, 3)
+    with pytest.raises(ValueError, match="at least 4"):
+        _linear("dpo", ref, q, "sgd", 0.1, 3, kernel=np.eye(3), z0=np.zeros(3))
+    common = dict(beta=1.5, params={}, q=q, ref_logp_w=ref[:, 0], ref_logp_l=ref[:, 1], z0=ref[:, :2].T.ravel(),
+                  kernel=np.eye(4), optimizer="sgd", lr=0.1, steps=3, n_tokens=4)
+    with pytest.raises(ValueError, match="together"):
+        run_linearised("dpo", relinearise=lambda t: np.eye(4), **common)
+    with pytest.raises(ValueError, match="relinearise_every must be >= 1"):
+        run_linearised("dpo", relinearise=lambda t: np.eye(4), relinearise_every=0, **common)
+    # the boundaries themselves are accepted: steps = 0 records only the start; a tiny lr > 0 runs
+    run0 = _linear("dpo", ref, q, "sgd", 0.1, 0, kernel=np.eye(4))
+    assert len(run0.objective) == 1
+    np.testing.assert_array_equal(np.asarray(run0.z)[0], np.concatenate([ref[:, 0], ref[:, 1]]))
+    assert len(_linear("dpo", ref, q, "sgd", 1e-300, 2, kernel=np.eye(4)).objective) == 3
 
 
 # ----------------------------------------------------------------------------------------------
