@@ -240,3 +240,47 @@ def test_finite_label_simulation_counts_the_rises_its_cells_show():
     assert rises >= 1
     assert reported == rises
     assert r.literal is False
+
+
+def test_list_instance_ranks_by_reward_and_draws_in_range():
+    # the ranking returned is the human (reward) order: rewards strictly decrease along it; an ordered reference
+    # decreases along it too; pi_ref is a distribution; beta in [10^-0.7, 10^0.5]
+    from toy_bandits.dataset_claims import _list_instance
+
+    rng = np.random.default_rng(7)
+    for k in (3, 4, 5, 6):
+        for ordered in (False, True):
+            log_ref, reward, ranking, beta = _list_instance(rng, k, ordered_ref=ordered)
+            assert sorted(ranking.tolist()) == list(range(k))
+            assert np.all(np.diff(reward[ranking]) < 0)
+            assert math.isclose(float(np.exp(log_ref).sum()), 1.0, rel_tol=1e-12)
+            if ordered:
+                assert np.all(np.diff(log_ref[ranking]) <= 0)
+            assert 10 ** -0.7 <= beta <= 10 ** 0.5
+
+
+def test_listwise_convex_order_check_sees_both_outcomes_and_catches_a_constant_rule(ctx, monkeypatch):
+    # Part (i) compares the optimum's order with pi_star_agrees; it can only catch a wrong rule if the instances
+    # include optima that agree with the human ranking and optima that do not. Each instance is re-decided here by
+    # hand: pi* = pi_ref exp(r / beta) / Z agrees iff log pi_ref + r / beta strictly decreases along the ranking,
+    # and the ranking must be the reward order (r strictly decreasing along it).
+    import toy_bandits.listwise as lw
+
+    real, seen = lw.pi_star_agrees, []
+
+    def recording(log_ref, reward, ranking, beta):
+        seen.append((np.array(log_ref), np.array(reward), np.array(ranking), beta))
+        return real(log_ref, reward, ranking, beta)
+
+    monkeypatch.setattr(lw, "pi_star_agrees", recording)
+    r = _run("listwise-equivalence", "convex", ctx)
+    assert r.amended is True
+    rows = r.evidence["population"]
+    assert len(seen) == len(rows) >= 3
+    for (log_ref, reward, ranking, beta), row in zip(seen, rows):
+        assert np.all(np.diff(reward[ranking]) < 0)
+        assert row["optimum_agrees"] == bool(np.all(np.diff((log_ref + reward / beta)[ranking]) < 0))
+    assert {row["optimum_agrees"] for row in rows} == {True, False}
+    for constant in (True, False):
+        monkeypatch.setattr(lw, "pi_star_agrees", lambda log_ref, reward, ranking, beta, c=constant: c)
+        assert _run("listwise-equivalence", "convex", ctx).amended is False
