@@ -337,13 +337,40 @@ def _length_instances() -> tuple[dict, dict]:
             {"a": b2 + d2, "L_w": lw2, "b": b2, "L_l": ll2})
 
 
+def _exp_sum_at_most_one(a: sp.Rational, b: sp.Rational) -> bool:
+    """Whether e^a + e^b <= 1, decided exactly for rational a, b (log-probabilities of two responses).
+
+    a >= 0 or b >= 0: never (one term is >= 1, the other > 0). Otherwise e^a + e^b <= 1 iff b <= log(1 - e^a), and
+    b = log(1 - e^a) cannot hold for rational a, b < 0 (Lindemann-Weierstrass: 1, e^a, e^b are linearly independent
+    over the rationals when 0, a, b are distinct, and 2 e^a = 1 needs a = -log 2), so the sign of b - log(1 - e^a)
+    is decided by interval arithmetic (mpmath.iv, outward rounding) at doubling precision until the interval
+    excludes 0. A fixed-digit evaluation of e^a + e^b would round e^0 + e^-80 to 1 and call it feasible.
+    """
+    from mpmath.ctx_iv import MPIntervalContext
+
+    if a >= 0 or b >= 0:
+        return False
+    iv = MPIntervalContext()  # a private context: its precision is not mpmath.iv's global one
+    iv.prec = 64
+    while iv.prec <= 1 << 16:
+        a_iv = iv.mpf(int(a.p)) / iv.mpf(int(a.q))
+        b_iv = iv.mpf(int(b.p)) / iv.mpf(int(b.q))
+        gap = b_iv - iv.log(-iv.expm1(a_iv))  # b - log(1 - e^a); expm1: no cancellation in 1 - e^a
+        if gap.b < 0:
+            return True
+        if gap.a > 0:
+            return False
+        iv.prec *= 2
+    raise ValueError(f"cannot decide e^a + e^b <= 1 for a = {a}, b = {b} within {1 << 16} bits")
+
+
 def _length_row(ex: dict) -> dict:
     """delta = a - b and delta_mean = a/L_w - b/L_l evaluated exactly from the instance alone (as strings of exact
-    rationals); feasible when a, b <= 0 and e^a + e^b <= 1 (a policy); the signs disagree when one is > 0 and the
-    other is not."""
+    rationals); feasible when a, b <= 0 and e^a + e^b <= 1 (a policy; decided exactly, :func:`_exp_sum_at_most_one`);
+    the signs disagree when one is > 0 and the other is not."""
     a, b, lw_, ll_ = (sp.Rational(ex[k]) for k in ("a", "b", "L_w", "L_l"))
     d, dm = a - b, a / lw_ - b / ll_
-    feasible = bool(a <= 0 and b <= 0 and sp.N(sp.exp(a) + sp.exp(b), 30) <= 1)
+    feasible = bool(a <= 0 and b <= 0 and _exp_sum_at_most_one(a, b))
     return {"a": str(a), "L_w": str(lw_), "b": str(b), "L_l": str(ll_), "delta": str(d), "delta_mean": str(dm),
             "feasible": feasible, "signs_disagree": bool((d > 0) != (dm > 0))}
 
@@ -421,7 +448,8 @@ def length_symbolic(ctx: CheckContext) -> MethodResult:
                f"{len(cex_found)} with signs that disagree")
     return MethodResult(literal=literal, amended=amended, summary=summary, evidence=evidence, depends_on=(
         "theory.sec13_dataset._sigma", "theory.sec13_dataset._softplus", "theory.sec13_dataset._zero",
-        "theory.sec13_dataset._length_instances", "theory.sec13_dataset._length_row",),
+        "theory.sec13_dataset._length_instances", "theory.sec13_dataset._length_row",
+        "theory.sec13_dataset._exp_sum_at_most_one",),
                         counterexample=cex,
                         amended_statement=(get_claim("length-normalised").amendment
                                            if amended else None))

@@ -101,6 +101,34 @@ def test_length_symbolic_literal_is_evaluated_on_its_instances(ctx, monkeypatch)
     assert r.evidence["example_mean_yes_sum_no"]["signs_disagree"] is False
 
 
+@pytest.mark.parametrize("a, b, want", [
+    # a = 0: e^0 + e^b = 1 + e^b > 1 for every finite b (branch point c9d097b..a28931f rounded 1 + e^-80 to 1 at 30
+    # digits and called these feasible)
+    (0, -80, False), (0, -200, False), (0, -10**6, False), (0, 0, False), (sp.Rational(1, 10), -5, False),
+    # a = b = -log 2 (= -0.69314718056) is the boundary: 2 e^a = e^(a + log 2), < 1 iff a < -log 2
+    (sp.Rational(-6931471806, 10**10), sp.Rational(-6931471806, 10**10), True),
+    (sp.Rational(-6931471805, 10**10), sp.Rational(-6931471805, 10**10), False),
+    # a = -1e-30: 1 - e^a lies in (1e-30 - 5e-61, 1e-30) and ln(1e-30) = -69.0776, so e^-69 = 1.081e-30 is too much
+    # and e^-70 = 0.398e-30 fits (a 30-digit sum rounds 1 + 8e-32 to 1 and calls b = -69 feasible)
+    (sp.Rational(-1, 10**30), -69, False), (sp.Rational(-1, 10**30), -70, True),
+    (sp.Rational(-1, 10**30), sp.Rational(-1, 10**30), False),  # ~ 2
+    # closer than 64 bits resolve: log(1 - e^-eps) = log(eps) - eps/2 + O(eps^2), eps = 1e-30, 30 ln 10 =
+    # 69.07755278982137052053974364053092..., so the boundary is b* = -69.07755278982137052053974364053142...
+    (sp.Rational(-1, 10**30), sp.Rational(-690775527898213705205397436405312, 10**31), False),  # b > b* by 2.2e-31
+    (sp.Rational(-1, 10**30), sp.Rational(-690775527898213705205397436405316, 10**31), True),  # b < b* by 1.8e-31
+    # extreme magnitudes: e^-1e6 ~ 1e-434295 < 1 - e^-1e-30 ~ 1e-30
+    (-10**6, sp.Rational(-1, 10**30), True), (-10**9, -10**9, True), (-1, -1, True),  # 2/e = 0.736
+    (sp.Rational(-1, 2), sp.Rational(-1, 2), False),  # 2 e^-0.5 = 1.213
+])
+def test_length_row_feasibility_is_exact_at_every_magnitude(a, b, want):
+    from theory import sec13_dataset as m
+
+    for x, y in ((a, b), (b, a)):  # symmetric in the two responses
+        assert m._exp_sum_at_most_one(sp.Rational(x), sp.Rational(y)) is want
+        row = m._length_row({"a": x, "L_w": 3, "b": y, "L_l": 7})
+        assert row["feasible"] is want
+
+
 def test_listwise_symbolic_numeric_fallback_does_not_crash(ctx, monkeypatch):
     # c9d097b used rng in the fallback of the relabelling symmetry before assigning it (UnboundLocalError).
     from theory import sec13_dataset as m
