@@ -316,6 +316,7 @@ def listwise_symbolic(ctx: CheckContext) -> MethodResult:
                f"({lim_ok}); ordered ref yet L={example['loss']:.4f} < log 6={example['log 6']:.4f} misordered")
     return MethodResult(literal=literal, amended=amended, summary=summary, evidence=evidence, depends_on=(
         "theory.sec13_dataset._pl_expr", "theory.sec13_dataset._softplus", "theory.sec13_dataset._zero",
+        "theory.sec13_dataset._num_zero",
     ),
                         counterexample=cex,
                         amended_statement=(get_claim("listwise-equivalence").amendment
