@@ -70,8 +70,8 @@ def _sp(x):
 # --- f of each GPO loss, written from its paper's formula ---------------------------------------------------------
 
 def f_expr(loss: str, params: dict, beta_value) -> sp.Expr | None:
-    """f(t) of a GPO loss (t = beta h) as a SymPy expression; hinge is handled by :func:`hinge_pieces`; None for
-    absolute-term, batch-coupled and hinge losses."""
+    """f(t) of a GPO loss (t = beta h) as a SymPy expression; None for absolute-term, batch-coupled and hinge
+    losses (hinge's kink at t = 1 is treated piecewise where it is used, e.g. :func:`population_t_star`)."""
     if loss in ("sigmoid", "sigmoid_norm", "cpo_sigmoid"):
         return _sp(-t)  # DPO Eq. 7: -log sigma(t)
     if loss in ("ipo", "cpo_ipo"):
@@ -139,11 +139,6 @@ def stationary_points(f: sp.Expr, lo=-20, hi=20) -> list[tuple[float, str]]:
         kind = "min" if left < 0 < right else "max" if left > 0 > right else "neither"
         out.append((float(x), kind))
     return out
-
-
-def hinge_pieces():
-    """f(t) = max(0, 1 - t) as its two pieces: f' = -1 on t < 1, 0 on t > 1 (flat from t_f = 1)."""
-    return {"f_left": 1 - t, "f_right": sp.Integer(0), "t_f": sp.Integer(1)}
 
 
 # --- the ordered-pair end point ----------------------------------------------------------------------------------
