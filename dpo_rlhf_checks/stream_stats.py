@@ -231,14 +231,3 @@ class ExactQuantiles:
             out[name] = float(np.quantile(pair, fraction))
         out["mean"] = mean
         return out
-
-
-def stream_quantiles(chunks, qs: dict[str, float] | None = None, *, collect_max: int | None = None
-                     ) -> dict[str, float]:
-    """:class:`ExactQuantiles` over ``chunks()``, a callable that returns the same chunks each time it is called."""
-    acc = ExactQuantiles(qs, collect_max=collect_max)
-    while acc.pending:
-        for x in chunks():
-            acc.update(x)
-        acc.end_pass()
-    return acc.result()

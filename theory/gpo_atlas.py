@@ -773,17 +773,6 @@ def _target_row(setting: Setting, row: dict) -> dict:
     return row
 
 
-@_at_dps
-def atlas_symbolic(settings=ROWS, progress=None) -> dict[str, dict]:
-    """Every row of ``settings`` derived here (``progress``: a callback called once per row)."""
-    out = {}
-    for s in settings:
-        out[s.key] = symbolic_row(s)
-        if progress is not None:
-            progress(s.key)
-    return out
-
-
 # --- the claims' symbolic methods --------------------------------------------------------------------------------
 
 _ABSORBING_ROWS = ("hinge", "ipo", "exo_pair", "sppo_hard", "discopop")
@@ -813,7 +802,7 @@ def absorbing_symbolic(ctx: CheckContext) -> MethodResult:
     derived = {s.key: symbolic_row(s) for s in rows}
     general = _general_convex_facts()
     pt = per_token_end_point()
-    lit_fail, amended_ok, cex = [], [], None
+    lit_fail, cex = [], None
     for s in rows:
         r = derived[s.key]
         tf, bD = r["t_f"], r["beta_D"]

@@ -383,15 +383,6 @@ def batch_flow(loss: str, beta: float, beta_delta_refs, t_end: float) -> dict:
             "t_exit": [float(e[0]) if len(e) else None for e in sol.t_events]}
 
 
-def atlas_flow(settings=ROWS, quick: bool = False, progress=None) -> dict[str, dict]:
-    out = {}
-    for s in settings:
-        out[s.key] = flow_row(s, quick)
-        if progress is not None:
-            progress(s.key)
-    return out
-
-
 # --- the claims' bandit methods ----------------------------------------------------------------------------------
 
 _ABSORBING = ("hinge", "ipo", "exo_pair", "sppo_hard", "discopop")

@@ -19,8 +19,6 @@ Pre-registered (fixed before any run of it):
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from toy_lm.design import seed_interval
@@ -98,7 +96,3 @@ def forecast(stage, jacobian_of) -> dict:
     else:
         out.update({"gain": None, "null_result": None, "reason": "fewer than two seeds with both outcomes"})
     return out
-
-
-def _finite(x) -> bool:
-    return x is not None and math.isfinite(x)
