@@ -183,7 +183,8 @@ def test_minimiser_delta_range_finite_end_by_hand(c, lw, ll, expected):
     else:
         assert (end < -0.06) if lw > ll else (end > 0.06)
     lo, hi = minimiser_delta_range(c, lw, ll)
-    assert (lo, hi) == ((-math.inf, pytest.approx(end, abs=1e-9)) if lw > ll else (pytest.approx(end, abs=1e-9), math.inf))
+    expected_range = (-math.inf, pytest.approx(end, abs=1e-9)) if lw > ll else (pytest.approx(end, abs=1e-9), math.inf)
+    assert (lo, hi) == expected_range
 
 
 @pytest.mark.parametrize(("c", "lw", "ll"), [(0.1, 10, 2), (0.5, 3, 1), (-0.2, 1, 4), (0.3, 2, 1), (-0.3, 1, 2),
