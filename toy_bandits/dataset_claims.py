@@ -576,9 +576,10 @@ def length_numeric(ctx: CheckContext) -> MethodResult:
     amendment says 0) and overall (the literal says 0). (b) The mean-delta BT population loss
     (:func:`dpo_rlhf_checks.losses.dpo_bt_loss` on per-token means) minimised by L-BFGS over a K = 3 tabular policy:
     the end point has beta (dm - dm_ref) = dr (<= 1e-6) and its summed delta lies in
-    :func:`toy_bandits.length_norm.minimiser_delta_range`; then 61 policies with the same delta_mean (the valley) have
-    the same loss (<= 1e-9), and their summed deltas take the sign opposite to the summed optimum's iff |y_w| > |y_l|
-    (here the summed optimum ranks y_w first). Also the disagreement figure.
+    :func:`toy_bandits.length_norm.minimiser_delta_range`, whose finite end is the summed delta of the valley's edge
+    policy (largest feasible b, found by bisection here; <= 1e-6); then 61 policies with the same delta_mean (the
+    valley) have the same loss (<= 1e-9), and their summed deltas take the sign opposite to the summed optimum's iff
+    |y_w| > |y_l| (here the summed optimum ranks y_w first). Also the disagreement figure.
     """
     import torch
     from scipy.optimize import minimize
@@ -630,7 +631,17 @@ def length_numeric(ctx: CheckContext) -> MethodResult:
         pop_ok &= abs(beta * (dm - dm_ref) - dr) <= 1e-6
         best = float(pop_loss(lp, Lw, Ll))
         lo, hi = minimiser_delta_range(dm, Lw, Ll)
-        range_ok &= lo - 1e-6 <= lp[0] - lp[1] <= hi + 1e-6
+        # the range's finite end must be the valley's edge, not only contain the L-BFGS point: the largest feasible
+        # b (e^a + e^b < 1, a = L_w (dm + b/L_l)) by this walk's own bisection, and the summed delta a - b of the
+        # policy there (read off the policy, not from the range's formula) within 1e-6 of the finite end
+        b_in, b_out = float(lp[1]), min(0.0, -dm * Ll)
+        for _ in range(200):
+            b_mid = 0.5 * (b_in + b_out)
+            a_mid = Lw * (dm + b_mid / Ll)
+            b_in, b_out = (b_mid, b_out) if a_mid < 0 and np.logaddexp(a_mid, b_mid) < 0 else (b_in, b_mid)
+        edge_delta = Lw * (dm + b_in / Ll) - b_in
+        finite_end = hi if Lw > Ll else lo
+        range_ok &= bool(lo - 1e-6 <= lp[0] - lp[1] <= hi + 1e-6 and abs(edge_delta - finite_end) <= 1e-6)
         # walk: other policies with the same delta_mean (a = L_w (dm + b/L_l)), the third response takes the rest
         deltas, worst = [], 0.0
         for bb in lp[1] + np.linspace(-60.0, 0.0, 61):
@@ -645,6 +656,7 @@ def length_numeric(ctx: CheckContext) -> MethodResult:
         walk_ok &= worst <= 1e-9 and (opposite == (Lw > Ll) if summed_first else True)
         rows.append({"L_w": Lw, "L_l": Ll, "lbfgs_delta": float(lp[0] - lp[1]), "valley_loss_dev": worst,
                      "valley_delta_min": min(deltas), "valley_delta_max": max(deltas),
+                     "valley_edge_delta": float(edge_delta), "range_finite_end": float(finite_end),
                      "summed_optimum_ranks_y_w_first": summed_first, "valley_has_opposite_sign": opposite})
     figs = _length_figure(ctx)
     literal = bool(not viol_all.any() and not any(r["valley_has_opposite_sign"] for r in rows))
@@ -656,8 +668,8 @@ def length_numeric(ctx: CheckContext) -> MethodResult:
         "minimisers_of_mean_loss": rows[0]}
     summary = (f"{n} pairs: mean certificate with pi(y_w)<pi(y_l) in {int(viol_all.sum())} (all |y_w|>|y_l|: "
                f"{int(viol_short.sum())} with |y_w|<=|y_l|); summed>0 but mean<=0 with |y_w|>=|y_l|: {int(conv_viol.sum())}; "
-               f"mean-loss minimisers (K=3): beta(dm-dm_ref)=dr {pop_ok}, in range {range_ok}; summed delta along the "
-               f"minimiser valley (loss constant to 1e-9: {walk_ok}) "
+               f"mean-loss minimisers (K=3): beta(dm-dm_ref)=dr {pop_ok}, in range with its finite end at the valley's "
+               f"edge {range_ok}; summed delta along the minimiser valley (loss constant to 1e-9: {walk_ok}) "
                + ", ".join(f"|y_w|/|y_l|={r['L_w']:g}/{r['L_l']:g}: [{r['valley_delta_min']:.1f}, "
                            f"{r['valley_delta_max']:.1f}]" for r in rows))
     return MethodResult(literal=literal, amended=amended, summary=summary,

@@ -7,7 +7,7 @@ import mpmath
 import pytest
 import sympy as sp
 
-from dpo_rlhf_checks.atlas_rows import Setting
+from dpo_rlhf_checks.atlas_rows import ROWS, Setting
 from dpo_rlhf_checks.result import CheckContext
 from theory import gpo_atlas as G
 
@@ -280,3 +280,34 @@ def test_transient_symbolic_rejects_a_law_the_numbers_cannot_tell_apart(tmp_path
     r = G.transient_symbolic(CheckContext(seed=0, quick=True, out_dir=tmp_path))
     assert r.evidence["max_rel_err_mpmath"]["logistic"] < 1e-40  # the numbers cannot tell the two laws apart
     assert r.evidence["checks"]["logistic"] is False and r.amended is False
+
+
+@pytest.mark.parametrize("setting", [s for s in ROWS if s.loss in ("cpo_sigmoid", "cpo_hinge")], ids=lambda s: s.key)
+def test_summed_reference_free_rows_get_the_summed_certificate(setting):
+    """docs/theory.md §16 (certificates): for summed h and f decreasing, l < f(U0) iff delta > 0; a reference-free
+    loss has no delta_ref, so U0 = 0 and the certificate is l < f(0) <=> delta > 0 on the summed delta, with no
+    per-token note (the atlas's n = 1 rows cpo_sigmoid and cpo_hinge). The certificate's content is checked on the
+    toolkit's own losses (pref_losses, t = beta delta): f(0) = log 2 (sigmoid, softplus(0)) and 1 (hinge,
+    max(0, 1 - 0)); loss below f(0) exactly at delta > 0."""
+    import torch
+
+    from dpo_rlhf_checks.pref_losses import cpo_hinge_loss, cpo_sigmoid_loss
+    assert setting.n == 1
+    row = G.symbolic_row(setting)
+    assert row["certificate"] == "loss < f(0) <=> delta > 0 (summed)"
+    assert "per token" not in row["time_law"] and "per-token" not in row["certificate"]
+    fn, f0 = (cpo_sigmoid_loss, math.log(2)) if setting.loss == "cpo_sigmoid" else (cpo_hinge_loss, 1.0)
+    delta = torch.tensor([-5.0, -0.5, 0.5, 5.0], dtype=torch.float64)
+    loss = fn(delta - 20.0, torch.full_like(delta, -20.0), beta=setting.beta).losses
+    assert ((loss < f0 - 1e-12) == (delta > 0)).all()
+
+
+@pytest.mark.parametrize("setting", [s for s in ROWS if s.loss in ("cpo_ipo", "cpo_simpo", "cpo_alphapo")],
+                         ids=lambda s: s.key)
+def test_per_token_reference_free_rows_get_the_per_token_certificate(setting):
+    """The per-token CPO rows (n = 10, docs/theory.md §13: a certificate on per-token means is the length-normalised
+    claim's, not the summed one) carry the per-token certificate and the lengths note, not the summed text."""
+    assert setting.n == 10
+    row = G.symbolic_row(setting)
+    assert row["certificate"] == "per-token delta only (length-normalised claim)"
+    assert row["time_law"].endswith("; per token: the summed delta's sign is set by the lengths")

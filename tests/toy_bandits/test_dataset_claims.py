@@ -131,6 +131,27 @@ def test_length_numeric_takes_the_length_rule_from_length_norm(ctx, monkeypatch)
     assert r.amended is False and r.evidence["violations_short_w"] > 0
 
 
+def test_length_numeric_range_check_can_fail(ctx, monkeypatch):
+    """The minimiser range is checked at its finite end, not only for containing the L-BFGS point: the walk's own
+    edge policy (largest feasible b, summed delta a - b read off the policy) meets the finite end to 1e-6 on the
+    real range; a finite end moved by 1e-3 (well inside the old containment slack for the 30/10 row, whose L-BFGS
+    point sits below it) makes the amended test fail."""
+    import toy_bandits.length_norm as ln
+
+    r = _run("length-normalised", "numeric", ctx)
+    rows = r.evidence["minimiser_sets"]
+    assert r.amended is True and len(rows) == 3
+    assert all(abs(x["valley_edge_delta"] - x["range_finite_end"]) <= 1e-6 for x in rows)
+    real = ln.minimiser_delta_range
+
+    def moved(c, lw, ll):
+        lo, hi = real(c, lw, ll)
+        return (lo, hi + 1e-3) if lw > ll else (lo - 1e-3, hi)
+
+    monkeypatch.setattr(ln, "minimiser_delta_range", moved)
+    assert _run("length-normalised", "numeric", ctx).amended is False
+
+
 def test_cpo_population_counterexample_is_a_misranked_pair_recomputed_here(ctx):
     """The literal of cpo-population-alignment fails with a counterexample: a CPO loss whose population minimiser
     is negative although dr > 0. Recompute it independently for CPO clip (m = 0): with T = max(delta_ref, 0) for

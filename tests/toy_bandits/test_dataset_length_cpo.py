@@ -154,3 +154,67 @@ def test_eq17_largest_threshold_by_an_independent_root():
     assert thr == pytest.approx(0.1648, abs=1e-3) and b_star == pytest.approx(-0.25, abs=5e-3)
     assert bool(ranks_first(name, b_star, thr * 1.002, beta=beta, **params))
     assert not bool(ranks_first(name, b_star, thr * 0.998, beta=beta, **params))
+
+
+def _closed_form_end(c, lw, ll):
+    """The finite end of the summed delta over {delta_mean = c} by hand, for L_w/L_l = 2 or 1/2 (a quadratic).
+    With a = L_w (c + b/L_l) the set is b <= b*, b* the root of e^a + e^b = 1, and delta = L_w c + b (L_w/L_l - 1).
+    (2, 1): a = 2c + 2b, u = e^b: e^(2c) u^2 + u - 1 = 0, u = (sqrt(1 + 4 e^(2c)) - 1)/(2 e^(2c)), sup = 2c + log u.
+    (1, 2): a = c + b/2, v = e^(b/2): v^2 + e^c v - 1 = 0, v = (sqrt(e^(2c) + 4) - e^c)/2, inf = c - b/2 = c - log v."""
+    if (lw, ll) == (2, 1):
+        e2 = math.exp(2 * c)
+        return 2 * c + math.log((math.sqrt(1 + 4 * e2) - 1) / (2 * e2))
+    assert (lw, ll) == (1, 2)
+    ec = math.exp(c)
+    return c - math.log((math.sqrt(ec * ec + 4) - ec) / 2)
+
+
+@pytest.mark.parametrize(("c", "lw", "ll", "expected"), [
+    (0.0, 2, 1, math.log((math.sqrt(5) - 1) / 2)),  # -0.4812: golden ratio, u^2 + u = 1
+    (0.3, 2, 1, None),   # sup -0.0623 < 0: a positive mean delta, yet every minimiser ranks y_l first (summed)
+    (0.0, 1, 2, -math.log((math.sqrt(5) - 1) / 2)),  # +0.4812
+    (-0.3, 1, 2, None),  # inf +0.0624 > 0: a negative mean delta, yet every minimiser ranks y_w first (summed)
+])
+def test_minimiser_delta_range_finite_end_by_hand(c, lw, ll, expected):
+    """The finite end against the closed form above (and, at c = 0, against the golden ratio directly)."""
+    end = _closed_form_end(c, lw, ll)
+    if expected is not None:
+        assert end == pytest.approx(expected, abs=1e-14)
+    else:
+        assert (end < -0.06) if lw > ll else (end > 0.06)
+    lo, hi = minimiser_delta_range(c, lw, ll)
+    expected_range = (-math.inf, pytest.approx(end, abs=1e-9)) if lw > ll else (pytest.approx(end, abs=1e-9), math.inf)
+    assert (lo, hi) == expected_range
+
+
+@pytest.mark.parametrize(("c", "lw", "ll"), [(0.1, 10, 2), (0.5, 3, 1), (-0.2, 1, 4), (0.3, 2, 1), (-0.3, 1, 2),
+                                             (1.5, 7, 40)])
+def test_minimiser_delta_range_finite_end_is_approached_by_feasible_policies(c, lw, ll):
+    """The finite end from the definition, solved independently (brentq on e^a + e^b = 1 with a = L_w (c + b/L_l)):
+    (0.1, 10, 2) sup -0.663 (every minimiser has delta < 0), (0.5, 3, 1) sup 0.056, (-0.2, 1, 4) inf 0.558. A
+    feasible policy just inside (b = b* - 1e-7) has delta_mean = c and summed delta within 1e-6 of the end; just
+    outside (b* + 1e-7) e^a + e^b > 1; and every feasible b on a grid below b* lies on the range's side of the end."""
+    from scipy.optimize import brentq
+
+    def a_of(b):
+        return lw * (c + b / ll)
+
+    b_star = brentq(lambda b: math.exp(a_of(b)) + math.exp(b) - 1.0, -200.0, min(0.0, -c * ll), xtol=1e-15,
+                    rtol=4 * np.finfo(float).eps)
+    end = lw * c + b_star * (lw / ll - 1)
+    lo, hi = minimiser_delta_range(c, lw, ll)
+    got = hi if lw > ll else lo
+    assert got == pytest.approx(end, abs=1e-9)
+    assert (lo == -math.inf) if lw > ll else (hi == math.inf)
+    known = {(0.1, 10, 2): -0.663, (0.5, 3, 1): 0.056, (-0.2, 1, 4): 0.558}
+    if (c, lw, ll) in known:
+        assert end == pytest.approx(known[(c, lw, ll)], abs=5e-4)
+    b_in, b_out = b_star - 1e-7, b_star + 1e-7
+    a_in = a_of(b_in)
+    assert a_in < 0 and b_in < 0 and math.exp(a_in) + math.exp(b_in) <= 1.0
+    assert float(delta_mean(a_in, b_in, lw, ll)) == pytest.approx(c, abs=1e-12)
+    assert abs((a_in - b_in) - got) <= 1e-6
+    assert math.exp(a_of(b_out)) + math.exp(b_out) > 1.0
+    for b in b_star - np.geomspace(1e-6, 100.0, 40):
+        d = a_of(b) - b
+        assert (d <= got + 1e-12) if lw > ll else (d >= got - 1e-12)
