@@ -40,6 +40,18 @@ def test_logistic_exit_time_by_hand():
     assert F.exit_time(Setting("sigmoid"), 3.0) == pytest.approx((3 + math.expm1(3)) / 0.02, rel=1e-6)
 
 
+@pytest.mark.parametrize("setting, u0", [(Setting("sigmoid"), 20.0), (Setting("sigmoid_norm", n=10), 200.0)])
+def test_late_exit_time_by_hand_within_the_horizon(setting, u0):
+    """A late exit is still a number: the documented horizon 1e9 n^2/beta^2 (1e11, n = 1; 1e13, n = 10) holds it.
+    Flow on the free log-ratios: u = beta (delta - delta_ref) / n obeys du/dt = 2 (beta/n)^2 sigma(-u), so
+    T = n^2 (U0/n + e^(U0/n) - 1) / (2 beta^2): U0 = 20 gives (20 + e^20 - 1)/0.02 = 2.43e10; sigmoid_norm, n = 10,
+    U0 = 200 (u = 20 at the exit) gives 100 times that, 2.43e12: both past a horizon 1e9 n^2/2^beta (9.3e8, 9.3e10)."""
+    n = setting.n
+    law = n ** 2 * (u0 / n + math.expm1(u0 / n)) / (2 * setting.beta ** 2)
+    t = F.exit_time(setting, u0)
+    assert t is not None and t == pytest.approx(law, rel=1e-6)
+
+
 def test_robust_exit_time_is_linear_by_hand():
     """robust eps = 0.1, beta = 0.1, U0 = 12: T = 0.8/0.02 (12/0.9 + (0.8/0.09) log(0.9 + 0.1 e^12))."""
     e, u = 0.1, 12.0

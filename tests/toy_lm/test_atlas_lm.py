@@ -214,6 +214,44 @@ def test_planted_sign_in_the_prediction_only_is_caught(small, monkeypatch):
     assert bad["obs_minus_pred"] > DESIGN.atlas_tol_frac_in_U and bad["decided"] is not True
 
 
+@pytest.mark.parametrize("batch_replicas, diverge_at, calls", [
+    (9, 1, [((0, 1), 1.0), ((0, 1), 0.5)]),  # one chunk: diverges, retrained at half the step
+    (1, 2, [((0,), 1.0), ((1,), 1.0), ((1,), 0.5), ((0,), 0.5)]),  # met on seed 1's chunk: seed 0 retrained too
+])
+def test_one_divergence_halves_the_step_of_every_seed(monkeypatch, batch_replicas, diverge_at, calls):
+    """A divergence forced on one training call (the rest read by the real rule): the run returns with
+    lr_halvings 1 and every seed's last training at half the step, sgd_lr / beta^2 / 2 = 3e-3 / 6.25 / 2 = 2.4e-4;
+    seed 0, trained at the full step before the halving met on seed 1's chunk, is retrained once (the cell never
+    mixes steps). Calls to the trainer are bounded (a step that never settles raises here instead of hanging)."""
+    real_train, real_div = A.train_preference_batched, A._diverged
+    seen, latest, n_div = [], {}, [0]
+
+    def train(*args, lr, **kwargs):
+        if len(seen) >= 8:
+            raise RuntimeError(f"trainer called {len(seen)} times: the step never settles ({seen})")
+        seeds = tuple(args[5])
+        recs = real_train(*args, lr=lr, **kwargs)
+        seen.append((seeds, lr))
+        latest.update(zip(seeds, recs))
+        return recs
+
+    def diverged(recs):
+        n_div[0] += 1
+        return True if n_div[0] == diverge_at else real_div(recs)
+
+    monkeypatch.setattr(A, "train_preference_batched", train)
+    monkeypatch.setattr(A, "_diverged", diverged)
+    cfg = LMConfig(seeds=(0, 1), max_seeds=2, sft_steps=100, batch_replicas=batch_replicas)
+    row = A.run_atlas_lm(["sigmoid"], cfg=cfg, progress=False)["sigmoid"]
+    full = cfg.sgd_lr / BETA**2
+    assert [s for s, _ in seen] == [s for s, _ in calls]
+    assert [lr for _, lr in seen] == pytest.approx([full * f for _, f in calls], rel=1e-12)
+    assert row["cell"]["lr_halvings"] == 1 and row["cell"]["lr"] == pytest.approx(full / 2, rel=1e-12)
+    assert row["cell"]["tabular_lr"] == pytest.approx(cfg.tabular_sgd_lr / BETA**2 / 2, rel=1e-12)
+    # the row's observed fractions are those of the half-step trainings
+    assert row["values"]["observed"] == [float(latest[s].in_U[-1].mean()) for s in (0, 1)]
+
+
 @pytest.mark.slow
 def test_full_column():
     """Every per-pair loss in its slow ordered SGD cell, default config (sequential looks up to max_seeds)."""
