@@ -305,3 +305,18 @@ def test_listwise_convex_order_check_sees_both_outcomes_and_catches_a_constant_r
     for constant in (True, False):
         monkeypatch.setattr(lw, "pi_star_agrees", lambda log_ref, reward, ranking, beta, c=constant: c)
         assert _run("listwise-equivalence", "convex", ctx).amended is False
+
+
+def test_length_numeric_walk_rows_by_hand(ctx):
+    """The walk's reading of each mean-loss minimiser set: the summed optimum ranks y_w first, since by hand beta
+    (log pi_ref(y_w) - log pi_ref(y_l)) + dr = 0.5 log(0.2/0.5) + 1 = 0.5419 > 0 (the method's fixed instance), and a
+    minimiser with the opposite summed sign exists iff |y_w| > |y_l|. A flipped sign test there switched the walk check
+    off and flipped both fields while the verdict stood (seed-505 survivor)."""
+    import math
+
+    assert 0.5 * math.log(0.2 / 0.5) + 1.0 == pytest.approx(0.5419, abs=1e-4)
+    rows = _run("length-normalised", "numeric", ctx).evidence["minimiser_sets"]
+    assert len(rows) == 3 and {(x["L_w"] > x["L_l"]) for x in rows} == {True, False}
+    for x in rows:
+        assert x["summed_optimum_ranks_y_w_first"] is True
+        assert x["valley_has_opposite_sign"] is (x["L_w"] > x["L_l"])

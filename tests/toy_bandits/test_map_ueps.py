@@ -82,3 +82,6 @@ def test_ueps_rejects_bad_arguments():
         UEpsProblem(np.array([0.5, 0.5]), np.zeros(2), 1.0, 0, 1, solver="ECOS_BB")
     with pytest.raises(ValueError, match="pi_ref"):
         UEpsProblem(np.array([0.5, 0.5]), np.zeros(3), 1.0, 0, 1)
+    for beta in (0.0, -0.0, -1.0, float("nan")):  # beta > 0 strictly: at -0.0 the U_eps sets came out wrong
+        with pytest.raises(ValueError, match="beta > 0"):
+            UEpsProblem(np.array([0.5, 0.5]), np.zeros(2), beta, 0, 1)

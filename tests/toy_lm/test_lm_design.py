@@ -40,6 +40,9 @@ def test_seed_interval_is_the_student_t_interval_with_the_resolution_floor():
     ("at_most", 0.05, -0.01, 0.049, True), ("at_most", 0.05, 0.06, 0.2, False), ("at_most", 0.05, 0.0, 0.05, None),
     ("within", 0.1, -0.09, 0.09, True), ("within", 0.1, 0.11, 0.3, False), ("within", 0.1, -0.3, -0.11, False),
     ("within", 0.1, -0.05, 0.12, None), ("within", 0.1, -0.2, 0.2, None),
+    # every other touching edge, each side of each test: touching is not clearing
+    ("at_least", 0.1, 0.0, 0.1, None), ("at_most", 0.05, 0.05, 0.2, None), ("within", 0.1, 0.1, 0.3, None),
+    ("within", 0.1, -0.3, -0.1, None), ("within", 0.1, -0.1, 0.05, None), ("within", 0.1, -0.05, 0.1, None),
 ])
 def test_decide_bound_truth_table(test, bound, lo, hi, expected):
     assert decide_bound(test, bound, lo, hi) is expected
