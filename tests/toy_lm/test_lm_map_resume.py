@@ -223,6 +223,11 @@ def test_a_crash_keeps_the_finished_units_and_says_resume(whole, tmp_path, monke
         f"paper_checks.py lm-map: error: RuntimeError during the map; 7 finished units are kept in "
         f"{out / PROGRESS_DIR}: rerun the same command with --resume to continue from them")
     monkeypatch.setattr(S, "train_preference_batched", real)
+
+    def no_retraining(*args, **kwargs):  # both reference units were saved before the crash: they must be loaded
+        raise AssertionError("a saved reference unit was retrained on resume")
+
+    monkeypatch.setattr(S, "train_reference_batched", no_retraining)
     assert cli_main([*argv, "--resume"]) == 0
     assert_same_outputs(ref_out, out)
 
