@@ -251,8 +251,9 @@ def listwise_symbolic(ctx: CheckContext) -> MethodResult:
     rng = np.random.default_rng(ctx.seed + 1350)  # before its first use (the 50-digit check of the symmetry)
     grad_zero = _zero(grads[0])
     relabel = {r1: r2, r2: r1, s1: s2, s2: s1}
-    symmetric_proved = _zero(sp.expand(pop.subs(relabel, simultaneous=True) - pop))
-    symmetric_num = _num_zero(pop.subs(relabel, simultaneous=True) - pop, [r1, r2, r3, s1, s2, s3], rng)
+    relabelled_minus_pop = pop.subs(relabel, simultaneous=True) - pop  # one substitution for both checks
+    symmetric_proved = _zero(sp.expand(relabelled_minus_pop))
+    symmetric_num = _num_zero(relabelled_minus_pop, [r1, r2, r3, s1, s2, s3], rng)
     symmetric = symmetric_proved and symmetric_num < 1e-40  # proved AND at 50 digits: either can fail it
     pts = [{r1: sp.Float(repr(float(a)), 40), r2: sp.Float(repr(float(b)), 40), r3: sp.Float(repr(float(c)), 40)}
            for a, b, c in rng.normal(0, 1.5, size=(4, 3))]
@@ -396,7 +397,8 @@ def length_symbolic(ctx: CheckContext) -> MethodResult:
     stat_ok = len(sols) == 1 and _zero(sp.simplify(beta * sols[0] - drs))
     curv = sp.diff(pop, x, 2)
     curv_pos_proved = bool(sp.simplify(curv).is_positive)
-    curv_vals = [float(sp.N(curv.subs({x: xv, drs: dv, beta: 1.3}), 30)) for xv in (-20, -1, 0, 2, 20) for dv in (-3, 0, 4)]
+    curv_vals = [float(sp.N(curv.subs({x: xv, drs: dv, beta: 1.3}), 30))
+                 for xv in (-20, -1, 0, 2, 20) for dv in (-3, 0, 4)]
     curv_pos = curv_pos_proved and min(curv_vals) > 0  # proved AND positive at the points: either can fail it
 
     a, b = sp.symbols("a b", nonpositive=True)
