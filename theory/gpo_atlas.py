@@ -75,19 +75,19 @@ def f_expr(loss: str, params: dict, beta_value) -> sp.Expr | None:
     if loss in ("sigmoid", "sigmoid_norm", "cpo_sigmoid"):
         return _sp(-t)  # DPO Eq. 7: -log sigma(t)
     if loss in ("ipo", "cpo_ipo"):
-        b = sp.nsimplify(beta_value)
+        b = _exact(beta_value, "beta")
         return (t / b - 1 / (2 * b)) ** 2  # IPO Eq. 17: (h - 1/(2 tau))^2
     if loss == "exo_pair":
-        e = sp.nsimplify(params["label_smoothing"])
+        e = _exact(params["label_smoothing"], "label_smoothing")
         return _sig(t) * (sp.log(_sig(t)) - sp.log(1 - e)) + _sig(-t) * (sp.log(_sig(-t)) - sp.log(e))
     if loss == "robust":
-        e = sp.nsimplify(params["label_smoothing"])
+        e = _exact(params["label_smoothing"], "label_smoothing")
         return ((1 - e) * _sp(-t) - e * _sp(t)) / (1 - 2 * e)  # rDPO Eq. 3
     if loss == "discopop":
-        tau = sp.nsimplify(params["discopop_tau"])
+        tau = _exact(params["discopop_tau"], "discopop_tau")
         return _sp(-t) * (1 - _sig(t / tau)) + sp.exp(-t) * _sig(t / tau)  # DiscoPOP Eq. 5
     if loss in ("cpo_simpo", "cpo_alphapo"):
-        g = sp.nsimplify(params["simpo_gamma"])
+        g = _exact(params["simpo_gamma"], "simpo_gamma")
         return _sp(-(t - g))  # SimPO Eq. 6 (beta h - gamma)
     return None
 
@@ -103,7 +103,7 @@ def score_expr(f_div: str, alpha_coef) -> sp.Expr:
     if f_div == "js_divergence":
         return sp.log(2) - _sp(-r)  # log 2 + log sigma(r)
     if f_div == "alpha_divergence":
-        a = sp.nsimplify(alpha_coef)
+        a = _exact(alpha_coef, "alpha_coef")
         return (sp.exp((a - 1) * r) - 1) / (a - 1)
     raise ValueError(f"unknown f_divergence_type {f_div!r}")
 
@@ -167,12 +167,12 @@ def end_point_D(setting: Setting, t_f: float) -> float:
     the two symbolic equations n G(r_w) + n G(r_l) = 0, (s(r_w) - s(r_l))/n = t_f/beta solved with mpmath)."""
     b, nn = setting.beta, setting.n
     if setting.f_div == "reverse_kl":
-        D = per_token_end_point()["D"].subs({n_w: nn, n_l: nn, t_f_sym: sp.nsimplify(t_f), beta: sp.nsimplify(b)})
+        D = per_token_end_point()["D"].subs({n_w: nn, n_l: nn, t_f_sym: _exact(t_f, "t_f"), beta: _exact(b, "beta")})
         return float(D)
     G = G_expr(setting.f_div, setting.alpha_coef)
     s = score_expr(setting.f_div, setting.alpha_coef)
     eq1 = sp.lambdify((rw, rl), G + G.subs(rw, rl), "mpmath")
-    eq2 = sp.lambdify((rw, rl), (s - s.subs(rw, rl)) / nn - sp.Float(t_f, 30) / sp.nsimplify(b), "mpmath")
+    eq2 = sp.lambdify((rw, rl), (s - s.subs(rw, rl)) / nn - sp.Float(t_f, 30) / _exact(b, "beta"), "mpmath")
     x0 = nn * t_f / (2 * b)  # the reverse-KL end point as the start
     sol = _findroot(lambda a, c: [eq1(a, c), eq2(a, c)], (mpmath.mpf(x0), mpmath.mpf(-x0)))
     return float(sol[0] - sol[1])
@@ -217,16 +217,32 @@ def amended_time_laws() -> dict[str, sp.Expr]:
 
 # --- population optimum under Bradley-Terry labels ---------------------------------------------------------------
 
-def _exact_q(q_value) -> sp.Rational:
-    """q as an exact rational in (0, 1): a float or string by its decimal (0.88 -> 22/25, 0.99999999 -> 99999999/10^8),
+def _exact(value, name: str) -> sp.Rational:
+    """A parameter as an exact rational: a float or string by its decimal (0.1 -> 1/10, 0.49999999 -> 49999999/10^8),
     an int, Fraction, SymPy or mpmath number exactly. sp.nsimplify, used before, rounds near-simple values: it made
-    0.99999999 and even the exact 999999999/10^9 into 1, where the population derivative has no root."""
+    label_smoothing 0.49999999 into 1/2, and exo_pair's t* at q = 0.9 came out -2.9e-41 instead of 3.2e-8."""
     try:
-        if isinstance(q_value, (float, str)):
-            qv = sp.Rational(str(float(q_value)) if isinstance(q_value, float) else q_value)
-        else:
-            qv = sp.Rational(sp.sympify(q_value))
-    except (TypeError, ValueError, sp.SympifyError):
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                raise ValueError
+            return sp.Rational(repr(value))
+        if isinstance(value, str):
+            return sp.Rational(value)
+        v = sp.sympify(value)
+        if not v.is_finite or not v.is_real:
+            raise ValueError
+        return sp.Rational(v)
+    except (AttributeError, TypeError, ValueError, sp.SympifyError):
+        raise ValueError(f"{name} must be a finite real number, got {value!r}") from None
+
+
+def _exact_q(q_value) -> sp.Rational:
+    """q as an exact rational in (0, 1) (:func:`_exact`: 0.88 -> 22/25, 0.99999999 -> 99999999/10^8, where
+    sp.nsimplify made 0.99999999 and even the exact 999999999/10^9 into 1, and the population derivative has no
+    root there)."""
+    try:
+        qv = _exact(q_value, "q")
+    except ValueError:
         raise ValueError(f"q must be a number in (0, 1), got {q_value!r}") from None
     if not 0 < qv < 1:
         raise ValueError(f"q must lie in (0, 1), got {q_value!r}")
@@ -244,7 +260,7 @@ def population_t_star(loss: str, params: dict, q_value, beta_value=0.1):
         return mpmath.mpf(1) if qv > sp.Rational(1, 2) else mpmath.mpf(-1)
     if loss in ("nca_pair", "bco_pair", "sppo_hard", "apo_zero"):
         z1, z2 = sp.symbols("z1 z2", real=True)
-        bb = sp.nsimplify(beta_value)
+        bb = _exact(beta_value, "beta")
         if loss == "nca_pair":  # -log s(z_w) - 1/2 log s(-z_w) - 1/2 log s(-z_l)
             per = lambda a, c: _sp(-a) + _sp(a) / 2 + _sp(c) / 2
         elif loss == "bco_pair":
@@ -263,7 +279,7 @@ def population_t_star(loss: str, params: dict, q_value, beta_value=0.1):
         return s1 - s2
     f = f_expr(loss, params, beta_value)
     if loss == "robust":
-        e = sp.nsimplify(params["label_smoothing"])
+        e = _exact(params["label_smoothing"], "label_smoothing")
         if qv >= 1 - e:
             return mpmath.inf
         if qv <= e:
@@ -279,16 +295,22 @@ def population_t_star(loss: str, params: dict, q_value, beta_value=0.1):
             except (ValueError, ZeroDivisionError):
                 pass
         return min((c for c in cands if abs(c) < 50), key=L)
-    return _bisect(eq, -60, 60)
+    return _bisect(eq, -60, 60, widen=True)
 
 
 @_at_dps
-def _bisect(g, lo, hi, steps=200):
+def _bisect(g, lo, hi, steps=200, widen=False):
     """The root of an increasing function g on [lo, hi] (a convex loss's population derivative), by bisection at
-    mpmath precision (a root-polisher from t = 0 fails where g is flat, e.g. exo_pair with eps = 1e-3)."""
+    mpmath precision (a root-polisher from t = 0 fails where g is flat, e.g. exo_pair with eps = 1e-3). widen: double
+    an end that does not bracket the root, up to |end| = 1e5 (exo_pair with eps = 1e-40 has t* ~ 92 > 60)."""
     a, b = mpmath.mpf(lo), mpmath.mpf(hi)
+    while widen and not g(a) < 0 and a > -1e5:
+        a *= 2
+    while widen and not g(b) > 0 and b < 1e5:
+        b *= 2
     if not (g(a) < 0 < g(b)):
-        raise ValueError(f"no sign change of the population derivative on [{lo}, {hi}]")
+        raise ValueError(f"no sign change of the population derivative on [{mpmath.nstr(a, 6)}, {mpmath.nstr(b, 6)}]")
+    steps += int(mpmath.log(b - a, 2)) if widen else 0
     for _ in range(steps):
         m = (a + b) / 2
         if g(m) < 0:
@@ -324,7 +346,7 @@ def fdiv_population_delta(f_div: str, alpha_coef, beta_value: float, log_ref_w: 
     minimiser satisfies s(r_w) - s(r_l) = dr/beta (logistic f: t* = dr) and pi_ref(y_w) e^r_w + pi_ref(y_l) e^r_l = 1.
     Returns delta = log pi(y_w) - log pi(y_l) there (mpmath root of the symbolic equations)."""
     s = score_expr(f_div, alpha_coef)
-    e1 = sp.lambdify((rw, rl), s - s.subs(rw, rl) - sp.Float(dr_value, 30) / sp.nsimplify(beta_value), "mpmath")
+    e1 = sp.lambdify((rw, rl), s - s.subs(rw, rl) - sp.Float(dr_value, 30) / _exact(beta_value, "beta"), "mpmath")
 
     def r_w_of(c):  # the normalisation pi_ref(y_w) e^r_w + pi_ref(y_l) e^r_l = 1 solved for r_w
         return mpmath.log(-mpmath.expm1(log_ref_l + c)) - log_ref_w
@@ -586,13 +608,13 @@ def _absolute_row(setting: Setting, row: dict) -> dict:
                 "certificate": (f"l < l_crit = {cert.get('text') or sp.sstr(l_crit)} => delta > 0 (the infimum of l "
                                 f"over delta <= 0, "
                                 f"{cert['how']}; sufficient, not necessary: l depends on r_w and r_l apart)"),
-                "_l_crit_expr": l_crit.subs(beta, sp.nsimplify(b)),
+                "_l_crit_expr": l_crit.subs(beta, _exact(b, "beta")),
                 "grad_factor": "per response"})
     if loss == "sppo_hard":
         sol = sp.solve([sp.diff((rw - 1 / (2 * beta)) ** 2 + (rl + 1 / (2 * beta)) ** 2, v) for v in (rw, rl)],
                        [rw, rl], dict=True)[0]
         D = sp.simplify(sol[rw] - sol[rl])
-        row.update({"t_f": 1.0, "beta_D": float((beta * D).subs(beta, sp.nsimplify(b))),
+        row.update({"t_f": 1.0, "beta_D": float((beta * D).subs(beta, _exact(b, "beta"))),
                     "class": "pinned", "time_law": "stays for good when beta delta_ref < -1"})
         return row
     row["beta_D"] = math.inf
@@ -621,7 +643,7 @@ def _mix_row(setting: Setting, row: dict) -> dict:
     beta (r_w - r_l), dx/dt = 2 beta^2 sigma(-x) + beta w/n (the SFT term adds w/n to dr_w/dt), derived from the loss
     and integrated; certificate: on delta <= 0 the pair shares mass <= 1, so pi(y_w) <= 1/2 and the SFT term is >=
     (w/n) log 2, both bounds met at delta = 0, pi(y_w) = pi(y_l) = 1/2: l_crit = softplus(-U0) + (w/n) log 2."""
-    w = sp.nsimplify(setting.params["sft_weight"])
+    w = _exact(setting.params["sft_weight"], "sft_weight")
     nn = sp.Integer(setting.n)
     lw0 = sp.Symbol("l_w0", negative=True)  # log pi_ref(y_w)
     loss = _sp(-beta * (rw - rl)) + w * (-(lw0 + rw)) / nn
@@ -663,8 +685,8 @@ def target_margin(setting: Setting, log_w, log_l) -> sp.Expr:
     eq17 m_ref = gamma (1/pi_ref(y_w) + 1/pi_ref(y_l)); clip beta (max(delta_ref, margin) - delta_ref); smooth
     (beta/alpha) m_tau, m_tau = log(1 + e^(tau (gamma - delta_ref)))/tau; easy gamma (1/lbar_w + 1/lbar_l) with
     lbar = log/n the per-token mean (per-token units)."""
-    b = sp.nsimplify(setting.beta)
-    p = {k: sp.nsimplify(v) for k, v in setting.params.items()}
+    b = _exact(setting.beta, "beta")
+    p = {k: _exact(v, k) for k, v in setting.params.items()}
     d_ref = log_w - log_l
     if setting.loss == "cpo_eq17":
         return p["gamma"] * (sp.exp(-log_w) + sp.exp(-log_l))
@@ -720,8 +742,8 @@ def _target_row(setting: Setting, row: dict) -> dict:
     if not (d["rate_ok"] and d["law_ok"]):
         raise AssertionError(f"{setting.key}: the target-form flow or its time law did not derive as stated")
     b, nn = setting.beta, setting.n
-    bs = sp.nsimplify(b)
-    lam_v = sp.nsimplify(LOG_REF)
+    bs = _exact(b, "beta")
+    lam_v = _exact(LOG_REF, "LOG_REF")
     m_U = target_margin(setting, lam_v - U0 / bs, lam_v)  # margin of the pair at beta delta_ref = -U0
     law = d["closed"].subs({n: nn, m_sym: m_U})  # beta stays a symbol (the atlas substitutes it)
     f_m = sp.lambdify(U0, m_U, "mpmath")
@@ -741,7 +763,7 @@ def _target_row(setting: Setting, row: dict) -> dict:
     certifies = bool(min(gaps) >= -mpmath.mpf(10) ** -30 and (lim == sp.oo or (lim.is_real and lim >= 0)))
     pops = {}
     for x in (0.0, -2.0):
-        dref = sp.nsimplify(x) / bs
+        dref = _exact(x, "beta delta_ref") / bs
         lw_, ll_ = lam_v + sp.Min(dref, 0), lam_v - sp.Max(dref, 0)
         m1 = mpmath.mpf(sp.N(target_margin(setting, lw_, ll_), DPS))
         m2 = mpmath.mpf(sp.N(target_margin(setting, ll_, lw_), DPS))

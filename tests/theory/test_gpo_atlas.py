@@ -104,7 +104,7 @@ def test_population_optimum_by_hand(loss, params, q, expected):
 
 
 def test_population_optimum_far_out_by_hand():
-    """t* beyond 30 (the bisection bracket is [-60, 60]). exo_pair: f = KL(Bern(sigma(t)) || Bern(1 - eps)) has
+    """t* beyond 30 (the bisection bracket starts at [-60, 60]). exo_pair: f = KL(Bern(sigma(t)) || Bern(1 - eps)) has
     f'(t) = sigma'(t) (t - L), L = log((1 - eps)/eps), so the population derivative is sigma'(t) (t - (2q - 1) L) and
     t* = (2q - 1) L: 0.9999998 * 46.0517 = 46.0517 at eps = 1e-20, q = 0.9999999. sigmoid: t* = log(q/(1 - q)) =
     log(10^25 - 1) = 57.56 at q = 1 - 10^-25 (exact)."""
@@ -126,6 +126,32 @@ def test_population_optimum_q_near_one_is_not_rounded(loss, q, expected):
     """q is taken exactly (a float by its decimal): sp.nsimplify, used before, rounded 0.99999999 and even the exact
     999999999/10^9 to 1, so sigmoid raised 'no sign change' and ipo returned 1/2 instead of q - 1/2."""
     assert float(G.population_t_star(loss, {}, q)) == pytest.approx(expected, rel=1e-12)
+
+
+def test_population_optimum_beyond_the_first_bracket():
+    """t* = (2q - 1) log((1 - eps)/eps) (the closed form above) = 0.98 * 92.1034 = 90.2613 at eps = 1e-40, q = 0.99:
+    past the bisection's first bracket [-60, 60], which it widens (before: 'no sign change' for t* > 60)."""
+    e, q = 1e-40, 0.99
+    expected = (2 * q - 1) * (math.log1p(-e) - math.log(e))
+    assert expected == pytest.approx(90.2613356, rel=1e-8)
+    assert float(G.population_t_star("exo_pair", {"label_smoothing": e}, q)) == pytest.approx(expected, rel=1e-12)
+    assert float(G.population_t_star("exo_pair", {"label_smoothing": e}, 1 - q)) == pytest.approx(-expected, rel=1e-12)
+
+
+def test_population_optimum_params_are_not_rounded():
+    """label_smoothing is taken exactly (a float by its decimal), like q: sp.nsimplify, used before, made 0.49999999
+    into 1/2, where exo_pair's f is flat in q and t* came out -2.9e-41 instead of (2q - 1) log(0.50000001/0.49999999)
+    = 0.8 * 4.0e-8 = 3.2e-8."""
+    e, q = 0.49999999, 0.9
+    expected = (2 * q - 1) * math.log((1 - e) / e)
+    assert expected == pytest.approx(3.2e-8, rel=1e-6)
+    assert float(G.population_t_star("exo_pair", {"label_smoothing": e}, q)) == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, "x", None])
+def test_population_optimum_rejects_a_non_number_parameter(bad):
+    with pytest.raises(ValueError, match="label_smoothing must be a finite real number"):
+        G.population_t_star("exo_pair", {"label_smoothing": bad}, 0.9)
 
 
 @pytest.mark.parametrize("q", [0, 1, 1.0, 1 - 1e-17, 1.5, -0.1])
