@@ -288,11 +288,15 @@ def test_mass_changes_and_squeezing_on_a_known_case():
     from toy_lm.kernel import KernelRun
 
     c = np.zeros((6, 4))
+    c[:, :2] = [[1, 0], [2, 1], [0, 1], [-1, 3], [0, 0], [3, -1]]  # the chosen rows' gradients
     c[:, 2:] = [[-1, 0], [0, 0], [-2, 0], [0, -2], [1, 0], [0, 3]]  # the rejected rows' gradients
     kr = KernelRun(z=np.zeros((2, 6)), delta=np.zeros((2, 2)), objective=np.zeros(2), own=np.zeros((1, 2)),
                    cross=np.zeros((1, 2)), influence=np.zeros((2, 2)), change_by_row=c, relinearised_at=[0])
     s = squeezing(kr, kinds, 2)
-    assert s["pushdown_on_chosen"] == -0.5 and s["pushdown_on_other"] == 2.0 and s["pullup_on_chosen"] == 0.0
+    # row sums: push (rejected columns) -1, 0, -2, -2, 1, 3; pull (chosen columns) 1, 3, 1, 2, 0, 2; rows 0-1 chosen,
+    # 2-3 rejected, 4-5 other
+    assert s == {"pushdown_on_chosen": -0.5, "pushdown_on_rejected": -2.0, "pushdown_on_other": 2.0,
+                 "pullup_on_chosen": 2.0, "pullup_on_rejected": 1.5, "pullup_on_other": 1.0}
 
 
 # ----------------------------------------------------------------------------------------------
