@@ -631,22 +631,27 @@ def length_numeric(ctx: CheckContext) -> MethodResult:
         pop_ok &= abs(beta * (dm - dm_ref) - dr) <= 1e-6
         best = float(pop_loss(lp, Lw, Ll))
         lo, hi = minimiser_delta_range(dm, Lw, Ll)
+
+        def valley_a(bb, dm=dm, Lw=Lw, Ll=Ll):  # noqa: N803
+            """log pi(y_w) of the valley's policy (same delta_mean) at log pi(y_l) = bb; None where infeasible."""
+            aa = Lw * (dm + bb / Ll)
+            return aa if aa < 0 and np.logaddexp(aa, bb) < 0 else None
+
         # the range's finite end must be the valley's edge, not only contain the L-BFGS point: the largest feasible
         # b (e^a + e^b < 1, a = L_w (dm + b/L_l)) by this walk's own bisection, and the summed delta a - b of the
         # policy there (read off the policy, not from the range's formula) within 1e-6 of the finite end
         b_in, b_out = float(lp[1]), min(0.0, -dm * Ll)
         for _ in range(200):
             b_mid = 0.5 * (b_in + b_out)
-            a_mid = Lw * (dm + b_mid / Ll)
-            b_in, b_out = (b_mid, b_out) if a_mid < 0 and np.logaddexp(a_mid, b_mid) < 0 else (b_in, b_mid)
+            b_in, b_out = (b_mid, b_out) if valley_a(b_mid) is not None else (b_in, b_mid)
         edge_delta = Lw * (dm + b_in / Ll) - b_in
         finite_end = hi if Lw > Ll else lo
         range_ok &= bool(lo - 1e-6 <= lp[0] - lp[1] <= hi + 1e-6 and abs(edge_delta - finite_end) <= 1e-6)
         # walk: other policies with the same delta_mean (a = L_w (dm + b/L_l)), the third response takes the rest
         deltas, worst = [], 0.0
         for bb in lp[1] + np.linspace(-60.0, 0.0, 61):
-            aa = Lw * (dm + bb / Ll)
-            if aa >= 0 or np.logaddexp(aa, bb) >= 0:
+            aa = valley_a(bb)
+            if aa is None:
                 continue
             point = np.array([aa, bb, np.log(-np.expm1(np.logaddexp(aa, bb)))])
             worst = max(worst, abs(float(pop_loss(point, Lw, Ll)) - best))
