@@ -161,8 +161,8 @@ def evaluate_fraction(stage, variant: str) -> dict[str, dict]:
 def time_in_U_slopes(stage, optimizer: str, variant: str) -> dict:
     """The time-in-U slope of the LM and of ``variant``'s prediction for ordered DPO under ``optimizer``, over every
     seed each beta level's cell has, on the same misranked pairs, by the time-in-U law's estimator (Tobit, one
-    intercept per beta level, censored at steps + 1; toy_lm.stage.censored_fit)."""
-    from toy_lm.stage import censored_fit
+    intercept per beta level, censored at steps + 1; toy_lm.stage.time_in_U_fits)."""
+    from toy_lm.stage import time_in_U_fits
 
     cfg = stage.cfg
     horizon = cfg.steps + 1
@@ -175,17 +175,15 @@ def time_in_U_slopes(stage, optimizer: str, variant: str) -> dict:
             if not v.any():
                 continue
             h.append(beta * -c.delta_ref[v])
-            t_lm.append(np.minimum(c.obs_cross[v], horizon).astype(float))
-            t_k.append(np.minimum(c.pred_cross[v], horizon).astype(float))
+            t_lm.append(c.obs_cross[v].astype(float))
+            t_k.append(c.pred_cross[v].astype(float))
             grp.append(np.full(int(v.sum()), gi))
     if not h:
         return {"lm_slope": None, "lm_stderr": None, "pred_slope": None, "pred_stderr": None, "n_pairs": 0,
                 "decided": None}
     h, t_lm, t_k, grp = (np.concatenate(a) for a in (h, t_lm, t_k, grp))
-    use = (t_lm > 0) & (t_k > 0)
-    limit = math.log(horizon)
-    fits = {"lm": censored_fit(h[use], np.log(t_lm[use]), grp[use], t_lm[use] >= horizon, limit),
-            "pred": censored_fit(h[use], np.log(t_k[use]), grp[use], t_k[use] >= horizon, limit)}
+    tf = time_in_U_fits(h, t_lm, t_k, grp, horizon)
+    fits, use, t_lm, t_k = tf["fits"], tf["use"], tf["t_lm"], tf["t_pred"]
     # a fit that did not converge gives no number, so it cannot decide the comparison (decided None below)
     fin = (lambda f, k: f[k] if f["converged"] and math.isfinite(f[k]) else None)
     out = {"lm_slope": fin(fits["lm"], "slope"), "lm_stderr": fin(fits["lm"], "stderr"),

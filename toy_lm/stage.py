@@ -527,6 +527,22 @@ def _censored_slope(x: np.ndarray, y: np.ndarray, group: np.ndarray, censored: n
     return (fit["slope"], fit["stderr"]) if fit["converged"] else (math.nan, math.nan)
 
 
+def time_in_U_fits(h: np.ndarray, t_lm: np.ndarray, t_pred: np.ndarray, group: np.ndarray, horizon: int) -> dict:
+    """The time-in-U law's estimator, one for the tabular theory (:func:`time_in_U_law`) and the kernel predictions
+    (``toy_lm.kernel_claim.time_in_U_slopes``): the LM's and the prediction's times of the same misranked pairs, both
+    censored at ``horizon`` (steps + 1: not left U by the run's end), pairs with a time of 0 left out (a misranked
+    pair starts in U: both times are >= 1 step), log(time) against H = beta |delta_ref| by :func:`censored_fit`
+    (Tobit, one intercept per beta level in ``group``). Returns the censored times, their censoring flags, the mask of
+    the pairs used and the two fits ("lm", "pred")."""
+    t_lm, t_pred = np.minimum(t_lm, horizon), np.minimum(t_pred, horizon)
+    cens, pred_cens = t_lm >= horizon, t_pred >= horizon
+    use = (t_lm > 0) & (t_pred > 0)
+    limit = math.log(horizon)
+    fits = {"lm": censored_fit(h[use], np.log(t_lm[use]), group[use], cens[use], limit),
+            "pred": censored_fit(h[use], np.log(t_pred[use]), group[use], pred_cens[use], limit)}
+    return {"t_lm": t_lm, "t_pred": t_pred, "lm_censored": cens, "pred_censored": pred_cens, "use": use, "fits": fits}
+
+
 def time_in_U_law(stage: LMStage, optimizer: str) -> dict:
     """Slope of log(time in U) against beta |delta_ref| for ordered-pair DPO under ``optimizer``, LM beside theory.
     Descriptive: it decides no verdict (the registry's statements do not mention it).
@@ -535,7 +551,7 @@ def time_in_U_law(stage: LMStage, optimizer: str) -> dict:
     step with delta > 0; the theory's is the tabular prediction's (the run's optimizer, every candidate, started
     at the reference) first crossing mapped to LM steps by the same loss-matched clock (``Comparison.pred_cross``).
     Both are censored at the same horizon, steps + 1 (a pair that has not crossed by the run's end), and both
-    are fitted by the same estimator, :func:`_censored_slope`: maximum likelihood with one intercept per beta
+    are fitted by the same estimator, :func:`time_in_U_fits`: maximum likelihood with one intercept per beta
     level and the censored pairs as censored (Tobit). Nothing is dropped: dropping censored pairs biases a slope
     towards 0, since the long times are the censored ones. A fit that does not converge is reported as None.
     """
@@ -554,20 +570,17 @@ def time_in_U_law(stage: LMStage, optimizer: str) -> dict:
         return {"descriptive": True, "fitted_slope": None, "stderr": None, "theory_slope": None,
                 "theory_stderr": None, "n_pairs": 0, "n_censored": 0, "n_theory_censored": 0}
     h, t_lm, t_th, grp = (np.concatenate(a) for a in (h, t_lm, t_th, grp))
-    t_lm, t_th = np.minimum(t_lm, horizon), np.minimum(t_th, horizon)
-    cens, th_cens = t_lm >= horizon, t_th >= horizon
-    use = (t_lm > 0) & (t_th > 0)  # a misranked pair starts in U: both times are >= 1 step
-    limit = math.log(horizon)
-    slope, se = _censored_slope(h[use], np.log(t_lm[use]), grp[use], cens[use], limit)
-    th_slope, th_se = _censored_slope(h[use], np.log(t_th[use]), grp[use], th_cens[use], limit)
-    nan_none = (lambda x: None if x is None or not math.isfinite(x) else x)
+    tf = time_in_U_fits(h, t_lm, t_th, grp, horizon)
+    t_lm, t_th, cens, th_cens, use = tf["t_lm"], tf["t_pred"], tf["lm_censored"], tf["pred_censored"], tf["use"]
+    lm_fit, th_fit = tf["fits"]["lm"], tf["fits"]["pred"]
+    number = (lambda f, k: f[k] if f["converged"] and math.isfinite(f[k]) else None)  # no number from a failed fit
     estimator = ("log(time in U) = a_beta + slope * beta |delta_ref| + N(0, s^2), one intercept per beta level, "
                  f"maximum likelihood with pairs that have not left U by step {cfg.steps} censored at {horizon} "
                  "(Tobit); the same estimator and horizon for the LM and the theory")
-    return {"descriptive": True, "fitted_slope": nan_none(slope), "stderr": nan_none(se),
-            "theory_slope": nan_none(th_slope), "theory_stderr": nan_none(th_se), "n_pairs": int(use.sum()),
-            "n_censored": int(cens[use].sum()), "n_theory_censored": int(th_cens[use].sum()), "horizon": horizon,
-            "fit": estimator,
+    return {"descriptive": True, "fitted_slope": number(lm_fit, "slope"), "stderr": number(lm_fit, "stderr"),
+            "theory_slope": number(th_fit, "slope"), "theory_stderr": number(th_fit, "stderr"),
+            "n_pairs": int(use.sum()), "n_censored": int(cens[use].sum()), "n_theory_censored": int(th_cens[use].sum()),
+            "horizon": horizon, "fit": estimator,
             "points": {"h": h.tolist(), "t_lm": t_lm.tolist(), "censored": cens.tolist(), "t_theory": t_th.tolist(),
                        "theory_censored": th_cens.tolist(), "beta_level": grp.tolist()}}
 
@@ -617,4 +630,4 @@ def save_records(stage: LMStage, path: Path) -> Path:
 
 
 __all__ = ["BT_METHODS", "SLOW_SCALE", "TOL_FRAC_IN_U", "LMStage", "SeedRun", "get_stage", "run_stage", "extend",
-           "reference_summary", "save_records", "cell_summary", "time_in_U_law"]
+           "reference_summary", "save_records", "cell_summary", "time_in_U_law", "time_in_U_fits"]
