@@ -44,7 +44,7 @@ from dpo_rlhf_checks.atlas_rows import MIXES, PAPER_CPO
 from dpo_rlhf_checks.losses import get_loss
 from dpo_rlhf_checks.pref_losses import F_DIVERGENCES, SPECS
 from toy_lm.config import LMConfig, lm_threads
-from toy_lm.design import DESIGN, LMDesign, decide_bound, look_sizes, n_looks, seed_interval
+from toy_lm.design import DESIGN, LMDesign, config_looks, decide_bound, seed_interval
 from toy_lm.model import resolve_device
 from toy_lm.predict import compare_cell, predict_cell
 from toy_lm.stage import SeedRun, _Threads, planned_seeds
@@ -219,8 +219,8 @@ def run_atlas_lm(loss_names, *, seed: int = 0, progress: bool = True, cfg: LMCon
     beta = design.slow_beta
     dev = resolve_device(device)
     planned = planned_seeds(cfg, seed)
-    sizes = look_sizes(len(cfg.seeds), cfg.seed_step, cfg.max_seeds)
-    k_looks = n_looks(len(cfg.seeds), cfg.seed_step, cfg.max_seeds)
+    sizes = config_looks(cfg)  # the config's look schedule (before: always "double", whatever the config said)
+    k_looks = len(sizes)
     level = 1.0 - design.alpha / k_looks
     tol = design.atlas_tol_frac_in_U
 

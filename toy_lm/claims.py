@@ -27,7 +27,7 @@ from pathlib import Path
 from dpo_rlhf_checks.deferred import defer
 from dpo_rlhf_checks.result import CheckContext, MethodResult
 from toy_lm.decide import evaluate, line
-from toy_lm.design import DESIGN, PILOT, and3, cpo_fix_specs, dpo_failure_specs, family_power, look_sizes, rule_budget
+from toy_lm.design import DESIGN, PILOT, and3, config_looks, cpo_fix_specs, dpo_failure_specs, family_power, rule_budget
 from toy_lm.stage import LMStage, get_stage, reference_summary, save_records
 
 BASELINES = ("dpo", "ipo", "dpop")
@@ -90,7 +90,7 @@ def _evidence_common(stage: LMStage) -> dict:
     return {
         "config": cfg.to_dict(),
         "design": DESIGN.to_dict(),
-        "looks": {"seeds_per_look": look_sizes(len(cfg.seeds), cfg.seed_step, cfg.max_seeds, cfg.look_schedule),
+        "looks": {"seeds_per_look": config_looks(cfg),
                   "planned_seeds": stage.planned_seeds, "extensions": stage.looks},
         "seed_budget_rule": {"rule": "smallest look size at which a comparison half its family's margin from its bound "
                                      "is decided with probability >= 0.9 (pilot's pooled seed-level sd), capped by the "

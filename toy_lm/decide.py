@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from toy_lm.ceiling import ceiling_fraction
-from toy_lm.design import DESIGN, QUANTITIES, LMDesign, Spec, decide_bound, look_sizes, seed_interval
+from toy_lm.design import DESIGN, QUANTITIES, LMDesign, Spec, config_looks, decide_bound, seed_interval
 from toy_lm.predict import own_delta
 from toy_lm.stage import LMStage, extend
 from toy_lm.tabular import tabular_minimiser_reaches
@@ -80,7 +80,7 @@ def evaluate(stage: LMStage, specs: list[Spec], design: LMDesign = DESIGN) -> di
     """Each comparison's outcome: decided at the first look whose interval clears its bound, else undecided after
     the last look (``"decided": None``). Trains what the looks need (:func:`toy_lm.stage.extend`)."""
     cfg = stage.cfg
-    sizes = look_sizes(len(cfg.seeds), cfg.seed_step, cfg.max_seeds, cfg.look_schedule)
+    sizes = config_looks(cfg)
     n_planned = len(sizes)
     pending = [s for s in specs if s.name not in stage.decisions]
     for look, n in enumerate(sizes, 1):

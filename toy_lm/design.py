@@ -150,6 +150,13 @@ def look_sizes(n_initial: int, seed_step: int, max_seeds: int, schedule: str = "
     return sizes
 
 
+def config_looks(cfg) -> list[int]:
+    """The seeds at each planned look of an LM config (``toy_lm.config.LMConfig``): :func:`look_sizes` of its first
+    seed set, seed step, budget and look schedule; the one plan every LM claim, the atlas's LM column and the report
+    read."""
+    return look_sizes(len(cfg.seeds), cfg.seed_step, cfg.max_seeds, cfg.look_schedule)
+
+
 def n_looks(n_initial: int, seed_step: int, max_seeds: int, schedule: str = "double") -> int:
     """Planned looks (>= 1): the length of :func:`look_sizes`."""
     return len(look_sizes(n_initial, seed_step, max_seeds, schedule))

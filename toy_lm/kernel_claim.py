@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from dpo_rlhf_checks.result import CheckContext, MethodResult
-from toy_lm.design import DESIGN, decide_bound, look_sizes, n_looks, seed_interval
+from toy_lm.design import DESIGN, config_looks, decide_bound, seed_interval
 from toy_lm.kernel import (KernelPrediction, decomposition, linearise_seed, mass_changes, predict_seed, run_linearised,
                            squeezing)
 
@@ -114,8 +114,8 @@ def _cell(key) -> str:
 
 def kernel_looks(cfg) -> tuple[list[int], int]:
     """The seeds at each look and the number of planned looks K: lm-dpo-failure's (the config's look schedule)."""
-    return (look_sizes(len(cfg.seeds), cfg.seed_step, cfg.max_seeds, cfg.look_schedule),
-            n_looks(len(cfg.seeds), cfg.seed_step, cfg.max_seeds, cfg.look_schedule))
+    sizes = config_looks(cfg)
+    return sizes, len(sizes)
 
 
 def evaluate_fraction(stage, variant: str) -> dict[str, dict]:

@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from toy_lm.config import BT_METHODS, PRESETS, LMConfig, labels_of, lm_threads, load_config
-from toy_lm.design import DESIGN, look_sizes
+from toy_lm.design import DESIGN, config_looks
 from toy_lm.model import SeqLogps, TinyGPT, resolve_device
 from toy_lm.predict import Comparison, compare_cell, own_delta, predict_cell
 from toy_lm.task import L, W, Task, make_task
@@ -259,7 +259,7 @@ def run_stage(cfg: LMConfig, seed_offset: int = 0, device: str = "auto", threads
         print(f"[lm] {n_params:,} parameters, {cfg.n_train_prompts} train pairs ({2 * cfg.n_train_prompts * first.block_size} "
               f"tokens/step), {cfg.n_heldout_prompts} held-out; cells: beta {list(cfg.betas)} x {list(cfg.optimizers)} x "
               f"{len(cfg.methods)} methods, {cfg.steps} steps each; device {dev}, threads {torch.get_num_threads()}, "
-              f"seeds {seeds} (budget {cfg.max_seeds} seeds, looks at {look_sizes(len(seeds), cfg.seed_step, cfg.max_seeds, cfg.look_schedule)} seeds)", file=stream, flush=True)
+              f"seeds {seeds} (budget {cfg.max_seeds} seeds, looks at {config_looks(cfg)} seeds)", file=stream, flush=True)
         stage.threads = torch.get_num_threads()
         bar = tqdm(total=len(seeds) * (1 + n_cells) + n_cells, desc="[lm] stage", unit="run", file=stream,
                    dynamic_ncols=True, mininterval=0.5 if getattr(stream, "isatty", lambda: False)() else 10.0)

@@ -194,7 +194,6 @@ def train_preference(method: str, task: Task, reference: TinyGPT, ref_logps: Seq
 
     tr, ho = task.split("train"), task.split("heldout")
     p_train = task.n_train
-    s = task.block_size
     # Chosen then rejected, one batch of 2P sequences.
     train_tokens = torch.cat([task.tokens[tr, W], task.tokens[tr, L]]).to(device)  # (2P, S)
     train_mask = torch.cat([task.response_mask[tr, W], task.response_mask[tr, L]]).to(device)

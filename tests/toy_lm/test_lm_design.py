@@ -250,3 +250,42 @@ def test_confirm_preset_is_the_default_stage_with_the_uncapped_rule_budget():
     assert min(rule["power"].values()) >= POWER_TARGET
     assert min(family_power(default.max_seeds, len(default.seeds)).values()) < POWER_TARGET
     assert look_sizes(3, 1, confirm.max_seeds) == [3, 6, 12, 24, 48, 96]
+
+
+@pytest.mark.parametrize("schedule, expected", [("double", [5, 10, 11]), ("step", [5, 8, 11])])
+def test_every_reader_of_the_look_plan_follows_the_config(schedule, expected, monkeypatch):
+    """5 first seeds, seed step 3, budget 11 (the map preset's), either schedule: config_looks, the LM claims' report
+    field (claims._evidence_common), lm-kernel-prediction's looks and the atlas's LM column read one plan. A seed count
+    equal to the step (the default preset's 3 and 3) cannot tell those two arguments apart: a swap of them survived
+    mutation (the report said [3, 6, 11] for the map preset); and the atlas's column read "double" whatever the config
+    said (here, under "step": [5, 10, 11] instead of [5, 8, 11])."""
+    from types import SimpleNamespace
+
+    from toy_lm import atlas_lm, claims, kernel_claim
+    from toy_lm.design import config_looks
+
+    cfg = load_config("map").replace(look_schedule=schedule)
+    assert len(cfg.seeds) == 5 and cfg.seed_step == 3 and cfg.max_seeds == 11
+    assert config_looks(cfg) == expected
+    stub = SimpleNamespace(cfg=cfg, planned_seeds=list(range(11)), looks=[], device="cpu", threads=1, seconds=0.0,
+                           seconds_training=0.0, seconds_prediction=0.0, runs=[], regimes={}, time_in_U_law={})
+    assert claims._evidence_common(stub)["looks"]["seeds_per_look"] == expected
+    assert kernel_claim.kernel_looks(cfg) == (expected, len(expected))
+
+    class Stop(Exception):
+        pass
+
+    seen = []
+
+    def spy(c):
+        seen.append(config_looks(c))
+        return seen[-1]
+
+    def no_training(*args, **kwargs):  # the plan is made before the first training: stop there
+        raise Stop
+
+    monkeypatch.setattr(atlas_lm, "config_looks", spy)
+    monkeypatch.setattr(atlas_lm, "train_reference_batched", no_training)
+    with pytest.raises(Stop):
+        atlas_lm.run_atlas_lm(["sigmoid"], cfg=cfg, progress=False)
+    assert seen == [expected]
