@@ -194,6 +194,25 @@ def test_eq10_pi_c_kind_by_f_values_says_neither_off_the_stationary_point(monkey
     assert ev["pi_c_kind_matches_mu(e^m-1)_vs_beta"] is False
 
 
+def test_eq10_root_counts_are_the_root_finders(monkeypatch, tmp_path):
+    """with_two_stationary_points and with_none count the two-response instances whose root finder returned two roots
+    or none, recounted here from its own outputs (a doubled count survived mutation: 10 'with none' beside 15 'with
+    two' of 20 instances)."""
+    real, outs = sec9_cpo.eq10_two_response_stationary_points, []
+
+    def spy(*args, **kwargs):
+        outs.append(real(*args, **kwargs))
+        return outs[-1]
+
+    monkeypatch.setattr(sec9_cpo, "eq10_two_response_stationary_points", spy)
+    ev = sec9_cpo.cpo_penalized_eq10_numeric(CheckContext(seed=0, quick=True, out_dir=tmp_path)).evidence
+    n = ev["two_response_instances"]
+    assert n == 20 and len(outs) > n
+    assert ev["with_two_stationary_points"] == sum(bool(o["roots"]) for o in outs[:n]) > 0
+    assert ev["with_none"] == sum(not o["roots"] for o in outs[:n]) > 0
+    assert ev["with_two_stationary_points"] + ev["with_none"] == n
+
+
 def test_eq10_path_values_are_j_and_f_of_the_stated_policies(results):
     """The counterexample path pi = (1/2, eps, 1/2 - eps) with r = (1, 0, 1/2), pi_ref = (0.2, 0.5, 0.3), beta = 1,
     gamma = 0.1: J and F are written out by hand here (J = E_pi[r] - KL(pi || pi_ref), F = J + gamma (log pi(y_w) -
