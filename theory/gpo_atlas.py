@@ -127,6 +127,8 @@ def stationary_points(f: sp.Expr, lo=-20, hi=20) -> list[tuple[float, str]]:
         for a, b, va, vb in zip(grid, grid[1:], vals, vals[1:]):
             if va == 0 or va * vb < 0:
                 roots.append(_findroot(g, (mpmath.mpf(a), mpmath.mpf(b)), solver="anderson"))
+        if vals[-1] == 0:  # a zero on the last grid point has no pair that starts there (hi itself: (t - hi)^2 ...)
+            roots.append(mpmath.mpf(grid[-1]))
     xs = [mpmath.mpf(x) for x in roots]
     out = []
     for x in xs:

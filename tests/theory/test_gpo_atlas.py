@@ -56,6 +56,15 @@ def test_stationary_points_degenerate_kinds(f, expected):
     assert [x for x, _ in got] == pytest.approx([x for x, _ in expected], abs=1e-12)
 
 
+@pytest.mark.parametrize("c", [sp.Rational(397, 100), 4, -4])
+def test_stationary_points_on_the_grid_path_reach_both_ends(c):
+    """(t - c)^2 (2 + sin t) >= 0 = f(c): a minimum at c, which solveset does not give as a finite set, so the grid
+    of sign changes finds it. A root in the grid's last step (3.97) was lost when the grid stopped one step short of
+    hi (a survivor of mutation), and one on hi itself (4) had no grid pair that starts there; [lo, hi] is closed."""
+    got = G.stationary_points((G.t - c) ** 2 * (2 + sp.sin(G.t)), -4, 4)
+    assert [k for x, k in got if abs(x - float(c)) < 1e-9] == ["min"]
+
+
 def test_stationary_points_degenerate_kind_on_the_grid_path():
     """(t - 1)^4 (2 + sin t) >= 0 = f(1): a degenerate minimum at 1 (f'' = 0 there) that solveset does not give as a
     finite set, so the grid of sign changes finds it; its negative has a maximum there."""
