@@ -377,3 +377,26 @@ def test_resolution_limit_is_inclusive_at_1e8():
     with pytest.raises(UnresolvedInstanceError) as err:
         solve(beyond)
     assert "\n" not in str(err.value) and "beyond 1e+08" in str(err.value)
+
+
+def test_dual_starts_its_exact_step_from_the_l_bfgs_b_guess(monkeypatch):
+    """A 49-pair chain against the reward (y_k over y_k+1, r increasing): every constraint binds. L-BFGS-B's guess
+    {nu > 0} is the whole set, so the exact step settles in one binding solve. A guess thrown away (res.x > 0 ->
+    res.x < 0 survived mutation: the same answer, 50 binding solves here, 83 s against 4.9 s on a 399-pair chain)
+    starts the exact step from nothing, adding one pair per solve."""
+    import toy_bandits.constrained as C
+
+    calls, real = [0], C._solve_binding
+
+    def counting(*args, **kwargs):
+        calls[0] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(C, "_solve_binding", counting)
+    k = 50
+    inst = BanditInstance(pi_ref=np.full(k, 1 / k), reward=np.linspace(0.0, 5.0, k), beta=1.0,
+                          preferences=tuple((i, i + 1) for i in range(k - 1)), margin=0.5)
+    sol = C.solve_dual(inst)
+    assert sol.status == "optimal" and np.all(sol.multipliers > 0)
+    np.testing.assert_allclose(sol.delta_c, 0.5, rtol=0, atol=1e-12)
+    assert calls[0] <= 2
