@@ -111,8 +111,8 @@ class ExactQuantiles:
         for name, q in self.qs.items():
             if not 0.0 <= q <= 1.0:
                 raise ValueError(f"quantile {name!r} must lie in [0, 1], got {q!r}")
-        if collect_max < 1:
-            raise ValueError(f"collect_max must be >= 1, got {collect_max}")
+        if isinstance(collect_max, bool) or not isinstance(collect_max, (int, np.integer)) or collect_max < 1:
+            raise ValueError(f"collect_max must be an integer >= 1, got {collect_max!r}")
         self.collect_max = collect_max
         self.n_expected = n
         self.n = 0

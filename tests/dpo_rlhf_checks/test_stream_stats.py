@@ -127,3 +127,14 @@ def test_misuse_is_a_clear_error():
         S.ExactQuantiles().result()
     with pytest.raises(ValueError, match=r"lie in \[0, 1\]"):
         S.ExactQuantiles({"bad": 1.5})
+
+
+@pytest.mark.parametrize("bad", [0, -3, 0.5, 2.5, True, "8", None])
+def test_collect_max_must_be_a_positive_integer(bad):
+    """A count of values per bin: 0.5 was accepted when the check was 'collect_max < 1' read loosely (a survivor of
+    mutation, < 0.5, let it through), and 2.5 or True always were. None is the default (COLLECT_MAX)."""
+    if bad is None:
+        assert S.ExactQuantiles(collect_max=None).collect_max == S.COLLECT_MAX
+        return
+    with pytest.raises(ValueError, match="collect_max must be an integer >= 1"):
+        S.ExactQuantiles(collect_max=bad)
