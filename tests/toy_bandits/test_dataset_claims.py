@@ -263,6 +263,23 @@ def test_finite_label_simulation_counts_the_rises_its_cells_show():
     assert r.literal is False
 
 
+def test_finite_label_simulation_counts_the_cells_above_one_half_its_cells_show():
+    """The summary's 'significantly above 1/2' recounted from the reported cells (frequency - 1/2 > 4.5 SE), and the
+    counterexample is the first of them, with a frequency above 1/2. At seed 0 there are 2; the difference taken the
+    other way round (a survivor of mutation: 1/2 - freq) counted 17 and showed a cell at 0.367 as 'above 1/2'."""
+    import re
+
+    from toy_bandits.dataset_claims import finite_label_simulation
+
+    r = finite_label_simulation(CheckContext(seed=0, quick=True))
+    above = [c for c in r.evidence["cells"] if c["freq"] - 0.5 > 4.5 * c["se"]]
+    assert len(above) == 2
+    assert int(re.search(r"significantly above 1/2: (\d+)", r.summary).group(1)) == len(above)
+    cex = r.counterexample["above_one_half"]
+    assert cex["freq"] > 0.5
+    assert {k: cex[k] for k in ("beta_delta_ref", "dr", "n", "freq")} == {k: above[0][k] for k in cex}
+
+
 def test_list_instance_ranks_by_reward_and_draws_in_range():
     # the ranking returned is the human (reward) order: rewards strictly decrease along it; an ordered reference
     # decreases along it too; pi_ref is a distribution; beta in [10^-0.7, 10^0.5]
