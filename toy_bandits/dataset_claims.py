@@ -430,9 +430,10 @@ def _list_instance(rng, k, ordered_ref: bool):
 def listwise_convex(ctx: CheckContext) -> MethodResult:
     """CVXPY, k = 4 and 5. (i) The minimiser of the expected Plackett-Luce DPO loss (rankings ~ PL(r), exact
     enumeration) against the Gibbs policy (:func:`toy_bandits.rlhf.log_gibbs_policy`), |log pi - log pi*| <= 1e-5, and
-    its order against the adjacent pairwise conditions. (ii) For references ordered like the human ranking, the
-    infimum of L over policies misordering an adjacent pair (CVXPY, box |s| <= 40) against softplus(beta delta_ref)
-    (<= 1e-5) and log k!. Literal: (i) holds and no ordered reference has a misordered policy below log k!.
+    its order against the adjacent pairwise conditions. (ii) For references ordered like the human ranking (random
+    ones, and one so far apart that no misordered policy gets below log 3!), the infimum of L over policies
+    misordering an adjacent pair (CVXPY, box |s| <= 40) against softplus(beta delta_ref) (<= 1e-5) and log k!, and
+    the rule's empty/nonempty decision against it. Literal: (i) holds and no ordered reference has a misordered policy below log k!.
     """
     import math as _m
 
@@ -455,10 +456,15 @@ def listwise_convex(ctx: CheckContext) -> MethodResult:
         order_ok &= agrees == pred
         n_agree += agrees
         rows.append({"k": k, "beta": beta, "max_logpi_err_vs_gibbs": err, "optimum_agrees": agrees, "adjacent_rule": pred})
-    inf_err, u_rows, ordered_but_U, decision_ok = 0.0, [], None, True
-    for k in [3, 4] * (2 if ctx.quick else 3):
-        log_ref, _, ranking, beta = _list_instance(rng, k, ordered_ref=True)
+    inf_err, u_rows, ordered_but_U, decision_ok, ordered_ok = 0.0, [], None, True, True
+    instances = [_list_instance(rng, k, ordered_ref=True) for k in [3, 4] * (2 if ctx.quick else 3)]
+    # and one reference ordered so far apart that no misordered policy gets below log 3! (softplus(2.197) = 2.31 >
+    # 1.79): the decision rule must say "empty" there too, so decision_ok can fail either way
+    instances.append((np.log(np.array([0.9, 0.0999, 0.0001])), None, np.arange(3), 1.0))
+    for log_ref, _, ranking, beta in instances:
+        k = len(log_ref)
         c = beta * (log_ref[ranking[:-1]] - log_ref[ranking[1:]])
+        ordered_ok &= bool(np.all(c > 0))  # the premise: the reference ranks like the humans
         infs = np.array([cvx_misordered_infimum(k, t, float(c[t])) for t in range(k - 1)])
         inf_err = max(inf_err, float(np.max(np.abs(infs - misordered_infimum(c)))))
         nonempty = bool(infs.min() < _m.lgamma(k + 1) - 1e-9)
@@ -469,7 +475,7 @@ def listwise_convex(ctx: CheckContext) -> MethodResult:
                              "log_k!": _m.lgamma(k + 1)}
         u_rows.append({"k": k, "beta_delta_ref_adjacent": c.tolist(), "cvx_inf": infs.tolist(), "nonempty": nonempty})
     literal = bool(pop_err <= 1e-5 and order_ok and ordered_but_U is None)
-    amended = bool(pop_err <= 1e-5 and order_ok and inf_err <= 1e-5 and decision_ok)
+    amended = bool(pop_err <= 1e-5 and order_ok and inf_err <= 1e-5 and decision_ok and ordered_ok)
     cex = None if literal else {"ordered_reference_with_listwise_U": ordered_but_U}
     summary = (f"population PL optimum = pi* on {len(rows)} instances (max |log pi - log pi*| {pop_err:.1e}); order = "
                f"adjacent rule on all: {order_ok} ({n_agree} agree with the human ranking); ordered references with a "

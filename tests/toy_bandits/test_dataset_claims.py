@@ -280,6 +280,21 @@ def test_finite_label_simulation_counts_the_cells_above_one_half_its_cells_show(
     assert {k: cex[k] for k in ("beta_delta_ref", "dr", "n", "freq")} == {k: above[0][k] for k in cex}
 
 
+def test_listwise_convex_counterexample_is_the_reference_it_names(ctx):
+    """The convex method's counterexample, recomputed from its own pi_ref and beta (rounded to 4 digits there):
+    beta delta_ref of each adjacent pair > 0 (an ordered reference), the infima = softplus of those, the smallest
+    below log k!. A sign error in beta delta_ref (a survivor of mutation) reported [-1.39, -3.51] and infima 0.22,
+    0.03 for this reference, and the checks could not see it: both sides read the same wrong numbers, and every
+    instance was nonempty. Now the method also has an ordered reference with no misordered policy below log 3!."""
+    r = _run("listwise-equivalence", "convex", ctx)
+    ex = r.counterexample["ordered_reference_with_listwise_U"]
+    c = ex["beta"] * -np.diff(np.log(ex["pi_ref"]))
+    assert np.all(c > 0) and c == pytest.approx(ex["beta_delta_ref_adjacent"], abs=5e-3)
+    assert np.logaddexp(0, ex["beta_delta_ref_adjacent"]) == pytest.approx(ex["inf_misordered_loss"], abs=1e-4)
+    assert min(ex["inf_misordered_loss"]) < ex["log_k!"] == pytest.approx(math.lgamma(len(c) + 2), abs=1e-15)
+    assert {u["nonempty"] for u in r.evidence["undesirable"]} == {True, False}
+
+
 def test_list_instance_ranks_by_reward_and_draws_in_range():
     # the ranking returned is the human (reward) order: rewards strictly decrease along it; an ordered reference
     # decreases along it too; pi_ref is a distribution; beta in [10^-0.7, 10^0.5]
