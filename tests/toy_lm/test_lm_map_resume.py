@@ -216,9 +216,15 @@ def test_a_crash_keeps_the_finished_units_and_says_resume(whole, tmp_path, monke
 
     monkeypatch.setattr(S, "train_preference_batched", crash_at_the_6th)
     argv = ["lm-map", "--lm-config", str(cfg), "--out", str(out), "--device", "cpu"]
+    t0 = time.perf_counter()
     with pytest.raises(RuntimeError, match="planted crash"):
         cli_main(argv)
+    crash_wall = time.perf_counter() - t0
     assert _units(out) == 2 + 5
+    # each kept unit records the seconds it took (a clock reading instead, ~8e4 s each, survived mutation and made a
+    # resumed map's header say 399214 s)
+    units = json.loads((out / PROGRESS_DIR / RECORD).read_text())["units"]
+    assert all(0 < u["seconds"] <= crash_wall for u in units.values()), units
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"paper_checks.py lm-map: error: RuntimeError during the map; 7 finished units are kept in "
         f"{out / PROGRESS_DIR}: rerun the same command with --resume to continue from them")
@@ -228,8 +234,11 @@ def test_a_crash_keeps_the_finished_units_and_says_resume(whole, tmp_path, monke
         raise AssertionError("a saved reference unit was retrained on resume")
 
     monkeypatch.setattr(S, "train_reference_batched", no_retraining)
+    t0 = time.perf_counter()
     assert cli_main([*argv, "--resume"]) == 0
+    resume_wall = time.perf_counter() - t0
     assert_same_outputs(ref_out, out)
+    assert 0 < json.loads((out / "lm_map.json").read_text())["seconds"] <= crash_wall + resume_wall
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
