@@ -213,6 +213,23 @@ def test_eq10_root_counts_are_the_root_finders(monkeypatch, tmp_path):
     assert ev["with_two_stationary_points"] + ev["with_none"] == n
 
 
+def test_soft_margin_numeric_sees_a_softplus_that_loses_its_tail(monkeypatch, tmp_path):
+    """soft-margin-ranking's form check (dpo_loss = softplus(t - s), |beta a| <= 600) against a naive softplus,
+    log(1 + e^x), which returns 0 for x below about -37 (true: e^x): relative error 1, so the method must fail. Its
+    test points collapsed onto t = s (a survivor of mutation), where the loss is log 2 for any softplus, and a
+    planted naive softplus then passed."""
+    import torch
+
+    import dpo_rlhf_checks.losses as L
+    from theory import sec8_soft_margin
+
+    ctx = CheckContext(seed=0, quick=True, out_dir=tmp_path)
+    assert sec8_soft_margin.soft_margin_ranking_numeric(ctx).literal is True
+    monkeypatch.setattr(L, "_softplus", lambda x: torch.log(1 + torch.exp(x)))
+    r = sec8_soft_margin.soft_margin_ranking_numeric(ctx)
+    assert r.literal is False and r.evidence["max_rel_err_dpo_loss_vs_softplus(t-s)"] == pytest.approx(1.0, abs=1e-9)
+
+
 def test_eq10_path_values_are_j_and_f_of_the_stated_policies(results):
     """The counterexample path pi = (1/2, eps, 1/2 - eps) with r = (1, 0, 1/2), pi_ref = (0.2, 0.5, 0.3), beta = 1,
     gamma = 0.1: J and F are written out by hand here (J = E_pi[r] - KL(pi || pi_ref), F = J + gamma (log pi(y_w) -
