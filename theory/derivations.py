@@ -421,7 +421,14 @@ def kkt_facts() -> dict:
     # nu/pi_c(y_l) = mu e^{delta_c} (delta_c the derived closed form), = mu e^m exactly when delta_c = m (active)
     out["log_form_multiplier_nu=mu_pi_c(y_w)"] = is_identity(
         nu / pic[L] - mu * sp.exp(d_ref + (dr_ + mu * (1 + sp.exp(m))) / beta)) and out["active_mu_makes_delta_c=m"]
-    out["log_form_needs_active_mu"] = not is_identity(nu / pic[L] - mu * sp.exp(m))
+    # ... and the content holds at the active multiplier but not for a generic mu: nu/pi_c(y_l) = mu pi_c(y_w)/pi_c(y_l)
+    # identically, = mu e^m at the active mu (the ratio proved above), and false at one exact point (mu = 1, beta = 1,
+    # m = 1, pi_ref uniform, r = 0: e^(1 + e) - e = 38.5); not "simplify does not reach 0", which proves nothing (and
+    # held for pi_c(y_l)/nu too, a survivor of mutation)
+    point = {mu: 1, beta: 1, m: 1, **{pref[i]: sp.Rational(1, 3) for i in range(3)}, **{r[i]: 0 for i in range(3)}}
+    out["log_form_needs_active_mu"] = bool(is_identity(nu / pic[L] - mu * ratio)
+                                           and out["slack_zero_at_active_mu_(pi_w/pi_l=e^m)"]
+                                           and abs(sp.N((nu / pic[L] - mu * sp.exp(m)).subs(point), 30)) > 1)
     return out
 
 
