@@ -154,6 +154,9 @@ def test_small_run_is_well_formed(small):
     assert list(small) == ["sigmoid", "ipo"]
     for name, row in small.items():
         assert row["n_seeds"] == 2 and row["seeds"] == [0, 1] and row["look"] == 1
+        # durations: the reference SFT's wall and CPU seconds are >= 0 (a swapped difference, a survivor of mutation,
+        # wrote -2.86 CPU seconds into atlas.json)
+        assert row["seconds_reference"] > 0 and row["cpu_seconds_reference"] > 0
         assert row["cell"]["beta"] == BETA and row["cell"]["optimizer"] == "sgd" and row["cell"]["steps"] == SMALL.steps
         assert row["cell"]["lr"] == pytest.approx(SMALL.sgd_lr if name == "ipo" else SMALL.sgd_lr / BETA**2)
         obs, pred = row["values"]["observed"], row["values"]["predicted"]
