@@ -47,6 +47,10 @@ def test_batched_preference_training_matches_lone_runs(lone, method, optimizer):
         np.testing.assert_allclose(b.target, a.target, atol=1e-6)
         # Membership of U after the first step (step 0 compares the reference with itself: a coin flip of rounding).
         assert (a.in_U[1:] == b.in_U[1:]).mean() > 0.99
+        # the certificate record, (S, P) per seed like the lone run's (a reshape as (P, R), a survivor of mutation,
+        # scrambled it: (13, 3) here, and lm-cpo-fix's certified fractions 0.578 -> 0.25)
+        assert b.certified.shape == a.certified.shape == (CFG.steps + 1, CFG.n_train_prompts)
+        assert (a.certified[1:] == b.certified[1:]).mean() > 0.99
 
 
 def test_a_wrong_replica_order_is_caught(lone):
@@ -59,3 +63,18 @@ def test_a_wrong_replica_order_is_caught(lone):
     assert many[-1].seed == SEEDS[0]
     np.testing.assert_allclose(many[-1].delta_sum, one.delta_sum, atol=2e-4)
     assert not np.allclose(many[0].delta_sum, one.delta_sum, atol=1e-2)
+
+
+def test_ranking_accuracy_counts_pairs_ranked_right_ties_included(lone):
+    """Ranking accuracy (Chen et al. 2024): the fraction of pairs with pi(y_w) >= pi(y_l), a tie ranked right; by
+    hand on set log-odds [1, -1, 0, 2] and [-3, -1, -2, 0.5]: 3/4 and 1/4 (its complement, a survivor of mutation for
+    the held-out one, reported 0.125 for 0.875)."""
+    import dataclasses
+
+    tasks, refs, lps = lone
+    rec = train_preference("dpo", tasks[0], refs[0], lps[0], CFG, SEEDS[0], torch.device("cpu"), beta=2.5,
+                           optimizer="sgd")
+    d = np.array([[1.0, -1.0, 0.0, 2.0], [-3.0, -1.0, -2.0, 0.5]])
+    rec = dataclasses.replace(rec, delta_sum=d, heldout_delta_sum=d)
+    assert rec.train_ranking_accuracy.tolist() == [0.75, 0.25]
+    assert rec.heldout_ranking_accuracy.tolist() == [0.75, 0.25]
