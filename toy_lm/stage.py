@@ -392,23 +392,6 @@ def cell_summary(stage: LMStage, beta: float, optimizer: str, method: str) -> di
     }
 
 
-def _within_slope(x: np.ndarray, y: np.ndarray, group: np.ndarray) -> tuple[float, float]:
-    """OLS slope of y on x with one intercept per group (within-group demeaning), and its standard error."""
-    xd, yd = x.astype(float).copy(), y.astype(float).copy()
-    for g in np.unique(group):
-        m = group == g
-        xd[m] -= xd[m].mean()
-        yd[m] -= yd[m].mean()
-    sxx = float(np.sum(xd ** 2))
-    n_groups = len(np.unique(group))
-    dof = len(x) - n_groups - 1
-    if sxx <= 0 or dof < 1:
-        return math.nan, math.nan
-    slope = float(np.sum(xd * yd) / sxx)
-    resid = yd - slope * xd
-    return slope, float(math.sqrt(np.sum(resid ** 2) / dof / sxx))
-
-
 def censored_fit(x: np.ndarray, y: np.ndarray, group: np.ndarray, censored: np.ndarray, limit: float,
                  max_iter: int = 200, tol: float = 1e-10) -> dict:
     """Maximum-likelihood fit of y = a_g + slope x + eps, eps ~ N(0, s^2), one intercept per group, y right-censored

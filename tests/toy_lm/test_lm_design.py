@@ -24,12 +24,16 @@ def test_seed_interval_is_the_student_t_interval_with_the_resolution_floor():
     iv = seed_interval(x, 0.95)
     half = student_t.ppf(0.975, 3) * np.std(x, ddof=1) / 2
     assert iv["lo"] == pytest.approx(np.mean(x) - half, abs=1e-12) and iv["hi"] == pytest.approx(np.mean(x) + half)
+    # the reported sd, by hand: squared deviations from 0.45 sum to 0.0094, / 3 -> sd 0.0559762 (it came back None
+    # for every n >= 2 under a flipped comparison, a survivor of mutation); one value has none
+    assert iv["sd"] == pytest.approx(math.sqrt(0.0094 / 3), rel=1e-12) and iv["sd"] == pytest.approx(0.0559762, rel=1e-6)
+    assert iv["sd_used"] == iv["sd"] and iv["n"] == 4 and iv["mean"] == pytest.approx(0.45, rel=1e-15)
     # Seeds that agree to the last pair: the sd is floored at the rounding's, 1 / (P sqrt 12), never 0.
     flat = seed_interval([0.0, 0.0, 0.0], 0.95, resolution=1 / 32)
     assert flat["sd_used"] == pytest.approx(1 / (32 * math.sqrt(12)))
     assert flat["hi"] == pytest.approx(student_t.ppf(0.975, 2) * flat["sd_used"] / math.sqrt(3))
     one = seed_interval([0.3], 0.95)
-    assert one["lo"] == -math.inf and one["hi"] == math.inf
+    assert one["lo"] == -math.inf and one["hi"] == math.inf and one["sd"] is None and one["sd_used"] is None
     with pytest.raises(ValueError, match="finite"):
         seed_interval([0.1, float("nan")], 0.95)
 
