@@ -227,7 +227,7 @@ def _exact(value, name: str) -> sp.Rational:
         if isinstance(value, float):
             if not math.isfinite(value):
                 raise ValueError
-            return sp.Rational(repr(value))
+            return sp.Rational(repr(float(value)))  # float(): numpy's repr is 'np.float64(0.88)'
         if isinstance(value, str):
             return sp.Rational(value)
         v = sp.sympify(value)

@@ -4,6 +4,7 @@ import math
 from fractions import Fraction
 
 import mpmath
+import numpy as np
 import pytest
 import sympy as sp
 
@@ -145,6 +146,13 @@ def test_population_optimum_beyond_the_first_bracket():
     assert expected == pytest.approx(90.2613356, rel=1e-8)
     assert float(G.population_t_star("exo_pair", {"label_smoothing": e}, q)) == pytest.approx(expected, rel=1e-12)
     assert float(G.population_t_star("exo_pair", {"label_smoothing": e}, 1 - q)) == pytest.approx(-expected, rel=1e-12)
+
+
+def test_population_optimum_takes_numpy_numbers():
+    """numpy floats and ints are numbers too (numpy's repr, 'np.float64(0.88)', is not a decimal SymPy reads)."""
+    ts = float(G.population_t_star("exo_pair", {"label_smoothing": np.float64(1e-3)}, np.float64(0.88)))
+    assert ts == pytest.approx(0.76 * (math.log1p(-1e-3) - math.log(1e-3)), rel=1e-12)  # (2q - 1) log((1 - e)/e)
+    assert float(G.population_t_star("sigmoid", {}, np.float32(0.5))) == pytest.approx(0.0, abs=1e-30)
 
 
 def test_population_optimum_params_are_not_rounded():

@@ -46,7 +46,7 @@ def test_no_target_form_evidence_reproduces_its_losses(tmp_path):
 def test_sum_vs_mean_example_is_the_summed_delta_of_its_tokens(tmp_path):
     """The per-token-mean counterexample of cpo-loss-certificates: 10 chosen tokens at -1.0, 2 rejected at -2.0, so
     the mean delta is +1 and the summed delta -10 + 4 = -6 (from the token sums here). Its loss is cpo_clip with
-    margin 0 on the means, softplus(-(dm - dm_ref)) = softplus(-1.3) = 0.2413 < log 2. The sum of all log-probabilities
+    margin 0 on the means, softplus(-(dm - dm_ref)) = softplus(-(1 - 0.3)) = 0.4032 < log 2. The sum of all log-probabilities
     (-14, a survivor of mutation) is negative for every example, so 'summed delta < 0' could not fail with it."""
     ev = mc.cpo_loss_certificates_search(CheckContext(seed=0, quick=True, out_dir=tmp_path)).evidence["sum_vs_mean"]
     w, l = torch.full((10,), -1.0, dtype=torch.float64), torch.full((2,), -2.0, dtype=torch.float64)  # noqa: E741
@@ -54,4 +54,5 @@ def test_sum_vs_mean_example_is_the_summed_delta_of_its_tokens(tmp_path):
     assert ev["mean_delta"] == float(w.mean() - l.mean()) == 1.0
     assert ev["summed_delta"] == float(w.sum() - l.sum()) == -6.0
     assert ev["loss"] == pytest.approx(math.log1p(math.exp(-(1.0 - (-1.2 + 1.5)))), abs=1e-12)
+    assert ev["loss"] == pytest.approx(0.403186, abs=1e-6)
     assert ev["loss"] < math.log(2) and ev["loss_below_log2"] is True
