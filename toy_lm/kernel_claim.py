@@ -162,7 +162,7 @@ def time_in_U_slopes(stage, optimizer: str, variant: str) -> dict:
     """The time-in-U slope of the LM and of ``variant``'s prediction for ordered DPO under ``optimizer``, over every
     seed each beta level's cell has, on the same misranked pairs, by the time-in-U law's estimator (Tobit, one
     intercept per beta level, censored at steps + 1; toy_lm.stage.time_in_U_fits)."""
-    from toy_lm.stage import time_in_U_fits
+    from toy_lm.stage import fit_number, time_in_U_fits
 
     cfg = stage.cfg
     horizon = cfg.steps + 1
@@ -185,9 +185,8 @@ def time_in_U_slopes(stage, optimizer: str, variant: str) -> dict:
     tf = time_in_U_fits(h, t_lm, t_k, grp, horizon)
     fits, use, t_lm, t_k = tf["fits"], tf["use"], tf["t_lm"], tf["t_pred"]
     # a fit that did not converge gives no number, so it cannot decide the comparison (decided None below)
-    fin = (lambda f, k: f[k] if f["converged"] and math.isfinite(f[k]) else None)
-    out = {"lm_slope": fin(fits["lm"], "slope"), "lm_stderr": fin(fits["lm"], "stderr"),
-           "pred_slope": fin(fits["pred"], "slope"), "pred_stderr": fin(fits["pred"], "stderr"),
+    out = {"lm_slope": fit_number(fits["lm"], "slope"), "lm_stderr": fit_number(fits["lm"], "stderr"),
+           "pred_slope": fit_number(fits["pred"], "slope"), "pred_stderr": fit_number(fits["pred"], "stderr"),
            "fits": {k: {n: f[n] for n in ("converged", "reason", "iterations", "dropped")} for k, f in fits.items()},
            "n_pairs": int(use.sum()), "n_lm_censored": int((t_lm[use] >= horizon).sum()),
            "n_pred_censored": int((t_k[use] >= horizon).sum()), "seeds": sorted({r.seed for b in cfg.betas

@@ -503,11 +503,10 @@ def censored_fit(x: np.ndarray, y: np.ndarray, group: np.ndarray, censored: np.n
     return out
 
 
-def _censored_slope(x: np.ndarray, y: np.ndarray, group: np.ndarray, censored: np.ndarray,
-                    limit: float) -> tuple[float, float]:
-    """The slope of :func:`censored_fit` and its standard error; NaN, NaN when the fit did not converge."""
-    fit = censored_fit(x, y, group, censored, limit)
-    return (fit["slope"], fit["stderr"]) if fit["converged"] else (math.nan, math.nan)
+def fit_number(fit: dict, key: str) -> float | None:
+    """``fit[key]`` (e.g. "slope", "stderr") of a :func:`censored_fit` result, or None when the fit did not converge or
+    the number is not finite: a fit that failed reports no number, whatever its last iterate was."""
+    return fit[key] if fit["converged"] and math.isfinite(fit[key]) else None
 
 
 def time_in_U_fits(h: np.ndarray, t_lm: np.ndarray, t_pred: np.ndarray, group: np.ndarray, horizon: int) -> dict:
@@ -556,12 +555,11 @@ def time_in_U_law(stage: LMStage, optimizer: str) -> dict:
     tf = time_in_U_fits(h, t_lm, t_th, grp, horizon)
     t_lm, t_th, cens, th_cens, use = tf["t_lm"], tf["t_pred"], tf["lm_censored"], tf["pred_censored"], tf["use"]
     lm_fit, th_fit = tf["fits"]["lm"], tf["fits"]["pred"]
-    number = (lambda f, k: f[k] if f["converged"] and math.isfinite(f[k]) else None)  # no number from a failed fit
     estimator = ("log(time in U) = a_beta + slope * beta |delta_ref| + N(0, s^2), one intercept per beta level, "
                  f"maximum likelihood with pairs that have not left U by step {cfg.steps} censored at {horizon} "
                  "(Tobit); the same estimator and horizon for the LM and the theory")
-    return {"descriptive": True, "fitted_slope": number(lm_fit, "slope"), "stderr": number(lm_fit, "stderr"),
-            "theory_slope": number(th_fit, "slope"), "theory_stderr": number(th_fit, "stderr"),
+    return {"descriptive": True, "fitted_slope": fit_number(lm_fit, "slope"), "stderr": fit_number(lm_fit, "stderr"),
+            "theory_slope": fit_number(th_fit, "slope"), "theory_stderr": fit_number(th_fit, "stderr"),
             "n_pairs": int(use.sum()), "n_censored": int(cens[use].sum()), "n_theory_censored": int(th_cens[use].sum()),
             "horizon": horizon, "fit": estimator,
             "points": {"h": h.tolist(), "t_lm": t_lm.tolist(), "censored": cens.tolist(), "t_theory": t_th.tolist(),
@@ -613,4 +611,4 @@ def save_records(stage: LMStage, path: Path) -> Path:
 
 
 __all__ = ["BT_METHODS", "SLOW_SCALE", "TOL_FRAC_IN_U", "LMStage", "SeedRun", "get_stage", "run_stage", "extend",
-           "reference_summary", "save_records", "cell_summary", "time_in_U_law", "time_in_U_fits"]
+           "reference_summary", "save_records", "cell_summary", "time_in_U_law", "time_in_U_fits", "fit_number"]

@@ -74,5 +74,5 @@ def test_a_fit_that_did_not_converge_is_not_reported(monkeypatch):
     g = np.zeros(60, int)
     y = 0.5 * x + rng.normal(0, 0.3, 60)
     assert math.isfinite(failing(x, np.minimum(y, 2.0), g, y > 2.0, 2.0)["slope"])
-    slope, se = stage_mod._censored_slope(x, np.minimum(y, 2.0), g, y > 2.0, 2.0)
-    assert math.isnan(slope) and math.isnan(se)
+    tf = stage_mod.time_in_U_fits(x, np.exp(np.minimum(y, 2.0)), np.exp(np.minimum(y, 2.0)), g, math.exp(2.0))
+    assert all(stage_mod.fit_number(tf["fits"][k], n) is None for k in ("lm", "pred") for n in ("slope", "stderr"))
