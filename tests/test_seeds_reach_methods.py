@@ -1,5 +1,6 @@
 """The run's seed reaches every method that draws at random (theory/ and toy_bandits/): its evidence at --seed 0
-and --seed 1 differs (timings left out, one output folder for both). A method that ignored the seed survived
+and --seed 1 differs (timings left out, one output folder for both; the durations it reports lie in [0, the call's
+wall time]). A method that ignored the seed survived
 mutation (dataset-ordered-minimiser's simulation drew with a fixed generator: seeds 1 and 2 gave seed 0's evidence,
 so the eight-seed verdict test checked one draw eight times). The seed-free methods are listed, each with why."""
 
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import pytest
 
@@ -40,7 +42,19 @@ CASES = [(c.id, m) for c in CLAIMS for m, target in c.methods.items()
          if target.startswith(("theory", "toy_bandits"))]
 
 
+def _durations(obj) -> list[float]:
+    """Every number under a key that names seconds, anywhere in the evidence."""
+    if isinstance(obj, dict):
+        return [x for k, v in obj.items()
+                for x in ([v] if "second" in str(k).lower() and isinstance(v, (int, float)) else _durations(v))]
+    if isinstance(obj, list):
+        return [x for v in obj for x in _durations(v)]
+    return []
+
+
 def _evidence(cid: str, method: str, seed: int, out_dir) -> str:
+    """The method's evidence without timings; its durations are checked on the way: each in [0, the call's wall
+    time] (a swapped difference wrote -2.65 s into price-of-alignment's evidence, a survivor of mutation)."""
     def clean(obj):
         if isinstance(obj, dict):
             return {k: clean(v) for k, v in obj.items() if not TIMING.search(str(k))}
@@ -48,8 +62,12 @@ def _evidence(cid: str, method: str, seed: int, out_dir) -> str:
             return [clean(v) for v in obj]
         return obj
 
+    start = time.perf_counter()
     result = resolve_method(get_claim(cid).methods[method])(CheckContext(seed=seed, quick=True, out_dir=out_dir))
-    return json.dumps(clean(to_jsonable(result.evidence)), sort_keys=True, default=str)
+    wall = time.perf_counter() - start
+    evidence = to_jsonable(result.evidence)
+    assert all(0 <= d <= wall for d in _durations(evidence)), (_durations(evidence), wall)
+    return json.dumps(clean(evidence), sort_keys=True, default=str)
 
 
 def test_the_seed_free_list_names_methods_that_exist():

@@ -352,3 +352,18 @@ def test_length_numeric_walk_rows_by_hand(ctx):
     for x in rows:
         assert x["summed_optimum_ranks_y_w_first"] is True
         assert x["valley_has_opposite_sign"] is (x["L_w"] > x["L_l"])
+
+
+def test_run_all_reports_each_methods_seconds(ctx):
+    """benchmarks/run_dataset_claims.py's per-method seconds (run_all): each in (0, the whole call's wall time]; a
+    swapped difference (a survivor of mutation) printed -1.67 s."""
+    import io
+    import time
+
+    from toy_bandits.dataset_claims import run_all
+
+    start = time.perf_counter()
+    res = run_all(ctx, ["finite-label-sign"], out=io.StringIO())["finite-label-sign"]
+    wall = time.perf_counter() - start
+    assert set(res) == set(get_claim("finite-label-sign").methods)
+    assert all(0 < secs <= wall for _, secs in res.values())
