@@ -66,6 +66,38 @@ def test_stationary_points_on_the_grid_path_reach_both_ends(c):
     assert [k for x, k in got if abs(x - float(c)) < 1e-9] == ["min"]
 
 
+@pytest.mark.parametrize("f_div, alpha, at_1", [
+    ("reverse_kl", None, 1.0), ("forward_kl", None, 1 - math.exp(-1)),
+    ("js_divergence", None, math.log(2 / (1 + math.exp(-1)))),
+    ("alpha_divergence", 0.5, 2 - 2 * math.exp(-0.5)), ("alpha_divergence", 0.25, (math.exp(-0.75) - 1) / -0.75),
+])
+def test_score_by_hand(f_div, alpha, at_1):
+    """s(r) = f'(e^r) of each f-divergence (docs/theory.md §16): 0 at r = 0, and its value at r = 1 by hand (alpha:
+    (e^((a - 1) r) - 1)/(a - 1)). A constant off in the alpha score (a survivor of mutation: s(0) = 2) changed no
+    output, since every caller takes differences of s, but it is not the documented score."""
+    s = G.score_expr(f_div, alpha)
+    assert float(s.subs(G.rw, 0)) == pytest.approx(0.0, abs=1e-15)
+    assert float(s.subs(G.rw, 1)) == pytest.approx(at_1, rel=1e-14)
+
+
+@pytest.mark.parametrize("f, expected", [
+    ((G.t - sp.Rational(31, 100)) ** 2 * (G.t - sp.Rational(32, 100)) ** 2, None),
+    (sp.Rational(1, 3) * G.t ** 3 - sp.Rational(63, 200) * G.t ** 2 + sp.Rational(31, 100) * sp.Rational(32, 100) * G.t,
+     [(0.31, "max"), (0.32, "min")]),
+    ((G.t - sp.Rational(1, 3)) ** 4, [(1 / 3, "min")]),
+    ((G.t - sp.Rational(1, 3)) ** 3, [(1 / 3, "neither")]),
+])
+def test_stationary_points_between_grid_points(f, expected):
+    """Zeros of f' that solveset finds and the 0.05 grid cannot: two 0.01 apart (0.31 and 0.32, one sign change
+    each side lost between grid points) and a degenerate one at 1/3, off the grid. With solveset's arguments swapped
+    (a survivor of mutation) the set was always empty and the grid returned [] for these."""
+    got = G.stationary_points(f, -4, 4)
+    if expected is None:  # f' = 2 (t - 0.31)(t - 0.32)(2t - 0.63): three zeros, min, max, min
+        expected = [(0.31, "min"), (0.315, "max"), (0.32, "min")]
+    assert [k for _, k in sorted(got)] == [k for _, k in expected]
+    assert [x for x, _ in sorted(got)] == pytest.approx([x for x, _ in expected], abs=1e-12)
+
+
 def test_stationary_points_degenerate_kind_on_the_grid_path():
     """(t - 1)^4 (2 + sin t) >= 0 = f(1): a degenerate minimum at 1 (f'' = 0 there) that solveset does not give as a
     finite set, so the grid of sign changes finds it; its negative has a maximum there."""
