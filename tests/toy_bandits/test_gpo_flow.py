@@ -129,6 +129,9 @@ def test_forward_kl_invariant_holds_and_breaks_when_the_rest_is_trained():
     ("apo_zero", 2.0, 2 / (1 + math.e)),
     ("apo_down", 2.0, 1 / (1 + math.exp(2.0))),
     ("sppo_hard", 0.5, 12.5),
+    # a tie, u0 = 0 (the same formulas: 2 log 2 and 1); a start at 2 beta/(-u0), a survivor of mutation, divided by 0
+    ("bco_pair", 0.0, 2 * math.log(2)),
+    ("apo_zero", 0.0, 1.0),
 ])
 def test_certificate_level_by_hand(loss, u0, expected):
     """The bandit's minimum of the library loss over delta <= 0 (beta delta_ref = -u0) is the hand-worked l_crit."""
