@@ -78,6 +78,11 @@ def test_pair_target_policy_is_the_constrained_optimum(raw, reward, beta, target
 def test_ueps_rejects_bad_arguments():
     with pytest.raises(ValueError, match="distinct"):
         UEpsProblem(np.array([0.5, 0.5]), np.zeros(2), 1.0, 0, 0)
+    # indices in [0, K): l = K or w = K is the clear error too, not an IndexError from inside (l <= K, a survivor of
+    # mutation, let l = 2 through to pi_ref[2])
+    for w, l in ((0, 2), (2, 0), (-1, 1), (0, -1)):
+        with pytest.raises(ValueError, match=r"distinct indices w, l in \[0, K\)"):
+            UEpsProblem(np.array([0.5, 0.5]), np.zeros(2), 1.0, w, l)
     with pytest.raises(ValueError, match="solver"):
         UEpsProblem(np.array([0.5, 0.5]), np.zeros(2), 1.0, 0, 1, solver="ECOS_BB")
     with pytest.raises(ValueError, match="pi_ref"):
