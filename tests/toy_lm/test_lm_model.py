@@ -90,3 +90,13 @@ def test_bad_masks_and_devices_are_value_errors():
     assert resolve_device("cpu").type == "cpu"
     with pytest.raises(ValueError, match="divisible"):
         TinyGPT(vocab_size=5, block_size=4, n_layer=1, n_head=3, n_embd=16)
+
+
+def test_a_sequence_of_block_size_tokens_is_accepted_one_more_is_refused():
+    """block_size 12 means 12 positions: (2, 12) tokens give (2, 12, 12) logits; 13 is one clear error. 't >=
+    block_size' (a survivor of mutation) refused a full block with 'exceeds' (the toolkit feeds block_size - 1)."""
+    model = _model()
+    tokens = torch.zeros((2, 12), dtype=torch.int64)
+    assert model(tokens).shape == (2, 12, 12)
+    with pytest.raises(ValueError, match="sequence length 13 exceeds block_size 12"):
+        model(torch.zeros((2, 13), dtype=torch.int64))
