@@ -182,6 +182,7 @@ def test_eq10_pi_c_kind_by_f_values_says_neither_off_the_stationary_point(monkey
     assert ev["pi_c_kind_matches_mu(e^m-1)_vs_beta"] is True
     assert {r["kind_by_F_values"] for r in rows} == {"local max", "local min"}
     assert all(r["kind_by_F_values"] == r["predicted"] for r in rows)
+    assert len(rows) == 6  # all agree: the first 6 are shown (the rule 'first 6, then every mismatch')
     true_F = sec9_cpo.penalised_objective
 
     def off_F(pi, rewards, pi_ref, beta, gamma, *a, **k):
@@ -192,6 +193,8 @@ def test_eq10_pi_c_kind_by_f_values_says_neither_off_the_stationary_point(monkey
     rows = ev["pi_c_kind_two_responses"]
     assert len(rows) >= 5 and all(r["kind_by_F_values"] == "neither" for r in rows)
     assert ev["pi_c_kind_matches_mu(e^m-1)_vs_beta"] is False
+    # every mismatch is listed, past the first 6 (listing the agreeing rows instead, a survivor of mutation, hid them)
+    assert len(rows) > 6
 
 
 def test_eq10_root_counts_are_the_root_finders(monkeypatch, tmp_path):
