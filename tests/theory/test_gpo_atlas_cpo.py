@@ -114,6 +114,11 @@ def test_symbolic_row(s):
     # log 2 certifies delta > 0 on every violated pair iff m >= U0/n for every U0: yes for eq17 (sequences), clip,
     # smooth (alpha = 1 and the released alpha = 0.25); no for easy (its margin is negative)
     assert row["log2_certifies"] is (s.loss != "cpo_easy")
+    # the printed formulas exit at U0/n (per-token h with n tokens): 'U0/10' for cpo_easy's n = 10, plain 'U0' for
+    # n = 1 (the two swapped, a survivor of mutation, printed softplus(m - U0) for cpo_easy)
+    want = "U0" if s.n == 1 else f"U0/{s.n}"
+    assert f"[{want} + e^-m (e^({want}) - 1)]" in row["time_law"], row["time_law"]
+    assert f"softplus(m - {want}) <=>" in row["certificate"] and f"sigma(m - {want}) at the exit" in row["grad_factor"]
 
 
 @pytest.mark.parametrize("s", ALL, ids=lambda s: s.key)
