@@ -433,7 +433,8 @@ def listwise_convex(ctx: CheckContext) -> MethodResult:
     its order against the adjacent pairwise conditions. (ii) For references ordered like the human ranking (random
     ones, and one so far apart that no misordered policy gets below log 3!), the infimum of L over policies
     misordering an adjacent pair (CVXPY, box |s| <= 40) against softplus(beta delta_ref) (<= 1e-5) and log k!, and
-    the rule's empty/nonempty decision against it. Literal: (i) holds and no ordered reference has a misordered policy below log k!.
+    the rule's empty/nonempty decision against it. Literal: (i) holds and no ordered reference has a misordered
+    policy below log k!.
     """
     import math as _m
 

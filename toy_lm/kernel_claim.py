@@ -183,13 +183,13 @@ def time_in_U_slopes(stage, optimizer: str, variant: str) -> dict:
                 "decided": None}
     h, t_lm, t_k, grp = (np.concatenate(a) for a in (h, t_lm, t_k, grp))
     tf = time_in_U_fits(h, t_lm, t_k, grp, horizon)
-    fits, use, t_lm, t_k = tf["fits"], tf["use"], tf["t_lm"], tf["t_pred"]
+    fits, use = tf["fits"], tf["use"]
     # a fit that did not converge gives no number, so it cannot decide the comparison (decided None below)
     out = {"lm_slope": fit_number(fits["lm"], "slope"), "lm_stderr": fit_number(fits["lm"], "stderr"),
            "pred_slope": fit_number(fits["pred"], "slope"), "pred_stderr": fit_number(fits["pred"], "stderr"),
            "fits": {k: {n: f[n] for n in ("converged", "reason", "iterations", "dropped")} for k, f in fits.items()},
-           "n_pairs": int(use.sum()), "n_lm_censored": int((t_lm[use] >= horizon).sum()),
-           "n_pred_censored": int((t_k[use] >= horizon).sum()), "seeds": sorted({r.seed for b in cfg.betas
+           "n_pairs": int(use.sum()), "n_lm_censored": int(tf["lm_censored"][use].sum()),
+           "n_pred_censored": int(tf["pred_censored"][use].sum()), "seeds": sorted({r.seed for b in cfg.betas
                                                                                   for r in stage.runs_with((b, optimizer, "dpo"))})}
     if None in (out["lm_slope"], out["lm_stderr"], out["pred_slope"]):
         out["decided"] = None
