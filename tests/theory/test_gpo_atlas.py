@@ -386,3 +386,13 @@ def test_per_token_reference_free_rows_get_the_per_token_certificate(setting):
     row = G.symbolic_row(setting)
     assert row["certificate"] == "per-token delta only (length-normalised claim)"
     assert row["time_law"].endswith("; per token: the summed delta's sign is set by the lengths")
+
+
+def test_stationary_points_stay_inside_the_window():
+    """f = t^2/2 - cos t - k t with k = 4.03 + sin 4.03: f' = t + sin t - k is increasing (1 + cos t >= 0) with one
+    zero, a minimum at 4.03, which solveset gives only as a ConditionSet, so the grid finds it. It lies outside
+    [-4, 4] and inside [-4, 4.1]. A grid one step past hi (a survivor of mutation) reported it on [-4, 4]."""
+    k = sp.Rational(403, 100) + sp.sin(sp.Rational(403, 100))
+    f = G.t ** 2 / 2 - sp.cos(G.t) - k * G.t
+    assert G.stationary_points(f, -4, 4) == []
+    assert G.stationary_points(f, -4, sp.Rational(41, 10)) == [(pytest.approx(4.03, abs=1e-12), "min")]

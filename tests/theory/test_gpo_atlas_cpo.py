@@ -140,3 +140,14 @@ def test_flow(s):
             assert not res["finite"] and res["t"] > 0
         else:
             assert res["finite"] and res["t"] == pytest.approx(want, abs=1e-5)
+
+
+def test_log2_certifies_decided_past_the_grid():
+    """cpo_smooth with alpha = 1.01 and gamma = 500 (n = 1, beta = 0.1): m(U0) - U0 = (beta gamma + U0)/alpha - U0 +
+    o(1) is positive on the whole log grid U0 in [1e-3, 1e2] and turns negative near U0 = 5,000, so log 2 does not
+    certify every violated pair and only the limit U0 -> oo says so. With the limit taken of m + U0/n (a survivor of
+    mutation) the row said yes."""
+    s = Setting("cpo_smooth", params={"gamma": 500.0, "tau": 2.0, "alpha": 1.01})
+    gap = [_margin(s, LAM - u / s.beta, LAM) - u / s.n for u in (1e-3, 1.0, 1e2, 1e4)]
+    assert min(gap[:3]) > 48.0 and gap[3] < -49.0  # by hand: the grid's end is positive, 1e4 is not
+    assert G.symbolic_row(s)["log2_certifies"] is False
