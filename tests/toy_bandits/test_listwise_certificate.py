@@ -193,3 +193,25 @@ def test_pl_loss_matches_mpmath(s):
     if exact > 1e-300:
         assert abs(pl_loss(s) - float(exact)) <= 30 * 2.2e-16 * scale * float(exact)
     assert abs(pl_log_loss(s) - float(mpmath.log(exact))) <= 30 * 2.2e-16 * scale * max(1.0, abs(pl_log_loss(s)))
+
+
+@pytest.mark.parametrize("beta", [0.0, -0.0, -1.0, math.nan, math.inf])
+@pytest.mark.parametrize("in_log", [False, True])
+def test_certificate_refuses_a_beta_that_is_not_positive_and_finite(beta, in_log):
+    """listwise_certifies's contract, beta finite and > 0, is enforced with a ValueError, beta = 0 included (a
+    survivor of mutation: beta > 0 -> beta >= 0 let beta = 0 through and certified). At beta = 0 every adjacent
+    threshold is softplus(0) = log 2 whatever the reference, so a loss below log 2 would "prove" an order. By hand,
+    k = 2, log pi_ref = (log 0.1, log 0.9) (delta_ref = -log 9 = -2.197), a misordered policy with delta = log pi(y_1)
+    - log pi(y_2) = -1 has at beta = 1 the loss softplus(-(delta - delta_ref)) = softplus(-1.197) = 0.2639: below
+    log 2 = 0.6931 but above its real threshold softplus(-2.197) = 0.1054, so at beta = 1 it certifies nothing, and
+    with beta = 0 passed by mistake the mutant certified it."""
+    log_ref = np.log(np.array([0.1, 0.9]))
+    loss = math.log1p(math.exp(-(-1.0 + math.log(9.0))))
+    assert loss == pytest.approx(0.2639, abs=1e-4) and loss < math.log(2.0)
+    assert math.log1p(math.exp(-math.log(9.0))) == pytest.approx(0.1054, abs=1e-4)
+    assert pl_dpo_loss(np.log(np.array([1 / (1 + math.e), math.e / (1 + math.e)])), log_ref, [0, 1], 1.0) \
+        == pytest.approx(loss, rel=1e-12)  # the toolkit's own loss of that policy (delta = -1) at beta = 1
+    value = math.log(loss) if in_log else loss
+    assert listwise_certifies(value, log_ref, [0, 1], 1.0, log_loss=in_log) is False
+    with pytest.raises(ValueError, match="beta: must be finite and > 0"):
+        listwise_certifies(value, log_ref, [0, 1], beta, log_loss=in_log)

@@ -369,3 +369,35 @@ def test_multi_pair_reported_solver_differences_are_recomputed_from_the_policies
         assert 0 < g["max_abs_diff"]["clarabel_vs_dual_pi"] < 1e-3, name
         assert g["cvxpy_polished_max_abs_diff"]["n_not_settled"] >= 1
         assert g["cvxpy_polished_max_abs_diff"]["clarabel_vs_dual_pi"] == pytest.approx(3e-7, abs=1e-10)  # instance 3
+
+
+def test_closed_form_batch_kkt_primal_residual_sees_a_closed_form_that_ignores_the_margin(ctx, monkeypatch):
+    """_closed_form_batch_kkt's primal residual max (m - delta_c)^+ on a closed form that drops the constraint (pi_c =
+    pi*, mu = 0): every row with delta* < m violates the margin, and the residual is the largest violation, recomputed
+    here from each batch's own numbers, delta* = log(pi_ref(w)/pi_ref(l)) + (r(w) - r(l))/beta. There stationarity,
+    dual and slackness residuals are all 0 (no tilt, no active row), so the primal one alone must fail the check (a
+    survivor of mutation: max -> min in its running maximum kept it at 0.0 and the check passed a closed form that
+    ignores the margin)."""
+    real = sc.closed_form_pairs
+    expected = []
+
+    def unconstrained(b):
+        sol = real(b)
+        rows = np.arange(b.N)
+        d_star = np.log(b.pi_ref[rows, b.winner] / b.pi_ref[rows, b.loser]) + (
+            b.reward[rows, b.winner] - b.reward[rows, b.loser]) / b.beta
+        expected.append(float(np.max(np.maximum(b.margin - d_star, 0.0))))
+        delta_c = sol.log_pi_star[rows, b.winner] - sol.log_pi_star[rows, b.loser]
+        return dataclasses.replace(sol, log_pi_c=sol.log_pi_star.copy(), pi_c=np.exp(sol.log_pi_star),
+                                   mu=np.zeros(b.N), delta_c=delta_c)
+
+    monkeypatch.setattr(sc, "closed_form_pairs", unconstrained)
+    res = sc._closed_form_batch_kkt(ctx, np.random.default_rng(0))
+    worst = res["max_residuals"]
+    assert len(expected) == 3 and min(expected) > 1.0  # each K's batch has rows far inside the violated side
+    assert worst["primal_log"] == pytest.approx(max(expected), rel=1e-9)
+    assert worst["stationarity_log"] == worst["dual"] == worst["slackness_log"] == 0.0 and res["active"] == 0
+    assert res["ok"] is False
+    monkeypatch.setattr(sc, "closed_form_pairs", real)
+    res = sc._closed_form_batch_kkt(ctx, np.random.default_rng(0))  # the real closed form: feasible to rounding
+    assert res["ok"] is True and 0.0 <= res["max_residuals"]["primal_log"] <= 1e-8 and res["active"] > 0
