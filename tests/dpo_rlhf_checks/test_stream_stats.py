@@ -98,6 +98,26 @@ def test_memory_is_bounded_by_collect_max_not_by_n(dist):
     assert 2 <= acc.passes <= 4
 
 
+def test_largest_held_counts_the_values_gathered_worked_by_hand():
+    """Pins ``largest_held``, the one measurement behind the memory bound above (a survivor of mutation:
+    ``max(largest_held, held)`` -> ``min`` kept it at 0, so ``largest_held <= bound`` could not fail).
+
+    1000 distinct values in [1, 1.06): all share the top 16 key bits (sign, exponent, 4 mantissa bits), so pass 1's
+    histogram has one bucket of 1000. With collect_max = 1000 that bucket is gathered whole in pass 2: 1000 held.
+    With collect_max = 999 pass 2 histograms the next 16 bits instead (the values are 6e-5 apart, a sub-bucket is
+    2^-20 = 9.5e-7 wide: one value each), and pass 3 gathers one value per wanted rank: the ranks numpy
+    interpolates between, (n - 1) q -> {0, 1, 49, 50, 249, 250, 499, 500, 749, 750, 949, 950, 999}, less the two
+    extremes known from pass 1: 11 held.
+    """
+    x = np.random.default_rng(3).permutation(1.0 + np.arange(1000) / 1000 * 0.06)
+    for collect_max, held, passes in ((1000, 1000, 2), (999, 11, 3)):
+        acc = run(x, 64, collect_max)
+        assert np.array_equal([acc.result()[k] for k in S.QUANTILES], np.quantile(x, QS))
+        assert (acc.largest_held, acc.passes) == (held, passes)
+    acc = run(x, 64, 1000, announce=True)  # n announced and <= collect_max: one pass, every value gathered
+    assert (acc.largest_held, acc.passes) == (1000, 1)
+
+
 def test_single_chunk_mean_is_numpys():
     x = np.random.default_rng(1).normal(size=10_001)
     assert run(x, len(x), 64).result()["mean"] == np.mean(x)

@@ -107,6 +107,29 @@ def test_violation_rate_monte_carlo_matches_quadrature(beta, k, conc):
     assert abs(p - exact) <= 4.5 * se
 
 
+@pytest.mark.parametrize("beta,k,conc", [(1.0, 3, "1"), (0.3, 5, "1/K")])
+def test_violation_rate_standard_error_is_the_spread_of_repeated_estimates(beta, k, conc):
+    """Pins the standard error ``violation_rate_mc`` returns (a survivor of mutation: sqrt(v / n) -> sqrt(n / v) made it
+    about 45 at n = 400, so the 4.5-se test above could not fail, and undesirable-space's reported max z-score fell from
+    2.5 to 1.5e-4). Measured against the spread of 400 independent estimates at n = 400 (their sample standard
+    deviation has a relative error of about 1/sqrt(2 * 399) = 3.5 %) and against the binomial sd sqrt(P (1 - P) / n)
+    with P by quadrature (seed 5: spread 0.0227 and 0.0215, mean se 0.0223 and 0.0224, binomial 0.0223 and 0.0224).
+    """
+    rng = np.random.default_rng(5)
+    p, se = np.array([violation_rate_mc(beta, k, 400, rng, conc) for _ in range(400)]).T
+    exact = violation_rate_quadrature(beta, k, conc)
+    assert 0.85 <= se.mean() / p.std(ddof=1) <= 1.15
+    assert se.mean() == pytest.approx(np.sqrt(exact * (1 - exact) / 400), rel=0.05)
+
+
+def test_violation_rate_standard_error_has_a_floor_when_nothing_is_hit():
+    """At beta = 1e-6 the reward decides (P < 1e-3, 0 hits in 1000): p = 0, and the standard error is the floor
+    sqrt((1/n) / n) = 1/n = 1e-3, not 0 (a z-score divides by it). A survivor of mutation gave n = 1000 here."""
+    p, se = violation_rate_mc(1e-6, 3, 1000, np.random.default_rng(0))
+    assert p == 0.0
+    assert se == pytest.approx(1e-3, rel=1e-12)
+
+
 def test_violation_rate_dirichlet1_is_independent_of_k_and_limits():
     rates = [violation_rate_quadrature(0.7, k) for k in (2, 5, 50)]
     assert max(rates) - min(rates) <= 1e-12
