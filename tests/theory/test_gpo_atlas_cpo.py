@@ -151,3 +151,25 @@ def test_log2_certifies_decided_past_the_grid():
     gap = [_margin(s, LAM - u / s.beta, LAM) - u / s.n for u in (1e-3, 1.0, 1e2, 1e4)]
     assert min(gap[:3]) > 48.0 and gap[3] < -49.0  # by hand: the grid's end is positive, 1e4 is not
     assert G.symbolic_row(s)["log2_certifies"] is False
+
+
+@pytest.mark.parametrize("gamma, certifies", [(-1.5, False), (-1.0, True)])
+def test_log2_certifies_sees_a_dip_inside_the_grid(gamma, certifies):
+    """cpo_smooth with alpha = 0.25 < 1, tau = 2, beta = 10 (n = 1): with s = gamma + U0/beta the gap m(U0) - U0 is
+    beta (softplus(tau s)/(alpha tau) - s + gamma), smallest where sigma(tau s) = alpha, at U0* = beta (logit(alpha)/tau
+    - gamma), and equal there to beta (gamma + H(alpha)/(alpha tau)) (H the binary entropy in nats, H(1/4) = 0.5623):
+    the registry's amendment boundary gamma >= -H(alpha)/(alpha tau) = -1.1247. gamma = -1.5: the gap dips to -3.75
+    at U0* = 9.51 and is positive on U0 <= 0.3 and as U0 -> oo (slope 1/alpha - 1 = 3), so log 2 does not certify;
+    gamma = -1.0: the gap stays >= +1.25 (at U0* = 4.51) and it does. The grid U0 in [1e-3, 1e2] must reach the dip:
+    with it cut to [1e-3, 10^-0.5] (400 -> 800 in the exponent's step, a survivor of mutation) gamma = -1.5 said yes."""
+    s = Setting("cpo_smooth", beta=10.0, params={"gamma": gamma, "tau": 2.0, "alpha": 0.25})
+    h = -(0.25 * math.log(0.25) + 0.75 * math.log(0.75))
+    assert h == pytest.approx(0.5623351446188083, rel=1e-15)
+    u_star = 10.0 * (math.log(0.25 / 0.75) / 2.0 - gamma)
+    floor = 10.0 * (gamma + h / (0.25 * 2.0))
+    gap = lambda u: _margin(s, LAM - u / s.beta, LAM) - u / s.n  # noqa: E731
+    assert gap(u_star) == pytest.approx(floor, rel=1e-9)
+    assert min(gap(u_star * f) for f in (0.9, 0.99, 1.01, 1.1)) > gap(u_star)  # the minimum, by hand
+    assert min(gap(u) for u in (1e-3, 1e-2, 0.1, 0.3, 1e2)) > 0.5  # positive at the grid's small end and at 1e2
+    assert (floor < -3.7) if not certifies else (floor > 1.2)
+    assert G.symbolic_row(s)["log2_certifies"] is certifies

@@ -159,3 +159,22 @@ def test_min_winning_count_at_a_billion_labels_and_a_far_reference(bdr):
     k = min_winning_count(n, bdr)
     assert k == n
     assert ranks_first(n, n, bdr) and not ranks_first(n - 1, n, bdr)
+
+
+@pytest.mark.parametrize("bdr, dr", [(0.0, 750.0), (0.0, 1000.0), (-1.0, 1000.0)])
+def test_chernoff_bound_past_the_exp_overflow_of_dr(bdr, dr):
+    """chernoff_bound at dr beyond 709.78, where e^dr overflows a float: log(1 - q) = -dr - log1p(e^-dr) = -dr to
+    rounding, and the bound is exp(-n KL(t || q)) with KL = t log t + (1 - t) log(1 - t) + dr (1 - t) (log q = 0 to
+    rounding), t = sigma(-bdr). Worked by hand at bdr = 0 (t = 1/2): KL = dr/2 - log 2, so n = 1 gives 2 e^(-dr/2)
+    (here 2 e^-375 = 2.8e-163 and 2 e^-500 = 1.4e-217). The log-space branch for dr >= 700 was reached by no test
+    (found while reviewing a survivor of mutation on the line: its cut moved from 700 to 1400 made math.exp(dr) raise
+    OverflowError here)."""
+    t = 1.0 / (1.0 + math.exp(bdr))
+    kl = t * math.log(t) + (1 - t) * math.log(1 - t) + dr * (1 - t)
+    if bdr == 0.0:
+        assert kl == pytest.approx(dr / 2 - math.log(2), rel=1e-15)
+    ns = np.array([1, 2, 5])
+    np.testing.assert_allclose(chernoff_bound(ns, bdr, dr), np.exp(-ns * kl), rtol=1e-12, atol=0)
+    assert float(chernoff_bound(1, bdr, dr)) > 0.0  # representable: 2 e^-500 = 1.4e-217
+    if bdr == 0.0:
+        assert float(chernoff_bound(1, bdr, dr)) == pytest.approx(2 * math.exp(-dr / 2), rel=1e-12, abs=0)
