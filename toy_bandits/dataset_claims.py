@@ -321,7 +321,8 @@ def finite_label_numeric(ctx: CheckContext) -> MethodResult:
                         evidence={"points": rows, "three_way_rel_err": agree_err, "first_outside_bounds": bound_miss},
                         depends_on=(
                             "toy_bandits.dataset_claims._finite_label_figure",
-                            "toy_bandits.finite_labels.chernoff_bound", "toy_bandits.finite_labels.log_binom_pmf",
+                            "toy_bandits.finite_labels.chernoff_bound", "toy_bandits.finite_labels._kl_t_q",
+                            "toy_bandits.finite_labels._sigma", "toy_bandits.finite_labels.log_binom_pmf",
                             "toy_bandits.finite_labels.min_winning_count", "toy_bandits.finite_labels.n_needed",
                             "toy_bandits.finite_labels.p_wrong", "toy_bandits.finite_labels.p_wrong_many",
                             "toy_bandits.finite_labels.p_wrong_mpmath", "toy_bandits.finite_labels.ranks_first",
@@ -404,7 +405,8 @@ def finite_label_simulation(ctx: CheckContext) -> MethodResult:
                f"within types/Chernoff bounds: {bound_ok}")
     return MethodResult(literal=literal, amended=amended, summary=summary, evidence={"cells": rows, "reps": reps},
                         depends_on=(
-                            "toy_bandits.finite_labels.chernoff_bound", "toy_bandits.finite_labels.log_binom_pmf",
+                            "toy_bandits.finite_labels.chernoff_bound", "toy_bandits.finite_labels._kl_t_q",
+                            "toy_bandits.finite_labels._sigma", "toy_bandits.finite_labels.log_binom_pmf",
                             "toy_bandits.finite_labels.min_winning_count", "toy_bandits.finite_labels.p_wrong",
                             "toy_bandits.finite_labels.ranks_first", "toy_bandits.finite_labels._target_sign",
                             "toy_bandits.finite_labels.chernoff_lower_bound",

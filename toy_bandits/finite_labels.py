@@ -32,6 +32,12 @@ def _check(bdr: float, dr: float) -> None:
             raise ValueError(f"{name}: must be a finite number, got {v!r}")
 
 
+def _sigma(x: float) -> float:
+    """sigma(x) = 1/(1 + e^-x) for every finite x: e^x where e^-x would overflow (x <= -700, where 1 + e^x rounds to
+    1), so a huge |beta delta_ref| or |dr| gives 0 or 1 instead of an OverflowError from math.exp."""
+    return 1.0 / (1.0 + math.exp(-x)) if x > -700 else math.exp(x)
+
+
 def _check_n(n) -> int:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n: must be an integer >= 1, got {n!r}")
@@ -59,7 +65,7 @@ def ranks_first(k, n, bdr: float) -> np.ndarray:
 def min_winning_count(n: int, bdr: float) -> int:
     """The smallest k in 0..n+1 with :func:`ranks_first` (n + 1 when none does: never, since k = n always ranks first)."""
     n = _check_n(n)
-    t = 1.0 / (1.0 + math.exp(bdr)) if bdr > -700 else 1.0  # sigma(-bdr)
+    t = _sigma(-bdr)
     k = min(max(int(math.floor(n * t)) + 1, 0), n)
     # the float threshold n t can be off by one ulp at an integer: settle it on the exact predicate
     while k > 0 and ranks_first(k - 1, n, bdr):
@@ -130,10 +136,10 @@ def p_wrong_many(ns: np.ndarray, bdr: float, dr: float) -> np.ndarray:
     but a tie when pi* itself ties."""
     _check(bdr, dr)
     ns = np.asarray(ns, dtype=np.int64)
-    q = 1.0 / (1.0 + math.exp(-dr))
+    q = _sigma(dr)
     if ns.size == 0 or ns.min() < 1:
         raise ValueError("ns: every n must be an integer >= 1")
-    t = 1.0 / (1.0 + math.exp(bdr)) if bdr > -700 else 1.0
+    t = _sigma(-bdr)
     k0 = np.minimum(np.floor(ns * t).astype(np.int64) + 1, ns)
     # settle float ties at the threshold on the exact predicate, vectorised (as in min_winning_count)
     for _ in range(2):
@@ -150,19 +156,23 @@ def p_wrong_many(ns: np.ndarray, bdr: float, dr: float) -> np.ndarray:
     return np.where(tie, 1.0 - binom.pmf(k0 - 1, ns, q), 1.0)
 
 
+def _kl_t_q(bdr: float, dr: float) -> float:
+    """KL(t || q), t = sigma(-bdr), q = sigma(dr), from the log-sigmoids (no log(1 - q) cancellation, no overflow of e^x
+    past |x| = 700, where log(1 + e^x) = x to double precision)."""
+    t = _sigma(-bdr)
+    # KL in terms of logits, stable: t log(t/q) + (1-t) log((1-t)/(1-q))
+    log_t, log_1mt = -math.log1p(math.exp(bdr)) if bdr < 700 else -bdr, -math.log1p(math.exp(-bdr)) if bdr > -700 else bdr
+    log_q, log_1mq = -math.log1p(math.exp(-dr)) if dr > -700 else dr, -math.log1p(math.exp(dr)) if dr < 700 else -dr
+    return max(t * (log_t - log_q) + (1 - t) * (log_1mt - log_1mq), 0.0)
+
+
 def chernoff_bound(n, bdr: float, dr: float) -> np.ndarray:
     """exp(-n KL(t || q)), t = sigma(-bdr), q = sigma(dr): Chernoff-Hoeffding bound on :func:`p_wrong` vs pi*.
 
     The wrong side is k/n <= t when q > t (bdr + dr > 0) and k/n >= t when q < t; both tails obey the bound.
     1 when bdr + dr = 0 (t = q: no bound)."""
     _check(bdr, dr)
-    t = 1.0 / (1.0 + math.exp(bdr))
-    q = 1.0 / (1.0 + math.exp(-dr))
-    # KL in terms of logits, stable: t log(t/q) + (1-t) log((1-t)/(1-q))
-    log_t, log_1mt = -math.log1p(math.exp(bdr)) if bdr < 700 else -bdr, -math.log1p(math.exp(-bdr)) if bdr > -700 else bdr
-    log_q, log_1mq = -math.log1p(math.exp(-dr)) if dr > -700 else dr, -math.log1p(math.exp(dr)) if dr < 700 else -dr
-    kl = max(t * (log_t - log_q) + (1 - t) * (log_1mt - log_1mq), 0.0)
-    return np.exp(-np.asarray(n, dtype=np.float64) * kl)
+    return np.exp(-np.asarray(n, dtype=np.float64) * _kl_t_q(bdr, dr))
 
 
 def chernoff_lower_bound(n, bdr: float, dr: float) -> np.ndarray:
@@ -174,8 +184,8 @@ def chernoff_lower_bound(n, bdr: float, dr: float) -> np.ndarray:
     ns = np.atleast_1d(np.asarray(n, dtype=np.float64))
     if bdr == -dr:
         return np.zeros_like(ns) if np.ndim(n) else 0.0 * ns[0]
-    t = 1.0 / (1.0 + math.exp(bdr)) if bdr > -700 else 1.0
-    q = 1.0 / (1.0 + math.exp(-dr))
+    t = _sigma(-bdr)
+    q = _sigma(dr)
     nt = ns * t
     near = np.abs(nt - np.round(nt)) <= 1e-9 * np.maximum(ns, 1.0)  # n t an integer up to rounding: step past it
     if bdr > -dr:  # wrong side: k < n t
@@ -198,14 +208,16 @@ def n_needed(eps: float, bdr: float, dr: float, n_cap: int = 200_000) -> tuple[i
     """(n_exact, n_chernoff): the smallest N with P_n <= eps for every n >= N, and the Chernoff guarantee.
 
     n_chernoff = ceil(log(1/eps) / KL(t || q)) (every n beyond it is safe by the bound); n_exact scans the exact
-    P_n for n < n_chernoff. None when bdr + dr = 0 or n_chernoff > n_cap.
+    P_n for n < n_chernoff. None when bdr + dr = 0 or n_chernoff > n_cap (both None when KL(t || q) is 0 or so
+    small that n_chernoff passes 2^62).
     """
     if not 0 < eps < 1:
         raise ValueError(f"eps: must lie in (0, 1), got {eps!r}")
-    b1 = float(chernoff_bound(1, bdr, dr))
-    if b1 >= 1.0:
+    _check(bdr, dr)
+    kl = _kl_t_q(bdr, dr)
+    if kl == 0.0 or -math.log(eps) / kl > 2.0 ** 62:  # a tie, or a guarantee past every count (KL ~ 1e-308)
         return None, None
-    n_ch = max(1, int(math.ceil(math.log(eps) / math.log(b1))))
+    n_ch = max(1, math.ceil(-math.log(eps) / kl))
     if n_ch > n_cap:
         return None, n_ch
     ns = np.arange(1, n_ch + 1)

@@ -178,3 +178,38 @@ def test_chernoff_bound_past_the_exp_overflow_of_dr(bdr, dr):
     assert float(chernoff_bound(1, bdr, dr)) > 0.0  # representable: 2 e^-500 = 1.4e-217
     if bdr == 0.0:
         assert float(chernoff_bound(1, bdr, dr)) == pytest.approx(2 * math.exp(-dr / 2), rel=1e-12, abs=0)
+
+
+@pytest.mark.parametrize("bdr, dr", [(800.0, -1.0), (-800.0, 1.0), (1.0, -800.0), (-1.0, 800.0), (1e4, 2.0),
+                                     (-3.0, -1e4), (710.0, -712.0)])
+def test_every_function_takes_log_odds_past_the_exp_overflow(bdr, dr):
+    """The module takes beta delta_ref and dr as any finite reals; past |x| = 709.78 e^x overflows a float, and
+    p_wrong_many, chernoff_bound, chernoff_lower_bound and n_needed raised OverflowError there (sigma written as
+    1/(1 + e^-x); found reviewing a survivor of mutation on chernoff_bound's log-space cut, whose dr <= -700 branch
+    could not be reached). Now: p_wrong_many equals p_wrong and the 50-digit p_wrong_mpmath, the bounds bracket it,
+    and the bound at (1, -800) is worked by hand: q = e^-800 is 0 in float, log q = -800, t = 1/(1 + e), so
+    KL = t (log t + 800) + (1 - t) log(1 - t) = 800 t + (1 - t) - log(1 + e) = 214.57, exp(-KL) = 6.5e-94."""
+    ns = np.array([1, 2, 5, 20])
+    exact = np.array([float(p_wrong_mpmath(int(n), bdr, dr)) for n in ns])
+    np.testing.assert_allclose(p_wrong_many(ns, bdr, dr), exact, rtol=1e-9, atol=0)
+    np.testing.assert_allclose([p_wrong(int(n), bdr, dr) for n in ns], exact, rtol=1e-9, atol=0)
+    assert np.all(chernoff_lower_bound(ns, bdr, dr) <= exact * (1 + 1e-12))
+    assert np.all(chernoff_bound(ns, bdr, dr) >= exact * (1 - 1e-12))
+    if (bdr, dr) == (1.0, -800.0):
+        t = 1 / (1 + math.e)
+        kl = 800 * t + (1 - t) - math.log1p(math.e)
+        assert kl == pytest.approx(214.57, abs=0.01) and math.exp(-kl) == pytest.approx(6.5e-94, rel=1e-2, abs=0)
+        np.testing.assert_allclose(chernoff_bound(ns, bdr, dr), np.exp(-ns * kl), rtol=1e-12, atol=0)
+    n_ex, n_ch = n_needed(0.01, bdr, dr)
+    if n_ch is not None:  # the guarantee and the exact count, as everywhere: P_n <= 0.01 from n_exact on
+        assert n_ex <= n_ch and float(chernoff_bound(n_ch, bdr, dr)) <= 0.01
+        assert np.all(p_wrong_many(np.arange(n_ex, n_ch + 1), bdr, dr) <= 0.01)
+    assert min_winning_count(5, bdr) == (1 if bdr > 700 else 5 if bdr < -700 else min_winning_count(5, bdr))
+
+
+def test_n_needed_where_one_label_is_already_safe():
+    """bdr = -3, dr = -1e4: pi* ranks y_l first and q = sigma(-1e4) is 0 in float, so every label says y_l and no n
+    ranks the pair wrong: n_exact = n_chernoff = 1 (KL = 1e4 (1 - t) + ... is huge). n_needed took log(exp(-KL)) =
+    log(0) and raised a math domain error."""
+    assert n_needed(0.01, -3.0, -1e4) == (1, 1)
+    assert n_needed(0.01, 3.0, 1e4) == (1, 1)
