@@ -180,7 +180,8 @@ def _single_pair_agreement(ctx: CheckContext, rng: np.random.Generator) -> dict:
     ok = (worst["dual_pi"] <= TOL_PI_DUAL and all(c["ok"] for c in cert.values())
           and worst["clarabel_mu_rel"] <= TOL_MU_REL["cvxpy:CLARABEL"] and worst["dual_mu_rel"] <= TOL_MU_REL["dual"]
           and worst["dual_price"] <= TOL_PI_DUAL
-          and all(kkt_worst[m] <= TOL_KKT[m] for m in DECIDED_KKT) and 0 < n_active < n)
+          and all(kkt_worst[m] <= TOL_KKT[m] for m in DECIDED_KKT) and 0 < n_active < n
+          and n_mu_compared > 0)  # the multipliers compared on at least one instance, or their check says nothing
     return {"ok": ok, "n_instances": n, "n_active": n_active, "n_mu_compared": n_mu_compared,
             "dual_certificate_of_closed_form": cert, "max_abs_diff_vs_closed_form": worst,
             "raw_cvxpy_reported_only": RAW_REPORTED, "max_kkt_residual": kkt_worst,

@@ -401,3 +401,16 @@ def test_closed_form_batch_kkt_primal_residual_sees_a_closed_form_that_ignores_t
     monkeypatch.setattr(sc, "closed_form_pairs", real)
     res = sc._closed_form_batch_kkt(ctx, np.random.default_rng(0))  # the real closed form: feasible to rounding
     assert res["ok"] is True and 0.0 <= res["max_residuals"]["primal_log"] <= 1e-8 and res["active"] > 0
+
+
+def test_single_pair_agreement_needs_a_multiplier_compared(ctx, monkeypatch):
+    """The multipliers are compared only where the closed form's pi_c gives both responses >= MU_IDENTIFIABLE; at
+    --quick seed 0 that is 6 of 12 instances. With the cut raised past every policy (no instance compared) the
+    multiplier check says nothing, so the agreement must not pass (it did: worst relative errors of 0.0 over no
+    instance; noticed reviewing a survivor of mutation that doubled the count)."""
+    rng = lambda: np.random.default_rng([ctx.seed, 9001])  # noqa: E731
+    res = sc._single_pair_agreement(ctx, rng())
+    assert res["ok"] is True and res["n_mu_compared"] == 6 and res["n_instances"] == 12
+    monkeypatch.setattr(sc, "MU_IDENTIFIABLE", 1.01)
+    res = sc._single_pair_agreement(ctx, rng())
+    assert res["n_mu_compared"] == 0 and res["ok"] is False
