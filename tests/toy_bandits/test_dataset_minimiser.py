@@ -156,3 +156,23 @@ def test_unbounded_sentence_names_the_divergent_pairs_and_groups():
 def test_beta_must_be_positive():
     with pytest.raises(ValueError, match="beta"):
         empirical_minimiser({(0, 1): 1}, 2, 0.0)
+
+
+def test_newton_damps_a_step_that_would_overshoot_on_skewed_counts():
+    """A strongly connected 4-response graph with counts from 1 to 10^6 (0 ~ 1 tied 100:100, 1 >> 2, 2 <-> 3 at
+    1 : 10^6, 3 >> 0) on which the undamped Newton step overshoots: the minimiser must still be the stationary point.
+    Expected values from an independent solve: the stationarity equations in mpmath at 50 digits (findroot, theta_0 =
+    0), beta h = theta_w - theta_l: (0, 1) -0.0200004626476162, (1, 2) 13.8155197599584, (2, 3) -25.3084449643175,
+    (3, 0) 11.5129256670067; loss 165.9478766702709. Pins the Armijo line search of ``_newton_scores``: with the test
+    '-slope <= ...' read as 'slope <= ...' (always true, since slope = -grad H^+ grad <= 0) every step is a plain
+    Newton step and theta ended at ~1e4 with gradient 100 (a survivor of mutation)."""
+    labels = merge_labels([[0, 1, 100], [1, 0, 100], [1, 2, 10**6], [2, 3, 1], [3, 0, 10**5], [3, 2, 10**6]], 4)
+    beta = 2.0
+    opt = empirical_minimiser(labels, 4, beta)
+    assert opt.status == "finite"
+    assert np.abs(_grad(labels, beta * opt.u)).max() < 1e-6  # counts sum to 2.1e6; the fit reaches 1.4e-8
+    expected = {(0, 1): -0.0200004626476162, (1, 2): 13.8155197599584, (2, 3): -25.3084449643175,
+                (3, 0): 11.5129256670067}
+    for p, bh in expected.items():
+        assert beta * opt.h[p] == pytest.approx(bh, abs=1e-6)
+    assert opt.loss == pytest.approx(165.9478766702709, rel=1e-10)

@@ -206,6 +206,80 @@ def test_slope_comparison_without_misranked_pairs_is_undecided_not_a_crash(monke
     assert s["decided"] is None and s["n_pairs"] == 0
 
 
+def _tobit_by_hand(h, t, group, limit):
+    """The time-in-U law's model fitted here, independently of toy_lm.stage.censored_fit: log t = a_group + slope h +
+    N(0, s^2), the pairs with log t >= limit censored there, maximum likelihood by scipy (Nelder-Mead, then BFGS)."""
+    from scipy.optimize import minimize
+    from scipy.stats import norm
+
+    y, cens = np.log(np.minimum(t, np.exp(limit))), t >= np.exp(limit)
+    groups = np.unique(group)
+
+    def nll(x):
+        mu = x[np.searchsorted(groups, group)] + x[len(groups)] * h
+        s = np.exp(x[-1])
+        z = (y - mu) / s
+        return -(np.sum(norm.logpdf(z[~cens]) - np.log(s)) + np.sum(norm.logsf(z[cens])))
+
+    x0 = np.zeros(len(groups) + 2)
+    res = minimize(nll, minimize(nll, x0, method="Nelder-Mead", options={"maxiter": 20000}).x, method="BFGS",
+                   options={"gtol": 1e-10})
+    return float(res.x[len(groups)])
+
+
+def test_time_in_U_slopes_censor_at_steps_plus_one(monkeypatch):
+    """time_in_U_slopes censors a pair's time at steps + 1, the value first_crossing gives a pair that never left U:
+    a pair that crossed at the run's last step (steps) or the one before is an observed time, not a censored one.
+    A 12-step stage, two beta levels x 6 seeds x 12 misranked pairs, crossing times drawn from a log-linear law and
+    turned into delta records (-1 before the crossing, +1 from it on; none when it is after step 12), the crossings
+    read back by toy_lm.kernel.first_crossing. Pinned: the censored counts are the pairs drawn beyond step 12 (by
+    hand from the drawn times: 34 LM, 34 predicted), and the LM and predicted slopes are a Tobit fit done here with
+    scipy (1e-4). Censoring at steps - 1 (cfg.steps + 1 -> cfg.steps - 1) counted 37 / 40 censored, moved the LM
+    slope 0.4128 -> 0.4076 and turned this comparison's decision from False to True (a survivor of mutation)."""
+    from types import SimpleNamespace
+
+    from toy_lm.kernel import first_crossing
+
+    steps = 12
+    rng = np.random.default_rng(7)
+    cfg = SimpleNamespace(steps=steps, betas=[0.5, 2.5], optimizers=["sgd"])
+    runs, cmps, drawn = {}, {}, {"lm": [], "pred": [], "h": [], "g": []}
+
+    def record(times):
+        d = -np.ones((steps + 1, times.size))
+        for j, x in enumerate(times):
+            if x <= steps:
+                d[x:, j] = 1.0
+        return d
+
+    for gi, beta in enumerate(cfg.betas):
+        key = (beta, "sgd", "dpo")
+        runs[key] = []
+        for seed in range(6):
+            dref = -rng.uniform(0.5, 3.0, 12)
+            t_lm = np.ceil(np.exp(0.5 + 0.4 * beta * -dref + rng.normal(0, 0.4, 12))).astype(int)
+            t_pred = np.ceil(np.exp(0.6 + 0.4 * beta * -dref + rng.normal(0, 0.4, 12))).astype(int)
+            cmps[(key, seed)] = SimpleNamespace(violated=np.ones(12, bool), delta_ref=dref,
+                                                obs_cross=first_crossing(record(t_lm), steps + 1),
+                                                pred_cross=first_crossing(record(t_pred), steps + 1))
+            runs[key].append(SimpleNamespace(seed=seed))
+            drawn["lm"].append(t_lm), drawn["pred"].append(t_pred)
+            drawn["h"].append(beta * -dref), drawn["g"].append(np.full(12, gi))
+    stage = SimpleNamespace(cfg=cfg, runs_with=lambda key: runs[key])
+    monkeypatch.setattr(kernel_claim, "_cmp", lambda st, key, seed, variant: cmps[(key, seed)])
+    t_lm, t_pred, h, g = (np.concatenate(drawn[k]) for k in ("lm", "pred", "h", "g"))
+    assert np.isin([steps - 1, steps], t_lm).all()  # pairs that crossed at the last two steps: the test can tell
+
+    s = kernel_claim.time_in_U_slopes(stage, "sgd", "linear")
+    assert s["n_pairs"] == 144
+    assert s["n_lm_censored"] == int(np.sum(t_lm > steps)) == 34
+    assert s["n_pred_censored"] == int(np.sum(t_pred > steps)) == 34
+    assert s["fits"]["lm"]["converged"] and s["fits"]["pred"]["converged"]
+    limit = np.log(steps + 1)
+    assert s["lm_slope"] == pytest.approx(_tobit_by_hand(h, t_lm.astype(float), g, limit), abs=1e-4)
+    assert s["pred_slope"] == pytest.approx(_tobit_by_hand(h, t_pred.astype(float), g, limit), abs=1e-4)
+
+
 @pytest.mark.parametrize("slope_decided", [True, None])
 def test_training_method_is_inconclusive_when_a_slope_fit_did_not_converge(tmp_path, monkeypatch, slope_decided):
     """Every fraction comparison holds; the slope comparison is True (the literal holds) or None because its fit did
