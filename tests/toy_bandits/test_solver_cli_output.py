@@ -107,3 +107,38 @@ def test_price_bound_skips_a_zero_probability_entry():
     bound = S._price_bound(pi, log_pi, log_star, beta=0.5)
     assert bound == pytest.approx(by_hand, rel=1e-12, abs=0)  # abs=0: the default abs 1e-12 would swallow 1e-14
     assert S._rounding_zero(-8e-17, bound) == 0.0
+
+
+@pytest.mark.parametrize("delta_ref, dr, beta", [(-0.5, 0.5, 1.0), (-1.0, 3.0, 3.0), (-0.25, 1e-300, 4e-300),
+                                                 (-0.5, 2.0 ** 999, 2.0 ** 1000)])
+def test_an_exact_tie_is_neither_the_assumption_nor_in_u(delta_ref, dr, beta):
+    """At beta delta_ref + dr = 0 exactly (each case checked by hand: -0.5 + 0.5, -3 + 3, -1e-300 + 1e-300 with
+    4e-300 / 4 = 1e-300 exact in binary, -2^999 + 2^999) delta* = 0: pi* sits on the boundary delta = 0 of U, so
+    ``assumption_holds`` (delta* > 0) and ``in_U`` (delta_ref < delta* < 0) are both False. One ulp of dr either side
+    moves it into the assumption or into U, so the exact sign decides. Pins the ``x < 0`` of
+    ``assumption_and_u``'s sign; with ``x <= 0`` a tie with dr > 0 was reported in U (a survivor of mutation)."""
+    from toy_bandits.constrained import assumption_and_u
+
+    holds, in_u = assumption_and_u(np.array([delta_ref]), np.array([dr]), beta)
+    assert (bool(holds[0]), bool(in_u[0])) == (False, False)
+    holds, in_u = assumption_and_u(np.array([delta_ref]), np.array([np.nextafter(dr, np.inf)]), beta)
+    assert (bool(holds[0]), bool(in_u[0])) == (True, False)
+    holds, in_u = assumption_and_u(np.array([delta_ref]), np.array([np.nextafter(dr, 0.0)]), beta)
+    assert (bool(holds[0]), bool(in_u[0])) == (False, True)
+
+
+def test_solve_prints_a_tied_pair_as_not_in_u(tmp_path, capsys):
+    """``solve --json`` on a pair at the exact tie: pi_ref(w) = 1/4, pi_ref(l) = 1/2, so delta_ref = log(1/4) -
+    log(1/2) = -log 2 (float64: log(0.25) = 2 log(0.5) exactly), and r(w) - r(l) = log 2 with beta = 1 gives
+    delta* = 0. Expected by hand: delta_star 0, assumption_holds False, in_U False (U is open at delta = 0, docs §6).
+    A mutant of ``assumption_and_u`` that counted the tie as negative printed in_U true (a survivor of mutation)."""
+    import math
+
+    inst = tmp_path / "tie.json"
+    inst.write_text(json.dumps({"pi_ref": [0.5, 0.25, 0.25], "reward": [0.0, math.log(2.0), 0.0], "beta": 1.0,
+                                "preferences": [[1, 0]], "margin": 0.0}))
+    code, out, err = _run(capsys, ["--json", "--instance", str(inst)])
+    assert code == 0 and err == ""
+    (pair,) = json.loads(out)["pairs"]
+    assert pair["delta_ref"] == -math.log(2.0) and pair["delta_star"] == 0.0
+    assert pair["assumption_holds"] is False and pair["in_U"] is False
