@@ -242,6 +242,31 @@ def test_cpo_population_counterexample_is_a_misranked_point_with_dr_positive(mon
     assert not bool(ranks_first(name, np.array(cex["beta_delta_ref"]), np.array(cex["dr"]), beta=beta, **params))
 
 
+def test_cpo_population_clip_threshold_is_strict_at_the_symmetric_point(monkeypatch):
+    """The clip threshold formula against the general condition is a strict one: cpo_clip (margin 0) ranks y_w first
+    iff dr > T(beta delta_ref). At beta delta_ref = 0 and dr = 0 the BT population is symmetric (q = 1/2, delta_ref = 0),
+    so the minimiser is delta = 0, a tie, not y_w first; and T(0) = -(log 2 + log sigma(0)) = 0 by hand. The claim's
+    full grid holds that point (the quick one does not: its nearest |dr - T| is 1.0e-4), so a grid holding it is patched
+    in. With dr >= T (a survivor of mutation, dataset_claims.py:764, seen only in the full run) the formula check
+    reads False there and the amended verdict fails."""
+    import toy_bandits.dataset_claims as dc
+    from toy_bandits.cpo_population import clip_repair_threshold, ranks_first
+
+    def grid(quick):
+        b = np.linspace(-6.0, 3.0, 31)  # step 0.3: 0.0 is a grid point
+        d = np.linspace(-1.0, 5.0, 25)  # step 0.25: 0.0 is a grid point
+        assert 0.0 in b and 0.0 in d
+        return b, d, *np.meshgrid(b, d, indexing="ij")
+
+    assert abs(float(clip_repair_threshold(0.0))) <= 1e-15
+    assert not bool(ranks_first("cpo_clip", np.array(0.0), np.array(0.0), beta=0.1, margin=0.0))  # the tie
+    assert bool(ranks_first("cpo_clip", np.array(0.0), np.array(1e-6), beta=0.1, margin=0.0))
+    monkeypatch.setattr(dc, "_cpo_grid", grid)
+    r = dc.cpo_population_numeric(CheckContext(seed=0, quick=True))
+    assert "clip threshold formula exact: True" in r.summary
+    assert r.amended is True
+
+
 def test_finite_label_simulation_counts_the_rises_its_cells_show():
     """The summary's 'significant rises with n' recounted from the reported cells: consecutive n at one point whose
     frequency rises by more than 4.5 combined standard errors. At seed 0 there are rises (the literal fails), so the
