@@ -386,7 +386,8 @@ def kkt_facts() -> dict:
     """docs/theory.md §9a: KKT of max J s.t. pi(y_w) - e^m pi(y_l) >= 0, sum pi = 1, closed-form pi_c and mu."""
     aw, Zc, pic = _kkt_objects()
     subs_c = {p[i]: pic[i] for i in range(3)}
-    lagr = _J(p) + mu * (p[W] - sp.exp(m) * p[L]) - lam * (sum(p) - 1)
+    constraint = p[W] - sp.exp(m) * p[L]  # >= 0; the one expression the Lagrangian and the facts below use
+    lagr = _J(p) + mu * constraint - lam * (sum(p) - 1)
     grad = [sp.diff(lagr, p[i]) for i in range(3)]
     lam_c = beta * sp.log(Zc) - beta
     out = {}
@@ -410,7 +411,9 @@ def kkt_facts() -> dict:
     pstar = [pref[i] * sp.exp(r[i] / beta) for i in range(3)]
     Zs = sum(pstar)
     out["mu=0_gives_pi_star"] = all(is_identity(pic[i].subs(mu, 0) - pstar[i] / Zs) for i in range(3))
-    out["constraint_linear_in_pi"] = all(sp.diff(p[W] - sp.exp(m) * p[L], p[i], 2) == 0 for i in range(3))
+    # linear in pi (every second derivative, mixed ones included, is 0) with gradient aw, the tilt of the closed form
+    out["constraint_linear_in_pi"] = (all(sp.diff(constraint, p[i], p[j]) == 0 for i in range(3) for j in range(3))
+                                     and all(is_identity(sp.diff(constraint, p[i]) - aw[i]) for i in range(3)))
     out["objective_strictly_concave"] = rlhf_facts()["hessian_negative_definite_(beta>0,pi>0)"]
     # log-form constraint log pi_w - log pi_l >= m: its multiplier nu with nu/pi_w = mu, nu/pi_l = mu e^m at pi_c
     # log-form constraint log pi_w - log pi_l >= m, multiplier nu: stationarity needs nu/pi_w = mu at y_w and
