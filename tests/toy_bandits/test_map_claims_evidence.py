@@ -56,3 +56,28 @@ def test_sum_vs_mean_example_is_the_summed_delta_of_its_tokens(tmp_path):
     assert ev["loss"] == pytest.approx(math.log1p(math.exp(-(1.0 - (-1.2 + 1.5)))), abs=1e-12)
     assert ev["loss"] == pytest.approx(0.403186, abs=1e-6)
     assert ev["loss"] < math.log(2) and ev["loss_below_log2"] is True
+
+
+@pytest.mark.parametrize("name", ["ipo_loss", "dpop_loss"])
+def test_no_target_form_example_at_exactly_log2_is_no_counterexample(tmp_path, monkeypatch, name):
+    """cpo-loss-certificates' no-target-form examples must show a loss strictly below log 2 with delta < 0: a loss of
+    exactly log 2 certifies nothing, so it is no counterexample and the amended statement must fail (a survivor of
+    mutation: with 'dpop < LOG2' read as '<=' the method stayed amended). A real error lands there: DPO-Positive
+    with its margin term h dropped (softplus(-(h - penalty)) -> softplus(penalty)) gives softplus(0) = log 2 at the
+    example, whose penalty is 0 (chosen log-probabilities equal); unplanted the losses are 0.3133 (DPOP) and 0.0
+    (IPO). The loss is replaced here by one that returns log 2 exactly, computed as log1p(1)."""
+    import types
+
+    import dpo_rlhf_checks.losses as L
+
+    def at_log2(*args, **kwargs):
+        return types.SimpleNamespace(losses=torch.tensor([math.log1p(1.0)], dtype=torch.float64))
+
+    ok = mc.cpo_loss_certificates_search(CheckContext(seed=0, quick=True, out_dir=tmp_path))
+    assert ok.amended is True
+    assert ok.evidence["no_target_form"]["dpop"]["loss"] == pytest.approx(math.log1p(math.exp(-1.0)), abs=1e-12)
+    monkeypatch.setattr(L, name, at_log2)
+    r = mc.cpo_loss_certificates_search(CheckContext(seed=0, quick=True, out_dir=tmp_path))
+    key = "ipo" if name == "ipo_loss" else "dpop"
+    assert r.evidence["no_target_form"][key]["loss"] == math.log(2.0)
+    assert r.amended is False
