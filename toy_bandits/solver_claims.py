@@ -34,6 +34,8 @@ TOL_KKT = {"closed-form": 1e-9, "dual": 1e-7, "cvxpy:CLARABEL": 1e-5, "cvxpy:SCS
 # Multipliers are compared only where identifiable: min(pi_c(w), pi_c(l)) >= 1e-2; then an error
 # eps in pi moves mu by about beta eps / 1e-2, so |d mu| <= TOL_MU_REL (beta + mu).
 MU_IDENTIFIABLE = 1e-2
+# price-of-alignment tests strict positivity where pi*(y_l) is above this (below, the price underflows to 0)
+PRICE_RESOLVABLE = 1e-100
 TOL_MU_REL = {"dual": 1e-6, "cvxpy:CLARABEL": 1e-2}
 TOL_LOG = 1e-9  # log-space identities (delta_c = m at an active constraint)
 # The dual certificate (``dual_certificate``): the formula's objective minus the lower bound that a CVXPY solver's
@@ -770,7 +772,7 @@ def price_of_alignment_closed_form(ctx: CheckContext) -> MethodResult:
         if holds.any():
             stats["max_price_when_feasible_at_star"] = max(stats["max_price_when_feasible_at_star"],
                                                            float(np.max(np.abs(sol.price[holds]))))
-        resolvable = sol.log_pi_star[np.arange(b.N), b.loser] > math.log(1e-100)
+        resolvable = sol.log_pi_star[np.arange(b.N), b.loser] > math.log(PRICE_RESOLVABLE)
         stats["n_unresolvable_tiny_pi_star_l"] += int(np.sum(~holds & ~resolvable))
         viol = (b.margin - sol.delta_star > 1e-3) & resolvable
         if viol.any():
@@ -793,7 +795,7 @@ def price_of_alignment_closed_form(ctx: CheckContext) -> MethodResult:
     evidence = {"closed_form_batch": stats, "zero_iff_feasible_at_star": zero_iff,
                 "figure_curves_vs_cvxpy_points_max_rel_diff": fig_err,
                 "tolerances": {"zero": f"{tol_zero} * beta", "formulas_relative": 1e-9,
-                               "strict_positivity_tested_where_pi_star_l_above": 1e-100},
+                               "strict_positivity_tested_where_pi_star_l_above": PRICE_RESOLVABLE},
                 "seconds": time.perf_counter() - t0}
     summary = (f"{stats['n']} instances: min price {stats['min_price']:.1e}, = 0 exactly where delta* >= m, > 0 elsewhere "
                f"(min {stats['min_price_when_violated_by_1e-3']:.1e} at violation > 1e-3); dual value, beta KL and "
