@@ -328,3 +328,67 @@ def test_rlhf_negative_beta_example_by_hand(tmp_path):
     assert ex["J_at_gibbs"] == pytest.approx(S.objective_J(pi, np.array([1.0, 0.0]), np.array([0.5, 0.5]), -1.0),
                                              abs=1e-12)
     assert res.evidence["conditions"]["beta_negative_breaks_it"] is (0.5 > j_gibbs) is True
+
+
+def test_eq10_stationarity_residual_is_the_positive_spread_and_fails_the_method_off_nu_star(monkeypatch, tmp_path):
+    """eq10_stationarity_residual is the spread max - min of dF/dpi(y) over its scale, >= 0, so cpo-stationary-margin's
+    'pi_c is stationary with gamma = nu*' (residual < 1e-9) can fail. By hand, pi = (1/2, 1/4, 1/4), pi_ref = (1/4,
+    1/4, 1/2), r = (1, 0, 0), beta = 1, gamma = 1/2 (w = 0, l = 1): dF/dpi = r - (log(pi/pi_ref) + 1) + gamma c/pi
+    = (1 - log 2, -3, log 2 - 1), spread 4 - log 2, scale max(1, 1, gamma/pi_l = 2, log 2) = 2. Then the numeric
+    method with the closed form's multiplier 1% off (gamma = 1.01 nu* or 0.99 nu*: pi_c no longer stationary) must
+    fail; measured residual 1.9e-2 either way (10 active cases, --quick seed 0). The spread taken as min - max (a
+    survivor of mutation) is <= 0 everywhere, and the method then passed with any multiplier (residual 0.0)."""
+    r = sec9_cpo.eq10_stationarity_residual(np.log([0.5, 0.25, 0.25]), np.array([1.0, 0.0, 0.0]),
+                                            np.log([0.25, 0.25, 0.5]), 1.0, math.log(0.5))
+    assert r == pytest.approx((4.0 - math.log(2.0)) / 2.0, rel=1e-12)
+    ctx = CheckContext(seed=0, quick=True, out_dir=tmp_path)
+    key = "max_eq10_stationarity_residual_at_pi_c_with_gamma=nu*"
+    res = sec9_cpo.cpo_stationary_margin_numeric(ctx)
+    assert res.literal is True and res.evidence[key] < 1e-12
+    real = sec9_cpo.constrained_single_pair
+    for factor in (1.01, 0.99):
+        def off(*args, factor=factor, **kwargs):
+            log_pc, mu = real(*args, **kwargs)
+            return log_pc, factor * mu
+
+        monkeypatch.setattr(sec9_cpo, "constrained_single_pair", off)
+        res = sec9_cpo.cpo_stationary_margin_numeric(ctx)
+        assert res.evidence["active_instances"] > 0
+        assert 1e-3 < res.evidence[key] < 1e-1 and res.literal is False, (factor, res.summary)
+
+
+@pytest.mark.parametrize("wrong", ["small branch log(l) for log(expm1(l))", "large branch -l for l"])
+def test_loss_delta_bridge_round_trip_sees_a_wrong_inverse_on_either_branch(monkeypatch, tmp_path, wrong):
+    """loss-delta-bridge's round trip draws h = beta (delta - delta_ref) uniformly on [-700, 700], so it meets both
+    branches of losses.delta_from_loss (log(e^l - 1) as log(expm1(l)) for l <= 20, as l + log(-expm1(-l)) above) and
+    moderate losses. Two wrong inverses must fail it: log(l) in place of log(expm1(l)) (off by about l/2, 0.35 at
+    l = log 2) and -l in place of l on the large branch (delta off by 2 l / beta, i.e. 2 in units of |h|: measured
+    2.0). With h drawn on [700, 700] (a survivor of mutation) every loss was e^-700, where log(expm1(l)) = log(l) and
+    the large branch is never taken, and both passed (round trip err 3e-16)."""
+    import torch
+
+    import dpo_rlhf_checks.losses as L
+    from theory import sec7_bridge
+
+    ctx = CheckContext(seed=0, quick=True, out_dir=tmp_path)
+    res = sec7_bridge.loss_delta_bridge_numeric(ctx)
+    assert res.literal is True and res.evidence["max_roundtrip_err_h_units_rel"] < 1e-14
+
+    def inverse(losses, target, *, beta):
+        large = losses > 20
+        small_arg = torch.where(large, torch.ones_like(losses), losses)
+        if wrong.startswith("small"):
+            log_expm1 = torch.where(large, losses + torch.log(-torch.expm1(-losses)), torch.log(small_arg))
+        else:
+            log_expm1 = torch.where(large, -losses + torch.log(-torch.expm1(-losses)),
+                                    torch.log(torch.expm1(small_arg)))
+        return target - log_expm1 / beta
+
+    monkeypatch.setattr(L, "delta_from_loss", inverse)
+    res = sec7_bridge.loss_delta_bridge_numeric(ctx)
+    assert res.literal is False, res.summary
+    err = res.evidence["max_roundtrip_err_h_units_rel"]
+    if wrong.startswith("small"):
+        assert err > 0.1
+    else:
+        assert err == pytest.approx(2.0, rel=1e-6)
