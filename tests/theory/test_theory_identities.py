@@ -432,3 +432,25 @@ def test_tangent_hessian_criterion_matches_eigenvalues(seed):
         assert (out["kind"] == "local max") == (mu * (math.exp(m) - 1) < beta)
     else:
         assert out["kind"] != "local min"  # the other directions of J are concave
+
+
+@pytest.mark.parametrize("beta, gamma, dref, dr", [(1.0, 0.1, -2.0, 0.5), (0.3, 2.0, 1.0, -4.0), (5.0, 0.05, -30.0, 3.0),
+                                                   (0.1, 0.01, 0.0, -3.0)])
+def test_eq10_two_response_minimum_is_g_at_its_argmin(beta, gamma, dref, dr):
+    """G(x) = gamma (e^x + 2 + e^-x) - beta x + beta delta_ref + dr (docs/theory.md §9b), minimised numerically here
+    (scipy's bounded Brent on G written out, not the closed form x0 = asinh(beta/(2 gamma))): the reported x0 and
+    G_min are that minimiser and G there, and the roots (if any) are zeros of G. The root count alone saw a wrong
+    G_min only when a drawn instance had G_min between the two values (2 gamma -> gamma in G_min survived --quick)."""
+    from scipy.optimize import minimize_scalar
+    from theory.sec9_cpo import eq10_two_response_stationary_points as eq10
+
+    def G(x):
+        return gamma * (math.exp(x) + 2 + math.exp(-x)) - beta * x + beta * dref + dr
+
+    opt = minimize_scalar(G, bounds=(-30, 30), method="bounded", options={"xatol": 1e-12})
+    out = eq10(beta, gamma, dref, dr)
+    assert out["x0"] == pytest.approx(opt.x, abs=1e-5)
+    assert out["G_min"] == pytest.approx(opt.fun, rel=1e-9, abs=1e-9)
+    assert len(out["roots"]) == (2 if opt.fun < 0 else 0)
+    for x, _ in out["roots"]:
+        assert G(x) == pytest.approx(0.0, abs=1e-9)
