@@ -809,11 +809,34 @@ def cpo_population_numeric(ctx: CheckContext) -> MethodResult:
                                            if amended else None), figures=figs)
 
 
+#: half the spacing of the near-boundary pairs of cpo_population_torch, in dr
+EPS_B = 0.02
+
+
+def _boundary_pairs(name: str, beta: float, params: dict, bdr: np.ndarray, n: int,
+                    eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """(beta delta_ref, dr) at dr* - eps and dr* + eps, dr* where the closed form's ranks_first changes in dr
+    (bisection on [-20, 20], 60 steps), for the first n candidates beta delta_ref whose sign changes there."""
+    from toy_bandits.cpo_population import ranks_first
+
+    lo, hi = np.full(bdr.shape, -20.0), np.full(bdr.shape, 20.0)
+    f_lo = ranks_first(name, bdr, lo, beta=beta, **params)
+    keep = np.flatnonzero(f_lo != ranks_first(name, bdr, hi, beta=beta, **params))[:n]
+    bdr, lo, hi, f_lo = bdr[keep], lo[keep], hi[keep], f_lo[keep]
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        same = ranks_first(name, bdr, mid, beta=beta, **params) == f_lo
+        lo, hi = np.where(same, mid, lo), np.where(same, hi, mid)
+    mid = 0.5 * (lo + hi)
+    return np.concatenate([bdr, bdr]), np.concatenate([mid - eps, mid + eps])
+
+
 def cpo_population_torch(ctx: CheckContext) -> MethodResult:
     """Direct minimisation of the expected loss built from the toolkit's torch losses
     (:data:`dpo_rlhf_checks.losses.LOSSES`, float64): E(delta) = q loss(log sigma(delta), log sigma(-delta), ...) +
     (1 - q) loss(swapped), on a batch grid of delta in [-80, 80] (step 0.5) then a local grid (step 5e-3), at random
-    (beta delta_ref, dr) points per loss setting. The sign of the minimiser against
+    (beta delta_ref, dr) points per loss setting and at pairs EPS_B either side of the closed form's boundary in dr (a
+    quarter as many pairs; far from it only a gross error flips a sign). The sign of the minimiser against
     :func:`toy_bandits.cpo_population.ranks_first`; points whose minimiser is within 0.01 of 0, or whose loss exceeds
     1e6 (float64 cannot resolve a change of delta there), are skipped and counted. Literal: no CPO variant's minimiser
     is negative at a point with dr > 0. Amended: the signs agree with the closed form at every point not skipped.
@@ -824,6 +847,7 @@ def cpo_population_torch(ctx: CheckContext) -> MethodResult:
     from toy_bandits.cpo_population import SETTINGS, ranks_first
 
     rng = np.random.default_rng(ctx.seed + 1390)
+    rng_b = np.random.default_rng([ctx.seed, 1391])
     n_pts = 40 if ctx.quick else 100
     coarse = torch.linspace(-80.0, 80.0, 321, dtype=torch.float64)  # step 0.5
     ls = torch.nn.functional.logsigmoid
@@ -832,6 +856,12 @@ def cpo_population_torch(ctx: CheckContext) -> MethodResult:
         fn = LOSSES[name]
         bdr = rng.uniform(-6.0, 3.0, n_pts)
         dr = rng.uniform(-1.0, 5.0, n_pts)
+        # and where the closed form says something: pairs of points EPS_B either side of its boundary in dr (found by
+        # bisection on ranks_first; their own generator, so the random points above are the same as without them), so
+        # an error that moves the boundary by more than that disagrees
+        b_bdr, b_dr = _boundary_pairs(name, beta, params, rng_b.uniform(-6.0, 3.0, 4 * n_pts), n_pts // 4, EPS_B)
+        bdr, dr = np.concatenate([bdr, b_bdr]), np.concatenate([dr, b_dr])
+        n_all = bdr.size
         pred = ranks_first(name, bdr, dr, beta=beta, **params)
         dref = torch.tensor(bdr / beta, dtype=torch.float64)[:, None]  # (P, 1)
         q = torch.tensor(1.0 / (1.0 + np.exp(-dr)), dtype=torch.float64)[:, None]
@@ -842,7 +872,7 @@ def cpo_population_torch(ctx: CheckContext) -> MethodResult:
             return q * fn(pc, pr, rc, rr, beta=beta, **params).losses + \
                 (1 - q) * fn(pr, pc, rr, rc, beta=beta, **params).losses
 
-        vals = expected(coarse.expand(n_pts, -1))
+        vals = expected(coarse.expand(n_all, -1))
         i = torch.argmin(vals, dim=1)
         lo, hi = coarse[torch.clamp(i - 1, min=0)], coarse[torch.clamp(i + 1, max=coarse.numel() - 1)]
         fine = lo[:, None] + (hi - lo)[:, None] * torch.linspace(0.0, 1.0, 201, dtype=torch.float64)[None, :]
@@ -858,7 +888,8 @@ def cpo_population_torch(ctx: CheckContext) -> MethodResult:
                    "minimiser_delta": float(x[k]), "dpo_minimiser_delta": float(bdr[k] / beta + dr[k] / beta)}
         skipped += sk
         agree_all &= dis == 0
-        rows[lab] = {"points": n_pts, "skipped": sk, "disagreements_with_closed_form": dis}
+        rows[lab] = {"points": n_all, "near_boundary": int(b_bdr.size), "skipped": sk,
+                     "disagreements_with_closed_form": dis}
     literal = cex is None
     amended = bool(agree_all)
     summary = (f"{checked} points minimised directly with the toolkit's losses ({skipped} skipped near 0 or beyond "
@@ -868,6 +899,7 @@ def cpo_population_torch(ctx: CheckContext) -> MethodResult:
     return MethodResult(literal=literal, amended=amended, summary=summary, evidence={"per_loss": rows},
                         depends_on=(
                             "dpo_rlhf_checks.losses.LOSSES", "dpo_rlhf_checks.losses",
+                            "toy_bandits.dataset_claims._boundary_pairs",
                             "toy_bandits.cpo_population._log_sigmoid", "toy_bandits.cpo_population.dpop_minimiser",
                             "toy_bandits.cpo_population.dpop_population_loss",
                             "toy_bandits.cpo_population.ranks_first", "toy_bandits.cpo_population.target",

@@ -177,6 +177,34 @@ def test_cpo_population_counterexample_is_a_misranked_pair_recomputed_here(ctx):
         assert x < 0 and x == pytest.approx(cex["minimiser_delta"], abs=0.05)
 
 
+
+def test_cpo_population_torch_sees_a_boundary_moved_a_little(ctx, monkeypatch):
+    """The direct minimisation checks signs; far from the closed form's boundary in dr only a gross error flips one,
+    so half the points come in pairs 0.02 either side of it. DPO-Positive's closed form with lam halved (an error a
+    helper planted: the 40 random points of --quick seed 0 missed it, as did 'Eq. 17 without / beta' at 80) now
+    disagrees at near-boundary points; unplanted, every setting has its 10 pairs and no disagreement."""
+    import numpy as np
+
+    import toy_bandits.cpo_population as cp
+    from toy_bandits.dataset_claims import EPS_B, cpo_population_torch
+
+    res = cpo_population_torch(ctx)
+    rows = res.evidence["per_loss"]
+    assert res.amended is True and EPS_B == 0.02
+    assert all(r["near_boundary"] == 20 and r["disagreements_with_closed_form"] == 0 for r in rows.values())
+    real = cp.ranks_first
+
+    def lam_halved(name, bdr, dr, *, beta, **params):
+        if name == "dpop":
+            return cp.dpop_minimiser(np.asarray(bdr) / beta, dr, beta=beta, lam=params["lam"] / 2) > 0
+        return real(name, bdr, dr, beta=beta, **params)
+
+    monkeypatch.setattr(cp, "ranks_first", lam_halved)
+    res = cpo_population_torch(ctx)
+    rows = res.evidence["per_loss"]
+    assert res.amended is False and rows["DPO-Positive (lam=50)"]["disagreements_with_closed_form"] > 0
+    assert sum(r["disagreements_with_closed_form"] for k, r in rows.items() if not k.startswith("DPO-Positive")) == 0
+
 def test_logodds_mismatch_is_the_largest_gap_over_pairs_labelled_both_ways():
     # max |beta h_ij - log(n_ij/n_ji)| over the pairs labelled both ways whose h is finite, derived by hand:
     # (0,1): |0.0 - log 2| = log 2; (1,0): |0.1 - log(1/2)| = 0.1 + log 2 (the worst); (0,2): |0.3 - log 1| = 0.3;
