@@ -569,6 +569,53 @@ def _kind(index: int, k: int) -> str:
     return f"saddle (index {index})"
 
 
+def _part3_case(pi_ref, reward, beta: float, margin: float, w: int, l: int) -> dict | None:
+    """Part (3) of :func:`cpo_penalized_eq10_general_k` on one instance: pi_c of the margin-constrained problem, gamma =
+    nu* = mu pi_c(w), the stationarity residual of Eq. 10 there, the kind from the 120-digit logit Hessian
+    (``_idx``, independent of the criterion) and the criterion's prediction. None where the constraint is inactive."""
+    k = pi_ref.size
+    sol = solve(BanditInstance(pi_ref, reward, beta, [(w, l)], margin), "closed-form")
+    mu = float(sol.multipliers[0])
+    if mu <= 0:
+        return None
+    nu = mu * sol.pi[w]
+    g = _grad_pi(sol.pi, pi_ref, reward, beta, nu, w, l)
+    stationary = float(np.ptp(g) / (1 + np.max(np.abs(g))))
+    idx = _logit_hessian_index(sol.pi, pi_ref, reward, beta, nu, w, l)
+    return {"K": k, "beta": beta, "m": margin, "mu": mu, "nu_star": nu, "stationarity_residual": stationary,
+            "kind_of_pi_c": _kind(idx, k) if idx is not None else "undecided",
+            "criterion_predicts_ascending_direction": bool(_criterion_value(sol, margin, beta, w, l) > 1), "_idx": idx}
+
+
+def _criterion_value(sol, margin: float, beta: float, w: int, l: int) -> float:
+    """d_l * sum_{y != l} 1/|d_y| at pi_c (d the tangent Hessian diagonal): an ascending direction exists iff > 1;
+    K = 2 reduces to mu (e^m - 1) > beta."""
+    mu = float(sol.multipliers[0])
+    d_l = (mu * math.exp(margin) - beta) / sol.pi[l]
+    inv = (1 - sol.pi[w] - sol.pi[l]) / beta + sol.pi[w] / (beta + mu)
+    return d_l * inv
+
+
+def _criterion_boundary(pi_ref, reward, beta: float, w: int, l: int) -> float | None:
+    """The margin m in [0, 6] where the criterion value crosses 1 (bisection, 50 steps, constraint active at both
+    ends), or None where it does not cross there."""
+    def side(m):
+        sol = solve(BanditInstance(pi_ref, reward, beta, [(w, l)], m), "closed-form")
+        return None if sol.multipliers[0] <= 0 else _criterion_value(sol, m, beta, w, l) > 1
+
+    lo, hi = 0.0, 6.0
+    s_lo, s_hi = side(lo), side(hi)
+    if s_lo is None or s_hi is None or s_lo == s_hi:
+        return None
+    for _ in range(50):
+        mid = 0.5 * (lo + hi)
+        s_mid = side(mid)
+        if s_mid is None:
+            return None
+        lo, hi = (mid, hi) if s_mid == s_lo else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
 def cpo_penalized_eq10_general_k(ctx: CheckContext) -> MethodResult:
     """docs/theory.md §9(b), K = 3..5: boundedness, the stationary points (1-d enumeration vs K-dim root search) and
     their kind (tangent-space inertia from the analytic Hessian, :func:`_tangent_index`, vs the logit Hessian by
@@ -636,27 +683,36 @@ def cpo_penalized_eq10_general_k(ctx: CheckContext) -> MethodResult:
         reward = rng.normal(size=k)
         reward[1] += 2.0  # make the constraint bind (r(l) high)
         beta, margin = float(10 ** rng.uniform(-1, 0.5)), float(rng.uniform(0, 2))
-        inst = BanditInstance(pi_ref, reward, beta, [(w, l)], margin)
-        sol = solve(inst, "closed-form")
-        mu = float(sol.multipliers[0])
-        if mu <= 0:
+        row = _part3_case(pi_ref, reward, beta, margin, w, l)
+        if row is None:
             continue
-        nu = mu * sol.pi[w]
-        g = _grad_pi(sol.pi, pi_ref, reward, beta, nu, w, l)
-        stationary = float(np.ptp(g) / (1 + np.max(np.abs(g))))
-        # the kind from the 120-digit logit Hessian (independent of the criterion, which is the tangent formula)
-        idx = _logit_hessian_index(sol.pi, pi_ref, reward, beta, nu, w, l)
-        # predicted: ascending direction exists iff d_l > 1 / sum_{y != l} 1/|d_y| (d = tangent Hessian diagonal);
-        # K = 2 reduces to mu (e^m - 1) > beta.
-        d_l = (mu * math.exp(margin) - beta) / sol.pi[l]
-        inv = (1 - sol.pi[w] - sol.pi[l]) / beta + sol.pi[w] / (beta + mu)
-        predicted = int(d_l * inv > 1)
-        kkt_ok = kkt_ok and stationary < 1e-9
-        crit_ok = crit_ok and idx is not None and predicted == idx
-        kkt_rows.append({"K": k, "beta": beta, "m": margin, "mu": mu, "nu_star": nu,
-                         "stationarity_residual": stationary,
-                         "kind_of_pi_c": _kind(idx, k) if idx is not None else "undecided",
-                         "criterion_predicts_ascending_direction": bool(predicted)})
+        kkt_ok = kkt_ok and row["stationarity_residual"] < 1e-9
+        crit_ok = crit_ok and row["_idx"] is not None and int(row["criterion_predicts_ascending_direction"]) == row["_idx"]
+        kkt_rows.append(row)
+    # ... and where the criterion says something: margins 0.05 either side of its boundary d_l inv = 1 (bisection in m
+    # on [0, 6]; their own generator, so the random cases above are unchanged), where an error in the criterion that
+    # moves the boundary shows; the random cases sit far from it
+    n_random = len(kkt_rows)
+    rng_b = np.random.default_rng([ctx.seed, 9011])
+    n_near = 0
+    for i in range(2 if ctx.quick else 4):
+        k = 3 + i % 3
+        pi_ref = rng_b.dirichlet(np.ones(k))
+        reward = rng_b.normal(size=k)
+        reward[1] += 2.0
+        beta = float(10 ** rng_b.uniform(-1, 0.5))
+        m_star = _criterion_boundary(pi_ref, reward, beta, w, l)
+        for margin in ([] if m_star is None else [m_star - 0.05, m_star + 0.05]):
+            row = _part3_case(pi_ref, reward, beta, margin, w, l) if margin >= 0 else None
+            if row is None:
+                continue
+            n_near += 1
+            kkt_ok = kkt_ok and row["stationarity_residual"] < 1e-9
+            crit_ok = (crit_ok and row["_idx"] is not None
+                       and int(row["criterion_predicts_ascending_direction"]) == row["_idx"])
+            kkt_rows.append({**row, "near_criterion_boundary_m": m_star})
+    for row in kkt_rows:
+        row.pop("_idx")
     # the registry's amendment: for K = 3..5 the interior stationary points number 0 or 2, a local maximum and an
     # index-1 saddle (c9d097b also let a "local min" pass here, which the statement excludes)
     only_max_and_index1 = all(p in ("none", "local max + saddle (index 1)") for p in patterns)
@@ -677,7 +733,7 @@ def cpo_penalized_eq10_general_k(ctx: CheckContext) -> MethodResult:
         "tangent_and_logit_hessian_kinds_agree": kinds_agree, "max_rel_residual_eq13_16": eq1316_max,
         "gamma_equals_log_form_multiplier": kkt_rows,
         "pi_c_stationary_for_gamma_nu_star": kkt_ok, "kind_of_pi_c_predicted_by_criterion": crit_ok,
-        "part3_cases_checked": len(kkt_rows), "part3_cases_drawn": n_part3,
+        "part3_cases_checked": n_random, "part3_cases_drawn": n_part3, "part3_near_criterion_boundary": n_near,
         "tolerances": {"slope_over_gamma": 1e-6, "same_point": 1e-6, "eq13_16_relative": 1e-8,
                        "stationarity_relative": 1e-9},
         "seconds": time.perf_counter() - t0,
@@ -688,7 +744,8 @@ def cpo_penalized_eq10_general_k(ctx: CheckContext) -> MethodResult:
     pat = "; ".join(f"{v}x {k}" for k, v in sorted(patterns.items()))
     summary = (f"unbounded above on all {n_inst} instances (slope -> gamma along pi(y_l) -> 0); stationary points "
                f"(1-d enumeration = K-dim root search: {sets_agree}; kinds by 2 Hessians agree: {kinds_agree}): {pat}; "
-               f"Eq. 13-16 residual {eq1316_max:.1e}; gamma = mu pi_c(w) makes pi_c stationary ({len(kkt_rows)} cases)")
+               f"Eq. 13-16 residual {eq1316_max:.1e}; gamma = mu pi_c(w) makes pi_c stationary ({n_random} random cases "
+               f"+ {n_near} next to the criterion's boundary)")
     return MethodResult(literal=bool(literal), amended=None if amended is None else bool(amended), summary=summary,
                         evidence=evidence, inconclusive=inconclusive,
                         depends_on=(
@@ -696,6 +753,8 @@ def cpo_penalized_eq10_general_k(ctx: CheckContext) -> MethodResult:
                             "toy_bandits.constrained", "toy_bandits.instance", "toy_bandits.rlhf._shifted_logits",
                             "toy_bandits.rlhf.kl_divergence", "toy_bandits.rlhf.log_gibbs_policy",
                             "toy_bandits.rlhf.suboptimality", "toy_bandits.solver_claims._grad_pi",
+                            "toy_bandits.solver_claims._part3_case", "toy_bandits.solver_claims._criterion_value",
+                            "toy_bandits.solver_claims._criterion_boundary",
                             "toy_bandits.solver_claims._kind", "toy_bandits.solver_claims._kkt_search",
                             "toy_bandits.solver_claims._logit_hessian_index",
                             "toy_bandits.solver_claims._solve_log_eq",

@@ -53,7 +53,7 @@ def test_penalized_eq10_check(ctx):
     # part (3) is not vacuous (gap 03fa093c7e, solver_claims.py:624 `mu <= 0` -> `mu >= 0` skipped every case): at
     # seed 0 all 6 drawn cases bind (mu > 0) and pi_c is found of both kinds (measured: 2 local max, 4 index-1 saddles)
     part3 = ev["gamma_equals_log_form_multiplier"]
-    assert ev["part3_cases_checked"] == ev["part3_cases_drawn"] == len(part3) == 6
+    assert ev["part3_cases_checked"] == ev["part3_cases_drawn"] == len(part3) - ev["part3_near_criterion_boundary"] == 6
     assert all(row["mu"] > 0 and row["nu_star"] > 0 for row in part3)
     assert {row["kind_of_pi_c"] for row in part3} == {"local max", "saddle (index 1)"}
     assert res.inconclusive is None
@@ -414,3 +414,29 @@ def test_single_pair_agreement_needs_a_multiplier_compared(ctx, monkeypatch):
     monkeypatch.setattr(sc, "MU_IDENTIFIABLE", 1.01)
     res = sc._single_pair_agreement(ctx, rng())
     assert res["n_mu_compared"] == 0 and res["ok"] is False
+
+
+def test_eq10_part3_criterion_is_tested_next_to_its_boundary(monkeypatch):
+    """Part (3)'s criterion (an ascending direction at pi_c iff d_l sum 1/|d_y| > 1) against the 120-digit logit
+    Hessian: the random cases sit far from the criterion's boundary, so an error in it (pi_w/beta for pi_w/(beta + mu),
+    a helper's plant) passed --quick at seeds 0-3. Cases at margins 0.05 either side of the boundary (bisection in m)
+    see it: at --quick seed 1, 4 near cases, two each side, and the planted criterion fails the kind check."""
+    ctx1 = CheckContext(seed=1, quick=True)
+    res = sc.cpo_penalized_eq10_general_k(ctx1)
+    ev = res.evidence
+    near = [r for r in ev["gamma_equals_log_form_multiplier"] if "near_criterion_boundary_m" in r]
+    assert res.amended is True and ev["part3_near_criterion_boundary"] == len(near) == 4
+    assert sorted(r["criterion_predicts_ascending_direction"] for r in near) == [False, False, True, True]
+    for r in near:  # each 0.05 from its boundary, on the side its prediction says
+        assert abs(r["m"] - r["near_criterion_boundary_m"]) == pytest.approx(0.05, abs=1e-12)
+        assert r["criterion_predicts_ascending_direction"] is (r["m"] > r["near_criterion_boundary_m"])
+        assert r["kind_of_pi_c"] == ("saddle (index 1)" if r["criterion_predicts_ascending_direction"] else "local max")
+
+    def wrong(sol, margin, beta, w, l):
+        mu = float(sol.multipliers[0])
+        d_l = (mu * math.exp(margin) - beta) / sol.pi[l]
+        return d_l * ((1 - sol.pi[w] - sol.pi[l]) / beta + sol.pi[w] / beta)
+
+    monkeypatch.setattr(sc, "_criterion_value", wrong)
+    res = sc.cpo_penalized_eq10_general_k(ctx1)
+    assert res.evidence["kind_of_pi_c_predicted_by_criterion"] is False and res.amended is False
