@@ -176,3 +176,19 @@ def test_newton_damps_a_step_that_would_overshoot_on_skewed_counts():
     for p, bh in expected.items():
         assert beta * opt.h[p] == pytest.approx(bh, abs=1e-6)
     assert opt.loss == pytest.approx(165.9478766702709, rel=1e-10)
+
+
+@pytest.mark.parametrize("big", [1e6, 1e9, 1e12, 1e14, 1e30])
+def test_empirical_minimiser_at_lopsided_counts(big):
+    """Two responses labelled big : 1 (both directions, one strongly connected pair): the minimiser is exactly
+    beta h = log(big), by hand (n_w sigma(-x) = n_l sigma(x) at x = log(n_w/n_l)). sigma(-x) as 1 - tanh(x/2) lost
+    every digit past x ~ 30 and the stop rule (gradient <= 1e-13 x labels) stopped early: h came out 27.6056 at 1e12
+    (log = 27.6310) and 30.128 at 1e14 (32.236). Found by a helper reviewing seed 909's _newton_scores survivor."""
+    opt = empirical_minimiser({(0, 1): big, (1, 0): 1}, 2, 0.5)
+    assert opt.h[(0, 1)] == pytest.approx(math.log(big) / 0.5, rel=1e-12)
+
+
+def test_empirical_minimiser_refuses_counts_beyond_float64():
+    """1e200 : 1 labels: Newton from theta = 0 does not converge in 200 steps; a clear error, not a wrong h."""
+    with pytest.raises(ArithmeticError, match="did not converge in 200 steps"):
+        empirical_minimiser({(0, 1): 1e200, (1, 0): 1}, 2, 1.0)
