@@ -192,3 +192,22 @@ def test_empirical_minimiser_refuses_counts_beyond_float64():
     """1e200 : 1 labels: Newton from theta = 0 does not converge in 200 steps; a clear error, not a wrong h."""
     with pytest.raises(ArithmeticError, match="did not converge in 200 steps"):
         empirical_minimiser({(0, 1): 1e200, (1, 0): 1}, 2, 1.0)
+
+
+def test_empirical_minimiser_stops_at_the_rounding_floor_of_many_labels():
+    """1.3e8 labels on 4 responses (a reviewer's case): rounding keeps the Newton step near 1e-9 for the pairs with
+    2 : 1 labels, so a stop rule on the step size alone never stopped (ArithmeticError after 200 steps); the Newton
+    decrement below rounding stops it. The gradient of the population loss at the returned scores, recomputed at 50
+    digits, is below 1e-8 (the labels' total is 1.3e8)."""
+    import mpmath
+
+    labels = {(0, 1): 214, (1, 0): 1, (1, 2): 2406, (2, 1): 4623, (1, 3): 15981840, (3, 1): 113762821, (2, 3): 2,
+              (3, 2): 1}
+    opt = empirical_minimiser(labels, 4, 1.0)
+    with mpmath.workdps(50):
+        g = [mpmath.mpf(0)] * 4
+        for (i, j), c in labels.items():
+            s = c / (1 + mpmath.exp(mpmath.mpf(float(opt.u[i])) - mpmath.mpf(float(opt.u[j]))))
+            g[i] -= s
+            g[j] += s
+        assert max(abs(float(x)) for x in g) < 1e-8
