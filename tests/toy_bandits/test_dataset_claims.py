@@ -461,3 +461,26 @@ def test_dataset_numeric_reports_the_pooled_mle_gap_against_the_pairs_own_logodd
     r = dc.dataset_minimiser_numeric(ctx)
     assert r.literal is True and r.counterexample is None
     assert "max |beta h - log(n_ij/n_ji)| = 0.000" in r.summary
+
+
+def test_listwise_numeric_construction_has_empty_U_references_and_catches_an_always_true_rule(ctx, monkeypatch):
+    """Part (ii) of the numeric method compares its constructed misordered policy (below log k! or not) with
+    listwise_U_nonempty; that comparison can only catch a wrong rule if some ordered reference has an empty U.
+    Pins k = 3..5 there (the docstring's list sizes) and, at --quick seed 0, 2 of 12 references with an empty U,
+    re-decided here from each row's own c_min by hand: U is empty iff softplus(min_t beta delta_ref) >= log k!.
+    k = 6 + i % 3 for 3 + i % 3 (a survivor of mutation) made every U nonempty (c_min <= 0.42 against log 6! = 6.58):
+    a rule that always says True, or one compared with log (k-1)!, then passed (measured: amended True), while here
+    both make the amendment fail."""
+    import toy_bandits.listwise as lw
+
+    r = _run("listwise-equivalence", "numeric", ctx)
+    rows = r.evidence["rows"]
+    assert r.amended is True and len(rows) == 12
+    assert sorted(row["k"] for row in rows) == [3] * 4 + [4] * 4 + [5] * 4
+    empty = [row for row in rows if np.logaddexp(0.0, row["c_min"]) >= math.lgamma(row["k"] + 1)]
+    assert len(empty) == 2  # measured at seed 0: c_min up to 2.636 (k = 3: log(3! - 1) = 1.609)
+    assert all(row["rule_nonempty"] is False and row["below_log_k!"] is False for row in empty)
+    assert all(row["rule_nonempty"] is True for row in rows if row not in empty)
+
+    monkeypatch.setattr(lw, "listwise_U_nonempty", lambda log_pi_ref, ranking, beta: True)
+    assert _run("listwise-equivalence", "numeric", ctx).amended is False
