@@ -440,3 +440,33 @@ def test_eq10_part3_criterion_is_tested_next_to_its_boundary(monkeypatch):
     monkeypatch.setattr(sc, "_criterion_value", wrong)
     res = sc.cpo_penalized_eq10_general_k(ctx1)
     assert res.evidence["kind_of_pi_c_predicted_by_criterion"] is False and res.amended is False
+
+
+def test_price_of_alignment_min_violated_price_is_over_every_violated_instance(tmp_path):
+    """Pins the summary's "min price at violation > 1e-3" of price-of-alignment's closed-form method: it is the
+    smallest price over every resolvable instance with m - delta* > 1e-3, not over a subset (a survivor of mutation:
+    the selection m - delta* > 1e-3 cut to -delta* > 1e-3, which drops the violated instances with 0 <= delta* < m).
+    At --quick seed 190 the smallest such price (3.4e-100) lies at delta* >= 0; the subset's minimum is 4.1e-98.
+    The expected set is computed here by hand: delta* = log(pi_ref(w)/pi_ref(l)) + (r_w - r_l)/beta and
+    log pi*(l) = log pi_ref(l) + r_l/beta - logsumexp(log pi_ref + r/beta), from the same seeded draw."""
+    from scipy.special import logsumexp
+
+    from toy_bandits.constrained import closed_form_pairs
+
+    seed = 190
+    res = sc.price_of_alignment_closed_form(CheckContext(seed=seed, quick=True, out_dir=tmp_path))
+    reported = res.evidence["closed_form_batch"]["min_price_when_violated_by_1e-3"]
+    rng = np.random.default_rng([seed, 9020])
+    expected, at_nonneg_delta = math.inf, False
+    for k in (2, 3, 6):
+        b = sc._random_batch(rng, 1000, k)
+        price = closed_form_pairs(b).price
+        logits = np.log(b.pi_ref) + b.reward / b.beta[:, None]
+        delta_star = logits[:, 0] - logits[:, 1]  # w = 0, l = 1 in this batch
+        log_pl = logits[:, 1] - logsumexp(logits, axis=1)
+        sel = (b.margin - delta_star > 1e-3) & (log_pl > math.log(sc.PRICE_RESOLVABLE))
+        i = int(np.argmin(np.where(sel, price, np.inf)))
+        if price[i] < expected:
+            expected, at_nonneg_delta = float(price[i]), bool(delta_star[i] >= 0)
+    assert at_nonneg_delta and 0 < expected < 1e-99  # the case this seed was chosen for
+    assert abs(reported - expected) <= 1e-9 * expected, (reported, expected)
