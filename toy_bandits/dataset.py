@@ -32,8 +32,8 @@ from typing import Any, Iterable
 
 import numpy as np
 from scipy.sparse import csr_matrix
-from scipy.special import expit
 from scipy.sparse.csgraph import connected_components
+from scipy.special import expit
 
 # ---------------------------------------------------------------------------------------------------------------
 # Labels
@@ -179,7 +179,7 @@ def _newton_scores(w: np.ndarray, l: np.ndarray, n: np.ndarray, comp: np.ndarray
     def f(t):
         return float(np.sum(n * np.logaddexp(0.0, -(t[w] - t[l]))))
 
-    gmax = np.inf
+    gmax, gtol = np.inf, tol * max(1.0, float(n.sum()))
     for _ in range(max_iter):
         x = theta[w] - theta[l]
         # n sigma(-x) with sigma from expit: 1 - tanh(x/2) lost every digit past x ~ 30 (1e12:1 counts gave h off by
@@ -202,7 +202,7 @@ def _newton_scores(w: np.ndarray, l: np.ndarray, n: np.ndarray, comp: np.ndarray
             # converged: the gradient small against the counts AND the Newton decrement below rounding (a gradient of
             # 0.03 against 1e12 labels alone left h 0.025 off: the pair with one label has curvature 1, not 1e12; a
             # step-size test instead never stops where rounding keeps the step at ~1e-9, e.g. 1e8 labels)
-            if gmax <= tol * max(1.0, float(n.sum())):
+            if gmax <= gtol:
                 break
             continue
         while f(theta + t * step) > f0 + 1e-4 * t * slope and t > 1e-12:
@@ -210,7 +210,7 @@ def _newton_scores(w: np.ndarray, l: np.ndarray, n: np.ndarray, comp: np.ndarray
         theta = theta + t * step
     else:
         raise ArithmeticError(f"the empirical minimiser's Newton iteration did not converge in {max_iter} steps (max "
-                              f"gradient {gmax:.3g}, tolerance {tol * max(1.0, float(n.sum())):.3g}, over "
+                              f"gradient {gmax:.3g}, tolerance {gtol:.3g}, over "
                               f"{float(n.sum()):.3g} labels): the counts are too lopsided for this solver (a response "
                               "whose comparisons are almost all one-sided has almost no curvature)")
     for c_id in np.unique(comp):
