@@ -34,7 +34,9 @@ def _check(bdr: float, dr: float) -> None:
 
 def _sigma(x: float) -> float:
     """sigma(x) = 1/(1 + e^-x) for every finite x: e^x where e^-x would overflow (x <= -700, where 1 + e^x rounds to
-    1), so a huge |beta delta_ref| or |dr| gives 0 or 1 instead of an OverflowError from math.exp."""
+    1), so a huge |beta delta_ref| or |dr| gives 0 or 1 instead of an OverflowError from math.exp. Not scipy's expit,
+    which flushes the subnormal range to 0 (expit(-712) = 0, e^-712 = 6.1e-310: p_wrong_many then differs from the
+    50-digit p_wrong_mpmath there)."""
     return 1.0 / (1.0 + math.exp(-x)) if x > -700 else math.exp(x)
 
 
