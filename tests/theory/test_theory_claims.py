@@ -392,3 +392,17 @@ def test_loss_delta_bridge_round_trip_sees_a_wrong_inverse_on_either_branch(monk
         assert err > 0.1
     else:
         assert err == pytest.approx(2.0, rel=1e-6)
+
+
+def test_docs_section_3_counts_are_the_default_runs(tmp_path):
+    """docs/theory.md §3 prints the instance counts of `python paper_checks.py --all` (seed 0, full grids); a change
+    of the draw or of the skip rule must change the docs too."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "theory.md").read_text(encoding="utf-8")
+    found = re.search(r"`assumption-iff`\. \*Found:\* holds \(four forms agree at (\d+) instances, (\d+) violated\)", doc)
+    assert found, "docs/theory.md §3 no longer states the counts this test reads"
+    ev = resolve_method(get_claim("assumption-iff").methods["numeric"])(CheckContext(seed=0, out_dir=tmp_path)).evidence
+    assert (ev["instances"], ev["assumption_fails_in"]) == (int(found.group(1)), int(found.group(2)))
+    assert ev["near_ties_skipped"] == 0 and ev["forms_disagree_count"] == 0
