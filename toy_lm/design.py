@@ -35,7 +35,7 @@ bound is decided with probability >= 0.9, using the family's pooled seed-level s
 taken over every family and capped at :data:`BUDGET_CAP` seeds, the most whose stage fits the 90 s limit on this
 CPU (each seed beyond the first look costs a 300-step reference SFT, about 2.3 CPU s, before any cell). Families and
 margins: the fractions in U (``min_fail_frac`` = 0.10), the amounts (``tol_frac_in_U`` = 0.10), the shortfalls
-(``fix_margin`` = 0.05). With the pilot's sds the rule asks 12, 24 and 96 seeds; the cap makes it 12. So at 12 seeds
+(``fix_margin`` = 0.05). With the pilot's sds the rule asks 24, 12 and 96 seeds; the cap makes it 12. So at 12 seeds
 an amount 0.05 from +-0.10 is decided with probability 0.96, a fraction in U 0.05 from 0.10 with 0.72, and a
 shortfall 0.025 from 0.05 with 0.19 (:func:`family_power`): a shortfall that close to its bound is expected to
 stay undecided (inconclusive), on any seed set; one a whole margin (0.05) away is decided with probability 0.74.

@@ -406,3 +406,28 @@ def test_docs_section_3_counts_are_the_default_runs(tmp_path):
     ev = resolve_method(get_claim("assumption-iff").methods["numeric"])(CheckContext(seed=0, out_dir=tmp_path)).evidence
     assert (ev["instances"], ev["assumption_fails_in"]) == (int(found.group(1)), int(found.group(2)))
     assert ev["near_ties_skipped"] == 0 and ev["forms_disagree_count"] == 0
+
+
+def test_docs_section_1_errors_are_the_default_runs(tmp_path):
+    """docs/theory.md §1 prints rlhf-closed-form's numeric errors of `python paper_checks.py --all` (seed 0, full
+    sizes: 40 instances, 1200 random policies, 5 L-BFGS maximisations): J(pi*) = beta log Z to 1.4e-14 (measured
+    1.38e-14) and L-BFGS agrees to 4.7e-8 (4.69e-8); --quick gives 1.2e-14 and 1.0e-9, so the docs are the full
+    run's. A change of the draw must change the docs too: doubling the full run's instances (33 -> 66, a survivor of
+    mutation: --quick is unchanged) moves them to 2.45e-14 and 1.37e-8 (the L-BFGS instances come later from the
+    same generator). Each documented error must lie within a factor 1.5 of the run's (rounding-level errors can move
+    by a few ulps across CPUs; the planted doubling moves them by 1.75x and 3.4x)."""
+    import re
+    from pathlib import Path
+
+    from theory import sec1_rlhf
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "theory.md").read_text(encoding="utf-8")
+    found = re.search(r"`rlhf-closed-form`\. \*Found:\* holds \(Hessian proved symbolically; `J\(pi\*\) = beta log Z`"
+                      r"\s+to ([0-9.]+e-\d+); an L-BFGS maximisation agrees to ([0-9.]+e-\d+)\)", doc)
+    assert found, "docs/theory.md §1 no longer states the errors this test reads"
+    res = sec1_rlhf.rlhf_closed_form_numeric(CheckContext(seed=0, out_dir=tmp_path))
+    ev = res.evidence
+    assert res.literal is True and ev["random_policies_compared"] == 1200 and ev["random_policy_beats_pi_star"] == 0
+    for documented, measured in ((float(found.group(1)), ev["max_rel_err_J(pi*)_vs_beta_logZ"]),
+                                 (float(found.group(2)), ev["lbfgs_vs_closed_form_max_abs_err"])):
+        assert abs(math.log(documented / measured)) < math.log(1.5), (documented, measured)

@@ -145,9 +145,17 @@ def test_divergence_rule_reads_the_objective():
 SMALL = LMConfig(seeds=(0, 1), max_seeds=2, sft_steps=100)
 
 
+_SMALL_WALL: dict[str, float] = {}  # the wall seconds of the small run, timed around the call by its fixture
+
+
 @pytest.fixture(scope="module")
 def small():
-    return A.run_atlas_lm(["sigmoid", "ipo"], cfg=SMALL, progress=False)
+    import time
+
+    t0 = time.perf_counter()
+    rows = A.run_atlas_lm(["sigmoid", "ipo"], cfg=SMALL, progress=False)
+    _SMALL_WALL["seconds"] = time.perf_counter() - t0
+    return rows
 
 
 def test_small_run_is_well_formed(small):
@@ -170,6 +178,20 @@ def test_small_run_is_well_formed(small):
         assert row["decided"] == decide_bound("within", DESIGN.atlas_tol_frac_in_U, lo, hi)
         assert row["level"] == pytest.approx(1 - DESIGN.alpha)  # one planned look
         assert row["final_loss"] < math.log(2) if name == "sigmoid" else row["final_loss"] < (1 / (2 * BETA)) ** 2
+
+
+def test_small_run_durations_are_parts_of_its_wall_time(small):
+    """Each row's seconds (its loss's training and prediction, summed over its chunks) are positive, and the rows'
+    seconds plus the shared reference SFT's add up to no more than the wall time of the whole run_atlas_lm call, timed
+    around it by the fixture (each value is rounded to 0.01 s: 0.02 s of slack). Pins the per-loss wall clock of
+    atlas.json: t0 added instead of subtracted (a survivor of mutation) wrote twice the perf_counter clock (seconds
+    since boot) per chunk, 25077 s for sigmoid, into a run that took 7 s (unmutated: 0.51 s of a 5.6 s run)."""
+    wall = _SMALL_WALL["seconds"]
+    ref = small["sigmoid"]["seconds_reference"]
+    for row in small.values():
+        assert 0 < row["seconds"] < wall and row["cpu_seconds"] > 0
+        assert row["seconds_reference"] == ref
+    assert ref + sum(row["seconds"] for row in small.values()) <= wall + 0.02
 
 
 def test_small_sigmoid_row_is_the_stage_dpo_cell(small):
