@@ -80,6 +80,27 @@ def test_types_lower_bound_holds_and_meets_the_chernoff_exponent(n, pt):
     assert lo <= float(chernoff_bound(n, bdr, dr)) * (1 + 1e-9)
 
 
+@pytest.mark.parametrize("n, m, dr", [(5, 3, 3.0), (11, 3, 3.0), (15, 9, 3.0), (16, 6, -3.0), (29, 7, -3.0),
+                                       (30, 27, -3.0)])
+def test_lower_bound_steps_past_an_n_t_that_is_an_integer_up_to_rounding(n, m, dr):
+    """chernoff_lower_bound at beta delta_ref = log((n - m)/m), i.e. t = sigma(-bdr) = m/n and n t = m, an integer
+    that the float n t misses by an ulp (5 * t = 3.0000000000000004 at n = 5, m = 3). The docstring's k* is the count
+    nearest to n t *strictly* on the wrong side: m - 1 when bdr + dr > 0, m + 1 when bdr + dr < 0 (m itself is not
+    wrong: at n = 5, k = 3 has logit(3/5) > -bdr, so the empirical optimum ranks y_w first). Pinned against the
+    method-of-types value written out here, q^k (1-q)^(n-k) / ((k/n)^k (1-k/n)^(n-k)) / (n + 1), and against the exact
+    P_n it must not exceed. The `near` test reading nt + round(nt) instead of nt - round(nt) took k = m at these
+    points, a "lower bound" up to 9.4x above P_n (n = 5: 0.00938 vs P_5 = 0.000992). (a survivor of mutation)"""
+    bdr = math.log((n - m) / m)
+    k = m - 1 if bdr + dr > 0 else m + 1
+    q = 1.0 / (1.0 + math.exp(-dr))
+    log_types = (k * math.log(q) + (n - k) * math.log1p(-q) - k * math.log(k / n) - (n - k) * math.log((n - k) / n))
+    want = math.exp(log_types) / (n + 1)
+    lo = float(chernoff_lower_bound(n, bdr, dr))
+    assert lo == pytest.approx(want, rel=1e-9, abs=0)
+    assert lo <= p_wrong(n, bdr, dr)
+    assert float(chernoff_lower_bound(np.array([n]), bdr, dr)[0]) == pytest.approx(want, rel=1e-9, abs=0)  # array path
+
+
 def test_lower_bound_exponent_tends_to_the_upper_bound_exponent():
     # n (exponent gap) = log(n + 1) + n (KL(k*/n || q) - KL(t || q)), the second term at most one step of k in n KL,
     # i.e. |logit(t) - logit(q)| + log terms: bounded by log(n + 1) + 4 at this point (beta delta_ref + dr = 2)

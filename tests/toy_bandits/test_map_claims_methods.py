@@ -169,6 +169,38 @@ def test_regimes_sit_on_both_sides_of_each_derived_condition():
     assert sides["dpo"] == sides["cpo_smooth alpha > 1"] == sides["cpo_easy"] == {False}
 
 
+@pytest.mark.parametrize("scale", [0.5, 2.0])
+def test_search_catches_a_wrong_easy_bound_on_either_side(ctx, monkeypatch, scale):
+    """cpo_easy on mean NLLs <= L = 3 certifies iff gamma < 0 and |gamma|/beta >= (sqrt 2 - 1)^2 L^2 = 27 - 18 sqrt 2
+    = 1.5442 (T = b - a + G (1/a + 1/b), G = |gamma|/beta, is least at a = L, b = sqrt G: 2 sqrt G - L + G/L >= 0).
+    A derived condition with that bound halved or doubled must turn the search method's amended False: the regimes
+    must visit both sides of the bound with gamma < 0, where the grid search decides (by hand, T_min = -0.0886 at
+    G = 0.95 x 1.5442, +0.0872 at 1.05 x). A regime with gamma > 0 is on the failing side of every bound, so it cannot
+    catch a bound that is too small: `-0.95 * easy_bound` -> `0.95 * easy_bound` in _regimes left the halved bound
+    (and the bound (sqrt 2 - 1)^2 L, without the square) undetected. (a survivor of mutation)"""
+    bound = 27.0 - 18.0 * math.sqrt(2.0)
+    bounded = [(beta, params) for name, beta, params, nll_max, _ in mc._regimes()
+               if name == "cpo_easy" and nll_max == 3.0]
+    ratios = sorted(-params["gamma"] / beta / bound for beta, params in bounded if params["gamma"] < 0)
+    assert any(0.5 < r < 1.0 for r in ratios) and any(1.0 < r < 2.0 for r in ratios), ratios
+    true_condition = mc.predicted_certifies
+
+    def wrong_bound(name, beta, params, nll_max=None):
+        if name == "cpo_easy" and nll_max is not None:
+            return params["gamma"] < 0 and -params["gamma"] / beta >= scale * bound
+        return true_condition(name, beta, params, nll_max)
+
+    monkeypatch.setattr(mc, "predicted_certifies", wrong_bound)
+    res = mc.cpo_loss_certificates_search(ctx)
+    assert res.amended is False
+    missed = [r for r in res.evidence["regimes"] if not r["prediction_matches"]]
+    # the mismatch is the bounded regime on the side the wrong bound moved across: below it (0.95) when halved,
+    # where the grid finds loss < log 2 with delta < 0; above it (1.05) when doubled, where the grid finds none
+    side = "= 0.95 bound" if scale < 1 else "= 1.05 bound"
+    assert [(r["variant"], r["regime"].endswith(side), r["certifies_on_grid"]) for r in missed] == [
+        ("cpo_easy", True, scale > 1)]
+
+
 def test_random_method_evaluates_points_of_U_and_needs_the_reference_terms(ctx, monkeypatch):
     """Gap 4e48bf6482 (map_claims.py:285, `base + d_u` -> `d_u`): the points handed to dpo_loss must lie in U
     (delta_ref < pc - pr < 0, checked here on the tensors themselves), and a dpo_loss without its reference terms
