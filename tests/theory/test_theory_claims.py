@@ -103,6 +103,19 @@ def test_equiv_ordered_pair_numbers(results):
     assert "half that time" in num.amended_statement
 
 
+def test_a_wrong_flow_time_makes_equiv_ordered_pair_amended_false_not_a_crash(monkeypatch, tmp_path):
+    """A closed-form flow time twice the true one (planted through sec4_equivalence.flow_time_to_zero) must give the
+    numeric method amended = False with the measured error: the ODE crosses 0 at t, the planted closed form says 2t,
+    so |t - 2t| / 2t = 0.5 by hand. Before the fix the failing numpy comparison ended the `and` chain as
+    numpy.False_, and MethodResult raised TypeError instead of reporting the failure. (Found while classifying a
+    survivor of mutation, equiv_ordered_pair_numeric::const-x2::bc73c1fb58, seed 1111.)"""
+    true_time = sec4_equivalence.flow_time_to_zero
+    monkeypatch.setattr(sec4_equivalence, "flow_time_to_zero", lambda d, b, p: 2.0 * true_time(d, b, p))
+    res = sec4_equivalence.equiv_ordered_pair_numeric(CheckContext(seed=0, quick=True, out_dir=tmp_path))
+    assert res.amended is False
+    assert res.evidence["delta_flow_time_rel_err_vs_ode"] == pytest.approx(0.5, abs=1e-6)
+
+
 def test_flow_times_of_the_two_modules_agree_once_parametrised():
     from toy_bandits.dynamics import ordered_pair_flow_time
 
