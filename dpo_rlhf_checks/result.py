@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 VERDICTS = ("holds", "holds-amended", "fails", "not-checked", "inconclusive")
 INCONCLUSIVE = VERDICTS[4]
 ERROR_VERDICT = "error"  # a method crashed: the claim has no verdict (the run exits 1)
@@ -130,9 +132,15 @@ class MethodResult:
     inconclusive: str | None = None
 
     def __post_init__(self) -> None:
+        # a numpy comparison that ends an `and` chain is a numpy.bool_, typically only on the path where a check
+        # fails: it is a bool, so it is taken as one (refusing it turned a failed check into a crash); anything
+        # else (an array, a number, a string) is refused
+        for name in ("literal", "amended"):
+            if isinstance(getattr(self, name), np.bool_):
+                setattr(self, name, bool(getattr(self, name)))
         if not (self.literal is None or isinstance(self.literal, bool)) or not (
                 self.amended is None or isinstance(self.amended, bool)):
-            raise TypeError("literal and amended must be bools or None (cast numpy booleans with bool())")
+            raise TypeError("literal and amended must be bools or None")
         if self.inconclusive is not None and not (isinstance(self.inconclusive, str) and self.inconclusive.strip()):
             raise ValueError("inconclusive must be None or the reason the method could not decide (a non-empty string)")
         if self.literal is None and self.inconclusive is None:

@@ -123,6 +123,16 @@ def test_method_result_undecided_needs_a_reason():
         MethodResult(literal=1, amended=None, summary="s")
 
 
+def test_method_result_takes_numpy_booleans_as_bools_and_refuses_arrays():
+    """A check whose `and` chain ends at a failed numpy comparison hands over numpy.False_; that is a verdict, not a
+    crash (equiv_ordered_pair_numeric raised TypeError exactly when its flow check failed)."""
+    r = MethodResult(literal=np.True_, amended=np.float64(2.0) < 1.0, summary="s")
+    assert r.literal is True and r.amended is False
+    for bad in (np.array([True]), np.array(True), 1.0, "True"):
+        with pytest.raises(TypeError, match="bools or None"):
+            MethodResult(literal=True, amended=bad, summary="s")
+
+
 def test_an_inconclusive_claim_exits_0_and_the_report_says_why(tmp_path, monkeypatch):
     from dpo_rlhf_checks import cli, registry
 
