@@ -444,3 +444,58 @@ def test_docs_section_1_errors_are_the_default_runs(tmp_path):
     for documented, measured in ((float(found.group(1)), ev["max_rel_err_J(pi*)_vs_beta_logZ"]),
                                  (float(found.group(2)), ev["lbfgs_vs_closed_form_max_abs_err"])):
         assert abs(math.log(documented / measured)) < math.log(1.5), (documented, measured)
+
+
+def test_equiv_ordered_pair_numeric_decides_the_assumption_as_beta_delta_ref_plus_dr(results, monkeypatch, tmp_path):
+    """equiv_ordered_pair_numeric's assumption flag must be beta delta_ref + dr > 0 (docs §3): it sets the count of
+    assumption-failing pairs (evidence and summary) and picks the literal's counterexample ('the assumption holds,
+    yet pi* is not stationary'). Three pairs by hand: (beta, delta_ref, dr) = (1, -1, 3) -> 2 > 0 and (0.5, -2, 1.5)
+    -> 0.5 > 0 hold, (2, 1, -3) -> -1 fails; so 1 failing pair, '(2 with the assumption)', and the counterexample is
+    the first pair. With the sign of dr flipped (beta delta_ref - dr, a survivor of mutation) the verdicts stay
+    (False, True) but the method reports 2 failing pairs and shows (2, 1, -3), whose assumption fails, as one where it
+    holds; on the default --quick run (seed 0) it shows (beta 0.001, delta_ref 3.99, dr -15.09: -15.08 < 0) and
+    counts 11 failing pairs instead of 13. The run's counterexample is checked here in exact rationals."""
+    from fractions import Fraction
+
+    cx = results[("equiv-ordered-pair", "numeric")].counterexample
+    assert cx["assumption_holds"] is True and cx["pi_star_stationary"] is False
+    assert Fraction(cx["beta"]) * Fraction(cx["delta_ref"]) + Fraction(cx["dr"]) > 0, cx
+
+    beta, d_ref, dr = np.array([1.0, 0.5, 2.0]), np.array([-1.0, -2.0, 1.0]), np.array([3.0, 1.5, -3.0])
+    log_sig = lambda x: -np.logaddexp(0.0, -x)  # noqa: E731  a reference pair with log-odds d_ref (sample points)
+    inst = {"beta": beta, "delta_ref": d_ref, "dr": dr, "log_ref_w": log_sig(d_ref), "log_ref_l": log_sig(-d_ref)}
+    monkeypatch.setattr(sec4_equivalence, "pair_instances", lambda ctx, salt, n: inst)
+    res = sec4_equivalence.equiv_ordered_pair_numeric(CheckContext(seed=0, quick=True, out_dir=tmp_path))
+    assert (res.literal, res.amended) == (False, True)
+    assert res.evidence["n_instances"] == 3 and res.evidence["n_assumption_fails"] == 1
+    assert "(2 with the assumption)" in res.summary, res.summary
+    assert res.counterexample == {"beta": 1.0, "delta_ref": -1.0, "dr": 3.0, "assumption_holds": True,
+                                  "pi_star_stationary": False}
+
+
+def test_docs_section_5_numbers_are_the_default_runs(tmp_path):
+    """docs/theory.md §5 prints relative-advantage's numeric results of `python paper_checks.py --all` (seed 0, full
+    sizes: 30 betas x 8 points): the derivative -beta sigma(-h) agrees with mpmath to 7.1e-14 in relative error
+    (measured 7.14e-14; --quick gives 1.14e-13, so the docs are the full run's), and the two pairs of opposite
+    alignment have equal loss 0.3133 = softplus(-1) = log(1 + 1/e) by hand (h = 1 for both). A change of the draw
+    must change the docs too: halving the range of delta_ref (U(-30, 30) -> U(-15, 15), a survivor of mutation)
+    moves the full run's error to 1.29e-13 (1.81x). The documented error must lie within a factor 1.5 of the run's
+    (rounding-level errors can move by a few ulps across CPUs). (The docs said 4e-16 before, matching no run.)"""
+    import re
+    from pathlib import Path
+
+    from theory import sec5_relative
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "theory.md").read_text(encoding="utf-8")
+    found = re.search(r"`relative-advantage`\. \*Found:\* holds \(shift invariance proved; the derivative to "
+                      r"([0-9.]+e-\d+)\s.*?equal loss ([0-9.]+)\)", doc, re.S)
+    assert found, "docs/theory.md §5 no longer states the numbers this test reads"
+    res = sec5_relative.relative_advantage_numeric(CheckContext(seed=0, out_dir=tmp_path))
+    assert res.literal is True
+    documented, measured = float(found.group(1)), res.evidence["max_rel_err_grad_vs_-beta_sigma"]
+    assert abs(math.log(documented / measured)) < math.log(1.5), (documented, measured)
+    by_hand = math.log(1.0 + math.exp(-1.0))
+    assert float(found.group(2)) == round(by_hand, 4)
+    pair = res.evidence["same_loss_opposite_alignment"]
+    assert pair["A"]["loss"] == pytest.approx(by_hand, rel=1e-15)
+    assert pair["B"]["loss"] == pytest.approx(by_hand, rel=1e-15)
