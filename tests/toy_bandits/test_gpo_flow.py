@@ -90,6 +90,24 @@ def test_population_runaway_is_detected():
     assert not res["finite"] and res["t"] > 0
 
 
+@pytest.mark.parametrize("q, side", [(0.1, -1.0), (0.9, 1.0)])
+def test_robust_amended_t_at_q_equal_to_eps_runs_away(q, side):
+    """The loss-population-optimum amendment for robust (eps = 0.1) at the edges of its finite range, q = eps and
+    q = 1 - eps, where the registry text says t* = -inf / +inf. By hand: TRL's robust f(t) = ((1 - eps) softplus(-t)
+    - eps softplus(t))/(1 - 2 eps), so q f(t) + (1 - q) f(-t) is proportional to (q - eps) softplus(-t) + (1 - q -
+    eps) softplus(t); at q = eps that is 0.8 softplus(t), strictly increasing in t with no minimiser (t* = -inf), and
+    at q = 1 - eps 0.8 softplus(-t) (t* = +inf). Pins the typed t* (_amended_summed_t) there, and the bandit's
+    minimiser runs away on the same side (measured: t = -23.58 / +23.58, not finite). population_numeric's q grids
+    (0.3, 0.88, 0.95; full 0.05 ... 0.995) never visit q = eps, so no claim reads these edges. (A survivor of mutation:
+    toy_bandits/gpo_flow.py::_amended_summed_t::cmp-boundary::413d765a64, q <= eps -> q < eps, sends q = eps to
+    log((q - eps)/(1 - q - eps)) = log(0): ValueError instead of -inf.)"""
+    assert F._amended_summed_t("robust", q, 1) == side * math.inf
+    res = F.population_t(Setting("robust", params={"label_smoothing": 0.1}), q)
+    assert not res["finite"] and math.copysign(1.0, res["t"]) == side
+    # just inside the range the amendment is finite: log((q - eps)/(1 - q - eps)) at q = 0.11, by hand -4.369448
+    assert F._amended_summed_t("robust", 0.11, 1) == pytest.approx(math.log(0.01 / 0.79), rel=1e-12)
+
+
 def test_discopop_from_the_reference_moves_the_wrong_way():
     """DiscoPOP, tau = 0.05: descent from the reference stops at t ~ -0.119 (beta D < 0)."""
     ep = F.end_point(Setting("discopop", params={"discopop_tau": 0.05}), delta_ref=1.0)
