@@ -64,6 +64,20 @@ def test_bad_input_is_a_value_error_naming_the_field(extra, message):
         DatasetInstance.from_json({**BASE, **extra})
 
 
+@pytest.mark.parametrize("ranking, where", [([0, 3], 1), ([3, 0, 1], 0), ([0, 1, 3], 2), ([0, -1], 1)])
+def test_ranking_index_k_is_refused_as_a_ranking_index(ranking, where):
+    """A ranking index must lie in [0, K): with K = 3 (BASE), index 3 (= K, one past the last response) and -1 are
+    refused by the ranking's own check, naming ranking[i] and the index; the largest valid index K - 1 = 2 passes
+    (ranking [2, 0, 1] gives the adjacent pairs (2, 0), (0, 1)). Pins the upper boundary of that check: with
+    ``0 <= v <= k`` (a survivor of mutation) index K passed it and only the later preferences check caught it, with
+    "preferences[0]: loser index 3 is out of range", a key this instance does not have."""
+    v = ranking[where]
+    with pytest.raises(ValueError, match=rf"^ranking\[{where}\]: index {v} is out of range \[0, 3\)"):
+        DatasetInstance.from_json({**BASE, "ranking": ranking})
+    ok = DatasetInstance.from_json({**BASE, "ranking": [2, 0, 1]})
+    assert ok.ranking == (2, 0, 1) and sorted(ok.labels) == [(0, 1), (2, 0)]
+
+
 def test_missing_base_key_is_named():
     data = {k: v for k, v in BASE.items() if k != "beta"}
     with pytest.raises(ValueError, match=r"^beta: missing"):
