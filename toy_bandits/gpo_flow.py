@@ -37,6 +37,12 @@ from dpo_rlhf_checks.result import CheckContext, MethodResult
 LOG_MASS = -300.0  # log pi_ref of the likelier of the pair's two responses
 RTOL, ATOL = 1e-10, 1e-12
 GRAD_STOP = 1e-13  # the flow stops when every logit's gradient is below this (a stationary point)
+# still moving at the horizon: the final gradient above this. Absorbing flows converge geometrically and end at the
+# stop GRAD_STOP (the largest measured at the horizon: 1.2e-13, exo_pair); a transient flow's gradient falls as a
+# power of t (c / t for the logistic and sft tails, c ~ 1 in the units of f's argument), so it ends near c / horizon,
+# 1e-8 at the longest horizon 1e8 (n = 10, beta = 0.1). The cut sits orders of magnitude from both: it was 1e-8, which
+# decided the sigmoid+sft row by a relative margin of 3e-5 (its sft tail ends at 1.0000316e-8).
+MOVING_GRAD = 1e-10
 MAX_NFEV = 4000  # right-hand-side evaluations before a flow is declared stuck at a kink (``chattered``)
 
 
@@ -286,7 +292,7 @@ def flow_row(setting: Setting, quick: bool = False) -> dict:
         return _target_flow_row(setting, quick)
     if setting.loss in MIXES:
         ep = end_point(setting)
-        moving = ep["grad_norm"] > 1e-8 and not ep["chattered"]
+        moving = ep["grad_norm"] > MOVING_GRAD and not ep["chattered"]
         grid = U0_GRID if quick else U0_GRID_FULL
         pop = population_t(setting, 0.88)
         return {"key": setting.key, "class": "transient" if moving else "absorbing",
@@ -300,7 +306,7 @@ def flow_row(setting: Setting, quick: bool = False) -> dict:
         row.update({"class": "batch-coupled", "note": "sorted across the batch: see batch_flow"})
         return row
     ep = end_point(setting)
-    D, moving = ep["D"], ep["grad_norm"] > 1e-8 and not ep["chattered"]
+    D, moving = ep["D"], ep["grad_norm"] > MOVING_GRAD and not ep["chattered"]
     if spec.trainer == "CPOTrainer" or setting.loss == "sft":
         row["class"] = "empty-U"
     elif moving:
@@ -332,7 +338,7 @@ def _target_flow_row(setting: Setting, quick: bool) -> dict:
     loss and the gradient factor at each exit (the certificate's l_crit and sigma(m - U0/n)) and at the reference,
     and the BT population t at q = 0.88 from delta_ref = 0 and from beta delta_ref = -2."""
     ep = end_point(setting)
-    moving = ep["grad_norm"] > 1e-8 and not ep["chattered"]
+    moving = ep["grad_norm"] > MOVING_GRAD and not ep["chattered"]
     row: dict = {"key": setting.key, "class": "transient" if moving else ("wrong-way" if ep["D"] < 0 else "absorbing"),
                  "beta_D": None if moving else setting.beta * ep["D"], "grad_norm_end": ep["grad_norm"],
                  "delta_end_at_delta_ref=-5": ep["delta_end"]}
