@@ -34,6 +34,35 @@ def test_the_implications_fail_the_other_way_round():
     assert not mean_implies_summed(100, 20) and not summed_implies_mean(5, 40)  # the functions say so too
 
 
+
+def test_the_length_rules_at_adjacent_lengths_against_explicit_witnesses():
+    """Each rule is False exactly where a pair of log-probabilities <= 0 breaks its implication. Witnesses written by
+    hand: for |y_w| > |y_l|, log pi(y_w) = -|y_w| and log pi(y_l) = -|y_l| - (|y_w| - |y_l|)/2 give delta_mean > 0 and
+    delta < 0; for |y_w| < |y_l|, log pi(y_l) = -|y_l| and log pi(y_w) = -(|y_w| + |y_l|)/2 give delta > 0 and
+    delta_mean < 0. Where the rule says True, no point of a grid of log-probabilities breaks it. Lengths 1..8 include
+    every adjacent pair, where the random lengths of the test above rarely land (an off-by-one, lw <= ll + 1, passed
+    it and the length claim at --quick seed 0)."""
+    grid = -np.geomspace(1e-3, 50.0, 60)
+    a, b = np.meshgrid(grid, grid)
+    n_broken = [0, 0]
+    for lw in range(1, 9):
+        for ll in range(1, 9):
+            # mean => summed: broken by the witness (|y_w| > |y_l|) or by a grid point
+            wa, wb = -float(lw), -ll - (lw - ll) / 2
+            dm = delta_mean(a, b, lw, ll)
+            broken = bool(lw > ll and delta_mean(wa, wb, lw, ll) > 0 and wa - wb < 0) or bool(
+                np.any((dm > 0) & (a - b <= 0)))
+            assert bool(mean_implies_summed(lw, ll)) is not broken, (lw, ll)
+            n_broken[0] += broken
+            # summed => mean: broken by the witness (|y_w| < |y_l|) or by a grid point
+            wa, wb = -(lw + ll) / 2, -float(ll)
+            broken = bool(lw < ll and wa - wb > 0 and delta_mean(wa, wb, lw, ll) < 0) or bool(
+                np.any((a - b > 0) & (dm <= 0)))
+            assert bool(summed_implies_mean(lw, ll)) is not broken, (lw, ll)
+            n_broken[1] += broken
+    assert n_broken == [28, 28]  # each rule broken at the 8 * 7 / 2 ordered pairs of distinct lengths on its side
+
+
 @given(st.floats(-2.0, 2.0), st.integers(1, 60), st.integers(1, 60))
 def test_minimiser_delta_range_contains_the_boundary_policy_and_has_the_predicted_open_end(c, lw, ll):
     lo, hi = minimiser_delta_range(c, lw, ll)
