@@ -246,6 +246,25 @@ def test_soft_margin_numeric_sees_a_softplus_that_loses_its_tail(monkeypatch, tm
     assert r.literal is False and r.evidence["max_rel_err_dpo_loss_vs_softplus(t-s)"] == pytest.approx(1.0, abs=1e-9)
 
 
+
+def test_bridge_numeric_sees_a_softplus_with_torchs_threshold(monkeypatch, tmp_path):
+    """loss-delta-bridge's l_crit check against a critical loss built on torch's softplus, which returns x itself
+    past x = 20: off by log1p(e^-x) / x, 6.1e-11 relative at x = 20.5 (by hand: e^-20.5 / 20.5). Its drawn test
+    points seldom land at beta delta_ref in (20, 24) (it passed at 7.4e-14 quick, 2.9e-13 full, under the 1e-12
+    tolerance); fixed points there now fail it."""
+    import torch
+
+    import dpo_rlhf_checks.losses as L
+    from theory import sec7_bridge
+
+    ctx = CheckContext(seed=0, quick=True, out_dir=tmp_path)
+    assert sec7_bridge.loss_delta_bridge_numeric(ctx).literal is True
+    monkeypatch.setattr(L, "_softplus", torch.nn.functional.softplus)
+    r = sec7_bridge.loss_delta_bridge_numeric(ctx)
+    assert r.literal is False
+    assert r.evidence["max_rel_err_l_crit"] == pytest.approx(math.log1p(math.exp(-20.5)) / math.log1p(math.exp(20.5)),
+                                                             rel=1e-3)
+
 def test_eq10_path_values_are_j_and_f_of_the_stated_policies(results):
     """The counterexample path pi = (1/2, eps, 1/2 - eps) with r = (1, 0, 1/2), pi_ref = (0.2, 0.5, 0.3), beta = 1,
     gamma = 0.1: J and F are written out by hand here (J = E_pi[r] - KL(pi || pi_ref), F = J + gamma (log pi(y_w) -
