@@ -101,9 +101,14 @@ def equiv_population_numeric(ctx: CheckContext) -> MethodResult:
         q = float(S.sigmoid(dr))
         grad = lambda d: float(dpo_value_and_grad([d], [dref], b, q=q)[1][0])  # noqa: E731
         half = (abs(dr) + 5.0) / b
-        d_num = brentq(grad, dref - half, dref + half, xtol=1e-15 * max(1.0, abs(dref) + half), rtol=1e-15,
-                       maxiter=400)
-        err = b * abs(d_num - (dref + dr / b))
+        if grad(dref - half) * grad(dref + half) > 0:
+            # no stationary point within 5/beta of delta* (a loss that is not the one stated): not delta*, an
+            # infinite error and a failed check, not brentq's ValueError
+            err = math.inf
+        else:
+            d_num = brentq(grad, dref - half, dref + half, xtol=1e-15 * max(1.0, abs(dref) + half), rtol=1e-15,
+                           maxiter=400)
+            err = b * abs(d_num - (dref + dr / b))
         h_err.append(err)
         equivalent.append(bool(err < TOL_H))
         assumption.append(bool(b * dref + dr > 0))

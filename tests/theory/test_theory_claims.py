@@ -518,3 +518,20 @@ def test_docs_section_5_numbers_are_the_default_runs(tmp_path):
     pair = res.evidence["same_loss_opposite_alignment"]
     assert pair["A"]["loss"] == pytest.approx(by_hand, rel=1e-15)
     assert pair["B"]["loss"] == pytest.approx(by_hand, rel=1e-15)
+
+
+def test_equiv_population_numeric_fails_a_loss_whose_minimiser_leaves_the_bracket(monkeypatch, tmp_path):
+    """A loss with the reference dropped puts its minimiser at dr/beta, farther than 5/beta from delta* on most
+    pairs, where the gradient keeps one sign over the search bracket: the method reports those pairs as not delta*
+    (infinite error, amended False) instead of raising brentq's ValueError (found by a helper reviewing seed 1111)."""
+    from theory import common, sec4_equivalence
+
+    real = common.dpo_value_and_grad
+
+    def no_reference(deltas, d_ref, beta, **kw):
+        return real(deltas, [0.0] * len(d_ref), beta, **kw)
+
+    monkeypatch.setattr(sec4_equivalence, "dpo_value_and_grad", no_reference)
+    r = sec4_equivalence.equiv_population_numeric(CheckContext(seed=0, quick=True, out_dir=tmp_path))
+    assert r.amended is False and r.evidence["max_minimiser_error_h_units"] == math.inf
+    assert r.evidence["n_instances"] == 19
