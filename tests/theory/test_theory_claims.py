@@ -535,3 +535,56 @@ def test_equiv_population_numeric_fails_a_loss_whose_minimiser_leaves_the_bracke
     r = sec4_equivalence.equiv_population_numeric(CheckContext(seed=0, quick=True, out_dir=tmp_path))
     assert r.amended is False and r.evidence["max_minimiser_error_h_units"] == math.inf
     assert r.evidence["n_instances"] == 19
+
+
+def test_equiv_ordered_pair_symbolic_counterexample_is_consistent(results):
+    """The symbolic method's counterexample (the claim's first counterexample in report.json/report.md) must be one
+    instance: its gradient dl/d delta at delta* must be the derivative, at delta* = delta_ref + dr/beta, of the loss
+    l(delta) = log(1 + exp(-beta (delta - delta_ref))) at the beta, delta_ref and dr it shows, and its
+    assumption flag must be beta delta_ref + dr > 0. The derivative is taken here by mpmath's numerical
+    differentiation at 40 digits, not by the closed form. By hand (beta 1, delta_ref 0, dr 1): -1/(1 + e) =
+    -0.268941. With the shown dr halved (1.0 -> 0.5, a survivor of mutation) the table read 'dr 0.5, gradient
+    -0.268941' while the loss's gradient there is -sigma(-0.5) = -0.377541 (a wrong number in the report)."""
+    from fractions import Fraction
+
+    import mpmath
+
+    cx = results[("equiv-ordered-pair", "symbolic")].counterexample
+    beta, d_ref, dr = cx["beta"], cx["delta_ref"], cx["dr"]
+    with mpmath.workdps(40):
+        b, dref = mpmath.mpf(beta), mpmath.mpf(d_ref)
+        loss = lambda d: mpmath.log1p(mpmath.exp(-b * (d - dref)))  # noqa: E731
+        grad = mpmath.diff(loss, dref + mpmath.mpf(dr) / b)
+    assert cx["dl_ddelta_at_delta_star"] == pytest.approx(float(grad), rel=1e-12), (cx, float(grad))
+    assert cx["assumption_holds"] is (Fraction(beta) * Fraction(d_ref) + Fraction(dr) > 0)
+    assert cx["assumption_holds"] is True  # the note says 'the assumption holds, yet pi* is not stationary'
+    assert cx["dl_ddelta_at_delta_star"] == pytest.approx(-1.0 / (1.0 + math.e), rel=1e-15)
+
+
+def test_equiv_population_numeric_needs_an_assumption_failing_pair_for_the_amendment(monkeypatch, tmp_path):
+    """The amendment of equiv-population says BT-labelled DPO reaches pi* *whether or not* the assumption holds; a
+    sample with no pair where it fails (beta delta_ref + dr <= 0) cannot support it, so amended must be False there
+    (and the literal 'iff' is then not refuted: literal True). Pairs by hand: (beta, delta_ref, dr) = (1, -1, 3) ->
+    2, (0.5, -2, 1.5) -> 0.5, (2, 1, 0.5) -> 2.5, all > 0; adding (2, 1, -3) -> -1 < 0 gives one failing pair and
+    the amendment back (literal False). No default draw reaches zero failing pairs (measured over seeds 0-2999: at
+    least 3 of 19 --quick, 11 of 47 full), so only this test sees the guard; with it weakened to n_fail >= 0 (a
+    survivor of mutation) the method certified the unconditional equivalence from the holding side alone."""
+    holding = [(1.0, -1.0, 3.0), (0.5, -2.0, 1.5), (2.0, 1.0, 0.5)]
+    log_sig = lambda x: -np.logaddexp(0.0, -x)  # noqa: E731  a reference pair with log-odds d_ref (sample points)
+
+    def run(rows):
+        beta, d_ref, dr = (np.array(c) for c in zip(*rows))
+        inst = {"beta": beta, "delta_ref": d_ref, "dr": dr, "log_ref_w": log_sig(d_ref), "log_ref_l": log_sig(-d_ref)}
+        monkeypatch.setattr(sec4_equivalence, "pair_instances", lambda ctx, salt, n: inst)
+        return sec4_equivalence.equiv_population_numeric(CheckContext(seed=0, quick=True, out_dir=tmp_path))
+
+    only_holding = run(holding)
+    assert only_holding.evidence["n_assumption_fails"] == 0
+    assert only_holding.evidence["max_minimiser_error_h_units"] < 1e-6  # pi* is reached on every pair
+    assert (only_holding.literal, only_holding.amended) == (True, False)
+    assert only_holding.amended_statement is None
+
+    mixed = run(holding + [(2.0, 1.0, -3.0)])
+    assert mixed.evidence["n_assumption_fails"] == 1 and mixed.evidence["max_minimiser_error_h_units"] < 1e-6
+    assert (mixed.literal, mixed.amended) == (False, True)
+    assert mixed.counterexample["assumption_holds"] is False and mixed.counterexample["minimiser_is_delta_star"] is True
