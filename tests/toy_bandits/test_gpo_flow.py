@@ -331,3 +331,47 @@ def test_moving_or_stopped_is_decided_with_an_order_of_margin_on_every_row():
         if s.loss in MIXES:  # sft never stops pulling y_w up: still moving, by theory, not by a last digit
             assert ratio >= 1e1, (s.key, ep["grad_norm"])
     assert near == []
+
+
+def _dpo_z_at(horizon_u: float) -> float:
+    """z = beta (delta - delta_ref) / n of the free logistic flow after horizon_u n^2/beta^2: dz/dt = 2 (beta/n)^2
+    sigma(-z) integrates by hand to z + e^z - 1 = 2 horizon_u (the same for summed sigmoid, n = 1, and per-token
+    sigmoid_norm)."""
+    from scipy.optimize import brentq
+    return brentq(lambda z: z + math.expm1(z) - 2 * horizon_u, 0.0, 50.0, xtol=1e-14, rtol=1e-14)
+
+
+def test_phase_curve_is_beta_delta_after_200_n2_over_beta2_by_hand():
+    """The phase figure's data (README's docs/atlas_phase.png: beta delta after 200 n^2/beta^2 of flow, per beta
+    delta_ref) against the hand-integrated logistic flow: beta delta_end = x + n z with z + e^z - 1 = 400. Summed
+    sigmoid (n = 1) and per-token sigmoid_norm (n = 10) pin the horizon n^2/beta^2 (2^n for n^2 doubles it at n = 1:
+    sigmoid's point at x = -6 would leave U, 0.678 instead of -0.021; beta^4 for beta^2 makes it 100x at beta = 0.1:
+    4.596). (a survivor of mutation)"""
+    z = _dpo_z_at(200.0)
+    assert 5.97 < z < 5.98  # z + e^z = 401: e^5.97 = 391.5, e^5.98 = 395.4
+    xs = [-6.0, -3.0, 1.0]
+    got = F.phase_curve(Setting("sigmoid"), xs)
+    assert got == pytest.approx([x + z for x in xs], abs=1e-6)
+    assert -6.0 < got[0] < 0.0  # DPO at beta delta_ref = -6 is still in U at the figure's horizon (T = 204.2/beta^2)
+    got_n = F.phase_curve(Setting("sigmoid_norm", n=10), [-6.0])
+    assert got_n == pytest.approx([-6.0 + 10 * z], abs=1e-5)
+
+
+def test_flow_row_of_the_sigmoid_sft_mix_by_hand():
+    """flow_row's mix branch (the atlas's sigmoid+sft row, reached by every `paper_checks.py atlas` run without
+    --losses, quick or full): transient, exit times on the quick grid from the hand-worked law U0/A + (2 beta^2/(A c))
+    log((A + c e^U0)/(A + c)), c = beta w/n = 0.01, A = 0.03, and the certificate level softplus(-U0) + (w/n) log 2 at
+    U0 = 0.5, 2, 5 (README). A call with its arguments swapped raised TypeError here and crashed the atlas.
+    (a survivor of mutation)"""
+    s = Setting("sigmoid+sft", params={"sft_weight": 1.0}, n=10)
+    row = F.flow_row(s, quick=True)
+    assert row["class"] == "transient" and row["beta_D"] is None
+    c, A = 0.01, 0.03
+    for u, T in row["exit_times"].items():
+        u0 = float(u)
+        assert T == pytest.approx(u0 / A + (0.02 / (A * c)) * math.log((A + c * math.exp(u0)) / (A + c)), rel=1e-6)
+    assert set(row["exit_times"]) == {"0.5", "2.0", "5.0"}
+    assert set(row["certificate_level"]) == {"0.5", "2.0", "5.0"}
+    for u, level in row["certificate_level"].items():
+        assert level == pytest.approx(math.log1p(math.exp(-float(u))) + math.log(2) / 10, rel=1e-9)
+    assert math.isfinite(row["population_t_at_q=0.88"])
