@@ -195,9 +195,8 @@ def equiv_ordered_pair_numeric(ctx: CheckContext) -> MethodResult:
         # no crossing inside the window (a flow 10x slower than the closed form): an infinite error, not an IndexError
         flow_err.append(abs(sol.t_events[0][0] - t_cf) / t_cf if sol.t_events[0].size else math.inf)
     literal = bool(np.all(stationary == assumption))
-    # bool(): a numpy comparison that fails would otherwise end the chain as numpy.False_, which MethodResult refuses
-    amended = bool(not bool(np.any(stationary)) and bool(np.all(decreases)) and max(grad_cond) <= 1.0
-                   and max(flow_err) < 1e-7 and bool(np.any(assumption)) and bool(np.any(~assumption)))
+    amended = (not bool(np.any(stationary)) and bool(np.all(decreases)) and max(grad_cond) <= 1.0
+               and max(flow_err) < 1e-7 and bool(np.any(assumption)) and bool(np.any(~assumption)))
     cx = None
     if not literal:
         i = int(np.nonzero(stationary != assumption)[0][0])

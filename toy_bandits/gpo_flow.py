@@ -46,6 +46,9 @@ MOVING_GRAD = 1e-10
 MAX_NFEV = 4000  # right-hand-side evaluations before a flow is declared stuck at a kink (``chattered``)
 
 
+def _still_moving(ep: dict) -> bool:
+    """Whether the flow of :func:`end_point` is still moving at its horizon (gradient above MOVING_GRAD, no chatter)."""
+    return ep["grad_norm"] > MOVING_GRAD and not ep["chattered"]
 
 
 def reference(delta_ref: float) -> np.ndarray:
@@ -292,7 +295,7 @@ def flow_row(setting: Setting, quick: bool = False) -> dict:
         return _target_flow_row(setting, quick)
     if setting.loss in MIXES:
         ep = end_point(setting)
-        moving = ep["grad_norm"] > MOVING_GRAD and not ep["chattered"]
+        moving = _still_moving(ep)
         grid = U0_GRID if quick else U0_GRID_FULL
         pop = population_t(setting, 0.88)
         return {"key": setting.key, "class": "transient" if moving else "absorbing",
@@ -306,7 +309,7 @@ def flow_row(setting: Setting, quick: bool = False) -> dict:
         row.update({"class": "batch-coupled", "note": "sorted across the batch: see batch_flow"})
         return row
     ep = end_point(setting)
-    D, moving = ep["D"], ep["grad_norm"] > MOVING_GRAD and not ep["chattered"]
+    D, moving = ep["D"], _still_moving(ep)
     if spec.trainer == "CPOTrainer" or setting.loss == "sft":
         row["class"] = "empty-U"
     elif moving:
@@ -338,7 +341,7 @@ def _target_flow_row(setting: Setting, quick: bool) -> dict:
     loss and the gradient factor at each exit (the certificate's l_crit and sigma(m - U0/n)) and at the reference,
     and the BT population t at q = 0.88 from delta_ref = 0 and from beta delta_ref = -2."""
     ep = end_point(setting)
-    moving = ep["grad_norm"] > MOVING_GRAD and not ep["chattered"]
+    moving = _still_moving(ep)
     row: dict = {"key": setting.key, "class": "transient" if moving else ("wrong-way" if ep["D"] < 0 else "absorbing"),
                  "beta_D": None if moving else setting.beta * ep["D"], "grad_norm_end": ep["grad_norm"],
                  "delta_end_at_delta_ref=-5": ep["delta_end"]}
