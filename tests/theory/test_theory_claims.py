@@ -3,6 +3,8 @@ repairs of issue 9 (no tautological proof, named flow parametrisation, general-K
 undesirable-space decided from evidence that could go either way, the benchmark split) each have a test here."""
 
 import math
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -426,15 +428,18 @@ def test_loss_delta_bridge_round_trip_sees_a_wrong_inverse_on_either_branch(monk
         assert err == pytest.approx(2.0, rel=1e-6)
 
 
+def _docs_finding(section: str, pattern: str, flags: int = 0) -> re.Match:
+    """The match of ``pattern`` in docs/theory.md, where section ``section`` states a default run's numbers."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "theory.md").read_text(encoding="utf-8")
+    found = re.search(pattern, doc, flags)
+    assert found, f"docs/theory.md §{section} no longer states the numbers this test reads"
+    return found
+
 def test_docs_section_3_counts_are_the_default_runs(tmp_path):
     """docs/theory.md §3 prints the instance counts of `python paper_checks.py --all` (seed 0, full grids); a change
     of the draw or of the skip rule must change the docs too."""
-    import re
-    from pathlib import Path
-
-    doc = (Path(__file__).resolve().parents[2] / "docs" / "theory.md").read_text(encoding="utf-8")
-    found = re.search(r"`assumption-iff`\. \*Found:\* holds \(four forms agree at (\d+) instances, (\d+) violated\)", doc)
-    assert found, "docs/theory.md §3 no longer states the counts this test reads"
+    found = _docs_finding("3", r"`assumption-iff`\. \*Found:\* holds \(four forms agree at (\d+) instances, "
+                               r"(\d+) violated\)")
     ev = resolve_method(get_claim("assumption-iff").methods["numeric"])(CheckContext(seed=0, out_dir=tmp_path)).evidence
     assert (ev["instances"], ev["assumption_fails_in"]) == (int(found.group(1)), int(found.group(2)))
     assert ev["near_ties_skipped"] == 0 and ev["forms_disagree_count"] == 0
@@ -448,15 +453,11 @@ def test_docs_section_1_errors_are_the_default_runs(tmp_path):
     mutation: --quick is unchanged) moves them to 2.45e-14 and 1.37e-8 (the L-BFGS instances come later from the
     same generator). Each documented error must lie within a factor 1.5 of the run's (rounding-level errors can move
     by a few ulps across CPUs; the planted doubling moves them by 1.75x and 3.4x)."""
-    import re
-    from pathlib import Path
-
     from theory import sec1_rlhf
 
-    doc = (Path(__file__).resolve().parents[2] / "docs" / "theory.md").read_text(encoding="utf-8")
-    found = re.search(r"`rlhf-closed-form`\. \*Found:\* holds \(Hessian proved symbolically; `J\(pi\*\) = beta log Z`"
-                      r"\s+to ([0-9.]+e-\d+); an L-BFGS maximisation agrees to ([0-9.]+e-\d+)\)", doc)
-    assert found, "docs/theory.md §1 no longer states the errors this test reads"
+    found = _docs_finding("1", r"`rlhf-closed-form`\. \*Found:\* holds \(Hessian proved symbolically; "
+                               r"`J\(pi\*\) = beta log Z`\s+to ([0-9.]+e-\d+); "
+                               r"an L-BFGS maximisation agrees to ([0-9.]+e-\d+)\)")
     res = sec1_rlhf.rlhf_closed_form_numeric(CheckContext(seed=0, out_dir=tmp_path))
     ev = res.evidence
     assert res.literal is True and ev["random_policies_compared"] == 1200 and ev["random_policy_beats_pi_star"] == 0
@@ -500,15 +501,10 @@ def test_docs_section_5_numbers_are_the_default_runs(tmp_path):
     must change the docs too: halving the range of delta_ref (U(-30, 30) -> U(-15, 15), a survivor of mutation)
     moves the full run's error to 1.29e-13 (1.81x). The documented error must lie within a factor 1.5 of the run's
     (rounding-level errors can move by a few ulps across CPUs). (The docs said 4e-16 before, matching no run.)"""
-    import re
-    from pathlib import Path
-
     from theory import sec5_relative
 
-    doc = (Path(__file__).resolve().parents[2] / "docs" / "theory.md").read_text(encoding="utf-8")
-    found = re.search(r"`relative-advantage`\. \*Found:\* holds \(shift invariance proved; the derivative to "
-                      r"([0-9.]+e-\d+)\s.*?equal loss ([0-9.]+)\)", doc, re.S)
-    assert found, "docs/theory.md §5 no longer states the numbers this test reads"
+    found = _docs_finding("5", r"`relative-advantage`\. \*Found:\* holds \(shift invariance proved; the derivative to "
+                               r"([0-9.]+e-\d+)\s.*?equal loss ([0-9.]+)\)", re.S)
     res = sec5_relative.relative_advantage_numeric(CheckContext(seed=0, out_dir=tmp_path))
     assert res.literal is True
     documented, measured = float(found.group(1)), res.evidence["max_rel_err_grad_vs_-beta_sigma"]
