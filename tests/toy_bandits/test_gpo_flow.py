@@ -314,8 +314,8 @@ def test_transient_flow_summary_states_both_findings_labelled():
 def test_moving_or_stopped_is_decided_with_an_order_of_margin_on_every_row():
     """A row's class (transient vs absorbing/pinned/wrong-way) and whether its beta D is printed hinge on the final
     gradient against F.MOVING_GRAD. Every atlas row's gradient at the horizon must sit at least 10x away from the
-    cut on its side, so that no machine's last digits (nor the flow's rtol 1e-10) decide a class. The cut was 1e-8, where the sigmoid+sft row's
-    sft tail ends at 1.0000316e-8 (a relative margin of 3e-5); this test fails there."""
+    cut on its side, so that no machine's last digits (nor the flow's rtol 1e-10) decide a class. The cut was 1e-8,
+    where the sigmoid+sft row's sft tail ends at 1.0000316e-8 (a relative margin of 3e-5); this test fails there."""
     from dpo_rlhf_checks.atlas_rows import MIXES, PAPER_CPO, ROWS
 
     near = []
