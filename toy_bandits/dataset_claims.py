@@ -544,7 +544,7 @@ def listwise_numeric(ctx: CheckContext) -> MethodResult:
         construct_ok &= misordered and (below == rule)
         if below and cex_u is None:
             cex_u = {"k": k, "beta": beta, "pi_ref": np.exp(log_ref).round(4).tolist(), "misordered_pair": (t, t + 1),
-                     "loss": loss, "log_k!": _m.lgamma(k + 1)}
+                     "loss": loss, "log_k!": _m.lgamma(k + 1), "log_pi_ref": log_ref.tolist(), "log_pi": log_pi.tolist()}
         # the certificate on random policies around the reference: the toolkit's own listwise_certifies decides
         for _ in range(6000 // (12 if ctx.quick else 24)):
             lp = log_ref + rng.normal(0, 3.0, k) * rng.uniform(0, 1) + np.linspace(3, 0, k) * rng.uniform(0, 4)

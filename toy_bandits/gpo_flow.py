@@ -595,8 +595,9 @@ def population_numeric(ctx: CheckContext) -> MethodResult:
     cex = None
     if not literal:
         i = qs.index(0.88)
-        cex = {"loss": "ipo (n = 10)", "q": 0.88, "dr": math.log(0.88 / 0.12), "summed_t_star": table["ipo"][i],
-               "others_not_pi_star": not_pi_star}
+        n_ipo = dict(_POP)["ipo"].n
+        cex = {"loss": f"ipo (n = {n_ipo})", "n": n_ipo, "q": 0.88, "dr": math.log(0.88 / 0.12),
+               "summed_t_star": table["ipo"][i], "others_not_pi_star": not_pi_star}
     return MethodResult(
         literal=literal, amended=amended,
         summary=(f"recover pi* on the bandit: {', '.join(recovers)}; not: {', '.join(not_pi_star)}; amendment's t* "

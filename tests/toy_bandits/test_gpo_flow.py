@@ -123,6 +123,33 @@ def test_aot_batch_exit_times_follow_dpo_law():
     assert res["t_exit"][2] is None
 
 
+def test_aot_batch_final_delta_follows_the_dpo_flow():
+    """batch_flow's final delta (the atlas report prints beta delta_end): every pair starts at log-ratio 0, so aot's
+    sorted log-ratios tie and each pair follows DPO's free flow z' = 2 beta^2 sigma(-z) for z = beta (delta -
+    delta_ref): z + e^z = 1 + 2 beta^2 t. At beta 0.1, t = 1e5: z = 7.5976 (brentq here), so beta delta_end =
+    beta delta_ref + z for each pair (both aot forms). Returning -log pi(y_l) for delta (a survivor of mutation) gave
+    other numbers, unseen: the exit times were checked, the end point was not."""
+    from scipy.optimize import brentq
+
+    z = brentq(lambda z: z + math.exp(z) - 1.0 - 2 * 0.1 ** 2 * 1e5, 0.0, 50.0, xtol=1e-14)
+    assert z == pytest.approx(7.5976, abs=1e-4)
+    for loss in ("aot", "aot_unpaired"):
+        res = F.batch_flow(loss, 0.1, [-3.0, -1.0, 1.0], 1e5)
+        assert [0.1 * d for d in res["delta_end"]] == pytest.approx([-3.0 + z, -1.0 + z, 1.0 + z], abs=1e-6)
+
+
+def test_population_numeric_counterexample_is_ipo_at_the_length_it_names():
+    """The loss-population-optimum counterexample: per-token ipo's summed t* at q = 0.88 is n (q - 1/2) (the
+    minimiser of the mean-squared IPO target, summed over n tokens), here 0.38 n for the n the counterexample names,
+    and n = 10 is the setting of the default table. The label was typed ("ipo (n = 10)") beside a number computed
+    from the setting; a setting of n = 5 (a survivor of mutation) printed n = 10 beside 1.9."""
+    res = F.population_numeric(CheckContext(seed=0, quick=True))
+    cex = res.counterexample
+    assert cex["loss"] == f"ipo (n = {cex['n']})" and cex["n"] == 10
+    assert cex["summed_t_star"] == pytest.approx(cex["n"] * (0.88 - 0.5), rel=1e-5)
+    assert cex["dr"] == pytest.approx(math.log(0.88 / 0.12), abs=1e-15)
+
+
 def test_population_per_token_large_optimum_is_finite():
     """sigmoid_norm, n = 10, q = 0.995: summed t* = n dr = 52.93 (per token 5.29), finite; the runaway cap is in
     the units of f's argument (it read 'inf' when the cap was 40 on the summed t)."""
