@@ -267,6 +267,23 @@ def test_bridge_numeric_sees_a_softplus_with_torchs_threshold(monkeypatch, tmp_p
     assert r.evidence["max_rel_err_l_crit"] == pytest.approx(math.log1p(math.exp(-20.5)) / math.log1p(math.exp(20.5)),
                                                              rel=1e-3)
 
+def test_bridge_mean_loss_bound_can_fail(monkeypatch, tmp_path):
+    """loss-delta-bridge's "fraction misaligned <= mean(l) / min l_crit" condition: its random sets sit far inside
+    the bound, so a critical loss 1e-6 too large passed it. Near-tight sets (m of 20 pairs just past delta = 0 at
+    loss ~l_crit, the rest at loss ~e^-40) leave a relative slack of 3.3e-8 here (beta 10, beta delta_ref = 30: by
+    hand 1e-6 sigma(30) / softplus(30) = 3.3e-8), and the same l_crit times (1 + 1e-6) now breaks the condition itself."""
+    import dpo_rlhf_checks.losses as L
+    from theory import sec7_bridge
+
+    ctx = CheckContext(seed=0, quick=True, out_dir=tmp_path)
+    r = sec7_bridge.loss_delta_bridge_numeric(ctx)
+    assert r.evidence["conditions"]["mean_loss_bound"] is True
+    assert r.evidence["mean_loss_bound_min_rel_slack_tight"] == pytest.approx(1e-6 / 30.0, rel=1e-3)
+    real = L.critical_loss
+    monkeypatch.setattr(L, "critical_loss", lambda d, beta: real(d, beta=beta) * (1 + 1e-6))
+    assert sec7_bridge.loss_delta_bridge_numeric(ctx).evidence["conditions"]["mean_loss_bound"] is False
+
+
 def test_eq10_path_values_are_j_and_f_of_the_stated_policies(results):
     """The counterexample path pi = (1/2, eps, 1/2 - eps) with r = (1, 0, 1/2), pi_ref = (0.2, 0.5, 0.3), beta = 1,
     gamma = 0.1: J and F are written out by hand here (J = E_pi[r] - KL(pi || pi_ref), F = J + gamma (log pi(y_w) -
