@@ -98,6 +98,35 @@ def test_docs_section_12_power_numbers_are_the_design():
     assert round(whole, 2) == float(found.group(10))
 
 
+def test_docs_section_12_power_of_the_pooled_slow_cells():
+    """docs/theory.md §12 quotes, for the two comparisons that decide lm-dpo-failure (ordered amount -0.142, sd 0.060,
+    0.042 past its bound; BT amount -0.048, sd 0.052, 0.052 inside it) and lm-cpo-fix's BT shortfall (0.086, sd 0.074,
+    0.036 past 0.05), the probability that one seed set decides them at 12, 24 and 48 seeds (3, 4, 5 looks of the
+    doubling schedule from 3), the chance both are decided, and the agreement of two seed sets p^2 + (1 - p)^2. Here
+    they are read from the text and recomputed (by integration over the chi-square, not scipy's noncentral t)."""
+    from toy_lm.design import decision_power, n_looks
+
+    found = _finding("docs/theory.md", "§12", r"decides them is ([0-9.]+) and ([0-9.]+) at 12 seeds \(3 looks\), "
+                                              r"([0-9.]+) and ([0-9.]+) at 24 \(4 looks\), ([0-9.]+) and ([0-9.]+) "
+                                              r"at 48\s+\(5 looks\).*?both are decided \(about ([0-9.]+) at 12 "
+                                              r"seeds\).*?agree with probability about ([0-9.]+)\..*?0\.036 above 0\.05: "
+                                              r"decided \(and the amendment false\) with probability ([0-9.]+) at\s+"
+                                              r"12 seeds, ([0-9.]+) at 48", re.S)
+    quoted = [float(found.group(i)) for i in range(1, 11)]
+    got = []
+    for n in (12, 24, 48):
+        k = n_looks(3, 1, n, "double")
+        assert k == {12: 3, 24: 4, 48: 5}[n]
+        for sd, dist in ((0.060, 0.042), (0.052, 0.052)):
+            p = decision_power(sd, dist, n, k)
+            assert p == pytest.approx(_power_by_integration(sd, dist, n, k), abs=1e-6)
+            got.append(round(p, 2))
+    both = decision_power(0.060, 0.042, 12, 3) * decision_power(0.052, 0.052, 12, 3)
+    got += [round(both, 2), round(both ** 2 + (1 - both) ** 2, 2)]
+    got += [round(decision_power(0.074, 0.036, 12, 3), 2), round(decision_power(0.074, 0.036, 48, 5), 2)]
+    assert got == quoted
+
+
 def test_docs_section_13_listwise_example_loss(tmp_path):
     """docs/theory.md §13 (listwise-equivalence): with pi_ref proportional to (1, e^-1, e^-2) a misordered policy has
     Plackett-Luce loss 1.3875 < log 6. By hand at the example's u = (10, 0, 1.1), beta 1: -[10 - log(e^10 + 1 +
