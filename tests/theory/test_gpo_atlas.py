@@ -267,6 +267,36 @@ def test_fdiv_population_reverse_kl_is_pi_star():
     assert abs(d_f - d) > 1.0
 
 
+@pytest.mark.parametrize("dr", [0.0, -1.0e-3, -1.0])
+def test_fdiv_population_delta_for_a_label_that_does_not_favour_y_w(dr):
+    """fdiv_population_delta for dr <= 0 (BT labels with q <= 1/2; the toolkit itself calls it only at dr = 1):
+    pi_ref = (0.3, 0.7), beta 0.1. Its root r_l = log(pi(y_l)/pi_ref(y_l)) lies in (0, -log 0.7) there, so the
+    bracket must reach the documented upper end -log pi_ref(y_l); a bracket that stopped at r_l < 0 raised
+    'no sign change' for every dr <= 0 and every f (a survivor of mutation). Expected values by hand: reverse KL
+    gives pi*, delta = log(3/7) + dr/beta (-10.8473 at dr = -1); at dr = 0 every strictly increasing score gives
+    r_w = r_l, pi = pi_ref, delta = log(3/7); otherwise brentq on beta (s(r_w) - s(r_l)) = dr with the f-DPO scores
+    written out (forward KL s = -e^-r, JS s = log sigma(r), alpha 1/2 s = -2 e^(-r/2); constants cancel): at dr = -1
+    -3.5477, -11.7346, -4.7247."""
+    from scipy.optimize import brentq
+
+    scores = {"reverse_kl": lambda r: r, "forward_kl": lambda r: -math.exp(-r),
+              "js_divergence": lambda r: -math.log1p(math.exp(-r)),
+              "alpha_divergence": lambda r: -2.0 * math.exp(-r / 2)}
+    log_w, log_l, beta = math.log(0.3), math.log(0.7), 0.1
+    for f_div, s in scores.items():
+        def eq(d, s=s):
+            log_pw, log_pl = -math.log1p(math.exp(-d)), -math.log1p(math.exp(d))
+            return beta * (s(log_pw - log_w) - s(log_pl - log_l)) - dr
+
+        by_hand = brentq(eq, -60.0, 60.0, xtol=1e-14)
+        got = G.fdiv_population_delta(f_div, 0.5 if f_div == "alpha_divergence" else None, beta, log_w, log_l, dr)
+        assert got == pytest.approx(by_hand, abs=1e-9), f_div
+        if f_div == "reverse_kl":
+            assert got == pytest.approx(math.log(3 / 7) + dr / beta, abs=1e-12)
+        if dr == 0.0:
+            assert got == pytest.approx(math.log(3 / 7), abs=1e-12), f_div
+
+
 def test_row_classes():
     rows = {s.loss: G.symbolic_row(s) for s in (Setting("sigmoid"), Setting("hinge"), Setting("discopop", params={
         "discopop_tau": 0.05}), Setting("sppo_hard"), Setting("aot"), Setting("cpo_sigmoid"))}
