@@ -142,3 +142,17 @@ def test_solve_prints_a_tied_pair_as_not_in_u(tmp_path, capsys):
     (pair,) = json.loads(out)["pairs"]
     assert pair["delta_ref"] == -math.log(2.0) and pair["delta_star"] == 0.0
     assert pair["assumption_holds"] is False and pair["in_U"] is False
+
+
+def test_price_of_alignment_is_zero_not_null_where_pi_star_is_a_point_mass(tmp_path, capsys):
+    """No preference pairs, so pi_c = pi* and the price J(pi*) - J(pi_c) is 0 by hand; here r/beta = 1e309 overflows,
+    so pi* = [0, 1] with log pi*(y_0) = -inf exactly. ``solve`` must print the price 0, not null ('not finite in
+    float64'): a mask ``pi >= 0`` for ``pi > 0`` in rlhf.suboptimality made it 0 * inf = NaN (a survivor of
+    mutation)."""
+    path = tmp_path / "inst.json"
+    path.write_text(json.dumps({"pi_ref": [0.5, 0.5], "reward": [0, 1e300], "beta": 1e-9, "preferences": [],
+                                "margin": 0}))
+    code, out, _ = _run(capsys, ["--json", "--instance", str(path)])
+    res = json.loads(out)
+    assert code == 0 and res["rlhf_optimum"] == [0.0, 1.0] and res["cpo_optimum"] == [0.0, 1.0]
+    assert res["price_of_alignment"] == 0.0 and "price_of_alignment" not in res["nulls"]

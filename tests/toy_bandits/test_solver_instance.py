@@ -173,3 +173,28 @@ def test_gibbs_point_mass_when_r_over_beta_overflows():
     assert value == pytest.approx(1e300, rel=1e-12)
     # and the shift is exact where nothing overflows: J(pi*) = beta log Z
     assert optimal_value([0.5, 0.5], [0.0, 1.0], 1.0) == pytest.approx(np.log(0.5 * (1 + np.e)), rel=1e-15)
+
+
+def test_suboptimality_is_exact_where_pi_and_pi_star_both_vanish():
+    """J(pi*) - J(pi) = beta KL(pi || pi*) with 0 log 0 = 0 also where r/beta puts log pi*(y) at -inf (the exact
+    pi*(y) = 0 of the module docstring) and pi(y) = 0 too: that term is 0, not 0 * inf = NaN. Pins the mask on
+    pi > 0 in :func:`suboptimality` (a survivor of mutation: ``pi >= 0`` there gave NaN for pi = pi*, so ``solve``
+    printed the price of alignment as null, 'not finite in float64', instead of 0). Expected values by hand."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        # pi* = [1, 0, 0] exactly (log pi* = [0, -inf, -inf], test above); pi = pi*: KL = 0
+        at_star = suboptimality([1.0, 0.0, 0.0], [0.25, 0.25, 0.5], [1e300, -1e300, 0.0], 1e-10)
+        # pi* = [1/2, 1/2, 0] (-1e300 / 1e-9 overflows to -inf); pi = [0.8, 0.2, 0]:
+        # KL = 0.8 log(0.8/0.5) + 0.2 log(0.2/0.5)
+        two = suboptimality([0.8, 0.2, 0.0], [0.25, 0.25, 0.5], [0.0, 0.0, -1e300], 1e-9)
+        # batched: the same two rows at once, each with its own beta
+        both = suboptimality([[1.0, 0.0, 0.0], [0.8, 0.2, 0.0]], [[0.25, 0.25, 0.5]] * 2,
+                             [[1e300, -1e300, 0.0], [0.0, 0.0, -1e300]], [1e-10, 1e-9])
+    assert at_star == 0.0
+    by_hand = 1e-9 * (0.8 * math.log(1.6) + 0.2 * math.log(0.4))  # 1.927e-10
+    assert two == pytest.approx(by_hand, rel=1e-14, abs=0)
+    assert both[0] == 0.0 and both[1] == pytest.approx(by_hand, rel=1e-14, abs=0)
+    # mass where pi* = 0 exactly: the KL is +inf (not NaN)
+    assert suboptimality([0.5, 0.0, 0.5], [0.25, 0.25, 0.5], [1e300, -1e300, 0.0], 1e-10) == np.inf
