@@ -273,8 +273,10 @@ def population_t_star(loss: str, params: dict, q_value, beta_value=0.1):
             per = lambda a, c: _sig(-a) + _sig(c)
         L = qv * per(z1, z2) + (1 - qv) * per(z2, z1)
         g1 = sp.diff(L, z1)
-        if loss == "apo_zero":  # dL/dz1 = (1 - 2q) sigma'(z1): one sign everywhere, no stationary point
-            return mpmath.inf if qv > sp.Rational(1, 2) else -mpmath.inf
+        if loss == "apo_zero":  # dL/dz1 = (1 - 2q) sigma'(z1): one sign everywhere, no stationary point (q != 1/2;
+            # at q = 1/2, L = 1 for every z: every t minimises, and t = 0 = dr is returned)
+            half = sp.Rational(1, 2)
+            return mpmath.inf if qv > half else (-mpmath.inf if qv < half else mpmath.mpf(0))
         # L is separable: each z solves its own equation
         s1 = _findroot(sp.lambdify(z1, g1.subs(z2, 0), "mpmath"), 0)
         s2 = _findroot(sp.lambdify(z2, sp.diff(L, z2).subs(z1, 0), "mpmath"), 0)

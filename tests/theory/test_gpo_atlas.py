@@ -258,6 +258,26 @@ def test_population_no_finite_minimiser():
     assert G.population_t_star("robust", {"label_smoothing": 0.1}, 0.95) == mpmath.inf
 
 
+def test_apo_zero_population_at_and_around_q_one_half():
+    """apo_zero's population loss q (sigma(-z_w) + sigma(z_l)) + (1 - q) (sigma(-z_l) + sigma(z_w)) (written out here
+    in floats) is 1 for every z at q = 1/2 (sigma(x) + sigma(-x) = 1), so every t minimises and population_t_star
+    returns the finite t = 0 = dr there (it returned -inf, 'runs off to -inf', before); on either side of 1/2, by as
+    little as 1/10^30, the loss falls strictly towards t = +inf (q > 1/2) or -inf (q < 1/2). Pins both comparisons
+    with 1/2 (a survivor of mutation: q > 1/2 -> q >= 1/2 gave +inf at q = 1/2)."""
+    sig = lambda x: 1.0 / (1.0 + math.exp(-x))  # noqa: E731
+    pop = lambda q, zw, zl: q * (sig(-zw) + sig(zl)) + (1 - q) * (sig(-zl) + sig(zw))  # noqa: E731
+    rng = np.random.default_rng(3)
+    for zw, zl in rng.uniform(-20, 20, size=(50, 2)):
+        assert pop(0.5, zw, zl) == pytest.approx(1.0, abs=1e-15)
+        assert pop(0.7, zw + 1, zl - 1) < pop(0.7, zw, zl) and pop(0.3, zw - 1, zl + 1) < pop(0.3, zw, zl)
+    half = G.population_t_star("apo_zero", {}, 0.5)
+    assert mpmath.isfinite(half) and half == 0
+    assert G.population_t_star("apo_zero", {}, Fraction(1, 2)) == 0
+    eps = Fraction(1, 10 ** 30)
+    assert G.population_t_star("apo_zero", {}, Fraction(1, 2) + eps) == mpmath.inf
+    assert G.population_t_star("apo_zero", {}, Fraction(1, 2) - eps) == -mpmath.inf
+
+
 def test_fdiv_population_reverse_kl_is_pi_star():
     """The normalised two-response solver returns pi*'s delta = delta_ref + dr/beta under reverse_kl (a control
     for the f-divergence rows, where it must differ)."""

@@ -40,6 +40,19 @@ def test_logistic_exit_time_by_hand():
     assert F.exit_time(Setting("sigmoid"), 3.0) == pytest.approx((3 + math.expm1(3)) / 0.02, rel=1e-6)
 
 
+@pytest.mark.parametrize("beta, u0", [(0.1, 1e-4), (0.1, 1e-6), (1.0, 3e-4), (1.0, 1e-5)])
+def test_early_exit_time_by_hand_when_the_first_step_leaves_U(beta, u0):
+    """A reference just inside U (U0 = 1e-4 ... 1e-6) leaves it within LSODA's first accepted step: the crossing is
+    still found, at T = (U0 + e^U0 - 1)/(2 beta^2) (beta 0.1, U0 = 1e-4: 0.0100002500083). Measured relative errors
+    6.4e-5 at most for beta 0.1 and 2.0e-4 for beta 1 (the solver's absolute error on logits near -300, rtol 1e-10,
+    against a move of only 2 U0/beta in delta), so 1e-3 here. Pins the crossing test's start value prev_d = delta_ref
+    (a survivor of mutation: prev_d = -delta_ref missed every first-step crossing and returned None, 'never leaves
+    U', for U0 <= 1e-4 at beta 0.1 and <= 3e-4 at beta 1)."""
+    law = (u0 + math.expm1(u0)) / (2 * beta ** 2)
+    t = F.exit_time(Setting("sigmoid", beta=beta), u0)
+    assert t is not None and t == pytest.approx(law, rel=1e-3)
+
+
 @pytest.mark.parametrize("setting, u0", [(Setting("sigmoid"), 20.0), (Setting("sigmoid_norm", n=10), 200.0)])
 def test_late_exit_time_by_hand_within_the_horizon(setting, u0):
     """A late exit is still a number: the documented horizon 1e9 n^2/beta^2 (1e11, n = 1; 1e13, n = 10) holds it.
