@@ -446,3 +446,31 @@ def test_stationary_points_stay_inside_the_window():
     f = G.t ** 2 / 2 - sp.cos(G.t) - k * G.t
     assert G.stationary_points(f, -4, 4) == []
     assert G.stationary_points(f, -4, sp.Rational(41, 10)) == [(pytest.approx(4.03, abs=1e-12), "min")]
+
+
+@pytest.mark.parametrize("loss", ["cpo_simpo", "cpo_alphapo"])
+def test_simpo_f_is_softplus_of_gamma_minus_t(loss):
+    """f_expr for SimPO / AlphaPO (SimPO Eq. 6: -log sigma(beta h - gamma)) is f(t) = softplus(gamma - t) =
+    log(1 + e^(gamma - t)): decreasing in t = beta h, f(gamma) = log 2, f(0) = log(1 + e^gamma) = 0.97408 at gamma =
+    1/2 (by hand), and -f'(t) = sigma(gamma - t) > 0 (the atlas's grad_factor). Checked against the hand formula and
+    against the toolkit's torch loss (pref_losses.cpo_simpo_loss, alpha = 0: t = beta (log p_w - log p_l), log-probs
+    shifted by -20). The atlas reads this f only for 'no stationary point', which the sign-flipped
+    softplus(t - gamma) also has, so every atlas row and claim report stayed the same with the wrong sign (a survivor
+    of mutation)."""
+    import torch
+
+    from dpo_rlhf_checks.pref_losses import cpo_simpo_loss
+
+    gamma, beta = 0.5, 2.0
+    params = {"simpo_gamma": gamma} if loss == "cpo_simpo" else {"simpo_gamma": gamma, "alpha": 0.25}
+    f = G.f_expr(loss, params, beta)
+    ts = [-3.0, -0.5, 0.0, 0.5, 1.0, 4.0]
+    vals = [float(f.subs(G.t, sp.Float(x, 30))) for x in ts]
+    assert vals == pytest.approx([math.log1p(math.exp(gamma - x)) for x in ts], rel=1e-12)
+    assert vals[2] == pytest.approx(0.974077, abs=1e-6) and vals[3] == pytest.approx(math.log(2), rel=1e-12)
+    assert all(a > b for a, b in zip(vals, vals[1:]))  # decreasing: a larger margin costs less
+    x = torch.tensor(ts, dtype=torch.float64)
+    ref = cpo_simpo_loss(x / beta - 20.0, torch.full_like(x, -20.0), beta=beta, simpo_gamma=gamma).losses
+    assert vals == pytest.approx(ref.tolist(), rel=1e-12)
+    grad = [float(-sp.diff(f, G.t).subs(G.t, sp.Float(x, 30))) for x in ts]
+    assert grad == pytest.approx([1 / (1 + math.exp(x - gamma)) for x in ts], rel=1e-12)
