@@ -810,8 +810,7 @@ def _general_convex_facts() -> dict:
     x = sp.Symbol("x", real=True)  # beta delta_ref
     out = {}
     for label, tf in (("t_f>0", sp.Symbol("tp", positive=True)), ("t_f<0", -sp.Symbol("tn", positive=True))):
-        in_U = sp.solve_univariate_inequality(sp.And(x < x + tf, x + tf < 0), x, relational=False) \
-            if False else sp.Intersection(sp.solveset(x < x + tf, x, sp.S.Reals), sp.solveset(x + tf < 0, x, sp.S.Reals))
+        in_U = sp.Intersection(sp.solveset(x < x + tf, x, sp.S.Reals), sp.solveset(x + tf < 0, x, sp.S.Reals))
         literal = sp.solveset(x < -tf, x, sp.S.Reals)
         out[label] = {"in_U_set": str(in_U), "literal_set": str(literal),
                       "equal": sp.simplify(sp.Complement(in_U, literal)) == sp.S.EmptySet
