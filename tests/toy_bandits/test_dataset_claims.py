@@ -519,3 +519,26 @@ def test_listwise_numeric_construction_has_empty_U_references_and_catches_an_alw
 
     monkeypatch.setattr(lw, "listwise_U_nonempty", lambda log_pi_ref, ranking, beta: True)
     assert _run("listwise-equivalence", "numeric", ctx).amended is False
+
+
+def test_cpo_population_misranked_share_counts_only_dr_positive_on_the_full_grid(tmp_path):
+    """The descriptive 'misranked_where_dr>0' (the summary's 'misranks x of dr>0') on the full grid, whose dr axis
+    linspace(-1, 5, 61) holds dr = 0 exactly (the quick grid's nearest is 0.05, so the docs' quick numbers cannot see
+    the mask). By hand with docs/theory.md §13's conditions: cpo_clip (m = 0) ranks y_w first iff dr > 0 where
+    delta_ref >= 0 and iff dr > log(2 sigma(beta |delta_ref|)) where delta_ref < 0, so its share is the grid points
+    with beta delta_ref < 0 and dr <= log(2 sigma(-beta delta_ref)) among those with dr > 0 (299 of 4550 = 0.06571;
+    the nearest point is 0.0024 from the threshold); the released smooth setting's largest threshold (0.0171) is
+    below the smallest positive dr 0.1, so it misranks none. A mask dr >= 0 also counted the dr = 0 row (clip 0.0657
+    -> 0.0776, released 0 -> 0.0067, Eq. 17 0.0004 -> 0.018), not a share of dr > 0 (a survivor of mutation)."""
+    from toy_bandits.dataset_claims import cpo_population_numeric
+
+    res = cpo_population_numeric(CheckContext(seed=0, quick=False, out_dir=tmp_path))
+    assert res.evidence["grid"] == {"beta_delta_ref": [-6.0, 3.0, 91], "dr": [-1.0, 5.0, 61]}
+    b, d = np.meshgrid(np.linspace(-6.0, 3.0, 91), np.linspace(-1.0, 5.0, 61), indexing="ij")
+    positive = d > 0
+    clip_misranked = positive & (b < 0) & (d <= np.log(2.0 / (1.0 + np.exp(b))))
+    f = res.evidence["fractions"]
+    assert f["CPO clip (m=0; HyPO)"]["misranked_where_dr>0"] == pytest.approx(
+        clip_misranked.sum() / positive.sum(), abs=1e-12)
+    assert res.evidence["cpo_thresholds_in_dr"]["CPO smooth (released: beta=2.5, alpha=0.25)"]["max_threshold"] < 0.1
+    assert f["CPO smooth (released: beta=2.5, alpha=0.25)"]["misranked_where_dr>0"] == 0.0
