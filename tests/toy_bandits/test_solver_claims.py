@@ -106,6 +106,32 @@ def test_price_of_alignment_methods_and_figure(ctx):
     assert "toy_bandits.constrained" in set(conv.depends_on) & set(res.depends_on)
 
 
+def test_price_of_alignment_convex_with_no_violated_instance_cannot_pass(tmp_path, monkeypatch):
+    """price-of-alignment's CVXPY method must see a positive price at least once: every instance it draws rebuilt
+    with margin 0 and rewards r(y) = beta (2 (K - level(y)) - log pi_ref(y)) (level: longest path from a source of
+    the acyclic preference graph), so pi* ~ e^(2 (K - level)) and delta* = 2 (level(l) - level(w)) >= 2 on every pair:
+    every constraint is slack at pi* (m - delta* <= -2), the price is 0 everywhere and 'price > 0 where a constraint
+    is violated' is never tested. The method then cannot hold (before: n_pos >= 0 let it pass vacuously; a survivor
+    of mutation, solver_claims.py:907)."""
+    real = sc.BanditInstance
+
+    def slack(pi_ref, reward, beta, prefs, margin):
+        pi_ref = np.asarray(pi_ref, dtype=float)
+        k, level = pi_ref.size, [0] * pi_ref.size
+        for _ in range(k):
+            for w, l in prefs:
+                level[l] = max(level[l], level[w] + 1)
+        return real(pi_ref, beta * (2.0 * (k - np.array(level)) - np.log(pi_ref)), beta, prefs, 0.0)
+
+    monkeypatch.setattr(sc, "BanditInstance", slack)  # _random_instances and the multi-pair draws build through it
+    res = sc.price_of_alignment_convex(CheckContext(seed=0, quick=True, out_dir=tmp_path))
+    ev = res.evidence
+    assert ev["n"] == 16 and ev["n_expected_zero"] == 16 and ev["n_expected_positive"] == 0
+    # everything the method does check passes: the price is 0 by CVXPY and by the dual solver on every row shown
+    assert all(r["ok"] and r["expect_zero"] is True and abs(r["price_over_beta_cvx"]) <= 1e-6 for r in ev["rows"])
+    assert res.literal is not True
+
+
 def test_stationary_points_of_eq10_known_case():
     """K = 3, small gamma: two stationary points, both satisfying Eq. 13-16; the root search finds the same."""
     pi_ref, reward, beta, gamma = np.array([0.3, 0.4, 0.3]), np.array([0.0, 0.5, 0.2]), 1.0, 0.01
