@@ -415,3 +415,36 @@ def test_flow_row_of_the_sigmoid_sft_mix_by_hand():
     for u, level in row["certificate_level"].items():
         assert level == pytest.approx(math.log1p(math.exp(-float(u))) + math.log(2) / 10, rel=1e-9)
     assert math.isfinite(row["population_t_at_q=0.88"])
+
+
+def test_population_numeric_f_divergence_row_at_pi_star_is_read_as_recovering(monkeypatch):
+    """The f-divergence rows' decision |delta_f - delta_pi*| > 1e-3 (the row does not recover pi*) can fail: fed a
+    row whose delta_f is the pi* value written out by hand, log pi_ref(w) - log pi_ref(l) + logit(q) / beta
+    = log(3/7) + 1/0.1 = 9.1527, and one 5e-4 from it (inside 1e-3), neither may be listed among the losses that miss
+    pi*, and the amendment (every f-divergence row misses pi*) must then fail; the real forward-KL row (2.6207, by
+    bisection in test_population_numeric_f_divergence_rows_by_hand) stays listed. A sum in place of the difference
+    (a survivor of mutation: |delta_f + delta_pi*| > 1e-3) listed every row whatever its delta_f, a check that
+    could not fail: the planted pi* row was read as 'not pi*'."""
+    real = F.fdiv_population_delta
+    by_hand = {}
+
+    def fake(setting, log_ref_w, log_ref_l, q):
+        d_star = log_ref_w - log_ref_l + math.log(q / (1.0 - q)) / setting.beta
+        by_hand[setting.f_div] = d_star
+        if setting.f_div == "js_divergence":
+            return d_star
+        if setting.f_div == "alpha_divergence":
+            return d_star + 5e-4
+        return real(setting, log_ref_w, log_ref_l, q)
+
+    monkeypatch.setattr(F, "fdiv_population_delta", fake)
+    res = F.population_numeric(CheckContext(seed=0, quick=True))
+    assert by_hand["js_divergence"] == pytest.approx(math.log(3 / 7) + 10.0, abs=1e-12)
+    rows = res.evidence["f_divergence_sigmoid"]
+    assert rows["js_divergence"]["delta_f"] == pytest.approx(9.1527, abs=1e-4)
+    assert rows["forward_kl"]["delta_f"] == pytest.approx(2.6207, abs=1e-4)
+    missing = res.counterexample["others_not_pi_star"]
+    assert "sigmoid/forward_kl" in missing
+    assert "sigmoid/js_divergence" not in missing
+    assert "sigmoid/alpha_divergence" not in missing
+    assert res.amended is False
