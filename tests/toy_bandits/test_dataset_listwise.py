@@ -96,3 +96,19 @@ def test_adjacent_conditions_decide_the_gibbs_order(seed):
 def test_bad_ranking_names_the_field(ranking, message):
     with pytest.raises(ValueError, match=f"ranking: .*{message}"):
         pl_dpo_loss(np.log([0.2, 0.3, 0.5]), np.log([0.2, 0.3, 0.5]), ranking, 1.0)
+
+
+def test_cvx_population_minimiser_returns_the_reward_centred_to_mean_zero():
+    """Pins cvx_population_minimiser's documented output 'Returns s (k,), mean 0': the population PL optimum is the
+    reward up to a shift (s = r + c), so with mean 0 it is r - mean(r), computed here by hand. A survivor of mutation
+    (out - out.mean() -> out + out.mean()) returned r - r_0 + mean(r - r_0), mean 0.85 for the second reward below and
+    -2 for the first; its only caller (listwise_convex) reads s through a shift-invariant log-softmax, so no verdict
+    noticed. The solver's own error is 2e-9 (first reward) and 1e-11 (second) against the 1e-6 used here (a survivor
+    of mutation)."""
+    from toy_bandits.listwise import cvx_population_minimiser
+
+    for reward in ([1.0, 0.0, -1.0], [0.3, 2.0, -0.5, 1.1]):
+        r = np.array(reward)
+        s = cvx_population_minimiser(r)
+        assert abs(s.mean()) < 1e-9, (reward, s)
+        assert np.max(np.abs(s - (r - r.mean()))) < 1e-6, (reward, s)

@@ -468,6 +468,36 @@ def test_eq10_part3_criterion_is_tested_next_to_its_boundary(monkeypatch):
     assert res.evidence["kind_of_pi_c_predicted_by_criterion"] is False and res.amended is False
 
 
+def test_eq10_full_run_tests_the_criterion_next_to_its_boundary_at_k_3_4_5(monkeypatch):
+    """The full run's boundary cases of part (3) (margins 0.05 either side of the criterion's boundary, 4 instances,
+    K = 3, 4, 5, 3) reach K = 5, which --quick's 2 instances (K = 3, 4) never do. A survivor of mutation cut the full
+    run to 2 instances (range(2 if quick else 4) -> range(2 if quick else 2)): no K = 5 case next to the boundary, and
+    at full seed 5 the criterion error pi_w/beta for pi_w/(beta + mu) then passed (amended True, 4 boundary cases)
+    where the full run fails it (its one mispredicted case is the K = 5 one at m = 0.747, boundary 0.697). The kinds
+    compared are the 120-digit logit Hessian's, independent of the criterion (a survivor of mutation)."""
+    ctx5 = CheckContext(seed=5, quick=False)
+    res = sc.cpo_penalized_eq10_general_k(ctx5)
+    ev = res.evidence
+    near = [r for r in ev["gamma_equals_log_form_multiplier"] if "near_criterion_boundary_m" in r]
+    assert res.amended is True and ev["part3_near_criterion_boundary"] == len(near) == 6
+    assert sorted({r["K"] for r in near}) == [3, 4, 5]
+    for r in near:  # each 0.05 from its boundary, the Hessian's kind as the criterion says
+        assert abs(r["m"] - r["near_criterion_boundary_m"]) == pytest.approx(0.05, abs=1e-12)
+        assert r["kind_of_pi_c"] == ("saddle (index 1)" if r["criterion_predicts_ascending_direction"] else "local max")
+
+    def wrong(sol, margin, beta, w, l):
+        mu = float(sol.multipliers[0])
+        d_l = (mu * math.exp(margin) - beta) / sol.pi[l]
+        return d_l * ((1 - sol.pi[w] - sol.pi[l]) / beta + sol.pi[w] / beta)
+
+    monkeypatch.setattr(sc, "_criterion_value", wrong)
+    res = sc.cpo_penalized_eq10_general_k(ctx5)
+    assert res.evidence["kind_of_pi_c_predicted_by_criterion"] is False and res.amended is False
+    missed = [r for r in res.evidence["gamma_equals_log_form_multiplier"]
+              if (r["kind_of_pi_c"] == "saddle (index 1)") != r["criterion_predicts_ascending_direction"]]
+    assert missed and all("near_criterion_boundary_m" in r and r["K"] == 5 for r in missed)
+
+
 def test_price_of_alignment_min_violated_price_is_over_every_violated_instance(tmp_path):
     """Pins the summary's "min price at violation > 1e-3" of price-of-alignment's closed-form method: it is the
     smallest price over every resolvable instance with m - delta* > 1e-3, not over a subset (a survivor of mutation:
