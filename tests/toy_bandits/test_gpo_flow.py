@@ -448,3 +448,25 @@ def test_population_numeric_f_divergence_row_at_pi_star_is_read_as_recovering(mo
     assert "sigmoid/js_divergence" not in missing
     assert "sigmoid/alpha_divergence" not in missing
     assert res.amended is False
+
+
+def test_population_numeric_table_keeps_runaway_minimisers_infinite_on_the_side_of_dr():
+    """loss-population-optimum's evidence table summed_t_star must show a minimiser that runs away as +-inf on the
+    side of dr = logit(q), as the amendment states it: apo_zero and apo_down have no finite minimiser, t -> sign(dr)
+    inf, so at the quick q = (0.3, 0.88, 0.95) their rows are (-inf, +inf, +inf); robust with eps = 0.1 has t* =
+    log((q - eps)/(1 - q - eps)) for eps < q < 1 - eps (by hand: log(0.2/0.6) = -1.0986 at q = 0.3, log(0.78/0.02) =
+    3.6636 at q = 0.88) and t* -> +inf for q >= 0.9 (q = 0.95). Every other row is finite. A copysign with its
+    arguments swapped (a survivor of mutation: copysign(t, inf) = |t|) wrote the runaway's last finite iterate
+    instead, with the sign dropped: apo_zero (100, 100, 100), apo_down (27.2, 26.6, 26.6), robust at 0.95 100.0, a
+    finite minimiser on the wrong side at q = 0.3, while no verdict changed."""
+    res = F.population_numeric(CheckContext(seed=0, quick=True))
+    assert res.evidence["q"] == [0.3, 0.88, 0.95]
+    table = res.evidence["summed_t_star"]
+    for label in ("apo_zero", "apo_down"):
+        assert table[label] == [-math.inf, math.inf, math.inf], label
+    assert table["robust"][0] == pytest.approx(math.log(0.2 / 0.6), rel=1e-5)
+    assert table["robust"][1] == pytest.approx(math.log(0.78 / 0.02), rel=1e-5)
+    assert table["robust"][2] == math.inf
+    for label, vals in table.items():
+        if label not in ("apo_zero", "apo_down", "robust"):
+            assert all(math.isfinite(v) for v in vals), (label, vals)
