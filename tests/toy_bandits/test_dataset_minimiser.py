@@ -211,3 +211,35 @@ def test_empirical_minimiser_stops_at_the_rounding_floor_of_many_labels():
             g[i] -= s
             g[j] += s
         assert max(abs(float(x)) for x in g) < 1e-8
+
+
+@pytest.mark.parametrize("a, b", [(3, 1), (2, 1), (1, 4)])
+def test_mm_spread_at_a_checkpoint_is_the_pair_log_odds(a, b):
+    """bt_mm_fit's spread is max theta - min theta at each checkpoint (MMFit's docstring), the evidence rows of
+    dataset-ordered-minimiser's numeric method. A pair labelled a:b both ways has the BT MLE gap |log(a/b)| (by
+    hand); with max_iter 400 the fit stops at iteration 50 = max_iter // 8, a checkpoint, so both the checkpoint
+    entry and the final entry must be |log(a/b)| >= 0 (not its negative). (a survivor of mutation:
+    toy_bandits/dataset.py::bt_mm_fit::swap-args::2c68d1fee2, theta.min() - theta.max() at the checkpoints)"""
+    fit = bt_mm_fit(merge_labels([[0, 1, a], [1, 0, b]], 2), 2, max_iter=400)
+    assert fit.converged and fit.iters == (50, 50)
+    assert fit.spread == pytest.approx((abs(math.log(a / b)),) * 2, abs=1e-9)
+
+
+def test_mm_spread_grows_at_every_checkpoint_without_an_mle():
+    """Two strongly connected blocks {0, 1} and {2, 3} joined by one label 1 > 2: every response has a win (so no
+    strength hits 0 at once) but no finite MLE exists, and MM runs to max_iter with the gap between the blocks
+    growing without end (MMFit's docstring: 'grows without end when no MLE exists'). Measured unplanted: spread
+    4.37, 5.08, 5.79, 6.49 at iterations 100, 200, 400, 800 (about log 2 per doubling). Pinned: every checkpoint
+    spread is positive, they increase, each doubling adds between 0.5 and 1, and the last checkpoint equals the
+    final spread, max - min of the returned theta. (a survivor of mutation:
+    toy_bandits/dataset.py::bt_mm_fit::swap-args::2c68d1fee2, whose checkpoint spreads read -4.37 ... -6.49)"""
+    labels = merge_labels([[0, 1, 1], [1, 0, 1], [2, 3, 1], [3, 2, 1], [1, 2, 1]], 4)
+    assert not win_graph(labels, 4).finite
+    fit = bt_mm_fit(labels, 4, max_iter=800)
+    assert not fit.converged and fit.iters == (100, 200, 400, 800, 800)
+    s = np.array(fit.spread)
+    assert np.all(s > 0)
+    assert np.all((np.diff(s[:4]) > 0.5) & (np.diff(s[:4]) < 1.0))
+    assert s[3] == s[4] == pytest.approx(float(fit.theta.max() - fit.theta.min()), abs=1e-12)
+    # the two blocks sit apart, {0, 1} above {2, 3}, by the spread
+    assert min(fit.theta[:2]) - max(fit.theta[2:]) == pytest.approx(s[4], abs=0.01)
