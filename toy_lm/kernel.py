@@ -73,11 +73,6 @@ class Responses:
     def n(self) -> int:
         return int(self.tokens.shape[0])
 
-    def train_only(self) -> "Responses":
-        """The first 2P rows (the train pairs' chosen and rejected responses), the ones the loss reads."""
-        m = 2 * self.n_pairs
-        return Responses(self.tokens[:m], self.mask[:m], self.n_pairs, self.kinds[:m], self.prompt[:m])
-
 
 def task_responses(task: Task, others: bool = True, heldout: bool = True) -> Responses:
     """The train pairs (chosen then rejected), then (``others``) each train prompt's other candidates, then
