@@ -442,6 +442,13 @@ def test_single_pair_agreement_needs_a_multiplier_compared(ctx, monkeypatch):
     assert res["n_mu_compared"] == 0 and res["ok"] is False
 
 
+def _criterion_pi_w_over_beta(sol, margin, beta, w, l):
+    """Part (3)'s criterion with a planted error: pi_w/beta for pi_w/(beta + mu)."""
+    mu = float(sol.multipliers[0])
+    d_l = (mu * math.exp(margin) - beta) / sol.pi[l]
+    return d_l * ((1 - sol.pi[w] - sol.pi[l]) / beta + sol.pi[w] / beta)
+
+
 def test_eq10_part3_criterion_is_tested_next_to_its_boundary(monkeypatch):
     """Part (3)'s criterion (an ascending direction at pi_c iff d_l sum 1/|d_y| > 1) against the 120-digit logit
     Hessian: the random cases sit far from the criterion's boundary, so an error in it (pi_w/beta for pi_w/(beta + mu),
@@ -458,12 +465,7 @@ def test_eq10_part3_criterion_is_tested_next_to_its_boundary(monkeypatch):
         assert r["criterion_predicts_ascending_direction"] is (r["m"] > r["near_criterion_boundary_m"])
         assert r["kind_of_pi_c"] == ("saddle (index 1)" if r["criterion_predicts_ascending_direction"] else "local max")
 
-    def wrong(sol, margin, beta, w, l):
-        mu = float(sol.multipliers[0])
-        d_l = (mu * math.exp(margin) - beta) / sol.pi[l]
-        return d_l * ((1 - sol.pi[w] - sol.pi[l]) / beta + sol.pi[w] / beta)
-
-    monkeypatch.setattr(sc, "_criterion_value", wrong)
+    monkeypatch.setattr(sc, "_criterion_value", _criterion_pi_w_over_beta)
     res = sc.cpo_penalized_eq10_general_k(ctx1)
     assert res.evidence["kind_of_pi_c_predicted_by_criterion"] is False and res.amended is False
 
@@ -485,12 +487,7 @@ def test_eq10_full_run_tests_the_criterion_next_to_its_boundary_at_k_3_4_5(monke
         assert abs(r["m"] - r["near_criterion_boundary_m"]) == pytest.approx(0.05, abs=1e-12)
         assert r["kind_of_pi_c"] == ("saddle (index 1)" if r["criterion_predicts_ascending_direction"] else "local max")
 
-    def wrong(sol, margin, beta, w, l):
-        mu = float(sol.multipliers[0])
-        d_l = (mu * math.exp(margin) - beta) / sol.pi[l]
-        return d_l * ((1 - sol.pi[w] - sol.pi[l]) / beta + sol.pi[w] / beta)
-
-    monkeypatch.setattr(sc, "_criterion_value", wrong)
+    monkeypatch.setattr(sc, "_criterion_value", _criterion_pi_w_over_beta)
     res = sc.cpo_penalized_eq10_general_k(ctx5)
     assert res.evidence["kind_of_pi_c_predicted_by_criterion"] is False and res.amended is False
     missed = [r for r in res.evidence["gamma_equals_log_form_multiplier"]
