@@ -72,7 +72,7 @@ def loss_delta_bridge_numeric(ctx: CheckContext) -> MethodResult:
     # the random sets sit far inside the bound; near-tight sets, where it can fail: m of 20 pairs misaligned just past
     # delta = 0 (loss l_crit (1 + ~1e-6)), the rest aligned with loss ~e^-40, one delta_ref; the bound is m/20 plus a
     # relative slack of 3e-8 to 1e-6, so a loss or l_crit wrong by more than that breaks it
-    tight_slack = math.inf
+    tight_slack, n_tight = math.inf, 0
     for b in (0.1, 1.0, 10.0):
         for c in (-2.0, 0.5, 3.0):
             for m in (1, 10, 19):
@@ -83,13 +83,13 @@ def loss_delta_bridge_numeric(ctx: CheckContext) -> MethodResult:
                 frac, bound = float(np.mean(deltas < 0)), float(loss.mean() / lcrit.min())
                 bound_ok = bound_ok and frac <= bound + 1e-12
                 tight_slack = min(tight_slack, (bound - frac) / bound)
-                n_sets += 1
+                n_tight += 1
     conditions = {"round_trip": rt_err < 1e-10, "l<l_crit_iff_delta>0": disagree == 0 and n_cmp > 0,
                   "l_crit_formula": crit_err < TOL_FLOAT, "l_crit_below_log2": crit_below, "mean_loss_bound": bound_ok}
     evidence = {"max_roundtrip_err_h_units_rel": rt_err, "equivalence_checked": n_cmp,
                 "equivalence_disagreements": disagree, "max_rel_err_l_crit": crit_err,
                 "mean_loss_bound": "fraction misaligned <= mean(l) / min_i l_crit_i", "random_sets": n_sets,
-                "mean_loss_bound_min_rel_slack_tight": tight_slack}
+                "tight_sets": n_tight, "mean_loss_bound_min_rel_slack_tight": tight_slack}
     return holds_only(conditions, f"round trip err {rt_err:.1e}; pi_w > pi_l <=> l < l_crit at {n_cmp} points, "
                                   f"{disagree} disagreements; l_crit rel err {crit_err:.0e}", evidence,
                       depends_on=(

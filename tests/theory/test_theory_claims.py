@@ -279,6 +279,7 @@ def test_bridge_mean_loss_bound_can_fail(monkeypatch, tmp_path):
     r = sec7_bridge.loss_delta_bridge_numeric(ctx)
     assert r.evidence["conditions"]["mean_loss_bound"] is True
     assert r.evidence["mean_loss_bound_min_rel_slack_tight"] == pytest.approx(1e-6 / 30.0, rel=1e-3)
+    assert (r.evidence["random_sets"], r.evidence["tight_sets"]) == (50, 27)  # 3 betas x 3 delta_refs x 3 m
     real = L.critical_loss
     monkeypatch.setattr(L, "critical_loss", lambda d, beta: real(d, beta=beta) * (1 + 1e-6))
     assert sec7_bridge.loss_delta_bridge_numeric(ctx).evidence["conditions"]["mean_loss_bound"] is False
