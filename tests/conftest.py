@@ -7,7 +7,9 @@ thorough profile cannot reach.
 """
 
 import os
+import re
 import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -56,3 +58,11 @@ def approx_guarded(expected, rel=None, abs=None, nan_ok=False):  # noqa: A002 (p
 
 
 pytest.approx = approx_guarded
+
+
+def docs_finding(doc: str, where: str, pattern: str, flags: int = 0) -> re.Match:
+    """The match of ``pattern`` in ``doc`` (a path under the repository), whose part ``where`` states the numbers a
+    test reads (the docs-number tests: a changed documented number or a changed computed one fails them)."""
+    found = re.search(pattern, (Path(__file__).resolve().parents[1] / doc).read_text(encoding="utf-8"), flags)
+    assert found, f"{doc} {where} no longer states the numbers this test reads"
+    return found

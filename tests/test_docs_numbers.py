@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import re
-from pathlib import Path
 
 import pytest
 from scipy import integrate
@@ -18,17 +17,8 @@ from scipy.optimize import brentq, minimize_scalar
 from scipy.stats import chi2, norm
 from scipy.stats import t as student_t
 
+from conftest import docs_finding as _finding
 from dpo_rlhf_checks.result import CheckContext
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _finding(doc: str, where: str, pattern: str, flags: int = 0) -> re.Match:
-    """The match of ``pattern`` in ``doc`` (a path under the repository), whose part ``where`` states the numbers."""
-    found = re.search(pattern, (ROOT / doc).read_text(encoding="utf-8"), flags)
-    assert found, f"{doc} {where} no longer states the numbers this test reads"
-    return found
-
 
 def _sigma(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x))
@@ -109,7 +99,8 @@ def test_docs_section_12_power_of_the_pooled_slow_cells():
     found = _finding("docs/theory.md", "§12", r"decides them is ([0-9.]+) and ([0-9.]+) at 12 seeds \(3 looks\), "
                                               r"([0-9.]+) and ([0-9.]+) at 24 \(4 looks\), ([0-9.]+) and ([0-9.]+) "
                                               r"at 48\s+\(5 looks\).*?both are decided \(about ([0-9.]+) at 12 "
-                                              r"seeds\).*?agree with probability about ([0-9.]+)\..*?0\.036 above 0\.05: "
+                                              r"seeds\).*?agree with probability about ([0-9.]+)\..*?"
+                                              r"0\.036 above 0\.05: "
                                               r"decided \(and the amendment false\) with probability ([0-9.]+) at\s+"
                                               r"12 seeds, ([0-9.]+) at 48", re.S)
     quoted = [float(found.group(i)) for i in range(1, 11)]

@@ -4,12 +4,12 @@ undesirable-space decided from evidence that could go either way, the benchmark 
 
 import math
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy.special import expit
 
+from conftest import docs_finding
 from dpo_rlhf_checks.registry import CLAIMS, get_claim, resolve_method
 from dpo_rlhf_checks.result import CheckContext, MethodResult, merge_methods, to_jsonable
 from theory import derivations as D
@@ -271,7 +271,8 @@ def test_bridge_mean_loss_bound_can_fail(monkeypatch, tmp_path):
     """loss-delta-bridge's "fraction misaligned <= mean(l) / min l_crit" condition: its random sets sit far inside
     the bound, so a critical loss 1e-6 too large passed it. Near-tight sets (m of 20 pairs just past delta = 0 at
     loss ~l_crit, the rest at loss ~e^-40) leave a relative slack of 3.3e-8 here (beta 10, beta delta_ref = 30: by
-    hand 1e-6 sigma(30) / softplus(30) = 3.3e-8), and the same l_crit times (1 + 1e-6) now breaks the condition itself."""
+    hand 1e-6 sigma(30) / softplus(30) = 3.3e-8), and the same l_crit times (1 + 1e-6) now breaks the condition
+    itself."""
     import dpo_rlhf_checks.losses as L
     from theory import sec7_bridge
 
@@ -448,10 +449,7 @@ def test_loss_delta_bridge_round_trip_sees_a_wrong_inverse_on_either_branch(monk
 
 def _docs_finding(section: str, pattern: str, flags: int = 0) -> re.Match:
     """The match of ``pattern`` in docs/theory.md, where section ``section`` states a default run's numbers."""
-    doc = (Path(__file__).resolve().parents[2] / "docs" / "theory.md").read_text(encoding="utf-8")
-    found = re.search(pattern, doc, flags)
-    assert found, f"docs/theory.md §{section} no longer states the numbers this test reads"
-    return found
+    return docs_finding("docs/theory.md", f"§{section}", pattern, flags)
 
 def test_docs_section_3_counts_are_the_default_runs(tmp_path):
     """docs/theory.md §3 prints the instance counts of `python paper_checks.py --all` (seed 0, full grids); a change
