@@ -248,7 +248,6 @@ def test_soft_margin_numeric_sees_a_softplus_that_loses_its_tail(monkeypatch, tm
     assert r.literal is False and r.evidence["max_rel_err_dpo_loss_vs_softplus(t-s)"] == pytest.approx(1.0, abs=1e-9)
 
 
-
 def test_bridge_numeric_sees_a_softplus_with_torchs_threshold(monkeypatch, tmp_path):
     """loss-delta-bridge's l_crit check against a critical loss built on torch's softplus, which returns x itself
     past x = 20: off by log1p(e^-x) / x, 6.1e-11 relative at x = 20.5 (by hand: e^-20.5 / 20.5). Its drawn test

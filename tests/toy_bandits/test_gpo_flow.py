@@ -139,24 +139,28 @@ def test_aot_batch_exit_times_follow_dpo_law():
 def test_aot_batch_final_delta_follows_the_dpo_flow():
     """batch_flow's final delta (the atlas report prints beta delta_end): every pair starts at log-ratio 0, so aot's
     sorted log-ratios tie and each pair follows DPO's free flow z' = 2 beta^2 sigma(-z) for z = beta (delta -
-    delta_ref): z + e^z = 1 + 2 beta^2 t. At beta 0.1, t = 1e5: z = 7.5976 (brentq here), so beta delta_end =
+    delta_ref): z + e^z = 1 + 2 beta^2 t. At beta 0.1, t = 1e5: z = 7.5976 (_dpo_z_at), so beta delta_end =
     beta delta_ref + z for each pair (both aot forms). Returning -log pi(y_l) for delta (a survivor of mutation) gave
     other numbers, unseen: the exit times were checked, the end point was not."""
-    from scipy.optimize import brentq
-
-    z = brentq(lambda z: z + math.exp(z) - 1.0 - 2 * 0.1 ** 2 * 1e5, 0.0, 50.0, xtol=1e-14)
+    z = _dpo_z_at(0.1 ** 2 * 1e5)  # horizon_u = beta^2 t / n^2, n = 1
     assert z == pytest.approx(7.5976, abs=1e-4)
     for loss in ("aot", "aot_unpaired"):
         res = F.batch_flow(loss, 0.1, [-3.0, -1.0, 1.0], 1e5)
         assert [0.1 * d for d in res["delta_end"]] == pytest.approx([-3.0 + z, -1.0 + z, 1.0 + z], abs=1e-6)
 
 
-def test_population_numeric_counterexample_is_ipo_at_the_length_it_names():
+@pytest.fixture(scope="module")
+def population_quick():
+    """population_numeric at --quick, seed 0, once for the tests that only read its result."""
+    return F.population_numeric(CheckContext(seed=0, quick=True))
+
+
+def test_population_numeric_counterexample_is_ipo_at_the_length_it_names(population_quick):
     """The loss-population-optimum counterexample: per-token ipo's summed t* at q = 0.88 is n (q - 1/2) (the
     minimiser of the mean-squared IPO target, summed over n tokens), here 0.38 n for the n the counterexample names,
     and n = 10 is the setting of the default table. The label was typed ("ipo (n = 10)") beside a number computed
     from the setting; a setting of n = 5 (a survivor of mutation) printed n = 10 beside 1.9."""
-    res = F.population_numeric(CheckContext(seed=0, quick=True))
+    res = population_quick
     cex = res.counterexample
     assert cex["loss"] == f"ipo (n = {cex['n']})" and cex["n"] == 10
     assert cex["summed_t_star"] == pytest.approx(cex["n"] * (0.88 - 0.5), rel=1e-5)
@@ -300,7 +304,7 @@ def test_transient_flow_growth_is_log_T12_minus_log_T6_by_quadrature():
     assert res.literal is False
 
 
-def test_population_numeric_f_divergence_rows_by_hand():
+def test_population_numeric_f_divergence_rows_by_hand(population_quick):
     """The f-divergence sigmoid rows of population_numeric: normalised two-response bandit, pi_ref = (0.3, 0.7),
     beta 0.1, q = sigma(1) (dr = 1). The BT population loss is minimised where beta (s(r_w) - s(r_l)) = logit q = 1,
     r_y = log(pi(y)/pi_ref(y)), pi(w) = sigma(delta); solved here by bisection with the f-DPO scores written out
@@ -311,7 +315,7 @@ def test_population_numeric_f_divergence_rows_by_hand():
 
     scores = {"forward_kl": lambda r: -math.exp(-r), "js_divergence": lambda r: -math.log1p(math.exp(-r)),
               "alpha_divergence": lambda r: -2.0 * math.exp(-r / 2)}
-    res = F.population_numeric(CheckContext(seed=0, quick=True))
+    res = population_quick
     rows = res.evidence["f_divergence_sigmoid"]
     assert set(rows) == set(scores)
     d_star = math.log(0.3 / 0.7) + 1 / 0.1
@@ -450,7 +454,7 @@ def test_population_numeric_f_divergence_row_at_pi_star_is_read_as_recovering(mo
     assert res.amended is False
 
 
-def test_population_numeric_table_keeps_runaway_minimisers_infinite_on_the_side_of_dr():
+def test_population_numeric_table_keeps_runaway_minimisers_infinite_on_the_side_of_dr(population_quick):
     """loss-population-optimum's evidence table summed_t_star must show a minimiser that runs away as +-inf on the
     side of dr = logit(q), as the amendment states it: apo_zero and apo_down have no finite minimiser, t -> sign(dr)
     inf, so at the quick q = (0.3, 0.88, 0.95) their rows are (-inf, +inf, +inf); robust with eps = 0.1 has t* =
@@ -459,7 +463,7 @@ def test_population_numeric_table_keeps_runaway_minimisers_infinite_on_the_side_
     arguments swapped (a survivor of mutation: copysign(t, inf) = |t|) wrote the runaway's last finite iterate
     instead, with the sign dropped: apo_zero (100, 100, 100), apo_down (27.2, 26.6, 26.6), robust at 0.95 100.0, a
     finite minimiser on the wrong side at q = 0.3, while no verdict changed."""
-    res = F.population_numeric(CheckContext(seed=0, quick=True))
+    res = population_quick
     assert res.evidence["q"] == [0.3, 0.88, 0.95]
     table = res.evidence["summed_t_star"]
     for label in ("apo_zero", "apo_down"):
