@@ -569,6 +569,12 @@ def nca_exit_time(u0: float, beta_value: float):
     """nca_pair's time in U from beta delta_ref = -u0: the root T of z_w(T) - z_l(T) = u0 (increasing in T), z_l from
     Lambert W and z_w = log(2 - v) from t_w: (2 - v)/v^3 = e^(beta^2 T), a cubic in v (t_w's closed form, whose log
     is checked at the root); T by mpmath's Anderson-Bjorck on a bracket found by doubling."""
+    for name, value in (("u0", u0), ("beta", beta_value)):
+        if not (isinstance(value, (int, float)) and math.isfinite(value)):
+            raise ValueError(f"nca_exit_time: {name} must be a finite number, got {value!r}")
+    if u0 < 0 or beta_value <= 0:
+        raise ValueError(f"nca_exit_time: needs u0 = -beta delta_ref >= 0 (a pair in U) and beta > 0, got u0 = {u0!r}, "
+                         f"beta = {beta_value!r}")
     if not all(nca_coordinate_times()["checks"].values()):  # t_w, t_l and z_l's Lambert form, derived
         raise AssertionError("nca_pair: the coordinate times did not derive")
     b2 = mpmath.mpf(beta_value) ** 2
@@ -588,13 +594,19 @@ def nca_exit_time(u0: float, beta_value: float):
         return z
 
     def z_l(T):
+        # W(e^c) - c = -log W(e^c) (W + log W = c): the difference of two numbers near c loses every digit once c
+        # passes 10^dps (at u0 ~ 40), the log does not
         c = b2 * T / 2 + 1
-        return mpmath.lambertw(mpmath.exp(c)).real - c
+        return -mpmath.log(mpmath.lambertw(mpmath.exp(c)).real)
 
     u = mpmath.mpf(u0)
     F = lambda T: z_w(T) - z_l(T) - u
     lo, hi = mpmath.mpf(0), mpmath.mpf(1)
+    # F(T) >= 0 by T = 4 e^u / beta^2: z_w >= 0, and -z_l = log W(e^c) >= log(c - log c) >= log(c / 2) >= u there
+    t_bound = 4 * mpmath.exp(u) / b2
     while F(hi) < 0:
+        if hi > t_bound:
+            raise ArithmeticError(f"nca_pair: z_w - z_l stays below u0 = {u0} past T = 4 e^u0 / beta^2, where it cannot")
         lo, hi = hi, 2 * hi
     return mpmath.findroot(F, (lo, hi), solver="anderson")
 

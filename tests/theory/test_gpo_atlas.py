@@ -372,6 +372,28 @@ def test_nca_exit_time_limits():
     assert float(G.nca_exit_time(1e-4, 0.1)) == pytest.approx(2e-4 / 0.01, rel=1e-3)
 
 
+
+@pytest.mark.parametrize("u0", [60.0, 300.0])
+def test_nca_exit_time_far_in_u(u0):
+    """Far in U, z_l = W(e^c) - c is a difference of two numbers near c ~ e^U0: written so, it lost every digit (at U0
+    = 60 mpmath's root finder gave up with an error). By hand: -log W = z_w - U0 -> log 2 - U0 gives W = e^U0 / 2 and
+    T = (2/beta^2)(W + log W - 1) = e^U0/beta^2 + 2 (U0 - log 2 - 1)/beta^2, a relative correction below 1e-20."""
+    assert float(G.nca_exit_time(u0, 0.1) * mpmath.mpf("0.01") / mpmath.exp(u0)) == pytest.approx(1.0, rel=1e-12)
+
+
+@pytest.mark.parametrize("u0, beta", [(math.nan, 0.1), (math.inf, 0.1), (-0.5, 0.1), (0.5, 0.0), (0.5, -1.0),
+                                      (0.5, math.nan)])
+def test_nca_exit_time_rejects_bad_input(u0, beta):
+    """A NaN, a pair outside U or beta <= 0 is named, not a deep mpmath error (beta = 0 made the bracket search loop
+    forever: F is constant)."""
+    with pytest.raises(ValueError, match="nca_exit_time"):
+        G.nca_exit_time(u0, beta)
+
+
+def test_nca_exit_time_at_the_boundary_of_u():
+    """U0 = 0: the pair starts on delta = 0, so it leaves U at once (T = 0 exactly: z_w(0) = z_l(0) = 0)."""
+    assert G.nca_exit_time(0.0, 0.1) == 0
+
 def test_sigmoid_sft_mix_row_by_hand():
     """sigmoid + w sft (n = 10, w = 1, beta = 0.1): dx/dt = 0.02 sigma(-x) + 0.01; T(2) = 2/0.03 + (0.02/(0.03 *
     0.01)) log((0.03 + 0.01 e^2)/0.04) = 130.30...; l_crit(2) = softplus(-2) + log(2)/10; linear slope n/(beta w) = 100."""
