@@ -27,9 +27,20 @@ NUMBER = re.compile(r"(\d+)(?:\(([a-z])\)|([a-z]))?")
 HEADING = re.compile(r"^#{2,4}\s+(\d+)(?:\(([a-z])\)|([a-z]))?[.\s]", re.MULTILINE)
 
 
+SKIP_DIRS = {".git", "__pycache__", "results", "build", "dist", "audit_figures", ".venv", "venv", ".hypothesis",
+             ".pytest_cache"}  # git's own and .gitignore's folders
+
+
 def tracked_files() -> list[Path]:
-    out = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
-    files = [ROOT / p for p in out.decode().split("\0") if p]
+    """git's tracked files; outside a git checkout (a source archive, the mutation runner's copy), every file but
+    the folders .gitignore names."""
+    try:
+        out = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+        files = [ROOT / p for p in out.decode().split("\0") if p]
+    except (OSError, subprocess.CalledProcessError):
+        files = [p for p in ROOT.rglob("*")
+                 if not any(part in SKIP_DIRS or part.endswith(".egg-info")
+                            for part in p.relative_to(ROOT).parts[:-1])]
     return [f for f in files if f.is_file() and f.suffix in (".py", ".md", ".tex", ".json", ".toml", ".txt", ".cfg",
                                                               ".yml", ".yaml", "")]
 
