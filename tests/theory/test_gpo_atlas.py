@@ -496,3 +496,22 @@ def test_simpo_f_is_softplus_of_gamma_minus_t(loss):
     assert vals == pytest.approx(ref.tolist(), rel=1e-12)
     grad = [float(-sp.diff(f, G.t).subs(G.t, sp.Float(x, 30))) for x in ts]
     assert grad == pytest.approx([1 / (1 + math.exp(x - gamma)) for x in ts], rel=1e-12)
+
+
+def test_population_counterexample_numbers_are_at_its_own_q(tmp_path):
+    """loss-population-optimum's symbolic method names its counterexample as per-token IPO (n = 10) at a probability q
+    with dr, t* and the dr that pi* needs. The numbers must be those of the q it prints: q in (0, 1), dr = log(q/(1 -
+    q)) and t* = q - 1/2 (per-token IPO minimises q (t - 1/2)^2 + (1 - q) (t + 1/2)^2; README's atlas table: "q - 1/2
+    per token"), by hand: q = 0.88 gives dr = log(0.88/0.12) = 1.9924 and t* = 0.38. A counterexample printing q = 1.76
+    (not a probability) beside the q = 0.88 numbers (a survivor of mutation:
+    theory/gpo_atlas.py::population_symbolic::const-x2::ec5433fb59) changed no verdict."""
+    res = G.population_symbolic(CheckContext(seed=0, quick=True, out_dir=tmp_path))
+    cex = res.counterexample
+    assert res.literal is False and cex["loss"] == "ipo"
+    q = cex["q"]
+    assert 0 < q < 1
+    assert q == pytest.approx(0.88, abs=0)  # the q docs/theory.md and the README quote
+    assert cex["dr"] == pytest.approx(math.log(q / (1 - q)), rel=1e-12)
+    assert cex["pi_star_needs"] == pytest.approx(math.log(q / (1 - q)), rel=1e-12)
+    assert cex["t_star"] == pytest.approx(q - 0.5, abs=1e-12)
+    assert cex["t_star"] == pytest.approx(0.38, abs=1e-12) and cex["dr"] == pytest.approx(1.992430, abs=1e-6)

@@ -455,3 +455,36 @@ def test_rank1_ipo_reduction_sees_an_error_in_either_mode(monkeypatch):
     monkeypatch.setattr(kernel_claim, "run_linearised", real)
     red = kernel_claim._reductions()["rank1_ipo_closed_form"]
     assert red["max_abs_diff"] <= red["tol"] and red["moved"] > 0.1
+
+
+def test_numeric_method_fails_when_the_adam_runs_do_not_move(tmp_path, monkeypatch):
+    """The K = P I identity under Adam compares the tabular and the linearised runs; a pair of runs that never leave
+    their start agree trivially, which is what the 'moved' rule (the largest change of delta over the run > 0.1) is
+    there to reject. Planted: Adam at lr 1e-12 in both (a run that stays put to 3e-11). Each identity_adam row must
+    then report moved ~ 0 and fail, so the method's literal is False with exactly the four Adam rows failing (the SGD,
+    rank-1 rows untouched). Measured unplanted: moved 0.0 for the frozen rows (2.20, 1.73, 2.55, 0.38 when they run).
+    With moved read as max |delta_end| (a survivor of mutation: toy_lm/kernel_claim.py::_reductions::drop-term::
+    8b119b8a9f) the frozen rows reported 3.44, the reference's own largest |delta_ref|, and the method held."""
+    import toy_lm.tabular as tabular
+
+    real_lin, real_tab = kernel_claim.run_linearised, tabular.run_tabular
+
+    def frozen_lin(method, **kw):
+        if kw.get("optimizer") == "adam":
+            kw["lr"] = 1e-12
+        return real_lin(method, **kw)
+
+    def frozen_tab(method, ref, **kw):
+        if kw.get("optimizer") == "adam":
+            kw["lr"] = 1e-12
+        return real_tab(method, ref, **kw)
+
+    monkeypatch.setattr(kernel_claim, "run_linearised", frozen_lin)
+    monkeypatch.setattr(tabular, "run_tabular", frozen_tab)
+    r = lm_kernel_numeric(CheckContext(out_dir=tmp_path))
+    red = r.evidence["reductions"]
+    adam = sorted(k for k in red if k.startswith("identity_adam_"))
+    assert len(adam) == 4
+    for k in adam:
+        assert red[k]["max_abs_diff"] <= red[k]["tol"] and abs(red[k]["moved"]) < 1e-6, (k, red[k])
+    assert r.literal is False and sorted(r.counterexample["reductions_that_fail"]) == adam
