@@ -225,3 +225,43 @@ def test_random_method_evaluates_points_of_U_and_needs_the_reference_terms(ctx, 
     assert bad.evidence["max_loss_on_U_minus_log2"] == pytest.approx(
         float(np.max(np.logaddexp(0.0, -delta)) - math.log(2.0)), rel=1e-9)
     assert bad.evidence["max_loss_on_U_minus_log2"] > 0.0
+
+
+def test_convex_method_with_no_instance_in_its_filter_cannot_pass(ctx, monkeypatch):
+    """Part (2) of the convex method (CVXPY's pi* in U on random instances with beta delta_ref + dr < -1e-3 and
+    dr > 1e-3) must see at least one instance: 'n_in == n_used > 0'. Every drawn reward vector is sorted ascending here
+    (so dr = r(0) - r(1) <= 0 on every draw and the filter keeps none of the 600 tries); part (1) is unchanged and still
+    right (non-empty iff delta_ref < 0 on its 10 programs). Then the method has no evidence for 'pi* in U' and its
+    literal must not be True. With '>= 0' (a survivor of mutation, map_claims.py:396) it passed on 0/0 instances
+    (measured: literal True; unplanted False), as it does for a filter error such as dr > 1e3 for dr > 1e-3."""
+    real_rng = np.random.default_rng
+
+    class SortedRewards:
+        def __init__(self, rng):
+            self._rng = rng
+
+        def __getattr__(self, name):
+            return getattr(self._rng, name)
+
+        def normal(self, *args, **kwargs):
+            return np.sort(self._rng.normal(*args, **kwargs))
+
+    class Random:
+        def __getattr__(self, name):
+            return getattr(np.random, name)
+
+        def default_rng(self, *args, **kwargs):
+            return SortedRewards(real_rng(*args, **kwargs))
+
+    class Numpy:
+        random = Random()
+
+        def __getattr__(self, name):
+            return getattr(np, name)
+
+    monkeypatch.setattr(mc, "np", Numpy())
+    res = mc.undesirable_space_convex(ctx)
+    rows = res.evidence["min_loss_programs"]
+    assert len(rows) == 10 and all(r["U_nonempty_by_program"] == (r["delta_ref"] < 0) for r in rows)
+    assert res.evidence["instances"] == 0 and res.evidence["pi_star_by_cvxpy"] == []
+    assert res.literal is not True

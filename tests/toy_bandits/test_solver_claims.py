@@ -595,3 +595,26 @@ def test_penalized_eq10_path_value_is_f_at_s_200_of_the_first_instance(tmp_path)
     assert res.literal is False
     assert res.counterexample["instance"]["F_on_path_s_200"] == pytest.approx(f, rel=1e-9)
     assert res.counterexample["path"].endswith("s = 0,10,50,100,200")
+
+
+def test_eq10_part3_random_cases_hold_both_kinds_and_catch_a_constant_criterion(ctx, monkeypatch):
+    """Part (3)'s criterion against the 120-digit logit Hessian. A criterion that never crosses 1 (always or never
+    'ascending') has no boundary for the bisection to find, so no case next to it is added: only the random binding
+    cases can catch it, and only if they hold pi_c of both kinds. Pins, at --quick seed 0, the 6 random cases
+    (margins drawn in [0, 2]): by the Hessian 2 local max and 4 index-1 saddles, and that a constant criterion, 2
+    (always ascending) or 0 (never), fails the amendment with 0 boundary cases. Margins drawn in [0, 4] (a survivor of
+    mutation, solver_claims.py:685) made all 6 random cases saddles (m 0.62 to 2.33): the always-ascending criterion
+    then passed (amended True)."""
+    res = sc.cpo_penalized_eq10_general_k(ctx)
+    ev = res.evidence
+    n = ev["part3_cases_checked"]
+    random_cases = ev["gamma_equals_log_form_multiplier"][:n]
+    assert res.amended is True and n == 6 and all("near_criterion_boundary_m" not in r for r in random_cases)
+    real = sc._criterion_value
+    for constant in (2.0, 0.0):
+        monkeypatch.setattr(sc, "_criterion_value", lambda *args, c=constant: c)
+        bad = sc.cpo_penalized_eq10_general_k(ctx)
+        assert bad.evidence["part3_near_criterion_boundary"] == 0, constant
+        assert bad.evidence["kind_of_pi_c_predicted_by_criterion"] is False and bad.amended is False, constant
+    monkeypatch.setattr(sc, "_criterion_value", real)
+    assert sorted(r["kind_of_pi_c"] for r in random_cases) == ["local max"] * 2 + ["saddle (index 1)"] * 4
