@@ -231,6 +231,37 @@ def test_eq10_root_counts_are_the_root_finders(monkeypatch, tmp_path):
     assert ev["with_two_stationary_points"] + ev["with_none"] == n
 
 
+@pytest.mark.parametrize("side", [1.0, -1.0])
+def test_eq10_kinds_by_f_values_read_both_sides_of_each_root(monkeypatch, tmp_path, side):
+    """kinds_confirmed_by_F_values reads F on BOTH sides of each two-response stationary point. A root finder that
+    returns its two roots x1 < x2 each moved by half their gap (side +1: right, -1: left) returns points where
+    dF/dp = G(x) = gamma (e^x + 2 + e^-x) - beta x + beta delta_ref + dr is not 0 (checked here from that formula:
+    G < 0 strictly between the roots, > 0 outside), so F rises on one side and falls on the other and no "local
+    max"/"local min" label can be confirmed. Moved right, the side a check that compares F at p + h twice reads
+    agrees with both labels (F falls right of the moved max, rises right of the moved min): that check said True
+    (a survivor of mutation); reading both sides says False either way. Unmoved: True."""
+    ctx = CheckContext(seed=0, quick=True, out_dir=tmp_path)
+    assert sec9_cpo.cpo_penalized_eq10_numeric(ctx).evidence["kinds_confirmed_by_F_values"] is True
+    real, moved = sec9_cpo.eq10_two_response_stationary_points, []
+
+    def off(b, g, dref, dr):
+        out = real(b, g, dref, dr)
+        if out["roots"]:
+            (x1, k1), (x2, k2) = out["roots"]
+            d = side * (x2 - x1) / 2
+            out = {**out, "roots": [(x1 + d, k1), (x2 + d, k2)]}
+            for x in (x1 + d, x2 + d):
+                G = g * (math.exp(x) + 2 + math.exp(-x)) - b * x + b * dref + dr
+                moved.append(G < 0 if x1 < x < x2 else G > 0)
+        return out
+
+    monkeypatch.setattr(sec9_cpo, "eq10_two_response_stationary_points", off)
+    res = sec9_cpo.cpo_penalized_eq10_numeric(ctx)
+    assert len(moved) >= 20 and all(moved)  # >= 10 instances with two roots, every moved point off stationarity
+    assert res.evidence["kinds_confirmed_by_F_values"] is False
+    assert res.amended is False
+
+
 def test_soft_margin_numeric_sees_a_softplus_that_loses_its_tail(monkeypatch, tmp_path):
     """soft-margin-ranking's form check (dpo_loss = softplus(t - s), |beta a| <= 600) against a naive softplus,
     log(1 + e^x), which returns 0 for x below about -37 (true: e^x): relative error 1, so the method must fail. Its
