@@ -562,6 +562,28 @@ def test_docs_section_5_numbers_are_the_default_runs(tmp_path):
     assert pair["B"]["loss"] == pytest.approx(by_hand, rel=1e-15)
 
 
+def test_relative_advantage_pairs_in_the_evidence_have_the_loss_they_are_shown_with(tmp_path):
+    """relative-advantage's evidence ``same_loss_opposite_alignment`` shows the two pairs behind the documented finding
+    (docs section 5: two pairs preferring opposite responses have equal loss 0.3133). Each recorded pair must be the
+    one whose loss is recorded: by hand, with beta = 1, l = softplus(-(delta - delta_ref)) = log(1 + e^-(delta -
+    delta_ref)), here h = 1 for both (A: -1 - (-2), B: 1 - 0), so l = log(1 + 1/e) = 0.31326; and 'prefers' is the sign
+    of delta. A pair A printed with delta -0.5 (h = 1.5, loss 0.2014) beside the loss 0.3133 of delta -1 kept the
+    verdict (a survivor of mutation)."""
+    from theory import sec5_relative
+
+    res = sec5_relative.relative_advantage_numeric(CheckContext(seed=0, out_dir=tmp_path, quick=True))
+    pairs = res.evidence["same_loss_opposite_alignment"]
+    assert set(pairs) == {"A", "B"}
+    assert {pairs["A"]["prefers"], pairs["B"]["prefers"]} == {"y_w", "y_l"}
+    for name, p in pairs.items():
+        h = p["delta"] - p["delta_ref"]
+        by_hand = math.log1p(math.exp(-h))
+        assert p["loss"] == pytest.approx(by_hand, rel=1e-12), (name, p, by_hand)
+        assert p["prefers"] == ("y_w" if p["delta"] > 0 else "y_l"), (name, p)
+        assert h == 1.0, (name, p)
+    assert pairs["A"]["loss"] == pytest.approx(math.log(1.0 + math.exp(-1.0)), rel=1e-15)
+
+
 def _within_factor(documented: float, measured: float, factor: float = 1.5) -> bool:
     """A documented rounding-level error against the run's: equal within ``factor`` either way (a few ulps may move
     across CPUs; a changed draw or formula moves them further)."""

@@ -156,3 +156,33 @@ def test_price_of_alignment_is_zero_not_null_where_pi_star_is_a_point_mass(tmp_p
     res = json.loads(out)
     assert code == 0 and res["rlhf_optimum"] == [0.0, 1.0] and res["cpo_optimum"] == [0.0, 1.0]
     assert res["price_of_alignment"] == 0.0 and "price_of_alignment" not in res["nulls"]
+
+
+def test_solve_json_prints_no_negative_zero_kkt_residual(capsys):
+    """``solve --json`` on the README's examples/labels_dataset.json: no constraint binds, so both multipliers are 0
+    and the dual residual max_k (-mu_k)^+ is 0 by hand; every KKT residual is >= 0 by definition, and the output
+    writes a negative zero as 0.0 (``_num``; result_json adds 0.0 to each residual: np.max(-mu, initial=0.0) is -0.0
+    when mu = 0). Pinned: every residual is printed with a positive sign bit, and no number anywhere in the output is a
+    negative zero. ``float(v) - 0.0`` for ``+ 0.0`` printed ``"dual": -0.0`` (a survivor of mutation)."""
+    import math
+
+    def floats(x):
+        if isinstance(x, float):
+            yield x
+        elif isinstance(x, dict):
+            for v in x.values():
+                yield from floats(v)
+        elif isinstance(x, list):
+            for v in x:
+                yield from floats(v)
+
+    for method in ("auto", "cvxpy"):
+        code, out, _ = _run(capsys, ["--json", "--method", method, "--instance",
+                                     str(REPO / "examples" / "labels_dataset.json")])
+        res = json.loads(out)  # json keeps the sign of -0.0
+        assert code == 0 and res["multipliers"] == [0.0, 0.0]
+        kkt = res["kkt_residuals"]
+        assert set(kkt) == {"primal", "dual", "slackness", "stationarity"}
+        assert kkt["dual"] == 0.0 and math.copysign(1.0, kkt["dual"]) == 1.0, (method, kkt)
+        assert all(v >= 0.0 and math.copysign(1.0, v) == 1.0 for v in kkt.values()), (method, kkt)
+        assert not [v for v in floats(res) if v == 0.0 and math.copysign(1.0, v) < 0], method
