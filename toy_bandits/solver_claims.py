@@ -702,7 +702,14 @@ def cpo_penalized_eq10_general_k(ctx: CheckContext) -> MethodResult:
             row = _part3_case(pi_ref, reward, beta, margin, w, l) if margin >= 0 else None
             if row is not None:
                 kkt_rows.append({**row, "near_criterion_boundary_m": m_star})
-    n_near = len(kkt_rows) - n_random
+        # the bisection's bracket ends, chosen without the criterion: where the kind (by the Hessian) differs at
+        # m = 0 and m = 6, a criterion that never crosses 1 (and so has no boundary to find) is wrong at one of them
+        for margin in (0.0, 6.0):
+            row = _part3_case(pi_ref, reward, beta, margin, w, l)
+            if row is not None:
+                kkt_rows.append({**row, "bracket_end_m": margin})
+    n_near = sum("near_criterion_boundary_m" in row for row in kkt_rows)
+    n_ends = sum("bracket_end_m" in row for row in kkt_rows)
     # every case, random or near the boundary: pi_c stationary, and its kind (120-digit Hessian) as the criterion says
     kkt_ok = all(row["stationarity_residual"] < 1e-9 for row in kkt_rows)
     crit_ok = all(row["_idx"] is not None and int(row["criterion_predicts_ascending_direction"]) == row["_idx"]
@@ -730,6 +737,7 @@ def cpo_penalized_eq10_general_k(ctx: CheckContext) -> MethodResult:
         "gamma_equals_log_form_multiplier": kkt_rows,
         "pi_c_stationary_for_gamma_nu_star": kkt_ok, "kind_of_pi_c_predicted_by_criterion": crit_ok,
         "part3_cases_checked": n_random, "part3_cases_drawn": n_part3, "part3_near_criterion_boundary": n_near,
+        "part3_bracket_ends": n_ends,
         "tolerances": {"slope_over_gamma": 1e-6, "same_point": 1e-6, "eq13_16_relative": 1e-8,
                        "stationarity_relative": 1e-9},
         "seconds": time.perf_counter() - t0,
@@ -741,7 +749,7 @@ def cpo_penalized_eq10_general_k(ctx: CheckContext) -> MethodResult:
     summary = (f"unbounded above on all {n_inst} instances (slope -> gamma along pi(y_l) -> 0); stationary points "
                f"(1-d enumeration = K-dim root search: {sets_agree}; kinds by 2 Hessians agree: {kinds_agree}): {pat}; "
                f"Eq. 13-16 residual {eq1316_max:.1e}; gamma = mu pi_c(w) makes pi_c stationary ({n_random} random cases "
-               f"+ {n_near} next to the criterion's boundary)")
+               f"+ {n_near} next to the criterion's boundary + {n_ends} at its bracket's ends)")
     return MethodResult(literal=bool(literal), amended=None if amended is None else bool(amended), summary=summary,
                         evidence=evidence, inconclusive=inconclusive,
                         depends_on=(

@@ -53,7 +53,8 @@ def test_penalized_eq10_check(ctx):
     # part (3) is not vacuous (gap 03fa093c7e, solver_claims.py:624 `mu <= 0` -> `mu >= 0` skipped every case): at
     # seed 0 all 6 drawn cases bind (mu > 0) and pi_c is found of both kinds (measured: 2 local max, 4 index-1 saddles)
     part3 = ev["gamma_equals_log_form_multiplier"]
-    assert ev["part3_cases_checked"] == ev["part3_cases_drawn"] == len(part3) - ev["part3_near_criterion_boundary"] == 6
+    assert (ev["part3_cases_checked"] == ev["part3_cases_drawn"]
+            == len(part3) - ev["part3_near_criterion_boundary"] - ev["part3_bracket_ends"] == 6)
     assert all(row["mu"] > 0 and row["nu_star"] > 0 for row in part3)
     assert {row["kind_of_pi_c"] for row in part3} == {"local max", "saddle (index 1)"}
     assert res.inconclusive is None
@@ -492,7 +493,10 @@ def test_eq10_full_run_tests_the_criterion_next_to_its_boundary_at_k_3_4_5(monke
     assert res.evidence["kind_of_pi_c_predicted_by_criterion"] is False and res.amended is False
     missed = [r for r in res.evidence["gamma_equals_log_form_multiplier"]
               if (r["kind_of_pi_c"] == "saddle (index 1)") != r["criterion_predicts_ascending_direction"]]
-    assert missed and all("near_criterion_boundary_m" in r and r["K"] == 5 for r in missed)
+    # missed: the K = 5 case next to the boundary, and (since the bracket ends are checked) the K = 3 end m = 0;
+    # no random case
+    assert any("near_criterion_boundary_m" in r and r["K"] == 5 for r in missed)
+    assert all("near_criterion_boundary_m" in r or "bracket_end_m" in r for r in missed)
 
 
 def test_price_of_alignment_min_violated_price_is_over_every_violated_instance(tmp_path):
@@ -599,8 +603,8 @@ def test_penalized_eq10_path_value_is_f_at_s_200_of_the_first_instance(tmp_path)
 
 def test_eq10_part3_random_cases_hold_both_kinds_and_catch_a_constant_criterion(ctx, monkeypatch):
     """Part (3)'s criterion against the 120-digit logit Hessian. A criterion that never crosses 1 (always or never
-    'ascending') has no boundary for the bisection to find, so no case next to it is added: only the random binding
-    cases can catch it, and only if they hold pi_c of both kinds. Pins, at --quick seed 0, the 6 random cases
+    'ascending') has no boundary for the bisection to find, so no case next to it is added: the random binding cases
+    catch it only if they hold pi_c of both kinds (the bracket ends m = 0 and 6 are the other net: see the next test). Pins, at --quick seed 0, the 6 random cases
     (margins drawn in [0, 2]): by the Hessian 2 local max and 4 index-1 saddles, and that a constant criterion, 2
     (always ascending) or 0 (never), fails the amendment with 0 boundary cases. Margins drawn in [0, 4] (a survivor of
     mutation, solver_claims.py:685) made all 6 random cases saddles (m 0.62 to 2.33): the always-ascending criterion
@@ -618,3 +622,22 @@ def test_eq10_part3_random_cases_hold_both_kinds_and_catch_a_constant_criterion(
         assert bad.evidence["kind_of_pi_c_predicted_by_criterion"] is False and bad.amended is False, constant
     monkeypatch.setattr(sc, "_criterion_value", real)
     assert sorted(r["kind_of_pi_c"] for r in random_cases) == ["local max"] * 2 + ["saddle (index 1)"] * 4
+
+
+def test_eq10_part3_bracket_ends_catch_a_constant_criterion_where_the_random_cases_cannot(monkeypatch, tmp_path):
+    """At --quick seed 1 all 6 random part (3) cases are index-1 saddles (by the 120-digit Hessian), so a criterion
+    that always answers 'ascending' agreed with every one of them, found no boundary to bisect, and passed the
+    amendment (measured before the bracket ends were checked: amended True). The bisection's bracket ends m = 0 and
+    m = 6 are chosen without the criterion; where the Hessian's kind differs at the two ends, a criterion that never
+    crosses 1 is wrong at one of them. Pins: both kinds among the ends, and the constant criteria 2 and 0 fail."""
+    ctx = CheckContext(seed=1, quick=True, out_dir=tmp_path)
+    res = sc.cpo_penalized_eq10_general_k(ctx)
+    rows = res.evidence["gamma_equals_log_form_multiplier"]
+    random_kinds = {r["kind_of_pi_c"] for r in rows if "near_criterion_boundary_m" not in r and "bracket_end_m" not in r}
+    end_kinds = {r["kind_of_pi_c"] for r in rows if "bracket_end_m" in r}
+    assert res.amended is True and random_kinds == {"saddle (index 1)"}
+    assert end_kinds == {"local max", "saddle (index 1)"} and res.evidence["part3_bracket_ends"] == 4
+    for constant in (2.0, 0.0):
+        monkeypatch.setattr(sc, "_criterion_value", lambda *args, c=constant: c)
+        bad = sc.cpo_penalized_eq10_general_k(ctx)
+        assert bad.evidence["kind_of_pi_c_predicted_by_criterion"] is False and bad.amended is False, constant
