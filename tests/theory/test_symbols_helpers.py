@@ -38,6 +38,30 @@ def test_random_reference_pairs_draws_span_many_decades():
     assert draws.min() < math.exp(-20) and draws.max() > 0.5
 
 
+
+def test_random_reference_pairs_are_two_of_three_exchangeable_normalised_weights():
+    """Each drawn row is (w_1, w_2) of three weights exp(a_i) / sum_j exp(a_j), a_i iid U(-28, 0): the third weight
+    1 - w_1 - w_2 is positive in every row, and the three are exchangeable, so each has mean 1/3 and the third is
+    the largest in 1/3 of the rows.
+
+    Pins the normalisation (a survivor of mutation: theory/symbols.py::random_reference_pairs::drop-term::bd690c4e7a,
+    exp(logs - logsumexp(logs)) -> exp(logs), drew pairs summing to 1 or more in about 0.2 % of rows, 44 of 20,000
+    at this seed, too rare for the 200-draw test above, and put the third weight first in about 0.95 of rows, the
+    two means near 1/28). Expected values by symmetry, not from the helper: with n = 20,000 the standard errors
+    are at most sqrt(1/4 / n) = 0.0035 (a mean of [0, 1] values) and sqrt(2/9 / n) = 0.0033 (the fraction), so
+    0.03 is about nine of them.
+    """
+    n = 20000
+    draws = S.random_reference_pairs(np.random.default_rng(0), n)[7:]
+    assert draws.shape == (n, 2)
+    rest = 1.0 - draws.sum(axis=1)
+    assert rest.min() > 0.0  # sum < 1 in every row, the docstring's domain
+    assert np.all(np.abs(draws.mean(axis=0) - 1.0 / 3.0) < 0.03)
+    assert abs(rest.mean() - 1.0 / 3.0) < 0.03
+    third_largest = np.mean(rest > draws.max(axis=1))
+    assert abs(third_largest - 1.0 / 3.0) < 0.03
+
+
 def test_extreme_grids_are_the_stated_values():
     assert S.extreme_betas() == pytest.approx([1e-3, 1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3], rel=1e-15)
     probs = S.extreme_probabilities()

@@ -57,6 +57,31 @@ def test_bad_field_names_the_field(change, field):
     assert str(err.value).startswith(field)
 
 
+
+@pytest.mark.parametrize(
+    "preferences, duplicate",
+    [
+        ([[0, 1], [1, 2], [1, 2]], (1, 2)),          # the duplicate comes after a pair listed once
+        ([[2, 0], [0, 1], [2, 1], [0, 1]], (0, 1)),  # two singletons before it, one between its copies
+        ([[1, 0], [2, 1], [2, 1], [2, 0]], (2, 1)),
+    ],
+)
+def test_duplicate_preference_error_names_the_repeated_pair(preferences, duplicate):
+    """A repeated preference pair is reported by the pair that repeats, not by the first pair of the list.
+
+    Pins toy_bandits.instance._pairs' message (a survivor of mutation:
+    toy_bandits/instance.py::_pairs::cmp-boundary::7de0a757c0, count > 1 -> >= 1, named the first pair, e.g.
+    "pair (0, 1) is listed more than once" for [[0, 1], [1, 2], [1, 2]], where (0, 1) is listed once). The
+    expected pair is read off each list by hand; the first pair of each list occurs exactly once.
+    """
+    assert preferences.count(preferences[0]) == 1 and preferences.count(list(duplicate)) == 2
+    with pytest.raises(ValueError) as err:
+        BanditInstance.from_json({**GOOD, "preferences": preferences})
+    assert str(err.value) == f"preferences: pair {duplicate} is listed more than once"
+    first = tuple(preferences[0])
+    assert f"pair {first}" not in str(err.value)
+
+
 def test_unknown_and_missing_keys():
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['temperature'\]"):
         BanditInstance.from_json({**GOOD, "temperature": 1.0})
