@@ -379,6 +379,32 @@ def test_resolution_limit_is_inclusive_at_1e8():
     assert "\n" not in str(err.value) and "beyond 1e+08" in str(err.value)
 
 
+def test_resolution_limit_reads_the_reward_difference_not_the_reward_size():
+    """Pins resolution_problem's delta* = delta_ref + (r_w - r_l) / beta (a survivor of mutation:
+    constrained.py:332 `r[w] - r[l]` -> `r[w] + r[l]` survived; it refuses solvable instances with a large common
+    reward). A reward shift changes neither pi* nor pi_c, so an instance whose pair has equal rewards r with
+    r / beta = 1e8 or 5e8 (shift of a tiny problem) must be solved, not refused as "beyond 1e+08". By hand
+    (two responses, dr = 0, so pi* = pi_ref and delta* = delta_ref):
+    - pi_ref [.5, .5], r [1e4, 1e4], beta 1e-4, m 0: delta_ref = 0 >= m, inactive: pi_c = [.5, .5], mu = 0;
+    - pi_ref [.3, .7], r [5, 5], beta 1e-8, m 1: delta_ref = log(3/7) < 1, active: delta_c = 1,
+      pi_c = [e / (1 + e), 1 / (1 + e)], and mu = beta (m - delta_ref) / (1 + e^m) (docs/theory.md §9a);
+    - the chain 0 > 1 > 2 with pi_ref [.2, .3, .5], every r = 1e4, beta 1e-4, m 0: pi* = pi_ref violates both
+      orderings, and the KL projection onto pi_0 >= pi_1 >= pi_2 pools all three: pi_c = [1/3, 1/3, 1/3]."""
+    a = BanditInstance(np.array([0.5, 0.5]), np.array([1e4, 1e4]), 1e-4, ((0, 1),), 0.0)
+    sol = solve(a)
+    assert sol.status == "optimal"
+    assert sol.pi == pytest.approx([0.5, 0.5], abs=1e-12) and sol.multipliers[0] == pytest.approx(0.0, abs=1e-12)
+    b = BanditInstance(np.array([0.3, 0.7]), np.array([5.0, 5.0]), 1e-8, ((0, 1),), 1.0)
+    sol = solve(b)
+    assert sol.status == "optimal"
+    assert sol.delta_c[0] == pytest.approx(1.0, abs=1e-9)
+    assert sol.pi == pytest.approx([math.e / (1 + math.e), 1 / (1 + math.e)], abs=1e-9)
+    assert sol.multipliers[0] == pytest.approx(1e-8 * (1.0 - math.log(3 / 7)) / (1 + math.e), rel=1e-7)
+    c = BanditInstance(np.array([0.2, 0.3, 0.5]), np.full(3, 1e4), 1e-4, ((0, 1), (1, 2)), 0.0)
+    sol = solve(c, method="dual")
+    assert sol.pi == pytest.approx([1 / 3, 1 / 3, 1 / 3], abs=1e-8)
+
+
 def test_dual_starts_its_exact_step_from_the_l_bfgs_b_guess(monkeypatch):
     """A 49-pair chain against the reward (y_k over y_k+1, r increasing): every constraint binds. L-BFGS-B's guess
     {nu > 0} is the whole set, so the exact step settles in one binding solve. A guess thrown away (res.x > 0 ->
