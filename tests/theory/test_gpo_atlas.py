@@ -372,7 +372,6 @@ def test_nca_exit_time_limits():
     assert float(G.nca_exit_time(1e-4, 0.1)) == pytest.approx(2e-4 / 0.01, rel=1e-3)
 
 
-
 @pytest.mark.parametrize("u0", [60.0, 300.0])
 def test_nca_exit_time_far_in_u(u0):
     """Far in U, z_l = W(e^c) - c is a difference of two numbers near c ~ e^U0: written so, it lost every digit (at U0
@@ -515,3 +514,20 @@ def test_population_counterexample_numbers_are_at_its_own_q(tmp_path):
     assert cex["pi_star_needs"] == pytest.approx(math.log(q / (1 - q)), rel=1e-12)
     assert cex["t_star"] == pytest.approx(q - 0.5, abs=1e-12)
     assert cex["t_star"] == pytest.approx(0.38, abs=1e-12) and cex["dr"] == pytest.approx(1.992430, abs=1e-6)
+
+
+def test_nca_exit_time_refuses_a_cubic_root_that_does_not_invert_t_w(monkeypatch):
+    """z_w(T) takes v from the cubic w^3 + k w - 2 = 0 and checks that z = log(2 - v) inverts t_w: z - 3 log v =
+    beta^2 T to 1e-25 max(1, beta^2 T) (the module works at 40 digits; the residual is ~1e-40). A root off by 1e-12
+    relative (an imprecise polyroots, say) must be refused. It matters: a root off by 1e-8 moves T(U0 = 1e-4) from
+    0.0200005 to 0.0200025 (1e-4 relative), which the limit test (1e-3) and the flow test at U0 = 2 (4e-10 against
+    1e-6) both pass; with the guard's floor raised to 1e25 (a survivor of mutation) it could never fire."""
+    G.nca_coordinate_times()  # cached: derived before the patch, so only z_w's root is perturbed
+    real_polyroots = mpmath.polyroots
+
+    def slightly_wrong_roots(*args, **kwargs):
+        return [r * (1 + mpmath.mpf(10) ** -12) for r in real_polyroots(*args, **kwargs)]
+
+    monkeypatch.setattr(mpmath, "polyroots", slightly_wrong_roots)
+    with pytest.raises(ArithmeticError, match="does not invert t_w"):
+        G.nca_exit_time(1e-4, 0.1)

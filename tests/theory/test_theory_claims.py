@@ -759,3 +759,22 @@ def test_equiv_population_numeric_needs_an_assumption_failing_pair_for_the_amend
     assert mixed.evidence["n_assumption_fails"] == 1 and mixed.evidence["max_minimiser_error_h_units"] < 1e-6
     assert (mixed.literal, mixed.amended) == (False, True)
     assert mixed.counterexample["assumption_holds"] is False and mixed.counterexample["minimiser_is_delta_star"] is True
+
+
+def test_relative_advantage_pairs_are_the_pairs_whose_losses_are_stated(tmp_path):
+    """docs/theory.md's relative-advantage finding ('two pairs preferring opposite responses have equal loss 0.3133')
+    is witnessed by the evidence's two pairs: each pair's stated (delta_ref, delta) must give its stated loss, by
+    hand at beta = 1: l = log(1 + e^-(delta - delta_ref)), and its stated preference must be the sign of delta. A
+    witness that names delta_ref = -4 for pair A (loss 0.0486 by hand) beside the loss 0.3133 of delta_ref = -2 read
+    as the finding and passed every test (a survivor of mutation)."""
+    from theory import sec5_relative
+
+    res = sec5_relative.relative_advantage_numeric(CheckContext(seed=0, quick=True, out_dir=tmp_path))
+    pairs = res.evidence["same_loss_opposite_alignment"]
+    for name, p in pairs.items():
+        by_hand = math.log1p(math.exp(-(p["delta"] - p["delta_ref"])))
+        assert p["loss"] == pytest.approx(by_hand, rel=1e-12), (name, p)
+        assert p["prefers"] == ("y_w" if p["delta"] > 0 else "y_l"), (name, p)
+    assert {pairs["A"]["prefers"], pairs["B"]["prefers"]} == {"y_w", "y_l"}
+    assert pairs["A"]["loss"] == pytest.approx(pairs["B"]["loss"], rel=1e-15)
+    assert pairs["A"]["loss"] == pytest.approx(0.3133, abs=5e-5)  # the documented value, rounded to 4 decimals

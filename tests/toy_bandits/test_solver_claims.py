@@ -641,3 +641,54 @@ def test_eq10_part3_bracket_ends_catch_a_constant_criterion_where_the_random_cas
         monkeypatch.setattr(sc, "_criterion_value", lambda *args, c=constant: c)
         bad = sc.cpo_penalized_eq10_general_k(ctx)
         assert bad.evidence["kind_of_pi_c_predicted_by_criterion"] is False and bad.amended is False, constant
+
+
+def test_single_pair_agreement_sees_a_wrong_dual_multiplier(ctx, monkeypatch):
+    """The dual solver's multiplier is compared with the closed form's (relative to beta + mu, tolerance
+    TOL_MU_REL["dual"] = 1e-6) on the instances where it is identifiable. A dual whose pi is right but whose mu is
+    1e-4 too large must fail the agreement: the planted relative error is 1e-4 mu/(beta + mu) <= 1e-4, and at --quick
+    seed 0 the largest is 9.8e-5 over the 6 compared instances (the real dual: 7e-17). Before, nothing pinned this
+    comparison: with the running worst taken by min() instead of max() it stays 0.0 whatever the dual returns, and
+    cpo-constrained-kkt held with the dual's mu scaled by 1 + 1e-4 or by e^margin (a survivor of mutation)."""
+    rng = lambda: np.random.default_rng([ctx.seed, 9001])  # noqa: E731
+    res = sc._single_pair_agreement(ctx, rng())
+    assert res["ok"] is True and res["n_mu_compared"] == 6
+    assert res["max_abs_diff_vs_closed_form"]["dual_mu_rel"] < 1e-12
+    real_solve = sc.solve
+
+    def solve_with_a_wrong_dual_mu(inst, method="auto", *args, **kwargs):
+        sol = real_solve(inst, method, *args, **kwargs)
+        if method == "dual":
+            sol = dataclasses.replace(sol, multipliers=np.asarray(sol.multipliers, float) * (1 + 1e-4))
+        return sol
+
+    monkeypatch.setattr(sc, "solve", solve_with_a_wrong_dual_mu)
+    res = sc._single_pair_agreement(ctx, rng())
+    assert 1e-5 < res["max_abs_diff_vs_closed_form"]["dual_mu_rel"] <= 1e-4 * (1 + 1e-9)
+    assert res["max_abs_diff_vs_closed_form"]["dual_pi"] <= sc.TOL_PI_DUAL  # only the multiplier is wrong
+    assert bool(res["ok"]) is False
+
+
+def test_enumerate_stationary_points_with_a_tiny_gamma_over_beta():
+    """Eq. 10's stationary points at gamma/beta = 1e-200 (K = 3, the known case's pi_ref and rewards): the loser's
+    small branch has pi(y_l) ~ gamma/(beta * 465) ~ 2e-203, log pi(y_l) ~ -466, inside the bracket [-700, log(gamma/
+    beta)] of its bisection. Each point must make dF/dpi(y) = r(y) - beta (log(pi(y)/pi_ref(y)) + 1) + gamma/pi(w)
+    [y = w] - gamma/pi(l) [y = l] (F = J + gamma (log pi(w) - log pi(l)), written out here) the same for every y, to
+    1e-9 of the largest term. A bracket cut to [-350, .] returned pi(y_l) = gamma/beta there (the branch point, not a
+    root: dF/dpi spread 7 beta against terms of 460 beta), and no check of the toolkit draws gamma/beta below 1e-3 to
+    see it (a survivor of mutation)."""
+    pi_ref, reward, beta = np.array([0.3, 0.4, 0.3]), np.array([0.0, 0.5, 0.2]), 1.0
+    gamma = 1e-200 * beta
+    pts = sc.enumerate_stationary_points(pi_ref, reward, beta, gamma, 0, 1)
+    assert len(pts) == 2
+    for p in pts:
+        assert abs(p.sum() - 1) < 1e-14 and np.all(p > 0)
+        log_ratio = np.log(p) - np.log(pi_ref)
+        g = reward - beta * (log_ratio + 1.0)
+        g[0] += math.exp(math.log(gamma) - math.log(p[0]))
+        g[1] -= math.exp(math.log(gamma) - math.log(p[1]))
+        scale = max(np.max(np.abs(reward)), beta * np.max(np.abs(log_ratio)) + beta,
+                    gamma / p[0], gamma / p[1])
+        assert np.ptp(g) <= 1e-9 * scale, (p, g)
+    small = min(pts, key=lambda p: p[1])
+    assert -700 < math.log(small[1]) < math.log(gamma / beta) - 1  # the small branch, well below the branch point
