@@ -296,16 +296,33 @@ def undesirable_facts() -> dict:
     pl = 1 / (1 + sp.exp(delta))
     out["every_delta_realised"] = (is_identity(sp.expand_log(sp.log(pw) - sp.log(pl)) - delta)
                                    and is_identity(pw + pl - 1))
-    # pi* in U when beta delta_ref + dr < 0 < dr: with delta* from the Gibbs form (general_k_facts),
-    # delta* - delta_ref = dr/beta > 0 and delta* = (beta delta_ref + dr)/beta < 0; SymPy decides both signs from
-    # the symbols' assumptions (dr > 0, beta delta_ref + dr < 0, beta > 0) or returns None
+    # pi* in U when beta delta_ref + dr < 0 < dr (see pi_star_in_u_signs)
     gk = general_k_facts()
+    out["K_delta_star_from_gibbs"] = gk["K_delta_star_from_gibbs_(Z_cancels)"]
+    out["delta_star_above_delta_ref_when_dr>0"], out["delta_star_negative_when_beta_delta_ref+dr<0"] = (
+        pi_star_in_u_signs())
+    return out
+
+
+def pi_star_in_u_signs(log_weight=None) -> tuple[bool, bool]:
+    """docs/theory.md §6, pi* in U: delta* = log(pi*(w)/pi*(l)) from the Gibbs form pi* = pi_ref e^(log_weight(r))/Z
+    (log_weight(r) = r/beta when None; another is for planting an error), then (delta* - delta_ref > 0 when r_w = r_l + dr with
+    dr > 0, delta* < 0 when beta delta_ref + dr < 0), each True only when SymPy decides the sign from the symbols'
+    assumptions. Before, the two facts read the signs of dr/beta and key/beta as written down, not derived, so no
+    error in delta* could fail them."""
+    if log_weight is None:
+        def log_weight(r):
+            return r / beta
     dr_pos = sp.Symbol("dr_pos", positive=True)
     key_neg = sp.Symbol("key_neg", negative=True)
-    out["K_delta_star_from_gibbs"] = gk["K_delta_star_from_gibbs_(Z_cancels)"]
-    out["delta_star_above_delta_ref_when_dr>0"] = bool((dr_pos / beta).is_positive)
-    out["delta_star_negative_when_beta_delta_ref+dr<0"] = bool((key_neg / beta).is_negative)
-    return out
+    ref_w, ref_l, z = sp.symbols("pi_ref_w pi_ref_l Z", positive=True)
+    r_w, r_l = sp.symbols("r_w r_l", real=True)
+    ratio = (ref_w * sp.exp(log_weight(r_w)) / z) / (ref_l * sp.exp(log_weight(r_l)) / z)
+    d_star = sp.expand_log(sp.log(ratio), force=True)
+    d_ref = sp.expand_log(sp.log(ref_w / ref_l), force=True)
+    above = sp.simplify((d_star - d_ref).subs(r_w, r_l + dr_pos))
+    star = sp.simplify(d_star.subs(r_w, r_l + key_neg - beta * d_ref))
+    return bool(above.is_positive), bool(star.is_negative)
 
 
 @lru_cache(maxsize=None)

@@ -454,3 +454,18 @@ def test_eq10_two_response_minimum_is_g_at_its_argmin(beta, gamma, dref, dr):
     assert len(out["roots"]) == (2 if opt.fun < 0 else 0)
     for x, _ in out["roots"]:
         assert G(x) == pytest.approx(0.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("name, log_weight, expected", [
+    ("r/beta (the Gibbs form)", lambda r: r / D.beta, (True, True)),
+    ("r/beta + 1 (a constant: cancels in Z)", lambda r: r / D.beta + 1, (True, True)),
+    ("-r/beta", lambda r: -r / D.beta, (False, False)),
+    ("r beta", lambda r: r * D.beta, (True, False)),
+    ("r/(2 beta)", lambda r: r / (2 * D.beta), (True, False)),
+])
+def test_pi_star_in_u_signs_are_derived_from_the_gibbs_form(name, log_weight, expected):
+    """docs/theory.md §6, pi* in U: delta* - delta_ref > 0 when dr > 0, and delta* < 0 when beta delta_ref + dr < 0,
+    decided from delta* derived from pi* = pi_ref e^(r/beta)/Z. Before, the two facts read the signs of dr/beta and
+    key/beta as written down, so no error in delta* could fail them (a helper's finding on seed 1120's survivor
+    402c81b304). A wrong Gibbs exponent fails one or both; a constant added to it (it cancels in Z) does not."""
+    assert D.pi_star_in_u_signs(log_weight) == expected, name
