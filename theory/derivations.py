@@ -43,9 +43,18 @@ def _J_K():
 
 
 def _branch(piecewise_expr):
-    """The value of SymPy's ``Piecewise((value, j <= K), (0, True))`` for an index inside 1..K."""
+    """The value of SymPy's ``Piecewise((value, j <= K), (0, True))`` for an index inside 1..K: the first branch, when
+    its condition holds at both ends of the index range (j = k = 1 and j = k = K; the condition is an interval in
+    each index). Otherwise the Piecewise itself, whose 0 branch then fails the identity it enters: a sum that left a
+    response out (i = 2..K gives ``(K >= j) & (j >= 2)``) used to pass with its condition discarded."""
     expr = sp.piecewise_fold(piecewise_expr)
-    return expr.args[0][0] if isinstance(expr, sp.Piecewise) else expr
+    if not isinstance(expr, sp.Piecewise):
+        return expr
+    value, cond = expr.args[0]
+    indices = [s for s in (_i, _j, _k) if s in cond.free_symbols]
+    if all(cond.subs({s: end for s in indices}) == sp.true for end in (1, K_)):
+        return value
+    return expr
 
 
 @lru_cache(maxsize=None)

@@ -469,3 +469,26 @@ def test_pi_star_in_u_signs_are_derived_from_the_gibbs_form(name, log_weight, ex
     key/beta as written down, so no error in delta* could fail them (a helper's finding on seed 1120's survivor
     402c81b304). A wrong Gibbs exponent fails one or both; a constant added to it (it cancels in Z) does not."""
     assert D.pi_star_in_u_signs(log_weight) == expected, name
+
+
+@pytest.mark.parametrize("lower, upper", [(2, D.K_), (1, D.K_ - 1)])
+def test_general_k_facts_fail_when_the_sum_leaves_a_response_out(monkeypatch, lower, upper):
+    """general_k_facts differentiates J = sum_{i=1}^K (...) at a generic p_j; SymPy returns Piecewise((value, cond),
+    (0, True)). _branch used to keep the value and discard cond, so a J summed over i = 2..K (or 1..K-1), which leaves
+    a response out, passed every fact (a helper's finding while reviewing seed 1120). Now the condition must hold at
+    both ends of 1..K: with either sum the gradient, Hessian and stationarity facts fail; with 1..K all 17 hold."""
+    assert all(D.general_k_facts().values()) and len(D.general_k_facts()) == 17
+
+    def j_k():
+        return sp.Sum(D._P[D._i] * D._R[D._i] - D.beta * D._P[D._i] * (sp.log(D._P[D._i]) - sp.log(D._A[D._i])),
+                      (D._i, lower, upper))
+
+    monkeypatch.setattr(D, "_J_K", j_k)
+    D.general_k_facts.cache_clear()
+    try:
+        facts = D.general_k_facts()
+        assert not facts["K_gradient_is_r_j-beta(log(p_j/a_j)+1)"]
+        assert not facts["K_gibbs_stationary_(one_multiplier_for_every_j)"]
+        assert not facts["K_kkt_stationary_at_pi_c_(any_c_j,any_mu)"]
+    finally:
+        D.general_k_facts.cache_clear()
