@@ -41,16 +41,40 @@ def progress_dir(out: Path) -> Path:
     return Path(out) / PROGRESS_DIR
 
 
+_PACKAGES = ("toy_lm", "dpo_rlhf_checks", "toy_bandits", "theory")
+_IMPORT = re.compile(r"^[ \t]*(?:from[ \t]+(\w+(?:\.\w+)*)[ \t]+import[ \t]+([\w \t,()*]+)|import[ \t]+(\w+(?:\.\w+)*))",
+                     flags=re.M)
+
+
+def _module_file(name: str) -> Path | None:
+    path = _ROOT.joinpath(*name.split("."))
+    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def code_files() -> list[Path]:
-    """The source that computes the units: every module of toy_lm and the dpo_rlhf_checks modules they import."""
-    files = sorted((_ROOT / "toy_lm").glob("*.py"))
-    extra = set()
-    for f in files:
-        for mod in re.findall(r"^from (dpo_rlhf_checks(?:\.\w+)+) import", f.read_text(), flags=re.M):
-            path = _ROOT.joinpath(*mod.split(".")).with_suffix(".py")
-            if path.is_file():
-                extra.add(path)
-    return files + sorted(extra)
+    """The source that computes the units: every module of toy_lm and every toolkit module they import, followed
+    from module to module, imports inside functions included (before: only the top-level ``from dpo_rlhf_checks.x
+    import`` lines of toy_lm, so an edit to a module imported inside a function, or one import further, did not stop
+    a ``--resume``)."""
+    todo = sorted((_ROOT / "toy_lm").glob("*.py"))
+    seen: set[Path] = set()
+    while todo:
+        f = todo.pop()
+        if f in seen:
+            continue
+        seen.add(f)
+        for base, names, plain in _IMPORT.findall(f.read_text()):
+            mod = base or plain
+            if mod.split(".", 1)[0] not in _PACKAGES:
+                continue
+            found = [_module_file(mod)]
+            if base:  # from pkg import name: name may be a module of pkg
+                found += [_module_file(f"{mod}.{n.strip()}") for n in re.split(r"[,()\s]+", names) if n.strip()]
+            todo.extend(p for p in found if p is not None and p not in seen)
+    return sorted(seen)
 
 
 def fingerprint(cfg, seed_offset: int, device: str, threads: int) -> dict[str, Any]:

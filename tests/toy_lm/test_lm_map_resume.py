@@ -262,3 +262,18 @@ def test_an_interrupt_names_its_signal_and_exits_128_plus_it(whole, tmp_path, mo
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("paper_checks.py lm-map: interrupted; ") and last.endswith(f"({name})")
     assert _units(out) == 2
+
+
+def test_the_code_fingerprint_follows_imports_inside_functions_and_from_module_to_module():
+    """--resume refuses units whose code fingerprint differs; the fingerprint hashes toy_lm and the toolkit modules it
+    imports. It read only toy_lm's top-level `from dpo_rlhf_checks.x import` lines, so dpo_rlhf_checks/report.py
+    (imported inside lm_map's run, which computes the claims from the units) and tracing.py were left out, and an edit
+    to them did not stop a resume (a helper's finding while reviewing seed 1120). Pins: those two are in, so is
+    toy_bandits/dynamics.py (imported by toy_lm/tabular.py, whose prediction the units store), and modules nothing in
+    toy_lm reaches (toy_bandits/maps.py, theory/gpo_atlas.py) are out."""
+    from toy_lm.map_progress import _ROOT, code_files
+
+    files = {f.relative_to(_ROOT).as_posix() for f in code_files()}
+    assert {"dpo_rlhf_checks/report.py", "dpo_rlhf_checks/tracing.py", "dpo_rlhf_checks/losses.py",
+            "toy_bandits/dynamics.py", "toy_lm/train.py", "toy_lm/map_progress.py"} <= files
+    assert not files & {"toy_bandits/maps.py", "theory/gpo_atlas.py", "dpo_rlhf_checks/score.py"}
