@@ -225,3 +225,19 @@ def test_readme_atlas_f_divergence_end_points():
             assert beta_d == pytest.approx(0.1 * by_hand[f_div], rel=1e-9), (loss, f_div)
             got.append(round(beta_d, 3))
     assert got == documented
+
+
+def test_docs_section_9a_certificate_tolerances_are_the_code_s():
+    """docs/theory.md §9(a) quotes the dual-certificate tolerances (<= 1e-8 with CLARABEL's duals, an L1 radius of
+    1.4e-4; <= 5e-4 with SCS's, 3.2e-2) and the rounding floor -1e-11 max(1, KL); the method reads TOL_GAP and
+    GAP_ROUNDING. Pins the text to the code, and the radii to sqrt(2 gap) worked here (a helper's finding while
+    reviewing seed 1120: doubling SCS's tolerance left the text stale)."""
+    from toy_bandits import solver_claims as sc
+
+    m = _finding("docs/theory.md", "§9(a)", r"requires `-([0-9.e-]+) max\(1, KL\(pi \|\| pi\*\)\) <= gap <= ([0-9.e-]+)` "
+                 r"with CLARABEL's duals \(an L1\s+radius of ([0-9.e-]+)\) and `<= ([0-9.e-]+)` with SCS's \(([0-9.e-]+):")
+    floor, clarabel, r_clarabel, scs, r_scs = (float(x) for x in m.groups())
+    assert sc.GAP_ROUNDING == floor
+    assert sc.TOL_GAP == {"cvxpy:CLARABEL": clarabel, "cvxpy:SCS": scs}
+    assert math.sqrt(2 * clarabel) == pytest.approx(r_clarabel, rel=0.02)
+    assert math.sqrt(2 * scs) == pytest.approx(r_scs, rel=0.02)
