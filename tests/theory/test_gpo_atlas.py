@@ -531,3 +531,27 @@ def test_nca_exit_time_refuses_a_cubic_root_that_does_not_invert_t_w(monkeypatch
     monkeypatch.setattr(mpmath, "polyroots", slightly_wrong_roots)
     with pytest.raises(ArithmeticError, match="does not invert t_w"):
         G.nca_exit_time(1e-4, 0.1)
+
+
+def test_reference_free_rows_state_their_own_population_optimum():
+    """The atlas's 'BT population optimum' column (atlas.md; README's atlas table) for the reference-free rows: sft's
+    text says pi(y_w):pi(y_l) = q:(1-q) and the CPO rows' say delta_policy = t*/beta with t* of their own f. By hand at
+    q = 0.88 (dr = logit(q) = 1.992): sft's -(q log p + (1 - q) log(1 - p)) is least at p = q; CPO-hinge's
+    q max(0, 1 - t) + (1 - q) max(0, 1 + t) at t = 1 = sign(dr), not dr; CPO-sigmoid's t* = dr gives delta = dr/beta,
+    not dr. A flipped 'loss == "sft"' gave every CPO row sft's text and sft the CPO text (a survivor of mutation)."""
+    q = 0.88
+    dr = math.log(q / (1 - q))
+    ps = np.linspace(1e-4, 1 - 1e-4, 99_999)
+    p_star = ps[np.argmin(-(q * np.log(ps) + (1 - q) * np.log1p(-ps)))]
+    assert abs(p_star - q) < 1e-4
+    ts = np.linspace(-3.0, 3.0, 600_001)
+    t_hinge = ts[np.argmin(q * np.maximum(0, 1 - ts) + (1 - q) * np.maximum(0, 1 + ts))]
+    assert abs(t_hinge - 1.0) < 1e-4 and abs(t_hinge - dr) > 0.9
+    pop = {s.loss: G.symbolic_row(s)["population"] for s in ROWS if s.loss in G.REFERENCE_FREE}
+    assert {"sft", "cpo_sigmoid", "cpo_hinge"} <= set(pop)
+    assert "q:(1-q)" in pop["sft"] and "t*" not in pop["sft"]
+    assert "sign(dr)" in pop["cpo_hinge"]
+    assert "t*/beta" in pop["cpo_sigmoid"]
+    for loss, text in pop.items():
+        if loss != "sft":
+            assert "t*/beta" in text and "q:(1-q)" not in text, (loss, text)
