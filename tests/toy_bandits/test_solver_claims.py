@@ -692,3 +692,28 @@ def test_enumerate_stationary_points_with_a_tiny_gamma_over_beta():
         assert np.ptp(g) <= 1e-9 * scale, (p, g)
     small = min(pts, key=lambda p: p[1])
     assert -700 < math.log(small[1]) < math.log(gamma / beta) - 1  # the small branch, well below the branch point
+
+
+def test_price_of_alignment_convex_expects_a_positive_price_where_the_margin_exceeds_delta_star(tmp_path, monkeypatch):
+    """Pins how price-of-alignment's CVXPY method sorts instances: by m - delta*, not by delta* alone. Two hand-built
+    single-pair instances (K = 2, pi_ref = (1/2, 1/2), beta = 1, so delta* = r_w - r_l): A with delta* = 1 < m = 2
+    (violated at pi*, though delta* >= 0.05) and B with delta* = 3 > m = 1 (slack). For K = 2 the constrained optimum
+    sits on delta = m, so A's price / beta = KL(sigmoid(2) || sigmoid(1)) = 0.0671308 (by hand) and B's is 0. A must be
+    expected positive and B zero, and the method must hold. With the margin dropped from the gap (gap = -delta*),
+    A was expected zero and the method failed the correct price 0.067: the default run (seed 0, not --quick) failed
+    price-of-alignment on correct code while --quick seed 0 held (a survivor of mutation, solver_claims.py:895)."""
+    real = sc._random_instances
+
+    def two(rng, n, K=None):  # noqa: N803
+        real(rng, n, K)  # same rng state afterwards: the multi-pair draws stay those of seed 0
+        return [sc.BanditInstance(np.array([0.5, 0.5]), np.array([1.0, 0.0]), 1.0, ((0, 1),), 2.0),
+                sc.BanditInstance(np.array([0.5, 0.5]), np.array([3.0, 0.0]), 1.0, ((0, 1),), 1.0)]
+
+    monkeypatch.setattr(sc, "_random_instances", two)
+    res = sc.price_of_alignment_convex(CheckContext(seed=0, quick=True, out_dir=tmp_path))
+    a, b = res.evidence["rows"][0], res.evidence["rows"][1]
+    assert (a["margin"], b["margin"]) == (2.0, 1.0)
+    assert abs(a["price_over_beta_dual"] - 0.0671308) <= 1e-6 and abs(a["price_over_beta_cvx"] - 0.0671308) <= 1e-5
+    assert a["expect_zero"] is False and a["ok"] is True
+    assert b["expect_zero"] is True and abs(b["price_over_beta_cvx"]) <= 1e-6 and b["ok"] is True
+    assert res.literal is True
