@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 import re
 from pathlib import Path
 
@@ -13,6 +14,18 @@ from toy_bandits.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
 EPS = np.finfo(np.float64).eps
+
+
+def _floats(x):
+    """Every float in a parsed JSON value."""
+    if isinstance(x, float):
+        yield x
+    elif isinstance(x, dict):
+        for v in x.values():
+            yield from _floats(v)
+    elif isinstance(x, list):
+        for v in x:
+            yield from _floats(v)
 
 
 def _run(capsys, argv):
@@ -132,8 +145,6 @@ def test_solve_prints_a_tied_pair_as_not_in_u(tmp_path, capsys):
     log(1/2) = -log 2 (float64: log(0.25) = 2 log(0.5) exactly), and r(w) - r(l) = log 2 with beta = 1 gives
     delta* = 0. Expected by hand: delta_star 0, assumption_holds False, in_U False (U is open at delta = 0, docs §6).
     A mutant of ``assumption_and_u`` that counted the tie as negative printed in_U true (a survivor of mutation)."""
-    import math
-
     inst = tmp_path / "tie.json"
     inst.write_text(json.dumps({"pi_ref": [0.5, 0.25, 0.25], "reward": [0.0, math.log(2.0), 0.0], "beta": 1.0,
                                 "preferences": [[1, 0]], "margin": 0.0}))
@@ -164,18 +175,6 @@ def test_solve_json_prints_no_negative_zero_kkt_residual(capsys):
     writes a negative zero as 0.0 (``_num``; result_json adds 0.0 to each residual: np.max(-mu, initial=0.0) is -0.0
     when mu = 0). Pinned: every residual is printed with a positive sign bit, and no number anywhere in the output is a
     negative zero. ``float(v) - 0.0`` for ``+ 0.0`` printed ``"dual": -0.0`` (a survivor of mutation)."""
-    import math
-
-    def floats(x):
-        if isinstance(x, float):
-            yield x
-        elif isinstance(x, dict):
-            for v in x.values():
-                yield from floats(v)
-        elif isinstance(x, list):
-            for v in x:
-                yield from floats(v)
-
     for method in ("auto", "cvxpy"):
         code, out, _ = _run(capsys, ["--json", "--method", method, "--instance",
                                      str(REPO / "examples" / "labels_dataset.json")])
@@ -185,4 +184,25 @@ def test_solve_json_prints_no_negative_zero_kkt_residual(capsys):
         assert set(kkt) == {"primal", "dual", "slackness", "stationarity"}
         assert kkt["dual"] == 0.0 and math.copysign(1.0, kkt["dual"]) == 1.0, (method, kkt)
         assert all(v >= 0.0 and math.copysign(1.0, v) == 1.0 for v in kkt.values()), (method, kkt)
-        assert not [v for v in floats(res) if v == 0.0 and math.copysign(1.0, v) < 0], method
+        assert not [v for v in _floats(res) if v == 0.0 and math.copysign(1.0, v) < 0], method
+
+
+def test_a_negative_zero_multiplier_is_printed_as_zero(tmp_path, capsys):
+    """An instance given with margin -0.0 (valid JSON): pair (0, 1) ties (equal pi_ref and reward), so delta* = 0 =
+    m and its constraint does not bind; pair (2, 0) holds. Both multipliers are 0 by hand. CVXPY's dual for the
+    first comes back as -0.0; ``_num`` (documented: "-0.0 printed as 0.0") must print 0 with a positive sign bit, in
+    --json and in the text table. ``x - 0.0`` for ``x + 0.0`` printed ``"multipliers": [-0.0, 0.0]`` and
+    ``multipliers [-0, 0]`` (a survivor of mutation)."""
+    assert math.copysign(1.0, S._num(-0.0)) == 1.0 and math.copysign(1.0, S._num(np.float64(-0.0))) == 1.0
+    path = tmp_path / "inst.json"
+    path.write_text('{"pi_ref": [0.25, 0.25, 0.5], "reward": [0.0, 0.0, 1.0], "beta": 0.5, '
+                    '"preferences": [[0, 1], [2, 0]], "margin": -0.0}')
+    for method in ("auto", "cvxpy"):
+        assert main(["--json", "--method", method, "--instance", str(path)]) == 0
+        res = json.loads(capsys.readouterr().out)  # json keeps the sign of -0.0
+        assert res["multipliers"] == [0.0, 0.0]
+        assert [math.copysign(1.0, v) for v in res["multipliers"]] == [1.0, 1.0], (method, res["multipliers"])
+        assert not [v for v in _floats(res) if v == 0.0 and math.copysign(1.0, v) < 0], method
+    assert main(["--instance", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert "multipliers [0, 0]" in text and "[-0" not in text, text
