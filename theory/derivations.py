@@ -57,6 +57,19 @@ def _branch(piecewise_expr):
     return expr
 
 
+def _gibbs_delta_star(log_weight=None):
+    """(delta*, delta_ref) of the pair (w, l), general K: delta* = log pi*(w) - log pi*(l) for the Gibbs form pi* =
+    pi_ref e^(log_weight(r)) / Z_K, Z_K the Sum over 1..K, log-expanded (log_weight(r) = r/beta when None; another is
+    for planting an error)."""
+    if log_weight is None:
+        def log_weight(r):
+            return r / beta
+    z_sum = sp.Sum(_A[_i] * sp.exp(log_weight(_R[_i])), (_i, 1, K_))
+    d_star = sp.expand_log(sp.log(_A[_w] * sp.exp(log_weight(_R[_w])) / z_sum)
+                           - sp.log(_A[_l] * sp.exp(log_weight(_R[_l])) / z_sum), force=True)
+    return d_star, sp.log(_A[_w]) - sp.log(_A[_l])
+
+
 @lru_cache(maxsize=None)
 def general_k_facts() -> dict:
     """docs/theory.md §1, §9(a), §9(b) for a general number K of responses (K a SymPy symbol).
@@ -90,9 +103,7 @@ def general_k_facts() -> dict:
     # with sum p = 1 it is J(pi) = beta log Z - beta KL(pi || pi*)
     out["K_J_is_beta_logZ_minus_beta_KL_to_pi_star"] = is_identity_log(
         summand - (beta * sp.log(_Zk) * _P[_i] - beta * _P[_i] * (sp.log(_P[_i]) - sp.log(pstar(_i)))))
-    d_star = sp.expand_log(sp.log(_A[_w] * sp.exp(_R[_w] / beta) / z_sum) - sp.log(_A[_l] * sp.exp(_R[_l] / beta) / z_sum),
-                           force=True)
-    d_ref = sp.log(_A[_w]) - sp.log(_A[_l])
+    d_star, d_ref = _gibbs_delta_star()
     dr_ = _R[_w] - _R[_l]
     out["K_delta_star_from_gibbs_(Z_cancels)"] = is_identity(d_star - (d_ref + dr_ / beta))
     # §9(a) single pair, general K: the Lagrangian gradient at pi_c for a generic coefficient c_j
@@ -314,23 +325,15 @@ def undesirable_facts() -> dict:
 
 
 def pi_star_in_u_signs(log_weight=None) -> tuple[bool, bool]:
-    """docs/theory.md §6, pi* in U: delta* = log(pi*(w)/pi*(l)) from the Gibbs form pi* = pi_ref e^(log_weight(r))/Z
-    (log_weight(r) = r/beta when None; another is for planting an error), then (delta* - delta_ref > 0 when r_w = r_l + dr with
-    dr > 0, delta* < 0 when beta delta_ref + dr < 0), each True only when SymPy decides the sign from the symbols'
-    assumptions. Before, the two facts read the signs of dr/beta and key/beta as written down, not derived, so no
-    error in delta* could fail them."""
-    if log_weight is None:
-        def log_weight(r):
-            return r / beta
+    """docs/theory.md §6, pi* in U: with delta* from the Gibbs form (:func:`_gibbs_delta_star`, the derivation
+    general_k_facts checks), (delta* - delta_ref > 0 when r_w = r_l + dr with dr > 0, delta* < 0 when beta delta_ref
+    + dr < 0), each True only when SymPy decides the sign from the symbols' assumptions. Before, the two facts read
+    the signs of dr/beta and key/beta as written down, not derived, so no error in delta* could fail them."""
     dr_pos = sp.Symbol("dr_pos", positive=True)
     key_neg = sp.Symbol("key_neg", negative=True)
-    ref_w, ref_l, z = sp.symbols("pi_ref_w pi_ref_l Z", positive=True)
-    r_w, r_l = sp.symbols("r_w r_l", real=True)
-    ratio = (ref_w * sp.exp(log_weight(r_w)) / z) / (ref_l * sp.exp(log_weight(r_l)) / z)
-    d_star = sp.expand_log(sp.log(ratio), force=True)
-    d_ref = sp.expand_log(sp.log(ref_w / ref_l), force=True)
-    above = sp.simplify((d_star - d_ref).subs(r_w, r_l + dr_pos))
-    star = sp.simplify(d_star.subs(r_w, r_l + key_neg - beta * d_ref))
+    d_star, d_ref = _gibbs_delta_star(log_weight)
+    above = sp.simplify((d_star - d_ref).subs(_R[_w], _R[_l] + dr_pos))
+    star = sp.simplify(d_star.subs(_R[_w], _R[_l] + key_neg - beta * d_ref))
     return bool(above.is_positive), bool(star.is_negative)
 
 

@@ -35,6 +35,7 @@ def rlhf_closed_form_symbolic(ctx: CheckContext) -> MethodResult:
                       depends_on=(
                           DEP_SYMPY_J, "theory.derivations._J_K", "theory.derivations._branch",
                           "theory.derivations.general_k_facts", "theory.derivations.rlhf_facts",
+                          "theory.derivations._gibbs_delta_star",
                       ))
 
 

@@ -19,6 +19,7 @@ def assumption_iff_symbolic(ctx: CheckContext) -> MethodResult:
                                   "the sign step needs beta > 0", {"proofs": sym}, depends_on=(
                                       DEP_SYMPY_J, "theory.derivations._J_K", "theory.derivations._branch",
                                       "theory.derivations.assumption_facts", "theory.derivations.general_k_facts",
+                                      "theory.derivations._gibbs_delta_star",
                                   ))
 
 

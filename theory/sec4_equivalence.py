@@ -85,6 +85,7 @@ def equiv_population_symbolic(ctx: CheckContext) -> MethodResult:
         depends_on=(
             DEP_SYMPY_LOSS, "theory.derivations._J_K", "theory.derivations._branch",
             "theory.derivations.general_k_facts", "theory.derivations.population_facts", "theory.symbols.sp_sigma",
+            "theory.derivations._gibbs_delta_star",
             "theory.symbols.sp_softplus",
         ),
         counterexample=None if literal else {**example, "note": "assumption fails; the population minimiser is "

@@ -36,6 +36,7 @@ def undesirable_space_symbolic(ctx: CheckContext) -> MethodResult:
                       depends_on=(
                           DEP_SYMPY_LOSS, "theory.derivations._J_K", "theory.derivations._branch",
                           "theory.derivations.general_k_facts", "theory.derivations.undesirable_facts",
+                          "theory.derivations._gibbs_delta_star",
                           "theory.derivations.pi_star_in_u_signs", "theory.symbols.sp_softplus",
                       ))
 

@@ -164,6 +164,7 @@ def cpo_constrained_kkt_symbolic(ctx: CheckContext) -> MethodResult:
                       depends_on=(
                           DEP_SYMPY_J, "theory.derivations._J_K", "theory.derivations._branch",
                           "theory.derivations._kkt_objects", "theory.derivations.general_k_facts",
+                          "theory.derivations._gibbs_delta_star",
                           "theory.derivations.kkt_facts", "theory.derivations.rlhf_facts",
                       ))
 
@@ -342,6 +343,7 @@ def cpo_stationary_margin_symbolic(ctx: CheckContext) -> MethodResult:
                       depends_on=(
                           DEP_SYMPY_J, "theory.derivations._J_K", "theory.derivations._branch",
                           "theory.derivations._kkt_objects", "theory.derivations.general_k_facts",
+                          "theory.derivations._gibbs_delta_star",
                           "theory.derivations.kkt_facts", "theory.derivations.penalised_facts",
                           "theory.symbols.sp_sigma",
                       ))
