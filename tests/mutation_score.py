@@ -9,6 +9,9 @@
     python tests/mutation_score.py --run-reviewed          run the reviewed (equivalent-listed) mutants: any killed
                                                            one is a wrong review (exit 1)
     python tests/mutation_score.py --legacy --sample 20    the old runner (a process per mutant), for comparison
+    python tests/mutation_score.py --sample 300 --jobs 2   two mutants at once, each in its own repository copy
+    python tests/mutation_score.py --sample 600 --reuse results/mutation/mutation.partial.json
+                                                           go on after an interrupted run (same tree: its fates kept)
 
 The mutants come from tests/mutation_ops.py (comparison boundary and direction, sign, x2 and /2 on constants,
 min <-> max, a dropped term, swapped arguments) over :data:`FORMULA_FILES`. Everything runs in a temporary copy of
@@ -59,6 +62,7 @@ import hashlib
 import json
 import math
 import os
+import queue
 import random
 import shutil
 import signal
@@ -67,7 +71,9 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -487,6 +493,42 @@ def run_mutant(repo: Path, m: Mutant, claims: list[str], tests: list[str], base:
             "detail": result["detail"], "seconds": seconds}
 
 
+def run_on_jobs(items: list[int], jobs: list, run: Callable[[int, object], dict],
+                record: Callable[[int, dict], None]) -> list[int]:
+    """Run every item, each on a job no other item holds at the time, calling ``record(item, entry)`` as each
+    finishes (in any order). With more than one job, an item killed by a timeout or a crash (which may be the
+    contention or memory of the other jobs) is run again alone on the first job once all are done, and that fate
+    is recorded, the first one kept in its ``beside_other_jobs``. Returns the items run again."""
+    if len(jobs) == 1:
+        for i in items:
+            record(i, run(i, jobs[0]))
+        return []
+    free: queue.Queue = queue.Queue()
+    for job in jobs:
+        free.put(job)
+    entries: dict[int, dict] = {}
+
+    def on_a_free_job(i: int) -> tuple[int, dict]:
+        job = free.get()
+        try:
+            return i, run(i, job)
+        finally:
+            free.put(job)
+
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        for future in as_completed([pool.submit(on_a_free_job, i) for i in items]):
+            i, entry = future.result()
+            entries[i] = entry
+            record(i, entry)
+    again = [i for i in items if entries[i]["status"] == "killed" and entries[i]["by"] in ("timeout", "crash")]
+    for i in again:
+        first = entries[i]
+        entry = run(i, jobs[0])
+        entry["beside_other_jobs"] = {"by": first["by"], "detail": first["detail"], "seconds": first["seconds"]}
+        record(i, entry)
+    return again
+
+
 def method_functions() -> set[str]:
     """``module.function`` of every registered claim method (the check code that decides a verdict)."""
     sys.path.insert(0, str(ROOT))
@@ -539,7 +581,8 @@ def markdown(report: dict) -> str:
              f"({'a sample, seed ' + str(report['seed']) if s['sampled'] else 'all'}); "
              f"{report['seconds'] / 60:.1f} min ({report['mutants_per_minute']:.2f} mutants/min; "
              f"{report.get('seconds_per_mutant_run')} s per mutant run, baselines not counted); "
-             f"runner: {report.get('runner', 'legacy')}; tree {report['tree']}.", "",
+             f"runner: {report.get('runner', 'legacy')}, {report.get('jobs', 1)} job(s) at once; "
+             f"tree {report['tree']}.", "",
              f"**Score: {s['killed']}/{s['non_equivalent']} = "
              f"{(s['score'] or 0) * 100:.1f} %** of non-equivalent mutants killed "
              f"(95 % Wilson interval {s['wilson95'][0] * 100:.1f} - {s['wilson95'][1] * 100:.1f} %); "
@@ -601,10 +644,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-reviewed", action="store_true",
                         help="run only the reviewed mutants of mutation_equivalent.json (in the chosen modules), as "
                              "ordinary mutants: a killed one is a wrong review (listed, exit 1)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="mutants run at once, each in its own copy of the repository with its own fork server "
+                             "(default 1); a timeout or crash seen beside other jobs is run again alone before it "
+                             "counts")
     parser.add_argument("--list", action="store_true", help="count the mutants per module and operator and exit")
     args = parser.parse_args(argv)
     if args.sample is not None and args.sample < 1:
         parser.error("--sample: must be a positive integer")
+    if args.jobs < 1:
+        parser.error("--jobs: must be a positive integer")
+    if args.jobs > 1 and args.legacy:
+        parser.error("--jobs: the fork-server runner only (not with --legacy)")
     if args.overhead is None:
         args.overhead = 90.0 if args.legacy else 30.0
     everything = all_mutants(args.modules)
@@ -648,7 +699,7 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     start = time.perf_counter()
-    server = None
+    servers: list[Server] = []
     tmp = Path(tempfile.mkdtemp(prefix="mutation_score_"))
     repo = tmp / "repo"
     try:
@@ -674,8 +725,7 @@ def main(argv: list[str] | None = None) -> int:
         if broken:
             print(f"warning: {len(broken)} test files fail on the unmutated copy and kill nothing: {sorted(broken)}")
         methods = method_functions()
-        verdicts_file = tmp / "verdicts.json"
-        verdicts_file.write_text(json.dumps({cid: c["verdict"] for cid, c in base["claims"].items()}))
+        verdicts = json.dumps({cid: c["verdict"] for cid, c in base["claims"].items()})
         reused = {}
         if args.reuse is not None:
             old_report = json.loads(args.reuse.read_text())
@@ -688,34 +738,67 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"--reuse: same code, other tests: {len(reused)} killed mutants reused, survivors run again")
             else:
                 print(f"--reuse: {args.reuse} was run on other code ({old_report['tree']}); nothing reused")
-        entries = []
-        server = None if args.legacy else Server(repo, tmp)
-        canary(repo, server, base, cov, verdicts_file)
-        bar = tqdm(chosen, unit="mutant", dynamic_ncols=True)
-        for m in bar:
-            if m.id in reused and m.id not in equivalent:
-                entries.append({**reused[m.id], "kind": kind_of(m.function, methods)})
-                continue
-            if m.id in equivalent:
-                entries.append({"id": m.id, "path": m.path, "line": m.line, "function": m.function, "op": m.op,
-                                "mutation": m.description, "kind": kind_of(m.function, methods), "claims": [],
-                                "tests": [], "status": "equivalent", "class": equivalent[m.id]["class"],
-                                "by": None, "detail": equivalent[m.id]["reason"], "seconds": 0.0})
-                continue
+        # one repository copy, fork server and verdicts file per job: a mutant is written into its job's copy only
+        jobs = []
+        for j in range(args.jobs):
+            job_repo = repo if j == 0 else tmp / f"repo{j}"
+            if j > 0:
+                shutil.copytree(repo, job_repo, ignore=IGNORE)
+            scratch = tmp if j == 0 else tmp / f"job{j}"
+            scratch.mkdir(exist_ok=True)
+            (scratch / "verdicts.json").write_text(verdicts)
+            server = None if args.legacy else Server(job_repo, scratch)
+            if server is not None:
+                servers.append(server)
+            canary(job_repo, server, base, cov, scratch / "verdicts.json")
+            jobs.append((job_repo, server, scratch / "verdicts.json"))
+
+        def run_one(m: Mutant, job: tuple[Path, Server | None, Path]) -> dict:
+            job_repo, server, verdicts_file = job
             claims, tests = killers(m, base, imports, args.lm_all)
             if args.legacy:
-                entries.append(run_mutant(repo, m, claims, tests, base, verdicts_file, args.timeout_factor,
-                                          args.overhead, kind_of(m.function, methods)))
+                return run_mutant(job_repo, m, claims, tests, base, verdicts_file, args.timeout_factor,
+                                  args.overhead, kind_of(m.function, methods))
+            tests = select_tests(m, cov, imports)
+            return run_mutant_fast(job_repo, server, m, claims, tests, base, cov_seconds, verdicts_file,
+                                   args.timeout_factor, args.overhead, kind_of(m.function, methods))
+
+        slots: list[dict | None] = [None] * len(chosen)
+        todo = []
+        for i, m in enumerate(chosen):
+            if m.id in reused and m.id not in equivalent:
+                slots[i] = {**reused[m.id], "kind": kind_of(m.function, methods)}
+            elif m.id in equivalent:
+                slots[i] = {"id": m.id, "path": m.path, "line": m.line, "function": m.function, "op": m.op,
+                            "mutation": m.description, "kind": kind_of(m.function, methods), "claims": [],
+                            "tests": [], "status": "equivalent", "class": equivalent[m.id]["class"],
+                            "by": None, "detail": equivalent[m.id]["reason"], "seconds": 0.0}
             else:
-                tests = select_tests(m, cov, imports)
-                entries.append(run_mutant_fast(repo, server, m, claims, tests, base, cov_seconds, verdicts_file,
-                                               args.timeout_factor, args.overhead, kind_of(m.function, methods)))
-            killed = sum(e["status"] == "killed" for e in entries)
-            bar.set_postfix(killed=f"{killed}/{sum(e['status'] != 'equivalent' for e in entries)}")
-            if len(entries) % 10 == 0:  # a partial report survives an interrupted run
-                (args.out / "mutation.partial.json").write_text(json.dumps(entries, indent=1))
+                todo.append(i)
+        bar = tqdm(total=len(chosen), initial=len(chosen) - len(todo), unit="mutant", dynamic_ncols=True)
+        done = 0
+
+        def record(i: int, entry: dict) -> None:
+            nonlocal done
+            if slots[i] is None:  # not a rerun alone
+                bar.update(1)
+            slots[i] = entry
+            done += 1
+            have = [e for e in slots if e is not None]
+            killed = sum(e["status"] == "killed" for e in have)
+            bar.set_postfix(killed=f"{killed}/{sum(e['status'] != 'equivalent' for e in have)}")
+            if done % 10 == 0:  # a partial report survives an interrupted run (--reuse takes it)
+                (args.out / "mutation.partial.json").write_text(
+                    json.dumps({"tree": base["tree"], "mutants": have}, indent=1))
+
+        again = run_on_jobs(todo, jobs, lambda i, job: run_one(chosen[i], job), record)
+        if again:
+            print(f"{len(again)} timeouts or crashes beside other jobs run again alone: "
+                  f"{sum(slots[i]['status'] == 'killed' for i in again)} killed again")
+        bar.close()
+        entries = [e for e in slots if e is not None]
     finally:
-        if server is not None:
+        for server in servers:
             server.close()
         shutil.rmtree(tmp, ignore_errors=True)
     seconds = time.perf_counter() - start
@@ -731,7 +814,7 @@ def main(argv: list[str] | None = None) -> int:
         "mutants_run": len(entries), "mutants_per_module": dict(total_by_module), "seconds": round(seconds, 1),
         "mutants_per_minute": round(len(ran) / (seconds / 60), 3) if ran else 0.0,
         "runner": "legacy (a process per mutant, test files by import)" if args.legacy
-        else "fork server, tests by line coverage",
+        else "fork server, tests by line coverage", "jobs": args.jobs,
         "seconds_per_mutant_run": round(sum(e["seconds"] for e in ran) / len(ran), 2) if ran else None,
         "coverage_seconds": None if cov is None else cov.get("seconds"),
         "baseline_seconds": base.get("seconds"), "summary": summarise(entries, total_by_module, sampled),

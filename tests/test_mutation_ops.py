@@ -9,6 +9,8 @@ import json
 import math
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -296,3 +298,42 @@ def test_phases_put_the_cheap_tests_first_and_lose_no_killer():
     assert mutation_score.phases([], ["a", "d"], 0.0, seconds) == [{"claims": [], "tests": ["a", "d"]}]
     every = [t for p in mutation_score.phases(["x", "y"], list(seconds), 300.0, seconds) for t in p["tests"]]
     assert sorted(every) == sorted(seconds)
+
+
+def test_jobs_run_each_mutant_on_a_job_no_other_holds_and_rerun_timeouts_alone():
+    """--jobs: every item runs once on a job nobody else holds at the time (a job is one repository copy, so two
+    mutants in one copy would overwrite each other's file); a timeout or crash seen while another job was busy is
+    run again alone on the first job and that fate kept, the first one recorded beside it."""
+    lock, busy, running, peak, seen = threading.Lock(), set(), [0], [0], []
+
+    def run(i, job):
+        with lock:
+            assert job not in busy, f"job {job} given to two mutants at once"
+            busy.add(job)
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+            crowded = running[0] > 1
+        time.sleep(0.02 * (1 + i % 3))
+        with lock:
+            busy.discard(job)
+            running[0] -= 1
+            seen.append((i, job))
+        if i == 4 and crowded:  # a timeout only under contention
+            return {"status": "killed", "by": "timeout", "detail": "over 10 s", "seconds": 11.0}
+        if i == 7:  # a real crash: killed alone too
+            return {"status": "killed", "by": "crash", "detail": "Segmentation fault", "seconds": 1.0}
+        return {"status": "killed" if i % 2 else "survived", "by": "test" if i % 2 else None, "detail": "",
+                "seconds": 1.0}
+
+    recorded = {}
+    again = mutation_score.run_on_jobs(list(range(12)), ["a", "b", "c"], run,
+                                       lambda i, e: recorded.__setitem__(i, e))
+    assert sorted(recorded) == list(range(12))
+    assert peak[0] > 1  # it did run in parallel
+    assert again == [4, 7] or again == [7]  # 4 only if it met another job
+    assert recorded[7]["by"] == "crash" and recorded[7]["beside_other_jobs"]["by"] == "crash"
+    assert recorded[4]["status"] == "survived" and recorded[4]["beside_other_jobs"]["by"] == "timeout"
+    assert [j for i, j in seen[-len(again):]] == ["a"] * len(again)  # the reruns: alone, on the first job
+    one = {}
+    assert mutation_score.run_on_jobs([0, 1, 2], ["a"], run, lambda i, e: one.__setitem__(i, e)) == []
+    assert [one[i]["status"] for i in range(3)] == ["survived", "killed", "survived"]
