@@ -166,18 +166,38 @@ def per_token_end_point() -> dict:
 @_at_dps
 def end_point_D(setting: Setting, t_f: float) -> float:
     """D = delta_end - delta_ref for a GPO loss with stationary point t_f (reverse-KL: closed form; f-divergence:
-    the two symbolic equations n G(r_w) + n G(r_l) = 0, (s(r_w) - s(r_l))/n = t_f/beta solved with mpmath)."""
+    the two equations n G(r_w) + n G(r_l) = 0, (s(r_w) - s(r_l))/n = t_f/beta, solved along the flow's curve
+    G(r_w) = g = -G(r_l), g from 0 up to where G's range ends; s(r_w) - s(r_l) increases along it, so one bisection
+    finds its g. A two-dimensional Newton step from the reverse-KL end point, used before, failed where that start is
+    far off: exo_pair's t_f = 6.9 (c = 69) under forward_kl, js_divergence and alpha_divergence raised mpmath's
+    "could not find root")."""
     b, nn = setting.beta, setting.n
     if setting.f_div == "reverse_kl":
         D = per_token_end_point()["D"].subs({n_w: nn, n_l: nn, t_f_sym: _exact(t_f, "t_f"), beta: _exact(b, "beta")})
         return float(D)
     G = G_expr(setting.f_div, setting.alpha_coef)
     s = score_expr(setting.f_div, setting.alpha_coef)
-    eq1 = sp.lambdify((rw, rl), G + G.subs(rw, rl), "mpmath")
-    eq2 = sp.lambdify((rw, rl), (s - s.subs(rw, rl)) / nn - sp.Float(t_f, 30) / _exact(b, "beta"), "mpmath")
-    x0 = nn * t_f / (2 * b)  # the reverse-KL end point as the start
-    sol = _findroot(lambda a, c: [eq1(a, c), eq2(a, c)], (mpmath.mpf(x0), mpmath.mpf(-x0)))
-    return float(sol[0] - sol[1])
+    c = nn * _exact(t_f, "t_f") / _exact(b, "beta")
+    if not c > 0:
+        raise ValueError(f"end point: needs t_f/beta > 0, got t_f = {t_f!r}, beta = {b!r}")
+    # g_max: where G's range ends on the shorter side (forward_kl: G = e^r - 1 > -1, so g < 1)
+    g_max = min(sp.limit(G, rw, sp.oo), -sp.limit(G, rw, -sp.oo))
+    Gf, sf = sp.lambdify(rw, G, "mpmath"), sp.lambdify(rw, s, "mpmath")
+
+    def inverse(value):  # G increases (G' = 1/s' > 0): r with G(r) = value, by a widened bisection
+        return _bisect(lambda r: Gf(r) - value, -1, 1, widen=True)
+
+    def excess(g):
+        return sf(inverse(g)) - sf(inverse(-g)) - mpmath.mpf(c)
+
+    hi = mpmath.mpf(1) if g_max is sp.oo else mpmath.mpf(g_max) * (1 - mpmath.mpf(10) ** -30)
+    while g_max is sp.oo and excess(hi) < 0 and hi < 1e30:
+        hi *= 2
+    if not excess(hi) > 0:
+        raise ValueError(f"end point: s(r_w) - s(r_l) never reaches n t_f/beta = {float(c):.6g} along the flow "
+                         f"({setting.f_div}): no end point")
+    g = _bisect(excess, 0, hi)
+    return float(inverse(g) - inverse(-g))
 
 
 # --- time in U ---------------------------------------------------------------------------------------------------

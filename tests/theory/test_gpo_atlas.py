@@ -555,3 +555,42 @@ def test_reference_free_rows_state_their_own_population_optimum():
     for loss, text in pop.items():
         if loss != "sft":
             assert "t*/beta" in text and "q:(1-q)" not in text, (loss, text)
+
+
+def test_f_divergence_end_point_far_from_the_reverse_kl_start():
+    """exo_pair's t_f = 6.9068 (eps = 1e-3) at beta = 0.1 gives c = t_f/beta = 69.07, where the reverse-KL start
+    r_w = c/2 = 34.5 is far from the f-divergence end point; the two-dimensional Newton step used before raised
+    mpmath's "could not find root" for all three f-divergences. Against closed forms along the flow's curve
+    G(r_w) = g = -G(r_l): forward_kl (G = e^r - 1, s = 1 - e^-r): 2g/(1 - g^2) = c; alpha_divergence a = 1/2
+    (G = 2(e^(r/2) - 1), s = 2(1 - e^(-r/2))): 2g/(1 - g^2/4) = c; js_divergence (G = r + e^r - 1, s = log 2 + log
+    sigma(r)) by SciPy's brentq on its own."""
+    from scipy.optimize import brentq
+
+    f = G.f_expr("exo_pair", {"label_smoothing": 1e-3}, 0.1)
+    (tf, kind), = G.stationary_points(f)
+    assert kind == "min" and tf == pytest.approx(math.log(0.999 / 0.001), rel=1e-9)  # logit(1 - eps)
+    c = tf / 0.1
+    g = (math.sqrt(1 + c * c) - 1) / c
+    forward = math.log((1 + g) / (1 - g))
+    g2 = (math.sqrt(4 + c * c) - 2) / (c / 2)
+    alpha = 2 * math.log((1 + g2 / 2) / (1 - g2 / 2))
+
+    def js_r(gv):
+        # r + e^r - 1 = gv: r in [0, log(1 + gv)] for gv >= 0, in (gv, gv + 1) for gv < 0
+        lo, hi = (0.0, math.log1p(gv)) if gv >= 0 else (gv, gv + 1)
+        return brentq(lambda r: r + math.exp(r) - 1 - gv, lo, hi, xtol=1e-15)
+
+    def log_sigmoid(r):
+        return -math.log1p(math.exp(-r)) if r >= 0 else r - math.log1p(math.exp(r))
+
+    def js_excess(gv):
+        return log_sigmoid(js_r(gv)) - log_sigmoid(js_r(-gv)) - c
+
+    gj = brentq(js_excess, 0.0, 1e3, xtol=1e-13)
+    js = js_r(gj) - js_r(-gj)
+    for f_div, a, want in (("forward_kl", None, forward), ("alpha_divergence", 0.5, alpha), ("js_divergence", None, js)):
+        got = G.end_point_D(Setting("exo_pair", params={"label_smoothing": 1e-3}, f_div=f_div, alpha_coef=a), tf)
+        assert got == pytest.approx(want, rel=1e-9), f_div
+    assert forward == pytest.approx(4.928284562920829, rel=1e-12) and alpha == pytest.approx(8.4705890850966, rel=1e-12)
+    with pytest.raises(ValueError, match="t_f/beta > 0"):
+        G.end_point_D(Setting("hinge", f_div="forward_kl"), -1.0)
