@@ -178,8 +178,10 @@ def end_point_D(setting: Setting, t_f: float) -> float:
     G = G_expr(setting.f_div, setting.alpha_coef)
     s = score_expr(setting.f_div, setting.alpha_coef)
     c = nn * _exact(t_f, "t_f") / _exact(b, "beta")
-    if not c > 0:
-        raise ValueError(f"end point: needs t_f/beta > 0, got t_f = {t_f!r}, beta = {b!r}")
+    if c < 0:
+        raise ValueError(f"end point: needs t_f/beta >= 0, got t_f = {t_f!r}, beta = {b!r}")
+    if c == 0:  # the flow starts at its stationary point: D = 0, as the reverse-KL closed form gives
+        return 0.0
     # g_max: where G's range ends on the shorter side (forward_kl: G = e^r - 1 > -1, so g < 1)
     g_max = min(sp.limit(G, rw, sp.oo), -sp.limit(G, rw, -sp.oo))
     Gf, sf = sp.lambdify(rw, G, "mpmath"), sp.lambdify(rw, s, "mpmath")

@@ -592,5 +592,8 @@ def test_f_divergence_end_point_far_from_the_reverse_kl_start():
         got = G.end_point_D(Setting("exo_pair", params={"label_smoothing": 1e-3}, f_div=f_div, alpha_coef=a), tf)
         assert got == pytest.approx(want, rel=1e-9), f_div
     assert forward == pytest.approx(4.928284562920829, rel=1e-12) and alpha == pytest.approx(8.4705890850966, rel=1e-12)
-    with pytest.raises(ValueError, match="t_f/beta > 0"):
+    with pytest.raises(ValueError, match="t_f/beta >= 0"):
         G.end_point_D(Setting("hinge", f_div="forward_kl"), -1.0)
+    # t_f = 0: no move, D = 0 under every score, as the reverse-KL closed form says
+    assert G.end_point_D(Setting("hinge"), 0.0) == 0.0
+    assert G.end_point_D(Setting("hinge", f_div="forward_kl"), 0.0) == 0.0
