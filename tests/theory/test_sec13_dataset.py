@@ -36,6 +36,17 @@ def test_listwise_symbolic(ctx):
     assert r.evidence["misordered_limit"] in ("log(exp(c) + 1)", "-log(1/(exp(c) + 1))")
 
 
+def test_listwise_symbolic_reports_log_6_as_log_6(ctx):
+    """The example compares its Plackett-Luce loss with log 6 (the loss of the reference, k = 3) and prints that bound
+    in the evidence, the counterexample and the summary ("L=1.3875 < log 6=1.7918"). Pins the printed bound against
+    math.log(6) = 1.791759469228055: with sp.N's arguments swapped (sp.N(20, sp.log(6)), the number 20 at log 6
+    digits) every verdict held and all three read 20.0 (a survivor of mutation)."""
+    r = listwise_symbolic(ctx)
+    assert r.evidence["example"]["log 6"] == pytest.approx(math.log(6), rel=1e-15)
+    assert r.counterexample["listwise_U_with_ordered_reference"]["log 6"] == pytest.approx(math.log(6), rel=1e-15)
+    assert "log 6=1.7918" in r.summary
+
+
 def test_length_symbolic(ctx):
     r = length_symbolic(ctx)
     assert r.literal is False and r.amended is True

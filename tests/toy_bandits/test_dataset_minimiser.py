@@ -243,3 +243,23 @@ def test_mm_spread_grows_at_every_checkpoint_without_an_mle():
     assert s[3] == s[4] == pytest.approx(float(fit.theta.max() - fit.theta.min()), abs=1e-12)
     # the two blocks sit apart, {0, 1} above {2, 3}, by the spread
     assert min(fit.theta[:2]) - max(fit.theta[2:]) == pytest.approx(s[4], abs=0.01)
+
+
+def test_newton_keeps_refining_a_few_label_pair_inside_a_trillion_label_graph():
+    """A strongly connected 5-response graph with counts from 5 to 5.3e11 (1.1e12 labels in all): the stop rule's
+    gradient bound (1e-13 x labels = 0.11) is met long before the pairs that touch response 2 (5 and 3.6e5 labels,
+    curvature ~1) are accurate, so what stops Newton there is its decrement test (-slope <= 1e-15 max(1, |f|)).
+    Pins that rounding floor: with 2e-15 in it, the iteration stopped one step early at gradient 0.056 and h(0, 1),
+    h(1, 2), h(4, 1) came out 6.1e-5 off; the floor as written leaves 2.6e-7. The bound is H_TOL_CVX = 1e-5, the
+    agreement with CVXPY that dataset-ordered-minimiser reports. Expected h by an independent solve: Newton on the
+    stationarity equations sum_j n_ij sigma(-(theta_i - theta_j)) = sum_j n_ji sigma(theta_j - theta_i) in mpmath at 60
+    digits (theta_4 = 0; final gradient 4e-51), beta = 1 so h = theta_w - theta_l (a survivor of mutation)."""
+    labels = {(0, 1): 526746661402, (1, 2): 5, (2, 3): 85363349, (3, 4): 397623533546, (4, 0): 18463372315,
+              (0, 2): 5847240, (4, 3): 166944798024, (4, 1): 362737, (0, 3): 2298286}
+    expected = {(0, 1): 25.38054763936369, (1, 2): -36.58401996652645, (2, 3): 2.6100035857676063,
+                (3, 4): 0.8677731829927099, (4, 0): 7.725695558402442, (0, 2): -11.203472327162759,
+                (4, 3): -0.8677731829927099, (4, 1): 33.10624319776613, (0, 3): -8.593468741395151}
+    opt = empirical_minimiser(labels, 5, 1.0)
+    assert opt.status == "finite"
+    err = max(abs(opt.h[p] - h) for p, h in expected.items())
+    assert err <= 1e-5, f"max |h - h_exact| = {err:.3g}"
