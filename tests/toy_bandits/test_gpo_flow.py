@@ -474,3 +474,30 @@ def test_population_numeric_table_keeps_runaway_minimisers_infinite_on_the_side_
     for label, vals in table.items():
         if label not in ("apo_zero", "apo_down", "robust"):
             assert all(math.isfinite(v) for v in vals), (label, vals)
+
+
+def test_atlas_certificate_grid_reaches_sppo_hards_nonzero_branch():
+    """The atlas checks each absolute-term row's certificate (compare(): the bandit's minimum of the library loss over
+    delta <= 0 against the symbolic l_crit) only at the U0 points of flow_row's grid. sppo_hard's l_crit is
+    (1 - U0)^2/(2 beta^2) below U0 = 1 and none (0) above (README's certificates paragraph), so the grid must reach
+    below 1 for that branch to be checked at all: at U0 = 0.5, beta = 0.1 it is 0.25/0.02 = 12.5 by hand. A symbolic
+    l_crit twice too large (zero branch unchanged) must then fail the comparison. A grid (1, 2, 5) in place of
+    (0.5, 2, 5) (a survivor of mutation) checked sppo_hard only where l_crit = 0: the doubled l_crit passed."""
+    from dpo_rlhf_checks.atlas import compare
+    from theory.gpo_atlas import symbolic_row
+
+    s = Setting("sppo_hard")
+    assert s.beta == 0.1
+    row = F.flow_row(s, quick=True)
+    below = {u: v for u, v in row["certificate_level"].items() if float(u) < 1.0}
+    assert below, f"no certificate point below U0 = 1: {sorted(row['certificate_level'])}"
+    for u, level in row["certificate_level"].items():
+        by_hand = (1.0 - float(u)) ** 2 / (2 * 0.1 ** 2) if float(u) < 1.0 else 0.0
+        assert level == pytest.approx(by_hand, rel=1e-9, abs=1e-12)
+    assert below.get("0.5") == pytest.approx(12.5, rel=1e-9)
+    sym = symbolic_row(s)
+    agree = compare(sym, row, s)
+    assert agree["certificate"] is True and agree["_certificate_max_err"] < 1e-9
+    wrong = dict(sym, _l_crit_expr=2 * sym["_l_crit_expr"])
+    bad = compare(wrong, row, s)
+    assert bad["certificate"] is False and bad["_certificate_max_err"] == pytest.approx(0.5, rel=1e-6)
