@@ -778,3 +778,17 @@ def test_relative_advantage_pairs_are_the_pairs_whose_losses_are_stated(tmp_path
     assert {pairs["A"]["prefers"], pairs["B"]["prefers"]} == {"y_w", "y_l"}
     assert pairs["A"]["loss"] == pytest.approx(pairs["B"]["loss"], rel=1e-15)
     assert pairs["A"]["loss"] == pytest.approx(0.3133, abs=5e-5)  # the documented value, rounded to 4 decimals
+
+
+def test_equiv_population_counterexample_reports_beta_delta_ref_plus_dr_of_its_own_point(tmp_path):
+    """The symbolic method's counterexample (shown in the report as the point refuting the literal 'iff') states
+    beta = 1, pi_ref(y_w) = 0.1, pi_ref(y_l) = 0.9, dr = 1 and the key number beta delta_ref + dr there. By hand:
+    delta_ref = log(0.1 / 0.9) = -log 9 = -2.1972245773, so beta delta_ref + dr = 1 - log 9 = -1.1972245773 (< 0: the
+    assumption fails), and at beta = 1 it equals delta* = delta_ref + dr / beta. A sign slip (+ dr -> - dr) reported
+    -3.1972 with the verdict unchanged (a survivor of mutation:
+    theory/sec4_equivalence.py::equiv_population_symbolic::sign::6946e489a2)."""
+    cx = sec4_equivalence.equiv_population_symbolic(CheckContext(seed=0, quick=True, out_dir=tmp_path)).counterexample
+    assert (cx["beta"], cx["pi_ref_w"], cx["pi_ref_l"], cx["dr"]) == (1.0, 0.1, 0.9, 1.0)
+    assert cx["beta_delta_ref_plus_dr"] == pytest.approx(1.0 - math.log(9.0), abs=1e-12)
+    assert cx["beta_delta_ref_plus_dr"] == pytest.approx(-1.1972245773362196, abs=1e-12)
+    assert cx["assumption_holds"] is False

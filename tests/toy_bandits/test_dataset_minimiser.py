@@ -263,3 +263,19 @@ def test_newton_keeps_refining_a_few_label_pair_inside_a_trillion_label_graph():
     assert opt.status == "finite"
     err = max(abs(opt.h[p] - h) for p, h in expected.items())
     assert err <= 1e-5, f"max |h - h_exact| = {err:.3g}"
+
+
+@pytest.mark.parametrize("count", [1e160, 1e200])
+def test_mm_fit_converges_on_a_strongly_connected_pair_with_a_log_odds_spread_beyond_350(count):
+    """Two responses labelled count : 1 (whole-number float counts, as merge_labels admits): the win graph is
+    strongly connected, so the BT MLE exists, with theta_0 - theta_1 = log(count / 1) = 368.41 (1e160) or 460.52
+    (1e200) by hand, both inside the fit's floor of -700. bt_mm_fit must report converged=True there: only a strength
+    at the floor (theta <= -699) means 'no MLE'. With the floor test at -349.5 it reported converged=False on both
+    (a survivor of mutation: toy_bandits/dataset.py::bt_mm_fit::const-half::812a3569da)."""
+    labels = merge_labels([[0, 1, count], [1, 0, 1]], 2)
+    assert win_graph(labels, 2).finite
+    fit = bt_mm_fit(labels, 2)
+    expected = math.log(count)  # 160 log 10 = 368.4136, 200 log 10 = 460.5170
+    assert fit.theta[0] - fit.theta[1] == pytest.approx(expected, abs=1e-9)
+    assert fit.spread[-1] == pytest.approx(expected, abs=1e-9)
+    assert fit.converged is True
