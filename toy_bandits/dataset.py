@@ -44,6 +44,9 @@ def _is_int(v: Any) -> bool:
     return not isinstance(v, bool) and isinstance(v, (int, np.integer))
 
 
+_MAX_COUNT = int(np.finfo(np.float64).max)
+
+
 def merge_labels(labels: Iterable, K: int, field_name: str = "labels") -> dict[tuple[int, int], int]:  # noqa: N803
     """Validate ``[[winner, loser, count], ...]`` and add up repeats: ``{(winner, loser): n}``, first-seen order.
 
@@ -66,11 +69,17 @@ def merge_labels(labels: Iterable, K: int, field_name: str = "labels") -> dict[t
                 raise ValueError(f"{field_name}[{k}]: {name} index {v} is out of range [0, {K})")
         if w == l:
             raise ValueError(f"{field_name}[{k}]: self-pair ({w}, {l}) compares a response with itself")
-        if isinstance(n, bool) or not isinstance(n, (int, float, np.integer, np.floating)) or not np.isfinite(n) \
-                or float(n) != int(n) or n < 1:
+        # an int is whole as it is (np.isfinite rejected a Python int past int64 with a TypeError); a float must be
+        # finite and whole
+        whole = isinstance(n, (int, np.integer)) or (isinstance(n, (float, np.floating)) and bool(np.isfinite(n))
+                                                     and float(n) == int(n))
+        if isinstance(n, bool) or not whole or n < 1:
             raise ValueError(f"{field_name}[{k}]: count must be a whole number >= 1, got {n!r}")
         key = (int(w), int(l))
         out[key] = out.get(key, 0) + int(n)
+        if out[key] > _MAX_COUNT:  # the solvers work in float64
+            raise ValueError(f"{field_name}[{k}]: the count of pair ({w}, {l}) passes the largest float64 "
+                             f"({float(_MAX_COUNT):.3g})")
     if not out:
         raise ValueError(f"{field_name}: must hold at least one [winner, loser, count] triple")
     return out

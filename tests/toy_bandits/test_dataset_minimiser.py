@@ -43,6 +43,9 @@ def _grad(labels, theta):
     ([[0.0, 1, 1]], 2, r"labels\[0\]: winner must be an integer"),
     ([], 2, r"labels: must hold at least one"),
     ("01", 2, r"labels: must be a list"),
+    ([[0, 1, float("inf")]], 2, r"labels\[0\]: count must be a whole number >= 1"),
+    ([[0, 1, 10 ** 400]], 2, r"labels\[0\]: the count of pair \(0, 1\) passes the largest float64"),
+    ([[0, 1, 1e308], [0, 1, 1e308]], 2, r"labels\[1\]: the count of pair \(0, 1\) passes the largest float64"),
 ])
 def test_merge_labels_rejects_bad_input_naming_the_field(raw, k, message):
     with pytest.raises(ValueError, match=message):
@@ -51,6 +54,14 @@ def test_merge_labels_rejects_bad_input_naming_the_field(raw, k, message):
 
 def test_merge_labels_adds_repeats_and_keeps_both_orders():
     assert merge_labels([[0, 1, 2], [1, 0, 1], [0, 1, 3.0]], 2) == {(0, 1): 5, (1, 0): 1}
+
+
+def test_merge_labels_takes_integer_counts_past_int64_exactly():
+    """A JSON or Python int count past int64 (2**70, 10**200) is a whole number like any other: it used to raise
+    numpy's TypeError ('ufunc isfinite not supported') instead of being counted; the sum stays exact."""
+    assert merge_labels([[0, 1, 2 ** 70], [0, 1, 1]], 2) == {(0, 1): 2 ** 70 + 1}
+    assert merge_labels([[0, 1, 10 ** 200], [1, 0, 1]], 2) == {(0, 1): 10 ** 200, (1, 0): 1}
+    assert merge_labels([[0, 1, np.int64(7)]], 2) == {(0, 1): 7}
 
 
 @given(label_sets(), st.floats(0.05, 20.0))
