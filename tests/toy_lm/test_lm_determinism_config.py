@@ -1,5 +1,6 @@
 """Determinism (same seed, bitwise the same numbers on CPU), configuration errors, and the prediction clock."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -151,6 +152,27 @@ def test_prediction_uses_the_runs_optimizer():
     np.testing.assert_array_equal(same.clock, np.arange(41))
     assert np.abs(other.clock - np.arange(41)).max() >= 5
     assert not np.array_equal(other.pred_cross, other.obs_cross)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_saturated_prediction_reports_the_tabular_objective_at_its_horizon(optimizer):
+    """tab_final_objective is the tabular objective at the END of its horizon (running minimum over steps
+    0..tabular_max_steps), the number a saturated cell's reason prints and the atlas reports as the tabular floor
+    (the theory document quotes one, DiscoPOP's floor 0.786). The "run" is the tabular trajectory itself over 400
+    steps and the horizon is cut to 150, so the clock saturates and the expected value is the run's own objective
+    over steps 0..150, read from the record, not from predict_cell. The last step still lowers the objective
+    here (sgd 0.017321 at step 149 -> 0.017203 at 150, adam 0.009551 -> 0.009468), so a value one step early
+    is off by ~0.7% (a survivor of mutation: running[-1] -> running[-2])."""
+    cfg, rec, lp, task = _self_run("dpo", optimizer, steps=400)
+    cfg = dataclasses.replace(cfg, tabular_max_steps=150)
+    (cmp,) = predict_cell("dpo", 1.0, optimizer, [(rec, lp, task)], cfg)
+    assert cmp.clock_saturated
+    horizon = float(np.min(rec.objective[:151]))
+    assert rec.objective[150] < rec.objective[149]  # the last step of the horizon still descends
+    assert cmp.tab_final_objective == pytest.approx(horizon, rel=1e-12)
+    assert cmp.lm_final_objective == pytest.approx(float(np.min(rec.objective)), rel=1e-12)
+    reason = compare_cell([cmp], tol=0.1)["reason_not_compared"]
+    assert f"the tabular run only {horizon:.3g} within its horizon" in reason
 
 
 def _cmp(pred, obs, saturated=False, pred_max=None, obs_max=None):
