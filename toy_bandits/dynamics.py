@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from dpo_rlhf_checks.losses import TARGET_FORM, alignment_certificate, get_loss, implicit_target
+from toy_bandits.instance import SUM_TOL
 
 LABELS = ("ordered", "bt")
 
@@ -49,8 +50,11 @@ def _validate(pi_ref: np.ndarray, pairs: np.ndarray) -> None:
         raise ValueError(f"pi_ref must have shape (N, K), got {pi_ref.shape}")
     if not np.all(np.isfinite(pi_ref)) or np.any(pi_ref <= 0):
         raise ValueError("pi_ref must be finite with full support (every entry > 0)")
-    if not np.allclose(pi_ref.sum(axis=1), 1.0, atol=1e-8):
-        raise ValueError(f"each row of pi_ref must sum to 1, got sums {pi_ref.sum(axis=1)}")
+    # the instance files' tolerance, absolute: np.allclose(atol=1e-8) kept numpy's rtol = 1e-5 and so let a row off
+    # by 1e-5 through
+    sums = pi_ref.sum(axis=1)
+    if np.any(np.abs(sums - 1.0) > SUM_TOL):
+        raise ValueError(f"each row of pi_ref must sum to 1 within {SUM_TOL}, got sums {sums}")
     if pairs.ndim != 3 or pairs.shape[0] != pi_ref.shape[0] or pairs.shape[2] != 2:
         raise ValueError(f"pairs must have shape (N, P, 2) with N = {pi_ref.shape[0]}, got {pairs.shape}")
     if pairs.min() < 0 or pairs.max() >= pi_ref.shape[1]:
