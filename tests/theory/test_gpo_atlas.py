@@ -551,6 +551,8 @@ def test_reference_free_rows_state_their_own_population_optimum():
     assert {"sft", "cpo_sigmoid", "cpo_hinge"} <= set(pop)
     assert "q:(1-q)" in pop["sft"] and "t*" not in pop["sft"]
     assert "sign(dr)" in pop["cpo_hinge"]
+    # CPO-IPO's minimiser is IPO's, q - 1/2 per token (its f is IPO's: (t - 1/2)^2 / beta^2), not hinge's sign(dr)
+    assert "q - 1/2 per token" in pop["cpo_ipo"] and "sign" not in pop["cpo_ipo"]
     assert "t*/beta" in pop["cpo_sigmoid"]
     for loss, text in pop.items():
         if loss != "sft":
@@ -597,3 +599,58 @@ def test_f_divergence_end_point_far_from_the_reverse_kl_start():
     # t_f = 0: no move, D = 0 under every score, as the reverse-KL closed form says
     assert G.end_point_D(Setting("hinge"), 0.0) == 0.0
     assert G.end_point_D(Setting("hinge", f_div="forward_kl"), 0.0) == 0.0
+
+
+def test_reverse_kl_rows_state_their_loss_s_population_optimum():
+    """The atlas's 'BT population optimum' column for the eight reverse-KL rows with a stated t* (README's atlas table
+    prints it): each row's text names its own stationary t* of q f(t) + (1 - q) f(-t), never the bare loss name. By
+    hand at q = 0.88 (dr = logit(q) = 1.99243), minimising the population loss on a grid of t (spacing 1e-5) written
+    here from the losses' definitions: logistic softplus(-t) at t = dr; hinge max(0, 1 - t) at 1 = sign(dr); IPO
+    (t - 1/2)^2 at q - 1/2 = 0.38; EXO (eps = 1e-3) sigma(t) log(sigma(t)/(1 - eps)) + sigma(-t) log(sigma(-t)/eps) at
+    (2q - 1) log((1 - eps)/eps) = 5.2711; robust (eps = 0.1) ((1 - eps) softplus(-t) - eps softplus(t))/(1 - 2 eps) at
+    log((q - eps)/(1 - q - eps)) = 2.2513. The toolkit's population_t_star agrees with each to 1e-9. With the
+    default of texts.get swapped (a survivor of mutation: theory/gpo_atlas.py::_population_text::swap-args::
+    bf53fbe1a3) every such row printed its loss name ('sigmoid', 'ipo', ...) as its population optimum."""
+    q = 0.88
+    dr = math.log(q / (1 - q))
+
+    def softplus(x):
+        return np.logaddexp(0.0, x)
+
+    def exo(t, e=1e-3):
+        ps, ms = 1 / (1 + np.exp(-t)), 1 / (1 + np.exp(t))
+        return ps * (np.log(ps) - math.log(1 - e)) + ms * (np.log(ms) - math.log(e))
+
+    def robust(t, e=0.1):
+        return ((1 - e) * softplus(-t) - e * softplus(t)) / (1 - 2 * e)
+
+    by_hand = {  # loss: (f, the t* the text states, evaluated by hand)
+        "sigmoid": (lambda t: softplus(-t), dr),
+        "hinge": (lambda t: np.maximum(0.0, 1 - t), 1.0),
+        "ipo": (lambda t: (t - 0.5) ** 2, q - 0.5),
+        "exo_pair": (exo, (2 * q - 1) * math.log((1 - 1e-3) / 1e-3)),
+        "robust": (robust, math.log((q - 0.1) / (1 - q - 0.1))),
+    }
+    params = {"sigmoid": {}, "hinge": {}, "ipo": {}, "exo_pair": {"label_smoothing": 1e-3},
+              "robust": {"label_smoothing": 0.1}}
+    ts = np.linspace(-8.0, 8.0, 1_600_001)
+    for loss, (f, t_star) in by_hand.items():
+        t_min = ts[np.argmin(q * f(ts) + (1 - q) * f(-ts))]
+        assert abs(t_min - t_star) < 2e-5, (loss, t_min, t_star)
+        assert float(G.population_t_star(loss, params[loss], q)) == pytest.approx(t_star, rel=1e-9, abs=1e-12)
+    expected = {
+        "sigmoid[beta=0.1]": "t* = dr (pi*)",
+        "sigmoid_norm[beta=0.1,n=10]": "t* = dr per token (pi* of beta/n)",
+        "hinge[beta=0.1]": "t* = sign(dr)",
+        "ipo[beta=0.1]": "t* = q - 1/2",
+        "ipo[beta=0.1,n=10]": "t* = q - 1/2 per token",
+        "exo_pair[beta=0.1,label_smoothing=0.001]": "t* = (2q - 1) log((1 - eps)/eps)",
+        "robust[beta=0.1,label_smoothing=0.1]": "t* = log((q - eps)/(1 - q - eps))",
+        "discopop[beta=0.1,discopop_tau=0.05]": "t* != dr (numeric root)",
+    }
+    rows = {s.key: s for s in ROWS if s.f_div == "reverse_kl"}
+    assert set(expected) <= set(rows)
+    for key, text in expected.items():
+        got = G.symbolic_row(rows[key])["population"]
+        assert got == text, (key, got)
+        assert got != rows[key].loss
