@@ -46,6 +46,29 @@ def test_ranking_gives_adjacent_constraints_and_null_h_and_lengths_add_the_mean_
     assert ln["mean_certificate_implies_summed"] is False
 
 
+@pytest.mark.parametrize("beta, reward, expected", [
+    # pair (2, 1): 1.0 * log(0.2/0.3) + (0.5 - 0.0) = -0.4055 + 0.5 = +0.0945 > 0 (delta_ref < 0, yet it holds)
+    (1.0, [1.0, 0.0, 0.5], {(0, 2): True, (2, 1): True}),
+    # pair (0, 2): 0.5 * log(0.5/0.2) + (0.0 - 0.5) = 0.4581 - 0.5 = -0.0419 < 0 (delta_ref > 0, yet it fails)
+    (0.5, [0.0, 0.0, 0.5], {(0, 2): False, (2, 1): True}),
+])
+def test_length_output_summed_condition_is_beta_delta_ref_plus_dr(beta, reward, expected):
+    """length_normalised's summed_condition is the population condition beta delta_ref + dr > 0 of each pair, not the
+    sign of delta_ref alone (a survivor of mutation: with dr dropped it printed 'fails' for (2, 1) in the first case
+    and 'holds' for (0, 2) in the second). Expected values by hand from pi_ref = (0.5, 0.3, 0.2), ranking [0, 2, 1];
+    mean_condition by hand as well, lengths (30, 10, 12)."""
+    out, _ = _solve({**BASE, "beta": beta, "reward": reward, "ranking": [0, 2, 1], "lengths": [30, 10, 12]})
+    got = {(e["winner"], e["loser"]): e for e in out["length_normalised"]}
+    assert set(got) == set(expected)
+    pi, lens = [0.5, 0.3, 0.2], [30, 10, 12]
+    for (w, l), want in expected.items():
+        e = got[(w, l)]
+        assert e["delta_ref"] == pytest.approx(math.log(pi[w] / pi[l]), rel=1e-12)
+        assert e["summed_condition"] is want
+        mean_value = beta * (math.log(pi[w]) / lens[w] - math.log(pi[l]) / lens[l]) + (reward[w] - reward[l])
+        assert abs(mean_value) > 1e-3 and e["mean_condition"] is (mean_value > 0)
+
+
 @pytest.mark.parametrize("extra, message", [
     ({"labels": [[0, 1, 0]]}, r"^labels\[0\]: count must be a whole number >= 1"),
     ({"labels": [[0, 1, 2.5]]}, r"^labels\[0\]: count"),
