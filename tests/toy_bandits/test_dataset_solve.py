@@ -198,3 +198,27 @@ def test_length_output_takes_the_implication_from_length_norm(monkeypatch):
     assert _solve(data)[0]["length_normalised"][0]["mean_certificate_implies_summed"] is False
     monkeypatch.setattr(ds, "mean_implies_summed", lambda lw, ll: lw >= ll)  # planted: the wrong direction
     assert _solve(data)[0]["length_normalised"][0]["mean_certificate_implies_summed"] is True
+
+
+def test_length_output_prints_the_summed_reference_log_odds_and_its_condition_by_hand():
+    """``length_normalised`` prints per pair the summed reference log-odds delta_ref = log pi_ref(w) - log pi_ref(l)
+    and the summed condition beta delta_ref + dr > 0 (README, data sets). By hand, pi_ref = (0.5, 0.3, 0.2),
+    r = (1, 0, 0.5), beta = 1, ranking [0, 2, 1]: (0, 2) has delta_ref = log 2.5 = 0.91629 and 0.91629 + 0.5 > 0;
+    (2, 1) has log(2/3) = -0.40547 and -0.40547 + 0.5 = 0.0945 > 0: both hold. With beta = 3 and the pair (1, 0):
+    3 log 0.6 - 1 = -2.53, fails. Pins the delta_ref sign (a survivor of mutation:
+    toy_bandits/dataset_solve.py::length_json::sign::e7fcc8b3bd, log pi_ref(w) + log pi_ref(l), printed -2.30 and
+    -2.81 and turned both summed conditions to "fails")."""
+    from toy_bandits.dataset_solve import format_dataset_sections
+
+    out, _ = _solve({**BASE, "ranking": [0, 2, 1], "lengths": [30, 10, 12]})
+    rows = {(r["winner"], r["loser"]): r for r in out["length_normalised"]}
+    assert rows[(0, 2)]["delta_ref"] == pytest.approx(0.9162907318741551, rel=1e-12)  # log(0.5 / 0.2)
+    assert rows[(2, 1)]["delta_ref"] == pytest.approx(-0.4054651081081644, rel=1e-12)  # log(0.2 / 0.3)
+    assert rows[(0, 2)]["summed_condition"] is True and rows[(2, 1)]["summed_condition"] is True
+    assert rows[(0, 2)]["delta_mean_ref"] == pytest.approx(math.log(0.5) / 30 - math.log(0.2) / 12, rel=1e-12)
+    table = format_dataset_sections(out)
+    assert "0.916291" in table and "-0.405465" in table
+    out, _ = _solve({**BASE, "beta": 3.0, "preferences": [[1, 0]], "lengths": [3, 4, 5]})
+    (row,) = out["length_normalised"]
+    assert row["delta_ref"] == pytest.approx(-0.5108256237659907, rel=1e-12)  # log(0.3 / 0.5)
+    assert row["summed_condition"] is False  # 3 (-0.5108) + (0 - 1) = -2.53
