@@ -812,3 +812,56 @@ def test_equiv_population_counterexample_reports_beta_delta_ref_plus_dr_of_its_o
     assert cx["beta_delta_ref_plus_dr"] == pytest.approx(1.0 - math.log(9.0), abs=1e-12)
     assert cx["beta_delta_ref_plus_dr"] == pytest.approx(-1.1972245773362196, abs=1e-12)
     assert cx["assumption_holds"] is False
+
+
+def test_equiv_population_counterexample_numbers_describe_one_reference(tmp_path):
+    """equiv_population_symbolic's counterexample shows a reference pair (pi_ref_w, pi_ref_l), beta and dr, and the
+    value beta delta_ref + dr it says fails the assumption. The numbers must describe one point: pi_ref_w + pi_ref_l
+    = 1 (a two-response reference) and beta log(pi_ref_w / pi_ref_l) + dr equal to the shown value. By hand:
+    (0.1, 0.9), beta 1, dr 1 -> log(1/9) + 1 = -1.19722 (and the proof's minimiser delta_ref + dr/beta, the same).
+    With the shown pi_ref_w halved to 0.05 while the value stayed log(1/9) + 1 (a survivor of mutation,
+    equiv_population_symbolic::const-half::25a7591134, seed 1123) the shown point had log(0.05/0.9) + 1 = -1.890 and
+    a reference summing to 0.95."""
+    res = sec4_equivalence.equiv_population_symbolic(CheckContext(seed=0, quick=True, out_dir=tmp_path))
+    cx = res.counterexample
+    assert cx["pi_ref_w"] + cx["pi_ref_l"] == pytest.approx(1.0, abs=1e-15)
+    recomputed = cx["beta"] * math.log(cx["pi_ref_w"] / cx["pi_ref_l"]) + cx["dr"]
+    assert recomputed == pytest.approx(cx["beta_delta_ref_plus_dr"], abs=1e-12), (recomputed, cx)
+    assert cx["beta_delta_ref_plus_dr"] == pytest.approx(-1.1972245773362196, abs=1e-12)  # log(1/9) + 1 by hand
+    assert cx["assumption_holds"] is False
+
+
+def test_equiv_ordered_pair_numeric_assumption_reads_delta_ref_not_only_dr(monkeypatch, tmp_path):
+    """The assumption flag of equiv_ordered_pair_numeric is beta delta_ref + dr > 0, which differs from dr > 0 when
+    delta_ref outweighs dr. Four pairs by hand: (beta, delta_ref, dr) = (1, -3, 1) -> -2 fails although dr > 0;
+    (1, 2, -0.5) -> 1.5 holds although dr < 0; (2, -1, 3) -> 1 holds; (1, -2, 0.5) -> -1.5 fails although dr > 0.
+    So 2 failing pairs, '(2 with the assumption)', and the literal's counterexample is the first pair where the
+    assumption holds: (1, 2, -0.5). Reading dr alone (the term beta delta_ref dropped, a survivor of mutation,
+    equiv_ordered_pair_numeric::drop-term::cfb1c5484f, seed 1123) counts 1 failing pair, '(3 with the assumption)',
+    shows (1, -3, 1) as a pair where the assumption holds, and on the default --quick run counts 11 failing pairs
+    instead of 13."""
+    beta, d_ref, dr = (np.array([1.0, 1.0, 2.0, 1.0]), np.array([-3.0, 2.0, -1.0, -2.0]),
+                       np.array([1.0, -0.5, 3.0, 0.5]))
+    log_sig = lambda x: -np.logaddexp(0.0, -x)  # noqa: E731
+    inst = {"beta": beta, "delta_ref": d_ref, "dr": dr, "log_ref_w": log_sig(d_ref), "log_ref_l": log_sig(-d_ref)}
+    monkeypatch.setattr(sec4_equivalence, "pair_instances", lambda ctx, salt, n: inst)
+    res = sec4_equivalence.equiv_ordered_pair_numeric(CheckContext(seed=0, quick=True, out_dir=tmp_path))
+    assert res.evidence["n_instances"] == 4 and res.evidence["n_assumption_fails"] == 2
+    assert "(2 with the assumption)" in res.summary, res.summary
+    assert res.counterexample == {"beta": 1.0, "delta_ref": 2.0, "dr": -0.5, "assumption_holds": True,
+                                  "pi_star_stationary": False}
+
+
+def test_eq10_numeric_two_response_sample_reaches_references_that_prefer_y_w(monkeypatch, tmp_path):
+    """cpo_penalized_eq10_numeric counts the two-response stationary points against a sign-change grid at random
+    references pi_ref(y_w) in (0.01, 0.99), so delta_ref takes both signs. A root finder that reads delta_ref as
+    -|delta_ref| (right for every reference that prefers y_l, wrong for every one that prefers y_w) must fail the
+    amendment: on the default --quick run it gets the root count wrong (count_ok False). With the sample cut to
+    pi_ref(y_w) < 0.495 (delta_ref < 0 only, a survivor of mutation, cpo_penalized_eq10_numeric::const-half::
+    a2008c15e6, seed 1123) that error passed: amended True."""
+    true_points = sec9_cpo.eq10_two_response_stationary_points
+    monkeypatch.setattr(sec9_cpo, "eq10_two_response_stationary_points",
+                        lambda b, g, d, r: true_points(b, g, -abs(d), r))
+    res = sec9_cpo.cpo_penalized_eq10_numeric(CheckContext(seed=0, quick=True, out_dir=tmp_path))
+    assert res.evidence["root_count_matches_sign_changes"] is False
+    assert res.amended is False
