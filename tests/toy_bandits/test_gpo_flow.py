@@ -186,6 +186,26 @@ def test_forward_kl_invariant_holds_and_breaks_when_the_rest_is_trained():
     assert 0.1 * (both["delta_end"] + 5.0) == pytest.approx(0.2081, abs=1e-4)
 
 
+def test_flow_row_reports_the_end_point_with_the_rest_of_the_model_trained():
+    """flow_row's beta_D_rest_trained is the atlas's "(rest trained: ...)" number that README and docs/theory.md
+    print for hinge/forward_kl: beta D 0.300 on the free flow moves to 0.208 when the rest of the model's logit is
+    trained too. The free-flow beta D is by hand from the forward-KL invariant and hinge's stop condition, c = t_f/beta
+    = 10: e^r_w = ((c - 1) + sqrt(1 + c^2))/c, e^r_l = 2 - e^r_w, beta D = 0.1 log(e^r_w / e^r_l) = 0.29982; the
+    rest-trained one is the printed 0.208 (0.2081 by flow in test_forward_kl_invariant_holds_...). Under reverse KL
+    nothing moves (h does not depend on r_w + r_l): hinge's beta D = t_f = 1 both ways. A horizon written upside down
+    (beta^2 / (1e4 n^2), a survivor of mutation) stopped the second flow at once and printed 2e-8 for every row.
+    (a survivor of mutation)"""
+    c = 10.0
+    ew = ((c - 1) + math.sqrt(1 + c * c)) / c
+    row = F.flow_row(Setting("hinge", f_div="forward_kl"), quick=True)
+    assert row["class"] == "absorbing"
+    assert row["beta_D"] == pytest.approx(0.1 * math.log(ew / (2 - ew)), abs=1e-4)
+    assert row["beta_D_rest_trained"] == pytest.approx(0.208, abs=1e-3)
+    rkl = F.flow_row(Setting("hinge"), quick=True)
+    assert rkl["beta_D"] == pytest.approx(1.0, abs=1e-6)
+    assert rkl["beta_D_rest_trained"] == pytest.approx(1.0, abs=1e-6)
+
+
 @pytest.mark.parametrize("loss, u0, expected", [
     ("bco_pair", 2.0, 2 * math.log1p(math.exp(-1.0))),
     ("apo_zero", 2.0, 2 / (1 + math.e)),

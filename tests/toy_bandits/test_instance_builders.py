@@ -54,3 +54,22 @@ def test_kkt_primal_residual_flags_a_negative_probability():
     res = kkt_residuals(inst, pi, np.zeros(1))
     assert res["primal"] == pytest.approx(0.05, abs=1e-15)
     assert kkt_residuals(inst, np.array([0.6, 0.3, 0.1]), np.zeros(1))["primal"] <= 1e-15
+
+
+def test_kkt_primal_residual_flags_a_violated_preference_constraint():
+    """kkt_residuals' primal residual reads the preference constraints g_k = pi(w_k) - e^m pi(l_k) >= 0, not only
+    the simplex: pi = pi_ref = (0.2, 0.5, 0.3) with zero reward, beta 1, pair (0, 1), margin 0.5 and mu = 0 is the
+    unconstrained optimum (stationarity, dual and slackness all 0) but violates the pair by
+    e^0.5 * 0.5 - 0.2 = 0.624361 (by hand), so primal must be that number and the point cannot pass KKT_TOL = 1e-9.
+    A max of (-g)^+ replaced by a min (a survivor of mutation) read 0 there: a solver returning pi* and ignoring
+    every constraint would have been certified "optimal". The pair at margin 0.3 with pi(w) = 0.6 > e^0.3 * 0.3 =
+    0.404958 holds: primal stays 0."""
+    inst = BanditInstance(np.array([0.2, 0.5, 0.3]), np.zeros(3), 1.0, [(0, 1)], 0.5)
+    res = kkt_residuals(inst, np.array([0.2, 0.5, 0.3]), np.zeros(1))
+    assert res["primal"] == pytest.approx(0.5 * math.exp(0.5) - 0.2, rel=1e-12)  # 0.6243606...
+    assert res["stationarity"] <= 1e-15 and res["slackness"] == 0.0 and res["dual"] <= 0.0
+    two = BanditInstance(np.array([0.5, 0.3, 0.2]), np.zeros(3), 1.0, [(0, 1), (1, 2)], 0.3)
+    res2 = kkt_residuals(two, np.array([0.6, 0.3, 0.1]), np.zeros(2))  # (0,1) holds; (1,2): 0.3 - e^0.3 * 0.1 > 0
+    assert res2["primal"] <= 1e-15
+    res3 = kkt_residuals(two, np.array([0.3, 0.35, 0.35]), np.zeros(2))  # both violated: e^0.3*0.35 - 0.3 largest
+    assert res3["primal"] == pytest.approx(max(math.exp(0.3) * 0.35 - 0.3, math.exp(0.3) * 0.35 - 0.35), rel=1e-12)
