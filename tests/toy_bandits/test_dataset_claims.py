@@ -465,13 +465,16 @@ def test_run_all_reports_each_methods_seconds(ctx):
     assert all(0 < secs <= wall for _, secs in res.values())
 
 
-def test_dataset_numeric_reports_the_pooled_mle_gap_against_the_pairs_own_logodds(ctx, monkeypatch):
-    """The numeric method's 'max |beta h - log(n_ij/n_ji)|' and its counterexample's beta_h are theta_i - theta_j of
-    its MM fit (a survivor of mutation: with theta_i dropped, -theta_j, it reported beta_h = -1e-16 on pair (0, 2) and
+@pytest.mark.parametrize("method, tol", [("dataset_minimiser_numeric", 1e-6), ("dataset_minimiser_convex", 1e-5)])
+def test_dataset_methods_report_the_pooled_mle_gap_against_the_pairs_own_logodds(ctx, monkeypatch, method, tol):
+    """The numeric (MM fit) and convex (CVXPY exponential cone) methods' 'max |beta h - log(n_ij/n_ji)|' and their
+    counterexample's beta_h are theta_i - theta_j of their own fit (two survivors of mutation: with theta_i dropped,
+    -theta_j, the numeric one reported beta_h = -1e-16 on pair (0, 2), the convex one 2.3e-10 on pair (1, 2), and both
     1.099 for the pooled graph, where docs/theory.md §13 reads 1.056). Expected values by an independent fit here:
     scipy BFGS on the BT negative log-likelihood sum n_ij softplus(-(theta_i - theta_j)) with theta_2 = 0. On the
     pooled graph (0~1 tied 1:1, 0>>2 3:1, 2>>1 3:1) beta h_01 = 1.0561 against the pair's own log-odds 0 (the worst
-    pair); on the contradictory 3:1 repeats alone beta h = log 3, its own log-odds, so the literal holds there."""
+    pair); on the contradictory 3:1 repeats alone beta h = log 3, its own log-odds, so the literal holds there (CVXPY
+    solves to ~1e-7, H_TOL_CVX = 1e-5)."""
     from scipy.optimize import minimize
 
     import toy_bandits.dataset_claims as dc
@@ -491,59 +494,17 @@ def test_dataset_numeric_reports_the_pooled_mle_gap_against_the_pairs_own_logodd
     h01 = th[0] - th[1]
     assert h01 == pytest.approx(1.0561, abs=1e-4)  # 2 log z, z the positive root of 2z^2/(1+z^2) + 4z/(1+z) = 4
     monkeypatch.setattr(dc, "_graph_suite", lambda c: {"pooled": pooled})
-    r = dc.dataset_minimiser_numeric(ctx)
+    r = getattr(dc, method)(ctx)
     cex = r.counterexample["pooled_not_pair_logodds"]
     assert tuple(cex["pair"]) == (0, 1) and cex["log(n_ij/n_ji)"] == 0.0
-    assert cex["beta_h"] == pytest.approx(h01, abs=1e-6)
+    assert cex["beta_h"] == pytest.approx(h01, abs=tol)
     assert f"max |beta h - log(n_ij/n_ji)| = {h01:.3f}" in r.summary
     assert r.literal is False and r.amended is True
 
     repeats = graphs["contradictory repeats 3:1"]
     assert mle(*repeats)[0] == pytest.approx(math.log(3.0), abs=1e-6)
     monkeypatch.setattr(dc, "_graph_suite", lambda c: {"repeats": repeats})
-    r = dc.dataset_minimiser_numeric(ctx)
-    assert r.literal is True and r.counterexample is None
-    assert "max |beta h - log(n_ij/n_ji)| = 0.000" in r.summary
-
-
-def test_dataset_convex_reports_the_pooled_mle_gap_against_the_pairs_own_logodds(ctx, monkeypatch):
-    """The convex (CVXPY) method's 'max |beta h - log(n_ij/n_ji)|' and its counterexample's beta_h are theta_i - theta_j
-    of its exponential-cone solve (a survivor of mutation: with theta_i dropped, -theta_j, it reported
-    beta_h = 2.3e-10 on pair (1, 2) and 1.099 for the pooled graph, where docs/theory.md reads 1.056). Expected
-    values by an independent fit here: scipy BFGS on the BT negative log-likelihood sum n_ij softplus(-(theta_i -
-    theta_j)) with theta_2 = 0. Pooled graph (0~1 tied 1:1, 0>>2 3:1, 2>>1 3:1): beta h_01 = 1.0561 against the
-    pair's own log-odds 0 (the worst pair); the contradictory 3:1 repeats alone: beta h = log 3, its own log-odds, so
-    the literal holds there (CVXPY solves to ~1e-7, H_TOL_CVX = 1e-5)."""
-    from scipy.optimize import minimize
-
-    import toy_bandits.dataset_claims as dc
-    from toy_bandits.dataset import named_graphs
-
-    graphs = named_graphs()
-    pooled = graphs["pooled: 0~1 tied, 0>>2, 2>>1"]
-
-    def mle(K, raw):  # noqa: N803
-        def nll(x):
-            th = np.r_[x, 0.0]
-            return sum(n * np.logaddexp(0.0, -(th[i] - th[j])) for i, j, n in raw)
-        res = minimize(nll, np.zeros(K - 1), method="BFGS", options={"gtol": 1e-12})
-        return np.r_[res.x, 0.0]
-
-    th = mle(*pooled)
-    h01 = th[0] - th[1]
-    assert h01 == pytest.approx(1.0561, abs=1e-4)
-    monkeypatch.setattr(dc, "_graph_suite", lambda c: {"pooled": pooled})
-    r = dc.dataset_minimiser_convex(ctx)
-    cex = r.counterexample["pooled_not_pair_logodds"]
-    assert tuple(cex["pair"]) == (0, 1) and cex["log(n_ij/n_ji)"] == 0.0
-    assert cex["beta_h"] == pytest.approx(h01, abs=1e-5)
-    assert f"max |beta h - log(n_ij/n_ji)| = {h01:.3f}" in r.summary
-    assert r.literal is False and r.amended is True
-
-    repeats = graphs["contradictory repeats 3:1"]
-    assert mle(*repeats)[0] == pytest.approx(math.log(3.0), abs=1e-6)
-    monkeypatch.setattr(dc, "_graph_suite", lambda c: {"repeats": repeats})
-    r = dc.dataset_minimiser_convex(ctx)
+    r = getattr(dc, method)(ctx)
     assert r.literal is True and r.counterexample is None
     assert "max |beta h - log(n_ij/n_ji)| = 0.000" in r.summary
 
