@@ -173,3 +173,21 @@ def test_log2_certifies_sees_a_dip_inside_the_grid(gamma, certifies):
     assert min(gap(u) for u in (1e-3, 1e-2, 0.1, 0.3, 1e2)) > 0.5  # positive at the grid's small end and at 1e2
     assert (floor < -3.7) if not certifies else (floor > 1.2)
     assert G.symbolic_row(s)["log2_certifies"] is certifies
+
+
+def test_grad_factor_text_prints_the_factors_at_u0_2():
+    """Pins the numbers the atlas row prints as '(U0 = 2: sigma(m) -> sigma(m - U0/n)' against hand values (a
+    survivor of mutation: certificate_at(2.0) -> certificate_at(4.0) printed U0 = 4's factors under 'U0 = 2'):
+    cpo_clip has m = U0, so sigma(2) = 0.8808 -> sigma(0) = 0.5; cpo_smooth (beta 0.1, alpha 1, gamma 0.5, tau 2) has
+    m = (beta/alpha) softplus(tau (gamma + U0/beta))/tau = 0.05 softplus(41) = 2.05 (to 1e-18), so sigma(2.05) = 0.8859
+    -> sigma(0.05) = 0.5125 (docs: 'exit factor sigma(beta gamma) = 0.5125')."""
+    import re
+
+    rows = {s.loss + ("" if s.beta == 0.1 else "_released"): s for s in PAPER_CPO_ROWS}
+    for loss, m in (("cpo_clip", 2.0), ("cpo_smooth", 0.05 * (41 + math.log1p(math.exp(-41))))):
+        text = G.symbolic_row(rows[loss])["grad_factor"]
+        got = re.search(r"\(U0 = 2: ([0-9.]+) -> ([0-9.]+);", text)
+        assert got, text
+        want = (1 / (1 + math.exp(-m)), 1 / (1 + math.exp(-(m - 2.0))))
+        assert float(got.group(1)) == pytest.approx(want[0], abs=6e-5), text
+        assert float(got.group(2)) == pytest.approx(want[1], abs=6e-5), text
