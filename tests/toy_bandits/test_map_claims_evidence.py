@@ -81,3 +81,21 @@ def test_no_target_form_example_at_exactly_log2_is_no_counterexample(tmp_path, m
     key = "ipo" if name == "ipo_loss" else "dpop"
     assert r.evidence["no_target_form"][key]["loss"] == math.log(2.0)
     assert r.amended is False
+
+
+def test_ordered_pair_simulation_reports_delta_star_of_each_case_by_hand(tmp_path):
+    """The stop-at-pi* cases of equiv-ordered-pair's simulation report delta* = delta_ref + dr / beta, the log-odds of
+    pi*, and whether the assumption (delta* > 0) holds, and its counterexample is the first case where the assumption
+    holds and training does not stop at pi*. Values by hand (beta = 1): (-3, 1) -> -2, (-1, 2) -> 1, (0.5, 1) -> 1.5,
+    (-2, 0.5) -> -1.5, (1, -0.5) -> 0.5, so the assumption holds at 3 of 5 and the counterexample is (-1, 2) with
+    delta* = 1 (reading delta* as delta_ref gave -3, -1, 0.5, -2, 1: 2 of 5, the counterexample (0.5, 1) with
+    delta* = 0.5, and no verdict changed; a survivor of mutation)."""
+    r = mc.equiv_ordered_pair_simulation(CheckContext(seed=0, quick=True, out_dir=tmp_path))
+    stops = r.evidence["stop_at_pi_star"]
+    assert [(s["delta_ref"], s["dr"]) for s in stops] == [(-3.0, 1.0), (-1.0, 2.0), (0.5, 1.0), (-2.0, 0.5), (1.0, -0.5)]
+    assert [s["delta_star"] for s in stops] == pytest.approx([-2.0, 1.0, 1.5, -1.5, 0.5], abs=1e-12)
+    assert [s["assumption_holds"] for s in stops] == [False, True, True, False, True]
+    cx = r.counterexample
+    assert (cx["delta_ref"], cx["dr"], cx["assumption_holds"], cx["stopped_at_pi_star"]) == (-1.0, 2.0, True, False)
+    assert cx["delta_star"] == pytest.approx(1.0, abs=1e-12)
+    assert "(3 with the assumption)" in r.summary
