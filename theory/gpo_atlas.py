@@ -411,6 +411,7 @@ def symbolic_row(setting: Setting) -> dict:
             mins = [x for x, k in stationary_points(f) if k == "min"]
             tf = mins[0] if mins else None
         per_tok = setting.n != 1
+        base = Setting(loss.removeprefix("cpo_"), n=setting.n)  # the reference loss whose f a CPO row uses
         row.update({
             "class": "empty-U",
             "t_f": tf,
@@ -419,10 +420,7 @@ def symbolic_row(setting: Setting) -> dict:
                 "; per token: the summed delta's sign is set by the lengths" if per_tok else ""),
             "population": ("delta = dr: pi(y_w):pi(y_l) = q:(1-q), the reference ignored" if loss == "sft" else
                            (f"delta_policy = t*/beta, t* of f (= dr for sigmoid)" if tf is None else
-                            "delta_policy = t*/beta with t* of f (" + (
-                                "hinge: t* = sign(dr)" if loss == "cpo_hinge" else
-                                "ipo: t* = q - 1/2" + (" per token" if per_tok else "") if loss == "cpo_ipo" else
-                                f"t* = {tf:.6g}") + ")")),
+                            f"delta_policy = t*/beta with t* of f ({base.loss}: {_population_text(base)})")),
             "certificate": "loss < f(0) <=> delta > 0 (summed)" if not per_tok else
                            "per-token delta only (length-normalised claim)",
             "grad_factor": "-f'(beta delta)",

@@ -71,9 +71,8 @@ def merge_labels(labels: Iterable, K: int, field_name: str = "labels") -> dict[t
             raise ValueError(f"{field_name}[{k}]: self-pair ({w}, {l}) compares a response with itself")
         # an int is whole as it is (np.isfinite rejected a Python int past int64 with a TypeError); a float must be
         # finite and whole
-        whole = isinstance(n, (int, np.integer)) or (isinstance(n, (float, np.floating)) and bool(np.isfinite(n))
-                                                     and float(n) == int(n))
-        if isinstance(n, bool) or not whole or n < 1:
+        whole = _is_int(n) or (isinstance(n, (float, np.floating)) and bool(np.isfinite(n)) and float(n) == int(n))
+        if not whole or n < 1:
             raise ValueError(f"{field_name}[{k}]: count must be a whole number >= 1, got {n!r}")
         key = (int(w), int(l))
         out[key] = out.get(key, 0) + int(n)
