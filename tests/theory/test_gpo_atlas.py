@@ -654,3 +654,21 @@ def test_reverse_kl_rows_state_their_loss_s_population_optimum():
         got = G.symbolic_row(rows[key])["population"]
         assert got == text, (key, got)
         assert got != rows[key].loss
+
+
+def test_certificate_column_of_the_rows_with_a_finite_minimiser():
+    """The atlas's certificate text for the rows with a finite minimiser t_f, by their end point D: an absorbing
+    reverse-KL row (D > 0) states l_crit = f(U0) (f(U0/n) per token, n = 10 for ipo[n=10]); an absorbing
+    f-divergence row says its certificate is not derived; the wrong-way discopop row (D < 0: it never enters U) has
+    none. With the D <= 0 test flipped (a survivor of mutation, seed 1125), every absorbing reverse-KL row read
+    'none' and discopop an l_crit."""
+    rows = {s.key: G.symbolic_row(s) for s in ROWS if s.loss in ("hinge", "ipo", "exo_pair", "discopop")}
+    l_crit = "l_crit = f(U0) if U0 < t_f, else none (the loss minimum lies in U)"
+    assert rows["hinge[beta=0.1]"]["certificate"] == l_crit
+    assert rows["ipo[beta=0.1]"]["certificate"] == l_crit
+    assert rows["exo_pair[beta=0.1,label_smoothing=0.001]"]["certificate"] == l_crit
+    assert rows["ipo[beta=0.1,n=10]"]["certificate"] == l_crit.replace("U0", "U0/10")
+    for key in ("hinge[beta=0.1,forward_kl]", "ipo[beta=0.1,js_divergence]", "ipo[beta=0.1,alpha_divergence(a=0.5)]"):
+        assert rows[key]["class"] == "absorbing" and rows[key]["certificate"].startswith("not derived"), key
+    disco = rows["discopop[beta=0.1,discopop_tau=0.05]"]
+    assert disco["class"] == "wrong-way" and disco["beta_D"] < 0 and disco["certificate"] == "none"
