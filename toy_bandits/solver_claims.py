@@ -43,7 +43,8 @@ TOL_LOG = 1e-9  # log-space identities (delta_c = m at an active constraint)
 # 1.4e-4, SCS 3.2e-2 (a weak second solver). Fixed at about 8x the largest gap of benchmarks/kkt_certificate_gaps.py
 # (480 instances of the method's shapes from np.random.default_rng([seed, 777]), seeds 0-59; the claim draws from
 # [seed, 9001]): CLARABEL 1.2e-9, SCS 5.9e-5 (7.05e-5 rerun on 2026-12-05, about 7x). Below 0, weak duality allows
-# only rounding, relative to the objective: -GAP_ROUNDING max(1, |KL|) (measured down to -6.3e-13 relative, -1.6e-9 absolute, at beta = 1e-3, KL 2.5e3).
+# only rounding, relative to the objective: -GAP_ROUNDING max(1, |KL|) (measured down to -6.3e-13 relative, -1.6e-9
+# absolute, at beta = 1e-3, KL 2.5e3).
 TOL_GAP = {"cvxpy:CLARABEL": 1e-8, "cvxpy:SCS": 5e-4}
 GAP_ROUNDING = 1e-11
 
