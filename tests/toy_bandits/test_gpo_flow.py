@@ -521,3 +521,17 @@ def test_atlas_certificate_grid_reaches_sppo_hards_nonzero_branch():
     wrong = dict(sym, _l_crit_expr=2 * sym["_l_crit_expr"])
     bad = compare(wrong, row, s)
     assert bad["certificate"] is False and bad["_certificate_max_err"] == pytest.approx(0.5, rel=1e-6)
+
+
+def test_flow_row_rest_trained_beta_d_of_ipo_and_hinge_by_hand():
+    """flow_row's beta_D_rest_trained (the atlas prints it as "(rest trained: ...)" wherever it differs from beta_D by
+    more than 1e-6): the flow with the rest of the model's logit trained too, from beta delta_ref = -0.5 (delta_ref =
+    -5 at beta 0.1), still ends where the pair loss is flat in delta, since the loss reads delta alone. By hand: IPO
+    (h - 1/(2 beta))^2 is stationary at beta D = beta h = 1/2; hinge relu(1 - beta h) is flat from beta D = 1. The
+    displacement must be measured from the flow's own start, -5: measured from -10 (a survivor of mutation) it read
+    1.0 for IPO and 1.5 for hinge, and the atlas printed those next to the right beta_D."""
+    for loss, want in (("ipo", 0.5), ("hinge", 1.0)):
+        row = F.flow_row(Setting(loss), quick=True)
+        assert row["class"] == "absorbing"
+        assert row["beta_D"] == pytest.approx(want, abs=1e-6)
+        assert row["beta_D_rest_trained"] == pytest.approx(want, abs=1e-6)

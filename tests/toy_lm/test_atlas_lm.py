@@ -326,3 +326,20 @@ def test_sft_mix_adapter_is_the_weighted_sum():
     obj, _ = A.pair_loss("sigmoid+sft", BETA, {"sft_weight": 0.3}, pc, pr, rc, rr, n, n)
     want = P.sigmoid_loss(pc, pr, rc, rr, beta=BETA).losses + 0.3 * (-pc / n)
     torch.testing.assert_close(obj, want, rtol=1e-15, atol=0)
+
+
+def test_sigmoid_sft_lm_cell_has_trls_weights_one_and_one():
+    """The LM cell of "sigmoid+sft" is DPO with TRL's loss_type=["sigmoid", "sft"], loss_weights=[1, 1], the same
+    setting as the bandit's atlas row (atlas_rows.MIX_ROWS, sft_weight 1.0): its parameters are {"sft_weight": 1.0},
+    and its objective is, by hand, softplus(-beta ((pc - rc) - (pr - rr))) + 1 * (-pc / n_w). An sft_weight of 2.0 in
+    LM_PARAMS (a survivor of mutation) trained the LM column on sigmoid + 2 sft next to a bandit row of sigmoid + sft."""
+    from dpo_rlhf_checks.atlas_rows import MIX_ROWS
+
+    assert A.loss_params("sigmoid+sft") == {"sft_weight": 1.0}
+    assert [r.params for r in MIX_ROWS if r.loss == "sigmoid+sft"] == [{"sft_weight": 1.0}]
+    g = torch.Generator().manual_seed(3)
+    pc, pr, rc, rr = (-(torch.rand(4, generator=g, dtype=torch.float64) * 20 + 1) for _ in range(4))
+    n = torch.tensor([3, 4, 5, 6])
+    obj, _ = A.make_pair_loss("sigmoid+sft", BETA, A.loss_params("sigmoid+sft"), n, n)(pc, pr, rc, rr)
+    want = torch.nn.functional.softplus(-BETA * ((pc - rc) - (pr - rr))) + (-pc / n)
+    torch.testing.assert_close(obj, want, rtol=1e-12, atol=0)

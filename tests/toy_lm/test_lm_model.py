@@ -100,3 +100,26 @@ def test_a_sequence_of_block_size_tokens_is_accepted_one_more_is_refused():
     assert model(tokens).shape == (2, 12, 12)
     with pytest.raises(ValueError, match="sequence length 13 exceeds block_size 12"):
         model(torch.zeros((2, 13), dtype=torch.int64))
+
+
+def test_special_tokens_are_distinct_and_laid_out_as_documented():
+    """The four special ids PAD, BOS, SEP, EOS are four different ids below N_SPECIAL (content tokens start there),
+    and make_task lays every sequence out as [BOS] prompt [SEP] response [EOS] [PAD ...]: position 0 holds BOS, the
+    token just before the first response token holds SEP, BOS appears nowhere else and the response's last masked
+    token is EOS. BOS set to 2, the id of SEP (a survivor of mutation), wrote the separator's id at position 0 of all
+    144 sequences of the default task and no test saw it."""
+    from toy_lm.config import LMConfig
+    from toy_lm.model import N_SPECIAL
+    from toy_lm.task import make_task
+
+    ids = (PAD, BOS, SEP, EOS)
+    assert len(set(ids)) == 4 and all(0 <= i < N_SPECIAL for i in ids)
+    task = make_task(LMConfig(), 0)
+    tok, mask = task.tokens, task.response_mask
+    assert torch.all(tok[..., 0] == BOS)
+    first = mask.int().argmax(-1)  # the first response position
+    assert torch.all(first >= 2)
+    assert torch.all(torch.gather(tok, -1, (first - 1).unsqueeze(-1)) == SEP)
+    last = mask.shape[-1] - 1 - mask.flip(-1).int().argmax(-1)
+    assert torch.all(torch.gather(tok, -1, last.unsqueeze(-1)) == EOS)
+    assert int((tok == BOS).sum()) == tok.shape[0] * tok.shape[1]  # once per sequence
