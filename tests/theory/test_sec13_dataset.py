@@ -201,3 +201,20 @@ def test_numbers_can_fail_a_proved_identity(ctx, monkeypatch):
     assert bad.amended is False
     assert bad.evidence["bt_identity_proved"] is True and bad.evidence["contradictory_curvature_positive"] is False
     assert m.listwise_symbolic(ctx).amended is False
+
+
+@pytest.mark.parametrize("above, want", [(False, True), (True, False)])
+def test_length_row_feasibility_is_decided_at_the_last_precision_step(above, want):
+    """Pins _exp_sum_at_most_one's loop bound `iv.prec <= 1 << 16` (a survivor of mutation: sec13_dataset.py:357
+    `<=` -> `<` survived; it skips the 65,536-bit step the error message promises). a = -1 and b = the 40,000-bit
+    dyadic rational just below (or just above) b* = log(1 - e^-1), found with mpmath at 42,000 bits: |b - b*| <
+    2^-40000, so 32,768 bits cannot decide and 65,536 bits do. Below b*: e^a + e^b < 1 (feasible); above: > 1."""
+    import mpmath
+
+    from theory.sec13_dataset import _exp_sum_at_most_one
+
+    bits = 40000
+    with mpmath.workprec(bits + 2000):
+        n = int(mpmath.floor(mpmath.log(-mpmath.expm1(-1)) * mpmath.mpf(2) ** bits))
+    b = sp.Rational(n + int(above), 2 ** bits)
+    assert _exp_sum_at_most_one(sp.Integer(-1), b) is want

@@ -865,3 +865,25 @@ def test_eq10_numeric_two_response_sample_reaches_references_that_prefer_y_w(mon
     res = sec9_cpo.cpo_penalized_eq10_numeric(CheckContext(seed=0, quick=True, out_dir=tmp_path))
     assert res.evidence["root_count_matches_sign_changes"] is False
     assert res.amended is False
+
+
+def test_soft_margin_gap_bound_fails_when_the_loss_exceeds_log2_over_beta(monkeypatch):
+    """Pins soft_margin_ranking_numeric's ratio max(gap) / (log 2 / beta) (a survivor of mutation: sec8_soft_margin.py:38
+    the ratio inverted survived: on the true loss both are 1.0, attained at a = 0). A loss raised by 10% where a > 1
+    (and unchanged at a = 0) has gap = loss/beta - max(0, a) above log 2 / beta there (by 0.1 x (a + log 2 / beta)
+    ~ 0.1 a for large a), so the condition "gap_at_most_log2/beta" must fail and the ratio must exceed 1; the
+    inverted ratio is below 1 and passes it."""
+    from theory import sec8_soft_margin as M
+
+    real = M.dpo_value_and_grad
+
+    def inflated(delta, delta_ref, b):
+        loss, grad = real(delta, delta_ref, b)
+        a = np.asarray(delta_ref) - np.asarray(delta)
+        return np.where(a > 1.0, 1.1 * loss, loss), grad
+
+    monkeypatch.setattr(M, "dpo_value_and_grad", inflated)
+    r = M.soft_margin_ranking_numeric(CheckContext(seed=0, quick=True))
+    assert r.evidence["conditions"]["gap_at_most_log2/beta"] is False
+    assert r.evidence["max_gap_over_log2_div_beta"] > 1.05
+    assert r.evidence["conditions"]["bound_attained_at_0"] is True  # a = 0 untouched

@@ -75,3 +75,27 @@ def test_singular_consistent_binding_set_is_accepted_in_one_solve(monkeypatch):
     logits = log_star + C.constraint_matrix(prefs, k, 0.0).T @ nu
     np.testing.assert_allclose(logits - np.logaddexp.reduce(logits), np.full(k, -np.log(k)), rtol=0, atol=1e-9)
     assert calls[0] == 1
+
+
+def test_tie_forcing_complete_graph_settles_at_large_log_odds():
+    """Pins the scale of _active_set_lcp's tolerance, 1e-12 x max(1, m, max |delta*|) (a survivor of mutation:
+    constrained.py:680 max |delta*| -> min |delta*| survived). The zero-margin complete graph on K = 8 responses
+    forces every delta to 0, so pi_c is uniform whatever pi* (by hand). With log pi* of size ~2e4 (normal scale 2e4,
+    seeds 0..3) NNLS leaves a residual ~1e-11 on the consistent singular all-binding set (rounding of numbers ~4e4),
+    inside 1e-12 x 4e4 = 4e-8 but not inside 1e-12 x min |delta*| (~1e-12..1e-8): the min-scaled tolerance rejects the
+    set, drops pairs until the sets repeat and returns None (measured: 8 of 8 starts), so solve_dual reports "did not
+    settle" and the CVXPY polish falls back to its raw answer."""
+    k = 8
+    prefs = [(i, j) for i in range(k) for j in range(k) if i != j]
+    for seed in range(4):
+        log_star = np.random.default_rng(seed).normal(scale=2.0, size=k) * 1e4
+        log_star = log_star - np.logaddexp.reduce(log_star)
+        d_star, d_mat = _lcp(prefs, k, 0.0, log_star)
+        for start in (np.ones(len(prefs), dtype=bool), np.zeros(len(prefs), dtype=bool)):
+            nu = C._active_set_lcp(d_star, d_mat, 0.0, start)
+            assert nu is not None, f"seed {seed}: the LCP did not settle"
+            assert np.all(nu >= 0)
+            delta = d_star + d_mat @ nu
+            assert np.max(np.abs(delta)) < 1e-6 * np.max(np.abs(d_star))  # every delta 0 (rounding of ~4e4 numbers)
+            logits = log_star + C.constraint_matrix(prefs, k, 0.0).T @ nu
+            np.testing.assert_allclose(logits - np.logaddexp.reduce(logits), np.full(k, -np.log(k)), rtol=0, atol=1e-6)

@@ -235,3 +235,21 @@ def test_n_needed_where_one_label_is_already_safe():
     log(0) and raised a math domain error."""
     assert n_needed(0.01, -3.0, -1e4) == (1, 1)
     assert n_needed(0.01, 3.0, 1e4) == (1, 1)
+
+
+def test_p_wrong_many_settles_a_float_tie_just_above_the_threshold():
+    """Pins p_wrong_many's upward step `k0 <= ns & not ranks_first(k0)` (a survivor of mutation:
+    finite_labels.py:151 `k0 <= ns` -> `k0 >= ns` survived; it only acts at k0 = n). bdr = log 5 - log 7, n = 12:
+    logit(7/12) = log 7 - log 5 = -bdr, so k = 7 is a tie (empirical_sign 0, checked below) and k0 = 8, while
+    floor(12 sigma(-bdr)) + 1 = 7 needs the step up. pi* ranks y_w first (bdr + dr > 0 at dr = 0.7), so the wrong
+    counts are k <= 7 (the tie included): P = sum_{k<=7} C(12, k) q^k (1-q)^(12-k), q = sigma(0.7), by hand below
+    (= 0.36413; the mutant gave 0.17469 = P(k <= 6)). Also at n = 13, bdr = log 7 - log 6 (k = 6 ties)."""
+    from toy_bandits.finite_labels import empirical_sign
+
+    for n, kt, bdr in ((12, 7, math.log(5) - math.log(7)), (13, 6, math.log(7) - math.log(6))):
+        assert int(empirical_sign(kt, n, bdr)) == 0  # the float predicate ties at k = kt
+        q = 1.0 / (1.0 + math.exp(-0.7))
+        want = sum(math.comb(n, k) * q ** k * (1 - q) ** (n - k) for k in range(kt + 1))
+        got = p_wrong_many(np.array([n]), bdr, 0.7)[0]
+        assert got == pytest.approx(want, rel=1e-12)
+        assert p_wrong(n, bdr, 0.7) == pytest.approx(want, rel=1e-12)

@@ -426,3 +426,24 @@ def test_dual_starts_its_exact_step_from_the_l_bfgs_b_guess(monkeypatch):
     assert sol.status == "optimal" and np.all(sol.multipliers > 0)
     np.testing.assert_allclose(sol.delta_c, 0.5, rtol=0, atol=1e-12)
     assert calls[0] <= 2
+
+
+def test_resolution_limit_reads_delta_star_with_the_reference_log_odds_added():
+    """Pins the sign of dr in resolution_problem's delta* = delta_ref + (r_w - r_l) / beta (a survivor of mutation:
+    constrained.py:332 `r[w] - r[l]` -> `r[l] - r[w]` survived; with pi_ref uniform on the pair, delta_ref = 0 and
+    |delta*| is the same either way). pi_ref = [1, e^-700] (delta_ref = 700), r = [-(1e8 - 500), 0], beta 1, pair
+    (0, 1), m 1. By hand: delta* = 700 - 1e8 + 500 = -(1e8 - 1200), and log pi*(0) = -(1e8 - 1200) to rounding,
+    log pi*(1) = 0: every number within 1e8, so the instance is solved. The swapped form gives
+    |700 + 1e8 - 500| = 1e8 + 200 and refuses it. The solution by hand (one active pair): delta_c = m = 1 and
+    mu = (m - delta*) / (1 + e^m) = (1 + 1e8 - 1200) / (1 + e)."""
+    inst = BanditInstance(np.array([1.0, math.exp(-700.0)]), np.array([-(1e8 - 500.0), 0.0]), 1.0, ((0, 1),), 1.0)
+    from toy_bandits.constrained import resolution_problem
+
+    assert resolution_problem(inst) is None
+    sol = solve(inst)
+    assert sol.status == "optimal"
+    assert sol.delta_c[0] == pytest.approx(1.0, abs=1e-6)
+    assert sol.multipliers[0] == pytest.approx((1.0 + 1e8 - 1200.0) / (1.0 + math.e), rel=1e-7)
+    # the mirror (dr > 0, delta_ref = -700): delta* = 1e8 - 1200, also solved
+    mirror = BanditInstance(np.array([math.exp(-700.0), 1.0]), np.array([1e8 - 500.0, 0.0]), 1.0, ((1, 0),), 1.0)
+    assert resolution_problem(mirror) is None
