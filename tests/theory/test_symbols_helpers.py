@@ -114,6 +114,19 @@ def test_max_identity_error_is_the_largest_relative_error():
     assert S.max_identity_error(lhs, lhs, (x, y), pts) == 0.0
 
 
+def test_max_identity_error_floors_the_scale_at_one_not_higher():
+    """Pins the floor of max_identity_error's scale, max(1, |lhs|, |rhs|), at values below 2 (a survivor of mutation:
+    the floor 1 -> 2 halved the reported error wherever |lhs|, |rhs| < 2, and the test above, whose largest error sits
+    at x = 100, could not see it). By hand, with lhs - rhs = 1e-3 x: at x = 0.5 the scale is 1, error 5e-4 (2.5e-4
+    with a floor of 2); at x = 1.5 the scale is |lhs| = 1.5015, error 1.5e-3 / 1.5015 = 9.99001e-4 (7.5e-4 with a
+    floor of 2)."""
+    x = sp.Symbol("x", positive=True)
+    lhs, rhs = x + sp.Rational(1, 1000) * x, x
+    assert S.max_identity_error(lhs, rhs, (x,), [(0.5,)]) == pytest.approx(5e-4, rel=1e-12)
+    assert S.max_identity_error(lhs, rhs, (x,), [(1.5,)]) == pytest.approx(1.5e-3 / 1.5015, rel=1e-12)
+    assert S.max_identity_error(rhs, lhs, (x,), [(0.1,), (0.5,)]) == pytest.approx(5e-4, rel=1e-12)
+
+
 def test_rel_err_against_the_definition():
     assert S.rel_err(1.5, 1.0) == pytest.approx(0.5, rel=1e-15)
     assert S.rel_err(0.9, -1.0) == pytest.approx(1.9, rel=1e-15)

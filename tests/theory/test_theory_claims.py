@@ -85,6 +85,28 @@ def test_proofs_that_could_not_fail_are_gone():
     assert D.kkt_facts()["log_form_needs_active_mu"] is True
 
 
+def test_kkt_log_form_fact_fails_for_a_closed_form_whose_ratio_is_e_m_at_every_mu(monkeypatch):
+    """Pins the exact-point part of kkt_facts' log_form_needs_active_mu: the content nu/pi_c(y_l) = mu e^m must be
+    shown false for a generic mu, at the point mu = beta = m = 1, pi_ref uniform, r = 0 (there e^(1 + e) - e = 38.5
+    for the true pi_c). A survivor of mutation swapped the arguments of sp.N(value, 30) into sp.N(30, value), whose
+    absolute value is 30 whatever the value, so '> 1' could not fail. Here pi_c is replaced by a closed form with
+    pi_c(y_w) = e^m pi_c(y_l) for every mu (a form that ignores the active multiplier): by hand nu/pi_c(y_l) - mu e^m
+    = mu e^m - mu e^m = 0 at every point, and the two symbolic parts still hold (the ratio is e^m identically), so
+    the exact point alone must make the fact False."""
+    import sympy as sp
+
+    real = D._kkt_objects
+
+    def ratio_always_e_m():
+        aw, zc, pic = real()
+        return aw, zc, [sp.exp(S.m) * pic[1], pic[1], pic[2]]
+
+    monkeypatch.setattr(D, "_kkt_objects", ratio_always_e_m)
+    out = D.kkt_facts.__wrapped__()  # not the cached result of the true pi_c
+    assert out["slack_zero_at_active_mu_(pi_w/pi_l=e^m)"] is True  # the symbolic parts do not decide it
+    assert out["log_form_needs_active_mu"] is False
+
+
 # ------------------------------------------------------------------ numbers
 def test_equiv_population_numbers(results):
     sym, num = results[("equiv-population", "symbolic")], results[("equiv-population", "numeric")]

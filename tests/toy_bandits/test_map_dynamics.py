@@ -95,6 +95,20 @@ def test_cpo_clip_uses_the_margin():
     assert np.array_equal(tr.certified[:, 0, 0], tr.delta[:, 0, 0] > 1.0)
 
 
+def test_in_U_excludes_delta_exactly_zero():
+    """Pins the right edge of Trajectory.in_U, delta_ref < delta < 0 (module docstring): a delta of exactly 0 is not
+    in U (a survivor of mutation: delta < 0 -> delta <= 0 counted it in). One IPO step from pi_ref = (0.2, 0.8) at
+    beta = 1 and lr = log 2 lands delta on 0.0 exactly in float64 (delta_ref = log(0.2/0.8) = -log 4 < 0); the record
+    at step 0 sits at delta = delta_ref, U's other (open) edge, and is not asserted (rounding decides that side)."""
+    tr = train_tabular(np.array([0.2, 0.8]), [[0, 1]], "ipo", beta=1.0, steps=1, lr=math.log(2.0))
+    assert tr.delta_ref[0, 0] == pytest.approx(-math.log(4.0), rel=1e-15)
+    assert tr.delta[1, 0, 0] == 0.0, "precondition: this step must land on delta = 0 exactly"
+    assert not tr.in_U[1, 0, 0]
+    # one step with a smaller lr stays inside U: delta_ref < delta < 0
+    tr2 = train_tabular(np.array([0.2, 0.8]), [[0, 1]], "ipo", beta=1.0, steps=1, lr=0.5 * math.log(2.0))
+    assert tr2.delta_ref[0, 0] < tr2.delta[1, 0, 0] < 0 and tr2.in_U[1, 0, 0]
+
+
 @pytest.mark.parametrize("labels", ["ordered", "bt"])
 def test_zero_steps_returns_the_step_0_record(labels):
     """steps = 0 is valid (docstring: steps >= 0): one record at step 0, at the reference, with nothing trained.
