@@ -327,6 +327,21 @@ def test_row_classes():
     assert rows["sppo_hard"]["beta_D"] == pytest.approx(1.0)
 
 
+def test_row_time_law_text_follows_the_sign_of_beta_d():
+    """Pins the atlas table's time-law text (atlas.py prints it in the 'time law' column) against the sign of beta D
+    of the rows with a finite t_f. hinge: t_f = 1, beta D = 1 > 0 (by hand: the loss is flat past h = 1/beta, so a
+    pair with beta delta_ref < -1 never leaves U; README's atlas table: 'stays in U iff beta delta_ref < -1 | for
+    good'): absorbing, 'stays for good when beta delta_ref < -beta D'. discopop at tau = 0.05: beta D <= 0,
+    wrong-way, 'never enters U; delta ends below delta_ref'. With the text's own test flipped ('D < 0'), every
+    absorbing row read 'never enters U' while its class said absorbing (a survivor of mutation)."""
+    hinge = G.symbolic_row(Setting("hinge"))
+    disco = G.symbolic_row(Setting("discopop", params={"discopop_tau": 0.05}))
+    assert hinge["class"] == "absorbing" and hinge["beta_D"] == pytest.approx(1.0)
+    assert hinge["time_law"] == "stays for good when beta delta_ref < -beta D"
+    assert disco["class"] == "wrong-way" and disco["beta_D"] <= 0
+    assert disco["time_law"] == "never enters U; delta ends below delta_ref"
+
+
 def test_module_leaves_mpmath_global_precision_alone():
     """Importing theory.gpo_atlas, and deriving a row with it, leaves mpmath's global precision as it was (it once
     set mp.dps = max(mp.dps, 40) at import time, changing every other module's precision); its own evaluations
@@ -531,6 +546,31 @@ def test_nca_exit_time_refuses_a_cubic_root_that_does_not_invert_t_w(monkeypatch
     monkeypatch.setattr(mpmath, "polyroots", slightly_wrong_roots)
     with pytest.raises(ArithmeticError, match="does not invert t_w"):
         G.nca_exit_time(1e-4, 0.1)
+
+
+def test_nca_exit_time_guard_refuses_a_root_off_by_1e_15_and_keeps_one_off_by_1e_38(monkeypatch):
+    """Pins the floor of z_w's inversion guard at 40 digits: z - 3 log v = beta^2 T must hold to 1e-25 max(1,
+    beta^2 T). A cubic root off by 1e-15 relative leaves a residual of about (3 + v/(2 - v)) 1e-15 ~ 3e-15, ten orders
+    above the floor: refused at U0 = 1e-4, 2 and 12 (beta = 0.1). A root off by 1e-38 (rounding at 40 digits) leaves
+    ~3e-38 and is kept, with T(1e-4) = 0.0200005000145837 as unperturbed (to 1e-15 relative). With the floor's exponent
+    halved (10^-12.5 = 3.2e-13) a root off by 3e-14 passed and moved T(1e-4) from 0.02000050001458 to 0.02000050002058,
+    3e-10 relative, unseen (a survivor of mutation)."""
+    G.nca_coordinate_times()  # cached: derived before the patch, so only z_w's root is perturbed
+    real_polyroots = mpmath.polyroots
+    t_true = float(G.nca_exit_time(1e-4, 0.1))
+    off = [None]
+
+    def roots_off(*args, **kwargs):
+        return [r * (1 + mpmath.mpf(off[0])) for r in real_polyroots(*args, **kwargs)]
+
+    monkeypatch.setattr(mpmath, "polyroots", roots_off)
+    off[0] = "1e-15"
+    for u0 in (1e-4, 2.0, 12.0):
+        with pytest.raises(ArithmeticError, match="does not invert t_w"):
+            G.nca_exit_time(u0, 0.1)
+    off[0] = "1e-38"
+    assert float(G.nca_exit_time(1e-4, 0.1)) == pytest.approx(t_true, rel=1e-15)
+    assert t_true == pytest.approx(0.0200005000145837, rel=1e-13)
 
 
 def test_reference_free_rows_state_their_own_population_optimum():

@@ -277,6 +277,31 @@ def test_one_divergence_halves_the_step_of_every_seed(monkeypatch, batch_replica
     assert row["values"]["observed"] == [float(latest[s].in_U[-1].mean()) for s in (0, 1)]
 
 
+def test_a_step_that_never_settles_raises_after_the_last_allowed_halving(monkeypatch):
+    """Pins the cap on the step halvings: with every training call read as diverged, run_atlas_lm trains at the full
+    step and then at 1/2, 1/4, ..., 1/2^6 (MAX_LR_HALVINGS = 6, so 7 calls: sgd_lr / beta^2 = 3e-3 / 6.25 = 4.8e-4
+    down to 4.8e-4 / 64 = 7.5e-6) and then raises FloatingPointError naming the 6 halvings, instead of halving on.
+    With the comparison flipped ('halvings != MAX_LR_HALVINGS'), a run that never settles went past the cap and kept
+    halving (a survivor of mutation); the stub trainer stops such a run after 20 calls instead of hanging."""
+    seen = []
+
+    def train(*args, lr, **kwargs):
+        if len(seen) >= 20:
+            raise RuntimeError(f"trainer called {len(seen)} times: the halvings went past the cap")
+        seen.append(lr)
+        return [None] * len(args[5])  # records only _diverged reads, and it is stubbed
+
+    monkeypatch.setattr(A, "train_preference_batched", train)
+    monkeypatch.setattr(A, "_diverged", lambda recs: True)
+    cfg = LMConfig(seeds=(0, 1), max_seeds=2, sft_steps=100, batch_replicas=2)
+    with pytest.raises(FloatingPointError, match="still rises after 6 halvings"):
+        A.run_atlas_lm(["sigmoid"], cfg=cfg, progress=False)
+    assert A.MAX_LR_HALVINGS == 6
+    full = 3e-3 / 2.5**2  # the default sgd_lr over the slow cell's beta^2, by hand
+    assert (cfg.sgd_lr, BETA) == (3e-3, 2.5)
+    assert seen == pytest.approx([full / 2**i for i in range(7)], rel=1e-12)
+
+
 @pytest.mark.slow
 def test_full_column():
     """Every per-pair loss in its slow ordered SGD cell, default config (sequential looks up to max_seeds)."""
