@@ -112,3 +112,20 @@ def test_cvx_population_minimiser_returns_the_reward_centred_to_mean_zero():
         s = cvx_population_minimiser(r)
         assert abs(s.mean()) < 1e-9, (reward, s)
         assert np.max(np.abs(s - (r - r.mean()))) < 1e-6, (reward, s)
+
+
+def test_a_ranking_index_equal_to_k_is_refused_by_name_everywhere():
+    """K responses are indexed 0..K-1: the index K itself (the first out of range) must be refused with the ValueError
+    that names the field, by every entry point that takes a ranking (a survivor of mutation: r >= K -> r > K let K
+    through, and numpy then failed with an unnamed IndexError "index 3 is out of bounds"; the parametrised test above
+    only tried 5). K = 3 here, so [0, 3] is out and [0, 2] is in."""
+    lp = np.log([0.2, 0.3, 0.5])
+    calls = [lambda rk: pl_dpo_loss(lp, lp, rk, 1.0), lambda rk: listwise_certifies(0.1, lp, rk, 1.0),
+             lambda rk: listwise_certifies(-2.0, lp, rk, 1.0, log_loss=True),
+             lambda rk: listwise_U_nonempty(lp, rk, 1.0), lambda rk: pi_star_agrees(lp, np.zeros(3), rk, 1.0)]
+    for call in calls:
+        with pytest.raises(ValueError, match=r"ranking: indices must lie in \[0, 3\), got \[0, 3\]"):
+            call([0, 3])
+        call([0, 2])  # the largest valid index is accepted
+    # at pi = pi_ref every s_t = 0, so the two-response loss is log 2! = log 2
+    assert pl_dpo_loss(lp, lp, [0, 2], 1.0) == pytest.approx(math.log(2.0), rel=1e-15)

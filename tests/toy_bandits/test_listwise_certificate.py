@@ -215,3 +215,37 @@ def test_certificate_refuses_a_beta_that_is_not_positive_and_finite(beta, in_log
     assert listwise_certifies(value, log_ref, [0, 1], 1.0, log_loss=in_log) is False
     with pytest.raises(ValueError, match="beta: must be finite and > 0"):
         listwise_certifies(value, log_ref, [0, 1], beta, log_loss=in_log)
+
+
+def _documented_tolerance(k, beta, ref_gap, log_loss):
+    """certificate_tolerance's docstring formula, typed by hand: 2 (k + 6) eps (4 beta G + 3 (1 + |log L| + L))."""
+    eps = 2.0 ** -52
+    return 2.0 * (k + 6) * eps * (4.0 * beta * ref_gap + 3.0 * (1.0 + abs(log_loss) + math.exp(log_loss)))
+
+
+@pytest.mark.parametrize("raw_log_ref, inside, outside", [
+    # G = 5 large against 1 + |log L| + L: the rounding bound is 8.0e-11 nats; 0.7 of it inside the threshold must
+    # still be refused (a bound 0.38 times as large, as with k and beta swapped, certified it)
+    ([0.0, -0.001, -5.0], 0.7, 1.5),
+    # G = 0.002 small: the bound is 6.3e-14 nats; 2 bounds inside the threshold must certify (a bound 55 times as
+    # large, as with k and beta swapped, refused it)
+    ([0.0, -0.001, -0.002], 0.5, 2.0)])
+def test_log_loss_certificate_applies_the_documented_rounding_bound(raw_log_ref, inside, outside):
+    """listwise_certifies(log_loss=True) certifies a log-loss v iff v + tol <= log_crit - crit_tol, tol the documented
+    bound 2 (k + 6) eps (4 beta G + 3 (1 + |v| + e^v)) with k the number of ranked responses and beta the temperature
+    (a survivor of mutation: certificate_tolerance(beta, k, ...) with the two swapped gave a bound 0.38 to 55 times the
+    documented one here: unsound inside the rounding band at G = 5, needlessly blind at G = 0.002). k = 3, beta = 1000,
+    ranking (0, 1, 2): by hand c = beta (lr_t - lr_t+1) = (1, 4999) and (1, 1), so log_crit = log softplus(1) =
+    log 1.31326 = 0.27251 in both; crit_tol = 2 eps (2 beta G + 3 (1 + |log_crit|))."""
+    k, beta = 3, 1000.0
+    lr = np.array(raw_log_ref) - np.logaddexp.reduce(raw_log_ref)
+    g = float(lr.max() - lr.min())
+    c_min = float(np.min(beta * (lr[:-1] - lr[1:])))
+    log_crit = math.log(math.log1p(math.exp(c_min)))
+    assert c_min == pytest.approx(1.0, rel=1e-9) and log_crit == pytest.approx(0.27251, abs=1e-5)
+    crit_tol = 2.0 * 2.0 ** -52 * (2.0 * beta * g + 3.0 * (1.0 + abs(log_crit)))
+    tol = _documented_tolerance(k, beta, g, log_crit)
+    assert tol > 500 * math.ulp(log_crit)  # the band is hundreds of ulps of log_crit wide (ulp 5.6e-17)
+    for frac, certifies in ((inside, False), (outside, True)):
+        v = log_crit - crit_tol - frac * tol
+        assert listwise_certifies(v, lr, [0, 1, 2], beta, log_loss=True) is certifies, (frac, v, tol)

@@ -136,3 +136,17 @@ def test_violation_rate_dirichlet1_is_independent_of_k_and_limits():
     # beta -> 0: the reward decides (never violated); beta -> inf: the reference decides (half the time)
     assert violation_rate_quadrature(1e-4, 3) <= 1e-3
     assert violation_rate_quadrature(1e4, 3) == pytest.approx(0.5, abs=1e-3)
+
+
+@pytest.mark.parametrize("k", [1, 0])
+def test_violation_rate_mc_refuses_fewer_than_two_responses_by_name(k):
+    """random_pair_instances (through violation_rate_mc) needs K >= 2 responses, since a pair of distinct responses is
+    drawn; K = 1 must be refused by its own ValueError naming K (a survivor of mutation: k < 2 -> k < 1 let K = 1
+    through, and numpy's rng.integers(1, 1) then failed with an unnamed "low >= high")."""
+    with pytest.raises(ValueError, match=r"need K >= 2 and n >= 1; got " + str(k)):
+        violation_rate_mc(1.0, k, 10, np.random.default_rng(0))
+    # the smallest valid K draws a pair of the two distinct responses, y_w the higher reward
+    from toy_bandits.maps import random_pair_instances
+    log_ref, reward, w, l = random_pair_instances(50, 2, np.random.default_rng(0))
+    assert np.all(w != l) and set(np.unique(np.concatenate([w, l]))) == {0, 1}
+    assert np.all(reward[np.arange(50), w] >= reward[np.arange(50), l])
