@@ -617,6 +617,11 @@ def _criterion_boundary(pi_ref, reward, beta: float, w: int, l: int) -> float | 
     return 0.5 * (lo + hi)
 
 
+# cpo_penalized_eq10_general_k's decision tolerances, read by its decisions and shown in its evidence (one source, so
+# the evidence cannot show a tolerance the decision does not use)
+EQ10_TOL = {"slope_over_gamma": 1e-6, "same_point": 1e-6, "eq13_16_relative": 1e-8, "stationarity_relative": 1e-9}
+
+
 def cpo_penalized_eq10_general_k(ctx: CheckContext) -> MethodResult:
     """docs/theory.md §9(b), K = 3..5: boundedness, the stationary points (1-d enumeration vs K-dim root search) and
     their kind (tangent-space inertia from the analytic Hessian, :func:`_tangent_index`, vs the logit Hessian by
@@ -649,13 +654,14 @@ def cpo_penalized_eq10_general_k(ctx: CheckContext) -> MethodResult:
             path_j.append(float(rlhf_objective(pi, pi_ref, reward, beta)))
         slope = (path_f[-1] - path_f[-2]) / (ss[-1] - ss[-2])
         j_lo, j_hi = reward.min() - beta * math.log(1 / pi_ref.min()), beta * logsumexp(np.log(pi_ref) + reward / beta)
-        unbounded = (abs(slope / gamma - 1) < 1e-6 and all(np.diff(path_f[1:]) > 0)
+        unbounded = (abs(slope / gamma - 1) < EQ10_TOL["slope_over_gamma"] and all(np.diff(path_f[1:]) > 0)
                      and all(j_lo - 1e-9 <= j <= j_hi + 1e-9 for j in path_j))
         unbounded_all = unbounded_all and unbounded
         # (2) stationary points, two ways
         enum = enumerate_stationary_points(pi_ref, reward, beta, gamma, w, l)
         search = _kkt_search(pi_ref, reward, beta, gamma, w, l, rng, n_starts)
-        same = len(enum) == len(search) and all(min(np.max(np.abs(p - q)) for q in search) < 1e-6 for p in enum)
+        same = len(enum) == len(search) and all(min(np.max(np.abs(p - q)) for q in search) < EQ10_TOL["same_point"]
+                                                for p in enum)
         sets_agree = sets_agree and same
         kinds = []
         for p in enum:
@@ -712,7 +718,7 @@ def cpo_penalized_eq10_general_k(ctx: CheckContext) -> MethodResult:
     n_near = sum("near_criterion_boundary_m" in row for row in kkt_rows)
     n_ends = sum("bracket_end_m" in row for row in kkt_rows)
     # every case, random or near the boundary: pi_c stationary, and its kind (120-digit Hessian) as the criterion says
-    kkt_ok = all(row["stationarity_residual"] < 1e-9 for row in kkt_rows)
+    kkt_ok = all(row["stationarity_residual"] < EQ10_TOL["stationarity_relative"] for row in kkt_rows)
     crit_ok = all(row["_idx"] is not None and int(row["criterion_predicts_ascending_direction"]) == row["_idx"]
                   for row in kkt_rows)
     for row in kkt_rows:
@@ -721,7 +727,7 @@ def cpo_penalized_eq10_general_k(ctx: CheckContext) -> MethodResult:
     # index-1 saddle (c9d097b also let a "local min" pass here, which the statement excludes)
     only_max_and_index1 = all(p in ("none", "local max + saddle (index 1)") for p in patterns)
     literal = not unbounded_all  # 'maximise Eq. 10' is well posed only if F is bounded above
-    amended = (unbounded_all and sets_agree and kinds_agree and eq1316_max < 1e-8 and kkt_ok and crit_ok
+    amended = (unbounded_all and sets_agree and kinds_agree and eq1316_max < EQ10_TOL["eq13_16_relative"] and kkt_ok and crit_ok
                and only_max_and_index1)
     # part (3) with no case checked (every mu <= 0) is no evidence for the amendment's gamma = nu* statement: it
     # cannot support it (the all() above would pass vacuously); the amendment is then undecided, unless another
@@ -739,8 +745,7 @@ def cpo_penalized_eq10_general_k(ctx: CheckContext) -> MethodResult:
         "pi_c_stationary_for_gamma_nu_star": kkt_ok, "kind_of_pi_c_predicted_by_criterion": crit_ok,
         "part3_cases_checked": n_random, "part3_cases_drawn": n_part3, "part3_near_criterion_boundary": n_near,
         "part3_bracket_ends": n_ends,
-        "tolerances": {"slope_over_gamma": 1e-6, "same_point": 1e-6, "eq13_16_relative": 1e-8,
-                       "stationarity_relative": 1e-9},
+        "tolerances": dict(EQ10_TOL),
         "seconds": time.perf_counter() - t0,
     }
     example = rows[0]
