@@ -715,6 +715,25 @@ def test_enumerate_stationary_points_with_a_tiny_gamma_over_beta():
     assert -700 < math.log(small[1]) < math.log(gamma / beta) - 1  # the small branch, well below the branch point
 
 
+@pytest.mark.parametrize("ratio", [0.6, 0.9, 1.1, 1.5, 1.9, 3.0])
+def test_enumerate_stationary_points_recovers_a_point_built_from_the_stationarity_equations(ratio):
+    """A stationary point of Eq. 10 built backwards: pick pi (K = 3, pi(y_l) = ratio x gamma/beta, on the loser's
+    small branch below ratio 1 and its large branch above) and set r(y) = beta (log(pi(y)/pi_ref(y)) + 1) - gamma/pi(w)
+    [y = w] + gamma/pi(l) [y = l], so that dF/dpi is 0 for every y by construction (no enumeration involved). The
+    enumeration must return that pi (to 1e-12) among its points, close to the branch point gamma/beta on both sides,
+    where the claim's random instances seldom put a point: the loser's branch point written log(2 gamma/beta) (a
+    finding of a mutation review, not in a sample) returned no point at ratios 0.6-1.9 and missed the built one at 3."""
+    beta, gamma = 1.0, 0.1
+    pl = ratio * gamma / beta
+    pi, pi_ref = np.array([0.5, pl, 0.5 - pl]), np.array([0.2, 0.5, 0.3])
+    reward = beta * (np.log(pi) - np.log(pi_ref) + 1.0)
+    reward[0] -= gamma / pi[0]
+    reward[1] += gamma / pi[1]
+    pts = sc.enumerate_stationary_points(pi_ref, reward, beta, gamma, 0, 1)
+    assert len(pts) == 2
+    assert min(float(np.max(np.abs(p - pi))) for p in pts) < 1e-12
+
+
 def test_price_of_alignment_convex_expects_a_positive_price_where_the_margin_exceeds_delta_star(tmp_path, monkeypatch):
     """Pins how price-of-alignment's CVXPY method sorts instances: by m - delta*, not by delta* alone. Two hand-built
     single-pair instances (K = 2, pi_ref = (1/2, 1/2), beta = 1, so delta* = r_w - r_l): A with delta* = 1 < m = 2
