@@ -328,7 +328,8 @@ def population_t_star(loss: str, params: dict, q_value, beta_value=0.1):
 def _bisect(g, lo, hi, steps=200, widen=False):
     """The root of an increasing function g on [lo, hi] (a convex loss's population derivative), by bisection at
     mpmath precision (a root-polisher from t = 0 fails where g is flat, e.g. exo_pair with eps = 1e-3). widen: double
-    an end that does not bracket the root, up to |end| = 1e5 (exo_pair with eps = 1e-40 has t* ~ 92 > 60)."""
+    an end that does not bracket the root until |end| passes 1e5 (the first doubling past it: 122,880 from an end of 60;
+    exo_pair with eps = 1e-40 has t* ~ 92 > 60); a root beyond that raises the no-sign-change error."""
     a, b = mpmath.mpf(lo), mpmath.mpf(hi)
     while widen and not g(a) < 0 and a > -1e5:
         a *= 2
