@@ -535,3 +535,25 @@ def test_flow_row_rest_trained_beta_d_of_ipo_and_hinge_by_hand():
         assert row["class"] == "absorbing"
         assert row["beta_D"] == pytest.approx(want, abs=1e-6)
         assert row["beta_D_rest_trained"] == pytest.approx(want, abs=1e-6)
+
+
+@pytest.mark.parametrize("setting, cls, beta_D", [
+    (Setting("ipo"), "absorbing", 0.5),  # (h - 1/(2 beta))^2: stops at beta h = 1/2
+    (Setting("hinge"), "absorbing", 1.0),  # max(0, 1 - beta h): flat from beta h = 1
+    (Setting("sppo_hard"), "pinned", 1.0),  # absolute terms pin r_w = 1/(2 beta), r_l = -1/(2 beta)
+    (Setting("sigmoid"), "transient", None),  # softplus(-beta h) falls for every h: still moving at the horizon
+    (Setting("cpo_sigmoid"), "empty-U", None),  # CPOTrainer, reference-free: no reference region to stay in
+])
+def test_flow_row_class_of_each_kind_in_process(setting, cls, beta_D):
+    """flow_row's class branch, in process (the atlas test reaches it only in a subprocess, where the mutation
+    runner's coverage does not see it): a relative loss with a finite stop is "absorbing", an absolute one "pinned",
+    one that keeps moving "transient", a CPOTrainer loss "empty-U"; beta D from the loss by hand (abs 1e-6). Flipping
+    `spec.kind == "absolute"` (ipo, hinge -> pinned; sppo_hard -> absorbing) or `spec.trainer == "CPOTrainer"` (every
+    DPOTrainer row -> empty-U) fails here. (a survivor of mutation: gpo_flow.py:313 and :320, seed 1123, killed by
+    hand by tests/dpo_rlhf_checks/test_atlas_cli.py::test_quick_atlas_for_two_losses_agrees)"""
+    row = F.flow_row(setting, quick=True)
+    assert row["class"] == cls
+    if beta_D is None:
+        assert row["beta_D"] is None
+    else:
+        assert row["beta_D"] == pytest.approx(beta_D, abs=1e-6)
