@@ -447,3 +447,46 @@ def test_resolution_limit_reads_delta_star_with_the_reference_log_odds_added():
     # the mirror (dr > 0, delta_ref = -700): delta* = 1e8 - 1200, also solved
     mirror = BanditInstance(np.array([math.exp(-700.0), 1.0]), np.array([1e8 - 500.0, 0.0]), 1.0, ((1, 0),), 1.0)
     assert resolution_problem(mirror) is None
+
+
+@pytest.mark.parametrize("shift, expected", [((-0.05, 0.05, 0.0), 0.05), ((0.03, 0.0, -0.03), 0.03)])
+def test_stationarity_residual_is_the_largest_gap_to_the_implied_policy(shift, expected):
+    """kkt_residuals' stationarity is max_y |pi(y) - pi_mu(y)| (its docstring), not a smaller entry.
+
+    K = 3, pi_ref (0.2, 0.5, 0.3), r (0, 0.3, -0.2), beta 1, y_1 over y_0 with margin 0.1. With mu = 0 the implied
+    policy is pi* = pi_ref e^r / Z, computed here by hand (delta* = log 2.5 + 0.3 = 1.216 >= 0.1: the constraint
+    is slack). pi = pi* moved by ``shift`` on two responses, one response untouched: still feasible (primal 0, dual
+    0, slackness 0), so only stationarity tells it is not the optimum, and it must read the shift, 0.05 or 0.03
+    (within 1e-12). A min over responses read 0 at the untouched one (0.0 < KKT_TOL 1e-9: a wrong policy
+    certified optimal); for K = 2 the two gaps are equal, so only K >= 3 sees it (a survivor of mutation)."""
+    pi_ref, reward = np.array([0.2, 0.5, 0.3]), np.array([0.0, 0.3, -0.2])
+    inst = BanditInstance(pi_ref=pi_ref, reward=reward, beta=1.0, preferences=((1, 0),), margin=0.1)
+    w = np.array([0.2, 0.5 * math.exp(0.3), 0.3 * math.exp(-0.2)])
+    pi = w / w.sum() + np.array(shift)
+    assert math.log(pi[1] / pi[0]) > 0.1  # still feasible
+    res = kkt_residuals(inst, pi, np.zeros(1))
+    assert res["primal"] <= 1e-15 and res["dual"] == 0.0 and res["slackness"] == 0.0
+    assert abs(res["stationarity"] - expected) < 1e-12
+
+
+@pytest.mark.parametrize("method", ["closed-form", "dual", "cvxpy"])
+@pytest.mark.parametrize("pi_ref, reward, beta, holds, in_u", [
+    ([0.1, 0.9], [1.0, 0.0], 0.5, False, True),  # delta_ref = log(1/9) = -2.197, delta* = -2.197 + 2 = -0.197
+    ([0.2, 0.5, 0.3], [0.3, 0.0, 0.1], 0.2, True, False),  # delta_ref = log 0.4 = -0.916, delta* = 0.584
+    ([0.2, 0.5, 0.3], [0.0, 0.5, 0.1], 2.0, False, False),  # delta_ref = -0.916, delta* = -1.166 < delta_ref
+    ([0.5, 0.2, 0.3], [0.0, 4.0, 0.0], 1.0, False, False),  # delta_ref = 0.916, delta* = -3.084
+])
+def test_solution_fields_say_whether_pi_star_is_in_u(method, pi_ref, reward, beta, holds, in_u):
+    """ConstrainedSolution.assumption_holds (delta* > 0) and in_U (delta_ref < delta* < 0) as documented, from
+    every solver (they share _solution_from_policy; the CLI recomputes its own and does not read these fields).
+    Pair y_0 over y_1, delta_ref = log pi_ref(0)/pi_ref(1), delta* = delta_ref + (r_0 - r_1)/beta, both by hand.
+    assumption_and_u called with delta_ref and dr swapped gave wrong flags on three of the four instances, e.g. in_U
+    False for the first, where -2.197 < -0.197 < 0 (a survivor of mutation)."""
+    inst = BanditInstance(pi_ref=np.array(pi_ref), reward=np.array(reward), beta=beta, preferences=((0, 1),),
+                          margin=0.0)
+    d_ref = math.log(pi_ref[0] / pi_ref[1])
+    d_star = d_ref + (reward[0] - reward[1]) / beta
+    assert (d_star > 0) is holds and (d_ref < d_star < 0) is in_u  # the table's flags are the definitions
+    sol = solve(inst, method)
+    assert sol.assumption_holds.tolist() == [holds] and sol.in_U.tolist() == [in_u]
+    assert abs(sol.delta_star[0] - d_star) < 1e-12
