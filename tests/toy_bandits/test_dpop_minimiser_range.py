@@ -34,3 +34,20 @@ def test_dpop_minimiser_far_from_zero_is_the_argmin_of_a_fine_grid(d_ref, dr):
     assert abs(grid[np.argmin(vals)]) > 45
     assert float(dpop_population_loss(x, d_ref, dr, beta=0.1, lam=50.0)) <= vals.min() + 1e-9
     assert x == pytest.approx(grid[np.argmin(vals)], abs=1e-3)
+
+
+@pytest.mark.parametrize("d_ref, dr, beta", [
+    (0.0, -7.995, 0.1),    # delta_ref + dr / beta = -79.95
+    (-70.0, -0.995, 0.1),  # -70 - 9.95 = -79.95
+    (0.0, -3.9975, 0.05),  # -79.95
+    (0.0, 7.995, 0.1),     # +79.95, the other end of the grid
+])
+def test_dpop_minimiser_at_the_ends_of_its_grid(d_ref, dr, beta):
+    """lam = 0 (DPO, minimiser delta_ref + dr/beta by hand, as above) with the minimiser at +-79.95, inside the range
+    [-80, 80] the docstring states but within half a grid step (0.2) of its end, where the best grid point is the
+    first (or last) one and the golden-section bracket is [grid[0], grid[1]]. Pins the result to 1e-5 (measured error
+    4e-7). A bracket whose lower end was grid[max(1 - i, 0)] instead of grid[max(i - 1, 0)] collapsed to
+    [grid[1], grid[1]] at i = 0 and returned -79.8 at the three negative cases (off by 0.15; every other point of
+    [-79.8, 80] and every sign unchanged, so no verdict moved; a survivor of mutation:
+    toy_bandits/cpo_population.py::dpop_minimiser::swap-args::b47e10b9f1)."""
+    assert float(dpop_minimiser(d_ref, dr, beta=beta, lam=0.0)) == pytest.approx(d_ref + dr / beta, abs=1e-5)

@@ -441,6 +441,44 @@ def test_flow_row_of_the_sigmoid_sft_mix_by_hand():
     assert math.isfinite(row["population_t_at_q=0.88"])
 
 
+def test_flow_row_reports_the_rest_trained_end_point_of_absorbing_rows():
+    """The atlas row of an absorbing loss carries beta D with the rest of the model trained too (atlas.md's "(rest
+    trained: ...)", the README's and the theory notes' finding that hinge/forward_kl's beta D moves from 0.300 to
+    0.208). By hand, in (a, b) = (e^-r_w, e^-r_l) from (1, 1): TRL's hinge relu(1 - beta (f(r_w) - f(r_l))) with
+    forward KL's f(r) = 1 - e^-r stops where b - a = 1/beta = 10. Free log-ratios: e^r_w + e^r_l = 2, so
+    e^r_w = 1 + s, e^r_l = 1 - s with 2 s/(1 - s^2) = 10, s = (sqrt(404) - 2)/20, beta D = 0.1 log((1 + s)/(1 - s))
+    = 0.29982. Rest trained (metric [[2, 1], [1, 2]]): da/dt = -beta a (2 a - b), db/dt = -beta b (a - 2 b), solved
+    here by solve_ivp to the stop set: beta D = 0.1 log(b/a) = 0.208128. Reverse KL (plain hinge) stops at
+    r_w - r_l = 1/beta whatever the metric: 1.0 both ways. A flipped test in flow_row (rest trained computed only for
+    empty-U rows) dropped the number from every absorbing row with no test or claim noticing (a survivor of mutation:
+    toy_bandits/gpo_flow.py::flow_row::cmp-flip::4cccbb33ed)."""
+    from scipy.integrate import solve_ivp
+
+    beta = 0.1
+    s_free = (math.sqrt(404.0) - 2.0) / 20.0
+
+    def rhs(_, y):
+        a, b = y
+        return [-a * beta * (2 * a - b), -b * beta * (a - 2 * b)]
+
+    def stop(_, y):
+        return (y[1] - y[0]) - 1.0 / beta
+    stop.terminal = True
+    sol = solve_ivp(rhs, (0.0, 1e6), [1.0, 1.0], events=stop, method="LSODA", rtol=1e-12, atol=1e-14)
+    a, b = sol.y_events[0][0]
+    rest_by_hand = beta * math.log(b / a)
+    assert rest_by_hand == pytest.approx(0.208128, abs=1e-6)
+
+    row = F.flow_row(Setting("hinge", f_div="forward_kl"), quick=True)
+    assert row["class"] == "absorbing"
+    assert row["beta_D"] == pytest.approx(beta * math.log((1 + s_free) / (1 - s_free)), abs=1e-6)
+    assert row["beta_D_rest_trained"] == pytest.approx(rest_by_hand, abs=1e-6)
+    row = F.flow_row(Setting("hinge"), quick=True)
+    assert row["class"] == "absorbing"
+    assert row["beta_D"] == pytest.approx(1.0, abs=1e-6)
+    assert row["beta_D_rest_trained"] == pytest.approx(1.0, abs=1e-6)
+
+
 def test_population_numeric_f_divergence_row_at_pi_star_is_read_as_recovering(monkeypatch):
     """The f-divergence rows' decision |delta_f - delta_pi*| > 1e-3 (the row does not recover pi*) can fail: fed a
     row whose delta_f is the pi* value written out by hand, log pi_ref(w) - log pi_ref(l) + logit(q) / beta
