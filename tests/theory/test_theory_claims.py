@@ -140,6 +140,42 @@ def test_a_wrong_flow_time_makes_equiv_ordered_pair_amended_false_not_a_crash(mo
     assert res.evidence["delta_flow_time_rel_err_vs_ode"] == pytest.approx(0.5, abs=1e-6)
 
 
+def _taylor2_flow_time(d_ref, beta, parametrisation):
+    """A wrong closed form, right only to second order in U0 = -beta delta_ref: expm1(U0) ~ U0 + U0^2 / 2."""
+    u0 = -beta * d_ref
+    return (2.0 * u0 + u0 ** 2 / 2.0) / beta ** 2
+
+
+def _linearised_sigmoid_grad(true_fn):
+    """The toolkit's loss with its delta-gradient -beta sigma(-U) replaced by its linearisation -beta (1/2 - U/4),
+    U = beta (delta - delta_ref): right at U = 0 and wrong beyond it."""
+    def fn(delta, delta_ref, beta, **kw):
+        loss, _ = true_fn(delta, delta_ref, beta, **kw)
+        u = beta * (np.asarray(delta, dtype=float) - np.asarray(delta_ref, dtype=float))
+        return loss, -beta * (0.5 - u / 4.0)
+    return fn
+
+
+@pytest.mark.parametrize("planted", ["flow_time_taylor2", "grad_linearised_sigmoid"])
+def test_equiv_ordered_pair_flow_check_reaches_the_nonlinear_part_of_the_flow(monkeypatch, tmp_path, planted):
+    """The delta-flow check of equiv_ordered_pair_numeric must sample betas where U0 = beta |delta_ref| is of order 1,
+    so that it sees the e^U part of t = (U0 + e^U0 - 1) / beta^2 and of the gradient beta sigma(-U). Two errors right
+    only near U = 0 are planted: the closed form with expm1 replaced by its 2nd-order Taylor polynomial, and the
+    loss's gradient with sigma linearised (1/2 - U/4). By hand, at U0 = 1 the Taylor time is 2.5 against 1 + e - 1 =
+    2.718 (8% off), and the linearised flow stalls at U = 2 (it never crosses 0 once U0 > 2). The check must report
+    a flow-time error far above its 1e-7 bar (measured: 1.84 and inf, seed 0 --quick). With betas drawn as
+    U(-0.5, 0.5) ** 10 (<= 1e-3) instead of 10 ** U(-0.5, 0.5), U0 <= 1e-5 and both errors pass at ~1e-12.
+    (a survivor of mutation: equiv_ordered_pair_numeric::swap-args::3026987f7b, seed 1123)"""
+    if planted == "flow_time_taylor2":
+        monkeypatch.setattr(sec4_equivalence, "flow_time_to_zero", _taylor2_flow_time)
+    else:
+        monkeypatch.setattr(sec4_equivalence, "dpo_value_and_grad",
+                            _linearised_sigmoid_grad(sec4_equivalence.dpo_value_and_grad))
+    res = sec4_equivalence.equiv_ordered_pair_numeric(CheckContext(seed=0, quick=True, out_dir=tmp_path))
+    assert res.evidence["delta_flow_time_rel_err_vs_ode"] > 1e-3
+    assert res.amended is False
+
+
 def test_flow_times_of_the_two_modules_agree_once_parametrised():
     from toy_bandits.dynamics import ordered_pair_flow_time
 
