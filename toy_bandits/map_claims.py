@@ -414,6 +414,9 @@ def undesirable_space_convex(ctx: CheckContext) -> MethodResult:
 # --------------------------------------------------------------------------------------------------
 
 NUMERICAL_ZERO = 1e-9  # a target T counts as negative below -1e-9 (float rounding of T is ~1e-13 here)
+# the grid minimum of a CPO map's target T against its derived minimum: the decision's tolerance, also shown in the
+# evidence (one source)
+TOL_T_MIN = 1e-6
 
 
 def eq17_critical_ratio() -> dict[str, float]:
@@ -652,7 +655,7 @@ def cpo_loss_certificates_search(ctx: CheckContext) -> MethodResult:
         rows.append(res)
     predictions_ok = all(r["prediction_matches"] for r in rows)
     cx_valid = all(r["counterexample"]["loss_below_log2_with_delta_negative"] for r in rows if r["counterexample"])
-    tmin_ok = all(r.get("T_min_err_vs_derived", 0.0) <= 1e-6 for r in rows)
+    tmin_ok = all(r.get("T_min_err_vs_derived", 0.0) <= TOL_T_MIN for r in rows)
     n_w, n_l = 10, 2
     ref_mean_w, ref_mean_l, pol_mean_w, pol_mean_l = -1.2, -1.5, -1.0, -2.0
     t = lambda v: torch.tensor([v], dtype=torch.float64)  # noqa: E731
@@ -680,7 +683,7 @@ def cpo_loss_certificates_search(ctx: CheckContext) -> MethodResult:
                 f"regimes; matches the derived conditions in {sum(r['prediction_matches'] for r in rows)}/{len(rows)}; "
                 f"mean-delta certificate: mean {mean_cx['mean_delta']:+g}, sum {mean_cx['summed_delta']:+g}",
         evidence={"regimes": rows, "sum_vs_mean": mean_cx, "no_target_form": no_target,
-                  "tolerances": {"T_min": 1e-6, "numerical_zero_T": NUMERICAL_ZERO}},
+                  "tolerances": {"T_min": TOL_T_MIN, "numerical_zero_T": NUMERICAL_ZERO}},
         depends_on=(
             "dpo_rlhf_checks.losses.get_loss", "dpo_rlhf_checks.losses.implicit_target", "dpo_rlhf_checks.losses",
             "toy_bandits.map_claims._certificate_amended", "toy_bandits.map_claims._certificate_search",
