@@ -712,3 +712,26 @@ def test_certificate_column_of_the_rows_with_a_finite_minimiser():
         assert rows[key]["class"] == "absorbing" and rows[key]["certificate"].startswith("not derived"), key
     disco = rows["discopop[beta=0.1,discopop_tau=0.05]"]
     assert disco["class"] == "wrong-way" and disco["beta_D"] < 0 and disco["certificate"] == "none"
+
+
+def test_apo_down_time_asymptote_against_the_bandit_flow():
+    """apo_down has no closed-form exit time; the atlas row carries the dominant-balance asymptote T ~ 2 e^U0/beta^2
+    and the atlas compares it with the bandit flow on the full grid (within 5% at U0 = 8 and closer there than at 5).
+    Pinned here with the flow's own exit times, so a wrong asymptote fails a test and not only a full atlas run (a
+    survivor of mutation: theory/gpo_atlas.py::_absolute_row::swap-args::c1eafe56e0, b ** 2 -> 2 ** b). Measured at
+    beta = 0.1: flow T(5) = 32061, T(8) = 600137; by hand 2 e^5/0.01 = 29682.6 (8.0% off) and 2 e^8/0.01 = 596191.6
+    (0.66% off). With 2^beta in place of beta^2 the asymptote is 276.9 and 5562.7, 107x off."""
+    from dpo_rlhf_checks import atlas as A
+    from toy_bandits.gpo_flow import exit_time
+
+    s = Setting("apo_down")
+    assert s.beta == 0.1
+    sym = G.symbolic_row(s)
+    T = {str(u): exit_time(s, u) for u in (5.0, 8.0)}
+    asym = sym["_time_asymptote"]
+    assert asym(8.0) == pytest.approx(596191.5974, rel=1e-8)  # 2 e^8 / 0.1^2, by hand
+    assert asym(5.0) == pytest.approx(29682.6318, rel=1e-8)  # 2 e^5 / 0.1^2
+    assert T["8.0"] == pytest.approx(596191.6, rel=0.05) and T["5.0"] == pytest.approx(29682.6, rel=0.15)
+    out = A.compare(sym, {"class": sym["class"], "exit_times": T}, s)
+    assert out["time_asymptote"] is True
+    assert out["_time_asymptote_rel"]["8.0"] < 0.01 < out["_time_asymptote_rel"]["5.0"] < 0.1

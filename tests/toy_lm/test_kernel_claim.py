@@ -488,3 +488,34 @@ def test_numeric_method_fails_when_the_adam_runs_do_not_move(tmp_path, monkeypat
     for k in adam:
         assert red[k]["max_abs_diff"] <= red[k]["tol"] and abs(red[k]["moved"]) < 1e-6, (k, red[k])
     assert r.literal is False and sorted(r.counterexample["reductions_that_fail"]) == adam
+
+
+def test_identity_sgd_reduction_sees_a_wrong_kernel(tmp_path, monkeypatch):
+    """The SGD identity reduction (K = P I is the tabular run) must read the largest deviation over the whole run, not
+    the smallest: both runs start from the same z0, so the step-0 difference is 0 and a min over the trajectory is 0
+    whatever the kernel (a survivor of mutation: toy_lm/kernel_claim.py::_reductions::minmax::c2820cbb3d, max -> min).
+    Planted here: the identity kernel 10% low (0.9 P I, only where the kernel is a multiple of I, so the Adam
+    reductions, which take a Jacobian, and the rank-1 ones are untouched). Measured: the four SGD reductions deviate
+    from the tabular run by 0.077 (dpo), 0.054 (dpo_bt), 0.125 (cpo_clip), 0.040 (ipo) against tol 1e-12; unplanted
+    they agree to 1.8e-15."""
+    real = kernel_claim.run_linearised
+
+    def planted(method, **kw):
+        k = kw.get("kernel")
+        if k is not None:
+            k = np.asarray(k)
+            if np.allclose(k, k[0, 0] * np.eye(len(k))):
+                kw["kernel"] = 0.9 * k
+        return real(method, **kw)
+
+    monkeypatch.setattr(kernel_claim, "run_linearised", planted)
+    r = lm_kernel_numeric(CheckContext(out_dir=tmp_path))
+    red = r.evidence["reductions"]
+    sgd = sorted(k for k in red if k.startswith("identity_sgd_"))
+    assert len(sgd) == 4
+    for k in sgd:
+        assert red[k]["max_abs_diff"] > 0.01, (k, red[k])  # measured 0.040 to 0.125
+    for k in red:
+        if not k.startswith("identity_sgd_"):
+            assert red[k]["max_abs_diff"] <= red[k]["tol"], (k, red[k])
+    assert r.literal is False and sorted(r.counterexample["reductions_that_fail"]) == sgd
