@@ -735,3 +735,30 @@ def test_apo_down_time_asymptote_against_the_bandit_flow():
     out = A.compare(sym, {"class": sym["class"], "exit_times": T}, s)
     assert out["time_asymptote"] is True
     assert out["_time_asymptote_rel"]["8.0"] < 0.01 < out["_time_asymptote_rel"]["5.0"] < 0.1
+
+
+@pytest.mark.parametrize("dr", [-5.0, -6.0])
+def test_fdiv_population_delta_reaches_roots_with_pi_w_far_below_1e_21(dr):
+    """fdiv_population_delta where the minimiser puts pi(y_w) near e^-51 and e^-61 (beta = 0.1, pi_ref = (0.3, 0.7),
+    dr = -5, -6: BT labels with q = 0.0067, 0.0025): the bisection's upper end -log pi_ref(y_l) - 1e-30 leaves room
+    for pi(y_w) down to 1e-30; an end at -log pi_ref(y_l) - 5^-30 (1e-21) raised 'no sign change' here for reverse
+    KL and JS (a survivor of mutation). Expected by hand: reverse KL gives pi*, delta = log(3/7) + dr/beta (-50.8473,
+    -60.8473); JS (s = log sigma(r)) by brentq on beta (s(r_w) - s(r_l)) = dr, written with log1p: -51.7346,
+    -61.7346."""
+    from scipy.optimize import brentq
+
+    log_w, log_l, beta = math.log(0.3), math.log(0.7), 0.1
+    got = G.fdiv_population_delta("reverse_kl", None, beta, log_w, log_l, dr)
+    assert got == pytest.approx(math.log(3 / 7) + dr / beta, abs=1e-9)
+
+    def log_sigma(r):
+        return -math.log1p(math.exp(-r)) if r > -30 else r - math.log1p(math.exp(r))
+
+    def eq(d):
+        log_pw, log_pl = -math.log1p(math.exp(-d)), -math.log1p(math.exp(d))
+        return beta * (log_sigma(log_pw - log_w) - log_sigma(log_pl - log_l)) - dr
+
+    by_hand = brentq(eq, -80.0, 60.0, xtol=1e-13)
+    assert by_hand < -50.0
+    got_js = G.fdiv_population_delta("js_divergence", None, beta, log_w, log_l, dr)
+    assert got_js == pytest.approx(by_hand, abs=1e-8)

@@ -290,3 +290,41 @@ def test_mm_fit_converges_on_a_strongly_connected_pair_with_a_log_odds_spread_be
     assert fit.theta[0] - fit.theta[1] == pytest.approx(expected, abs=1e-9)
     assert fit.spread[-1] == pytest.approx(expected, abs=1e-9)
     assert fit.converged is True
+
+
+def test_two_components_graph_is_the_structure_its_name_states_and_the_convex_check_needs_it(tmp_path, monkeypatch):
+    """Pins the named graph "two components: 0<>1 and 2>3" (a survivor of mutation: its loser [1, 0, 1] became
+    [2, 0, 1], a weakly connected DAG 2>0>1, 2>3 under the same name, and the convex check then passed a win_graph
+    that calls every labelled pair divergent once a data set has two weak components and is unbounded; it catches that
+    with the graph as named). By hand: weak components {0, 1} and {2, 3}; {0, 1} is one SCC (0>1 twice, 1>0 once),
+    so only (2, 3) diverges and h_01 = log(2/1)/beta, the pair's own log-odds (the only pair labelled both ways)."""
+    from dpo_rlhf_checks.result import CheckContext
+    from toy_bandits import dataset as D
+    from toy_bandits.dataset_claims import dataset_minimiser_convex
+
+    k, raw = named_graphs()["two components: 0<>1 and 2>3"]
+    assert k == 4
+    labels = merge_labels(raw, k)
+    assert labels == {(0, 1): 2, (1, 0): 1, (2, 3): 1}
+    g = win_graph(labels, k)
+    weak = {frozenset(i for i in range(k) if g.weak[i] == g.weak[j]) for j in range(k)}
+    assert weak == {frozenset({0, 1}), frozenset({2, 3})}
+    assert g.scc[0] == g.scc[1] != g.scc[2] != g.scc[3]
+    assert set(g.divergent) == {(2, 3)} and not g.finite
+    beta = 0.5
+    opt = empirical_minimiser(labels, k, beta)
+    assert opt.h[(0, 1)] == pytest.approx(math.log(2.0) / beta, abs=1e-9)
+    assert opt.h[(1, 0)] == pytest.approx(-math.log(2.0) / beta, abs=1e-9)
+    assert opt.h[(2, 3)] is None
+
+    real = D.win_graph
+
+    def every_pair_divergent_when_disconnected(lab, kk):  # the planted error the convex check must catch
+        gg = real(lab, kk)
+        w, l, _ = D._arrays(lab)
+        div = tuple((int(a), int(b)) for a, b in zip(w, l)) if (gg.weak.max() > 0 and gg.divergent) else gg.divergent
+        return type(gg)(scc=gg.scc, weak=gg.weak, finite=not div, divergent=div, order=gg.order)
+
+    monkeypatch.setattr(D, "win_graph", every_pair_divergent_when_disconnected)
+    r = dataset_minimiser_convex(CheckContext(seed=0, quick=True, out_dir=tmp_path))
+    assert r.amended is False and "divergent pairs equal: False" in r.summary
