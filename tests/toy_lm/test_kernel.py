@@ -467,3 +467,61 @@ def test_relinearised_tracks_the_lm_closer(tiny_run):
     err_relin = np.abs(kp.relin_run.delta - obs).max()
     assert kp.relin_run.relinearised_at == [0, 1, 2, 3, 4, 5]
     assert err_relin < err_plain, (err_relin, err_plain)
+
+
+def test_comparison_censors_a_pair_the_lm_never_moved_out_of_U_at_steps_plus_one():
+    """kernel.comparison's crossing steps, by hand on a 4-step record with three misranked pairs (delta_ref = -1):
+    pair 0 first has delta > 0 at step 2, pair 1 at the last step (4), pair 2 never. Both the LM's and the
+    linearised crossing steps must be 2, 4 and 5 = steps + 1 (the censor time_in_U_fits reads as "still in U"), so
+    the never-crossing pair is the only censored one. An LM censor of steps (a survivor of mutation) gave obs_cross
+    [2, 4, 4]: the pair that stayed in U read as leaving it at the last step, uncensored in the time-in-U slope."""
+    from types import SimpleNamespace
+
+    from toy_lm.kernel import KernelRun, comparison
+    from toy_lm.stage import time_in_U_fits
+
+    steps = 4
+    delta_ref = np.array([-1.0, -1.0, -1.0])
+    traj = np.array([[-1.0, -1.0, -1.0], [-0.5, -0.8, -0.9], [0.2, -0.5, -0.8], [0.5, -0.1, -0.7],
+                     [0.9, 0.1, -0.6]])
+    kr = KernelRun(z=np.zeros((steps + 1, 6)), delta=traj.copy(), objective=np.linspace(1.0, 0.5, steps + 1),
+                   own=np.zeros((steps, 3)), cross=np.zeros((steps, 3)), influence=np.zeros((3, 3)),
+                   change_by_row=np.zeros((6, 6)), relinearised_at=[0])
+    rec = SimpleNamespace(objective=np.linspace(1.0, 0.4, steps + 1), delta_sum=traj.astype(np.float32),
+                          in_U=(delta_ref < traj) & (traj < 0))
+    c = comparison(kr, rec, delta_ref)
+    assert c.pred_cross.tolist() == [2, 4, 5]
+    assert c.obs_cross.tolist() == [2, 4, 5]
+    tf = time_in_U_fits(np.ones(3), c.obs_cross.astype(float), c.pred_cross.astype(float), np.zeros(3, int),
+                        steps + 1)
+    assert tf["lm_censored"].tolist() == [False, False, True]
+    assert tf["pred_censored"].tolist() == [False, False, True]
+
+
+def test_task_responses_tracks_each_train_prompts_other_candidates_once(small_model_and_task):
+    """task_responses' row layout, checked against the task's own token table: P chosen, P rejected, then one row
+    per train prompt for each candidate j = 2..K-1 (never y_w = 0 or y_l = 1 again), then the Q held-out pairs.
+    The "other" rows feed the documented squeezing numbers (pushdown_on_other, pullup_on_other) and the mass
+    changes; starting the loop at candidate 1 (a survivor of mutation) tracked every y_l a second time as an
+    "other" candidate and moved pushdown_on_other from -0.081 to -0.121 on a 6-prompt run, no verdict changing."""
+    from toy_lm.kernel import task_responses
+    from toy_lm.task import L, W
+
+    _, task = small_model_and_task
+    tr = np.arange(task.n_prompts)[task.split("train")]
+    ho = np.arange(task.n_prompts)[task.split("heldout")]
+    p, q, k = len(tr), len(ho), task.tokens.shape[1]
+    assert k >= 3 and p == task.n_train
+    r = task_responses(task)
+    kinds = list(r.kinds)
+    assert r.n == 2 * p + (k - 2) * p + 2 * q
+    assert kinds == ["w"] * p + ["l"] * p + ["other"] * ((k - 2) * p) + ["ho_w"] * q + ["ho_l"] * q
+    expected = [task.tokens[i, W] for i in tr] + [task.tokens[i, L] for i in tr]
+    expected += [task.tokens[i, j] for j in range(2, k) for i in tr]
+    expected += [task.tokens[i, W] for i in ho] + [task.tokens[i, L] for i in ho]
+    for row, want in zip(r.tokens, expected):
+        assert torch.equal(row, want)
+    others = np.flatnonzero(np.array(kinds) == "other")
+    for b in others:  # an "other" row is neither the chosen nor the rejected response of its prompt
+        i = tr[r.prompt[b]]
+        assert not torch.equal(r.tokens[b], task.tokens[i, W]) and not torch.equal(r.tokens[b], task.tokens[i, L])

@@ -293,3 +293,18 @@ def test_every_reader_of_the_look_plan_follows_the_config(schedule, expected, mo
     with pytest.raises(Stop):
         atlas_lm.run_atlas_lm(["sigmoid"], cfg=cfg, progress=False)
     assert seen == [expected]
+
+
+def test_a_single_first_seed_is_a_valid_first_look():
+    """look_sizes accepts n_initial = 1 (LMConfig allows one seed): doubling 1, 2, 4; stepping by 2 to 5 gives
+    1, 3, 5; a budget of 1 is one look; a config of one seed and budget 4 plans 1, 2, 4; 0 seeds is refused.
+    A first-look minimum of 2 (a survivor of mutation) refused every one-seed config with "needs at least one
+    seed, got 1"."""
+    from toy_lm.design import config_looks, look_sizes
+
+    assert look_sizes(1, 1, 4, "double") == [1, 2, 4]
+    assert look_sizes(1, 2, 5, "step") == [1, 3, 5]
+    assert look_sizes(1, 1, 1, "double") == [1]
+    assert config_looks(LMConfig(seeds=(0,), max_seeds=4)) == [1, 2, 4]
+    with pytest.raises(ValueError, match="at least one seed"):
+        look_sizes(0, 1, 4, "double")
