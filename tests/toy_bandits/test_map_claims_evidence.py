@@ -99,3 +99,34 @@ def test_ordered_pair_simulation_reports_delta_star_of_each_case_by_hand(tmp_pat
     assert (cx["delta_ref"], cx["dr"], cx["assumption_holds"], cx["stopped_at_pi_star"]) == (-1.0, 2.0, True, False)
     assert cx["delta_star"] == pytest.approx(1.0, abs=1e-12)
     assert "(3 with the assumption)" in r.summary
+
+
+def test_ordered_pair_stop_detector_sees_a_trainer_that_stops_at_pi_star(monkeypatch, tmp_path):
+    """Part (1) of equiv_ordered_pair_simulation reports, per (delta_ref, dr) case, whether training stopped at pi*
+    (|delta_4000 - delta*| <= 1e-3 and |delta_4000 - delta_3900| <= 1e-6). The honest ordered-label trainer never
+    stops; here the five stop cases are trained instead with BT labels q = sigma(dr) (beta = 1), whose minimiser is
+    delta* = delta_ref + dr, a planted error that does stop at pi*. The detector must then read True on all five
+    cases, the summary '5/5', and the amendment (training never stops at pi*) must fail. (a survivor of mutation:
+    |last[-1] - last[0]| -> |last[0]| made 'no longer moving' read |delta_3900| <= 1e-6, never true here.)"""
+    import numpy as np
+
+    import toy_bandits.dynamics as dyn
+
+    real = dyn.train_tabular
+    drs = np.array([1.0, 2.0, 1.0, 0.5, -0.5])  # the method's five cases' dr, in order
+
+    def bt_for_the_stop_cases(pi_ref, pairs, loss_name, **kw):
+        if kw.get("steps") == 4000 and kw.get("record_every") == 100:
+            q = (1.0 / (1.0 + np.exp(-drs)))[:, None]
+            return real(pi_ref, pairs, loss_name, labels="bt", q=q, **kw)
+        return real(pi_ref, pairs, loss_name, **kw)
+
+    monkeypatch.setattr(dyn, "train_tabular", bt_for_the_stop_cases)
+    r = mc.equiv_ordered_pair_simulation(CheckContext(seed=0, quick=True, out_dir=tmp_path))
+    stops = r.evidence["stop_at_pi_star"]
+    assert [s["delta_ref"] + s["dr"] for s in stops] == [-2.0, 1.0, 1.5, -1.5, 0.5]
+    for s in stops:  # the planted trainer did stop: measured before the detector is read
+        assert abs(s["delta_final"] - s["delta_star"]) <= 1e-3 and abs(s["moved_in_last_100_steps"]) <= 1e-6
+    assert [s["stopped_at_pi_star"] for s in stops] == [True] * 5
+    assert "stops at pi* on 5/5 cases" in r.summary
+    assert r.amended is False

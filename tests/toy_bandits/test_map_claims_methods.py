@@ -294,3 +294,23 @@ def test_population_simulation_needs_every_pair_of_an_instance_at_delta_star(ctx
     assert first["converged_to_pi_star"] is False
     assert all(r["converged_to_pi_star"] for r in rows[1:])  # measured: every other instance at ~1e-14
     assert res.amended is False  # 'training reaches pi* on every instance' no longer holds
+
+
+def test_certificate_search_counterexample_delta_ref_is_its_reference_margin():
+    """A counterexample of the certificate search reports the reference log-probs (log pi_ref(y_w), log pi_ref(y_l)),
+    their margin delta_ref and the target T there. For cpo_eq17 (docs/theory.md §10: loss -log sigma(beta (delta -
+    delta_ref) - m_ref), m_ref = gamma (1/pi_ref(y_w) + 1/pi_ref(y_l))) the target is written out here by hand, T =
+    delta_ref + (gamma / beta) (e^-lw + e^-ll) with delta_ref = lw - ll; the reported delta_ref must be that margin and
+    the reported T must follow from it (rel 1e-12). Regimes gamma = -0.1 (beta 1) and gamma = 0 (DPO: T = delta_ref).
+    (a survivor of mutation: delta_ref written rc + rr, -5.0 read -5.0134, no verdict moved.)"""
+    rc, rr = mc._reference_grid()
+    for beta, gamma in ((1.0, -0.1), (1.0, 0.0), (0.5, 0.05)):
+        cx = mc._certificate_search("cpo_eq17", beta, {"gamma": gamma}, rc, rr)["counterexample"]
+        assert cx is not None
+        lw, ll = cx["ref_chosen_logp"], cx["ref_rejected_logp"]
+        assert cx["delta_ref"] == pytest.approx(lw - ll, rel=1e-12, abs=1e-12)
+        t_hand = (lw - ll) + gamma / beta * (math.exp(-lw) + math.exp(-ll))
+        assert cx["target_T"] == pytest.approx(t_hand, rel=1e-9, abs=1e-12)
+        assert cx["target_T"] == pytest.approx(cx["delta_ref"] + gamma / beta * (math.exp(-lw) + math.exp(-ll)),
+                                               rel=1e-9, abs=1e-12)
+        assert cx["delta"] < 0 and cx["loss"] < math.log(2)

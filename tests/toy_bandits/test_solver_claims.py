@@ -757,3 +757,37 @@ def test_price_of_alignment_convex_expects_a_positive_price_where_the_margin_exc
     assert a["expect_zero"] is False and a["ok"] is True
     assert b["expect_zero"] is True and abs(b["price_over_beta_cvx"]) <= 1e-6 and b["ok"] is True
     assert res.literal is True
+
+
+def test_multi_pair_tie_spread_on_the_m0_cycle_is_recomputed_from_the_policies(monkeypatch, tmp_path):
+    """cycle_m0 (0 > 1 > 2 > 0 with m = 0) forces pi(0) = pi(1) = pi(2); _multi_pair decides it by the largest spread
+    max(ptp pi_dual[:3], ptp pi_CLARABEL[:3] / 1e3) over the graph's instances, reported as max_tie_spread_on_cycle
+    and compared with TOL_PI_DUAL. Spies record the dual's and CLARABEL's raw policies on that graph; the reported
+    spread is recomputed here (np.ptp by hand: max - min) and must match, and it must be positive (CLARABEL's raw
+    answer is an interior-point iterate, never tied to the last bit): a spread pinned at 0 would let an untied dual
+    pass. (a survivor of mutation: max(...) -> min(...) kept the spread at its starting 0.0.)"""
+    real_solve, real_raw = sc.solve, sc._cvxpy_raw_and_polished
+    duals, clar = [], []
+
+    def spy_solve(inst, method, *a, **k):
+        sol = real_solve(inst, method, *a, **k)
+        if method == "dual" and list(inst.preferences) == list(sc.GRAPHS["cycle_m0"]):
+            duals.append(np.array(sol.pi[:3], dtype=float))
+        return sol
+
+    def spy_raw(inst, solver):
+        raw, pol = real_raw(inst, solver)
+        if solver == "CLARABEL" and list(inst.preferences) == list(sc.GRAPHS["cycle_m0"]):
+            clar.append(np.array(raw.pi[:3], dtype=float))
+        return raw, pol
+
+    monkeypatch.setattr(sc, "solve", spy_solve)
+    monkeypatch.setattr(sc, "_cvxpy_raw_and_polished", spy_raw)
+    out = sc._multi_pair(CheckContext(seed=0, quick=True, out_dir=tmp_path), np.random.default_rng([0, 9001]))
+    assert len(duals) == len(clar) == out["graphs"]["cycle_m0"]["n"] == 3
+    spreads = [max(p) - min(p) for p in duals] + [(max(p) - min(p)) / 1e3 for p in clar]
+    expected = max(spreads)
+    reported = out["graphs"]["cycle_m0"]["max_tie_spread_on_cycle"]
+    assert expected > 0
+    assert reported == pytest.approx(expected, rel=1e-12, abs=0)
+    assert reported <= sc.TOL_PI_DUAL and out["graphs"]["cycle_m0"]["ok"] is True
