@@ -327,9 +327,9 @@ def select_tests(m: Mutant, cov: dict, imports: dict[str, set[str]]) -> list[str
     mutant, so leaving it out does not weaken what "killed" means. An opaque test whose file does not import the
     mutated module can still reach it (test_atlas_cli.py runs ``paper_checks.py atlas`` in a subprocess and imports
     only dpo_rlhf_checks.atlas; two gpo_flow survivors of seed 1123 fail it by hand): choosing opaque tests by their
-    files' transitive imports instead was measured on seed 1123's first 900 (2026-12-05) at +13 s per mutant, about
-    twice the run, for 27 survivors that would run an atlas test; so the rule stays, and such lines get in-process
-    tests.
+    files' transitive imports instead was measured on seed 1123's first 900 (2026-12-05) at +13 s of baseline test
+    time per mutant (block 3 took about 26 s of job time per mutant: half again the run), for 27 survivors that
+    would run an atlas test; so the rule stays, and such lines get in-process tests.
     """
     tests = cov["tests"]
     chosen: set[int] = set()
