@@ -314,3 +314,31 @@ def test_certificate_search_counterexample_delta_ref_is_its_reference_margin():
         assert cx["target_T"] == pytest.approx(cx["delta_ref"] + gamma / beta * (math.exp(-lw) + math.exp(-ll)),
                                                rel=1e-9, abs=1e-12)
         assert cx["delta"] < 0 and cx["loss"] < math.log(2)
+
+
+def test_training_method_runs_eq17_at_the_gamma_its_note_states(ctx):
+    """cpo-loss-certificates' training method (tabular, pi_ref = (0.04, 0.8, 0.16), pair (0, 1), beta = 1) trains
+    cpo_eq17 at gamma = 0.5, as its evidence note says ("eq17 gamma/beta = 0.5 >= c*"); a run at another gamma on the
+    same side of c* = 0.2239 kept every verdict but left the note wrong (a survivor of mutation: gamma 0.5 -> 0.25).
+    Pinned by hand at step 0 (policy = reference, delta = delta_ref = -log 20): DPO's loss is softplus(0) = log 2, and
+    Eq. 17's is softplus(beta (T - delta)) = softplus(m_ref), m_ref = gamma (1/0.04 + 1/0.8) = 0.5 * 26.25 = 13.125,
+    so 13.125 + log(1 + e^-13.125) = 13.1250019947 (gamma 0.25 gives 6.5639). DPO has steps with loss < log 2 and
+    delta < 0, eq17 none, and the certificate is exact at every step of every variant."""
+    import re
+
+    res = mc.cpo_loss_certificates_training(ctx)
+    ev = res.evidence
+    assert ev["pi_ref"].tolist() == [0.04, 0.8, 0.16] and ev["beta"] == 1.0 and ev["pair"] == [0, 1]
+    rows = ev["variants"]
+    assert rows["dpo"]["loss_start"] == pytest.approx(math.log(2.0), abs=1e-12)
+    m_ref = 0.5 * (1 / 0.04 + 1 / 0.8)
+    assert m_ref == pytest.approx(13.125, abs=1e-12)
+    assert rows["cpo_eq17"]["loss_start"] == pytest.approx(13.125 + math.log1p(math.exp(-13.125)), abs=1e-9)
+    stated = re.search(r"eq17 gamma/beta = ([0-9.]+) >= c\* = ([0-9.]+)", ev["note"])
+    assert stated is not None, ev["note"]
+    assert float(stated.group(1)) == rows["cpo_eq17"]["params"]["gamma"] / ev["beta"] == 0.5
+    assert float(stated.group(2)) == pytest.approx(mc.C_STAR_STATED, abs=1e-4)
+    assert rows["dpo"]["steps_loss_below_log2_but_delta_negative"] > 0
+    assert rows["cpo_eq17"]["steps_loss_below_log2_but_delta_negative"] == 0
+    assert all(r["certificate_exact"] for r in rows.values())
+    assert res.amended is True
