@@ -661,3 +661,23 @@ def test_length_numeric_range_containment_allows_rounding_at_the_finite_end(seed
     for x in finite_low:  # the point sits on the finite (lower) end, to rounding
         assert abs(x["lbfgs_delta"] - x["range_finite_end"]) <= 1e-9
     assert r.amended is True
+
+
+def test_listwise_numeric_population_check_sees_labels_drawn_at_twice_the_scores(ctx, monkeypatch):
+    """Part (i) of the numeric method must be able to fail: with the Plackett-Luce labels drawn at scores 2 r (a
+    planted error in pl_log_probs) the population optimum is s = 2 r + c, so after centring BFGS's end point is off r
+    by r - mean(r): pop_err = max over the method's two draws (k = 4, 5; default_rng(seed + 1370).normal(0, 1.5, k),
+    recomputed here) of max |r - mean r| (2.02 at --quick seed 0, BFGS to 1e-4), and the amendment fails. Pins that
+    the rewards of the population check are spread out: with rng.normal(1.5, 0.0, k) (arguments swapped, every reward
+    1.5) s = 0 is optimal for any label temperature and pop_err stayed 6e-8 (a survivor of mutation,
+    dataset_claims.py:518)."""
+    import toy_bandits.listwise as lw
+
+    rng = np.random.default_rng(ctx.seed + 1370)
+    expected = max(float(np.max(np.abs(r - r.mean()))) for r in (rng.normal(0.0, 1.5, k) for k in (4, 5)))
+    assert expected > 1.0
+    real = lw.pl_log_probs
+    monkeypatch.setattr(lw, "pl_log_probs", lambda scores: real(2.0 * np.asarray(scores, dtype=np.float64)))
+    r = _run("listwise-equivalence", "numeric", ctx)
+    assert r.evidence["pop_err"] == pytest.approx(expected, abs=1e-4)
+    assert r.amended is False

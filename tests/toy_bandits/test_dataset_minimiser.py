@@ -328,3 +328,19 @@ def test_two_components_graph_is_the_structure_its_name_states_and_the_convex_ch
     monkeypatch.setattr(D, "win_graph", every_pair_divergent_when_disconnected)
     r = dataset_minimiser_convex(CheckContext(seed=0, quick=True, out_dir=tmp_path))
     assert r.amended is False and "divergent pairs equal: False" in r.summary
+
+
+def test_empirical_minimiser_converges_on_many_labels_with_a_loss_above_one():
+    """1e8 : 1e8 labels on (0, 1) and 1e8 : 1 on (1, 2), beta = 1: by hand, node 0 meets only 1 with equal counts,
+    so theta_0 = theta_1, and node 2 meets only 1, so theta_1 - theta_2 = log(1e8) (n_w sigma(-x) = n_l sigma(x) at
+    x = log(n_w / n_l)); loss = 2e8 log 2 + 1e8 log(1 + 1e-8) + log(1 + 1e8) = 138629455.53267. The Newton decrement
+    test compares the predicted decrease with 1e-15 x max(1, |f|); with min(1, |f|) instead (a survivor of mutation,
+    dataset.py:200) the plain-step branch, the only place the iteration stops, is never reached once |f| ~ 1e8, and
+    this data set (14 of 300 random ones too) raised 'did not converge in 200 steps'."""
+    opt = empirical_minimiser({(0, 1): 10**8, (1, 0): 10**8, (1, 2): 10**8, (2, 1): 1}, 3, 1.0)
+    assert opt.status == "finite"
+    assert opt.h[(0, 1)] == pytest.approx(0.0, abs=1e-9)
+    # the stop rule (gradient <= 1e-13 x 2e8 labels) against curvature ~1 on (1, 2): 6.1e-10 off when measured
+    assert opt.h[(1, 2)] == pytest.approx(math.log(1e8), abs=1e-8)
+    expected_loss = 2e8 * math.log(2.0) + 1e8 * math.log1p(1e-8) + math.log1p(1e8)
+    assert opt.loss == pytest.approx(expected_loss, rel=1e-12)

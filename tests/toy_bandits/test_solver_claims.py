@@ -791,3 +791,26 @@ def test_multi_pair_tie_spread_on_the_m0_cycle_is_recomputed_from_the_policies(m
     assert expected > 0
     assert reported == pytest.approx(expected, rel=1e-12, abs=0)
     assert reported <= sc.TOL_PI_DUAL and out["graphs"]["cycle_m0"]["ok"] is True
+
+
+def test_multi_pair_catches_a_cycle_named_in_the_wrong_direction(monkeypatch, tmp_path):
+    """The 'cycle with m > 0 raises naming it' part of the multi-pair check uses a cycle of three responses
+    (0 > 1 > 2 > 0, plus 3 > 0 and 4 > 5): unplanted it is raised as [0, 1, 2, 0], four entries. A find_cycle that
+    names the cycle backwards ([0, 2, 1, 0]: the pairs 0 > 2, 2 > 1, 1 > 0 are not preferences) must fail the check.
+    With the pair (2, 0) read as (1, 0) (a survivor of mutation, solver_claims.py:274) the cycle was 0 > 1 > 0,
+    the same read either way, and a backwards or badly rebuilt cycle passed."""
+    import toy_bandits.constrained as cons
+
+    out = sc._multi_pair(CheckContext(seed=0, quick=True, out_dir=tmp_path), np.random.default_rng([0, 9001]))
+    cm = out["graphs"]["cycle_m_positive"]
+    assert cm["raised_with_cycle"] == [0, 1, 2, 0] and cm["cycle_is_real"] is True and out["ok"] is True
+    real = cons.find_cycle
+
+    def backwards(preferences, K):  # noqa: N803
+        cyc = real(preferences, K)
+        return None if cyc is None else cyc[::-1]
+
+    monkeypatch.setattr(cons, "find_cycle", backwards)
+    out = sc._multi_pair(CheckContext(seed=0, quick=True, out_dir=tmp_path), np.random.default_rng([0, 9001]))
+    cm = out["graphs"]["cycle_m_positive"]
+    assert cm["raised_with_cycle"] == [0, 2, 1, 0] and cm["cycle_is_real"] is False and out["ok"] is False
