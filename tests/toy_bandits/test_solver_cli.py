@@ -315,3 +315,27 @@ def test_solve_note_names_the_method_asked_for():
     inst = BanditInstance.from_json(data)
     assert solve(inst, "cvxpy").note == "cvxpy (CLARABEL)"
     assert solve(inst, "auto").note.startswith("auto: 3 pairs have no closed form, so CVXPY (CLARABEL)")
+
+
+def test_a_solver_failure_exits_1_and_an_unresolvable_instance_exits_0(tmp_path, capsys, monkeypatch):
+    """The documented exit codes of ``solve``: 1 when the solver failed (a ConstrainedSolveError), 0 when float64
+    cannot resolve the instance (UnresolvedInstanceError, a reason printed). No real instance makes CLARABEL fail
+    reliably, so the failure is injected into the solve call result_json makes. An exit code of 0.5 for the failure
+    (a survivor of mutation) went unnoticed: ``sys.exit(0.5)`` still exits 1, but prints "0.5" to stderr, and the
+    Python API returned 0.5."""
+    import toy_bandits.solve_output as so
+    from toy_bandits.constrained import ConstrainedSolveError, UnresolvedInstanceError
+
+    inst = _write(tmp_path, {"pi_ref": [0.5, 0.5], "reward": [0.0, 1.0], "beta": 1.0, "preferences": [[0, 1]],
+                             "margin": 0.0})
+    for err, expected in ((ConstrainedSolveError("CLARABEL returned status 'infeasible'"), 1),
+                          (UnresolvedInstanceError("beyond float64"), 0)):
+        def failing(*args, _err=err, **kwargs):
+            raise _err
+
+        monkeypatch.setattr(so, "solve", failing)
+        code, out, err_text = _run(capsys, ["--json", "--instance", inst])
+        assert type(code) is int and code == expected
+        res = json.loads(out)
+        assert res["status"] == "not_solved" and res["cpo_optimum"] is None
+        assert str(err) in res["cpo_reason"]

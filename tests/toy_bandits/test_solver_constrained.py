@@ -490,3 +490,20 @@ def test_solution_fields_say_whether_pi_star_is_in_u(method, pi_ref, reward, bet
     sol = solve(inst, method)
     assert sol.assumption_holds.tolist() == [holds] and sol.in_U.tolist() == [in_u]
     assert abs(sol.delta_star[0] - d_star) < 1e-12
+
+
+def test_closed_form_pairs_in_u_is_delta_ref_below_delta_star_below_zero():
+    """``closed_form_pairs(...).in_U`` (documented: delta_ref < delta* < 0, docs §6), by hand on four pairs with
+    beta = 1, winner 0, loser 1, delta* = delta_ref + dr:
+    pi_ref (0.2, 0.8): delta_ref = log 0.25 = -1.386; dr = 1 -> delta* = -0.386, in U; dr = -1 -> -2.386, not in U
+    (below delta_ref); dr = 2 -> 0.614, not in U. pi_ref (0.8, 0.2), dr = -1: delta* = 1.386 - 1 = 0.386, not in U.
+    Nothing in the toolkit reads this field, so an in_U with the sign of dr flipped (a survivor of mutation) marked the
+    dr = -1, delta* = -2.386 pair as in U unnoticed."""
+    batch = PairBatch(np.array([[0.2, 0.8], [0.2, 0.8], [0.2, 0.8], [0.8, 0.2]]),
+                      np.array([[1.0, 0.0], [-1.0, 0.0], [2.0, 0.0], [-1.0, 0.0]]), 1.0,
+                      np.zeros(4, dtype=np.int64), np.ones(4, dtype=np.int64), 0.0)
+    sol = closed_form_pairs(batch)
+    d_ref = math.log(0.25)
+    np.testing.assert_allclose(sol.delta_star, [d_ref + 1, d_ref - 1, d_ref + 2, -d_ref - 1], atol=1e-12)
+    assert sol.in_U.tolist() == [True, False, False, False]
+    assert sol.assumption_holds.tolist() == [False, False, True, True]
