@@ -595,3 +595,23 @@ def test_flow_row_class_of_each_kind_in_process(setting, cls, beta_D):
         assert row["beta_D"] is None
     else:
         assert row["beta_D"] == pytest.approx(beta_D, abs=1e-6)
+
+
+def test_population_numeric_full_grid_is_six_probabilities_with_closed_form_optima(tmp_path):
+    """population_numeric without --quick (the default run of loss-population-optimum) reads its q grid
+    (0.05, 0.3, 0.6, 0.88, 0.95, 0.995) from a tuple that the quick runs never touch. Pins that grid (every q a
+    probability strictly inside (0, 1)) and the summed t* at each q against closed forms written out here: DPO
+    sigmoid and robust with eps = 0 give logit q; per-token sigmoid_norm with n = 10 gives 10 logit q (52.93 at
+    q = 0.995); per-token ipo with n = 10 gives 10 (q - 1/2) (the minimiser of the squared target, summed); all to
+    1e-5 relative, the method's own tolerance. (A survivor of mutation: 0.95 -> 1.9 in the full grid only; every
+    --quick run passed, the full run crashed on log1p(-1.9).)"""
+    res = F.population_numeric(CheckContext(seed=0, quick=False, out_dir=tmp_path))
+    qs = res.evidence["q"]
+    assert qs == [0.05, 0.3, 0.6, 0.88, 0.95, 0.995]
+    table = res.evidence["summed_t_star"]
+    for i, q in enumerate(qs):
+        logit = math.log(q / (1.0 - q))
+        expected = {"sigmoid": logit, "robust_eps0": logit, "sigmoid_norm": 10 * logit, "ipo": 10 * (q - 0.5)}
+        for label, t in expected.items():
+            assert table[label][i] == pytest.approx(t, rel=1e-5, abs=1e-5), (label, q)
+    assert res.literal is False and res.amended is True
