@@ -721,3 +721,28 @@ def test_dataset_simulation_counterexample_names_the_data_sets_without_a_finite_
     cex = r.counterexample["data_sets_without_finite_minimiser"]
     assert cex is not None and cex["n"] == 1 and cex["finite_fraction"] == pytest.approx(0.175, abs=1e-12)
     assert r.literal is False
+
+
+def test_ordered_minimiser_literal_reads_the_logodds_comparison_on_finite_suites(ctx, monkeypatch):
+    """dataset-ordered-minimiser (convex): where every graph has a finite minimiser, the literal verdict is decided
+    by max |beta h - log(n_ij/n_ji)| <= 1e-5 alone. Two suites with answers by hand: two responses labelled 3:1
+    (beta h = log 3 exactly: literal holds, mismatch 0) and the rotation-symmetric 3-cycle labelled 2:1 each way
+    round (every score equal by symmetry, so beta h = 0 on each pair against log 2 = 0.693: literal fails, with the
+    pooled-vs-pair counterexample). The default suite has unbounded graphs, so it never reaches this comparison; a
+    flipped comparison went unseen (a survivor of mutation:
+    toy_bandits/dataset_claims.py::dataset_minimiser_convex::cmp-flip::17259222ee)."""
+    import toy_bandits.dataset_claims as dc
+
+    monkeypatch.setattr(dc, "_graph_suite", lambda c: {"3:1": (2, [[0, 1, 3], [1, 0, 1]])})
+    r = dc.dataset_minimiser_convex(ctx)
+    assert r.literal is True and r.counterexample is None and r.amended is True
+    assert "0 unbounded" in r.summary
+
+    cyc = [[0, 1, 2], [1, 0, 1], [1, 2, 2], [2, 1, 1], [2, 0, 2], [0, 2, 1]]
+    monkeypatch.setattr(dc, "_graph_suite", lambda c: {"symmetric 3-cycle 2:1": (3, cyc)})
+    r = dc.dataset_minimiser_convex(ctx)
+    assert r.literal is False and r.amended is True
+    assert r.counterexample["no_finite_minimiser"] is None
+    where = r.counterexample["pooled_not_pair_logodds"]
+    assert abs(where["beta_h"]) < 1e-5
+    assert abs(where["log(n_ij/n_ji)"]) == pytest.approx(math.log(2), abs=1e-12)
