@@ -158,3 +158,14 @@ def test_bad_inputs_raise(change, match):
     pi_ref, pairs, loss_name = kwargs.pop("pi_ref"), kwargs.pop("pairs"), kwargs.pop("loss_name")
     with pytest.raises(ValueError, match=match):
         train_tabular(pi_ref, pairs, loss_name, **kwargs)
+
+
+@pytest.mark.parametrize("pairs", [[[[-1, 0]]], [[[0, -1]]], [[[0, 1], [-3, 2]]]])
+def test_negative_pair_indices_are_refused_not_wrapped(pairs):
+    """A negative pair index (one of several, the others valid) is refused: numpy would read index -1 as the last
+    response, so pair (-1, 0) on pi_ref = (0.5, 0.3, 0.2) would silently train the pair (2, 0), delta_ref =
+    log(0.2/0.5) = -0.916. Pins the lower bound of the index check, which only a non-negative maximum used to reach
+    (a survivor of mutation: pairs.min() -> pairs.max() in _validate)."""
+    pi_ref = np.array([[0.5, 0.3, 0.2]])
+    with pytest.raises(ValueError, match="pair indices"):
+        train_tabular(pi_ref, np.array(pairs), "dpo", beta=1.0, steps=2, lr=0.1)
