@@ -762,3 +762,20 @@ def test_fdiv_population_delta_reaches_roots_with_pi_w_far_below_1e_21(dr):
     assert by_hand < -50.0
     got_js = G.fdiv_population_delta("js_divergence", None, beta, log_w, log_l, dr)
     assert got_js == pytest.approx(by_hand, abs=1e-8)
+
+
+def test_absorbing_counterexample_on_a_row_with_negative_end_point_is_one(monkeypatch):
+    """absorbing_symbolic's counterexample for a first failing row with beta D <= 0 (discopop, t_f = beta D ~ -0.119,
+    alone in the atlas here; the shipped row order reaches a beta D > 0 row first) must name a beta delta_ref where the
+    literal ('in U iff beta delta_ref < -t_f') and the derivation ('iff beta D > 0 and beta delta_ref < -beta D')
+    disagree, recomputed here from its own t_f, beta D and point: below -t_f, so the literal says in U, while beta D < 0
+    says not. A survivor of mutation: ``-t_f - 1 -> -t_f`` put the point at -t_f itself, where both say 'not in U'."""
+    monkeypatch.setattr(G, "_ABSORBING_ROWS", ("discopop",))
+    res = G.absorbing_symbolic(CheckContext(seed=0, quick=True))
+    cex = res.counterexample
+    assert cex["row"].startswith("discopop")
+    t_f, b_d, x = cex["t_f"], cex["beta_D"], cex["beta_delta_ref"]
+    assert b_d < 0 and abs(t_f + 0.119) < 5e-3
+    literal_in_u, derived_in_u = x < -t_f, b_d > 0 and x < -b_d
+    assert literal_in_u and not derived_in_u
+    assert cex["literal_says_in_U"] is literal_in_u and cex["derived_in_U"] is derived_in_u

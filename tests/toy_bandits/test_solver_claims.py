@@ -814,3 +814,29 @@ def test_multi_pair_catches_a_cycle_named_in_the_wrong_direction(monkeypatch, tm
     out = sc._multi_pair(CheckContext(seed=0, quick=True, out_dir=tmp_path), np.random.default_rng([0, 9001]))
     cm = out["graphs"]["cycle_m_positive"]
     assert cm["raised_with_cycle"] == [0, 2, 1, 0] and cm["cycle_is_real"] is False and out["ok"] is False
+
+
+def test_closed_form_batch_kkt_stationarity_sees_one_wrong_row_in_a_batch(ctx, monkeypatch):
+    """_closed_form_batch_kkt's stationarity residual is the worst row's spread of log pi_c - log pi* - tilt: a closed
+    form wrong on a single row of each batch (log pi_c of its winner raised by 1e-3, the other rows, delta_c and mu as
+    solved) must read 1e-3 there, by hand: that row's spread is 1e-3 up to its rounding (1e-12), and fail the check
+    (tolerance 1e-8), while primal, dual and slackness residuals stay at rounding. A survivor of mutation: max -> min
+    over the rows read the best row's spread (rounding) and passed a closed form that is wrong on some rows."""
+    real = sc.closed_form_pairs
+    eps = 1e-3
+
+    def one_wrong_row(b):
+        sol = real(b)
+        log_pi_c = sol.log_pi_c.copy()
+        log_pi_c[0, b.winner[0]] += eps
+        return dataclasses.replace(sol, log_pi_c=log_pi_c)
+
+    monkeypatch.setattr(sc, "closed_form_pairs", one_wrong_row)
+    res = sc._closed_form_batch_kkt(ctx, np.random.default_rng(0))
+    worst = res["max_residuals"]
+    assert worst["stationarity_log"] == pytest.approx(eps, abs=1e-9)
+    assert max(worst["primal_log"], worst["dual"], worst["slackness_log"]) <= 1e-8
+    assert res["ok"] is False
+    monkeypatch.setattr(sc, "closed_form_pairs", real)
+    res = sc._closed_form_batch_kkt(ctx, np.random.default_rng(0))  # the real closed form: stationary to rounding
+    assert res["ok"] is True and 0.0 <= res["max_residuals"]["stationarity_log"] <= 1e-8

@@ -233,3 +233,16 @@ def test_censored_fit_recovers_a_planted_slope_where_dropping_censored_points_do
     assert abs(slope - 0.5) < 3 * se and se < 0.03
     ols = _within_slope(x[~cens], y[~cens], g[~cens])
     assert ols < 0.45  # the naive fit is biased towards 0
+
+
+@pytest.mark.parametrize("response_len", [3, 5])
+def test_task_response_tokens_is_the_count_of_masked_response_positions(response_len):
+    """Task.response_tokens, the length that cpo_easy's per-token delta and the tabular/kernel predictions divide by,
+    must be the number of positions the response mask marks in every candidate (content tokens plus EOS), counted
+    here from the mask itself: response_len + 1 (4 and 6). A survivor of mutation: ``length + 1 -> length`` made it 3
+    while every mask counts 4, and a 40-step tabular cpo_easy prediction moved from a summed delta 0.899 to 1.260."""
+    cfg = LMConfig(response_len=response_len, n_responses=max(LMConfig().n_responses, response_len + 1))
+    task = make_task(cfg, 0)
+    counts = set(task.response_mask.sum(dim=2).flatten().tolist())
+    assert counts == {response_len + 1}
+    assert task.response_tokens == response_len + 1
