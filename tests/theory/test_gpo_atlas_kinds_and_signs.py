@@ -58,3 +58,15 @@ def test_transient_rows_print_a_positive_gradient_factor_at_the_exit(setting, by
         assert val > 0 and val == pytest.approx(by_hand(u), rel=1e-12), (u, val)
     if setting.loss == "sigmoid":
         assert float(expr.subs({s: 2.0 for s in expr.free_symbols})) == pytest.approx(0.11920292202211755, rel=1e-12)
+
+
+@pytest.mark.parametrize("eps", [sp.Rational(1, 10 ** 15), sp.Rational(1, 10 ** 16), sp.Rational(1, 10 ** 18)])
+def test_stationary_points_far_closer_than_float_spacing_keep_their_kinds(eps):
+    """f'(t) = t (t - eps) with eps from 1e-15 to 1e-18: two distinct stationary points (SymPy finds both exactly;
+    the module works at 30 digits), a max at 0 and a min at eps (by hand: f' > 0 left of 0, < 0 between, > 0 right
+    of eps). Only roots closer than 1e-20 are the same root found twice; a threshold of 5^-20 = 1.05e-14 merged
+    these two, stepped 1e-3 over the neighbour and called both "neither" (a survivor of mutation, seed 1123)."""
+    f = sp.integrate(G.t * (G.t - eps), G.t)
+    got = sorted(G.stationary_points(f))
+    assert [k for _, k in got] == ["max", "min"]
+    assert [x for x, _ in got] == pytest.approx([0.0, float(eps)], abs=1e-30)
