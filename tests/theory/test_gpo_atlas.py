@@ -779,3 +779,20 @@ def test_absorbing_counterexample_on_a_row_with_negative_end_point_is_one(monkey
     literal_in_u, derived_in_u = x < -t_f, b_d > 0 and x < -b_d
     assert literal_in_u and not derived_in_u
     assert cex["literal_says_in_U"] is literal_in_u and cex["derived_in_U"] is derived_in_u
+
+
+def test_nca_pair_row_time_law_is_the_exit_time_at_u0_and_the_row_beta():
+    """The atlas's nca_pair row carries its time law as a function of U0 (``_time_law_fn``, read by
+    ``dpo_rlhf_checks.atlas.compare``); it must be T(U0) at the row's beta = 0.1, not T with U0 and beta exchanged.
+    Expected values not from the symbolic module: the bandit flow's exit time at U0 = 0.5 and 2 (exact gradient flow,
+    toy_bandits.gpo_flow) and the hand asymptote T ~ e^U0/beta^2 at U0 = 12 (within 2e-4, as in
+    test_nca_exit_time_limits). Exchanged arguments give 1.9e6 relative error in the atlas. (a survivor of mutation)"""
+    from toy_bandits import gpo_flow as F
+
+    s = Setting("nca_pair")
+    row = G.symbolic_row(s)
+    assert s.beta == pytest.approx(0.1)
+    fn = row["_time_law_fn"]
+    for u0 in (0.5, 2.0):
+        assert fn(u0) == pytest.approx(F.exit_time(s, u0), rel=1e-6), u0
+    assert fn(12.0) / (math.exp(12.0) / 0.01) == pytest.approx(1.0, abs=2e-4)

@@ -218,6 +218,22 @@ def test_cpo_constrained_kkt_numbers(results):
     np.testing.assert_allclose(np.exp(log_pc), [0.5, 0.5], atol=1e-15)
 
 
+def test_cpo_constrained_kkt_numeric_fails_when_no_inactive_case_is_seen(monkeypatch):
+    """The guard 'inactive_case_seen' of cpo-constrained-kkt (numeric) is what makes the method fail when its draw has
+    no instance with mu = 0 (the inactive branch of the KKT closed form left untested). With kkt_residuals reporting
+    every instance active (its residuals kept), n_inactive is 0 and the condition must read False and the method not
+    hold; unchanged, the default draw (--quick, seed 0) sees 5 inactive instances. (a survivor of mutation)"""
+    ctx = CheckContext(seed=0, quick=True)
+    base = sec9_cpo.cpo_constrained_kkt_numeric(ctx)
+    assert base.evidence["n_inactive_mu_0"] > 0 and base.evidence["conditions"]["inactive_case_seen"] is True
+    real = sec9_cpo.kkt_residuals
+    monkeypatch.setattr(sec9_cpo, "kkt_residuals", lambda *a, **k: {**real(*a, **k), "active": True})
+    r = sec9_cpo.cpo_constrained_kkt_numeric(ctx)
+    assert r.evidence["n_inactive_mu_0"] == 0
+    assert r.evidence["conditions"]["inactive_case_seen"] is False and r.literal is False
+    assert "inactive_case_seen" in r.counterexample["failed_conditions"]
+
+
 def test_eq10_pi_c_with_two_responses_is_a_local_minimiser_not_a_saddle(results):
     """The contradiction of the old merged text (one half called the K = 2 point a saddle, the other a local
     minimiser): with two responses the simplex is one-dimensional, and F's values on both sides of pi_c are larger."""
