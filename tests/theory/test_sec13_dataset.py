@@ -218,3 +218,36 @@ def test_length_row_feasibility_is_decided_at_the_last_precision_step(above, wan
         n = int(mpmath.floor(mpmath.log(-mpmath.expm1(-1)) * mpmath.mpf(2) ** bits))
     b = sp.Rational(n + int(above), 2 ** bits)
     assert _exp_sum_at_most_one(sp.Integer(-1), b) is want
+
+
+def test_listwise_example_reference_order_is_read_from_differences_not_signs(monkeypatch):
+    """listwise_symbolic's example needs a correctly ordered reference, pi_ref proportional to (1, e^-1, e^-2); it
+    checks the order on log pi_ref(y_i) - log pi_ref(y_(i+1)) (= 1 and 1). Order is invariant to a common shift of
+    the log reference (an unnormalised one): here the normaliser log(1 + e^-1 + e^-2) = 0.408 is replaced by
+    0.408 - 5, so log pi_ref = (4.59, 3.59, 2.59) - still ordered, and the example's loss and misordering (which use
+    u = log pi - log pi_ref only) do not move: the verdict must stay literal False, amended True, with the same example
+    numbers (loss 1.38752 < log 6 = 1.79176, log pi(y_3) - log pi(y_2) = 0.1). A test that reads only the sign of
+    -log pi_ref(y_(i+1)) (a survivor of mutation: log_ref[i] - log_ref[i + 1] -> -log_ref[i + 1]) is True for every
+    normalised reference, misordered ones included, and is False here."""
+    import theory.sec13_dataset as T
+
+    target = 1 + sp.exp(-1) + sp.exp(-2)
+
+    class ShiftedLog:
+        def __getattr__(self, name):
+            return getattr(sp, name)
+
+        @staticmethod
+        def log(x, *a):
+            return sp.log(x, *a) - 5 if (not a and x == target) else sp.log(x, *a)
+
+    ctx = CheckContext(seed=0, quick=True)
+    base = listwise_symbolic(ctx)
+    monkeypatch.setattr(T, "sp", ShiftedLog())
+    shifted = listwise_symbolic(ctx)
+    assert (base.literal, base.amended) == (False, True)
+    assert (shifted.literal, shifted.amended) == (False, True)
+    ex = shifted.evidence["example"]
+    assert ex["loss"] == pytest.approx(1.3875170974500834, rel=1e-12)
+    assert ex["loss"] < ex["log 6"] == pytest.approx(math.log(6), rel=1e-12)
+    assert ex["log pi(y_3) - log pi(y_2)"] == pytest.approx(0.1, rel=1e-12)

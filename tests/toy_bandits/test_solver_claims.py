@@ -840,3 +840,55 @@ def test_closed_form_batch_kkt_stationarity_sees_one_wrong_row_in_a_batch(ctx, m
     monkeypatch.setattr(sc, "closed_form_pairs", real)
     res = sc._closed_form_batch_kkt(ctx, np.random.default_rng(0))  # the real closed form: stationary to rounding
     assert res["ok"] is True and 0.0 <= res["max_residuals"]["stationarity_log"] <= 1e-8
+
+
+def test_multi_pair_kkt_bar_reads_the_largest_residual_of_the_dual(monkeypatch):
+    """_multi_pair decides kkt["dual"] <= TOL_KKT["dual"] (1e-7) on the largest of the dual answer's four KKT residuals
+    (primal, dual, slackness, stationarity). The "dual" residual max(-mu)^+ is 0 for every dual answer, so the least of
+    the four is always 0 and a check on it could not fail (a survivor of mutation: max(sol.kkt.values()) -> min).
+    Here the dual answers handed to the check keep their pi but carry doubled multipliers: pi no longer is the Gibbs
+    policy pi* exp(A^T mu / beta) the multipliers imply. The stationarity residual max_y |pi - pi_mu| is recomputed
+    here by hand (A: +1 at y_w, -e^m at y_l per pair; a softmax in log space) and must be what the check reports as
+    its largest KKT residual of the dual, and the check must fail; unperturbed, every graph holds with residual
+    <= 1e-7 (measured 6.1e-16)."""
+    ctx = CheckContext(seed=0, quick=True)
+
+    def run():
+        rng = np.random.default_rng([0, 9001])
+        sc._single_pair_agreement(ctx, rng)
+        sc._closed_form_batch_kkt(ctx, rng)
+        return sc._multi_pair(ctx, rng)
+
+    clean = run()
+    graphs = [g for g in clean["graphs"] if g in sc.GRAPHS]
+    assert graphs and all(clean["graphs"][g]["ok"] for g in graphs)
+    assert all(clean["graphs"][g]["max_kkt_residual"]["dual"] <= 1e-7 for g in graphs)
+
+    real_solve = sc.solve
+    expected = {}  # graph name -> largest hand-computed stationarity residual
+
+    def doubled(inst, method, *a, **k):
+        sol = real_solve(inst, method, *a, **k)
+        if method != "dual":
+            return sol
+        mu = 2.0 * np.asarray(sol.multipliers, dtype=np.float64)
+        tilted = np.array(inst.reward, dtype=np.float64)
+        for (w, l), mu_k in zip(inst.preferences, mu):
+            tilted[w] += mu_k
+            tilted[l] -= math.exp(inst.margin) * mu_k
+        z = np.log(inst.pi_ref) + tilted / inst.beta
+        pi_mu = np.exp(z - np.logaddexp.reduce(z))
+        name = next((n for n, p in sc.GRAPHS.items() if list(map(tuple, p)) == list(map(tuple, inst.preferences))), None)
+        if name is not None:
+            expected[name] = max(expected.get(name, 0.0), float(np.max(np.abs(sol.pi - pi_mu))))
+        from toy_bandits.constrained import kkt_residuals
+        return dataclasses.replace(sol, multipliers=mu, kkt=kkt_residuals(inst, sol.pi, mu))
+
+    monkeypatch.setattr(sc, "solve", doubled)
+    bad = run()
+    assert set(expected) == set(graphs)
+    assert max(expected.values()) > 0.1  # measured 0.67: a wrong multiplier is visible
+    for g in graphs:
+        assert bad["graphs"][g]["max_kkt_residual"]["dual"] == pytest.approx(expected[g], rel=1e-9, abs=1e-12)
+    assert not all(bad["graphs"][g]["ok"] for g in graphs)
+    assert bad["ok"] is False

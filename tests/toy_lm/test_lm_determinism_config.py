@@ -246,3 +246,20 @@ def test_task_response_tokens_is_the_count_of_masked_response_positions(response
     counts = set(task.response_mask.sum(dim=2).flatten().tolist())
     assert counts == {response_len + 1}
     assert task.response_tokens == response_len + 1
+
+
+def test_pred_in_U_max_is_the_largest_fraction_in_U_over_the_steps():
+    """predict_cell's pred_in_U_max is the largest fraction of train pairs in U (delta_ref < delta < 0) at any tabular
+    step up to the clock; compare_cell reads it (a cell is "trivial", not compared, only when no pair entered U at any
+    step of either run) and the atlas records it. On a run that is its own tabular trajectory (prediction exact), it is
+    recomputed here from the recorded deltas, step by step, and must equal that maximum and the observed one; a DPO
+    run from a misranked reference passes through U, so it is > 0, while at step 0 (delta = delta_ref) no pair is in
+    U: the least fraction over the steps is 0 (a survivor of mutation: .max() -> .min())."""
+    cfg, rec, lp, task = _self_run("dpo", "sgd")
+    (cmp,) = predict_cell("dpo", 1.0, "sgd", [(rec, lp, task)], cfg)
+    d = np.asarray(rec.delta_sum, dtype=np.float64)
+    dref = d[0]
+    by_hand = max(float(np.mean((dref < row) & (row < 0))) for row in d)
+    assert by_hand > 0 and float(np.mean((dref < d[0]) & (d[0] < 0))) == 0.0
+    assert cmp.pred_in_U_max == pytest.approx(by_hand, abs=1e-12)
+    assert cmp.obs_in_U_max == pytest.approx(by_hand, abs=1e-12)
