@@ -206,3 +206,30 @@ def test_a_negative_zero_multiplier_is_printed_as_zero(tmp_path, capsys):
     assert main(["--instance", str(path)]) == 0
     text = capsys.readouterr().out
     assert "multipliers [0, 0]" in text and "[-0" not in text, text
+
+
+def test_status_is_optimal_inaccurate_when_one_kkt_residual_exceeds_the_tolerance(tmp_path, capsys, monkeypatch):
+    """Pins that ``status`` reads the LARGEST KKT residual: a solver answer whose primal residual is planted at 3e-6
+    (every other residual of this instance is <= 1.4e-16, measured) must be reported "optimal_inaccurate", with
+    3e-06 named as the largest residual in status_reason; an untouched answer is "optimal" and its status_reason
+    names the largest of the printed residuals (1.4e-16 here, not the smallest, 0). ``min`` for ``max`` printed
+    "optimal" and "largest 0" for the planted answer (a survivor of mutation)."""
+    real_solve = S.solve
+    data = {"pi_ref": [0.25, 0.25, 0.25, 0.25], "reward": [0.0, 0.5, 1.0, 2.0], "beta": 1.0,
+            "preferences": [[0, 1], [1, 2], [2, 3]], "margin": 0.5}
+    path = tmp_path / "chain.json"
+    path.write_text(json.dumps(data))
+    res = json.loads(_run(capsys, ["--json", "--method", "dual", "--instance", str(path)])[1])
+    kkt = res["kkt_residuals"]
+    assert res["status"] == "optimal" and 0.0 < max(kkt.values()) <= 1e-12 and min(kkt.values()) == 0.0
+    assert f"largest {max(kkt.values()):.2g})" in res["status_reason"]
+
+    def planted(inst, **kwargs):
+        sol = real_solve(inst, **kwargs)
+        return dataclasses.replace(sol, kkt={**sol.kkt, "primal": 3e-6})
+
+    monkeypatch.setattr(S, "solve", planted)
+    res = json.loads(_run(capsys, ["--json", "--method", "dual", "--instance", str(path)])[1])
+    assert res["kkt_residuals"]["primal"] == 3e-6
+    assert res["status"] == "optimal_inaccurate"
+    assert res["status_reason"].startswith("the largest KKT residual is 3e-06 > 1e-09")
