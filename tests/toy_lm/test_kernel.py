@@ -525,3 +525,17 @@ def test_task_responses_tracks_each_train_prompts_other_candidates_once(small_mo
     for b in others:  # an "other" row is neither the chosen nor the rejected response of its prompt
         i = tr[r.prompt[b]]
         assert not torch.equal(r.tokens[b], task.tokens[i, W]) and not torch.equal(r.tokens[b], task.tokens[i, L])
+
+
+def test_task_responses_label_every_row_once_with_its_prompt(small_model_and_task):
+    """kinds and prompt have one entry per tracked row: 2P train rows, (K - 2) P other candidates, then the held-out
+    pairs' chosen and rejected, n_prompts - P of each, labelled with prompts P..n_prompts-1 (by hand for 4 train and 2
+    held-out prompts). A wrong held-out count made kinds and prompt longer than the rows, so mass_changes raised and
+    describe() silently dropped mass_linear (a survivor of mutation)."""
+    _, task = small_model_and_task
+    resp = task_responses(task)
+    p, k = 4, task.tokens.shape[1]
+    n = 2 * p + (k - 2) * p + 2 * 2
+    assert resp.n == n and len(resp.kinds) == n and len(resp.prompt) == n
+    assert resp.kinds[-4:] == ("ho_w", "ho_w", "ho_l", "ho_l")
+    assert list(resp.prompt[-4:]) == [4, 5, 4, 5]
