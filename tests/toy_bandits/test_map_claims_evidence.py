@@ -130,3 +130,30 @@ def test_ordered_pair_stop_detector_sees_a_trainer_that_stops_at_pi_star(monkeyp
     assert [s["stopped_at_pi_star"] for s in stops] == [True] * 5
     assert "stops at pi* on 5/5 cases" in r.summary
     assert r.amended is False
+
+
+def test_ordered_pair_stop_cases_train_from_the_stated_reference(tmp_path, monkeypatch):
+    """equiv-ordered-pair, part (1): the reference each stop case trains from has log pi_ref(w)/pi_ref(l) equal to
+    the delta_ref its evidence row states (-3, -1, 0.5, -2, 1), so delta_star and assumption_holds describe the
+    policy actually trained; pi_ref(w) + pi_ref(l) = 0.9. A wrong reference (p0 = 0.9 / (2 + e^-d) gives -3.05,
+    -1.31, -0.47, -2.13, -0.31) left the verdict unchanged (a survivor of mutation)."""
+    import numpy as np
+
+    from toy_bandits import dynamics
+
+    seen = []
+    real = dynamics.train_tabular
+
+    def spy(pi_ref, *a, **k):
+        seen.append(np.array(pi_ref, dtype=float))
+        return real(pi_ref, *a, **k)
+
+    monkeypatch.setattr(dynamics, "train_tabular", spy)
+    r = mc.equiv_ordered_pair_simulation(CheckContext(seed=0, quick=True, out_dir=tmp_path))
+    stated = [row["delta_ref"] for row in r.evidence["stop_at_pi_star"]]
+    assert stated == [-3.0, -1.0, 0.5, -2.0, 1.0]
+    ref = seen[0]
+    assert ref.shape == (5, 3)
+    for i, d in enumerate(stated):
+        assert math.log(ref[i, 0] / ref[i, 1]) == pytest.approx(d, abs=1e-12)
+        assert ref[i, 0] + ref[i, 1] == pytest.approx(0.9, abs=1e-12)

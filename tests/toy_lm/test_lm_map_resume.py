@@ -277,3 +277,28 @@ def test_the_code_fingerprint_follows_imports_inside_functions_and_from_module_t
     assert {"dpo_rlhf_checks/report.py", "dpo_rlhf_checks/tracing.py", "dpo_rlhf_checks/losses.py",
             "toy_bandits/dynamics.py", "toy_lm/train.py", "toy_lm/map_progress.py"} <= files
     assert not files & {"toy_bandits/maps.py", "theory/gpo_atlas.py", "dpo_rlhf_checks/score.py"}
+
+
+def test_code_fingerprint_changes_when_a_code_file_is_renamed(tmp_path, monkeypatch):
+    """The record's code hash covers each code file's path as well as its bytes: renaming toy_lm/a.py to a2.py
+    (same bytes, same order) changes it, and so does an edit (a survivor of mutation: dropping the path from the
+    hash left a rename unseen by --resume)."""
+    import toy_lm.map_progress as mp
+
+    (tmp_path / "toy_lm").mkdir()
+    (tmp_path / "toy_lm" / "a.py").write_text("x = 1\n")
+    (tmp_path / "toy_lm" / "b.py").write_text("y = 2\n")
+
+    class Cfg:
+        def to_dict(self):
+            return {"k": 1}
+
+    monkeypatch.setattr(mp, "_ROOT", tmp_path)
+    monkeypatch.setattr(mp, "code_files", lambda: sorted((tmp_path / "toy_lm").glob("*.py")))
+    before = mp.fingerprint(Cfg(), 0, "cpu", 1)["code"]
+    (tmp_path / "toy_lm" / "a.py").rename(tmp_path / "toy_lm" / "a2.py")
+    renamed = mp.fingerprint(Cfg(), 0, "cpu", 1)["code"]
+    (tmp_path / "toy_lm" / "a2.py").write_text("x = 3\n")
+    edited = mp.fingerprint(Cfg(), 0, "cpu", 1)["code"]
+    assert before != renamed
+    assert renamed != edited
